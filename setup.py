@@ -1,0 +1,46 @@
+"""Installs jaxtalk, its data pipelines and configs, and the `jaxtalk` console script."""
+
+from setuptools import find_packages, setup
+
+# Ranges are the ones the test suite runs on (see .ci/run); the upper bounds guard
+# against API breaks in the fast-moving JAX stack.
+INSTALL_REQUIRES = [
+    "jax>=0.10,<0.13",
+    "flax>=0.12,<0.13",
+    "optax>=0.2.6,<0.3",
+    "orbax-checkpoint>=0.12,<0.13",
+    "grain>=0.2.15,<0.3",
+    "array-record>=0.8,<0.9",
+    "tensorflow-datasets>=4.9.9,<4.10",
+    "ml-collections>=1.1,<1.2",
+    "ffmpeg-python>=0.2,<0.3",
+    "imageio-ffmpeg>=0.6,<0.9",  # a static ffmpeg when the system has none
+    "absl-py>=2.1,<3",
+    "numpy>=2.0,<2.5",
+    "scipy>=1.13,<2",
+    "pillow>=10,<14",
+    "safetensors>=0.4,<0.9",
+    "tensorboardX>=2.6,<2.7",
+    "tqdm>=4.66,<5",
+    "matplotlib>=3.8,<4",
+]
+
+EXTRAS = {
+    "dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-image>=0.24,<0.27"],
+    # Only for running the released PyTorch code beside jaxtalk (parity checks,
+    # benchmarks); jaxtalk itself reads and writes PyTorch checkpoints without torch.
+    "torch": ["torch>=2.4"],
+    "cuda": ["jax[cuda12]>=0.10,<0.13"],
+    "tpu": ["jax[tpu]>=0.10,<0.13"],
+}
+
+setup(
+    name="jaxtalk",
+    version="0.1.0",
+    description="Train talking-face and portrait-animation models in JAX/Flax at TPU/GPU scale",
+    python_requires=">=3.11",
+    packages=find_packages(include=["jaxtalk", "jaxtalk.*", "data_pipelines", "data_pipelines.*", "configs", "configs.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["jaxtalk=jaxtalk.cli:main"]},
+)
