@@ -1,0 +1,115 @@
+"""Key-complete, shape-checked mapping between PyTorch state_dicts and Flax params.
+
+A converter for one release is a list of `Rule`s: which state_dict key goes to which
+param path, and the layout change between them (conv OIHW <-> HWIO, linear (O,I) <->
+(I,O), ...). `to_params` applies the rules and fails loudly on any missing or unexpected
+key or wrong shape; `to_state_dict` applies them backwards, so export is exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterable, Mapping
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+Array = np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """A pair of inverse array transforms: PyTorch layout -> Flax layout and back."""
+
+    name: str
+    to_flax: Callable[[Array], Array]
+    to_torch: Callable[[Array], Array]
+
+
+IDENTITY = Layout("identity", lambda w: w, lambda w: w)
+LINEAR = Layout("linear", lambda w: w.T, lambda w: w.T)
+CONV1D = Layout("conv1d", lambda w: w.transpose(2, 1, 0), lambda w: w.transpose(2, 1, 0))
+CONV2D = Layout("conv2d", lambda w: w.transpose(2, 3, 1, 0), lambda w: w.transpose(3, 2, 0, 1))
+CONV3D = Layout("conv3d", lambda w: w.transpose(2, 3, 4, 1, 0),
+                lambda w: w.transpose(4, 3, 0, 1, 2))
+# ConvTranspose2d weights are (I, O, H, W) and flax's ConvTranspose (transpose_kernel=False)
+# correlates, so the kernel is also flipped spatially.
+CONV_TRANSPOSE2D = Layout("conv_transpose2d",
+                          lambda w: w.transpose(2, 3, 0, 1)[::-1, ::-1],
+                          lambda w: w[::-1, ::-1].transpose(2, 3, 0, 1))
+
+
+def reshape(shape_flax: tuple[int, ...], shape_torch: tuple[int, ...]) -> Layout:
+    """A pure reshape, e.g. a (1, C, 1, 1) bias stored as (C,)."""
+    return Layout(f"reshape{shape_flax}",
+                  lambda w: w.reshape(shape_flax), lambda w: w.reshape(shape_torch))
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    torch_key: str
+    param_path: str  # '/'-joined path in the params tree, e.g. 'encoder/conv1/kernel'
+    layout: Layout = IDENTITY
+
+
+class ConversionError(ValueError):
+    """A state_dict that does not match the release layout; lists every problem."""
+
+
+def _fail(source: str, problems: list[str]) -> None:
+    if problems:
+        shown = "\n  ".join(problems[:40])
+        more = f"\n  ... and {len(problems) - 40} more" if len(problems) > 40 else ""
+        raise ConversionError(f"{source}: {len(problems)} problem(s):\n  {shown}{more}")
+
+
+def flatten_params(params: Mapping) -> dict[str, Any]:
+    return {"/".join(k): v for k, v in traverse_util.flatten_dict(dict(params)).items()}
+
+
+def to_params(state_dict: Mapping[str, Any], rules: Iterable[Rule], reference: Mapping,
+              source: str = "state_dict", ignore: Callable[[str], bool] = lambda k: False,
+              dtype=np.float32) -> dict:
+    """Builds a params tree shaped like `reference` (a params tree or its eval_shape).
+
+    Every state_dict key must be used by a rule (or ignored by `ignore`, e.g. for
+    buffers that carry no information such as BatchNorm's num_batches_tracked), every
+    rule must find its key, and every reference param must be produced with its shape.
+    """
+    rules = list(rules)
+    expected = {k: tuple(v.shape) for k, v in flatten_params(reference).items()}
+    problems, out, used = [], {}, set()
+    for rule in rules:
+        if rule.torch_key not in state_dict:
+            problems.append(f"missing key {rule.torch_key!r} (for {rule.param_path})")
+            continue
+        used.add(rule.torch_key)
+        value = np.asarray(rule.layout.to_flax(np.asarray(state_dict[rule.torch_key])))
+        if rule.param_path not in expected:
+            problems.append(f"rule target {rule.param_path!r} is not a model parameter")
+        elif value.shape != expected[rule.param_path]:
+            problems.append(
+                f"{rule.torch_key!r}: shape {tuple(np.shape(state_dict[rule.torch_key]))} "
+                f"-> {value.shape} ({rule.layout.name}) but {rule.param_path} is "
+                f"{expected[rule.param_path]}")
+        elif rule.param_path in out:
+            problems.append(f"{rule.param_path} is written by two rules")
+        else:
+            out[rule.param_path] = value.astype(dtype) if value.dtype.kind == "f" else value
+    problems += [f"unexpected key {k!r} with shape {tuple(np.shape(v))}"
+                 for k, v in state_dict.items() if k not in used and not ignore(k)]
+    problems += [f"parameter {p} {s} has no source key" for p, s in expected.items()
+                 if p not in out and not any(r.param_path == p for r in rules)]
+    _fail(source, problems)
+    return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in out.items()})
+
+
+def to_state_dict(params: Mapping, rules: Iterable[Rule]) -> dict[str, np.ndarray]:
+    """Applies the rules backwards: the released state_dict layout, ordered as the rules."""
+    flat = flatten_params(jax.device_get(params))
+    rules = list(rules)
+    _fail("params", [f"no rule writes back {p}" for p in flat
+                     if p not in {r.param_path for r in rules}])
+    return {r.torch_key: np.ascontiguousarray(r.layout.to_torch(np.asarray(flat[r.param_path])))
+            for r in rules}
