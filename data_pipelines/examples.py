@@ -1,0 +1,81 @@
+"""Per-example transforms: one clip record -> one training example (numpy, unbatched).
+
+Used by the grain loaders as RandomMap transforms; `rng` comes from grain and is a pure
+function of the seed and the example's position, so a resumed run draws the same frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from data_pipelines import records
+
+# Widths of the per-frame attributes the pipelines write; unknown names must be present.
+ATTRIBUTE_DIMS = {"pose": 3, "mouth": 1, "blink": 1, "landmarks_xy": 10}
+
+
+def to_image(jpeg: bytes, size: int, dtype: str) -> np.ndarray:
+  """JPEG -> [size, size, 3] as float32 in [-1, 1] or uint8."""
+  img = records.decode_jpeg(jpeg)
+  if img.shape[0] != size or img.shape[1] != size:
+    img = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+  if dtype == "uint8":
+    return img
+  return img.astype(np.float32) * (2.0 / 255.0) - 1.0
+
+
+def pair(record: dict[str, Any], rng: np.random.Generator, size: int, dtype: str, max_gap: int) -> dict[str, Any]:
+  """Source and driving frame from one clip (at most `max_gap` frames apart; 0 = anywhere)."""
+  n = record["num_frames"]
+  s = int(rng.integers(n))
+  if max_gap > 0:
+    d = int(rng.integers(max(0, s - max_gap), min(n, s + max_gap + 1)))
+  else:
+    d = int(rng.integers(n))
+  return {"source": to_image(record["frames"][s], size, dtype),
+          "driving": to_image(record["frames"][d], size, dtype),
+          "source_frame": np.int32(s), "driving_frame": np.int32(d)}
+
+
+def window(record: dict[str, Any], rng: np.random.Generator, *, size: int, dtype: str, num_frames: int,
+           stride: int, audio: str, audio_pad_frames: int, attributes: tuple[str, ...]) -> dict[str, Any]:
+  """T frames (every `stride`-th), the audio under them and their per-frame attributes.
+
+  Clips shorter than the window are padded by repeating the last frame (`valid` marks the
+  real frames). Audio: samples [start * spf - pad, (end) * spf + pad) with pad =
+  `audio_pad_frames` frames of context on each side, zero outside the clip.
+  """
+  n = record["num_frames"]
+  span = (num_frames - 1) * stride + 1
+  start = int(rng.integers(max(1, n - span + 1)))
+  idx = start + np.arange(num_frames) * stride
+  valid = idx < n
+  idx = np.minimum(idx, n - 1)
+  out = {"frames": np.stack([to_image(record["frames"][i], size, dtype) for i in idx]),
+         "frame_valid": valid, "start_frame": np.int32(start)}
+  if audio == "raw":
+    spf = records.samples_per_frame(record)
+    pcm = np.asarray(record["audio"], np.float32) / 32767.0
+    pad = audio_pad_frames * spf
+    a = start * spf - pad
+    length = span * spf + 2 * pad
+    buf = np.zeros(length, np.float32)
+    lo, hi = max(a, 0), min(a + length, len(pcm))
+    if hi > lo:
+      buf[lo - a:hi - a] = pcm[lo:hi]
+    out["audio"] = buf
+  elif audio != "none":
+    raise ValueError(f"unknown audio mode {audio!r} (use 'raw' or 'none')")
+  have = record.get("attributes", {})
+  for name in attributes:
+    if name in have:
+      values = np.asarray(have[name], np.float32)[idx]
+      out[name], out[name + "_valid"] = values, np.bool_(True)
+    elif name in ATTRIBUTE_DIMS:
+      out[name], out[name + "_valid"] = np.zeros((num_frames, ATTRIBUTE_DIMS[name]), np.float32), np.bool_(False)
+    else:
+      raise KeyError(f"clip {record['clip_id']} has no attribute {name!r} (has {sorted(have)})")
+  return out

@@ -1,0 +1,1 @@
+"""One parser per dataset: official metadata -> (list of ClipSpec, SkipReport)."""

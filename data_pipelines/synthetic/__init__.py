@@ -1,0 +1,1 @@
+"""Procedural talking heads: the embedded default dataset (see `generate.py`)."""
