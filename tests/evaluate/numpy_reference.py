@@ -1,0 +1,59 @@
+"""Independent numpy versions of the ops the metric nets use, in PyTorch's NCHW/OIHW layout.
+
+They take the weights exactly as a PyTorch state_dict stores them, so comparing a Flax net
+against them checks both the net and its converter's layout changes.
+"""
+
+import numpy as np
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):
+    """x (N, C, H, W), weight (O, C/groups, kh, kw): cross-correlation as torch.nn.Conv2d."""
+    sh, sw = (stride, stride) if np.isscalar(stride) else stride
+    ph, pw = (padding, padding) if np.isscalar(padding) else padding
+    x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    n, c, h, w = x.shape
+    o, cg, kh, kw = weight.shape
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    out = np.zeros((n, o, oh, ow), np.float64)
+    og = o // groups
+    for g in range(groups):
+        xs = x[:, g * cg:(g + 1) * cg]
+        ws = weight[g * og:(g + 1) * og].astype(np.float64)
+        for i in range(kh):
+            for j in range(kw):
+                patch = xs[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+                out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch, ws[:, :, i, j])
+    if bias is not None:
+        out += bias.reshape(1, -1, 1, 1)
+    return out
+
+
+def max_pool2d(x, kernel, stride, padding=0, ceil_mode=False):
+    n, c, h, w = x.shape
+    x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)),
+               constant_values=-np.inf)
+    rnd = np.ceil if ceil_mode else np.floor
+    oh = int(rnd((h + 2 * padding - kernel) / stride)) + 1
+    ow = int(rnd((w + 2 * padding - kernel) / stride)) + 1
+    if ceil_mode:  # torch drops a last window that would start in the right padding only
+        oh -= (oh - 1) * stride >= h + padding
+        ow -= (ow - 1) * stride >= w + padding
+    out = np.full((n, c, oh, ow), -np.inf)
+    for i in range(oh):
+        for j in range(ow):
+            win = x[:, :, i * stride:i * stride + kernel, j * stride:j * stride + kernel]
+            out[:, :, i, j] = win.reshape(n, c, -1).max(-1)
+    return out
+
+
+def relu(x):
+    return np.maximum(x, 0)
+
+
+def nhwc(x):
+    return np.transpose(x, (0, 2, 3, 1))
+
+
+def nchw(x):
+    return np.transpose(x, (0, 3, 1, 2))
