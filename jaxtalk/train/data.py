@@ -1,0 +1,108 @@
+"""From per-process host batches to globally sharded device arrays.
+
+Every process reads only its share of each global batch. `process_share` fixes which
+share: process p takes rows [p*L, (p+1)*L) of global batch k, so the global batch is the
+same whatever the number of processes (a 2-process run sees the batches a 1-process run
+sees). `DevicePrefetcher` assembles the global arrays one or more steps ahead on a
+background thread and records how long the loop waited for each batch.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any, Iterator, Mapping
+
+import grain
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+
+def process_share(ds: grain.MapDataset, *, global_batch_size: int, process_index: int,
+                  process_count: int) -> grain.MapDataset:
+    """The examples of `ds` this process reads, in order, for contiguous batch slices."""
+    if global_batch_size % process_count:
+        raise ValueError(f"global batch {global_batch_size} is not divisible by "
+                         f"{process_count} processes")
+    local = global_batch_size // process_count
+    num_batches = len(ds) // global_batch_size
+
+    def global_index(j: int) -> int:
+        return (j // local) * global_batch_size + process_index * local + j % local
+
+    return grain.MapDataset.range(num_batches * local).map(lambda j: ds[global_index(j)])
+
+
+def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
+    """Leading (batch) axis over every mesh axis that carries data: data and fsdp."""
+    return NamedSharding(mesh, P(("data", "fsdp")))
+
+
+def to_global(local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict:
+    sharding = batch_sharding(mesh)
+    out = {}
+    for k, v in local_batch.items():
+        v = np.asarray(v)
+        global_shape = (v.shape[0] * jax.process_count(),) + v.shape[1:]
+        out[k] = jax.make_array_from_process_local_data(sharding, v, global_shape)
+    return out
+
+
+class DevicePrefetcher:
+    """Iterates global device batches, `depth` ahead, and keeps per-step wait times.
+
+    The host iterator runs ahead of the loop, so its current state is not the one to
+    checkpoint. The producer records the host state right after each batch and hands it
+    out with the batch; `state` is then the state after the last batch the loop took,
+    which is what a resumed run must start from.
+    """
+
+    def __init__(self, host_iter: Iterator, mesh: jax.sharding.Mesh, depth: int = 2):
+        self.host_iter = host_iter
+        self._mesh = mesh
+        self._depth = depth
+        self._queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+        self._stop = threading.Event()
+        self._thread = None
+        self.state: Any = None
+        self.wait_seconds: list[float] = []
+
+    def _next_item(self):
+        batch = to_global(next(self.host_iter), self._mesh)
+        return batch, self.host_iter.get_state()
+
+    def _produce(self):
+        try:
+            while not self._stop.is_set():
+                self._queue.put(self._next_item())
+        except BaseException as e:  # StopIteration included: re-raised in the loop
+            self._queue.put((e, None))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, jax.Array]:
+        start = time.perf_counter()
+        if self._depth <= 0:
+            batch, state = self._next_item()
+        else:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._produce, daemon=True)
+                self._thread.start()
+            batch, state = self._queue.get()
+            if isinstance(batch, BaseException):
+                raise batch
+        self.wait_seconds.append(time.perf_counter() - start)
+        self.state = state
+        return batch
+
+    def close(self):
+        self._stop.set()
+        while self._thread is not None and self._thread.is_alive():
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            self._thread.join(timeout=0.05)

@@ -1,0 +1,73 @@
+"""The mesh and the shardings of every array the loop holds.
+
+Three layers, as in maxtext: mesh axes (`data`, `fsdp`, `tensor`) from config; logical
+axis rules in config map the names models put on their kernels to mesh axes; this module
+turns both into a `NamedSharding` per leaf. A dimension that its mesh axes do not divide
+is replicated instead of failing, so an RGB input conv or a 20-d motion head is fine.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+from flax import linen as nn
+from jax.experimental import mesh_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXES = ("data", "fsdp", "tensor")
+
+
+def _fill(shape: dict[str, int], total: int, what: str) -> list[int]:
+    sizes = [shape[a] for a in AXES]
+    known = math.prod(s for s in sizes if s != -1)
+    if sizes.count(-1) > 1:
+        raise ValueError(f"{what}: at most one axis may be -1, got {shape}")
+    if -1 in sizes:
+        if total % known:
+            raise ValueError(f"{what}: {total} devices are not divisible by {known}")
+        sizes[sizes.index(-1)] = total // known
+    if math.prod(sizes) != total:
+        raise ValueError(f"{what} {dict(zip(AXES, sizes))} needs {math.prod(sizes)} "
+                         f"devices but there are {total}")
+    return sizes
+
+
+def make_mesh(mesh_config, dcn_config=None, devices=None) -> Mesh:
+    """A (data, fsdp, tensor) mesh; a hybrid ICI x DCN mesh when dcn_config spans slices."""
+    devices = list(devices if devices is not None else jax.devices())
+    dcn = [1, 1, 1] if dcn_config is None else [dcn_config[a] for a in AXES]
+    num_slices = math.prod(dcn)
+    ici = _fill(dict(mesh_config), len(devices) // num_slices, "mesh (per slice)")
+    if num_slices > 1:
+        arr = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices=devices)
+    else:
+        try:
+            arr = mesh_utils.create_device_mesh(ici, devices=devices)
+        except (ValueError, NotImplementedError, AssertionError):
+            arr = np.asarray(devices).reshape(ici)  # e.g. CPU or uneven topologies
+    return Mesh(arr, AXES)
+
+
+def _fit(spec: P, shape: tuple[int, ...], mesh: Mesh) -> P:
+    """Drops mesh axes from dims they do not divide (those dims stay replicated)."""
+    out = []
+    for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+        names = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
+        kept = []
+        for name in names:
+            if dim % (mesh.shape[name] * math.prod(mesh.shape[k] for k in kept)) == 0:
+                kept.append(name)
+        out.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
+    return P(*out)
+
+
+def shardings_for(boxed_abstract, mesh: Mesh, rules) -> object:
+    """NamedShardings for a (possibly nn.Partitioned-boxed) abstract pytree, unboxed."""
+    logical = nn.get_partition_spec(boxed_abstract)
+    mesh_specs = nn.logical_to_mesh(logical, rules)
+    abstract = nn.unbox(boxed_abstract)
+    return jax.tree.map(lambda a, s: NamedSharding(mesh, _fit(s, a.shape, mesh)),
+                        abstract, mesh_specs,
+                        is_leaf=lambda x: isinstance(x, P))

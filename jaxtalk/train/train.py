@@ -1,0 +1,201 @@
+"""The one training loop. Every recipe runs through `train(config, workdir)`.
+
+Read top to bottom: distributed setup, mesh, task, data, sharded state (fresh or resumed),
+compiled step, then the loop with its logging, evaluation, samples and checkpoints.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax import linen as nn
+
+from jaxtalk.tasks.base import get_task
+from jaxtalk.train import checkpoints, distributed, optim, sharding
+from jaxtalk.train import state as state_lib
+from jaxtalk.train.data import DevicePrefetcher, batch_sharding, to_global
+from jaxtalk.train.metrics import MetricWriter, compiled_flops
+from jaxtalk.train.step import train_step
+
+
+class NonFiniteError(RuntimeError):
+    pass
+
+
+def check_workdir(workdir: str) -> None:
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, f".write_probe_{jax.process_index()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"workdir {workdir!r} is not writable: {e.strerror or e}") from None
+
+
+def _validate(config) -> None:
+    if config.batch_size % jax.process_count():
+        raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
+                         f"{jax.process_count()} processes")
+    if config.batch_size % config.grad_accum_steps:
+        raise ValueError(f"config.batch_size={config.batch_size} is not divisible by "
+                         f"config.grad_accum_steps={config.grad_accum_steps}")
+    if config.nan_policy not in ("skip", "stop"):
+        raise ValueError(f"config.nan_policy={config.nan_policy!r}: expected skip or stop")
+    if config.remat_policy not in ("none", "full", "dots"):
+        raise ValueError(f"config.remat_policy={config.remat_policy!r}: none, full or dots")
+
+
+def train(config, workdir: str) -> dict:
+    """Trains until config.total_steps; returns the last logged and evaluated metrics."""
+    # ------------------------------------------------------------------ setup
+    distributed.maybe_initialize(config.distributed)
+    _validate(config)
+    check_workdir(workdir)
+    is_main = jax.process_index() == 0
+    mesh = sharding.make_mesh(config.mesh, config.dcn_mesh)
+    rules = tuple(tuple(r) for r in config.logical_axis_rules)
+    task = get_task(config)
+    losses = task.losses()
+    missing = [g for g, _ in losses if g not in config.optimizers]
+    if missing:
+        raise ValueError(f"task {config.task!r} trains groups {missing} that have no entry "
+                         f"in config.optimizers (has {sorted(config.optimizers)})")
+    optimizers = {g: optim.optimizer(config.optimizers[g], config.total_steps)
+                  for g, _ in losses}
+    ema_decays = dict(config.ema)
+    logging.info("mesh %s on %d devices, %d processes", dict(mesh.shape), jax.device_count(),
+                 jax.process_count())
+
+    # ------------------------------------------------------------------ data
+    def make_data(split, seed):
+        return task.data(split, global_batch_size=config.batch_size, seed=seed,
+                         process_index=jax.process_index(), process_count=jax.process_count())
+
+    host_iter = make_data("train", config.seed)
+
+    # ------------------------------------------------------------------ sharded state
+    first_batch = to_global(next(make_data("train", config.seed)), mesh)
+    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+
+    def init_state():
+        params, model_state = task.init(init_rng, first_batch)
+        return state_lib.create(params, model_state, optimizers, ema_decays, state_rng)
+
+    boxed = jax.eval_shape(init_state)
+    state_shardings = sharding.shardings_for(boxed, mesh, rules)
+    abstract = nn.unbox(boxed)
+    ckpt = checkpoints.Checkpointer(workdir, config)
+    start_step = ckpt.latest_step()
+    if start_step is None:
+        state = jax.jit(lambda: nn.unbox(init_state()), out_shardings=state_shardings)()
+        start_step = 0
+    else:
+        state, data_state = ckpt.restore(
+            start_step, checkpoints.abstract_with_shardings(abstract, state_shardings))
+        host_iter.set_state(data_state)
+        logging.info("resumed from step %d in %s", start_step, ckpt.directory)
+
+    # ------------------------------------------------------------------ compiled steps
+    data_sharding = batch_sharding(mesh)
+    batch_shardings = jax.tree.map(lambda _: data_sharding, first_batch)
+    step_fn = jax.jit(
+        functools.partial(train_step, losses=losses, optimizers=optimizers,
+                          ema_decays=ema_decays, accum=config.grad_accum_steps,
+                          remat=config.remat_policy),
+        in_shardings=(state_shardings, batch_shardings),
+        out_shardings=(state_shardings, None),
+        donate_argnums=0,
+    )
+    eval_fn = jax.jit(lambda s, b, r: task.eval_step(s.eval_params(), s.model_state, b, r))
+    samples_fn = jax.jit(lambda s, b, r: task.samples(s.eval_params(), s.model_state, b, r))
+
+    writer = MetricWriter(workdir, config, config.total_steps, start_step,
+                          config.batch_size, is_main)
+    step_fn = step_fn.lower(state, first_batch).compile()  # compiled once, FLOPs known
+    writer.flops_per_step = compiled_flops(step_fn)
+    writer.print(f"training {config.task} from step {start_step} to {config.total_steps}: "
+                 f"mesh {dict(mesh.shape)}, global batch {config.batch_size}, "
+                 f"{_count(state.params)} params, "
+                 f"{'n/a' if writer.flops_per_step is None else f'{writer.flops_per_step:.3g}'}"
+                 " FLOPs/step")
+
+    def evaluate(step):
+        it = make_data("eval", config.seed)
+        sums, n = {}, 0
+        for i in range(config.eval.num_batches):
+            try:
+                batch = to_global(next(it), mesh)
+            except StopIteration:
+                break
+            out = jax.device_get(eval_fn(state, batch, jax.random.PRNGKey(i)))
+            sums = {k: sums.get(k, 0.0) + float(v) for k, v in out.items()}
+            n += 1
+        result = {f"eval/{k}": v / max(n, 1) for k, v in sums.items()}
+        writer.print(f"eval at step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in result.items()))
+        writer.scalars(step, result)
+        return result
+
+    def save(step, metrics=None):
+        skipped = int(jax.device_get(state.skipped_steps))
+        if skipped and config.nan_policy == "stop":
+            return  # the guard kept the last finite state; the loop raises below
+        ckpt.save(step, state, prefetch.state, metrics)
+
+    # ------------------------------------------------------------------ loop
+    prefetch = DevicePrefetcher(host_iter, mesh, depth=config.data.prefetch)
+    pending, last_log, last_eval = [], {}, {}
+    step = start_step
+    try:
+        while step < config.total_steps:
+            batch = next(prefetch)
+            state, metrics = step_fn(state, batch)
+            step += 1
+            pending.append(metrics)
+            writer.advance(step)
+            log_now = step % config.log.every_steps == 0 or step == config.total_steps
+            if log_now:
+                fetched = jax.device_get(pending)
+                means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+                skipped = int(jax.device_get(state.skipped_steps))
+                means["skipped_steps"] = skipped
+                last_log = writer.train_line(step, means, prefetch.wait_seconds)
+                prefetch.wait_seconds.clear()
+                pending.clear()
+            if config.nan_policy == "stop" and (log_now or _at(step, config.checkpoint.every_steps)):
+                skipped = int(jax.device_get(state.skipped_steps))
+                if skipped:
+                    raise NonFiniteError(
+                        f"non-finite loss or gradient at or before step {step} "
+                        f"({skipped} update(s) dropped); the state was not updated and the "
+                        f"last checkpoint in {ckpt.directory} is finite. Lower the learning "
+                        "rate, check the data, or set --config.nan_policy=skip")
+            evaluated = _at(step, config.eval.every_steps)
+            if evaluated:
+                last_eval = evaluate(step)
+            if _at(step, config.samples.every_steps):  # all processes compute, main writes
+                batch_s = jax.tree.map(lambda x: x[: max(config.samples.num, 1)], batch)
+                writer.media(step, samples_fn(state, batch_s, jax.random.PRNGKey(step)))
+            if _at(step, config.checkpoint.every_steps) or step == config.total_steps:
+                save(step, last_eval if evaluated and config.checkpoint.best_metric else None)
+        ckpt.wait()
+    finally:
+        prefetch.close()
+        ckpt.close()
+        writer.close()
+    return {"step": step, "state": state, **last_log, **last_eval}
+
+
+def _at(step: int, every: int) -> bool:
+    return bool(every) and step % every == 0
+
+
+def _count(tree) -> str:
+    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else str(n)
