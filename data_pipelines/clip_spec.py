@@ -16,7 +16,7 @@ class ClipSpec:
   Boxes are (x0, y0, x1, y1). With `box_ref_height=None` they are normalized to 0..1 of
   the frame; otherwise they are pixels of a frame `box_ref_height` pixels high (VoxCeleb1:
   360, HDTF: the listed resolution, VFHQ: the meta file's H) and get scaled to the real
-  video. `boxes` holds one box per frame or a single box for the whole clip.
+  video; `box_ref_height=0` means pixels of the video itself. `boxes` holds one box per frame or a single box for the whole clip.
   """
   clip_id: str
   dataset: str
@@ -42,6 +42,7 @@ class SkipReport:
 
   def __init__(self, max_examples: int = 5):
     self.counts: collections.Counter[str] = collections.Counter()
+    self.notes: collections.Counter[str] = collections.Counter()  # quirks tolerated, entry kept
     self.examples: dict[str, list[str]] = collections.defaultdict(list)
     self._max = max_examples
 
@@ -50,22 +51,20 @@ class SkipReport:
     if len(self.examples[reason]) < self._max:
       self.examples[reason].append(where)
 
-  def merge(self, other: "SkipReport | dict[str, int]") -> None:
-    counts = other.counts if isinstance(other, SkipReport) else other
-    self.counts.update(counts)
-    if isinstance(other, SkipReport):
-      for reason, ex in other.examples.items():
-        self.examples[reason].extend(ex[: self._max - len(self.examples[reason])])
+  def note(self, reason: str, where: str) -> None:
+    self.notes[reason] += 1
+    if len(self.examples[reason]) < self._max:
+      self.examples[reason].append(where)
 
   @property
   def total(self) -> int:
     return sum(self.counts.values())
 
   def summary(self) -> str:
-    if not self.counts:
-      return "nothing skipped"
-    parts = [f"{reason}: {n} (e.g. {', '.join(self.examples[reason][:2])})" for reason, n in self.counts.most_common()]
-    return f"skipped {self.total}: " + "; ".join(parts)
+    def fmt(counter):
+      return "; ".join(f"{r}: {n} (e.g. {', '.join(self.examples[r][:2])})" for r, n in counter.most_common())
+    text = f"skipped {self.total}: {fmt(self.counts)}" if self.counts else "nothing skipped"
+    return text + (f"; tolerated {fmt(self.notes)}" if self.notes else "")
 
 
 def stable_fraction(key: str) -> float:

@@ -10,11 +10,12 @@ import numpy as np
 
 
 def to_pixels(boxes: np.ndarray, width: int, height: int, ref_height: float | None) -> np.ndarray:
-  """Normalized boxes (ref_height None) or boxes of a `ref_height`-high frame -> pixels."""
+  """Normalized boxes (ref_height None), boxes of a `ref_height`-high frame, or native
+  pixels (ref_height 0) -> pixels of this video."""
   boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
   if ref_height is None:
     return boxes * np.array([width, height, width, height])
-  return boxes * (height / float(ref_height))
+  return boxes * (height / float(ref_height)) if ref_height else boxes
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from typing import Any
 
@@ -42,5 +41,4 @@ def prepare(specs: list[ClipSpec], parse_report: SkipReport, out_dir: str, *, na
       + ", ".join(f"{k}={v['num_clips']}" for k, v in result["splits"].items())
       + f"; rejected {result['rejected'] or 'none'}; parse skipped {result['parse_skipped'] or 'none'}"
       + f" ({time.time() - t0:.1f}s)")
-  logging.info("wrote %s", out_dir)
   return result
