@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import json
 import os
 import time
 
@@ -67,10 +68,11 @@ class MetricWriter:
         self.is_main = is_main
         self.total_steps, self.examples_per_step = total_steps, examples_per_step
         self._last_step, self._last_time = start_step, time.perf_counter()
-        self._bar = self._tb = None
+        self._bar = self._tb = self._jsonl = None
         self.flops_per_step: float | None = None
         if not is_main:
             return
+        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
         if config.log.tensorboard:
             from tensorboardX import SummaryWriter
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -115,6 +117,10 @@ class MetricWriter:
         return scalars
 
     def scalars(self, step: int, scalars: dict) -> None:
+        """TensorBoard and one JSON line per call in <workdir>/metrics.jsonl."""
+        if self._jsonl is not None:
+            self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+            self._jsonl.flush()
         if self._tb is not None:
             for k, v in scalars.items():
                 self._tb.add_scalar(k, v, step)
@@ -134,6 +140,8 @@ class MetricWriter:
                                  "(N,H,W,3) images or (N,T,H,W,3) videos")
 
     def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
         if self._bar is not None:
             self._bar.close()
         if self._tb is not None:

@@ -25,7 +25,11 @@ from jaxtalk.train.step import train_step
 
 
 class NonFiniteError(RuntimeError):
-    pass
+    """Training stopped by the NaN guard (config.nan_policy=stop)."""
+
+
+class ConfigError(ValueError):
+    """A config or environment the run cannot start with; the message says what to change."""
 
 
 def check_workdir(workdir: str) -> None:
@@ -36,20 +40,20 @@ def check_workdir(workdir: str) -> None:
             f.write("ok")
         os.remove(probe)
     except OSError as e:
-        raise ValueError(f"workdir {workdir!r} is not writable: {e.strerror or e}") from None
+        raise ConfigError(f"workdir {workdir!r} is not writable: {e.strerror or e}") from None
 
 
 def _validate(config) -> None:
     if config.batch_size % jax.process_count():
-        raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
+        raise ConfigError(f"config.batch_size={config.batch_size} is not divisible by the "
                          f"{jax.process_count()} processes")
     if config.batch_size % config.grad_accum_steps:
-        raise ValueError(f"config.batch_size={config.batch_size} is not divisible by "
+        raise ConfigError(f"config.batch_size={config.batch_size} is not divisible by "
                          f"config.grad_accum_steps={config.grad_accum_steps}")
     if config.nan_policy not in ("skip", "stop"):
-        raise ValueError(f"config.nan_policy={config.nan_policy!r}: expected skip or stop")
+        raise ConfigError(f"config.nan_policy={config.nan_policy!r}: expected skip or stop")
     if config.remat_policy not in ("none", "full", "dots"):
-        raise ValueError(f"config.remat_policy={config.remat_policy!r}: none, full or dots")
+        raise ConfigError(f"config.remat_policy={config.remat_policy!r}: none, full or dots")
 
 
 def train(config, workdir: str) -> dict:
@@ -61,11 +65,14 @@ def train(config, workdir: str) -> dict:
     is_main = jax.process_index() == 0
     mesh = sharding.make_mesh(config.mesh, config.dcn_mesh)
     rules = tuple(tuple(r) for r in config.logical_axis_rules)
-    task = get_task(config)
+    try:
+        task = get_task(config)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     losses = task.losses()
     missing = [g for g, _ in losses if g not in config.optimizers]
     if missing:
-        raise ValueError(f"task {config.task!r} trains groups {missing} that have no entry "
+        raise ConfigError(f"task {config.task!r} trains groups {missing} that have no entry "
                          f"in config.optimizers (has {sorted(config.optimizers)})")
     optimizers = {g: optim.optimizer(config.optimizers[g], config.total_steps)
                   for g, _ in losses}

@@ -1,0 +1,55 @@
+"""`jaxtalk <command> [flags]`: one entry point, one module per command.
+
+Each command lives in `jaxtalk/commands/<command>.py`, defines its own absl flags and a
+`main(argv)`. Only the chosen command's module is imported, so `--help` lists that
+command's flags and a slow import (TensorFlow datasets, say) costs only its command.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+COMMANDS = {
+    "train": "train a recipe: jaxtalk train --config=configs/<recipe>.py:<variant> --workdir=DIR",
+    "prepare": "turn raw datasets (or the built-in synthetic set) into training records",
+    "import": "convert a released PyTorch checkpoint into jaxtalk parameters",
+    "export": "write trained parameters as a PyTorch checkpoint, safetensors or a jax.export function",
+    "eval": "evaluate one checkpoint on one test set",
+    "sweep": "evaluate a grid of checkpoints x test sets x metrics",
+    "animate": "animate a portrait from a driving video or speech",
+}
+
+
+def _available() -> dict[str, str]:
+    here = os.path.join(os.path.dirname(__file__), "commands")
+    return {c: h for c, h in COMMANDS.items() if os.path.exists(os.path.join(here, f"{c}.py"))}
+
+
+def usage() -> str:
+    lines = ["usage: jaxtalk <command> [--flags]   (jaxtalk <command> --help for its flags)", "",
+             "commands:"]
+    lines += [f"  {c:<9} {h}" for c, h in _available().items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv if argv is None else argv)
+    commands = _available()
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(usage())
+        sys.exit(0 if len(argv) >= 2 else 2)
+    command = argv[1]
+    if command not in commands:
+        print(f"jaxtalk: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        sys.exit(2)
+    module = importlib.import_module(f"jaxtalk.commands.{command}")
+    from absl import app
+
+    app.run(module.main, argv=[f"jaxtalk {command}"] + argv[2:],
+            flags_parser=getattr(module, "parse_flags", app.parse_flags_with_usage))
+
+
+if __name__ == "__main__":
+    main()
