@@ -48,9 +48,10 @@ class _LegacyPickler(pickle._Pickler):
     dispatch[_Call] = _save_call
 
 
-def write_legacy(path, tensors, extra=None):
+def write_legacy(path, tensors, extra=None, nest_under="state_dict"):
     """tensors: name -> (storage type name, array); two names may share a storage by
-    passing (type, array, shared_key, offset)."""
+    passing (type, array, shared_key, offset). The tensors go under `nest_under` beside `extra`,
+    or make up the whole file (a bare state_dict) when it is None."""
     out = io.BytesIO()
     for header in (torch_legacy.MAGIC_NUMBER, torch_legacy.PROTOCOL_VERSION,
                    {"protocol_version": 1001, "little_endian": True,
@@ -71,7 +72,7 @@ def write_legacy(path, tensors, extra=None):
         tree[name] = _Call(_TorchGlobal("torch._utils", "_rebuild_tensor_v2"),
                            (storage, offset, shape, stride, False,
                             _Call(_TorchGlobal("collections", "OrderedDict"), ())))
-    obj = {"state_dict": tree, **(extra or {})}
+    obj = tree if nest_under is None else {nest_under: tree, **(extra or {})}
     _LegacyPickler(out, protocol=2).dump(obj)
     keys = sorted(storages)
     pickle.dump(keys, out, protocol=2)

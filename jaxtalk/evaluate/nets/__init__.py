@@ -1,0 +1,1 @@
+"""Flax versions of the networks the evaluation metrics are defined with."""
