@@ -65,8 +65,8 @@ def parse(manual_dir: str, *, dataset: str = "vfhq") -> tuple[list[ClipSpec], Sk
       report.skip("malformed file", f"{path} (no FPS or H header)")
       continue
     fps, height = header["FPS"][0], header["H"][0]
-    start, end = int(m["start"]) + 1, int(m["end"]) - 1  # trim one frame at each end
-    if end <= start or fps <= 0:
+    start, last = int(m["start"]) + 1, int(m["end"]) - 1  # F<a>-<b> is inclusive; trim one frame each end
+    if last < start or fps <= 0:
       report.skip("empty time range", path)
       continue
     if "CROP" in header:
@@ -86,6 +86,6 @@ def parse(manual_dir: str, *, dataset: str = "vfhq") -> tuple[list[ClipSpec], Sk
     specs.append(ClipSpec(
         clip_id=stem, dataset=dataset, video_path=video, identity=f"{m['yt']}+P{m['person']}",
         split="test" if "test" in os.path.dirname(rel) else "train",
-        start_sec=start / fps, end_sec=end / fps, boxes=boxes, box_ref_height=height, crop_scale=scale,
+        start_sec=start / fps, end_sec=(last + 1) / fps, boxes=boxes, box_ref_height=height, crop_scale=scale,
         extra=(("youtube_id", m["yt"]),)))
   return specs, report

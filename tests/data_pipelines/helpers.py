@@ -18,10 +18,10 @@ def marker_video(path, seconds=3.0, fps=25.0, width=96, height=72, seed=0, rate=
   rng = np.random.default_rng(seed)
   steps = rng.uniform(0.15, 1.0, int(np.ceil(seconds / STEP)) + 1)
   n = int(round(seconds * fps))
-  level = steps[(np.arange(n) / fps / STEP).astype(int)]
+  level = steps[np.floor(np.arange(n) / fps / STEP + 1e-6).astype(int)]  # no 1.9999 -> 1
   frames = np.broadcast_to((30 + 200 * level)[:, None, None, None], (n, height, width, 3)).astype(np.uint8)
   ts = np.arange(int(seconds * rate)) / rate
-  tone = (0.8 * steps[(ts / STEP).astype(int)] * np.sin(2 * np.pi * 440 * ts)).astype(np.float32)
+  tone = (0.8 * steps[np.arange(len(ts)) // int(STEP * rate)] * np.sin(2 * np.pi * 440 * ts)).astype(np.float32)
   video_io.write_video(path, frames, fps, audio=tone if audio else None)
   return steps
 

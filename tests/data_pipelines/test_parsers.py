@@ -122,7 +122,7 @@ def test_vfhq_meta_files(tmp_path):
   assert dict(report.counts) == {"malformed file name": 1, "malformed row": 1, "missing video": 1}
   by_id = {s.clip_id: s for s in specs}
   s = by_id["Clip+_-91nXXjrVo+P0+C0+F1-41"]
-  assert (s.start_sec, s.end_sec, s.box_ref_height, s.identity, s.split) == (2 / 25, 40 / 25, 72.0, "_-91nXXjrVo+P0", "train")
+  assert (s.start_sec, s.end_sec, s.box_ref_height, s.identity, s.split) == (2 / 25, 41 / 25, 72.0, "_-91nXXjrVo+P0", "train")
   np.testing.assert_allclose(s.boxes[0], [8, 4, 56, 60])
   t = by_id["Clip+ab_c-d+P0+C0+F1-41"]  # no CROP: union of the landmarks, enlarged
   assert t.split == "test" and t.crop_scale == vfhq.LANDMARK_CROP_SCALE
