@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from absl import flags
 import grain
 import ml_collections
 import numpy as np
@@ -148,9 +149,14 @@ def make_loader(data_config: ml_collections.ConfigDict, *, split: str, global_ba
   sampler = grain.samplers.IndexSampler(
       num_records=len(source), shard_options=shard, num_epochs=num_epochs, seed=seed,
       shuffle=cfg.shuffle if shuffle is None else shuffle)
+  workers = cfg.worker_count if worker_count is None else worker_count
+  if workers and not flags.FLAGS.is_parsed():
+    # grain's worker processes read absl flags; outside absl.app.run (notebooks, pytest) the
+    # defaults are what we want.
+    flags.FLAGS.mark_as_parsed()
   return grain.DataLoader(
       data_source=source, sampler=sampler,
       operations=[_MakeExample(cfg, paths, identities, size), grain.transforms.Batch(local_batch, drop_remainder=True)],
-      worker_count=cfg.worker_count if worker_count is None else worker_count,
+      worker_count=workers,
       worker_buffer_size=cfg.worker_buffer_size,
       read_options=grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=max(16, 2 * local_batch)))

@@ -14,9 +14,10 @@ from data_pipelines.process import ProcessConfig, process_clip
 
 def prepare(specs: list[ClipSpec], parse_report: SkipReport, out_dir: str, *, name: str,
             cfg: ProcessConfig, clips_per_shard: int = 64, num_workers: int = 0,
-            process_fn=process_clip, log=print) -> dict[str, Any]:
+            process_fn=None, log=print) -> dict[str, Any]:
   """Processes `specs` into `out_dir` (skipping finished shards) and writes the info file."""
   t0 = time.time()
+  process_fn = process_fn or process_clip  # looked up at call time (tests patch it)
   identities = sorted({s.identity for s in specs})
   identity_index = {ident: i for i, ident in enumerate(identities)}
   shards = sharding.plan_shards(specs, clips_per_shard, cfg)
