@@ -24,13 +24,14 @@ class FilterConfig:
 def laplacian_variance(frames: np.ndarray, num_samples: int = 8, side: int = 128) -> float:
   """Median over a few frames of the variance of the Laplacian of the grey image.
 
-  Frames are resized to `side` first so the threshold does not depend on the record size.
+  Larger frames are downscaled to `side` first so the threshold does not depend on the
+  record size; smaller ones are left alone (upscaling would blur them itself).
   """
   idx = np.linspace(0, len(frames) - 1, min(num_samples, len(frames))).round().astype(int)
   scores = []
   for frame in frames[idx]:
     grey = frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    if grey.shape[0] != side:
+    if grey.shape[0] > side:
       grey = ndimage.zoom(grey, side / grey.shape[0], order=1)
     scores.append(ndimage.laplace(grey).var())
   return float(np.median(scores))
