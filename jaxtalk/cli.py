@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"jaxtalk: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
     module = importlib.import_module(f"jaxtalk.commands.{command}")
-    from absl import app
+    from absl import app, flags
+
+    # Library INFO logs (orbax writes several per checkpoint) only with --verbosity=0.
+    flags.FLAGS.set_default("verbosity", -1)
 
     app.run(module.main, argv=[f"jaxtalk {command}"] + argv[2:],
             flags_parser=getattr(module, "parse_flags", app.parse_flags_with_usage))

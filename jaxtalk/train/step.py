@@ -84,7 +84,7 @@ def train_step(state: TrainState, batch, *, losses, optimizers, ema_decays, accu
         params[group] = optax.apply_updates(params[group], updates)
         finite &= _all_finite(loss, grads)
         metrics[f"{group}/loss"] = loss
-        metrics[f"{group}/grad_norm"] = optax.global_norm(grads)
+        metrics[f"{group}/grad_norm"] = optax.tree.norm(grads)
         metrics.update({f"{group}/{k}": v for k, v in group_metrics.items()})
     ema = {g: jax.tree.map(lambda e, p: d * e + (1 - d) * p, state.ema_params[g], params[g])
            for g, d in ema_decays.items()}

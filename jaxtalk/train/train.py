@@ -157,7 +157,7 @@ def train(config, workdir: str) -> dict:
 
     # ------------------------------------------------------------------ loop
     prefetch = DevicePrefetcher(host_iter, mesh, depth=config.data.prefetch)
-    pending, last_log, last_eval = [], {}, {}
+    pending, last_log, last_eval, history = [], {}, {}, []
     step = start_step
     try:
         while step < config.total_steps:
@@ -173,6 +173,7 @@ def train(config, workdir: str) -> dict:
                 skipped = int(jax.device_get(state.skipped_steps))
                 means["skipped_steps"] = skipped
                 last_log = writer.train_line(step, means, prefetch.wait_seconds)
+                history.append({"step": step, **last_log})
                 prefetch.wait_seconds.clear()
                 pending.clear()
             if config.nan_policy == "stop" and (log_now or _at(step, config.checkpoint.every_steps)):
@@ -196,7 +197,7 @@ def train(config, workdir: str) -> dict:
         prefetch.close()
         ckpt.close()
         writer.close()
-    return {"step": step, "state": state, **last_log, **last_eval}
+    return {"step": step, "state": state, "history": history, **last_log, **last_eval}
 
 
 def _at(step: int, every: int) -> bool:

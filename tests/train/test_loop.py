@@ -1,0 +1,88 @@
+"""The loop on 8 simulated devices: sharding, learning, accumulation, NaN guard."""
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from jaxtalk.train import train as train_lib
+from tests.train.helpers import checkpoint_steps, saved_state, toy_config
+
+
+def test_data_fsdp_tensor_training_learns_with_the_rules_shardings(tmp_path):
+    config = toy_config(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})
+    out = train_lib.train(config, str(tmp_path))
+    losses = [h["model/loss"] for h in out["history"]]
+    assert losses[-1] < 0.6 * losses[0], losses
+    state = out["state"]
+    params, adam_mu = state.params, state.opt_state["model"][1][0].mu
+    assert len(jax.devices()) == 8
+    # (embed, mlp) -> (fsdp, tensor); (mlp, embed) -> (tensor, fsdp); the critic's 1-wide
+    # output cannot be split over fsdp=2 and stays replicated on that dimension.
+    assert params["model"]["hidden_0"]["kernel"].sharding.spec == P("fsdp", "tensor")
+    assert params["model"]["out_0"]["kernel"].sharding.spec == P("tensor", "fsdp")
+    assert params["model"]["hidden_0"]["bias"].sharding.spec == P("tensor")
+    assert params["projection"]["Dense_0"]["kernel"].sharding.spec == P(None, "fsdp")
+    assert params["critic"]["out_0"]["kernel"].sharding.spec == P("tensor", None)
+    assert adam_mu["hidden_0"]["kernel"].sharding.spec == P("fsdp", "tensor")
+    assert state.ema_params["model"]["hidden_0"]["kernel"].sharding.spec == P("fsdp", "tensor")
+    # The frozen group has no optimizer and never moves.
+    assert set(state.opt_state) == {"model", "critic"}
+
+
+def test_frozen_group_is_unchanged_and_ema_lags(tmp_path):
+    config = toy_config(total_steps=10, **{"checkpoint.every_steps": 10})
+    train_lib.train(config, str(tmp_path))
+    first = toy_config(total_steps=1, **{"checkpoint.every_steps": 1})
+    train_lib.train(first, str(tmp_path / "one"))
+    a, b = saved_state(tmp_path, 10), saved_state(tmp_path / "one", 1)
+    np.testing.assert_array_equal(a["params/projection/Dense_0/kernel"],
+                                  b["params/projection/Dense_0/kernel"])
+    live, ema = a["params/model/hidden_0/kernel"], a["ema_params/model/hidden_0/kernel"]
+    assert not np.allclose(live, ema)
+
+
+def test_gradient_accumulation_matches_the_full_batch(tmp_path):
+    base = dict(total_steps=5, **{"checkpoint.every_steps": 5, "toy.critic": False,
+                                  "optimizers.model.name": "sgd", "optimizers.model.b1": 0.0,
+                                  "optimizers.model.clip_norm": 0.0})
+    train_lib.train(toy_config(**base), str(tmp_path / "full"))
+    train_lib.train(toy_config(grad_accum_steps=4, **base), str(tmp_path / "accum"))
+    full, accum = saved_state(tmp_path / "full", 5), saved_state(tmp_path / "accum", 5)
+    for k in full:
+        if k.startswith("params/"):
+            np.testing.assert_allclose(accum[k], full[k], rtol=2e-5, atol=1e-6, err_msg=k)
+
+
+def test_nan_is_skipped_and_never_checkpointed(tmp_path):
+    config = toy_config(total_steps=12, **{"toy.nan_at_batches": (4,),
+                                           "checkpoint.every_steps": 2})
+    out = train_lib.train(config, str(tmp_path))
+    assert int(out["state"].skipped_steps) == 1
+    assert out["history"][0]["nonfinite"] > 0  # the step-5 update was counted as dropped
+    for step in checkpoint_steps(tmp_path):
+        for name, value in saved_state(tmp_path, step).items():
+            if value.dtype.kind == "f":
+                assert np.isfinite(value).all(), (step, name)
+
+
+def test_nan_stops_with_a_message_and_keeps_the_last_finite_checkpoint(tmp_path):
+    config = toy_config(total_steps=20, nan_policy="stop",
+                        **{"toy.nan_at_batches": (6,), "checkpoint.every_steps": 2})
+    with pytest.raises(train_lib.NonFiniteError, match="non-finite loss or gradient"):
+        train_lib.train(config, str(tmp_path))
+    # Batch 6 is step 7: checkpoints 2, 4, 6 exist and nothing after the NaN.
+    assert checkpoint_steps(tmp_path) == [2, 4, 6]
+    for value in saved_state(tmp_path, 6).values():
+        if value.dtype.kind == "f":
+            assert np.isfinite(value).all()
+
+
+def test_config_errors_are_clear(tmp_path):
+    with pytest.raises(train_lib.ConfigError, match="not divisible by config.grad_accum_steps"):
+        train_lib.train(toy_config(grad_accum_steps=3), str(tmp_path))
+    with pytest.raises(train_lib.ConfigError, match="unknown task 'nope'"):
+        train_lib.train(toy_config(task="nope"), str(tmp_path))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(train_lib.ConfigError, match="not writable"):
+        train_lib.train(toy_config(), str(tmp_path / "file" / "run"))
