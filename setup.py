@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     "grain>=0.2.15,<0.3",
     "array-record>=0.8,<0.9",
     "tensorflow-datasets>=4.9.9,<4.10",
+    "importlib-resources>=6,<7",  # tfds builders import it without TensorFlow
     "ml-collections>=1.1,<1.2",
     "ffmpeg-python>=0.2,<0.3",
     "imageio-ffmpeg>=0.6,<0.9",  # a static ffmpeg when the system has none
