@@ -1,0 +1,254 @@
+"""Release `anitalker_stage2`: AniTalker's stage-2 checkpoints <-> DiffusionPredictor variables.
+
+The released files (`stage2_*.ckpt`) are the Lightning module's state_dict saved with
+torch.save: `model.*` (online weights), `ema_model.*` (EMA weights, the ones the demo
+samples with) and a buffer `x_T` that inference never reads. Which of the five infer_types
+a file holds, and every size, is read from its keys and shapes.
+
+BatchNorm running stats go to `batch_stats`; `num_batches_tracked` carries nothing used
+in eval and is written back as 0.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from flax import linen as nn
+
+from jaxtalk.convert import torch_pickle
+from jaxtalk.convert.mapping import (CONV1D, IDENTITY, LINEAR, ConversionError, Rule, flatten_params,
+                                     to_params, to_state_dict)
+from jaxtalk.models.anitalker_audio2motion import (ATTRIBUTES, DiffusionPredictor,
+                                                   INFER_TYPES, attributes_for, init_inputs)
+
+RELEASE = "anitalker_stage2"
+PREFIXES = {"ema": "ema_model.", "model": "model."}
+DEFAULT_X_T_SHAPE = (64, 3, 64, 64)  # conf.sample_size, 3, conf.img_size, conf.img_size
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+def _linear(torch_prefix: str, path: str, bias: bool = True) -> list[Rule]:
+    rules = [Rule(f"{torch_prefix}.weight", f"{path}/kernel", LINEAR)]
+    return rules + ([Rule(f"{torch_prefix}.bias", f"{path}/bias")] if bias else [])
+
+
+def _conv1d(torch_prefix: str, path: str) -> list[Rule]:
+    return [Rule(f"{torch_prefix}.weight", f"{path}/kernel", CONV1D),
+            Rule(f"{torch_prefix}.bias", f"{path}/bias")]
+
+
+def _norm(torch_prefix: str, path: str) -> list[Rule]:
+    return [Rule(f"{torch_prefix}.weight", f"{path}/scale"),
+            Rule(f"{torch_prefix}.bias", f"{path}/bias")]
+
+
+def conformer_rules(torch_prefix: str, path: str, num_blocks: int) -> tuple[list, list]:
+    """(param rules, batch_stats rules) of an ESPnet conformer Encoder."""
+    params, stats = [], []
+    for i in range(num_blocks):
+        t, p = f"{torch_prefix}.encoders.{i}", f"{path}/encoders_{i}"
+        params += [Rule(f"{t}.self_attn.pos_bias_u", f"{p}/self_attn/pos_bias_u"),
+                   Rule(f"{t}.self_attn.pos_bias_v", f"{p}/self_attn/pos_bias_v")]
+        for name in ("linear_q", "linear_k", "linear_v", "linear_out"):
+            params += _linear(f"{t}.self_attn.{name}", f"{p}/self_attn/{name}")
+        params += _linear(f"{t}.self_attn.linear_pos", f"{p}/self_attn/linear_pos", bias=False)
+        for ff in ("feed_forward", "feed_forward_macaron"):
+            params += _linear(f"{t}.{ff}.w_1", f"{p}/{ff}/w_1")
+            params += _linear(f"{t}.{ff}.w_2", f"{p}/{ff}/w_2")
+        for conv in ("pointwise_conv1", "depthwise_conv", "pointwise_conv2"):
+            params += _conv1d(f"{t}.conv_module.{conv}", f"{p}/conv_module/{conv}")
+        params += _norm(f"{t}.conv_module.norm", f"{p}/conv_module/norm")
+        stats += [Rule(f"{t}.conv_module.norm.running_mean", f"{p}/conv_module/norm/mean"),
+                  Rule(f"{t}.conv_module.norm.running_var", f"{p}/conv_module/norm/var")]
+        for norm in ("norm_ff", "norm_mha", "norm_ff_macaron", "norm_conv", "norm_final"):
+            params += _norm(f"{t}.{norm}", f"{p}/{norm}")
+    return params, stats
+
+
+def lstm_regressor_rules(torch_prefix: str, path: str, num_layers: int) -> list[Rule]:
+    rules = []
+    for k in range(num_layers):
+        t, p = f"{torch_prefix}.lstm", f"{path}/lstm/layer_{k}"
+        rules += [Rule(f"{t}.weight_ih_l{k}", f"{p}/input_kernel", LINEAR),
+                  Rule(f"{t}.weight_hh_l{k}", f"{p}/hidden_kernel", LINEAR),
+                  Rule(f"{t}.bias_ih_l{k}", f"{p}/input_bias"),
+                  Rule(f"{t}.bias_hh_l{k}", f"{p}/hidden_bias")]
+    return rules + _linear(f"{torch_prefix}.fc", f"{path}/fc")
+
+
+def rules_for(config: Mapping[str, Any]) -> tuple[list[Rule], list[Rule]]:
+    """(param rules, batch_stats rules) for one DiffusionPredictor configuration, with the
+    release's key names (without the `model.` / `ema_model.` prefix)."""
+    model = DiffusionPredictor(**config)
+    params, stats = [], []
+    if model.audio_kind == "hubert":
+        params.append(Rule("weights", "layer_mix/weights"))
+        params += _conv1d("down_sample1", "down_sample1")
+        p, s = conformer_rules("speech_encoder", "speech_encoder", model.speech_layers)
+        params, stats = params + p, stats + s
+    else:
+        params += _conv1d("down_sample1", "down_sample1") + _conv1d("down_sample2",
+                                                                   "down_sample2")
+    p, s = conformer_rules("coarse_decoder", "coarse_decoder", model.decoder_layers)
+    params, stats = params + p, stats + s
+    for attr in model.attributes:
+        prefix = ATTRIBUTES[attr][1]
+        for role in ("predictor", "encoder"):
+            params += lstm_regressor_rules(f"{prefix}_{role}",
+                                           f"variance_adapter/{prefix}_{role}", model.lstm_layers)
+    for name in ("init_code_proj", "noisy_encoder", "t_encoder"):
+        params += _linear(f"{name}.0", name)  # nn.Sequential(nn.Linear) in the release
+    params += _linear("encoder_direction_code", "encoder_direction_code")
+    params += _linear("out_proj", "out_proj")
+    return params, stats
+
+
+# ----------------------------------------------------------------------------- detection
+
+
+def _count(state_dict: Mapping, pattern: str) -> int:
+    found = {int(m.group(1)) for k in state_dict if (m := re.match(pattern, k))}
+    return max(found) + 1 if found else 0
+
+
+def detect_config(state_dict: Mapping[str, np.ndarray]) -> dict:
+    """DiffusionPredictor constructor options read from a (prefix-free) state_dict."""
+    sd = state_dict
+    try:
+        hubert = "weights" in sd
+        if "location_predictor.fc.weight" in sd:
+            control = "full_control"
+        elif "pose_predictor.fc.weight" in sd:
+            control = "pose_only"
+        else:
+            control = "audio_only"
+        infer_type = f"{'hubert' if hubert else 'mfcc'}_{control}"
+        if infer_type not in INFER_TYPES:
+            raise ConversionError(f"keys describe {infer_type}, which the release does not have")
+        dec = "coarse_decoder.encoders.0."
+        config = dict(
+            infer_type=infer_type,
+            motion_dim=int(sd["out_proj.weight"].shape[0]),
+            motion_start_dim=int(sd["init_code_proj.0.weight"].shape[1]),
+            fusion_dim=int(sd["noisy_encoder.0.weight"].shape[0]),
+            decoder_layers=_count(sd, r"coarse_decoder\.encoders\.(\d+)\."),
+            num_heads=int(sd[dec + "self_attn.pos_bias_u"].shape[0]),
+            kernel_size=int(sd[dec + "conv_module.depthwise_conv.weight"].shape[-1]),
+        )
+        if hubert:
+            config.update(hubert_layers=int(sd["weights"].shape[0]),
+                          hubert_dim=int(sd["down_sample1.weight"].shape[1]),
+                          speech_dim=int(sd["down_sample1.weight"].shape[0]),
+                          speech_layers=_count(sd, r"speech_encoder\.encoders\.(\d+)\."))
+        else:
+            config.update(mfcc_dim=int(sd["down_sample1.weight"].shape[1]),
+                          mfcc_hidden=int(sd["down_sample1.weight"].shape[0]),
+                          speech_dim=int(sd["down_sample2.weight"].shape[0]))
+        if control != "audio_only":
+            config.update(lstm_hidden=int(sd["pose_predictor.lstm.weight_hh_l0"].shape[1]),
+                          lstm_layers=_count(sd, r"pose_predictor\.lstm\.weight_ih_l(\d+)$"))
+    except KeyError as e:
+        raise ConversionError(f"not an AniTalker stage-2 state_dict: no key {e}") from e
+    return config
+
+
+# ----------------------------------------------------------------------------- import / export
+
+
+def _reference_variables(config: Mapping[str, Any]) -> dict:
+    model = DiffusionPredictor(**config)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *init_inputs(model)))
+    return nn.meta.unbox(shapes)
+
+
+def _is_batch_stat(key: str) -> bool:
+    return key.endswith((".running_mean", ".running_var"))
+
+
+def variables_from_state_dict(state_dict: Mapping[str, np.ndarray], config: Mapping[str, Any],
+                              source: str = "state_dict") -> dict:
+    """Prefix-free state_dict -> {'params', 'batch_stats'} (key-complete, shape-checked)."""
+    reference = _reference_variables(config)
+    param_rules, stat_rules = rules_for(config)
+    params = to_params(state_dict, param_rules, reference["params"], source=source,
+                       ignore=lambda k: _is_batch_stat(k) or k.endswith(".num_batches_tracked"))
+    stats = to_params(state_dict, stat_rules, reference["batch_stats"], source=source,
+                      ignore=lambda k: not _is_batch_stat(k))
+    return {"params": params, "batch_stats": stats}
+
+
+def state_dict_from_variables(variables: Mapping, config: Mapping[str, Any]) -> dict:
+    """{'params', 'batch_stats'} -> prefix-free released state_dict (exact inverse)."""
+    param_rules, stat_rules = rules_for(config)
+    sd = to_state_dict(variables["params"], param_rules)
+    sd.update(to_state_dict(variables["batch_stats"], stat_rules))
+    for key in [k for k in sd if k.endswith(".running_var")]:
+        sd[key[: -len("running_var")] + "num_batches_tracked"] = np.asarray(0, np.int64)
+    return sd
+
+
+def import_checkpoint(path: str | os.PathLike, weights: str = "ema",
+                      infer_type: str | None = None) -> dict:
+    """Reads a released stage-2 checkpoint.
+
+    weights: "ema" (default, the weights the release samples with) or "model" (online).
+    infer_type: checked against the one the keys describe when given.
+    Returns {'params', 'batch_stats', 'model_config', 'x_T'}; 'model_config' holds the
+    DiffusionPredictor constructor options.
+    """
+    if weights not in PREFIXES:
+        raise ValueError(f"weights must be one of {sorted(PREFIXES)}, got {weights!r}")
+    obj = torch_pickle.load(path)
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]  # a Lightning .ckpt rather than the bare state_dict
+    if not isinstance(obj, Mapping):
+        raise ConversionError(f"{path}: expected a state_dict, found {type(obj).__name__}")
+    full = {k: v for k, v in obj.items() if isinstance(v, np.ndarray)}
+    source = str(path)
+    unexpected = [k for k in full if k != "x_T" and not k.startswith(tuple(PREFIXES.values()))]
+    if unexpected:
+        raise ConversionError(f"{source}: unexpected keys {unexpected[:10]} (expected model.*, "
+                              "ema_model.* and x_T)")
+    copies = {name: {k[len(p):]: v for k, v in full.items() if k.startswith(p)}
+              for name, p in PREFIXES.items()}
+    if not copies[weights]:
+        raise ConversionError(f"{source}: no {PREFIXES[weights]}* keys")
+    if copies["model"] and copies["ema"] and set(copies["model"]) != set(copies["ema"]):
+        diff = sorted(set(copies["model"]) ^ set(copies["ema"]))[:10]
+        raise ConversionError(f"{source}: model.* and ema_model.* differ in keys: {diff}")
+    state_dict = copies[weights]
+    config = detect_config(state_dict)
+    if infer_type is not None and infer_type != config["infer_type"]:
+        raise ConversionError(f"{source}: holds {config['infer_type']}, not {infer_type}")
+    variables = variables_from_state_dict(state_dict, config, source=f"{source} ({weights})")
+    variables["model_config"] = config
+    variables["x_T"] = full.get("x_T")
+    return variables
+
+
+def export_checkpoint(variables: Mapping, path: str | os.PathLike,
+                      model_config: Mapping[str, Any] | None = None,
+                      ema_variables: Mapping | None = None, x_T: np.ndarray | None = None,
+                      ) -> None:
+    """Writes the released layout: `model.*` from `variables`, `ema_model.*` from
+    `ema_variables` (default: the same weights) and `x_T` (given, from `variables['x_T']`,
+    or zeros of the release's default shape)."""
+    config = dict(model_config or variables.get("model_config") or {})
+    if "infer_type" not in config:
+        raise ValueError("export_checkpoint needs model_config (DiffusionPredictor options)")
+    attributes_for(config["infer_type"])
+    online = state_dict_from_variables(variables, config)
+    ema = state_dict_from_variables(ema_variables or variables, config)
+    out = {f"model.{k}": v for k, v in online.items()}
+    out.update({f"ema_model.{k}": v for k, v in ema.items()})
+    if x_T is None:
+        x_T = variables.get("x_T")
+    out["x_T"] = (np.zeros(DEFAULT_X_T_SHAPE, np.float32) if x_T is None
+                  else np.asarray(x_T, np.float32))
+    torch_pickle.save(out, path)
