@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from jaxtalk.evaluate.nets import inception
 
 
 class FeatureStatistics:
@@ -86,3 +90,20 @@ def load_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 def save_statistics(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray) -> None:
     np.savez(path, mu=mu, sigma=sigma)
+
+
+def inception_features(variables, images):
+    """pool3 features (N, 2048) of NHWC images in [0, 1], as pytorch-fid computes them:
+    bilinear resize to 299x299 (half-pixel centres, no antialiasing, like
+    F.interpolate(align_corners=False)), scale to [-1, 1], FID InceptionV3."""
+    return _inception_features({k: variables[k] for k in ("params", "batch_stats")}, images)
+
+
+@jax.jit
+def _inception_features(variables, images):
+    images = images.astype(jnp.float32)
+    size = inception.INPUT_SIZE
+    if images.shape[1:3] != (size, size):
+        images = jax.image.resize(images, (images.shape[0], size, size, images.shape[3]),
+                                  "bilinear", antialias=False)
+    return inception.FIDInceptionV3().apply(variables, 2 * images - 1)["pool3"]

@@ -45,9 +45,9 @@ def test_torchvision_indices():
 def test_outputs_and_truncation():
     model = vgg.VGGFeatures("vgg19", ("relu1_1", "relu3_1"))
     x = jnp.zeros((2, 16, 16, 3))
-    variables = model.init(jax.random.PRNGKey(0), x)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
     assert set(variables["params"]) == {"conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1"}
-    out = model.apply(variables, x)
+    out = jax.jit(model.apply)(variables, x)
     assert out["relu1_1"].shape == (2, 16, 16, 64) and out["relu3_1"].shape == (2, 4, 4, 256)
     with pytest.raises(ValueError, match="relu9_9"):
         vgg.VGGFeatures("vgg16", ("relu9_9",)).init(jax.random.PRNGKey(0), x)
@@ -69,8 +69,8 @@ def test_import_matches_numpy_torch_layout_forward(tmp_path):
     h = ref.relu(ref.conv2d(relu2_1, sd["features.7.weight"], sd["features.7.bias"], padding=1))
     pool2 = ref.max_pool2d(h, 2, 2)
 
-    out = vgg.VGGFeatures("vgg16", layers).apply({"params": variables["params"]},
-                                                  ref.nhwc(x))
+    out = jax.jit(vgg.VGGFeatures("vgg16", layers).apply)({"params": variables["params"]},
+                                                           ref.nhwc(x))
     for name, want in [("relu1_2", relu1_2), ("relu2_1", relu2_1), ("pool2", pool2)]:
         np.testing.assert_allclose(out[name], ref.nhwc(want), rtol=1e-4, atol=1e-5,
                                    err_msg=name)

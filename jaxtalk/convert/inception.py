@@ -1,0 +1,31 @@
+"""pytorch-fid's Inception weights (pt_inception-2015-12-05-6726825d.pth, a plain
+state_dict of torchvision Inception3 names with a 1008-way fc and no AuxLogits)
+-> `jaxtalk.evaluate.nets.inception.FIDInceptionV3` variables.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from jaxtalk.convert import torch_pickle
+from jaxtalk.convert.torch_legacy import read_state_dict
+from jaxtalk.evaluate.nets import inception
+from jaxtalk.evaluate.nets import torch_rules as tr
+
+
+def _shapes():
+    return tr.variable_shapes(inception.FIDInceptionV3(), jnp.zeros((1, 299, 299, 3)))
+
+
+def rules() -> list:
+    return tr.mirrored(_shapes(), linear_modules=("fc",))
+
+
+def import_checkpoint(path) -> dict:
+    state = read_state_dict(path)
+    variables = tr.import_variables(state, rules(), _shapes(), source=str(path))
+    return {**variables, "model_config": {"net": "pytorch_fid_inception_v3"}}
+
+
+def export_checkpoint(variables: dict, path) -> None:
+    torch_pickle.save(tr.export_state_dict(variables, rules()), path)
