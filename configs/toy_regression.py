@@ -37,7 +37,7 @@ def get_config(arg: str = "default"):
         c.samples.every_steps = 30
         c.checkpoint.every_steps = 20
     elif arg == "large":
-        c.toy.width, c.toy.hidden, c.toy.depth = 2048, 4096, 3   # ~200 MB with Adam state
+        c.toy.width, c.toy.hidden, c.toy.depth = 1024, 2048, 3   # ~200 MB with EMA and Adam state
         c.toy.critic = False
         c.batch_size = 64
         c.total_steps = 30

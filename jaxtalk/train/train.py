@@ -149,16 +149,21 @@ def train(config, workdir: str) -> dict:
         writer.scalars(step, result)
         return result
 
+    save_block_seconds = []
+
     def save(step, metrics=None):
-        skipped = int(jax.device_get(state.skipped_steps))
+        skipped = int(jax.device_get(state.skipped_steps))  # waits for the step to finish
+        start = time.perf_counter()
         if skipped and config.nan_policy == "stop":
             return  # the guard kept the last finite state; the loop raises below
         ckpt.save(step, state, prefetch.state, metrics)
+        save_block_seconds.append(time.perf_counter() - start)  # async: the copy to host only
 
     # ------------------------------------------------------------------ loop
     prefetch = DevicePrefetcher(host_iter, mesh, depth=config.data.prefetch)
     pending, last_log, last_eval, history = [], {}, {}, []
     step = start_step
+    loop_start = time.perf_counter()
     try:
         while step < config.total_steps:
             batch = next(prefetch)
@@ -192,12 +197,14 @@ def train(config, workdir: str) -> dict:
                 writer.media(step, samples_fn(state, batch_s, jax.random.PRNGKey(step)))
             if _at(step, config.checkpoint.every_steps) or step == config.total_steps:
                 save(step, last_eval if evaluated and config.checkpoint.best_metric else None)
+        loop_seconds = time.perf_counter() - loop_start
         ckpt.wait()
     finally:
         prefetch.close()
         ckpt.close()
         writer.close()
-    return {"step": step, "state": state, "history": history, **last_log, **last_eval}
+    return {"step": step, "state": state, "history": history, "loop_seconds": loop_seconds,
+            "checkpoint_block_seconds": save_block_seconds, **last_log, **last_eval}
 
 
 def _at(step: int, every: int) -> bool:
