@@ -34,6 +34,17 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def print_help(module) -> None:
+    """The command's docstring and its flags (absl's own usage names the console script)."""
+    from absl import flags
+
+    print((module.__doc__ or "").strip() + "\n\nflags:")
+    for name in (module.__name__, "jaxtalk.commands.config_flag"):
+        if name == module.__name__ or name in sys.modules:
+            text = flags.FLAGS.module_help(name)
+            print(text.split("\n", 1)[1] if text.startswith(name) else text)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
     commands = _available()
@@ -47,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     module = importlib.import_module(f"jaxtalk.commands.{command}")
     from absl import app, flags
 
+    if any(a in ("-h", "--help", "--helpshort") for a in argv[2:]):
+        print_help(module)
+        sys.exit(0)
     # Library INFO logs (orbax writes several per checkpoint) only with --verbosity=0.
     flags.FLAGS.set_default("verbosity", -1)
 

@@ -58,21 +58,9 @@ def _clean(e: BaseException) -> str:
     return " ".join(text.split())
 
 
-def print_help(module) -> None:
-    """The command's docstring and its flags (absl's own usage names the console script)."""
-    print(module.__doc__.strip() + "\n\nflags:")
-    for name in (module.__name__, __name__):
-        text = FLAGS.module_help(name)
-        if text:
-            print(text.split("\n", 1)[1] if text.startswith(name) else text)
-    sys.exit(0)
-
-
-def parse(argv: list[str], module, required: tuple[str, ...] = ()) -> list[str]:
-    """Parses a command's flags with one-line errors; `module` is the command's module."""
+def parse(argv: list[str], required: tuple[str, ...] = ()) -> list[str]:
+    """Parses a command's flags with one-line errors (`jaxtalk <cmd> --help` is the CLI's)."""
     command = argv[0]
-    if any(a in ("-h", "--help", "--helpshort") for a in argv[1:]):
-        print_help(module)
     config_given = [a for a in argv[1:] if a == "--config" or a.startswith("--config=")]
     path = next((a.split("=", 1)[1] for a in config_given if "=" in a), None)
     if path is not None and not os.path.exists(_config_path(path).partition(":")[0]):

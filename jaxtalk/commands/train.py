@@ -9,8 +9,6 @@ Example:
 can be overridden with --config.<key>=<value>; an unknown key is an error.
 """
 
-import sys
-
 from absl import flags
 
 from jaxtalk.commands import config_flag
@@ -21,7 +19,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, Ten
 
 
 def parse_flags(argv):
-    return config_flag.parse(argv, sys.modules[__name__], required=("workdir",))
+    return config_flag.parse(argv, required=("workdir",))
 
 
 def main(argv):
