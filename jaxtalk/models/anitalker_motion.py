@@ -1,0 +1,208 @@
+"""AniTalker stage 1 (X-LANCE/AniTalker): LIA + HAL + identity/motion decoupling, Flax.
+
+On top of LIA (`jaxtalk/models/lia.py`):
+- HAL (`enc.hal`; release `enc.net_app.{fc1,fc2,fc3,ws}`): every encoder stage output is
+  global-average-pooled; stages whose width differs from style_dim (64, 128, 256 at the
+  release config) go through EqualLinear to style_dim (fc1, fc2, fc3 in order), and a
+  WeightedSumLayer mixes all of them (8 at 256) with softmax weights -> h (style_dim),
+  which replaces LIA's `wa` as the appearance/start code.
+- Decoupling (`enc.net_decouping`, spelled as released): three Linear-ReLU-Linear MLPs:
+  identity_net (identity latent, for metric learning), identity_net_density (applied to
+  the identity latent; the CLUB side in training) and identity_excluded_net (the motion
+  encoder). Motion code alpha = fc(identity_excluded_net(h)).
+- Renderer: LIA's Synthesis, latent = h_source + D(alpha) (absolute) or
+  h_source + D(alpha) - D(alpha_start) + D(alpha_source) (relative, LIA's rule).
+
+46.92 M parameters at the release config; state_dict mapping in `jaxtalk/convert/lia.py`.
+Init with `model.init(rng, source, driving)`; train-step methods: `encode`,
+`render`, `directions`, and `__call__` (source, driving -> everything a loss needs).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtalk.models.layers.equalized import EqualLinear
+from jaxtalk.models.lia import EncoderApp, Synthesis, channel_map
+
+
+def _torch_linear_init(fan_in: int):
+    """nn.Linear's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias."""
+    bound = 1.0 / np.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+    return init
+
+
+class TorchLinear(nn.Module):
+    """nn.Linear with its default init; kernel (in, out)."""
+
+    features: int
+    kernel_axes: Sequence[str | None] = ("embed", "mlp")
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        init = _torch_linear_init(x.shape[-1])
+        kernel = self.param("kernel", nn.with_logical_partitioning(init, tuple(self.kernel_axes)),
+                            (x.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", nn.with_logical_partitioning(init, (self.kernel_axes[-1],)),
+                          (self.features,), self.param_dtype)
+        return jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+
+
+class MLP(nn.Module):
+    """Linear(d, hidden) -> ReLU -> Linear(hidden, out) (`fc_in`, `fc_out`)."""
+
+    hidden: int = 512
+    features: int = 512
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = jax.nn.relu(TorchLinear(self.hidden, ("embed", "mlp"), name="fc_in", **kw)(x))
+        return TorchLinear(self.features, ("mlp", "embed"), name="fc_out", **kw)(h)
+
+
+class DecouplingNet(nn.Module):
+    """Returns (identity, motion (identity-excluded), identity_density) latents."""
+
+    dim: int = 512
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def setup(self):
+        kw = dict(hidden=self.dim, features=self.dim, dtype=self.dtype,
+                  param_dtype=self.param_dtype)
+        self.identity_net = MLP(**kw)
+        self.identity_net_density = MLP(**kw)
+        self.identity_excluded_net = MLP(**kw)
+
+    def __call__(self, h):
+        identity = self.identity_net(h)
+        motion = self.identity_excluded_net(h)
+        density = self.identity_net_density(identity)  # on the identity latent, as released
+        return identity, motion, density
+
+
+class HAL(nn.Module):
+    """Hierarchical aggregation: pooled stage outputs -> projections -> softmax-weighted sum.
+
+    `ws` starts at zeros (equal weights, as the paper describes); the released code
+    initialised it randomly, which only matters for training from scratch.
+    """
+
+    style_dim: int = 512
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, stages):
+        pooled, n_fc = [], 0
+        for h in stages:
+            p = jnp.mean(h.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
+            if p.shape[-1] != self.style_dim:
+                n_fc += 1
+                p = EqualLinear(self.style_dim, dtype=self.dtype, param_dtype=self.param_dtype,
+                                name=f"fc{n_fc}")(p)
+            pooled.append(p)
+        logits = self.param("ws", nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                                                (None,)),
+                            (len(stages),), self.param_dtype)
+        weights = jax.nn.softmax(logits.astype(jnp.float32))
+        out = jnp.zeros_like(pooled[0])
+        for p, w in zip(pooled, weights):
+            out = out + p * w.astype(p.dtype)
+        return out
+
+
+class AniTalkerEncoder(nn.Module):
+    """`enc`: net_app (LIA appearance encoder), hal, net_decouping, fc_0..fc_4."""
+
+    size: int = 256
+    style_dim: int = 512
+    motion_dim: int = 20
+    width: float = 1.0
+    blur_kernel: Sequence[int] = (1, 3, 3, 1)
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def setup(self):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        self.net_app = EncoderApp(self.size, self.style_dim, self.width, self.blur_kernel, **kw)
+        self.hal = HAL(self.style_dim, **kw)
+        self.net_decouping = DecouplingNet(self.style_dim, **kw)
+        self.fc = ([EqualLinear(self.style_dim, **kw) for _ in range(4)]
+                   + [EqualLinear(self.motion_dim, **kw)])
+
+    def motion(self, h):
+        for layer in self.fc:
+            h = layer(h)
+        return h
+
+    def __call__(self, x):
+        _, feats, stages = self.net_app(x)
+        h = self.hal(stages)
+        identity, motion, density = self.net_decouping(h)
+        return {"h": h, "feats": feats, "id_emb": identity, "idrm_emb": motion,
+                "id_density_emb": density, "alpha": self.motion(motion)}
+
+
+class AniTalkerMotion(nn.Module):
+    """AniTalker stage 1 generator (the release's `LIA_Model(fusion_type='weighted_sum')`)."""
+
+    size: int = 256
+    style_dim: int = 512
+    motion_dim: int = 20
+    width: float = 1.0
+    blur_kernel: Sequence[int] = (1, 3, 3, 1)
+    impl: str = "scaled_input"
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def setup(self):
+        kw = dict(blur_kernel=self.blur_kernel, dtype=self.dtype, param_dtype=self.param_dtype)
+        self.enc = AniTalkerEncoder(self.size, self.style_dim, self.motion_dim, self.width, **kw)
+        self.dec = Synthesis(self.size, self.style_dim, self.motion_dim, self.width,
+                             impl=self.impl, **kw)
+
+    def encode(self, image):
+        """One image -> {'h' (HAL code, the source/start code), 'feats' [8..S],
+        'id_emb', 'idrm_emb', 'id_density_emb' (B, style_dim), 'alpha' (B, motion_dim)}.
+        Encode source, driving and extra faces in one call by concatenating them."""
+        return self.enc(image)
+
+    def render(self, wa, feats, alpha=None, alpha_start=None, alpha_source=None, noise=None):
+        """-> {'image', 'flow', 'grid', 'mask', 'latent'} (see lia.Synthesis)."""
+        return self.dec(wa, alpha, feats, alpha_start, alpha_source, noise)
+
+    def directions(self):
+        return self.dec.direction.basis()
+
+    def __call__(self, source, driving, alpha_start=None):
+        """Encodes source and driving (one batched encoder pass) and renders the driving
+        motion on the source. Relative mode when `alpha_start` (motion code of the first
+        driving frame) is given. Returns the render dict plus 'source' / 'driving'
+        encodings (without feats for the driving image)."""
+        b = source.shape[0]
+        both = self.enc(jnp.concatenate([source, driving], axis=0))
+        src = jax.tree_util.tree_map(lambda a: a[:b], both)
+        drv = {k: v[b:] for k, v in both.items() if k != "feats"}
+        if alpha_start is None:
+            out = self.render(src["h"], src["feats"], drv["alpha"])
+        else:
+            out = self.render(src["h"], src["feats"], drv["alpha"], alpha_start, src["alpha"])
+        src = {k: v for k, v in src.items() if k != "feats"}
+        return dict(out, source=src, driving=drv)
+
+
+__all__ = ["AniTalkerMotion", "AniTalkerEncoder", "HAL", "DecouplingNet", "channel_map"]
