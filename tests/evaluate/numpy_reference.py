@@ -31,19 +31,21 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):
 
 
 def max_pool2d(x, kernel, stride, padding=0, ceil_mode=False):
+    """torch.nn.MaxPool2d; `stride` may be (sh, sw)."""
+    sh, sw = (stride, stride) if np.isscalar(stride) else stride
     n, c, h, w = x.shape
     x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)),
                constant_values=-np.inf)
     rnd = np.ceil if ceil_mode else np.floor
-    oh = int(rnd((h + 2 * padding - kernel) / stride)) + 1
-    ow = int(rnd((w + 2 * padding - kernel) / stride)) + 1
+    oh = int(rnd((h + 2 * padding - kernel) / sh)) + 1
+    ow = int(rnd((w + 2 * padding - kernel) / sw)) + 1
     if ceil_mode:  # torch drops a last window that would start in the right padding only
-        oh -= (oh - 1) * stride >= h + padding
-        ow -= (ow - 1) * stride >= w + padding
+        oh -= (oh - 1) * sh >= h + padding
+        ow -= (ow - 1) * sw >= w + padding
     out = np.full((n, c, oh, ow), -np.inf)
     for i in range(oh):
         for j in range(ow):
-            win = x[:, :, i * stride:i * stride + kernel, j * stride:j * stride + kernel]
+            win = x[:, :, i * sh:i * sh + kernel, j * sw:j * sw + kernel]
             out[:, :, i, j] = win.reshape(n, c, -1).max(-1)
     return out
 
