@@ -1,0 +1,60 @@
+"""AED / APD: average expression and pose distances between generated and driving frames.
+
+Both are measured by a motion extractor: any callable mapping NHWC images in [0, 1] to
+{"expression": (N, E), "pose": (N, 3)} (pose as yaw, pitch, roll in degrees). LivePortrait
+reports them with its own motion extractor; until jaxtalk has that model, any extractor
+can be registered by name (`register_extractor`), e.g. a 3DMM regressor.
+
+Per frame: AED = mean |expression_pred - expression_target| over expression dims,
+APD = mean |pose_pred - pose_target| over the three angles; a test set's value is the mean
+over frames.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Protocol
+
+import jax.numpy as jnp
+
+
+class MotionExtractor(Protocol):
+    def __call__(self, images: jnp.ndarray) -> Mapping[str, jnp.ndarray]:
+        """NHWC images in [0, 1] -> {"expression": (N, E), "pose": (N, 3)}."""
+
+
+# name -> factory(weights_path or None) -> MotionExtractor
+_EXTRACTORS: dict[str, Callable[..., MotionExtractor]] = {}
+
+
+def register_extractor(name: str, factory: Callable[..., MotionExtractor]) -> None:
+    """Makes an extractor available to the `aed_apd` metric under `name`."""
+    _EXTRACTORS[name] = factory
+
+
+def extractor_names() -> list[str]:
+    return sorted(_EXTRACTORS)
+
+
+def make_extractor(name: str, weights=None) -> MotionExtractor:
+    if name not in _EXTRACTORS:
+        raise KeyError(f"no motion extractor {name!r} registered (known: {extractor_names()}); "
+                       "register one with jaxtalk.evaluate.pose_expression.register_extractor")
+    return _EXTRACTORS[name](weights)
+
+
+def _per_frame_l1(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    a = jnp.asarray(a, jnp.float32).reshape(a.shape[0], -1)
+    b = jnp.asarray(b, jnp.float32).reshape(b.shape[0], -1)
+    return jnp.mean(jnp.abs(a - b), axis=-1)
+
+
+def expression_pose_distances(extractor: MotionExtractor, prediction: jnp.ndarray,
+                              target: jnp.ndarray) -> dict[str, jnp.ndarray]:
+    """{"aed": (N,), "apd": (N,)} for generated frames against their driving frames."""
+    pred, true = extractor(prediction), extractor(target)
+    for name, motion in (("prediction", pred), ("target", true)):
+        missing = {"expression", "pose"} - set(motion)
+        if missing:
+            raise ValueError(f"motion extractor output for the {name} lacks {sorted(missing)}")
+    return {"aed": _per_frame_l1(pred["expression"], true["expression"]),
+            "apd": _per_frame_l1(pred["pose"], true["pose"])}
