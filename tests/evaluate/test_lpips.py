@@ -106,3 +106,16 @@ def test_alexnet_feature_parameter_count():
     shapes = jax.eval_shape(alexnet.AlexNetFeatures().init, jax.random.PRNGKey(0),
                             jnp.zeros((1, 224, 224, 3)))
     assert sum(x.size for x in jax.tree.leaves(shapes)) == 2_469_696
+
+
+def test_lpips_runs_sharded_over_the_batch(tmp_path):
+    rng = np.random.default_rng(2)
+    write_lpips_files(tmp_path, "alex", rng)
+    variables = convert_lpips.import_checkpoint(tmp_path / "alex.pth",
+                                                tmp_path / "alex_backbone.pth")
+    mesh = jax.make_mesh((8,), ("data",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    a, b = rng.uniform(size=(2, 8, 64, 64, 3)).astype(np.float32)
+    out = lpips.lpips(variables, jax.device_put(a, sharding), jax.device_put(b, sharding))
+    assert out.shape == (8,)
+    np.testing.assert_allclose(out, lpips.lpips(variables, a, b), rtol=1e-5)
