@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "numpy>=2.0,<2.5",
     "scipy>=1.13,<2",
     "pillow>=10,<14",
+    "simplejpeg>=1.7,<2",  # libjpeg-turbo decode for the loaders, ~2x PIL; decodes into a given buffer
     "safetensors>=0.4,<0.9",
     "tensorboardX>=2.6,<2.7",
     "tqdm>=4.66,<5",

@@ -1,7 +1,8 @@
-"""Per-example transforms: one clip record -> one training example (numpy, unbatched).
+"""Per-example transforms: one stored clip -> one training example (numpy, unbatched).
 
-Used by the grain loaders as RandomMap transforms; `rng` comes from grain and is a pure
+Used by the grain loaders inside a RandomMap; `rng` comes from grain and is a pure
 function of the seed and the example's position, so a resumed run draws the same frames.
+`clip` is a `clip_store.Clip`: only the frames an example uses are read and decoded.
 """
 
 from __future__ import annotations
@@ -12,35 +13,45 @@ import numpy as np
 from PIL import Image
 
 from data_pipelines import records
+from data_pipelines.clip_store import Clip
 
 # Widths of the per-frame attributes the pipelines write; unknown names must be present.
 ATTRIBUTE_DIMS = {"pose": 3, "mouth": 1, "blink": 1, "landmarks_xy": 10}
 
 
-def to_image(jpeg: bytes, size: int, dtype: str) -> np.ndarray:
-  """JPEG -> [size, size, 3] as float32 in [-1, 1] or uint8."""
-  img = records.decode_jpeg(jpeg)
+def to_image(jpeg: bytes, size: int, dtype: str, out: np.ndarray | None = None) -> np.ndarray:
+  """JPEG -> [size, size, 3] as float32 in [-1, 1] or uint8 (uint8 skips all float work).
+
+  Written into `out` (a [size, size, 3] array of `dtype`, e.g. one frame of a window) when
+  given, so frames are not decoded into temporaries and then copied.
+  """
+  if out is None:
+    out = np.empty((size, size, 3), np.dtype(dtype))
+  img = records.decode_jpeg(jpeg, min_size=size, out=out if out.dtype == np.uint8 else None)
   if img.shape[0] != size or img.shape[1] != size:
     img = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
-  if dtype == "uint8":
-    return img
-  return img.astype(np.float32) * (2.0 / 255.0) - 1.0
+  if out.dtype == np.uint8:
+    if not np.shares_memory(img, out):
+      out[...] = img
+  else:
+    np.multiply(img, np.float32(2.0 / 255.0), out=out, dtype=np.float32)
+    out -= 1.0
+  return out
 
 
-def pair(record: dict[str, Any], rng: np.random.Generator, size: int, dtype: str, max_gap: int) -> dict[str, Any]:
+def pair(clip: Clip, rng: np.random.Generator, size: int, dtype: str, max_gap: int) -> dict[str, Any]:
   """Source and driving frame from one clip (at most `max_gap` frames apart; 0 = anywhere)."""
-  n = record["num_frames"]
+  n = clip.num_frames
   s = int(rng.integers(n))
   if max_gap > 0:
     d = int(rng.integers(max(0, s - max_gap), min(n, s + max_gap + 1)))
   else:
     d = int(rng.integers(n))
-  return {"source": to_image(record["frames"][s], size, dtype),
-          "driving": to_image(record["frames"][d], size, dtype),
+  return {"source": to_image(clip.jpeg(s), size, dtype), "driving": to_image(clip.jpeg(d), size, dtype),
           "source_frame": np.int32(s), "driving_frame": np.int32(d)}
 
 
-def window(record: dict[str, Any], rng: np.random.Generator, *, size: int, dtype: str, num_frames: int,
+def window(clip: Clip, rng: np.random.Generator, *, size: int, dtype: str, num_frames: int,
            stride: int, audio: str, audio_pad_frames: int, attributes: tuple[str, ...]) -> dict[str, Any]:
   """T frames (every `stride`-th), the audio under them and their per-frame attributes.
 
@@ -48,28 +59,33 @@ def window(record: dict[str, Any], rng: np.random.Generator, *, size: int, dtype
   real frames). Audio: samples [start * spf - pad, (end) * spf + pad) with pad =
   `audio_pad_frames` frames of context on each side, zero outside the clip.
   """
-  n = record["num_frames"]
+  n = clip.num_frames
   span = (num_frames - 1) * stride + 1
   start = int(rng.integers(max(1, n - span + 1)))
   idx = start + np.arange(num_frames) * stride
   valid = idx < n
   idx = np.minimum(idx, n - 1)
-  out = {"frames": np.stack([to_image(record["frames"][i], size, dtype) for i in idx]),
-         "frame_valid": valid, "start_frame": np.int32(start)}
+  frames = np.empty((num_frames, size, size, 3), np.dtype(dtype))
+  for t, i in enumerate(idx.tolist()):
+    if t and i == idx[t - 1]:  # padding repeats the last frame: copy, do not decode again
+      frames[t] = frames[t - 1]
+    else:
+      to_image(clip.jpeg(i), size, dtype, out=frames[t])
+  out = {"frames": frames, "frame_valid": valid, "start_frame": np.int32(start)}
   if audio == "raw":
-    spf = records.samples_per_frame(record)
-    pcm = np.asarray(record["audio"], np.float32) / 32767.0
+    spf = records.samples_per_frame(clip.header)
+    pcm = clip.header["audio"]
     pad = audio_pad_frames * spf
     a = start * spf - pad
     length = span * spf + 2 * pad
     buf = np.zeros(length, np.float32)
     lo, hi = max(a, 0), min(a + length, len(pcm))
-    if hi > lo:
-      buf[lo - a:hi - a] = pcm[lo:hi]
+    if hi > lo:  # only the samples under the window are converted
+      buf[lo - a:hi - a] = pcm[lo:hi].astype(np.float32) / np.float32(32767.0)
     out["audio"] = buf
   elif audio != "none":
     raise ValueError(f"unknown audio mode {audio!r} (use 'raw' or 'none')")
-  have = record.get("attributes", {})
+  have = clip.header.get("attributes", {}) if attributes else {}
   for name in attributes:
     if name in have:
       values = np.asarray(have[name], np.float32)[idx]
@@ -77,5 +93,5 @@ def window(record: dict[str, Any], rng: np.random.Generator, *, size: int, dtype
     elif name in ATTRIBUTE_DIMS:
       out[name], out[name + "_valid"] = np.zeros((num_frames, ATTRIBUTE_DIMS[name]), np.float32), np.bool_(False)
     else:
-      raise KeyError(f"clip {record['clip_id']} has no attribute {name!r} (has {sorted(have)})")
+      raise KeyError(f"clip {clip.header['clip_id']} has no attribute {name!r} (has {sorted(have)})")
   return out

@@ -58,7 +58,11 @@ def load_info(data_dir: str) -> dict[str, Any]:
 
 
 def shard_records(data_dir: str, split: str) -> tuple[list[str], list[dict]]:
-  """The split's shard paths (in order) and the per-record entries of their markers."""
+  """The split's shard paths (in order) and the per-clip entries of their markers.
+
+  Each entry gets the marker's "format" (1 where the marker predates formats) and "shard"
+  (the shard's path) added; `clip_store` locates the clips' records with them.
+  """
   info = load_info(data_dir)
   if split not in info["splits"]:
     raise ValueError(f"{data_dir}: no split {split!r} (has {sorted(info['splits'])})")
@@ -68,5 +72,6 @@ def shard_records(data_dir: str, split: str) -> tuple[list[str], list[dict]]:
       continue  # ArrayRecord sources reject empty files' absent index; nothing to read anyway
     path = os.path.join(data_dir, shard["file"])
     paths.append(path)
-    records.extend(sharding.read_marker(path)["records"])
+    marker = sharding.read_marker(path)
+    records.extend({**r, "format": marker.get("format", 1), "shard": path} for r in marker["records"])
   return paths, records

@@ -12,7 +12,7 @@ seed and position, so a restored iterator yields exactly the batches it would ha
 
 Batch fields (images float32 in [-1, 1] NHWC unless `image_dtype="uint8"`):
   every kind     identity int32 [B] (index into the info file's identities), index int64 [B]
-                 (record index, for debugging and the disjointness test)
+                 (clip index in the split, for debugging and the disjointness test)
   pairs          source, driving [B,H,W,3]; source_frame, driving_frame int32 [B];
                  negatives [B,K,H,W,3] and negative_identity [B,K] (K = num_negatives,
                  frames of clips of other identities, for metric learning)
@@ -32,7 +32,7 @@ import grain
 import ml_collections
 import numpy as np
 
-from data_pipelines import examples, records
+from data_pipelines import clip_store, examples
 from data_pipelines import info as info_lib
 
 KINDS = ("pairs", "windows", "reference_window")
@@ -59,68 +59,69 @@ def default_data_config() -> ml_collections.ConfigDict:
   # grain
   c.worker_count = 0  # worker processes; 0 = in the main process (tests)
   c.worker_buffer_size = 2  # batches prefetched per worker
-  c.read_threads = 8  # threads reading records in each worker
+  # Threads running the (I/O-free) ClipSource lookups in each process: 0 = inline. Reads and
+  # JPEG decodes happen in the map, which worker processes parallelise; threads would only
+  # contend for the GIL.
+  c.read_threads = 0
   return c
 
 
 class ClipSource(grain.sources.RandomAccessDataSource):
-  """Records of one split, each seen `samples_per_clip` times per epoch; yields {index, record}."""
+  """Clip indices of one split, each seen `samples_per_clip` times per epoch; yields {index}.
 
-  def __init__(self, paths: list[str], samples_per_clip: int = 1):
-    self._source = grain.sources.ArrayRecordDataSource(paths)
+  No I/O here: `_MakeExample` reads only the frames it draws (see `clip_store`).
+  """
+
+  def __init__(self, num_clips: int, samples_per_clip: int = 1):
+    self._num_clips = num_clips
     self._repeat = samples_per_clip
-    self._paths = paths
 
   def __len__(self) -> int:
-    return len(self._source) * self._repeat
+    return self._num_clips * self._repeat
 
   def __getitem__(self, i: int) -> dict[str, Any]:
-    index = i // self._repeat
-    return {"index": np.int64(index), "record": self._source[index]}
+    return {"index": np.int64(i // self._repeat)}
 
   def __repr__(self) -> str:  # grain logs and checks sources by repr
-    return f"ClipSource({len(self._paths)} shards, x{self._repeat})"
+    return f"ClipSource({self._num_clips} clips, x{self._repeat})"
 
 
 class _MakeExample(grain.transforms.RandomMap):
-  """Decodes a record and draws one example of `kind` from it (plus negatives for pairs)."""
+  """Draws one example of `kind` from a clip (plus negatives for pairs), reading only what it uses."""
 
-  def __init__(self, cfg: ml_collections.ConfigDict, paths: list[str], identities: np.ndarray, size: int):
+  def __init__(self, cfg: ml_collections.ConfigDict, store: clip_store.ClipStore, size: int):
     self.cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
-    self.paths = paths
-    self.identities = identities
+    self.store = store
     self.size = size
-    self._negatives_source = None  # opened lazily, once per worker process
 
   def _negatives(self, identity: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    if self._negatives_source is None:
-      self._negatives_source = grain.sources.ArrayRecordDataSource(self.paths)
-    others = np.flatnonzero(self.identities != identity)
+    identities = self.store.identity_index
+    others = np.flatnonzero(identities != identity)
     if not len(others):
-      others = np.arange(len(self.identities))  # a single identity: nothing else to contrast with
+      others = np.arange(len(identities))  # a single identity: nothing else to contrast with
     picks = rng.choice(others, self.cfg["num_negatives"])
     images = []
     for j in picks:
-      rec = records.unpack(self._negatives_source[int(j)])
-      images.append(examples.to_image(rec["frames"][int(rng.integers(rec["num_frames"]))], self.size,
+      clip = self.store.clip(j)
+      images.append(examples.to_image(clip.jpeg(int(rng.integers(clip.num_frames))), self.size,
                                       self.cfg["image_dtype"]))
-    return {"negatives": np.stack(images), "negative_identity": self.identities[picks].astype(np.int32)}
+    return {"negatives": np.stack(images), "negative_identity": identities[picks].astype(np.int32)}
 
   def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-    cfg, record = self.cfg, records.unpack(element["record"])
+    cfg, clip = self.cfg, self.store.clip(element["index"])
     kind, dtype = cfg["kind"], cfg["image_dtype"]
-    out = {"index": element["index"], "identity": np.int32(record["identity_index"])}
+    out = {"index": element["index"], "identity": np.int32(clip.identity_index)}
     if kind == "pairs":
-      out.update(examples.pair(record, rng, self.size, dtype, cfg["max_frame_gap"]))
+      out.update(examples.pair(clip, rng, self.size, dtype, cfg["max_frame_gap"]))
       if cfg["num_negatives"] > 0:
-        out.update(self._negatives(record["identity_index"], rng))
+        out.update(self._negatives(clip.identity_index, rng))
       return out
     out.update(examples.window(
-        record, rng, size=self.size, dtype=dtype, num_frames=cfg["num_frames"], stride=cfg["frame_stride"],
+        clip, rng, size=self.size, dtype=dtype, num_frames=cfg["num_frames"], stride=cfg["frame_stride"],
         audio=cfg["audio"], audio_pad_frames=cfg["audio_pad_frames"], attributes=tuple(cfg["attributes"])))
     if kind == "reference_window":
-      ref = int(rng.integers(record["num_frames"]))
-      out["reference"] = examples.to_image(record["frames"][ref], self.size, dtype)
+      ref = int(rng.integers(clip.num_frames))
+      out["reference"] = examples.to_image(clip.jpeg(ref), self.size, dtype)
       out["reference_frame"] = np.int32(ref)
     return out
 
@@ -134,13 +135,12 @@ def make_loader(data_config: ml_collections.ConfigDict, *, split: str, global_ba
     raise ValueError(f"data.kind must be one of {KINDS}, got {cfg.kind!r}")
   if global_batch_size % process_count:
     raise ValueError(f"global_batch_size {global_batch_size} not divisible by process_count {process_count}")
-  paths, entries = info_lib.shard_records(cfg.data_dir, split)
-  if not paths:
+  store = clip_store.ClipStore.open(cfg.data_dir, split)
+  if not len(store):
     raise ValueError(f"{cfg.data_dir}: split {split!r} has no records")
   info = info_lib.load_info(cfg.data_dir)
   size = cfg.image_size or int(info["config"]["size"])
-  identities = np.array([e["identity_index"] for e in entries], np.int64)
-  source = ClipSource(paths, cfg.samples_per_clip)
+  source = ClipSource(len(store), cfg.samples_per_clip)
   local_batch = global_batch_size // process_count
   shard = grain.sharding.ShardOptions(process_index, process_count, drop_remainder=True)
   if len(source) // process_count < local_batch:
@@ -156,7 +156,7 @@ def make_loader(data_config: ml_collections.ConfigDict, *, split: str, global_ba
     flags.FLAGS.mark_as_parsed()
   return grain.DataLoader(
       data_source=source, sampler=sampler,
-      operations=[_MakeExample(cfg, paths, identities, size), grain.transforms.Batch(local_batch, drop_remainder=True)],
+      operations=[_MakeExample(cfg, store, size), grain.transforms.Batch(local_batch, drop_remainder=True)],
       worker_count=workers,
       worker_buffer_size=cfg.worker_buffer_size,
       read_options=grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=max(16, 2 * local_batch)))

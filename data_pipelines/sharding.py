@@ -21,6 +21,7 @@ from array_record.python import array_record_module
 
 from data_pipelines.clip_spec import ClipSpec, SkipReport
 from data_pipelines.process import ClipRejected, ProcessConfig, process_clip
+from data_pipelines.records import FORMAT_VERSION
 
 ProcessFn = Callable[[ClipSpec, ProcessConfig], "object"]
 
@@ -91,7 +92,9 @@ def write_shard(shard: Shard, out_dir: str, cfg: ProcessConfig, identity_index: 
   tmp = path + ".tmp"
   skips = SkipReport()
   records = []
-  writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")  # 1: cheap random access
+  # group_size 1: every record (a single frame) is read on its own; uncompressed: JPEG and
+  # PCM do not compress, and decompressing cost the loader more than the reads.
+  writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1,uncompressed")
   try:
     for spec in shard.specs:
       try:
@@ -101,13 +104,14 @@ def write_shard(shard: Shard, out_dir: str, cfg: ProcessConfig, identity_index: 
         logging.info("skipped %s: %s", spec.clip_id, e)
         continue
       record.identity_index = identity_index[spec.identity]
-      writer.write(record.to_bytes(cfg.jpeg_quality))
+      for data in record.to_records(cfg.jpeg_quality):
+        writer.write(data)
       records.append({"clip_id": spec.clip_id, "identity": spec.identity,
                       "identity_index": record.identity_index, "num_frames": record.num_frames})
   finally:
     writer.close()
   os.replace(tmp, path)
-  marker = {"fingerprint": shard.fingerprint, "split": shard.split, "records": records,
+  marker = {"fingerprint": shard.fingerprint, "format": FORMAT_VERSION, "split": shard.split, "records": records,
             "rejected": dict(skips.counts), "rejected_examples": dict(skips.examples)}
   _atomic_write_json(marker_path(path), marker)
   return marker

@@ -94,11 +94,10 @@ def test_records_hold_crop_and_metadata(tmp_path):
   layout_hdtf(raw)
   out = str(tmp_path / "out")
   datasets.prepare_dataset("hdtf", str(raw), out, size=24, filter_overrides=RELAXED, log=lambda *_: None)
-  paths, entries = info_lib.shard_records(out, "train")
-  from data_pipelines import records  # pylint: disable=import-outside-toplevel
-  import grain  # pylint: disable=import-outside-toplevel
-  source = grain.sources.ArrayRecordDataSource(paths)
-  recs = [records.unpack(source[i]) for i in range(len(source))]
+  _, entries = info_lib.shard_records(out, "train")
+  from data_pipelines import clip_store  # pylint: disable=import-outside-toplevel
+  store = clip_store.ClipStore.open(out, "train")
+  recs = [store.clip(i).header for i in range(len(store))]
   assert [r["clip_id"] for r in recs] == [e["clip_id"] for e in entries] == ["Radio11_0", "Radio11_1"]
   # 720-high coordinates on a 72-high video: x 300, w 400, y 100 -> 30, 40, 10; side 40.
   assert list(recs[0]["crop_box"]) == [30, 10, 40, 40] and list(recs[0]["source_size"]) == [W, H]
