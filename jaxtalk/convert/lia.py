@@ -286,3 +286,62 @@ def export_checkpoint(variables: Mapping, path: str | os.PathLike, kind: str = "
     else:
         raise ValueError(f"unknown kind {kind!r}; known: {KINDS}")
     torch_pickle.save(obj, path)
+
+
+# ----------------------------------------------------------------------------- discriminator
+
+
+def discriminator_key_spec(size: int = 256, width: float = 1.0) -> list[Rule | tuple[str, np.ndarray]]:
+    """The release's StyleGAN2 Discriminator state_dict ('dis') in order."""
+    ch = _channels(width)
+    log = int(math.log2(size))
+    down = make_kernel(BLUR)
+    spec: list[Any] = [Rule("convs.0.0.weight", "convs_0/conv/kernel", CONV2D),
+                       Rule("convs.0.1.bias", "convs_0/act/bias", _bias(ch[size]))]
+    for n, i in enumerate(range(log, 2, -1), start=1):
+        cin, cout = ch[2 ** i], ch[2 ** (i - 1)]
+        spec += [Rule(f"convs.{n}.conv1.0.weight", f"convs_{n}/conv1/conv/kernel", CONV2D),
+                 Rule(f"convs.{n}.conv1.1.bias", f"convs_{n}/conv1/act/bias", _bias(cin)),
+                 (f"convs.{n}.conv2.0.kernel", down),
+                 Rule(f"convs.{n}.conv2.1.weight", f"convs_{n}/conv2/conv/kernel", CONV2D),
+                 Rule(f"convs.{n}.conv2.2.bias", f"convs_{n}/conv2/act/bias", _bias(cout)),
+                 (f"convs.{n}.skip.0.kernel", down),
+                 Rule(f"convs.{n}.skip.1.weight", f"convs_{n}/skip/conv/kernel", CONV2D)]
+    spec += [Rule("final_conv.0.weight", "final_conv/conv/kernel", CONV2D),
+             Rule("final_conv.1.bias", "final_conv/act/bias", _bias(ch[4]))]
+    for j in range(2):
+        spec += [Rule(f"final_linear.{j}.weight", f"final_linear_{j}/kernel", LINEAR),
+                 Rule(f"final_linear.{j}.bias", f"final_linear_{j}/bias")]
+    return spec
+
+
+def discriminator_reference_params(size: int = 256, width: float = 1.0):
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    from jaxtalk.models.stylegan2_discriminator import Discriminator
+    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    return nn.unbox(jax.eval_shape(Discriminator(size, width).init, jax.random.PRNGKey(0),
+                                   x)["params"])
+
+
+def discriminator_to_params(state_dict: Mapping[str, np.ndarray], size: int = 256,
+                            width: float = 1.0, source: str = "dis") -> dict:
+    spec = discriminator_key_spec(size, width)
+    bufs = {k: v for k, v in (r for r in spec if not isinstance(r, Rule))}
+    bad = [k for k, v in bufs.items()
+           if k not in state_dict or not np.allclose(np.asarray(state_dict[k], np.float32), v)]
+    if bad:
+        raise ConversionError(f"{source}: missing or wrong blur buffers {bad[:5]}")
+    return to_params(state_dict, [r for r in spec if isinstance(r, Rule)],
+                     discriminator_reference_params(size, width), source=source,
+                     ignore=lambda k: k in bufs)
+
+
+def discriminator_to_state_dict(params: Mapping, size: int = 256,
+                                width: float = 1.0) -> dict[str, np.ndarray]:
+    spec = discriminator_key_spec(size, width)
+    converted = to_state_dict(params, [r for r in spec if isinstance(r, Rule)])
+    return {(r.torch_key if isinstance(r, Rule) else r[0]):
+            (converted[r.torch_key] if isinstance(r, Rule) else np.asarray(r[1], np.float32))
+            for r in spec}
