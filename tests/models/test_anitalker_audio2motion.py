@@ -25,8 +25,10 @@ def test_parameter_count_equals_release(infer_type):
     shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *init_inputs(model)))
     count = sum(x.size for x in jax.tree.leaves(nn.meta.unbox(shapes["params"])))
     assert count == RELEASED[infer_type]
-    has_stats = "batch_stats" in shapes
-    assert has_stats  # conformer BatchNorms
+    assert "batch_stats" in shapes  # conformer BatchNorms
+    # every param carries logical axis names for the sharding rules
+    leaves = jax.tree.leaves(shapes["params"], is_leaf=lambda x: isinstance(x, nn.Partitioned))
+    assert all(isinstance(leaf, nn.Partitioned) for leaf in leaves)
 
 
 def _tiny(infer_type, frames=6, batch=2, seed=0):
