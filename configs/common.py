@@ -61,6 +61,9 @@ def base_config():
     # discriminator) and a group without an optimizer is frozen.
     c.optimizers = ml_collections.ConfigDict({"model": optimizer_config()})
     c.ema = ml_collections.ConfigDict()   # group -> decay, e.g. {"model": 0.999}
+    # Regexes over 'group/path/to/param' whose params never change (e.g. a pretrained
+    # encoder inside the generator group).
+    c.frozen = ()
 
     c.checkpoint = ml_collections.ConfigDict(dict(
         every_steps=500,

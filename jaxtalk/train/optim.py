@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import jax
 import optax
 
 
@@ -21,6 +24,26 @@ def schedule(opt_config, total_steps: int) -> optax.Schedule:
     if warmup:
         return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
     return main
+
+
+def freeze(tx: optax.GradientTransformation, group: str,
+           patterns: tuple[str, ...]) -> optax.GradientTransformation:
+    """Zero updates (and keep no optimizer state) for params whose 'group/a/b' path matches.
+
+    This freezes sub-trees inside a trained group, e.g. a pretrained encoder while its
+    decoder trains; a whole group is frozen by giving it no optimizer.
+    """
+    regexes = [re.compile(p) for p in patterns]
+    if not regexes:
+        return tx
+
+    def labels(params):
+        def label(path, _):
+            name = "/".join([group] + [str(getattr(k, "key", getattr(k, "idx", k))) for k in path])
+            return "frozen" if any(r.fullmatch(name) for r in regexes) else "trained"
+        return jax.tree_util.tree_map_with_path(label, params)
+
+    return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
 
 
 def optimizer(opt_config, total_steps: int) -> optax.GradientTransformation:

@@ -64,10 +64,18 @@ def _fit(spec: P, shape: tuple[int, ...], mesh: Mesh) -> P:
 
 
 def shardings_for(boxed_abstract, mesh: Mesh, rules) -> object:
-    """NamedShardings for a (possibly nn.Partitioned-boxed) abstract pytree, unboxed."""
-    logical = nn.get_partition_spec(boxed_abstract)
-    mesh_specs = nn.logical_to_mesh(logical, rules)
-    abstract = nn.unbox(boxed_abstract)
-    return jax.tree.map(lambda a, s: NamedSharding(mesh, _fit(s, a.shape, mesh)),
-                        abstract, mesh_specs,
-                        is_leaf=lambda x: isinstance(x, P))
+    """A NamedSharding per leaf of a (possibly nn.Partitioned-boxed) abstract pytree.
+
+    The result has the structure of the unboxed tree; leaves without logical names (step
+    counters, rng keys) are replicated.
+    """
+    def leaf_sharding(x):
+        if isinstance(x, nn.Partitioned):
+            if not hasattr(x.value, "shape"):
+                return x.value  # an empty placeholder such as optax's MaskedNode
+            spec = nn.logical_to_mesh_axes(x.names, rules)
+            return NamedSharding(mesh, _fit(spec, x.value.shape, mesh))
+        return NamedSharding(mesh, P())
+
+    return jax.tree.map(leaf_sharding, boxed_abstract,
+                        is_leaf=lambda x: isinstance(x, nn.Partitioned))

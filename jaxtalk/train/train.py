@@ -74,7 +74,8 @@ def train(config, workdir: str) -> dict:
     if missing:
         raise ConfigError(f"task {config.task!r} trains groups {missing} that have no entry "
                          f"in config.optimizers (has {sorted(config.optimizers)})")
-    optimizers = {g: optim.optimizer(config.optimizers[g], config.total_steps)
+    optimizers = {g: optim.freeze(optim.optimizer(config.optimizers[g], config.total_steps),
+                                  g, tuple(config.frozen))
                   for g, _ in losses}
     ema_decays = dict(config.ema)
     logging.info("mesh %s on %d devices, %d processes", dict(mesh.shape), jax.device_count(),

@@ -86,3 +86,43 @@ def test_config_errors_are_clear(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(train_lib.ConfigError, match="not writable"):
         train_lib.train(toy_config(), str(tmp_path / "file" / "run"))
+
+
+def test_frozen_subtree_regex_keeps_those_params(tmp_path):
+    config = toy_config(total_steps=4, frozen=("model/hidden_0/.*",),
+                        **{"checkpoint.every_steps": 4})
+    train_lib.train(config, str(tmp_path / "frozen"))
+    train_lib.train(toy_config(total_steps=4, **{"checkpoint.every_steps": 4}),
+                    str(tmp_path / "free"))
+    frozen, free = saved_state(tmp_path / "frozen", 4), saved_state(tmp_path / "free", 4)
+    # A frozen param stays at its init, so its EMA (init value, decayed towards the same
+    # value) equals it up to rounding; a trained one moves away from its EMA, and the same
+    # param trained freely ends elsewhere.
+    kernel = "model/hidden_0/kernel"
+    np.testing.assert_allclose(frozen[f"params/{kernel}"], frozen[f"ema_params/{kernel}"],
+                               rtol=0, atol=1e-6)
+    assert np.abs(free[f"params/{kernel}"] - frozen[f"params/{kernel}"]).max() > 1e-4
+    out = "model/out_0/kernel"
+    assert np.abs(frozen[f"params/{out}"] - frozen[f"ema_params/{out}"]).max() > 1e-4
+
+
+def test_remat_and_bf16_compute_train(tmp_path):
+    base = dict(total_steps=5, **{"checkpoint.every_steps": 5, "log.every_steps": 5})
+    plain = train_lib.train(toy_config(**base), str(tmp_path / "plain"))
+    remat = train_lib.train(toy_config(remat_policy="full", **base), str(tmp_path / "remat"))
+    np.testing.assert_allclose(remat["model/loss"], plain["model/loss"], rtol=1e-5)
+    bf16 = train_lib.train(toy_config(dtype="bfloat16", **base), str(tmp_path / "bf16"))
+    assert np.isfinite(bf16["model/loss"])
+    assert abs(bf16["model/loss"] - plain["model/loss"]) < 0.05 * plain["model/loss"] + 1e-3
+
+
+def test_mfu_uses_the_peak_table_and_is_na_on_cpu():
+    from types import SimpleNamespace
+
+    from jaxtalk.train import metrics
+
+    h100 = SimpleNamespace(device_kind="NVIDIA H100 80GB HBM3")
+    assert metrics.peak_flops(h100) == 989e12
+    assert metrics.peak_flops(SimpleNamespace(device_kind="TPU v5 lite")) == 197e12
+    assert metrics.mfu(989e12, 0.5, [h100, h100]) == 0.25
+    assert metrics.mfu(1e12, 1.0, jax.devices()) is None  # CPU: n/a
