@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from jaxtalk.evaluate import fid, metric, pose_expression, registry, sync, weights
+from jaxtalk.convert import weights
+from jaxtalk.evaluate import fid, metric, pose_expression, registry, sync
 from tests.evaluate.test_lpips import write_lpips_files
 
 

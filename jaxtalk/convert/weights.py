@@ -1,8 +1,8 @@
-"""Imported metric-network weights on disk: one safetensors file per release.
+"""Imported weights on disk: one safetensors file per release.
 
 `jaxtalk import --release=<name> --checkpoint=<file>` converts the public PyTorch file once
-(`import_release`) and writes `<weights dir>/<name>.safetensors`; metrics load it from
-there (`load`). Arrays are stored flat under "params/...", "batch_stats/..." keys and the
+(`jaxtalk.convert.releases.import_release`) and writes `<weights dir>/<name>.safetensors`;
+metrics, fine-tuning and comparisons load it from there (`load`). Arrays are stored flat under "params/...", "batch_stats/..." keys and the
 converter's model_config travels as JSON metadata.
 """
 
