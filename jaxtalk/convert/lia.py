@@ -262,8 +262,8 @@ def import_checkpoint(path: str | os.PathLike, kind: str = "auto", discriminator
     if discriminator:
         if kind != "lia" or "dis" not in obj:
             raise ConversionError(f"{path}: no 'dis' entry to import")
-        out["discriminator_params"] = discriminator_to_params(dict(obj["dis"]), size=cfg["size"],
-                                                              source=path)
+        out["discriminator_params"] = discriminator_to_params(
+            dict(obj["dis"]), size=cfg["size"], width=cfg["width"], source=path)
     return out
 
 
@@ -279,8 +279,9 @@ def export_checkpoint(variables: Mapping, path: str | os.PathLike, kind: str = "
     if kind == "lia":
         obj: dict[str, Any] = {"gen": sd}
         if discriminator_params is not None:
-            obj["dis"] = discriminator_to_state_dict(discriminator_params,
-                                                     size=default_config(**cfg)["size"])
+            full = default_config(**cfg)
+            obj["dis"] = discriminator_to_state_dict(discriminator_params, size=full["size"],
+                                                     width=full["width"])
     elif kind == "anitalker_stage1":
         obj = {"state_dict": {"lia." + k: v for k, v in sd.items()}}
     else:
