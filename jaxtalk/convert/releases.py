@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import os
 from pathlib import Path
 
@@ -49,6 +50,16 @@ RELEASES = {r.name: r for r in [
             "torchvision vgg16-397923af.pth"),
     Release("vgg19", "torchvision_vgg", {"config": "vgg19"}, (),
             "torchvision vgg19-dcbb9e9d.pth"),
+    # Model families.
+    Release("lia", "lia", {"kind": "lia"}, (),
+            "wyhsirius/LIA released checkpoints (vox.pt, taichi.pt, ted.pt): torch dict with 'gen'"),
+    Release("anitalker_stage1", "lia", {"kind": "anitalker_stage1"}, (),
+            "X-LANCE/AniTalker ckpts/stage1.ckpt (Lightning; keys prefixed 'lia.')"),
+    Release("anitalker_stage2", "anitalker_stage2", {}, (),
+            "X-LANCE/AniTalker ckpts/stage2_*.ckpt (one per infer_type; EMA weights used)"),
+    Release("hubert", "hubert", {}, (),
+            "a Hugging Face HuBERT checkpoint's pytorch_model.bin, e.g. "
+            "TencentGameMate/chinese-hubert-large (what AniTalker uses)"),
 ]}
 
 
@@ -72,3 +83,17 @@ def import_release(release: str, checkpoint: str | os.PathLike, output: str | No
     variables = converter.import_checkpoint(checkpoint, **spec.options, **files)
     target = Path(output) if output else weights_store.weights_path(release, weights_dir)
     return weights_store.save(variables, target, release=release)
+
+
+def export_release(release: str, variables: dict, path: str | os.PathLike) -> None:
+    """Writes `variables` (as `import_release` stored them) in the release's PyTorch layout."""
+    if release not in RELEASES:
+        raise KeyError(f"unknown release {release!r}; known: {sorted(RELEASES)}")
+    spec = RELEASES[release]
+    converter = importlib.import_module(f"jaxtalk.convert.{spec.converter}")
+    options = {k: v for k, v in spec.options.items()
+               if k in inspect.signature(converter.export_checkpoint).parameters}
+    if "model_config" in inspect.signature(converter.export_checkpoint).parameters:
+        options["model_config"] = variables.get("model_config") or None
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    converter.export_checkpoint(variables, path, **options)

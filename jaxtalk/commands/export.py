@@ -1,0 +1,82 @@
+"""jaxtalk export: hand weights back in the released PyTorch layout, or pull them out of a run.
+
+Two sources:
+  --weights=FILE.safetensors       a file written by `jaxtalk import` or by --workdir below
+  --workdir=RUN [--step=N] --group=G   a training run: the group's EMA parameters when the
+                                       run keeps them, else the live ones
+
+and two targets:
+  --release=NAME --out=FILE.pt     the release's PyTorch checkpoint layout (torch.load reads it)
+  --out=FILE.safetensors           a jaxtalk weights file
+
+Examples:
+  jaxtalk export --weights=weights/lia.safetensors --release=lia --out=lia_roundtrip.pt
+  jaxtalk export --workdir=runs/s1 --group=generator --out=weights/s1.safetensors
+"""
+
+import os
+import sys
+
+from absl import flags
+
+_WEIGHTS = flags.DEFINE_string("weights", None, "a jaxtalk weights file (.safetensors)")
+_WORKDIR = flags.DEFINE_string("workdir", None, "a training run directory")
+_STEP = flags.DEFINE_integer("step", None, "checkpoint step (default: the latest)")
+_GROUP = flags.DEFINE_string("group", None, "parameter group of the run to export")
+_RELEASE = flags.DEFINE_string("release", None, "write this release's PyTorch layout")
+_OUT = flags.DEFINE_string("out", None, "output file (.pt/.pth/.ckpt with --release, else .safetensors)")
+
+
+def _fail(message: str) -> None:
+    print(f"jaxtalk export: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run_variables(workdir: str, group: str, step: int | None = None) -> dict:
+    """{'params', maybe 'batch_stats'} of one group from a run's checkpoint (EMA preferred)."""
+    import orbax.checkpoint as ocp
+
+    from jaxtalk.train.checkpoints import Checkpointer
+
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    steps = sorted(int(s) for s in os.listdir(directory) if s.isdigit()) if os.path.isdir(directory) else []
+    if not steps:
+        raise ValueError(f"{workdir}: no checkpoints in {directory}")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise ValueError(f"{workdir}: no checkpoint at step {step} (have {steps})")
+    state = ocp.StandardCheckpointer().restore(os.path.join(directory, str(step), Checkpointer.ITEMS[0]))
+    source = state.get("ema_params", {}).get(group) or state["params"].get(group)
+    if source is None:
+        raise ValueError(f"{workdir}: no parameter group {group!r} (groups: {sorted(state['params'])})")
+    variables = {"params": source}
+    if state.get("model_state"):
+        variables["batch_stats"] = state["model_state"].get("batch_stats", {}).get(group, {})
+    return variables
+
+
+def main(argv):
+    from jaxtalk.convert import releases, weights
+
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]}")
+    if bool(_WEIGHTS.value) == bool(_WORKDIR.value):
+        _fail("give exactly one of --weights or --workdir")
+    if not _OUT.value:
+        _fail("--out is required")
+    try:
+        if _WEIGHTS.value:
+            variables = weights.load(_WEIGHTS.value)
+        else:
+            if not _GROUP.value:
+                _fail("--workdir needs --group (e.g. generator)")
+            variables = run_variables(_WORKDIR.value, _GROUP.value, _STEP.value)
+        if _RELEASE.value:
+            releases.export_release(_RELEASE.value, variables, _OUT.value)
+        else:
+            if not _OUT.value.endswith(".safetensors"):
+                _fail("without --release the output is a .safetensors weights file")
+            weights.save(variables, _OUT.value, release=variables.get("release", ""))
+    except (OSError, ValueError, KeyError) as e:
+        _fail(str(e).strip("'\""))
+    print(f"exported to {_OUT.value}")

@@ -1,0 +1,66 @@
+"""jaxtalk import: convert a released PyTorch checkpoint into a jaxtalk weights file.
+
+Reads the file without PyTorch, maps every key (a missing, unexpected or mis-shaped key is
+an error that lists them all) and writes `<weights dir>/<release>.safetensors` (or --out),
+which training configs, metrics and `jaxtalk export` load.
+
+Examples:
+  jaxtalk import --release=anitalker_stage1 --checkpoint=ckpts/stage1.ckpt
+  jaxtalk import --release=lia --checkpoint=vox.pt --out=weights/lia_vox.safetensors
+  jaxtalk import --release=lpips_alex --checkpoint=alex.pth --backbone=alexnet-owt-7be5be79.pth
+
+Releases: run `jaxtalk import --list`.
+"""
+
+import sys
+
+import numpy as np
+from absl import flags
+
+_RELEASE = flags.DEFINE_string("release", None, "release name (see --list)")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "the released PyTorch file")
+_OUT = flags.DEFINE_string("out", None, "output .safetensors (default: "
+                           "$JAXTALK_WEIGHTS_DIR or ~/.cache/jaxtalk/weights, /<release>.safetensors)")
+_WEIGHTS_DIR = flags.DEFINE_string("weights_dir", None, "directory for the default output")
+_BACKBONE = flags.DEFINE_string("backbone", None, "lpips_*: the torchvision backbone file")
+_LIST = flags.DEFINE_bool("list", False, "list the releases and where to get them")
+
+
+def _fail(message: str) -> None:
+    print(f"jaxtalk import: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv):
+    from jaxtalk.convert import releases
+
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]}")
+    if _LIST.value:
+        for spec in releases.RELEASES.values():
+            print(f"{spec.name:<18} {spec.source}\n{'':<18} {spec.command()}")
+        return
+    if not _RELEASE.value or not _CHECKPOINT.value:
+        _fail("--release and --checkpoint are required (see --list)")
+    if _RELEASE.value not in releases.RELEASES:
+        _fail(f"unknown release {_RELEASE.value!r}; known: {', '.join(releases.RELEASES)}")
+    files = {"backbone": _BACKBONE.value} if _BACKBONE.value else {}
+    try:
+        path = releases.import_release(_RELEASE.value, _CHECKPOINT.value, output=_OUT.value,
+                                       weights_dir=_WEIGHTS_DIR.value, **files)
+    except (OSError, ValueError, KeyError) as e:  # CheckpointError/ConversionError included
+        _fail(str(e).strip("'\""))
+    from jaxtalk.convert import weights
+
+    stored = weights.load(path)
+    count = sum(int(np.prod(v.shape)) for c in ("params", "batch_stats") if c in stored
+                for v in _leaves(stored[c]))
+    print(f"imported {_RELEASE.value} from {_CHECKPOINT.value}: {count / 1e6:.2f}M values -> {path}")
+
+
+def _leaves(tree):
+    if isinstance(tree, dict):
+        for v in tree.values():
+            yield from _leaves(v)
+    else:
+        yield tree
