@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtalk.models.layers.equalized import EqualLinear
-from jaxtalk.models.lia import EncoderApp, Synthesis, channel_map
+from jaxtalk.models.lia import EncoderApp, Synthesis, channel_map, render_frames
 
 
 def _torch_linear_init(fan_in: int):
@@ -187,6 +187,12 @@ class AniTalkerMotion(nn.Module):
 
     def directions(self):
         return self.dec.direction.basis()
+
+    def animate(self, source, alphas):
+        """One source image (1, S, S, 3) + motion codes (T, motion_dim) -> frames (T, S, S, 3)
+        (absolute; relative = alphas - alpha_start + alpha_source, D being linear)."""
+        src = self.enc(source)
+        return render_frames(self, src["h"], src["feats"], alphas)
 
     def __call__(self, source, driving, alpha_start=None):
         """Encodes source and driving (one batched encoder pass) and renders the driving

@@ -237,6 +237,13 @@ class Synthesis(nn.Module):
                 "latent": latent}
 
 
+def render_frames(model, wa, feats, alphas):
+    """Renders T motion codes on one encoded source (wa (1, D), feats at batch 1)."""
+    n = alphas.shape[0]
+    tile = lambda a: jnp.broadcast_to(a, (n,) + a.shape[1:])
+    return model.render(tile(wa), [tile(f) for f in feats], alphas)["image"]
+
+
 class LIAEncoder(nn.Module):
     """`enc`: appearance encoder `net_app` and motion MLP `fc_0..fc_4`."""
 
@@ -299,6 +306,14 @@ class LIAGenerator(nn.Module):
     def directions(self):
         """The orthonormal motion basis Q (style_dim, motion_dim)."""
         return self.dec.direction.basis()
+
+    def animate(self, source, alphas):
+        """One source image (1, S, S, 3) + motion codes (T, motion_dim) -> frames (T, S, S, 3).
+
+        The source is encoded once. D is linear, so relative motion is this call with
+        alphas - alpha_start + alpha_source."""
+        src = self.encode_source(source)
+        return render_frames(self, src["wa"], src["feats"], alphas)
 
     def __call__(self, source, driving=None, alpha_start=None):
         """The release's forward: absolute motion, or relative when `alpha_start` (the

@@ -1,0 +1,79 @@
+"""Params trees <-> safetensors files ('/'-joined names, string metadata).
+
+`save_params(params, path, metadata)` flattens a nested dict of arrays (Flax params,
+boxed or not) to `{"enc/fc_0/kernel": array, ...}` and writes it with `safetensors`;
+metadata values that are not strings are stored as JSON. `load_params(path)` returns the
+nested numpy tree and the metadata (JSON values decoded). Any family can use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+SEP = "/"
+
+
+def flatten(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for key, value in tree.items():
+        if SEP in str(key):
+            raise ValueError(f"parameter name {key!r} contains {SEP!r}")
+        name = f"{prefix}{SEP}{key}" if prefix else str(key)
+        value = getattr(value, "value", value)  # flax LogicallyPartitioned boxes
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name))
+        else:
+            out[name] = np.ascontiguousarray(np.asarray(value))
+    return out
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict:
+    tree: dict = {}
+    for name, value in flat.items():
+        node = tree
+        *parents, leaf = name.split(SEP)
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
+
+
+def save_params(params: Mapping, path: str | os.PathLike,
+                metadata: Mapping[str, Any] | None = None) -> None:
+    """Writes `params` (nested dict of arrays) to `path` as safetensors."""
+    import jax
+    flat = flatten(jax.device_get(dict(params)))
+    meta = {str(k): v if isinstance(v, str) else json.dumps(v)
+            for k, v in dict(metadata or {}).items()}
+    meta.setdefault("format", "jaxtalk.params")
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    save_file(flat, tmp, metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_params(path: str | os.PathLike) -> tuple[dict, dict[str, Any]]:
+    """-> (nested numpy params, metadata with JSON values decoded)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with safe_open(path, framework="numpy") as f:
+            raw_meta = f.metadata() or {}
+            flat = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
+    meta = {}
+    for k, v in raw_meta.items():
+        try:
+            meta[k] = json.loads(v)
+        except (json.JSONDecodeError, TypeError):
+            meta[k] = v
+    return unflatten(flat), meta
