@@ -23,7 +23,7 @@ flags.DEFINE_list("workers", ["0", "2"], "grain worker process counts (0 = in-pr
 flags.DEFINE_list("kinds", ["pairs", "pairs_neg", "windows"], "pairs (no negatives), pairs_neg (1 negative), "
                   "windows (16 frames + audio + attributes).")
 flags.DEFINE_list("dtypes", ["uint8", "float32"], "data.image_dtype values.")
-flags.DEFINE_integer("examples", 1024, "Pairs timed per run (windows: a sixteenth).")
+flags.DEFINE_integer("batches", 24, "Batches timed per run (well above what the workers prefetch).")
 flags.DEFINE_integer("batch_size", 32, "Examples per batch.")
 flags.DEFINE_integer("repeats", 3, "Runs per configuration.")
 flags.DEFINE_string("data_dir", "/tmp/jaxtalk_bench_synthetic", "Prepared set (suffixed with the size).")
@@ -69,8 +69,7 @@ def time_loader(data_dir: str, kind: str, dtype: str, workers: int) -> Run:
   it = iter(loaders.make_loader(cfg, split="train", global_batch_size=FLAGS.batch_size, seed=0))
   for _ in range(max(2, 2 * workers)):  # start-up: worker launch, first reads
     next(it)
-  num = FLAGS.examples // (16 if name == "windows" else 1)
-  batches = max(1, num // FLAGS.batch_size)
+  batches = FLAGS.batches
   # Children's CPU is read while they live; the loader is stopped after the second reading.
   c0, t0 = _cpu_seconds(), time.perf_counter()
   for _ in range(batches):
