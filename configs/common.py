@@ -78,9 +78,10 @@ def base_config():
         tensorboard=True,
         progress_bar=True,
     ))
-    c.eval = ml_collections.ConfigDict(dict(every_steps=0, num_batches=4))
+    c.eval = ml_collections.ConfigDict(dict(every_steps=0, num_batches=4, split="test"))
     c.samples = ml_collections.ConfigDict(dict(every_steps=0, num=4))
-    c.data = ml_collections.ConfigDict(dict(worker_count=0, prefetch=2))
+    c.data = ml_collections.ConfigDict()   # the task's data settings (e.g. data_pipelines.loaders)
+    c.device_prefetch = 2         # global batches assembled on device ahead of the step
     c.distributed = ml_collections.ConfigDict(dict(
         initialize="auto",        # auto: when the environment describes a cluster | yes | no
         coordinator_address="",

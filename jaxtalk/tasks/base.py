@@ -25,6 +25,10 @@ class LossOutput:
     loss: jax.Array                                    # scalar to minimise
     metrics: Mapping[str, jax.Array] = dataclasses.field(default_factory=dict)
     model_state: PyTree = None                         # updated non-param collections (or None)
+    # Per-example arrays (leading batch axis) handed to the losses that follow, through
+    # their batch dict and without gradient: a generator passes its fakes to the
+    # discriminator instead of the discriminator re-running the generator.
+    outputs: Mapping[str, jax.Array] = dataclasses.field(default_factory=dict)
 
 
 # loss_fn(params, model_state, batch, rng) -> LossOutput, where `params` holds every group

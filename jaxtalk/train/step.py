@@ -38,38 +38,44 @@ def _microbatches(batch, n: int):
     return jax.tree.map(split, batch)
 
 
+def _unmicrobatch(tree):
+    """Inverse of `_microbatches`: (n, B/n, ...) -> (B, ...) in the original order."""
+    return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:]), tree)
+
+
 def _group_value_and_grad(loss_fn, group, params, model_state, batch, rng, accum, remat):
     """Mean loss, metrics, new model state and gradients of one group's loss."""
 
     def f(group_params, model_state, batch, rng):
         out = loss_fn({**params, group: group_params}, model_state, batch, rng)
         new_state = model_state if out.model_state is None else out.model_state
-        return out.loss, (dict(out.metrics), new_state)
+        return out.loss, (dict(out.metrics), new_state, dict(out.outputs))
 
     if remat != "none":
         f = jax.checkpoint(f, policy=_REMAT_POLICIES[remat])
     grad_fn = jax.value_and_grad(f, has_aux=True)
     if accum == 1:
-        (loss, (metrics, model_state)), grads = grad_fn(params[group], model_state, batch, rng)
-        return loss, metrics, model_state, grads
+        (loss, (metrics, model_state, outputs)), grads = grad_fn(params[group], model_state,
+                                                                 batch, rng)
+        return loss, metrics, model_state, grads, outputs
 
     def body(carry, xs):
         model_state, sums = carry
         micro, i = xs
-        (loss, (metrics, model_state)), grads = grad_fn(params[group], model_state, micro,
-                                                        jax.random.fold_in(rng, i))
+        (loss, (metrics, model_state, outputs)), grads = grad_fn(
+            params[group], model_state, micro, jax.random.fold_in(rng, i))
         sums = jax.tree.map(jnp.add, sums, (loss, metrics, grads))
-        return (model_state, sums), None
+        return (model_state, sums), outputs
 
     micro = _microbatches(batch, accum)
     first = jax.tree.map(lambda x: x[0], micro)
-    (loss_s, (metrics_s, _)), grads_s = jax.eval_shape(grad_fn, params[group], model_state,
-                                                       first, rng)
+    (loss_s, (metrics_s, _, _)), grads_s = jax.eval_shape(grad_fn, params[group], model_state,
+                                                          first, rng)
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (loss_s, metrics_s, grads_s))
-    (model_state, sums), _ = jax.lax.scan(body, (model_state, zeros),
-                                          (micro, jnp.arange(accum)))
+    (model_state, sums), outputs = jax.lax.scan(body, (model_state, zeros),
+                                                (micro, jnp.arange(accum)))
     loss, metrics, grads = jax.tree.map(lambda s: s / accum, sums)
-    return loss, metrics, model_state, grads
+    return loss, metrics, model_state, grads, _unmicrobatch(outputs)
 
 
 def train_step(state: TrainState, batch, *, losses, optimizers, ema_decays, accum=1,
@@ -77,9 +83,11 @@ def train_step(state: TrainState, batch, *, losses, optimizers, ema_decays, accu
     rng = jax.random.fold_in(state.rng, state.step)
     params, opt_state, model_state = dict(state.params), dict(state.opt_state), state.model_state
     metrics, finite = {}, jnp.array(True)
+    batch = dict(batch)
     for i, (group, loss_fn) in enumerate(losses):
-        loss, group_metrics, model_state, grads = _group_value_and_grad(
+        loss, group_metrics, model_state, grads, outputs = _group_value_and_grad(
             loss_fn, group, params, model_state, batch, jax.random.fold_in(rng, i), accum, remat)
+        batch.update(jax.lax.stop_gradient(outputs))
         updates, opt_state[group] = optimizers[group].update(grads, opt_state[group], params[group])
         params[group] = optax.apply_updates(params[group], updates)
         finite &= _all_finite(loss, grads)

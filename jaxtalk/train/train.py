@@ -102,6 +102,8 @@ def train(config, workdir: str) -> dict:
     start_step = ckpt.latest_step()
     if start_step is None:
         state = jax.jit(lambda: nn.unbox(init_state()), out_shardings=state_shardings)()
+        if hasattr(task, "pretrained"):
+            state = load_pretrained(state, task.pretrained(), state_shardings)
         start_step = 0
     else:
         state, data_state = ckpt.restore(
@@ -134,7 +136,7 @@ def train(config, workdir: str) -> dict:
                  " FLOPs/step")
 
     def evaluate(step):
-        it = make_data("eval", config.seed)
+        it = make_data(config.eval.split, config.seed)
         sums, n = {}, 0
         for i in range(config.eval.num_batches):
             try:
@@ -160,7 +162,7 @@ def train(config, workdir: str) -> dict:
         save_block_seconds.append(time.perf_counter() - start)  # async: the copy to host only
 
     # ------------------------------------------------------------------ loop
-    prefetch = DevicePrefetcher(host_iter, mesh, depth=config.data.prefetch)
+    prefetch = DevicePrefetcher(host_iter, mesh, depth=config.device_prefetch)
     pending, last_log, last_eval, history = [], {}, {}, []
     step = start_step
     loop_start = time.perf_counter()
@@ -205,6 +207,33 @@ def train(config, workdir: str) -> dict:
         writer.close()
     return {"step": step, "state": state, "history": history, "loop_seconds": loop_seconds,
             "checkpoint_block_seconds": save_block_seconds, **last_log, **last_eval}
+
+
+def load_pretrained(state, pretrained: dict, shardings):
+    """Replaces parameter sub-trees (and their EMA copies) by given weights, e.g. imported
+    released ones: `pretrained` is {group: {subtree key: params}}; structures and shapes
+    must match exactly."""
+    params, ema = dict(state.params), dict(state.ema_params)
+    for group, subtrees in pretrained.items():
+        for key, new in subtrees.items():
+            target = state.params[group][key]
+            where = f"pretrained weights for {group}/{key}"
+            want = {jax.tree_util.keystr(p): v.shape for p, v in
+                    jax.tree_util.tree_leaves_with_path(target)}
+            got = {jax.tree_util.keystr(p): np.shape(v) for p, v in
+                   jax.tree_util.tree_leaves_with_path(new)}
+            problems = ([f"missing {k}" for k in want.keys() - got.keys()]
+                        + [f"unexpected {k}" for k in got.keys() - want.keys()]
+                        + [f"{k}: {got[k]} but the model has {want[k]}"
+                           for k in want.keys() & got.keys() if want[k] != got[k]])
+            if problems:
+                raise ConfigError(f"{where} do not fit the model: " + "; ".join(sorted(problems)[:10]))
+            placed = jax.device_put(jax.tree.map(np.asarray, new),
+                                    shardings.params[group][key])
+            params[group] = {**params[group], key: placed}
+            if group in ema:
+                ema[group] = {**ema[group], key: placed}
+    return state.replace(params=params, ema_params=ema)
 
 
 def _at(step: int, every: int) -> bool:

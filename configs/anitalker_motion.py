@@ -1,0 +1,80 @@
+"""AniTalker stage 1 (identity-decoupled motion encoder + warping renderer).
+
+Variants:
+  paper  the published LIA recipe the stage-1 model builds on: 256x256, global batch 64,
+         Adam lr 0.002*r with betas (0, 0.99**r), r = 4/5 (generator) and 16/17
+         (discriminator), L1 + VGG19 pyramid perceptual + non-saturating GAN, plus
+         AniTalker's metric-learning (AAM-Softmax) and CLUB mutual-information terms,
+         EMA of the generator. The perceptual loss needs ImageNet VGG19 weights
+         (`jaxtalk import --release=vgg19 --checkpoint=vgg19-dcbb9e9d.pth`).
+  tiny   64x64, 1/8 width, on the embedded synthetic set; minutes on a CPU; no
+         perceptual loss (no ImageNet weights needed).
+
+The AniTalker paper does not publish its loss weights; ours are marked below.
+"""
+
+import ml_collections
+
+from configs import common
+from data_pipelines.loaders import default_data_config
+
+
+def get_config(arg: str = "paper"):
+    c = common.base_config()
+    c.task = "anitalker_motion"
+    c.init_from = ""   # a weights file from `jaxtalk import --release=anitalker_stage1` to fine-tune
+
+    c.model = ml_collections.ConfigDict(dict(
+        size=256, style_dim=512, motion_dim=20, width=1.0, disc_width=1.0, stddev_group=4))
+    c.loss = ml_collections.ConfigDict(dict(
+        l1=1.0,
+        perceptual=1.0,           # x10 per VGG layer inside the loss, as LIA
+        adversarial=1.0,
+        mutual_information=0.1,   # ours (unpublished)
+        metric_learning=0.1,      # ours (unpublished)
+        aam_margin=0.2, aam_scale=30.0,
+        vgg19_weights="",         # default: <weights dir>/vgg19.safetensors
+    ))
+    c.data = default_data_config()
+    # uint8 frames, normalised on the device: twice the loader rate of float32 on the host.
+    c.data.update(dict(data_dir="data/vox_hdtf_vfhq_256", kind="pairs", num_negatives=1,
+                       image_dtype="uint8"))
+
+    g_ratio, d_ratio = 4 / 5, 16 / 17
+    c.optimizers = ml_collections.ConfigDict({
+        "generator": common.optimizer_config("adam", lr=0.002 * g_ratio, b1=0.0, b2=0.99 ** g_ratio),
+        "discriminator": common.optimizer_config("adam", lr=0.002 * d_ratio, b1=0.0,
+                                                 b2=0.99 ** d_ratio),
+        "club": common.optimizer_config("adam", lr=1e-4),
+    })
+    c.ema = ml_collections.ConfigDict({"generator": 0.999})
+    c.batch_size = 64
+    c.total_steps = 800_000
+    c.mesh.data, c.mesh.fsdp = -1, 1
+    c.log.every_steps = 100
+    c.eval.every_steps = 5000
+    c.eval.num_batches = 16
+    c.samples.every_steps = 5000
+    c.checkpoint.every_steps = 5000
+    c.checkpoint.best_metric = "eval/psnr"
+
+    if arg == "tiny":
+        c.model.update(dict(size=64, width=0.125, disc_width=0.125))
+        c.loss.perceptual = 0.0
+        c.loss.adversarial = 0.05
+        c.data.data_dir = "demo_out/data"
+        c.data.samples_per_clip = 8   # the tiny test split has 4 clips
+        c.optimizers.generator.lr = 2e-3
+        c.optimizers.generator.b1 = 0.5
+        c.ema.generator = 0.99
+        c.batch_size = 8
+        c.total_steps = 600
+        c.log.every_steps = 50
+        c.eval.every_steps = 200
+        c.eval.num_batches = 4
+        c.samples.every_steps = 200
+        c.samples.num = 4
+        c.checkpoint.every_steps = 200
+    elif arg != "paper":
+        raise ValueError(f"unknown variant {arg!r} of anitalker_motion (paper, tiny)")
+    return c

@@ -1,0 +1,214 @@
+"""AniTalker stage 1: the identity-decoupled motion encoder and warping renderer.
+
+Three trained groups, updated in this order within each step:
+- `generator` = {`model`: AniTalkerMotion, `aam`: the AAM-Softmax identity head}:
+  L = w_l1 |recon - driving| + w_perceptual VGG19 pyramid + w_adv softplus(-D(recon))
+      + w_mi CLUB(identity; motion) + w_ml AAM-Softmax(identity latents, identity labels).
+  Its reconstructions and latents go to the next two losses (without gradient).
+- `discriminator`: StyleGAN2 D, non-saturating loss on driving frames vs reconstructions.
+- `club`: the CLUB estimator q(motion | identity), fitted by maximum likelihood.
+A fourth group, `vgg`, holds ImageNet VGG19 weights for the perceptual loss and has no
+optimizer (frozen); it exists only when the perceptual weight is non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+
+from jaxtalk.evaluate import image_metrics
+from jaxtalk.losses import adversarial
+from jaxtalk.losses.metric_learning import AAMSoftmax
+from jaxtalk.losses.mutual_information import CLUB
+from jaxtalk.losses.perceptual import VGG19PerceptualLoss
+from jaxtalk.models.anitalker_motion import AniTalkerMotion
+from jaxtalk.models.stylegan2_discriminator import Discriminator
+from jaxtalk.tasks.base import LossOutput
+
+
+def _unit(x):
+    """L2-normalised rows."""
+    x = x.astype(jnp.float32)
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+
+
+def _to_01(x):
+    """[-1, 1] images -> [0, 1]."""
+    return jnp.clip((x.astype(jnp.float32) + 1.0) / 2.0, 0.0, 1.0)
+
+
+def as_float_images(batch):
+    """uint8 frames from the loader (the fast path) -> float32 in [-1, 1], on device."""
+    out = dict(batch)
+    for key in ("source", "driving", "negatives"):
+        if key in out and out[key].dtype == jnp.uint8:
+            out[key] = out[key].astype(jnp.float32) / 127.5 - 1.0
+    return out
+
+
+def flow_to_rgb(flow):
+    """(B,H,W,2) displacement in [-1,1] grid units -> (B,H,W,3) colours in [0,1]."""
+    mag = jnp.clip(jnp.linalg.norm(flow, axis=-1, keepdims=True) * 4.0, 0.0, 1.0)
+    angle = jnp.arctan2(flow[..., 1:2], flow[..., 0:1])
+    rgb = 0.5 + 0.5 * jnp.concatenate(
+        [jnp.cos(angle), jnp.cos(angle - 2.094), jnp.cos(angle + 2.094)], -1)
+    return 1.0 - mag * (1.0 - rgb)  # white = still, saturated colour = large motion
+
+
+def num_identities(data_dir: str) -> int:
+    from data_pipelines.info import load_info
+
+    info = load_info(data_dir)
+    return max(len(info["identities"]), 1)
+
+
+class AniTalkerMotionTask:
+    def __init__(self, config):
+        self.config = config
+        m, loss = config.model, config.loss
+        dtype = jnp.dtype(config.dtype)
+        self.generator = AniTalkerMotion(size=m.size, style_dim=m.style_dim,
+                                         motion_dim=m.motion_dim, width=m.width, dtype=dtype)
+        self.discriminator = Discriminator(size=m.size, width=m.disc_width,
+                                           stddev_group=m.stddev_group, dtype=dtype)
+        self.club = CLUB(y_dim=m.style_dim, hidden=m.style_dim)
+        self.aam = AAMSoftmax(num_classes=num_identities(config.data.data_dir),
+                              margin=loss.aam_margin, scale=loss.aam_scale)
+        self.perceptual = VGG19PerceptualLoss(dtype=dtype) if loss.perceptual else None
+
+    # ------------------------------------------------------------------ params
+    def init(self, rng, batch):
+        batch = as_float_images(batch)
+        r_gen, r_d, r_club, r_aam = jax.random.split(rng, 4)
+        src, drv = batch["source"], batch["driving"]
+        gen = self.generator.init(r_gen, src, drv)["params"]
+        latent = jnp.zeros((src.shape[0], self.config.model.style_dim))
+        params = {
+            "generator": {"model": gen,
+                          "aam": self.aam.init(r_aam, latent, batch["identity"])["params"]},
+            "discriminator": self.discriminator.init(r_d, drv)["params"],
+            "club": self.club.init(r_club, latent)["params"],
+        }
+        if self.perceptual is not None:
+            params["vgg"] = self._vgg19_params()
+        return params, {}
+
+    def _vgg19_params(self):
+        from jaxtalk.convert import weights
+
+        path = self.config.loss.vgg19_weights or str(weights.weights_path("vgg19"))
+        if not os.path.exists(path):
+            raise ValueError(
+                f"the perceptual loss needs ImageNet VGG19 weights at {path}: run `jaxtalk import "
+                "--release=vgg19 --checkpoint=vgg19-dcbb9e9d.pth` (torchvision's file), or set "
+                "--config.loss.perceptual=0")
+        return weights.load(path)["params"]
+
+    def pretrained(self):
+        """Released (or earlier) weights to start from: {group: {subtree: params}}."""
+        path = self.config.init_from
+        if not path:
+            return {}
+        from jaxtalk.convert import weights
+
+        return {"generator": {"model": weights.load(path)["params"]}}
+
+    # ------------------------------------------------------------------ losses
+    def losses(self):
+        return [("generator", self._generator_loss),
+                ("discriminator", self._discriminator_loss),
+                ("club", self._club_loss)]
+
+    def _encode_identity(self, params, images):
+        return self.generator.apply({"params": params["generator"]["model"]}, images,
+                                    method=AniTalkerMotion.encode)["id_emb"]
+
+    def _generator_loss(self, params, model_state, batch, rng):
+        batch, w = as_float_images(batch), self.config.loss
+        out = self.generator.apply({"params": params["generator"]["model"]},
+                                   batch["source"], batch["driving"])
+        recon, target = out["image"], batch["driving"]
+        l1 = jnp.mean(jnp.abs(recon.astype(jnp.float32) - target))
+        total, metrics = w.l1 * l1, {"l1": l1}
+        if self.perceptual is not None:
+            perc = self.perceptual.apply({"params": {"vgg": params["vgg"]}}, recon, target)
+            total, metrics["perceptual"] = total + w.perceptual * perc, perc
+        if w.adversarial:
+            fake_logits = self.discriminator.apply({"params": params["discriminator"]}, recon)
+            adv = adversarial.g_nonsaturating_loss(fake_logits)
+            total, metrics["adversarial"] = total + w.adversarial * adv, adv
+        identity = jnp.concatenate([out["source"]["id_emb"], out["driving"]["id_emb"]])
+        motion = jnp.concatenate([out["source"]["idrm_emb"], out["driving"]["idrm_emb"]])
+        labels = jnp.concatenate([batch["identity"], batch["identity"]])
+        if w.metric_learning:
+            if "negatives" in batch and batch["negatives"].shape[1]:
+                negatives = batch["negatives"][:, 0]
+                identity_ml = jnp.concatenate([identity, self._encode_identity(params, negatives)])
+                labels = jnp.concatenate([labels, batch["negative_identity"][:, 0]])
+            else:
+                identity_ml = identity
+            ml, acc = self.aam.apply({"params": params["generator"]["aam"]}, identity_ml, labels)
+            total, metrics["metric_learning"], metrics["identity_acc"] = (
+                total + w.metric_learning * ml, ml, acc)
+        if w.mutual_information:
+            # On unit-norm latents: the bound is scale-free, so the generator cannot lower
+            # it by inflating the latents instead of decorrelating them.
+            mi = self.club.apply({"params": params["club"]}, _unit(identity), _unit(motion),
+                                 method=CLUB.mi_upper_bound)
+            total, metrics["mutual_information"] = total + w.mutual_information * mi, mi
+        return LossOutput(total, metrics, outputs={
+            "fake": recon, "identity_latent": _unit(identity), "motion_latent": _unit(motion)})
+
+    def _discriminator_loss(self, params, model_state, batch, rng):
+        d = lambda x: self.discriminator.apply({"params": params["discriminator"]}, x)  # noqa: E731
+        real, fake = d(as_float_images(batch)["driving"]), d(batch["fake"])
+        loss = adversarial.d_nonsaturating_loss(real, fake)
+        return LossOutput(loss, {"real_score": jnp.mean(real), "fake_score": jnp.mean(fake)})
+
+    def _club_loss(self, params, model_state, batch, rng):
+        loss = self.club.apply({"params": params["club"]}, batch["identity_latent"],
+                               batch["motion_latent"], method=CLUB.learning_loss)
+        return LossOutput(loss)
+
+    # ------------------------------------------------------------------ evaluation
+    def reenact(self, params, batch):
+        """Self-reenactment: the driving frame's motion rendered on the source frame."""
+        batch = as_float_images(batch)
+        return self.generator.apply({"params": params["generator"]["model"]},
+                                    batch["source"], batch["driving"])
+
+    def eval_step(self, params, model_state, batch, rng):
+        batch = as_float_images(batch)
+        out = self.reenact(params, batch)
+        pred, target, source = (_to_01(out["image"]), _to_01(batch["driving"]),
+                                _to_01(batch["source"]))
+        # The copy-source scores are what a model that ignores the driving motion gets.
+        return {"psnr": jnp.mean(image_metrics.psnr(pred, target)),
+                "ssim": jnp.mean(image_metrics.ssim(pred, target)),
+                "l1": jnp.mean(image_metrics.l1(pred, target)),
+                "psnr_copy_source": jnp.mean(image_metrics.psnr(source, target)),
+                "ssim_copy_source": jnp.mean(image_metrics.ssim(source, target))}
+
+    def samples(self, params, model_state, batch, rng):
+        batch = as_float_images(batch)
+        out = self.reenact(params, batch)
+        mask = jnp.repeat(out["mask"].astype(jnp.float32), 3, axis=-1)
+        row = [_to_01(batch["source"]), _to_01(batch["driving"]), _to_01(out["image"]),
+               flow_to_rgb(out["flow"].astype(jnp.float32)), mask]
+        # One image per example: source | driving | reconstruction | flow | mask.
+        return {"reenactment": jnp.concatenate(row, axis=2)}
+
+    # ------------------------------------------------------------------ data
+    def data(self, split, *, global_batch_size, seed, process_index, process_count):
+        from data_pipelines.loaders import make_loader
+
+        loader = make_loader(self.config.data, split=split, global_batch_size=global_batch_size,
+                             seed=seed, process_index=process_index, process_count=process_count,
+                             shuffle=split == "train")
+        return iter(loader)
+
+
+def build(config):
+    return AniTalkerMotionTask(config)
