@@ -14,7 +14,6 @@ Examples:
   jaxtalk export --workdir=runs/s1 --group=generator --out=weights/s1.safetensors
 """
 
-import os
 import sys
 
 from absl import flags
@@ -32,31 +31,9 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def run_variables(workdir: str, group: str, step: int | None = None) -> dict:
-    """{'params', maybe 'batch_stats'} of one group from a run's checkpoint (EMA preferred)."""
-    import orbax.checkpoint as ocp
-
-    from jaxtalk.train.checkpoints import Checkpointer
-
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    steps = sorted(int(s) for s in os.listdir(directory) if s.isdigit()) if os.path.isdir(directory) else []
-    if not steps:
-        raise ValueError(f"{workdir}: no checkpoints in {directory}")
-    step = steps[-1] if step is None else step
-    if step not in steps:
-        raise ValueError(f"{workdir}: no checkpoint at step {step} (have {steps})")
-    state = ocp.StandardCheckpointer().restore(os.path.join(directory, str(step), Checkpointer.ITEMS[0]))
-    source = state.get("ema_params", {}).get(group) or state["params"].get(group)
-    if source is None:
-        raise ValueError(f"{workdir}: no parameter group {group!r} (groups: {sorted(state['params'])})")
-    variables = {"params": source}
-    if state.get("model_state"):
-        variables["batch_stats"] = state["model_state"].get("batch_stats", {}).get(group, {})
-    return variables
-
-
 def main(argv):
     from jaxtalk.convert import releases, weights
+    from jaxtalk.train import checkpoints
 
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}")
@@ -70,7 +47,7 @@ def main(argv):
         else:
             if not _GROUP.value:
                 _fail("--workdir needs --group (e.g. generator)")
-            variables = run_variables(_WORKDIR.value, _GROUP.value, _STEP.value)
+            variables = checkpoints.group_variables(_WORKDIR.value, _GROUP.value, _STEP.value)
         if _RELEASE.value:
             releases.export_release(_RELEASE.value, variables, _OUT.value)
         else:

@@ -83,3 +83,40 @@ def _from_jsonable(state):
 def abstract_with_shardings(abstract_tree, shardings):
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         abstract_tree, shardings)
+
+
+# ----------------------------------------------------------------------------- reading runs
+
+
+def saved_steps(workdir: str) -> list[int]:
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    return sorted(int(s) for s in os.listdir(directory) if s.isdigit()) if os.path.isdir(directory) else []
+
+
+def _step_dir(workdir: str, step: int | None) -> str:
+    steps = saved_steps(workdir)
+    if not steps:
+        raise ValueError(f"{workdir}: no checkpoints in {os.path.join(workdir, 'checkpoints')}")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise ValueError(f"{workdir}: no checkpoint at step {step} (have {steps})")
+    return os.path.join(os.path.abspath(workdir), "checkpoints", str(step))
+
+
+def run_config(workdir: str, step: int | None = None) -> dict:
+    """The config a run saved with its checkpoint, as a plain dict."""
+    with open(os.path.join(_step_dir(workdir, step), "config", "metadata")) as f:
+        return json.load(f)
+
+
+def group_variables(workdir: str, group: str, step: int | None = None) -> dict:
+    """{'params', maybe 'batch_stats'} of one parameter group of a run (EMA preferred)."""
+    state = ocp.StandardCheckpointer().restore(os.path.join(_step_dir(workdir, step), "state"))
+    source = (state.get("ema_params") or {}).get(group) or state["params"].get(group)
+    if source is None:
+        raise ValueError(f"{workdir}: no parameter group {group!r} (groups: {sorted(state['params'])})")
+    variables = {"params": source}
+    batch_stats = (state.get("model_state") or {}).get("batch_stats", {}).get(group)
+    if batch_stats:
+        variables["batch_stats"] = batch_stats
+    return variables
