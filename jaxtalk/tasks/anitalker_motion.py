@@ -179,6 +179,27 @@ class AniTalkerMotionTask:
         return self.generator.apply({"params": params["generator"]["model"]},
                                     batch["source"], batch["driving"])
 
+    EVAL_MODES = ("self", "cross")
+
+    def eval_outputs(self, params, model_state, batch, rng, mode="self"):
+        """Images for the paper's metrics. self: the driving frame's motion on a source
+        frame of the same clip (target = the driving frame). cross: the driving motion on a
+        face of another identity (no target; CSIM against that face, as the paper)."""
+        batch = as_float_images(batch)
+        model = {"params": params["generator"]["model"]}
+        if mode == "self":
+            out = self.generator.apply(model, batch["source"], batch["driving"])
+            return {"prediction": _to_01(out["image"]), "target": _to_01(batch["driving"]),
+                    "source": _to_01(batch["source"])}
+        if mode == "cross":
+            other = batch["negatives"][:, 0]
+            src = self.generator.apply(model, other, method=AniTalkerMotion.encode)
+            drv = self.generator.apply(model, batch["driving"], method=AniTalkerMotion.encode)
+            out = self.generator.apply(model, src["h"], src["feats"], drv["alpha"],
+                                       method=AniTalkerMotion.render)
+            return {"prediction": _to_01(out["image"]), "source": _to_01(other)}
+        raise ValueError(f"unknown eval mode {mode!r}: {self.EVAL_MODES}")
+
     def eval_step(self, params, model_state, batch, rng):
         batch = as_float_images(batch)
         out = self.reenact(params, batch)

@@ -51,6 +51,13 @@ class Task(Protocol):
                 rng: jax.Array) -> Mapping[str, jax.Array]:
         """Images (N,H,W,3) or videos (N,T,H,W,3) in [0,1] for TensorBoard."""
 
+    # Optional, for `jaxtalk eval` / `jaxtalk sweep` (jaxtalk/evaluate):
+    # EVAL_MODES: tuple of the protocols the task supports, e.g. ("self", "cross").
+    # def eval_outputs(self, params, model_state, batch, rng, mode) -> dict with
+    #   "prediction" (N,H,W,3) in [0,1], and where defined "target" (the frame to
+    #   reproduce), "source" (the identity reference, for CSIM), "video"/"audio"/
+    #   "audio_rate" (for lip-sync metrics).
+
     def data(self, split: str, *, global_batch_size: int, seed: int, process_index: int,
              process_count: int) -> Iterator[Batch]:
         """The process-local share of each global batch; the training iterator must be
