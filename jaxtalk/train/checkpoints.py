@@ -120,3 +120,23 @@ def group_variables(workdir: str, group: str, step: int | None = None) -> dict:
     if batch_stats:
         variables["batch_stats"] = batch_stats
     return variables
+
+
+def eval_variables(workdir: str, step: int | None = None) -> dict:
+    """{'params': every group, EMA over live as `TrainState.eval_params`, 'model_state'} of a
+    run's checkpoint, as host numpy arrays (the optimizer state is not read).
+
+    Host arrays carry no device placement, so the caller chooses the mesh, whatever the run
+    was saved on.
+    """
+    import numpy as np
+
+    path = os.path.join(_step_dir(workdir, step), "state")
+    checkpointer = ocp.PyTreeCheckpointer()
+    saved = checkpointer.metadata(path).item_metadata.tree
+    wanted = {k: saved[k] for k in ("params", "ema_params", "model_state") if k in saved}
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+    state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+        item=wanted, restore_args=restore_args, partial_restore=True))
+    return {"params": {**state["params"], **(state.get("ema_params") or {})},
+            "model_state": state.get("model_state") or {}}
