@@ -94,6 +94,7 @@ class Direction(nn.Module):
 
     style_dim: int = 512
     motion_dim: int = 20
+    dtype: Any = jnp.float32  # the basis is always computed in >= float32
     param_dtype: Any = jnp.float32
 
     def setup(self):
