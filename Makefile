@@ -13,8 +13,7 @@ test:
 	$(PY) -m pytest -q -n 2 tests
 
 demo:
-	JAX_PLATFORMS=cpu jaxtalk prepare synthetic --out_dir=$(DEMO)/data --size=64
-	JAX_PLATFORMS=cpu jaxtalk train --config=configs/toy_regression.py:tiny --workdir=$(DEMO)/toy_run
+	JAX_PLATFORMS=cpu $(PY) -m jaxtalk.demo --out=$(DEMO)
 
 bench:
 	JAX_PLATFORMS=cpu $(PY) benchmarks/loop_overhead.py

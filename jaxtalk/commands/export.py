@@ -3,7 +3,8 @@
 Two sources:
   --weights=FILE.safetensors       a file written by `jaxtalk import` or by --workdir below
   --workdir=RUN [--step=N] --group=G   a training run: the group's EMA parameters when the
-                                       run keeps them, else the live ones
+                                       run keeps them, else the live ones; G may name a
+                                       sub-tree, e.g. generator/model
 
 and two targets:
   --release=NAME --out=FILE.pt     the release's PyTorch checkpoint layout (torch.load reads it)
@@ -11,7 +12,8 @@ and two targets:
 
 Examples:
   jaxtalk export --weights=weights/lia.safetensors --release=lia --out=lia_roundtrip.pt
-  jaxtalk export --workdir=runs/s1 --group=generator --out=weights/s1.safetensors
+  jaxtalk export --workdir=runs/s1 --group=generator/model --out=weights/s1.safetensors
+  jaxtalk export --workdir=runs/s1 --group=generator/model --release=anitalker_stage1 --out=s1.ckpt
 """
 
 import sys
@@ -48,6 +50,10 @@ def main(argv):
             if not _GROUP.value:
                 _fail("--workdir needs --group (e.g. generator)")
             variables = checkpoints.group_variables(_WORKDIR.value, _GROUP.value, _STEP.value)
+            config = checkpoints.run_config(_WORKDIR.value, _STEP.value)
+            # The constructor settings travel with the weights, so animate/import can
+            # rebuild the model (e.g. a tiny 64x64 generator).
+            variables["model_config"] = dict(config.get("model", {}), kind=config.get("task", ""))
         if _RELEASE.value:
             releases.export_release(_RELEASE.value, variables, _OUT.value)
         else:

@@ -110,11 +110,20 @@ def run_config(workdir: str, step: int | None = None) -> dict:
 
 
 def group_variables(workdir: str, group: str, step: int | None = None) -> dict:
-    """{'params', maybe 'batch_stats'} of one parameter group of a run (EMA preferred)."""
+    """{'params', maybe 'batch_stats'} of one parameter group of a run (EMA preferred).
+
+    `group` may name a sub-tree, 'generator/model'."""
     state = ocp.StandardCheckpointer().restore(os.path.join(_step_dir(workdir, step), "state"))
-    source = (state.get("ema_params") or {}).get(group) or state["params"].get(group)
+    name, *path = group.split("/")
+    source = (state.get("ema_params") or {}).get(name) or state["params"].get(name)
     if source is None:
-        raise ValueError(f"{workdir}: no parameter group {group!r} (groups: {sorted(state['params'])})")
+        raise ValueError(f"{workdir}: no parameter group {name!r} (groups: {sorted(state['params'])})")
+    for key in path:
+        if not isinstance(source, dict) or key not in source:
+            found = sorted(source) if isinstance(source, dict) else "a leaf"
+            raise ValueError(f"{workdir}: group {name!r} has no {key!r} (has {found})")
+        source = source[key]
+    group = name
     variables = {"params": source}
     batch_stats = (state.get("model_state") or {}).get("batch_stats", {}).get(group)
     if batch_stats:

@@ -62,7 +62,10 @@ def train(config, workdir: str) -> dict:
     _validate(config)
     check_workdir(workdir)
     is_main = jax.process_index() == 0
-    mesh = sharding.make_mesh(config.mesh, config.dcn_mesh)
+    try:
+        mesh = sharding.make_mesh(config.mesh, config.dcn_mesh)
+    except ValueError as e:
+        raise ConfigError(f"config.mesh: {e}") from None
     rules = tuple(tuple(r) for r in config.logical_axis_rules)
     try:
         task = get_task(config)
