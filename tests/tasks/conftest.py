@@ -1,0 +1,13 @@
+import pytest
+
+from tests.tasks import helpers
+
+
+@pytest.fixture(scope="session")
+def synthetic_64(tmp_path_factory):
+    return helpers.prepare_synthetic(str(tmp_path_factory.mktemp("synthetic64")))
+
+
+@pytest.fixture(scope="session")
+def stage1_weights(tmp_path_factory):
+    return helpers.save_stage1(str(tmp_path_factory.mktemp("stage1") / "stage1.safetensors"))

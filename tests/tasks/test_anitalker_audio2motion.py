@@ -1,0 +1,117 @@
+"""anitalker_audio2motion: configs, labels and features, a short tiny training run with a
+frozen stage-1 group, and the lip-sync probe machinery."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import anitalker_audio2motion as cfg_lib
+from jaxtalk.evaluate import lipsync_probe
+from jaxtalk.models import mfcc as mfcc_lib
+from jaxtalk.models.anitalker_audio2motion import INFER_TYPES
+from jaxtalk.tasks import anitalker_audio2motion as task_lib
+from jaxtalk.train.train import train
+
+
+def test_variants_follow_the_release():
+    paper = cfg_lib.get_config("paper")
+    assert paper.model.infer_type == "hubert_full_control"
+    assert paper.data.num_frames == 126 and paper.batch_size == 64   # 125 + hint frame
+    assert paper.optimizers.model.lr == 1e-4 and paper.optimizers.model.clip_norm == 1.0
+    assert paper.ema.model == 0.9999
+    for infer_type in INFER_TYPES:
+        assert cfg_lib.get_config(infer_type).model.infer_type == infer_type
+    assert cfg_lib.get_config("tiny").model.infer_type.startswith("mfcc")
+    with pytest.raises(ValueError, match="unknown variant"):
+        cfg_lib.get_config("hubert_everything")
+
+
+def test_attribute_labels_from_pose_and_landmarks():
+    b, t = 2, 4
+    pose = np.tile(np.array([45.0, -90.0, 9.0], np.float32), (b, t + 1, 1))
+    points = np.array([[0.3, 0.4], [0.7, 0.4], [0.55, 0.6], [0.35, 0.8], [0.65, 0.8]], np.float32)
+    batch = {"pose": jnp.asarray(pose), "pose_valid": jnp.array([True, False]),
+             "landmarks_xy": jnp.asarray(np.tile(points.reshape(-1), (b, t + 1, 1))),
+             "landmarks_xy_valid": jnp.array([True, True])}
+    labels = task_lib.attribute_labels(batch)
+    np.testing.assert_allclose(labels["pose"][0][0, 0], [0.5, -1.0, 0.1], rtol=1e-6)
+    assert labels["pose"][0].shape == (b, t, 3)                    # hint frame dropped
+    np.testing.assert_allclose(labels["location"][0][..., 0], 0.55)  # nose x
+    spread = np.linalg.norm(points - points.mean(0), axis=-1).mean()
+    np.testing.assert_allclose(labels["scale"][0][..., 0], spread, rtol=1e-6)
+    # An invalid example drops out of the masked loss.
+    pred = jnp.zeros((b, t, 3)).at[1].set(100.0)
+    np.testing.assert_allclose(task_lib.masked_mse(pred, labels["pose"][0], labels["pose"][1]),
+                               np.mean(np.square([0.5, -1.0, 0.1])), rtol=1e-6)
+
+
+def test_window_mfcc_is_the_slice_of_the_whole_window():
+    t, pad = 5, 1
+    audio = np.random.RandomState(0).randn((t + 1 + 2 * pad) * 640).astype(np.float32) * 0.1
+    feats = task_lib.window_mfcc(audio, t, pad)
+    assert feats.shape == (4 * t, 39)
+    np.testing.assert_array_equal(feats, mfcc_lib.anitalker_mfcc(audio)[8: 8 + 4 * t])
+
+
+def test_ridge_probe_and_correlation():
+    rng = np.random.RandomState(0)
+    x = rng.randn(500, 6)
+    y = x @ np.array([1.0, -2.0, 0.0, 0.5, 0.0, 0.0]) + 3.0
+    w, b = lipsync_probe.fit_ridge(x, y, ridge=1e-6)
+    np.testing.assert_allclose(x @ w + b, y, atol=1e-3)
+    assert lipsync_probe.pearson(y, 2 * y + 1) == pytest.approx(1.0)
+    assert abs(lipsync_probe.pearson(y, rng.randn(500))) < 0.2
+
+
+def tiny_config(data_dir, stage1_weights, steps):
+    c = cfg_lib.get_config("tiny")
+    c.data.data_dir = data_dir
+    c.stage1.weights = stage1_weights
+    c.model.update(dict(speech_dim=32, fusion_dim=16, mfcc_hidden=32, decoder_layers=1))
+    c.total_steps = steps
+    c.log.every_steps = steps
+    c.log.progress_bar = False
+    c.log.tensorboard = False
+    c.eval.every_steps = steps
+    c.eval.num_batches = 1
+    c.checkpoint.every_steps = steps
+    c.checkpoint.async_save = False
+    c.diffusion.sample_steps = 4
+    return c
+
+
+def test_tiny_trains_with_frozen_stage1_and_the_probe_runs(synthetic_64, stage1_weights, tmp_path):
+    config = tiny_config(synthetic_64, stage1_weights, steps=6)
+    workdir = str(tmp_path / "run")
+    out = train(config, workdir)
+    assert np.isfinite(out["model/loss"]) and "model/pose_mse" in out
+    assert {"eval/eps_mse", "eval/location_mse", "eval/scale_mse"} <= set(out)
+    state = out["state"]
+    # The stage-1 group is the loaded file, untouched; the predictor and its BN stats moved.
+    from jaxtalk.convert import weights
+    loaded = weights.load(stage1_weights)["params"]
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(state.params["stage1"]["model"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    stats = jax.tree.leaves(state.model_state["batch_stats"]["model"])
+    assert any(np.any(np.asarray(s) != np.asarray(s).flat[0]) for s in stats)
+
+    result = lipsync_probe.evaluate_run(workdir, train_windows=16, test_windows=8, batch_size=8)
+    assert set(result) == {"real", "shuffled", "encoded"}
+    assert all(-1.0 <= v <= 1.0 for v in result.values())
+    assert result["real"] != result["shuffled"]   # the audio reaches the samples
+
+    # Samples: hint | ground truth | generated, per example a video in [0, 1].
+    task = task_lib.build(config)
+    batch = next(task.data("test", global_batch_size=2, seed=0, process_index=0, process_count=1))
+    params = {"model": state.params["model"], "stage1": state.params["stage1"]}
+    video = task.samples(params, state.model_state, batch, jax.random.PRNGKey(0))["speech_driven"]
+    assert video.shape == (2, config.data.num_frames - 1, 64, 3 * 64, 3)
+    assert float(video.min()) >= 0.0 and float(video.max()) <= 1.0
+
+
+def test_missing_stage1_is_a_clear_error(synthetic_64):
+    c = cfg_lib.get_config("tiny")
+    c.data.data_dir = synthetic_64
+    with pytest.raises(ValueError, match="stage1.workdir"):
+        task_lib.build(c).pretrained()
