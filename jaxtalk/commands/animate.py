@@ -1,4 +1,4 @@
-"""jaxtalk animate: animate a portrait, driven by a video.
+"""jaxtalk animate: animate a portrait, driven by a video or by speech.
 
   jaxtalk animate --mode=video --source=portrait.png --driving=talk.mp4 \
       --weights=weights/anitalker_stage1.safetensors --out=result.mp4
@@ -9,13 +9,25 @@ The source is centre-cropped to a square; so is the driving video (pass --drivin
 x,y,w,h to choose the face box). The output keeps the driving frame rate and carries the
 driving video's audio. --motion picks the released motion modes: relative (default) or
 absolute.
+
+  jaxtalk animate --mode=audio --source=portrait.png --audio=speech.wav \
+      --stage2=weights/anitalker_stage2.safetensors \
+      --stage1=weights/anitalker_stage1.safetensors --out=result.mp4
+
+--audio is any file ffmpeg reads (wav, mp3, m4a, a video's audio track) at any sample rate.
+--stage2 is a file from `jaxtalk import --release=anitalker_stage2` (then --stage1, a
+stage-1 weights file or anitalker_motion run, renders) or an anitalker_audio2motion run
+(which carries its stage-1 model). The output is 25 fps with the speech muxed in. As
+released: --seed, --control with --pose_yaw/--pose_pitch/--pose_roll in [-1, 1] (or
+--pose_file, a (T, 3) .npy/.txt sequence), --face_location, --face_scale, --ddim_steps.
 """
 
+import os
 import sys
 
 from absl import flags
 
-_MODE = flags.DEFINE_enum("mode", "video", ["video"], "what drives the animation")
+_MODE = flags.DEFINE_enum("mode", "video", ["video", "audio"], "what drives the animation")
 _SOURCE = flags.DEFINE_string("source", None, "the portrait image to animate")
 _DRIVING = flags.DEFINE_string("driving", None, "--mode=video: the driving video")
 _DRIVING_CROP = flags.DEFINE_list("driving_crop", None, "x,y,w,h face box in driving pixels")
@@ -26,6 +38,22 @@ _MOTION = flags.DEFINE_enum("motion", "relative", ["relative", "absolute"], "mot
 _MAX_SECONDS = flags.DEFINE_float("max_seconds", None, "animate only the first seconds")
 _CHUNK = flags.DEFINE_integer("chunk", 8, "frames rendered per device call")
 _OUT = flags.DEFINE_string("out", None, "output .mp4")
+# --mode=audio
+_AUDIO = flags.DEFINE_string("audio", None, "--mode=audio: the speech (wav, mp3, m4a, ...)")
+_STAGE2 = flags.DEFINE_string("stage2", None, "anitalker_stage2 weights or an audio2motion run")
+_STAGE1 = flags.DEFINE_string("stage1", None, "anitalker_stage1 weights or an anitalker_motion run")
+_HUBERT = flags.DEFINE_string("hubert", None, "HuBERT weights for hubert_* models "
+                              "(default: the imported `hubert` release)")
+_SEED = flags.DEFINE_integer("seed", 0, "noise seed of the diffusion sampler")
+_CONTROL = flags.DEFINE_bool("control", False, "use the pose/location/scale controls below "
+                             "instead of the predicted ones")
+_POSE_YAW = flags.DEFINE_float("pose_yaw", 0.0, "--control: head yaw in [-1, 1] (x 90 degrees)")
+_POSE_PITCH = flags.DEFINE_float("pose_pitch", 0.0, "--control: head pitch in [-1, 1]")
+_POSE_ROLL = flags.DEFINE_float("pose_roll", 0.0, "--control: head roll in [-1, 1]")
+_POSE_FILE = flags.DEFINE_string("pose_file", None, "--control: a (T, 3) yaw/pitch/roll sequence")
+_FACE_LOCATION = flags.DEFINE_float("face_location", None, "--control: face x location in [0, 1]")
+_FACE_SCALE = flags.DEFINE_float("face_scale", None, "--control: face scale")
+_DDIM_STEPS = flags.DEFINE_integer("ddim_steps", 50, "DDIM sampling steps")
 
 
 def _fail(message: str) -> None:
@@ -38,6 +66,8 @@ def main(argv):
 
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}")
+    if _MODE.value == "audio":
+        return _animate_audio()
     missing = [f"--{n}" for n, v in (("source", _SOURCE.value), ("driving", _DRIVING.value),
                                      ("out", _OUT.value)) if not v]
     if missing:
@@ -62,3 +92,42 @@ def main(argv):
     except (OSError, ValueError) as e:  # AnimationError, MediaError, weights errors
         _fail(str(e))
     print(f"wrote {len(frames)} frames ({len(frames) / fps:.1f} s) to {_OUT.value}")
+
+
+def _controls(model):
+    """The release's control flags -> predictor controls (only those the model takes)."""
+    from jaxtalk.inference import audio_driven
+
+    if not _CONTROL.value:
+        return {}
+    pose = None
+    if "pose" in model.attributes:
+        pose = (audio_driven.load_pose_file(_POSE_FILE.value) if _POSE_FILE.value else
+                [_POSE_YAW.value, _POSE_PITCH.value, _POSE_ROLL.value])
+    elif _POSE_FILE.value:
+        raise ValueError(f"the {model.infer_type} model takes no pose control (--pose_file)")
+    return audio_driven.parse_controls(model, pose, _FACE_LOCATION.value, _FACE_SCALE.value)
+
+
+def _animate_audio():
+    from jaxtalk.inference import audio_driven, audio_io, video_driven, video_io
+
+    missing = [f"--{n}" for n, v in (("source", _SOURCE.value), ("audio", _AUDIO.value),
+                                     ("stage2", _STAGE2.value), ("out", _OUT.value)) if not v]
+    if missing:
+        _fail(f"{', '.join(missing)} required with --mode=audio")
+    try:
+        animator = audio_driven.AudioAnimator.from_paths(
+            _STAGE2.value, _STAGE1.value, _HUBERT.value, chunk=_CHUNK.value)
+        source = video_driven.load_image(_SOURCE.value, animator.size)
+        if not os.path.exists(_AUDIO.value):
+            _fail(f"{_AUDIO.value}: no such file")
+        wav = audio_io.read_audio(_AUDIO.value, audio_driven.SAMPLE_RATE,
+                                  duration=_MAX_SECONDS.value)
+        frames = animator.animate(source, wav, seed=_SEED.value, controls=_controls(animator.model),
+                                  ddim_steps=_DDIM_STEPS.value, what=_AUDIO.value)
+        video_io.write_video(_OUT.value, frames, audio_driven.FPS, audio=wav,
+                             audio_sample_rate=audio_driven.SAMPLE_RATE)
+    except (OSError, ValueError, RuntimeError) as e:  # AnimationError, MediaError, weights errors
+        _fail(str(e))
+    print(f"wrote {len(frames)} frames ({len(frames) / audio_driven.FPS:.1f} s) to {_OUT.value}")

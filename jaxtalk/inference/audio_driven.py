@@ -1,0 +1,238 @@
+"""Audio-driven animation: a portrait + speech -> 25 fps frames (AniTalker stage 2 + stage 1).
+
+As released: the speech features of the whole utterance are denoised in one DDIM pass into
+one motion code per video frame (conditioned on the portrait's start and motion codes),
+then the stage-1 renderer draws the codes on the portrait. Rendering runs in fixed-size
+chunks under one jit, so memory grows only with the (small) code sequence.
+
+Weights: `stage2` is a file from `jaxtalk import --release=anitalker_stage2` or an
+anitalker_audio2motion run directory (which also holds the frozen stage-1 model and, for
+hubert variants, HuBERT); `stage1` is a file from `jaxtalk import --release=anitalker_stage1`
+or an anitalker_motion run, required with a stage-2 file. hubert_* variants need HuBERT
+weights (`jaxtalk import --release=hubert`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtalk.diffusion import samplers, schedules
+from jaxtalk.inference.video_driven import AnimationError, _to_model, _to_uint8
+from jaxtalk.models import mfcc as mfcc_lib
+from jaxtalk.models.anitalker_audio2motion import DiffusionPredictor
+from jaxtalk.models.anitalker_motion import AniTalkerMotion
+from jaxtalk.tasks import anitalker_audio2motion as recipe
+
+FPS = 25
+SAMPLE_RATE = 16000
+SILENCE = 1e-4  # peak amplitude below which the audio counts as silent
+
+
+# ---------------------------------------------------------------------------- loading
+def _is_run(path: str) -> bool:
+    return os.path.isdir(os.path.join(path, "checkpoints"))
+
+
+def load_stage1(path: str) -> tuple[dict, dict]:
+    """(AniTalkerMotion params, model config) from a weights file or an anitalker_motion run."""
+    if not os.path.exists(path):
+        raise AnimationError(f"{path}: no such stage-1 weights file or run")
+    if _is_run(path):
+        from jaxtalk.train import checkpoints
+
+        config = checkpoints.run_config(path)
+        if config.get("task") != "anitalker_motion":
+            raise AnimationError(f"{path}: a {config.get('task')!r} run, not anitalker_motion")
+        return checkpoints.group_variables(path, "generator")["params"]["model"], config["model"]
+    from jaxtalk.convert import weights
+
+    stored = weights.load(path)
+    return stored["params"], {"style_dim": 512, "motion_dim": 20, "size": 256, "width": 1.0,
+                              **stored["model_config"]}
+
+
+def parse_controls(model: DiffusionPredictor, pose=None, location=None, scale=None) -> dict:
+    """Release-style control values -> the predictor's keyword controls; rejects a control
+    the variant does not take. pose: (3,) or (T, 3) in [-1, 1] (degrees / 90)."""
+    given = {"pose": pose, "location": location, "scale": scale}
+    controls = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name not in model.attributes:
+            takes = ", ".join(model.attributes) or "no controls"
+            raise AnimationError(f"the {model.infer_type} model takes {takes}; cannot control {name}")
+        controls[name] = np.asarray(value, np.float32)
+    return controls
+
+
+def load_pose_file(path: str) -> np.ndarray:
+    """A (T, 3) yaw/pitch/roll sequence in [-1, 1] from .npy or whitespace/comma text."""
+    try:
+        seq = np.load(path) if path.endswith(".npy") else np.loadtxt(
+            path, delimiter="," if open(path).read().count(",") else None, ndmin=2)
+    except (OSError, ValueError) as e:
+        raise AnimationError(f"{path}: not a readable pose sequence ({e})") from None
+    seq = np.asarray(seq, np.float32)
+    if seq.ndim != 2 or seq.shape[1] != 3:
+        raise AnimationError(f"{path}: a pose sequence must be (T, 3) yaw/pitch/roll, got {seq.shape}")
+    return seq
+
+
+def fit_length(seq: np.ndarray, frames: int) -> np.ndarray:
+    """Truncates a per-frame sequence to `frames`, or holds its last value to reach it."""
+    if len(seq) >= frames:
+        return seq[:frames]
+    return np.concatenate([seq, np.repeat(seq[-1:], frames - len(seq), 0)])
+
+
+def check_audio(wav: np.ndarray, what: str) -> None:
+    if wav.size < 4 * 640:
+        raise AnimationError(f"{what}: the audio is too short ({wav.size / SAMPLE_RATE:.2f} s; "
+                             "need at least 0.16 s)")
+    if not np.all(np.isfinite(wav)) or float(np.max(np.abs(wav))) < SILENCE:
+        raise AnimationError(f"{what}: the audio is silent (peak amplitude "
+                             f"{float(np.max(np.abs(wav))):.2g}); nothing to animate")
+
+
+# ---------------------------------------------------------------------------- animator
+class AudioAnimator:
+    def __init__(self, model: DiffusionPredictor, predictor_variables: Mapping,
+                 stage1_params, stage1_config: Mapping, *, motion_scale: float = 1.0,
+                 clip_x0: float | None = 1.0, hubert_params=None, hubert_size: str = "large",
+                 chunk: int = 8):
+        self.model = model
+        self.variables = {"params": predictor_variables["params"],
+                          "batch_stats": predictor_variables.get("batch_stats", {})}
+        self.stage1 = recipe.stage1_from_config(stage1_config)
+        self.stage1_params = {"params": stage1_params}
+        self.size = int(stage1_config["size"])
+        self.motion_scale, self.clip_x0, self.chunk = motion_scale, clip_x0, chunk
+        self.schedule = schedules.make_schedule("linear", 1000)
+        self.hubert = None
+        if self.model.audio_kind == "hubert":
+            if hubert_params is None:
+                raise AnimationError(f"the {self.model.infer_type} model needs HuBERT weights "
+                                     "(jaxtalk import --release=hubert, or --hubert=FILE)")
+            from jaxtalk.models import hubert as hubert_lib
+
+            self.hubert = hubert_lib.HubertModel(recipe.hubert_config(hubert_size))
+            self.hubert_params = {"params": hubert_params}
+        self._encode = jax.jit(lambda p, x: self.stage1.apply(p, x, method=AniTalkerMotion.encode))
+        self._render = jax.jit(self._render_chunk)
+        self._generate = jax.jit(self._generate_codes, static_argnames=("num_steps",))
+
+    @classmethod
+    def from_paths(cls, stage2: str, stage1: str | None = None, hubert: str | None = None,
+                   **kw) -> "AudioAnimator":
+        if not os.path.exists(stage2):
+            raise AnimationError(f"{stage2}: no such stage-2 weights file or run")
+        if _is_run(stage2):
+            return cls._from_run(stage2, stage1, hubert, **kw)
+        from jaxtalk.convert import weights
+
+        stored = weights.load(stage2)
+        config = stored["model_config"]
+        if "infer_type" not in config:
+            raise AnimationError(f"{stage2}: not an anitalker_stage2 weights file")
+        if not stage1:
+            raise AnimationError("a stage-2 weights file needs --stage1 (weights or run) to render")
+        s1_params, s1_config = load_stage1(stage1)
+        hubert_params = _hubert_params(hubert) if config["infer_type"].startswith("hubert") else None
+        return cls(DiffusionPredictor(**config), stored, s1_params, s1_config,
+                   hubert_params=hubert_params, **kw)
+
+    @classmethod
+    def _from_run(cls, workdir, stage1, hubert, **kw):
+        from jaxtalk.train import checkpoints
+
+        config = checkpoints.run_config(workdir)
+        if config.get("task") != "anitalker_audio2motion":
+            raise AnimationError(f"{workdir}: a {config.get('task')!r} run, not anitalker_audio2motion")
+        predictor = checkpoints.group_variables(workdir, "model")
+        if stage1:
+            s1_params, s1_config = load_stage1(stage1)
+        else:
+            s1_params = checkpoints.group_variables(workdir, "stage1")["params"]["model"]
+            s1_config = config["stage1"]
+        hubert_params = None
+        if config["model"]["infer_type"].startswith("hubert"):
+            hubert_params = (_hubert_params(hubert) if hubert else
+                             checkpoints.group_variables(workdir, "hubert")["params"])
+        d = config["diffusion"]
+        model = recipe.predictor_from_config(config["model"], config["stage1"])
+        return cls(model, predictor, s1_params, s1_config,
+                   motion_scale=d["motion_scale"], clip_x0=d["clip_x0"] if d["clip_x0"] > 0 else None,
+                   hubert_params=hubert_params, hubert_size=config["hubert"]["size"], **kw)
+
+    # ------------------------------------------------------------------ features
+    def features(self, wav: np.ndarray) -> tuple[jnp.ndarray, int]:
+        """The predictor's audio input for the whole utterance and its frame count."""
+        if self.hubert is None:
+            feats, frames = mfcc_lib.video_aligned(mfcc_lib.anitalker_mfcc(wav))
+            return jnp.asarray(feats[None]), frames
+        frames = len(wav) // recipe.SAMPLES_PER_FRAME
+        wav = jnp.asarray(wav[: frames * recipe.SAMPLES_PER_FRAME][None])
+        states = jax.jit(lambda p, w: recipe.hubert_states(self.hubert, p, w))(self.hubert_params, wav)
+        return states[:, : 2 * frames], frames
+
+    # ------------------------------------------------------------------ generation
+    def _generate_codes(self, variables, audio, start, direction, x_T, controls, num_steps):
+        cond, _ = self.model.apply(variables, audio, method=DiffusionPredictor.condition,
+                                   **{k: v[None] if v.ndim == 2 else v for k, v in controls.items()})
+        denoise = lambda x, t: self.model.apply(variables, cond, start, direction, x, t,  # noqa: E731
+                                                method=DiffusionPredictor.denoise)
+        codes = samplers.ddim_sample(denoise, x_T, self.schedule, num_steps=num_steps,
+                                     clip_x0=self.clip_x0)
+        return codes[0] * self.motion_scale
+
+    def motion_codes(self, source: np.ndarray, wav: np.ndarray, *, seed: int = 0,
+                     controls: Mapping | None = None, ddim_steps: int = 50):
+        """(T, motion_dim) codes for 16 kHz speech on a (S,S,3) uint8 portrait; plus the
+        encoded source."""
+        audio, frames = self.features(wav)
+        src = self._encode(self.stage1_params, _to_model(source[None]))
+        controls = {k: jnp.asarray(fit_length(v, frames) if v.ndim == 2 else v)
+                    for k, v in (controls or {}).items()}
+        x_T = jax.random.normal(jax.random.PRNGKey(seed), (1, frames, self.model.motion_dim))
+        codes = self._generate(self.variables, audio, src["h"], src["alpha"], x_T, controls,
+                               num_steps=ddim_steps)
+        return codes, src
+
+    def _render_chunk(self, params, h, feats, codes):
+        n = codes.shape[0]
+        tile = lambda x: jnp.broadcast_to(x, (n,) + x.shape[1:])  # noqa: E731
+        return self.stage1.apply(params, tile(h), [tile(f) for f in feats], codes,
+                                 method=AniTalkerMotion.render)["image"]
+
+    def animate(self, source: np.ndarray, wav: np.ndarray, *, seed: int = 0,
+                controls: Mapping | None = None, ddim_steps: int = 50, what: str = "audio",
+                progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """source (S,S,3) uint8 + mono 16 kHz speech -> (T,S,S,3) uint8 frames at 25 fps."""
+        check_audio(np.asarray(wav), what)
+        codes, src = self.motion_codes(source, wav, seed=seed, controls=controls,
+                                       ddim_steps=ddim_steps)
+        codes = np.asarray(codes)
+        out = []
+        for start in range(0, len(codes), self.chunk):
+            part = codes[start:start + self.chunk]
+            padded = np.concatenate([part, np.repeat(part[-1:], self.chunk - len(part), 0)])
+            frames = self._render(self.stage1_params, src["h"], src["feats"], jnp.asarray(padded))
+            out.append(_to_uint8(frames)[: len(part)])
+            if progress:
+                progress(len(part))
+        return np.concatenate(out)
+
+
+def _hubert_params(path: str | None):
+    from jaxtalk.convert import weights
+
+    path = path or str(weights.weights_path("hubert"))
+    if not os.path.exists(path):
+        raise AnimationError(f"{path}: no HuBERT weights (jaxtalk import --release=hubert)")
+    return weights.load(path)["params"]
