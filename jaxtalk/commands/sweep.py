@@ -1,0 +1,62 @@
+r"""jaxtalk sweep: evaluate a grid of checkpoints x test sets x metrics x modes.
+
+  jaxtalk sweep --runs=runs/s1,runs/s1_big --steps=all \
+      --test_sets=hdtf,voxceleb1 --data_root=data --metrics=psnr,ssim,lpips_alex,csim \
+      --num_batches=32 --out_dir=sweeps/stage1
+
+Rows are appended to OUT_DIR/results.jsonl and rendered as results.csv, results.md and
+<metric>_vs_step.png (one line per run / test set / mode). Resumable: a cell (run, step,
+test set, mode) whose metrics are already in the results is not recomputed, so a killed
+or extended sweep is rerun with the same command. Distributable: with --process_index=I
+--process_count=N (or under launch/local.py) process I takes cells I, I+N, ... and appends
+to OUT_DIR/results.p<I>.jsonl; every process renders from all the files, and
+--render_only redraws the table and plots once all have finished.
+
+--steps: all, last, or N,M. --test_sets: comma-separated NAME=DIR[:SPLIT] or named sets
+(hdtf, vfhq, voxceleb1, voxceleb2, celebvhq, synthetic) under --data_root.
+"""
+
+from absl import flags
+
+from jaxtalk.evaluate import cli_options
+
+_RUNS = flags.DEFINE_list("runs", [], "training run directories")
+_STEPS = flags.DEFINE_string("steps", "all", "all | last | N,M,...")
+_TEST_SETS = flags.DEFINE_list("test_sets", [], "NAME=DIR[:SPLIT] or named sets")
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "results, table and plots go here")
+_PROCESS_INDEX = flags.DEFINE_integer("process_index", None, "this process's share of cells")
+_PROCESS_COUNT = flags.DEFINE_integer("process_count", None, "processes sharing the sweep")
+_RENDER_ONLY = flags.DEFINE_bool("render_only", False, "only redraw table and plots")
+_FLAGS = cli_options.define(__name__)
+
+
+def main(argv):
+    from jaxtalk.evaluate import sweep, test_sets
+
+    if len(argv) > 1:
+        cli_options.fail("sweep", f"unexpected arguments {argv[1:]}")
+    if not _OUT_DIR.value:
+        cli_options.fail("sweep", "--out_dir is required")
+    try:
+        if _RENDER_ONLY.value:
+            _, outputs = sweep.render(_OUT_DIR.value)
+            print("wrote " + ", ".join(outputs))
+            return
+        if not _RUNS.value or not _TEST_SETS.value:
+            cli_options.fail("sweep", "--runs and --test_sets are required")
+        index, count = sweep.process_identity(_PROCESS_INDEX.value, _PROCESS_COUNT.value)
+        summary = sweep.run_sweep(
+            _RUNS.value, [test_sets.parse(s, _FLAGS.data_root.value) for s in _TEST_SETS.value],
+            _FLAGS.metrics.value, _OUT_DIR.value, steps=_STEPS.value,
+            modes=_FLAGS.modes.value or None, batch_size=_FLAGS.batch_size.value,
+            num_batches=_FLAGS.num_batches.value, weights_dir=_FLAGS.weights_dir.value,
+            metric_options=cli_options.metric_options(_FLAGS.metric_options.value),
+            process_index=index, process_count=count, seed=_FLAGS.seed.value)
+    except ValueError as e:  # SweepError, TestSetError, bad metric options
+        cli_options.fail("sweep", str(e))
+    print(f"\n{_OUT_DIR.value}/results.md:\n")
+    print(open(f"{_OUT_DIR.value}/results.md").read())
+    print(f"computed {summary.computed} of this process's {summary.cells} cells; "
+          f"{len(summary.skipped_metrics)} metric(s) skipped"
+          + (f" ({', '.join(sorted(summary.skipped_metrics))})" if summary.skipped_metrics else ""))
+    print("wrote " + ", ".join(summary.outputs))

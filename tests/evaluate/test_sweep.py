@@ -1,0 +1,155 @@
+"""jaxtalk eval / sweep on a tiny stage-1 run with two checkpoints and a small synthetic set."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from data_pipelines import datasets
+from data_pipelines.synthetic import generate
+from jaxtalk.evaluate import sweep, test_sets
+
+TINY = generate.SyntheticConfig(num_identities=3, videos_per_identity=1, utterances_per_video=2,
+                                utterance_seconds=1.6, resolution=96, test_identities=1, seed=3)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _jaxtalk(*args, check=True):
+    # One CPU device in the child: a batch of 8 needs no simulated mesh there.
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run([sys.executable, "-m", "jaxtalk.cli", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    if check and proc.returncode:
+        raise AssertionError(f"jaxtalk {args[0]} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _save_run(workdir, data_dir, steps=(1, 2)):
+    """A tiny stage-1 run's checkpoints, in the layout `jaxtalk train` writes, without
+    compiling a train step (minutes on a loaded CPU): the initial params at the first step,
+    a perturbed EMA generator at the next."""
+    import jax
+    from flax import linen as nn
+
+    from configs import anitalker_motion
+    from jaxtalk.tasks.base import get_task
+    from jaxtalk.train import checkpoints
+
+    config = anitalker_motion.get_config("tiny")
+    config.data.data_dir = data_dir
+    config.checkpoint.async_save = False
+    task = get_task(config)
+    batch = next(task.data("train", global_batch_size=8, seed=0, process_index=0,
+                           process_count=1))
+    init = jax.jit(lambda rng, b: nn.unbox(task.init(rng, b)))  # eager init: minutes
+    params, model_state = init(jax.random.key(0), batch)
+    ckpt = checkpoints.Checkpointer(workdir, config)
+    generator = params["generator"]
+    for i, step in enumerate(steps):
+        ema = jax.tree.map(lambda x: x * (1.0 - 0.05 * i), generator)
+        state = {"step": step, "params": params, "ema_params": {"generator": ema},
+                 "model_state": model_state}
+        ckpt.save(step, state, {})
+    ckpt.close()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(run dir with checkpoints at steps 1 and 2, data root holding `synthetic`)."""
+    root = tmp_path_factory.mktemp("sweep")
+    data_dir = str(root / "data" / "synthetic")
+    datasets.prepare_dataset("synthetic", None, data_dir, size=64, synthetic=TINY,
+                             log=lambda *_: None)
+    run = str(root / "run")
+    _save_run(run, data_dir)
+    return run, os.path.dirname(data_dir)
+
+
+def _sweep(setup, out_dir, metrics=("psnr", "ssim"), **kwargs):
+    run, data_root = setup
+    lines = []
+    summary = sweep.run_sweep([run], [test_sets.parse("synthetic", data_root)], list(metrics),
+                              str(out_dir), modes=["self"], batch_size=8, num_batches=1,
+                              log=lines.append, **kwargs)
+    return summary, lines
+
+
+def test_sweep_writes_table_and_plot_and_resumes(setup, tmp_path):
+    summary, lines = _sweep(setup, tmp_path, steps="all")
+    assert summary.computed == 2 and "2 cells to compute" in lines[0]
+    table = (tmp_path / "results.md").read_text()
+    assert table.count("| run | step |") == 1 and "| psnr | ssim |" in table
+    assert "| run | 1 | synthetic | self |" in table and "| run | 2 | synthetic | self |" in table
+    assert (tmp_path / "psnr_vs_step.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "ssim_vs_step.png").exists()
+    assert (tmp_path / "results.csv").read_text().count("\n") == 3  # header + 2 rows
+    results = (tmp_path / "results.jsonl").read_text()
+    assert len(results.splitlines()) == 2
+    assert all(0 < json.loads(l)["psnr"] < 100 and json.loads(l)["n_examples"] == 8
+               for l in results.splitlines())
+
+    again, lines = _sweep(setup, tmp_path, steps="all")
+    assert again.computed == 0 and "0 cells to compute" in lines[0]
+    assert (tmp_path / "results.jsonl").read_text() == results
+
+
+def test_missing_weights_metric_is_skipped_and_others_computed(setup, tmp_path):
+    summary, lines = _sweep(setup, tmp_path, metrics=("psnr", "lpips_alex", "ssim"), steps="last",
+                            weights_dir=str(tmp_path / "no_weights"))
+    assert list(summary.skipped_metrics) == ["lpips_alex"]
+    message = summary.skipped_metrics["lpips_alex"]
+    assert "lpips_alex.safetensors" in message and "jaxtalk import" in message
+    assert any(l.startswith("skipping metric lpips_alex") for l in lines)
+    (row,) = summary.rows
+    assert row["step"] == 2 and {"psnr", "ssim"} <= set(row) and "lpips_alex" not in row
+    assert "skipped lpips_alex" in (tmp_path / "results.md").read_text()
+
+
+def test_processes_split_cells_and_render_merges(setup, tmp_path):
+    for index in (0, 1):
+        summary, _ = _sweep(setup, tmp_path, steps="all", process_index=index, process_count=2)
+        assert summary.cells == 1 and summary.computed == 1
+    assert {"results.p0.jsonl", "results.p1.jsonl"} <= set(os.listdir(tmp_path))
+    assert [r["step"] for r in summary.rows] == [1, 2]  # the second render sees both files
+
+
+def test_eval_cli_prints_table(setup, tmp_path):
+    run, data_root = setup
+    out = tmp_path / "eval.json"
+    proc = _jaxtalk("eval", f"--workdir={run}", "--step=1",
+                    f"--test_set=synthetic={data_root}/synthetic:test", "--metrics=psnr,ssim",
+                    "--modes=self,cross", "--num_batches=1", f"--json_out={out}")
+    assert "| run | step | test set | mode | psnr | ssim | n examples |" in proc.stdout
+    assert "| run | 1 | synthetic | self |" in proc.stdout
+    assert "ssim is not defined for mode 'cross'" in proc.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["mode"] for r in rows] == ["self", "cross"] and "psnr" in rows[0]
+
+
+def test_eval_cli_bad_workdir(tmp_path):
+    proc = _jaxtalk("eval", f"--workdir={tmp_path}", "--test_set=synthetic=/nowhere",
+                    check=False)
+    assert proc.returncode == 2
+    assert "jaxtalk eval: error:" in proc.stderr and "not a prepared data dir" in proc.stderr
+
+
+def test_clear_errors(setup, tmp_path):
+    run, data_root = setup
+    with pytest.raises(sweep.SweepError, match="not a training run"):
+        sweep.resolve_steps(str(tmp_path))
+    with pytest.raises(sweep.SweepError, match="no checkpoints at steps \\[7\\]"):
+        sweep.resolve_steps(run, "1,7")
+    with pytest.raises(sweep.SweepError, match="unknown metrics \\['psnrr'\\]"):
+        _sweep(setup, tmp_path, metrics=("psnrr",))
+    with pytest.raises(test_sets.TestSetError, match="unknown test set 'mine'"):
+        test_sets.parse(f"mine={data_root}/synthetic")
+    with pytest.raises(test_sets.TestSetError, match="no split 'val'"):
+        test_sets.parse(f"synthetic={data_root}/synthetic:val")
+    with pytest.raises(test_sets.TestSetError, match="prepared as 'synthetic'"):
+        test_sets.parse(f"hdtf={data_root}/synthetic")
+    assert test_sets.parse(f"mine={data_root}/synthetic:train").split == "train"
+    with pytest.raises(sweep.SweepError, match="no eval mode"):
+        sweep.grid(sweep.Evaluator({}, batch_size=8, num_batches=1, mesh=sweep.local_mesh(8)),
+                   [run], "last", [test_sets.parse("synthetic", data_root)], ["speech"])
