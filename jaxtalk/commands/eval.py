@@ -27,10 +27,7 @@ _FLAGS = cli_options.define(__name__)
 def main(argv):
     from jaxtalk.evaluate import registry, report, sweep, test_sets
 
-    if len(argv) > 1:
-        cli_options.fail("eval", f"unexpected arguments {argv[1:]}")
-    if not _WORKDIR.value or not _TEST_SET.value:
-        cli_options.fail("eval", "--workdir and --test_set are required")
+    cli_options.check_args("eval", argv, workdir=_WORKDIR.value, test_set=_TEST_SET.value)
     try:
         sweep.check_metric_names(_FLAGS.metrics.value)
         test_set = test_sets.parse(_TEST_SET.value, _FLAGS.data_root.value)

@@ -33,17 +33,13 @@ _FLAGS = cli_options.define(__name__)
 def main(argv):
     from jaxtalk.evaluate import sweep, test_sets
 
-    if len(argv) > 1:
-        cli_options.fail("sweep", f"unexpected arguments {argv[1:]}")
-    if not _OUT_DIR.value:
-        cli_options.fail("sweep", "--out_dir is required")
+    if _RENDER_ONLY.value:
+        cli_options.check_args("sweep", argv, out_dir=_OUT_DIR.value)
+        print("wrote " + ", ".join(sweep.render(_OUT_DIR.value)[1]))
+        return
+    cli_options.check_args("sweep", argv, out_dir=_OUT_DIR.value, runs=_RUNS.value,
+                           test_sets=_TEST_SETS.value)
     try:
-        if _RENDER_ONLY.value:
-            _, outputs = sweep.render(_OUT_DIR.value)
-            print("wrote " + ", ".join(outputs))
-            return
-        if not _RUNS.value or not _TEST_SETS.value:
-            cli_options.fail("sweep", "--runs and --test_sets are required")
         index, count = sweep.process_identity(_PROCESS_INDEX.value, _PROCESS_COUNT.value)
         summary = sweep.run_sweep(
             _RUNS.value, [test_sets.parse(s, _FLAGS.data_root.value) for s in _TEST_SETS.value],

@@ -58,6 +58,15 @@ def metric_options(text: str) -> dict:
     return options
 
 
+def check_args(command: str, argv: list[str], **required) -> None:
+    """Fails on positional arguments and on required flags (name=value) left empty."""
+    if len(argv) > 1:
+        fail(command, f"unexpected arguments {argv[1:]}")
+    missing = [f"--{name}" for name, value in required.items() if not value]
+    if missing:
+        fail(command, f"{', '.join(missing)} required")
+
+
 def fail(command: str, message: str) -> None:
     print(f"jaxtalk {command}: error: {message}", file=sys.stderr)
     sys.exit(2)

@@ -18,7 +18,14 @@ def _fmt(value) -> str:
     return "" if value is None else str(value)
 
 
+def with_values(rows: list[dict]) -> list[dict]:
+    """Rows with at least one metric value (a cross-reenactment cell asked only for PSNR
+    has none: recorded so a rerun skips it, not worth a table row)."""
+    return [row for row in rows if results.metric_columns([row])]
+
+
 def markdown_table(rows: list[dict]) -> str:
+    rows = with_values(rows)
     columns = list(_KEYS) + results.metric_columns(rows) + ["n_examples"]
     header = ["run" if c == "run_name" else c.replace("_", " ") for c in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in columns) + "|"]
@@ -40,6 +47,7 @@ def _write_atomic(path: str, write, binary: bool = False) -> None:
 
 
 def write_csv(rows: list[dict], path: str) -> None:
+    rows = with_values(rows)
     columns = ["run"] + list(_KEYS) + ["split", "data_dir"] + results.metric_columns(rows) + [
         "n_examples"]
 
