@@ -153,3 +153,12 @@ def test_clear_errors(setup, tmp_path):
     with pytest.raises(sweep.SweepError, match="no eval mode"):
         sweep.grid(sweep.Evaluator({}, batch_size=8, num_batches=1, mesh=sweep.local_mesh(8)),
                    [run], "last", [test_sets.parse("synthetic", data_root)], ["speech"])
+
+
+def test_process_identity_from_flags_or_launcher(monkeypatch):
+    assert sweep.process_identity(1, 3) == (1, 3)
+    monkeypatch.setenv("JAXTALK_PROCESS_ID", "2")      # as launch/local.py sets them
+    monkeypatch.setenv("JAXTALK_NUM_PROCESSES", "4")
+    assert sweep.process_identity(None, None) == (2, 4)
+    with pytest.raises(sweep.SweepError, match="both"):
+        sweep.process_identity(1, None)
