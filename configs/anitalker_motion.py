@@ -60,15 +60,20 @@ def get_config(arg: str = "paper"):
 
     if arg == "tiny":
         c.model.update(dict(size=64, width=0.125, disc_width=0.125))
+        # Pixel + metric-learning losses only: on a CPU budget of a few hundred steps the
+        # GAN and MI terms slow the reconstruction down (measured: held-out PSNR peaks at
+        # 21.0 dB at step 300 and then falls with them, rises past 22 dB without them).
+        # The tests switch them on to exercise the three-optimizer path.
         c.loss.perceptual = 0.0
-        c.loss.adversarial = 0.05
+        c.loss.adversarial = 0.0
+        c.loss.mutual_information = 0.0
         c.data.data_dir = "demo_out/data"
         c.data.samples_per_clip = 8   # the tiny test split has 4 clips
         c.optimizers.generator.lr = 2e-3
         c.optimizers.generator.b1 = 0.5
         c.ema.generator = 0.99
         c.batch_size = 8
-        c.total_steps = 600
+        c.total_steps = 800
         c.log.every_steps = 50
         c.eval.every_steps = 200
         c.eval.num_batches = 4

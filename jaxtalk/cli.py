@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     from absl import app, flags
 
     if any(a in ("-h", "--help", "--helpshort") for a in argv[2:]):
-        print_help(module)
+        try:
+            print_help(module)
+        except BrokenPipeError:  # `jaxtalk train --help | head`
+            pass
         sys.exit(0)
     # Library INFO logs (orbax writes several per checkpoint) only with --verbosity=0.
     flags.FLAGS.set_default("verbosity", -1)

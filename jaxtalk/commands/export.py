@@ -16,9 +16,9 @@ Examples:
   jaxtalk export --workdir=runs/s1 --group=generator/model --release=anitalker_stage1 --out=s1.ckpt
 """
 
-import sys
-
 from absl import flags
+
+from jaxtalk.commands.config_flag import die
 
 _WEIGHTS = flags.DEFINE_string("weights", None, "a jaxtalk weights file (.safetensors)")
 _WORKDIR = flags.DEFINE_string("workdir", None, "a training run directory")
@@ -28,27 +28,22 @@ _RELEASE = flags.DEFINE_string("release", None, "write this release's PyTorch la
 _OUT = flags.DEFINE_string("out", None, "output file (.pt/.pth/.ckpt with --release, else .safetensors)")
 
 
-def _fail(message: str) -> None:
-    print(f"jaxtalk export: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv):
     from jaxtalk.convert import releases, weights
     from jaxtalk.train import checkpoints
 
     if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}")
+        die("jaxtalk export", f"unexpected arguments {argv[1:]}")
     if bool(_WEIGHTS.value) == bool(_WORKDIR.value):
-        _fail("give exactly one of --weights or --workdir")
+        die("jaxtalk export", "give exactly one of --weights or --workdir")
     if not _OUT.value:
-        _fail("--out is required")
+        die("jaxtalk export", "--out is required")
     try:
         if _WEIGHTS.value:
             variables = weights.load(_WEIGHTS.value)
         else:
             if not _GROUP.value:
-                _fail("--workdir needs --group (e.g. generator)")
+                die("jaxtalk export", "--workdir needs --group (e.g. generator)")
             variables = checkpoints.group_variables(_WORKDIR.value, _GROUP.value, _STEP.value)
             config = checkpoints.run_config(_WORKDIR.value, _STEP.value)
             # The constructor settings travel with the weights, so animate/import can
@@ -58,8 +53,8 @@ def main(argv):
             releases.export_release(_RELEASE.value, variables, _OUT.value)
         else:
             if not _OUT.value.endswith(".safetensors"):
-                _fail("without --release the output is a .safetensors weights file")
+                die("jaxtalk export", "without --release the output is a .safetensors weights file")
             weights.save(variables, _OUT.value, release=variables.get("release", ""))
     except (OSError, ValueError, KeyError) as e:
-        _fail(str(e).strip("'\""))
+        die("jaxtalk export", str(e).strip("'\""))
     print(f"exported to {_OUT.value}")

@@ -12,10 +12,10 @@ Examples:
 Releases: run `jaxtalk import --list`.
 """
 
-import sys
-
 import numpy as np
 from absl import flags
+
+from jaxtalk.commands.config_flag import die
 
 _RELEASE = flags.DEFINE_string("release", None, "release name (see --list)")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "the released PyTorch file")
@@ -26,30 +26,25 @@ _BACKBONE = flags.DEFINE_string("backbone", None, "lpips_*: the torchvision back
 _LIST = flags.DEFINE_bool("list", False, "list the releases and where to get them")
 
 
-def _fail(message: str) -> None:
-    print(f"jaxtalk import: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv):
     from jaxtalk.convert import releases
 
     if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}")
+        die("jaxtalk import", f"unexpected arguments {argv[1:]}")
     if _LIST.value:
         for spec in releases.RELEASES.values():
             print(f"{spec.name:<18} {spec.source}\n{'':<18} {spec.command()}")
         return
     if not _RELEASE.value or not _CHECKPOINT.value:
-        _fail("--release and --checkpoint are required (see --list)")
+        die("jaxtalk import", "--release and --checkpoint are required (see --list)")
     if _RELEASE.value not in releases.RELEASES:
-        _fail(f"unknown release {_RELEASE.value!r}; known: {', '.join(releases.RELEASES)}")
+        die("jaxtalk import", f"unknown release {_RELEASE.value!r}; known: {', '.join(releases.RELEASES)}")
     files = {"backbone": _BACKBONE.value} if _BACKBONE.value else {}
     try:
         path = releases.import_release(_RELEASE.value, _CHECKPOINT.value, output=_OUT.value,
                                        weights_dir=_WEIGHTS_DIR.value, **files)
     except (OSError, ValueError, KeyError) as e:  # CheckpointError/ConversionError included
-        _fail(str(e).strip("'\""))
+        die("jaxtalk import", str(e).strip("'\""))
     from jaxtalk.convert import weights
 
     stored = weights.load(path)

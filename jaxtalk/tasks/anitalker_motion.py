@@ -117,9 +117,13 @@ class AniTalkerMotionTask:
 
     # ------------------------------------------------------------------ losses
     def losses(self):
-        return [("generator", self._generator_loss),
-                ("discriminator", self._discriminator_loss),
-                ("club", self._club_loss)]
+        # A zero-weighted adversarial or MI term needs no discriminator or estimator update.
+        out = [("generator", self._generator_loss)]
+        if self.config.loss.adversarial:
+            out.append(("discriminator", self._discriminator_loss))
+        if self.config.loss.mutual_information:
+            out.append(("club", self._club_loss))
+        return out
 
     def _encode_identity(self, params, images):
         return self.generator.apply({"params": params["generator"]["model"]}, images,

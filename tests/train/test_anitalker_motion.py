@@ -31,6 +31,7 @@ def run(synthetic, tmp_path_factory):
              "--config.log.every_steps=2", "--config.eval.every_steps=4",
              "--config.eval.num_batches=1", "--config.samples.every_steps=4",
              "--config.samples.num=2", "--config.checkpoint.every_steps=2",
+             "--config.loss.adversarial=0.05", "--config.loss.mutual_information=0.1",
              "--config.log.progress_bar=False"])
     return workdir
 
