@@ -37,7 +37,7 @@ def get_config(arg: str = "paper"):
     c.model = ml_collections.ConfigDict(dict(
         infer_type=infer_type, speech_dim=512, fusion_dim=128, speech_layers=4,
         decoder_layers=2, mfcc_hidden=256, num_heads=2, kernel_size=13, dropout_rate=0.2,
-        lstm_hidden=128, lstm_layers=2))
+        lstm_hidden=128, lstm_layers=2, t_scale=1.0))
     # The frozen stage-1 model that turns frames into motion codes (and renders samples).
     # Its architecture is given here and must match the weights (checked at load).
     c.stage1 = ml_collections.ConfigDict(dict(
@@ -76,7 +76,7 @@ def get_config(arg: str = "paper"):
     if arg == "tiny":
         c.model.update(dict(infer_type="mfcc_full_control", speech_dim=64, fusion_dim=32,
                             mfcc_hidden=64, decoder_layers=2, dropout_rate=0.1,
-                            lstm_hidden=32, lstm_layers=1))
+                            lstm_hidden=32, lstm_layers=1, t_scale=1e-3))
         c.stage1.update(dict(size=64, width=0.125))
         # The tiny stage-1 codes have std ~0.1-0.3 and reach +-2: scale them up and clamp wider.
         c.diffusion.update(dict(motion_scale=0.5, clip_x0=4.0))

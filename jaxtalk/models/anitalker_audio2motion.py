@@ -174,6 +174,10 @@ class DiffusionPredictor(nn.Module):
     dropout_rate: float = 0.2
     lstm_hidden: int = 128
     lstm_layers: int = 2
+    # The release feeds the raw timestep (0..999) to Linear(1, 128) (t_scale 1). At init that
+    # feature is ~1000x the others and swamps x_t after the post-LN, which takes many steps
+    # to unlearn; small from-scratch runs use t_scale 1e-3.
+    t_scale: float = 1.0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -249,7 +253,7 @@ class DiffusionPredictor(nn.Module):
         def per_frame(y):  # (B, F) -> (B, T, F)
             return jnp.broadcast_to(y[:, None], (b, frames, y.shape[-1]))
 
-        t = jnp.broadcast_to(jnp.asarray(t, self.dtype).reshape(-1), (b,))
+        t = jnp.broadcast_to(jnp.asarray(t, self.dtype).reshape(-1), (b,)) * self.t_scale
         fused = jnp.concatenate([
             cond.astype(self.dtype),
             per_frame(self.encoder_direction_code(direction_start.astype(self.dtype))),

@@ -44,7 +44,7 @@ from jaxtalk.tasks.base import LossOutput
 SAMPLES_PER_FRAME = 640  # 16 kHz audio at 25 fps
 MODEL_KEYS = ("infer_type", "speech_dim", "fusion_dim", "speech_layers", "decoder_layers",
               "mfcc_hidden", "num_heads", "kernel_size", "dropout_rate", "lstm_hidden",
-              "lstm_layers")
+              "lstm_layers", "t_scale")
 STAGE1_KEYS = ("size", "width", "style_dim", "motion_dim")
 
 
