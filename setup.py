@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "scipy>=1.13,<2",
     "pillow>=10,<14",
     "simplejpeg>=1.9,<2",  # libjpeg-turbo decode for the loaders, ~2x PIL; decodes into a given buffer
+    "flatbuffers>=24,<26",  # jax.export serialization (exported inference functions)
     "safetensors>=0.4,<0.9",
     "tensorboardX>=2.6,<2.7",
     "tqdm>=4.66,<5",

@@ -2,20 +2,18 @@
 
 `jaxtalk import --release=<name> --checkpoint=<file>` converts the public PyTorch file once
 (`jaxtalk.convert.releases.import_release`) and writes `<weights dir>/<name>.safetensors`;
-metrics, fine-tuning and comparisons load it from there (`load`). Arrays are stored flat under "params/...", "batch_stats/..." keys and the
-converter's model_config travels as JSON metadata.
+metrics, fine-tuning and comparisons load it from there (`load`). The file is an
+`export/safetensors_io` params file whose top level holds the "params" / "batch_stats"
+collections; the converter's model_config and the release name travel as metadata.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-from flax import traverse_util
-from safetensors.numpy import load_file, save_file
+from jaxtalk.export.safetensors_io import load_params, save_params
 
 WEIGHTS_DIR_ENV = "JAXTALK_WEIGHTS_DIR"
 COLLECTIONS = ("params", "batch_stats")
@@ -31,32 +29,16 @@ def weights_path(release: str, weights_dir: str | os.PathLike | None = None) -> 
 
 
 def save(variables: Mapping[str, Any], path: str | os.PathLike, release: str = "") -> Path:
-    flat = {}
-    for collection in COLLECTIONS:
-        for keys, value in traverse_util.flatten_dict(dict(variables.get(collection, {}))).items():
-            flat["/".join((collection,) + keys)] = np.ascontiguousarray(np.asarray(value))
-    metadata = {"model_config": json.dumps(variables.get("model_config", {})),
-                "release": release}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(flat, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-    return path
+    tree = {c: variables[c] for c in COLLECTIONS if variables.get(c)}
+    save_params(tree, path, metadata={"model_config": variables.get("model_config") or {},
+                                      "release": release})
+    return Path(path)
 
 
 def load(path: str | os.PathLike) -> dict:
     """{"params", maybe "batch_stats", "model_config", "release"} from `save`'s file."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such weights file")
-    with safe_open(str(path), framework="numpy") as f:
-        metadata = f.metadata() or {}
-    tree = traverse_util.unflatten_dict(
-        {tuple(k.split("/")): v for k, v in load_file(str(path)).items()})
+    tree, metadata = load_params(path)
     out = {k: tree[k] for k in COLLECTIONS if k in tree}
-    out["model_config"] = json.loads(metadata.get("model_config", "{}"))
-    out["release"] = metadata.get("release", "")
+    out["model_config"] = metadata.get("model_config") or {}
+    out["release"] = str(metadata.get("release") or "")
     return out
