@@ -6,14 +6,18 @@ Two sources:
                                        run keeps them, else the live ones; G may name a
                                        sub-tree, e.g. generator/model
 
-and two targets:
+and three targets:
   --release=NAME --out=FILE.pt     the release's PyTorch checkpoint layout (torch.load reads it)
   --out=FILE.safetensors           a jaxtalk weights file
+  --out=FILE.jaxfn                 a serialized jax.export function, frames = f(source image,
+                                   motion codes), that runs without jaxtalk (stage-1 weights:
+                                   lia, anitalker_stage1 or an anitalker_motion run)
 
 Examples:
   jaxtalk export --weights=weights/lia.safetensors --release=lia --out=lia_roundtrip.pt
   jaxtalk export --workdir=runs/s1 --group=generator/model --out=weights/s1.safetensors
   jaxtalk export --workdir=runs/s1 --group=generator/model --release=anitalker_stage1 --out=s1.ckpt
+  jaxtalk export --weights=weights/lia_vox.safetensors --out=lia_vox.jaxfn
 """
 
 from absl import flags
@@ -49,7 +53,13 @@ def main(argv):
             # The constructor settings travel with the weights, so animate/import can
             # rebuild the model (e.g. a tiny 64x64 generator).
             variables["model_config"] = dict(config.get("model", {}), kind=config.get("task", ""))
-        if _RELEASE.value:
+        if _OUT.value.endswith(".jaxfn"):
+            from jaxtalk.inference.video_driven import export_animate_function
+
+            config = variables.get("model_config") or {}
+            kind = config.get("kind") or _RELEASE.value or variables.get("release", "")
+            export_animate_function(kind, variables["params"], config, _OUT.value)
+        elif _RELEASE.value:
             releases.export_release(_RELEASE.value, variables, _OUT.value)
         else:
             if not _OUT.value.endswith(".safetensors"):

@@ -59,27 +59,50 @@ def _to_uint8(images: jnp.ndarray) -> np.ndarray:
     return np.asarray(jnp.clip((images + 1.0) * 127.5, 0, 255).round().astype(jnp.uint8))
 
 
+def build_generator(kind: str, model_config: dict):
+    """The stage-1 generator module for weights of `kind`, sized by `model_config`."""
+    kwargs = {k: model_config[k] for k in _MODEL_KEYS if k in model_config}
+    if kind == "lia":
+        return LIAGenerator(**kwargs)
+    if kind in ("anitalker_stage1", "anitalker_motion"):
+        return AniTalkerMotion(**kwargs)
+    raise AnimationError(f"cannot animate with {kind!r} weights (lia, anitalker_stage1)")
+
+
+def export_animate_function(kind: str, params, model_config: dict, path: str,
+                            platforms=("cpu",)) -> dict:
+    """Serializes `frames = f(source (1,S,S,3), alphas (T, motion_dim))` (absolute motion;
+    relative = alphas - alpha_start + alpha_source) to a `.jaxfn` file that runs without
+    jaxtalk (see jaxtalk/export/jax_function.py)."""
+    from jaxtalk.export import jax_function
+
+    model = build_generator(kind, model_config)
+    size = int(model_config.get("size", 256))
+    (frames,) = jax.export.symbolic_shape("T")
+    specs = [jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32),
+             jax.ShapeDtypeStruct((frames, int(model_config.get("motion_dim", 20))), jnp.float32)]
+    return jax_function.export_function(
+        lambda p, source, alphas: model.apply({"params": p}, source, alphas, method="animate"),
+        params, specs, path, input_names=["source", "alphas"], output_names=["frames"],
+        platforms=platforms, metadata={"model": kind, **model_config})
+
+
 class MotionAnimator:
     """Encodes a source once, then renders driving motion on it chunk by chunk."""
 
     def __init__(self, kind: str, params, model_config: dict, chunk: int = 8):
-        kwargs = {k: model_config[k] for k in _MODEL_KEYS if k in model_config}
-        self.size = int(kwargs.get("size", 256))
+        model = build_generator(kind, model_config)
+        self.size = int(model_config.get("size", 256))
         self.chunk = chunk
-        if kind == "lia":
-            model = LIAGenerator(**kwargs)
+        if isinstance(model, LIAGenerator):
             encode_source = lambda x: model.apply(params, x, method=LIAGenerator.encode_source)  # noqa: E731
             self._source = lambda x: (lambda o: (o["wa"], o["feats"], o["alpha"]))(encode_source(x))
             self._motion = lambda x: model.apply(params, x, method=LIAGenerator.encode_motion)
-            render = LIAGenerator.render
-        elif kind in ("anitalker_stage1", "anitalker_motion"):
-            model = AniTalkerMotion(**kwargs)
+        else:
             encode = lambda x: model.apply(params, x, method=AniTalkerMotion.encode)  # noqa: E731
             self._source = lambda x: (lambda o: (o["h"], o["feats"], o["alpha"]))(encode(x))
             self._motion = lambda x: encode(x)["alpha"]
-            render = AniTalkerMotion.render
-        else:
-            raise AnimationError(f"cannot animate with {kind!r} weights (lia, anitalker_stage1)")
+        render = type(model).render
         self._render = lambda *a: model.apply(params, *a, method=render)["image"]
         self._encode_source = jax.jit(self._source)
         self._drive = jax.jit(self._chunk_step, static_argnames=("relative",))

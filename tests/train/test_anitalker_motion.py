@@ -86,6 +86,19 @@ def test_export_to_the_release_layout_import_and_animate(run, synthetic, tmp_pat
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 2.0
 
 
+def test_export_a_standalone_animation_function(run, tmp_path):
+    from jaxtalk.export import jax_function
+
+    out = jaxtalk("export", f"--workdir={run}", "--group=generator/model",
+                  f"--out={tmp_path / 's1.jaxfn'}")
+    assert out.returncode == 0, out.stderr
+    fn, manifest = jax_function.load_function(tmp_path / "s1.jaxfn")
+    assert manifest["inputs"][1]["shape"] == ["T", 20]
+    source = np.zeros((1, 32, 32, 3), np.float32)
+    (frames,) = fn(source, np.zeros((3, 20), np.float32))
+    assert frames.shape == (3, 32, 32, 3) and np.isfinite(np.asarray(frames)).all()
+
+
 def test_animate_errors_name_the_file(run, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     out = jaxtalk("animate", f"--workdir={run}", f"--source={tmp_path / 'bad.png'}",
