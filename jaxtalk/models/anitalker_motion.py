@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtalk.models.layers.equalized import EqualLinear
-from jaxtalk.models.lia import EncoderApp, Synthesis, channel_map, render_frames
+from jaxtalk.models.lia import EncoderApp, WarpingGenerator, channel_map, render_frames
 
 
 def _torch_linear_init(fan_in: int):
@@ -157,36 +157,16 @@ class AniTalkerEncoder(nn.Module):
                 "id_density_emb": density, "alpha": self.motion(motion)}
 
 
-class AniTalkerMotion(nn.Module):
+class AniTalkerMotion(WarpingGenerator):
     """AniTalker stage 1 generator (the release's `LIA_Model(fusion_type='weighted_sum')`)."""
 
-    size: int = 256
-    style_dim: int = 512
-    motion_dim: int = 20
-    width: float = 1.0
-    blur_kernel: Sequence[int] = (1, 3, 3, 1)
-    impl: str = "scaled_input"
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    def setup(self):
-        kw = dict(blur_kernel=self.blur_kernel, dtype=self.dtype, param_dtype=self.param_dtype)
-        self.enc = AniTalkerEncoder(self.size, self.style_dim, self.motion_dim, self.width, **kw)
-        self.dec = Synthesis(self.size, self.style_dim, self.motion_dim, self.width,
-                             impl=self.impl, **kw)
+    encoder_cls = AniTalkerEncoder
 
     def encode(self, image):
         """One image -> {'h' (HAL code, the source/start code), 'feats' [8..S],
         'id_emb', 'idrm_emb', 'id_density_emb' (B, style_dim), 'alpha' (B, motion_dim)}.
         Encode source, driving and extra faces in one call by concatenating them."""
         return self.enc(image)
-
-    def render(self, wa, feats, alpha=None, alpha_start=None, alpha_source=None, noise=None):
-        """-> {'image', 'flow', 'grid', 'mask', 'latent'} (see lia.Synthesis)."""
-        return self.dec(wa, alpha, feats, alpha_start, alpha_source, noise)
-
-    def directions(self):
-        return self.dec.direction.basis()
 
     def animate(self, source, alphas):
         """One source image (1, S, S, 3) + motion codes (T, motion_dim) -> frames (T, S, S, 3)

@@ -29,7 +29,7 @@ drive the pieces from a train step with `model.apply(variables, ..., method=...)
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
 import jax
@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtalk.models.layers.equalized import (ConvLayer, EqualConv2d, EqualLinear,
-                                             FusedLeakyReLU, ResBlock)
+                                             ResBlock)
 from jaxtalk.models.layers.grid_sample import grid_sample_2d
 from jaxtalk.models.layers.modulated import ConstantInput, ModulatedConv2d, StyledConv
 from jaxtalk.models.layers.upfirdn import upsample
@@ -272,9 +272,11 @@ class LIAEncoder(nn.Module):
         return wa, feats
 
 
-class LIAGenerator(nn.Module):
-    """The released `Generator` (enc + dec) with train-step friendly methods."""
+class WarpingGenerator(nn.Module):
+    """What LIA and AniTalker stage 1 share: the constructor settings, the `dec` renderer
+    and its methods; subclasses name their encoder (`enc`) in `encoder_cls`."""
 
+    encoder_cls: ClassVar[type]
     size: int = 256
     style_dim: int = 512
     motion_dim: int = 20
@@ -286,9 +288,24 @@ class LIAGenerator(nn.Module):
 
     def setup(self):
         kw = dict(blur_kernel=self.blur_kernel, dtype=self.dtype, param_dtype=self.param_dtype)
-        self.enc = LIAEncoder(self.size, self.style_dim, self.motion_dim, self.width, **kw)
+        self.enc = self.encoder_cls(self.size, self.style_dim, self.motion_dim, self.width, **kw)
         self.dec = Synthesis(self.size, self.style_dim, self.motion_dim, self.width,
                              impl=self.impl, **kw)
+
+    def render(self, wa, feats, alpha=None, alpha_start=None, alpha_source=None, noise=None):
+        """-> {'image' (B,S,S,3) in ~[-1,1], 'flow' (B,S,S,2), 'grid', 'mask' (B,S,S,1),
+        'latent'} (see Synthesis)."""
+        return self.dec(wa, alpha, feats, alpha_start, alpha_source, noise)
+
+    def directions(self):
+        """The orthonormal motion basis Q (style_dim, motion_dim)."""
+        return self.dec.direction.basis()
+
+
+class LIAGenerator(WarpingGenerator):
+    """The released `Generator` (enc + dec) with train-step friendly methods."""
+
+    encoder_cls = LIAEncoder
 
     def encode_source(self, source):
         """-> {'wa': (B, style_dim), 'feats': [8..S] NHWC, 'alpha': motion code of source}."""
@@ -299,14 +316,6 @@ class LIAGenerator(nn.Module):
         """Motion code alpha (B, motion_dim) of a (driving) image: fc(net_app(image))."""
         wa, _ = self.enc(image)
         return self.enc.motion(wa)
-
-    def render(self, wa, feats, alpha=None, alpha_start=None, alpha_source=None, noise=None):
-        """-> {'image' (B,S,S,3) in ~[-1,1], 'flow' (B,S,S,2), 'grid', 'mask' (B,S,S,1)}."""
-        return self.dec(wa, alpha, feats, alpha_start, alpha_source, noise)
-
-    def directions(self):
-        """The orthonormal motion basis Q (style_dim, motion_dim)."""
-        return self.dec.direction.basis()
 
     def animate(self, source, alphas):
         """One source image (1, S, S, 3) + motion codes (T, motion_dim) -> frames (T, S, S, 3).
