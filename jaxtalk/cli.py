@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"jaxtalk: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
     module = importlib.import_module(f"jaxtalk.commands.{command}")
-    from absl import app, flags
+    from absl import app
 
     if any(a in ("-h", "--help", "--helpshort") for a in argv[2:]):
         try:
@@ -64,10 +64,17 @@ def main(argv: list[str] | None = None) -> None:
         except BrokenPipeError:  # `jaxtalk train --help | head`
             pass
         sys.exit(0)
-    # Library INFO logs (orbax writes several per checkpoint) only with --verbosity=0.
-    flags.FLAGS.set_default("verbosity", -1)
+    quiet = not any(a.startswith(("--verbosity", "-v")) for a in argv[2:])
 
-    app.run(module.main, argv=[f"jaxtalk {command}"] + argv[2:],
+    def run(args):
+        # Library INFO logs (orbax writes several per checkpoint) only with --verbosity=0.
+        if quiet:
+            from absl import logging
+
+            logging.set_verbosity(logging.WARNING)
+        return module.main(args)
+
+    app.run(run, argv=[f"jaxtalk {command}"] + argv[2:],
             flags_parser=getattr(module, "parse_flags", app.parse_flags_with_usage))
 
 
