@@ -160,16 +160,7 @@ def read_state_dict(path: str | os.PathLike, key: str | None = None,
     if os.path.exists(path) and zipfile.is_zipfile(path):
         state = torch_pickle.load_state_dict(path, key)
     else:
-        obj = load_legacy(path)
-        if key is not None:
-            if not isinstance(obj, Mapping) or key not in obj:
-                found = sorted(obj)[:10] if isinstance(obj, Mapping) else type(obj).__name__
-                raise CheckpointError(f"{path}: no entry {key!r} (top level has {found})")
-            obj = obj[key]
-        if not isinstance(obj, Mapping):
-            raise CheckpointError(
-                f"{path}: expected a state_dict mapping, found {type(obj).__name__}")
-        state = {k: v for k, v in obj.items() if isinstance(v, np.ndarray)}
+        state = torch_pickle.state_dict_of(load_legacy(path), path, key)
     if strip_prefix:
         state = {k[len(strip_prefix):] if k.startswith(strip_prefix) else k: v
                  for k, v in state.items()}

@@ -144,7 +144,11 @@ def load(path: str | os.PathLike) -> Any:
 
 def load_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str, np.ndarray]:
     """Loads a flat name -> array dict; `key` selects a sub-dict ('state_dict', 'gen')."""
-    obj = load(path)
+    return state_dict_of(load(path), path, key)
+
+
+def state_dict_of(obj: Any, path: str | os.PathLike, key: str | None = None) -> dict[str, np.ndarray]:
+    """The name -> array entries of a loaded checkpoint (of its `key` entry when given)."""
     if key is not None:
         if not isinstance(obj, Mapping) or key not in obj:
             found = sorted(obj)[:10] if isinstance(obj, Mapping) else type(obj).__name__
