@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtalk.models.layers.equalized import EqualLinear
-from jaxtalk.models.lia import EncoderApp, WarpingGenerator, channel_map, render_frames
+from jaxtalk.models.lia import LIAEncoder, WarpingGenerator, channel_map, render_frames
 
 
 def _torch_linear_init(fan_in: int):
@@ -125,29 +125,14 @@ class HAL(nn.Module):
         return out
 
 
-class AniTalkerEncoder(nn.Module):
-    """`enc`: net_app (LIA appearance encoder), hal, net_decouping, fc_0..fc_4."""
-
-    size: int = 256
-    style_dim: int = 512
-    motion_dim: int = 20
-    width: float = 1.0
-    blur_kernel: Sequence[int] = (1, 3, 3, 1)
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+class AniTalkerEncoder(LIAEncoder):
+    """`enc`: LIA's net_app and fc_0..fc_4, plus hal and net_decouping."""
 
     def setup(self):
+        super().setup()
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.net_app = EncoderApp(self.size, self.style_dim, self.width, self.blur_kernel, **kw)
         self.hal = HAL(self.style_dim, **kw)
         self.net_decouping = DecouplingNet(self.style_dim, **kw)
-        self.fc = ([EqualLinear(self.style_dim, **kw) for _ in range(4)]
-                   + [EqualLinear(self.motion_dim, **kw)])
-
-    def motion(self, h):
-        for layer in self.fc:
-            h = layer(h)
-        return h
 
     def __call__(self, x):
         _, feats, stages = self.net_app(x)
