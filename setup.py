@@ -33,6 +33,12 @@ EXTRAS = {
     # Only for running the released PyTorch code beside jaxtalk (parity checks,
     # benchmarks); jaxtalk itself reads and writes PyTorch checkpoints without torch.
     "torch": ["torch>=2.4"],
+    # Apache Beam for the tfds builders (data_pipelines/tfds_builders.py), tested with 2.77.
+    # Not in "dev": apache-beam 2.77 caps protobuf<7, pyarrow<26, pillow<13, python-dateutil<3,
+    # so installing it downgrades those from what the rest of the stack resolves to; the Beam
+    # test skips without it. "dataflow" adds the Google Cloud clients for the DataflowRunner.
+    "beam": ["apache-beam>=2.77,<3"],
+    "dataflow": ["apache-beam[gcp]>=2.77,<3"],
     "cuda": ["jax[cuda12]>=0.10,<0.13"],
     "tpu": ["jax[tpu]>=0.10,<0.13"],
 }
