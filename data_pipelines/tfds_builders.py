@@ -262,8 +262,12 @@ def build_main(argv: list[str] | None = None) -> None:
     argv.append("--imports=data_pipelines.tfds_builders")
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(asctime)s %(message)s")
   absl_logging.set_verbosity(absl_logging.INFO)
-  args = cli_utils.make_flags_parser(build.Args, description=build_main.__doc__.splitlines()[0])(["tfds"] + argv)
-  args.execute()
+  # Not cli_utils.make_flags_parser: that parser also takes every absl flag defined in the
+  # process, and jaxtalk's own `--manual_dir` (commands/prepare.py) would then clash.
+  parser = cli_utils.ArgumentParser(description=build_main.__doc__.splitlines()[0], allow_abbrev=False,
+                                    inherited_absl_flags=None)
+  parser.add_arguments(build.Args, dest="args")
+  parser.parse_args(argv).args.execute()
 
 
 class JaxtalkVoxceleb1(_ClipBuilder):
