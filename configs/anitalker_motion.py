@@ -25,7 +25,8 @@ def get_config(arg: str = "paper"):
     c.init_from = ""   # a weights file from `jaxtalk import --release=anitalker_stage1` to fine-tune
 
     c.model = ml_collections.ConfigDict(dict(
-        size=256, style_dim=512, motion_dim=20, width=1.0, disc_width=1.0, stddev_group=4))
+        size=256, style_dim=512, motion_dim=20, width=1.0, disc_width=1.0, stddev_group=4,
+        flow_init_scale=1.0))  # the release's init; see models/lia.py WarpingGenerator
     c.loss = ml_collections.ConfigDict(dict(
         l1=1.0,
         perceptual=1.0,           # x10 per VGG layer inside the loss, as LIA

@@ -152,13 +152,14 @@ class ToFlow(nn.Module):
 
     blur_kernel: Sequence[int] = (1, 3, 3, 1)
     impl: str = "scaled_input"
+    init_scale: float = 1.0
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, style, feat, skip=None):
         out = ModulatedConv2d(3, 1, demodulate=False, blur_kernel=self.blur_kernel,
-                              impl=self.impl, dtype=self.dtype, param_dtype=self.param_dtype,
+                              impl=self.impl, init_scale=self.init_scale, dtype=self.dtype, param_dtype=self.param_dtype,
                               name="conv")(x, style)
         bias = self.param("bias", nn.with_logical_partitioning(
             nn.initializers.zeros_init(), ("conv_out",)), (3,), self.param_dtype)
@@ -182,6 +183,7 @@ class Synthesis(nn.Module):
     width: float = 1.0
     blur_kernel: Sequence[int] = (1, 3, 3, 1)
     impl: str = "scaled_input"
+    flow_init_scale: float = 1.0  # see WarpingGenerator
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -199,7 +201,7 @@ class Synthesis(nn.Module):
             convs.append(StyledConv(out_ch, 3, upsample=True, impl=self.impl, **kw))
             convs.append(StyledConv(out_ch, 3, impl=self.impl, **kw))
             to_rgbs.append(ToRGB(**kw))
-            to_flows.append(ToFlow(impl=self.impl, **kw))
+            to_flows.append(ToFlow(impl=self.impl, init_scale=self.flow_init_scale, **kw))
         self.convs, self.to_rgbs, self.to_flows = convs, to_rgbs, to_flows
 
     def latent(self, wa, alpha=None, alpha_start=None, alpha_source=None):
@@ -283,6 +285,12 @@ class WarpingGenerator(nn.Module):
     width: float = 1.0
     blur_kernel: Sequence[int] = (1, 3, 3, 1)
     impl: str = "scaled_input"
+    # Std of the flow heads' raw kernels at init. The release's 1 starts from large random
+    # warps (tanh of O(1) outputs: shifts of a third of the image) that the renderer learns
+    # to ignore before it learns to warp; a small value starts from the identity warp, so the
+    # output begins near the source and training goes straight to motion. Init only: the
+    # parameters and the trained model are the same.
+    flow_init_scale: float = 1.0
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -290,7 +298,7 @@ class WarpingGenerator(nn.Module):
         kw = dict(blur_kernel=self.blur_kernel, dtype=self.dtype, param_dtype=self.param_dtype)
         self.enc = self.encoder_cls(self.size, self.style_dim, self.motion_dim, self.width, **kw)
         self.dec = Synthesis(self.size, self.style_dim, self.motion_dim, self.width,
-                             impl=self.impl, **kw)
+                             impl=self.impl, flow_init_scale=self.flow_init_scale, **kw)
 
     def render(self, wa, feats, alpha=None, alpha_start=None, alpha_source=None, noise=None):
         """-> {'image' (B,S,S,3) in ~[-1,1], 'flow' (B,S,S,2), 'grid', 'mask' (B,S,S,1),

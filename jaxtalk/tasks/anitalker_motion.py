@@ -70,7 +70,8 @@ class AniTalkerMotionTask:
         m, loss = config.model, config.loss
         dtype = jnp.dtype(config.dtype)
         self.generator = AniTalkerMotion(size=m.size, style_dim=m.style_dim,
-                                         motion_dim=m.motion_dim, width=m.width, dtype=dtype)
+                                         motion_dim=m.motion_dim, width=m.width, dtype=dtype,
+                                         flow_init_scale=m.flow_init_scale)
         self.discriminator = Discriminator(size=m.size, width=m.disc_width,
                                            stddev_group=m.stddev_group, dtype=dtype)
         self.club = CLUB(y_dim=m.style_dim, hidden=m.style_dim)

@@ -143,3 +143,19 @@ def test_discriminator_and_minibatch_stddev():
     img = jnp.zeros((4, 32, 32, 3))
     v = jax.jit(d.init)(jax.random.PRNGKey(0), img)
     assert jax.jit(d.apply)(v, img).shape == (4, 1)
+
+
+def test_flow_init_scale_starts_from_the_identity_warp_with_the_same_parameters():
+    rng = np.random.default_rng(1)
+    src, drv = (jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)) for _ in range(2))
+    flows = {}
+    for scale in (1.0, 0.01):
+        model = AniTalkerMotion(**TINY, flow_init_scale=scale)
+        v = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), src, drv))
+        flows[scale] = np.abs(np.asarray(model.apply(v, src, drv)["flow"])).max()
+        kernels = {k: v["params"]["dec"][f"to_flows_{k}"]["conv"]["kernel"] for k in range(3)}
+        assert all(0.3 * scale < np.std(np.asarray(x)) < 3 * scale for x in kernels.values())
+    assert n_params(shapes(AniTalkerMotion(**TINY, flow_init_scale=0.01), src, drv)) == n_params(
+        shapes(AniTalkerMotion(**TINY), src, drv))
+    # the release's init warps by a sizeable part of the image; the small init barely warps
+    assert flows[1.0] > 0.2 and flows[0.01] < 0.05, flows

@@ -78,6 +78,7 @@ class ModulatedConv2d(nn.Module):
     downsample: bool = False
     blur_kernel: Sequence[int] = (1, 3, 3, 1)
     impl: str = "scaled_input"  # or "grouped" (the release's formulation)
+    init_scale: float = 1.0  # std of the raw kernel at init (the release: 1)
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -86,7 +87,7 @@ class ModulatedConv2d(nn.Module):
         b, _, _, cin = x.shape
         k, cout = self.kernel_size, self.features
         kernel = self.param("kernel", nn.with_logical_partitioning(
-            nn.initializers.normal(1.0), CONV_AXES), (k, k, cin, cout), self.param_dtype)
+            nn.initializers.normal(self.init_scale), CONV_AXES), (k, k, cin, cout), self.param_dtype)
         s = EqualLinear(cin, bias_init=1.0, dtype=self.dtype, param_dtype=self.param_dtype,
                         name="modulation")(style)  # (B, in)
         hi = jnp.promote_types(self.dtype, jnp.float32)  # modulation math in >= fp32
