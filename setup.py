@@ -20,6 +20,10 @@ INSTALL_REQUIRES = [
     "numpy>=2.0,<2.5",
     "scipy>=1.13,<2",
     "pillow>=10,<14",
+    # Haar face cascades for user portraits at inference (jaxtalk/inference/face_crop.py):
+    # the XML files ship in the wheel; 4.10 is the first built for numpy 2, OpenCV 5 wheels
+    # no longer carry the cascades.
+    "opencv-python-headless>=4.10,<5",
     "simplejpeg>=1.9,<2",  # libjpeg-turbo decode for the loaders, ~2x PIL; decodes into a given buffer
     "flatbuffers>=24,<26",  # jax.export serialization (exported inference functions)
     "safetensors>=0.4,<0.9",

@@ -65,7 +65,7 @@ def main(argv=None) -> None:
     driving = videos[1] if len(videos) > 1 else videos[0]
     movie = os.path.join(args.out, "reenactment.mp4")
     _run("animate", "--mode=video", f"--workdir={run}", f"--source={source}",
-         f"--driving={driving}", f"--out={movie}", "--max_seconds=4")
+         f"--driving={driving}", f"--out={movie}", "--max_seconds=4", "--nocrop_face")
 
     e = last_eval(run)
     print(f"\nheld-out self-reenactment at step {e['step']}: PSNR {e['eval/psnr']:.2f} dB "

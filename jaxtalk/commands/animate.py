@@ -5,10 +5,10 @@
 
 --weights is a file from `jaxtalk import --release=anitalker_stage1|lia` (or `jaxtalk
 export`); --workdir=RUN uses the EMA generator of an anitalker_motion training run instead.
-The source is centre-cropped to a square; so is the driving video (pass --driving_crop=
-x,y,w,h to choose the face box). The output keeps the driving frame rate and carries the
-driving video's audio. --motion picks the released motion modes: relative (default) or
-absolute.
+The source is cropped around its face (see below); the driving video is centre-cropped to
+a square (pass --driving_crop=x,y,w,h to choose the face box). The output keeps the driving
+frame rate and carries the driving video's audio. --motion picks the released motion modes:
+relative (default) or absolute.
 
   jaxtalk animate --mode=audio --source=portrait.png --audio=speech.wav \
       --stage2=weights/anitalker_stage2.safetensors \
@@ -20,6 +20,11 @@ stage-1 weights file or anitalker_motion run, renders) or an anitalker_audio2mot
 (which carries its stage-1 model). The output is 25 fps with the speech muxed in. As
 released: --seed, --control with --pose_yaw/--pose_pitch/--pose_roll in [-1, 1] (or
 --pose_file, a (T, 3) .npy/.txt sequence), --face_location, --face_scale, --ddim_steps.
+
+In both modes the source is first cropped around its largest face (OpenCV's Haar detector,
+bundled in the opencv wheel; see jaxtalk/inference/face_crop.py), framed like the training
+crops. --nocrop_face skips detection and only centre-crops, for images that already are
+face crops (the synthetic set's frames) or faces the detector misses (profiles, drawings).
 """
 
 import os
@@ -29,6 +34,9 @@ from absl import flags
 
 _MODE = flags.DEFINE_enum("mode", "video", ["video", "audio"], "what drives the animation")
 _SOURCE = flags.DEFINE_string("source", None, "the portrait image to animate")
+_CROP_FACE = flags.DEFINE_bool("crop_face", True, "crop the source around its largest face "
+                               "(bundled OpenCV detector) before resizing; --nocrop_face uses "
+                               "the image as it is, centre-cropped (already-cropped portraits)")
 _DRIVING = flags.DEFINE_string("driving", None, "--mode=video: the driving video")
 _DRIVING_CROP = flags.DEFINE_list("driving_crop", None, "x,y,w,h face box in driving pixels")
 _WEIGHTS = flags.DEFINE_string("weights", None, "imported or exported weights (.safetensors)")
@@ -61,6 +69,18 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _load_source(size: int):
+    """--source as (size, size, 3) uint8: the face crop, or with --nocrop_face the centre square."""
+    from jaxtalk.inference import face_crop, video_driven
+
+    if not _CROP_FACE.value:
+        return video_driven.load_image(_SOURCE.value, size)
+    (x, y, side, _), source = face_crop.crop_face(video_driven.read_image(_SOURCE.value), size,
+                                                  what=_SOURCE.value)
+    print(f"{_SOURCE.value}: face crop x={x} y={y} side={side}")
+    return source
+
+
 def main(argv):
     from jaxtalk.inference import video_driven, video_io
 
@@ -78,7 +98,7 @@ def main(argv):
         animator = (video_driven.MotionAnimator.from_weights(_WEIGHTS.value, chunk=_CHUNK.value)
                     if _WEIGHTS.value else
                     video_driven.MotionAnimator.from_run(_WORKDIR.value, _STEP.value, chunk=_CHUNK.value))
-        source = video_driven.load_image(_SOURCE.value, animator.size)
+        source = _load_source(animator.size)
         info = video_io.probe(_DRIVING.value)
         crop = ([int(v) for v in _DRIVING_CROP.value] if _DRIVING_CROP.value else
                 video_driven.centre_square(info.width, info.height))
@@ -110,7 +130,7 @@ def _controls(model):
 
 
 def _animate_audio():
-    from jaxtalk.inference import audio_driven, audio_io, video_driven, video_io
+    from jaxtalk.inference import audio_driven, audio_io, video_io
 
     missing = [f"--{n}" for n, v in (("source", _SOURCE.value), ("audio", _AUDIO.value),
                                      ("stage2", _STAGE2.value), ("out", _OUT.value)) if not v]
@@ -119,7 +139,7 @@ def _animate_audio():
     try:
         animator = audio_driven.AudioAnimator.from_paths(
             _STAGE2.value, _STAGE1.value, _HUBERT.value, chunk=_CHUNK.value)
-        source = video_driven.load_image(_SOURCE.value, animator.size)
+        source = _load_source(animator.size)
         if not os.path.exists(_AUDIO.value):
             _fail(f"{_AUDIO.value}: no such file")
         wav = audio_io.read_audio(_AUDIO.value, audio_driven.SAMPLE_RATE,

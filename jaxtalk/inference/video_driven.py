@@ -31,15 +31,20 @@ class AnimationError(ValueError):
     """Unusable input for animation; the message names the file and the reason."""
 
 
-def load_image(path: str, size: int) -> np.ndarray:
-    """An image file -> (size, size, 3) uint8, centre-cropped to a square first."""
+def read_image(path: str) -> np.ndarray:
+    """An image file -> (H, W, 3) uint8 RGB, as stored (see face_crop for a face crop)."""
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
+            return np.asarray(img.convert("RGB"))
     except FileNotFoundError:
         raise AnimationError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError) as e:
         raise AnimationError(f"{path}: not a readable image ({e})") from None
+
+
+def load_image(path: str, size: int) -> np.ndarray:
+    """An image file -> (size, size, 3) uint8, centre-cropped to a square first."""
+    img = Image.fromarray(read_image(path))
     x, y, side, _ = centre_square(*img.size)
     img = img.crop((x, y, x + side, y + side))
     return np.asarray(img.resize((size, size), Image.BICUBIC))
