@@ -50,7 +50,7 @@ def random_identity(rng: np.random.Generator, width: int, height: int) -> Identi
       radii=(rng.uniform(0.33, 0.42), rng.uniform(0.45, 0.55), rng.uniform(0.38, 0.45)),
       skin=skin, hair=_colour(rng, 10, 200), eye=_colour(rng, 20, 160), lips=_colour(rng, 120, 220),
       shirt=_colour(rng, 0, 256), eye_gap=rng.uniform(0.28, 0.38), eye_height=rng.uniform(0.05, 0.15),
-      mouth_width=rng.uniform(0.22, 0.32), hair_lift=rng.uniform(0.06, 0.16),
+      mouth_width=rng.uniform(0.3, 0.4), hair_lift=rng.uniform(0.06, 0.16),
       pitch_hz=float(rng.uniform(95, 240)), background=bg.clip(0, 255).astype(np.uint8))
 
 
@@ -139,9 +139,11 @@ class Renderer:
         tri = [(rot @ q)[:2] * scale + centre for q in (pn + np.array([0, -0.06, 0]), tip, base)]
         draw.polygon([tuple(q) for q in tri], fill=tuple(int(v * (0.8 if side < 0 else 0.9)) for v in ident.skin))
     pm, nm = _surface(ident.radii, 0.0, 0.25)
-    self._disc(draw, rot, centre, scale, pm, nm, ident.mouth_width / 2, 0.018 + 0.075 * mouth, ident.lips, n=24)
+    # A wide-opening, cartoon mouth: at 64x64 crops it still spans several pixels, so the
+    # speech-driven motion is a visible part of every frame.
+    self._disc(draw, rot, centre, scale, pm, nm, ident.mouth_width / 2, 0.02 + 0.17 * mouth, ident.lips, n=24)
     self._disc(draw, rot, centre, scale, pm + 0.004 * nm, nm, ident.mouth_width / 2 * 0.8,
-               0.004 + 0.065 * mouth, (60, 15, 25), n=24)
+               0.004 + 0.15 * mouth, (60, 15, 25), n=24)
     pts = np.concatenate([face, hair])
     box = np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()])
     return np.asarray(img), box

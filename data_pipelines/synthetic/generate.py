@@ -66,13 +66,15 @@ def render_video(ident: face.Identity, num_frames: int, rng: np.random.Generator
   """Frames, audio and per-frame ground truth for one video of `ident`."""
   audio, env, openness = speech.synthesize(num_frames / FPS, ident.pitch_hz, rng, SAMPLE_RATE)
   mouth = speech.mouth_per_frame(env, openness, FPS, SAMPLE_RATE)[:num_frames]
-  yaw = _smooth_track(rng, num_frames, 30)
-  pitch = _smooth_track(rng, num_frames, 14) + 4 * mouth  # a small nod with the speech
-  roll = _smooth_track(rng, num_frames, 10)
+  # Head motion of the size seen in talking-head footage (HDTF, VoxCeleb): a few degrees to
+  # about 15 degrees of yaw, a little drift in position and scale.
+  yaw = _smooth_track(rng, num_frames, 18)
+  pitch = _smooth_track(rng, num_frames, 8) + 3 * mouth  # a small nod with the speech
+  roll = _smooth_track(rng, num_frames, 6)
   res = ident.background.shape[0]
-  cx = res / 2 + _smooth_track(rng, num_frames, 0.06 * res)
-  cy = res * 0.47 + _smooth_track(rng, num_frames, 0.04 * res)
-  size = res * rng.uniform(0.42, 0.52) * (1 + _smooth_track(rng, num_frames, 0.07))
+  cx = res / 2 + _smooth_track(rng, num_frames, 0.04 * res)
+  cy = res * 0.47 + _smooth_track(rng, num_frames, 0.03 * res)
+  size = res * rng.uniform(0.42, 0.52) * (1 + _smooth_track(rng, num_frames, 0.04))
   blink = _blinks(rng, num_frames)
   renderer = face.Renderer(ident)
   frames, boxes, landmarks = [], [], []
