@@ -70,8 +70,13 @@ def get_config(arg: str = "paper"):
         c.loss.mutual_information = 0.0
         c.data.data_dir = "demo_out/data"
         c.data.samples_per_clip = 8   # the tiny test split has 4 clips
-        c.optimizers.generator.lr = 2e-3
-        c.optimizers.generator.b1 = 0.5
+        # Held-out PSNR at step 400 (one synthetic set, copy baseline 22.00 dB): the
+        # release's flow-head init with Adam 2e-3, b1 0.5: 21.75; + flow_init_scale 0.01:
+        # 22.20; + lr 6e-3: 22.54; + b1 0.9: 22.63. EMA 0.998 instead of 0.99 lags (-1 dB
+        # at step 800); lr 1e-2 with a cosine decay or batch 16 gained nothing per second.
+        c.model.flow_init_scale = 0.01
+        c.optimizers.generator.lr = 6e-3
+        c.optimizers.generator.b1 = 0.9
         c.ema.generator = 0.99
         c.batch_size = 8
         c.total_steps = 800
