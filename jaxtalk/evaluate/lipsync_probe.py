@@ -50,7 +50,7 @@ def _windows(task, split: str, count: int, batch_size: int, seed: int):
 def evaluate(task, params, model_state, *, train_windows: int = 64, test_windows: int = 32,
              ridge: float = 1e-2, batch_size: int = 8, seed: int = 0) -> dict:
     """{'real', 'shuffled', 'encoded'} correlations (see the module docstring)."""
-    encode = jax.jit(lambda p, b: task.encode_window(p, b)[2] * task.motion_scale)
+    encode = jax.jit(lambda p, b: task.encode_window(p, b)[2])
     codes, mouth = [], []
     for batch in _windows(task, "train", train_windows, batch_size, seed):
         codes.append(np.asarray(encode(params, batch)))
@@ -90,6 +90,8 @@ def evaluate_run(workdir: str, step: int | None = None, data_dir: str | None = N
     model = checkpoints.group_variables(workdir, "model", step)
     params = {"model": model["params"],
               "stage1": checkpoints.group_variables(workdir, "stage1", step)["params"]}
+    if task.normalize_motion:
+        params["motion_stats"] = checkpoints.group_variables(workdir, "motion_stats", step)["params"]
     if task.hubert is not None:
         params["hubert"] = checkpoints.group_variables(workdir, "hubert", step)["params"]
     options = dict(train_windows=config.lipsync.train_windows,

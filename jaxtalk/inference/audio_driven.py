@@ -105,7 +105,7 @@ class AudioAnimator:
     def __init__(self, model: DiffusionPredictor, predictor_variables: Mapping,
                  stage1_params, stage1_config: Mapping, *, motion_scale: float = 1.0,
                  clip_x0: float | None = 1.0, hubert_params=None, hubert_size: str = "large",
-                 chunk: int = 8):
+                 chunk: int = 8, motion_stats: Mapping | None = None):
         self.model = model
         self.variables = {"params": predictor_variables["params"],
                           "batch_stats": predictor_variables.get("batch_stats", {})}
@@ -113,6 +113,7 @@ class AudioAnimator:
         self.stage1_params = {"params": stage1_params}
         self.size = int(stage1_config["size"])
         self.motion_scale, self.clip_x0, self.chunk = motion_scale, clip_x0, chunk
+        self.motion_stats = motion_stats  # a run's per-dimension code statistics, if it has them
         self.schedule = schedules.make_schedule("linear", 1000)
         self.hubert = None
         if self.model.audio_kind == "hubert":
@@ -165,10 +166,13 @@ class AudioAnimator:
             hubert_params = (_hubert_params(hubert) if hubert else
                              checkpoints.group_variables(workdir, "hubert")["params"])
         d = config["diffusion"]
+        stats = (checkpoints.group_variables(workdir, "motion_stats")["params"]
+                 if d.get("normalize_motion") else None)
         model = recipe.predictor_from_config(config["model"], config["stage1"])
         return cls(model, predictor, s1_params, s1_config,
                    motion_scale=d["motion_scale"], clip_x0=d["clip_x0"] if d["clip_x0"] > 0 else None,
-                   hubert_params=hubert_params, hubert_size=config["hubert"]["size"], **kw)
+                   hubert_params=hubert_params, hubert_size=config["hubert"]["size"],
+                   motion_stats=stats, **kw)
 
     # ------------------------------------------------------------------ features
     def features(self, wav: np.ndarray) -> tuple[jnp.ndarray, int]:
@@ -187,9 +191,9 @@ class AudioAnimator:
                                    **{k: v[None] if v.ndim == 2 else v for k, v in controls.items()})
         denoise = lambda x, t: self.model.apply(variables, cond, start, direction, x, t,  # noqa: E731
                                                 method=DiffusionPredictor.denoise)
-        codes = samplers.ddim_sample(denoise, x_T, self.schedule, num_steps=num_steps,
-                                     clip_x0=self.clip_x0)
-        return codes[0] * self.motion_scale
+        x0 = samplers.ddim_sample(denoise, x_T, self.schedule, num_steps=num_steps,
+                                  clip_x0=self.clip_x0)
+        return recipe.from_diffusion(x0[0], self.motion_stats, self.motion_scale)
 
     def motion_codes(self, source: np.ndarray, wav: np.ndarray, *, seed: int = 0,
                      controls: Mapping | None = None, ddim_steps: int = 50):

@@ -9,11 +9,18 @@ Groups:
 - `hubert` (hubert_* variants): HuBERT-large (or base) from `jaxtalk import --release=hubert`,
   frozen, run on the window audio on the fly; all hidden states feed the learned layer mix.
   The mfcc_* variants compute the 39-d MFCCs on the host, in the data iterator.
+- `motion_stats` (with `diffusion.normalize_motion`): per-dimension mean and std of the
+  stage-1 codes, measured once on training windows when the run starts, frozen, saved with
+  the checkpoints (inference reads them back).
 
 A window from the loader has num_frames = 1 + T frames. Frame 0 is the hint frame at
 start-1: its start code h (512) and motion code alpha (20) are the conditioning
 `motion_start` / `direction_start` (the source portrait's at inference). Frames 1..T are the
-targets: x0 = alpha / motion_scale, with the audio under those T frames.
+targets: x0 = alpha / motion_scale (released), or ((alpha - mean) / std) / motion_scale with
+`normalize_motion`, with the audio under those T frames. The release clamps x0 to +-1 while
+sampling, which fits its trained stage 1's codes; a freshly trained small stage 1 has codes
+with offsets of several units in some dimensions, which that clamp would cut (and a wide
+clamp lets sampling noise through), hence the per-dimension normalisation.
 
 Loss = eps-MSE (DDPM, uniform t) + lambda * sum over the variant's attributes of the masked
 MSE between the variance adapter's predictions and the labels:
@@ -81,6 +88,29 @@ def hubert_config(size: str):
     if size not in sizes:
         raise ValueError(f"unknown hubert size {size!r}: {sorted(sizes)}")
     return sizes[size]
+
+
+# ---------------------------------------------------------------------------- motion codes
+def to_diffusion(codes, stats, motion_scale: float):
+    """Stage-1 motion codes -> the diffusion model's x0 (stats None: the release's scaling)."""
+    if stats is not None:
+        codes = (codes - stats["mean"]) / stats["std"]
+    return codes / motion_scale
+
+
+def from_diffusion(x0, stats, motion_scale: float):
+    """Inverse of to_diffusion."""
+    codes = x0 * motion_scale
+    if stats is not None:
+        codes = codes * stats["std"] + stats["mean"]
+    return codes
+
+
+def code_statistics(codes, min_std: float = 1e-3) -> dict:
+    """{'mean', 'std'} per dimension of (..., D) codes, std floored so no axis blows up."""
+    flat = np.asarray(codes, np.float64).reshape(-1, np.shape(codes)[-1])
+    return {"mean": flat.mean(0).astype(np.float32),
+            "std": np.maximum(flat.std(0), min_std).astype(np.float32)}
 
 
 # ---------------------------------------------------------------------------- audio features
@@ -168,6 +198,7 @@ class AniTalkerAudio2MotionTask:
         d = config.diffusion
         self.schedule = schedules.make_schedule(d.beta_schedule, d.num_timesteps)
         self.motion_scale = float(d.motion_scale)
+        self.normalize_motion = bool(d.normalize_motion)
         self.clip_x0 = float(d.clip_x0) if d.clip_x0 > 0 else None
         if config.data.num_frames < 2:
             raise ValueError("config.data.num_frames must be >= 2 (hint frame + window)")
@@ -191,10 +222,28 @@ class AniTalkerAudio2MotionTask:
                   "stage1": {"model": self.stage1.init(r_stage1, image, image)["params"]}}
         if self.hubert is not None:
             params["hubert"] = self.hubert.init(r_hubert, jnp.zeros((1, 16000)))["params"]
+        if self.normalize_motion:  # placeholders; pretrained() measures the real ones
+            dims = self.config.stage1.motion_dim
+            params["motion_stats"] = {"mean": jnp.zeros((dims,)), "std": jnp.ones((dims,))}
         return params, {"batch_stats": {"model": variables["batch_stats"]}}
+
+    def _stats(self, params):
+        return params["motion_stats"] if self.normalize_motion else None
+
+    def measure_motion_stats(self, stage1_params, windows: int) -> dict:
+        """code_statistics of the frozen stage 1's codes on `windows` training windows."""
+        encode = jax.jit(lambda p, b: self.encode_window(p, b)[2])
+        it = self.data("train", global_batch_size=self.config.batch_size, seed=self.config.seed,
+                       process_index=0, process_count=1)
+        codes = [np.asarray(encode({"stage1": {"model": stage1_params}}, next(it)))
+                 for _ in range(max(1, -(-windows // self.config.batch_size)))]
+        return code_statistics(np.concatenate(codes))
 
     def pretrained(self):
         out = {"stage1": {"model": load_stage1_params(self.config.stage1)}}
+        if self.normalize_motion:
+            out["motion_stats"] = self.measure_motion_stats(
+                out["stage1"]["model"], self.config.diffusion.normalize_windows)
         if self.hubert is not None:
             from jaxtalk.convert import weights
 
@@ -213,7 +262,7 @@ class AniTalkerAudio2MotionTask:
     # ------------------------------------------------------------------ conditioning
     def encode_window(self, params, batch):
         """Frozen stage 1 on the window: (motion_start (B, 512), direction_start (B, 20),
-        x0 (B, T, 20) scaled motion codes, hint frames (B, H, W, 3))."""
+        motion codes (B, T, 20) of frames 1..T)."""
         frames = as_float_frames(batch["frames"])
         b, n = frames.shape[:2]
         enc = self.stage1.apply({"params": params["stage1"]["model"]},
@@ -221,7 +270,7 @@ class AniTalkerAudio2MotionTask:
                                 method=AniTalkerMotion.encode)
         h = jax.lax.stop_gradient(enc["h"]).reshape(b, n, -1)
         alpha = jax.lax.stop_gradient(enc["alpha"]).reshape(b, n, -1).astype(jnp.float32)
-        return h[:, 0], alpha[:, 0], alpha[:, 1:] / self.motion_scale
+        return h[:, 0], alpha[:, 0], alpha[:, 1:]
 
     def audio_input(self, params, batch):
         """The denoiser's audio input for frames 1..T of the window."""
@@ -243,7 +292,8 @@ class AniTalkerAudio2MotionTask:
         return self._diffusion_loss(params, model_state, batch, rng, train=True)
 
     def _diffusion_loss(self, params, model_state, batch, rng, train):
-        start, direction, x0 = self.encode_window(params, batch)
+        start, direction, codes = self.encode_window(params, batch)
+        x0 = to_diffusion(codes, self._stats(params), self.motion_scale)
         audio = self.audio_input(params, batch)
         variables = self._variables(params, model_state)
         noise_rng, dropout_rng = jax.random.split(rng)
@@ -276,16 +326,16 @@ class AniTalkerAudio2MotionTask:
     def sample_codes(self, params, model_state, batch, rng, audio=None):
         """DDIM-sampled motion codes (B, T, motion_dim) for frames 1..T of the window, in the
         stage-1 scale; `audio` replaces the batch's audio input (e.g. shuffled)."""
-        start, direction, x0 = self.encode_window(params, batch)
+        start, direction, codes = self.encode_window(params, batch)
         audio = self.audio_input(params, batch) if audio is None else audio
         variables = self._variables(params, model_state)
         cond, _ = self.model.apply(variables, audio, method=DiffusionPredictor.condition)
         denoise = functools.partial(self._denoise, variables, cond, start, direction)
-        x_T = jax.random.normal(rng, x0.shape, jnp.float32)
-        codes = samplers.ddim_sample(denoise, x_T, self.schedule,
-                                     num_steps=self.config.diffusion.sample_steps,
-                                     clip_x0=self.clip_x0)
-        return codes * self.motion_scale
+        x_T = jax.random.normal(rng, codes.shape, jnp.float32)
+        x0 = samplers.ddim_sample(denoise, x_T, self.schedule,
+                                  num_steps=self.config.diffusion.sample_steps,
+                                  clip_x0=self.clip_x0)
+        return from_diffusion(x0, self._stats(params), self.motion_scale)
 
     def _denoise(self, variables, cond, start, direction, x_t, t):
         return self.model.apply(variables, cond, start, direction, x_t, t,

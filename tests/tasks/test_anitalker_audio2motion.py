@@ -95,17 +95,31 @@ def test_tiny_trains_with_frozen_stage1_and_the_probe_runs(synthetic_64, stage1_
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     stats = jax.tree.leaves(state.model_state["batch_stats"]["model"])
     assert any(np.any(np.asarray(s) != np.asarray(s).flat[0]) for s in stats)
+    # The code statistics were measured on the frozen stage 1's codes, not left at 0 / 1.
+    motion = {k: np.asarray(v) for k, v in state.params["motion_stats"].items()}
+    assert motion["mean"].shape == motion["std"].shape == (config.stage1.motion_dim,)
+    assert np.all(motion["std"] > 0) and np.abs(motion["mean"]).max() > 1e-3
+    assert not np.allclose(motion["std"], 1.0)
 
     result = lipsync_probe.evaluate_run(workdir, train_windows=16, test_windows=8, batch_size=8)
     assert set(result) == {"real", "shuffled", "encoded"}
     assert all(-1.0 <= v <= 1.0 for v in result.values())
     assert result["real"] != result["shuffled"]   # the audio reaches the samples
 
+    # `animate --mode=audio` on the run reads the statistics back and un-normalises with them.
+    from jaxtalk.inference.audio_driven import AudioAnimator
+    animator = AudioAnimator.from_paths(workdir)
+    np.testing.assert_array_equal(np.asarray(animator.motion_stats["mean"]), motion["mean"])
+    wav = (0.3 * np.sin(np.arange(8000) * 2 * np.pi * 150 / 16000)).astype(np.float32)
+    codes, _ = animator.motion_codes(np.zeros((64, 64, 3), np.uint8), wav, ddim_steps=3)
+    bound = np.abs(motion["mean"]) + animator.clip_x0 * motion["std"] * animator.motion_scale
+    assert codes.shape == (12, config.stage1.motion_dim)
+    assert np.all(np.abs(np.asarray(codes)) <= bound + 1e-4)  # x0 clamp in normalised units
+
     # Samples: hint | ground truth | generated, per example a video in [0, 1].
     task = task_lib.build(config)
     batch = next(task.data("test", global_batch_size=2, seed=0, process_index=0, process_count=1))
-    params = {"model": state.params["model"], "stage1": state.params["stage1"]}
-    video = task.samples(params, state.model_state, batch, jax.random.PRNGKey(0))["speech_driven"]
+    video = task.samples(state.params, state.model_state, batch, jax.random.PRNGKey(0))["speech_driven"]
     assert video.shape == (2, config.data.num_frames - 1, 64, 3 * 64, 3)
     assert float(video.min()) >= 0.0 and float(video.max()) <= 1.0
 
@@ -115,3 +129,16 @@ def test_missing_stage1_is_a_clear_error(synthetic_64):
     c.data.data_dir = synthetic_64
     with pytest.raises(ValueError, match="stage1.workdir"):
         task_lib.build(c).pretrained()
+
+
+def test_motion_normalisation_round_trips_and_standardises():
+    rng = np.random.default_rng(0)
+    codes = rng.normal([-4.0, 0.5, 2.0], [0.3, 1.2, 0.01], size=(4, 50, 3)).astype(np.float32)
+    stats = task_lib.code_statistics(codes)
+    np.testing.assert_allclose(stats["mean"], codes.reshape(-1, 3).mean(0), rtol=1e-5)
+    x0 = np.asarray(task_lib.to_diffusion(codes, stats, 0.5))
+    np.testing.assert_allclose(x0.reshape(-1, 3).std(0), 2.0, rtol=1e-4)  # unit std / 0.5
+    np.testing.assert_allclose(task_lib.from_diffusion(x0, stats, 0.5), codes, atol=1e-5)
+    # Without statistics: the release's plain scaling.
+    np.testing.assert_allclose(task_lib.to_diffusion(codes, None, 0.5), codes / 0.5)
+    assert task_lib.code_statistics(np.ones((10, 2)))["std"].min() == 1e-3
