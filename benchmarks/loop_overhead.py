@@ -15,7 +15,6 @@ import os
 import tempfile
 
 import jax
-import numpy as np
 
 from configs import common, toy_regression
 from jaxtalk.train.train import train

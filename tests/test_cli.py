@@ -34,7 +34,7 @@ def test_train_errors_name_what_is_wrong(tmp_path):
             "unknown variant 'bogus' of toy_regression",
         ("--config=toy_regression:tiny",): "--workdir is required",
         (f"--workdir={tmp_path}",): "--config is required",
-        ("--config=toy_regression:tiny", f"--workdir=/proc/jaxtalk_cannot_write"):
+        ("--config=toy_regression:tiny", "--workdir=/proc/jaxtalk_cannot_write"):
             "is not writable",
     }
     for args, message in cases.items():

@@ -20,8 +20,7 @@ import numpy as np
 from flax import linen as nn
 
 from jaxtalk.convert import torch_pickle
-from jaxtalk.convert.mapping import (CONV1D, IDENTITY, LINEAR, ConversionError, Rule, flatten_params,
-                                     to_params, to_state_dict)
+from jaxtalk.convert.mapping import (CONV1D, LINEAR, ConversionError, Rule, to_params, to_state_dict)
 from jaxtalk.models.anitalker_audio2motion import (ATTRIBUTES, DiffusionPredictor,
                                                    INFER_TYPES, attributes_for, init_inputs)
 

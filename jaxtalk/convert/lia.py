@@ -26,7 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from jaxtalk.convert import torch_pickle
-from jaxtalk.convert.mapping import (CONV2D, IDENTITY, LINEAR, ConversionError, Layout, Rule,
+from jaxtalk.convert.mapping import (CONV2D, LINEAR, ConversionError, Layout, Rule,
                                      reshape, to_params, to_state_dict)
 from jaxtalk.models.layers.upfirdn import make_kernel
 from jaxtalk.models.lia import CHANNELS

@@ -17,7 +17,6 @@ not import jaxtalk at all can do the same in ~10 lines (see `load_function`).
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import zipfile

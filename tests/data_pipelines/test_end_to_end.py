@@ -8,7 +8,6 @@ resampling.
 import json
 import zipfile
 
-import numpy as np
 import pytest
 
 from data_pipelines import datasets, loaders, info as info_lib

@@ -1,7 +1,6 @@
 """SyncNet LSE-D / LSE-C: MFCC, the offset search, the net and its importer."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import fft

@@ -1,6 +1,5 @@
 """safetensors params and serialized jax.export functions (run without jaxtalk)."""
 
-import json
 import os
 import subprocess
 import sys

@@ -3,9 +3,7 @@
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import pytest
 from flax import linen as nn
 
 from jaxtalk.models.layers import conformer as cf

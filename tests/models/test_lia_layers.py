@@ -40,7 +40,7 @@ def np_upfirdn2d(x, kernel2d, up, down, pad):
 
 def np_grid_sample(x, grid, align_corners):
     """Bilinear / trilinear grid_sample, zeros padding, one output point at a time."""
-    n, c = x.shape[0], x.shape[-1]
+    c = x.shape[-1]
     sizes = x.shape[1:-1]
     nd = len(sizes)
     out = np.zeros(grid.shape[:-1] + (c,))

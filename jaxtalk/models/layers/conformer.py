@@ -16,7 +16,7 @@ converters one rule per key. BatchNorm running statistics live in `batch_stats`.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -24,7 +24,6 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from jaxtalk.models.layers.equalized import CONV_AXES, EqualLinear, FusedLeakyReLU
