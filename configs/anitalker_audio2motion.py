@@ -87,7 +87,10 @@ def get_config(arg: str = "paper"):
         c.optimizers.model.lr = 1e-3
         c.ema.model = 0.99
         c.batch_size = 8
-        c.total_steps = 1000
+        # Lip-sync probe on held-out clips (real / shuffled audio): 0.36 / -0.01 at step 500,
+        # 0.40 / 0.02 at 1000, 0.53 / 0.02 at 1500 (0.26 / 0.05 at 1000 without the
+        # normalisation, codes / 0.5 clamped at 4).
+        c.total_steps = 1500
         c.log.every_steps = 50
         c.eval.every_steps = 500
         c.eval.num_batches = 2
