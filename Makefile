@@ -4,7 +4,7 @@
 PY ?= python
 DEMO ?= demo_out
 
-.PHONY: install test demo bench
+.PHONY: install test demo demo-stage2 bench
 
 install:
 	$(PY) -m pip install -e ".[dev]"
@@ -14,6 +14,9 @@ test:
 
 demo:
 	JAX_PLATFORMS=cpu $(PY) -m jaxtalk.demo --out=$(DEMO)
+
+demo-stage2:  # the demo plus stage 2 (speech -> motion): about ten more minutes
+	JAX_PLATFORMS=cpu $(PY) -m jaxtalk.demo --out=$(DEMO) --stage2
 
 bench:
 	JAX_PLATFORMS=cpu $(PY) benchmarks/loop_overhead.py

@@ -5,6 +5,10 @@ Runs the commands a user would type, in order, on a CPU:
   2. jaxtalk train (anitalker_motion:tiny)   train AniTalker stage 1 on them
   3. held-out self-reenactment PSNR/SSIM, next to the copy-the-source baseline
   4. jaxtalk animate --mode=video   a reenactment mp4 (source: a held-out face)
+With --stage2 (about ten more minutes), then:
+  5. jaxtalk train (anitalker_audio2motion:tiny)   speech -> motion on the stage-1 run
+  6. the lip-sync probe: held-out mouth correlation with the real vs shuffled audio
+  7. jaxtalk animate --mode=audio   the held-out face driven by held-out speech
 Every step is resumable: rerunning skips finished preparation and resumes training.
 """
 
@@ -50,7 +54,9 @@ def last_eval(workdir: str) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo_out")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (tiny default)")
+    parser.add_argument("--steps", type=int, default=None, help="stage-1 training steps (tiny default)")
+    parser.add_argument("--stage2", action="store_true",
+                        help="also train stage 2 (speech -> motion) and animate from speech")
     args = parser.parse_args(argv)
     data, run = os.path.join(args.out, "data"), os.path.join(args.out, "stage1")
 
@@ -67,11 +73,27 @@ def main(argv=None) -> None:
     _run("animate", "--mode=video", f"--workdir={run}", f"--source={source}",
          f"--driving={driving}", f"--out={movie}", "--max_seconds=4", "--nocrop_face")
 
+    lipsync = ""
+    if args.stage2:
+        run2, talk = os.path.join(args.out, "stage2"), os.path.join(args.out, "speech_driven.mp4")
+        _run("train", "--config=configs/anitalker_audio2motion.py:tiny", f"--workdir={run2}",
+             f"--config.stage1.workdir={run}", f"--config.data.data_dir={data}",
+             "--config.log.progress_bar=False")
+        print(f"+ python -m jaxtalk.evaluate.lipsync_probe --workdir={run2} --data_dir={data}",
+              flush=True)
+        lipsync = subprocess.run(
+            [sys.executable, "-m", "jaxtalk.evaluate.lipsync_probe", f"--workdir={run2}",
+             f"--data_dir={data}"], check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
+        _run("animate", "--mode=audio", f"--stage2={run2}", f"--source={source}",
+             f"--audio={driving}", f"--out={talk}", "--max_seconds=4", "--nocrop_face")
+
     e = last_eval(run)
     print(f"\nheld-out self-reenactment at step {e['step']}: PSNR {e['eval/psnr']:.2f} dB "
           f"(copy-the-source baseline {e['eval/psnr_copy_source']:.2f} dB), SSIM "
           f"{e['eval/ssim']:.3f} (baseline {e['eval/ssim_copy_source']:.3f})")
     print(f"checkpoints: {run}/checkpoints   TensorBoard: {run}/tensorboard   video: {movie}")
+    if lipsync:
+        print(f"stage 2, {lipsync}\nstage-2 run: {run2}   video: {talk}")
 
 
 if __name__ == "__main__":
