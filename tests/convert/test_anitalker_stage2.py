@@ -7,7 +7,7 @@ from flax import linen as nn
 
 from jaxtalk.convert import anitalker_stage2 as conv
 from jaxtalk.convert import torch_pickle
-from jaxtalk.convert.mapping import ConversionError
+from jaxtalk.convert.mapping import ConversionError, flatten_params
 from jaxtalk.models.anitalker_audio2motion import DiffusionPredictor, init_inputs
 
 # reference/keys/anitalker_stage2_state_dict.txt: key counts per infer_type.
@@ -80,8 +80,8 @@ def test_rules_cover_exactly_the_released_keys_and_shapes(infer_type):
     model = DiffusionPredictor(**config)
     shapes = nn.meta.unbox(jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
                                                              *init_inputs(model))))
-    flat = {**{f"params/{k}": v for k, v in conv.flatten_params(shapes["params"]).items()},
-            **{f"stats/{k}": v for k, v in conv.flatten_params(shapes["batch_stats"]).items()}}
+    flat = {**{f"params/{k}": v for k, v in flatten_params(shapes["params"]).items()},
+            **{f"stats/{k}": v for k, v in flatten_params(shapes["batch_stats"]).items()}}
     param_rules, stat_rules = conv.rules_for(config)
     got = {}
     for group, rules in (("params", param_rules), ("stats", stat_rules)):
