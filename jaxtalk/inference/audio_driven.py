@@ -166,13 +166,11 @@ class AudioAnimator:
             hubert_params = (_hubert_params(hubert) if hubert else
                              checkpoints.group_variables(workdir, "hubert")["params"])
         d = config["diffusion"]
-        stats = (checkpoints.group_variables(workdir, "motion_stats")["params"]
-                 if d.get("normalize_motion") else None)
         model = recipe.predictor_from_config(config["model"], config["stage1"])
         return cls(model, predictor, s1_params, s1_config,
                    motion_scale=d["motion_scale"], clip_x0=d["clip_x0"] if d["clip_x0"] > 0 else None,
                    hubert_params=hubert_params, hubert_size=config["hubert"]["size"],
-                   motion_stats=stats, **kw)
+                   motion_stats=recipe.saved_motion_stats(workdir, d), **kw)
 
     # ------------------------------------------------------------------ features
     def features(self, wav: np.ndarray) -> tuple[jnp.ndarray, int]:

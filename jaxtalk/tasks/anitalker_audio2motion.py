@@ -106,6 +106,16 @@ def from_diffusion(x0, stats, motion_scale: float):
     return codes
 
 
+def saved_motion_stats(workdir: str, diffusion_cfg, step: int | None = None):
+    """A run's `motion_stats` group ({'mean', 'std'}), or None when it trained without
+    normalize_motion."""
+    if not diffusion_cfg.get("normalize_motion"):
+        return None
+    from jaxtalk.train import checkpoints
+
+    return checkpoints.group_variables(workdir, "motion_stats", step)["params"]
+
+
 def code_statistics(codes, min_std: float = 1e-3) -> dict:
     """{'mean', 'std'} per dimension of (..., D) codes, std floored so no axis blows up."""
     flat = np.asarray(codes, np.float64).reshape(-1, np.shape(codes)[-1])
