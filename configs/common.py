@@ -64,6 +64,8 @@ def base_config():
     # Regexes over 'group/path/to/param' whose params never change (e.g. a pretrained
     # encoder inside the generator group).
     c.frozen = ()
+    # 'REGEX=FACTOR' entries over the same paths: that sub-tree's updates times FACTOR.
+    c.lr_multipliers = ()
 
     c.checkpoint = ml_collections.ConfigDict(dict(
         every_steps=500,

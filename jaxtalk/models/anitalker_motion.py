@@ -99,9 +99,14 @@ class HAL(nn.Module):
 
     `ws` starts at zeros (equal weights, as the paper describes); the released code
     initialised it randomly, which only matters for training from scratch.
+    `deepest_logit` (init only) starts the deepest stage's logit there instead: the pooled
+    shallow stages of an untrained encoder are nearly the same for every image, so equal
+    weights dilute the one spatially aware code (LIA's `wa`) that pose and mouth reach the
+    renderer through; 6 gives it 97% of the weight at 64x64, and training re-mixes them.
     """
 
     style_dim: int = 512
+    deepest_logit: float = 0.0
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -115,8 +120,10 @@ class HAL(nn.Module):
                 p = EqualLinear(self.style_dim, dtype=self.dtype, param_dtype=self.param_dtype,
                                 name=f"fc{n_fc}")(p)
             pooled.append(p)
-        logits = self.param("ws", nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                                (None,)),
+        def init(key, shape, dtype=jnp.float32):
+            return jnp.zeros(shape, dtype).at[-1].set(self.deepest_logit)
+
+        logits = self.param("ws", nn.with_logical_partitioning(init, (None,)),
                             (len(stages),), self.param_dtype)
         weights = jax.nn.softmax(logits.astype(jnp.float32))
         out = jnp.zeros_like(pooled[0])
@@ -128,10 +135,12 @@ class HAL(nn.Module):
 class AniTalkerEncoder(LIAEncoder):
     """`enc`: LIA's net_app and fc_0..fc_4, plus hal and net_decouping."""
 
+    hal_deepest_logit: float = 0.0  # init only, see HAL
+
     def setup(self):
         super().setup()
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.hal = HAL(self.style_dim, **kw)
+        self.hal = HAL(self.style_dim, self.hal_deepest_logit, **kw)
         self.net_decouping = DecouplingNet(self.style_dim, **kw)
 
     def __call__(self, x):
@@ -146,6 +155,10 @@ class AniTalkerMotion(WarpingGenerator):
     """AniTalker stage 1 generator (the release's `LIA_Model(fusion_type='weighted_sum')`)."""
 
     encoder_cls = AniTalkerEncoder
+    hal_deepest_logit: float = 0.0  # init only, see HAL
+
+    def encoder_options(self):
+        return {"hal_deepest_logit": self.hal_deepest_logit}
 
     def encode(self, image):
         """One image -> {'h' (HAL code, the source/start code), 'feats' [8..S],

@@ -296,9 +296,14 @@ class WarpingGenerator(nn.Module):
 
     def setup(self):
         kw = dict(blur_kernel=self.blur_kernel, dtype=self.dtype, param_dtype=self.param_dtype)
-        self.enc = self.encoder_cls(self.size, self.style_dim, self.motion_dim, self.width, **kw)
+        self.enc = self.encoder_cls(self.size, self.style_dim, self.motion_dim, self.width, **kw,
+                                    **self.encoder_options())
         self.dec = Synthesis(self.size, self.style_dim, self.motion_dim, self.width,
                              impl=self.impl, flow_init_scale=self.flow_init_scale, **kw)
+
+    def encoder_options(self) -> dict:
+        """Extra constructor arguments of the subclass's encoder."""
+        return {}
 
     def render(self, wa, feats, alpha=None, alpha_start=None, alpha_source=None, noise=None):
         """-> {'image' (B,S,S,3) in ~[-1,1], 'flow' (B,S,S,2), 'grid', 'mask' (B,S,S,1),

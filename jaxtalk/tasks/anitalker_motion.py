@@ -57,6 +57,16 @@ def flow_to_rgb(flow):
     return 1.0 - mag * (1.0 - rgb)  # white = still, saturated colour = large motion
 
 
+def motion_units_alive(model_params, h):
+    """Fraction of the motion MLP's (identity_excluded_net) hidden ReLUs that fire for at
+    least one image of the batch. Adam can switch them all off early in training (measured
+    on the tiny recipe: all dead by step 50 without the metric-learning term); the motion
+    code is then constant and the renderer can only blur the source."""
+    fc_in = model_params["enc"]["net_decouping"]["identity_excluded_net"]["fc_in"]
+    pre = jnp.dot(h.astype(jnp.float32), fc_in["kernel"]) + fc_in["bias"]
+    return jnp.mean(jnp.any(pre > 0, axis=0).astype(jnp.float32))
+
+
 def num_identities(data_dir: str) -> int:
     from data_pipelines.info import load_info
 
@@ -71,7 +81,8 @@ class AniTalkerMotionTask:
         dtype = jnp.dtype(config.dtype)
         self.generator = AniTalkerMotion(size=m.size, style_dim=m.style_dim,
                                          motion_dim=m.motion_dim, width=m.width, dtype=dtype,
-                                         flow_init_scale=m.flow_init_scale)
+                                         flow_init_scale=m.flow_init_scale,
+                                         hal_deepest_logit=m.hal_deepest_logit)
         self.discriminator = Discriminator(size=m.size, width=m.disc_width,
                                            stddev_group=m.stddev_group, dtype=dtype)
         self.club = CLUB(y_dim=m.style_dim, hidden=m.style_dim)
@@ -137,6 +148,8 @@ class AniTalkerMotionTask:
         recon, target = out["image"], batch["driving"]
         l1 = jnp.mean(jnp.abs(recon.astype(jnp.float32) - target))
         total, metrics = w.l1 * l1, {"l1": l1}
+        metrics["motion_units_alive"] = jax.lax.stop_gradient(motion_units_alive(
+            params["generator"]["model"], out["driving"]["h"]))
         if self.perceptual is not None:
             perc = self.perceptual.apply({"params": {"vgg": params["vgg"]}}, recon, target)
             total, metrics["perceptual"] = total + w.perceptual * perc, perc

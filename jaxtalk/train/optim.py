@@ -26,6 +26,11 @@ def schedule(opt_config, total_steps: int) -> optax.Schedule:
     return main
 
 
+def _path_name(group: str, path) -> str:
+    """'group/a/b' for a pytree key path inside `group` (what the patterns match)."""
+    return "/".join([group] + [str(getattr(k, "key", getattr(k, "idx", k))) for k in path])
+
+
 def freeze(tx: optax.GradientTransformation, group: str,
            patterns: tuple[str, ...]) -> optax.GradientTransformation:
     """Zero updates (and keep no optimizer state) for params whose 'group/a/b' path matches.
@@ -39,11 +44,51 @@ def freeze(tx: optax.GradientTransformation, group: str,
 
     def labels(params):
         def label(path, _):
-            name = "/".join([group] + [str(getattr(k, "key", getattr(k, "idx", k))) for k in path])
-            return "frozen" if any(r.fullmatch(name) for r in regexes) else "trained"
+            return "frozen" if any(r.fullmatch(_path_name(group, path)) for r in regexes) else "trained"
         return jax.tree_util.tree_map_with_path(label, params)
 
     return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def parse_lr_multipliers(entries) -> list[tuple[str, float]]:
+    """config.lr_multipliers entries 'REGEX=FACTOR' -> [(regex, factor)]."""
+    rules = []
+    for entry in entries:
+        pattern, _, factor = str(entry).rpartition("=")
+        try:
+            value = float(factor)
+            re.compile(pattern)
+        except (ValueError, re.error):
+            pattern = ""
+        if not pattern:
+            raise ValueError(f"config.lr_multipliers entry {entry!r}: expected "
+                             "'REGEX=FACTOR', e.g. 'generator/model/enc/net_decouping/.*=0.01'")
+        rules.append((pattern, value))
+    return rules
+
+
+def scale_learning_rate(tx: optax.GradientTransformation, group: str,
+                        rules: list[tuple[str, float]]) -> optax.GradientTransformation:
+    """Multiply the updates of params whose 'group/a/b' path matches a rule's regex by its
+    factor (the first matching rule wins): a per-sub-tree learning rate. Adam's step is the
+    same size for every parameter, so layers whose weights live on a smaller scale than the
+    rest (plain nn.Linear next to equalized-lr layers) change relatively faster; this evens
+    that out."""
+    compiled = [(re.compile(p), f) for p, f in rules]
+    if not compiled:
+        return tx
+
+    def factor(path):
+        name = _path_name(group, path)
+        return next((f for r, f in compiled if r.fullmatch(name)), 1.0)
+
+    def update(updates, state, params=None):
+        updates, state = tx.update(updates, state, params)
+        updates = jax.tree_util.tree_map_with_path(
+            lambda path, u: u if factor(path) == 1.0 else u * factor(path), updates)
+        return updates, state
+
+    return optax.GradientTransformation(tx.init, update)
 
 
 def optimizer(opt_config, total_steps: int) -> optax.GradientTransformation:

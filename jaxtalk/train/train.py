@@ -76,8 +76,13 @@ def train(config, workdir: str) -> dict:
     if missing:
         raise ConfigError(f"task {config.task!r} trains groups {missing} that have no entry "
                          f"in config.optimizers (has {sorted(config.optimizers)})")
-    optimizers = {g: optim.freeze(optim.optimizer(config.optimizers[g], config.total_steps),
-                                  g, tuple(config.frozen))
+    try:
+        lr_rules = optim.parse_lr_multipliers(config.get("lr_multipliers", ()))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    optimizers = {g: optim.scale_learning_rate(
+        optim.freeze(optim.optimizer(config.optimizers[g], config.total_steps),
+                     g, tuple(config.frozen)), g, lr_rules)
                   for g, _ in losses}
     ema_decays = dict(config.ema)
     logging.info("mesh %s on %d devices, %d processes", dict(mesh.shape), jax.device_count(),

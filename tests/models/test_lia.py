@@ -159,3 +159,14 @@ def test_flow_init_scale_starts_from_the_identity_warp_with_the_same_parameters(
         shapes(AniTalkerMotion(**TINY), src, drv))
     # the release's init warps by a sizeable part of the image; the small init barely warps
     assert flows[1.0] > 0.2 and flows[0.01] < 0.05, flows
+
+
+def test_hal_deepest_logit_starts_with_the_deepest_stage_and_keeps_the_parameters():
+    x = jnp.zeros((1, 32, 32, 3))
+    equal = nn.unbox(AniTalkerMotion(**TINY).init(jax.random.PRNGKey(0), x, x))["params"]
+    deep = nn.unbox(AniTalkerMotion(**TINY, hal_deepest_logit=6.0).init(
+        jax.random.PRNGKey(0), x, x))["params"]
+    np.testing.assert_array_equal(equal["enc"]["hal"]["ws"], np.zeros(5))
+    np.testing.assert_array_equal(deep["enc"]["hal"]["ws"], [0, 0, 0, 0, 6])
+    assert jax.tree.map(jnp.shape, equal) == jax.tree.map(jnp.shape, deep)
+    assert float(jax.nn.softmax(deep["enc"]["hal"]["ws"])[-1]) > 0.95

@@ -43,6 +43,7 @@ def test_three_groups_train_and_the_eval_reports_the_baseline(run):
     for key in ("generator/l1", "generator/adversarial", "generator/metric_learning",
                 "generator/mutual_information", "discriminator/loss", "club/loss"):
         assert all(np.isfinite(r[key]) for r in train), key
+    assert all(0.0 < r["generator/motion_units_alive"] <= 1.0 for r in train)
     evals = [r for r in rows if "eval/psnr" in r]
     assert evals and {"eval/psnr", "eval/ssim", "eval/psnr_copy_source"} <= set(evals[-1])
     first, last = saved_state(run, 2), saved_state(run, 4)
@@ -107,3 +108,14 @@ def test_animate_errors_name_the_file(run, tmp_path):
     out = jaxtalk("animate", f"--workdir={tmp_path}", f"--source={tmp_path / 'bad.png'}",
                   f"--driving={tmp_path / 'x.mp4'}", f"--out={tmp_path / 'o.mp4'}")
     assert out.returncode == 2 and "no checkpoints" in out.stderr
+
+
+def test_motion_units_alive_counts_hidden_units_that_fire_for_some_image():
+    from jaxtalk.tasks.anitalker_motion import motion_units_alive
+
+    h = np.array([[1.0, -1.0, 0.0, -2.0], [-1.0, -1.0, 0.0, -3.0]], np.float32)
+    fc_in = {"kernel": np.eye(4, dtype=np.float32), "bias": np.zeros(4, np.float32)}
+    params = {"enc": {"net_decouping": {"identity_excluded_net": {"fc_in": fc_in}}}}
+    assert float(motion_units_alive(params, h)) == 0.25  # only unit 0 fires (image 0)
+    fc_in["bias"] = np.full(4, 5.0, np.float32)
+    assert float(motion_units_alive(params, h)) == 1.0
