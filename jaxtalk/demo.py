@@ -3,7 +3,8 @@
 Runs the commands a user would type, in order, on a CPU:
   1. jaxtalk prepare synthetic      generate talking heads, run the real preparation path
   2. jaxtalk train (anitalker_motion:tiny)   train AniTalker stage 1 on them
-  3. held-out self-reenactment PSNR/SSIM, next to the copy-the-source baseline
+  3. held-out self-reenactment PSNR/SSIM, next to the copy-the-source baseline and the
+     model's own score without the driving motion
   4. jaxtalk animate --mode=video   a reenactment mp4 (source: a held-out face)
 With --stage2 (about ten more minutes), then:
   5. jaxtalk train (anitalker_audio2motion:tiny)   speech -> motion on the stage-1 run
@@ -88,8 +89,10 @@ def main(argv=None) -> None:
              f"--audio={driving}", f"--out={talk}", "--max_seconds=4", "--nocrop_face")
 
     e = last_eval(run)
+    own = e.get("eval/psnr_own_motion")  # absent from runs made before it existed
+    own = f"; the model without the driving motion {own:.2f} dB" if own is not None else ""
     print(f"\nheld-out self-reenactment at step {e['step']}: PSNR {e['eval/psnr']:.2f} dB "
-          f"(copy-the-source baseline {e['eval/psnr_copy_source']:.2f} dB), SSIM "
+          f"(copy-the-source baseline {e['eval/psnr_copy_source']:.2f} dB{own}), SSIM "
           f"{e['eval/ssim']:.3f} (baseline {e['eval/ssim_copy_source']:.3f})")
     print(f"checkpoints: {run}/checkpoints   TensorBoard: {run}/tensorboard   video: {movie}")
     if lipsync:

@@ -223,8 +223,11 @@ class AniTalkerMotionTask:
         out = self.reenact(params, batch)
         pred, target, source = (_to_01(out["image"]), _to_01(batch["driving"]),
                                 _to_01(batch["source"]))
-        # The copy-source scores are what a model that ignores the driving motion gets.
+        # Two controls: copying the source, and this model rendering the source with its
+        # own motion (what the renderer gains without reading the driving frame).
+        own = self.reenact(params, dict(batch, driving=batch["source"]))["image"]
         return {"psnr": jnp.mean(image_metrics.psnr(pred, target)),
+                "psnr_own_motion": jnp.mean(image_metrics.psnr(_to_01(own), target)),
                 "ssim": jnp.mean(image_metrics.ssim(pred, target)),
                 "l1": jnp.mean(image_metrics.l1(pred, target)),
                 "psnr_copy_source": jnp.mean(image_metrics.psnr(source, target)),

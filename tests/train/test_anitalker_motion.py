@@ -45,7 +45,8 @@ def test_three_groups_train_and_the_eval_reports_the_baseline(run):
         assert all(np.isfinite(r[key]) for r in train), key
     assert all(0.0 < r["generator/motion_units_alive"] <= 1.0 for r in train)
     evals = [r for r in rows if "eval/psnr" in r]
-    assert evals and {"eval/psnr", "eval/ssim", "eval/psnr_copy_source"} <= set(evals[-1])
+    assert evals and {"eval/psnr", "eval/ssim", "eval/psnr_copy_source",
+                      "eval/psnr_own_motion"} <= set(evals[-1])
     first, last = saved_state(run, 2), saved_state(run, 4)
     for group in ("generator", "discriminator", "club"):
         moved = [k for k in first if k.startswith(f"params/{group}/")
