@@ -81,11 +81,11 @@ def get_config(arg: str = "paper"):
         # around it, ~20x too large relative to its weights: 95% of its ReLUs were dead at
         # step 800 (all by step 50 without the metric-learning term), the motion code barely
         # varied and the renderer mostly learnt to blur the source (held-out PSNR stuck near
-        # 22.9 dB from step 800 to 1600; the `motion_units_alive` train metric shows it). Its lr x0.01 keeps them
-        # alive (94% at step 800) and HAL starting on the deepest stage (the spatially aware
-        # code; the pooled shallow stages are alike for every untrained image) gives the
-        # renderer the motion early: 23.37 dB at step 800 vs 22.55 (copy 21.42); driving
-        # motion vs the source's own: +1.35 dB (was +0.85).
+        # 22.9 dB from step 800 to 1600; the `motion_units_alive` train metric shows it).
+        # Its lr x0.01 keeps them alive (94% at step 800), and HAL starting on the deepest
+        # stage (the spatially aware code; the pooled shallow stages are alike for every
+        # untrained image) gives the renderer the motion early: 23.37 dB at step 800 vs
+        # 22.55 (copy 21.42); driving motion vs the source's own: +1.35 dB (was +0.85).
         c.model.hal_deepest_logit = 6.0
         c.lr_multipliers = ("generator/model/enc/net_decouping/.*=0.01",)
         c.optimizers.generator.lr = 6e-3

@@ -220,14 +220,21 @@ class AniTalkerMotionTask:
 
     def eval_step(self, params, model_state, batch, rng):
         batch = as_float_images(batch)
-        out = self.reenact(params, batch)
-        pred, target, source = (_to_01(out["image"]), _to_01(batch["driving"]),
-                                _to_01(batch["source"]))
+        model, n = {"params": params["generator"]["model"]}, batch["source"].shape[0]
+        both = self.generator.apply(model, jnp.concatenate([batch["source"], batch["driving"]]),
+                                    method=AniTalkerMotion.encode)
+        src = jax.tree_util.tree_map(lambda a: a[:n], both)
+
+        def render(alpha):
+            return _to_01(self.generator.apply(model, src["h"], src["feats"], alpha,
+                                               method=AniTalkerMotion.render)["image"])
+
         # Two controls: copying the source, and this model rendering the source with its
         # own motion (what the renderer gains without reading the driving frame).
-        own = self.reenact(params, dict(batch, driving=batch["source"]))["image"]
+        pred, own = render(both["alpha"][n:]), render(src["alpha"])
+        target, source = _to_01(batch["driving"]), _to_01(batch["source"])
         return {"psnr": jnp.mean(image_metrics.psnr(pred, target)),
-                "psnr_own_motion": jnp.mean(image_metrics.psnr(_to_01(own), target)),
+                "psnr_own_motion": jnp.mean(image_metrics.psnr(own, target)),
                 "ssim": jnp.mean(image_metrics.ssim(pred, target)),
                 "l1": jnp.mean(image_metrics.l1(pred, target)),
                 "psnr_copy_source": jnp.mean(image_metrics.psnr(source, target)),

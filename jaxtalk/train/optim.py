@@ -78,15 +78,14 @@ def scale_learning_rate(tx: optax.GradientTransformation, group: str,
     if not compiled:
         return tx
 
-    def factor(path):
+    def scaled(path, u):
         name = _path_name(group, path)
-        return next((f for r, f in compiled if r.fullmatch(name)), 1.0)
+        f = next((f for r, f in compiled if r.fullmatch(name)), 1.0)
+        return u if f == 1.0 else u * f
 
     def update(updates, state, params=None):
         updates, state = tx.update(updates, state, params)
-        updates = jax.tree_util.tree_map_with_path(
-            lambda path, u: u if factor(path) == 1.0 else u * factor(path), updates)
-        return updates, state
+        return jax.tree_util.tree_map_with_path(scaled, updates), state
 
     return optax.GradientTransformation(tx.init, update)
 

@@ -77,7 +77,7 @@ def train(config, workdir: str) -> dict:
         raise ConfigError(f"task {config.task!r} trains groups {missing} that have no entry "
                          f"in config.optimizers (has {sorted(config.optimizers)})")
     try:
-        lr_rules = optim.parse_lr_multipliers(config.get("lr_multipliers", ()))
+        lr_rules = optim.parse_lr_multipliers(config.lr_multipliers)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     optimizers = {g: optim.scale_learning_rate(
