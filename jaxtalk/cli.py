@@ -11,6 +11,8 @@ import importlib
 import os
 import sys
 
+from jaxtalk.errors import InputError
+
 COMMANDS = {
     "train": "train a recipe: jaxtalk train --config=configs/<recipe>.py:<variant> --workdir=DIR",
     "prepare": "turn raw datasets (or the built-in synthetic set) into training records",
@@ -72,7 +74,12 @@ def main(argv: list[str] | None = None) -> None:
             from absl import logging
 
             logging.set_verbosity(logging.WARNING)
-        return module.main(args)
+        try:
+            return module.main(args)
+        except InputError as e:  # a file or value the user gave: one line, exit status 2
+            from jaxtalk.commands.config_flag import die
+
+            die(f"jaxtalk {command}", str(e))
 
     app.run(run, argv=[f"jaxtalk {command}"] + argv[2:],
             flags_parser=getattr(module, "parse_flags", app.parse_flags_with_usage))

@@ -15,6 +15,8 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from jaxtalk.errors import InputError
+
 Array = np.ndarray
 
 
@@ -53,7 +55,7 @@ class Rule:
     layout: Layout = IDENTITY
 
 
-class ConversionError(ValueError):
+class ConversionError(InputError):
     """A state_dict that does not match the release layout; lists every problem."""
 
 

@@ -10,9 +10,11 @@ pickles followed by raw storage bytes:
   storage keys, 6. for each key in that order: an 8-byte little-endian element count then
   the raw little-endian bytes.
 
-Storages are only known after the object pickle, so tensors are first unpickled as
-placeholders and filled in once the bytes are read. As in `torch_pickle`, unknown classes
-become inert `OpaqueObject`s and nothing from the file is executed.
+Pickles 1-3 and 5 may hold plain values only (`safe_pickle.load_plain`); pickle 4 goes
+through the same restricted unpickler as a zip file's data.pkl. Storages are only known
+after the object pickle, so tensors are first checked against the storage sizes the
+persistent ids declare and kept as pending views, then filled in once the bytes are read.
+No read asks for more bytes than remain in the file.
 
 `read_state_dict` accepts either format, so converters need not care which one a user has.
 """
@@ -20,133 +22,114 @@ become inert `OpaqueObject`s and nothing from the file is executed.
 from __future__ import annotations
 
 import os
-import pickle
 import zipfile
 from typing import Any, Mapping
 
 import numpy as np
 
-from jaxtalk.convert import torch_pickle
-from jaxtalk.convert.torch_pickle import CheckpointError, OpaqueObject
+from jaxtalk.convert import safe_pickle, torch_pickle
+from jaxtalk.convert.torch_pickle import PendingTensor, Storage
+from jaxtalk.errors import CheckpointError, one_line
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
 
 
-class _LazyStorage:
-    def __init__(self, key: str, dtype: np.dtype, numel: int, view=None):
-        self.key, self.dtype, self.numel, self.view = key, dtype, numel, view
+class _ViewStorage(Storage):
+    """A pre-0.4 storage view: `numel` elements of `root` from element `start`."""
+
+    def __init__(self, root: Storage, start: int, numel: int):
+        super().__init__(root.key, root.dtype, numel)
+        self.root, self.start = root, start
+
+    def flat(self) -> np.ndarray:
+        return self.root.data[self.start:self.start + self.numel]
 
 
-class _PendingTensor:
-    def __init__(self, storage: _LazyStorage, offset: int, size, stride):
-        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
-
-
-def _pending_tensor(storage, offset, size, stride, *_unused):
-    return _PendingTensor(storage, offset, tuple(size), tuple(stride))
-
-
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, file, path: str):
-        super().__init__(file)
-        self._path = path
-        self.storages: dict[str, _LazyStorage] = {}
-
-    def find_class(self, module, name):
-        if module == "torch" and name in torch_pickle._STORAGE_DTYPES:
-            return np.dtype(torch_pickle._STORAGE_DTYPES[name])
-        if module == "torch" and name == "Size":
-            return tuple
-        if module == "torch._utils" and name in ("_rebuild_tensor", "_rebuild_tensor_v2"):
-            return _pending_tensor
-        fn = torch_pickle._SAFE_GLOBALS.get((module, name))
-        if fn is not None:
-            return fn
-        return type(name, (OpaqueObject,), {"qualname": f"{module}.{name}"})
-
+class _LegacyUnpickler(torch_pickle.TorchUnpickler):
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage"):
-            raise CheckpointError(f"{self._path}: unsupported persistent id {pid!r}")
-        _, dtype, key, _location, numel, view_metadata = pid
-        if not isinstance(dtype, np.dtype):
-            raise CheckpointError(f"{self._path}: unsupported storage type {dtype!r}")
-        key = str(key)
-        root = self.storages.setdefault(key, _LazyStorage(key, dtype, int(numel)))
+            raise CheckpointError(f"{self.path}: unsupported persistent id "
+                                  f"{one_line(repr(pid), 80)}")
+        _, storage_type, key, _location, numel, view_metadata = pid
+        root = self.declare_storage(storage_type, key, numel)
         if view_metadata is None:
             return root
-        _view_key, view_offset, view_size = view_metadata  # pre-0.4 storage views
-        return _LazyStorage(key, dtype, int(view_size), view=int(view_offset))
+        if not (isinstance(view_metadata, tuple) and len(view_metadata) == 3):
+            raise CheckpointError(f"{self.path}: malformed storage view of {root.key[:40]!r}")
+        _view_key, start, size = view_metadata
+        start = torch_pickle._count(start, f"{self.path}: storage view offset")
+        size = torch_pickle._count(size, f"{self.path}: storage view size")
+        if start + size > root.numel:
+            raise CheckpointError(f"{self.path}: a view of {size} elements at {start} lies "
+                                  f"outside storage {root.key[:40]!r} of {root.numel}")
+        return _ViewStorage(root, start, size)
+
+    def make_tensor(self, storage: Storage, offset, size, stride):
+        if isinstance(storage, _ViewStorage):  # fold the view into the tensor's offset
+            storage, offset = storage.root, storage.start + offset
+        return PendingTensor(storage, offset, size, stride)
 
 
-def _resolve(obj: Any, storages: dict[str, np.ndarray]) -> Any:
-    """Replaces placeholders by numpy arrays throughout a loaded object tree."""
-    if isinstance(obj, _PendingTensor):
-        flat = storages[obj.storage.key]
-        if obj.storage.view is not None:
-            flat = flat[obj.storage.view: obj.storage.view + obj.storage.numel]
-        return torch_pickle._rebuild_tensor(flat, obj.offset, obj.size, obj.stride)
-    if isinstance(obj, _LazyStorage):
-        return storages[obj.key]
-    if isinstance(obj, dict):  # OrderedDict too; rebuilt in place to keep its type
-        for k in list(obj):
-            obj[k] = _resolve(obj[k], storages)
-        return obj
-    if isinstance(obj, list):
-        obj[:] = [_resolve(v, storages) for v in obj]
-        return obj
-    if isinstance(obj, tuple):
-        return type(obj)(_resolve(v, storages) for v in obj) if type(obj) is tuple else obj
-    if isinstance(obj, OpaqueObject):
-        obj.args = _resolve(obj.args, storages)
-        obj.kwargs = _resolve(obj.kwargs, storages)
-        obj.state = _resolve(obj.state, storages)
-    return obj
+def _read_storages(f: safe_pickle.CappedFile, path: str, storages: dict[str, Storage],
+                   keys: Any) -> None:
+    if not isinstance(keys, list) or not all(isinstance(k, (str, int)) for k in keys):
+        raise CheckpointError(f"{path}: malformed storage key list")
+    for key in map(str, keys):
+        storage = storages.get(key)
+        if storage is None:
+            raise CheckpointError(f"{path}: storage {key[:40]!r} is not used by any tensor")
+        if storage.data is not None:
+            raise CheckpointError(f"{path}: storage {key[:40]!r} is listed twice")
+        header = f.read(8)
+        if len(header) != 8:
+            raise CheckpointError(f"{path}: truncated storage {key[:40]!r}")
+        count = int(np.frombuffer(header, "<i8")[0])
+        if count != storage.numel:
+            raise CheckpointError(f"{path}: storage {key[:40]!r} holds {count} elements where "
+                                  f"{storage.numel} are declared")
+        nbytes = count * storage.dtype.itemsize
+        if nbytes > f.remaining():
+            raise CheckpointError(f"{path}: truncated storage {key[:40]!r}")
+        storage.data = np.frombuffer(f.read(nbytes), storage.dtype)
+    missing = sorted(k for k, s in storages.items() if s.data is None)
+    if missing:
+        raise CheckpointError(f"{path}: storages {missing[:5]} have no data")
 
 
-def load_legacy(path: str | os.PathLike) -> Any:
+def load_legacy(path: str | os.PathLike, max_bytes: int | None = None) -> Any:
     """Loads a legacy (non-zip) torch.save file as numpy arrays."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such file")
-    try:
-        with open(path, "rb") as f:
-            if pickle.load(f) != MAGIC_NUMBER:
-                raise CheckpointError(f"{path}: not a PyTorch checkpoint (bad magic number)")
-            if pickle.load(f) != PROTOCOL_VERSION:
-                raise CheckpointError(f"{path}: unsupported legacy protocol version")
-            sys_info = pickle.load(f)
-            if isinstance(sys_info, Mapping) and not sys_info.get("little_endian", True):
-                raise CheckpointError(f"{path}: big-endian checkpoints are not supported")
-            unpickler = _Unpickler(f, path)
-            obj = unpickler.load()
-            keys = [str(k) for k in pickle.load(f)]
-            arrays = {}
-            for key in keys:
-                lazy = unpickler.storages.get(key)
-                if lazy is None:
-                    raise CheckpointError(f"{path}: storage {key!r} is not used by any tensor")
-                count = int(np.frombuffer(f.read(8), "<i8")[0])
-                raw = f.read(count * lazy.dtype.itemsize)
-                if len(raw) != count * lazy.dtype.itemsize:
-                    raise CheckpointError(f"{path}: truncated storage {key!r}")
-                arrays[key] = np.frombuffer(raw, lazy.dtype.newbyteorder("<")).astype(lazy.dtype)
-    except (pickle.UnpicklingError, EOFError, ValueError, IndexError) as e:
-        if isinstance(e, CheckpointError):
+    budget = safe_pickle.Budget(path, os.path.getsize(path), max_bytes)
+    with safe_pickle.reading(path), open(path, "rb") as raw:
+        f = safe_pickle.CappedFile(raw)
+        try:
+            magic = safe_pickle.load_plain(f, path)
+        except CheckpointError:
             raise
-        raise CheckpointError(f"{path}: corrupt or unknown checkpoint format ({e})") from e
-    missing = sorted(set(unpickler.storages) - set(arrays))
-    if missing:
-        raise CheckpointError(f"{path}: storages {missing[:5]} have no data")
-    return _resolve(obj, arrays)
+        except Exception:  # noqa: BLE001 - not even a pickle
+            magic = None
+        if magic != MAGIC_NUMBER:
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (bad magic number)")
+        if safe_pickle.load_plain(f, path) != PROTOCOL_VERSION:
+            raise CheckpointError(f"{path}: unsupported legacy protocol version")
+        sys_info = safe_pickle.load_plain(f, path)
+        if isinstance(sys_info, Mapping) and not sys_info.get("little_endian", True):
+            raise CheckpointError(f"{path}: big-endian checkpoints are not supported")
+        unpickler = _LegacyUnpickler(f, path, budget)
+        obj = unpickler.load()
+        _read_storages(f, path, unpickler.storages, safe_pickle.load_plain(f, path))
+        return torch_pickle.materialise(obj)
 
 
-def load(path: str | os.PathLike) -> Any:
+def load(path: str | os.PathLike, max_bytes: int | None = None) -> Any:
     """Loads a torch.save file of either format (zip archive or legacy)."""
     path = os.fspath(path)
     if os.path.exists(path) and not zipfile.is_zipfile(path):
-        return load_legacy(path)
-    return torch_pickle.load(path)
+        return load_legacy(path, max_bytes)
+    return torch_pickle.load(path, max_bytes)
 
 
 def read_state_dict(path: str | os.PathLike, key: str | None = None,
@@ -156,11 +139,7 @@ def read_state_dict(path: str | os.PathLike, key: str | None = None,
     `key` selects a sub-dict (e.g. 'state_dict'); `strip_prefix` drops a prefix such as
     'module.' that DataParallel adds to every key.
     """
-    path = os.fspath(path)
-    if os.path.exists(path) and zipfile.is_zipfile(path):
-        state = torch_pickle.load_state_dict(path, key)
-    else:
-        state = torch_pickle.state_dict_of(load_legacy(path), path, key)
+    state = torch_pickle.state_dict_of(load(path), path, key)
     if strip_prefix:
         state = {k[len(strip_prefix):] if k.startswith(strip_prefix) else k: v
                  for k, v in state.items()}

@@ -2,9 +2,9 @@
 
 The released checkpoints are `torch.save` zip archives (`archive/data.pkl` plus one raw
 file per storage) or Lightning `.ckpt` files in the same format. Reading them needs only a
-restricted unpickler: tensors become numpy arrays, unknown classes (Lightning's
-hyper-parameter containers, argparse namespaces, ...) become inert `OpaqueObject`s, and no
-code from the file is ever executed. Writing produces archives that `torch.load` reads
+restricted unpickler (`safe_pickle`): tensors become numpy arrays, each view checked
+against its storage, hyper-parameter containers become plain dicts, any other class is an
+error, and no code from the file is ever executed. Writing produces archives that `torch.load` reads
 (including with `weights_only=True`), so `jaxtalk export` can hand weights back to the
 released PyTorch code.
 """
@@ -21,6 +21,9 @@ from typing import Any, Mapping
 import ml_dtypes
 import numpy as np
 
+from jaxtalk.convert import safe_pickle
+from jaxtalk.errors import CheckpointError, one_line
+
 _STORAGE_DTYPES = {
     "DoubleStorage": np.float64,
     "FloatStorage": np.float32,
@@ -36,94 +39,192 @@ _STORAGE_DTYPES = {
 _DTYPE_STORAGES = {np.dtype(v): k for k, v in _STORAGE_DTYPES.items()}
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read; the message names the file and the reason."""
+class StorageType:
+    """`torch.FloatStorage` and friends: only ever an argument of a storage persistent id."""
 
-
-class OpaqueObject:
-    """Stands in for any pickled class jaxtalk does not know (never executed)."""
-
-    def __new__(cls, *args, **kwargs):
-        obj = super().__new__(cls)
-        obj.args, obj.kwargs, obj.state = args, kwargs, None
-        return obj
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        self.state = state
-
-    def __repr__(self):
-        return f"OpaqueObject({self.qualname})"
-
-
-class _StorageType:
     def __init__(self, name: str):
         self.name = name
         self.dtype = np.dtype(_STORAGE_DTYPES[name])
 
+    def __repr__(self):
+        return f"torch.{self.name}"
 
-def _rebuild_tensor(storage: np.ndarray, offset: int, size, stride, *_unused) -> np.ndarray:
-    if len(size) == 0:
-        return storage[offset:offset + 1].reshape(()).copy()
-    itemsize = storage.dtype.itemsize
-    view = np.lib.stride_tricks.as_strided(
-        storage[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride))
+
+class Storage:
+    """A storage a persistent id declares: its key, dtype and element count; `data` is the
+    flat array once read (at once from a zip member, after the pickle in a legacy file)."""
+
+    def __init__(self, key: str, dtype: np.dtype, numel: int, data: np.ndarray | None = None):
+        self.key, self.dtype, self.numel, self.data = key, dtype, numel, data
+
+    def flat(self) -> np.ndarray:
+        return self.data
+
+
+def _count(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise CheckpointError(f"{what} must be a non-negative integer, not {one_line(repr(value), 40)}")
+    return int(value)
+
+
+def _counts(values, what: str) -> tuple[int, ...]:
+    if not isinstance(values, (tuple, list)) or len(values) > 64:
+        raise CheckpointError(f"{what} must be a tuple of at most 64 integers")
+    return tuple(_count(v, what) for v in values)
+
+
+def tensor_view(flat: np.ndarray, offset: int, size: tuple[int, ...], stride: tuple[int, ...]) -> np.ndarray:
+    """The tensor (`size`, element `stride`) starting at element `offset` of `flat`; a copy
+    only where the view is not contiguous. Bounds are checked by `TorchUnpickler`."""
+    if not size:
+        return flat[offset:offset + 1].reshape(()).copy()
+    if 0 in size:
+        return np.zeros(size, flat.dtype)
+    itemsize = flat.dtype.itemsize
+    strides = tuple(s * itemsize if n > 1 else 0 for n, s in zip(size, stride))
+    view = np.lib.stride_tricks.as_strided(flat[offset:], shape=size, strides=strides)
     return np.ascontiguousarray(view)
 
 
 def _rebuild_parameter(data, *_unused):
+    if not isinstance(data, (np.ndarray, PendingTensor)):
+        raise TypeError(f"a parameter wraps a tensor, not {type(data).__name__}")
     return data
 
 
-_SAFE_GLOBALS = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+class PendingTensor:
+    """A checked tensor view of a storage whose bytes are not read yet (legacy files)."""
+
+    def __init__(self, storage: Storage, offset: int, size, stride):
+        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
+
+    def materialise(self) -> np.ndarray:
+        return tensor_view(self.storage.data, self.offset, self.size, self.stride)
+
+
+def _torch_size(dims=()):
+    return _counts(dims, "torch.Size")
+
+
+def _torch_device(kind, index=None):
+    if not isinstance(kind, str) or not (index is None or isinstance(index, int)):
+        raise TypeError("torch.device needs a device name")
+    return kind if index is None else f"{kind}:{index}"
+
+
+_TORCH_DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16",
+                 "int8", "uint8", "bool")
+
+# The torch part of the allow-list (see safe_pickle for the plain part): storage types,
+# tensor and parameter rebuilds, torch.Size, torch.device and dtype names (as strings).
+TORCH_GLOBALS: dict[tuple[str, str], Any] = {
+    **{("torch", name): StorageType(name) for name in _STORAGE_DTYPES},
+    ("torch", "Size"): _torch_size,
+    ("torch", "device"): _torch_device,
+    **{("torch", name): f"torch.{name}" for name in _TORCH_DTYPES},
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "slice"): slice,
-    ("builtins", "complex"): complex,
-    ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "scalar"): lambda dtype, data: np.frombuffer(data, dtype)[0],
-    ("numpy._core.multiarray", "scalar"): lambda dtype, data: np.frombuffer(data, dtype)[0],
-    ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
 }
+_TENSOR_REBUILDS = (("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor"))
 
 
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, path: str):
-        super().__init__(file)
-        self._archive, self._prefix, self._path = archive, prefix, path
-        self._storages: dict[str, np.ndarray] = {}
+class TorchUnpickler(safe_pickle.SafeUnpickler):
+    """The restricted unpickler of a torch.save object pickle: allow-listed globals only,
+    storages from `storage` (the format's persistent ids), and every tensor view checked
+    against its storage (offset and strides >= 0, last element inside) and charged to
+    `budget` before it is built."""
 
-    def find_class(self, module, name):
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(name)
-        if module == "torch" and name == "Size":
-            return tuple
-        fn = _SAFE_GLOBALS.get((module, name))
-        if fn is not None:
-            return fn
-        return type(name, (OpaqueObject,), {"qualname": f"{module}.{name}"})
+    def __init__(self, file, path: str, budget: safe_pickle.Budget):
+        allowed = {**safe_pickle.PLAIN_GLOBALS, **TORCH_GLOBALS}
+        allowed.update({name: self._rebuild_tensor for name in _TENSOR_REBUILDS})
+        super().__init__(file, path, allowed)
+        self.budget = budget
+        self.storages: dict[str, Storage] = {}
+
+    def declare_storage(self, storage_type, key, numel) -> Storage:
+        """The storage of a persistent id, declared once per key with one dtype and size."""
+        if not isinstance(storage_type, StorageType):
+            raise CheckpointError(f"{self.path}: unsupported storage type "
+                                  f"{one_line(repr(storage_type), 60)}")
+        if not isinstance(key, (str, int)) or isinstance(key, bool):
+            raise CheckpointError(f"{self.path}: storage key must be a string")
+        key, numel = str(key), _count(numel, f"{self.path}: storage {str(key)[:40]!r} size")
+        known = self.storages.get(key)
+        if known is None:
+            self.budget.take(numel * storage_type.dtype.itemsize, f"storage {key[:40]!r}")
+            known = self.storages[key] = Storage(key, storage_type.dtype, numel)
+        elif known.dtype != storage_type.dtype or known.numel != numel:
+            raise CheckpointError(f"{self.path}: storage {key[:40]!r} is declared twice "
+                                  "with different types or sizes")
+        return known
+
+    def _rebuild_tensor(self, storage, offset, size, stride, *_unused):
+        if not isinstance(storage, Storage):
+            raise CheckpointError(f"{self.path}: a tensor rebuild without a storage")
+        what = f"{self.path}: tensor of storage {storage.key[:40]!r}"
+        offset, size = _count(offset, f"{what}: offset"), _counts(size, f"{what}: size")
+        stride = _counts(stride, f"{what}: stride")
+        if len(stride) != len(size):
+            raise CheckpointError(f"{what}: {len(size)} sizes but {len(stride)} strides")
+        numel = int(np.prod(size, dtype=object)) if size else 1
+        if numel:
+            last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+            if last >= storage.numel:
+                raise CheckpointError(f"{what}: shape {size}, stride {stride}, offset {offset} "
+                                      f"reaches element {last} of a storage of {storage.numel}")
+        self.budget.take(numel * storage.dtype.itemsize, f"a tensor of shape {size}")
+        return self.make_tensor(storage, offset, size, stride)
+
+    def make_tensor(self, storage: Storage, offset, size, stride):
+        return tensor_view(storage.data, offset, size, stride)
+
+
+class _ZipUnpickler(TorchUnpickler):
+    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, path: str,
+                 budget: safe_pickle.Budget):
+        super().__init__(file, path, budget)
+        self._archive, self._prefix = archive, prefix
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
-            raise CheckpointError(f"{self._path}: unsupported persistent id {pid!r}")
-        storage_type, key = pid[1], str(pid[2])
-        if isinstance(storage_type, type) and issubclass(storage_type, OpaqueObject):
-            raise CheckpointError(f"{self._path}: unsupported storage type {storage_type.qualname}")
-        if key not in self._storages:
-            raw = self._archive.read(f"{self._prefix}data/{key}")
-            self._storages[key] = np.frombuffer(raw, dtype=storage_type.dtype)
-        return self._storages[key]
+        # ('storage', storage type, key, location, numel)
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise CheckpointError(f"{self.path}: unsupported persistent id "
+                                  f"{one_line(repr(pid), 80)}")
+        _, storage_type, key, _location, numel = pid
+        storage = self.declare_storage(storage_type, key, numel)
+        if storage.data is None:
+            nbytes = storage.numel * storage.dtype.itemsize
+            raw = read_member(self._archive, f"{self._prefix}data/{storage.key}", self.path,
+                              expected_size=nbytes)
+            storage.data = np.frombuffer(raw, dtype=storage.dtype)
+        return storage
 
 
-def load(path: str | os.PathLike) -> Any:
-    """Loads a `torch.save` zip archive (e.g. a state_dict or Lightning ckpt) as numpy."""
+def read_member(archive: zipfile.ZipFile, name: str, path: str, expected_size: int | None = None,
+                budget: safe_pickle.Budget | None = None) -> bytes:
+    """A zip member's bytes, its declared inflated size checked (against `expected_size`
+    and `budget`) before anything is inflated; zipfile stops inflating at that size."""
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        raise CheckpointError(f"{path}: zip archive has no member {name[:80]!r}") from None
+    if expected_size is not None and info.file_size != expected_size:
+        raise CheckpointError(f"{path}: member {name[:80]!r} holds {info.file_size:,} bytes "
+                              f"where {expected_size:,} are declared")
+    if budget is not None:
+        budget.take(info.file_size, f"member {name[:80]!r}")
+    with archive.open(info) as f:
+        data = f.read(info.file_size)
+    if len(data) != info.file_size:
+        raise CheckpointError(f"{path}: member {name[:80]!r} is truncated")
+    return data
+
+
+def load(path: str | os.PathLike, max_bytes: int | None = None) -> Any:
+    """Loads a `torch.save` zip archive (e.g. a state_dict or Lightning ckpt) as numpy.
+
+    Only allow-listed plain types are unpickled (safe_pickle); `max_bytes` overrides the
+    cap on the bytes read ($JAXTALK_MAX_CHECKPOINT_BYTES)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such file")
@@ -131,15 +232,27 @@ def load(path: str | os.PathLike) -> Any:
         raise CheckpointError(
             f"{path}: not a PyTorch zip checkpoint (legacy pre-1.6 format or not a checkpoint); "
             "re-save it with torch.save in PyTorch >= 1.6")
-    with zipfile.ZipFile(path) as archive:
+    budget = safe_pickle.Budget(path, os.path.getsize(path), max_bytes)
+    with safe_pickle.reading(path), zipfile.ZipFile(path) as archive:
         pkl = [n for n in archive.namelist() if n.endswith("data.pkl")]
         if not pkl:
             raise CheckpointError(f"{path}: zip archive without data.pkl")
         prefix = pkl[0][: -len("data.pkl")]
-        try:
-            return _Unpickler(io.BytesIO(archive.read(pkl[0])), archive, prefix, path).load()
-        except (pickle.UnpicklingError, EOFError, KeyError) as e:
-            raise CheckpointError(f"{path}: corrupt checkpoint ({e})") from e
+        data = read_member(archive, pkl[0], path, budget=budget)
+        return materialise(_ZipUnpickler(io.BytesIO(data), archive, prefix, path, budget).load())
+
+
+def materialise(obj: Any) -> Any:
+    """Replaces pending tensors and bare storages by numpy arrays throughout a loaded tree."""
+
+    def leaf(x):
+        if isinstance(x, PendingTensor):
+            return x.materialise()
+        if isinstance(x, Storage):
+            return x.flat()
+        return x
+
+    return safe_pickle.resolve(obj, leaf)
 
 
 def load_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str, np.ndarray]:
@@ -156,7 +269,14 @@ def state_dict_of(obj: Any, path: str | os.PathLike, key: str | None = None) -> 
         obj = obj[key]
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a state_dict mapping, found {type(obj).__name__}")
-    return {k: v for k, v in obj.items() if isinstance(v, np.ndarray)}
+    out = {}
+    for k, v in obj.items():
+        if isinstance(v, np.ndarray):
+            if v.dtype.hasobject or not isinstance(k, str):
+                raise CheckpointError(f"{path}: entry {one_line(repr(k), 60)} is not "
+                                      "a named numeric tensor")
+            out[k] = v
+    return out
 
 
 # ----------------------------------------------------------------------------- writing

@@ -9,10 +9,12 @@ collections; the converter's model_config and the release name travel as metadat
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from jaxtalk.errors import CheckpointError
 from jaxtalk.export.safetensors_io import load_params, save_params
 
 WEIGHTS_DIR_ENV = "JAXTALK_WEIGHTS_DIR"
@@ -39,6 +41,52 @@ def load(path: str | os.PathLike) -> dict:
     """{"params", maybe "batch_stats", "model_config", "release"} from `save`'s file."""
     tree, metadata = load_params(path)
     out = {k: tree[k] for k in COLLECTIONS if k in tree}
-    out["model_config"] = metadata.get("model_config") or {}
-    out["release"] = str(metadata.get("release") or "")
+    if not isinstance(out.get("params"), dict):
+        raise CheckpointError(f"{path}: no 'params' collection (not a jaxtalk weights file)")
+    config, release = metadata.get("model_config") or {}, metadata.get("release") or ""
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        raise CheckpointError(f"{path}: metadata 'model_config' must be a JSON object, "
+                              f"not {type(config).__name__}")
+    if not isinstance(release, str):
+        raise CheckpointError(f"{path}: metadata 'release' must be a string, "
+                              f"not {type(release).__name__}")
+    out["model_config"], out["release"] = config, release
+    return out
+
+
+_FIELD_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+_SEQUENCE_FIELDS = ("Sequence[int]", "tuple[int, ...]")
+
+
+def _option_ok(kind: Any, value: Any) -> bool | None:
+    """Whether `value` fits a field annotated `kind`; None for fields that are not options."""
+    if kind in _FIELD_TYPES:  # bool is an int in Python, but not a size
+        return isinstance(value, _FIELD_TYPES[kind]) and (kind == "bool" or not isinstance(value, bool))
+    if kind in _SEQUENCE_FIELDS:
+        return isinstance(value, (list, tuple)) and all(type(v) is int for v in value)
+    return None
+
+
+def module_options(module_cls, config: Mapping[str, Any], source: str,
+                   keys: tuple[str, ...] | None = None) -> dict:
+    """The constructor options of `module_cls` that `config` (weights metadata) gives,
+    type-checked against the module's field annotations; `keys` limits which are taken.
+
+    Metadata comes from the file, so a value of the wrong JSON type, or a key that is not
+    a plain option of the module (`parent`, `dtype`, ...), is a CheckpointError naming
+    `source` instead of a traceback from inside the model."""
+    fields = {f.name: f.type for f in dataclasses.fields(module_cls)}
+    out = {}
+    for key, value in config.items():
+        if keys is not None and key not in keys:
+            continue
+        kind = fields.get(key)
+        ok = _option_ok(kind, value)
+        if ok is None:
+            raise CheckpointError(f"{source}: model_config has {key[:60]!r}, not an option "
+                                  f"of {module_cls.__name__}")
+        if not ok:
+            raise CheckpointError(f"{source}: model_config {key!r} must be {kind}, "
+                                  f"not {type(value).__name__}")
+        out[key] = tuple(value) if kind in _SEQUENCE_FIELDS else value
     return out

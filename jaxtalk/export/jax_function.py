@@ -88,6 +88,18 @@ def export_function(fn: Callable, params: Mapping, input_specs: Sequence[Any],
     return manifest
 
 
+_MEMBER_RATIO = 8
+
+
+def _read_member(z: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    """A member's bytes, refused before inflating when it declares more than `limit`."""
+    info = z.getinfo(name)
+    if info.file_size > limit:
+        raise ValueError(f"member {name} declares {info.file_size:,} bytes, over {limit:,}")
+    with z.open(info) as f:
+        return f.read(info.file_size)
+
+
 def load_function(path: str | os.PathLike) -> tuple[Callable, dict]:
     """-> (fn(*inputs) -> tuple of outputs, manifest). Needs jax, numpy, safetensors only."""
     from jax import export as jexport
@@ -96,13 +108,21 @@ def load_function(path: str | os.PathLike) -> tuple[Callable, dict]:
     path = os.fspath(path)
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path}: not a jaxtalk exported function (expected a zip archive)")
-    with zipfile.ZipFile(path) as z:
-        manifest = json.loads(z.read("manifest.json"))
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"{path}: unknown format {manifest.get('format')!r}")
-        exported = jexport.deserialize(bytearray(z.read("function.bin")))
-        weights_by_name = load(z.read("weights.safetensors"))
-    weights = [weights_by_name[n] for n in manifest["weights"]]
+    try:
+        with zipfile.ZipFile(path) as z:
+            limit = _MEMBER_RATIO * os.path.getsize(path) + (1 << 20)  # no zip bombs
+            manifest = json.loads(_read_member(z, "manifest.json", limit))
+            if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+                raise ValueError(f"manifest.json is not a {FORMAT} manifest")
+            names = manifest.get("weights")
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError("manifest 'weights' must be a list of names")
+            exported = jexport.deserialize(bytearray(_read_member(z, "function.bin", limit)))
+            weights_by_name = load(_read_member(z, "weights.safetensors", limit))
+        weights = [weights_by_name[n] for n in names]
+    except Exception as e:  # noqa: BLE001 - a malformed file, reported on one line
+        reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+        raise ValueError(f"{path}: not a readable jaxtalk exported function ({reason})") from None
 
     def fn(*inputs):
         out = exported.call(weights, *inputs)

@@ -16,6 +16,8 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from jaxtalk.errors import CheckpointError, one_line
+
 SEP = "/"
 
 
@@ -33,13 +35,21 @@ def flatten(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
     return out
 
 
-def unflatten(flat: Mapping[str, Any]) -> dict:
+def unflatten(flat: Mapping[str, Any], source: str = "params") -> dict:
+    """The nested tree of '/'-joined names; a name that is both a leaf and a parent of
+    another, or has an empty part, is an error naming `source`."""
     tree: dict = {}
     for name, value in flat.items():
         node = tree
         *parents, leaf = name.split(SEP)
+        if not all((*parents, leaf)):
+            raise CheckpointError(f"{source}: malformed parameter name {name[:80]!r}")
         for p in parents:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise CheckpointError(f"{source}: {name[:80]!r} lies under another parameter")
+        if leaf in node:
+            raise CheckpointError(f"{source}: {name[:80]!r} is both a parameter and a group")
         node[leaf] = value
     return tree
 
@@ -63,17 +73,18 @@ def load_params(path: str | os.PathLike) -> tuple[dict, dict[str, Any]]:
     """-> (nested numpy params, metadata with JSON values decoded)."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
+        raise CheckpointError(f"{path}: no such file")
+    try:  # the safetensors reader checks the header and every tensor against the file size
         with safe_open(path, framework="numpy") as f:
             raw_meta = f.metadata() or {}
             flat = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a readable safetensors file "
+                              f"({one_line(f'{type(e).__name__}: {e}')})") from None
     meta = {}
     for k, v in raw_meta.items():
         try:
             meta[k] = json.loads(v)
-        except (json.JSONDecodeError, TypeError):
+        except (json.JSONDecodeError, TypeError, RecursionError):
             meta[k] = v
-    return unflatten(flat), meta
+    return unflatten(flat, path), meta

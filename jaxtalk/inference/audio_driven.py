@@ -141,11 +141,12 @@ class AudioAnimator:
         config = stored["model_config"]
         if "infer_type" not in config:
             raise AnimationError(f"{stage2}: not an anitalker_stage2 weights file")
+        predictor = DiffusionPredictor(**weights.module_options(DiffusionPredictor, config, stage2))
         if not stage1:
             raise AnimationError("a stage-2 weights file needs --stage1 (weights or run) to render")
         s1_params, s1_config = load_stage1(stage1)
-        hubert_params = _hubert_params(hubert) if config["infer_type"].startswith("hubert") else None
-        return cls(DiffusionPredictor(**config), stored, s1_params, s1_config,
+        hubert_params = _hubert_params(hubert) if predictor.infer_type.startswith("hubert") else None
+        return cls(predictor, stored, s1_params, s1_config,
                    hubert_params=hubert_params, **kw)
 
     @classmethod

@@ -64,14 +64,16 @@ def _to_uint8(images: jnp.ndarray) -> np.ndarray:
     return np.asarray(jnp.clip((images + 1.0) * 127.5, 0, 255).round().astype(jnp.uint8))
 
 
-def build_generator(kind: str, model_config: dict):
-    """The stage-1 generator module for weights of `kind`, sized by `model_config`."""
-    kwargs = {k: model_config[k] for k in _MODEL_KEYS if k in model_config}
-    if kind == "lia":
-        return LIAGenerator(**kwargs)
-    if kind in ("anitalker_stage1", "anitalker_motion"):
-        return AniTalkerMotion(**kwargs)
-    raise AnimationError(f"cannot animate with {kind!r} weights (lia, anitalker_stage1)")
+def build_generator(kind: str, model_config: dict, source: str = "model_config"):
+    """The stage-1 generator module for weights of `kind`, sized by `model_config` (checked:
+    it may come from a weights file, named by `source`)."""
+    from jaxtalk.convert import weights
+
+    classes = {"lia": LIAGenerator, "anitalker_stage1": AniTalkerMotion,
+               "anitalker_motion": AniTalkerMotion}
+    if kind not in classes:
+        raise AnimationError(f"cannot animate with {str(kind)[:40]!r} weights (lia, anitalker_stage1)")
+    return classes[kind](**weights.module_options(classes[kind], model_config, source, _MODEL_KEYS))
 
 
 def export_animate_function(kind: str, params, model_config: dict, path: str,
