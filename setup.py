@@ -20,7 +20,7 @@ INSTALL_REQUIRES = [
     "numpy>=2.0,<2.5",
     "scipy>=1.13,<2",
     "pillow>=10,<14",
-    # Haar face cascades for user portraits at inference (jaxtalk/inference/face_crop.py):
+    # Haar face cascades for user portraits at inference (jaxtalk/media/face_detect.py):
     # the XML files ship in the wheel; 4.10 is the first built for numpy 2, OpenCV 5 wheels
     # no longer carry the cascades.
     "opencv-python-headless>=4.10,<5",

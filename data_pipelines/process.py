@@ -11,10 +11,14 @@ import os
 
 import numpy as np
 
-from data_pipelines import crop, filters
+from data_pipelines import filters
 from data_pipelines.clip_spec import ClipSpec
 from data_pipelines.records import ClipRecord
-from jaxtalk.inference import audio_io, video_io
+from jaxtalk.media import crop
+from jaxtalk.media.audio import read_audio, to_int16
+from jaxtalk.media.ffmpeg_run import MediaError
+from jaxtalk.media.probe import MediaInfo, probe
+from jaxtalk.media.video import read_video
 
 
 class ClipRejected(Exception):
@@ -33,7 +37,7 @@ class ProcessConfig:
   filters: filters.FilterConfig = filters.FilterConfig()
 
 
-def _time_range(spec: ClipSpec, info: video_io.MediaInfo, fps: float) -> tuple[float, int]:
+def _time_range(spec: ClipSpec, info: MediaInfo, fps: float) -> tuple[float, int]:
   """Start second and whole number of output frames for the clip, clamped to the video."""
   end = spec.end_sec if spec.end_sec is not None else info.duration
   if info.duration is not None and end is not None:
@@ -72,8 +76,8 @@ def _load_attributes(spec: ClipSpec, start: float, num_frames: int, fps: float,
 
 def process_clip(spec: ClipSpec, cfg: ProcessConfig) -> ClipRecord:
   try:
-    info = video_io.probe(spec.video_path)
-  except video_io.MediaError as e:
+    info = probe(spec.video_path)
+  except MediaError as e:
     reason = "missing video" if not os.path.exists(spec.video_path) else "unreadable video"
     raise ClipRejected(reason, str(e)) from None
   if not info.has_video:
@@ -96,10 +100,10 @@ def process_clip(spec: ClipSpec, cfg: ProcessConfig) -> ClipRecord:
 
   duration = num_frames / cfg.fps
   try:
-    frames, _ = video_io.read_video(spec.video_path, fps=cfg.fps, start=start, duration=duration,
-                                    crop=box, size=cfg.size, max_frames=num_frames)
-    audio = audio_io.read_audio(spec.video_path, cfg.sample_rate, start=start, duration=duration)
-  except video_io.MediaError as e:
+    frames, _ = read_video(spec.video_path, fps=cfg.fps, start=start, duration=duration,
+                           crop=box, size=cfg.size, max_frames=num_frames)
+    audio = read_audio(spec.video_path, cfg.sample_rate, start=start, duration=duration)
+  except MediaError as e:
     raise ClipRejected("unreadable video", str(e)) from None
   num_frames = len(frames)  # the stream may end early (container duration is approximate)
   if reason := filters.check_length(num_frames, cfg.filters):
@@ -119,5 +123,5 @@ def process_clip(spec: ClipSpec, cfg: ProcessConfig) -> ClipRecord:
     raise ClipRejected(reason, spec.clip_id)
   return ClipRecord(
       clip_id=spec.clip_id, dataset=spec.dataset, identity=spec.identity, split=spec.split,
-      fps=cfg.fps, sample_rate=cfg.sample_rate, frames=frames, audio=audio_io.to_int16(audio),
+      fps=cfg.fps, sample_rate=cfg.sample_rate, frames=frames, audio=to_int16(audio),
       crop_box=box, source_size=(info.width, info.height), attributes=attributes, extra=dict(spec.extra))

@@ -40,7 +40,7 @@ def held_out_videos(data_dir: str) -> list[str]:
 def first_frame(video: str, out_png: str) -> str:
     from PIL import Image
 
-    from jaxtalk.inference.video_io import read_video
+    from jaxtalk.media.video import read_video
 
     frames, _ = read_video(video, max_frames=1)
     Image.fromarray(frames[0]).save(out_png)

@@ -19,8 +19,8 @@ from typing import Iterator
 
 import numpy as np
 
-from data_pipelines import crop
 from data_pipelines.clip_spec import ClipSpec, SkipReport
+from jaxtalk.media import crop
 
 FPS = 25.0
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov")

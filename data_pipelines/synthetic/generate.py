@@ -20,7 +20,7 @@ import zipfile
 import numpy as np
 
 from data_pipelines.synthetic import face, speech
-from jaxtalk.inference import video_io
+from jaxtalk.media.video import write_video
 
 FPS = 25
 SAMPLE_RATE = 16000
@@ -121,7 +121,7 @@ def generate(out_dir: str, cfg: SyntheticConfig = SyntheticConfig(), log=print) 
       truth_path = os.path.join(out_dir, "attributes", f"{ytid}.npz")
       frames, audio, boxes, truth = render_video(ident, num_frames, np.random.default_rng(video_seed))
       if not (os.path.exists(video_path) and os.path.exists(truth_path)):
-        video_io.write_video(video_path + ".tmp.mp4", frames, FPS, audio=audio, audio_sample_rate=SAMPLE_RATE)
+        write_video(video_path + ".tmp.mp4", frames, FPS, audio=audio, audio_sample_rate=SAMPLE_RATE)
         os.replace(video_path + ".tmp.mp4", video_path)
         np.savez(truth_path, **truth)
       counts["videos"] += 1

@@ -22,7 +22,7 @@ released: --seed, --control with --pose_yaw/--pose_pitch/--pose_roll in [-1, 1] 
 --pose_file, a (T, 3) .npy/.txt sequence), --face_location, --face_scale, --ddim_steps.
 
 In both modes the source is first cropped around its largest face (OpenCV's Haar detector,
-bundled in the opencv wheel; see jaxtalk/inference/face_crop.py), framed like the training
+bundled in the opencv wheel; see jaxtalk/media/face_detect.py), framed like the training
 crops. --nocrop_face skips detection and only centre-crops, for images that already are
 face crops (the synthetic set's frames) or faces the detector misses (profiles, drawings).
 """
@@ -71,18 +71,21 @@ def _fail(message: str) -> None:
 
 def _load_source(size: int):
     """--source as (size, size, 3) uint8: the face crop, or with --nocrop_face the centre square."""
-    from jaxtalk.inference import face_crop, video_driven
+    from jaxtalk.inference import video_driven
+    from jaxtalk.media import face_detect
 
     if not _CROP_FACE.value:
         return video_driven.load_image(_SOURCE.value, size)
-    (x, y, side, _), source = face_crop.crop_face(video_driven.read_image(_SOURCE.value), size,
-                                                  what=_SOURCE.value)
+    (x, y, side, _), source = face_detect.crop_face(video_driven.read_image(_SOURCE.value), size,
+                                                    what=_SOURCE.value)
     print(f"{_SOURCE.value}: face crop x={x} y={y} side={side}")
     return source
 
 
 def main(argv):
-    from jaxtalk.inference import video_driven, video_io
+    from jaxtalk.inference import video_driven
+    from jaxtalk.media import video
+    from jaxtalk.media.probe import probe
 
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}")
@@ -99,16 +102,16 @@ def main(argv):
                     if _WEIGHTS.value else
                     video_driven.MotionAnimator.from_run(_WORKDIR.value, _STEP.value, chunk=_CHUNK.value))
         source = _load_source(animator.size)
-        info = video_io.probe(_DRIVING.value)
+        info = probe(_DRIVING.value)
         crop = ([int(v) for v in _DRIVING_CROP.value] if _DRIVING_CROP.value else
                 video_driven.centre_square(info.width, info.height))
-        driving, fps = video_io.read_video(_DRIVING.value, crop=crop, size=animator.size,
-                                           duration=_MAX_SECONDS.value)
+        driving, fps = video.read_video(_DRIVING.value, crop=crop, size=animator.size,
+                                        duration=_MAX_SECONDS.value)
         if len(driving) == 0:
             _fail(f"{_DRIVING.value}: no frames")
         frames = animator.animate(source, driving, _MOTION.value)
-        video_io.write_video(_OUT.value, frames, fps,
-                             audio=_DRIVING.value if info.audio_sample_rate else None)
+        video.write_video(_OUT.value, frames, fps,
+                          audio=_DRIVING.value if info.audio_sample_rate else None)
     except (OSError, ValueError) as e:  # AnimationError, MediaError, weights errors
         _fail(str(e))
     print(f"wrote {len(frames)} frames ({len(frames) / fps:.1f} s) to {_OUT.value}")
@@ -130,7 +133,8 @@ def _controls(model):
 
 
 def _animate_audio():
-    from jaxtalk.inference import audio_driven, audio_io, video_io
+    from jaxtalk.inference import audio_driven
+    from jaxtalk.media import audio, video
 
     missing = [f"--{n}" for n, v in (("source", _SOURCE.value), ("audio", _AUDIO.value),
                                      ("stage2", _STAGE2.value), ("out", _OUT.value)) if not v]
@@ -142,12 +146,12 @@ def _animate_audio():
         source = _load_source(animator.size)
         if not os.path.exists(_AUDIO.value):
             _fail(f"{_AUDIO.value}: no such file")
-        wav = audio_io.read_audio(_AUDIO.value, audio_driven.SAMPLE_RATE,
-                                  duration=_MAX_SECONDS.value)
+        wav = audio.read_audio(_AUDIO.value, audio_driven.SAMPLE_RATE,
+                               duration=_MAX_SECONDS.value)
         frames = animator.animate(source, wav, seed=_SEED.value, controls=_controls(animator.model),
                                   ddim_steps=_DDIM_STEPS.value, what=_AUDIO.value)
-        video_io.write_video(_OUT.value, frames, audio_driven.FPS, audio=wav,
-                             audio_sample_rate=audio_driven.SAMPLE_RATE)
+        video.write_video(_OUT.value, frames, audio_driven.FPS, audio=wav,
+                          audio_sample_rate=audio_driven.SAMPLE_RATE)
     except (OSError, ValueError, RuntimeError) as e:  # AnimationError, MediaError, weights errors
         _fail(str(e))
     print(f"wrote {len(frames)} frames ({len(frames) / audio_driven.FPS:.1f} s) to {_OUT.value}")

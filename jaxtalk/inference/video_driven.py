@@ -32,7 +32,7 @@ class AnimationError(ValueError):
 
 
 def read_image(path: str) -> np.ndarray:
-    """An image file -> (H, W, 3) uint8 RGB, as stored (see face_crop for a face crop)."""
+    """An image file -> (H, W, 3) uint8 RGB, as stored (see jaxtalk.media.face_detect for a face crop)."""
     try:
         with Image.open(path) as img:
             return np.asarray(img.convert("RGB"))

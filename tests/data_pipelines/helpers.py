@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxtalk.inference import video_io
+from jaxtalk.media.video import write_video
 
 STEP = 0.2  # seconds per level step
 
@@ -22,7 +22,7 @@ def marker_video(path, seconds=3.0, fps=25.0, width=96, height=72, seed=0, rate=
   frames = np.broadcast_to((30 + 200 * level)[:, None, None, None], (n, height, width, 3)).astype(np.uint8)
   ts = np.arange(int(seconds * rate)) / rate
   tone = (0.8 * steps[np.arange(len(ts)) // int(STEP * rate)] * np.sin(2 * np.pi * 440 * ts)).astype(np.float32)
-  video_io.write_video(path, frames, fps, audio=tone if audio else None)
+  write_video(path, frames, fps, audio=tone if audio else None)
   return steps
 
 

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 from data_pipelines.synthetic import speech
-from jaxtalk.inference import audio_driven, audio_io, video_io
+from jaxtalk.inference import audio_driven
 from jaxtalk.inference.video_driven import AnimationError
+from jaxtalk.media.audio import write_wav
+from jaxtalk.media.probe import probe
+from jaxtalk.media.video import read_video
 from tests.tasks import helpers
 from tests.train.helpers import REPO, cli_env
 
@@ -18,8 +21,8 @@ from tests.train.helpers import REPO, cli_env
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("animate_audio")
     wav, _, _ = speech.synthesize(2.0, 140.0, np.random.default_rng(0), rate=22050)
-    audio_io.write_wav(d / "speech.wav", wav, 22050)          # not 16 kHz: resampled on read
-    audio_io.write_wav(d / "silent.wav", np.zeros(22050, np.float32), 22050)
+    write_wav(d / "speech.wav", wav, 22050)          # not 16 kHz: resampled on read
+    write_wav(d / "silent.wav", np.zeros(22050, np.float32), 22050)
     (d / "broken.mp3").write_bytes(b"not audio at all")
     from PIL import Image
     Image.fromarray((np.random.RandomState(0).rand(80, 100, 3) * 255).astype(np.uint8)).save(d / "face.png")
@@ -39,9 +42,9 @@ def test_two_seconds_of_speech_to_mp4_with_audio(files):
     proc = animate(files, f"--audio={files['dir'] / 'speech.wav'}", f"--out={out}",
                    "--control", "--pose_yaw=0.3", "--chunk=16")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    info = video_io.probe(out)
+    info = probe(out)
     assert info.has_audio and (info.width, info.height) == (helpers.SIZE, helpers.SIZE)
-    frames, fps = video_io.read_video(str(out))
+    frames, fps = read_video(str(out))
     assert fps == pytest.approx(25.0) and abs(len(frames) - 50) <= 1
 
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from jaxtalk.convert import torch_pickle
-from jaxtalk.inference import video_io
+from jaxtalk.media.ffmpeg_run import ffmpeg_exe
+from jaxtalk.media.probe import probe
+from jaxtalk.media.video import read_video
 from tests.test_cli import jaxtalk
 from tests.train.helpers import REPO, checkpoint_steps, run_cli, saved_state
 
@@ -70,7 +72,7 @@ def test_export_to_the_release_layout_import_and_animate(run, synthetic, tmp_pat
     assert out.returncode == 0, out.stderr
     videos = sorted((synthetic / "raw" / "videos").glob("*.mp4"))
     source = tmp_path / "source.png"
-    subprocess.run([video_io.ffmpeg_exe(), "-loglevel", "error", "-i", str(videos[0]),
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(videos[0]),
                     "-frames:v", "1", str(source)], check=True)
     movies = {}
     for name, model in (("run", f"--workdir={run}"), ("imported", f"--weights={imported}")):
@@ -79,10 +81,10 @@ def test_export_to_the_release_layout_import_and_animate(run, synthetic, tmp_pat
                       f"--driving={videos[1]}", "--max_seconds=1", f"--out={movies[name]}",
                       "--motion=absolute", "--nocrop_face")
         assert out.returncode == 0, out.stderr
-    info = video_io.probe(movies["run"])
+    info = probe(movies["run"])
     assert (info.width, info.height) == (32, 32) and info.audio_sample_rate
-    a, _ = video_io.read_video(movies["run"])
-    b, _ = video_io.read_video(movies["imported"])
+    a, _ = read_video(movies["run"])
+    b, _ = read_video(movies["imported"])
     assert len(a) == len(b) == 25
     # The round trip through the released layout renders the same video (codec noise only).
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 2.0

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_pipelines import crop
-from jaxtalk.inference import face_crop, video_io
+from jaxtalk.media import crop, face_detect
+from jaxtalk.media.probe import probe
+from jaxtalk.media.video import read_video, write_video
 from tests.tasks import helpers
 from tests.train.helpers import REPO, cli_env
 
@@ -40,9 +41,9 @@ def _check_square(box, width, height):
 
 
 def test_the_detected_face_lies_on_the_face(astronaut):
-    boxes = face_crop.detect_faces(astronaut)
+    boxes = face_detect.detect_faces(astronaut)
     assert len(boxes) == 1
-    box = face_crop.face_box(astronaut)
+    box = face_detect.face_box(astronaut)
     assert _inside(EYES_AND_MOUTH, box)                  # covers eyes and mouth
     centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
     assert FACE[0] < centre[0] < FACE[2] and FACE[1] < centre[1] < FACE[3]
@@ -50,26 +51,26 @@ def test_the_detected_face_lies_on_the_face(astronaut):
 
 
 def test_the_crop_is_the_preparation_crop_of_the_face(astronaut):
-    box, image = face_crop.crop_face(astronaut, 64, what="astronaut.png")
+    box, image = face_detect.crop_face(astronaut, 64, what="astronaut.png")
     _check_square(box, 512, 512)
-    assert box == crop.clip_box(face_crop.face_box(astronaut)[None], 512, 512,
-                                face_crop.CROP_SCALE)
+    assert box == crop.clip_box(face_detect.face_box(astronaut)[None], 512, 512,
+                                face_detect.CROP_SCALE)
     x, y, side, _ = box
     assert _inside(FACE, (x, y, x + side, y + side))     # the whole face is in the crop
     assert side < 300                                    # and it is not the whole image
     assert image.shape == (64, 64, 3) and image.dtype == np.uint8
-    _, full = face_crop.crop_face(astronaut, None)
+    _, full = face_detect.crop_face(astronaut, None)
     assert full.shape == (side, side, 3)
     np.testing.assert_array_equal(full, astronaut[y:y + side, x:x + side])
 
 
 def test_a_face_near_the_corner_is_shifted_into_the_frame(astronaut):
     corner = astronaut[50:, 160:]                        # the face ~16 px from the top-left
-    box = face_crop.crop_box(corner)
+    box = face_detect.crop_box(corner)
     _check_square(box, corner.shape[1], corner.shape[0])
     assert box[:2] == (0, 0)                            # shifted, not shrunk
-    assert box[2] == round(face_crop.CROP_SCALE * (face_crop.face_box(corner)[2]
-                                                    - face_crop.face_box(corner)[0]))
+    assert box[2] == round(face_detect.CROP_SCALE * (face_detect.face_box(corner)[2]
+                                                     - face_detect.face_box(corner)[0]))
 
 
 def test_the_largest_face_wins_and_big_images_are_handled(astronaut):
@@ -77,23 +78,25 @@ def test_the_largest_face_wins_and_big_images_are_handled(astronaut):
     canvas = np.full((512, 864, 3), 200, np.uint8)
     canvas[:, :512] = astronaut
     canvas[80:432, 512:] = small
-    assert len(face_crop.detect_faces(canvas)) == 2
-    assert _inside(EYES_AND_MOUTH, face_crop.face_box(canvas))
+    assert len(face_detect.detect_faces(canvas)) == 2
+    assert _inside(EYES_AND_MOUTH, face_detect.face_box(canvas))
     big = np.asarray(Image.fromarray(astronaut).resize((2048, 2048), Image.BICUBIC))
-    assert _inside([4 * v for v in EYES_AND_MOUTH], face_crop.face_box(big))  # detected downscaled
+    # detected downscaled
+    assert _inside([4 * v for v in EYES_AND_MOUTH], face_detect.face_box(big))
 
 
 @pytest.mark.parametrize("image", [
     (np.random.RandomState(0).rand(240, 320, 3) * 255).astype(np.uint8),
     np.full((200, 200, 3), 128, np.uint8)], ids=["noise", "uniform"])
 def test_no_face_is_a_clear_error_naming_the_file(image):
-    with pytest.raises(face_crop.NoFaceError, match=r"^noise\.png: no face found.*--nocrop_face"):
-        face_crop.crop_face(image, 64, what="noise.png")
+    with pytest.raises(face_detect.NoFaceError, match=r"^noise\.png: no face found.*--nocrop_face"):
+        face_detect.crop_face(image, 64, what="noise.png")
 
 
 def test_the_cascade_is_loaded_once():
-    assert face_crop._cascade(face_crop.FRONTAL) is face_crop._cascade(face_crop.FRONTAL)
-    assert face_crop._cascade(face_crop.PROFILE) is not face_crop._cascade(face_crop.FRONTAL)
+    frontal = face_detect._cascade(face_detect.FRONTAL)
+    assert face_detect._cascade(face_detect.FRONTAL) is frontal
+    assert face_detect._cascade(face_detect.PROFILE) is not frontal
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +106,7 @@ def files(tmp_path_factory, astronaut):
     Image.fromarray((np.random.RandomState(1).rand(96, 128, 3) * 255).astype(np.uint8)).save(
         d / "noise.png")
     driving = np.random.RandomState(2).randint(0, 256, (6, 48, 48, 3)).astype(np.uint8)
-    video_io.write_video(d / "driving.mp4", driving, 25.0)
+    write_video(d / "driving.mp4", driving, 25.0)
     return {"dir": d, "stage1": helpers.save_stage1(str(d / "s1.safetensors"))}
 
 
@@ -118,11 +121,11 @@ def test_animate_crops_the_source_face_end_to_end(files, astronaut):
     out = files["dir"] / "out.mp4"
     proc = _animate(files, "astronaut.png", f"--out={out}")    # --crop_face is the default
     assert proc.returncode == 0, proc.stderr[-2000:]
-    x, y, side, _ = face_crop.crop_box(astronaut)
+    x, y, side, _ = face_detect.crop_box(astronaut)
     assert f"astronaut.png: face crop x={x} y={y} side={side}" in proc.stdout
-    info = video_io.probe(out)
+    info = probe(out)
     assert (info.width, info.height) == (helpers.SIZE, helpers.SIZE)
-    assert len(video_io.read_video(str(out))[0]) == 6
+    assert len(read_video(str(out))[0]) == 6
 
 
 def test_animate_without_a_face_says_how_to_skip_detection(files):

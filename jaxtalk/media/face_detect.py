@@ -7,7 +7,7 @@ wheel (`cv2.data.haarcascades`), so nothing is downloaded at run time. OpenCV 5 
 longer carry the cascades, hence opencv-python-headless>=4.10,<5.
 
 The largest face's box becomes the same kind of square crop as a prepared clip's
-(data_pipelines.crop.clip_box: enlarged about its centre, made square, shifted into the
+(jaxtalk.media.crop.clip_box: enlarged about its centre, made square, shifted into the
 frame, shrunk to the frame when too big), then is resized to the model's size.
 Haar cascades find upright, roughly frontal photographic faces; they miss strong profiles,
 tilted heads and drawn or cartoon faces. For those, or for images that already are crops,
@@ -22,7 +22,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from data_pipelines import crop
+from jaxtalk.media import crop
 
 FRONTAL = "haarcascade_frontalface_default.xml"
 PROFILE = "haarcascade_profileface.xml"
@@ -105,7 +105,7 @@ def crop_box(image: np.ndarray, what: str = "image",
 def crop_face(image: np.ndarray, size: int | None, what: str = "image",
               scale: float = CROP_SCALE) -> tuple[tuple[int, int, int, int], np.ndarray]:
     """(x, y, side, side) crop box and the crop resized to (size, size, 3) uint8 (bicubic,
-    as video_driven.load_image; size None keeps the crop's own size)."""
+    as jaxtalk.inference.video_driven.load_image; size None keeps the crop's own size)."""
     x, y, w, h = crop_box(image, what, scale)
     img = Image.fromarray(np.asarray(image)).crop((x, y, x + w, y + h))
     if size is not None:
