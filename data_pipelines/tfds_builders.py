@@ -35,7 +35,7 @@ The Beam path is taken when a Beam runner or pipeline options are given (that is
 `--beam_pipeline_options` sets), or when the builder is made with `use_beam=True`
 (`use_beam=False` forces the generator). Both paths call `clip_example` on each clip spec,
 so they store the same examples under the same keys. On Beam, the launcher parses the
-official metadata once and stages the clip specs as pickle files in the dataset's
+official metadata once and stages the clip specs as JSON files in the dataset's
 temporary directory (a `beam.Create` of a million specs with their per-frame boxes would
 not fit in a job graph); the workers read those files, reshuffle the specs across
 themselves and process them. So `manual_dir` (ffmpeg opens the videos by path) and
@@ -65,10 +65,11 @@ shard markers.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import importlib.util
+import json
 import logging
 import os
-import pickle
 import shutil
 import sys
 from typing import Any
@@ -113,18 +114,30 @@ def _beam_clip_examples(spec: ClipSpec, *, cfg: ProcessConfig, identities: dict[
   return [out]
 
 
+def _spec_to_json(spec: ClipSpec) -> dict:
+  out = dataclasses.asdict(spec)
+  out["boxes"] = None if spec.boxes is None else np.asarray(spec.boxes, np.float32).tolist()
+  return out
+
+
+def _spec_from_json(fields: dict) -> ClipSpec:
+  boxes, extra = fields.pop("boxes"), fields.pop("extra")
+  return ClipSpec(**fields, boxes=None if boxes is None else np.asarray(boxes, np.float32),
+                  extra=tuple(tuple(pair) for pair in extra))
+
+
 def _read_staged_specs(path: str) -> list[ClipSpec]:
-  with tfds.core.Path(path).open("rb") as f:
-    return pickle.load(f)
+  # JSON, not pickle: a staging directory on shared storage must not be able to run code.
+  return [_spec_from_json(f) for f in json.loads(tfds.core.Path(path).read_text())]
 
 
 def _stage_specs(specs: list[ClipSpec], directory: str, split: str) -> list[str]:
-  """Writes `specs` as pickle files of SPECS_PER_STAGED_FILE specs; returns their paths."""
+  """Writes `specs` as JSON files of SPECS_PER_STAGED_FILE specs; returns their paths."""
   tfds.core.Path(directory).mkdir(parents=True, exist_ok=True)
   paths = []
   for start in range(0, len(specs), SPECS_PER_STAGED_FILE):
-    path = tfds.core.Path(directory) / f"{split}-{start // SPECS_PER_STAGED_FILE:06d}.pkl"
-    path.write_bytes(pickle.dumps(specs[start:start + SPECS_PER_STAGED_FILE], protocol=pickle.HIGHEST_PROTOCOL))
+    path = tfds.core.Path(directory) / f"{split}-{start // SPECS_PER_STAGED_FILE:06d}.json"
+    path.write_text(json.dumps([_spec_to_json(s) for s in specs[start:start + SPECS_PER_STAGED_FILE]]))
     paths.append(os.fspath(path))
   return paths
 

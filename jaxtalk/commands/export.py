@@ -58,7 +58,8 @@ def main(argv):
 
             config = variables.get("model_config") or {}
             kind = config.get("kind") or _RELEASE.value or variables.get("release", "")
-            export_animate_function(kind, variables["params"], config, _OUT.value)
+            export_animate_function(kind, variables["params"], config, _OUT.value,
+                                    source=_WEIGHTS.value or _WORKDIR.value)
         elif _RELEASE.value:
             releases.export_release(_RELEASE.value, variables, _OUT.value)
         else:

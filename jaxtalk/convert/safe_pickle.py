@@ -29,6 +29,7 @@ are allocated or inflated.
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import contextlib
 import os
@@ -233,6 +234,11 @@ class SafeUnpickler(pickle.Unpickler):
         self.allowed = PLAIN_GLOBALS if allowed is None else allowed
 
     def find_class(self, module, name):
+        # Protocol 2 (torch.save's) spells some modules by their Python 2 names
+        # (__builtin__.set); map them back as pickle's own find_class does.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         found = self.allowed.get((module, name))
         if found is None:
             raise CheckpointError(

@@ -52,8 +52,8 @@ def load_stage1(path: str) -> tuple[dict, dict]:
     from jaxtalk.convert import weights
 
     stored = weights.load(path)
-    return stored["params"], {"style_dim": 512, "motion_dim": 20, "size": 256, "width": 1.0,
-                              **stored["model_config"]}
+    given = weights.module_options(AniTalkerMotion, stored["model_config"], path, recipe.STAGE1_KEYS)
+    return stored["params"], {"style_dim": 512, "motion_dim": 20, "size": 256, "width": 1.0, **given}
 
 
 def parse_controls(model: DiffusionPredictor, pose=None, location=None, scale=None) -> dict:

@@ -77,13 +77,13 @@ def build_generator(kind: str, model_config: dict, source: str = "model_config")
 
 
 def export_animate_function(kind: str, params, model_config: dict, path: str,
-                            platforms=("cpu",)) -> dict:
+                            platforms=("cpu",), source: str = "model_config") -> dict:
     """Serializes `frames = f(source (1,S,S,3), alphas (T, motion_dim))` (absolute motion;
     relative = alphas - alpha_start + alpha_source) to a `.jaxfn` file that runs without
     jaxtalk (see jaxtalk/export/jax_function.py)."""
     from jaxtalk.export import jax_function
 
-    model = build_generator(kind, model_config)
+    model = build_generator(kind, model_config, source)
     size = int(model_config.get("size", 256))
     (frames,) = jax.export.symbolic_shape("T")
     specs = [jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32),
@@ -97,8 +97,9 @@ def export_animate_function(kind: str, params, model_config: dict, path: str,
 class MotionAnimator:
     """Encodes a source once, then renders driving motion on it chunk by chunk."""
 
-    def __init__(self, kind: str, params, model_config: dict, chunk: int = 8):
-        model = build_generator(kind, model_config)
+    def __init__(self, kind: str, params, model_config: dict, chunk: int = 8,
+                 source: str = "model_config"):
+        model = build_generator(kind, model_config, source)
         self.size = int(model_config.get("size", 256))
         self.chunk = chunk
         if isinstance(model, LIAGenerator):
@@ -124,7 +125,7 @@ class MotionAnimator:
         stored = weights.load(path)
         config = stored["model_config"]
         kind = config.get("kind") or stored.get("release") or "anitalker_stage1"
-        return cls(kind, {"params": stored["params"]}, config, **kw)
+        return cls(kind, {"params": stored["params"]}, config, source=path, **kw)
 
     @classmethod
     def from_run(cls, workdir: str, step: int | None = None, **kw) -> "MotionAnimator":
@@ -135,7 +136,8 @@ class MotionAnimator:
         if config.get("task") != "anitalker_motion":
             raise AnimationError(f"{workdir}: a {config.get('task')!r} run, not anitalker_motion")
         variables = checkpoints.group_variables(workdir, "generator", step)
-        return cls("anitalker_motion", {"params": variables["params"]["model"]}, config["model"], **kw)
+        return cls("anitalker_motion", {"params": variables["params"]["model"]}, config["model"],
+                   source=workdir, **kw)
 
     def _chunk_step(self, source_code, feats, alpha_source, frames, alpha_start, relative):
         alpha = self._motion(frames)

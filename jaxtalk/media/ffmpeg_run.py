@@ -13,9 +13,12 @@ import shutil
 
 import ffmpeg
 
+from jaxtalk.errors import InputError
 
-class MediaError(RuntimeError):
-    """A video or audio file that cannot be read or written; the message names the file."""
+
+class MediaError(InputError, RuntimeError):
+    """A video or audio file that cannot be read or written; the message names the file.
+    (An InputError, so every command reports it on one line; a RuntimeError as before.)"""
 
 
 @functools.cache

@@ -210,12 +210,14 @@ def test_hyperparameter_containers_load_as_plain_dicts(tmp_path, monkeypatch):
     storage = crafted.Storage("0", "FloatStorage", 4, legacy=False)
     obj = {"gen": {"w": crafted.tensor(storage, 0, (4,), (1,))},
            "args": argparse.Namespace(size=256, lr=0.002),
-           "hyper_parameters": attribute_dict(lr=1e-4, name="stage2")}
+           "hyper_parameters": attribute_dict(lr=1e-4, name="stage2"),
+           "plain": [{1, 2}, frozenset({3}), complex(1, 2)]}  # __builtin__.set at protocol 2
     crafted.write_zip(tmp_path / "lia.pt", crafted.dumps(obj),
                       {"0": np.arange(4, dtype=np.float32).tobytes()})
     loaded = torch_pickle.load(tmp_path / "lia.pt")
     assert loaded["args"] == {"size": 256, "lr": 0.002}
     assert loaded["hyper_parameters"] == {"lr": 1e-4, "name": "stage2"}
+    assert loaded["plain"] == [{1, 2}, frozenset({3}), complex(1, 2)]
     np.testing.assert_array_equal(loaded["gen"]["w"], np.arange(4, dtype=np.float32))
 
 

@@ -4,6 +4,7 @@ plain generator and from Apache Beam workers, with rejected clips skipped and co
 import logging
 import sys
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
@@ -79,7 +80,7 @@ def test_tfds_builder_with_beam(raw_dir, generator_dir, tmp_path, caplog):
   info = tfds.builder("jaxtalk_synthetic/64", data_dir=data_dir).info
   assert info.metadata["rejected"] == REJECTED  # from the Beam counters
   assert info.file_format.value == "array_record"
-  assert not list((tmp_path / "beam").rglob("*.pkl"))  # the staged clip specs are gone
+  assert not list((tmp_path / "beam").rglob("*.json"))  # the staged clip specs are gone
   assert "tensorflow" not in sys.modules
 
 
@@ -90,3 +91,18 @@ def test_tfds_builder_beam_refuses_nondeterministic_array_record(raw_dir, tmp_pa
   with pytest.raises(ValueError, match="nondeterministic_order"):
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=raw_dir, nondeterministic_order=True))
+
+
+def test_staged_specs_round_trip_as_json(tmp_path):
+  from data_pipelines import tfds_builders  # pylint: disable=import-outside-toplevel
+  from data_pipelines.clip_spec import ClipSpec  # pylint: disable=import-outside-toplevel
+
+  specs = [ClipSpec("a", "voxceleb1", "/v.mp4", "id1", "train", 1.0, 2.0,
+                    np.arange(8, dtype=np.float32).reshape(2, 4), 360.0, 1.1, None, (("k", "v"),)),
+           ClipSpec("b", "hdtf", "/w.mp4", "id2", "test")]
+  paths = tfds_builders._stage_specs(specs, str(tmp_path), "train")
+  assert [p.endswith(".json") for p in paths] == [True]  # data, never pickle
+  back = tfds_builders._read_staged_specs(paths[0])
+  assert [b.extra for b in back] == [s.extra for s in specs] and back[1].boxes is None
+  np.testing.assert_array_equal(back[0].boxes, specs[0].boxes)
+  assert back[0].start_sec == 1.0 and back[0].box_ref_height == 360.0
