@@ -1,22 +1,36 @@
 # The two commands a fresh clone needs: `make demo` (the main job on the embedded
-# synthetic data) and `make test`. Both use the active Python environment; run
-# `make install` first (README.md, "Installation").
-PY ?= python
+# synthetic data) and `make test`. Without PY=..., both run in the project's virtual
+# environment .venv, which they create and fill (pip install -e ".[dev]") when it is
+# missing or setup.py changed; with PY=python (as CI does) they use that interpreter.
+VENV ?= .venv
 DEMO ?= demo_out
+ifeq ($(origin PY), undefined)
+PY := $(VENV)/bin/python
+ENV := $(VENV)/.installed
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+endif
 
 .PHONY: install test demo demo-stage2 bench
 
-install:
-	$(PY) -m pip install -e ".[dev]"
+$(VENV)/.installed: setup.py
+	python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e ".[dev]"
+	touch $@
 
-test:
+install: $(ENV)  # with PY=..., installs into that interpreter's environment instead
+ifndef ENV
+	$(PY) -m pip install -e ".[dev]"
+endif
+
+test: $(ENV)
 	$(PY) -m pytest -q -n 2 tests
 
-demo:
+demo: $(ENV)
 	JAX_PLATFORMS=cpu $(PY) -m jaxtalk.demo --out=$(DEMO)
 
-demo-stage2:  # the demo plus stage 2 (speech -> motion): about ten more minutes
+demo-stage2: $(ENV)  # the demo plus stage 2 (speech -> motion): about ten more minutes
 	JAX_PLATFORMS=cpu $(PY) -m jaxtalk.demo --out=$(DEMO) --stage2
 
-bench:
+bench: $(ENV)
 	JAX_PLATFORMS=cpu $(PY) benchmarks/loop_overhead.py
