@@ -74,15 +74,14 @@ def main(argv: list[str] | None = None) -> None:
             from absl import logging
 
             logging.set_verbosity(logging.WARNING)
-        try:
-            return module.main(args)
-        except InputError as e:  # a file or value the user gave: one line, exit status 2
-            from jaxtalk.commands.config_flag import die
+        return module.main(args)
 
-            die(f"jaxtalk {command}", str(e))
-
-    app.run(run, argv=[f"jaxtalk {command}"] + argv[2:],
-            flags_parser=getattr(module, "parse_flags", app.parse_flags_with_usage))
+    try:
+        app.run(run, argv=[f"jaxtalk {command}"] + argv[2:],
+                flags_parser=getattr(module, "parse_flags", app.parse_flags_with_usage))
+    except InputError as e:  # the one CLI error idiom: commands raise, this prints one line
+        print(f"jaxtalk {command}: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,10 @@ face crops (the synthetic set's frames) or faces the detector misses (profiles, 
 """
 
 import os
-import sys
 
 from absl import flags
+
+from jaxtalk.errors import InputError
 
 _MODE = flags.DEFINE_enum("mode", "video", ["video", "audio"], "what drives the animation")
 _SOURCE = flags.DEFINE_string("source", None, "the portrait image to animate")
@@ -64,11 +65,6 @@ _FACE_SCALE = flags.DEFINE_float("face_scale", None, "--control: face scale")
 _DDIM_STEPS = flags.DEFINE_integer("ddim_steps", 50, "DDIM sampling steps")
 
 
-def _fail(message: str) -> None:
-    print(f"jaxtalk animate: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def _load_source(size: int):
     """--source as (size, size, 3) uint8: the face crop, or with --nocrop_face the centre square."""
     from jaxtalk.inference import video_driven
@@ -88,15 +84,15 @@ def main(argv):
     from jaxtalk.media.probe import probe
 
     if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}")
+        raise InputError(f"unexpected arguments {argv[1:]}")
     if _MODE.value == "audio":
         return _animate_audio()
     missing = [f"--{n}" for n, v in (("source", _SOURCE.value), ("driving", _DRIVING.value),
                                      ("out", _OUT.value)) if not v]
     if missing:
-        _fail(f"{', '.join(missing)} required")
+        raise InputError(f"{', '.join(missing)} required")
     if bool(_WEIGHTS.value) == bool(_WORKDIR.value):
-        _fail("give exactly one of --weights or --workdir")
+        raise InputError("give exactly one of --weights or --workdir")
     try:
         animator = (video_driven.MotionAnimator.from_weights(_WEIGHTS.value, chunk=_CHUNK.value)
                     if _WEIGHTS.value else
@@ -108,12 +104,12 @@ def main(argv):
         driving, fps = video.read_video(_DRIVING.value, crop=crop, size=animator.size,
                                         duration=_MAX_SECONDS.value)
         if len(driving) == 0:
-            _fail(f"{_DRIVING.value}: no frames")
+            raise InputError(f"{_DRIVING.value}: no frames")
         frames = animator.animate(source, driving, _MOTION.value)
         video.write_video(_OUT.value, frames, fps,
                           audio=_DRIVING.value if info.audio_sample_rate else None)
     except (OSError, ValueError) as e:  # AnimationError, MediaError, weights errors
-        _fail(str(e))
+        raise InputError(str(e)) from None
     print(f"wrote {len(frames)} frames ({len(frames) / fps:.1f} s) to {_OUT.value}")
 
 
@@ -139,13 +135,13 @@ def _animate_audio():
     missing = [f"--{n}" for n, v in (("source", _SOURCE.value), ("audio", _AUDIO.value),
                                      ("stage2", _STAGE2.value), ("out", _OUT.value)) if not v]
     if missing:
-        _fail(f"{', '.join(missing)} required with --mode=audio")
+        raise InputError(f"{', '.join(missing)} required with --mode=audio")
     try:
         animator = audio_driven.AudioAnimator.from_paths(
             _STAGE2.value, _STAGE1.value, _HUBERT.value, chunk=_CHUNK.value)
         source = _load_source(animator.size)
         if not os.path.exists(_AUDIO.value):
-            _fail(f"{_AUDIO.value}: no such file")
+            raise InputError(f"{_AUDIO.value}: no such file")
         wav = audio.read_audio(_AUDIO.value, audio_driven.SAMPLE_RATE,
                                duration=_MAX_SECONDS.value)
         frames = animator.animate(source, wav, seed=_SEED.value, controls=_controls(animator.model),
@@ -153,5 +149,5 @@ def _animate_audio():
         video.write_video(_OUT.value, frames, audio_driven.FPS, audio=wav,
                           audio_sample_rate=audio_driven.SAMPLE_RATE)
     except (OSError, ValueError, RuntimeError) as e:  # AnimationError, MediaError, weights errors
-        _fail(str(e))
+        raise InputError(str(e)) from None
     print(f"wrote {len(frames)} frames ({len(frames) / audio_driven.FPS:.1f} s) to {_OUT.value}")

@@ -1,19 +1,19 @@
 """The `--config` flag shared by commands that run a recipe, with clear error messages.
 
 ml_collections reports a bad override or a missing file as a traceback; users get one line
-naming the flag, the file or the key instead.
+naming the flag, the file or the key instead (an InputError, which `jaxtalk/cli.py` prints).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import sys
 
 from absl import flags
 from ml_collections import config_flags
 
 import configs
+from jaxtalk.errors import InputError
 
 FLAGS = flags.FLAGS
 
@@ -22,11 +22,6 @@ def define():
     return config_flags.DEFINE_config_file(
         "config", None, "recipe config: configs/<recipe>.py:<variant> (or <recipe>:<variant>); "
         "override keys with --config.<key>=<value>", lock_config=True)
-
-
-def die(command: str, message: str) -> None:
-    print(f"{command}: error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def _config_path(value: str) -> str:
@@ -64,27 +59,27 @@ def parse(argv: list[str], required: tuple[str, ...] = ()) -> list[str]:
     config_given = [a for a in argv[1:] if a == "--config" or a.startswith("--config=")]
     path = next((a.split("=", 1)[1] for a in config_given if "=" in a), None)
     if path is not None and not os.path.exists(_config_path(path).partition(":")[0]):
-        die(command, f"--config: config file {path.partition(':')[0]!r} does not exist "
+        raise InputError(f"--config: config file {path.partition(':')[0]!r} does not exist "
                       f"(recipes: {', '.join(available_recipes())})")
     try:
         rest = FLAGS(_resolve(argv))
     except flags.Error as e:
-        die(command, f"{_clean(e)} (see {command} --help)")
+        raise InputError(f"{_clean(e)} (see {command} --help)")
     except (AttributeError, KeyError) as e:
-        die(command, f"unknown config key in an override: {_clean(e).strip(chr(39))}")
+        raise InputError(f"unknown config key in an override: {_clean(e).strip(chr(39))}")
     except Exception as e:  # a config file that raises, e.g. an unknown variant
-        die(command, f"--config={path}: {_clean(e)}")
+        raise InputError(f"--config={path}: {_clean(e)}")
     if not config_given:
-        die(command, "--config is required, e.g. --config=configs/toy_regression.py:tiny")
+        raise InputError("--config is required, e.g. --config=configs/toy_regression.py:tiny")
     for name in required:
         if FLAGS[name].value in (None, ""):
-            die(command, f"--{name} is required")
+            raise InputError(f"--{name} is required")
     return rest
 
 
 def reject_positional(argv: list[str]) -> None:
     if len(argv) > 1:
-        die(argv[0], f"unexpected arguments {argv[1:]}")
+        raise InputError(f"unexpected arguments {argv[1:]}")
 
 
 def available_recipes() -> list[str]:

@@ -15,6 +15,7 @@ import json
 
 from absl import flags
 
+from jaxtalk.errors import InputError
 from jaxtalk.evaluate import cli_options
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "training run directory")
@@ -27,7 +28,7 @@ _FLAGS = cli_options.define(__name__)
 def main(argv):
     from jaxtalk.evaluate import registry, report, sweep, test_sets
 
-    cli_options.check_args("eval", argv, workdir=_WORKDIR.value, test_set=_TEST_SET.value)
+    cli_options.check_args(argv, workdir=_WORKDIR.value, test_set=_TEST_SET.value)
     try:
         sweep.check_metric_names(_FLAGS.metrics.value)
         test_set = test_sets.parse(_TEST_SET.value, _FLAGS.data_root.value)
@@ -45,7 +46,7 @@ def main(argv):
         rows = [evaluator.evaluate(_WORKDIR.value, step, test_set, mode, sorted(metrics))
                 for mode in modes]
     except ValueError as e:  # SweepError, TestSetError, bad metric options
-        cli_options.fail("eval", str(e))
+        raise InputError(str(e)) from None
     print(report.markdown_table(rows))
     if skipped:
         print(f"{len(skipped)} metric(s) skipped (missing weights or bad options): "

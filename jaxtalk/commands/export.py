@@ -22,7 +22,7 @@ Examples:
 
 from absl import flags
 
-from jaxtalk.commands.config_flag import die
+from jaxtalk.errors import InputError
 
 _WEIGHTS = flags.DEFINE_string("weights", None, "a jaxtalk weights file (.safetensors)")
 _WORKDIR = flags.DEFINE_string("workdir", None, "a training run directory")
@@ -37,17 +37,17 @@ def main(argv):
     from jaxtalk.train import checkpoints
 
     if len(argv) > 1:
-        die("jaxtalk export", f"unexpected arguments {argv[1:]}")
+        raise InputError(f"unexpected arguments {argv[1:]}")
     if bool(_WEIGHTS.value) == bool(_WORKDIR.value):
-        die("jaxtalk export", "give exactly one of --weights or --workdir")
+        raise InputError("give exactly one of --weights or --workdir")
     if not _OUT.value:
-        die("jaxtalk export", "--out is required")
+        raise InputError("--out is required")
     try:
         if _WEIGHTS.value:
             variables = weights.load(_WEIGHTS.value)
         else:
             if not _GROUP.value:
-                die("jaxtalk export", "--workdir needs --group (e.g. generator)")
+                raise InputError("--workdir needs --group (e.g. generator)")
             variables = checkpoints.group_variables(_WORKDIR.value, _GROUP.value, _STEP.value)
             config = checkpoints.run_config(_WORKDIR.value, _STEP.value)
             # The constructor settings travel with the weights, so animate/import can
@@ -64,8 +64,8 @@ def main(argv):
             releases.export_release(_RELEASE.value, variables, _OUT.value)
         else:
             if not _OUT.value.endswith(".safetensors"):
-                die("jaxtalk export", "without --release the output is a .safetensors weights file")
+                raise InputError("without --release the output is a .safetensors weights file")
             weights.save(variables, _OUT.value, release=variables.get("release", ""))
     except (OSError, ValueError, KeyError) as e:
-        die("jaxtalk export", str(e).strip("'\""))
+        raise InputError(str(e).strip("'\"")) from None
     print(f"exported to {_OUT.value}")

@@ -15,7 +15,7 @@ Releases: run `jaxtalk import --list`.
 import numpy as np
 from absl import flags
 
-from jaxtalk.commands.config_flag import die
+from jaxtalk.errors import InputError
 
 _RELEASE = flags.DEFINE_string("release", None, "release name (see --list)")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "the released PyTorch file")
@@ -30,21 +30,21 @@ def main(argv):
     from jaxtalk.convert import releases
 
     if len(argv) > 1:
-        die("jaxtalk import", f"unexpected arguments {argv[1:]}")
+        raise InputError(f"unexpected arguments {argv[1:]}")
     if _LIST.value:
         for spec in releases.RELEASES.values():
             print(f"{spec.name:<18} {spec.source}\n{'':<18} {spec.command()}")
         return
     if not _RELEASE.value or not _CHECKPOINT.value:
-        die("jaxtalk import", "--release and --checkpoint are required (see --list)")
+        raise InputError("--release and --checkpoint are required (see --list)")
     if _RELEASE.value not in releases.RELEASES:
-        die("jaxtalk import", f"unknown release {_RELEASE.value!r}; known: {', '.join(releases.RELEASES)}")
+        raise InputError(f"unknown release {_RELEASE.value!r}; known: {', '.join(releases.RELEASES)}")
     files = {"backbone": _BACKBONE.value} if _BACKBONE.value else {}
     try:
         path = releases.import_release(_RELEASE.value, _CHECKPOINT.value, output=_OUT.value,
                                        weights_dir=_WEIGHTS_DIR.value, **files)
     except (OSError, ValueError, KeyError) as e:  # CheckpointError/ConversionError included
-        die("jaxtalk import", str(e).strip("'\""))
+        raise InputError(str(e).strip("'\"")) from None
     from jaxtalk.convert import weights
 
     stored = weights.load(path)

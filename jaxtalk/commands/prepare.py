@@ -14,7 +14,9 @@ DATASET is one of: synthetic, voxceleb1, voxceleb2, hdtf, vfhq, celebvhq.
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
+
+from jaxtalk.errors import InputError
 
 FLAGS = flags.FLAGS
 
@@ -47,12 +49,12 @@ def main(argv: list[str]) -> None:
   from data_pipelines.synthetic import generate  # pylint: disable=import-outside-toplevel
 
   if len(argv) != 2:
-    raise app.UsageError(f"usage: jaxtalk prepare DATASET [flags]; DATASET in {sorted(datasets.DATASETS)}")
+    raise InputError(f"usage: jaxtalk prepare DATASET [flags]; DATASET in {sorted(datasets.DATASETS)}")
   name = argv[1]
   if name not in datasets.DATASETS:
-    raise app.UsageError(f"unknown dataset {name!r}; choose from {sorted(datasets.DATASETS)}")
+    raise InputError(f"unknown dataset {name!r}; choose from {sorted(datasets.DATASETS)}")
   if not FLAGS.out_dir:
-    raise app.UsageError("--out_dir is required")
+    raise InputError("--out_dir is required")
   synthetic = generate.SyntheticConfig(
       num_identities=FLAGS.num_identities, videos_per_identity=FLAGS.videos_per_identity,
       utterances_per_video=FLAGS.utterances_per_video, utterance_seconds=FLAGS.utterance_seconds,

@@ -18,6 +18,7 @@ to OUT_DIR/results.p<I>.jsonl; every process renders from all the files, and
 
 from absl import flags
 
+from jaxtalk.errors import InputError
 from jaxtalk.evaluate import cli_options
 
 _RUNS = flags.DEFINE_list("runs", [], "training run directories")
@@ -34,10 +35,10 @@ def main(argv):
     from jaxtalk.evaluate import sweep, test_sets
 
     if _RENDER_ONLY.value:
-        cli_options.check_args("sweep", argv, out_dir=_OUT_DIR.value)
+        cli_options.check_args(argv, out_dir=_OUT_DIR.value)
         print("wrote " + ", ".join(sweep.render(_OUT_DIR.value)[1]))
         return
-    cli_options.check_args("sweep", argv, out_dir=_OUT_DIR.value, runs=_RUNS.value,
+    cli_options.check_args(argv, out_dir=_OUT_DIR.value, runs=_RUNS.value,
                            test_sets=_TEST_SETS.value)
     try:
         index, count = sweep.process_identity(_PROCESS_INDEX.value, _PROCESS_COUNT.value)
@@ -49,7 +50,7 @@ def main(argv):
             metric_options=cli_options.metric_options(_FLAGS.metric_options.value),
             process_index=index, process_count=count, seed=_FLAGS.seed.value)
     except ValueError as e:  # SweepError, TestSetError, bad metric options
-        cli_options.fail("sweep", str(e))
+        raise InputError(str(e)) from None
     print(f"\n{_OUT_DIR.value}/results.md:\n")
     print(open(f"{_OUT_DIR.value}/results.md").read())
     print(f"computed {summary.computed} of this process's {summary.cells} cells; "

@@ -12,6 +12,7 @@ can be overridden with --config.<key>=<value>; an unknown key is an error.
 from absl import flags
 
 from jaxtalk.commands import config_flag
+from jaxtalk.errors import InputError
 
 _CONFIG = config_flag.define()
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, TensorBoard, "
@@ -29,4 +30,4 @@ def main(argv):
     try:
         train(_CONFIG.value, _WORKDIR.value)
     except ConfigError as e:
-        config_flag.die(argv[0], str(e))
+        raise InputError(str(e)) from None

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 
 from absl import flags
+
+from jaxtalk.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,15 +59,10 @@ def metric_options(text: str) -> dict:
     return options
 
 
-def check_args(command: str, argv: list[str], **required) -> None:
-    """Fails on positional arguments and on required flags (name=value) left empty."""
+def check_args(argv: list[str], **required) -> None:
+    """Refuses positional arguments and required flags (name=value) left empty."""
     if len(argv) > 1:
-        fail(command, f"unexpected arguments {argv[1:]}")
+        raise InputError(f"unexpected arguments {argv[1:]}")
     missing = [f"--{name}" for name, value in required.items() if not value]
     if missing:
-        fail(command, f"{', '.join(missing)} required")
-
-
-def fail(command: str, message: str) -> None:
-    print(f"jaxtalk {command}: error: {message}", file=sys.stderr)
-    sys.exit(2)
+        raise InputError(f"{', '.join(missing)} required")

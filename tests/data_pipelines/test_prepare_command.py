@@ -7,6 +7,7 @@ import pytest
 from absl import app
 
 from jaxtalk.commands import prepare
+from jaxtalk.errors import InputError
 
 
 def test_prepare_synthetic_command(tmp_path, capsys):
@@ -27,5 +28,5 @@ def test_prepare_synthetic_command(tmp_path, capsys):
 
 
 def test_prepare_rejects_unknown_dataset():
-  with pytest.raises(app.UsageError, match="unknown dataset"):
+  with pytest.raises(InputError, match="unknown dataset"):
     prepare.main(["jaxtalk prepare", "imagenet"])
