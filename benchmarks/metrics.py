@@ -19,14 +19,15 @@ def _random_variables(module, *inputs):
 
 def build(name, batch, size):
     from jaxtalk.evaluate import csim, fid, image_metrics, lpips
-    from jaxtalk.evaluate.nets import iresnet, inception
+    from jaxtalk.models.metric_nets import iresnet, inception
+    from jaxtalk.models.metric_nets.lpips import LPIPS
 
     x = jnp.zeros((batch, size, size, 3))
     if name in ("psnr", "ssim", "l1"):
         return getattr(image_metrics, name)
     if name.startswith("lpips_"):
         net = name.split("_")[1]
-        variables = _random_variables(lpips.LPIPS(net), x, x)
+        variables = _random_variables(LPIPS(net), x, x)
         return lambda a, b: lpips.lpips(variables, a, b, net)
     if name == "csim":
         variables = _random_variables(iresnet.IResNet(), jnp.zeros((1, 112, 112, 3)))

@@ -1,5 +1,5 @@
 """insightface arcface_torch IResNet checkpoints (e.g. ms1mv3_arcface_r100_fp16/backbone.pth)
--> `jaxtalk.evaluate.nets.iresnet.IResNet` variables.
+-> `jaxtalk.models.metric_nets.iresnet.IResNet` variables.
 
 Keys: conv1, bn1, prelu, layer{s}.{i}.{bn1,conv1,bn2,prelu,conv2,bn3,downsample.0,
 downsample.1}, bn2, fc, features (BatchNorm1d). fp16 checkpoints are read as float32.
@@ -11,8 +11,8 @@ import jax.numpy as jnp
 
 from jaxtalk.convert import torch_pickle
 from jaxtalk.convert.torch_legacy import read_state_dict
-from jaxtalk.evaluate.nets import iresnet
-from jaxtalk.evaluate.nets import torch_rules as tr
+from jaxtalk.models.metric_nets import iresnet
+from jaxtalk.convert import torch_rules as tr
 
 
 def rules(arch: str | tuple[int, ...] = "iresnet100") -> list:

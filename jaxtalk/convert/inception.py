@@ -1,6 +1,6 @@
 """pytorch-fid's Inception weights (pt_inception-2015-12-05-6726825d.pth, a plain
 state_dict of torchvision Inception3 names with a 1008-way fc and no AuxLogits)
--> `jaxtalk.evaluate.nets.inception.FIDInceptionV3` variables.
+-> `jaxtalk.models.metric_nets.inception.FIDInceptionV3` variables.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import jax.numpy as jnp
 
 from jaxtalk.convert import torch_pickle
 from jaxtalk.convert.torch_legacy import read_state_dict
-from jaxtalk.evaluate.nets import inception
-from jaxtalk.evaluate.nets import torch_rules as tr
+from jaxtalk.models.metric_nets import inception
+from jaxtalk.convert import torch_rules as tr
 
 
 def _shapes():

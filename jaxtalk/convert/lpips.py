@@ -1,4 +1,4 @@
-"""lpips package weights -> `jaxtalk.evaluate.lpips.LPIPS` params.
+"""lpips package weights -> `jaxtalk.models.metric_nets.lpips.LPIPS` params.
 
 LPIPS needs two public files: the linear heads shipped inside the lpips package
 (`lpips/weights/v0.1/alex.pth` or `vgg.pth`: keys `lin{i}.model.1.weight`, (1, C, 1, 1),
@@ -14,8 +14,8 @@ import jax.numpy as jnp
 
 from jaxtalk.convert import mapping, torch_pickle, torchvision_vgg
 from jaxtalk.convert.torch_legacy import read_state_dict
-from jaxtalk.evaluate import lpips as lpips_metric
-from jaxtalk.evaluate.nets import alexnet
+from jaxtalk.models.metric_nets import alexnet
+from jaxtalk.models.metric_nets import lpips as lpips_metric
 
 NETS = tuple(lpips_metric.BACKBONE_LAYERS)
 

@@ -1,5 +1,5 @@
 """SyncNet v2 (`syncnet_v2.model` from joonson/syncnet_python, a legacy-format state_dict)
--> `jaxtalk.evaluate.nets.syncnet.SyncNet` variables.
+-> `jaxtalk.models.metric_nets.syncnet.SyncNet` variables.
 
 torch layout: netcnnaud / netcnnlip Sequentials (convs at 0, 4, 8, 11, 14, 18, each
 followed by its BatchNorm), netfcaud / netfclip = Linear(0), BatchNorm1d(1), Linear(3).
@@ -11,8 +11,8 @@ import jax.numpy as jnp
 
 from jaxtalk.convert import mapping, torch_pickle
 from jaxtalk.convert.torch_legacy import read_state_dict
-from jaxtalk.evaluate.nets import syncnet
-from jaxtalk.evaluate.nets import torch_rules as tr
+from jaxtalk.models.metric_nets import syncnet
+from jaxtalk.convert import torch_rules as tr
 
 CONV_INDICES = (0, 4, 8, 11, 14, 18)
 STREAMS = {"audio": ("netcnnaud", "netfcaud", mapping.CONV2D),

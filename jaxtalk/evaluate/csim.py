@@ -11,7 +11,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxtalk.evaluate.nets.iresnet import DEPTHS, IResNet
+from jaxtalk.models.metric_nets.iresnet import DEPTHS, IResNet
 
 INPUT_SIZE = 112
 

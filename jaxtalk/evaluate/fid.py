@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.evaluate.nets import inception
+from jaxtalk.models.metric_nets import inception
 
 
 class FeatureStatistics:

@@ -80,19 +80,19 @@ def evaluate_run(workdir: str, step: int | None = None, data_dir: str | None = N
     """`evaluate` on the EMA weights of an anitalker_audio2motion run."""
     import ml_collections
 
-    from jaxtalk.tasks.anitalker_audio2motion import build, saved_motion_stats
     from jaxtalk.train import checkpoints
+    from jaxtalk.train.task import get_task
 
     config = ml_collections.ConfigDict(checkpoints.run_config(workdir, step))
     if data_dir:
         config.data.data_dir = data_dir
-    task = build(config)
+    task = get_task(config)  # the run's recipe, found by name
     model = checkpoints.group_variables(workdir, "model", step)
     params = {"model": model["params"],
               "stage1": checkpoints.group_variables(workdir, "stage1", step)["params"]}
-    stats = saved_motion_stats(workdir, config.diffusion, step)
-    if stats is not None:
-        params["motion_stats"] = stats
+    if config.diffusion.get("normalize_motion"):
+        params["motion_stats"] = checkpoints.group_variables(workdir, "motion_stats",
+                                                             step)["params"]
     if task.hubert is not None:
         params["hubert"] = checkpoints.group_variables(workdir, "hubert", step)["params"]
     options = dict(train_windows=config.lipsync.train_windows,

@@ -30,6 +30,7 @@ from jaxtalk.evaluate import registry, report, results
 from jaxtalk.evaluate.test_sets import TestSet
 from jaxtalk.train import checkpoints
 from jaxtalk.train.sharding import make_mesh
+from jaxtalk.train.task import get_task
 
 
 class SweepError(ValueError):
@@ -110,8 +111,6 @@ class Evaluator:
         self._variables: tuple[tuple, object] | None = None
 
     def _entry(self, run: str, step: int, test_set: TestSet) -> _TaskEntry:
-        from jaxtalk.tasks.base import get_task
-
         saved = checkpoints.run_config(run, step)
         key = (json.dumps(saved, sort_keys=True), test_set)
         if key not in self._tasks:
@@ -120,14 +119,14 @@ class Evaluator:
             if "worker_count" in config.data:
                 config.data.worker_count = self.workers
             task = get_task(config)
-            if not hasattr(task, "eval_outputs"):
+            if not task.EVAL_MODES:
                 raise SweepError(f"{run}: task {config.task!r} has no eval_outputs (no "
                                  "evaluation protocol)")
             self._tasks[key] = _TaskEntry(task, config, {})
         return self._tasks[key]
 
     def modes(self, run: str, step: int, test_set: TestSet) -> tuple[str, ...]:
-        return tuple(getattr(self._entry(run, step, test_set).task, "EVAL_MODES", ("self",)))
+        return tuple(self._entry(run, step, test_set).task.EVAL_MODES)
 
     def _params(self, run: str, step: int):
         # Cells come grouped by checkpoint: keep the last one's params on the devices.

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.evaluate.nets.syncnet import SyncNet
+from jaxtalk.models.metric_nets.syncnet import SyncNet
 from jaxtalk.models.mfcc import mfcc
 
 VIDEO_FPS = 25

@@ -22,11 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtalk.diffusion import samplers, schedules
-from jaxtalk.inference.video_driven import AnimationError, _to_model, _to_uint8
+from jaxtalk.inference.video_driven import AnimationError, _to_uint8
+from jaxtalk.models import anitalker_audio2motion as stage2_lib
 from jaxtalk.models import mfcc as mfcc_lib
 from jaxtalk.models.anitalker_audio2motion import DiffusionPredictor
 from jaxtalk.models.anitalker_motion import AniTalkerMotion
-from jaxtalk.tasks import anitalker_audio2motion as recipe
+from jaxtalk.models.pixels import to_model_range
 
 FPS = 25
 SAMPLE_RATE = 16000
@@ -52,7 +53,7 @@ def load_stage1(path: str) -> tuple[dict, dict]:
     from jaxtalk.convert import weights
 
     stored = weights.load(path)
-    given = weights.module_options(AniTalkerMotion, stored["model_config"], path, recipe.STAGE1_KEYS)
+    given = weights.module_options(AniTalkerMotion, stored["model_config"], path, stage2_lib.STAGE1_KEYS)
     return stored["params"], {"style_dim": 512, "motion_dim": 20, "size": 256, "width": 1.0, **given}
 
 
@@ -109,7 +110,7 @@ class AudioAnimator:
         self.model = model
         self.variables = {"params": predictor_variables["params"],
                           "batch_stats": predictor_variables.get("batch_stats", {})}
-        self.stage1 = recipe.stage1_from_config(stage1_config)
+        self.stage1 = stage2_lib.stage1_from_config(stage1_config)
         self.stage1_params = {"params": stage1_params}
         self.size = int(stage1_config["size"])
         self.motion_scale, self.clip_x0, self.chunk = motion_scale, clip_x0, chunk
@@ -122,7 +123,7 @@ class AudioAnimator:
                                      "(jaxtalk import --release=hubert, or --hubert=FILE)")
             from jaxtalk.models import hubert as hubert_lib
 
-            self.hubert = hubert_lib.HubertModel(recipe.hubert_config(hubert_size))
+            self.hubert = hubert_lib.HubertModel(stage2_lib.hubert_config(hubert_size))
             self.hubert_params = {"params": hubert_params}
         self._encode = jax.jit(lambda p, x: self.stage1.apply(p, x, method=AniTalkerMotion.encode))
         self._render = jax.jit(self._render_chunk)
@@ -167,11 +168,14 @@ class AudioAnimator:
             hubert_params = (_hubert_params(hubert) if hubert else
                              checkpoints.group_variables(workdir, "hubert")["params"])
         d = config["diffusion"]
-        model = recipe.predictor_from_config(config["model"], config["stage1"])
+        # normalize_motion runs keep the per-dimension code statistics as a frozen group.
+        motion_stats = (checkpoints.group_variables(workdir, "motion_stats")["params"]
+                        if d.get("normalize_motion") else None)
+        model = stage2_lib.predictor_from_config(config["model"], config["stage1"])
         return cls(model, predictor, s1_params, s1_config,
                    motion_scale=d["motion_scale"], clip_x0=d["clip_x0"] if d["clip_x0"] > 0 else None,
                    hubert_params=hubert_params, hubert_size=config["hubert"]["size"],
-                   motion_stats=recipe.saved_motion_stats(workdir, d), **kw)
+                   motion_stats=motion_stats, **kw)
 
     # ------------------------------------------------------------------ features
     def features(self, wav: np.ndarray) -> tuple[jnp.ndarray, int]:
@@ -179,9 +183,9 @@ class AudioAnimator:
         if self.hubert is None:
             feats, frames = mfcc_lib.video_aligned(mfcc_lib.anitalker_mfcc(wav))
             return jnp.asarray(feats[None]), frames
-        frames = len(wav) // recipe.SAMPLES_PER_FRAME
-        wav = jnp.asarray(wav[: frames * recipe.SAMPLES_PER_FRAME][None])
-        states = jax.jit(lambda p, w: recipe.hubert_states(self.hubert, p, w))(self.hubert_params, wav)
+        frames = len(wav) // stage2_lib.SAMPLES_PER_FRAME
+        wav = jnp.asarray(wav[: frames * stage2_lib.SAMPLES_PER_FRAME][None])
+        states = jax.jit(lambda p, w: stage2_lib.hubert_states(self.hubert, p, w))(self.hubert_params, wav)
         return states[:, : 2 * frames], frames
 
     # ------------------------------------------------------------------ generation
@@ -192,14 +196,14 @@ class AudioAnimator:
                                                 method=DiffusionPredictor.denoise)
         x0 = samplers.ddim_sample(denoise, x_T, self.schedule, num_steps=num_steps,
                                   clip_x0=self.clip_x0)
-        return recipe.from_diffusion(x0[0], self.motion_stats, self.motion_scale)
+        return stage2_lib.from_diffusion(x0[0], self.motion_stats, self.motion_scale)
 
     def motion_codes(self, source: np.ndarray, wav: np.ndarray, *, seed: int = 0,
                      controls: Mapping | None = None, ddim_steps: int = 50):
         """(T, motion_dim) codes for 16 kHz speech on a (S,S,3) uint8 portrait; plus the
         encoded source."""
         audio, frames = self.features(wav)
-        src = self._encode(self.stage1_params, _to_model(source[None]))
+        src = self._encode(self.stage1_params, to_model_range(source[None]))
         controls = {k: jnp.asarray(fit_length(v, frames) if v.ndim == 2 else v)
                     for k, v in (controls or {}).items()}
         x_T = jax.random.normal(jax.random.PRNGKey(seed), (1, frames, self.model.motion_dim))

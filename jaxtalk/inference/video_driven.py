@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from jaxtalk.models.anitalker_motion import AniTalkerMotion
 from jaxtalk.models.lia import LIAGenerator
+from jaxtalk.models.pixels import to_model_range
 
 MODES = ("absolute", "relative")
 _MODEL_KEYS = ("size", "style_dim", "motion_dim", "width")
@@ -54,10 +55,6 @@ def centre_square(width: int, height: int) -> list[int]:
     """The (x, y, w, h) of the largest centred square."""
     side = min(width, height)
     return [(width - side) // 2, (height - side) // 2, side, side]
-
-
-def _to_model(frames: np.ndarray) -> jnp.ndarray:
-    return jnp.asarray(frames, jnp.float32) / 127.5 - 1.0
 
 
 def _to_uint8(images: jnp.ndarray) -> np.ndarray:
@@ -154,13 +151,13 @@ class MotionAnimator:
         """source (S,S,3) uint8, driving (T,S,S,3) uint8 -> (T,S,S,3) uint8 frames."""
         if mode not in MODES:
             raise AnimationError(f"unknown motion mode {mode!r}: {', '.join(MODES)}")
-        code, feats, alpha_source = self._encode_source(_to_model(source[None]))
-        alpha_start = jax.jit(self._motion)(_to_model(driving[:1]))
+        code, feats, alpha_source = self._encode_source(to_model_range(source[None]))
+        alpha_start = jax.jit(self._motion)(to_model_range(driving[:1]))
         out = []
         for start in range(0, len(driving), self.chunk):
             chunk = driving[start:start + self.chunk]
             padded = np.concatenate([chunk, np.repeat(chunk[-1:], self.chunk - len(chunk), 0)])
-            frames = self._drive(code, feats, alpha_source, _to_model(padded), alpha_start,
+            frames = self._drive(code, feats, alpha_source, to_model_range(padded), alpha_start,
                                  relative=mode == "relative")
             out.append(_to_uint8(frames)[: len(chunk)])
             if progress:

@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtalk.models import hubert as hubert_lib
+from jaxtalk.models.anitalker_motion import AniTalkerMotion
 from jaxtalk.models.layers.conformer import ConformerEncoder, conv1d, dense
 from jaxtalk.models.layers.lstm import LSTM
 
@@ -283,3 +285,55 @@ def init_inputs(model: DiffusionPredictor, batch: int = 1, frames: int = 8):
         audio = jnp.zeros((batch, 4 * frames, model.mfcc_dim))
     return (jnp.zeros((batch, model.motion_start_dim)), jnp.zeros((batch, model.motion_dim)),
             audio, jnp.zeros((batch, frames, model.motion_dim)), jnp.zeros((batch,)))
+
+
+# ---------------------------------------------------------------------------- from configs
+# Shared by the training recipe (jaxtalk/tasks/anitalker_audio2motion.py) and the animator
+# (jaxtalk/inference/audio_driven.py).
+SAMPLES_PER_FRAME = 640  # 16 kHz audio at 25 fps
+MODEL_KEYS = ("infer_type", "speech_dim", "fusion_dim", "speech_layers", "decoder_layers",
+              "mfcc_hidden", "num_heads", "kernel_size", "dropout_rate", "lstm_hidden",
+              "lstm_layers", "t_scale")
+STAGE1_KEYS = ("size", "width", "style_dim", "motion_dim")
+
+
+def predictor_from_config(model_cfg, stage1_cfg=None, dtype=jnp.float32) -> DiffusionPredictor:
+    kwargs = {k: model_cfg[k] for k in MODEL_KEYS if k in model_cfg}
+    if stage1_cfg is not None:
+        kwargs.update(motion_dim=stage1_cfg["motion_dim"], motion_start_dim=stage1_cfg["style_dim"])
+    return DiffusionPredictor(dtype=dtype, **kwargs)
+
+
+def stage1_from_config(stage1_cfg, dtype=jnp.float32) -> AniTalkerMotion:
+    return AniTalkerMotion(dtype=dtype, **{k: stage1_cfg[k] for k in STAGE1_KEYS})
+
+
+def hubert_config(size: str):
+    sizes = {"large": hubert_lib.HUBERT_LARGE, "base": hubert_lib.HUBERT_BASE}
+    if size not in sizes:
+        raise ValueError(f"unknown hubert size {size!r}: {sorted(sizes)}")
+    return sizes[size]
+
+
+# ---------------------------------------------------------------------------- motion codes
+def to_diffusion(codes, stats, motion_scale: float):
+    """Stage-1 motion codes -> the diffusion model's x0 (stats None: the release's scaling)."""
+    if stats is not None:
+        codes = (codes - stats["mean"]) / stats["std"]
+    return codes / motion_scale
+
+
+def from_diffusion(x0, stats, motion_scale: float):
+    """Inverse of to_diffusion."""
+    codes = x0 * motion_scale
+    if stats is not None:
+        codes = codes * stats["std"] + stats["mean"]
+    return codes
+
+
+def hubert_states(hubert, variables, wav):
+    """(B, S) 16 kHz audio -> AniTalker's (B, 2 * S // 640, layers, C) stacked HuBERT states,
+    with the per-utterance waveform normalisation done in JAX."""
+    wav = wav.astype(jnp.float32)
+    wav = (wav - wav.mean(-1, keepdims=True)) / jnp.sqrt(wav.var(-1, keepdims=True) + 1e-7)
+    return hubert_lib.stack_for_anitalker(hubert.apply(variables, wav))

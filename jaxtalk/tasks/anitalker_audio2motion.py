@@ -44,29 +44,15 @@ import numpy as np
 from jaxtalk.diffusion import objectives, samplers, schedules
 from jaxtalk.models import hubert as hubert_lib
 from jaxtalk.models import mfcc as mfcc_lib
-from jaxtalk.models.anitalker_audio2motion import DiffusionPredictor, init_inputs
+from jaxtalk.models.anitalker_audio2motion import (SAMPLES_PER_FRAME, DiffusionPredictor,
+                                                  from_diffusion, hubert_config, hubert_states,
+                                                  init_inputs, predictor_from_config,
+                                                  stage1_from_config, to_diffusion)
 from jaxtalk.models.anitalker_motion import AniTalkerMotion
-from jaxtalk.tasks.base import LossOutput
-
-SAMPLES_PER_FRAME = 640  # 16 kHz audio at 25 fps
-MODEL_KEYS = ("infer_type", "speech_dim", "fusion_dim", "speech_layers", "decoder_layers",
-              "mfcc_hidden", "num_heads", "kernel_size", "dropout_rate", "lstm_hidden",
-              "lstm_layers", "t_scale")
-STAGE1_KEYS = ("size", "width", "style_dim", "motion_dim")
+from jaxtalk.train.task import LossOutput, Task
 
 
 # ---------------------------------------------------------------------------- models
-def predictor_from_config(model_cfg, stage1_cfg=None, dtype=jnp.float32) -> DiffusionPredictor:
-    kwargs = {k: model_cfg[k] for k in MODEL_KEYS if k in model_cfg}
-    if stage1_cfg is not None:
-        kwargs.update(motion_dim=stage1_cfg["motion_dim"], motion_start_dim=stage1_cfg["style_dim"])
-    return DiffusionPredictor(dtype=dtype, **kwargs)
-
-
-def stage1_from_config(stage1_cfg, dtype=jnp.float32) -> AniTalkerMotion:
-    return AniTalkerMotion(dtype=dtype, **{k: stage1_cfg[k] for k in STAGE1_KEYS})
-
-
 def load_stage1_params(stage1_cfg):
     """AniTalkerMotion params from config.stage1.workdir (EMA generator) or .weights."""
     if stage1_cfg["workdir"]:
@@ -83,39 +69,7 @@ def load_stage1_params(stage1_cfg):
                      "--config.stage1.weights=FILE (jaxtalk import --release=anitalker_stage1)")
 
 
-def hubert_config(size: str):
-    sizes = {"large": hubert_lib.HUBERT_LARGE, "base": hubert_lib.HUBERT_BASE}
-    if size not in sizes:
-        raise ValueError(f"unknown hubert size {size!r}: {sorted(sizes)}")
-    return sizes[size]
-
-
 # ---------------------------------------------------------------------------- motion codes
-def to_diffusion(codes, stats, motion_scale: float):
-    """Stage-1 motion codes -> the diffusion model's x0 (stats None: the release's scaling)."""
-    if stats is not None:
-        codes = (codes - stats["mean"]) / stats["std"]
-    return codes / motion_scale
-
-
-def from_diffusion(x0, stats, motion_scale: float):
-    """Inverse of to_diffusion."""
-    codes = x0 * motion_scale
-    if stats is not None:
-        codes = codes * stats["std"] + stats["mean"]
-    return codes
-
-
-def saved_motion_stats(workdir: str, diffusion_cfg, step: int | None = None):
-    """A run's `motion_stats` group ({'mean', 'std'}), or None when it trained without
-    normalize_motion."""
-    if not diffusion_cfg.get("normalize_motion"):
-        return None
-    from jaxtalk.train import checkpoints
-
-    return checkpoints.group_variables(workdir, "motion_stats", step)["params"]
-
-
 def code_statistics(codes, min_std: float = 1e-3) -> dict:
     """{'mean', 'std'} per dimension of (..., D) codes, std floored so no axis blows up."""
     flat = np.asarray(codes, np.float64).reshape(-1, np.shape(codes)[-1])
@@ -136,14 +90,6 @@ def window_mfcc(audio: np.ndarray, num_frames: int, pad_frames: int) -> np.ndarr
     if len(out) != mfcc_lib.FEATURES_PER_VIDEO_FRAME * num_frames:
         raise ValueError(f"audio of {len(audio)} samples is too short for {num_frames} frames")
     return out
-
-
-def hubert_states(hubert, variables, wav):
-    """(B, S) 16 kHz audio -> AniTalker's (B, 2 * S // 640, layers, C) stacked HuBERT states,
-    with the per-utterance waveform normalisation done in JAX."""
-    wav = wav.astype(jnp.float32)
-    wav = (wav - wav.mean(-1, keepdims=True)) / jnp.sqrt(wav.var(-1, keepdims=True) + 1e-7)
-    return hubert_lib.stack_for_anitalker(hubert.apply(variables, wav))
 
 
 class MfccBatches:
@@ -190,14 +136,11 @@ def masked_mse(pred, target, valid):
     return jnp.sum(per_example * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-def as_float_frames(frames):
-    if frames.dtype == jnp.uint8:
-        return frames.astype(jnp.float32) / 127.5 - 1.0
-    return frames.astype(jnp.float32)
-
-
 # ---------------------------------------------------------------------------- task
-class AniTalkerAudio2MotionTask:
+class AniTalkerAudio2MotionTask(Task):
+    PIXEL_KEYS = ("frames",)
+    EVAL_MODES = ()  # no eval_outputs yet: lip sync is measured by jaxtalk/evaluate/lipsync_probe.py
+
     def __init__(self, config):
         self.config = config
         dtype = jnp.dtype(config.dtype)
@@ -273,7 +216,7 @@ class AniTalkerAudio2MotionTask:
     def encode_window(self, params, batch):
         """Frozen stage 1 on the window: (motion_start (B, 512), direction_start (B, 20),
         motion codes (B, T, 20) of frames 1..T)."""
-        frames = as_float_frames(batch["frames"])
+        frames = self.preprocess(batch)["frames"].astype(jnp.float32)
         b, n = frames.shape[:2]
         enc = self.stage1.apply({"params": params["stage1"]["model"]},
                                 frames.reshape((b * n,) + frames.shape[2:]),
@@ -360,7 +303,7 @@ class AniTalkerAudio2MotionTask:
         """Per example a video: hint frame | ground truth | generated codes rendered on the
         hint frame, side by side."""
         codes = self.sample_codes(params, model_state, batch, rng)
-        frames = as_float_frames(batch["frames"])
+        frames = self.preprocess(batch)["frames"].astype(jnp.float32)
         stage1 = {"params": params["stage1"]["model"]}
         hint = self.stage1.apply(stage1, frames[:, 0], method=AniTalkerMotion.encode)
         b, t = codes.shape[:2]

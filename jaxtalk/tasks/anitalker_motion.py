@@ -25,7 +25,7 @@ from jaxtalk.losses.mutual_information import CLUB
 from jaxtalk.losses.perceptual import VGG19PerceptualLoss
 from jaxtalk.models.anitalker_motion import AniTalkerMotion
 from jaxtalk.models.stylegan2_discriminator import Discriminator
-from jaxtalk.tasks.base import LossOutput
+from jaxtalk.train.task import LossOutput, Task
 
 
 def _unit(x):
@@ -37,15 +37,6 @@ def _unit(x):
 def _to_01(x):
     """[-1, 1] images -> [0, 1]."""
     return jnp.clip((x.astype(jnp.float32) + 1.0) / 2.0, 0.0, 1.0)
-
-
-def as_float_images(batch):
-    """uint8 frames from the loader (the fast path) -> float32 in [-1, 1], on device."""
-    out = dict(batch)
-    for key in ("source", "driving", "negatives"):
-        if key in out and out[key].dtype == jnp.uint8:
-            out[key] = out[key].astype(jnp.float32) / 127.5 - 1.0
-    return out
 
 
 def flow_to_rgb(flow):
@@ -74,7 +65,10 @@ def num_identities(data_dir: str) -> int:
     return max(len(info["identities"]), 1)
 
 
-class AniTalkerMotionTask:
+class AniTalkerMotionTask(Task):
+    # uint8 frames from the loader (the fast path) -> float32 in [-1, 1], on device.
+    PIXEL_KEYS = ("source", "driving", "negatives")
+
     def __init__(self, config):
         self.config = config
         m, loss = config.model, config.loss
@@ -92,7 +86,7 @@ class AniTalkerMotionTask:
 
     # ------------------------------------------------------------------ params
     def init(self, rng, batch):
-        batch = as_float_images(batch)
+        batch = self.preprocess(batch)
         r_gen, r_d, r_club, r_aam = jax.random.split(rng, 4)
         src, drv = batch["source"], batch["driving"]
         gen = self.generator.init(r_gen, src, drv)["params"]
@@ -142,7 +136,7 @@ class AniTalkerMotionTask:
                                     method=AniTalkerMotion.encode)["id_emb"]
 
     def _generator_loss(self, params, model_state, batch, rng):
-        batch, w = as_float_images(batch), self.config.loss
+        batch, w = self.preprocess(batch), self.config.loss
         out = self.generator.apply({"params": params["generator"]["model"]},
                                    batch["source"], batch["driving"])
         recon, target = out["image"], batch["driving"]
@@ -181,7 +175,7 @@ class AniTalkerMotionTask:
 
     def _discriminator_loss(self, params, model_state, batch, rng):
         d = lambda x: self.discriminator.apply({"params": params["discriminator"]}, x)  # noqa: E731
-        real, fake = d(as_float_images(batch)["driving"]), d(batch["fake"])
+        real, fake = d(self.preprocess(batch)["driving"]), d(batch["fake"])
         loss = adversarial.d_nonsaturating_loss(real, fake)
         return LossOutput(loss, {"real_score": jnp.mean(real), "fake_score": jnp.mean(fake)})
 
@@ -193,7 +187,7 @@ class AniTalkerMotionTask:
     # ------------------------------------------------------------------ evaluation
     def reenact(self, params, batch):
         """Self-reenactment: the driving frame's motion rendered on the source frame."""
-        batch = as_float_images(batch)
+        batch = self.preprocess(batch)
         return self.generator.apply({"params": params["generator"]["model"]},
                                     batch["source"], batch["driving"])
 
@@ -203,7 +197,7 @@ class AniTalkerMotionTask:
         """Images for the paper's metrics. self: the driving frame's motion on a source
         frame of the same clip (target = the driving frame). cross: the driving motion on a
         face of another identity (no target; CSIM against that face, as the paper)."""
-        batch = as_float_images(batch)
+        batch = self.preprocess(batch)
         model = {"params": params["generator"]["model"]}
         if mode == "self":
             out = self.generator.apply(model, batch["source"], batch["driving"])
@@ -219,7 +213,7 @@ class AniTalkerMotionTask:
         raise ValueError(f"unknown eval mode {mode!r}: {self.EVAL_MODES}")
 
     def eval_step(self, params, model_state, batch, rng):
-        batch = as_float_images(batch)
+        batch = self.preprocess(batch)
         model, n = {"params": params["generator"]["model"]}, batch["source"].shape[0]
         both = self.generator.apply(model, jnp.concatenate([batch["source"], batch["driving"]]),
                                     method=AniTalkerMotion.encode)
@@ -241,7 +235,7 @@ class AniTalkerMotionTask:
                 "ssim_copy_source": jnp.mean(image_metrics.ssim(source, target))}
 
     def samples(self, params, model_state, batch, rng):
-        batch = as_float_images(batch)
+        batch = self.preprocess(batch)
         out = self.reenact(params, batch)
         mask = jnp.repeat(out["mask"].astype(jnp.float32), 3, axis=-1)
         row = [_to_01(batch["source"]), _to_01(batch["driving"]), _to_01(out["image"]),

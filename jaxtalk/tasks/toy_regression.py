@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from jaxtalk.tasks.base import LossOutput
 from jaxtalk.train.data import process_share
+from jaxtalk.train.task import LossOutput, Task
 
 
 class MLP(nn.Module):
@@ -77,7 +77,9 @@ def _poison(batch_index: int, batch: dict, nan_batches: frozenset) -> dict:
     return batch
 
 
-class ToyRegression:
+class ToyRegression(Task):
+    EVAL_MODES = ()  # no evaluation protocol: `jaxtalk eval` refuses its runs
+
     def __init__(self, config):
         self.config = config
         t = config.toy

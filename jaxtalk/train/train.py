@@ -15,12 +15,12 @@ import numpy as np
 from absl import logging
 from flax import linen as nn
 
-from jaxtalk.tasks.base import get_task
 from jaxtalk.train import checkpoints, distributed, optim, sharding
 from jaxtalk.train import state as state_lib
 from jaxtalk.train.data import DevicePrefetcher, batch_sharding, to_global
 from jaxtalk.train.metrics import MetricWriter, compiled_flops
 from jaxtalk.train.step import train_step
+from jaxtalk.train.task import get_task
 
 
 class NonFiniteError(RuntimeError):
@@ -110,8 +110,9 @@ def train(config, workdir: str) -> dict:
     start_step = ckpt.latest_step()
     if start_step is None:
         state = jax.jit(lambda: nn.unbox(init_state()), out_shardings=state_shardings)()
-        if hasattr(task, "pretrained"):
-            state = load_pretrained(state, task.pretrained(), state_shardings)
+        pretrained = task.pretrained()
+        if pretrained:
+            state = load_pretrained(state, pretrained, state_shardings)
         start_step = 0
     else:
         state, data_state = ckpt.restore(

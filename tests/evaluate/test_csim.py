@@ -7,7 +7,8 @@ import pytest
 
 from jaxtalk.convert import arcface, mapping, torch_pickle
 from jaxtalk.evaluate import csim
-from jaxtalk.evaluate.nets import iresnet, torch_rules
+from jaxtalk.convert import torch_rules
+from jaxtalk.models.metric_nets import iresnet
 from tests.evaluate import numpy_reference as ref
 from tests.evaluate.torch_layout import param_count, random_state_dict
 

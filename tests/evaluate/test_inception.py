@@ -8,7 +8,8 @@ import pytest
 from jaxtalk.convert import inception as convert_inception
 from jaxtalk.convert import mapping, torch_pickle
 from jaxtalk.evaluate import fid
-from jaxtalk.evaluate.nets import inception, layers, torch_rules
+from jaxtalk.convert import torch_rules
+from jaxtalk.models.metric_nets import inception, layers
 from tests.evaluate import numpy_reference as ref
 from tests.evaluate.torch_layout import param_count, random_state_dict
 

@@ -8,7 +8,7 @@ import pytest
 from jaxtalk.convert import lpips as convert_lpips
 from jaxtalk.convert import mapping, torch_pickle
 from jaxtalk.evaluate import lpips
-from jaxtalk.evaluate.nets import alexnet
+from jaxtalk.models.metric_nets import alexnet
 from tests.convert.test_torch_legacy import write_legacy
 from tests.convert.test_torchvision_vgg import torchvision_state_dict
 from tests.evaluate import numpy_reference as ref

@@ -34,7 +34,7 @@ def _save_run(workdir, data_dir, steps=(1, 2)):
     from flax import linen as nn
 
     from configs import anitalker_motion
-    from jaxtalk.tasks.base import get_task
+    from jaxtalk.train.task import get_task
     from jaxtalk.train import checkpoints
 
     config = anitalker_motion.get_config("tiny")

@@ -8,7 +8,7 @@ from scipy import fft
 from jaxtalk.convert import mapping, torch_pickle
 from jaxtalk.convert import syncnet as convert_syncnet
 from jaxtalk.evaluate import sync
-from jaxtalk.evaluate.nets.syncnet import SyncNet
+from jaxtalk.models.metric_nets.syncnet import SyncNet
 from tests.evaluate import numpy_reference as ref
 from tests.evaluate.torch_layout import random_state_dict
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxtalk.evaluate.nets.layers import batch_norm, conv, dense
+from jaxtalk.models.metric_nets.layers import batch_norm, conv, dense
 
 # (name, out channels, kernel, stride, padding, max pool after (window, stride, padding) or
 # None); torch Sequential indices are in convert/syncnet.py.

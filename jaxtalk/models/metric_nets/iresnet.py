@@ -11,7 +11,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxtalk.evaluate.nets.layers import batch_norm, conv, dense
+from jaxtalk.models.metric_nets.layers import batch_norm, conv, dense
 
 DEPTHS = {"iresnet18": (2, 2, 2, 2), "iresnet34": (3, 4, 6, 3), "iresnet50": (3, 4, 14, 3),
           "iresnet100": (3, 13, 30, 3)}

@@ -7,7 +7,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxtalk.evaluate.nets.layers import conv, max_pool
+from jaxtalk.models.metric_nets.layers import conv, max_pool
 
 # name: (out channels, kernel, stride, padding, torchvision features index). The final
 # MaxPool after relu5 is not needed by any metric and is left out.

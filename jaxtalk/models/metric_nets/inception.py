@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtalk.evaluate.nets.layers import batch_norm, conv, dense, max_pool
+from jaxtalk.models.metric_nets.layers import batch_norm, conv, dense, max_pool
 
 INPUT_SIZE = 299
 

@@ -1,1 +1,0 @@
-"""Flax versions of the networks the evaluation metrics are defined with."""
