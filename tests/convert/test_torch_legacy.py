@@ -1,9 +1,5 @@
 """The legacy (pre-1.6) torch.save reader, on files written byte by byte here."""
 
-import collections
-import io
-import pickle
-import struct
 
 import numpy as np
 import pytest
