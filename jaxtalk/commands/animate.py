@@ -67,19 +67,20 @@ _DDIM_STEPS = flags.DEFINE_integer("ddim_steps", 50, "DDIM sampling steps")
 
 def _load_source(size: int):
     """--source as (size, size, 3) uint8: the face crop, or with --nocrop_face the centre square."""
-    from jaxtalk.inference import video_driven
+    from jaxtalk.inference import animator
     from jaxtalk.media import face_detect
 
     if not _CROP_FACE.value:
-        return video_driven.load_image(_SOURCE.value, size)
-    (x, y, side, _), source = face_detect.crop_face(video_driven.read_image(_SOURCE.value), size,
+        return animator.load_image(_SOURCE.value, size)
+    (x, y, side, _), source = face_detect.crop_face(animator.read_image(_SOURCE.value), size,
                                                     what=_SOURCE.value)
     print(f"{_SOURCE.value}: face crop x={x} y={y} side={side}")
     return source
 
 
 def main(argv):
-    from jaxtalk.inference import video_driven
+    from jaxtalk import inference
+    from jaxtalk.inference import animator
     from jaxtalk.media import video
     from jaxtalk.media.probe import probe
 
@@ -94,18 +95,19 @@ def main(argv):
     if bool(_WEIGHTS.value) == bool(_WORKDIR.value):
         raise InputError("give exactly one of --weights or --workdir")
     try:
-        animator = (video_driven.MotionAnimator.from_weights(_WEIGHTS.value, chunk=_CHUNK.value)
-                    if _WEIGHTS.value else
-                    video_driven.MotionAnimator.from_run(_WORKDIR.value, _STEP.value, chunk=_CHUNK.value))
-        source = _load_source(animator.size)
+        model = inference.open_animator(_WEIGHTS.value or _WORKDIR.value, run=bool(_WORKDIR.value),
+                                        step=_STEP.value, driver=inference.Driver.VIDEO,
+                                        chunk=_CHUNK.value)
+        source = _load_source(model.size)
         info = probe(_DRIVING.value)
         crop = ([int(v) for v in _DRIVING_CROP.value] if _DRIVING_CROP.value else
-                video_driven.centre_square(info.width, info.height))
-        driving, fps = video.read_video(_DRIVING.value, crop=crop, size=animator.size,
+                animator.centre_square(info.width, info.height))
+        driving, fps = video.read_video(_DRIVING.value, crop=crop, size=model.size,
                                         duration=_MAX_SECONDS.value)
         if len(driving) == 0:
             raise InputError(f"{_DRIVING.value}: no frames")
-        frames = animator.animate(source, driving, _MOTION.value)
+        frames = model.animate(source, driving, mode=_MOTION.value)
+        fps = model.fps or fps
         video.write_video(_OUT.value, frames, fps,
                           audio=_DRIVING.value if info.audio_sample_rate else None)
     except (OSError, ValueError) as e:  # AnimationError, MediaError, weights errors
@@ -113,23 +115,9 @@ def main(argv):
     print(f"wrote {len(frames)} frames ({len(frames) / fps:.1f} s) to {_OUT.value}")
 
 
-def _controls(model):
-    """The release's control flags -> predictor controls (only those the model takes)."""
-    from jaxtalk.inference import audio_driven
-
-    if not _CONTROL.value:
-        return {}
-    pose = None
-    if "pose" in model.attributes:
-        pose = (audio_driven.load_pose_file(_POSE_FILE.value) if _POSE_FILE.value else
-                [_POSE_YAW.value, _POSE_PITCH.value, _POSE_ROLL.value])
-    elif _POSE_FILE.value:
-        raise ValueError(f"the {model.infer_type} model takes no pose control (--pose_file)")
-    return audio_driven.parse_controls(model, pose, _FACE_LOCATION.value, _FACE_SCALE.value)
-
-
 def _animate_audio():
-    from jaxtalk.inference import audio_driven
+    from jaxtalk import inference
+    from jaxtalk.inference.animator import SAMPLE_RATE
     from jaxtalk.media import audio, video
 
     missing = [f"--{n}" for n, v in (("source", _SOURCE.value), ("audio", _AUDIO.value),
@@ -137,17 +125,20 @@ def _animate_audio():
     if missing:
         raise InputError(f"{', '.join(missing)} required with --mode=audio")
     try:
-        animator = audio_driven.AudioAnimator.from_paths(
-            _STAGE2.value, _STAGE1.value, _HUBERT.value, chunk=_CHUNK.value)
-        source = _load_source(animator.size)
+        model = inference.open_animator(_STAGE2.value, driver=inference.Driver.AUDIO,
+                                        stage1=_STAGE1.value, hubert=_HUBERT.value,
+                                        chunk=_CHUNK.value)
+        source = _load_source(model.size)
         if not os.path.exists(_AUDIO.value):
             raise InputError(f"{_AUDIO.value}: no such file")
-        wav = audio.read_audio(_AUDIO.value, audio_driven.SAMPLE_RATE,
-                               duration=_MAX_SECONDS.value)
-        frames = animator.animate(source, wav, seed=_SEED.value, controls=_controls(animator.model),
-                                  ddim_steps=_DDIM_STEPS.value, what=_AUDIO.value)
-        video.write_video(_OUT.value, frames, audio_driven.FPS, audio=wav,
-                          audio_sample_rate=audio_driven.SAMPLE_RATE)
+        wav = audio.read_audio(_AUDIO.value, SAMPLE_RATE, duration=_MAX_SECONDS.value)
+        options = dict(seed=_SEED.value, ddim_steps=_DDIM_STEPS.value, what=_AUDIO.value)
+        if _CONTROL.value:  # the release's control values; the animator takes what its model does
+            options.update(pose=[_POSE_YAW.value, _POSE_PITCH.value, _POSE_ROLL.value],
+                           pose_file=_POSE_FILE.value, face_location=_FACE_LOCATION.value,
+                           face_scale=_FACE_SCALE.value)
+        frames = model.animate(source, wav, **options)
+        video.write_video(_OUT.value, frames, model.fps, audio=wav, audio_sample_rate=SAMPLE_RATE)
     except (OSError, ValueError, RuntimeError) as e:  # AnimationError, MediaError, weights errors
         raise InputError(str(e)) from None
-    print(f"wrote {len(frames)} frames ({len(frames) / audio_driven.FPS:.1f} s) to {_OUT.value}")
+    print(f"wrote {len(frames)} frames ({len(frames) / model.fps:.1f} s) to {_OUT.value}")

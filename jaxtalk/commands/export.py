@@ -9,9 +9,10 @@ Two sources:
 and three targets:
   --release=NAME --out=FILE.pt     the release's PyTorch checkpoint layout (torch.load reads it)
   --out=FILE.safetensors           a jaxtalk weights file
-  --out=FILE.jaxfn                 a serialized jax.export function, frames = f(source image,
-                                   motion codes), that runs without jaxtalk (stage-1 weights:
-                                   lia, anitalker_stage1 or an anitalker_motion run)
+  --out=FILE.jaxfn                 a serialized jax.export function that runs without jaxtalk:
+                                   the weights' animator's `export_function` (video-driven
+                                   stage-1 weights, lia, anitalker_stage1 or an anitalker_motion
+                                   run: frames = f(source image, motion codes))
 
 Examples:
   jaxtalk export --weights=weights/lia.safetensors --release=lia --out=lia_roundtrip.pt
@@ -54,12 +55,19 @@ def main(argv):
             # rebuild the model (e.g. a tiny 64x64 generator).
             variables["model_config"] = dict(config.get("model", {}), kind=config.get("task", ""))
         if _OUT.value.endswith(".jaxfn"):
-            from jaxtalk.inference.video_driven import export_animate_function
+            from jaxtalk import inference
+            from jaxtalk.export import jax_function
 
+            source = _WEIGHTS.value or _WORKDIR.value
             config = variables.get("model_config") or {}
             kind = config.get("kind") or _RELEASE.value or variables.get("release", "")
-            export_animate_function(kind, variables["params"], config, _OUT.value,
-                                    source=_WEIGHTS.value or _WORKDIR.value)
+            animator = inference.animator_class(kind, source)
+            if not animator.exports:
+                raise animator.not_exportable(source)
+            spec = animator.from_stored(dict(variables, release=kind), source).export_function()
+            jax_function.export_function(spec.fn, spec.params, spec.input_specs, _OUT.value,
+                                         input_names=spec.input_names,
+                                         output_names=spec.output_names, metadata=spec.metadata)
         elif _RELEASE.value:
             releases.export_release(_RELEASE.value, variables, _OUT.value)
         else:

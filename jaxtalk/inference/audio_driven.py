@@ -15,14 +15,14 @@ weights (`jaxtalk import --release=hubert`).
 from __future__ import annotations
 
 import os
-from typing import Callable, Mapping
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxtalk.diffusion import samplers, schedules
-from jaxtalk.inference.video_driven import AnimationError, _to_uint8
+from jaxtalk.inference.animator import SAMPLE_RATE, AnimationError, Animator, Driver
 from jaxtalk.models import anitalker_audio2motion as stage2_lib
 from jaxtalk.models import mfcc as mfcc_lib
 from jaxtalk.models.anitalker_audio2motion import DiffusionPredictor
@@ -30,7 +30,6 @@ from jaxtalk.models.anitalker_motion import AniTalkerMotion
 from jaxtalk.models.pixels import to_model_range
 
 FPS = 25
-SAMPLE_RATE = 16000
 SILENCE = 1e-4  # peak amplitude below which the audio counts as silent
 
 
@@ -102,7 +101,13 @@ def check_audio(wav: np.ndarray, what: str) -> None:
 
 
 # ---------------------------------------------------------------------------- animator
-class AudioAnimator:
+class AudioAnimator(Animator):
+    """Speech -> HuBERT/MFCC features -> stage-2 DDIM motion codes for the whole utterance
+    -> stage-1 render chunk by chunk (`Animator` hooks: `start` samples, `drive` renders)."""
+
+    driver = Driver.AUDIO
+    fps = FPS
+
     def __init__(self, model: DiffusionPredictor, predictor_variables: Mapping,
                  stage1_params, stage1_config: Mapping, *, motion_scale: float = 1.0,
                  clip_x0: float | None = 1.0, hubert_params=None, hubert_size: str = "large",
@@ -135,10 +140,17 @@ class AudioAnimator:
         if not os.path.exists(stage2):
             raise AnimationError(f"{stage2}: no such stage-2 weights file or run")
         if _is_run(stage2):
-            return cls._from_run(stage2, stage1, hubert, **kw)
+            return cls.from_run(stage2, stage1=stage1, hubert=hubert, **kw)
         from jaxtalk.convert import weights
 
-        stored = weights.load(stage2)
+        return cls.from_stored(weights.load(stage2), stage2, stage1=stage1, hubert=hubert, **kw)
+
+    @classmethod
+    def from_stored(cls, stored: dict, stage2: str, stage1: str | None = None,
+                    hubert: str | None = None, **kw) -> "AudioAnimator":
+        """`weights.load`'s dict of a `jaxtalk import --release=anitalker_stage2` file."""
+        from jaxtalk.convert import weights
+
         config = stored["model_config"]
         if "infer_type" not in config:
             raise AnimationError(f"{stage2}: not an anitalker_stage2 weights file")
@@ -151,9 +163,13 @@ class AudioAnimator:
                    hubert_params=hubert_params, **kw)
 
     @classmethod
-    def _from_run(cls, workdir, stage1, hubert, **kw):
+    def from_run(cls, workdir: str, step: int | None = None, stage1: str | None = None,
+                 hubert: str | None = None, **kw) -> "AudioAnimator":
+        """An anitalker_audio2motion run (its latest checkpoint; it carries its stage 1)."""
         from jaxtalk.train import checkpoints
 
+        if step is not None:
+            raise AnimationError(f"{workdir}: audio-driven runs animate from their latest checkpoint")
         config = checkpoints.run_config(workdir)
         if config.get("task") != "anitalker_audio2motion":
             raise AnimationError(f"{workdir}: a {config.get('task')!r} run, not anitalker_audio2motion")
@@ -198,42 +214,58 @@ class AudioAnimator:
                                   clip_x0=self.clip_x0)
         return stage2_lib.from_diffusion(x0[0], self.motion_stats, self.motion_scale)
 
+    def _codes(self, src, wav, seed, controls, ddim_steps):
+        audio, frames = self.features(wav)
+        controls = {k: jnp.asarray(fit_length(v, frames) if v.ndim == 2 else v)
+                    for k, v in (controls or {}).items()}
+        x_T = jax.random.normal(jax.random.PRNGKey(seed), (1, frames, self.model.motion_dim))
+        return self._generate(self.variables, audio, src["h"], src["alpha"], x_T, controls,
+                              num_steps=ddim_steps)
+
     def motion_codes(self, source: np.ndarray, wav: np.ndarray, *, seed: int = 0,
                      controls: Mapping | None = None, ddim_steps: int = 50):
         """(T, motion_dim) codes for 16 kHz speech on a (S,S,3) uint8 portrait; plus the
         encoded source."""
-        audio, frames = self.features(wav)
-        src = self._encode(self.stage1_params, to_model_range(source[None]))
-        controls = {k: jnp.asarray(fit_length(v, frames) if v.ndim == 2 else v)
-                    for k, v in (controls or {}).items()}
-        x_T = jax.random.normal(jax.random.PRNGKey(seed), (1, frames, self.model.motion_dim))
-        codes = self._generate(self.variables, audio, src["h"], src["alpha"], x_T, controls,
-                               num_steps=ddim_steps)
-        return codes, src
+        src = self.prepare(source)
+        return self._codes(src, wav, seed, controls, ddim_steps), src
+
+    def controls(self, pose=None, pose_file: str | None = None, location=None,
+                 scale=None) -> dict:
+        """The release's control values (pose (3,) yaw/pitch/roll or a (T, 3) `pose_file`,
+        face location, face scale) -> this model's controls; rejects those it does not take."""
+        if "pose" in self.model.attributes:
+            pose = load_pose_file(pose_file) if pose_file else pose
+        elif pose_file:
+            raise AnimationError(f"the {self.model.infer_type} model takes no pose control (--pose_file)")
+        else:
+            pose = None
+        return parse_controls(self.model, pose, location, scale)
+
+    # ------------------------------------------------------------------ the contract
+    def prepare(self, source: np.ndarray):
+        return self._encode(self.stage1_params, to_model_range(source[None]))
+
+    def start(self, state, wav: np.ndarray, *, seed: int = 0, controls: Mapping | None = None,
+              ddim_steps: int = 50, what: str = "audio", pose=None, pose_file: str | None = None,
+              face_location=None, face_scale=None):
+        """Mono 16 kHz speech (named `what` in errors) -> one motion code per 25 fps frame,
+        sampled in one DDIM pass of `ddim_steps` from `seed`'s noise, under `controls` (the
+        predictor's, see `parse_controls`) or the release's control values (pose,
+        pose_file, face_location, face_scale; see `controls`)."""
+        check_audio(np.asarray(wav), what)
+        if any(v is not None for v in (pose, pose_file, face_location, face_scale)):
+            controls = dict(controls or {}, **self.controls(pose, pose_file, face_location,
+                                                            face_scale))
+        return state, np.asarray(self._codes(state, wav, seed, controls, ddim_steps))
+
+    def drive(self, state, steps: np.ndarray):
+        return self._render(self.stage1_params, state["h"], state["feats"], jnp.asarray(steps))
 
     def _render_chunk(self, params, h, feats, codes):
         n = codes.shape[0]
         tile = lambda x: jnp.broadcast_to(x, (n,) + x.shape[1:])  # noqa: E731
         return self.stage1.apply(params, tile(h), [tile(f) for f in feats], codes,
                                  method=AniTalkerMotion.render)["image"]
-
-    def animate(self, source: np.ndarray, wav: np.ndarray, *, seed: int = 0,
-                controls: Mapping | None = None, ddim_steps: int = 50, what: str = "audio",
-                progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """source (S,S,3) uint8 + mono 16 kHz speech -> (T,S,S,3) uint8 frames at 25 fps."""
-        check_audio(np.asarray(wav), what)
-        codes, src = self.motion_codes(source, wav, seed=seed, controls=controls,
-                                       ddim_steps=ddim_steps)
-        codes = np.asarray(codes)
-        out = []
-        for start in range(0, len(codes), self.chunk):
-            part = codes[start:start + self.chunk]
-            padded = np.concatenate([part, np.repeat(part[-1:], self.chunk - len(part), 0)])
-            frames = self._render(self.stage1_params, src["h"], src["feats"], jnp.asarray(padded))
-            out.append(_to_uint8(frames)[: len(part)])
-            if progress:
-                progress(len(part))
-        return np.concatenate(out)
 
 
 def _hubert_params(path: str | None):
