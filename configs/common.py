@@ -11,6 +11,7 @@ import ml_collections
 # the input side of every kernel over `fsdp`; tensor parallelism shards the output side
 # over `tensor`. A dimension not divisible by its mesh axes stays replicated.
 LOGICAL_AXIS_RULES = (
+    ("activation_batch", ("data", "fsdp")),   # inputs' and activations' batch dimension
     ("batch", ("data", "fsdp")),
     ("embed", "fsdp"),
     ("conv_in", "fsdp"),

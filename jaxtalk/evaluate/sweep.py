@@ -23,13 +23,12 @@ from typing import Callable, Sequence
 
 import jax
 import ml_collections
-import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxtalk.evaluate import registry, report, results
 from jaxtalk.evaluate.test_sets import TestSet
 from jaxtalk.train import checkpoints
-from jaxtalk.train.sharding import make_mesh
+from jaxtalk.train.data import to_global
+from jaxtalk.train.sharding import activation_context, make_mesh, place
 from jaxtalk.train.task import get_task
 
 
@@ -41,21 +40,12 @@ class SweepError(ValueError):
 
 
 def local_mesh(batch_size: int, devices: Sequence[jax.Device] | None = None):
-    """A data-parallel mesh over as many of `devices` (default: this process's) as divide
-    the batch, so any batch size runs."""
+    """An fsdp mesh over as many of `devices` (default: this process's) as divide the
+    batch, so any batch size runs: the batch splits over it as in training, and the params
+    are sharded by the run's logical axis rules (not replicated)."""
     devices = list(devices if devices is not None else jax.local_devices())
     n = max(k for k in range(1, len(devices) + 1) if batch_size % k == 0)
-    return make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, devices=devices[:n])
-
-
-def _batch_to_mesh(local_batch, mesh, process_count: int) -> dict:
-    sharding = NamedSharding(mesh, P(("data", "fsdp")))
-    out = {}
-    for k, v in local_batch.items():
-        v = np.asarray(v)
-        out[k] = jax.make_array_from_process_local_data(
-            sharding, v, (v.shape[0] * process_count,) + v.shape[1:])
-    return out
+    return make_mesh({"data": 1, "fsdp": -1, "tensor": 1}, devices=devices[:n])
 
 
 # ----------------------------------------------------------------------------- runs
@@ -95,6 +85,11 @@ class _TaskEntry:
     task: object
     config: ml_collections.ConfigDict
     jitted: dict  # mode -> jitted eval_outputs
+    boxed: object = None  # the abstract (params, model_state) of task.init, with axis names
+
+    @property
+    def rules(self):
+        return tuple(tuple(r) for r in self.config.logical_axis_rules)
 
 
 class Evaluator:
@@ -128,13 +123,19 @@ class Evaluator:
     def modes(self, run: str, step: int, test_set: TestSet) -> tuple[str, ...]:
         return tuple(self._entry(run, step, test_set).task.EVAL_MODES)
 
-    def _params(self, run: str, step: int):
-        # Cells come grouped by checkpoint: keep the last one's params on the devices.
+    def _params(self, run: str, step: int, entry: _TaskEntry, batch):
+        # Cells come grouped by checkpoint: keep the last one's params on the devices,
+        # sharded by the run's logical axis rules as in training.
         key = (os.path.abspath(run), step)
         if self._variables is None or self._variables[0] != key:
+            if entry.boxed is None:
+                entry.boxed = jax.eval_shape(entry.task.init, jax.random.PRNGKey(0), batch)
+            params, model_state = entry.boxed
             variables = checkpoints.eval_variables(run, step)
-            replicated = NamedSharding(self.mesh, P())
-            self._variables = (key, jax.device_put(variables, replicated))
+            self._variables = (key, {
+                "params": place(variables["params"], params, self.mesh, entry.rules),
+                "model_state": place(variables["model_state"], model_state, self.mesh,
+                                     entry.rules)})
         return self._variables[1]
 
     def _num_batches(self, entry: _TaskEntry, test_set: TestSet) -> int:
@@ -166,7 +167,6 @@ class Evaluator:
                              f"(modes: {list(modes)})")
         if mode not in entry.jitted:
             entry.jitted[mode] = jax.jit(functools.partial(entry.task.eval_outputs, mode=mode))
-        variables = self._params(run, step)
         metrics = {n: self.metrics[n] for n in metric_names}
         for metric in metrics.values():
             metric.reset()
@@ -178,17 +178,20 @@ class Evaluator:
         applicable, n = {}, 0
         for i in range(num_batches):
             try:
-                batch = _batch_to_mesh(next(data), self.mesh, self.process_count)
+                batch = to_global(next(data), self.mesh, entry.rules, self.process_count)
             except StopIteration:
                 break
+            variables = self._params(run, step, entry, batch)
             args = (variables["params"], variables["model_state"], batch,
                     jax.random.fold_in(rng, i))
             if i == 0:
-                shapes = jax.eval_shape(entry.jitted[mode], *args)
+                with activation_context(self.mesh, entry.rules):
+                    shapes = jax.eval_shape(entry.jitted[mode], *args)
                 applicable = self._applicable(metrics, mode, shapes)
                 if not applicable:
                     break
-            outputs = entry.jitted[mode](*args)
+            with activation_context(self.mesh, entry.rules):
+                outputs = entry.jitted[mode](*args)
             for metric in applicable.values():
                 metric.update(outputs)
             n += next(iter(outputs.values())).shape[0]

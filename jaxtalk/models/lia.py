@@ -40,6 +40,7 @@ from jaxtalk.models.layers.equalized import (ConvLayer, EqualConv2d, EqualLinear
                                              ResBlock)
 from jaxtalk.models.layers.grid_sample import grid_sample_2d
 from jaxtalk.models.layers.modulated import ConstantInput, ModulatedConv2d, StyledConv
+from jaxtalk.models.layers.sharding import constrain
 from jaxtalk.models.layers.upfirdn import upsample
 
 # The release's channel map (channel_multiplier 1).
@@ -79,7 +80,8 @@ class EncoderApp(nn.Module):
         h = ConvLayer(ch[self.size], 1, blur_kernel=self.blur_kernel, name="convs_0", **kw)(x)
         stages.append(h)
         for n, i in enumerate(range(log, 2, -1), start=1):
-            h = ResBlock(ch[2 ** (i - 1)], blur_kernel=self.blur_kernel, name=f"convs_{n}", **kw)(h)
+            h = constrain(ResBlock(ch[2 ** (i - 1)], blur_kernel=self.blur_kernel,
+                                   name=f"convs_{n}", **kw)(h))
             stages.append(h)
         h = EqualConv2d(self.style_dim, 4, padding=0, use_bias=False,
                         name=f"convs_{log - 1}", **kw)(h)
@@ -232,6 +234,7 @@ class Synthesis(nn.Module):
             out = self.convs[2 * i + 1](out, latent, noise.get(f"convs_{2 * i + 1}"))
             warped, out, skip_flow = self.to_flows[i](out, latent, feat, skip_flow)
             skip = self.to_rgbs[i](warped, skip)
+            out, skip, skip_flow = constrain(out), constrain(skip), constrain(skip_flow)
         hi = jnp.promote_types(self.dtype, jnp.float32)
         flow = jnp.tanh(skip_flow[..., :2].astype(hi))
         grid = flow + identity_grid(flow.shape[1], flow.shape[2])[None].astype(hi)

@@ -53,20 +53,38 @@ from jaxtalk.train.task import LossOutput, Task
 
 
 # ---------------------------------------------------------------------------- models
-def load_stage1_params(stage1_cfg):
-    """AniTalkerMotion params from config.stage1.workdir (EMA generator) or .weights."""
+def stage1_source(stage1_cfg) -> dict:
+    """Where the frozen stage 1 comes from, fixed: {"workdir", "step"} (the run's latest
+    step when config.stage1.step is -1) or {"weights"}, paths absolute."""
     if stage1_cfg["workdir"]:
         from jaxtalk.train import checkpoints
 
-        step = None if stage1_cfg.get("step", -1) in (None, -1) else stage1_cfg["step"]
-        return checkpoints.group_variables(stage1_cfg["workdir"], "generator", step)["params"]["model"]
+        workdir = os.path.abspath(stage1_cfg["workdir"])
+        step = stage1_cfg.get("step", -1)
+        if step in (None, -1):
+            steps = checkpoints.saved_steps(workdir)
+            if not steps:
+                raise ValueError(f"config.stage1.workdir={workdir}: no checkpoints")
+            step = steps[-1]
+        return {"workdir": workdir, "step": int(step)}
     if stage1_cfg["weights"]:
-        from jaxtalk.convert import weights
-
-        return weights.load(stage1_cfg["weights"])["params"]
+        return {"weights": os.path.abspath(stage1_cfg["weights"])}
     raise ValueError("stage 2 needs a stage-1 model for its targets: set "
                      "--config.stage1.workdir=RUN (an anitalker_motion run) or "
                      "--config.stage1.weights=FILE (jaxtalk import --release=anitalker_stage1)")
+
+
+def load_stage1_params(source: dict):
+    """AniTalkerMotion params from a `stage1_source` record: a run's EMA generator or a
+    weights file."""
+    if "workdir" in source:
+        from jaxtalk.train import checkpoints
+
+        return checkpoints.group_variables(source["workdir"], "generator",
+                                           source["step"])["params"]["model"]
+    from jaxtalk.convert import weights
+
+    return weights.load(source["weights"])["params"]
 
 
 # ---------------------------------------------------------------------------- motion codes
@@ -192,20 +210,41 @@ class AniTalkerAudio2MotionTask(Task):
                  for _ in range(max(1, -(-windows // self.config.batch_size)))]
         return code_statistics(np.concatenate(codes))
 
-    def pretrained(self):
-        out = {"stage1": {"model": load_stage1_params(self.config.stage1)}}
-        if self.normalize_motion:
-            out["motion_stats"] = self.measure_motion_stats(
-                out["stage1"]["model"], self.config.diffusion.normalize_windows)
+    def frozen_sources(self):
+        """`stage1` (and `hubert`) are rebuilt from their files / run, not checkpointed."""
+        out = {"stage1": stage1_source(self.config.stage1)}
         if self.hubert is not None:
             from jaxtalk.convert import weights
 
             path = self.config.hubert.weights or str(weights.weights_path("hubert"))
-            if not os.path.exists(path):
-                raise ValueError(f"the hubert variants need HuBERT weights at {path}: run "
-                                 "`jaxtalk import --release=hubert --checkpoint=...` or set "
-                                 "--config.hubert.weights")
-            out["hubert"] = dict(weights.load(path)["params"])  # every top-level module
+            out["hubert"] = {"weights": os.path.abspath(path)}
+        return out
+
+    def load_frozen(self, group, source):
+        key = (group, tuple(sorted(source.items())))
+        cache = self.__dict__.setdefault("_frozen_cache", {})
+        if key not in cache:
+            if group == "stage1":
+                cache.clear()
+                cache[key] = {"model": load_stage1_params(source)}
+            elif group == "hubert":
+                from jaxtalk.convert import weights
+
+                if not os.path.exists(source["weights"]):
+                    raise ValueError(f"the hubert variants need HuBERT weights at "
+                                     f"{source['weights']}: run `jaxtalk import --release=hubert "
+                                     "--checkpoint=...` or set --config.hubert.weights")
+                return dict(weights.load(source["weights"])["params"])  # every top-level module
+            else:
+                return super().load_frozen(group, source)
+        return cache[key]
+
+    def pretrained(self):
+        out = {}
+        if self.normalize_motion:  # measured with the frozen stage 1 (loaded once, cached)
+            stage1 = self.load_frozen("stage1", stage1_source(self.config.stage1))["model"]
+            out["motion_stats"] = self.measure_motion_stats(
+                stage1, self.config.diffusion.normalize_windows)
         if self.config.init_from:
             from jaxtalk.convert import weights
 

@@ -1,4 +1,10 @@
-"""Composite orbax checkpoints: train state + data iterator state + config.
+"""Composite orbax checkpoints: train state + data iterator state + config + frozen sources.
+
+Frozen groups that a task rebuilds from their source (`Task.frozen_sources`: a stage-1 run,
+a HuBERT or VGG weights file) are not written into the train state: the `frozen` item
+records {group: {"source": ..., "fingerprint": ...}} and resume, eval and export load them
+from there (`load_frozen_groups`), failing with a one-line `FrozenSourceError` when the
+source is gone or holds other weights than the run started with.
 
 Saves are asynchronous (the loop keeps stepping while the arrays are written) and atomic
 (orbax writes to a temporary directory and renames it once complete), so a run killed at
@@ -8,12 +14,20 @@ with the *current* run's shardings, which is what lets a run saved on 8 devices 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
+
+from jaxtalk.errors import InputError, one_line
+
+
+class FrozenSourceError(InputError):
+    """A frozen group's recorded source is missing or no longer holds the run's weights."""
 
 
 def _preservation(config):
@@ -27,7 +41,7 @@ def _preservation(config):
 
 
 class Checkpointer:
-    ITEMS = ("state", "data", "config")
+    ITEMS = ("state", "data", "config", "frozen")
 
     def __init__(self, workdir: str, config):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
@@ -43,11 +57,14 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state, data_state, metrics: dict | None = None) -> None:
+    def save(self, step: int, state, data_state, metrics: dict | None = None,
+             frozen: dict | None = None) -> None:
+        """`state` without the frozen groups; `frozen` their record (see module doc)."""
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=ocp.args.JsonSave({"state": _jsonable(data_state)}),
             config=ocp.args.JsonSave(self._config_json),
+            frozen=ocp.args.JsonSave(frozen or {}),
         )
         self.manager.save(step, args=args, metrics=metrics, force=True)
 
@@ -78,6 +95,69 @@ def _from_jsonable(state):
     if isinstance(state, dict) and "__bytes__" in state:
         return state["__bytes__"].encode("utf-8")
     return state
+
+
+def without_groups(state, groups):
+    """The train state (or its abstract / shardings) without params and EMA of `groups`."""
+    drop = lambda tree: {g: v for g, v in tree.items() if g not in groups}  # noqa: E731
+    return state.replace(params=drop(state.params), ema_params=drop(state.ema_params))
+
+
+# ----------------------------------------------------------------------------- frozen groups
+
+
+def fingerprint(tree) -> str:
+    """sha256 over the key paths, dtypes, shapes and bytes of a params tree's leaves."""
+    h = hashlib.sha256()
+    for path, leaf in sorted(jax.tree_util.tree_leaves_with_path(tree),
+                             key=lambda pl: jax.tree_util.keystr(pl[0])):
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}|{a.dtype}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def load_frozen_groups(task, record: dict) -> dict:
+    """{group: host params} of the frozen groups a record names, each from its source; the
+    fingerprint is checked when the record has one. Fails with FrozenSourceError."""
+    out = {}
+    for group, entry in record.items():
+        source = json.dumps(entry["source"], sort_keys=True)
+        try:
+            params = task.load_frozen(group, entry["source"])
+        except (OSError, ValueError, KeyError) as e:
+            raise FrozenSourceError(one_line(
+                f"frozen group {group!r}: cannot load its source {source}: {e}", 500)) from None
+        params = jax.tree.map(np.asarray, params)
+        if entry.get("fingerprint") and fingerprint(params) != entry["fingerprint"]:
+            raise FrozenSourceError(one_line(
+                f"frozen group {group!r}: its source {source} holds other weights than "
+                "the run was trained with (fingerprint changed); restore the original", 500))
+        out[group] = params
+    return out
+
+
+def frozen_record(workdir: str, step: int | None = None) -> dict:
+    """The frozen-group record a run saved with a checkpoint ({} for older checkpoints)."""
+    path = os.path.join(_step_dir(workdir, step), "frozen", "metadata")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _run_frozen(workdir: str, step: int | None, groups=None) -> dict:
+    """Host params of a run's frozen groups (those in `groups`, default all), from source."""
+    record = frozen_record(workdir, step)
+    record = {g: e for g, e in record.items() if groups is None or g in groups}
+    if not record:
+        return {}
+    import ml_collections
+
+    from jaxtalk.train.task import get_task
+
+    task = get_task(ml_collections.ConfigDict(run_config(workdir, step)))
+    return load_frozen_groups(task, record)
 
 
 def abstract_with_shardings(abstract_tree, shardings):
@@ -117,7 +197,10 @@ def group_variables(workdir: str, group: str, step: int | None = None) -> dict:
     name, *path = group.split("/")
     source = (state.get("ema_params") or {}).get(name) or state["params"].get(name)
     if source is None:
-        raise ValueError(f"{workdir}: no parameter group {name!r} (groups: {sorted(state['params'])})")
+        source = _run_frozen(workdir, step, [name]).get(name)
+    if source is None:
+        groups = sorted(state["params"]) + sorted(frozen_record(workdir, step))
+        raise ValueError(f"{workdir}: no parameter group {name!r} (groups: {groups})")
     for key in path:
         if not isinstance(source, dict) or key not in source:
             found = sorted(source) if isinstance(source, dict) else "a leaf"
@@ -133,13 +216,12 @@ def group_variables(workdir: str, group: str, step: int | None = None) -> dict:
 
 def eval_variables(workdir: str, step: int | None = None) -> dict:
     """{'params': every group, EMA over live as `TrainState.eval_params`, 'model_state'} of a
-    run's checkpoint, as host numpy arrays (the optimizer state is not read).
+    run's checkpoint, as host numpy arrays (the optimizer state is not read); frozen groups
+    come from their recorded source.
 
     Host arrays carry no device placement, so the caller chooses the mesh, whatever the run
     was saved on.
     """
-    import numpy as np
-
     path = os.path.join(_step_dir(workdir, step), "state")
     checkpointer = ocp.PyTreeCheckpointer()
     saved = checkpointer.metadata(path).item_metadata.tree
@@ -147,5 +229,6 @@ def eval_variables(workdir: str, step: int | None = None) -> dict:
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
     state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
         item=wanted, restore_args=restore_args, partial_restore=True))
-    return {"params": {**state["params"], **(state.get("ema_params") or {})},
+    return {"params": {**_run_frozen(workdir, step), **state["params"],
+                       **(state.get("ema_params") or {})},
             "model_state": state.get("model_state") or {}}

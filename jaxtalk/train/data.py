@@ -17,7 +17,8 @@ from typing import Any, Iterator, Mapping
 import grain
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxtalk.train.sharding import batch_sharding
 
 
 def process_share(ds: grain.MapDataset, *, global_batch_size: int, process_index: int,
@@ -35,18 +36,17 @@ def process_share(ds: grain.MapDataset, *, global_batch_size: int, process_index
     return grain.MapDataset.range(num_batches * local).map(lambda j: ds[global_index(j)])
 
 
-def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
-    """Leading (batch) axis over every mesh axis that carries data: data and fsdp."""
-    return NamedSharding(mesh, P(("data", "fsdp")))
-
-
-def to_global(local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict:
-    sharding = batch_sharding(mesh)
+def to_global(local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh, rules,
+              process_count: int | None = None) -> dict:
+    """Global arrays from this process's rows, each placed by `sharding.batch_sharding`
+    (the batch dim as the logical axis rules say; data and fsdp in every config today).
+    `process_count`: how many processes hold rows (default: the jax.distributed count)."""
+    count = jax.process_count() if process_count is None else process_count
     out = {}
     for k, v in local_batch.items():
         v = np.asarray(v)
-        global_shape = (v.shape[0] * jax.process_count(),) + v.shape[1:]
-        out[k] = jax.make_array_from_process_local_data(sharding, v, global_shape)
+        out[k] = jax.make_array_from_process_local_data(
+            batch_sharding(mesh, rules, v.ndim), v, (v.shape[0] * count,) + v.shape[1:])
     return out
 
 
@@ -59,9 +59,9 @@ class DevicePrefetcher:
     which is what a resumed run must start from.
     """
 
-    def __init__(self, host_iter: Iterator, mesh: jax.sharding.Mesh, depth: int = 2):
+    def __init__(self, host_iter: Iterator, mesh: jax.sharding.Mesh, rules, depth: int = 2):
         self.host_iter = host_iter
-        self._mesh = mesh
+        self._mesh, self._rules = mesh, rules
         self._depth = depth
         self._queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
         self._stop = threading.Event()
@@ -70,7 +70,7 @@ class DevicePrefetcher:
         self.wait_seconds: list[float] = []
 
     def _next_item(self):
-        batch = to_global(next(self.host_iter), self._mesh)
+        batch = to_global(next(self.host_iter), self._mesh, self._rules)
         return batch, self.host_iter.get_state()
 
     def _produce(self):

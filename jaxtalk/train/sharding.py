@@ -8,6 +8,7 @@ is replicated instead of failing, so an RGB input conv or a 20-d motion head is 
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import jax
@@ -17,6 +18,9 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXES = ("data", "fsdp", "tensor")
+# The logical name of the batch (leading) dimension of inputs and activations; the config's
+# logical_axis_rules map it to the mesh axes that carry data (data and fsdp), as maxtext does.
+BATCH = "activation_batch"
 
 
 def _fill(shape: dict[str, int], total: int, what: str) -> list[int]:
@@ -79,3 +83,37 @@ def shardings_for(boxed_abstract, mesh: Mesh, rules) -> object:
 
     return jax.tree.map(leaf_sharding, boxed_abstract,
                         is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
+def batch_sharding(mesh: Mesh, rules, ndim: int = 1, names=None) -> NamedSharding:
+    """The NamedSharding of a batch leaf of `ndim` dims: dim 0 by the rules' BATCH entry,
+    the others by their logical `names` (names[0] is the batch dim's) or replicated."""
+    if names is None:  # runs saved before BATCH had a rule name their batch dim "batch"
+        names = (BATCH if any(r[0] == BATCH for r in rules) else "batch",)
+    names = tuple(names)
+    if len(names) > max(ndim, 1):
+        raise ValueError(f"{len(names)} logical names {names} for a {ndim}-d batch leaf")
+    spec = nn.logical_to_mesh_axes(names, rules)
+    while len(spec) and spec[-1] is None:  # trailing replicated dims: the shortest spec
+        spec = P(*spec[:-1])
+    return NamedSharding(mesh, P(*spec))
+
+
+def place(tree, boxed_abstract, mesh: Mesh, rules):
+    """`tree` (host or device arrays) on the rules' shardings of `boxed_abstract`, matched
+    leaf by leaf on key paths; leaves the abstract lacks (e.g. a frozen group rebuilt from
+    its source and absent from an init) are replicated."""
+    by_path = {jax.tree_util.keystr(p): s for p, s in jax.tree_util.tree_leaves_with_path(
+        shardings_for(boxed_abstract, mesh, rules))}
+    replicated = NamedSharding(mesh, P())
+    return jax.tree_util.tree_map_with_path(
+        lambda p, x: jax.device_put(x, by_path.get(jax.tree_util.keystr(p), replicated)), tree)
+
+
+@contextlib.contextmanager
+def activation_context(mesh: Mesh, rules):
+    """The context to trace a step or an evaluation in: the mesh (abstract, so nothing is
+    placed) and the logical axis rules, which turn the models' `constrain` calls at block
+    boundaries (jaxtalk/models/layers/sharding.py) into sharding constraints."""
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(rules):
+        yield

@@ -44,7 +44,8 @@ LossFn = Callable[[PyTree, PyTree, Batch, jax.Array], LossOutput]
 
 class Task:
     """Base class of every task. Subclasses implement init, losses, eval_step, samples and
-    data; pretrained, preprocess, EVAL_MODES and eval_outputs have defaults."""
+    data; pretrained, frozen_sources/load_frozen, preprocess, EVAL_MODES and eval_outputs
+    have defaults."""
 
     # Batch keys holding uint8 pixels that `preprocess` turns into the models' float range.
     PIXEL_KEYS: tuple[str, ...] = ()
@@ -64,6 +65,20 @@ class Task:
         """Weights that replace parts of a fresh initialisation (not of a resumed run):
         {group: {subtree key: params}}, e.g. imported released weights. Default: none."""
         return {}
+
+    def frozen_sources(self) -> dict[str, dict]:
+        """Frozen groups (no optimizer) that checkpoints do not hold: {group: source}, where
+        source is a JSON-able record of where the weights come from (a weights file, a run
+        and its concrete step), resolved now so that it names fixed weights. The loop saves
+        the record (and a fingerprint of the weights) with every checkpoint and rebuilds
+        these groups with `load_frozen` on resume; eval and export do the same. Default:
+        none (every group is saved)."""
+        return {}
+
+    def load_frozen(self, group: str, source: dict) -> dict[str, PyTree]:
+        """The params of frozen group `group`, {subtree key: params} with every key of the
+        group, read from a record `frozen_sources` gave (OSError/ValueError when missing)."""
+        raise NotImplementedError(f"{type(self).__name__} declares no frozen group {group!r}")
 
     def preprocess(self, batch: Batch) -> Batch:
         """The batch with its uint8 pixel arrays (PIXEL_KEYS) in the models' float range

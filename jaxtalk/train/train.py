@@ -17,7 +17,7 @@ from flax import linen as nn
 
 from jaxtalk.train import checkpoints, distributed, optim, sharding
 from jaxtalk.train import state as state_lib
-from jaxtalk.train.data import DevicePrefetcher, batch_sharding, to_global
+from jaxtalk.train.data import DevicePrefetcher, to_global
 from jaxtalk.train.metrics import MetricWriter, compiled_flops
 from jaxtalk.train.step import train_step
 from jaxtalk.train.task import get_task
@@ -96,7 +96,7 @@ def train(config, workdir: str) -> dict:
     host_iter = make_data("train", config.seed)
 
     # ------------------------------------------------------------------ sharded state
-    first_batch = to_global(next(make_data("train", config.seed)), mesh)
+    first_batch = to_global(next(make_data("train", config.seed)), mesh, rules)
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
 
     def init_state():
@@ -108,21 +108,48 @@ def train(config, workdir: str) -> dict:
     abstract = nn.unbox(boxed)
     ckpt = checkpoints.Checkpointer(workdir, config)
     start_step = ckpt.latest_step()
+    # Frozen groups rebuilt from their source (a stage-1 run, a weights file) instead of
+    # saved: the record of where they come from goes into every checkpoint.
+    if start_step is None:
+        try:
+            sources = task.frozen_sources()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        frozen = {g: {"source": s} for g, s in sources.items()}
+    else:
+        frozen = checkpoints.frozen_record(workdir, start_step)
+    trained_frozen = sorted(set(frozen) & (set(optimizers) | set(ema_decays)))
+    if trained_frozen:
+        raise ConfigError(f"task {config.task!r} declares groups {trained_frozen} frozen "
+                          "(rebuilt from their source) but trains or averages them")
+    frozen_params = checkpoints.load_frozen_groups(task, frozen)
+    for g, params in frozen_params.items():
+        missing = sorted(set(abstract.params.get(g, {})) - set(params))
+        if g not in abstract.params or missing:
+            raise ConfigError(f"frozen group {g!r} from {frozen[g]['source']} does not fit the "
+                              f"model (missing {missing or 'the whole group'})")
+        frozen[g]["fingerprint"] = checkpoints.fingerprint(params)
     if start_step is None:
         state = jax.jit(lambda: nn.unbox(init_state()), out_shardings=state_shardings)()
-        pretrained = task.pretrained()
+        pretrained = {**frozen_params, **task.pretrained()}
         if pretrained:
             state = load_pretrained(state, pretrained, state_shardings)
         start_step = 0
     else:
-        state, data_state = ckpt.restore(
-            start_step, checkpoints.abstract_with_shardings(abstract, state_shardings))
+        saved, data_state = ckpt.restore(start_step, checkpoints.abstract_with_shardings(
+            checkpoints.without_groups(abstract, frozen),
+            checkpoints.without_groups(state_shardings, frozen)))
+        # Placeholders that load_pretrained checks against and replaces.
+        state = saved.replace(params={**saved.params,
+                                      **{g: abstract.params[g] for g in frozen}})
+        state = load_pretrained(state, frozen_params, state_shardings)
         host_iter.set_state(data_state)
         logging.info("resumed from step %d in %s", start_step, ckpt.directory)
+    del frozen_params  # host copies (HuBERT-large: 1.2 GB); the state holds them on device
 
     # ------------------------------------------------------------------ compiled steps
-    data_sharding = batch_sharding(mesh)
-    batch_shardings = jax.tree.map(lambda _: data_sharding, first_batch)
+    batch_shardings = jax.tree.map(lambda x: sharding.batch_sharding(mesh, rules, x.ndim),
+                                   first_batch)
     step_fn = jax.jit(
         functools.partial(train_step, losses=losses, optimizers=optimizers,
                           ema_decays=ema_decays, accum=config.grad_accum_steps,
@@ -136,7 +163,8 @@ def train(config, workdir: str) -> dict:
 
     writer = MetricWriter(workdir, config, config.total_steps, start_step,
                           config.batch_size, is_main)
-    step_fn = step_fn.lower(state, first_batch).compile()  # compiled once, FLOPs known
+    with sharding.activation_context(mesh, rules):  # compiled once, FLOPs known
+        step_fn = step_fn.lower(state, first_batch).compile()
     writer.flops_per_step = compiled_flops(step_fn)
     writer.print(f"training {config.task} from step {start_step} to {config.total_steps}: "
                  f"mesh {dict(mesh.shape)}, global batch {config.batch_size}, "
@@ -149,10 +177,11 @@ def train(config, workdir: str) -> dict:
         sums, n = {}, 0
         for i in range(config.eval.num_batches):
             try:
-                batch = to_global(next(it), mesh)
+                batch = to_global(next(it), mesh, rules)
             except StopIteration:
                 break
-            out = jax.device_get(eval_fn(state, batch, jax.random.PRNGKey(i)))
+            with sharding.activation_context(mesh, rules):
+                out = jax.device_get(eval_fn(state, batch, jax.random.PRNGKey(i)))
             sums = {k: sums.get(k, 0.0) + float(v) for k, v in out.items()}
             n += 1
         result = {f"eval/{k}": v / max(n, 1) for k, v in sums.items()}
@@ -167,11 +196,12 @@ def train(config, workdir: str) -> dict:
         start = time.perf_counter()
         if skipped and config.nan_policy == "stop":
             return  # the guard kept the last finite state; the loop raises below
-        ckpt.save(step, state, prefetch.state, metrics)
+        ckpt.save(step, checkpoints.without_groups(state, frozen), prefetch.state, metrics,
+                  frozen=frozen)
         save_block_seconds.append(time.perf_counter() - start)  # async: the copy to host only
 
     # ------------------------------------------------------------------ loop
-    prefetch = DevicePrefetcher(host_iter, mesh, depth=config.device_prefetch)
+    prefetch = DevicePrefetcher(host_iter, mesh, rules, depth=config.device_prefetch)
     pending, last_log, last_eval, history = [], {}, {}, []
     step = start_step
     loop_start = time.perf_counter()
@@ -205,7 +235,9 @@ def train(config, workdir: str) -> dict:
                 last_eval = evaluate(step)
             if _at(step, config.samples.every_steps):  # all processes compute, main writes
                 batch_s = jax.tree.map(lambda x: x[: max(config.samples.num, 1)], batch)
-                writer.media(step, samples_fn(state, batch_s, jax.random.PRNGKey(step)))
+                with sharding.activation_context(mesh, rules):
+                    media = samples_fn(state, batch_s, jax.random.PRNGKey(step))
+                writer.media(step, media)
             if _at(step, config.checkpoint.every_steps) or step == config.total_steps:
                 save(step, last_eval if evaluated and config.checkpoint.best_metric else None)
         loop_seconds = time.perf_counter() - loop_start
@@ -224,6 +256,9 @@ def load_pretrained(state, pretrained: dict, shardings):
     must match exactly."""
     params, ema = dict(state.params), dict(state.ema_params)
     for group, subtrees in pretrained.items():
+        if group not in state.params:
+            raise ConfigError(f"pretrained weights for group {group!r}, which the model does "
+                              f"not have (groups: {sorted(state.params)})")
         for key, new in subtrees.items():
             target = state.params[group][key]
             where = f"pretrained weights for {group}/{key}"

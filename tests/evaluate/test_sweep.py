@@ -162,3 +162,25 @@ def test_process_identity_from_flags_or_launcher(monkeypatch):
     assert sweep.process_identity(None, None) == (2, 4)
     with pytest.raises(sweep.SweepError, match="both"):
         sweep.process_identity(1, None)
+
+
+def test_params_are_sharded_like_training_and_metrics_unchanged(setup):
+    """On 8 devices the params are placed by the run's logical axis rules over fsdp (not
+    replicated); the metrics equal those of a one-device evaluation."""
+    import jax
+
+    from jaxtalk.evaluate import registry
+
+    run, data_root = setup
+    test_set = test_sets.parse("synthetic", data_root)
+    rows = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        metrics, _ = registry.create_many(["psnr", "ssim"], None, None)
+        evaluator = sweep.Evaluator(metrics, batch_size=8, num_batches=1,
+                                    mesh=sweep.local_mesh(8, devices), log=lambda *_: None)
+        rows.append(evaluator.evaluate(run, 2, test_set, "self", ["psnr", "ssim"]))
+    params = evaluator._variables[1]["params"]
+    assert dict(evaluator.mesh.shape)["fsdp"] == 8
+    assert any(not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(params))
+    for name in ("psnr", "ssim"):
+        assert rows[1][name] == pytest.approx(rows[0][name], rel=1e-5, abs=1e-6)

@@ -129,7 +129,7 @@ def test_missing_stage1_is_a_clear_error(synthetic_64):
     c = cfg_lib.get_config("tiny")
     c.data.data_dir = synthetic_64
     with pytest.raises(ValueError, match="stage1.workdir"):
-        task_lib.build(c).pretrained()
+        task_lib.build(c).frozen_sources()
 
 
 def test_motion_normalisation_round_trips_and_standardises():
@@ -143,3 +143,57 @@ def test_motion_normalisation_round_trips_and_standardises():
     # Without statistics: the release's plain scaling.
     np.testing.assert_allclose(a2m_model.to_diffusion(codes, None, 0.5), codes / 0.5)
     assert task_lib.code_statistics(np.ones((10, 2)))["std"].min() == 1e-3
+
+
+def _dir_bytes(path):
+    import os
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+def test_checkpoints_hold_no_stage1_and_resume_rebuilds_it_bitwise(synthetic_64, stage1_weights,
+                                                                  tmp_path):
+    """A stage-2 checkpoint holds what stage 2 trains plus a record of the stage-1 source;
+    a resumed run reloads stage 1 from it and continues exactly like an uninterrupted one;
+    a missing or changed source is a one-line error naming it."""
+    import json
+    import os
+    import shutil
+
+    from jaxtalk.errors import InputError
+    from jaxtalk.train import checkpoints
+    from tests.train.helpers import saved_state
+
+    source = str(tmp_path / "stage1.safetensors")
+    shutil.copy(stage1_weights, source)
+    straight = train(tiny_config(synthetic_64, source, steps=2), str(tmp_path / "straight"))
+    workdir = str(tmp_path / "run")
+    train(tiny_config(synthetic_64, source, steps=1), workdir)
+    flat = saved_state(workdir, 1)
+    assert not any(k.startswith("params/stage1") for k in flat) and "params/model" in "".join(flat)
+    record = checkpoints.frozen_record(workdir, 1)
+    assert record["stage1"]["source"] == {"weights": source} and record["stage1"]["fingerprint"]
+    stage1_bytes = os.path.getsize(source)
+    assert _dir_bytes(os.path.join(workdir, "checkpoints")) < stage1_bytes
+
+    c = tiny_config(synthetic_64, "", steps=2)  # the recorded source is used, not the config
+    c.checkpoint.every_steps = 1
+    resumed = train(c, workdir)
+    for a, b in zip(jax.tree.leaves(straight["state"]), jax.tree.leaves(resumed["state"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # Readers (export, animate, the probe) get stage 1 from the same source.
+    s1 = checkpoints.group_variables(workdir, "stage1/model")["params"]
+    from jaxtalk.convert import weights
+    for a, b in zip(jax.tree.leaves(weights.load(source)["params"]), jax.tree.leaves(s1)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert "stage1" in checkpoints.eval_variables(workdir)["params"]
+
+    c.total_steps = 3
+    params = weights.load(source)
+    weights.save({"params": jax.tree.map(lambda x: np.asarray(x) + 1, params["params"]),
+                  "model_config": params["model_config"]}, source)
+    with pytest.raises(checkpoints.FrozenSourceError, match="stage1.*fingerprint") as e:
+        train(c, workdir)
+    assert isinstance(e.value, InputError) and "\n" not in str(e.value)
+    os.remove(source)
+    with pytest.raises(checkpoints.FrozenSourceError, match=f"stage1.*{json.dumps(source)}"):
+        train(c, workdir)

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk.models.layers.sharding import constrain
+
 Dtype = Any
 
 LAYER_NORM_EPS = 1e-12
@@ -290,5 +292,5 @@ class ConformerEncoder(nn.Module):
         x = self.pos_dropout(x, deterministic=not train)
         pos_emb = self.pos_dropout(pos_emb, deterministic=not train)
         for block in self.encoders:
-            x = block(x, pos_emb, train)
+            x = constrain(block(x, pos_emb, train))
         return x
