@@ -18,8 +18,8 @@ import numpy as np
 from flax import linen as nn
 
 from jaxtalk.diffusion import samplers, schedules
-from jaxtalk.models import hubert as hubert_lib
-from jaxtalk.models.anitalker_audio2motion import DiffusionPredictor, init_inputs
+from jaxtalk.models.audio import hubert as hubert_lib
+from jaxtalk.models.anitalker.stage2 import DiffusionPredictor, init_inputs
 
 FPS = 25
 

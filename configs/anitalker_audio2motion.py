@@ -21,7 +21,7 @@ import ml_collections
 
 from configs import common
 from data_pipelines.loaders import default_data_config
-from jaxtalk.models.anitalker_audio2motion import INFER_TYPES
+from jaxtalk.models.anitalker.stage2 import INFER_TYPES
 
 
 def get_config(arg: str = "paper"):

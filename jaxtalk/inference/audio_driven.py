@@ -23,10 +23,10 @@ import numpy as np
 
 from jaxtalk.diffusion import samplers, schedules
 from jaxtalk.inference.video_driven import AnimationError, _to_uint8
-from jaxtalk.models import anitalker_audio2motion as stage2_lib
-from jaxtalk.models import mfcc as mfcc_lib
-from jaxtalk.models.anitalker_audio2motion import DiffusionPredictor
-from jaxtalk.models.anitalker_motion import AniTalkerMotion
+from jaxtalk.models.anitalker import stage2 as stage2_lib
+from jaxtalk.models.audio import mfcc as mfcc_lib
+from jaxtalk.models.anitalker.stage2 import DiffusionPredictor
+from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.models.pixels import to_model_range
 
 FPS = 25
@@ -121,7 +121,7 @@ class AudioAnimator:
             if hubert_params is None:
                 raise AnimationError(f"the {self.model.infer_type} model needs HuBERT weights "
                                      "(jaxtalk import --release=hubert, or --hubert=FILE)")
-            from jaxtalk.models import hubert as hubert_lib
+            from jaxtalk.models.audio import hubert as hubert_lib
 
             self.hubert = hubert_lib.HubertModel(stage2_lib.hubert_config(hubert_size))
             self.hubert_params = {"params": hubert_params}

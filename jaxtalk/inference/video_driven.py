@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from jaxtalk.models.anitalker_motion import AniTalkerMotion
-from jaxtalk.models.lia import LIAGenerator
+from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
+from jaxtalk.models.lia.generator import LIAGenerator
 from jaxtalk.models.pixels import to_model_range
 
 MODES = ("absolute", "relative")

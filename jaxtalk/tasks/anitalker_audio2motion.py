@@ -42,13 +42,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtalk.diffusion import objectives, samplers, schedules
-from jaxtalk.models import hubert as hubert_lib
-from jaxtalk.models import mfcc as mfcc_lib
-from jaxtalk.models.anitalker_audio2motion import (SAMPLES_PER_FRAME, DiffusionPredictor,
+from jaxtalk.models.audio import hubert as hubert_lib
+from jaxtalk.models.audio import mfcc as mfcc_lib
+from jaxtalk.models.anitalker.stage2 import (SAMPLES_PER_FRAME, DiffusionPredictor,
                                                   from_diffusion, hubert_config, hubert_states,
                                                   init_inputs, predictor_from_config,
                                                   stage1_from_config, to_diffusion)
-from jaxtalk.models.anitalker_motion import AniTalkerMotion
+from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.train.task import LossOutput, Task
 
 

@@ -23,8 +23,8 @@ from jaxtalk.losses import adversarial
 from jaxtalk.losses.metric_learning import AAMSoftmax
 from jaxtalk.losses.mutual_information import CLUB
 from jaxtalk.losses.perceptual import VGG19PerceptualLoss
-from jaxtalk.models.anitalker_motion import AniTalkerMotion
-from jaxtalk.models.stylegan2_discriminator import Discriminator
+from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
+from jaxtalk.models.lia.discriminator import Discriminator
 from jaxtalk.train.task import LossOutput, Task
 
 

@@ -8,9 +8,9 @@ import pytest
 
 from configs import anitalker_audio2motion as cfg_lib
 from jaxtalk.evaluate import lipsync_probe
-from jaxtalk.models import mfcc as mfcc_lib
-from jaxtalk.models import anitalker_audio2motion as a2m_model
-from jaxtalk.models.anitalker_audio2motion import INFER_TYPES
+from jaxtalk.models.audio import mfcc as mfcc_lib
+from jaxtalk.models.anitalker import stage2 as a2m_model
+from jaxtalk.models.anitalker.stage2 import INFER_TYPES
 from jaxtalk.tasks import anitalker_audio2motion as task_lib
 from jaxtalk.train.train import train
 

@@ -25,10 +25,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtalk.models import hubert as hubert_lib
-from jaxtalk.models.anitalker_motion import AniTalkerMotion
-from jaxtalk.models.layers.conformer import ConformerEncoder, conv1d, dense
+from jaxtalk.models.audio import hubert as hubert_lib
+from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
+from jaxtalk.models.layers.conformer import ConformerEncoder
 from jaxtalk.models.layers.lstm import LSTM
+from jaxtalk.models.layers.torch_nn import conv1d, dense
 
 Dtype = Any
 
