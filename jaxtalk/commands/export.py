@@ -11,7 +11,7 @@ and three targets:
   --out=FILE.safetensors           a jaxtalk weights file
   --out=FILE.jaxfn                 a serialized jax.export function, frames = f(source image,
                                    motion codes), that runs without jaxtalk (stage-1 weights:
-                                   lia, anitalker_stage1 or an anitalker_motion run)
+                                   lia, anitalker_stage1 or an anitalker_stage1 run)
 
 Examples:
   jaxtalk export --weights=weights/lia.safetensors --release=lia --out=lia_roundtrip.pt

@@ -6,9 +6,9 @@ then the stage-1 renderer draws the codes on the portrait. Rendering runs in fix
 chunks under one jit, so memory grows only with the (small) code sequence.
 
 Weights: `stage2` is a file from `jaxtalk import --release=anitalker_stage2` or an
-anitalker_audio2motion run directory (which also holds the frozen stage-1 model and, for
+anitalker_stage2 run directory (which also holds the frozen stage-1 model and, for
 hubert variants, HuBERT); `stage1` is a file from `jaxtalk import --release=anitalker_stage1`
-or an anitalker_motion run, required with a stage-2 file. hubert_* variants need HuBERT
+or an anitalker_stage1 run, required with a stage-2 file. hubert_* variants need HuBERT
 weights (`jaxtalk import --release=hubert`).
 """
 
@@ -40,15 +40,15 @@ def _is_run(path: str) -> bool:
 
 
 def load_stage1(path: str) -> tuple[dict, dict]:
-    """(AniTalkerMotion params, model config) from a weights file or an anitalker_motion run."""
+    """(AniTalkerMotion params, model config) from a weights file or an anitalker_stage1 run."""
     if not os.path.exists(path):
         raise AnimationError(f"{path}: no such stage-1 weights file or run")
     if _is_run(path):
         from jaxtalk.train import checkpoints
 
         config = checkpoints.run_config(path)
-        if config.get("task") != "anitalker_motion":
-            raise AnimationError(f"{path}: a {config.get('task')!r} run, not anitalker_motion")
+        if config.get("task") != "anitalker_stage1":
+            raise AnimationError(f"{path}: a {config.get('task')!r} run, not anitalker_stage1")
         return checkpoints.group_variables(path, "generator")["params"]["model"], config["model"]
     from jaxtalk.convert import weights
 
@@ -155,8 +155,8 @@ class AudioAnimator:
         from jaxtalk.train import checkpoints
 
         config = checkpoints.run_config(workdir)
-        if config.get("task") != "anitalker_audio2motion":
-            raise AnimationError(f"{workdir}: a {config.get('task')!r} run, not anitalker_audio2motion")
+        if config.get("task") != "anitalker_stage2":
+            raise AnimationError(f"{workdir}: a {config.get('task')!r} run, not anitalker_stage2")
         predictor = checkpoints.group_variables(workdir, "model")
         if stage1:
             s1_params, s1_config = load_stage1(stage1)

@@ -66,8 +66,7 @@ def build_generator(kind: str, model_config: dict, source: str = "model_config")
     it may come from a weights file, named by `source`)."""
     from jaxtalk.convert import weights
 
-    classes = {"lia": LIAGenerator, "anitalker_stage1": AniTalkerMotion,
-               "anitalker_motion": AniTalkerMotion}
+    classes = {"lia": LIAGenerator, "anitalker_stage1": AniTalkerMotion}
     if kind not in classes:
         raise AnimationError(f"cannot animate with {str(kind)[:40]!r} weights (lia, anitalker_stage1)")
     return classes[kind](**weights.module_options(classes[kind], model_config, source, _MODEL_KEYS))
@@ -126,14 +125,14 @@ class MotionAnimator:
 
     @classmethod
     def from_run(cls, workdir: str, step: int | None = None, **kw) -> "MotionAnimator":
-        """The EMA generator of an `anitalker_motion` training run."""
+        """The EMA generator of an `anitalker_stage1` training run."""
         from jaxtalk.train import checkpoints
 
         config = checkpoints.run_config(workdir, step)
-        if config.get("task") != "anitalker_motion":
-            raise AnimationError(f"{workdir}: a {config.get('task')!r} run, not anitalker_motion")
+        if config.get("task") != "anitalker_stage1":
+            raise AnimationError(f"{workdir}: a {config.get('task')!r} run, not anitalker_stage1")
         variables = checkpoints.group_variables(workdir, "generator", step)
-        return cls("anitalker_motion", {"params": variables["params"]["model"]}, config["model"],
+        return cls("anitalker_stage1", {"params": variables["params"]["model"]}, config["model"],
                    source=workdir, **kw)
 
     def _chunk_step(self, source_code, feats, alpha_source, frames, alpha_start, relative):

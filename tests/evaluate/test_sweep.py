@@ -33,11 +33,11 @@ def _save_run(workdir, data_dir, steps=(1, 2)):
     import jax
     from flax import linen as nn
 
-    from configs import anitalker_motion
+    from configs import anitalker_stage1
     from jaxtalk.train.task import get_task
     from jaxtalk.train import checkpoints
 
-    config = anitalker_motion.get_config("tiny")
+    config = anitalker_stage1.get_config("tiny")
     config.data.data_dir = data_dir
     config.checkpoint.async_save = False
     task = get_task(config)

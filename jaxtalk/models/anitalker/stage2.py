@@ -289,7 +289,7 @@ def init_inputs(model: DiffusionPredictor, batch: int = 1, frames: int = 8):
 
 
 # ---------------------------------------------------------------------------- from configs
-# Shared by the training recipe (jaxtalk/tasks/anitalker_audio2motion.py) and the animator
+# Shared by the training recipe (jaxtalk/tasks/anitalker_stage2.py) and the animator
 # (jaxtalk/inference/audio_driven.py).
 SAMPLES_PER_FRAME = 640  # 16 kHz audio at 25 fps
 MODEL_KEYS = ("infer_type", "speech_dim", "fusion_dim", "speech_layers", "decoder_layers",

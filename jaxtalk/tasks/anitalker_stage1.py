@@ -65,7 +65,7 @@ def num_identities(data_dir: str) -> int:
     return max(len(info["identities"]), 1)
 
 
-class AniTalkerMotionTask(Task):
+class AniTalkerStage1Task(Task):
     # uint8 frames from the loader (the fast path) -> float32 in [-1, 1], on device.
     PIXEL_KEYS = ("source", "driving", "negatives")
 
@@ -254,4 +254,4 @@ class AniTalkerMotionTask(Task):
 
 
 def build(config):
-    return AniTalkerMotionTask(config)
+    return AniTalkerStage1Task(config)

@@ -5,7 +5,7 @@ The audio branch (speech encoder + variance adapter) runs once per clip, the Con
 decoder once per DDIM step, all inside one jit-compiled function. The HuBERT feature
 extraction itself is timed separately (--with-hubert) since the release can precompute it.
 
-    python benchmarks/audio2motion_sampling.py [--seconds 10] [--batch 1] [--repeats 3]
+    python benchmarks/anitalker_stage2_sampling.py [--seconds 10] [--batch 1] [--repeats 3]
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def load_stage1_params(stage1_cfg):
 
         return weights.load(stage1_cfg["weights"])["params"]
     raise ValueError("stage 2 needs a stage-1 model for its targets: set "
-                     "--config.stage1.workdir=RUN (an anitalker_motion run) or "
+                     "--config.stage1.workdir=RUN (an anitalker_stage1 run) or "
                      "--config.stage1.weights=FILE (jaxtalk import --release=anitalker_stage1)")
 
 
@@ -137,7 +137,7 @@ def masked_mse(pred, target, valid):
 
 
 # ---------------------------------------------------------------------------- task
-class AniTalkerAudio2MotionTask(Task):
+class AniTalkerStage2Task(Task):
     PIXEL_KEYS = ("frames",)
     EVAL_MODES = ()  # no eval_outputs yet: lip sync is measured by jaxtalk/evaluate/lipsync_probe.py
 
@@ -330,4 +330,4 @@ class AniTalkerAudio2MotionTask(Task):
 
 
 def build(config):
-    return AniTalkerAudio2MotionTask(config)
+    return AniTalkerStage2Task(config)
