@@ -9,7 +9,7 @@ import pytest
 
 from data_pipelines import datasets
 from data_pipelines.synthetic import generate
-from jaxtalk.evaluate import sweep, test_sets
+from jaxtalk.evaluate import eval_sets, sweep
 
 TINY = generate.SyntheticConfig(num_identities=3, videos_per_identity=1, utterances_per_video=2,
                                 utterance_seconds=1.6, resolution=96, test_identities=1, seed=3)
@@ -70,7 +70,7 @@ def setup(tmp_path_factory):
 def _sweep(setup, out_dir, metrics=("psnr", "ssim"), **kwargs):
     run, data_root = setup
     lines = []
-    summary = sweep.run_sweep([run], [test_sets.parse("synthetic", data_root)], list(metrics),
+    summary = sweep.run_sweep([run], [eval_sets.parse("synthetic", data_root)], list(metrics),
                               str(out_dir), modes=["self"], batch_size=8, num_batches=1,
                               log=lines.append, **kwargs)
     return summary, lines
@@ -143,16 +143,16 @@ def test_clear_errors(setup, tmp_path):
         sweep.resolve_steps(run, "1,7")
     with pytest.raises(sweep.SweepError, match="unknown metrics \\['psnrr'\\]"):
         _sweep(setup, tmp_path, metrics=("psnrr",))
-    with pytest.raises(test_sets.TestSetError, match="unknown test set 'mine'"):
-        test_sets.parse(f"mine={data_root}/synthetic")
-    with pytest.raises(test_sets.TestSetError, match="no split 'val'"):
-        test_sets.parse(f"synthetic={data_root}/synthetic:val")
-    with pytest.raises(test_sets.TestSetError, match="prepared as 'synthetic'"):
-        test_sets.parse(f"hdtf={data_root}/synthetic")
-    assert test_sets.parse(f"mine={data_root}/synthetic:train").split == "train"
+    with pytest.raises(eval_sets.EvalSetError, match="unknown test set 'mine'"):
+        eval_sets.parse(f"mine={data_root}/synthetic")
+    with pytest.raises(eval_sets.EvalSetError, match="no split 'val'"):
+        eval_sets.parse(f"synthetic={data_root}/synthetic:val")
+    with pytest.raises(eval_sets.EvalSetError, match="prepared as 'synthetic'"):
+        eval_sets.parse(f"hdtf={data_root}/synthetic")
+    assert eval_sets.parse(f"mine={data_root}/synthetic:train").split == "train"
     with pytest.raises(sweep.SweepError, match="no eval mode"):
         sweep.grid(sweep.Evaluator({}, batch_size=8, num_batches=1, mesh=sweep.local_mesh(8)),
-                   [run], "last", [test_sets.parse("synthetic", data_root)], ["speech"])
+                   [run], "last", [eval_sets.parse("synthetic", data_root)], ["speech"])
 
 
 def test_process_identity_from_flags_or_launcher(monkeypatch):
