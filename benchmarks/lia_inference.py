@@ -48,8 +48,8 @@ def _row(label, batch, best, mean, **extra):
 
 
 def bench_jax(model_name, size, batches, iters):
-    from jaxtalk.models.anitalker_motion import AniTalkerMotion
-    from jaxtalk.models.lia import LIAGenerator
+    from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
+    from jaxtalk.models.lia.generator import LIAGenerator
     model = (LIAGenerator if model_name == "lia" else AniTalkerMotion)(size=size)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32))

@@ -37,8 +37,8 @@ def _report(label, times, batch, **extra):
 
 
 def bench_jax(model_name, size, batch, steps):
-    from jaxtalk.models.anitalker_motion import AniTalkerMotion
-    from jaxtalk.models.lia import LIAGenerator
+    from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
+    from jaxtalk.models.lia.generator import LIAGenerator
     model = (LIAGenerator if model_name == "lia" else AniTalkerMotion)(size=size)
     rng = np.random.default_rng(0)
     src = jnp.asarray(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32))

@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any
 
-from data_pipelines import sharding
+from data_pipelines import shard_writer
 
 INFO_FILE = "dataset_info.json"
 
@@ -25,7 +25,7 @@ def build_info(out_dir: str, *, name: str, config: dict[str, Any], identities: l
   rejected: collections.Counter[str] = collections.Counter()
   for marker_file in sorted(glob.glob(os.path.join(out_dir, "*.array_record-*-of-*.json"))):
     shard_file = os.path.basename(marker_file)[: -len(".json")]
-    marker = sharding.read_marker(os.path.join(out_dir, shard_file))
+    marker = shard_writer.read_marker(os.path.join(out_dir, shard_file))
     if marker is None:
       continue
     rejected.update(marker["rejected"])
@@ -72,6 +72,6 @@ def shard_records(data_dir: str, split: str) -> tuple[list[str], list[dict]]:
       continue  # ArrayRecord sources reject empty files' absent index; nothing to read anyway
     path = os.path.join(data_dir, shard["file"])
     paths.append(path)
-    marker = sharding.read_marker(path)
+    marker = shard_writer.read_marker(path)
     records.extend({**r, "format": marker.get("format", 1), "shard": path} for r in marker["records"])
   return paths, records

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from data_pipelines import info as info_lib
-from data_pipelines import sharding
+from data_pipelines import shard_writer
 from data_pipelines.clip_spec import ClipSpec, SkipReport
 from data_pipelines.process import ProcessConfig, process_clip
 
@@ -20,18 +20,18 @@ def prepare(specs: list[ClipSpec], parse_report: SkipReport, out_dir: str, *, na
   process_fn = process_fn or process_clip  # looked up at call time (tests patch it)
   identities = sorted({s.identity for s in specs})
   identity_index = {ident: i for i, ident in enumerate(identities)}
-  shards = sharding.plan_shards(specs, clips_per_shard, cfg)
+  shards = shard_writer.plan_shards(specs, clips_per_shard, cfg)
   log(f"{name}: {len(specs)} clips, {len(identities)} identities, {len(shards)} shards -> {out_dir}"
       f" ({parse_report.summary()} while parsing)")
   state = {"done": 0}
 
-  def progress(shard: sharding.Shard, marker: dict) -> None:
+  def progress(shard: shard_writer.Shard, marker: dict) -> None:
     state["done"] += 1
     log(f"  [{state['done']}] {shard.split} shard {shard.index + 1}/{shard.count}: "
         f"{len(marker['records'])} clips written, {sum(marker['rejected'].values())} rejected "
         f"({time.time() - t0:.1f}s)")
 
-  written, skipped = sharding.write_shards(shards, out_dir, cfg, identity_index, num_workers=num_workers,
+  written, skipped = shard_writer.write_shards(shards, out_dir, cfg, identity_index, num_workers=num_workers,
                                            process_fn=process_fn, progress=progress)
   if skipped:
     log(f"  {skipped} shards were already finished (resumed run)")

@@ -31,7 +31,7 @@ from PIL import Image
 import simplejpeg
 
 _ND = "__nd__"
-FORMAT_VERSION = 2  # of the shards `sharding` writes (see the module doc)
+FORMAT_VERSION = 2  # of the shards `shard_writer` writes (see the module doc)
 
 
 def _default(obj: Any) -> Any:

@@ -2,12 +2,12 @@
 
 Runs the commands a user would type, in order, on a CPU:
   1. jaxtalk prepare synthetic      generate talking heads, run the real preparation path
-  2. jaxtalk train (anitalker_motion:tiny)   train AniTalker stage 1 on them
+  2. jaxtalk train (anitalker_stage1:tiny)   train AniTalker stage 1 on them
   3. held-out self-reenactment PSNR/SSIM, next to the copy-the-source baseline and the
      model's own score without the driving motion
   4. jaxtalk animate --mode=video   a reenactment mp4 (source: a held-out face)
 With --stage2 (about ten more minutes), then:
-  5. jaxtalk train (anitalker_audio2motion:tiny)   speech -> motion on the stage-1 run
+  5. jaxtalk train (anitalker_stage2:tiny)   speech -> motion on the stage-1 run
   6. the lip-sync probe: held-out mouth correlation with the real vs shuffled audio
   7. jaxtalk animate --mode=audio   the held-out face driven by held-out speech
 Every step is resumable: rerunning skips finished preparation and resumes training.
@@ -65,7 +65,7 @@ def main(argv=None) -> None:
     overrides = [f"--config.data.data_dir={data}", "--config.log.progress_bar=False"]
     if args.steps:
         overrides += [f"--config.total_steps={args.steps}", f"--config.eval.every_steps={args.steps}"]
-    _run("train", "--config=configs/anitalker_motion.py:tiny", f"--workdir={run}", *overrides)
+    _run("train", "--config=configs/anitalker_stage1.py:tiny", f"--workdir={run}", *overrides)
 
     videos = held_out_videos(data)
     source = first_frame(videos[0], os.path.join(args.out, "source.png"))
@@ -77,7 +77,7 @@ def main(argv=None) -> None:
     lipsync = ""
     if args.stage2:
         run2, talk = os.path.join(args.out, "stage2"), os.path.join(args.out, "speech_driven.mp4")
-        _run("train", "--config=configs/anitalker_audio2motion.py:tiny", f"--workdir={run2}",
+        _run("train", "--config=configs/anitalker_stage2.py:tiny", f"--workdir={run2}",
              f"--config.stage1.workdir={run}", f"--config.data.data_dir={data}",
              "--config.log.progress_bar=False")
         print(f"+ python -m jaxtalk.evaluate.lipsync_probe --workdir={run2} --data_dir={data}",

@@ -2,7 +2,7 @@
 # Train on a Cloud TPU VM slice: the same command on every worker (--worker=all);
 # jax.distributed.initialize() discovers the slice from the TPU metadata.
 #
-#   launch/tpu_vm.sh TPU_NAME ZONE configs/anitalker_motion.py:paper gs://bucket/runs/s1 [--config.k=v ...]
+#   launch/tpu_vm.sh TPU_NAME ZONE configs/anitalker_stage1.py:paper gs://bucket/runs/s1 [--config.k=v ...]
 #
 # Prerequisite, once per slice: the repository at ~/jaxtalk on every worker and
 #   pip install -e ~/jaxtalk "jax[tpu]"      (see README.md, "Installation").

@@ -2,7 +2,7 @@
 # Train on a GKE TPU cluster with xpk (github.com/AI-Hypercomputer/xpk); multi-slice runs
 # set --num-slices and the config's DCN mesh, e.g. --config.dcn_mesh.data=2.
 #
-#   launch/xpk.sh CLUSTER TPU_TYPE NUM_SLICES IMAGE configs/anitalker_motion.py:paper gs://bucket/runs/s1 [flags]
+#   launch/xpk.sh CLUSTER TPU_TYPE NUM_SLICES IMAGE configs/anitalker_stage1.py:paper gs://bucket/runs/s1 [flags]
 #
 # IMAGE is a container with jaxtalk installed (pip install -e . "jax[tpu]").
 set -euo pipefail

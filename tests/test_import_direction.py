@@ -38,7 +38,7 @@ MAY_IMPORT_DATA_PIPELINES = ("jaxtalk.train", "jaxtalk.tasks", "jaxtalk.evaluate
 
 # configs/ may import only these (what it imports today), and only jaxtalk.commands (which
 # reads recipes for the command line) imports configs/.
-CONFIGS_MAY_IMPORT = ("configs", "jaxtalk.models.anitalker_audio2motion", "data_pipelines.loaders")
+CONFIGS_MAY_IMPORT = ("configs", "jaxtalk.models.anitalker.stage2", "data_pipelines.loaders")
 MAY_IMPORT_CONFIGS = ("jaxtalk.commands",)
 
 

@@ -4,7 +4,7 @@
       --weights=weights/anitalker_stage1.safetensors --out=result.mp4
 
 --weights is a file from `jaxtalk import --release=anitalker_stage1|lia` (or `jaxtalk
-export`); --workdir=RUN uses the EMA generator of an anitalker_motion training run instead.
+export`); --workdir=RUN uses the EMA generator of an anitalker_stage1 training run instead.
 The source is cropped around its face (see below); the driving video is centre-cropped to
 a square (pass --driving_crop=x,y,w,h to choose the face box). The output keeps the driving
 frame rate and carries the driving video's audio. --motion picks the released motion modes:
@@ -16,7 +16,7 @@ relative (default) or absolute.
 
 --audio is any file ffmpeg reads (wav, mp3, m4a, a video's audio track) at any sample rate.
 --stage2 is a file from `jaxtalk import --release=anitalker_stage2` (then --stage1, a
-stage-1 weights file or anitalker_motion run, renders) or an anitalker_audio2motion run
+stage-1 weights file or anitalker_stage1 run, renders) or an anitalker_stage2 run
 (which carries its stage-1 model). The output is 25 fps with the speech muxed in. As
 released: --seed, --control with --pose_yaw/--pose_pitch/--pose_roll in [-1, 1] (or
 --pose_file, a (T, 3) .npy/.txt sequence), --face_location, --face_scale, --ddim_steps.
@@ -49,8 +49,8 @@ _CHUNK = flags.DEFINE_integer("chunk", 8, "frames rendered per device call")
 _OUT = flags.DEFINE_string("out", None, "output .mp4")
 # --mode=audio
 _AUDIO = flags.DEFINE_string("audio", None, "--mode=audio: the speech (wav, mp3, m4a, ...)")
-_STAGE2 = flags.DEFINE_string("stage2", None, "anitalker_stage2 weights or an audio2motion run")
-_STAGE1 = flags.DEFINE_string("stage1", None, "anitalker_stage1 weights or an anitalker_motion run")
+_STAGE2 = flags.DEFINE_string("stage2", None, "anitalker_stage2 weights or an anitalker_stage2 run")
+_STAGE1 = flags.DEFINE_string("stage1", None, "anitalker_stage1 weights or an anitalker_stage1 run")
 _HUBERT = flags.DEFINE_string("hubert", None, "HuBERT weights for hubert_* models "
                               "(default: the imported `hubert` release)")
 _SEED = flags.DEFINE_integer("seed", 0, "noise seed of the diffusion sampler")

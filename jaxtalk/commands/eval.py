@@ -26,12 +26,12 @@ _FLAGS = cli_options.define(__name__)
 
 
 def main(argv):
-    from jaxtalk.evaluate import registry, report, sweep, test_sets
+    from jaxtalk.evaluate import eval_sets, registry, report, sweep
 
     cli_options.check_args(argv, workdir=_WORKDIR.value, test_set=_TEST_SET.value)
     try:
         sweep.check_metric_names(_FLAGS.metrics.value)
-        test_set = test_sets.parse(_TEST_SET.value, _FLAGS.data_root.value)
+        test_set = eval_sets.parse(_TEST_SET.value, _FLAGS.data_root.value)
         step = sweep.resolve_steps(_WORKDIR.value, "last" if _STEP.value is None
                                    else str(_STEP.value))[0]
         metrics, skipped = registry.create_many(
@@ -45,7 +45,7 @@ def main(argv):
         modes = _FLAGS.modes.value or evaluator.modes(_WORKDIR.value, step, test_set)
         rows = [evaluator.evaluate(_WORKDIR.value, step, test_set, mode, sorted(metrics))
                 for mode in modes]
-    except ValueError as e:  # SweepError, TestSetError, bad metric options
+    except ValueError as e:  # SweepError, EvalSetError, bad metric options
         raise InputError(str(e)) from None
     print(report.markdown_table(rows))
     if skipped:

@@ -11,7 +11,7 @@ and three targets:
   --out=FILE.safetensors           a jaxtalk weights file
   --out=FILE.jaxfn                 a serialized jax.export function that runs without jaxtalk:
                                    the weights' animator's `export_function` (video-driven
-                                   stage-1 weights, lia, anitalker_stage1 or an anitalker_motion
+                                   stage-1 weights, lia, anitalker_stage1 or an anitalker_stage1
                                    run: frames = f(source image, motion codes))
 
 Examples:

@@ -5,7 +5,7 @@ Example:
       --config.batch_size=32 --config.mesh.fsdp=2
 
 --config takes a config file and a variant after ':' (a bare recipe name such as
-`anitalker_motion:tiny` is looked up in the installed configs package). Any config key
+`anitalker_stage1:tiny` is looked up in the installed configs package). Any config key
 can be overridden with --config.<key>=<value>; an unknown key is an error.
 """
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from typing import Any, Mapping
 
 import jax
@@ -25,8 +24,9 @@ import numpy as np
 from flax import linen as nn
 
 from jaxtalk.convert import torch_pickle
-from jaxtalk.convert.mapping import CONV1D, LINEAR, ConversionError, Rule, to_params, to_state_dict
-from jaxtalk.models.hubert import HubertConfig, HubertModel
+from jaxtalk.convert.mapping import (CONV1D, ConversionError, Rule, conv1d, count_indices, linear,
+                                     norm, to_params, to_state_dict)
+from jaxtalk.models.audio.hubert import HubertConfig, HubertModel
 
 RELEASE = "hubert"
 _WEIGHT_NORM_KEYS = {
@@ -36,52 +36,37 @@ _WEIGHT_NORM_KEYS = {
 }
 
 
-def _linear(t: str, p: str) -> list[Rule]:
-    return [Rule(f"{t}.weight", f"{p}/kernel", LINEAR), Rule(f"{t}.bias", f"{p}/bias")]
-
-
-def _norm(t: str, p: str) -> list[Rule]:
-    return [Rule(f"{t}.weight", f"{p}/scale"), Rule(f"{t}.bias", f"{p}/bias")]
-
-
 def rules_for(config: HubertConfig, weight_norm_keys: str = "legacy") -> list[Rule]:
     rules = []
     for i in range(len(config.conv_dim)):
         t, p = f"feature_extractor.conv_layers.{i}", f"feature_extractor/conv_{i}"
-        rules.append(Rule(f"{t}.conv.weight", f"{p}/kernel", CONV1D))
-        if config.conv_bias:
-            rules.append(Rule(f"{t}.conv.bias", f"{p}/bias"))
+        rules += conv1d(f"{t}.conv", p, config.conv_bias)
         if config.feat_extract_norm == "layer" or (config.feat_extract_norm == "group" and i == 0):
-            rules += _norm(f"{t}.layer_norm", f"feature_extractor/norm_{i}")
+            rules += norm(f"{t}.layer_norm", f"feature_extractor/norm_{i}")
     if config.feat_proj_layer_norm:
-        rules += _norm("feature_projection.layer_norm", "feature_projection_norm")
-    rules += _linear("feature_projection.projection", "feature_projection")
+        rules += norm("feature_projection.layer_norm", "feature_projection_norm")
+    rules += linear("feature_projection.projection", "feature_projection")
     if config.masked_spec_embed:
         rules.append(Rule("masked_spec_embed", "masked_spec_embed"))
     g_key, v_key = _WEIGHT_NORM_KEYS[weight_norm_keys]
     rules += [Rule(g_key, "pos_conv_embed/weight_g", CONV1D),
               Rule(v_key, "pos_conv_embed/weight_v", CONV1D),
               Rule("encoder.pos_conv_embed.conv.bias", "pos_conv_embed/bias")]
-    rules += _norm("encoder.layer_norm", "encoder_layer_norm")
+    rules += norm("encoder.layer_norm", "encoder_layer_norm")
     for i in range(config.num_layers):
         t, p = f"encoder.layers.{i}", f"layers_{i}"
         for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            rules += _linear(f"{t}.attention.{proj}", f"{p}/attention/{proj}")
-        rules += _norm(f"{t}.layer_norm", f"{p}/layer_norm")
-        rules += _linear(f"{t}.feed_forward.intermediate_dense", f"{p}/intermediate_dense")
-        rules += _linear(f"{t}.feed_forward.output_dense", f"{p}/output_dense")
-        rules += _norm(f"{t}.final_layer_norm", f"{p}/final_layer_norm")
+            rules += linear(f"{t}.attention.{proj}", f"{p}/attention/{proj}")
+        rules += norm(f"{t}.layer_norm", f"{p}/layer_norm")
+        rules += linear(f"{t}.feed_forward.intermediate_dense", f"{p}/intermediate_dense")
+        rules += linear(f"{t}.feed_forward.output_dense", f"{p}/output_dense")
+        rules += norm(f"{t}.final_layer_norm", f"{p}/final_layer_norm")
     return rules
-
-
-def _count(sd, pattern):
-    found = {int(m.group(1)) for k in sd if (m := re.match(pattern, k))}
-    return max(found) + 1 if found else 0
 
 
 def detect_config(sd: Mapping[str, np.ndarray], **overrides) -> HubertConfig:
     try:
-        n_conv = _count(sd, r"feature_extractor\.conv_layers\.(\d+)\.")
+        n_conv = count_indices(sd, r"feature_extractor\.conv_layers\.(\d+)\.")
         convs = [sd[f"feature_extractor.conv_layers.{i}.conv.weight"] for i in range(n_conv)]
         layer_norm = "feature_extractor.conv_layers.1.layer_norm.weight" in sd
         group_norm = not layer_norm and "feature_extractor.conv_layers.0.layer_norm.weight" in sd
@@ -91,7 +76,7 @@ def detect_config(sd: Mapping[str, np.ndarray], **overrides) -> HubertConfig:
             raise KeyError("encoder.pos_conv_embed.conv.weight_v")
         config = dict(
             hidden_size=hidden,
-            num_layers=_count(sd, r"encoder\.layers\.(\d+)\."),
+            num_layers=count_indices(sd, r"encoder\.layers\.(\d+)\."),
             num_heads=hidden // 64,
             intermediate_size=int(sd["encoder.layers.0.feed_forward.intermediate_dense.weight"]
                                   .shape[0]),

@@ -7,25 +7,24 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxtalk.convert import torch_pickle
+from jaxtalk.convert import mapping, torch_pickle
 from jaxtalk.convert.torch_legacy import read_state_dict
 from jaxtalk.models.metric_nets import inception
-from jaxtalk.convert import torch_rules as tr
 
 
 def _shapes():
-    return tr.variable_shapes(inception.FIDInceptionV3(), jnp.zeros((1, 299, 299, 3)))
+    return mapping.variable_shapes(inception.FIDInceptionV3(), jnp.zeros((1, 299, 299, 3)))
 
 
 def rules() -> list:
-    return tr.mirrored(_shapes(), linear_modules=("fc",))
+    return mapping.mirrored(_shapes(), linear_modules=("fc",))
 
 
 def import_checkpoint(path) -> dict:
     state = read_state_dict(path)
-    variables = tr.import_variables(state, rules(), _shapes(), source=str(path))
+    variables = mapping.import_variables(state, rules(), _shapes(), source=str(path))
     return {**variables, "model_config": {"net": "pytorch_fid_inception_v3"}}
 
 
 def export_checkpoint(variables: dict, path) -> None:
-    torch_pickle.save(tr.export_state_dict(variables, rules()), path)
+    torch_pickle.save(mapping.export_state_dict(variables, rules()), path)

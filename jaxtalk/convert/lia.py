@@ -3,7 +3,7 @@
 Releases (`kind`):
 - `lia`: wyhsirius/LIA, a `torch.save` dict whose 'gen' entry is the Generator state_dict
   (the trainer also stored 'dis', 'g_optim', 'd_optim', 'args'; only 'gen' is read unless
-  `discriminator=True`, which maps 'dis' to `jaxtalk.models.stylegan2_discriminator`).
+  `discriminator=True`, which maps 'dis' to `jaxtalk.models.lia.discriminator`).
 - `anitalker_stage1`: X-LANCE/AniTalker's stage-1 checkpoint: a Lightning file with a
   'state_dict' (or a flat dict) whose keys carry the prefix `lia.`; its LIA_Model adds
   `enc.net_app.fc{1,2,3}`, `enc.net_app.ws.weights` and `enc.net_decouping.*`.
@@ -26,10 +26,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from jaxtalk.convert import torch_pickle
-from jaxtalk.convert.mapping import (CONV2D, LINEAR, ConversionError, Layout, Rule,
-                                     reshape, to_params, to_state_dict)
+from jaxtalk.convert.mapping import (CONV2D, ConversionError, Layout, Rule, linear, reshape,
+                                     to_params, to_state_dict)
 from jaxtalk.models.layers.upfirdn import make_kernel
-from jaxtalk.models.lia import CHANNELS
+from jaxtalk.models.lia.generator import CHANNELS
 
 KINDS = ("lia", "anitalker_stage1")
 BLUR = (1, 3, 3, 1)
@@ -79,8 +79,7 @@ def key_spec(kind: str = "lia", size: int = 256, style_dim: int = 512, motion_di
         spec.append(Rule(f"{tk}.{i + 1}.bias", f"{fp}/act/bias", _bias(cout)))
 
     def equal_linear(tk, fp):
-        spec.append(Rule(f"{tk}.weight", f"{fp}/kernel", LINEAR))
-        spec.append(Rule(f"{tk}.bias", f"{fp}/bias"))
+        spec.extend(linear(tk, fp))
 
     # ---- encoder: appearance network
     app = "enc/net_app"
@@ -158,8 +157,8 @@ def buffers(kind: str = "lia", **config) -> dict[str, np.ndarray]:
 
 def build_model(kind: str = "lia", **config):
     """The Flax module for a kind and config (LIAGenerator or AniTalkerMotion)."""
-    from jaxtalk.models.anitalker_motion import AniTalkerMotion
-    from jaxtalk.models.lia import LIAGenerator
+    from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
+    from jaxtalk.models.lia.generator import LIAGenerator
     cls = LIAGenerator if kind == "lia" else AniTalkerMotion
     return cls(**default_config(**config))
 
@@ -311,8 +310,7 @@ def discriminator_key_spec(size: int = 256, width: float = 1.0) -> list[Rule | t
     spec += [Rule("final_conv.0.weight", "final_conv/conv/kernel", CONV2D),
              Rule("final_conv.1.bias", "final_conv/act/bias", _bias(ch[4]))]
     for j in range(2):
-        spec += [Rule(f"final_linear.{j}.weight", f"final_linear_{j}/kernel", LINEAR),
-                 Rule(f"final_linear.{j}.bias", f"final_linear_{j}/bias")]
+        spec += linear(f"final_linear.{j}", f"final_linear_{j}")
     return spec
 
 
@@ -320,7 +318,7 @@ def discriminator_reference_params(size: int = 256, width: float = 1.0):
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
-    from jaxtalk.models.stylegan2_discriminator import Discriminator
+    from jaxtalk.models.lia.discriminator import Discriminator
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     return nn.unbox(jax.eval_shape(Discriminator(size, width).init, jax.random.PRNGKey(0),
                                    x)["params"])

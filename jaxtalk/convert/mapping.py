@@ -4,13 +4,21 @@ A converter for one release is a list of `Rule`s: which state_dict key goes to w
 param path, and the layout change between them (conv OIHW <-> HWIO, linear (O,I) <->
 (I,O), ...). `to_params` applies the rules and fails loudly on any missing or unexpected
 key or wrong shape; `to_state_dict` applies them backwards, so export is exact.
+
+Shared by every converter, written once here: the rule builders for torch modules
+(`linear`, `conv`, `conv1d`, `norm`, `running_stats`, `batch_norm`, `prelu`), the
+state_dict helpers (`count_indices`, `is_batch_counter`) and, for networks converted as a
+whole variables tree (rule targets carrying their collection, "params/..." or
+"batch_stats/..."), `variable_shapes`, `import_variables`, `export_state_dict`, `mirrored`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Callable, Iterable, Mapping
 
+import flax.linen as nn
 import jax
 import numpy as np
 from flax import traverse_util
@@ -115,3 +123,108 @@ def to_state_dict(params: Mapping, rules: Iterable[Rule]) -> dict[str, np.ndarra
                      if p not in {r.param_path for r in rules}])
     return {r.torch_key: np.ascontiguousarray(r.layout.to_torch(np.asarray(flat[r.param_path])))
             for r in rules}
+
+
+# ----------------------------------------------------------------------------- rule builders
+# `path` is the full target path ("encoder/fc" or, in a variables tree, "params/encoder/fc").
+
+
+def conv(torch_prefix: str, path: str, bias: bool = True, layout: Layout = CONV2D) -> list[Rule]:
+    rules = [Rule(f"{torch_prefix}.weight", f"{path}/kernel", layout)]
+    if bias:
+        rules.append(Rule(f"{torch_prefix}.bias", f"{path}/bias"))
+    return rules
+
+
+def conv1d(torch_prefix: str, path: str, bias: bool = True) -> list[Rule]:
+    return conv(torch_prefix, path, bias, CONV1D)
+
+
+def linear(torch_prefix: str, path: str, bias: bool = True) -> list[Rule]:
+    return conv(torch_prefix, path, bias, LINEAR)
+
+
+def norm(torch_prefix: str, path: str) -> list[Rule]:
+    """LayerNorm / GroupNorm / BatchNorm affine params: weight -> scale, bias -> bias."""
+    return [Rule(f"{torch_prefix}.weight", f"{path}/scale"),
+            Rule(f"{torch_prefix}.bias", f"{path}/bias")]
+
+
+def running_stats(torch_prefix: str, path: str) -> list[Rule]:
+    """BatchNorm running statistics (the `batch_stats` collection)."""
+    return [Rule(f"{torch_prefix}.running_mean", f"{path}/mean"),
+            Rule(f"{torch_prefix}.running_var", f"{path}/var")]
+
+
+def batch_norm(torch_prefix: str, path: str) -> list[Rule]:
+    """A whole BatchNorm in a variables tree: params/{path} and batch_stats/{path}."""
+    return norm(torch_prefix, f"params/{path}") + running_stats(torch_prefix,
+                                                                 f"batch_stats/{path}")
+
+
+def prelu(torch_prefix: str, path: str) -> list[Rule]:
+    return [Rule(f"{torch_prefix}.weight", f"{path}/alpha")]
+
+
+# ----------------------------------------------------------------------------- state_dicts
+
+
+def count_indices(state_dict: Mapping, pattern: str) -> int:
+    """1 + the largest integer the regex's first group matches in a key (0 if none)."""
+    found = {int(m.group(1)) for k in state_dict if (m := re.match(pattern, k))}
+    return max(found) + 1 if found else 0
+
+
+def is_batch_counter(key: str) -> bool:
+    """BatchNorm's num_batches_tracked carries nothing inference needs."""
+    return key.endswith(".num_batches_tracked")
+
+
+def variable_shapes(module: nn.Module, *example_inputs) -> dict:
+    """{"params": ..., "batch_stats": ...} shapes, unboxed, without running the net."""
+    return nn.unbox(jax.eval_shape(module.init, jax.random.PRNGKey(0), *example_inputs))
+
+
+def import_variables(state: Mapping[str, np.ndarray], rules: Iterable[Rule],
+                     shapes: Mapping, source: str,
+                     ignore: Callable[[str], bool] = is_batch_counter) -> dict:
+    return dict(to_params(state, rules, shapes, source=source, ignore=ignore))
+
+
+def export_state_dict(variables: Mapping, rules: Iterable[Rule]) -> dict:
+    """The released layout, with a zero num_batches_tracked beside every BatchNorm."""
+    rules = list(rules)
+    tree = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
+    state = to_state_dict(tree, rules)
+    out = {}
+    for key, value in state.items():
+        out[key] = value
+        if key.endswith(".running_var"):
+            out[key[: -len("running_var")] + "num_batches_tracked"] = np.array(0, np.int64)
+    return out
+
+
+def mirrored(shapes: Mapping, linear_modules: Iterable[str] = ()) -> list[Rule]:
+    """Rules for a module tree whose names mirror the PyTorch attribute path
+    ("Mixed_5b/branch1x1/conv/kernel" <-> "Mixed_5b.branch1x1.conv.weight").
+
+    Convs, BatchNorms and (the named) linear layers are recognised by their leaves.
+    """
+    linear_modules = set(linear_modules)
+    flat = flatten_params(shapes.get("params", {}))
+    modules = sorted({path.rsplit("/", 1)[0] for path in flat})
+    rules = []
+    for module in modules:
+        leaves = {path.rsplit("/", 1)[1] for path in flat if path.rsplit("/", 1)[0] == module}
+        torch_prefix = module.replace("/", ".")
+        if leaves >= {"scale", "bias"} and "kernel" not in leaves:
+            rules += batch_norm(torch_prefix, module)
+        elif module in linear_modules:
+            rules += linear(torch_prefix, f"params/{module}", "bias" in leaves)
+        elif "kernel" in leaves:
+            rules += conv(torch_prefix, f"params/{module}", "bias" in leaves)
+        elif leaves == {"alpha"}:
+            rules += prelu(torch_prefix, f"params/{module}")
+        else:
+            raise ValueError(f"no PyTorch layout known for {module} with leaves {sorted(leaves)}")
+    return rules

@@ -55,7 +55,7 @@ RELEASES = {r.name: r for r in [
             "wyhsirius/LIA released checkpoints (vox.pt, taichi.pt, ted.pt): torch dict with 'gen'"),
     Release("anitalker_stage1", "lia", {"kind": "anitalker_stage1"}, (),
             "X-LANCE/AniTalker ckpts/stage1.ckpt (Lightning; keys prefixed 'lia.')"),
-    Release("anitalker_stage2", "anitalker_stage2", {}, (),
+    Release("anitalker_stage2", "anitalker", {}, (),
             "X-LANCE/AniTalker ckpts/stage2_*.ckpt (one per infer_type; EMA weights used)"),
     Release("hubert", "hubert", {}, (),
             "a Hugging Face HuBERT checkpoint's pytorch_model.bin, e.g. "

@@ -12,7 +12,6 @@ import jax.numpy as jnp
 from jaxtalk.convert import mapping, torch_pickle
 from jaxtalk.convert.torch_legacy import read_state_dict
 from jaxtalk.models.metric_nets import syncnet
-from jaxtalk.convert import torch_rules as tr
 
 CONV_INDICES = (0, 4, 8, 11, 14, 18)
 STREAMS = {"audio": ("netcnnaud", "netfcaud", mapping.CONV2D),
@@ -23,24 +22,25 @@ def rules() -> list:
     out = []
     for stream, (cnn, fc, layout) in STREAMS.items():
         for i, index in enumerate(CONV_INDICES, start=1):
-            out += tr.conv(f"{cnn}.{index}", f"{stream}/{stream}_conv{i}", layout=layout)
-            out += tr.batch_norm(f"{cnn}.{index + 1}", f"{stream}/{stream}_bn{i}")
-        out += tr.linear(f"{fc}.0", f"{stream}/{stream}_fc1")
-        out += tr.batch_norm(f"{fc}.1", f"{stream}/{stream}_fc_bn")
-        out += tr.linear(f"{fc}.3", f"{stream}/{stream}_fc2")
+            out += mapping.conv(f"{cnn}.{index}", f"params/{stream}/{stream}_conv{i}",
+                                layout=layout)
+            out += mapping.batch_norm(f"{cnn}.{index + 1}", f"{stream}/{stream}_bn{i}")
+        out += mapping.linear(f"{fc}.0", f"params/{stream}/{stream}_fc1")
+        out += mapping.batch_norm(f"{fc}.1", f"{stream}/{stream}_fc_bn")
+        out += mapping.linear(f"{fc}.3", f"params/{stream}/{stream}_fc2")
     return out
 
 
 def variable_shapes():
-    return tr.variable_shapes(syncnet.SyncNet(), jnp.zeros((1, 13, 20, 1)),
+    return mapping.variable_shapes(syncnet.SyncNet(), jnp.zeros((1, 13, 20, 1)),
                               jnp.zeros((1, 5, 224, 224, 3)))
 
 
 def import_checkpoint(path) -> dict:
     state = read_state_dict(path)
-    variables = tr.import_variables(state, rules(), variable_shapes(), source=str(path))
+    variables = mapping.import_variables(state, rules(), variable_shapes(), source=str(path))
     return {**variables, "model_config": {"net": "syncnet_v2", "embedding_dim": 1024}}
 
 
 def export_checkpoint(variables: dict, path) -> None:
-    torch_pickle.save(tr.export_state_dict(variables, rules()), path)
+    torch_pickle.save(mapping.export_state_dict(variables, rules()), path)

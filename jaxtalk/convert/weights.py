@@ -37,6 +37,18 @@ def save(variables: Mapping[str, Any], path: str | os.PathLike, release: str = "
     return Path(path)
 
 
+# Model names before they were unified (task / config.task, model_config "kind"). Weights
+# files and run configs written then still carry them, so reading maps them to today's
+# names here, the one place that knows them (weights.load, checkpoints.run_config); nothing
+# writes them any more.
+_RENAMED = {"anitalker_motion": "anitalker_stage1", "anitalker_audio2motion": "anitalker_stage2"}
+
+
+def current_name(name: Any) -> Any:
+    """Today's name of a task or model kind read from a file (old names mapped)."""
+    return _RENAMED.get(name, name) if isinstance(name, str) else name
+
+
 def load(path: str | os.PathLike) -> dict:
     """{"params", maybe "batch_stats", "model_config", "release"} from `save`'s file."""
     tree, metadata = load_params(path)
@@ -50,6 +62,8 @@ def load(path: str | os.PathLike) -> dict:
     if not isinstance(release, str):
         raise CheckpointError(f"{path}: metadata 'release' must be a string, "
                               f"not {type(release).__name__}")
+    if "kind" in config:
+        config = dict(config, kind=current_name(config["kind"]))
     out["model_config"], out["release"] = config, release
     return out
 

@@ -77,7 +77,7 @@ def evaluate(task, params, model_state, *, train_windows: int = 64, test_windows
 
 def evaluate_run(workdir: str, step: int | None = None, data_dir: str | None = None,
                  **kwargs) -> dict:
-    """`evaluate` on the EMA weights of an anitalker_audio2motion run."""
+    """`evaluate` on the EMA weights of an anitalker_stage2 run."""
     import ml_collections
 
     from jaxtalk.train import checkpoints

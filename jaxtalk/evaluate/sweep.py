@@ -6,7 +6,7 @@ runs the task's jitted `eval_outputs` over a fixed number of test batches in loa
 (no shuffle; the same examples for every checkpoint) and feeds the metrics.
 
     evaluator = Evaluator(metrics, batch_size=8, num_batches=4, mesh=local_mesh(8))
-    rows = evaluator.evaluate("runs/s1", 400, test_sets.parse("hdtf=data/hdtf"), ["self"])
+    rows = evaluator.evaluate("runs/s1", 400, eval_sets.parse("hdtf=data/hdtf"), ["self"])
 
 `run_sweep` expands runs x steps x test sets x modes, gives process p the cells p, p+P,
 ..., skips what the results files already hold, appends new rows and renders the report.
@@ -25,7 +25,7 @@ import jax
 import ml_collections
 
 from jaxtalk.evaluate import registry, report, results
-from jaxtalk.evaluate.test_sets import TestSet
+from jaxtalk.evaluate.eval_sets import TestSet
 from jaxtalk.train import checkpoints
 from jaxtalk.train.data import to_global
 from jaxtalk.train.sharding import activation_context, make_mesh, place

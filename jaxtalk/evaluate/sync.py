@@ -2,7 +2,7 @@
 `SyncNetInstance.evaluate` (used by Wav2Lip and the talking-face papers) computes them.
 
 For a video of T frames at 25 fps with 16 kHz audio: MFCCs at 100 Hz (python_speech_features
-defaults, `jaxtalk.models.mfcc`), 5-frame / 20-MFCC-step windows starting at every frame up to min(T, samples/640)
+defaults, `jaxtalk.models.audio.mfcc`), 5-frame / 20-MFCC-step windows starting at every frame up to min(T, samples/640)
 - 5, embeddings of both, then for every shift s in [-vshift, vshift] the mean over windows
 of |video_i - audio_(i+s)| (audio zero-padded, torch's pairwise_distance eps 1e-6).
 LSE-D is the smallest mean distance, LSE-C the median mean distance minus the smallest,
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtalk.models.metric_nets.syncnet import SyncNet
-from jaxtalk.models.mfcc import mfcc
+from jaxtalk.models.audio.mfcc import mfcc
 
 VIDEO_FPS = 25
 AUDIO_RATE = 16000

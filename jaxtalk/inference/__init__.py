@@ -15,10 +15,8 @@ from jaxtalk.inference.animator import AnimationError, Animator, Driver
 
 ANIMATORS = {
     "lia": "video_driven:MotionAnimator",
-    "anitalker_stage1": "video_driven:MotionAnimator",
-    "anitalker_motion": "video_driven:MotionAnimator",        # stage-1 training runs
+    "anitalker_stage1": "video_driven:MotionAnimator",   # weights kind and task name alike
     "anitalker_stage2": "audio_driven:AudioAnimator",
-    "anitalker_audio2motion": "audio_driven:AudioAnimator",   # stage-2 training runs
 }
 
 

@@ -30,7 +30,6 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from jaxtalk.errors import InputError
-from jaxtalk.models.pixels import to_model_range
 
 SourceState = Any  # what a family's `prepare` returns: a pytree of (device) arrays
 SAMPLE_RATE = 16000  # Driver.AUDIO speech: mono float samples at this rate
@@ -163,4 +162,4 @@ class Animator(abc.ABC):
 
 
 __all__ = ["Animator", "AnimationError", "Driver", "ExportedFunction", "SAMPLE_RATE", "SourceState",
-           "centre_square", "load_image", "read_image", "to_model_range", "to_pixels"]
+           "centre_square", "load_image", "read_image", "to_pixels"]

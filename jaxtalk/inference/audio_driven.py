@@ -6,9 +6,9 @@ then the stage-1 renderer draws the codes on the portrait. Rendering runs in fix
 chunks under one jit, so memory grows only with the (small) code sequence.
 
 Weights: `stage2` is a file from `jaxtalk import --release=anitalker_stage2` or an
-anitalker_audio2motion run directory (which also holds the frozen stage-1 model and, for
+anitalker_stage2 run directory (which also holds the frozen stage-1 model and, for
 hubert variants, HuBERT); `stage1` is a file from `jaxtalk import --release=anitalker_stage1`
-or an anitalker_motion run, required with a stage-2 file. hubert_* variants need HuBERT
+or an anitalker_stage1 run, required with a stage-2 file. hubert_* variants need HuBERT
 weights (`jaxtalk import --release=hubert`).
 """
 
@@ -23,10 +23,10 @@ import numpy as np
 
 from jaxtalk.diffusion import samplers, schedules
 from jaxtalk.inference.animator import SAMPLE_RATE, AnimationError, Animator, Driver
-from jaxtalk.models import anitalker_audio2motion as stage2_lib
-from jaxtalk.models import mfcc as mfcc_lib
-from jaxtalk.models.anitalker_audio2motion import DiffusionPredictor
-from jaxtalk.models.anitalker_motion import AniTalkerMotion
+from jaxtalk.models.anitalker import stage2 as stage2_lib
+from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
+from jaxtalk.models.anitalker.stage2 import DiffusionPredictor
+from jaxtalk.models.audio import mfcc as mfcc_lib
 from jaxtalk.models.pixels import to_model_range
 
 FPS = 25
@@ -39,15 +39,15 @@ def _is_run(path: str) -> bool:
 
 
 def load_stage1(path: str) -> tuple[dict, dict]:
-    """(AniTalkerMotion params, model config) from a weights file or an anitalker_motion run."""
+    """(AniTalkerMotion params, model config) from a weights file or an anitalker_stage1 run."""
     if not os.path.exists(path):
         raise AnimationError(f"{path}: no such stage-1 weights file or run")
     if _is_run(path):
         from jaxtalk.train import checkpoints
 
         config = checkpoints.run_config(path)
-        if config.get("task") != "anitalker_motion":
-            raise AnimationError(f"{path}: a {config.get('task')!r} run, not anitalker_motion")
+        if config.get("task") != "anitalker_stage1":
+            raise AnimationError(f"{path}: a {config.get('task')!r} run, not anitalker_stage1")
         return checkpoints.group_variables(path, "generator")["params"]["model"], config["model"]
     from jaxtalk.convert import weights
 
@@ -126,7 +126,7 @@ class AudioAnimator(Animator):
             if hubert_params is None:
                 raise AnimationError(f"the {self.model.infer_type} model needs HuBERT weights "
                                      "(jaxtalk import --release=hubert, or --hubert=FILE)")
-            from jaxtalk.models import hubert as hubert_lib
+            from jaxtalk.models.audio import hubert as hubert_lib
 
             self.hubert = hubert_lib.HubertModel(stage2_lib.hubert_config(hubert_size))
             self.hubert_params = {"params": hubert_params}
@@ -165,14 +165,14 @@ class AudioAnimator(Animator):
     @classmethod
     def from_run(cls, workdir: str, step: int | None = None, stage1: str | None = None,
                  hubert: str | None = None, **kw) -> "AudioAnimator":
-        """An anitalker_audio2motion run (its latest checkpoint; it carries its stage 1)."""
+        """An anitalker_stage2 run (its latest checkpoint; it carries its stage 1)."""
         from jaxtalk.train import checkpoints
 
         if step is not None:
             raise AnimationError(f"{workdir}: audio-driven runs animate from their latest checkpoint")
         config = checkpoints.run_config(workdir)
-        if config.get("task") != "anitalker_audio2motion":
-            raise AnimationError(f"{workdir}: a {config.get('task')!r} run, not anitalker_audio2motion")
+        if config.get("task") != "anitalker_stage2":
+            raise AnimationError(f"{workdir}: a {config.get('task')!r} run, not anitalker_stage2")
         predictor = checkpoints.group_variables(workdir, "model")
         if stage1:
             s1_params, s1_config = load_stage1(stage1)

@@ -20,10 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.inference.animator import (AnimationError, Animator, Driver, ExportedFunction,
-                                        centre_square, load_image, read_image, to_model_range)
-from jaxtalk.models.anitalker_motion import AniTalkerMotion
-from jaxtalk.models.lia import LIAGenerator
+from jaxtalk.inference.animator import AnimationError, Animator, Driver, ExportedFunction
+from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
+from jaxtalk.models.lia.generator import LIAGenerator
+from jaxtalk.models.pixels import to_model_range
 
 MODES = ("absolute", "relative")
 _MODEL_KEYS = ("size", "style_dim", "motion_dim", "width")
@@ -48,7 +48,6 @@ _ADAPTERS = {
     "anitalker_stage1": _Adapter(AniTalkerMotion, AniTalkerMotion.encode, AniTalkerMotion.encode,
                                  lambda o: (o["h"], o["feats"], o["alpha"]), lambda o: o["alpha"]),
 }
-_ADAPTERS["anitalker_motion"] = _ADAPTERS["anitalker_stage1"]  # a training run's task name
 
 
 def _adapter(kind: str) -> _Adapter:
@@ -105,14 +104,14 @@ class MotionAnimator(Animator):
 
     @classmethod
     def from_run(cls, workdir: str, step: int | None = None, **kw) -> "MotionAnimator":
-        """The EMA generator of an `anitalker_motion` training run."""
+        """The EMA generator of an `anitalker_stage1` training run."""
         from jaxtalk.train import checkpoints
 
         config = checkpoints.run_config(workdir, step)
-        if config.get("task") != "anitalker_motion":
-            raise AnimationError(f"{workdir}: a {config.get('task')!r} run, not anitalker_motion")
+        if config.get("task") != "anitalker_stage1":
+            raise AnimationError(f"{workdir}: a {config.get('task')!r} run, not anitalker_stage1")
         variables = checkpoints.group_variables(workdir, "generator", step)
-        return cls("anitalker_motion", {"params": variables["params"]["model"]}, config["model"],
+        return cls("anitalker_stage1", {"params": variables["params"]["model"]}, config["model"],
                    source=workdir, **kw)
 
     def _chunk_step(self, source_code, feats, alpha_source, frames, alpha_start, relative):
@@ -155,5 +154,4 @@ class MotionAnimator(Animator):
             {"model": self.kind, **self.model_config})
 
 
-__all__ = ["AnimationError", "MODES", "MotionAnimator", "build_generator", "centre_square",
-           "load_image", "read_image"]
+__all__ = ["MODES", "MotionAnimator", "build_generator"]

@@ -105,7 +105,7 @@ def crop_box(image: np.ndarray, what: str = "image",
 def crop_face(image: np.ndarray, size: int | None, what: str = "image",
               scale: float = CROP_SCALE) -> tuple[tuple[int, int, int, int], np.ndarray]:
     """(x, y, side, side) crop box and the crop resized to (size, size, 3) uint8 (bicubic,
-    as jaxtalk.inference.video_driven.load_image; size None keeps the crop's own size)."""
+    as jaxtalk.inference.animator.load_image; size None keeps the crop's own size)."""
     x, y, w, h = crop_box(image, what, scale)
     img = Image.fromarray(np.asarray(image)).crop((x, y, x + w, y + h))
     if size is not None:

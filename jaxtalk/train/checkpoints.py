@@ -23,6 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from jaxtalk.convert import weights
 from jaxtalk.errors import InputError, one_line
 
 
@@ -184,9 +185,13 @@ def _step_dir(workdir: str, step: int | None) -> str:
 
 
 def run_config(workdir: str, step: int | None = None) -> dict:
-    """The config a run saved with its checkpoint, as a plain dict."""
+    """The config a run saved with its checkpoint, as a plain dict (an old task name
+    mapped to today's, see `weights.current_name`)."""
     with open(os.path.join(_step_dir(workdir, step), "config", "metadata")) as f:
-        return json.load(f)
+        config = json.load(f)
+    if isinstance(config, dict) and "task" in config:
+        config["task"] = weights.current_name(config["task"])
+    return config
 
 
 def group_variables(workdir: str, group: str, step: int | None = None) -> dict:

@@ -18,7 +18,7 @@ from flax import linen as nn
 from jaxtalk.train import checkpoints, distributed, optim, sharding
 from jaxtalk.train import state as state_lib
 from jaxtalk.train.data import DevicePrefetcher, to_global
-from jaxtalk.train.metrics import MetricWriter, compiled_flops
+from jaxtalk.train.logs import MetricWriter, compiled_flops
 from jaxtalk.train.step import train_step
 from jaxtalk.train.task import get_task
 

@@ -275,7 +275,7 @@ def test_fuzz_model_config_of_wrong_type_is_refused_before_the_model(tmp_path):
     with pytest.raises(CheckpointError, match="w.safetensors: model_config 'size' must be int"):
         video_driven.build_generator("lia", {"size": "256"}, source="w.safetensors")
     with pytest.raises(CheckpointError, match="not an option of DiffusionPredictor"):
-        from jaxtalk.models.anitalker_audio2motion import DiffusionPredictor
+        from jaxtalk.models.anitalker.stage2 import DiffusionPredictor
 
         weights.module_options(DiffusionPredictor, {"parent": None}, "x")
 

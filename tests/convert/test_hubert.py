@@ -12,7 +12,7 @@ from scipy.special import erf
 from jaxtalk.convert import hubert as conv
 from jaxtalk.convert import torch_pickle
 from jaxtalk.convert.mapping import ConversionError
-from jaxtalk.models import hubert as H
+from jaxtalk.models.audio import hubert as H
 
 # transformers HubertModel(config).state_dict(): number of keys and of values
 HF_SIZES = {"large": (422, 315_438_720), "base": (211, 94_371_712)}

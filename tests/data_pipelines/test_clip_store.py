@@ -8,7 +8,7 @@ from array_record.python import array_record_module
 import numpy as np
 import pytest
 
-from data_pipelines import clip_store, examples, info as info_lib, loaders, records, sharding
+from data_pipelines import clip_store, examples, info as info_lib, loaders, records, shard_writer
 
 
 def _rewrite_as_format1(src_dir, dst_dir):
@@ -24,9 +24,9 @@ def _rewrite_as_format1(src_dir, dst_dir):
         header = {k: v for k, v in clip.header.items() if k != "format"}
         writer.write(records.pack({**header, "frames": [clip.jpeg(f) for f in range(clip.num_frames)]}))
       writer.close()
-      marker = sharding.read_marker(dst)
+      marker = shard_writer.read_marker(dst)
       del marker["format"]
-      with open(sharding.marker_path(dst), "w") as f:
+      with open(shard_writer.marker_path(dst), "w") as f:
         json.dump(marker, f)
 
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from data_pipelines import clip_store, datasets, process, sharding
+from data_pipelines import clip_store, datasets, process, shard_writer
 from data_pipelines import info as info_lib
 from tests.data_pipelines import helpers
 from tests.data_pipelines.test_end_to_end import RELAXED
@@ -82,7 +82,7 @@ def test_corrupt_and_missing_inputs_are_counted(tmp_path):
 def test_shard_plan_is_stable():
   spec = lambda i: datasets.pipeline.ClipSpec(f"c{i}", "d", "v.mp4", "p", "train")  # noqa: E731
   cfg = process.ProcessConfig()
-  a = sharding.plan_shards([spec(i) for i in range(5)], 2, cfg)
-  b = sharding.plan_shards([spec(i) for i in reversed(range(5))], 2, cfg)
+  a = shard_writer.plan_shards([spec(i) for i in range(5)], 2, cfg)
+  b = shard_writer.plan_shards([spec(i) for i in reversed(range(5))], 2, cfg)
   assert [s.fingerprint for s in a] == [s.fingerprint for s in b] and len(a) == 3
   assert [x.clip_id for x in a[0].specs] == ["c0", "c1"]

@@ -7,7 +7,6 @@ import pytest
 
 from jaxtalk.convert import arcface, mapping, torch_pickle
 from jaxtalk.evaluate import csim
-from jaxtalk.convert import torch_rules
 from jaxtalk.models.metric_nets import iresnet
 from tests.evaluate import numpy_reference as ref
 from tests.evaluate.torch_layout import param_count, random_state_dict
@@ -16,7 +15,7 @@ TINY = (1, 1, 1, 1)
 
 
 def tiny_checkpoint(tmp_path, rng):
-    shapes = torch_rules.variable_shapes(iresnet.IResNet(TINY), jnp.zeros((1, 112, 112, 3)))
+    shapes = mapping.variable_shapes(iresnet.IResNet(TINY), jnp.zeros((1, 112, 112, 3)))
     sd = random_state_dict(arcface.rules(TINY), shapes, rng)
     sd = {f"module.{k}": v for k, v in sd.items()}  # DataParallel prefix, stripped on import
     torch_pickle.save(sd, tmp_path / "backbone.pth")
@@ -24,7 +23,7 @@ def tiny_checkpoint(tmp_path, rng):
 
 
 def test_iresnet100_structure_and_key_list():
-    shapes = torch_rules.variable_shapes(iresnet.IResNet(), jnp.zeros((1, 112, 112, 3)))
+    shapes = mapping.variable_shapes(iresnet.IResNet(), jnp.zeros((1, 112, 112, 3)))
     assert param_count(shapes["params"]) == 65_156_160  # as torch's iresnet100
     keys = {r.torch_key for r in arcface.rules("iresnet100")}
     # 49 blocks: 8 tensors each (3 BN x 4 + 2 convs + prelu = 15), 4 downsamples (1 + 4).
@@ -75,7 +74,7 @@ def test_import_errors_and_export(tmp_path):
     sd = tiny_checkpoint(tmp_path, rng)
     variables = arcface.import_variables(tmp_path / "backbone.pth", TINY)
     assert set(variables) == {"params", "batch_stats"}
-    back = torch_rules.export_state_dict(variables, arcface.rules(TINY))
+    back = mapping.export_state_dict(variables, arcface.rules(TINY))
     assert set(back) == set(sd)
     for k, v in back.items():
         if not k.endswith("num_batches_tracked"):

@@ -8,8 +8,8 @@ import pytest
 from jaxtalk.convert import inception as convert_inception
 from jaxtalk.convert import mapping, torch_pickle
 from jaxtalk.evaluate import fid
-from jaxtalk.convert import torch_rules
-from jaxtalk.models.metric_nets import inception, layers
+from jaxtalk.models.layers import torch_nn
+from jaxtalk.models.metric_nets import inception
 from tests.evaluate import numpy_reference as ref
 from tests.evaluate.torch_layout import param_count, random_state_dict
 
@@ -29,7 +29,7 @@ KNOWN = {
 
 @pytest.fixture(scope="module")
 def shapes():
-    return torch_rules.variable_shapes(inception.FIDInceptionV3(), jnp.zeros((1, 299, 299, 3)))
+    return mapping.variable_shapes(inception.FIDInceptionV3(), jnp.zeros((1, 299, 299, 3)))
 
 
 def test_structure_and_key_list(shapes):
@@ -74,7 +74,7 @@ def test_pools_match_torch_definitions():
     np.testing.assert_allclose(inception.avg_pool_3x3_excluding_padding(ref.nhwc(x)),
                                ref.nhwc(want), rtol=1e-6, atol=1e-6)
     for args in [(3, 2, 0, False), (3, 1, 1, False), (3, 2, 0, True), (2, 2, 1, True)]:
-        np.testing.assert_array_equal(layers.max_pool(ref.nhwc(x), *args),
+        np.testing.assert_array_equal(torch_nn.max_pool(ref.nhwc(x), *args),
                                       ref.nhwc(ref.max_pool2d(x, *args)), err_msg=str(args))
 
 
@@ -82,8 +82,8 @@ def test_basic_conv_matches_numpy():
     rng = np.random.default_rng(2)
     module = inception.BasicConv2d(5, (1, 3), padding=(0, 1), stride=2)
     x = rng.standard_normal((1, 9, 8, 3)).astype(np.float32)
-    shapes = torch_rules.variable_shapes(module, x)
-    rules = torch_rules.mirrored(shapes)
+    shapes = mapping.variable_shapes(module, x)
+    rules = mapping.mirrored(shapes)
     sd = random_state_dict(rules, shapes, rng, include_batch_counters=False)
     variables = mapping.to_params(sd, rules, shapes)
     h = ref.conv2d(ref.nchw(x), sd["conv.weight"], stride=2, padding=(0, 1))
@@ -110,7 +110,7 @@ def test_features_resize_like_torch_bilinear(monkeypatch):
     np.testing.assert_allclose(out[..., 0], want, rtol=1e-6)
     monkeypatch.setattr(inception, "INPUT_SIZE", 75)  # small input keeps the test fast
     fid._inception_features.clear_cache()
-    shapes_small = torch_rules.variable_shapes(inception.FIDInceptionV3(), jnp.zeros((1, 75, 75, 3)))
+    shapes_small = mapping.variable_shapes(inception.FIDInceptionV3(), jnp.zeros((1, 75, 75, 3)))
     variables = jax.tree.map(lambda s: jnp.full(s.shape, 0.01, s.dtype), shapes_small)
     feats = fid.inception_features(variables, np.random.default_rng(3).uniform(size=(2, 64, 64, 3)))
     assert feats.shape == (2, 2048) and np.isfinite(feats).all()

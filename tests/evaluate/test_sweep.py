@@ -9,7 +9,7 @@ import pytest
 
 from data_pipelines import datasets
 from data_pipelines.synthetic import generate
-from jaxtalk.evaluate import sweep, test_sets
+from jaxtalk.evaluate import eval_sets, sweep
 
 TINY = generate.SyntheticConfig(num_identities=3, videos_per_identity=1, utterances_per_video=2,
                                 utterance_seconds=1.6, resolution=96, test_identities=1, seed=3)
@@ -33,11 +33,11 @@ def _save_run(workdir, data_dir, steps=(1, 2)):
     import jax
     from flax import linen as nn
 
-    from configs import anitalker_motion
+    from configs import anitalker_stage1
     from jaxtalk.train.task import get_task
     from jaxtalk.train import checkpoints
 
-    config = anitalker_motion.get_config("tiny")
+    config = anitalker_stage1.get_config("tiny")
     config.data.data_dir = data_dir
     config.checkpoint.async_save = False
     task = get_task(config)
@@ -70,7 +70,7 @@ def setup(tmp_path_factory):
 def _sweep(setup, out_dir, metrics=("psnr", "ssim"), **kwargs):
     run, data_root = setup
     lines = []
-    summary = sweep.run_sweep([run], [test_sets.parse("synthetic", data_root)], list(metrics),
+    summary = sweep.run_sweep([run], [eval_sets.parse("synthetic", data_root)], list(metrics),
                               str(out_dir), modes=["self"], batch_size=8, num_batches=1,
                               log=lines.append, **kwargs)
     return summary, lines
@@ -143,16 +143,16 @@ def test_clear_errors(setup, tmp_path):
         sweep.resolve_steps(run, "1,7")
     with pytest.raises(sweep.SweepError, match="unknown metrics \\['psnrr'\\]"):
         _sweep(setup, tmp_path, metrics=("psnrr",))
-    with pytest.raises(test_sets.TestSetError, match="unknown test set 'mine'"):
-        test_sets.parse(f"mine={data_root}/synthetic")
-    with pytest.raises(test_sets.TestSetError, match="no split 'val'"):
-        test_sets.parse(f"synthetic={data_root}/synthetic:val")
-    with pytest.raises(test_sets.TestSetError, match="prepared as 'synthetic'"):
-        test_sets.parse(f"hdtf={data_root}/synthetic")
-    assert test_sets.parse(f"mine={data_root}/synthetic:train").split == "train"
+    with pytest.raises(eval_sets.EvalSetError, match="unknown test set 'mine'"):
+        eval_sets.parse(f"mine={data_root}/synthetic")
+    with pytest.raises(eval_sets.EvalSetError, match="no split 'val'"):
+        eval_sets.parse(f"synthetic={data_root}/synthetic:val")
+    with pytest.raises(eval_sets.EvalSetError, match="prepared as 'synthetic'"):
+        eval_sets.parse(f"hdtf={data_root}/synthetic")
+    assert eval_sets.parse(f"mine={data_root}/synthetic:train").split == "train"
     with pytest.raises(sweep.SweepError, match="no eval mode"):
         sweep.grid(sweep.Evaluator({}, batch_size=8, num_batches=1, mesh=sweep.local_mesh(8)),
-                   [run], "last", [test_sets.parse("synthetic", data_root)], ["speech"])
+                   [run], "last", [eval_sets.parse("synthetic", data_root)], ["speech"])
 
 
 def test_process_identity_from_flags_or_launcher(monkeypatch):
@@ -172,7 +172,7 @@ def test_params_are_sharded_like_training_and_metrics_unchanged(setup):
     from jaxtalk.evaluate import registry
 
     run, data_root = setup
-    test_set = test_sets.parse("synthetic", data_root)
+    test_set = eval_sets.parse("synthetic", data_root)
     rows = []
     for devices in (jax.devices()[:1], jax.devices()):
         metrics, _ = registry.create_many(["psnr", "ssim"], None, None)

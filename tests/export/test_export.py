@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxtalk.export import jax_function, safetensors_io
-from jaxtalk.models.lia import LIAGenerator
+from jaxtalk.models.lia.generator import LIAGenerator
 
 TINY = dict(size=32, style_dim=32, motion_dim=5, width=1 / 16)
 

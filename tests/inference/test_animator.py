@@ -17,9 +17,10 @@ from jaxtalk.convert import weights
 from jaxtalk.errors import InputError
 from jaxtalk.export import jax_function
 from jaxtalk.inference import animator as contract
-from jaxtalk.inference.animator import AnimationError, Animator, Driver, to_model_range, to_pixels
-from jaxtalk.models.anitalker_motion import AniTalkerMotion
-from jaxtalk.models.lia import LIAGenerator
+from jaxtalk.inference.animator import AnimationError, Animator, Driver, to_pixels
+from jaxtalk.models.pixels import to_model_range
+from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
+from jaxtalk.models.lia.generator import LIAGenerator
 from tests.tasks import helpers
 from tests.train.helpers import REPO, cli_env
 
@@ -90,9 +91,9 @@ def test_registry_finds_animators_by_kind_and_checks_the_driver(files):
     from jaxtalk.inference.audio_driven import AudioAnimator
     from jaxtalk.inference.video_driven import MotionAnimator
 
-    for kind in ("lia", "anitalker_stage1", "anitalker_motion"):
+    for kind in ("lia", "anitalker_stage1"):
         assert inference.animator_class(kind) is MotionAnimator
-    for kind in ("anitalker_stage2", "anitalker_audio2motion"):
+    for kind in ("anitalker_stage2",):
         assert inference.animator_class(kind) is AudioAnimator
     with pytest.raises(AnimationError, match="w.safetensors: cannot animate 'vgg16'"):
         inference.animator_class("vgg16", "w.safetensors")

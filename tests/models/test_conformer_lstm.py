@@ -7,6 +7,7 @@ import numpy as np
 from flax import linen as nn
 
 from jaxtalk.models.layers import conformer as cf
+from jaxtalk.models.layers import torch_nn
 from jaxtalk.models.layers.lstm import LSTM
 
 
@@ -127,7 +128,7 @@ def test_conv_module_glu_depthwise_batchnorm_matches_numpy():
 
 def test_batch_norm_train_uses_batch_stats_and_torch_running_update():
     x = np.random.RandomState(4).randn(3, 5, 4).astype(np.float32) * 2 + 1
-    bn = cf.TorchBatchNorm()
+    bn = torch_nn.TorchBatchNorm()
     variables = bn.init(jax.random.PRNGKey(0), x)
     y, updates = bn.apply(variables, x, train=True, mutable=["batch_stats"])
     flat = x.reshape(-1, 4).astype(np.float64)

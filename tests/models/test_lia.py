@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtalk.models.anitalker_motion import AniTalkerMotion
-from jaxtalk.models.lia import LIAGenerator
-from jaxtalk.models.stylegan2_discriminator import Discriminator, minibatch_stddev
+from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
+from jaxtalk.models.lia.generator import LIAGenerator
+from jaxtalk.models.lia.discriminator import Discriminator, minibatch_stddev
 
 TINY = dict(size=32, style_dim=32, motion_dim=5, width=1 / 16)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.fftpack
 
-from jaxtalk.models import mfcc as M
+from jaxtalk.models.audio import mfcc as M
 
 
 def _reference_mfcc(wav, sr=16000):

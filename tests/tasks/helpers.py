@@ -8,8 +8,8 @@ import jax.numpy as jnp
 from data_pipelines import datasets
 from data_pipelines.synthetic import generate
 from jaxtalk.convert import weights
-from jaxtalk.models.anitalker_audio2motion import DiffusionPredictor, init_inputs
-from jaxtalk.models.anitalker_motion import AniTalkerMotion
+from jaxtalk.models.anitalker.stage2 import DiffusionPredictor, init_inputs
+from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 
 SIZE = 64
 STAGE1 = dict(size=SIZE, style_dim=512, motion_dim=20, width=0.125)

@@ -119,10 +119,10 @@ def test_remat_and_bf16_compute_train(tmp_path):
 def test_mfu_uses_the_peak_table_and_is_na_on_cpu():
     from types import SimpleNamespace
 
-    from jaxtalk.train import metrics
+    from jaxtalk.train import logs
 
     h100 = SimpleNamespace(device_kind="NVIDIA H100 80GB HBM3")
-    assert metrics.peak_flops(h100) == 989e12
-    assert metrics.peak_flops(SimpleNamespace(device_kind="TPU v5 lite")) == 197e12
-    assert metrics.mfu(989e12, 0.5, [h100, h100]) == 0.25
-    assert metrics.mfu(1e12, 1.0, jax.devices()) is None  # CPU: n/a
+    assert logs.peak_flops(h100) == 989e12
+    assert logs.peak_flops(SimpleNamespace(device_kind="TPU v5 lite")) == 197e12
+    assert logs.mfu(989e12, 0.5, [h100, h100]) == 0.25
+    assert logs.mfu(1e12, 1.0, jax.devices()) is None  # CPU: n/a

@@ -24,92 +24,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtalk.models.layers.sharding import constrain
+from jaxtalk.models.layers.torch_nn import TorchBatchNorm, conv1d, dense, layer_norm
 
 Dtype = Any
 
 LAYER_NORM_EPS = 1e-12
-BATCH_NORM_EPS = 1e-5
-
-# PyTorch's default Linear/Conv initialisation U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for kernels.
-torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
 def swish(x):
     return x * jax.nn.sigmoid(x)
-
-
-def dense(features: int, axes: tuple, name: str, use_bias: bool = True,
-          dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32) -> nn.Dense:
-    """A Dense with logical axis names on its kernel (`axes`) and bias (`axes[-1]`)."""
-    return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-                    kernel_init=nn.with_logical_partitioning(torch_kernel_init, axes),
-                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                           (axes[-1],)),
-                    name=name)
-
-
-def conv1d(features: int, kernel_size: int, name: str, stride: int = 1, padding: int = 0,
-           groups: int = 1, dtype: Dtype = jnp.float32,
-           param_dtype: Dtype = jnp.float32) -> nn.Conv:
-    """PyTorch-style Conv1d on (B, T, C): symmetric zero padding, optional groups."""
-    return nn.Conv(features, (kernel_size,), strides=(stride,), padding=[(padding, padding)],
-                   feature_group_count=groups, dtype=dtype, param_dtype=param_dtype,
-                   kernel_init=nn.with_logical_partitioning(torch_kernel_init,
-                                                            (None, "conv_in", "conv_out")),
-                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                          ("conv_out",)),
-                   name=name)
-
-
-def layer_norm(name: str, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
-               eps: float = LAYER_NORM_EPS) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name,
-                        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(),
-                                                                ("norm",)),
-                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                               ("norm",)))
-
-
-class TorchBatchNorm(nn.Module):
-    """BatchNorm over all axes but the last, with torch.nn.BatchNorm semantics.
-
-    Train mode normalises with the biased batch variance and updates the running stats
-    with momentum 0.1 using the *unbiased* variance (as PyTorch does; flax.linen.BatchNorm
-    uses the biased one). Eval mode uses the running stats. Params `scale`, `bias`;
-    `batch_stats`: `mean`, `var`.
-    """
-
-    epsilon: float = BATCH_NORM_EPS
-    momentum: float = 0.1
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        c = x.shape[-1]
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(),
-                                                                 ("norm",)), (c,),
-                           self.param_dtype)
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                               ("norm",)), (c,),
-                          self.param_dtype)
-        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
-        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
-        if train:
-            axes = tuple(range(x.ndim - 1))
-            xf = x.astype(jnp.float32)
-            mean = xf.mean(axes)
-            var = jnp.square(xf - mean).mean(axes)
-            if not self.is_initializing():
-                n = math.prod(x.shape[:-1])
-                unbiased = var * (n / max(n - 1, 1))
-                ra_mean.value = (1 - self.momentum) * ra_mean.value + self.momentum * mean
-                ra_var.value = (1 - self.momentum) * ra_var.value + self.momentum * unbiased
-        else:
-            mean, var = ra_mean.value, ra_var.value
-        inv = jax.lax.rsqrt(var + self.epsilon) * scale
-        y = (x.astype(jnp.float32) - mean) * inv + bias
-        return y.astype(self.dtype)
 
 
 def relative_positional_encoding(length: int, d_model: int) -> np.ndarray:
@@ -245,15 +168,15 @@ class ConformerBlock(nn.Module):
         ff = dict(d_model=self.d_model, hidden_units=self.linear_units,
                   dropout_rate=self.dropout_rate, **kw)
         x = residual(x, PositionwiseFeedForward(name="feed_forward_macaron", **ff)(x, train), 0.5)
-        x = layer_norm("norm_ff_macaron", **kw)(x)
+        x = layer_norm("norm_ff_macaron", LAYER_NORM_EPS, **kw)(x)
         attn = RelPositionMultiHeadAttention(self.d_model, self.num_heads,
                                              self.attention_dropout_rate, name="self_attn", **kw)
-        x = layer_norm("norm_mha", **kw)(residual(x, attn(x, pos_emb, train)))
+        x = layer_norm("norm_mha", LAYER_NORM_EPS, **kw)(residual(x, attn(x, pos_emb, train)))
         conv = ConvolutionModule(self.d_model, self.kernel_size, name="conv_module", **kw)
-        x = layer_norm("norm_conv", **kw)(residual(x, conv(x, train)))
+        x = layer_norm("norm_conv", LAYER_NORM_EPS, **kw)(residual(x, conv(x, train)))
         x = residual(x, PositionwiseFeedForward(name="feed_forward", **ff)(x, train), 0.5)
-        x = layer_norm("norm_ff", **kw)(x)
-        return layer_norm("norm_final", **kw)(x)
+        x = layer_norm("norm_ff", LAYER_NORM_EPS, **kw)(x)
+        return layer_norm("norm_final", LAYER_NORM_EPS, **kw)(x)
 
 
 class ConformerEncoder(nn.Module):

@@ -19,15 +19,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtalk.models.layers.torch_nn import torch_uniform_init
+
 Dtype = Any
-
-
-def _torch_lstm_init(hidden_size: int):
-    bound = 1.0 / hidden_size ** 0.5  # PyTorch: U(-1/sqrt(H), 1/sqrt(H)) for every tensor
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-    return init
 
 
 def lstm_recurrence(input_gates, hidden_kernel, hidden_size: int):
@@ -55,7 +49,7 @@ class LSTMLayer(nn.Module):
     @nn.compact
     def __call__(self, x):
         h4 = 4 * self.hidden_size
-        init = _torch_lstm_init(self.hidden_size)
+        init = torch_uniform_init(self.hidden_size)
         input_kernel = self.param("input_kernel", nn.with_logical_partitioning(
             init, ("embed", "mlp")), (x.shape[-1], h4), self.param_dtype)
         hidden_kernel = self.param("hidden_kernel", nn.with_logical_partitioning(

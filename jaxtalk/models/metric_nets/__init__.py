@@ -1,2 +1,3 @@
 """Flax versions of the networks the evaluation metrics (jaxtalk/evaluate) are defined with;
-their PyTorch importers and layout rules (torch_rules) live in jaxtalk/convert."""
+their layers come from jaxtalk/models/layers/torch_nn.py, their PyTorch importers and layout
+rules live in jaxtalk/convert."""

@@ -7,7 +7,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxtalk.models.metric_nets.layers import conv, max_pool
+from jaxtalk.models.layers.torch_nn import conv, lecun_kernel_init, max_pool
 
 # name: (out channels, kernel, stride, padding, torchvision features index). The final
 # MaxPool after relu5 is not needed by any metric and is left out.
@@ -35,7 +35,8 @@ class AlexNetFeatures(nn.Module):
             if name in ("conv2", "conv3"):  # MaxPool2d(3, 2) after relu1 and relu2
                 x = max_pool(x, 3, 2)
             x = nn.relu(conv(width, kernel, stride=stride, padding=padding, name=name,
-                             dtype=self.dtype, param_dtype=self.param_dtype)(x))
+                             dtype=self.dtype, param_dtype=self.param_dtype,
+                             kernel_init=lecun_kernel_init)(x))
             if f"relu{i}" in self.output_layers:
                 outputs[f"relu{i}"] = x
         return outputs

@@ -14,7 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtalk.models.metric_nets.layers import batch_norm, conv, dense, max_pool
+from jaxtalk.models.layers.torch_nn import (batch_norm, conv, dense, lecun_kernel_init,
+                                            max_pool)
 
 INPUT_SIZE = 299
 
@@ -33,7 +34,7 @@ class BasicConv2d(nn.Module):
     def __call__(self, x):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = conv(self.features, self.kernel, stride=self.stride, padding=self.padding,
-                 use_bias=False, name="conv", **kw)(x)
+                 use_bias=False, name="conv", kernel_init=lecun_kernel_init, **kw)(x)
         return nn.relu(batch_norm(name="bn", epsilon=1e-3, **kw)(x))
 
 
@@ -155,5 +156,6 @@ class FIDInceptionV3(nn.Module):
         x = InceptionE(name="Mixed_7b", **kw)(x)
         x = InceptionE(max_pool_branch=True, name="Mixed_7c", **kw)(x)
         pool3 = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-        logits = dense(1008, name="fc", axes=("mlp", "embed"), **kw)(pool3.astype(self.dtype))
+        logits = dense(1008, name="fc", axes=("mlp", "embed"), kernel_init=lecun_kernel_init,
+                       **kw)(pool3.astype(self.dtype))
         return {"pool3": pool3, "logits": logits.astype(jnp.float32)}

@@ -11,7 +11,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxtalk.models.metric_nets.layers import batch_norm, conv, dense
+from jaxtalk.models.layers.torch_nn import batch_norm, conv, dense, lecun_kernel_init
 
 DEPTHS = {"iresnet18": (2, 2, 2, 2), "iresnet34": (3, 4, 6, 3), "iresnet50": (3, 4, 14, 3),
           "iresnet100": (3, 13, 30, 3)}
@@ -41,16 +41,17 @@ class IBasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        ckw = dict(kw, kernel_init=lecun_kernel_init)  # conv / dense
         y = batch_norm(name="bn1", **kw)(x)
-        y = conv(self.width, 3, padding=1, use_bias=False, name="conv1", **kw)(y)
+        y = conv(self.width, 3, padding=1, use_bias=False, name="conv1", **ckw)(y)
         y = batch_norm(name="bn2", **kw)(y)
         y = PReLU(self.param_dtype, name="prelu")(y)
         y = conv(self.width, 3, stride=self.stride, padding=1, use_bias=False, name="conv2",
-                 **kw)(y)
+                 **ckw)(y)
         y = batch_norm(name="bn3", **kw)(y)
         if self.stride != 1 or x.shape[-1] != self.width:
             x = conv(self.width, 1, stride=self.stride, use_bias=False, name="downsample_conv",
-                     **kw)(x)
+                     **ckw)(x)
             x = batch_norm(name="downsample_bn", **kw)(x)
         return y + x
 
@@ -64,7 +65,8 @@ class IResNet(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = conv(64, 3, padding=1, use_bias=False, name="conv1", **kw)(x.astype(self.dtype))
+        ckw = dict(kw, kernel_init=lecun_kernel_init)  # conv / dense
+        x = conv(64, 3, padding=1, use_bias=False, name="conv1", **ckw)(x.astype(self.dtype))
         x = batch_norm(name="bn1", **kw)(x)
         x = PReLU(self.param_dtype, name="prelu")(x)
         for stage, (depth, width) in enumerate(zip(self.depths, WIDTHS), start=1):
@@ -73,5 +75,5 @@ class IResNet(nn.Module):
         x = batch_norm(name="bn2", **kw)(x)
         # torch.flatten of NCHW: channel-major order, which the fc weights assume.
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
-        x = dense(self.num_features, name="fc", **kw)(x)
+        x = dense(self.num_features, name="fc", **ckw)(x)
         return batch_norm(name="features", **kw)(x)

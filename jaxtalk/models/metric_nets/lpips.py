@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxtalk.models.metric_nets.alexnet import AlexNetFeatures
-from jaxtalk.models.metric_nets.layers import conv
+from jaxtalk.models.layers.torch_nn import conv, lecun_kernel_init
 from jaxtalk.models.vgg import VGGFeatures
 
 BACKBONE_LAYERS = {
@@ -55,7 +55,7 @@ class LPIPS(nn.Module):
             f = _unit_normalize(features[name].astype(jnp.float32))
             diff = jnp.square(f[:n] - f[n:])
             head = conv(1, 1, use_bias=False, name=f"lin{i}", dtype=self.dtype,
-                        param_dtype=self.param_dtype)
+                        param_dtype=self.param_dtype, kernel_init=lecun_kernel_init)
             total = total + jnp.mean(head(diff.astype(self.dtype)).astype(jnp.float32),
                                      axis=(1, 2, 3))
         return total

@@ -10,7 +10,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxtalk.models.metric_nets.layers import batch_norm, conv, dense
+from jaxtalk.models.layers.torch_nn import batch_norm, conv, dense, lecun_kernel_init
 
 # (name, out channels, kernel, stride, padding, max pool after (window, stride, padding) or
 # None); torch Sequential indices are in convert/syncnet.py.
@@ -44,18 +44,19 @@ class _Stream(nn.Module):
     @nn.compact
     def __call__(self, x):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        ckw = dict(kw, kernel_init=lecun_kernel_init)  # conv / dense
         x = x.astype(self.dtype)
         for name, width, kernel, stride, padding, pool in self.layers:
-            layer = conv(width, kernel, stride=stride, padding=tuple(padding), name=name, **kw)
+            layer = conv(width, kernel, stride=stride, padding=tuple(padding), name=name, **ckw)
             x = nn.relu(batch_norm(name=name.replace("conv", "bn"), **kw)(layer(x)))
             if pool is not None:
                 window, pool_stride, pool_padding = pool
                 x = nn.max_pool(x, window, strides=pool_stride,
                                 padding=tuple((p, p) for p in pool_padding))
         x = x.reshape(x.shape[0], -1)  # spatial size is 1 here, so the order is the torch one
-        x = dense(512, name=f"{self.prefix}_fc1", **kw)(x)
+        x = dense(512, name=f"{self.prefix}_fc1", **ckw)(x)
         x = nn.relu(batch_norm(name=f"{self.prefix}_fc_bn", **kw)(x))
-        return dense(self.embedding_dim, name=f"{self.prefix}_fc2", axes=("mlp", "embed"), **kw)(x)
+        return dense(self.embedding_dim, name=f"{self.prefix}_fc2", axes=("mlp", "embed"), **ckw)(x)
 
 
 class SyncNet(nn.Module):

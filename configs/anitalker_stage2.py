@@ -14,24 +14,24 @@ Variants:
                        --config.stage1.workdir=RUN (or --config.stage1.weights=FILE).
 
 Motion-code targets come from the frozen stage-1 encoder (group `stage1`, no optimizer)
-applied to the window frames on the fly; see jaxtalk/tasks/anitalker_audio2motion.py.
+applied to the window frames on the fly; see jaxtalk/tasks/anitalker_stage2.py.
 """
 
 import ml_collections
 
 from configs import common
 from data_pipelines.loaders import default_data_config
-from jaxtalk.models.anitalker_audio2motion import INFER_TYPES
+from jaxtalk.models.anitalker.stage2 import INFER_TYPES
 
 
 def get_config(arg: str = "paper"):
     c = common.base_config()
-    c.task = "anitalker_audio2motion"
+    c.task = "anitalker_stage2"
     c.init_from = ""   # an `anitalker_stage2` weights file (jaxtalk import) to fine-tune
 
     infer_type = "hubert_full_control" if arg in ("paper", "tiny") else arg
     if infer_type not in INFER_TYPES:
-        raise ValueError(f"unknown variant {arg!r} of anitalker_audio2motion "
+        raise ValueError(f"unknown variant {arg!r} of anitalker_stage2 "
                          f"(paper, tiny, {', '.join(INFER_TYPES)})")
     # DiffusionPredictor options (released sizes by default).
     c.model = ml_collections.ConfigDict(dict(
@@ -41,7 +41,7 @@ def get_config(arg: str = "paper"):
     # The frozen stage-1 model that turns frames into motion codes (and renders samples).
     # Its architecture is given here and must match the weights (checked at load).
     c.stage1 = ml_collections.ConfigDict(dict(
-        workdir="",        # an anitalker_motion run (its EMA generator) ...
+        workdir="",        # an anitalker_stage1 run (its EMA generator) ...
         step=-1,           # ... at this step (-1: the latest)
         weights="",        # ... or an `anitalker_stage1` weights file
         size=256, width=1.0, style_dim=512, motion_dim=20))

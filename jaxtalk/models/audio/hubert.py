@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.models.layers.conformer import dense, torch_kernel_init
+from jaxtalk.models.layers.torch_nn import conv1d, dense, layer_norm, torch_kernel_init
 
 Dtype = Any
 
@@ -73,12 +73,6 @@ def num_frames(num_samples: int, config: HubertConfig = HUBERT_LARGE) -> int:
     return num_samples
 
 
-def _layer_norm(name, eps, dtype, param_dtype, axes=("norm",)):
-    return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name,
-                        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), axes),
-                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), axes))
-
-
 class ChannelGroupNorm(nn.Module):
     """GroupNorm with one group per channel on (B, T, C): normalise each channel over time."""
 
@@ -111,14 +105,10 @@ class FeatureEncoder(nn.Module):
         cfg = self.config
         x = wav.astype(self.dtype)[..., None]
         for i, (c, k, s) in enumerate(zip(cfg.conv_dim, cfg.conv_kernel, cfg.conv_stride)):
-            x = nn.Conv(c, (k,), strides=(s,), padding="VALID", use_bias=cfg.conv_bias,
-                        dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv_{i}",
-                        kernel_init=nn.with_logical_partitioning(
-                            torch_kernel_init, (None, "conv_in", "conv_out")),
-                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                               ("conv_out",)))(x)
+            x = conv1d(c, k, f"conv_{i}", stride=s, use_bias=cfg.conv_bias, dtype=self.dtype,
+                       param_dtype=self.param_dtype)(x)
             if cfg.feat_extract_norm == "layer":
-                x = _layer_norm(f"norm_{i}", 1e-5, self.dtype, self.param_dtype)(x)
+                x = layer_norm(f"norm_{i}", 1e-5, self.dtype, self.param_dtype)(x)
             elif cfg.feat_extract_norm == "group" and i == 0:
                 x = ChannelGroupNorm(dtype=self.dtype, param_dtype=self.param_dtype,
                                      name="norm_0")(x)
@@ -190,8 +180,8 @@ class HubertLayer(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=not train)
         attention = HubertAttention(cfg.hidden_size, cfg.num_heads, name="attention", **kw)
-        norm = _layer_norm("layer_norm", cfg.layer_norm_eps, **kw)
-        final_norm = _layer_norm("final_layer_norm", cfg.layer_norm_eps, **kw)
+        norm = layer_norm("layer_norm", cfg.layer_norm_eps, **kw)
+        final_norm = layer_norm("final_layer_norm", cfg.layer_norm_eps, **kw)
 
         def feed_forward(y):
             y = gelu(dense(cfg.intermediate_size, ("embed", "mlp"), "intermediate_dense", **kw)(y))
@@ -219,14 +209,14 @@ class HubertModel(nn.Module):
         drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=not train)
         feats = FeatureEncoder(cfg, name="feature_extractor", **kw)(wav)
         if cfg.feat_proj_layer_norm:
-            feats = _layer_norm("feature_projection_norm", cfg.layer_norm_eps, **kw)(feats)
+            feats = layer_norm("feature_projection_norm", cfg.layer_norm_eps, **kw)(feats)
         x = drop(dense(cfg.hidden_size, ("embed", "mlp"), "feature_projection", **kw)(feats))
         if cfg.masked_spec_embed:  # kept for exact import/export; unused without masking
             self.param("masked_spec_embed", nn.with_logical_partitioning(
                 nn.initializers.uniform(1.0), ("embed",)), (cfg.hidden_size,), self.param_dtype)
         x = x + WeightNormPositionalConv(cfg.hidden_size, cfg.pos_conv_kernel,
                                          cfg.pos_conv_groups, name="pos_conv_embed", **kw)(x)
-        encoder_norm = _layer_norm("encoder_layer_norm", cfg.layer_norm_eps, **kw)
+        encoder_norm = layer_norm("encoder_layer_norm", cfg.layer_norm_eps, **kw)
         x = drop(x if cfg.stable_layer_norm else encoder_norm(x))
         states = []
         for i in range(cfg.num_layers):

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from jaxtalk.convert import anitalker_stage2 as conv
+from jaxtalk.convert import anitalker as conv
 from jaxtalk.convert import torch_pickle
 from jaxtalk.convert.mapping import ConversionError, flatten_params
-from jaxtalk.models.anitalker_audio2motion import DiffusionPredictor, init_inputs
+from jaxtalk.models.anitalker.stage2 import DiffusionPredictor, init_inputs
 
 # reference/keys/anitalker_stage2_state_dict.txt: key counts per infer_type.
 RELEASED_NKEYS = {"hubert_audio_only": 253, "hubert_pose_only": 273, "hubert_full_control": 313,

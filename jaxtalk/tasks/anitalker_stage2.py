@@ -42,13 +42,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtalk.diffusion import objectives, samplers, schedules
-from jaxtalk.models import hubert as hubert_lib
-from jaxtalk.models import mfcc as mfcc_lib
-from jaxtalk.models.anitalker_audio2motion import (SAMPLES_PER_FRAME, DiffusionPredictor,
+from jaxtalk.models.audio import hubert as hubert_lib
+from jaxtalk.models.audio import mfcc as mfcc_lib
+from jaxtalk.models.anitalker.stage2 import (SAMPLES_PER_FRAME, DiffusionPredictor,
                                                   from_diffusion, hubert_config, hubert_states,
                                                   init_inputs, predictor_from_config,
                                                   stage1_from_config, to_diffusion)
-from jaxtalk.models.anitalker_motion import AniTalkerMotion
+from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.train.task import LossOutput, Task
 
 
@@ -70,7 +70,7 @@ def stage1_source(stage1_cfg) -> dict:
     if stage1_cfg["weights"]:
         return {"weights": os.path.abspath(stage1_cfg["weights"])}
     raise ValueError("stage 2 needs a stage-1 model for its targets: set "
-                     "--config.stage1.workdir=RUN (an anitalker_motion run) or "
+                     "--config.stage1.workdir=RUN (an anitalker_stage1 run) or "
                      "--config.stage1.weights=FILE (jaxtalk import --release=anitalker_stage1)")
 
 
@@ -155,7 +155,7 @@ def masked_mse(pred, target, valid):
 
 
 # ---------------------------------------------------------------------------- task
-class AniTalkerAudio2MotionTask(Task):
+class AniTalkerStage2Task(Task):
     PIXEL_KEYS = ("frames",)
     EVAL_MODES = ()  # no eval_outputs yet: lip sync is measured by jaxtalk/evaluate/lipsync_probe.py
 
@@ -369,4 +369,4 @@ class AniTalkerAudio2MotionTask(Task):
 
 
 def build(config):
-    return AniTalkerAudio2MotionTask(config)
+    return AniTalkerStage2Task(config)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from jaxtalk.models.anitalker_audio2motion import (DiffusionPredictor, HubertLayerMix,
+from jaxtalk.models.anitalker.stage2 import (DiffusionPredictor, HubertLayerMix,
                                                    init_inputs)
 
 # reference/keys/anitalker_stage2_state_dict.txt ("===== <type> nkeys N params P")

@@ -21,7 +21,7 @@ from data_pipelines.loaders import default_data_config
 
 def get_config(arg: str = "paper"):
     c = common.base_config()
-    c.task = "anitalker_motion"
+    c.task = "anitalker_stage1"
     c.init_from = ""   # a weights file from `jaxtalk import --release=anitalker_stage1` to fine-tune
 
     c.model = ml_collections.ConfigDict(dict(
@@ -100,5 +100,5 @@ def get_config(arg: str = "paper"):
         c.samples.num = 4
         c.checkpoint.every_steps = 200
     elif arg != "paper":
-        raise ValueError(f"unknown variant {arg!r} of anitalker_motion (paper, tiny)")
+        raise ValueError(f"unknown variant {arg!r} of anitalker_stage1 (paper, tiny)")
     return c

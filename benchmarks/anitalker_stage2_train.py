@@ -5,7 +5,7 @@ audio features, DiffusionPredictor forward + backward, Adam) on random weights a
 synthetic batch of the variant's shapes; HuBERT runs inside the step for hubert variants.
 The optimizer is plain optax Adam with clipping, as the loop builds it.
 
-    python benchmarks/audio2motion_train.py [--variant tiny|paper|<infer_type>] [--batch N]
+    python benchmarks/anitalker_stage2_train.py [--variant tiny|paper|<infer_type>] [--batch N]
         [--frames N] [--steps 5]
 """
 
@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from configs import anitalker_audio2motion as cfg_lib
-from jaxtalk.tasks import anitalker_audio2motion as task_lib
+from configs import anitalker_stage2 as cfg_lib
+from jaxtalk.tasks import anitalker_stage2 as task_lib
 
 
 def synthetic_batch(config, batch: int, rng: np.random.RandomState) -> dict:

@@ -23,8 +23,8 @@ from jaxtalk.losses import adversarial
 from jaxtalk.losses.metric_learning import AAMSoftmax
 from jaxtalk.losses.mutual_information import CLUB
 from jaxtalk.losses.perceptual import VGG19PerceptualLoss
-from jaxtalk.models.anitalker_motion import AniTalkerMotion
-from jaxtalk.models.stylegan2_discriminator import Discriminator
+from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
+from jaxtalk.models.lia.discriminator import Discriminator
 from jaxtalk.train.task import LossOutput, Task
 
 
@@ -65,7 +65,7 @@ def num_identities(data_dir: str) -> int:
     return max(len(info["identities"]), 1)
 
 
-class AniTalkerMotionTask(Task):
+class AniTalkerStage1Task(Task):
     # uint8 frames from the loader (the fast path) -> float32 in [-1, 1], on device.
     PIXEL_KEYS = ("source", "driving", "negatives")
 
@@ -254,4 +254,4 @@ class AniTalkerMotionTask(Task):
 
 
 def build(config):
-    return AniTalkerMotionTask(config)
+    return AniTalkerStage1Task(config)

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxtalk.models.layers.equalized import ConvLayer, EqualLinear, ResBlock
-from jaxtalk.models.lia import channel_map
+from jaxtalk.models.lia.generator import channel_map
 
 
 def minibatch_stddev(x, group_size: int = 4, eps: float = 1e-8):

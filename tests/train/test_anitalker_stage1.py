@@ -27,7 +27,7 @@ def synthetic(tmp_path_factory):
 def run(synthetic, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run") / "stage1"
     run_cli(["python", "-m", "jaxtalk.cli", "train",
-             f"--config={REPO}/configs/anitalker_motion.py:tiny", f"--workdir={workdir}",
+             f"--config={REPO}/configs/anitalker_stage1.py:tiny", f"--workdir={workdir}",
              f"--config.data.data_dir={synthetic}", "--config.model.size=32",
              "--config.batch_size=8", "--config.mesh.data=4", "--config.mesh.fsdp=2", "--config.total_steps=4",
              "--config.log.every_steps=2", "--config.eval.every_steps=4",
@@ -114,7 +114,7 @@ def test_animate_errors_name_the_file(run, tmp_path):
 
 
 def test_motion_units_alive_counts_hidden_units_that_fire_for_some_image():
-    from jaxtalk.tasks.anitalker_motion import motion_units_alive
+    from jaxtalk.tasks.anitalker_stage1 import motion_units_alive
 
     h = np.array([[1.0, -1.0, 0.0, -2.0], [-1.0, -1.0, 0.0, -3.0]], np.float32)
     fc_in = {"kernel": np.eye(4, dtype=np.float32), "bias": np.zeros(4, np.float32)}

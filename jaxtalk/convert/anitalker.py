@@ -12,7 +12,6 @@ in eval and is written back as 0.
 from __future__ import annotations
 
 import os
-import re
 from typing import Any, Mapping
 
 import jax
@@ -20,8 +19,10 @@ import numpy as np
 from flax import linen as nn
 
 from jaxtalk.convert import torch_pickle
-from jaxtalk.convert.mapping import (CONV1D, LINEAR, ConversionError, Rule, to_params, to_state_dict)
-from jaxtalk.models.anitalker_audio2motion import (ATTRIBUTES, DiffusionPredictor,
+from jaxtalk.convert.mapping import (LINEAR, ConversionError, Rule, conv1d, count_indices,
+                                     is_batch_counter, linear, norm, running_stats, to_params,
+                                     to_state_dict)
+from jaxtalk.models.anitalker.stage2 import (ATTRIBUTES, DiffusionPredictor,
                                                    INFER_TYPES, attributes_for, init_inputs)
 
 RELEASE = "anitalker_stage2"
@@ -32,21 +33,6 @@ DEFAULT_X_T_SHAPE = (64, 3, 64, 64)  # conf.sample_size, 3, conf.img_size, conf.
 # ----------------------------------------------------------------------------- rules
 
 
-def _linear(torch_prefix: str, path: str, bias: bool = True) -> list[Rule]:
-    rules = [Rule(f"{torch_prefix}.weight", f"{path}/kernel", LINEAR)]
-    return rules + ([Rule(f"{torch_prefix}.bias", f"{path}/bias")] if bias else [])
-
-
-def _conv1d(torch_prefix: str, path: str) -> list[Rule]:
-    return [Rule(f"{torch_prefix}.weight", f"{path}/kernel", CONV1D),
-            Rule(f"{torch_prefix}.bias", f"{path}/bias")]
-
-
-def _norm(torch_prefix: str, path: str) -> list[Rule]:
-    return [Rule(f"{torch_prefix}.weight", f"{path}/scale"),
-            Rule(f"{torch_prefix}.bias", f"{path}/bias")]
-
-
 def conformer_rules(torch_prefix: str, path: str, num_blocks: int) -> tuple[list, list]:
     """(param rules, batch_stats rules) of an ESPnet conformer Encoder."""
     params, stats = [], []
@@ -55,18 +41,17 @@ def conformer_rules(torch_prefix: str, path: str, num_blocks: int) -> tuple[list
         params += [Rule(f"{t}.self_attn.pos_bias_u", f"{p}/self_attn/pos_bias_u"),
                    Rule(f"{t}.self_attn.pos_bias_v", f"{p}/self_attn/pos_bias_v")]
         for name in ("linear_q", "linear_k", "linear_v", "linear_out"):
-            params += _linear(f"{t}.self_attn.{name}", f"{p}/self_attn/{name}")
-        params += _linear(f"{t}.self_attn.linear_pos", f"{p}/self_attn/linear_pos", bias=False)
+            params += linear(f"{t}.self_attn.{name}", f"{p}/self_attn/{name}")
+        params += linear(f"{t}.self_attn.linear_pos", f"{p}/self_attn/linear_pos", bias=False)
         for ff in ("feed_forward", "feed_forward_macaron"):
-            params += _linear(f"{t}.{ff}.w_1", f"{p}/{ff}/w_1")
-            params += _linear(f"{t}.{ff}.w_2", f"{p}/{ff}/w_2")
+            params += linear(f"{t}.{ff}.w_1", f"{p}/{ff}/w_1")
+            params += linear(f"{t}.{ff}.w_2", f"{p}/{ff}/w_2")
         for conv in ("pointwise_conv1", "depthwise_conv", "pointwise_conv2"):
-            params += _conv1d(f"{t}.conv_module.{conv}", f"{p}/conv_module/{conv}")
-        params += _norm(f"{t}.conv_module.norm", f"{p}/conv_module/norm")
-        stats += [Rule(f"{t}.conv_module.norm.running_mean", f"{p}/conv_module/norm/mean"),
-                  Rule(f"{t}.conv_module.norm.running_var", f"{p}/conv_module/norm/var")]
-        for norm in ("norm_ff", "norm_mha", "norm_ff_macaron", "norm_conv", "norm_final"):
-            params += _norm(f"{t}.{norm}", f"{p}/{norm}")
+            params += conv1d(f"{t}.conv_module.{conv}", f"{p}/conv_module/{conv}")
+        params += norm(f"{t}.conv_module.norm", f"{p}/conv_module/norm")
+        stats += running_stats(f"{t}.conv_module.norm", f"{p}/conv_module/norm")
+        for name in ("norm_ff", "norm_mha", "norm_ff_macaron", "norm_conv", "norm_final"):
+            params += norm(f"{t}.{name}", f"{p}/{name}")
     return params, stats
 
 
@@ -78,7 +63,7 @@ def lstm_regressor_rules(torch_prefix: str, path: str, num_layers: int) -> list[
                   Rule(f"{t}.weight_hh_l{k}", f"{p}/hidden_kernel", LINEAR),
                   Rule(f"{t}.bias_ih_l{k}", f"{p}/input_bias"),
                   Rule(f"{t}.bias_hh_l{k}", f"{p}/hidden_bias")]
-    return rules + _linear(f"{torch_prefix}.fc", f"{path}/fc")
+    return rules + linear(f"{torch_prefix}.fc", f"{path}/fc")
 
 
 def rules_for(config: Mapping[str, Any]) -> tuple[list[Rule], list[Rule]]:
@@ -88,11 +73,11 @@ def rules_for(config: Mapping[str, Any]) -> tuple[list[Rule], list[Rule]]:
     params, stats = [], []
     if model.audio_kind == "hubert":
         params.append(Rule("weights", "layer_mix/weights"))
-        params += _conv1d("down_sample1", "down_sample1")
+        params += conv1d("down_sample1", "down_sample1")
         p, s = conformer_rules("speech_encoder", "speech_encoder", model.speech_layers)
         params, stats = params + p, stats + s
     else:
-        params += _conv1d("down_sample1", "down_sample1") + _conv1d("down_sample2",
+        params += conv1d("down_sample1", "down_sample1") + conv1d("down_sample2",
                                                                    "down_sample2")
     p, s = conformer_rules("coarse_decoder", "coarse_decoder", model.decoder_layers)
     params, stats = params + p, stats + s
@@ -102,18 +87,13 @@ def rules_for(config: Mapping[str, Any]) -> tuple[list[Rule], list[Rule]]:
             params += lstm_regressor_rules(f"{prefix}_{role}",
                                            f"variance_adapter/{prefix}_{role}", model.lstm_layers)
     for name in ("init_code_proj", "noisy_encoder", "t_encoder"):
-        params += _linear(f"{name}.0", name)  # nn.Sequential(nn.Linear) in the release
-    params += _linear("encoder_direction_code", "encoder_direction_code")
-    params += _linear("out_proj", "out_proj")
+        params += linear(f"{name}.0", name)  # nn.Sequential(nn.Linear) in the release
+    params += linear("encoder_direction_code", "encoder_direction_code")
+    params += linear("out_proj", "out_proj")
     return params, stats
 
 
 # ----------------------------------------------------------------------------- detection
-
-
-def _count(state_dict: Mapping, pattern: str) -> int:
-    found = {int(m.group(1)) for k in state_dict if (m := re.match(pattern, k))}
-    return max(found) + 1 if found else 0
 
 
 def detect_config(state_dict: Mapping[str, np.ndarray]) -> dict:
@@ -136,7 +116,7 @@ def detect_config(state_dict: Mapping[str, np.ndarray]) -> dict:
             motion_dim=int(sd["out_proj.weight"].shape[0]),
             motion_start_dim=int(sd["init_code_proj.0.weight"].shape[1]),
             fusion_dim=int(sd["noisy_encoder.0.weight"].shape[0]),
-            decoder_layers=_count(sd, r"coarse_decoder\.encoders\.(\d+)\."),
+            decoder_layers=count_indices(sd, r"coarse_decoder\.encoders\.(\d+)\."),
             num_heads=int(sd[dec + "self_attn.pos_bias_u"].shape[0]),
             kernel_size=int(sd[dec + "conv_module.depthwise_conv.weight"].shape[-1]),
         )
@@ -144,14 +124,14 @@ def detect_config(state_dict: Mapping[str, np.ndarray]) -> dict:
             config.update(hubert_layers=int(sd["weights"].shape[0]),
                           hubert_dim=int(sd["down_sample1.weight"].shape[1]),
                           speech_dim=int(sd["down_sample1.weight"].shape[0]),
-                          speech_layers=_count(sd, r"speech_encoder\.encoders\.(\d+)\."))
+                          speech_layers=count_indices(sd, r"speech_encoder\.encoders\.(\d+)\."))
         else:
             config.update(mfcc_dim=int(sd["down_sample1.weight"].shape[1]),
                           mfcc_hidden=int(sd["down_sample1.weight"].shape[0]),
                           speech_dim=int(sd["down_sample2.weight"].shape[0]))
         if control != "audio_only":
             config.update(lstm_hidden=int(sd["pose_predictor.lstm.weight_hh_l0"].shape[1]),
-                          lstm_layers=_count(sd, r"pose_predictor\.lstm\.weight_ih_l(\d+)$"))
+                          lstm_layers=count_indices(sd, r"pose_predictor\.lstm\.weight_ih_l(\d+)$"))
     except KeyError as e:
         raise ConversionError(f"not an AniTalker stage-2 state_dict: no key {e}") from e
     return config
@@ -176,7 +156,7 @@ def variables_from_state_dict(state_dict: Mapping[str, np.ndarray], config: Mapp
     reference = _reference_variables(config)
     param_rules, stat_rules = rules_for(config)
     params = to_params(state_dict, param_rules, reference["params"], source=source,
-                       ignore=lambda k: _is_batch_stat(k) or k.endswith(".num_batches_tracked"))
+                       ignore=lambda k: _is_batch_stat(k) or is_batch_counter(k))
     stats = to_params(state_dict, stat_rules, reference["batch_stats"], source=source,
                       ignore=lambda k: not _is_batch_stat(k))
     return {"params": params, "batch_stats": stats}

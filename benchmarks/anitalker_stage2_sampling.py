@@ -5,7 +5,7 @@ The audio branch (speech encoder + variance adapter) runs once per clip, the Con
 decoder once per DDIM step, all inside one jit-compiled function. The HuBERT feature
 extraction itself is timed separately (--with-hubert) since the release can precompute it.
 
-    python benchmarks/audio2motion_sampling.py [--seconds 10] [--batch 1] [--repeats 3]
+    python benchmarks/anitalker_stage2_sampling.py [--seconds 10] [--batch 1] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import numpy as np
 from flax import linen as nn
 
 from jaxtalk.diffusion import samplers, schedules
-from jaxtalk.models import hubert as hubert_lib
-from jaxtalk.models.anitalker_audio2motion import DiffusionPredictor, init_inputs
+from jaxtalk.models.audio import hubert as hubert_lib
+from jaxtalk.models.anitalker.stage2 import DiffusionPredictor, init_inputs
 
 FPS = 25
 

@@ -1,4 +1,4 @@
-"""anitalker_audio2motion: configs, labels and features, a short tiny training run with a
+"""anitalker_stage2: configs, labels and features, a short tiny training run with a
 frozen stage-1 group, and the lip-sync probe machinery."""
 
 import jax
@@ -6,12 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import anitalker_audio2motion as cfg_lib
+from configs import anitalker_stage2 as cfg_lib
 from jaxtalk.evaluate import lipsync_probe
-from jaxtalk.models import mfcc as mfcc_lib
-from jaxtalk.models import anitalker_audio2motion as a2m_model
-from jaxtalk.models.anitalker_audio2motion import INFER_TYPES
-from jaxtalk.tasks import anitalker_audio2motion as task_lib
+from jaxtalk.models.audio import mfcc as mfcc_lib
+from jaxtalk.models.anitalker import stage2 as a2m_model
+from jaxtalk.models.anitalker.stage2 import INFER_TYPES
+from jaxtalk.tasks import anitalker_stage2 as task_lib
 from jaxtalk.train.train import train
 
 

@@ -25,10 +25,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtalk.models import hubert as hubert_lib
-from jaxtalk.models.anitalker_motion import AniTalkerMotion
-from jaxtalk.models.layers.conformer import ConformerEncoder, conv1d, dense
+from jaxtalk.models.audio import hubert as hubert_lib
+from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
+from jaxtalk.models.layers.conformer import ConformerEncoder
 from jaxtalk.models.layers.lstm import LSTM
+from jaxtalk.models.layers.torch_nn import conv1d, dense
 
 Dtype = Any
 
@@ -288,7 +289,7 @@ def init_inputs(model: DiffusionPredictor, batch: int = 1, frames: int = 8):
 
 
 # ---------------------------------------------------------------------------- from configs
-# Shared by the training recipe (jaxtalk/tasks/anitalker_audio2motion.py) and the animator
+# Shared by the training recipe (jaxtalk/tasks/anitalker_stage2.py) and the animator
 # (jaxtalk/inference/audio_driven.py).
 SAMPLES_PER_FRAME = 640  # 16 kHz audio at 25 fps
 MODEL_KEYS = ("infer_type", "speech_dim", "fusion_dim", "speech_layers", "decoder_layers",

@@ -1,6 +1,6 @@
 """AniTalker stage 1 (X-LANCE/AniTalker): LIA + HAL + identity/motion decoupling, Flax.
 
-On top of LIA (`jaxtalk/models/lia.py`):
+On top of LIA (`jaxtalk/models/lia/generator.py`):
 - HAL (`enc.hal`; release `enc.net_app.{fc1,fc2,fc3,ws}`): every encoder stage output is
   global-average-pooled; stages whose width differs from style_dim (64, 128, 256 at the
   release config) go through EqualLinear to style_dim (fc1, fc2, fc3 in order), and a
@@ -20,42 +20,15 @@ Init with `model.init(rng, source, driving)`; train-step methods: `encode`,
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxtalk.models.layers.equalized import EqualLinear
-from jaxtalk.models.lia import LIAEncoder, WarpingGenerator, channel_map, render_frames
-
-
-def _torch_linear_init(fan_in: int):
-    """nn.Linear's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias."""
-    bound = 1.0 / np.sqrt(fan_in)
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-    return init
-
-
-class TorchLinear(nn.Module):
-    """nn.Linear with its default init; kernel (in, out)."""
-
-    features: int
-    kernel_axes: Sequence[str | None] = ("embed", "mlp")
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        init = _torch_linear_init(x.shape[-1])
-        kernel = self.param("kernel", nn.with_logical_partitioning(init, tuple(self.kernel_axes)),
-                            (x.shape[-1], self.features), self.param_dtype)
-        bias = self.param("bias", nn.with_logical_partitioning(init, (self.kernel_axes[-1],)),
-                          (self.features,), self.param_dtype)
-        return jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+from jaxtalk.models.layers.torch_nn import TorchLinear
+from jaxtalk.models.lia.generator import LIAEncoder, WarpingGenerator, channel_map, render_frames
 
 
 class MLP(nn.Module):
