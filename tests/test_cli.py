@@ -6,8 +6,10 @@ import sys
 from tests.train.helpers import REPO, cli_env
 
 
-def jaxtalk(*args):
-    return subprocess.run([sys.executable, "-m", "jaxtalk.cli", *args], env=cli_env(),
+def jaxtalk(*args, env=None):
+    """Runs `jaxtalk ARGS` on 8 simulated CPU devices; `env` adds variables."""
+    return subprocess.run([sys.executable, "-m", "jaxtalk.cli", *args],
+                          env=dict(cli_env(), **(env or {})),
                           capture_output=True, text=True, cwd=REPO, timeout=300)
 
 

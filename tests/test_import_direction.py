@@ -14,7 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Lowest first. A module may import from its own layer or any lower one.
 LAYERS = (
-    ("jaxtalk.errors",),
+    ("jaxtalk.errors", "jaxtalk.discovery"),
     ("jaxtalk.models", "jaxtalk.diffusion", "jaxtalk.media"),
     ("jaxtalk.losses",),
     ("jaxtalk.export", "jaxtalk.convert"),

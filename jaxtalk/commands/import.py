@@ -32,13 +32,12 @@ def main(argv):
     if len(argv) > 1:
         raise InputError(f"unexpected arguments {argv[1:]}")
     if _LIST.value:
-        for spec in releases.RELEASES.values():
+        for spec in releases.releases().values():
             print(f"{spec.name:<18} {spec.source}\n{'':<18} {spec.command()}")
         return
     if not _RELEASE.value or not _CHECKPOINT.value:
         raise InputError("--release and --checkpoint are required (see --list)")
-    if _RELEASE.value not in releases.RELEASES:
-        raise InputError(f"unknown release {_RELEASE.value!r}; known: {', '.join(releases.RELEASES)}")
+    releases.find_release(_RELEASE.value)  # an unknown release is an error before any reading
     files = {"backbone": _BACKBONE.value} if _BACKBONE.value else {}
     try:
         path = releases.import_release(_RELEASE.value, _CHECKPOINT.value, output=_OUT.value,

@@ -24,6 +24,13 @@ from jaxtalk.convert.mapping import (LINEAR, ConversionError, Rule, conv1d, coun
                                      to_state_dict)
 from jaxtalk.models.anitalker.stage2 import (ATTRIBUTES, DiffusionPredictor,
                                                    INFER_TYPES, attributes_for, init_inputs)
+from jaxtalk.convert.releases import Release
+
+# The public files this converter imports (`jaxtalk import --release=NAME`).
+RELEASES = [
+    Release("anitalker_stage2", {}, (),
+            "X-LANCE/AniTalker ckpts/stage2_*.ckpt (one per infer_type; EMA weights used)"),
+]
 
 RELEASE = "anitalker_stage2"
 PREFIXES = {"ema": "ema_model.", "model": "model."}

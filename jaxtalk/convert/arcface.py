@@ -12,6 +12,13 @@ import jax.numpy as jnp
 from jaxtalk.convert import mapping, torch_pickle
 from jaxtalk.convert.torch_legacy import read_state_dict
 from jaxtalk.models.metric_nets import iresnet
+from jaxtalk.convert.releases import Release
+
+# The public files this converter imports (`jaxtalk import --release=NAME`).
+RELEASES = [
+    Release("arcface_r100", {"arch": "iresnet100"}, (),
+            "insightface arcface_torch model zoo, e.g. ms1mv3_arcface_r100_fp16/backbone.pth"),
+]
 
 
 def rules(arch: str | tuple[int, ...] = "iresnet100") -> list:

@@ -27,6 +27,14 @@ from jaxtalk.convert import torch_pickle
 from jaxtalk.convert.mapping import (CONV1D, ConversionError, Rule, conv1d, count_indices, linear,
                                      norm, to_params, to_state_dict)
 from jaxtalk.models.audio.hubert import HubertConfig, HubertModel
+from jaxtalk.convert.releases import Release
+
+# The public files this converter imports (`jaxtalk import --release=NAME`).
+RELEASES = [
+    Release("hubert", {}, (),
+            "a Hugging Face HuBERT checkpoint's pytorch_model.bin, e.g. "
+            "TencentGameMate/chinese-hubert-large (what AniTalker uses)"),
+]
 
 RELEASE = "hubert"
 _WEIGHT_NORM_KEYS = {

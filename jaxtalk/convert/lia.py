@@ -30,6 +30,15 @@ from jaxtalk.convert.mapping import (CONV2D, ConversionError, Layout, Rule, line
                                      to_params, to_state_dict)
 from jaxtalk.models.layers.upfirdn import make_kernel
 from jaxtalk.models.lia.generator import CHANNELS
+from jaxtalk.convert.releases import Release
+
+# The public files this converter imports (`jaxtalk import --release=NAME`).
+RELEASES = [
+    Release("lia", {"kind": "lia"}, (),
+            "wyhsirius/LIA released checkpoints (vox.pt, taichi.pt, ted.pt): torch dict with 'gen'"),
+    Release("anitalker_stage1", {"kind": "anitalker_stage1"}, (),
+            "X-LANCE/AniTalker ckpts/stage1.ckpt (Lightning; keys prefixed 'lia.')"),
+]
 
 KINDS = ("lia", "anitalker_stage1")
 BLUR = (1, 3, 3, 1)

@@ -16,6 +16,17 @@ from jaxtalk.convert import mapping, torch_pickle, torchvision_vgg
 from jaxtalk.convert.torch_legacy import read_state_dict
 from jaxtalk.models.metric_nets import alexnet
 from jaxtalk.models.metric_nets import lpips as lpips_metric
+from jaxtalk.convert.releases import Release
+
+# The public files this converter imports (`jaxtalk import --release=NAME`).
+RELEASES = [
+    Release("lpips_alex", {"net": "alex"}, ("backbone",),
+            "lpips package file lpips/weights/v0.1/alex.pth (pip install lpips) + torchvision "
+            "alexnet-owt-7be5be79.pth as --backbone"),
+    Release("lpips_vgg", {"net": "vgg"}, ("backbone",),
+            "lpips package file lpips/weights/v0.1/vgg.pth + torchvision vgg16-397923af.pth "
+            "as --backbone"),
+]
 
 NETS = tuple(lpips_metric.BACKBONE_LAYERS)
 

@@ -12,6 +12,13 @@ import jax.numpy as jnp
 from jaxtalk.convert import mapping, torch_pickle
 from jaxtalk.convert.torch_legacy import read_state_dict
 from jaxtalk.models.metric_nets import syncnet
+from jaxtalk.convert.releases import Release
+
+# The public files this converter imports (`jaxtalk import --release=NAME`).
+RELEASES = [
+    Release("syncnet_v2", {}, (),
+            "joonson/syncnet_python download_model.sh: data/syncnet_v2.model"),
+]
 
 CONV_INDICES = (0, 4, 8, 11, 14, 18)
 STREAMS = {"audio": ("netcnnaud", "netfcaud", mapping.CONV2D),

@@ -17,6 +17,15 @@ import jax.numpy as jnp
 from jaxtalk.convert import mapping, torch_pickle
 from jaxtalk.convert.torch_legacy import read_state_dict
 from jaxtalk.models import vgg
+from jaxtalk.convert.releases import Release
+
+# The public files this converter imports (`jaxtalk import --release=NAME`).
+RELEASES = [
+    Release("vgg16", {"config": "vgg16"}, (),
+            "torchvision vgg16-397923af.pth"),
+    Release("vgg19", {"config": "vgg19"}, (),
+            "torchvision vgg19-dcbb9e9d.pth"),
+]
 
 DEFAULT_LAYERS = {
     "vgg16": ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"),

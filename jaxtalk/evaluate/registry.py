@@ -2,7 +2,7 @@
 
     metric = registry.create("lpips_alex")            # weights from the weights dir
     metric = registry.create("lpips_alex", weights="/path/lpips_alex.safetensors")
-    registry.import_release("lpips_alex", "alex.pth", backbone="alexnet-owt-7be5be79.pth")
+    jaxtalk.convert.releases.import_release("lpips_alex", "alex.pth", backbone="alexnet-owt-7be5be79.pth")
 
 A metric whose weights file is absent raises `MissingWeightsError`, which names the file and
 the `jaxtalk import` command that makes it, so a sweep can skip that metric and go on.
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from jaxtalk.convert import weights as weights_store
-from jaxtalk.convert.releases import RELEASES, import_release  # noqa: F401 (re-exported)
+from jaxtalk.convert.releases import find_release
 from jaxtalk.evaluate import image_metrics, metric
 
 
@@ -28,7 +28,7 @@ def load_weights(release: str, weights: str | os.PathLike | None = None,
                  weights_dir: str | None = None, metric_name: str | None = None) -> dict:
     path = Path(weights) if weights else weights_store.weights_path(release, weights_dir)
     if not path.exists():
-        spec = RELEASES[release]
+        spec = find_release(release)
         raise MissingWeightsError(
             f"metric {metric_name or release!r} needs weights {path}: run `{spec.command()}` "
             f"(source: {spec.source}), or pass the imported file's path")

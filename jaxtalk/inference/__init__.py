@@ -1,32 +1,36 @@
 """Inference: the animator contract (`animator.py`) and one animator per family.
 
-`ANIMATORS` maps a weights file's `kind` (its model_config's, else its release name) or a
-training run's task name to the animator class that drives it, as "module:Class", imported
-on first use. A family adds its lines here; commands find animators only through
-`animator_class` / `open_animator` and never branch on model classes.
+Each animator module declares `ANIMATORS = {kind: AnimatorClass}`: the weights `kind`s (a
+weights file's model_config `kind`, else its release name) and training-run task names it
+drives. `animators()` collects them from the modules of this package and of the
+$JAXTALK_PLUGINS packages (jaxtalk/discovery.py), so a new family adds its module and edits
+nothing here. Commands find animators only through `animator_class` / `open_animator` and
+never branch on model classes; a kind read from a file is only looked up, never imported.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
+
+from jaxtalk import discovery
 
 from jaxtalk.inference.animator import AnimationError, Animator, Driver
 
-ANIMATORS = {
-    "lia": "video_driven:MotionAnimator",
-    "anitalker_stage1": "video_driven:MotionAnimator",   # weights kind and task name alike
-    "anitalker_stage2": "audio_driven:AudioAnimator",
-}
+def animators() -> dict[str, type[Animator]]:
+    """Every declared animator class, by the kinds and task names it drives."""
+    found: dict[str, type[Animator]] = {}
+    for _module, declared in discovery.declarations("jaxtalk.inference", "ANIMATORS"):
+        found.update(declared)
+    return found
 
 
 def animator_class(kind: str, what: str = "weights") -> type[Animator]:
     """The animator class for weights of `kind` or a run of task `kind`."""
-    if kind not in ANIMATORS:
+    known = animators()
+    if kind not in known:
         raise AnimationError(f"{what}: cannot animate {str(kind)[:40]!r} weights or runs "
-                             f"(animators for: {', '.join(sorted(ANIMATORS))})")
-    module, name = ANIMATORS[kind].split(":")
-    return getattr(importlib.import_module(f"jaxtalk.inference.{module}"), name)
+                             f"(animators for: {', '.join(sorted(known))})")
+    return known[kind]
 
 
 def weights_kind(stored: dict) -> str:
@@ -68,5 +72,5 @@ def open_animator(path: str, *, driver: Driver | None = None, run: bool | None =
     return cls.from_stored(stored, path, **options)
 
 
-__all__ = ["ANIMATORS", "AnimationError", "Animator", "Driver", "animator_class",
+__all__ = ["AnimationError", "Animator", "Driver", "animator_class", "animators",
            "open_animator", "weights_kind"]

@@ -14,8 +14,9 @@ as for a driving video), `chunk` (steps per device call), `driver` (the `Driver`
 takes) and, optionally, `export_function()`: the pure jax function that `jaxtalk export
 --out=X.jaxfn` serializes with jaxtalk/export/jax_function.py.
 
-Animators are found by the weights' `kind` (or release) or a run's task name in
-`jaxtalk.inference.ANIMATORS`; commands never branch on model classes.
+Animators are found by the weights' `kind` (or release) or a run's task name among the
+`ANIMATORS` each animator module declares (`jaxtalk.inference.animators`); commands never
+branch on model classes.
 """
 
 from __future__ import annotations

@@ -275,3 +275,7 @@ def _hubert_params(path: str | None):
     if not os.path.exists(path):
         raise AnimationError(f"{path}: no HuBERT weights (jaxtalk import --release=hubert)")
     return weights.load(path)["params"]
+
+
+# What this module drives (jaxtalk/discovery.py): the weights kind and the stage-2 task name.
+ANIMATORS = {"anitalker_stage2": AudioAnimator}

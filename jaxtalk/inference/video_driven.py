@@ -154,4 +154,7 @@ class MotionAnimator(Animator):
             {"model": self.kind, **self.model_config})
 
 
-__all__ = ["MODES", "MotionAnimator", "build_generator"]
+# What this module drives (jaxtalk/discovery.py): weights kinds and the stage-1 task name.
+ANIMATORS = {"lia": MotionAnimator, "anitalker_stage1": MotionAnimator}
+
+__all__ = ["ANIMATORS", "MODES", "MotionAnimator", "build_generator"]

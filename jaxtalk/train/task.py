@@ -118,13 +118,16 @@ class Task:
 
 
 def get_task(config) -> Task:
+    """The task `config.task` names: a module of jaxtalk/tasks/ (`anitalker_stage1`), or a
+    full import path (`my_lab.tasks.portrait`) for a family living outside jaxtalk. Configs
+    are code the user runs, so importing what they name is no wider trust."""
     if not config.task:
         raise ValueError("config.task is empty: set it to a module name under jaxtalk/tasks/")
+    name = config.task if "." in config.task else f"jaxtalk.tasks.{config.task}"
     try:
-        module = importlib.import_module(f"jaxtalk.tasks.{config.task}")
+        module = importlib.import_module(name)
     except ModuleNotFoundError as e:
-        if e.name != f"jaxtalk.tasks.{config.task}":
+        if e.name is None or not name.startswith(e.name):
             raise
-        raise ValueError(f"unknown task {config.task!r}: no module jaxtalk/tasks/"
-                         f"{config.task}.py") from None
+        raise ValueError(f"unknown task {config.task!r}: no module {name}") from None
     return module.build(config)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from jaxtalk.convert import weights
+from jaxtalk.convert import releases, weights
 from jaxtalk.evaluate import fid, metric, pose_expression, registry, sync
 from tests.evaluate.test_lpips import write_lpips_files
 
@@ -57,8 +57,8 @@ def test_import_release_then_create_lpips(tmp_path):
     rng = np.random.default_rng(1)
     write_lpips_files(tmp_path, "alex", rng)
     with pytest.raises(ValueError, match="missing \\['backbone'\\]"):
-        registry.import_release("lpips_alex", tmp_path / "alex.pth", weights_dir=tmp_path)
-    path = registry.import_release("lpips_alex", tmp_path / "alex.pth", weights_dir=tmp_path,
+        releases.import_release("lpips_alex", tmp_path / "alex.pth", weights_dir=tmp_path)
+    path = releases.import_release("lpips_alex", tmp_path / "alex.pth", weights_dir=tmp_path,
                                    backbone=str(tmp_path / "alex_backbone.pth"))
     assert path == tmp_path / "lpips_alex.safetensors"
     loaded = weights.load(path)
@@ -133,7 +133,8 @@ def test_lse_metric_averages_videos(monkeypatch):
 
 
 def test_every_weighted_metric_has_a_release():
+    known = releases.releases()
     for spec in registry.METRICS.values():
-        assert spec.release is None or spec.release in registry.RELEASES
-    for release in registry.RELEASES.values():
-        __import__(f"jaxtalk.convert.{release.converter}")
+        assert spec.release is None or spec.release in known
+    for release in known.values():
+        assert callable(__import__(release.converter, fromlist=["_"]).import_checkpoint)
