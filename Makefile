@@ -10,7 +10,7 @@ ENV := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 endif
 
-.PHONY: install test demo demo-stage2 bench
+.PHONY: install test demo demo-stage2 bench format
 
 $(VENV)/.installed: setup.py
 	python3 -m venv $(VENV)
@@ -34,3 +34,7 @@ demo-stage2: $(ENV)  # the demo plus stage 2 (speech -> motion): about ten more 
 
 bench: $(ENV)
 	JAX_PLATFORMS=cpu $(PY) benchmarks/loop_overhead.py
+
+format: $(ENV)  # what CI checks: ruff format + ruff check (ruff.toml)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .

@@ -33,7 +33,8 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-image>=0.24,<0.27"],
+    "dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-image>=0.24,<0.27",
+            "ruff>=0.17,<0.18"],  # the formatter and linter CI runs (ruff.toml)
     # Only for running the released PyTorch code beside jaxtalk (parity checks,
     # benchmarks); jaxtalk itself reads and writes PyTorch checkpoints without torch.
     "torch": ["torch>=2.4"],
