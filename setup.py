@@ -33,8 +33,12 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-image>=0.24,<0.27",
-            "ruff>=0.17,<0.18"],  # the formatter and linter CI runs (ruff.toml)
+    "dev": [
+        "pytest>=8,<10",
+        "pytest-xdist>=3.5,<4",
+        "scikit-image>=0.24,<0.27",
+        "ruff>=0.17,<0.18",
+    ],  # the formatter and linter CI runs (ruff.toml)
     # Only for running the released PyTorch code beside jaxtalk (parity checks,
     # benchmarks); jaxtalk itself reads and writes PyTorch checkpoints without torch.
     "torch": ["torch>=2.4"],
@@ -53,7 +57,16 @@ setup(
     version="0.1.0",
     description="Train talking-face and portrait-animation models in JAX/Flax at TPU/GPU scale",
     python_requires=">=3.11",
-    packages=find_packages(include=["jaxtalk", "jaxtalk.*", "data_pipelines", "data_pipelines.*", "configs", "configs.*"]),
+    packages=find_packages(
+        include=[
+            "jaxtalk",
+            "jaxtalk.*",
+            "data_pipelines",
+            "data_pipelines.*",
+            "configs",
+            "configs.*",
+        ]
+    ),
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["jaxtalk=jaxtalk.cli:main"]},

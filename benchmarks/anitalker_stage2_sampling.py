@@ -18,8 +18,8 @@ import numpy as np
 from flax import linen as nn
 
 from jaxtalk.diffusion import samplers, schedules
-from jaxtalk.models.audio import hubert as hubert_lib
 from jaxtalk.models.anitalker.stage2 import DiffusionPredictor, init_inputs
+from jaxtalk.models.audio import hubert as hubert_lib
 
 FPS = 25
 
@@ -27,10 +27,12 @@ FPS = 25
 def random_variables(model, inputs, seed=0):
     shapes = nn.meta.unbox(jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *inputs)))
     rng = np.random.RandomState(seed)
-    return {"params": jax.tree.map(lambda s: (rng.randn(*s.shape) * 0.02).astype(np.float32),
-                                   shapes["params"]),
-            "batch_stats": jax.tree.map(lambda s: np.ones(s.shape, np.float32),
-                                        shapes["batch_stats"])}
+    return {
+        "params": jax.tree.map(
+            lambda s: (rng.randn(*s.shape) * 0.02).astype(np.float32), shapes["params"]
+        ),
+        "batch_stats": jax.tree.map(lambda s: np.ones(s.shape, np.float32), shapes["batch_stats"]),
+    }
 
 
 def make_generator(model, steps):
@@ -39,9 +41,11 @@ def make_generator(model, steps):
     @jax.jit
     def generate(variables, start, direction, audio, x_T):
         cond, _ = model.apply(variables, audio, method=model.condition)
-        denoise = lambda x, t: model.apply(variables, cond, start, direction, x, t,
-                                           method=model.denoise)
+        denoise = lambda x, t: model.apply(
+            variables, cond, start, direction, x, t, method=model.denoise
+        )
         return samplers.ddim_sample(denoise, x_T, schedule, num_steps=steps)
+
     return generate
 
 
@@ -61,34 +65,51 @@ def main():
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--with-hubert", action="store_true",
-                        help="also time HuBERT-large feature extraction")
+    parser.add_argument(
+        "--with-hubert", action="store_true", help="also time HuBERT-large feature extraction"
+    )
     args = parser.parse_args()
     frames = int(args.seconds * FPS)
-    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), clip {args.seconds}s "
-          f"= {frames} frames, batch {args.batch}, {args.steps} DDIM steps")
+    print(
+        f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), clip {args.seconds}s "
+        f"= {frames} frames, batch {args.batch}, {args.steps} DDIM steps"
+    )
     for infer_type in ("hubert_full_control", "mfcc_full_control"):
         model = DiffusionPredictor(infer_type=infer_type)
         inputs = init_inputs(model, args.batch, frames)
         variables = random_variables(model, init_inputs(model, 1, 8))
         start, direction, audio, x_T, _ = inputs
         x_T = jax.random.normal(jax.random.PRNGKey(0), x_T.shape)
-        seconds = time_call(make_generator(model, args.steps), variables, start, direction,
-                            audio, x_T, repeats=args.repeats)
+        seconds = time_call(
+            make_generator(model, args.steps),
+            variables,
+            start,
+            direction,
+            audio,
+            x_T,
+            repeats=args.repeats,
+        )
         video = args.seconds * args.batch
-        print(f"{infer_type:20s} {seconds:7.3f} s per call -> {video / seconds:8.2f} s of video / s")
+        print(
+            f"{infer_type:20s} {seconds:7.3f} s per call -> {video / seconds:8.2f} s of video / s"
+        )
     if args.with_hubert:
         hub = hubert_lib.HubertModel(hubert_lib.HUBERT_LARGE)
-        wav = np.random.RandomState(0).randn(args.batch, int(args.seconds * 16000)).astype(np.float32)
+        wav = (
+            np.random.RandomState(0).randn(args.batch, int(args.seconds * 16000)).astype(np.float32)
+        )
         hv = random_variables_hubert(hub)
         seconds = time_call(jax.jit(lambda v, w: hub.apply(v, w)), hv, wav, repeats=args.repeats)
-        print(f"{'hubert-large features':20s} {seconds:7.3f} s per call -> "
-              f"{args.seconds * args.batch / seconds:8.2f} s of audio / s")
+        print(
+            f"{'hubert-large features':20s} {seconds:7.3f} s per call -> "
+            f"{args.seconds * args.batch / seconds:8.2f} s of audio / s"
+        )
 
 
 def random_variables_hubert(model):
-    shapes = nn.meta.unbox(jax.eval_shape(
-        lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 16000), np.float32))))
+    shapes = nn.meta.unbox(
+        jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 16000), np.float32)))
+    )
     rng = np.random.RandomState(0)
     return jax.tree.map(lambda s: (rng.randn(*s.shape) * 0.02).astype(np.float32), shapes)
 

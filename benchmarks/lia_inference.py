@@ -39,9 +39,13 @@ def _time(fn, iters):
 
 
 def _row(label, batch, best, mean, **extra):
-    row = {"run": label, "batch": batch, "ms_per_frame": round(1000 * mean / batch, 1),
-           "ms_per_frame_best": round(1000 * best / batch, 1),
-           "frames_per_s": round(batch / mean, 2)}
+    row = {
+        "run": label,
+        "batch": batch,
+        "ms_per_frame": round(1000 * mean / batch, 1),
+        "ms_per_frame_best": round(1000 * best / batch, 1),
+        "frames_per_s": round(batch / mean, 2),
+    }
     row.update(extra)
     print(json.dumps(row), flush=True)
     return row
@@ -50,6 +54,7 @@ def _row(label, batch, best, mean, **extra):
 def bench_jax(model_name, size, batches, iters):
     from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
     from jaxtalk.models.lia.generator import LIAGenerator
+
     model = (LIAGenerator if model_name == "lia" else AniTalkerMotion)(size=size)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32))
@@ -73,8 +78,10 @@ def bench_jax(model_name, size, batches, iters):
                 alpha = model.apply(v, d, method="encode")["alpha"]
             n = d.shape[0]
             tile = lambda a: jnp.broadcast_to(a, (n,) + a.shape[1:])
-            return model.apply(v, tile(wa), [tile(f) for f in feats], alpha,
-                               method="render")["image"]
+            return model.apply(v, tile(wa), [tile(f) for f in feats], alpha, method="render")[
+                "image"
+            ]
+
         frame = jax.jit(frame)
         best, mean = _time(lambda: frame(variables, drv).block_until_ready(), iters)
         rows.append(_row(f"jax_{model_name}_cached_source", b, best, mean))
@@ -83,12 +90,14 @@ def bench_jax(model_name, size, batches, iters):
 
 def bench_torch(path, size, batches, iters, threads):
     import torch
+
     torch.set_num_threads(threads)
     torch.Tensor.cuda = lambda self, *a, **k: self  # the release hard-codes .cuda()
     if not hasattr(torch, "qr"):
         torch.qr = torch.linalg.qr
     sys.path.insert(0, path)
     from networks.generator import Generator
+
     gen = Generator(size, 512, 20, 1).eval()
     rows = []
     for b in batches:
@@ -96,8 +105,9 @@ def bench_torch(path, size, batches, iters, threads):
         drv = torch.rand(b, 3, size, size) * 2 - 1
         with torch.no_grad():
             best, mean = _time(lambda: gen(src, drv), iters)
-        rows.append(_row("torch_release_full", b, best, mean, torch=torch.__version__,
-                         threads=threads))
+        rows.append(
+            _row("torch_release_full", b, best, mean, torch=torch.__version__, threads=threads)
+        )
     return rows
 
 
@@ -111,17 +121,33 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
-    print(json.dumps({"machine": platform.processor() or platform.machine(),
-                      "cpus": os.cpu_count(), "jax": jax.__version__,
-                      "backend": jax.default_backend()}), flush=True)
+    print(
+        json.dumps(
+            {
+                "machine": platform.processor() or platform.machine(),
+                "cpus": os.cpu_count(),
+                "jax": jax.__version__,
+                "backend": jax.default_backend(),
+            }
+        ),
+        flush=True,
+    )
     rows = bench_jax(args.model, args.size, batches, args.iters)
     if args.torch_reference:
         rows += bench_torch(args.torch_reference, args.size, batches, args.iters, args.threads)
         jx = {r["batch"]: r for r in rows if r["run"] == f"jax_{args.model}_full"}
         for r in rows:
             if r["run"] == "torch_release_full" and r["batch"] in jx:
-                print(json.dumps({"speedup_full_vs_torch": round(
-                    r["ms_per_frame"] / jx[r["batch"]]["ms_per_frame"], 2), "batch": r["batch"]}))
+                print(
+                    json.dumps(
+                        {
+                            "speedup_full_vs_torch": round(
+                                r["ms_per_frame"] / jx[r["batch"]]["ms_per_frame"], 2
+                            ),
+                            "batch": r["batch"],
+                        }
+                    )
+                )
 
 
 if __name__ == "__main__":

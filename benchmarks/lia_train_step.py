@@ -29,8 +29,13 @@ RATIO = 4 / 5  # g_reg_every 4 in the release's trainer
 
 def _report(label, times, batch, **extra):
     mean = float(np.mean(times))
-    row = {"run": label, "batch": batch, "s_per_step": round(mean, 3),
-           "s_per_step_best": round(min(times), 3), "examples_per_s": round(batch / mean, 3)}
+    row = {
+        "run": label,
+        "batch": batch,
+        "s_per_step": round(mean, 3),
+        "s_per_step_best": round(min(times), 3),
+        "examples_per_s": round(batch / mean, 3),
+    }
     row.update(extra)
     print(json.dumps(row), flush=True)
     return row
@@ -39,12 +44,13 @@ def _report(label, times, batch, **extra):
 def bench_jax(model_name, size, batch, steps):
     from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
     from jaxtalk.models.lia.generator import LIAGenerator
+
     model = (LIAGenerator if model_name == "lia" else AniTalkerMotion)(size=size)
     rng = np.random.default_rng(0)
     src = jnp.asarray(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32))
     drv = jnp.asarray(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32))
     params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), src[:1], drv[:1]))["params"]
-    tx = optax.adam(0.002 * RATIO, b1=0.0, b2=0.99 ** RATIO)
+    tx = optax.adam(0.002 * RATIO, b1=0.0, b2=0.99**RATIO)
     opt_state = tx.init(params)
 
     def loss_fn(p):
@@ -56,6 +62,7 @@ def bench_jax(model_name, size, batch, steps):
         loss, grads = jax.value_and_grad(loss_fn)(p)
         updates, o = tx.update(grads, o, p)
         return optax.apply_updates(p, updates), o, loss
+
     step = jax.jit(step, donate_argnums=(0, 1))
     t0 = time.perf_counter()
     params, opt_state, loss = step(params, opt_state)
@@ -67,20 +74,27 @@ def bench_jax(model_name, size, batch, steps):
         params, opt_state, loss = step(params, opt_state)
         loss.block_until_ready()
         times.append(time.perf_counter() - t0)
-    return _report(f"jax_{model_name}_g_step_l1", times, batch, first_step_s=round(compile_s, 1),
-                   loss=round(float(loss), 4))
+    return _report(
+        f"jax_{model_name}_g_step_l1",
+        times,
+        batch,
+        first_step_s=round(compile_s, 1),
+        loss=round(float(loss), 4),
+    )
 
 
 def bench_torch(path, size, batch, steps, threads):
     import torch
+
     torch.set_num_threads(threads)
     torch.Tensor.cuda = lambda self, *a, **k: self
     if not hasattr(torch, "qr"):
         torch.qr = torch.linalg.qr
     sys.path.insert(0, path)
     from networks.generator import Generator
+
     gen = Generator(size, 512, 20, 1).train()
-    opt = torch.optim.Adam(gen.parameters(), lr=0.002 * RATIO, betas=(0.0, 0.99 ** RATIO))
+    opt = torch.optim.Adam(gen.parameters(), lr=0.002 * RATIO, betas=(0.0, 0.99**RATIO))
     src = torch.rand(batch, 3, size, size) * 2 - 1
     drv = torch.rand(batch, 3, size, size) * 2 - 1
 
@@ -90,14 +104,16 @@ def bench_torch(path, size, batch, steps, threads):
         loss.backward()
         opt.step()
         return loss
+
     step()
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    return _report("torch_release_g_step_l1", times, batch, torch=torch.__version__,
-                   threads=threads)
+    return _report(
+        "torch_release_g_step_l1", times, batch, torch=torch.__version__, threads=threads
+    )
 
 
 def main():
@@ -109,9 +125,17 @@ def main():
     ap.add_argument("--torch_reference", default="")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    print(json.dumps({"machine": platform.processor() or platform.machine(),
-                      "cpus": os.cpu_count(), "jax": jax.__version__,
-                      "backend": jax.default_backend()}), flush=True)
+    print(
+        json.dumps(
+            {
+                "machine": platform.processor() or platform.machine(),
+                "cpus": os.cpu_count(),
+                "jax": jax.__version__,
+                "backend": jax.default_backend(),
+            }
+        ),
+        flush=True,
+    )
     j = bench_jax(args.model, args.size, args.batch, args.steps)
     if args.torch_reference:
         t = bench_torch(args.torch_reference, args.size, args.batch, args.steps, args.threads)

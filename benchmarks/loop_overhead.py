@@ -24,8 +24,11 @@ def _run(config, label):
     with tempfile.TemporaryDirectory() as workdir:
         out = train(config, workdir)
     rate = config.total_steps / out["loop_seconds"]
-    row = {"run": label, "steps_per_sec": round(rate, 2),
-           "data_wait_ms": round(out.get("perf/data_wait_ms", float("nan")), 3)}
+    row = {
+        "run": label,
+        "steps_per_sec": round(rate, 2),
+        "data_wait_ms": round(out.get("perf/data_wait_ms", float("nan")), 3),
+    }
     if out["checkpoint_block_seconds"]:
         row["checkpoint_block_s_max"] = round(max(out["checkpoint_block_seconds"]), 3)
         row["checkpoints"] = len(out["checkpoint_block_seconds"])
@@ -35,7 +38,7 @@ def _run(config, label):
 
 def _quiet(config, steps):
     config.total_steps = steps
-    config.log.every_steps = steps        # one line at the end
+    config.log.every_steps = steps  # one line at the end
     config.log.progress_bar = False
     config.log.tensorboard = False
     config.eval.every_steps = 0
@@ -62,9 +65,15 @@ def main():
     # Alternate the two runs and keep each one's best, so machine noise hits both alike.
     base, logged = [], []
     for _ in range(args.repeats):
-        base.append(_run(_quiet(toy_regression.get_config("default"), args.steps),
-                         "no logging, no checkpoints"))
-        logged.append(_run(logged_config(), f"logging every {default_log_every} steps + TensorBoard"))
+        base.append(
+            _run(
+                _quiet(toy_regression.get_config("default"), args.steps),
+                "no logging, no checkpoints",
+            )
+        )
+        logged.append(
+            _run(logged_config(), f"logging every {default_log_every} steps + TensorBoard")
+        )
     best = lambda rows: max(r["steps_per_sec"] for r in rows)  # noqa: E731
     overhead = 100 * (best(base) / best(logged) - 1)
     print(f"logging overhead: {overhead:.2f}% of step time")
@@ -79,8 +88,10 @@ def main():
 
 def _state_megabytes(config) -> float:
     t = config.toy
-    params = t.in_dim * t.width + t.depth * (2 * t.width * t.hidden + t.hidden) + t.width * t.out_dim
-    return 4 * params * 4 / 1e6   # params + EMA + Adam mu and nu, float32
+    params = (
+        t.in_dim * t.width + t.depth * (2 * t.width * t.hidden + t.hidden) + t.width * t.out_dim
+    )
+    return 4 * params * 4 / 1e6  # params + EMA + Adam mu and nu, float32
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ def _random_variables(module, *inputs):
 
 def build(name, batch, size):
     from jaxtalk.evaluate import csim, fid, image_metrics, lpips
-    from jaxtalk.models.metric_nets import iresnet, inception
+    from jaxtalk.models.metric_nets import inception, iresnet
     from jaxtalk.models.metric_nets.lpips import LPIPS
 
     x = jnp.zeros((batch, size, size, 3))
@@ -46,8 +46,10 @@ def main():
     parser.add_argument("--metrics", default="psnr,ssim,l1,lpips_alex,lpips_vgg,csim,fid")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    a, b = (jnp.asarray(rng.uniform(size=(args.batch, args.size, args.size, 3)), jnp.float32)
-            for _ in range(2))
+    a, b = (
+        jnp.asarray(rng.uniform(size=(args.batch, args.size, args.size, 3)), jnp.float32)
+        for _ in range(2)
+    )
     print(f"devices: {jax.devices()}")
     for name in args.metrics.split(","):
         fn = build(name, args.batch, args.size)

@@ -22,33 +22,50 @@ from data_pipelines.loaders import default_data_config
 def get_config(arg: str = "paper"):
     c = common.base_config()
     c.task = "anitalker_stage1"
-    c.init_from = ""   # a weights file from `jaxtalk import --release=anitalker_stage1` to fine-tune
+    c.init_from = ""  # a weights file from `jaxtalk import --release=anitalker_stage1` to fine-tune
 
-    c.model = ml_collections.ConfigDict(dict(
-        size=256, style_dim=512, motion_dim=20, width=1.0, disc_width=1.0, stddev_group=4,
-        flow_init_scale=1.0,      # the release's init; see models/lia.py WarpingGenerator
-        hal_deepest_logit=0.0))   # equal HAL weights at init (the paper); see HAL
-    c.loss = ml_collections.ConfigDict(dict(
-        l1=1.0,
-        perceptual=1.0,           # x10 per VGG layer inside the loss, as LIA
-        adversarial=1.0,
-        mutual_information=0.1,   # ours (unpublished)
-        metric_learning=0.1,      # ours (unpublished)
-        aam_margin=0.2, aam_scale=30.0,
-        vgg19_weights="",         # default: <weights dir>/vgg19.safetensors
-    ))
+    c.model = ml_collections.ConfigDict(
+        dict(
+            size=256,
+            style_dim=512,
+            motion_dim=20,
+            width=1.0,
+            disc_width=1.0,
+            stddev_group=4,
+            flow_init_scale=1.0,  # the release's init; see models/lia.py WarpingGenerator
+            hal_deepest_logit=0.0,
+        )
+    )  # equal HAL weights at init (the paper); see HAL
+    c.loss = ml_collections.ConfigDict(
+        dict(
+            l1=1.0,
+            perceptual=1.0,  # x10 per VGG layer inside the loss, as LIA
+            adversarial=1.0,
+            mutual_information=0.1,  # ours (unpublished)
+            metric_learning=0.1,  # ours (unpublished)
+            aam_margin=0.2,
+            aam_scale=30.0,
+            vgg19_weights="",  # default: <weights dir>/vgg19.safetensors
+        )
+    )
     c.data = default_data_config()
     # uint8 frames, normalised on the device: twice the loader rate of float32 on the host.
-    c.data.update(dict(data_dir="data/vox_hdtf_vfhq_256", kind="pairs", num_negatives=1,
-                       image_dtype="uint8"))
+    c.data.update(
+        dict(data_dir="data/vox_hdtf_vfhq_256", kind="pairs", num_negatives=1, image_dtype="uint8")
+    )
 
     g_ratio, d_ratio = 4 / 5, 16 / 17
-    c.optimizers = ml_collections.ConfigDict({
-        "generator": common.optimizer_config("adam", lr=0.002 * g_ratio, b1=0.0, b2=0.99 ** g_ratio),
-        "discriminator": common.optimizer_config("adam", lr=0.002 * d_ratio, b1=0.0,
-                                                 b2=0.99 ** d_ratio),
-        "club": common.optimizer_config("adam", lr=1e-4),
-    })
+    c.optimizers = ml_collections.ConfigDict(
+        {
+            "generator": common.optimizer_config(
+                "adam", lr=0.002 * g_ratio, b1=0.0, b2=0.99**g_ratio
+            ),
+            "discriminator": common.optimizer_config(
+                "adam", lr=0.002 * d_ratio, b1=0.0, b2=0.99**d_ratio
+            ),
+            "club": common.optimizer_config("adam", lr=1e-4),
+        }
+    )
     c.ema = ml_collections.ConfigDict({"generator": 0.999})
     c.batch_size = 64
     c.total_steps = 800_000
@@ -70,7 +87,7 @@ def get_config(arg: str = "paper"):
         c.loss.adversarial = 0.0
         c.loss.mutual_information = 0.0
         c.data.data_dir = "demo_out/data"
-        c.data.samples_per_clip = 8   # the tiny test split has 4 clips
+        c.data.samples_per_clip = 8  # the tiny test split has 4 clips
         # Held-out PSNR at step 400 (one synthetic set, copy baseline 22.00 dB): the
         # release's flow-head init with Adam 2e-3, b1 0.5: 21.75; + flow_init_scale 0.01:
         # 22.20; + lr 6e-3: 22.54; + b1 0.9: 22.63. EMA 0.998 instead of 0.99 lags (-1 dB

@@ -11,7 +11,7 @@ import ml_collections
 # the input side of every kernel over `fsdp`; tensor parallelism shards the output side
 # over `tensor`. A dimension not divisible by its mesh axes stays replicated.
 LOGICAL_AXIS_RULES = (
-    ("activation_batch", ("data", "fsdp")),   # inputs' and activations' batch dimension
+    ("activation_batch", ("data", "fsdp")),  # inputs' and activations' batch dimension
     ("batch", ("data", "fsdp")),
     ("embed", "fsdp"),
     ("conv_in", "fsdp"),
@@ -22,36 +22,46 @@ LOGICAL_AXIS_RULES = (
 )
 
 
-def optimizer_config(name="adam", lr=1e-3, b1=0.9, b2=0.999, weight_decay=0.0,
-                     schedule="constant", warmup_steps=0, clip_norm=0.0):
+def optimizer_config(
+    name="adam",
+    lr=1e-3,
+    b1=0.9,
+    b2=0.999,
+    weight_decay=0.0,
+    schedule="constant",
+    warmup_steps=0,
+    clip_norm=0.0,
+):
     """One optimizer: an optax chain (clip -> optimizer) with a learning-rate schedule."""
-    return ml_collections.ConfigDict(dict(
-        name=name,                # adam | adamw | sgd | lion
-        lr=lr,
-        b1=b1,
-        b2=b2,
-        eps=1e-8,
-        weight_decay=weight_decay,
-        schedule=schedule,        # constant | cosine | linear
-        warmup_steps=warmup_steps,
-        decay_steps=0,            # 0: the run's total steps
-        end_lr_factor=0.0,
-        clip_norm=clip_norm,      # 0 disables global-norm clipping
-    ))
+    return ml_collections.ConfigDict(
+        dict(
+            name=name,  # adam | adamw | sgd | lion
+            lr=lr,
+            b1=b1,
+            b2=b2,
+            eps=1e-8,
+            weight_decay=weight_decay,
+            schedule=schedule,  # constant | cosine | linear
+            warmup_steps=warmup_steps,
+            decay_steps=0,  # 0: the run's total steps
+            end_lr_factor=0.0,
+            clip_norm=clip_norm,  # 0 disables global-norm clipping
+        )
+    )
 
 
 def base_config():
     c = ml_collections.ConfigDict()
-    c.task = ""                   # module name under jaxtalk/tasks/
+    c.task = ""  # module name under jaxtalk/tasks/
     c.seed = 0
     c.total_steps = 1000
-    c.batch_size = 8              # global batch, split over processes and devices
-    c.grad_accum_steps = 1        # micro-batches per step (batch_size must divide)
+    c.batch_size = 8  # global batch, split over processes and devices
+    c.grad_accum_steps = 1  # micro-batches per step (batch_size must divide)
 
     # Numerics: params are float32; compute in `dtype` where the task honours it.
-    c.dtype = "float32"           # float32 | bfloat16
-    c.remat_policy = "none"       # none | full | dots (rematerialise the loss functions)
-    c.nan_policy = "skip"         # skip: drop the update and count it | stop: halt with a message
+    c.dtype = "float32"  # float32 | bfloat16
+    c.remat_policy = "none"  # none | full | dots (rematerialise the loss functions)
+    c.nan_policy = "skip"  # skip: drop the update and count it | stop: halt with a message
 
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     # Multi-slice: the DCN (between-slice) factor of each axis; all ones = one slice.
@@ -61,34 +71,40 @@ def base_config():
     # Optimizers by parameter group; tasks name their groups (e.g. generator and
     # discriminator) and a group without an optimizer is frozen.
     c.optimizers = ml_collections.ConfigDict({"model": optimizer_config()})
-    c.ema = ml_collections.ConfigDict()   # group -> decay, e.g. {"model": 0.999}
+    c.ema = ml_collections.ConfigDict()  # group -> decay, e.g. {"model": 0.999}
     # Regexes over 'group/path/to/param' whose params never change (e.g. a pretrained
     # encoder inside the generator group).
     c.frozen = ()
     # 'REGEX=FACTOR' entries over the same paths: that sub-tree's updates times FACTOR.
     c.lr_multipliers = ()
 
-    c.checkpoint = ml_collections.ConfigDict(dict(
-        every_steps=500,
-        keep=3,
-        best_metric="",           # eval metric to keep the best of ("" disables)
-        best_mode="max",
-        keep_best=1,
-        async_save=True,
-    ))
-    c.log = ml_collections.ConfigDict(dict(
-        every_steps=50,
-        tensorboard=True,
-        progress_bar=True,
-    ))
+    c.checkpoint = ml_collections.ConfigDict(
+        dict(
+            every_steps=500,
+            keep=3,
+            best_metric="",  # eval metric to keep the best of ("" disables)
+            best_mode="max",
+            keep_best=1,
+            async_save=True,
+        )
+    )
+    c.log = ml_collections.ConfigDict(
+        dict(
+            every_steps=50,
+            tensorboard=True,
+            progress_bar=True,
+        )
+    )
     c.eval = ml_collections.ConfigDict(dict(every_steps=0, num_batches=4, split="test"))
     c.samples = ml_collections.ConfigDict(dict(every_steps=0, num=4))
-    c.data = ml_collections.ConfigDict()   # the task's data settings (e.g. data_pipelines.loaders)
-    c.device_prefetch = 2         # global batches assembled on device ahead of the step
-    c.distributed = ml_collections.ConfigDict(dict(
-        initialize="auto",        # auto: when the environment describes a cluster | yes | no
-        coordinator_address="",
-        num_processes=0,
-        process_id=-1,
-    ))
+    c.data = ml_collections.ConfigDict()  # the task's data settings (e.g. data_pipelines.loaders)
+    c.device_prefetch = 2  # global batches assembled on device ahead of the step
+    c.distributed = ml_collections.ConfigDict(
+        dict(
+            initialize="auto",  # auto: when the environment describes a cluster | yes | no
+            coordinator_address="",
+            num_processes=0,
+            process_id=-1,
+        )
+    )
     return c

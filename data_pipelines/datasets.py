@@ -15,9 +15,9 @@ from data_pipelines.synthetic import generate
 
 @dataclasses.dataclass(frozen=True)
 class DatasetDef:
-  parse: Callable[..., Any]  # (manual_dir, **options) -> (specs, SkipReport)
-  filters: filters.FilterConfig = filters.FilterConfig()
-  options: tuple[str, ...] = ()  # parser keyword options the command may pass
+    parse: Callable[..., Any]  # (manual_dir, **options) -> (specs, SkipReport)
+    filters: filters.FilterConfig = filters.FilterConfig()
+    options: tuple[str, ...] = ()  # parser keyword options the command may pass
 
 
 # Synthetic clips are short and flat-shaded: the real-data thresholds would reject them.
@@ -29,33 +29,59 @@ DATASETS = {
     "hdtf": DatasetDef(hdtf.parse, options=("test_list", "test_fraction")),
     "vfhq": DatasetDef(vfhq.parse),
     "celebvhq": DatasetDef(celebvhq.parse, options=("test_list", "test_fraction", "info_file")),
-    "synthetic": DatasetDef(functools.partial(voxceleb.parse, version=2, dataset="synthetic"), SYNTHETIC_FILTERS),
+    "synthetic": DatasetDef(
+        functools.partial(voxceleb.parse, version=2, dataset="synthetic"), SYNTHETIC_FILTERS
+    ),
 }
 
 
-def prepare_dataset(name: str, manual_dir: str, out_dir: str, *, size: int = 256,
-                    filter_overrides: dict[str, Any] | None = None, parser_options: dict[str, Any] | None = None,
-                    clips_per_shard: int = 64, num_workers: int = 0, jpeg_quality: int = 95,
-                    synthetic: generate.SyntheticConfig | None = None, log=print) -> dict[str, Any]:
-  """Parses `manual_dir`, processes every clip into `out_dir` shards, writes dataset_info.json.
+def prepare_dataset(
+    name: str,
+    manual_dir: str,
+    out_dir: str,
+    *,
+    size: int = 256,
+    filter_overrides: dict[str, Any] | None = None,
+    parser_options: dict[str, Any] | None = None,
+    clips_per_shard: int = 64,
+    num_workers: int = 0,
+    jpeg_quality: int = 95,
+    synthetic: generate.SyntheticConfig | None = None,
+    log=print,
+) -> dict[str, Any]:
+    """Parses `manual_dir`, processes every clip into `out_dir` shards, writes dataset_info.json.
 
-  For "synthetic", the raw set is generated into `manual_dir` first (default `<out_dir>/raw`).
-  """
-  if name not in DATASETS:
-    raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
-  ds = DATASETS[name]
-  if name == "synthetic":
-    manual_dir = manual_dir or os.path.join(out_dir, "raw")
-    log(f"generating synthetic talking heads in {manual_dir}")
-    generate.generate(manual_dir, synthetic or generate.SyntheticConfig(), log=log)
-  if not manual_dir or not os.path.isdir(manual_dir):
-    raise FileNotFoundError(f"--manual_dir {manual_dir!r} is not a directory (put the {name} download there)")
-  options = {k: v for k, v in (parser_options or {}).items() if v is not None}
-  unknown = set(options) - set(ds.options)
-  if unknown:
-    raise ValueError(f"{name} does not take {sorted(unknown)} (takes {list(ds.options) or 'no options'})")
-  specs, report = ds.parse(manual_dir, **options)
-  flt = dataclasses.replace(ds.filters, **{k: v for k, v in (filter_overrides or {}).items() if v is not None})
-  cfg = ProcessConfig(size=size, jpeg_quality=jpeg_quality, filters=flt)
-  return pipeline.prepare(specs, report, out_dir, name=name, cfg=cfg, clips_per_shard=clips_per_shard,
-                          num_workers=num_workers, log=log)
+    For "synthetic", the raw set is generated into `manual_dir` first (default `<out_dir>/raw`).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+    ds = DATASETS[name]
+    if name == "synthetic":
+        manual_dir = manual_dir or os.path.join(out_dir, "raw")
+        log(f"generating synthetic talking heads in {manual_dir}")
+        generate.generate(manual_dir, synthetic or generate.SyntheticConfig(), log=log)
+    if not manual_dir or not os.path.isdir(manual_dir):
+        raise FileNotFoundError(
+            f"--manual_dir {manual_dir!r} is not a directory (put the {name} download there)"
+        )
+    options = {k: v for k, v in (parser_options or {}).items() if v is not None}
+    unknown = set(options) - set(ds.options)
+    if unknown:
+        raise ValueError(
+            f"{name} does not take {sorted(unknown)} (takes {list(ds.options) or 'no options'})"
+        )
+    specs, report = ds.parse(manual_dir, **options)
+    flt = dataclasses.replace(
+        ds.filters, **{k: v for k, v in (filter_overrides or {}).items() if v is not None}
+    )
+    cfg = ProcessConfig(size=size, jpeg_quality=jpeg_quality, filters=flt)
+    return pipeline.prepare(
+        specs,
+        report,
+        out_dir,
+        name=name,
+        cfg=cfg,
+        clips_per_shard=clips_per_shard,
+        num_workers=num_workers,
+        log=log,
+    )

@@ -12,34 +12,61 @@ from data_pipelines.clip_spec import ClipSpec, SkipReport
 from data_pipelines.process import ProcessConfig, process_clip
 
 
-def prepare(specs: list[ClipSpec], parse_report: SkipReport, out_dir: str, *, name: str,
-            cfg: ProcessConfig, clips_per_shard: int = 64, num_workers: int = 0,
-            process_fn=None, log=print) -> dict[str, Any]:
-  """Processes `specs` into `out_dir` (skipping finished shards) and writes the info file."""
-  t0 = time.time()
-  process_fn = process_fn or process_clip  # looked up at call time (tests patch it)
-  identities = sorted({s.identity for s in specs})
-  identity_index = {ident: i for i, ident in enumerate(identities)}
-  shards = shard_writer.plan_shards(specs, clips_per_shard, cfg)
-  log(f"{name}: {len(specs)} clips, {len(identities)} identities, {len(shards)} shards -> {out_dir}"
-      f" ({parse_report.summary()} while parsing)")
-  state = {"done": 0}
+def prepare(
+    specs: list[ClipSpec],
+    parse_report: SkipReport,
+    out_dir: str,
+    *,
+    name: str,
+    cfg: ProcessConfig,
+    clips_per_shard: int = 64,
+    num_workers: int = 0,
+    process_fn=None,
+    log=print,
+) -> dict[str, Any]:
+    """Processes `specs` into `out_dir` (skipping finished shards) and writes the info file."""
+    t0 = time.time()
+    process_fn = process_fn or process_clip  # looked up at call time (tests patch it)
+    identities = sorted({s.identity for s in specs})
+    identity_index = {ident: i for i, ident in enumerate(identities)}
+    shards = shard_writer.plan_shards(specs, clips_per_shard, cfg)
+    log(
+        f"{name}: {len(specs)} clips, {len(identities)} identities, {len(shards)} shards -> {out_dir}"
+        f" ({parse_report.summary()} while parsing)"
+    )
+    state = {"done": 0}
 
-  def progress(shard: shard_writer.Shard, marker: dict) -> None:
-    state["done"] += 1
-    log(f"  [{state['done']}] {shard.split} shard {shard.index + 1}/{shard.count}: "
-        f"{len(marker['records'])} clips written, {sum(marker['rejected'].values())} rejected "
-        f"({time.time() - t0:.1f}s)")
+    def progress(shard: shard_writer.Shard, marker: dict) -> None:
+        state["done"] += 1
+        log(
+            f"  [{state['done']}] {shard.split} shard {shard.index + 1}/{shard.count}: "
+            f"{len(marker['records'])} clips written, {sum(marker['rejected'].values())} rejected "
+            f"({time.time() - t0:.1f}s)"
+        )
 
-  written, skipped = shard_writer.write_shards(shards, out_dir, cfg, identity_index, num_workers=num_workers,
-                                           process_fn=process_fn, progress=progress)
-  if skipped:
-    log(f"  {skipped} shards were already finished (resumed run)")
-  config = {k: v for k, v in dataclasses.asdict(cfg).items()}
-  result = info_lib.build_info(out_dir, name=name, config=config, identities=identities,
-                               parse_skips=dict(parse_report.counts))
-  log(f"{name}: {result['num_clips']} clips, {result['hours']:.3f} h in "
-      + ", ".join(f"{k}={v['num_clips']}" for k, v in result["splits"].items())
-      + f"; rejected {result['rejected'] or 'none'}; parse skipped {result['parse_skipped'] or 'none'}"
-      + f" ({time.time() - t0:.1f}s)")
-  return result
+    written, skipped = shard_writer.write_shards(
+        shards,
+        out_dir,
+        cfg,
+        identity_index,
+        num_workers=num_workers,
+        process_fn=process_fn,
+        progress=progress,
+    )
+    if skipped:
+        log(f"  {skipped} shards were already finished (resumed run)")
+    config = {k: v for k, v in dataclasses.asdict(cfg).items()}
+    result = info_lib.build_info(
+        out_dir,
+        name=name,
+        config=config,
+        identities=identities,
+        parse_skips=dict(parse_report.counts),
+    )
+    log(
+        f"{name}: {result['num_clips']} clips, {result['hours']:.3f} h in "
+        + ", ".join(f"{k}={v['num_clips']}" for k, v in result["splits"].items())
+        + f"; rejected {result['rejected'] or 'none'}; parse skipped {result['parse_skipped'] or 'none'}"
+        + f" ({time.time() - t0:.1f}s)"
+    )
+    return result

@@ -22,106 +22,127 @@ from jaxtalk.media.video import read_video
 
 
 class ClipRejected(Exception):
-  def __init__(self, reason: str, detail: str = ""):
-    super().__init__(f"{reason}: {detail}" if detail else reason)
-    self.reason = reason
-    self.detail = detail
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
 
 
 @dataclasses.dataclass(frozen=True)
 class ProcessConfig:
-  size: int = 256  # output side in pixels (256 AniTalker/LivePortrait, 512 AniPortrait/MegActor)
-  fps: float = 25.0
-  sample_rate: int = 16000
-  jpeg_quality: int = 95
-  filters: filters.FilterConfig = filters.FilterConfig()
+    size: int = 256  # output side in pixels (256 AniTalker/LivePortrait, 512 AniPortrait/MegActor)
+    fps: float = 25.0
+    sample_rate: int = 16000
+    jpeg_quality: int = 95
+    filters: filters.FilterConfig = filters.FilterConfig()
 
 
 def _time_range(spec: ClipSpec, info: MediaInfo, fps: float) -> tuple[float, int]:
-  """Start second and whole number of output frames for the clip, clamped to the video."""
-  end = spec.end_sec if spec.end_sec is not None else info.duration
-  if info.duration is not None and end is not None:
-    end = min(end, info.duration)
-  if end is None:
-    raise ClipRejected("unknown duration", spec.video_path)
-  num_frames = int(np.floor((end - spec.start_sec) * fps + 1e-6))
-  if num_frames <= 0:
-    raise ClipRejected("empty time range", f"{spec.clip_id} {spec.start_sec:.2f}-{end:.2f}s in {spec.video_path}")
-  return spec.start_sec, num_frames
+    """Start second and whole number of output frames for the clip, clamped to the video."""
+    end = spec.end_sec if spec.end_sec is not None else info.duration
+    if info.duration is not None and end is not None:
+        end = min(end, info.duration)
+    if end is None:
+        raise ClipRejected("unknown duration", spec.video_path)
+    num_frames = int(np.floor((end - spec.start_sec) * fps + 1e-6))
+    if num_frames <= 0:
+        raise ClipRejected(
+            "empty time range",
+            f"{spec.clip_id} {spec.start_sec:.2f}-{end:.2f}s in {spec.video_path}",
+        )
+    return spec.start_sec, num_frames
 
 
-def _load_attributes(spec: ClipSpec, start: float, num_frames: int, fps: float,
-                     box: tuple[int, int, int, int]) -> dict[str, np.ndarray]:
-  """Per-output-frame attributes sampled from the source-frame arrays of `attributes_path`.
+def _load_attributes(
+    spec: ClipSpec, start: float, num_frames: int, fps: float, box: tuple[int, int, int, int]
+) -> dict[str, np.ndarray]:
+    """Per-output-frame attributes sampled from the source-frame arrays of `attributes_path`.
 
-  Arrays named `*_xy` hold source-pixel (x, y) pairs; they are mapped into the crop, 0..1.
-  """
-  if not spec.attributes_path:
-    return {}
-  with np.load(spec.attributes_path) as data:
-    src_fps = float(data["fps"])
-    out = {}
-    for name in data.files:
-      if name == "fps":
-        continue
-      values = data[name].astype(np.float32)
-      idx = np.round((start + np.arange(num_frames) / fps) * src_fps).astype(int)
-      values = values[np.clip(idx, 0, len(values) - 1)].reshape(num_frames, -1)
-      if name.endswith("_xy"):
-        values = (values.reshape(num_frames, -1, 2) - np.array(box[:2])) / box[2]
-        values = values.reshape(num_frames, -1).astype(np.float32)
-      out[name] = values
-    return out
+    Arrays named `*_xy` hold source-pixel (x, y) pairs; they are mapped into the crop, 0..1.
+    """
+    if not spec.attributes_path:
+        return {}
+    with np.load(spec.attributes_path) as data:
+        src_fps = float(data["fps"])
+        out = {}
+        for name in data.files:
+            if name == "fps":
+                continue
+            values = data[name].astype(np.float32)
+            idx = np.round((start + np.arange(num_frames) / fps) * src_fps).astype(int)
+            values = values[np.clip(idx, 0, len(values) - 1)].reshape(num_frames, -1)
+            if name.endswith("_xy"):
+                values = (values.reshape(num_frames, -1, 2) - np.array(box[:2])) / box[2]
+                values = values.reshape(num_frames, -1).astype(np.float32)
+            out[name] = values
+        return out
 
 
 def process_clip(spec: ClipSpec, cfg: ProcessConfig) -> ClipRecord:
-  try:
-    info = probe(spec.video_path)
-  except MediaError as e:
-    reason = "missing video" if not os.path.exists(spec.video_path) else "unreadable video"
-    raise ClipRejected(reason, str(e)) from None
-  if not info.has_video:
-    raise ClipRejected("unreadable video", f"{spec.video_path}: no video stream")
-  if not info.has_audio:
-    raise ClipRejected("missing audio", f"{spec.video_path}: no audio stream")
-  start, num_frames = _time_range(spec, info, cfg.fps)
-  if reason := filters.check_length(num_frames, cfg.filters):
-    raise ClipRejected(reason, f"{spec.clip_id}: {num_frames} frames")
+    try:
+        info = probe(spec.video_path)
+    except MediaError as e:
+        reason = "missing video" if not os.path.exists(spec.video_path) else "unreadable video"
+        raise ClipRejected(reason, str(e)) from None
+    if not info.has_video:
+        raise ClipRejected("unreadable video", f"{spec.video_path}: no video stream")
+    if not info.has_audio:
+        raise ClipRejected("missing audio", f"{spec.video_path}: no audio stream")
+    start, num_frames = _time_range(spec, info, cfg.fps)
+    if reason := filters.check_length(num_frames, cfg.filters):
+        raise ClipRejected(reason, f"{spec.clip_id}: {num_frames} frames")
 
-  if spec.boxes is None:
-    boxes = np.array([[0, 0, info.width, info.height]], np.float64)
-  else:
-    boxes = crop.to_pixels(spec.boxes, info.width, info.height, spec.box_ref_height)
-  box = crop.clip_box(boxes, info.width, info.height, spec.crop_scale)
-  if box is None:
-    raise ClipRejected("invalid box", spec.clip_id)
-  if reason := filters.check_crop(box[2], cfg.filters):
-    raise ClipRejected(reason, f"{spec.clip_id}: {box[2]} px")
+    if spec.boxes is None:
+        boxes = np.array([[0, 0, info.width, info.height]], np.float64)
+    else:
+        boxes = crop.to_pixels(spec.boxes, info.width, info.height, spec.box_ref_height)
+    box = crop.clip_box(boxes, info.width, info.height, spec.crop_scale)
+    if box is None:
+        raise ClipRejected("invalid box", spec.clip_id)
+    if reason := filters.check_crop(box[2], cfg.filters):
+        raise ClipRejected(reason, f"{spec.clip_id}: {box[2]} px")
 
-  duration = num_frames / cfg.fps
-  try:
-    frames, _ = read_video(spec.video_path, fps=cfg.fps, start=start, duration=duration,
-                           crop=box, size=cfg.size, max_frames=num_frames)
-    audio = read_audio(spec.video_path, cfg.sample_rate, start=start, duration=duration)
-  except MediaError as e:
-    raise ClipRejected("unreadable video", str(e)) from None
-  num_frames = len(frames)  # the stream may end early (container duration is approximate)
-  if reason := filters.check_length(num_frames, cfg.filters):
-    raise ClipRejected(reason, f"{spec.clip_id}: {num_frames} frames decoded")
+    duration = num_frames / cfg.fps
+    try:
+        frames, _ = read_video(
+            spec.video_path,
+            fps=cfg.fps,
+            start=start,
+            duration=duration,
+            crop=box,
+            size=cfg.size,
+            max_frames=num_frames,
+        )
+        audio = read_audio(spec.video_path, cfg.sample_rate, start=start, duration=duration)
+    except MediaError as e:
+        raise ClipRejected("unreadable video", str(e)) from None
+    num_frames = len(frames)  # the stream may end early (container duration is approximate)
+    if reason := filters.check_length(num_frames, cfg.filters):
+        raise ClipRejected(reason, f"{spec.clip_id}: {num_frames} frames decoded")
 
-  # Frame k covers samples [k * spf, (k + 1) * spf): pad/trim the tail so it always holds.
-  spf = cfg.sample_rate / cfg.fps
-  if spf != int(spf):
-    raise ValueError(f"sample_rate / fps must be an integer, got {cfg.sample_rate} / {cfg.fps}")
-  want = num_frames * int(spf)
-  audio = np.pad(audio[:want], (0, max(0, want - len(audio))))
+    # Frame k covers samples [k * spf, (k + 1) * spf): pad/trim the tail so it always holds.
+    spf = cfg.sample_rate / cfg.fps
+    if spf != int(spf):
+        raise ValueError(f"sample_rate / fps must be an integer, got {cfg.sample_rate} / {cfg.fps}")
+    want = num_frames * int(spf)
+    audio = np.pad(audio[:want], (0, max(0, want - len(audio))))
 
-  if reason := filters.check_frames(frames, cfg.filters):
-    raise ClipRejected(reason, spec.clip_id)
-  attributes = _load_attributes(spec, start, num_frames, cfg.fps, box)
-  if reason := filters.check_pose(attributes, cfg.filters):
-    raise ClipRejected(reason, spec.clip_id)
-  return ClipRecord(
-      clip_id=spec.clip_id, dataset=spec.dataset, identity=spec.identity, split=spec.split,
-      fps=cfg.fps, sample_rate=cfg.sample_rate, frames=frames, audio=to_int16(audio),
-      crop_box=box, source_size=(info.width, info.height), attributes=attributes, extra=dict(spec.extra))
+    if reason := filters.check_frames(frames, cfg.filters):
+        raise ClipRejected(reason, spec.clip_id)
+    attributes = _load_attributes(spec, start, num_frames, cfg.fps, box)
+    if reason := filters.check_pose(attributes, cfg.filters):
+        raise ClipRejected(reason, spec.clip_id)
+    return ClipRecord(
+        clip_id=spec.clip_id,
+        dataset=spec.dataset,
+        identity=spec.identity,
+        split=spec.split,
+        fps=cfg.fps,
+        sample_rate=cfg.sample_rate,
+        frames=frames,
+        audio=to_int16(audio),
+        crop_box=box,
+        source_size=(info.width, info.height),
+        attributes=attributes,
+        extra=dict(spec.extra),
+    )

@@ -27,97 +27,108 @@ from typing import Any
 
 import msgpack
 import numpy as np
-from PIL import Image
 import simplejpeg
+from PIL import Image
 
 _ND = "__nd__"
 FORMAT_VERSION = 2  # of the shards `shard_writer` writes (see the module doc)
 
 
 def _default(obj: Any) -> Any:
-  if isinstance(obj, np.ndarray):
-    return {_ND: [obj.dtype.str, list(obj.shape), np.ascontiguousarray(obj).tobytes()]}
-  if isinstance(obj, np.generic):
-    return obj.item()
-  raise TypeError(f"cannot serialize {type(obj)}")
+    if isinstance(obj, np.ndarray):
+        return {_ND: [obj.dtype.str, list(obj.shape), np.ascontiguousarray(obj).tobytes()]}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot serialize {type(obj)}")
 
 
 def _object_hook(obj: dict) -> Any:
-  if _ND in obj and len(obj) == 1:
-    dtype, shape, data = obj[_ND]
-    return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
-  return obj
+    if _ND in obj and len(obj) == 1:
+        dtype, shape, data = obj[_ND]
+        return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
+    return obj
 
 
 def pack(record: dict[str, Any]) -> bytes:
-  return msgpack.packb(record, default=_default, use_bin_type=True)
+    return msgpack.packb(record, default=_default, use_bin_type=True)
 
 
 def unpack(data: bytes) -> dict[str, Any]:
-  return msgpack.unpackb(data, object_hook=_object_hook, raw=False)
+    return msgpack.unpackb(data, object_hook=_object_hook, raw=False)
 
 
 @dataclasses.dataclass
 class ClipRecord:
-  """One processed clip (what `process.process_clip` returns and shards store)."""
-  clip_id: str
-  dataset: str
-  identity: str
-  split: str
-  fps: float
-  sample_rate: int
-  frames: np.ndarray  # uint8 [N, S, S, 3] (JPEG-encoded when stored)
-  audio: np.ndarray  # int16 [N * sample_rate / fps]
-  crop_box: tuple[int, int, int, int]
-  source_size: tuple[int, int]
-  attributes: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
-  extra: dict[str, str] = dataclasses.field(default_factory=dict)
-  identity_index: int = -1
+    """One processed clip (what `process.process_clip` returns and shards store)."""
 
-  @property
-  def num_frames(self) -> int:
-    return len(self.frames)
+    clip_id: str
+    dataset: str
+    identity: str
+    split: str
+    fps: float
+    sample_rate: int
+    frames: np.ndarray  # uint8 [N, S, S, 3] (JPEG-encoded when stored)
+    audio: np.ndarray  # int16 [N * sample_rate / fps]
+    crop_box: tuple[int, int, int, int]
+    source_size: tuple[int, int]
+    attributes: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    extra: dict[str, str] = dataclasses.field(default_factory=dict)
+    identity_index: int = -1
 
-  def header(self) -> dict[str, Any]:
-    """Everything but the frames, as stored."""
-    return {
-        "clip_id": self.clip_id, "dataset": self.dataset, "identity": self.identity,
-        "identity_index": int(self.identity_index), "split": self.split, "fps": float(self.fps),
-        "sample_rate": int(self.sample_rate), "num_frames": self.num_frames,
-        "audio": np.asarray(self.audio, np.int16),
-        "crop_box": np.asarray(self.crop_box, np.int32), "source_size": np.asarray(self.source_size, np.int32),
-        "attributes": {k: np.asarray(v, np.float32) for k, v in self.attributes.items()},
-        "extra": dict(self.extra),
-    }
+    @property
+    def num_frames(self) -> int:
+        return len(self.frames)
 
-  def to_records(self, jpeg_quality: int = 95) -> list[bytes]:
-    """Format 2: the header record, then one record of JPEG bytes per frame."""
-    return [pack({**self.header(), "format": FORMAT_VERSION})] + [encode_jpeg(f, jpeg_quality) for f in self.frames]
+    def header(self) -> dict[str, Any]:
+        """Everything but the frames, as stored."""
+        return {
+            "clip_id": self.clip_id,
+            "dataset": self.dataset,
+            "identity": self.identity,
+            "identity_index": int(self.identity_index),
+            "split": self.split,
+            "fps": float(self.fps),
+            "sample_rate": int(self.sample_rate),
+            "num_frames": self.num_frames,
+            "audio": np.asarray(self.audio, np.int16),
+            "crop_box": np.asarray(self.crop_box, np.int32),
+            "source_size": np.asarray(self.source_size, np.int32),
+            "attributes": {k: np.asarray(v, np.float32) for k, v in self.attributes.items()},
+            "extra": dict(self.extra),
+        }
 
-  def to_bytes(self, jpeg_quality: int = 95) -> bytes:
-    """The self-contained clip blob (format 1 shards, tfds examples); read with `unpack`."""
-    return pack({**self.header(), "frames": [encode_jpeg(f, jpeg_quality) for f in self.frames]})
+    def to_records(self, jpeg_quality: int = 95) -> list[bytes]:
+        """Format 2: the header record, then one record of JPEG bytes per frame."""
+        return [pack({**self.header(), "format": FORMAT_VERSION})] + [
+            encode_jpeg(f, jpeg_quality) for f in self.frames
+        ]
+
+    def to_bytes(self, jpeg_quality: int = 95) -> bytes:
+        """The self-contained clip blob (format 1 shards, tfds examples); read with `unpack`."""
+        return pack(
+            {**self.header(), "frames": [encode_jpeg(f, jpeg_quality) for f in self.frames]}
+        )
 
 
 def encode_jpeg(frame: np.ndarray, quality: int = 95) -> bytes:
-  buf = io.BytesIO()
-  Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
-  return buf.getvalue()
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
 
 
 def decode_jpeg(data: bytes, min_size: int = 0, out: np.ndarray | None = None) -> np.ndarray:
-  """JPEG bytes -> uint8 [H, W, 3] (libjpeg-turbo through simplejpeg, ~2x PIL's speed).
+    """JPEG bytes -> uint8 [H, W, 3] (libjpeg-turbo through simplejpeg, ~2x PIL's speed).
 
-  `min_size` > 0 lets libjpeg scale down in the DCT (by 1/2, 1/4, 1/8) while both sides
-  stay >= min_size: a 512 frame wanted at 256 decodes at 256 for a quarter of the work.
-  `out`: a C-contiguous uint8 [H, W, 3] to decode into when the image has exactly that
-  size (saves a copy of every frame when the caller stacks them); returned if used.
-  """
-  if out is not None and simplejpeg.decode_jpeg_header(data)[:2] == out.shape[:2]:
-    return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
-  return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=min_size, min_width=min_size)
+    `min_size` > 0 lets libjpeg scale down in the DCT (by 1/2, 1/4, 1/8) while both sides
+    stay >= min_size: a 512 frame wanted at 256 decodes at 256 for a quarter of the work.
+    `out`: a C-contiguous uint8 [H, W, 3] to decode into when the image has exactly that
+    size (saves a copy of every frame when the caller stacks them); returned if used.
+    """
+    if out is not None and simplejpeg.decode_jpeg_header(data)[:2] == out.shape[:2]:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
+    return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=min_size, min_width=min_size)
 
 
 def samples_per_frame(record: dict[str, Any]) -> int:
-  """Audio samples per video frame (640 at 16 kHz / 25 fps); records keep this an integer."""
-  return int(round(record["sample_rate"] / record["fps"]))
+    """Audio samples per video frame (640 at 16 kHz / 25 fps); records keep this an integer."""
+    return int(round(record["sample_rate"] / record["fps"]))

@@ -28,112 +28,144 @@ ProcessFn = Callable[[ClipSpec, ProcessConfig], "object"]
 
 @dataclasses.dataclass(frozen=True)
 class Shard:
-  split: str
-  index: int
-  count: int
-  specs: tuple[ClipSpec, ...]
-  fingerprint: str  # hash of the clip ids and the processing config
+    split: str
+    index: int
+    count: int
+    specs: tuple[ClipSpec, ...]
+    fingerprint: str  # hash of the clip ids and the processing config
 
-  def path(self, out_dir: str) -> str:
-    return os.path.join(out_dir, f"{self.split}.array_record-{self.index:05d}-of-{self.count:05d}")
+    def path(self, out_dir: str) -> str:
+        return os.path.join(
+            out_dir, f"{self.split}.array_record-{self.index:05d}-of-{self.count:05d}"
+        )
 
 
 def marker_path(shard_path: str) -> str:
-  return shard_path + ".json"
+    return shard_path + ".json"
 
 
 def plan_shards(specs: Iterable[ClipSpec], clips_per_shard: int, cfg: ProcessConfig) -> list[Shard]:
-  by_split: dict[str, list[ClipSpec]] = {}
-  for spec in specs:
-    by_split.setdefault(spec.split, []).append(spec)
-  shards = []
-  for split in sorted(by_split):
-    ordered = sorted(by_split[split], key=lambda s: s.clip_id)
-    count = max(1, -(-len(ordered) // clips_per_shard))
-    for i in range(count):
-      chunk = tuple(ordered[i * clips_per_shard:(i + 1) * clips_per_shard])
-      h = hashlib.sha1(repr(cfg).encode())
-      for spec in chunk:
-        h.update(f"{spec.clip_id}|{spec.video_path}|{spec.start_sec}|{spec.end_sec}\n".encode())
-      shards.append(Shard(split, i, count, chunk, h.hexdigest()[:16]))
-  return shards
+    by_split: dict[str, list[ClipSpec]] = {}
+    for spec in specs:
+        by_split.setdefault(spec.split, []).append(spec)
+    shards = []
+    for split in sorted(by_split):
+        ordered = sorted(by_split[split], key=lambda s: s.clip_id)
+        count = max(1, -(-len(ordered) // clips_per_shard))
+        for i in range(count):
+            chunk = tuple(ordered[i * clips_per_shard : (i + 1) * clips_per_shard])
+            h = hashlib.sha1(repr(cfg).encode())
+            for spec in chunk:
+                h.update(
+                    f"{spec.clip_id}|{spec.video_path}|{spec.start_sec}|{spec.end_sec}\n".encode()
+                )
+            shards.append(Shard(split, i, count, chunk, h.hexdigest()[:16]))
+    return shards
 
 
 def read_marker(path: str) -> dict | None:
-  try:
-    with open(marker_path(path)) as f:
-      return json.load(f)
-  except (FileNotFoundError, json.JSONDecodeError):
-    return None
+    try:
+        with open(marker_path(path)) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
 
 
 def is_done(shard: Shard, out_dir: str) -> bool:
-  marker = read_marker(shard.path(out_dir))
-  if marker is None:
-    return False
-  if marker.get("fingerprint") != shard.fingerprint:
-    raise RuntimeError(
-        f"{marker_path(shard.path(out_dir))}: written for a different clip list or config; "
-        "use a fresh --out_dir (or delete the old shards) to rebuild")
-  return os.path.exists(shard.path(out_dir))
+    marker = read_marker(shard.path(out_dir))
+    if marker is None:
+        return False
+    if marker.get("fingerprint") != shard.fingerprint:
+        raise RuntimeError(
+            f"{marker_path(shard.path(out_dir))}: written for a different clip list or config; "
+            "use a fresh --out_dir (or delete the old shards) to rebuild"
+        )
+    return os.path.exists(shard.path(out_dir))
 
 
 def _atomic_write_json(path: str, obj: dict) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f)
-  os.replace(tmp, path)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
 
 
-def write_shard(shard: Shard, out_dir: str, cfg: ProcessConfig, identity_index: dict[str, int],
-                process_fn: ProcessFn = process_clip) -> dict:
-  """Processes every clip of `shard`, writes the records, then the marker; returns the marker."""
-  path = shard.path(out_dir)
-  tmp = path + ".tmp"
-  skips = SkipReport()
-  records = []
-  # group_size 1: every record (a single frame) is read on its own; uncompressed: JPEG and
-  # PCM do not compress, and decompressing cost the loader more than the reads.
-  writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1,uncompressed")
-  try:
-    for spec in shard.specs:
-      try:
-        record = process_fn(spec, cfg)
-      except ClipRejected as e:
-        skips.skip(e.reason, e.detail or spec.clip_id)
-        logging.info("skipped %s: %s", spec.clip_id, e)
-        continue
-      record.identity_index = identity_index[spec.identity]
-      for data in record.to_records(cfg.jpeg_quality):
-        writer.write(data)
-      records.append({"clip_id": spec.clip_id, "identity": spec.identity,
-                      "identity_index": record.identity_index, "num_frames": record.num_frames})
-  finally:
-    writer.close()
-  os.replace(tmp, path)
-  marker = {"fingerprint": shard.fingerprint, "format": FORMAT_VERSION, "split": shard.split, "records": records,
-            "rejected": dict(skips.counts), "rejected_examples": dict(skips.examples)}
-  _atomic_write_json(marker_path(path), marker)
-  return marker
+def write_shard(
+    shard: Shard,
+    out_dir: str,
+    cfg: ProcessConfig,
+    identity_index: dict[str, int],
+    process_fn: ProcessFn = process_clip,
+) -> dict:
+    """Processes every clip of `shard`, writes the records, then the marker; returns the marker."""
+    path = shard.path(out_dir)
+    tmp = path + ".tmp"
+    skips = SkipReport()
+    records = []
+    # group_size 1: every record (a single frame) is read on its own; uncompressed: JPEG and
+    # PCM do not compress, and decompressing cost the loader more than the reads.
+    writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1,uncompressed")
+    try:
+        for spec in shard.specs:
+            try:
+                record = process_fn(spec, cfg)
+            except ClipRejected as e:
+                skips.skip(e.reason, e.detail or spec.clip_id)
+                logging.info("skipped %s: %s", spec.clip_id, e)
+                continue
+            record.identity_index = identity_index[spec.identity]
+            for data in record.to_records(cfg.jpeg_quality):
+                writer.write(data)
+            records.append(
+                {
+                    "clip_id": spec.clip_id,
+                    "identity": spec.identity,
+                    "identity_index": record.identity_index,
+                    "num_frames": record.num_frames,
+                }
+            )
+    finally:
+        writer.close()
+    os.replace(tmp, path)
+    marker = {
+        "fingerprint": shard.fingerprint,
+        "format": FORMAT_VERSION,
+        "split": shard.split,
+        "records": records,
+        "rejected": dict(skips.counts),
+        "rejected_examples": dict(skips.examples),
+    }
+    _atomic_write_json(marker_path(path), marker)
+    return marker
 
 
-def write_shards(shards: list[Shard], out_dir: str, cfg: ProcessConfig, identity_index: dict[str, int],
-                 *, num_workers: int = 0, process_fn: ProcessFn = process_clip,
-                 progress: Callable[[Shard, dict], None] | None = None) -> tuple[int, int]:
-  """Writes the shards that are not done yet; returns (shards written, shards already done)."""
-  os.makedirs(out_dir, exist_ok=True)
-  todo = [s for s in shards if not is_done(s, out_dir)]
-  done_before = len(shards) - len(todo)
-  if num_workers <= 0:
-    for shard in todo:
-      marker = write_shard(shard, out_dir, cfg, identity_index, process_fn)
-      if progress:
-        progress(shard, marker)
-  else:
-    with concurrent.futures.ProcessPoolExecutor(num_workers) as pool:
-      futures = {pool.submit(write_shard, s, out_dir, cfg, identity_index, process_fn): s for s in todo}
-      for future in concurrent.futures.as_completed(futures):
-        marker = future.result()
-        if progress:
-          progress(futures[future], marker)
-  return len(todo), done_before
+def write_shards(
+    shards: list[Shard],
+    out_dir: str,
+    cfg: ProcessConfig,
+    identity_index: dict[str, int],
+    *,
+    num_workers: int = 0,
+    process_fn: ProcessFn = process_clip,
+    progress: Callable[[Shard, dict], None] | None = None,
+) -> tuple[int, int]:
+    """Writes the shards that are not done yet; returns (shards written, shards already done)."""
+    os.makedirs(out_dir, exist_ok=True)
+    todo = [s for s in shards if not is_done(s, out_dir)]
+    done_before = len(shards) - len(todo)
+    if num_workers <= 0:
+        for shard in todo:
+            marker = write_shard(shard, out_dir, cfg, identity_index, process_fn)
+            if progress:
+                progress(shard, marker)
+    else:
+        with concurrent.futures.ProcessPoolExecutor(num_workers) as pool:
+            futures = {
+                pool.submit(write_shard, s, out_dir, cfg, identity_index, process_fn): s
+                for s in todo
+            }
+            for future in concurrent.futures.as_completed(futures):
+                marker = future.result()
+                if progress:
+                    progress(futures[future], marker)
+    return len(todo), done_before

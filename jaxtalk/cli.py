@@ -30,8 +30,11 @@ def _available() -> dict[str, str]:
 
 
 def usage() -> str:
-    lines = ["usage: jaxtalk <command> [--flags]   (jaxtalk <command> --help for its flags)", "",
-             "commands:"]
+    lines = [
+        "usage: jaxtalk <command> [--flags]   (jaxtalk <command> --help for its flags)",
+        "",
+        "commands:",
+    ]
     lines += [f"  {c:<9} {h}" for c, h in _available().items()]
     return "\n".join(lines)
 
@@ -77,8 +80,11 @@ def main(argv: list[str] | None = None) -> None:
         return module.main(args)
 
     try:
-        app.run(run, argv=[f"jaxtalk {command}"] + argv[2:],
-                flags_parser=getattr(module, "parse_flags", app.parse_flags_with_usage))
+        app.run(
+            run,
+            argv=[f"jaxtalk {command}"] + argv[2:],
+            flags_parser=getattr(module, "parse_flags", app.parse_flags_with_usage),
+        )
     except InputError as e:  # the one CLI error idiom: commands raise, this prints one line
         print(f"jaxtalk {command}: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -33,8 +33,11 @@ def held_out_videos(data_dir: str) -> list[str]:
     raw = os.path.join(data_dir, "raw")
     with zipfile.ZipFile(os.path.join(raw, "vox2_test_txt.zip")) as z:
         ids = sorted({name.split("/")[2] for name in z.namelist() if name.count("/") >= 3})
-    return [os.path.join(raw, "videos", f"{i}.mp4") for i in ids
-            if os.path.exists(os.path.join(raw, "videos", f"{i}.mp4"))]
+    return [
+        os.path.join(raw, "videos", f"{i}.mp4")
+        for i in ids
+        if os.path.exists(os.path.join(raw, "videos", f"{i}.mp4"))
+    ]
 
 
 def first_frame(video: str, out_png: str) -> str:
@@ -55,45 +58,87 @@ def last_eval(workdir: str) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo_out")
-    parser.add_argument("--steps", type=int, default=None, help="stage-1 training steps (tiny default)")
-    parser.add_argument("--stage2", action="store_true",
-                        help="also train stage 2 (speech -> motion) and animate from speech")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="stage-1 training steps (tiny default)"
+    )
+    parser.add_argument(
+        "--stage2",
+        action="store_true",
+        help="also train stage 2 (speech -> motion) and animate from speech",
+    )
     args = parser.parse_args(argv)
     data, run = os.path.join(args.out, "data"), os.path.join(args.out, "stage1")
 
     _run("prepare", "synthetic", f"--out_dir={data}", "--size=64")
     overrides = [f"--config.data.data_dir={data}", "--config.log.progress_bar=False"]
     if args.steps:
-        overrides += [f"--config.total_steps={args.steps}", f"--config.eval.every_steps={args.steps}"]
+        overrides += [
+            f"--config.total_steps={args.steps}",
+            f"--config.eval.every_steps={args.steps}",
+        ]
     _run("train", "--config=configs/anitalker_stage1.py:tiny", f"--workdir={run}", *overrides)
 
     videos = held_out_videos(data)
     source = first_frame(videos[0], os.path.join(args.out, "source.png"))
     driving = videos[1] if len(videos) > 1 else videos[0]
     movie = os.path.join(args.out, "reenactment.mp4")
-    _run("animate", "--mode=video", f"--workdir={run}", f"--source={source}",
-         f"--driving={driving}", f"--out={movie}", "--max_seconds=4", "--nocrop_face")
+    _run(
+        "animate",
+        "--mode=video",
+        f"--workdir={run}",
+        f"--source={source}",
+        f"--driving={driving}",
+        f"--out={movie}",
+        "--max_seconds=4",
+        "--nocrop_face",
+    )
 
     lipsync = ""
     if args.stage2:
         run2, talk = os.path.join(args.out, "stage2"), os.path.join(args.out, "speech_driven.mp4")
-        _run("train", "--config=configs/anitalker_stage2.py:tiny", f"--workdir={run2}",
-             f"--config.stage1.workdir={run}", f"--config.data.data_dir={data}",
-             "--config.log.progress_bar=False")
-        print(f"+ python -m jaxtalk.evaluate.lipsync_probe --workdir={run2} --data_dir={data}",
-              flush=True)
+        _run(
+            "train",
+            "--config=configs/anitalker_stage2.py:tiny",
+            f"--workdir={run2}",
+            f"--config.stage1.workdir={run}",
+            f"--config.data.data_dir={data}",
+            "--config.log.progress_bar=False",
+        )
+        print(
+            f"+ python -m jaxtalk.evaluate.lipsync_probe --workdir={run2} --data_dir={data}",
+            flush=True,
+        )
         lipsync = subprocess.run(
-            [sys.executable, "-m", "jaxtalk.evaluate.lipsync_probe", f"--workdir={run2}",
-             f"--data_dir={data}"], check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
-        _run("animate", "--mode=audio", f"--stage2={run2}", f"--source={source}",
-             f"--audio={driving}", f"--out={talk}", "--max_seconds=4", "--nocrop_face")
+            [
+                sys.executable,
+                "-m",
+                "jaxtalk.evaluate.lipsync_probe",
+                f"--workdir={run2}",
+                f"--data_dir={data}",
+            ],
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        ).stdout.strip()
+        _run(
+            "animate",
+            "--mode=audio",
+            f"--stage2={run2}",
+            f"--source={source}",
+            f"--audio={driving}",
+            f"--out={talk}",
+            "--max_seconds=4",
+            "--nocrop_face",
+        )
 
     e = last_eval(run)
     own = e.get("eval/psnr_own_motion")  # absent from runs made before it existed
     own = f"; the model without the driving motion {own:.2f} dB" if own is not None else ""
-    print(f"\nheld-out self-reenactment at step {e['step']}: PSNR {e['eval/psnr']:.2f} dB "
-          f"(copy-the-source baseline {e['eval/psnr_copy_source']:.2f} dB{own}), SSIM "
-          f"{e['eval/ssim']:.3f} (baseline {e['eval/ssim_copy_source']:.3f})")
+    print(
+        f"\nheld-out self-reenactment at step {e['step']}: PSNR {e['eval/psnr']:.2f} dB "
+        f"(copy-the-source baseline {e['eval/psnr_copy_source']:.2f} dB{own}), SSIM "
+        f"{e['eval/ssim']:.3f} (baseline {e['eval/ssim_copy_source']:.3f})"
+    )
     print(f"checkpoints: {run}/checkpoints   TensorBoard: {run}/tensorboard   video: {movie}")
     if lipsync:
         print(f"stage 2, {lipsync}\nstage-2 run: {run2}   video: {talk}")

@@ -27,13 +27,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(command: list[str], num_processes: int, devices_per_process: int = 0,
-           gpus_per_process: int = 0, log_dir: str | None = None) -> int:
+def launch(
+    command: list[str],
+    num_processes: int,
+    devices_per_process: int = 0,
+    gpus_per_process: int = 0,
+    log_dir: str | None = None,
+) -> int:
     address = f"127.0.0.1:{free_port()}"
     procs = []
     for pid in range(num_processes):
-        env = dict(os.environ, JAXTALK_COORDINATOR_ADDRESS=address,
-                   JAXTALK_NUM_PROCESSES=str(num_processes), JAXTALK_PROCESS_ID=str(pid))
+        env = dict(
+            os.environ,
+            JAXTALK_COORDINATOR_ADDRESS=address,
+            JAXTALK_NUM_PROCESSES=str(num_processes),
+            JAXTALK_PROCESS_ID=str(pid),
+        )
         if gpus_per_process:
             first = pid * gpus_per_process
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(first + i) for i in range(gpus_per_process))
@@ -48,7 +57,11 @@ def launch(command: list[str], num_processes: int, devices_per_process: int = 0,
         if log_dir:
             os.makedirs(log_dir, exist_ok=True)
             out = open(os.path.join(log_dir, f"process_{pid}.log"), "w")
-        procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None))
+        procs.append(
+            subprocess.Popen(
+                command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None
+            )
+        )
     status = 0
     while procs:
         for p in list(procs):
@@ -67,18 +80,27 @@ def launch(command: list[str], num_processes: int, devices_per_process: int = 0,
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num_processes", type=int, default=2)
-    parser.add_argument("--devices_per_process", type=int, default=0,
-                        help="simulated CPU devices per process (0: one)")
-    parser.add_argument("--gpus_per_process", type=int, default=0,
-                        help="give each process this many GPUs via CUDA_VISIBLE_DEVICES")
+    parser.add_argument(
+        "--devices_per_process",
+        type=int,
+        default=0,
+        help="simulated CPU devices per process (0: one)",
+    )
+    parser.add_argument(
+        "--gpus_per_process",
+        type=int,
+        default=0,
+        help="give each process this many GPUs via CUDA_VISIBLE_DEVICES",
+    )
     parser.add_argument("--log_dir", default=None, help="one log file per process here")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- jaxtalk <command> ...")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the command to run after --")
-    return launch(command, args.num_processes, args.devices_per_process,
-                  args.gpus_per_process, args.log_dir)
+    return launch(
+        command, args.num_processes, args.devices_per_process, args.gpus_per_process, args.log_dir
+    )
 
 
 if __name__ == "__main__":

@@ -8,9 +8,14 @@ from tests.train.helpers import REPO, cli_env
 
 def jaxtalk(*args, env=None):
     """Runs `jaxtalk ARGS` on 8 simulated CPU devices; `env` adds variables."""
-    return subprocess.run([sys.executable, "-m", "jaxtalk.cli", *args],
-                          env=dict(cli_env(), **(env or {})),
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "jaxtalk.cli", *args],
+        env=dict(cli_env(), **(env or {})),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
 
 
 def test_usage_lists_commands_and_rejects_unknown_ones():
@@ -28,16 +33,22 @@ def test_train_help_shows_the_commands_flags():
 
 def test_train_errors_name_what_is_wrong(tmp_path):
     cases = {
-        ("--config=configs/missing.py:tiny", f"--workdir={tmp_path}"):
-            "config file 'configs/missing.py' does not exist",
-        ("--config=toy_regression:tiny", "--config.batchsize=4", f"--workdir={tmp_path}"):
-            "unknown config key in an override: batchsize",
-        ("--config=toy_regression:bogus", f"--workdir={tmp_path}"):
-            "unknown variant 'bogus' of toy_regression",
+        (
+            "--config=configs/missing.py:tiny",
+            f"--workdir={tmp_path}",
+        ): "config file 'configs/missing.py' does not exist",
+        (
+            "--config=toy_regression:tiny",
+            "--config.batchsize=4",
+            f"--workdir={tmp_path}",
+        ): "unknown config key in an override: batchsize",
+        (
+            "--config=toy_regression:bogus",
+            f"--workdir={tmp_path}",
+        ): "unknown variant 'bogus' of toy_regression",
         ("--config=toy_regression:tiny",): "--workdir is required",
         (f"--workdir={tmp_path}",): "--config is required",
-        ("--config=toy_regression:tiny", "--workdir=/proc/jaxtalk_cannot_write"):
-            "is not writable",
+        ("--config=toy_regression:tiny", "--workdir=/proc/jaxtalk_cannot_write"): "is not writable",
     }
     for args, message in cases.items():
         out = jaxtalk("train", *args)

@@ -5,6 +5,7 @@ It parses every .py under jaxtalk/ and data_pipelines/ with `ast`, takes every I
 ImportFrom node (those inside functions too), maps both ends to a layer and lists every
 upward import.
 """
+
 import ast
 import pathlib
 
@@ -34,7 +35,12 @@ FORBIDDEN = (
 # data_pipelines sits beside the layers: it may import only these from jaxtalk ...
 DATA_PIPELINES_MAY_IMPORT = ("jaxtalk.media", "jaxtalk.errors")
 # ... and only these jaxtalk packages may import data_pipelines.
-MAY_IMPORT_DATA_PIPELINES = ("jaxtalk.train", "jaxtalk.tasks", "jaxtalk.evaluate", "jaxtalk.commands")
+MAY_IMPORT_DATA_PIPELINES = (
+    "jaxtalk.train",
+    "jaxtalk.tasks",
+    "jaxtalk.evaluate",
+    "jaxtalk.commands",
+)
 
 # configs/ may import only these (what it imports today), and only jaxtalk.commands (which
 # reads recipes for the command line) imports configs/.
@@ -76,7 +82,7 @@ def imports_of(path):
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 base = ".".join(base + ([node.module] if node.module else []))
             else:
                 base = node.module
@@ -99,21 +105,30 @@ def violations(dirs=("jaxtalk", "data_pipelines", "configs")):
         module, _ = _module_name(path)
         rel = path.relative_to(ROOT)
         for lineno, name in imports_of(path):
-            if not (_under(name, "jaxtalk") or _under(name, "data_pipelines") or _under(name, "configs")):
+            if not (
+                _under(name, "jaxtalk") or _under(name, "data_pipelines") or _under(name, "configs")
+            ):
                 continue
             where = f"{rel}:{lineno}: {module} -> {name}"
             if _under(module, "configs"):
                 if not _matches(name, CONFIGS_MAY_IMPORT):
-                    found.append(where + " (configs may import only %s)" % ", ".join(CONFIGS_MAY_IMPORT))
+                    found.append(
+                        where + " (configs may import only %s)" % ", ".join(CONFIGS_MAY_IMPORT)
+                    )
                 continue
             if _under(module, "data_pipelines"):
                 if _under(name, "jaxtalk") and not _matches(name, DATA_PIPELINES_MAY_IMPORT):
-                    found.append(where + " (data_pipelines may import only jaxtalk.media, jaxtalk.errors)")
+                    found.append(
+                        where + " (data_pipelines may import only jaxtalk.media, jaxtalk.errors)"
+                    )
                 continue
             if _under(name, "data_pipelines"):
                 if not _matches(module, MAY_IMPORT_DATA_PIPELINES):
-                    found.append(where + " (data_pipelines is imported only by %s)"
-                                 % ", ".join(MAY_IMPORT_DATA_PIPELINES))
+                    found.append(
+                        where
+                        + " (data_pipelines is imported only by %s)"
+                        % ", ".join(MAY_IMPORT_DATA_PIPELINES)
+                    )
                 continue
             if _under(name, "configs"):
                 if not _matches(module, MAY_IMPORT_CONFIGS):
@@ -142,9 +157,12 @@ def test_imports_point_one_way():
 
 @pytest.mark.parametrize("package", ["jaxtalk/inference", "jaxtalk/evaluate"])
 def test_inference_and_evaluation_never_import_a_recipe(package):
-    found = [f"{path.relative_to(ROOT)}:{lineno}: {name}"
-             for path in _files(package) for lineno, name in imports_of(path)
-             if _under(name, "jaxtalk.tasks")]
+    found = [
+        f"{path.relative_to(ROOT)}:{lineno}: {name}"
+        for path in _files(package)
+        for lineno, name in imports_of(path)
+        if _under(name, "jaxtalk.tasks")
+    ]
     assert not found, "\n".join(found)
 
 

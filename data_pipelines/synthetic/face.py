@@ -15,146 +15,222 @@ from PIL import Image, ImageDraw
 
 @dataclasses.dataclass(frozen=True)
 class Identity:
-  radii: tuple[float, float, float]  # head ellipsoid half-axes (x, y, z), head-height units
-  skin: tuple[int, int, int]
-  hair: tuple[int, int, int]
-  eye: tuple[int, int, int]
-  lips: tuple[int, int, int]
-  shirt: tuple[int, int, int]
-  eye_gap: float
-  eye_height: float
-  mouth_width: float
-  hair_lift: float  # how far the hair ellipsoid sits above/behind the head
-  pitch_hz: float  # voice pitch
-  background: np.ndarray  # uint8 [H, W, 3]
+    radii: tuple[float, float, float]  # head ellipsoid half-axes (x, y, z), head-height units
+    skin: tuple[int, int, int]
+    hair: tuple[int, int, int]
+    eye: tuple[int, int, int]
+    lips: tuple[int, int, int]
+    shirt: tuple[int, int, int]
+    eye_gap: float
+    eye_height: float
+    mouth_width: float
+    hair_lift: float  # how far the hair ellipsoid sits above/behind the head
+    pitch_hz: float  # voice pitch
+    background: np.ndarray  # uint8 [H, W, 3]
 
 
 def _colour(rng, lo, hi):
-  return tuple(int(v) for v in rng.integers(lo, hi, 3))
+    return tuple(int(v) for v in rng.integers(lo, hi, 3))
 
 
 def random_identity(rng: np.random.Generator, width: int, height: int) -> Identity:
-  skin_tone = rng.uniform(0.25, 1.0)
-  skin = tuple(int(v) for v in (np.array([235, 190, 160]) * skin_tone + np.array([20, 15, 10])).clip(0, 255))
-  # Background: a two-colour gradient plus soft blobs, so that it has texture.
-  yy, xx = np.mgrid[0:height, 0:width] / max(width, height)
-  c0, c1 = rng.integers(30, 226, (2, 3))
-  angle = rng.uniform(0, np.pi)
-  g = (np.cos(angle) * xx + np.sin(angle) * yy)[..., None]
-  bg = c0 * (1 - g) + c1 * g
-  for _ in range(6):
-    cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.2)
-    blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))[..., None]
-    bg = bg * (1 - 0.6 * blob) + rng.integers(0, 256, 3) * 0.6 * blob
-  return Identity(
-      radii=(rng.uniform(0.33, 0.42), rng.uniform(0.45, 0.55), rng.uniform(0.38, 0.45)),
-      skin=skin, hair=_colour(rng, 10, 200), eye=_colour(rng, 20, 160), lips=_colour(rng, 120, 220),
-      shirt=_colour(rng, 0, 256), eye_gap=rng.uniform(0.28, 0.38), eye_height=rng.uniform(0.05, 0.15),
-      mouth_width=rng.uniform(0.3, 0.4), hair_lift=rng.uniform(0.06, 0.16),
-      pitch_hz=float(rng.uniform(95, 240)), background=bg.clip(0, 255).astype(np.uint8))
+    skin_tone = rng.uniform(0.25, 1.0)
+    skin = tuple(
+        int(v)
+        for v in (np.array([235, 190, 160]) * skin_tone + np.array([20, 15, 10])).clip(0, 255)
+    )
+    # Background: a two-colour gradient plus soft blobs, so that it has texture.
+    yy, xx = np.mgrid[0:height, 0:width] / max(width, height)
+    c0, c1 = rng.integers(30, 226, (2, 3))
+    angle = rng.uniform(0, np.pi)
+    g = (np.cos(angle) * xx + np.sin(angle) * yy)[..., None]
+    bg = c0 * (1 - g) + c1 * g
+    for _ in range(6):
+        cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.2)
+        blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))[..., None]
+        bg = bg * (1 - 0.6 * blob) + rng.integers(0, 256, 3) * 0.6 * blob
+    return Identity(
+        radii=(rng.uniform(0.33, 0.42), rng.uniform(0.45, 0.55), rng.uniform(0.38, 0.45)),
+        skin=skin,
+        hair=_colour(rng, 10, 200),
+        eye=_colour(rng, 20, 160),
+        lips=_colour(rng, 120, 220),
+        shirt=_colour(rng, 0, 256),
+        eye_gap=rng.uniform(0.28, 0.38),
+        eye_height=rng.uniform(0.05, 0.15),
+        mouth_width=rng.uniform(0.3, 0.4),
+        hair_lift=rng.uniform(0.06, 0.16),
+        pitch_hz=float(rng.uniform(95, 240)),
+        background=bg.clip(0, 255).astype(np.uint8),
+    )
 
 
 def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
-  """Head-to-camera rotation; x right, y down, z towards the camera (degrees in)."""
-  y, p, r = np.radians([yaw, pitch, roll])
-  ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
-  rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
-  rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
-  return rz @ rx @ ry
+    """Head-to-camera rotation; x right, y down, z towards the camera (degrees in)."""
+    y, p, r = np.radians([yaw, pitch, roll])
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    return rz @ rx @ ry
 
 
 def _surface(radii, x, y):
-  """Point on the front of the ellipsoid above (x, y), and its normal."""
-  a, b, c = radii
-  z = c * np.sqrt(max(1e-4, 1 - (x / a) ** 2 - (y / b) ** 2))
-  normal = np.array([x / a**2, y / b**2, z / c**2])
-  return np.array([x, y, z]), normal / np.linalg.norm(normal)
+    """Point on the front of the ellipsoid above (x, y), and its normal."""
+    a, b, c = radii
+    z = c * np.sqrt(max(1e-4, 1 - (x / a) ** 2 - (y / b) ** 2))
+    normal = np.array([x / a**2, y / b**2, z / c**2])
+    return np.array([x, y, z]), normal / np.linalg.norm(normal)
 
 
 def _silhouette(radii, rot, centre, scale, offset, n=40):
-  """Outline polygon of the rotated ellipsoid (exact under orthographic projection)."""
-  cov = rot @ np.diag(np.square(radii)) @ rot.T
-  vals, vecs = np.linalg.eigh(cov[:2, :2])
-  t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-  pts = (vecs @ (np.sqrt(vals)[:, None] * np.stack([np.cos(t), np.sin(t)])))
-  c = (rot @ offset)[:2]
-  return (pts.T + c) * scale + centre
+    """Outline polygon of the rotated ellipsoid (exact under orthographic projection)."""
+    cov = rot @ np.diag(np.square(radii)) @ rot.T
+    vals, vecs = np.linalg.eigh(cov[:2, :2])
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    pts = vecs @ (np.sqrt(vals)[:, None] * np.stack([np.cos(t), np.sin(t)]))
+    c = (rot @ offset)[:2]
+    return (pts.T + c) * scale + centre
 
 
 class Renderer:
-  """Draws one identity at a given pose, mouth opening and blink."""
+    """Draws one identity at a given pose, mouth opening and blink."""
 
-  def __init__(self, ident: Identity):
-    self.ident = ident
-    self.h, self.w = ident.background.shape[:2]
-    self.bg = Image.fromarray(ident.background)
+    def __init__(self, ident: Identity):
+        self.ident = ident
+        self.h, self.w = ident.background.shape[:2]
+        self.bg = Image.fromarray(ident.background)
 
-  def _disc(self, draw, rot, centre, scale, point, normal, ru, rv, fill, n=16):
-    if (rot @ normal)[2] < 0.15:  # facing away: hidden behind the head
-      return
-    u = np.cross([0.0, 1.0, 0.0], normal)
-    u /= np.linalg.norm(u)
-    v = np.cross(normal, u)
-    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    pts3 = point + ru * np.cos(t)[:, None] * u + rv * np.sin(t)[:, None] * v
-    pts = (rot @ pts3.T).T[:, :2] * scale + centre
-    draw.polygon([tuple(p) for p in pts], fill=fill)
+    def _disc(self, draw, rot, centre, scale, point, normal, ru, rv, fill, n=16):
+        if (rot @ normal)[2] < 0.15:  # facing away: hidden behind the head
+            return
+        u = np.cross([0.0, 1.0, 0.0], normal)
+        u /= np.linalg.norm(u)
+        v = np.cross(normal, u)
+        t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        pts3 = point + ru * np.cos(t)[:, None] * u + rv * np.sin(t)[:, None] * v
+        pts = (rot @ pts3.T).T[:, :2] * scale + centre
+        draw.polygon([tuple(p) for p in pts], fill=fill)
 
-  def render(self, yaw, pitch, roll, cx, cy, head_height, mouth, blink) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (uint8 frame [H, W, 3], face box x0, y0, x1, y1 in pixels)."""
-    ident, rot = self.ident, rotation(yaw, pitch, roll)
-    centre, scale = np.array([cx, cy]), head_height
-    img = self.bg.copy()
-    draw = ImageDraw.Draw(img)
-    a, b, c = ident.radii
-    # Shoulders, neck, hair (behind the head), ears, then the face.
-    sw = 0.9 * scale
-    draw.polygon([(cx - sw, self.h), (cx - 0.5 * sw, cy + 0.75 * scale), (cx + 0.5 * sw, cy + 0.75 * scale),
-                  (cx + sw, self.h)], fill=ident.shirt)
-    draw.rectangle([cx - 0.14 * scale, cy + 0.3 * scale, cx + 0.14 * scale, cy + 0.8 * scale],
-                   fill=tuple(int(v * 0.85) for v in ident.skin))
-    hair = _silhouette((a * 1.08, b * 0.9, c * 1.05), rot, centre, scale, np.array([0, -ident.hair_lift, -0.05]))
-    draw.polygon([tuple(p) for p in hair], fill=ident.hair)
-    for side in (-1, 1):
-      ear = np.array([side * a * 0.98, 0.02, -0.02])
-      self._disc(draw, rot, centre, scale, ear, np.array([side, 0, 0.5]) / np.sqrt(1.25), 0.05, 0.09,
-                 tuple(int(v * 0.9) for v in ident.skin))
-    face = _silhouette(ident.radii, rot, centre, scale, np.zeros(3))
-    draw.polygon([tuple(p) for p in face], fill=ident.skin)
-    for side in (-1, 1):
-      x = side * ident.eye_gap / 2
-      p, nrm = _surface(ident.radii, x, -ident.eye_height)
-      self._disc(draw, rot, centre, scale, p, nrm, 0.075, 0.045, (245, 245, 245))
-      if blink < 0.95:
-        self._disc(draw, rot, centre, scale, p + 0.005 * nrm, nrm, 0.032, 0.032 * (1 - blink) + 1e-3, ident.eye)
-      if blink > 0.05:  # the eyelid closes over the eye
-        self._disc(draw, rot, centre, scale, p + 0.01 * nrm, nrm, 0.09, 0.056 * blink, ident.skin)
-      pb, nb = _surface(ident.radii, x, -ident.eye_height - 0.09)
-      self._disc(draw, rot, centre, scale, pb, nb, 0.08, 0.014, ident.hair)
-    pn, nn = _surface(ident.radii, 0.0, 0.07)
-    tip = pn + 0.07 * nn
-    for side in (-1, 1):
-      base = _surface(ident.radii, side * 0.045, 0.12)[0]
-      if (rot @ nn)[2] > 0:
-        tri = [(rot @ q)[:2] * scale + centre for q in (pn + np.array([0, -0.06, 0]), tip, base)]
-        draw.polygon([tuple(q) for q in tri], fill=tuple(int(v * (0.8 if side < 0 else 0.9)) for v in ident.skin))
-    pm, nm = _surface(ident.radii, 0.0, 0.25)
-    # A wide-opening, cartoon mouth: at 64x64 crops it still spans several pixels, so the
-    # speech-driven motion is a visible part of every frame.
-    self._disc(draw, rot, centre, scale, pm, nm, ident.mouth_width / 2, 0.02 + 0.17 * mouth, ident.lips, n=24)
-    self._disc(draw, rot, centre, scale, pm + 0.004 * nm, nm, ident.mouth_width / 2 * 0.8,
-               0.004 + 0.15 * mouth, (60, 15, 25), n=24)
-    pts = np.concatenate([face, hair])
-    box = np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()])
-    return np.asarray(img), box
+    def render(
+        self, yaw, pitch, roll, cx, cy, head_height, mouth, blink
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Returns (uint8 frame [H, W, 3], face box x0, y0, x1, y1 in pixels)."""
+        ident, rot = self.ident, rotation(yaw, pitch, roll)
+        centre, scale = np.array([cx, cy]), head_height
+        img = self.bg.copy()
+        draw = ImageDraw.Draw(img)
+        a, b, c = ident.radii
+        # Shoulders, neck, hair (behind the head), ears, then the face.
+        sw = 0.9 * scale
+        draw.polygon(
+            [
+                (cx - sw, self.h),
+                (cx - 0.5 * sw, cy + 0.75 * scale),
+                (cx + 0.5 * sw, cy + 0.75 * scale),
+                (cx + sw, self.h),
+            ],
+            fill=ident.shirt,
+        )
+        draw.rectangle(
+            [cx - 0.14 * scale, cy + 0.3 * scale, cx + 0.14 * scale, cy + 0.8 * scale],
+            fill=tuple(int(v * 0.85) for v in ident.skin),
+        )
+        hair = _silhouette(
+            (a * 1.08, b * 0.9, c * 1.05),
+            rot,
+            centre,
+            scale,
+            np.array([0, -ident.hair_lift, -0.05]),
+        )
+        draw.polygon([tuple(p) for p in hair], fill=ident.hair)
+        for side in (-1, 1):
+            ear = np.array([side * a * 0.98, 0.02, -0.02])
+            self._disc(
+                draw,
+                rot,
+                centre,
+                scale,
+                ear,
+                np.array([side, 0, 0.5]) / np.sqrt(1.25),
+                0.05,
+                0.09,
+                tuple(int(v * 0.9) for v in ident.skin),
+            )
+        face = _silhouette(ident.radii, rot, centre, scale, np.zeros(3))
+        draw.polygon([tuple(p) for p in face], fill=ident.skin)
+        for side in (-1, 1):
+            x = side * ident.eye_gap / 2
+            p, nrm = _surface(ident.radii, x, -ident.eye_height)
+            self._disc(draw, rot, centre, scale, p, nrm, 0.075, 0.045, (245, 245, 245))
+            if blink < 0.95:
+                self._disc(
+                    draw,
+                    rot,
+                    centre,
+                    scale,
+                    p + 0.005 * nrm,
+                    nrm,
+                    0.032,
+                    0.032 * (1 - blink) + 1e-3,
+                    ident.eye,
+                )
+            if blink > 0.05:  # the eyelid closes over the eye
+                self._disc(
+                    draw, rot, centre, scale, p + 0.01 * nrm, nrm, 0.09, 0.056 * blink, ident.skin
+                )
+            pb, nb = _surface(ident.radii, x, -ident.eye_height - 0.09)
+            self._disc(draw, rot, centre, scale, pb, nb, 0.08, 0.014, ident.hair)
+        pn, nn = _surface(ident.radii, 0.0, 0.07)
+        tip = pn + 0.07 * nn
+        for side in (-1, 1):
+            base = _surface(ident.radii, side * 0.045, 0.12)[0]
+            if (rot @ nn)[2] > 0:
+                tri = [
+                    (rot @ q)[:2] * scale + centre
+                    for q in (pn + np.array([0, -0.06, 0]), tip, base)
+                ]
+                draw.polygon(
+                    [tuple(q) for q in tri],
+                    fill=tuple(int(v * (0.8 if side < 0 else 0.9)) for v in ident.skin),
+                )
+        pm, nm = _surface(ident.radii, 0.0, 0.25)
+        # A wide-opening, cartoon mouth: at 64x64 crops it still spans several pixels, so the
+        # speech-driven motion is a visible part of every frame.
+        self._disc(
+            draw,
+            rot,
+            centre,
+            scale,
+            pm,
+            nm,
+            ident.mouth_width / 2,
+            0.02 + 0.17 * mouth,
+            ident.lips,
+            n=24,
+        )
+        self._disc(
+            draw,
+            rot,
+            centre,
+            scale,
+            pm + 0.004 * nm,
+            nm,
+            ident.mouth_width / 2 * 0.8,
+            0.004 + 0.15 * mouth,
+            (60, 15, 25),
+            n=24,
+        )
+        pts = np.concatenate([face, hair])
+        box = np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()])
+        return np.asarray(img), box
 
-  def landmarks(self, yaw, pitch, roll, cx, cy, head_height) -> np.ndarray:
-    """5 points (eyes, nose tip, mouth corners) in pixels, [10] as x1 y1 ... x5 y5."""
-    rot = rotation(yaw, pitch, roll)
-    ident = self.ident
-    pts = [_surface(ident.radii, s * ident.eye_gap / 2, -ident.eye_height)[0] for s in (-1, 1)]
-    pn, nn = _surface(ident.radii, 0.0, 0.07)
-    pts.append(pn + 0.07 * nn)
-    pts += [_surface(ident.radii, s * ident.mouth_width / 2, 0.25)[0] for s in (-1, 1)]
-    xy = np.stack([(rot @ p)[:2] for p in pts]) * head_height + np.array([cx, cy])
-    return xy.reshape(-1).astype(np.float32)
+    def landmarks(self, yaw, pitch, roll, cx, cy, head_height) -> np.ndarray:
+        """5 points (eyes, nose tip, mouth corners) in pixels, [10] as x1 y1 ... x5 y5."""
+        rot = rotation(yaw, pitch, roll)
+        ident = self.ident
+        pts = [_surface(ident.radii, s * ident.eye_gap / 2, -ident.eye_height)[0] for s in (-1, 1)]
+        pn, nn = _surface(ident.radii, 0.0, 0.07)
+        pts.append(pn + 0.07 * nn)
+        pts += [_surface(ident.radii, s * ident.mouth_width / 2, 0.25)[0] for s in (-1, 1)]
+        xy = np.stack([(rot @ p)[:2] for p in pts]) * head_height + np.array([cx, cy])
+        return xy.reshape(-1).astype(np.float32)

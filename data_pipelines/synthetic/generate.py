@@ -28,114 +28,136 @@ SAMPLE_RATE = 16000
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
-  num_identities: int = 8
-  videos_per_identity: int = 2
-  utterances_per_video: int = 2
-  utterance_seconds: float = 3.0
-  resolution: int = 256  # raw video side; the face box is about half of it
-  test_identities: int = 1  # the last identities go to vox2_test_txt.zip
-  seed: int = 0
+    num_identities: int = 8
+    videos_per_identity: int = 2
+    utterances_per_video: int = 2
+    utterance_seconds: float = 3.0
+    resolution: int = 256  # raw video side; the face box is about half of it
+    test_identities: int = 1  # the last identities go to vox2_test_txt.zip
+    seed: int = 0
 
 
 def _smooth_track(rng, n, amplitude, freqs=(0.05, 0.4), parts=3):
-  t = np.arange(n) / FPS
-  out = np.zeros(n)
-  for _ in range(parts):
-    out += rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * rng.uniform(*freqs) * t + rng.uniform(0, 2 * np.pi))
-  return amplitude * out / parts
+    t = np.arange(n) / FPS
+    out = np.zeros(n)
+    for _ in range(parts):
+        out += rng.uniform(0.3, 1.0) * np.sin(
+            2 * np.pi * rng.uniform(*freqs) * t + rng.uniform(0, 2 * np.pi)
+        )
+    return amplitude * out / parts
 
 
 def _blinks(rng, n):
-  blink = np.zeros(n, np.float32)
-  t = rng.uniform(0.5, 2.0)
-  while t * FPS < n:
-    k = int(t * FPS)
-    for j, v in enumerate((0.5, 1.0, 1.0, 0.5)):
-      if k + j < n:
-        blink[k + j] = v
-    t += rng.uniform(1.5, 4.0)
-  return blink
+    blink = np.zeros(n, np.float32)
+    t = rng.uniform(0.5, 2.0)
+    while t * FPS < n:
+        k = int(t * FPS)
+        for j, v in enumerate((0.5, 1.0, 1.0, 0.5)):
+            if k + j < n:
+                blink[k + j] = v
+        t += rng.uniform(1.5, 4.0)
+    return blink
 
 
 def youtube_id(rng) -> str:
-  alphabet = string.ascii_letters + string.digits + "-_"
-  return "".join(rng.choice(list(alphabet), 11))
+    alphabet = string.ascii_letters + string.digits + "-_"
+    return "".join(rng.choice(list(alphabet), 11))
 
 
 def render_video(ident: face.Identity, num_frames: int, rng: np.random.Generator):
-  """Frames, audio and per-frame ground truth for one video of `ident`."""
-  audio, env, openness = speech.synthesize(num_frames / FPS, ident.pitch_hz, rng, SAMPLE_RATE)
-  mouth = speech.mouth_per_frame(env, openness, FPS, SAMPLE_RATE)[:num_frames]
-  # Head motion of the size seen in talking-head footage (HDTF, VoxCeleb): a few degrees to
-  # about 15 degrees of yaw, a little drift in position and scale.
-  yaw = _smooth_track(rng, num_frames, 18)
-  pitch = _smooth_track(rng, num_frames, 8) + 3 * mouth  # a small nod with the speech
-  roll = _smooth_track(rng, num_frames, 6)
-  res = ident.background.shape[0]
-  cx = res / 2 + _smooth_track(rng, num_frames, 0.04 * res)
-  cy = res * 0.47 + _smooth_track(rng, num_frames, 0.03 * res)
-  size = res * rng.uniform(0.42, 0.52) * (1 + _smooth_track(rng, num_frames, 0.04))
-  blink = _blinks(rng, num_frames)
-  renderer = face.Renderer(ident)
-  frames, boxes, landmarks = [], [], []
-  for i in range(num_frames):
-    frame, box = renderer.render(yaw[i], pitch[i], roll[i], cx[i], cy[i], size[i], mouth[i], blink[i])
-    frames.append(frame)
-    boxes.append(box)
-    landmarks.append(renderer.landmarks(yaw[i], pitch[i], roll[i], cx[i], cy[i], size[i]))
-  truth = {"fps": np.float32(FPS), "pose": np.stack([yaw, pitch, roll], 1).astype(np.float32),
-           "mouth": mouth[:, None], "blink": blink[:, None], "landmarks_xy": np.stack(landmarks)}
-  return np.stack(frames), audio[: num_frames * SAMPLE_RATE // FPS], np.stack(boxes), truth
+    """Frames, audio and per-frame ground truth for one video of `ident`."""
+    audio, env, openness = speech.synthesize(num_frames / FPS, ident.pitch_hz, rng, SAMPLE_RATE)
+    mouth = speech.mouth_per_frame(env, openness, FPS, SAMPLE_RATE)[:num_frames]
+    # Head motion of the size seen in talking-head footage (HDTF, VoxCeleb): a few degrees to
+    # about 15 degrees of yaw, a little drift in position and scale.
+    yaw = _smooth_track(rng, num_frames, 18)
+    pitch = _smooth_track(rng, num_frames, 8) + 3 * mouth  # a small nod with the speech
+    roll = _smooth_track(rng, num_frames, 6)
+    res = ident.background.shape[0]
+    cx = res / 2 + _smooth_track(rng, num_frames, 0.04 * res)
+    cy = res * 0.47 + _smooth_track(rng, num_frames, 0.03 * res)
+    size = res * rng.uniform(0.42, 0.52) * (1 + _smooth_track(rng, num_frames, 0.04))
+    blink = _blinks(rng, num_frames)
+    renderer = face.Renderer(ident)
+    frames, boxes, landmarks = [], [], []
+    for i in range(num_frames):
+        frame, box = renderer.render(
+            yaw[i], pitch[i], roll[i], cx[i], cy[i], size[i], mouth[i], blink[i]
+        )
+        frames.append(frame)
+        boxes.append(box)
+        landmarks.append(renderer.landmarks(yaw[i], pitch[i], roll[i], cx[i], cy[i], size[i]))
+    truth = {
+        "fps": np.float32(FPS),
+        "pose": np.stack([yaw, pitch, roll], 1).astype(np.float32),
+        "mouth": mouth[:, None],
+        "blink": blink[:, None],
+        "landmarks_xy": np.stack(landmarks),
+    }
+    return np.stack(frames), audio[: num_frames * SAMPLE_RATE // FPS], np.stack(boxes), truth
 
 
 def vox2_txt(identity: str, ytid: str, frames: np.ndarray, boxes_norm: np.ndarray) -> str:
-  """One utterance file in the official VoxCeleb2 txt format (tabs and trailing spaces included)."""
-  lines = [f"Identity  : \t{identity}", f"Reference : \t{ytid}", "Offset    : \t0",
-           "FV Conf   : \t17.000\t(1)", "ASD Conf  : \t3.000", "", "FRAME \tX \tY \tW \tH "]
-  for f, (x0, y0, x1, y1) in zip(frames, boxes_norm):
-    lines.append(f"{f:06d} \t{x0:.3f} \t{y0:.3f} \t{x1 - x0:.3f} \t{y1 - y0:.3f} ")
-  return "\n".join(lines) + "\n"
+    """One utterance file in the official VoxCeleb2 txt format (tabs and trailing spaces included)."""
+    lines = [
+        f"Identity  : \t{identity}",
+        f"Reference : \t{ytid}",
+        "Offset    : \t0",
+        "FV Conf   : \t17.000\t(1)",
+        "ASD Conf  : \t3.000",
+        "",
+        "FRAME \tX \tY \tW \tH ",
+    ]
+    for f, (x0, y0, x1, y1) in zip(frames, boxes_norm):
+        lines.append(f"{f:06d} \t{x0:.3f} \t{y0:.3f} \t{x1 - x0:.3f} \t{y1 - y0:.3f} ")
+    return "\n".join(lines) + "\n"
 
 
 def generate(out_dir: str, cfg: SyntheticConfig = SyntheticConfig(), log=print) -> dict[str, int]:
-  """Writes the set (skipping videos already written: reruns are cheap); returns counts."""
-  rng = np.random.default_rng(cfg.seed)
-  os.makedirs(os.path.join(out_dir, "videos"), exist_ok=True)
-  os.makedirs(os.path.join(out_dir, "attributes"), exist_ok=True)
-  utt_frames = int(cfg.utterance_seconds * FPS)
-  zips = {split: io.BytesIO() for split in ("dev", "test")}
-  archives = {split: zipfile.ZipFile(buf, "w") for split, buf in zips.items()}
-  counts = {"identities": cfg.num_identities, "videos": 0, "utterances": 0}
-  for i in range(cfg.num_identities):
-    identity = f"id{i:05d}"
-    split = "test" if i >= cfg.num_identities - cfg.test_identities else "dev"
-    ident = face.random_identity(rng, cfg.resolution, cfg.resolution)
-    for _ in range(cfg.videos_per_identity):
-      ytid = youtube_id(rng)
-      # Utterances separated by short gaps; the video starts with a lead-in, as YouTube videos do.
-      lead = int(rng.integers(5, 30))
-      gaps = rng.integers(3, 15, cfg.utterances_per_video)
-      num_frames = lead + int(gaps.sum()) + cfg.utterances_per_video * utt_frames + 5
-      video_seed = rng.integers(2**31)
-      video_path = os.path.join(out_dir, "videos", f"{ytid}.mp4")
-      truth_path = os.path.join(out_dir, "attributes", f"{ytid}.npz")
-      frames, audio, boxes, truth = render_video(ident, num_frames, np.random.default_rng(video_seed))
-      if not (os.path.exists(video_path) and os.path.exists(truth_path)):
-        write_video(video_path + ".tmp.mp4", frames, FPS, audio=audio, audio_sample_rate=SAMPLE_RATE)
-        os.replace(video_path + ".tmp.mp4", video_path)
-        np.savez(truth_path, **truth)
-      counts["videos"] += 1
-      boxes_norm = boxes / cfg.resolution
-      start = lead
-      for u in range(cfg.utterances_per_video):
-        idx = np.arange(start, start + utt_frames)
-        archives[split].writestr(f"txt/{identity}/{ytid}/{u + 1:05d}.txt",
-                                 vox2_txt(identity, ytid, idx, boxes_norm[idx]))
-        counts["utterances"] += 1
-        start += utt_frames + int(gaps[u])
-    log(f"  synthetic identity {i + 1}/{cfg.num_identities} ({split})")
-  for split, archive in archives.items():
-    archive.close()
-    with open(os.path.join(out_dir, f"vox2_{split}_txt.zip"), "wb") as f:
-      f.write(zips[split].getvalue())
-  return counts
+    """Writes the set (skipping videos already written: reruns are cheap); returns counts."""
+    rng = np.random.default_rng(cfg.seed)
+    os.makedirs(os.path.join(out_dir, "videos"), exist_ok=True)
+    os.makedirs(os.path.join(out_dir, "attributes"), exist_ok=True)
+    utt_frames = int(cfg.utterance_seconds * FPS)
+    zips = {split: io.BytesIO() for split in ("dev", "test")}
+    archives = {split: zipfile.ZipFile(buf, "w") for split, buf in zips.items()}
+    counts = {"identities": cfg.num_identities, "videos": 0, "utterances": 0}
+    for i in range(cfg.num_identities):
+        identity = f"id{i:05d}"
+        split = "test" if i >= cfg.num_identities - cfg.test_identities else "dev"
+        ident = face.random_identity(rng, cfg.resolution, cfg.resolution)
+        for _ in range(cfg.videos_per_identity):
+            ytid = youtube_id(rng)
+            # Utterances separated by short gaps; the video starts with a lead-in, as YouTube videos do.
+            lead = int(rng.integers(5, 30))
+            gaps = rng.integers(3, 15, cfg.utterances_per_video)
+            num_frames = lead + int(gaps.sum()) + cfg.utterances_per_video * utt_frames + 5
+            video_seed = rng.integers(2**31)
+            video_path = os.path.join(out_dir, "videos", f"{ytid}.mp4")
+            truth_path = os.path.join(out_dir, "attributes", f"{ytid}.npz")
+            frames, audio, boxes, truth = render_video(
+                ident, num_frames, np.random.default_rng(video_seed)
+            )
+            if not (os.path.exists(video_path) and os.path.exists(truth_path)):
+                write_video(
+                    video_path + ".tmp.mp4", frames, FPS, audio=audio, audio_sample_rate=SAMPLE_RATE
+                )
+                os.replace(video_path + ".tmp.mp4", video_path)
+                np.savez(truth_path, **truth)
+            counts["videos"] += 1
+            boxes_norm = boxes / cfg.resolution
+            start = lead
+            for u in range(cfg.utterances_per_video):
+                idx = np.arange(start, start + utt_frames)
+                archives[split].writestr(
+                    f"txt/{identity}/{ytid}/{u + 1:05d}.txt",
+                    vox2_txt(identity, ytid, idx, boxes_norm[idx]),
+                )
+                counts["utterances"] += 1
+                start += utt_frames + int(gaps[u])
+        log(f"  synthetic identity {i + 1}/{cfg.num_identities} ({split})")
+    for split, archive in archives.items():
+        archive.close()
+        with open(os.path.join(out_dir, f"vox2_{split}_txt.zip"), "wb") as f:
+            f.write(zips[split].getvalue())
+    return counts

@@ -35,9 +35,13 @@ from jaxtalk.errors import InputError
 
 _MODE = flags.DEFINE_enum("mode", "video", ["video", "audio"], "what drives the animation")
 _SOURCE = flags.DEFINE_string("source", None, "the portrait image to animate")
-_CROP_FACE = flags.DEFINE_bool("crop_face", True, "crop the source around its largest face "
-                               "(bundled OpenCV detector) before resizing; --nocrop_face uses "
-                               "the image as it is, centre-cropped (already-cropped portraits)")
+_CROP_FACE = flags.DEFINE_bool(
+    "crop_face",
+    True,
+    "crop the source around its largest face "
+    "(bundled OpenCV detector) before resizing; --nocrop_face uses "
+    "the image as it is, centre-cropped (already-cropped portraits)",
+)
 _DRIVING = flags.DEFINE_string("driving", None, "--mode=video: the driving video")
 _DRIVING_CROP = flags.DEFINE_list("driving_crop", None, "x,y,w,h face box in driving pixels")
 _WEIGHTS = flags.DEFINE_string("weights", None, "imported or exported weights (.safetensors)")
@@ -51,11 +55,13 @@ _OUT = flags.DEFINE_string("out", None, "output .mp4")
 _AUDIO = flags.DEFINE_string("audio", None, "--mode=audio: the speech (wav, mp3, m4a, ...)")
 _STAGE2 = flags.DEFINE_string("stage2", None, "anitalker_stage2 weights or an anitalker_stage2 run")
 _STAGE1 = flags.DEFINE_string("stage1", None, "anitalker_stage1 weights or an anitalker_stage1 run")
-_HUBERT = flags.DEFINE_string("hubert", None, "HuBERT weights for hubert_* models "
-                              "(default: the imported `hubert` release)")
+_HUBERT = flags.DEFINE_string(
+    "hubert", None, "HuBERT weights for hubert_* models (default: the imported `hubert` release)"
+)
 _SEED = flags.DEFINE_integer("seed", 0, "noise seed of the diffusion sampler")
-_CONTROL = flags.DEFINE_bool("control", False, "use the pose/location/scale controls below "
-                             "instead of the predicted ones")
+_CONTROL = flags.DEFINE_bool(
+    "control", False, "use the pose/location/scale controls below instead of the predicted ones"
+)
 _POSE_YAW = flags.DEFINE_float("pose_yaw", 0.0, "--control: head yaw in [-1, 1] (x 90 degrees)")
 _POSE_PITCH = flags.DEFINE_float("pose_pitch", 0.0, "--control: head pitch in [-1, 1]")
 _POSE_ROLL = flags.DEFINE_float("pose_roll", 0.0, "--control: head roll in [-1, 1]")
@@ -72,8 +78,9 @@ def _load_source(size: int):
 
     if not _CROP_FACE.value:
         return animator.load_image(_SOURCE.value, size)
-    (x, y, side, _), source = face_detect.crop_face(animator.read_image(_SOURCE.value), size,
-                                                    what=_SOURCE.value)
+    (x, y, side, _), source = face_detect.crop_face(
+        animator.read_image(_SOURCE.value), size, what=_SOURCE.value
+    )
     print(f"{_SOURCE.value}: face crop x={x} y={y} side={side}")
     return source
 
@@ -88,28 +95,40 @@ def main(argv):
         raise InputError(f"unexpected arguments {argv[1:]}")
     if _MODE.value == "audio":
         return _animate_audio()
-    missing = [f"--{n}" for n, v in (("source", _SOURCE.value), ("driving", _DRIVING.value),
-                                     ("out", _OUT.value)) if not v]
+    missing = [
+        f"--{n}"
+        for n, v in (("source", _SOURCE.value), ("driving", _DRIVING.value), ("out", _OUT.value))
+        if not v
+    ]
     if missing:
         raise InputError(f"{', '.join(missing)} required")
     if bool(_WEIGHTS.value) == bool(_WORKDIR.value):
         raise InputError("give exactly one of --weights or --workdir")
     try:
-        model = inference.open_animator(_WEIGHTS.value or _WORKDIR.value, run=bool(_WORKDIR.value),
-                                        step=_STEP.value, driver=inference.Driver.VIDEO,
-                                        chunk=_CHUNK.value)
+        model = inference.open_animator(
+            _WEIGHTS.value or _WORKDIR.value,
+            run=bool(_WORKDIR.value),
+            step=_STEP.value,
+            driver=inference.Driver.VIDEO,
+            chunk=_CHUNK.value,
+        )
         source = _load_source(model.size)
         info = probe(_DRIVING.value)
-        crop = ([int(v) for v in _DRIVING_CROP.value] if _DRIVING_CROP.value else
-                animator.centre_square(info.width, info.height))
-        driving, fps = video.read_video(_DRIVING.value, crop=crop, size=model.size,
-                                        duration=_MAX_SECONDS.value)
+        crop = (
+            [int(v) for v in _DRIVING_CROP.value]
+            if _DRIVING_CROP.value
+            else animator.centre_square(info.width, info.height)
+        )
+        driving, fps = video.read_video(
+            _DRIVING.value, crop=crop, size=model.size, duration=_MAX_SECONDS.value
+        )
         if len(driving) == 0:
             raise InputError(f"{_DRIVING.value}: no frames")
         frames = model.animate(source, driving, mode=_MOTION.value)
         fps = model.fps or fps
-        video.write_video(_OUT.value, frames, fps,
-                          audio=_DRIVING.value if info.audio_sample_rate else None)
+        video.write_video(
+            _OUT.value, frames, fps, audio=_DRIVING.value if info.audio_sample_rate else None
+        )
     except (OSError, ValueError) as e:  # AnimationError, MediaError, weights errors
         raise InputError(str(e)) from None
     print(f"wrote {len(frames)} frames ({len(frames) / fps:.1f} s) to {_OUT.value}")
@@ -120,23 +139,38 @@ def _animate_audio():
     from jaxtalk.inference.animator import SAMPLE_RATE
     from jaxtalk.media import audio, video
 
-    missing = [f"--{n}" for n, v in (("source", _SOURCE.value), ("audio", _AUDIO.value),
-                                     ("stage2", _STAGE2.value), ("out", _OUT.value)) if not v]
+    missing = [
+        f"--{n}"
+        for n, v in (
+            ("source", _SOURCE.value),
+            ("audio", _AUDIO.value),
+            ("stage2", _STAGE2.value),
+            ("out", _OUT.value),
+        )
+        if not v
+    ]
     if missing:
         raise InputError(f"{', '.join(missing)} required with --mode=audio")
     try:
-        model = inference.open_animator(_STAGE2.value, driver=inference.Driver.AUDIO,
-                                        stage1=_STAGE1.value, hubert=_HUBERT.value,
-                                        chunk=_CHUNK.value)
+        model = inference.open_animator(
+            _STAGE2.value,
+            driver=inference.Driver.AUDIO,
+            stage1=_STAGE1.value,
+            hubert=_HUBERT.value,
+            chunk=_CHUNK.value,
+        )
         source = _load_source(model.size)
         if not os.path.exists(_AUDIO.value):
             raise InputError(f"{_AUDIO.value}: no such file")
         wav = audio.read_audio(_AUDIO.value, SAMPLE_RATE, duration=_MAX_SECONDS.value)
         options = dict(seed=_SEED.value, ddim_steps=_DDIM_STEPS.value, what=_AUDIO.value)
         if _CONTROL.value:  # the release's control values; the animator takes what its model does
-            options.update(pose=[_POSE_YAW.value, _POSE_PITCH.value, _POSE_ROLL.value],
-                           pose_file=_POSE_FILE.value, face_location=_FACE_LOCATION.value,
-                           face_scale=_FACE_SCALE.value)
+            options.update(
+                pose=[_POSE_YAW.value, _POSE_PITCH.value, _POSE_ROLL.value],
+                pose_file=_POSE_FILE.value,
+                face_location=_FACE_LOCATION.value,
+                face_scale=_FACE_SCALE.value,
+            )
         frames = model.animate(source, wav, **options)
         video.write_video(_OUT.value, frames, model.fps, audio=wav, audio_sample_rate=SAMPLE_RATE)
     except (OSError, ValueError, RuntimeError) as e:  # AnimationError, MediaError, weights errors

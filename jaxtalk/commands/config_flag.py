@@ -20,8 +20,12 @@ FLAGS = flags.FLAGS
 
 def define():
     return config_flags.DEFINE_config_file(
-        "config", None, "recipe config: configs/<recipe>.py:<variant> (or <recipe>:<variant>); "
-        "override keys with --config.<key>=<value>", lock_config=True)
+        "config",
+        None,
+        "recipe config: configs/<recipe>.py:<variant> (or <recipe>:<variant>); "
+        "override keys with --config.<key>=<value>",
+        lock_config=True,
+    )
 
 
 def _config_path(value: str) -> str:
@@ -37,7 +41,7 @@ def _resolve(argv: list[str]) -> list[str]:
     out = []
     for i, arg in enumerate(argv):
         if arg.startswith("--config="):
-            arg = "--config=" + _config_path(arg[len("--config="):])
+            arg = "--config=" + _config_path(arg[len("--config=") :])
         elif i > 0 and argv[i - 1] == "--config":
             arg = _config_path(arg)
         out.append(arg)
@@ -59,8 +63,10 @@ def parse(argv: list[str], required: tuple[str, ...] = ()) -> list[str]:
     config_given = [a for a in argv[1:] if a == "--config" or a.startswith("--config=")]
     path = next((a.split("=", 1)[1] for a in config_given if "=" in a), None)
     if path is not None and not os.path.exists(_config_path(path).partition(":")[0]):
-        raise InputError(f"--config: config file {path.partition(':')[0]!r} does not exist "
-                      f"(recipes: {', '.join(available_recipes())})")
+        raise InputError(
+            f"--config: config file {path.partition(':')[0]!r} does not exist "
+            f"(recipes: {', '.join(available_recipes())})"
+        )
     try:
         rest = FLAGS(_resolve(argv))
     except flags.Error as e:
@@ -84,5 +90,8 @@ def reject_positional(argv: list[str]) -> None:
 
 def available_recipes() -> list[str]:
     here = os.path.dirname(configs.__file__)
-    return sorted(f[:-3] for f in os.listdir(here)
-                  if f.endswith(".py") and f not in ("__init__.py", "common.py"))
+    return sorted(
+        f[:-3]
+        for f in os.listdir(here)
+        if f.endswith(".py") and f not in ("__init__.py", "common.py")
+    )

@@ -32,25 +32,36 @@ def main(argv):
     try:
         sweep.check_metric_names(_FLAGS.metrics.value)
         test_set = eval_sets.parse(_TEST_SET.value, _FLAGS.data_root.value)
-        step = sweep.resolve_steps(_WORKDIR.value, "last" if _STEP.value is None
-                                   else str(_STEP.value))[0]
+        step = sweep.resolve_steps(
+            _WORKDIR.value, "last" if _STEP.value is None else str(_STEP.value)
+        )[0]
         metrics, skipped = registry.create_many(
-            _FLAGS.metrics.value, _FLAGS.weights_dir.value,
-            cli_options.metric_options(_FLAGS.metric_options.value))
+            _FLAGS.metrics.value,
+            _FLAGS.weights_dir.value,
+            cli_options.metric_options(_FLAGS.metric_options.value),
+        )
         for name, why in skipped.items():
             print(f"skipping metric {name}: {why}")
         evaluator = sweep.Evaluator(
-            metrics, batch_size=_FLAGS.batch_size.value, num_batches=_FLAGS.num_batches.value,
-            mesh=sweep.local_mesh(_FLAGS.batch_size.value), seed=_FLAGS.seed.value)
+            metrics,
+            batch_size=_FLAGS.batch_size.value,
+            num_batches=_FLAGS.num_batches.value,
+            mesh=sweep.local_mesh(_FLAGS.batch_size.value),
+            seed=_FLAGS.seed.value,
+        )
         modes = _FLAGS.modes.value or evaluator.modes(_WORKDIR.value, step, test_set)
-        rows = [evaluator.evaluate(_WORKDIR.value, step, test_set, mode, sorted(metrics))
-                for mode in modes]
+        rows = [
+            evaluator.evaluate(_WORKDIR.value, step, test_set, mode, sorted(metrics))
+            for mode in modes
+        ]
     except ValueError as e:  # SweepError, EvalSetError, bad metric options
         raise InputError(str(e)) from None
     print(report.markdown_table(rows))
     if skipped:
-        print(f"{len(skipped)} metric(s) skipped (missing weights or bad options): "
-              f"{', '.join(sorted(skipped))}")
+        print(
+            f"{len(skipped)} metric(s) skipped (missing weights or bad options): "
+            f"{', '.join(sorted(skipped))}"
+        )
     if _JSON_OUT.value:
         with open(_JSON_OUT.value, "w") as f:
             json.dump({"rows": rows, "skipped_metrics": skipped}, f, indent=1)

@@ -30,7 +30,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "a training run directory")
 _STEP = flags.DEFINE_integer("step", None, "checkpoint step (default: the latest)")
 _GROUP = flags.DEFINE_string("group", None, "parameter group of the run to export")
 _RELEASE = flags.DEFINE_string("release", None, "write this release's PyTorch layout")
-_OUT = flags.DEFINE_string("out", None, "output file (.pt/.pth/.ckpt with --release, else .safetensors)")
+_OUT = flags.DEFINE_string(
+    "out", None, "output file (.pt/.pth/.ckpt with --release, else .safetensors)"
+)
 
 
 def main(argv):
@@ -65,9 +67,15 @@ def main(argv):
             if not animator.exports:
                 raise animator.not_exportable(source)
             spec = animator.from_stored(dict(variables, release=kind), source).export_function()
-            jax_function.export_function(spec.fn, spec.params, spec.input_specs, _OUT.value,
-                                         input_names=spec.input_names,
-                                         output_names=spec.output_names, metadata=spec.metadata)
+            jax_function.export_function(
+                spec.fn,
+                spec.params,
+                spec.input_specs,
+                _OUT.value,
+                input_names=spec.input_names,
+                output_names=spec.output_names,
+                metadata=spec.metadata,
+            )
         elif _RELEASE.value:
             releases.export_release(_RELEASE.value, variables, _OUT.value)
         else:

@@ -19,8 +19,12 @@ from jaxtalk.errors import InputError
 
 _RELEASE = flags.DEFINE_string("release", None, "release name (see --list)")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "the released PyTorch file")
-_OUT = flags.DEFINE_string("out", None, "output .safetensors (default: "
-                           "$JAXTALK_WEIGHTS_DIR or ~/.cache/jaxtalk/weights, /<release>.safetensors)")
+_OUT = flags.DEFINE_string(
+    "out",
+    None,
+    "output .safetensors (default: "
+    "$JAXTALK_WEIGHTS_DIR or ~/.cache/jaxtalk/weights, /<release>.safetensors)",
+)
 _WEIGHTS_DIR = flags.DEFINE_string("weights_dir", None, "directory for the default output")
 _BACKBONE = flags.DEFINE_string("backbone", None, "lpips_*: the torchvision backbone file")
 _LIST = flags.DEFINE_bool("list", False, "list the releases and where to get them")
@@ -40,16 +44,27 @@ def main(argv):
     releases.find_release(_RELEASE.value)  # an unknown release is an error before any reading
     files = {"backbone": _BACKBONE.value} if _BACKBONE.value else {}
     try:
-        path = releases.import_release(_RELEASE.value, _CHECKPOINT.value, output=_OUT.value,
-                                       weights_dir=_WEIGHTS_DIR.value, **files)
+        path = releases.import_release(
+            _RELEASE.value,
+            _CHECKPOINT.value,
+            output=_OUT.value,
+            weights_dir=_WEIGHTS_DIR.value,
+            **files,
+        )
     except (OSError, ValueError, KeyError) as e:  # CheckpointError/ConversionError included
         raise InputError(str(e).strip("'\"")) from None
     from jaxtalk.convert import weights
 
     stored = weights.load(path)
-    count = sum(int(np.prod(v.shape)) for c in ("params", "batch_stats") if c in stored
-                for v in _leaves(stored[c]))
-    print(f"imported {_RELEASE.value} from {_CHECKPOINT.value}: {count / 1e6:.2f}M values -> {path}")
+    count = sum(
+        int(np.prod(v.shape))
+        for c in ("params", "batch_stats")
+        if c in stored
+        for v in _leaves(stored[c])
+    )
+    print(
+        f"imported {_RELEASE.value} from {_CHECKPOINT.value}: {count / 1e6:.2f}M values -> {path}"
+    )
 
 
 def _leaves(tree):

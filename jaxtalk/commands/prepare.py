@@ -21,19 +21,37 @@ from jaxtalk.errors import InputError
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("out_dir", None, "Where the shards and dataset_info.json go.")
-flags.DEFINE_string("manual_dir", None, "The official download (metadata + videos); synthetic: "
-                    "where the raw set is generated (default <out_dir>/raw).")
-flags.DEFINE_integer("size", 256, "Output frame side in pixels (256 or 512 for real data; 64 for tiny CPU runs).")
-flags.DEFINE_integer("clips_per_shard", 64, "Clips per ArrayRecord shard (the unit of resumable work).")
-flags.DEFINE_integer("num_workers", 0, "Processes working on shards in parallel (0 = in this process).")
+flags.DEFINE_string(
+    "manual_dir",
+    None,
+    "The official download (metadata + videos); synthetic: "
+    "where the raw set is generated (default <out_dir>/raw).",
+)
+flags.DEFINE_integer(
+    "size", 256, "Output frame side in pixels (256 or 512 for real data; 64 for tiny CPU runs)."
+)
+flags.DEFINE_integer(
+    "clips_per_shard", 64, "Clips per ArrayRecord shard (the unit of resumable work)."
+)
+flags.DEFINE_integer(
+    "num_workers", 0, "Processes working on shards in parallel (0 = in this process)."
+)
 flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of the stored frames.")
 flags.DEFINE_integer("min_frames", None, "Reject clips shorter than this (default: dataset's).")
 flags.DEFINE_integer("min_face_size", None, "Reject crops smaller than this many source pixels.")
 flags.DEFINE_float("blur_threshold", None, "Reject clips whose Laplacian variance is below this.")
-flags.DEFINE_float("max_abs_yaw", None, "Reject clips turning further (degrees), where pose is known.")
-flags.DEFINE_string("test_list", None, "hdtf/celebvhq: file of video names (or ytb ids) for the test split.")
-flags.DEFINE_float("test_fraction", None, "hdtf/celebvhq: hold out this fraction of identities as test.")
-flags.DEFINE_string("info_file", None, "celebvhq: the info json (default celebvhq_info.json in manual_dir).")
+flags.DEFINE_float(
+    "max_abs_yaw", None, "Reject clips turning further (degrees), where pose is known."
+)
+flags.DEFINE_string(
+    "test_list", None, "hdtf/celebvhq: file of video names (or ytb ids) for the test split."
+)
+flags.DEFINE_float(
+    "test_fraction", None, "hdtf/celebvhq: hold out this fraction of identities as test."
+)
+flags.DEFINE_string(
+    "info_file", None, "celebvhq: the info json (default celebvhq_info.json in manual_dir)."
+)
 flags.DEFINE_integer("num_identities", 8, "synthetic: identities.")
 flags.DEFINE_integer("videos_per_identity", 2, "synthetic: videos per identity.")
 flags.DEFINE_integer("utterances_per_video", 2, "synthetic: utterances (clips) per video.")
@@ -44,25 +62,46 @@ flags.DEFINE_integer("seed", 0, "synthetic: generator seed.")
 
 
 def main(argv: list[str]) -> None:
-  # Imported here so `jaxtalk prepare --help` stays fast.
-  from data_pipelines import datasets  # pylint: disable=import-outside-toplevel
-  from data_pipelines.synthetic import generate  # pylint: disable=import-outside-toplevel
+    # Imported here so `jaxtalk prepare --help` stays fast.
+    from data_pipelines import datasets  # pylint: disable=import-outside-toplevel
+    from data_pipelines.synthetic import generate  # pylint: disable=import-outside-toplevel
 
-  if len(argv) != 2:
-    raise InputError(f"usage: jaxtalk prepare DATASET [flags]; DATASET in {sorted(datasets.DATASETS)}")
-  name = argv[1]
-  if name not in datasets.DATASETS:
-    raise InputError(f"unknown dataset {name!r}; choose from {sorted(datasets.DATASETS)}")
-  if not FLAGS.out_dir:
-    raise InputError("--out_dir is required")
-  synthetic = generate.SyntheticConfig(
-      num_identities=FLAGS.num_identities, videos_per_identity=FLAGS.videos_per_identity,
-      utterances_per_video=FLAGS.utterances_per_video, utterance_seconds=FLAGS.utterance_seconds,
-      resolution=FLAGS.raw_resolution, test_identities=FLAGS.test_identities, seed=FLAGS.seed)
-  datasets.prepare_dataset(
-      name, FLAGS.manual_dir, FLAGS.out_dir, size=FLAGS.size, clips_per_shard=FLAGS.clips_per_shard,
-      num_workers=FLAGS.num_workers, jpeg_quality=FLAGS.jpeg_quality, synthetic=synthetic,
-      filter_overrides={"min_frames": FLAGS.min_frames, "min_face_size": FLAGS.min_face_size,
-                        "blur_threshold": FLAGS.blur_threshold, "max_abs_yaw": FLAGS.max_abs_yaw},
-      parser_options={"test_list": FLAGS.test_list, "test_fraction": FLAGS.test_fraction,
-                      "info_file": FLAGS.info_file})
+    if len(argv) != 2:
+        raise InputError(
+            f"usage: jaxtalk prepare DATASET [flags]; DATASET in {sorted(datasets.DATASETS)}"
+        )
+    name = argv[1]
+    if name not in datasets.DATASETS:
+        raise InputError(f"unknown dataset {name!r}; choose from {sorted(datasets.DATASETS)}")
+    if not FLAGS.out_dir:
+        raise InputError("--out_dir is required")
+    synthetic = generate.SyntheticConfig(
+        num_identities=FLAGS.num_identities,
+        videos_per_identity=FLAGS.videos_per_identity,
+        utterances_per_video=FLAGS.utterances_per_video,
+        utterance_seconds=FLAGS.utterance_seconds,
+        resolution=FLAGS.raw_resolution,
+        test_identities=FLAGS.test_identities,
+        seed=FLAGS.seed,
+    )
+    datasets.prepare_dataset(
+        name,
+        FLAGS.manual_dir,
+        FLAGS.out_dir,
+        size=FLAGS.size,
+        clips_per_shard=FLAGS.clips_per_shard,
+        num_workers=FLAGS.num_workers,
+        jpeg_quality=FLAGS.jpeg_quality,
+        synthetic=synthetic,
+        filter_overrides={
+            "min_frames": FLAGS.min_frames,
+            "min_face_size": FLAGS.min_face_size,
+            "blur_threshold": FLAGS.blur_threshold,
+            "max_abs_yaw": FLAGS.max_abs_yaw,
+        },
+        parser_options={
+            "test_list": FLAGS.test_list,
+            "test_fraction": FLAGS.test_fraction,
+            "info_file": FLAGS.info_file,
+        },
+    )

@@ -38,22 +38,33 @@ def main(argv):
         cli_options.check_args(argv, out_dir=_OUT_DIR.value)
         print("wrote " + ", ".join(sweep.render(_OUT_DIR.value)[1]))
         return
-    cli_options.check_args(argv, out_dir=_OUT_DIR.value, runs=_RUNS.value,
-                           test_sets=_TEST_SETS.value)
+    cli_options.check_args(
+        argv, out_dir=_OUT_DIR.value, runs=_RUNS.value, test_sets=_TEST_SETS.value
+    )
     try:
         index, count = sweep.process_identity(_PROCESS_INDEX.value, _PROCESS_COUNT.value)
         summary = sweep.run_sweep(
-            _RUNS.value, [eval_sets.parse(s, _FLAGS.data_root.value) for s in _TEST_SETS.value],
-            _FLAGS.metrics.value, _OUT_DIR.value, steps=_STEPS.value,
-            modes=_FLAGS.modes.value or None, batch_size=_FLAGS.batch_size.value,
-            num_batches=_FLAGS.num_batches.value, weights_dir=_FLAGS.weights_dir.value,
+            _RUNS.value,
+            [eval_sets.parse(s, _FLAGS.data_root.value) for s in _TEST_SETS.value],
+            _FLAGS.metrics.value,
+            _OUT_DIR.value,
+            steps=_STEPS.value,
+            modes=_FLAGS.modes.value or None,
+            batch_size=_FLAGS.batch_size.value,
+            num_batches=_FLAGS.num_batches.value,
+            weights_dir=_FLAGS.weights_dir.value,
             metric_options=cli_options.metric_options(_FLAGS.metric_options.value),
-            process_index=index, process_count=count, seed=_FLAGS.seed.value)
+            process_index=index,
+            process_count=count,
+            seed=_FLAGS.seed.value,
+        )
     except ValueError as e:  # SweepError, EvalSetError, bad metric options
         raise InputError(str(e)) from None
     print(f"\n{_OUT_DIR.value}/results.md:\n")
     print(open(f"{_OUT_DIR.value}/results.md").read())
-    print(f"computed {summary.computed} of this process's {summary.cells} cells; "
-          f"{len(summary.skipped_metrics)} metric(s) skipped"
-          + (f" ({', '.join(sorted(summary.skipped_metrics))})" if summary.skipped_metrics else ""))
+    print(
+        f"computed {summary.computed} of this process's {summary.cells} cells; "
+        f"{len(summary.skipped_metrics)} metric(s) skipped"
+        + (f" ({', '.join(sorted(summary.skipped_metrics))})" if summary.skipped_metrics else "")
+    )
     print("wrote " + ", ".join(summary.outputs))

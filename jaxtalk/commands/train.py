@@ -15,8 +15,11 @@ from jaxtalk.commands import config_flag
 from jaxtalk.errors import InputError
 
 _CONFIG = config_flag.define()
-_WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, TensorBoard, "
-                               "config; an existing run there is resumed")
+_WORKDIR = flags.DEFINE_string(
+    "workdir",
+    None,
+    "run directory: checkpoints, TensorBoard, config; an existing run there is resumed",
+)
 
 
 def parse_flags(argv):

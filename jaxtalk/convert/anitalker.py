@@ -19,17 +19,36 @@ import numpy as np
 from flax import linen as nn
 
 from jaxtalk.convert import torch_pickle
-from jaxtalk.convert.mapping import (LINEAR, ConversionError, Rule, conv1d, count_indices,
-                                     is_batch_counter, linear, norm, running_stats, to_params,
-                                     to_state_dict)
-from jaxtalk.models.anitalker.stage2 import (ATTRIBUTES, DiffusionPredictor,
-                                                   INFER_TYPES, attributes_for, init_inputs)
+from jaxtalk.convert.mapping import (
+    LINEAR,
+    ConversionError,
+    Rule,
+    conv1d,
+    count_indices,
+    is_batch_counter,
+    linear,
+    norm,
+    running_stats,
+    to_params,
+    to_state_dict,
+)
 from jaxtalk.convert.releases import Release
+from jaxtalk.models.anitalker.stage2 import (
+    ATTRIBUTES,
+    INFER_TYPES,
+    DiffusionPredictor,
+    attributes_for,
+    init_inputs,
+)
 
 # The public files this converter imports (`jaxtalk import --release=NAME`).
 RELEASES = [
-    Release("anitalker_stage2", {}, (),
-            "X-LANCE/AniTalker ckpts/stage2_*.ckpt (one per infer_type; EMA weights used)"),
+    Release(
+        "anitalker_stage2",
+        {},
+        (),
+        "X-LANCE/AniTalker ckpts/stage2_*.ckpt (one per infer_type; EMA weights used)",
+    ),
 ]
 
 RELEASE = "anitalker_stage2"
@@ -45,8 +64,10 @@ def conformer_rules(torch_prefix: str, path: str, num_blocks: int) -> tuple[list
     params, stats = [], []
     for i in range(num_blocks):
         t, p = f"{torch_prefix}.encoders.{i}", f"{path}/encoders_{i}"
-        params += [Rule(f"{t}.self_attn.pos_bias_u", f"{p}/self_attn/pos_bias_u"),
-                   Rule(f"{t}.self_attn.pos_bias_v", f"{p}/self_attn/pos_bias_v")]
+        params += [
+            Rule(f"{t}.self_attn.pos_bias_u", f"{p}/self_attn/pos_bias_u"),
+            Rule(f"{t}.self_attn.pos_bias_v", f"{p}/self_attn/pos_bias_v"),
+        ]
         for name in ("linear_q", "linear_k", "linear_v", "linear_out"):
             params += linear(f"{t}.self_attn.{name}", f"{p}/self_attn/{name}")
         params += linear(f"{t}.self_attn.linear_pos", f"{p}/self_attn/linear_pos", bias=False)
@@ -66,10 +87,12 @@ def lstm_regressor_rules(torch_prefix: str, path: str, num_layers: int) -> list[
     rules = []
     for k in range(num_layers):
         t, p = f"{torch_prefix}.lstm", f"{path}/lstm/layer_{k}"
-        rules += [Rule(f"{t}.weight_ih_l{k}", f"{p}/input_kernel", LINEAR),
-                  Rule(f"{t}.weight_hh_l{k}", f"{p}/hidden_kernel", LINEAR),
-                  Rule(f"{t}.bias_ih_l{k}", f"{p}/input_bias"),
-                  Rule(f"{t}.bias_hh_l{k}", f"{p}/hidden_bias")]
+        rules += [
+            Rule(f"{t}.weight_ih_l{k}", f"{p}/input_kernel", LINEAR),
+            Rule(f"{t}.weight_hh_l{k}", f"{p}/hidden_kernel", LINEAR),
+            Rule(f"{t}.bias_ih_l{k}", f"{p}/input_bias"),
+            Rule(f"{t}.bias_hh_l{k}", f"{p}/hidden_bias"),
+        ]
     return rules + linear(f"{torch_prefix}.fc", f"{path}/fc")
 
 
@@ -84,15 +107,15 @@ def rules_for(config: Mapping[str, Any]) -> tuple[list[Rule], list[Rule]]:
         p, s = conformer_rules("speech_encoder", "speech_encoder", model.speech_layers)
         params, stats = params + p, stats + s
     else:
-        params += conv1d("down_sample1", "down_sample1") + conv1d("down_sample2",
-                                                                   "down_sample2")
+        params += conv1d("down_sample1", "down_sample1") + conv1d("down_sample2", "down_sample2")
     p, s = conformer_rules("coarse_decoder", "coarse_decoder", model.decoder_layers)
     params, stats = params + p, stats + s
     for attr in model.attributes:
         prefix = ATTRIBUTES[attr][1]
         for role in ("predictor", "encoder"):
-            params += lstm_regressor_rules(f"{prefix}_{role}",
-                                           f"variance_adapter/{prefix}_{role}", model.lstm_layers)
+            params += lstm_regressor_rules(
+                f"{prefix}_{role}", f"variance_adapter/{prefix}_{role}", model.lstm_layers
+            )
     for name in ("init_code_proj", "noisy_encoder", "t_encoder"):
         params += linear(f"{name}.0", name)  # nn.Sequential(nn.Linear) in the release
     params += linear("encoder_direction_code", "encoder_direction_code")
@@ -128,17 +151,23 @@ def detect_config(state_dict: Mapping[str, np.ndarray]) -> dict:
             kernel_size=int(sd[dec + "conv_module.depthwise_conv.weight"].shape[-1]),
         )
         if hubert:
-            config.update(hubert_layers=int(sd["weights"].shape[0]),
-                          hubert_dim=int(sd["down_sample1.weight"].shape[1]),
-                          speech_dim=int(sd["down_sample1.weight"].shape[0]),
-                          speech_layers=count_indices(sd, r"speech_encoder\.encoders\.(\d+)\."))
+            config.update(
+                hubert_layers=int(sd["weights"].shape[0]),
+                hubert_dim=int(sd["down_sample1.weight"].shape[1]),
+                speech_dim=int(sd["down_sample1.weight"].shape[0]),
+                speech_layers=count_indices(sd, r"speech_encoder\.encoders\.(\d+)\."),
+            )
         else:
-            config.update(mfcc_dim=int(sd["down_sample1.weight"].shape[1]),
-                          mfcc_hidden=int(sd["down_sample1.weight"].shape[0]),
-                          speech_dim=int(sd["down_sample2.weight"].shape[0]))
+            config.update(
+                mfcc_dim=int(sd["down_sample1.weight"].shape[1]),
+                mfcc_hidden=int(sd["down_sample1.weight"].shape[0]),
+                speech_dim=int(sd["down_sample2.weight"].shape[0]),
+            )
         if control != "audio_only":
-            config.update(lstm_hidden=int(sd["pose_predictor.lstm.weight_hh_l0"].shape[1]),
-                          lstm_layers=count_indices(sd, r"pose_predictor\.lstm\.weight_ih_l(\d+)$"))
+            config.update(
+                lstm_hidden=int(sd["pose_predictor.lstm.weight_hh_l0"].shape[1]),
+                lstm_layers=count_indices(sd, r"pose_predictor\.lstm\.weight_ih_l(\d+)$"),
+            )
     except KeyError as e:
         raise ConversionError(f"not an AniTalker stage-2 state_dict: no key {e}") from e
     return config
@@ -157,15 +186,26 @@ def _is_batch_stat(key: str) -> bool:
     return key.endswith((".running_mean", ".running_var"))
 
 
-def variables_from_state_dict(state_dict: Mapping[str, np.ndarray], config: Mapping[str, Any],
-                              source: str = "state_dict") -> dict:
+def variables_from_state_dict(
+    state_dict: Mapping[str, np.ndarray], config: Mapping[str, Any], source: str = "state_dict"
+) -> dict:
     """Prefix-free state_dict -> {'params', 'batch_stats'} (key-complete, shape-checked)."""
     reference = _reference_variables(config)
     param_rules, stat_rules = rules_for(config)
-    params = to_params(state_dict, param_rules, reference["params"], source=source,
-                       ignore=lambda k: _is_batch_stat(k) or is_batch_counter(k))
-    stats = to_params(state_dict, stat_rules, reference["batch_stats"], source=source,
-                      ignore=lambda k: not _is_batch_stat(k))
+    params = to_params(
+        state_dict,
+        param_rules,
+        reference["params"],
+        source=source,
+        ignore=lambda k: _is_batch_stat(k) or is_batch_counter(k),
+    )
+    stats = to_params(
+        state_dict,
+        stat_rules,
+        reference["batch_stats"],
+        source=source,
+        ignore=lambda k: not _is_batch_stat(k),
+    )
     return {"params": params, "batch_stats": stats}
 
 
@@ -179,8 +219,9 @@ def state_dict_from_variables(variables: Mapping, config: Mapping[str, Any]) -> 
     return sd
 
 
-def import_checkpoint(path: str | os.PathLike, weights: str = "ema",
-                      infer_type: str | None = None) -> dict:
+def import_checkpoint(
+    path: str | os.PathLike, weights: str = "ema", infer_type: str | None = None
+) -> dict:
     """Reads a released stage-2 checkpoint.
 
     weights: "ema" (default, the weights the release samples with) or "model" (online).
@@ -199,10 +240,13 @@ def import_checkpoint(path: str | os.PathLike, weights: str = "ema",
     source = str(path)
     unexpected = [k for k in full if k != "x_T" and not k.startswith(tuple(PREFIXES.values()))]
     if unexpected:
-        raise ConversionError(f"{source}: unexpected keys {unexpected[:10]} (expected model.*, "
-                              "ema_model.* and x_T)")
-    copies = {name: {k[len(p):]: v for k, v in full.items() if k.startswith(p)}
-              for name, p in PREFIXES.items()}
+        raise ConversionError(
+            f"{source}: unexpected keys {unexpected[:10]} (expected model.*, ema_model.* and x_T)"
+        )
+    copies = {
+        name: {k[len(p) :]: v for k, v in full.items() if k.startswith(p)}
+        for name, p in PREFIXES.items()
+    }
     if not copies[weights]:
         raise ConversionError(f"{source}: no {PREFIXES[weights]}* keys")
     if copies["model"] and copies["ema"] and set(copies["model"]) != set(copies["ema"]):
@@ -218,10 +262,13 @@ def import_checkpoint(path: str | os.PathLike, weights: str = "ema",
     return variables
 
 
-def export_checkpoint(variables: Mapping, path: str | os.PathLike,
-                      model_config: Mapping[str, Any] | None = None,
-                      ema_variables: Mapping | None = None, x_T: np.ndarray | None = None,
-                      ) -> None:
+def export_checkpoint(
+    variables: Mapping,
+    path: str | os.PathLike,
+    model_config: Mapping[str, Any] | None = None,
+    ema_variables: Mapping | None = None,
+    x_T: np.ndarray | None = None,
+) -> None:
     """Writes the released layout: `model.*` from `variables`, `ema_model.*` from
     `ema_variables` (default: the same weights) and `x_T` (given, from `variables['x_T']`,
     or zeros of the release's default shape)."""
@@ -235,6 +282,7 @@ def export_checkpoint(variables: Mapping, path: str | os.PathLike,
     out.update({f"ema_model.{k}": v for k, v in ema.items()})
     if x_T is None:
         x_T = variables.get("x_T")
-    out["x_T"] = (np.zeros(DEFAULT_X_T_SHAPE, np.float32) if x_T is None
-                  else np.asarray(x_T, np.float32))
+    out["x_T"] = (
+        np.zeros(DEFAULT_X_T_SHAPE, np.float32) if x_T is None else np.asarray(x_T, np.float32)
+    )
     torch_pickle.save(out, path)

@@ -10,36 +10,50 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxtalk.convert import mapping, torch_pickle
+from jaxtalk.convert.releases import Release
 from jaxtalk.convert.torch_legacy import read_state_dict
 from jaxtalk.models.metric_nets import iresnet
-from jaxtalk.convert.releases import Release
 
 # The public files this converter imports (`jaxtalk import --release=NAME`).
 RELEASES = [
-    Release("arcface_r100", {"arch": "iresnet100"}, (),
-            "insightface arcface_torch model zoo, e.g. ms1mv3_arcface_r100_fp16/backbone.pth"),
+    Release(
+        "arcface_r100",
+        {"arch": "iresnet100"},
+        (),
+        "insightface arcface_torch model zoo, e.g. ms1mv3_arcface_r100_fp16/backbone.pth",
+    ),
 ]
 
 
 def rules(arch: str | tuple[int, ...] = "iresnet100") -> list:
     """`arch`: a name in iresnet.DEPTHS or the blocks per stage."""
     depths = iresnet.DEPTHS[arch] if isinstance(arch, str) else tuple(arch)
-    out = (mapping.conv("conv1", "params/conv1", bias=False) + mapping.batch_norm("bn1", "bn1")
-           + mapping.prelu("prelu", "params/prelu"))
+    out = (
+        mapping.conv("conv1", "params/conv1", bias=False)
+        + mapping.batch_norm("bn1", "bn1")
+        + mapping.prelu("prelu", "params/prelu")
+    )
     for stage, depth in enumerate(depths, start=1):
         for i in range(depth):
             t, p = f"layer{stage}.{i}", f"layer{stage}_{i}"
-            out += (mapping.batch_norm(f"{t}.bn1", f"{p}/bn1")
-                    + mapping.conv(f"{t}.conv1", f"params/{p}/conv1", False)
-                    + mapping.batch_norm(f"{t}.bn2", f"{p}/bn2")
-                    + mapping.prelu(f"{t}.prelu", f"params/{p}/prelu")
-                    + mapping.conv(f"{t}.conv2", f"params/{p}/conv2", False)
-                    + mapping.batch_norm(f"{t}.bn3", f"{p}/bn3"))
+            out += (
+                mapping.batch_norm(f"{t}.bn1", f"{p}/bn1")
+                + mapping.conv(f"{t}.conv1", f"params/{p}/conv1", False)
+                + mapping.batch_norm(f"{t}.bn2", f"{p}/bn2")
+                + mapping.prelu(f"{t}.prelu", f"params/{p}/prelu")
+                + mapping.conv(f"{t}.conv2", f"params/{p}/conv2", False)
+                + mapping.batch_norm(f"{t}.bn3", f"{p}/bn3")
+            )
             if i == 0:
-                out += (mapping.conv(f"{t}.downsample.0", f"params/{p}/downsample_conv", False)
-                        + mapping.batch_norm(f"{t}.downsample.1", f"{p}/downsample_bn"))
-    return out + mapping.batch_norm("bn2", "bn2") + mapping.linear("fc", "params/fc") + \
-        mapping.batch_norm("features", "features")
+                out += mapping.conv(
+                    f"{t}.downsample.0", f"params/{p}/downsample_conv", False
+                ) + mapping.batch_norm(f"{t}.downsample.1", f"{p}/downsample_bn")
+    return (
+        out
+        + mapping.batch_norm("bn2", "bn2")
+        + mapping.linear("fc", "params/fc")
+        + mapping.batch_norm("features", "features")
+    )
 
 
 def import_checkpoint(path, arch: str = "iresnet100") -> dict:

@@ -24,23 +24,38 @@ import numpy as np
 from flax import linen as nn
 
 from jaxtalk.convert import torch_pickle
-from jaxtalk.convert.mapping import (CONV1D, ConversionError, Rule, conv1d, count_indices, linear,
-                                     norm, to_params, to_state_dict)
-from jaxtalk.models.audio.hubert import HubertConfig, HubertModel
+from jaxtalk.convert.mapping import (
+    CONV1D,
+    ConversionError,
+    Rule,
+    conv1d,
+    count_indices,
+    linear,
+    norm,
+    to_params,
+    to_state_dict,
+)
 from jaxtalk.convert.releases import Release
+from jaxtalk.models.audio.hubert import HubertConfig, HubertModel
 
 # The public files this converter imports (`jaxtalk import --release=NAME`).
 RELEASES = [
-    Release("hubert", {}, (),
-            "a Hugging Face HuBERT checkpoint's pytorch_model.bin, e.g. "
-            "TencentGameMate/chinese-hubert-large (what AniTalker uses)"),
+    Release(
+        "hubert",
+        {},
+        (),
+        "a Hugging Face HuBERT checkpoint's pytorch_model.bin, e.g. "
+        "TencentGameMate/chinese-hubert-large (what AniTalker uses)",
+    ),
 ]
 
 RELEASE = "hubert"
 _WEIGHT_NORM_KEYS = {
     "legacy": ("encoder.pos_conv_embed.conv.weight_g", "encoder.pos_conv_embed.conv.weight_v"),
-    "parametrizations": ("encoder.pos_conv_embed.conv.parametrizations.weight.original0",
-                         "encoder.pos_conv_embed.conv.parametrizations.weight.original1"),
+    "parametrizations": (
+        "encoder.pos_conv_embed.conv.parametrizations.weight.original0",
+        "encoder.pos_conv_embed.conv.parametrizations.weight.original1",
+    ),
 }
 
 
@@ -57,9 +72,11 @@ def rules_for(config: HubertConfig, weight_norm_keys: str = "legacy") -> list[Ru
     if config.masked_spec_embed:
         rules.append(Rule("masked_spec_embed", "masked_spec_embed"))
     g_key, v_key = _WEIGHT_NORM_KEYS[weight_norm_keys]
-    rules += [Rule(g_key, "pos_conv_embed/weight_g", CONV1D),
-              Rule(v_key, "pos_conv_embed/weight_v", CONV1D),
-              Rule("encoder.pos_conv_embed.conv.bias", "pos_conv_embed/bias")]
+    rules += [
+        Rule(g_key, "pos_conv_embed/weight_g", CONV1D),
+        Rule(v_key, "pos_conv_embed/weight_v", CONV1D),
+        Rule("encoder.pos_conv_embed.conv.bias", "pos_conv_embed/bias"),
+    ]
     rules += norm("encoder.layer_norm", "encoder_layer_norm")
     for i in range(config.num_layers):
         t, p = f"encoder.layers.{i}", f"layers_{i}"
@@ -86,8 +103,9 @@ def detect_config(sd: Mapping[str, np.ndarray], **overrides) -> HubertConfig:
             hidden_size=hidden,
             num_layers=count_indices(sd, r"encoder\.layers\.(\d+)\."),
             num_heads=hidden // 64,
-            intermediate_size=int(sd["encoder.layers.0.feed_forward.intermediate_dense.weight"]
-                                  .shape[0]),
+            intermediate_size=int(
+                sd["encoder.layers.0.feed_forward.intermediate_dense.weight"].shape[0]
+            ),
             conv_dim=tuple(int(w.shape[0]) for w in convs),
             conv_kernel=tuple(int(w.shape[2]) for w in convs),
             conv_stride=(5,) + (2,) * (n_conv - 1),
@@ -107,15 +125,17 @@ def detect_config(sd: Mapping[str, np.ndarray], **overrides) -> HubertConfig:
 
 def _strip_prefix(sd: Mapping[str, np.ndarray]) -> dict:
     if any(k.startswith("hubert.") for k in sd):
-        return {k[len("hubert."):]: v for k, v in sd.items() if k.startswith("hubert.")}
+        return {k[len("hubert.") :]: v for k, v in sd.items() if k.startswith("hubert.")}
     return dict(sd)
 
 
-def variables_from_state_dict(sd: Mapping[str, np.ndarray], config: HubertConfig,
-                              source: str = "state_dict") -> dict:
+def variables_from_state_dict(
+    sd: Mapping[str, np.ndarray], config: HubertConfig, source: str = "state_dict"
+) -> dict:
     model = HubertModel(config)
-    reference = nn.meta.unbox(jax.eval_shape(
-        lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 400), np.float32))))["params"]
+    reference = nn.meta.unbox(
+        jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 400), np.float32)))
+    )["params"]
     style = "legacy" if _WEIGHT_NORM_KEYS["legacy"][0] in sd else "parametrizations"
     return {"params": to_params(sd, rules_for(config, style), reference, source=source)}
 
@@ -129,14 +149,17 @@ def import_checkpoint(path: str | os.PathLike, **overrides) -> dict:
     return out
 
 
-def export_checkpoint(variables: Mapping, path: str | os.PathLike,
-                      model_config: Mapping[str, Any] | HubertConfig | None = None,
-                      weight_norm_keys: str = "legacy") -> None:
+def export_checkpoint(
+    variables: Mapping,
+    path: str | os.PathLike,
+    model_config: Mapping[str, Any] | HubertConfig | None = None,
+    weight_norm_keys: str = "legacy",
+) -> None:
     config = model_config if model_config is not None else variables.get("model_config")
     if config is None:
         raise ValueError("export_checkpoint needs model_config")
     if not isinstance(config, HubertConfig):
-        config = HubertConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                 for k, v in config.items()})
-    torch_pickle.save(to_state_dict(variables["params"], rules_for(config, weight_norm_keys)),
-                      path)
+        config = HubertConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        )
+    torch_pickle.save(to_state_dict(variables["params"], rules_for(config, weight_norm_keys)), path)

@@ -8,14 +8,13 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxtalk.convert import mapping, torch_pickle
+from jaxtalk.convert.releases import Release
 from jaxtalk.convert.torch_legacy import read_state_dict
 from jaxtalk.models.metric_nets import inception
-from jaxtalk.convert.releases import Release
 
 # The public files this converter imports (`jaxtalk import --release=NAME`).
 RELEASES = [
-    Release("inception_fid", {}, (),
-            "pytorch-fid release pt_inception-2015-12-05-6726825d.pth"),
+    Release("inception_fid", {}, (), "pytorch-fid release pt_inception-2015-12-05-6726825d.pth"),
 ]
 
 

@@ -26,26 +26,43 @@ from typing import Any, Mapping
 import numpy as np
 
 from jaxtalk.convert import torch_pickle
-from jaxtalk.convert.mapping import (CONV2D, ConversionError, Layout, Rule, linear, reshape,
-                                     to_params, to_state_dict)
+from jaxtalk.convert.mapping import (
+    CONV2D,
+    ConversionError,
+    Layout,
+    Rule,
+    linear,
+    reshape,
+    to_params,
+    to_state_dict,
+)
+from jaxtalk.convert.releases import Release
 from jaxtalk.models.layers.upfirdn import make_kernel
 from jaxtalk.models.lia.generator import CHANNELS
-from jaxtalk.convert.releases import Release
 
 # The public files this converter imports (`jaxtalk import --release=NAME`).
 RELEASES = [
-    Release("lia", {"kind": "lia"}, (),
-            "wyhsirius/LIA released checkpoints (vox.pt, taichi.pt, ted.pt): torch dict with 'gen'"),
-    Release("anitalker_stage1", {"kind": "anitalker_stage1"}, (),
-            "X-LANCE/AniTalker ckpts/stage1.ckpt (Lightning; keys prefixed 'lia.')"),
+    Release(
+        "lia",
+        {"kind": "lia"},
+        (),
+        "wyhsirius/LIA released checkpoints (vox.pt, taichi.pt, ted.pt): torch dict with 'gen'",
+    ),
+    Release(
+        "anitalker_stage1",
+        {"kind": "anitalker_stage1"},
+        (),
+        "X-LANCE/AniTalker ckpts/stage1.ckpt (Lightning; keys prefixed 'lia.')",
+    ),
 ]
 
 KINDS = ("lia", "anitalker_stage1")
 BLUR = (1, 3, 3, 1)
 
 # Modulated conv weight (1, O, I, k, k) <-> HWIO; ConstantInput (1, C, s, s) <-> (1, s, s, C).
-MODCONV = Layout("modconv", lambda w: w[0].transpose(2, 3, 1, 0),
-                 lambda w: w.transpose(3, 2, 0, 1)[None])
+MODCONV = Layout(
+    "modconv", lambda w: w[0].transpose(2, 3, 1, 0), lambda w: w.transpose(3, 2, 0, 1)[None]
+)
 CONST = Layout("const_nchw", lambda w: w.transpose(0, 2, 3, 1), lambda w: w.transpose(0, 3, 1, 2))
 
 
@@ -63,8 +80,13 @@ def _channels(width: float) -> dict[int, int]:
     return {r: max(1, int(round(c * width))) for r, c in CHANNELS.items()}
 
 
-def key_spec(kind: str = "lia", size: int = 256, style_dim: int = 512, motion_dim: int = 20,
-             width: float = 1.0) -> list[Rule | tuple[str, np.ndarray]]:
+def key_spec(
+    kind: str = "lia",
+    size: int = 256,
+    style_dim: int = 512,
+    motion_dim: int = 20,
+    width: float = 1.0,
+) -> list[Rule | tuple[str, np.ndarray]]:
     """The release's state_dict in order: `Rule`s for parameters and (key, value) pairs
     for the blur-kernel buffers. Keys are without the `lia.` prefix."""
     if kind not in KINDS:
@@ -99,12 +121,19 @@ def key_spec(kind: str = "lia", size: int = 256, style_dim: int = 512, motion_di
         cout = ch[2 ** (i - 1)]
         conv_layer(f"enc.net_app.convs.{n}.conv1", f"{app}/convs_{n}/conv1", cin, False)
         conv_layer(f"enc.net_app.convs.{n}.conv2", f"{app}/convs_{n}/conv2", cout, True)
-        conv_layer(f"enc.net_app.convs.{n}.skip", f"{app}/convs_{n}/skip", cout, True,
-                   activate=False, bias=False)
+        conv_layer(
+            f"enc.net_app.convs.{n}.skip",
+            f"{app}/convs_{n}/skip",
+            cout,
+            True,
+            activate=False,
+            bias=False,
+        )
         stage_ch.append(cout)
         cin = cout
-    spec.append(Rule(f"enc.net_app.convs.{log - 1}.weight", f"{app}/convs_{log - 1}/kernel",
-                     CONV2D))
+    spec.append(
+        Rule(f"enc.net_app.convs.{log - 1}.weight", f"{app}/convs_{log - 1}/kernel", CONV2D)
+    )
     stage_ch.append(style_dim)
     if kind == "anitalker_stage1":
         n_fc = 0
@@ -141,7 +170,7 @@ def key_spec(kind: str = "lia", size: int = 256, style_dim: int = 512, motion_di
     styled_conv("dec.conv1", "dec/conv1", ch[4], False)
     to_rgb("dec.to_rgb1", "dec/to_rgb1", False)
     for j, i in enumerate(range(3, log + 1)):
-        c = ch[2 ** i]
+        c = ch[2**i]
         styled_conv(f"dec.convs.{2 * j}", f"dec/convs_{2 * j}", c, True)
         styled_conv(f"dec.convs.{2 * j + 1}", f"dec/convs_{2 * j + 1}", c, False)
     for j in range(log - 2):
@@ -160,14 +189,19 @@ def rules(kind: str = "lia", **config) -> list[Rule]:
 
 
 def buffers(kind: str = "lia", **config) -> dict[str, np.ndarray]:
-    return {k: v for k, v in (r for r in key_spec(kind, **default_config(**config))
-                              if not isinstance(r, Rule))}
+    return {
+        k: v
+        for k, v in (
+            r for r in key_spec(kind, **default_config(**config)) if not isinstance(r, Rule)
+        )
+    }
 
 
 def build_model(kind: str = "lia", **config):
     """The Flax module for a kind and config (LIAGenerator or AniTalkerMotion)."""
     from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
     from jaxtalk.models.lia.generator import LIAGenerator
+
     cls = LIAGenerator if kind == "lia" else AniTalkerMotion
     return cls(**default_config(**config))
 
@@ -177,6 +211,7 @@ def reference_params(kind: str = "lia", **config):
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
+
     cfg = default_config(**config)
     model = build_model(kind, **cfg)
     x = jax.ShapeDtypeStruct((1, cfg["size"], cfg["size"], 3), jnp.float32)
@@ -188,13 +223,14 @@ def infer_config(state_dict: Mapping[str, np.ndarray]) -> dict:
     """size, style_dim, motion_dim and width read from a (prefix-free) state_dict."""
     try:
         n_convs = len({k.split(".")[3] for k in state_dict if k.startswith("enc.net_app.convs.")})
-        size = 2 ** n_convs
+        size = 2**n_convs
         style_dim, motion_dim = state_dict["dec.direction.weight"].shape
         width = state_dict["enc.net_app.convs.0.0.weight"].shape[0] / CHANNELS[size]
     except (KeyError, ValueError) as e:
         raise ConversionError(f"not a LIA generator state_dict ({e!r})") from e
-    return dict(size=int(size), style_dim=int(style_dim), motion_dim=int(motion_dim),
-                width=float(width))
+    return dict(
+        size=int(size), style_dim=int(style_dim), motion_dim=int(motion_dim), width=float(width)
+    )
 
 
 def detect_kind(obj: Any) -> str:
@@ -203,12 +239,15 @@ def detect_kind(obj: Any) -> str:
     sd = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
     if isinstance(sd, Mapping) and any(str(k).startswith("lia.") for k in sd):
         return "anitalker_stage1"
-    raise ConversionError("neither a LIA checkpoint (dict with 'gen') nor an AniTalker stage-1 "
-                          "checkpoint (keys prefixed 'lia.')")
+    raise ConversionError(
+        "neither a LIA checkpoint (dict with 'gen') nor an AniTalker stage-1 "
+        "checkpoint (keys prefixed 'lia.')"
+    )
 
 
-def state_dict_to_params(state_dict: Mapping[str, np.ndarray], kind: str = "lia",
-                         source: str = "state_dict", **config) -> dict:
+def state_dict_to_params(
+    state_dict: Mapping[str, np.ndarray], kind: str = "lia", source: str = "state_dict", **config
+) -> dict:
     """A prefix-free generator state_dict -> params (every key checked)."""
     cfg = default_config(**(config or infer_config(state_dict)))
     bufs = buffers(kind, **cfg)
@@ -217,12 +256,18 @@ def state_dict_to_params(state_dict: Mapping[str, np.ndarray], kind: str = "lia"
         if key not in state_dict:
             problems.append(f"missing buffer {key!r}")
         elif np.shape(state_dict[key]) != value.shape or not np.allclose(
-                np.asarray(state_dict[key], np.float32), value, atol=1e-6):
+            np.asarray(state_dict[key], np.float32), value, atol=1e-6
+        ):
             problems.append(f"buffer {key!r} differs from the release's blur kernel")
     if problems:
         raise ConversionError(f"{source}: " + "; ".join(problems))
-    return to_params(state_dict, rules(kind, **cfg), reference_params(kind, **cfg),
-                     source=source, ignore=lambda k: k in bufs)
+    return to_params(
+        state_dict,
+        rules(kind, **cfg),
+        reference_params(kind, **cfg),
+        source=source,
+        ignore=lambda k: k in bufs,
+    )
 
 
 def params_to_state_dict(params: Mapping, kind: str = "lia", **config) -> dict[str, np.ndarray]:
@@ -239,8 +284,12 @@ def params_to_state_dict(params: Mapping, kind: str = "lia", **config) -> dict[s
     return out
 
 
-def import_checkpoint(path: str | os.PathLike, kind: str = "auto", discriminator: bool = False,
-                      ignore_extra: bool = False) -> dict:
+def import_checkpoint(
+    path: str | os.PathLike,
+    kind: str = "auto",
+    discriminator: bool = False,
+    ignore_extra: bool = False,
+) -> dict:
     """Reads a released checkpoint -> {'params', 'model_config' (+ 'discriminator_params')}.
 
     `kind`: 'auto' | 'lia' | 'anitalker_stage1'. For AniTalker, keys without the `lia.`
@@ -259,9 +308,11 @@ def import_checkpoint(path: str | os.PathLike, kind: str = "auto", discriminator
         full = {k: v for k, v in full.items() if isinstance(v, np.ndarray)}
         extra = sorted(k for k in full if not k.startswith("lia."))
         if extra and not ignore_extra:
-            raise ConversionError(f"{path}: {len(extra)} key(s) outside the 'lia.' generator, "
-                                  f"e.g. {extra[:5]}; pass ignore_extra=True to skip them")
-        sd = {k[len("lia."):]: v for k, v in full.items() if k.startswith("lia.")}
+            raise ConversionError(
+                f"{path}: {len(extra)} key(s) outside the 'lia.' generator, "
+                f"e.g. {extra[:5]}; pass ignore_extra=True to skip them"
+            )
+        sd = {k[len("lia.") :]: v for k, v in full.items() if k.startswith("lia.")}
     else:
         raise ValueError(f"unknown kind {kind!r}; known: {KINDS}")
     cfg = infer_config(sd)
@@ -271,25 +322,34 @@ def import_checkpoint(path: str | os.PathLike, kind: str = "auto", discriminator
         if kind != "lia" or "dis" not in obj:
             raise ConversionError(f"{path}: no 'dis' entry to import")
         out["discriminator_params"] = discriminator_to_params(
-            dict(obj["dis"]), size=cfg["size"], width=cfg["width"], source=path)
+            dict(obj["dis"]), size=cfg["size"], width=cfg["width"], source=path
+        )
     return out
 
 
-def export_checkpoint(variables: Mapping, path: str | os.PathLike, kind: str = "lia",
-                      model_config: Mapping | None = None,
-                      discriminator_params: Mapping | None = None) -> None:
+def export_checkpoint(
+    variables: Mapping,
+    path: str | os.PathLike,
+    kind: str = "lia",
+    model_config: Mapping | None = None,
+    discriminator_params: Mapping | None = None,
+) -> None:
     """Writes the released layout: {'gen': state_dict[, 'dis': ...]} for 'lia',
     {'state_dict': {'lia.' + key: ...}} (Lightning layout) for 'anitalker_stage1'."""
     params = variables.get("params", variables)
-    cfg = {k: v for k, v in dict(model_config or {}).items()
-           if k in ("size", "style_dim", "motion_dim", "width")}
+    cfg = {
+        k: v
+        for k, v in dict(model_config or {}).items()
+        if k in ("size", "style_dim", "motion_dim", "width")
+    }
     sd = params_to_state_dict(params, kind, **cfg)
     if kind == "lia":
         obj: dict[str, Any] = {"gen": sd}
         if discriminator_params is not None:
             full = default_config(**cfg)
-            obj["dis"] = discriminator_to_state_dict(discriminator_params, size=full["size"],
-                                                     width=full["width"])
+            obj["dis"] = discriminator_to_state_dict(
+                discriminator_params, size=full["size"], width=full["width"]
+            )
     elif kind == "anitalker_stage1":
         obj = {"state_dict": {"lia." + k: v for k, v in sd.items()}}
     else:
@@ -300,24 +360,32 @@ def export_checkpoint(variables: Mapping, path: str | os.PathLike, kind: str = "
 # ----------------------------------------------------------------------------- discriminator
 
 
-def discriminator_key_spec(size: int = 256, width: float = 1.0) -> list[Rule | tuple[str, np.ndarray]]:
+def discriminator_key_spec(
+    size: int = 256, width: float = 1.0
+) -> list[Rule | tuple[str, np.ndarray]]:
     """The release's StyleGAN2 Discriminator state_dict ('dis') in order."""
     ch = _channels(width)
     log = int(math.log2(size))
     down = make_kernel(BLUR)
-    spec: list[Any] = [Rule("convs.0.0.weight", "convs_0/conv/kernel", CONV2D),
-                       Rule("convs.0.1.bias", "convs_0/act/bias", _bias(ch[size]))]
+    spec: list[Any] = [
+        Rule("convs.0.0.weight", "convs_0/conv/kernel", CONV2D),
+        Rule("convs.0.1.bias", "convs_0/act/bias", _bias(ch[size])),
+    ]
     for n, i in enumerate(range(log, 2, -1), start=1):
-        cin, cout = ch[2 ** i], ch[2 ** (i - 1)]
-        spec += [Rule(f"convs.{n}.conv1.0.weight", f"convs_{n}/conv1/conv/kernel", CONV2D),
-                 Rule(f"convs.{n}.conv1.1.bias", f"convs_{n}/conv1/act/bias", _bias(cin)),
-                 (f"convs.{n}.conv2.0.kernel", down),
-                 Rule(f"convs.{n}.conv2.1.weight", f"convs_{n}/conv2/conv/kernel", CONV2D),
-                 Rule(f"convs.{n}.conv2.2.bias", f"convs_{n}/conv2/act/bias", _bias(cout)),
-                 (f"convs.{n}.skip.0.kernel", down),
-                 Rule(f"convs.{n}.skip.1.weight", f"convs_{n}/skip/conv/kernel", CONV2D)]
-    spec += [Rule("final_conv.0.weight", "final_conv/conv/kernel", CONV2D),
-             Rule("final_conv.1.bias", "final_conv/act/bias", _bias(ch[4]))]
+        cin, cout = ch[2**i], ch[2 ** (i - 1)]
+        spec += [
+            Rule(f"convs.{n}.conv1.0.weight", f"convs_{n}/conv1/conv/kernel", CONV2D),
+            Rule(f"convs.{n}.conv1.1.bias", f"convs_{n}/conv1/act/bias", _bias(cin)),
+            (f"convs.{n}.conv2.0.kernel", down),
+            Rule(f"convs.{n}.conv2.1.weight", f"convs_{n}/conv2/conv/kernel", CONV2D),
+            Rule(f"convs.{n}.conv2.2.bias", f"convs_{n}/conv2/act/bias", _bias(cout)),
+            (f"convs.{n}.skip.0.kernel", down),
+            Rule(f"convs.{n}.skip.1.weight", f"convs_{n}/skip/conv/kernel", CONV2D),
+        ]
+    spec += [
+        Rule("final_conv.0.weight", "final_conv/conv/kernel", CONV2D),
+        Rule("final_conv.1.bias", "final_conv/act/bias", _bias(ch[4])),
+    ]
     for j in range(2):
         spec += linear(f"final_linear.{j}", f"final_linear_{j}")
     return spec
@@ -327,29 +395,44 @@ def discriminator_reference_params(size: int = 256, width: float = 1.0):
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
+
     from jaxtalk.models.lia.discriminator import Discriminator
+
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-    return nn.unbox(jax.eval_shape(Discriminator(size, width).init, jax.random.PRNGKey(0),
-                                   x)["params"])
+    return nn.unbox(
+        jax.eval_shape(Discriminator(size, width).init, jax.random.PRNGKey(0), x)["params"]
+    )
 
 
-def discriminator_to_params(state_dict: Mapping[str, np.ndarray], size: int = 256,
-                            width: float = 1.0, source: str = "dis") -> dict:
+def discriminator_to_params(
+    state_dict: Mapping[str, np.ndarray], size: int = 256, width: float = 1.0, source: str = "dis"
+) -> dict:
     spec = discriminator_key_spec(size, width)
     bufs = {k: v for k, v in (r for r in spec if not isinstance(r, Rule))}
-    bad = [k for k, v in bufs.items()
-           if k not in state_dict or not np.allclose(np.asarray(state_dict[k], np.float32), v)]
+    bad = [
+        k
+        for k, v in bufs.items()
+        if k not in state_dict or not np.allclose(np.asarray(state_dict[k], np.float32), v)
+    ]
     if bad:
         raise ConversionError(f"{source}: missing or wrong blur buffers {bad[:5]}")
-    return to_params(state_dict, [r for r in spec if isinstance(r, Rule)],
-                     discriminator_reference_params(size, width), source=source,
-                     ignore=lambda k: k in bufs)
+    return to_params(
+        state_dict,
+        [r for r in spec if isinstance(r, Rule)],
+        discriminator_reference_params(size, width),
+        source=source,
+        ignore=lambda k: k in bufs,
+    )
 
 
-def discriminator_to_state_dict(params: Mapping, size: int = 256,
-                                width: float = 1.0) -> dict[str, np.ndarray]:
+def discriminator_to_state_dict(
+    params: Mapping, size: int = 256, width: float = 1.0
+) -> dict[str, np.ndarray]:
     spec = discriminator_key_spec(size, width)
     converted = to_state_dict(params, [r for r in spec if isinstance(r, Rule)])
-    return {(r.torch_key if isinstance(r, Rule) else r[0]):
-            (converted[r.torch_key] if isinstance(r, Rule) else np.asarray(r[1], np.float32))
-            for r in spec}
+    return {
+        (r.torch_key if isinstance(r, Rule) else r[0]): (
+            converted[r.torch_key] if isinstance(r, Rule) else np.asarray(r[1], np.float32)
+        )
+        for r in spec
+    }

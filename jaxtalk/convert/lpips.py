@@ -13,37 +13,52 @@ import jax
 import jax.numpy as jnp
 
 from jaxtalk.convert import mapping, torch_pickle, torchvision_vgg
+from jaxtalk.convert.releases import Release
 from jaxtalk.convert.torch_legacy import read_state_dict
 from jaxtalk.models.metric_nets import alexnet
 from jaxtalk.models.metric_nets import lpips as lpips_metric
-from jaxtalk.convert.releases import Release
 
 # The public files this converter imports (`jaxtalk import --release=NAME`).
 RELEASES = [
-    Release("lpips_alex", {"net": "alex"}, ("backbone",),
-            "lpips package file lpips/weights/v0.1/alex.pth (pip install lpips) + torchvision "
-            "alexnet-owt-7be5be79.pth as --backbone"),
-    Release("lpips_vgg", {"net": "vgg"}, ("backbone",),
-            "lpips package file lpips/weights/v0.1/vgg.pth + torchvision vgg16-397923af.pth "
-            "as --backbone"),
+    Release(
+        "lpips_alex",
+        {"net": "alex"},
+        ("backbone",),
+        "lpips package file lpips/weights/v0.1/alex.pth (pip install lpips) + torchvision "
+        "alexnet-owt-7be5be79.pth as --backbone",
+    ),
+    Release(
+        "lpips_vgg",
+        {"net": "vgg"},
+        ("backbone",),
+        "lpips package file lpips/weights/v0.1/vgg.pth + torchvision vgg16-397923af.pth "
+        "as --backbone",
+    ),
 ]
 
 NETS = tuple(lpips_metric.BACKBONE_LAYERS)
 
 
 def head_rules(net: str) -> list[mapping.Rule]:
-    return [mapping.Rule(f"lin{i}.model.1.weight", f"lin{i}/kernel", mapping.CONV2D)
-            for i in range(len(lpips_metric.BACKBONE_LAYERS[net]))]
+    return [
+        mapping.Rule(f"lin{i}.model.1.weight", f"lin{i}/kernel", mapping.CONV2D)
+        for i in range(len(lpips_metric.BACKBONE_LAYERS[net]))
+    ]
 
 
 def backbone_rules(net: str) -> list[mapping.Rule]:
     if net == "alex":
-        return [rule for name, (*_, index) in alexnet.CONVS.items()
-                for rule in (mapping.Rule(f"features.{index}.weight", f"backbone/{name}/kernel",
-                                          mapping.CONV2D),
-                             mapping.Rule(f"features.{index}.bias", f"backbone/{name}/bias"))]
-    return torchvision_vgg.rules("vgg16", lpips_metric.BACKBONE_LAYERS["vgg"],
-                                 param_prefix="backbone/")
+        return [
+            rule
+            for name, (*_, index) in alexnet.CONVS.items()
+            for rule in (
+                mapping.Rule(f"features.{index}.weight", f"backbone/{name}/kernel", mapping.CONV2D),
+                mapping.Rule(f"features.{index}.bias", f"backbone/{name}/bias"),
+            )
+        ]
+    return torchvision_vgg.rules(
+        "vgg16", lpips_metric.BACKBONE_LAYERS["vgg"], param_prefix="backbone/"
+    )
 
 
 def _backbone_unused(net: str):
@@ -63,27 +78,42 @@ def import_checkpoint(path, backbone=None, net: str = "alex") -> dict:
     if net not in NETS:
         raise ValueError(f"unknown LPIPS net {net!r}; known: {NETS}")
     if backbone is None:
-        raise ValueError(f"LPIPS-{net} also needs the torchvision backbone weights "
-                         f"({'alexnet-owt-7be5be79.pth' if net == 'alex' else 'vgg16-397923af.pth'})")
+        raise ValueError(
+            f"LPIPS-{net} also needs the torchvision backbone weights "
+            f"({'alexnet-owt-7be5be79.pth' if net == 'alex' else 'vgg16-397923af.pth'})"
+        )
     heads = read_state_dict(path)
     trunk = read_state_dict(backbone)
     overlap = set(heads) & set(trunk)
     if overlap:
-        raise ValueError(f"{path} and {backbone} share keys {sorted(overlap)[:3]}: "
-                         "pass the lpips head file and the torchvision backbone file")
+        raise ValueError(
+            f"{path} and {backbone} share keys {sorted(overlap)[:3]}: "
+            "pass the lpips head file and the torchvision backbone file"
+        )
     ignore_backbone = _backbone_unused(net)
-    params = mapping.to_params({**heads, **trunk}, head_rules(net) + backbone_rules(net),
-                               param_shapes(net), source=f"{path} + {backbone}",
-                               ignore=lambda key: key in trunk and ignore_backbone(key))
+    params = mapping.to_params(
+        {**heads, **trunk},
+        head_rules(net) + backbone_rules(net),
+        param_shapes(net),
+        source=f"{path} + {backbone}",
+        ignore=lambda key: key in trunk and ignore_backbone(key),
+    )
     return {"params": params, "model_config": {"net": net, "version": "0.1"}}
 
 
 def export_checkpoint(variables: dict, path, backbone_path=None, net: str = "alex") -> None:
     """Writes the heads (lpips layout) to `path` and, if given, the backbone to `backbone_path`."""
-    torch_pickle.save(mapping.to_state_dict({k: v for k, v in variables["params"].items()
-                                             if k != "backbone"}, head_rules(net)), path)
+    torch_pickle.save(
+        mapping.to_state_dict(
+            {k: v for k, v in variables["params"].items() if k != "backbone"}, head_rules(net)
+        ),
+        path,
+    )
     if backbone_path is not None:
-        rules = [mapping.Rule(r.torch_key, r.param_path[len("backbone/"):], r.layout)
-                 for r in backbone_rules(net)]
-        torch_pickle.save(mapping.to_state_dict(variables["params"]["backbone"], rules),
-                          backbone_path)
+        rules = [
+            mapping.Rule(r.torch_key, r.param_path[len("backbone/") :], r.layout)
+            for r in backbone_rules(net)
+        ]
+        torch_pickle.save(
+            mapping.to_state_dict(variables["params"]["backbone"], rules), backbone_path
+        )

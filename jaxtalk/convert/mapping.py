@@ -41,19 +41,23 @@ IDENTITY = Layout("identity", lambda w: w, lambda w: w)
 LINEAR = Layout("linear", lambda w: w.T, lambda w: w.T)
 CONV1D = Layout("conv1d", lambda w: w.transpose(2, 1, 0), lambda w: w.transpose(2, 1, 0))
 CONV2D = Layout("conv2d", lambda w: w.transpose(2, 3, 1, 0), lambda w: w.transpose(3, 2, 0, 1))
-CONV3D = Layout("conv3d", lambda w: w.transpose(2, 3, 4, 1, 0),
-                lambda w: w.transpose(4, 3, 0, 1, 2))
+CONV3D = Layout(
+    "conv3d", lambda w: w.transpose(2, 3, 4, 1, 0), lambda w: w.transpose(4, 3, 0, 1, 2)
+)
 # ConvTranspose2d weights are (I, O, H, W) and flax's ConvTranspose (transpose_kernel=False)
 # correlates, so the kernel is also flipped spatially.
-CONV_TRANSPOSE2D = Layout("conv_transpose2d",
-                          lambda w: w.transpose(2, 3, 0, 1)[::-1, ::-1],
-                          lambda w: w[::-1, ::-1].transpose(2, 3, 0, 1))
+CONV_TRANSPOSE2D = Layout(
+    "conv_transpose2d",
+    lambda w: w.transpose(2, 3, 0, 1)[::-1, ::-1],
+    lambda w: w[::-1, ::-1].transpose(2, 3, 0, 1),
+)
 
 
 def reshape(shape_flax: tuple[int, ...], shape_torch: tuple[int, ...]) -> Layout:
     """A pure reshape, e.g. a (1, C, 1, 1) bias stored as (C,)."""
-    return Layout(f"reshape{shape_flax}",
-                  lambda w: w.reshape(shape_flax), lambda w: w.reshape(shape_torch))
+    return Layout(
+        f"reshape{shape_flax}", lambda w: w.reshape(shape_flax), lambda w: w.reshape(shape_torch)
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +82,14 @@ def flatten_params(params: Mapping) -> dict[str, Any]:
     return {"/".join(k): v for k, v in traverse_util.flatten_dict(dict(params)).items()}
 
 
-def to_params(state_dict: Mapping[str, Any], rules: Iterable[Rule], reference: Mapping,
-              source: str = "state_dict", ignore: Callable[[str], bool] = lambda k: False,
-              dtype=np.float32) -> dict:
+def to_params(
+    state_dict: Mapping[str, Any],
+    rules: Iterable[Rule],
+    reference: Mapping,
+    source: str = "state_dict",
+    ignore: Callable[[str], bool] = lambda k: False,
+    dtype=np.float32,
+) -> dict:
     """Builds a params tree shaped like `reference` (a params tree or its eval_shape).
 
     Every state_dict key must be used by a rule (or ignored by `ignore`, e.g. for
@@ -102,15 +111,22 @@ def to_params(state_dict: Mapping[str, Any], rules: Iterable[Rule], reference: M
             problems.append(
                 f"{rule.torch_key!r}: shape {tuple(np.shape(state_dict[rule.torch_key]))} "
                 f"-> {value.shape} ({rule.layout.name}) but {rule.param_path} is "
-                f"{expected[rule.param_path]}")
+                f"{expected[rule.param_path]}"
+            )
         elif rule.param_path in out:
             problems.append(f"{rule.param_path} is written by two rules")
         else:
             out[rule.param_path] = value.astype(dtype) if value.dtype.kind == "f" else value
-    problems += [f"unexpected key {k!r} with shape {tuple(np.shape(v))}"
-                 for k, v in state_dict.items() if k not in used and not ignore(k)]
-    problems += [f"parameter {p} {s} has no source key" for p, s in expected.items()
-                 if p not in out and not any(r.param_path == p for r in rules)]
+    problems += [
+        f"unexpected key {k!r} with shape {tuple(np.shape(v))}"
+        for k, v in state_dict.items()
+        if k not in used and not ignore(k)
+    ]
+    problems += [
+        f"parameter {p} {s} has no source key"
+        for p, s in expected.items()
+        if p not in out and not any(r.param_path == p for r in rules)
+    ]
     _fail(source, problems)
     return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in out.items()})
 
@@ -119,10 +135,14 @@ def to_state_dict(params: Mapping, rules: Iterable[Rule]) -> dict[str, np.ndarra
     """Applies the rules backwards: the released state_dict layout, ordered as the rules."""
     flat = flatten_params(jax.device_get(params))
     rules = list(rules)
-    _fail("params", [f"no rule writes back {p}" for p in flat
-                     if p not in {r.param_path for r in rules}])
-    return {r.torch_key: np.ascontiguousarray(r.layout.to_torch(np.asarray(flat[r.param_path])))
-            for r in rules}
+    _fail(
+        "params",
+        [f"no rule writes back {p}" for p in flat if p not in {r.param_path for r in rules}],
+    )
+    return {
+        r.torch_key: np.ascontiguousarray(r.layout.to_torch(np.asarray(flat[r.param_path])))
+        for r in rules
+    }
 
 
 # ----------------------------------------------------------------------------- rule builders
@@ -146,20 +166,23 @@ def linear(torch_prefix: str, path: str, bias: bool = True) -> list[Rule]:
 
 def norm(torch_prefix: str, path: str) -> list[Rule]:
     """LayerNorm / GroupNorm / BatchNorm affine params: weight -> scale, bias -> bias."""
-    return [Rule(f"{torch_prefix}.weight", f"{path}/scale"),
-            Rule(f"{torch_prefix}.bias", f"{path}/bias")]
+    return [
+        Rule(f"{torch_prefix}.weight", f"{path}/scale"),
+        Rule(f"{torch_prefix}.bias", f"{path}/bias"),
+    ]
 
 
 def running_stats(torch_prefix: str, path: str) -> list[Rule]:
     """BatchNorm running statistics (the `batch_stats` collection)."""
-    return [Rule(f"{torch_prefix}.running_mean", f"{path}/mean"),
-            Rule(f"{torch_prefix}.running_var", f"{path}/var")]
+    return [
+        Rule(f"{torch_prefix}.running_mean", f"{path}/mean"),
+        Rule(f"{torch_prefix}.running_var", f"{path}/var"),
+    ]
 
 
 def batch_norm(torch_prefix: str, path: str) -> list[Rule]:
     """A whole BatchNorm in a variables tree: params/{path} and batch_stats/{path}."""
-    return norm(torch_prefix, f"params/{path}") + running_stats(torch_prefix,
-                                                                 f"batch_stats/{path}")
+    return norm(torch_prefix, f"params/{path}") + running_stats(torch_prefix, f"batch_stats/{path}")
 
 
 def prelu(torch_prefix: str, path: str) -> list[Rule]:
@@ -185,9 +208,13 @@ def variable_shapes(module: nn.Module, *example_inputs) -> dict:
     return nn.unbox(jax.eval_shape(module.init, jax.random.PRNGKey(0), *example_inputs))
 
 
-def import_variables(state: Mapping[str, np.ndarray], rules: Iterable[Rule],
-                     shapes: Mapping, source: str,
-                     ignore: Callable[[str], bool] = is_batch_counter) -> dict:
+def import_variables(
+    state: Mapping[str, np.ndarray],
+    rules: Iterable[Rule],
+    shapes: Mapping,
+    source: str,
+    ignore: Callable[[str], bool] = is_batch_counter,
+) -> dict:
     return dict(to_params(state, rules, shapes, source=source, ignore=ignore))
 
 

@@ -56,8 +56,13 @@ def find_release(name: str) -> Release:
     return known[name]
 
 
-def import_release(release: str, checkpoint: str | os.PathLike, output: str | None = None,
-                   weights_dir: str | None = None, **files: str) -> Path:
+def import_release(
+    release: str,
+    checkpoint: str | os.PathLike,
+    output: str | None = None,
+    weights_dir: str | None = None,
+    **files: str,
+) -> Path:
     """Converts a public PyTorch file and writes `<weights dir>/<release>.safetensors`.
 
     What `jaxtalk import --release=R --checkpoint=P [--backbone=B] [--output=O]` calls.
@@ -66,10 +71,12 @@ def import_release(release: str, checkpoint: str | os.PathLike, output: str | No
     missing = [f for f in spec.extra_files if not files.get(f)]
     unknown = sorted(set(files) - set(spec.extra_files))
     if missing or unknown:
-        raise ValueError(f"release {release!r} takes --checkpoint"
-                         + "".join(f" --{f}" for f in spec.extra_files)
-                         + (f"; missing {missing}" if missing else "")
-                         + (f"; unexpected {unknown}" if unknown else ""))
+        raise ValueError(
+            f"release {release!r} takes --checkpoint"
+            + "".join(f" --{f}" for f in spec.extra_files)
+            + (f"; missing {missing}" if missing else "")
+            + (f"; unexpected {unknown}" if unknown else "")
+        )
     converter = importlib.import_module(spec.converter)
     variables = converter.import_checkpoint(checkpoint, **spec.options, **files)
     target = Path(output) if output else weights_store.weights_path(release, weights_dir)
@@ -80,8 +87,11 @@ def export_release(release: str, variables: dict, path: str | os.PathLike) -> No
     """Writes `variables` (as `import_release` stored them) in the release's PyTorch layout."""
     spec = find_release(release)
     converter = importlib.import_module(spec.converter)
-    options = {k: v for k, v in spec.options.items()
-               if k in inspect.signature(converter.export_checkpoint).parameters}
+    options = {
+        k: v
+        for k, v in spec.options.items()
+        if k in inspect.signature(converter.export_checkpoint).parameters
+    }
     if "model_config" in inspect.signature(converter.export_checkpoint).parameters:
         options["model_config"] = variables.get("model_config") or None
     Path(path).parent.mkdir(parents=True, exist_ok=True)

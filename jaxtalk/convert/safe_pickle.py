@@ -99,7 +99,8 @@ class Budget:
             raise CheckpointError(
                 f"{self.path}: {what} ({nbytes:,} bytes) would bring the data read to "
                 f"{self.used + nbytes:,} bytes, over the limit of {self.limit:,} for this "
-                f"file ({FILE_SIZE_RATIO}x its size, at most ${MAX_BYTES_ENV})")
+                f"file ({FILE_SIZE_RATIO}x its size, at most ${MAX_BYTES_ENV})"
+            )
         self.used += nbytes
 
 
@@ -244,7 +245,8 @@ class SafeUnpickler(pickle.Unpickler):
             raise CheckpointError(
                 f"{self.path}: refuses to load the pickled global {one_line(module, 80)}."
                 f"{one_line(name, 80)} (not a plain checkpoint type; jaxtalk never runs code "
-                "from a file, see README 'Loading untrusted files')")
+                "from a file, see README 'Loading untrusted files')"
+            )
         return found
 
     def persistent_load(self, pid):

@@ -10,27 +10,31 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxtalk.convert import mapping, torch_pickle
+from jaxtalk.convert.releases import Release
 from jaxtalk.convert.torch_legacy import read_state_dict
 from jaxtalk.models.metric_nets import syncnet
-from jaxtalk.convert.releases import Release
 
 # The public files this converter imports (`jaxtalk import --release=NAME`).
 RELEASES = [
-    Release("syncnet_v2", {}, (),
-            "joonson/syncnet_python download_model.sh: data/syncnet_v2.model"),
+    Release(
+        "syncnet_v2", {}, (), "joonson/syncnet_python download_model.sh: data/syncnet_v2.model"
+    ),
 ]
 
 CONV_INDICES = (0, 4, 8, 11, 14, 18)
-STREAMS = {"audio": ("netcnnaud", "netfcaud", mapping.CONV2D),
-           "video": ("netcnnlip", "netfclip", mapping.CONV3D)}
+STREAMS = {
+    "audio": ("netcnnaud", "netfcaud", mapping.CONV2D),
+    "video": ("netcnnlip", "netfclip", mapping.CONV3D),
+}
 
 
 def rules() -> list:
     out = []
     for stream, (cnn, fc, layout) in STREAMS.items():
         for i, index in enumerate(CONV_INDICES, start=1):
-            out += mapping.conv(f"{cnn}.{index}", f"params/{stream}/{stream}_conv{i}",
-                                layout=layout)
+            out += mapping.conv(
+                f"{cnn}.{index}", f"params/{stream}/{stream}_conv{i}", layout=layout
+            )
             out += mapping.batch_norm(f"{cnn}.{index + 1}", f"{stream}/{stream}_bn{i}")
         out += mapping.linear(f"{fc}.0", f"params/{stream}/{stream}_fc1")
         out += mapping.batch_norm(f"{fc}.1", f"{stream}/{stream}_fc_bn")
@@ -39,8 +43,9 @@ def rules() -> list:
 
 
 def variable_shapes():
-    return mapping.variable_shapes(syncnet.SyncNet(), jnp.zeros((1, 13, 20, 1)),
-                              jnp.zeros((1, 5, 224, 224, 3)))
+    return mapping.variable_shapes(
+        syncnet.SyncNet(), jnp.zeros((1, 13, 20, 1)), jnp.zeros((1, 5, 224, 224, 3))
+    )
 
 
 def import_checkpoint(path) -> dict:

@@ -43,14 +43,15 @@ class _ViewStorage(Storage):
         self.root, self.start = root, start
 
     def flat(self) -> np.ndarray:
-        return self.root.data[self.start:self.start + self.numel]
+        return self.root.data[self.start : self.start + self.numel]
 
 
 class _LegacyUnpickler(torch_pickle.TorchUnpickler):
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage"):
-            raise CheckpointError(f"{self.path}: unsupported persistent id "
-                                  f"{one_line(repr(pid), 80)}")
+            raise CheckpointError(
+                f"{self.path}: unsupported persistent id {one_line(repr(pid), 80)}"
+            )
         _, storage_type, key, _location, numel, view_metadata = pid
         root = self.declare_storage(storage_type, key, numel)
         if view_metadata is None:
@@ -61,8 +62,10 @@ class _LegacyUnpickler(torch_pickle.TorchUnpickler):
         start = torch_pickle._count(start, f"{self.path}: storage view offset")
         size = torch_pickle._count(size, f"{self.path}: storage view size")
         if start + size > root.numel:
-            raise CheckpointError(f"{self.path}: a view of {size} elements at {start} lies "
-                                  f"outside storage {root.key[:40]!r} of {root.numel}")
+            raise CheckpointError(
+                f"{self.path}: a view of {size} elements at {start} lies "
+                f"outside storage {root.key[:40]!r} of {root.numel}"
+            )
         return _ViewStorage(root, start, size)
 
     def make_tensor(self, storage: Storage, offset, size, stride):
@@ -71,8 +74,9 @@ class _LegacyUnpickler(torch_pickle.TorchUnpickler):
         return PendingTensor(storage, offset, size, stride)
 
 
-def _read_storages(f: safe_pickle.CappedFile, path: str, storages: dict[str, Storage],
-                   keys: Any) -> None:
+def _read_storages(
+    f: safe_pickle.CappedFile, path: str, storages: dict[str, Storage], keys: Any
+) -> None:
     if not isinstance(keys, list) or not all(isinstance(k, (str, int)) for k in keys):
         raise CheckpointError(f"{path}: malformed storage key list")
     for key in map(str, keys):
@@ -86,8 +90,10 @@ def _read_storages(f: safe_pickle.CappedFile, path: str, storages: dict[str, Sto
             raise CheckpointError(f"{path}: truncated storage {key[:40]!r}")
         count = int(np.frombuffer(header, "<i8")[0])
         if count != storage.numel:
-            raise CheckpointError(f"{path}: storage {key[:40]!r} holds {count} elements where "
-                                  f"{storage.numel} are declared")
+            raise CheckpointError(
+                f"{path}: storage {key[:40]!r} holds {count} elements where "
+                f"{storage.numel} are declared"
+            )
         nbytes = count * storage.dtype.itemsize
         if nbytes > f.remaining():
             raise CheckpointError(f"{path}: truncated storage {key[:40]!r}")
@@ -132,8 +138,9 @@ def load(path: str | os.PathLike, max_bytes: int | None = None) -> Any:
     return torch_pickle.load(path, max_bytes)
 
 
-def read_state_dict(path: str | os.PathLike, key: str | None = None,
-                    strip_prefix: str = "") -> dict[str, np.ndarray]:
+def read_state_dict(
+    path: str | os.PathLike, key: str | None = None, strip_prefix: str = ""
+) -> dict[str, np.ndarray]:
     """Flat name -> array dict from a file of either format.
 
     `key` selects a sub-dict (e.g. 'state_dict'); `strip_prefix` drops a prefix such as
@@ -141,6 +148,7 @@ def read_state_dict(path: str | os.PathLike, key: str | None = None,
     """
     state = torch_pickle.state_dict_of(load(path), path, key)
     if strip_prefix:
-        state = {k[len(strip_prefix):] if k.startswith(strip_prefix) else k: v
-                 for k, v in state.items()}
+        state = {
+            k[len(strip_prefix) :] if k.startswith(strip_prefix) else k: v for k, v in state.items()
+        }
     return state

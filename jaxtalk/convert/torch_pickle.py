@@ -63,7 +63,9 @@ class Storage:
 
 def _count(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise CheckpointError(f"{what} must be a non-negative integer, not {one_line(repr(value), 40)}")
+        raise CheckpointError(
+            f"{what} must be a non-negative integer, not {one_line(repr(value), 40)}"
+        )
     return int(value)
 
 
@@ -73,11 +75,13 @@ def _counts(values, what: str) -> tuple[int, ...]:
     return tuple(_count(v, what) for v in values)
 
 
-def tensor_view(flat: np.ndarray, offset: int, size: tuple[int, ...], stride: tuple[int, ...]) -> np.ndarray:
+def tensor_view(
+    flat: np.ndarray, offset: int, size: tuple[int, ...], stride: tuple[int, ...]
+) -> np.ndarray:
     """The tensor (`size`, element `stride`) starting at element `offset` of `flat`; a copy
     only where the view is not contiguous. Bounds are checked by `TorchUnpickler`."""
     if not size:
-        return flat[offset:offset + 1].reshape(()).copy()
+        return flat[offset : offset + 1].reshape(()).copy()
     if 0 in size:
         return np.zeros(size, flat.dtype)
     itemsize = flat.dtype.itemsize
@@ -112,8 +116,18 @@ def _torch_device(kind, index=None):
     return kind if index is None else f"{kind}:{index}"
 
 
-_TORCH_DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16",
-                 "int8", "uint8", "bool")
+_TORCH_DTYPES = (
+    "float64",
+    "float32",
+    "float16",
+    "bfloat16",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint8",
+    "bool",
+)
 
 # The torch part of the allow-list (see safe_pickle for the plain part): storage types,
 # tensor and parameter rebuilds, torch.Size, torch.device and dtype names (as strings).
@@ -144,8 +158,9 @@ class TorchUnpickler(safe_pickle.SafeUnpickler):
     def declare_storage(self, storage_type, key, numel) -> Storage:
         """The storage of a persistent id, declared once per key with one dtype and size."""
         if not isinstance(storage_type, StorageType):
-            raise CheckpointError(f"{self.path}: unsupported storage type "
-                                  f"{one_line(repr(storage_type), 60)}")
+            raise CheckpointError(
+                f"{self.path}: unsupported storage type {one_line(repr(storage_type), 60)}"
+            )
         if not isinstance(key, (str, int)) or isinstance(key, bool):
             raise CheckpointError(f"{self.path}: storage key must be a string")
         key, numel = str(key), _count(numel, f"{self.path}: storage {str(key)[:40]!r} size")
@@ -154,8 +169,9 @@ class TorchUnpickler(safe_pickle.SafeUnpickler):
             self.budget.take(numel * storage_type.dtype.itemsize, f"storage {key[:40]!r}")
             known = self.storages[key] = Storage(key, storage_type.dtype, numel)
         elif known.dtype != storage_type.dtype or known.numel != numel:
-            raise CheckpointError(f"{self.path}: storage {key[:40]!r} is declared twice "
-                                  "with different types or sizes")
+            raise CheckpointError(
+                f"{self.path}: storage {key[:40]!r} is declared twice with different types or sizes"
+            )
         return known
 
     def _rebuild_tensor(self, storage, offset, size, stride, *_unused):
@@ -170,8 +186,10 @@ class TorchUnpickler(safe_pickle.SafeUnpickler):
         if numel:
             last = offset + sum((n - 1) * s for n, s in zip(size, stride))
             if last >= storage.numel:
-                raise CheckpointError(f"{what}: shape {size}, stride {stride}, offset {offset} "
-                                      f"reaches element {last} of a storage of {storage.numel}")
+                raise CheckpointError(
+                    f"{what}: shape {size}, stride {stride}, offset {offset} "
+                    f"reaches element {last} of a storage of {storage.numel}"
+                )
         self.budget.take(numel * storage.dtype.itemsize, f"a tensor of shape {size}")
         return self.make_tensor(storage, offset, size, stride)
 
@@ -180,28 +198,36 @@ class TorchUnpickler(safe_pickle.SafeUnpickler):
 
 
 class _ZipUnpickler(TorchUnpickler):
-    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, path: str,
-                 budget: safe_pickle.Budget):
+    def __init__(
+        self, file, archive: zipfile.ZipFile, prefix: str, path: str, budget: safe_pickle.Budget
+    ):
         super().__init__(file, path, budget)
         self._archive, self._prefix = archive, prefix
 
     def persistent_load(self, pid):
         # ('storage', storage type, key, location, numel)
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-            raise CheckpointError(f"{self.path}: unsupported persistent id "
-                                  f"{one_line(repr(pid), 80)}")
+            raise CheckpointError(
+                f"{self.path}: unsupported persistent id {one_line(repr(pid), 80)}"
+            )
         _, storage_type, key, _location, numel = pid
         storage = self.declare_storage(storage_type, key, numel)
         if storage.data is None:
             nbytes = storage.numel * storage.dtype.itemsize
-            raw = read_member(self._archive, f"{self._prefix}data/{storage.key}", self.path,
-                              expected_size=nbytes)
+            raw = read_member(
+                self._archive, f"{self._prefix}data/{storage.key}", self.path, expected_size=nbytes
+            )
             storage.data = np.frombuffer(raw, dtype=storage.dtype)
         return storage
 
 
-def read_member(archive: zipfile.ZipFile, name: str, path: str, expected_size: int | None = None,
-                budget: safe_pickle.Budget | None = None) -> bytes:
+def read_member(
+    archive: zipfile.ZipFile,
+    name: str,
+    path: str,
+    expected_size: int | None = None,
+    budget: safe_pickle.Budget | None = None,
+) -> bytes:
     """A zip member's bytes, its declared inflated size checked (against `expected_size`
     and `budget`) before anything is inflated; zipfile stops inflating at that size."""
     try:
@@ -209,8 +235,10 @@ def read_member(archive: zipfile.ZipFile, name: str, path: str, expected_size: i
     except KeyError:
         raise CheckpointError(f"{path}: zip archive has no member {name[:80]!r}") from None
     if expected_size is not None and info.file_size != expected_size:
-        raise CheckpointError(f"{path}: member {name[:80]!r} holds {info.file_size:,} bytes "
-                              f"where {expected_size:,} are declared")
+        raise CheckpointError(
+            f"{path}: member {name[:80]!r} holds {info.file_size:,} bytes "
+            f"where {expected_size:,} are declared"
+        )
     if budget is not None:
         budget.take(info.file_size, f"member {name[:80]!r}")
     with archive.open(info) as f:
@@ -231,7 +259,8 @@ def load(path: str | os.PathLike, max_bytes: int | None = None) -> Any:
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
             f"{path}: not a PyTorch zip checkpoint (legacy pre-1.6 format or not a checkpoint); "
-            "re-save it with torch.save in PyTorch >= 1.6")
+            "re-save it with torch.save in PyTorch >= 1.6"
+        )
     budget = safe_pickle.Budget(path, os.path.getsize(path), max_bytes)
     with safe_pickle.reading(path), zipfile.ZipFile(path) as archive:
         pkl = [n for n in archive.namelist() if n.endswith("data.pkl")]
@@ -260,7 +289,9 @@ def load_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str
     return state_dict_of(load(path), path, key)
 
 
-def state_dict_of(obj: Any, path: str | os.PathLike, key: str | None = None) -> dict[str, np.ndarray]:
+def state_dict_of(
+    obj: Any, path: str | os.PathLike, key: str | None = None
+) -> dict[str, np.ndarray]:
     """The name -> array entries of a loaded checkpoint (of its `key` entry when given)."""
     if key is not None:
         if not isinstance(obj, Mapping) or key not in obj:
@@ -273,8 +304,9 @@ def state_dict_of(obj: Any, path: str | os.PathLike, key: str | None = None) -> 
     for k, v in obj.items():
         if isinstance(v, np.ndarray):
             if v.dtype.hasobject or not isinstance(k, str):
-                raise CheckpointError(f"{path}: entry {one_line(repr(k), 60)} is not "
-                                      "a named numeric tensor")
+                raise CheckpointError(
+                    f"{path}: entry {one_line(repr(k), 60)} is not a named numeric tensor"
+                )
             out[k] = v
     return out
 
@@ -331,16 +363,25 @@ def _tensor(array: np.ndarray) -> _Reduce:
     if array.dtype not in _DTYPE_STORAGES:
         raise TypeError(f"dtype {array.dtype} has no PyTorch storage type")
     flat = array.reshape(-1)
-    stride = tuple(int(np.prod(array.shape[i + 1:])) for i in range(array.ndim))
-    return _Reduce(_Global("torch._utils", "_rebuild_tensor_v2"),
-                   (_StorageMarker(flat), 0, tuple(array.shape), stride, False,
-                    _Reduce(_Global("collections", "OrderedDict"), ())))
+    stride = tuple(int(np.prod(array.shape[i + 1 :])) for i in range(array.ndim))
+    return _Reduce(
+        _Global("torch._utils", "_rebuild_tensor_v2"),
+        (
+            _StorageMarker(flat),
+            0,
+            tuple(array.shape),
+            stride,
+            False,
+            _Reduce(_Global("collections", "OrderedDict"), ()),
+        ),
+    )
 
 
 def _convert(obj):
     """Replaces arrays (numpy or jax) by tensor reductions, dicts by OrderedDicts."""
-    if isinstance(obj, np.ndarray) or (hasattr(obj, "__array__") and hasattr(obj, "dtype")
-                                       and not isinstance(obj, np.generic)):
+    if isinstance(obj, np.ndarray) or (
+        hasattr(obj, "__array__") and hasattr(obj, "dtype") and not isinstance(obj, np.generic)
+    ):
         return _tensor(np.asarray(obj))
     if isinstance(obj, Mapping):
         return collections.OrderedDict((k, _convert(v)) for k, v in obj.items())
@@ -364,6 +405,8 @@ def save(obj: Any, path: str | os.PathLike, archive_name: str = "archive") -> No
         archive.writestr(f"{archive_name}/data.pkl", buf.getvalue())
         archive.writestr(f"{archive_name}/byteorder", "little")
         for key, flat in enumerate(storages):
-            archive.writestr(f"{archive_name}/data/{key}", flat.astype(flat.dtype.newbyteorder("<")).tobytes())
+            archive.writestr(
+                f"{archive_name}/data/{key}", flat.astype(flat.dtype.newbyteorder("<")).tobytes()
+            )
         archive.writestr(f"{archive_name}/version", "3\n")
     os.replace(tmp, path)

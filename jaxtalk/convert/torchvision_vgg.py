@@ -15,16 +15,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxtalk.convert import mapping, torch_pickle
+from jaxtalk.convert.releases import Release
 from jaxtalk.convert.torch_legacy import read_state_dict
 from jaxtalk.models import vgg
-from jaxtalk.convert.releases import Release
 
 # The public files this converter imports (`jaxtalk import --release=NAME`).
 RELEASES = [
-    Release("vgg16", {"config": "vgg16"}, (),
-            "torchvision vgg16-397923af.pth"),
-    Release("vgg19", {"config": "vgg19"}, (),
-            "torchvision vgg19-dcbb9e9d.pth"),
+    Release("vgg16", {"config": "vgg16"}, (), "torchvision vgg16-397923af.pth"),
+    Release("vgg19", {"config": "vgg19"}, (), "torchvision vgg19-dcbb9e9d.pth"),
 ]
 
 DEFAULT_LAYERS = {
@@ -33,8 +31,9 @@ DEFAULT_LAYERS = {
 }
 
 
-def rules(config: str, output_layers: Sequence[str], prefix: str = "features.",
-          param_prefix: str = "") -> list[mapping.Rule]:
+def rules(
+    config: str, output_layers: Sequence[str], prefix: str = "features.", param_prefix: str = ""
+) -> list[mapping.Rule]:
     """Rules for the convs the module builds (those up to its deepest output layer)."""
     index = vgg.torchvision_index(config)
     last = max(index[name] for name in output_layers)
@@ -42,9 +41,10 @@ def rules(config: str, output_layers: Sequence[str], prefix: str = "features.",
     for name in vgg.layer_names(config)[: last + 1]:
         if name.startswith("conv"):
             i = index[name]
-            out += [mapping.Rule(f"{prefix}{i}.weight", f"{param_prefix}{name}/kernel",
-                                 mapping.CONV2D),
-                    mapping.Rule(f"{prefix}{i}.bias", f"{param_prefix}{name}/bias")]
+            out += [
+                mapping.Rule(f"{prefix}{i}.weight", f"{param_prefix}{name}/kernel", mapping.CONV2D),
+                mapping.Rule(f"{prefix}{i}.bias", f"{param_prefix}{name}/bias"),
+            ]
     return out
 
 
@@ -58,6 +58,7 @@ def unused_keys(config: str, output_layers: Sequence[str], prefix: str = "featur
             return True
         match = pattern.match(key)
         return bool(match) and int(match.group(1)) > last
+
     return ignore
 
 
@@ -67,21 +68,30 @@ def param_shapes(config: str, output_layers: Sequence[str]):
     return nn.unbox(shapes)["params"]
 
 
-def import_checkpoint(path, config: str = "vgg16",
-                      output_layers: Sequence[str] | None = None) -> dict:
+def import_checkpoint(
+    path, config: str = "vgg16", output_layers: Sequence[str] | None = None
+) -> dict:
     """A torchvision VGG state_dict file -> {"params", "model_config"}."""
     output_layers = tuple(output_layers or DEFAULT_LAYERS[config])
     state = read_state_dict(path)
-    params = mapping.to_params(state, rules(config, output_layers),
-                               param_shapes(config, output_layers), source=str(path),
-                               ignore=unused_keys(config, output_layers))
-    return {"params": params,
-            "model_config": {"config": config, "output_layers": list(output_layers)}}
+    params = mapping.to_params(
+        state,
+        rules(config, output_layers),
+        param_shapes(config, output_layers),
+        source=str(path),
+        ignore=unused_keys(config, output_layers),
+    )
+    return {
+        "params": params,
+        "model_config": {"config": config, "output_layers": list(output_layers)},
+    }
 
 
-def export_checkpoint(variables: dict, path, config: str = "vgg16",
-                      output_layers: Sequence[str] | None = None) -> None:
+def export_checkpoint(
+    variables: dict, path, config: str = "vgg16", output_layers: Sequence[str] | None = None
+) -> None:
     """Writes the convs back as torchvision `features.N.*` keys (no classifier)."""
     output_layers = tuple(output_layers or DEFAULT_LAYERS[config])
-    torch_pickle.save(mapping.to_state_dict(variables["params"], rules(config, output_layers)),
-                      path)
+    torch_pickle.save(
+        mapping.to_state_dict(variables["params"], rules(config, output_layers)), path
+    )

@@ -32,8 +32,11 @@ def weights_path(release: str, weights_dir: str | os.PathLike | None = None) -> 
 
 def save(variables: Mapping[str, Any], path: str | os.PathLike, release: str = "") -> Path:
     tree = {c: variables[c] for c in COLLECTIONS if variables.get(c)}
-    save_params(tree, path, metadata={"model_config": variables.get("model_config") or {},
-                                      "release": release})
+    save_params(
+        tree,
+        path,
+        metadata={"model_config": variables.get("model_config") or {}, "release": release},
+    )
     return Path(path)
 
 
@@ -57,11 +60,13 @@ def load(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: no 'params' collection (not a jaxtalk weights file)")
     config, release = metadata.get("model_config") or {}, metadata.get("release") or ""
     if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
-        raise CheckpointError(f"{path}: metadata 'model_config' must be a JSON object, "
-                              f"not {type(config).__name__}")
+        raise CheckpointError(
+            f"{path}: metadata 'model_config' must be a JSON object, not {type(config).__name__}"
+        )
     if not isinstance(release, str):
-        raise CheckpointError(f"{path}: metadata 'release' must be a string, "
-                              f"not {type(release).__name__}")
+        raise CheckpointError(
+            f"{path}: metadata 'release' must be a string, not {type(release).__name__}"
+        )
     if "kind" in config:
         config = dict(config, kind=current_name(config["kind"]))
     out["model_config"], out["release"] = config, release
@@ -75,14 +80,17 @@ _SEQUENCE_FIELDS = ("Sequence[int]", "tuple[int, ...]")
 def _option_ok(kind: Any, value: Any) -> bool | None:
     """Whether `value` fits a field annotated `kind`; None for fields that are not options."""
     if kind in _FIELD_TYPES:  # bool is an int in Python, but not a size
-        return isinstance(value, _FIELD_TYPES[kind]) and (kind == "bool" or not isinstance(value, bool))
+        return isinstance(value, _FIELD_TYPES[kind]) and (
+            kind == "bool" or not isinstance(value, bool)
+        )
     if kind in _SEQUENCE_FIELDS:
         return isinstance(value, (list, tuple)) and all(type(v) is int for v in value)
     return None
 
 
-def module_options(module_cls, config: Mapping[str, Any], source: str,
-                   keys: tuple[str, ...] | None = None) -> dict:
+def module_options(
+    module_cls, config: Mapping[str, Any], source: str, keys: tuple[str, ...] | None = None
+) -> dict:
     """The constructor options of `module_cls` that `config` (weights metadata) gives,
     type-checked against the module's field annotations; `keys` limits which are taken.
 
@@ -97,10 +105,12 @@ def module_options(module_cls, config: Mapping[str, Any], source: str,
         kind = fields.get(key)
         ok = _option_ok(kind, value)
         if ok is None:
-            raise CheckpointError(f"{source}: model_config has {key[:60]!r}, not an option "
-                                  f"of {module_cls.__name__}")
+            raise CheckpointError(
+                f"{source}: model_config has {key[:60]!r}, not an option of {module_cls.__name__}"
+            )
         if not ok:
-            raise CheckpointError(f"{source}: model_config {key!r} must be {kind}, "
-                                  f"not {type(value).__name__}")
+            raise CheckpointError(
+                f"{source}: model_config {key!r} must be {kind}, not {type(value).__name__}"
+            )
         out[key] = tuple(value) if kind in _SEQUENCE_FIELDS else value
     return out

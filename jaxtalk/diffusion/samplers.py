@@ -39,22 +39,31 @@ def ddim_step(schedule: Schedule, x, x0, eps, steps, eta: float, noise):
     ab = objectives.extract(schedule.alphas_cumprod, steps, x.ndim)
     ab_prev = objectives.extract(schedule.alphas_cumprod_prev, steps, x.ndim)
     sigma = eta * jnp.sqrt((1 - ab_prev) / (1 - ab)) * jnp.sqrt(1 - ab / ab_prev)
-    mean = x0 * jnp.sqrt(ab_prev) + jnp.sqrt(jnp.maximum(1 - ab_prev - sigma ** 2, 0.0)) * eps
+    mean = x0 * jnp.sqrt(ab_prev) + jnp.sqrt(jnp.maximum(1 - ab_prev - sigma**2, 0.0)) * eps
     nonzero = (steps != 0).astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
     return mean + nonzero * sigma * noise
 
 
-def sampling_schedule(schedule: Schedule, num_steps: int | None = None,
-                      spacing: str = "ddim") -> Schedule:
+def sampling_schedule(
+    schedule: Schedule, num_steps: int | None = None, spacing: str = "ddim"
+) -> Schedule:
     """The respaced schedule a `num_steps` sampler runs (the full one when None)."""
     if num_steps is None or num_steps == schedule.num_timesteps:
         return schedule
     return respace(schedule, space_timesteps(schedule.num_timesteps, num_steps, spacing))
 
 
-def ddim_sample(denoise_fn: DenoiseFn, x_T, schedule: Schedule, num_steps: int | None = 50,
-                eta: float = 0.0, clip_x0: float | None = 1.0, rng=None,
-                prediction: str = "eps", spacing: str = "ddim"):
+def ddim_sample(
+    denoise_fn: DenoiseFn,
+    x_T,
+    schedule: Schedule,
+    num_steps: int | None = 50,
+    eta: float = 0.0,
+    clip_x0: float | None = 1.0,
+    rng=None,
+    prediction: str = "eps",
+    spacing: str = "ddim",
+):
     """DDIM from x_T (any shape, batch first) to x_0. `rng` is needed only when eta > 0.
 
     AniTalker's release: linear T=1000 schedule, num_steps=50 ("ddim" spacing: 0..980 by
@@ -78,9 +87,17 @@ def ddim_sample(denoise_fn: DenoiseFn, x_T, schedule: Schedule, num_steps: int |
     return x
 
 
-def ddpm_sample(denoise_fn: DenoiseFn, x_T, schedule: Schedule, rng,
-                num_steps: int | None = None, variance: str = "fixed_large",
-                clip_x0: float | None = 1.0, prediction: str = "eps", spacing: str = "ddim"):
+def ddpm_sample(
+    denoise_fn: DenoiseFn,
+    x_T,
+    schedule: Schedule,
+    rng,
+    num_steps: int | None = None,
+    variance: str = "fixed_large",
+    clip_x0: float | None = 1.0,
+    prediction: str = "eps",
+    spacing: str = "ddim",
+):
     """Ancestral sampling: x_{t-1} ~ N(posterior mean(x0_hat, x_t), fixed variance).
 
     variance: "fixed_large" (betas; guided-diffusion / AniTalker default) or "fixed_small"
@@ -98,8 +115,10 @@ def ddpm_sample(denoise_fn: DenoiseFn, x_T, schedule: Schedule, rng,
         x, key = carry
         key, sub = jax.random.split(key)
         x0, _, steps = _predict_x0(denoise_fn, sched, prediction, x, i, clip_x0)
-        mean = (objectives.extract(sched.posterior_mean_coef1, steps, x.ndim) * x0
-                + objectives.extract(sched.posterior_mean_coef2, steps, x.ndim) * x)
+        mean = (
+            objectives.extract(sched.posterior_mean_coef1, steps, x.ndim) * x0
+            + objectives.extract(sched.posterior_mean_coef2, steps, x.ndim) * x
+        )
         std = jnp.exp(0.5 * objectives.extract(log_var, steps, x.ndim))
         nonzero = (steps != 0).astype(jnp.float32).reshape((-1,) + (1,) * (x.ndim - 1))
         noise = jax.random.normal(sub, x.shape, jnp.float32)

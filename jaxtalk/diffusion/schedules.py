@@ -13,27 +13,36 @@ import math
 import numpy as np
 
 
-def linear_betas(num_timesteps: int = 1000, beta_start: float = 1e-4,
-                 beta_end: float = 0.02) -> np.ndarray:
+def linear_betas(
+    num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> np.ndarray:
     """Ho et al.'s linear schedule, scaled by 1000/T so other T keep the same shape."""
     scale = 1000.0 / num_timesteps
     return np.linspace(scale * beta_start, scale * beta_end, num_timesteps, dtype=np.float64)
 
 
-def scaled_linear_betas(num_timesteps: int = 1000, beta_start: float = 0.00085,
-                        beta_end: float = 0.012) -> np.ndarray:
+def scaled_linear_betas(
+    num_timesteps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012
+) -> np.ndarray:
     """Stable Diffusion's schedule: linear in sqrt(beta)."""
-    return np.linspace(beta_start ** 0.5, beta_end ** 0.5, num_timesteps,
-                       dtype=np.float64) ** 2
+    return np.linspace(beta_start**0.5, beta_end**0.5, num_timesteps, dtype=np.float64) ** 2
 
 
-def cosine_betas(num_timesteps: int = 1000, s: float = 0.008,
-                 max_beta: float = 0.999) -> np.ndarray:
+def cosine_betas(
+    num_timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999
+) -> np.ndarray:
     """Nichol & Dhariwal's cosine schedule: alpha_bar(t) = cos((t/T + s)/(1 + s) * pi/2)^2."""
+
     def alpha_bar(u):
         return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
-    return np.array([min(1 - alpha_bar((i + 1) / num_timesteps) / alpha_bar(i / num_timesteps),
-                         max_beta) for i in range(num_timesteps)], np.float64)
+
+    return np.array(
+        [
+            min(1 - alpha_bar((i + 1) / num_timesteps) / alpha_bar(i / num_timesteps), max_beta)
+            for i in range(num_timesteps)
+        ],
+        np.float64,
+    )
 
 
 def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
@@ -42,14 +51,13 @@ def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
     sqrt_ab = np.sqrt(np.cumprod(1.0 - np.asarray(betas, np.float64)))
     first, last = sqrt_ab[0], sqrt_ab[-1]
     sqrt_ab = (sqrt_ab - last) * first / (first - last)
-    alpha_bar = sqrt_ab ** 2
+    alpha_bar = sqrt_ab**2
     alphas = np.concatenate([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]])
     return 1.0 - alphas
 
 
 def named_betas(name: str, num_timesteps: int = 1000, zero_terminal_snr: bool = False):
-    makers = {"linear": linear_betas, "scaled_linear": scaled_linear_betas,
-              "cosine": cosine_betas}
+    makers = {"linear": linear_betas, "scaled_linear": scaled_linear_betas, "cosine": cosine_betas}
     if name not in makers:
         raise ValueError(f"unknown beta schedule {name!r}; choose one of {sorted(makers)}")
     betas = makers[name](num_timesteps)
@@ -104,8 +112,11 @@ class Schedule:
 
     @property
     def posterior_mean_coef2(self) -> np.ndarray:
-        return ((1.0 - self.alphas_cumprod_prev) * np.sqrt(1.0 - self.betas)
-                / (1.0 - self.alphas_cumprod))
+        return (
+            (1.0 - self.alphas_cumprod_prev)
+            * np.sqrt(1.0 - self.betas)
+            / (1.0 - self.alphas_cumprod)
+        )
 
     def fixed_large_variance(self) -> np.ndarray:
         """guided-diffusion's "fixed_large": betas, with the first entry replaced by the
@@ -113,8 +124,9 @@ class Schedule:
         return np.append(self.posterior_variance[1], self.betas[1:])
 
 
-def make_schedule(name: str = "linear", num_timesteps: int = 1000,
-                  zero_terminal_snr: bool = False) -> Schedule:
+def make_schedule(
+    name: str = "linear", num_timesteps: int = 1000, zero_terminal_snr: bool = False
+) -> Schedule:
     """The training process, e.g. AniTalker's `make_schedule("linear", 1000)`."""
     betas = named_betas(name, num_timesteps, zero_terminal_snr)
     return Schedule(betas=betas, timesteps=np.arange(num_timesteps))
@@ -136,13 +148,16 @@ def space_timesteps(num_timesteps: int, num_steps: int, spacing: str = "ddim") -
             steps = np.arange(0, num_timesteps, stride)
             if len(steps) == num_steps:
                 return steps
-        raise ValueError(f"cannot take exactly {num_steps} of {num_timesteps} steps with an "
-                         "integer stride; use spacing='linspace'")
+        raise ValueError(
+            f"cannot take exactly {num_steps} of {num_timesteps} steps with an "
+            "integer stride; use spacing='linspace'"
+        )
     if spacing == "leading":
         return np.arange(num_steps) * (num_timesteps // num_steps)
     if spacing == "trailing":
-        return np.sort(np.round(np.arange(num_timesteps, 0, -num_timesteps / num_steps))
-                       .astype(np.int64) - 1)
+        return np.sort(
+            np.round(np.arange(num_timesteps, 0, -num_timesteps / num_steps)).astype(np.int64) - 1
+        )
     if spacing == "linspace":
         return np.round(np.linspace(0, num_timesteps - 1, num_steps)).astype(np.int64)
     raise ValueError(f"unknown spacing {spacing!r}")

@@ -31,18 +31,34 @@ def define(module_name: str) -> Flags:
         return getattr(flags, f"DEFINE_{kind}")(name, default, text, module_name=module_name)
 
     return Flags(
-        metrics=d("list", "metrics", ["psnr", "ssim", "lpips_alex", "csim"],
-                  "metrics by name (jaxtalk/evaluate/registry.py); those whose weights are "
-                  "missing are skipped with a message"),
+        metrics=d(
+            "list",
+            "metrics",
+            ["psnr", "ssim", "lpips_alex", "csim"],
+            "metrics by name (jaxtalk/evaluate/registry.py); those whose weights are "
+            "missing are skipped with a message",
+        ),
         modes=d("list", "modes", [], "eval modes, e.g. self,cross (default: all the task has)"),
         batch_size=d("integer", "batch_size", 8, "global eval batch size"),
         num_batches=d("integer", "num_batches", 0, "test batches per cell (0: the whole split)"),
-        weights_dir=d("string", "weights_dir", None, "imported metric weights (default: "
-                      "$JAXTALK_WEIGHTS_DIR or ~/.cache/jaxtalk/weights)"),
-        metric_options=d("string", "metric_options", "", 'JSON options per metric, e.g. '
-                         '\'{"fid": {"reference_statistics": "vox_test.npz"}}\''),
-        data_root=d("string", "data_root", None, "where a bare test-set name NAME is "
-                    "looked up, as DATA_ROOT/NAME"),
+        weights_dir=d(
+            "string",
+            "weights_dir",
+            None,
+            "imported metric weights (default: $JAXTALK_WEIGHTS_DIR or ~/.cache/jaxtalk/weights)",
+        ),
+        metric_options=d(
+            "string",
+            "metric_options",
+            "",
+            'JSON options per metric, e.g. \'{"fid": {"reference_statistics": "vox_test.npz"}}\'',
+        ),
+        data_root=d(
+            "string",
+            "data_root",
+            None,
+            "where a bare test-set name NAME is looked up, as DATA_ROOT/NAME",
+        ),
         seed=d("integer", "seed", 0, "seed of the test batches' frame choice and eval rng"),
     )
 

@@ -29,13 +29,15 @@ def embed(variables, faces: jnp.ndarray, arch: str = "iresnet100") -> jnp.ndarra
 def _embed(variables, faces, depths):
     faces = faces.astype(jnp.float32)
     if faces.shape[1:3] != (INPUT_SIZE, INPUT_SIZE):
-        faces = jax.image.resize(faces, (faces.shape[0], INPUT_SIZE, INPUT_SIZE, faces.shape[3]),
-                                 "bilinear")
+        faces = jax.image.resize(
+            faces, (faces.shape[0], INPUT_SIZE, INPUT_SIZE, faces.shape[3]), "bilinear"
+        )
     x = IResNet(depths).apply(variables, (faces - 0.5) / 0.5)
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def csim(variables, prediction: jnp.ndarray, reference: jnp.ndarray,
-         arch: str = "iresnet100") -> jnp.ndarray:
+def csim(
+    variables, prediction: jnp.ndarray, reference: jnp.ndarray, arch: str = "iresnet100"
+) -> jnp.ndarray:
     """Cosine similarity per pair of faces, (N,)."""
     return jnp.sum(embed(variables, prediction, arch) * embed(variables, reference, arch), -1)

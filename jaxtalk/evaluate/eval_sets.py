@@ -67,29 +67,38 @@ def parse(spec: str, data_root: str | None = None) -> TestSet:
             data_dir, split = rest, None
     else:
         if not data_root:
-            raise EvalSetError(f"test set {name!r} has no directory: write {name}=DIR[:SPLIT] "
-                               "or pass --data_root")
+            raise EvalSetError(
+                f"test set {name!r} has no directory: write {name}=DIR[:SPLIT] or pass --data_root"
+            )
         data_dir, split = os.path.join(data_root, name), None
     if split is None:
         if name not in NAMED:
-            raise EvalSetError(f"unknown test set {name!r}: named sets are {sorted(NAMED)}; "
-                               f"for another data dir give its split, {name}=DIR:SPLIT")
+            raise EvalSetError(
+                f"unknown test set {name!r}: named sets are {sorted(NAMED)}; "
+                f"for another data dir give its split, {name}=DIR:SPLIT"
+            )
         split = NAMED[name]
     return _checked(TestSet(name, os.path.abspath(os.path.expanduser(data_dir)), split))
 
 
 def _checked(test_set: TestSet) -> TestSet:
     if not os.path.isfile(os.path.join(test_set.data_dir, "dataset_info.json")):
-        raise EvalSetError(f"test set {test_set.name!r}: {test_set.data_dir} is not a prepared "
-                           "data dir (no dataset_info.json; see `jaxtalk prepare`)")
+        raise EvalSetError(
+            f"test set {test_set.name!r}: {test_set.data_dir} is not a prepared "
+            "data dir (no dataset_info.json; see `jaxtalk prepare`)"
+        )
     info = info_lib.load_info(test_set.data_dir)
     splits = sorted(info.get("splits", {}))
     if test_set.split not in splits:
-        raise EvalSetError(f"test set {test_set.name!r}: {test_set.data_dir} has no split "
-                           f"{test_set.split!r} (splits: {splits})")
+        raise EvalSetError(
+            f"test set {test_set.name!r}: {test_set.data_dir} has no split "
+            f"{test_set.split!r} (splits: {splits})"
+        )
     prepared_as = info.get("name")
     if test_set.name in NAMED and prepared_as and prepared_as != test_set.name:
-        raise EvalSetError(f"test set {test_set.name!r}: {test_set.data_dir} was prepared as "
-                           f"{prepared_as!r}; name it {prepared_as}=DIR or give the split "
-                           f"under another name")
+        raise EvalSetError(
+            f"test set {test_set.name!r}: {test_set.data_dir} was prepared as "
+            f"{prepared_as!r}; name it {prepared_as}=DIR or give the split "
+            f"under another name"
+        )
     return test_set

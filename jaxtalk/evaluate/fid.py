@@ -63,12 +63,17 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     eigenvalues. This avoids the complex intermediates (and the eps retry) of
     scipy.linalg.sqrtm that pytorch-fid needs, and agrees with it where both are defined.
     """
-    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    mu1, mu2 = (
+        np.atleast_1d(np.asarray(mu1, np.float64)),
+        np.atleast_1d(np.asarray(mu2, np.float64)),
+    )
     sigma1 = np.atleast_2d(np.asarray(sigma1, np.float64))
     sigma2 = np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
-        raise ValueError(f"statistics do not match: mu {mu1.shape} vs {mu2.shape}, "
-                         f"sigma {sigma1.shape} vs {sigma2.shape}")
+        raise ValueError(
+            f"statistics do not match: mu {mu1.shape} vs {mu2.shape}, "
+            f"sigma {sigma1.shape} vs {sigma2.shape}"
+        )
     root1 = _sqrt_psd(sigma1)
     middle = root1 @ sigma2 @ root1
     tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
@@ -83,8 +88,9 @@ def load_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise FileNotFoundError(f"{path}: no such FID statistics file")
     with np.load(path) as data:
         if "mu" not in data or "sigma" not in data:
-            raise ValueError(f"{path}: FID statistics need arrays 'mu' and 'sigma', "
-                             f"found {sorted(data.files)}")
+            raise ValueError(
+                f"{path}: FID statistics need arrays 'mu' and 'sigma', found {sorted(data.files)}"
+            )
         return data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
 
 
@@ -104,6 +110,7 @@ def _inception_features(variables, images):
     images = images.astype(jnp.float32)
     size = inception.INPUT_SIZE
     if images.shape[1:3] != (size, size):
-        images = jax.image.resize(images, (images.shape[0], size, size, images.shape[3]),
-                                  "bilinear", antialias=False)
+        images = jax.image.resize(
+            images, (images.shape[0], size, size, images.shape[3]), "bilinear", antialias=False
+        )
     return inception.FIDInceptionV3().apply(variables, 2 * images - 1)["pool3"]

@@ -25,7 +25,7 @@ def _per_image_mean(x: jnp.ndarray) -> jnp.ndarray:
 def psnr(prediction: jnp.ndarray, target: jnp.ndarray, data_range: float = 1.0) -> jnp.ndarray:
     """Peak signal-to-noise ratio in dB per image (inf for identical images)."""
     mse = _per_image_mean(jnp.square(prediction.astype(jnp.float32) - target.astype(jnp.float32)))
-    return 10.0 * jnp.log10(data_range ** 2 / mse)
+    return 10.0 * jnp.log10(data_range**2 / mse)
 
 
 @jax.jit
@@ -49,19 +49,27 @@ def _filter_axis(x: jnp.ndarray, taps: np.ndarray, axis: int) -> jnp.ndarray:
     pad[axis] = (radius, radius)
     padded = jnp.pad(x, pad, mode="symmetric")
     size = x.shape[axis]
-    return sum(float(w) * jax.lax.slice_in_dim(padded, i, i + size, axis=axis)
-               for i, w in enumerate(taps))
+    return sum(
+        float(w) * jax.lax.slice_in_dim(padded, i, i + size, axis=axis) for i, w in enumerate(taps)
+    )
 
 
 def _gaussian_filter(x: jnp.ndarray, taps: np.ndarray) -> jnp.ndarray:
     return _filter_axis(_filter_axis(x, taps, 1), taps, 2)
 
 
-@functools.partial(jax.jit, static_argnames=("data_range", "sigma", "use_sample_covariance",
-                                             "k1", "k2"))
-def ssim(prediction: jnp.ndarray, target: jnp.ndarray, data_range: float = 1.0,
-         sigma: float = 1.5, use_sample_covariance: bool = True, k1: float = 0.01,
-         k2: float = 0.03) -> jnp.ndarray:
+@functools.partial(
+    jax.jit, static_argnames=("data_range", "sigma", "use_sample_covariance", "k1", "k2")
+)
+def ssim(
+    prediction: jnp.ndarray,
+    target: jnp.ndarray,
+    data_range: float = 1.0,
+    sigma: float = 1.5,
+    use_sample_covariance: bool = True,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> jnp.ndarray:
     """Mean structural similarity per image, as scikit-image's `structural_similarity(
     a, b, channel_axis=-1, data_range=data_range, gaussian_weights=True, sigma=sigma,
     use_sample_covariance=use_sample_covariance)`.
@@ -72,8 +80,9 @@ def ssim(prediction: jnp.ndarray, target: jnp.ndarray, data_range: float = 1.0,
     taps = gaussian_taps(sigma)
     win = len(taps)
     if min(prediction.shape[1:3]) < win:
-        raise ValueError(f"SSIM needs images of at least {win}x{win} pixels, got "
-                         f"{prediction.shape[1:3]}")
+        raise ValueError(
+            f"SSIM needs images of at least {win}x{win} pixels, got {prediction.shape[1:3]}"
+        )
     x = prediction.astype(jnp.float32)
     y = target.astype(jnp.float32)
     cov_norm = win * win / (win * win - 1.0) if use_sample_covariance else 1.0
@@ -82,7 +91,10 @@ def ssim(prediction: jnp.ndarray, target: jnp.ndarray, data_range: float = 1.0,
     var_y = cov_norm * (_gaussian_filter(y * y, taps) - mean_y * mean_y)
     cov_xy = cov_norm * (_gaussian_filter(x * y, taps) - mean_x * mean_y)
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    similarity = ((2 * mean_x * mean_y + c1) * (2 * cov_xy + c2)
-                  / ((mean_x ** 2 + mean_y ** 2 + c1) * (var_x + var_y + c2)))
+    similarity = (
+        (2 * mean_x * mean_y + c1)
+        * (2 * cov_xy + c2)
+        / ((mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2))
+    )
     pad = (win - 1) // 2
     return _per_image_mean(similarity[:, pad:-pad, pad:-pad, :])

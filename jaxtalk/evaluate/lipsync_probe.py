@@ -38,8 +38,14 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _windows(task, split: str, count: int, batch_size: int, seed: int):
-    it = task.data(split, global_batch_size=batch_size, seed=seed, process_index=0,
-                   process_count=1, shuffle=True)
+    it = task.data(
+        split,
+        global_batch_size=batch_size,
+        seed=seed,
+        process_index=0,
+        process_count=1,
+        shuffle=True,
+    )
     for _ in range(max(count // batch_size, 1)):
         batch = next(it)
         if not np.all(batch["mouth_valid"]):
@@ -47,8 +53,17 @@ def _windows(task, split: str, count: int, batch_size: int, seed: int):
         yield batch
 
 
-def evaluate(task, params, model_state, *, train_windows: int = 64, test_windows: int = 32,
-             ridge: float = 1e-2, batch_size: int = 8, seed: int = 0) -> dict:
+def evaluate(
+    task,
+    params,
+    model_state,
+    *,
+    train_windows: int = 64,
+    test_windows: int = 32,
+    ridge: float = 1e-2,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> dict:
     """{'real', 'shuffled', 'encoded'} correlations (see the module docstring)."""
     encode = jax.jit(lambda p, b: task.encode_window(p, b)[2])
     codes, mouth = [], []
@@ -75,8 +90,9 @@ def evaluate(task, params, model_state, *, train_windows: int = 64, test_windows
     return {name: pearson(np.concatenate(v), truth) for name, v in probe.items()}
 
 
-def evaluate_run(workdir: str, step: int | None = None, data_dir: str | None = None,
-                 **kwargs) -> dict:
+def evaluate_run(
+    workdir: str, step: int | None = None, data_dir: str | None = None, **kwargs
+) -> dict:
     """`evaluate` on the EMA weights of an anitalker_stage2 run."""
     import ml_collections
 
@@ -88,15 +104,21 @@ def evaluate_run(workdir: str, step: int | None = None, data_dir: str | None = N
         config.data.data_dir = data_dir
     task = get_task(config)  # the run's recipe, found by name
     model = checkpoints.group_variables(workdir, "model", step)
-    params = {"model": model["params"],
-              "stage1": checkpoints.group_variables(workdir, "stage1", step)["params"]}
+    params = {
+        "model": model["params"],
+        "stage1": checkpoints.group_variables(workdir, "stage1", step)["params"],
+    }
     if config.diffusion.get("normalize_motion"):
-        params["motion_stats"] = checkpoints.group_variables(workdir, "motion_stats",
-                                                             step)["params"]
+        params["motion_stats"] = checkpoints.group_variables(workdir, "motion_stats", step)[
+            "params"
+        ]
     if task.hubert is not None:
         params["hubert"] = checkpoints.group_variables(workdir, "hubert", step)["params"]
-    options = dict(train_windows=config.lipsync.train_windows,
-                   test_windows=config.lipsync.test_windows, ridge=config.lipsync.ridge)
+    options = dict(
+        train_windows=config.lipsync.train_windows,
+        test_windows=config.lipsync.test_windows,
+        ridge=config.lipsync.ridge,
+    )
     options.update(kwargs)
     return evaluate(task, params, {"batch_stats": {"model": model["batch_stats"]}}, **options)
 
@@ -115,9 +137,11 @@ def main():
     if args.test_windows:
         extra["test_windows"] = args.test_windows
     result = evaluate_run(args.workdir, args.step, args.data_dir, **extra)
-    print(f"mouth correlation on held-out clips: real audio {result['real']:.3f}, "
-          f"shuffled audio {result['shuffled']:.3f} (probe on encoded frames "
-          f"{result['encoded']:.3f})")
+    print(
+        f"mouth correlation on held-out clips: real audio {result['real']:.3f}, "
+        f"shuffled audio {result['shuffled']:.3f} (probe on encoded frames "
+        f"{result['encoded']:.3f})"
+    )
 
 
 if __name__ == "__main__":

@@ -46,15 +46,21 @@ def to_host(x) -> np.ndarray:
 def _check_inputs(metric: Metric, batch: Mapping[str, object]) -> None:
     missing = [k for k in metric.inputs if k not in batch]
     if missing:
-        raise KeyError(f"metric {metric.name!r} needs batch keys {list(metric.inputs)}; "
-                       f"missing {missing} (batch has {sorted(batch)})")
+        raise KeyError(
+            f"metric {metric.name!r} needs batch keys {list(metric.inputs)}; "
+            f"missing {missing} (batch has {sorted(batch)})"
+        )
 
 
 class MeanOverSamples:
     """Averages one or more per-sample columns returned by `fn(*batch[inputs])`."""
 
-    def __init__(self, name: str, fn: Callable[..., Mapping[str, object]],
-                 inputs: Sequence[str] = ("prediction", "target")):
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[..., Mapping[str, object]],
+        inputs: Sequence[str] = ("prediction", "target"),
+    ):
         self.name, self.fn, self.inputs = name, fn, tuple(inputs)
         self.reset()
 
@@ -83,11 +89,9 @@ def per_sample(name: str, fn: Callable, inputs=("prediction", "target")) -> Mean
 class FrechetInceptionDistance:
     """FID between generated frames and real frames (or precomputed real statistics)."""
 
-    def __init__(self, variables, reference_statistics: str | None = None,
-                 name: str = "fid"):
+    def __init__(self, variables, reference_statistics: str | None = None, name: str = "fid"):
         self.name, self.variables = name, variables
-        self.reference = (fid.load_statistics(reference_statistics)
-                          if reference_statistics else None)
+        self.reference = fid.load_statistics(reference_statistics) if reference_statistics else None
         self.inputs = ("prediction",) if self.reference is not None else ("prediction", "target")
         self.reset()
 
@@ -119,8 +123,13 @@ class LipSyncError:
 
     def update(self, batch: Mapping[str, object]) -> None:
         _check_inputs(self, batch)
-        result = sync.lse(self.variables, to_host(batch["video"]), to_host(batch["audio"]),
-                          int(batch.get("audio_rate", sync.AUDIO_RATE)), self.vshift)
+        result = sync.lse(
+            self.variables,
+            to_host(batch["video"]),
+            to_host(batch["audio"]),
+            int(batch.get("audio_rate", sync.AUDIO_RATE)),
+            self.vshift,
+        )
         self._values.append((result["lse_d"], result["lse_c"]))
 
     def compute(self) -> dict[str, float]:

@@ -37,8 +37,10 @@ def extractor_names() -> list[str]:
 
 def make_extractor(name: str, weights=None) -> MotionExtractor:
     if name not in _EXTRACTORS:
-        raise KeyError(f"no motion extractor {name!r} registered (known: {extractor_names()}); "
-                       "register one with jaxtalk.evaluate.pose_expression.register_extractor")
+        raise KeyError(
+            f"no motion extractor {name!r} registered (known: {extractor_names()}); "
+            "register one with jaxtalk.evaluate.pose_expression.register_extractor"
+        )
     return _EXTRACTORS[name](weights)
 
 
@@ -48,13 +50,16 @@ def _per_frame_l1(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
     return jnp.mean(jnp.abs(a - b), axis=-1)
 
 
-def expression_pose_distances(extractor: MotionExtractor, prediction: jnp.ndarray,
-                              target: jnp.ndarray) -> dict[str, jnp.ndarray]:
+def expression_pose_distances(
+    extractor: MotionExtractor, prediction: jnp.ndarray, target: jnp.ndarray
+) -> dict[str, jnp.ndarray]:
     """{"aed": (N,), "apd": (N,)} for generated frames against their driving frames."""
     pred, true = extractor(prediction), extractor(target)
     for name, motion in (("prediction", pred), ("target", true)):
         missing = {"expression", "pose"} - set(motion)
         if missing:
             raise ValueError(f"motion extractor output for the {name} lacks {sorted(missing)}")
-    return {"aed": _per_frame_l1(pred["expression"], true["expression"]),
-            "apd": _per_frame_l1(pred["pose"], true["pose"])}
+    return {
+        "aed": _per_frame_l1(pred["expression"], true["expression"]),
+        "apd": _per_frame_l1(pred["pose"], true["pose"]),
+    }

@@ -24,14 +24,19 @@ class MissingWeightsError(FileNotFoundError):
     """A metric needs an imported weights file that is not there."""
 
 
-def load_weights(release: str, weights: str | os.PathLike | None = None,
-                 weights_dir: str | None = None, metric_name: str | None = None) -> dict:
+def load_weights(
+    release: str,
+    weights: str | os.PathLike | None = None,
+    weights_dir: str | None = None,
+    metric_name: str | None = None,
+) -> dict:
     path = Path(weights) if weights else weights_store.weights_path(release, weights_dir)
     if not path.exists():
         spec = find_release(release)
         raise MissingWeightsError(
             f"metric {metric_name or release!r} needs weights {path}: run `{spec.command()}` "
-            f"(source: {spec.source}), or pass the imported file's path")
+            f"(source: {spec.source}), or pass the imported file's path"
+        )
     return weights_store.load(path)
 
 
@@ -46,59 +51,97 @@ class MetricSpec:
 def _lpips(net):
     def build(variables, **_):
         from jaxtalk.evaluate.lpips import lpips
+
         return metric.per_sample(f"lpips_{net}", lambda a, b: lpips(variables, a, b, net=net))
+
     return build
 
 
 def _csim(variables, reference_key: str = "source", **_):
     from jaxtalk.evaluate.csim import csim
-    return metric.per_sample("csim", lambda a, b: csim(variables, a, b),
-                             inputs=("prediction", reference_key))
+
+    return metric.per_sample(
+        "csim", lambda a, b: csim(variables, a, b), inputs=("prediction", reference_key)
+    )
 
 
 def _aed_apd(_variables, extractor: str | Any = None, extractor_weights=None, **_):
     from jaxtalk.evaluate import pose_expression
+
     if extractor is None:
-        raise ValueError("metric 'aed_apd' needs extractor=<name or callable>; registered: "
-                         f"{pose_expression.extractor_names()}")
+        raise ValueError(
+            "metric 'aed_apd' needs extractor=<name or callable>; registered: "
+            f"{pose_expression.extractor_names()}"
+        )
     if isinstance(extractor, str):
         extractor = pose_expression.make_extractor(extractor, extractor_weights)
     return metric.expression_pose(extractor)
 
 
-METRICS = {m.name: m for m in [
-    MetricSpec("psnr", None, lambda _v, data_range=1.0, **_: metric.per_sample(
-        "psnr", lambda a, b: image_metrics.psnr(a, b, data_range)), "PSNR in dB"),
-    MetricSpec("ssim", None, lambda _v, data_range=1.0, use_sample_covariance=True, **_:
-               metric.per_sample("ssim", lambda a, b: image_metrics.ssim(
-                   a, b, data_range, use_sample_covariance=use_sample_covariance)),
-               "SSIM as scikit-image (gaussian weights)"),
-    MetricSpec("l1", None, lambda _v, **_: metric.per_sample("l1", image_metrics.l1),
-               "mean absolute error"),
-    MetricSpec("lpips_alex", "lpips_alex", _lpips("alex"), "LPIPS v0.1, AlexNet"),
-    MetricSpec("lpips_vgg", "lpips_vgg", _lpips("vgg"), "LPIPS v0.1, VGG16"),
-    MetricSpec("csim", "arcface_r100", _csim, "ArcFace IResNet-100 cosine similarity"),
-    MetricSpec("lse", "syncnet_v2", lambda v, vshift=15, **_: metric.LipSyncError(v, vshift),
-               "SyncNet LSE-D and LSE-C"),
-    MetricSpec("fid", "inception_fid", lambda v, reference_statistics=None, **_:
-               metric.FrechetInceptionDistance(v, reference_statistics),
-               "FID (pytorch-fid InceptionV3 pool3)"),
-    MetricSpec("aed_apd", None, _aed_apd, "average expression / pose distance"),
-]}
+METRICS = {
+    m.name: m
+    for m in [
+        MetricSpec(
+            "psnr",
+            None,
+            lambda _v, data_range=1.0, **_: metric.per_sample(
+                "psnr", lambda a, b: image_metrics.psnr(a, b, data_range)
+            ),
+            "PSNR in dB",
+        ),
+        MetricSpec(
+            "ssim",
+            None,
+            lambda _v, data_range=1.0, use_sample_covariance=True, **_: metric.per_sample(
+                "ssim",
+                lambda a, b: image_metrics.ssim(
+                    a, b, data_range, use_sample_covariance=use_sample_covariance
+                ),
+            ),
+            "SSIM as scikit-image (gaussian weights)",
+        ),
+        MetricSpec(
+            "l1",
+            None,
+            lambda _v, **_: metric.per_sample("l1", image_metrics.l1),
+            "mean absolute error",
+        ),
+        MetricSpec("lpips_alex", "lpips_alex", _lpips("alex"), "LPIPS v0.1, AlexNet"),
+        MetricSpec("lpips_vgg", "lpips_vgg", _lpips("vgg"), "LPIPS v0.1, VGG16"),
+        MetricSpec("csim", "arcface_r100", _csim, "ArcFace IResNet-100 cosine similarity"),
+        MetricSpec(
+            "lse",
+            "syncnet_v2",
+            lambda v, vshift=15, **_: metric.LipSyncError(v, vshift),
+            "SyncNet LSE-D and LSE-C",
+        ),
+        MetricSpec(
+            "fid",
+            "inception_fid",
+            lambda v, reference_statistics=None, **_: metric.FrechetInceptionDistance(
+                v, reference_statistics
+            ),
+            "FID (pytorch-fid InceptionV3 pool3)",
+        ),
+        MetricSpec("aed_apd", None, _aed_apd, "average expression / pose distance"),
+    ]
+}
 
 
 def names() -> list[str]:
     return sorted(METRICS)
 
 
-def create(name: str, weights: str | os.PathLike | None = None,
-           weights_dir: str | None = None, **options) -> metric.Metric:
+def create(
+    name: str, weights: str | os.PathLike | None = None, weights_dir: str | None = None, **options
+) -> metric.Metric:
     """A fresh metric by name; `weights` overrides the weights dir lookup."""
     if name not in METRICS:
         raise KeyError(f"unknown metric {name!r}; known: {names()}")
     spec = METRICS[name]
-    variables = (load_weights(spec.release, weights, weights_dir, metric_name=name)
-                 if spec.release else None)
+    variables = (
+        load_weights(spec.release, weights, weights_dir, metric_name=name) if spec.release else None
+    )
     return spec.build(variables, **options)
 
 

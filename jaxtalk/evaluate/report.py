@@ -38,7 +38,7 @@ def _write_atomic(path: str, write, binary: bool = False) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=os.path.splitext(path)[1])
     try:
-        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="")) as f:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="") as f:
             write(f)
         os.replace(tmp, path)
     except BaseException:
@@ -48,8 +48,13 @@ def _write_atomic(path: str, write, binary: bool = False) -> None:
 
 def write_csv(rows: list[dict], path: str) -> None:
     rows = with_values(rows)
-    columns = ["run"] + list(_KEYS) + ["split", "data_dir"] + results.metric_columns(rows) + [
-        "n_examples"]
+    columns = (
+        ["run"]
+        + list(_KEYS)
+        + ["split", "data_dir"]
+        + results.metric_columns(rows)
+        + ["n_examples"]
+    )
 
     def write(f):
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
@@ -67,6 +72,7 @@ def write_markdown(rows: list[dict], path: str, notes: list[str] = ()) -> None:
 def plot_metrics(rows: list[dict], out_dir: str) -> list[str]:
     """`<metric>_vs_step.png` per metric column, one line per (run, test set, mode)."""
     import matplotlib
+
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 

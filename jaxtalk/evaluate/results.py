@@ -14,8 +14,20 @@ import logging
 import os
 
 # Row fields that are not metric values.
-META = ("run", "run_name", "step", "test_set", "split", "data_dir", "mode", "metrics",
-        "n_examples", "batch_size", "seconds", "process")
+META = (
+    "run",
+    "run_name",
+    "step",
+    "test_set",
+    "split",
+    "data_dir",
+    "mode",
+    "metrics",
+    "n_examples",
+    "batch_size",
+    "seconds",
+    "process",
+)
 
 
 def results_path(out_dir: str, process_index: int = 0, process_count: int = 1) -> str:
@@ -41,8 +53,9 @@ def read(out_dir: str) -> list[dict]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError:
-                    logging.warning("%s:%d: skipping an unreadable line (interrupted write?)",
-                                    path, lineno)
+                    logging.warning(
+                        "%s:%d: skipping an unreadable line (interrupted write?)", path, lineno
+                    )
     return rows
 
 

@@ -55,8 +55,9 @@ def resolve_steps(run: str, steps: str = "last") -> list[int]:
     """'all', 'last' or 'N,M,...' against the run's saved checkpoints."""
     saved = checkpoints.saved_steps(run)
     if not saved:
-        raise SweepError(f"{run}: not a training run (no checkpoints under "
-                         f"{os.path.join(run, 'checkpoints')})")
+        raise SweepError(
+            f"{run}: not a training run (no checkpoints under {os.path.join(run, 'checkpoints')})"
+        )
     if steps == "all":
         return saved
     if steps == "last":
@@ -96,9 +97,19 @@ class Evaluator:
     """Evaluates cells with one set of metric instances (reset per cell), caching the
     built task and its compiled eval function per (run config, test set)."""
 
-    def __init__(self, metrics: dict, *, batch_size: int, num_batches: int | None, mesh,
-                 process_index: int = 0, process_count: int = 1, seed: int = 0,
-                 workers: int = 0, log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        metrics: dict,
+        *,
+        batch_size: int,
+        num_batches: int | None,
+        mesh,
+        process_index: int = 0,
+        process_count: int = 1,
+        seed: int = 0,
+        workers: int = 0,
+        log: Callable[[str], None] = print,
+    ):
         self.metrics, self.batch_size, self.num_batches = metrics, batch_size, num_batches
         self.mesh, self.seed, self.workers, self.log = mesh, seed, workers, log
         self.process_index, self.process_count = process_index, process_count
@@ -115,8 +126,9 @@ class Evaluator:
                 config.data.worker_count = self.workers
             task = get_task(config)
             if not task.EVAL_MODES:
-                raise SweepError(f"{run}: task {config.task!r} has no eval_outputs (no "
-                                 "evaluation protocol)")
+                raise SweepError(
+                    f"{run}: task {config.task!r} has no eval_outputs (no evaluation protocol)"
+                )
             self._tasks[key] = _TaskEntry(task, config, {})
         return self._tasks[key]
 
@@ -132,10 +144,15 @@ class Evaluator:
                 entry.boxed = jax.eval_shape(entry.task.init, jax.random.PRNGKey(0), batch)
             params, model_state = entry.boxed
             variables = checkpoints.eval_variables(run, step)
-            self._variables = (key, {
-                "params": place(variables["params"], params, self.mesh, entry.rules),
-                "model_state": place(variables["model_state"], model_state, self.mesh,
-                                     entry.rules)})
+            self._variables = (
+                key,
+                {
+                    "params": place(variables["params"], params, self.mesh, entry.rules),
+                    "model_state": place(
+                        variables["model_state"], model_state, self.mesh, entry.rules
+                    ),
+                },
+            )
         return self._variables[1]
 
     def _num_batches(self, entry: _TaskEntry, test_set: TestSet) -> int:
@@ -143,8 +160,10 @@ class Evaluator:
             return self.num_batches
         examples = test_set.num_examples(entry.config.data.get("samples_per_clip", 1))
         if examples < self.batch_size:
-            raise SweepError(f"test set {test_set.spec()} has {examples} examples, fewer than "
-                             f"one batch of {self.batch_size}")
+            raise SweepError(
+                f"test set {test_set.spec()} has {examples} examples, fewer than "
+                f"one batch of {self.batch_size}"
+            )
         return examples // self.batch_size
 
     def _applicable(self, metrics: dict, mode: str, outputs: dict) -> dict:
@@ -152,28 +171,36 @@ class Evaluator:
         cross-reenactment has not, so it is not defined there."""
         applicable = {k: m for k, m in metrics.items() if set(m.inputs) <= set(outputs)}
         for name in sorted(set(metrics) - set(applicable)):
-            self.log(f"  {name} is not defined for mode {mode!r} (needs "
-                     f"{list(metrics[name].inputs)}, {mode} gives {sorted(outputs)})")
+            self.log(
+                f"  {name} is not defined for mode {mode!r} (needs "
+                f"{list(metrics[name].inputs)}, {mode} gives {sorted(outputs)})"
+            )
         return applicable
 
-    def evaluate(self, run: str, step: int, test_set: TestSet, mode: str,
-                 metric_names: Sequence[str]) -> dict:
+    def evaluate(
+        self, run: str, step: int, test_set: TestSet, mode: str, metric_names: Sequence[str]
+    ) -> dict:
         """One row: the cell's keys, the metrics' columns and `n_examples`."""
         start = time.perf_counter()
         entry = self._entry(run, step, test_set)
         modes = self.modes(run, step, test_set)
         if mode not in modes:
-            raise SweepError(f"task {entry.config.task!r} has no eval mode {mode!r} "
-                             f"(modes: {list(modes)})")
+            raise SweepError(
+                f"task {entry.config.task!r} has no eval mode {mode!r} (modes: {list(modes)})"
+            )
         if mode not in entry.jitted:
             entry.jitted[mode] = jax.jit(functools.partial(entry.task.eval_outputs, mode=mode))
         metrics = {n: self.metrics[n] for n in metric_names}
         for metric in metrics.values():
             metric.reset()
         num_batches = self._num_batches(entry, test_set)
-        data = entry.task.data(test_set.split, global_batch_size=self.batch_size,
-                               seed=self.seed, process_index=self.process_index,
-                               process_count=self.process_count)
+        data = entry.task.data(
+            test_set.split,
+            global_batch_size=self.batch_size,
+            seed=self.seed,
+            process_index=self.process_index,
+            process_count=self.process_count,
+        )
         rng = jax.random.key(self.seed)
         applicable, n = {}, 0
         for i in range(num_batches):
@@ -182,8 +209,12 @@ class Evaluator:
             except StopIteration:
                 break
             variables = self._params(run, step, entry, batch)
-            args = (variables["params"], variables["model_state"], batch,
-                    jax.random.fold_in(rng, i))
+            args = (
+                variables["params"],
+                variables["model_state"],
+                batch,
+                jax.random.fold_in(rng, i),
+            )
             if i == 0:
                 with activation_context(self.mesh, entry.rules):
                     shapes = jax.eval_shape(entry.jitted[mode], *args)
@@ -195,10 +226,18 @@ class Evaluator:
             for metric in applicable.values():
                 metric.update(outputs)
             n += next(iter(outputs.values())).shape[0]
-        row = {"run": os.path.abspath(run), "run_name": os.path.basename(os.path.abspath(run)),
-               "step": int(step), "test_set": test_set.name, "split": test_set.split,
-               "data_dir": test_set.data_dir, "mode": mode, "metrics": sorted(metrics),
-               "n_examples": n, "batch_size": self.batch_size}
+        row = {
+            "run": os.path.abspath(run),
+            "run_name": os.path.basename(os.path.abspath(run)),
+            "step": int(step),
+            "test_set": test_set.name,
+            "split": test_set.split,
+            "data_dir": test_set.data_dir,
+            "mode": mode,
+            "metrics": sorted(metrics),
+            "n_examples": n,
+            "batch_size": self.batch_size,
+        }
         for metric in applicable.values():
             row.update({k: float(v) for k, v in metric.compute().items()})
         row["seconds"] = round(time.perf_counter() - start, 3)
@@ -216,25 +255,33 @@ class Cell:
     mode: str
 
     def key(self) -> tuple:
-        return results.cell_key(self.run, self.step, self.test_set.name, self.test_set.split,
-                                self.mode)
+        return results.cell_key(
+            self.run, self.step, self.test_set.name, self.test_set.split, self.mode
+        )
 
     def describe(self) -> str:
-        return (f"{os.path.basename(os.path.abspath(self.run))} step {self.step} "
-                f"{self.test_set.name}:{self.test_set.split} {self.mode}")
+        return (
+            f"{os.path.basename(os.path.abspath(self.run))} step {self.step} "
+            f"{self.test_set.name}:{self.test_set.split} {self.mode}"
+        )
 
 
 @dataclasses.dataclass
 class SweepSummary:
-    cells: int = 0             # cells this process owns
-    computed: int = 0          # cells it evaluated now
+    cells: int = 0  # cells this process owns
+    computed: int = 0  # cells it evaluated now
     skipped_metrics: dict = dataclasses.field(default_factory=dict)  # name -> why
-    rows: list = dataclasses.field(default_factory=list)             # merged, all processes
-    outputs: list = dataclasses.field(default_factory=list)          # files written
+    rows: list = dataclasses.field(default_factory=list)  # merged, all processes
+    outputs: list = dataclasses.field(default_factory=list)  # files written
 
 
-def grid(evaluator: Evaluator, runs: Sequence[str], steps: str, test_sets: Sequence[TestSet],
-         modes: Sequence[str] | None) -> list[Cell]:
+def grid(
+    evaluator: Evaluator,
+    runs: Sequence[str],
+    steps: str,
+    test_sets: Sequence[TestSet],
+    modes: Sequence[str] | None,
+) -> list[Cell]:
     """Every cell, in a fixed order (so every process assigns them alike)."""
     cells = []
     for run in runs:
@@ -243,37 +290,59 @@ def grid(evaluator: Evaluator, runs: Sequence[str], steps: str, test_sets: Seque
                 task_modes = evaluator.modes(run, step, test_set)
                 bad = [m for m in modes or () if m not in task_modes]
                 if bad:
-                    raise SweepError(f"{run}: the task has no eval modes {bad} "
-                                     f"(modes: {list(task_modes)})")
-                cells += [Cell(os.path.abspath(run), step, test_set, m)
-                          for m in (modes or task_modes)]
+                    raise SweepError(
+                        f"{run}: the task has no eval modes {bad} (modes: {list(task_modes)})"
+                    )
+                cells += [
+                    Cell(os.path.abspath(run), step, test_set, m) for m in (modes or task_modes)
+                ]
     return cells
 
 
-def run_sweep(runs: Sequence[str], test_sets: Sequence[TestSet], metric_names: Sequence[str],
-              out_dir: str, *, steps: str = "all", modes: Sequence[str] | None = None,
-              batch_size: int = 8, num_batches: int | None = None,
-              weights_dir: str | None = None, metric_options: dict | None = None,
-              process_index: int = 0, process_count: int = 1, seed: int = 0,
-              log: Callable[[str], None] = print) -> SweepSummary:
+def run_sweep(
+    runs: Sequence[str],
+    test_sets: Sequence[TestSet],
+    metric_names: Sequence[str],
+    out_dir: str,
+    *,
+    steps: str = "all",
+    modes: Sequence[str] | None = None,
+    batch_size: int = 8,
+    num_batches: int | None = None,
+    weights_dir: str | None = None,
+    metric_options: dict | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> SweepSummary:
     check_metric_names(metric_names)
     if not 0 <= process_index < process_count:
         raise SweepError(f"process index {process_index} outside 0..{process_count - 1}")
     os.makedirs(out_dir, exist_ok=True)
     summary = SweepSummary()
-    metrics, summary.skipped_metrics = registry.create_many(list(metric_names), weights_dir,
-                                                            metric_options)
+    metrics, summary.skipped_metrics = registry.create_many(
+        list(metric_names), weights_dir, metric_options
+    )
     for name, why in summary.skipped_metrics.items():
         log(f"skipping metric {name}: {why}")
-    evaluator = Evaluator(metrics, batch_size=batch_size, num_batches=num_batches,
-                          mesh=local_mesh(batch_size), seed=seed, log=log)
+    evaluator = Evaluator(
+        metrics,
+        batch_size=batch_size,
+        num_batches=num_batches,
+        mesh=local_mesh(batch_size),
+        seed=seed,
+        log=log,
+    )
     mine = grid(evaluator, runs, steps, test_sets, modes)[process_index::process_count]
     summary.cells = len(mine)
     done = results.done_metrics(results.read(out_dir))
     todo = [(cell, sorted(set(metrics) - done.get(cell.key(), set()))) for cell in mine]
     todo = [(cell, names) for cell, names in todo if names]
-    log(f"{len(todo)} cells to compute ({len(mine) - len(todo)} of this process's "
-        f"{len(mine)} already in {out_dir})")
+    log(
+        f"{len(todo)} cells to compute ({len(mine) - len(todo)} of this process's "
+        f"{len(mine)} already in {out_dir})"
+    )
     path = results.results_path(out_dir, process_index, process_count)
     for i, (cell, names) in enumerate(todo, 1):
         row = evaluator.evaluate(cell.run, cell.step, cell.test_set, cell.mode, names)
@@ -281,8 +350,10 @@ def run_sweep(runs: Sequence[str], test_sets: Sequence[TestSet], metric_names: S
         results.append(path, row)
         summary.computed += 1
         values = " ".join(f"{k}={row[k]:.4f}" for k in results.metric_columns([row]))
-        log(f"[{i}/{len(todo)}] {cell.describe()}: {values or 'no applicable metric'} "
-            f"({row['n_examples']} examples, {row['seconds']:.1f}s)")
+        log(
+            f"[{i}/{len(todo)}] {cell.describe()}: {values or 'no applicable metric'} "
+            f"({row['n_examples']} examples, {row['seconds']:.1f}s)"
+        )
     summary.rows, summary.outputs = render(out_dir, summary.skipped_metrics)
     return summary
 
@@ -312,4 +383,3 @@ def process_identity(index: int | None, count: int | None) -> tuple[int, int]:
     if env_index is not None and env_count is not None:
         return int(env_index), int(env_count)
     return jax.process_index(), jax.process_count()
-

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.models.metric_nets.syncnet import SyncNet
 from jaxtalk.models.audio.mfcc import mfcc
+from jaxtalk.models.metric_nets.syncnet import SyncNet
 
 VIDEO_FPS = 25
 AUDIO_RATE = 16000
@@ -44,17 +44,23 @@ def sync_windows(frames, audio, sample_rate: int = AUDIO_RATE):
     usable = min(len(frames), len(audio) // (AUDIO_RATE // VIDEO_FPS))
     count = usable - WINDOW_FRAMES
     if count < 1:
-        raise ValueError(f"video too short for SyncNet: {len(frames)} frames, "
-                         f"{len(audio) / AUDIO_RATE:.2f} s of audio (needs > {WINDOW_FRAMES} frames)")
+        raise ValueError(
+            f"video too short for SyncNet: {len(frames)} frames, "
+            f"{len(audio) / AUDIO_RATE:.2f} s of audio (needs > {WINDOW_FRAMES} frames)"
+        )
     # cv2 reads uint8 BGR frames; the released weights expect that scale and channel order.
     bgr = np.round(np.clip(frames, 0, 1) * 255)[..., ::-1]
-    clips = np.stack([bgr[i:i + WINDOW_FRAMES] for i in range(count)])
+    clips = np.stack([bgr[i : i + WINDOW_FRAMES] for i in range(count)])
     # python_speech_features.mfcc defaults on the 16-bit integer scale that
     # scipy.io.wavfile gives syncnet_python (float64, so pre-emphasis is in float64 too).
     cepstra = mfcc(audio * 32768.0, AUDIO_RATE).T  # (13, steps)
     span = WINDOW_FRAMES * MFCC_STEPS_PER_FRAME
-    windows = np.stack([cepstra[:, i * MFCC_STEPS_PER_FRAME:i * MFCC_STEPS_PER_FRAME + span]
-                        for i in range(count)])
+    windows = np.stack(
+        [
+            cepstra[:, i * MFCC_STEPS_PER_FRAME : i * MFCC_STEPS_PER_FRAME + span]
+            for i in range(count)
+        ]
+    )
     return clips, windows[..., None].astype(np.float32)
 
 
@@ -64,8 +70,10 @@ def sync_windows(frames, audio, sample_rate: int = AUDIO_RATE):
 @jax.jit
 def _embed(variables, clips, windows):
     model = SyncNet()
-    return (model.apply(variables, clips, method=SyncNet.embed_video),
-            model.apply(variables, windows, method=SyncNet.embed_audio))
+    return (
+        model.apply(variables, clips, method=SyncNet.embed_video),
+        model.apply(variables, windows, method=SyncNet.embed_audio),
+    )
 
 
 def embed(variables, clips, windows, batch_size: int = 64):
@@ -73,8 +81,9 @@ def embed(variables, clips, windows, batch_size: int = 64):
     variables = {k: variables[k] for k in ("params", "batch_stats")}
     video, audio = [], []
     for start in range(0, len(clips), batch_size):
-        v, a = _embed(variables, clips[start:start + batch_size],
-                      windows[start:start + batch_size])
+        v, a = _embed(
+            variables, clips[start : start + batch_size], windows[start : start + batch_size]
+        )
         video.append(np.asarray(v))
         audio.append(np.asarray(a))
     return np.concatenate(video), np.concatenate(audio)
@@ -93,15 +102,31 @@ def offset_search(video_embeddings, audio_embeddings, vshift: int = DEFAULT_VSHI
     best = jnp.argmin(mean_dist)
     min_dist = mean_dist[best]
     median = jnp.sort(mean_dist)[vshift]  # odd count: the middle value (torch.median)
-    return {"mean_distance_per_shift": mean_dist, "lse_d": min_dist,
-            "lse_c": median - min_dist, "offset": vshift - best}
+    return {
+        "mean_distance_per_shift": mean_dist,
+        "lse_d": min_dist,
+        "lse_c": median - min_dist,
+        "offset": vshift - best,
+    }
 
 
-def lse(variables, frames, audio, sample_rate: int = AUDIO_RATE,
-        vshift: int = DEFAULT_VSHIFT, batch_size: int = 64) -> dict:
+def lse(
+    variables,
+    frames,
+    audio,
+    sample_rate: int = AUDIO_RATE,
+    vshift: int = DEFAULT_VSHIFT,
+    batch_size: int = 64,
+) -> dict:
     """LSE-D, LSE-C and the AV offset (in frames) of one talking-face video."""
     clips, windows = sync_windows(frames, audio, sample_rate)
     video, audio_emb = embed(variables, clips, windows, batch_size)
     result = offset_search(video, audio_emb, vshift)
-    return {k: np.asarray(v) if k == "mean_distance_per_shift" else float(v) if k != "offset"
-            else int(v) for k, v in result.items()}
+    return {
+        k: np.asarray(v)
+        if k == "mean_distance_per_shift"
+        else float(v)
+        if k != "offset"
+        else int(v)
+        for k, v in result.items()
+    }

@@ -28,23 +28,32 @@ FORMAT = "jaxtalk.jax_function/1"
 
 
 def _flat_weights(params: Mapping) -> tuple[list[str], list[np.ndarray]]:
-    from jaxtalk.export.safetensors_io import flatten
     import jax
+
+    from jaxtalk.export.safetensors_io import flatten
+
     flat = flatten(jax.device_get(dict(params)))
     names = sorted(flat)
     return names, [flat[n] for n in names]
 
 
 def _spec_json(spec) -> dict:
-    return {"shape": [d if isinstance(d, int) else str(d) for d in spec.shape],
-            "dtype": str(np.dtype(spec.dtype))}
+    return {
+        "shape": [d if isinstance(d, int) else str(d) for d in spec.shape],
+        "dtype": str(np.dtype(spec.dtype)),
+    }
 
 
-def export_function(fn: Callable, params: Mapping, input_specs: Sequence[Any],
-                    path: str | os.PathLike, input_names: Sequence[str] | None = None,
-                    output_names: Sequence[str] | None = None,
-                    platforms: Sequence[str] = ("cpu",),
-                    metadata: Mapping[str, Any] | None = None) -> dict:
+def export_function(
+    fn: Callable,
+    params: Mapping,
+    input_specs: Sequence[Any],
+    path: str | os.PathLike,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    platforms: Sequence[str] = ("cpu",),
+    metadata: Mapping[str, Any] | None = None,
+) -> dict:
     """Exports `fn(params, *inputs)` with `params` bound as weight arguments.
 
     `input_specs`: `jax.ShapeDtypeStruct`s; shapes may hold symbolic dimensions from
@@ -58,22 +67,32 @@ def export_function(fn: Callable, params: Mapping, input_specs: Sequence[Any],
 
     def flat_fn(weights, *inputs):
         from jaxtalk.export.safetensors_io import unflatten
+
         tree = unflatten(dict(zip(names, weights)))
         return fn(tree, *inputs)
 
     weight_specs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in arrays]
     exported = jexport.export(jax.jit(flat_fn), platforms=tuple(platforms))(
-        weight_specs, *input_specs)
+        weight_specs, *input_specs
+    )
     out_specs = exported.out_avals
     manifest = {
         "format": FORMAT,
         "weights": names,
-        "inputs": [dict(_spec_json(s), name=(input_names or [f"input_{i}" for i in
-                                                             range(len(input_specs))])[i])
-                   for i, s in enumerate(input_specs)],
-        "outputs": [dict(_spec_json(s), name=(output_names or [f"output_{i}" for i in
-                                                               range(len(out_specs))])[i])
-                    for i, s in enumerate(out_specs)],
+        "inputs": [
+            dict(
+                _spec_json(s),
+                name=(input_names or [f"input_{i}" for i in range(len(input_specs))])[i],
+            )
+            for i, s in enumerate(input_specs)
+        ],
+        "outputs": [
+            dict(
+                _spec_json(s),
+                name=(output_names or [f"output_{i}" for i in range(len(out_specs))])[i],
+            )
+            for i, s in enumerate(out_specs)
+        ],
         "platforms": list(platforms),
         "metadata": dict(metadata or {}),
     }
@@ -127,4 +146,5 @@ def load_function(path: str | os.PathLike) -> tuple[Callable, dict]:
     def fn(*inputs):
         out = exported.call(weights, *inputs)
         return tuple(out) if isinstance(out, (list, tuple)) else (out,)
+
     return fn, manifest

@@ -54,13 +54,16 @@ def unflatten(flat: Mapping[str, Any], source: str = "params") -> dict:
     return tree
 
 
-def save_params(params: Mapping, path: str | os.PathLike,
-                metadata: Mapping[str, Any] | None = None) -> None:
+def save_params(
+    params: Mapping, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None
+) -> None:
     """Writes `params` (nested dict of arrays) to `path` as safetensors."""
     import jax
+
     flat = flatten(jax.device_get(dict(params)))
-    meta = {str(k): v if isinstance(v, str) else json.dumps(v)
-            for k, v in dict(metadata or {}).items()}
+    meta = {
+        str(k): v if isinstance(v, str) else json.dumps(v) for k, v in dict(metadata or {}).items()
+    }
     meta.setdefault("format", "jaxtalk.params")
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -79,8 +82,9 @@ def load_params(path: str | os.PathLike) -> tuple[dict, dict[str, Any]]:
             raw_meta = f.metadata() or {}
             flat = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-        raise CheckpointError(f"{path}: not a readable safetensors file "
-                              f"({one_line(f'{type(e).__name__}: {e}')})") from None
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({one_line(f'{type(e).__name__}: {e}')})"
+        ) from None
     meta = {}
     for k, v in raw_meta.items():
         try:

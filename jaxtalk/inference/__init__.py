@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 
 from jaxtalk import discovery
-
 from jaxtalk.inference.animator import AnimationError, Animator, Driver
+
 
 def animators() -> dict[str, type[Animator]]:
     """Every declared animator class, by the kinds and task names it drives."""
@@ -28,24 +28,35 @@ def animator_class(kind: str, what: str = "weights") -> type[Animator]:
     """The animator class for weights of `kind` or a run of task `kind`."""
     known = animators()
     if kind not in known:
-        raise AnimationError(f"{what}: cannot animate {str(kind)[:40]!r} weights or runs "
-                             f"(animators for: {', '.join(sorted(known))})")
+        raise AnimationError(
+            f"{what}: cannot animate {str(kind)[:40]!r} weights or runs "
+            f"(animators for: {', '.join(sorted(known))})"
+        )
     return known[kind]
 
 
 def weights_kind(stored: dict) -> str:
     """A loaded weights file's kind: its model_config's `kind`, else its release name."""
     config = stored.get("model_config") or {}
-    return (config.get("kind") or stored.get("release")
-            or ("anitalker_stage2" if "infer_type" in config else "anitalker_stage1"))
+    return (
+        config.get("kind")
+        or stored.get("release")
+        or ("anitalker_stage2" if "infer_type" in config else "anitalker_stage1")
+    )
 
 
 def _is_run(path: str) -> bool:
     return os.path.isdir(os.path.join(path, "checkpoints"))
 
 
-def open_animator(path: str, *, driver: Driver | None = None, run: bool | None = None,
-                  step: int | None = None, **options) -> Animator:
+def open_animator(
+    path: str,
+    *,
+    driver: Driver | None = None,
+    run: bool | None = None,
+    step: int | None = None,
+    **options,
+) -> Animator:
     """The animator for a weights file or a training run directory (`run`: which one `path`
     is; default: a directory with checkpoints/ is a run). `driver`: the kind the caller
     drives with, checked before the model is built. `options` go to the class's
@@ -64,13 +75,22 @@ def open_animator(path: str, *, driver: Driver | None = None, run: bool | None =
         kind = weights_kind(stored)
     cls = animator_class(kind, path)
     if driver is not None and cls.driver is not Driver(driver):
-        raise AnimationError(f"{path}: {kind} {'runs' if run else 'weights'} are driven by "
-                             f"{cls.driver.value}, not {Driver(driver).value} "
-                             f"(--mode={cls.driver.value})")
+        raise AnimationError(
+            f"{path}: {kind} {'runs' if run else 'weights'} are driven by "
+            f"{cls.driver.value}, not {Driver(driver).value} "
+            f"(--mode={cls.driver.value})"
+        )
     if run:
         return cls.from_run(path, step, **options)
     return cls.from_stored(stored, path, **options)
 
 
-__all__ = ["AnimationError", "Animator", "Driver", "animator_class", "animators",
-           "open_animator", "weights_kind"]
+__all__ = [
+    "AnimationError",
+    "Animator",
+    "Driver",
+    "animator_class",
+    "animators",
+    "open_animator",
+    "weights_kind",
+]

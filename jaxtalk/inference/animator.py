@@ -43,8 +43,8 @@ class AnimationError(InputError):
 class Driver(str, enum.Enum):
     """What drives an animator, and the array `animate` takes for it."""
 
-    VIDEO = "video"          # (T, S, S, 3) uint8 frames, face-cropped like the source
-    AUDIO = "audio"          # mono SAMPLE_RATE float speech; the animator windows it per frame
+    VIDEO = "video"  # (T, S, S, 3) uint8 frames, face-cropped like the source
+    AUDIO = "audio"  # mono SAMPLE_RATE float speech; the animator windows it per frame
     KEYPOINTS = "keypoints"  # (T, K, 3) float implicit keypoints (LivePortrait-style families)
 
 
@@ -100,8 +100,8 @@ class Animator(abc.ABC):
 
     driver: ClassVar[Driver]
     fps: float | None = None  # output frames per second; None: the driver's own rate
-    size: int                 # the square source / driving-frame resolution
-    chunk: int = 8            # steps rendered per device call
+    size: int  # the square source / driving-frame resolution
+    chunk: int = 8  # steps rendered per device call
     exports: ClassVar[bool] = False  # implements export_function
 
     @classmethod
@@ -137,24 +137,33 @@ class Animator(abc.ABC):
 
     @classmethod
     def not_exportable(cls, what: str) -> AnimationError:
-        return AnimationError(f"{what}: the {cls.driver.value}-driven {cls.__name__} cannot be "
-                              "exported as a .jaxfn function (video-driven stage-1 weights can: "
-                              "lia, anitalker_stage1)")
+        return AnimationError(
+            f"{what}: the {cls.driver.value}-driven {cls.__name__} cannot be "
+            "exported as a .jaxfn function (video-driven stage-1 weights can: "
+            "lia, anitalker_stage1)"
+        )
 
-    def animate(self, source: np.ndarray, driving, *,
-                progress: Callable[[int], None] | None = None, **options) -> np.ndarray:
+    def animate(
+        self,
+        source: np.ndarray,
+        driving,
+        *,
+        progress: Callable[[int], None] | None = None,
+        **options,
+    ) -> np.ndarray:
         """source (size, size, 3) uint8 + a driver (see `Driver`) -> (T, size, size, 3)
         uint8 frames; `options` go to `start`, `progress(n)` is told each chunk's frames."""
         source = np.asarray(source)
         if source.shape != (self.size, self.size, 3):
-            raise AnimationError(f"the source must be ({self.size}, {self.size}, 3) pixels, "
-                                 f"got {source.shape}")
+            raise AnimationError(
+                f"the source must be ({self.size}, {self.size}, 3) pixels, got {source.shape}"
+            )
         state, steps = self.start(self.prepare(source), driving, **options)
         if len(steps) == 0:
             raise AnimationError(f"nothing to animate: the {self.driver.value} gives no frames")
         out = []
         for begin in range(0, len(steps), self.chunk):
-            part = steps[begin:begin + self.chunk]
+            part = steps[begin : begin + self.chunk]
             padded = np.concatenate([part, np.repeat(part[-1:], self.chunk - len(part), 0)])
             out.append(to_pixels(self.drive(state, padded))[: len(part)])
             if progress:
@@ -162,5 +171,15 @@ class Animator(abc.ABC):
         return np.concatenate(out)
 
 
-__all__ = ["Animator", "AnimationError", "Driver", "ExportedFunction", "SAMPLE_RATE", "SourceState",
-           "centre_square", "load_image", "read_image", "to_pixels"]
+__all__ = [
+    "Animator",
+    "AnimationError",
+    "Driver",
+    "ExportedFunction",
+    "SAMPLE_RATE",
+    "SourceState",
+    "centre_square",
+    "load_image",
+    "read_image",
+    "to_pixels",
+]

@@ -43,16 +43,28 @@ class _Adapter:
 
 # The generators the video animator drives, by weights kind / task name.
 _ADAPTERS = {
-    "lia": _Adapter(LIAGenerator, LIAGenerator.encode_source, LIAGenerator.encode_motion,
-                    lambda o: (o["wa"], o["feats"], o["alpha"]), lambda o: o),
-    "anitalker_stage1": _Adapter(AniTalkerMotion, AniTalkerMotion.encode, AniTalkerMotion.encode,
-                                 lambda o: (o["h"], o["feats"], o["alpha"]), lambda o: o["alpha"]),
+    "lia": _Adapter(
+        LIAGenerator,
+        LIAGenerator.encode_source,
+        LIAGenerator.encode_motion,
+        lambda o: (o["wa"], o["feats"], o["alpha"]),
+        lambda o: o,
+    ),
+    "anitalker_stage1": _Adapter(
+        AniTalkerMotion,
+        AniTalkerMotion.encode,
+        AniTalkerMotion.encode,
+        lambda o: (o["h"], o["feats"], o["alpha"]),
+        lambda o: o["alpha"],
+    ),
 }
 
 
 def _adapter(kind: str) -> _Adapter:
     if kind not in _ADAPTERS:
-        raise AnimationError(f"cannot animate with {str(kind)[:40]!r} weights (lia, anitalker_stage1)")
+        raise AnimationError(
+            f"cannot animate with {str(kind)[:40]!r} weights (lia, anitalker_stage1)"
+        )
     return _ADAPTERS[kind]
 
 
@@ -72,15 +84,20 @@ class MotionAnimator(Animator):
     driver = Driver.VIDEO
     exports = True
 
-    def __init__(self, kind: str, params, model_config: dict, chunk: int = 8,
-                 source: str = "model_config"):
+    def __init__(
+        self, kind: str, params, model_config: dict, chunk: int = 8, source: str = "model_config"
+    ):
         adapter = _adapter(kind)
         model = build_generator(kind, model_config, source)
         self.kind, self.model, self.params, self.model_config = kind, model, params, model_config
         self.size = int(model_config.get("size", 256))
         self.chunk = chunk
-        self._source = lambda x: adapter.source(model.apply(params, x, method=adapter.encode_source))
-        self._motion = lambda x: adapter.motion(model.apply(params, x, method=adapter.encode_motion))
+        self._source = lambda x: adapter.source(
+            model.apply(params, x, method=adapter.encode_source)
+        )
+        self._motion = lambda x: adapter.motion(
+            model.apply(params, x, method=adapter.encode_motion)
+        )
         self._render = lambda *a: model.apply(params, *a, method=adapter.cls.render)["image"]
         self._encode_source = jax.jit(self._source)
         self._drive = jax.jit(self._chunk_step, static_argnames=("relative",))
@@ -111,8 +128,13 @@ class MotionAnimator(Animator):
         if config.get("task") != "anitalker_stage1":
             raise AnimationError(f"{workdir}: a {config.get('task')!r} run, not anitalker_stage1")
         variables = checkpoints.group_variables(workdir, "generator", step)
-        return cls("anitalker_stage1", {"params": variables["params"]["model"]}, config["model"],
-                   source=workdir, **kw)
+        return cls(
+            "anitalker_stage1",
+            {"params": variables["params"]["model"]},
+            config["model"],
+            source=workdir,
+            **kw,
+        )
 
     def _chunk_step(self, source_code, feats, alpha_source, frames, alpha_start, relative):
         alpha = self._motion(frames)
@@ -120,8 +142,9 @@ class MotionAnimator(Animator):
         tile = lambda x: jnp.broadcast_to(x, (n,) + x.shape[1:])  # noqa: E731
         feats = [tile(f) for f in feats]
         if relative:
-            return self._render(tile(source_code), feats, alpha, tile(alpha_start),
-                                tile(alpha_source))
+            return self._render(
+                tile(source_code), feats, alpha, tile(alpha_start), tile(alpha_source)
+            )
         return self._render(tile(source_code), feats, alpha)
 
     # ------------------------------------------------------------------ the contract
@@ -137,8 +160,9 @@ class MotionAnimator(Animator):
 
     def drive(self, state, steps: np.ndarray):
         (code, feats, alpha_source), alpha_start, relative = state
-        return self._drive(code, feats, alpha_source, to_model_range(steps), alpha_start,
-                           relative=relative)
+        return self._drive(
+            code, feats, alpha_source, to_model_range(steps), alpha_start, relative=relative
+        )
 
     def export_function(self) -> ExportedFunction:
         """`frames = f(source (1,S,S,3) in [-1,1], alphas (T, motion_dim))`, absolute motion
@@ -146,12 +170,18 @@ class MotionAnimator(Animator):
         model = self.model
         (frames,) = jax.export.symbolic_shape("T")
         motion_dim = int(self.model_config.get("motion_dim", 20))
-        specs = [jax.ShapeDtypeStruct((1, self.size, self.size, 3), jnp.float32),
-                 jax.ShapeDtypeStruct((frames, motion_dim), jnp.float32)]
+        specs = [
+            jax.ShapeDtypeStruct((1, self.size, self.size, 3), jnp.float32),
+            jax.ShapeDtypeStruct((frames, motion_dim), jnp.float32),
+        ]
         return ExportedFunction(
             lambda p, source, alphas: model.apply({"params": p}, source, alphas, method="animate"),
-            self.params["params"], specs, ["source", "alphas"], ["frames"],
-            {"model": self.kind, **self.model_config})
+            self.params["params"],
+            specs,
+            ["source", "alphas"],
+            ["frames"],
+            {"model": self.kind, **self.model_config},
+        )
 
 
 # What this module drives (jaxtalk/discovery.py): weights kinds and the stage-1 task name.

@@ -23,8 +23,9 @@ def _l2n(x, axis=-1, eps=1e-12):
     return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), eps)
 
 
-def aam_softmax_logits(cosine, labels, margin: float = 0.2, scale: float = 30.0,
-                       easy_margin: bool = False):
+def aam_softmax_logits(
+    cosine, labels, margin: float = 0.2, scale: float = 30.0, easy_margin: bool = False
+):
     """cosine (B, K) and int labels (B,) -> margin-adjusted, scaled logits (B, K)."""
     cosine = cosine.astype(jnp.float32)
     sine = jnp.sqrt(jnp.clip(1.0 - cosine * cosine, 0.0, 1.0))
@@ -51,9 +52,12 @@ class AAMSoftmax(nn.Module):
 
     @nn.compact
     def __call__(self, embeddings, labels):
-        weight = self.param("weight", nn.with_logical_partitioning(
-            nn.initializers.xavier_normal(), ("embed", "mlp")),
-            (embeddings.shape[-1], self.num_classes), self.param_dtype)
+        weight = self.param(
+            "weight",
+            nn.with_logical_partitioning(nn.initializers.xavier_normal(), ("embed", "mlp")),
+            (embeddings.shape[-1], self.num_classes),
+            self.param_dtype,
+        )
         cosine = jnp.dot(_l2n(embeddings.astype(jnp.float32)), _l2n(weight.astype(jnp.float32), 0))
         logits = aam_softmax_logits(cosine, labels, self.margin, self.scale, self.easy_margin)
         loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))

@@ -30,10 +30,22 @@ class _Head(nn.Module):
     @nn.compact
     def __call__(self, x):
         kw = dict(param_dtype=self.param_dtype)
-        h = nn.Dense(self.hidden, name="fc_in", kernel_init=nn.with_logical_partitioning(
-            nn.initializers.lecun_normal(), ("embed", "mlp")), **kw)(x)
-        h = nn.Dense(self.features, name="fc_out", kernel_init=nn.with_logical_partitioning(
-            nn.initializers.lecun_normal(), ("mlp", "embed")), **kw)(jax.nn.relu(h))
+        h = nn.Dense(
+            self.hidden,
+            name="fc_in",
+            kernel_init=nn.with_logical_partitioning(
+                nn.initializers.lecun_normal(), ("embed", "mlp")
+            ),
+            **kw,
+        )(x)
+        h = nn.Dense(
+            self.features,
+            name="fc_out",
+            kernel_init=nn.with_logical_partitioning(
+                nn.initializers.lecun_normal(), ("mlp", "embed")
+            ),
+            **kw,
+        )(jax.nn.relu(h))
         return jnp.tanh(h) if self.tanh else h
 
 
@@ -46,8 +58,7 @@ class CLUB(nn.Module):
 
     def setup(self):
         self.p_mu = _Head(self.hidden // 2, self.y_dim, param_dtype=self.param_dtype)
-        self.p_logvar = _Head(self.hidden // 2, self.y_dim, tanh=True,
-                              param_dtype=self.param_dtype)
+        self.p_logvar = _Head(self.hidden // 2, self.y_dim, tanh=True, param_dtype=self.param_dtype)
 
     def __call__(self, x):
         x = x.astype(jnp.float32)

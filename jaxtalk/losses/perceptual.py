@@ -36,7 +36,7 @@ def gaussian_taps(scale: float) -> tuple[np.ndarray, int, int]:
     ka = size // 2
     kb = ka - 1 if size % 2 == 0 else ka
     grid = np.arange(size, dtype=np.float64)
-    taps = np.exp(-((grid - (size - 1) / 2) ** 2) / (2 * sigma ** 2))
+    taps = np.exp(-((grid - (size - 1) / 2) ** 2) / (2 * sigma**2))
     return taps / taps.sum(), ka, kb
 
 
@@ -56,9 +56,13 @@ def normalize_for_vgg(images):
     return (x - IMAGENET_MEAN) / IMAGENET_STD
 
 
-def pyramid_perceptual_loss(features: Callable[[jnp.ndarray], Sequence[jnp.ndarray]], recon,
-                            target, scales: Sequence[float] = SCALES,
-                            weights: Sequence[float] = WEIGHTS):
+def pyramid_perceptual_loss(
+    features: Callable[[jnp.ndarray], Sequence[jnp.ndarray]],
+    recon,
+    target,
+    scales: Sequence[float] = SCALES,
+    weights: Sequence[float] = WEIGHTS,
+):
     """features: normalised NHWC images -> per-layer activations. recon/target in [-1, 1].
 
     Both images go through the network in one batch per scale; gradients flow only
@@ -66,8 +70,7 @@ def pyramid_perceptual_loss(features: Callable[[jnp.ndarray], Sequence[jnp.ndarr
     b = recon.shape[0]
     total = jnp.zeros((), jnp.float32)
     for scale in scales:
-        both = antialias_downsample(jnp.concatenate([recon, target], 0).astype(jnp.float32),
-                                    scale)
+        both = antialias_downsample(jnp.concatenate([recon, target], 0).astype(jnp.float32), scale)
         feats = features(normalize_for_vgg(both))
         if len(feats) != len(weights):
             raise ValueError(f"{len(feats)} feature maps but {len(weights)} weights")
@@ -88,7 +91,10 @@ class VGG19PerceptualLoss(nn.Module):
     @nn.compact
     def __call__(self, recon, target):
         from jaxtalk.models.vgg import VGGFeatures
-        vgg = VGGFeatures(config="vgg19", output_layers=tuple(self.layers), dtype=self.dtype,
-                          name="vgg")
-        return pyramid_perceptual_loss(lambda x: [vgg(x)[n] for n in self.layers], recon,
-                                       target, self.scales, self.weights)
+
+        vgg = VGGFeatures(
+            config="vgg19", output_layers=tuple(self.layers), dtype=self.dtype, name="vgg"
+        )
+        return pyramid_perceptual_loss(
+            lambda x: [vgg(x)[n] for n in self.layers], recon, target, self.scales, self.weights
+        )

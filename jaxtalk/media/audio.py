@@ -28,7 +28,8 @@ def read_audio(
     if not info.has_audio:
         raise MediaError(f"{path}: has no audio stream")
     stream = ffmpeg_run.input_range(path, start, duration).audio.output(
-        "pipe:", format="f32le", ac=1, ar=int(sample_rate))
+        "pipe:", format="f32le", ac=1, ar=int(sample_rate)
+    )
     raw = ffmpeg_run.run(stream, path, "decode audio")
     return np.frombuffer(raw, np.float32).copy()
 

@@ -26,8 +26,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def split_tubes(boxes: np.ndarray, min_iou: float = 0.25,
-                max_len: int = 1024) -> list[tuple[int, int]]:
+def split_tubes(
+    boxes: np.ndarray, min_iou: float = 0.25, max_len: int = 1024
+) -> list[tuple[int, int]]:
     """Splits a box track into tubes [start, end): a new tube when the IoU with the tube's
     first box drops below `min_iou` or the tube reaches `max_len` frames (the
     video-preprocessing recipe)."""
@@ -41,8 +42,9 @@ def split_tubes(boxes: np.ndarray, min_iou: float = 0.25,
     return tubes
 
 
-def clip_box(boxes: np.ndarray, width: int, height: int,
-             scale: float = 1.0) -> tuple[int, int, int, int] | None:
+def clip_box(
+    boxes: np.ndarray, width: int, height: int, scale: float = 1.0
+) -> tuple[int, int, int, int] | None:
     """The clip's square crop (x, y, side, side) in pixels, or None when it cannot fit the frame.
 
     Union of `boxes`, enlarged by `scale` about its centre, made square with the longer side,

@@ -30,7 +30,7 @@ PROFILE = "haarcascade_profileface.xml"
 # and neck, close to the framing of the VoxCeleb/HDTF crops the models were trained on.
 CROP_SCALE = 1.8
 DETECT_SIDE = 1024  # larger images are downscaled to this longest side for detection
-MIN_FACE = 0.1      # faces smaller than this fraction of the shorter side are ignored
+MIN_FACE = 0.1  # faces smaller than this fraction of the shorter side are ignored
 
 
 class NoFaceError(ValueError):
@@ -45,14 +45,17 @@ def _cascade(name: str):
     path = os.path.join(cv2.data.haarcascades, name)
     classifier = cv2.CascadeClassifier(path)
     if classifier.empty():
-        raise RuntimeError(f"{path}: OpenCV could not load the face detector "
-                           "(install opencv-python-headless>=4.10,<5; OpenCV 5 wheels lack it)")
+        raise RuntimeError(
+            f"{path}: OpenCV could not load the face detector "
+            "(install opencv-python-headless>=4.10,<5; OpenCV 5 wheels lack it)"
+        )
     return classifier
 
 
 def _detect(name: str, gray: np.ndarray, min_side: int) -> np.ndarray:
-    found = _cascade(name).detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
-                                            minSize=(min_side, min_side))
+    found = _cascade(name).detectMultiScale(
+        gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side)
+    )
     return np.asarray(found, np.float64).reshape(-1, 4)
 
 
@@ -69,15 +72,18 @@ def detect_faces(image: np.ndarray) -> np.ndarray:
     factor = min(1.0, DETECT_SIDE / max(height, width))
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     if factor < 1.0:
-        gray = cv2.resize(gray, (max(1, round(width * factor)), max(1, round(height * factor))),
-                          interpolation=cv2.INTER_AREA)
+        gray = cv2.resize(
+            gray,
+            (max(1, round(width * factor)), max(1, round(height * factor))),
+            interpolation=cv2.INTER_AREA,
+        )
     min_side = max(20, int(MIN_FACE * min(gray.shape)))
     boxes = _detect(FRONTAL, gray, min_side)
     if not len(boxes):
         mirrored = _detect(PROFILE, gray[:, ::-1].copy(), min_side)
         mirrored[:, 0] = gray.shape[1] - mirrored[:, 0] - mirrored[:, 2]
         boxes = np.concatenate([_detect(PROFILE, gray, min_side), mirrored])
-    boxes[:, 2:] += boxes[:, :2]          # (x, y, w, h) -> (x0, y0, x1, y1)
+    boxes[:, 2:] += boxes[:, :2]  # (x, y, w, h) -> (x0, y0, x1, y1)
     return boxes / factor
 
 
@@ -85,25 +91,30 @@ def face_box(image: np.ndarray, what: str = "image") -> np.ndarray:
     """The largest face's (x0, y0, x1, y1); NoFaceError naming `what` when there is none."""
     boxes = detect_faces(image)
     if not len(boxes):
-        raise NoFaceError(f"{what}: no face found by the OpenCV face detector (it finds upright, "
-                          "roughly frontal photographs); pass --nocrop_face to skip detection "
-                          "and use the image as it is (centre-cropped to a square)")
+        raise NoFaceError(
+            f"{what}: no face found by the OpenCV face detector (it finds upright, "
+            "roughly frontal photographs); pass --nocrop_face to skip detection "
+            "and use the image as it is (centre-cropped to a square)"
+        )
     return boxes[np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))]
 
 
-def crop_box(image: np.ndarray, what: str = "image",
-             scale: float = CROP_SCALE) -> tuple[int, int, int, int]:
+def crop_box(
+    image: np.ndarray, what: str = "image", scale: float = CROP_SCALE
+) -> tuple[int, int, int, int]:
     """The square (x, y, side, side) around the largest face, as a prepared clip's crop."""
     height, width = np.asarray(image).shape[:2]
     box = crop.clip_box(face_box(image, what)[None], width, height, scale)
     if box is None:
-        raise NoFaceError(f"{what}: the face is too small to crop; pass --nocrop_face to use "
-                          "the image as it is")
+        raise NoFaceError(
+            f"{what}: the face is too small to crop; pass --nocrop_face to use the image as it is"
+        )
     return box
 
 
-def crop_face(image: np.ndarray, size: int | None, what: str = "image",
-              scale: float = CROP_SCALE) -> tuple[tuple[int, int, int, int], np.ndarray]:
+def crop_face(
+    image: np.ndarray, size: int | None, what: str = "image", scale: float = CROP_SCALE
+) -> tuple[tuple[int, int, int, int], np.ndarray]:
     """(x, y, side, side) crop box and the crop resized to (size, size, 3) uint8 (bicubic,
     as jaxtalk.inference.animator.load_image; size None keeps the crop's own size)."""
     x, y, w, h = crop_box(image, what, scale)

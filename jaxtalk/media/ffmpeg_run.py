@@ -29,10 +29,12 @@ def ffmpeg_exe() -> str:
         return found
     try:
         import imageio_ffmpeg  # pylint: disable=import-outside-toplevel
+
         return imageio_ffmpeg.get_ffmpeg_exe()
     except (ImportError, RuntimeError) as e:
-        raise MediaError("no ffmpeg found: install it (apt-get install ffmpeg) "
-                         "or pip install imageio-ffmpeg") from e
+        raise MediaError(
+            "no ffmpeg found: install it (apt-get install ffmpeg) or pip install imageio-ffmpeg"
+        ) from e
 
 
 def stderr_tail(err: bytes | None, lines: int = 3) -> str:
@@ -54,8 +56,13 @@ def input_range(path: str, start: float | None, duration: float | None):
 def run(stream, path: str, what: str, input_bytes: bytes | None = None) -> bytes:
     """Runs an ffmpeg-python stream, returning its stdout; MediaError naming `path` and `what`."""
     try:
-        out, _ = stream.run(cmd=ffmpeg_exe(), input=input_bytes, capture_stdout=True,
-                            capture_stderr=True, quiet=True)
+        out, _ = stream.run(
+            cmd=ffmpeg_exe(),
+            input=input_bytes,
+            capture_stdout=True,
+            capture_stderr=True,
+            quiet=True,
+        )
     except ffmpeg.Error as e:
         raise MediaError(f"{path}: ffmpeg failed to {what} ({stderr_tail(e.stderr)})") from None
     return out

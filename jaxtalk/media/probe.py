@@ -17,6 +17,7 @@ from jaxtalk.media.ffmpeg_run import MediaError, ffmpeg_exe, stderr_tail
 @dataclasses.dataclass(frozen=True)
 class MediaInfo:
     """What `probe` learns from a media file's header."""
+
     path: str
     duration: float | None  # seconds; None when the container does not say
     width: int | None = None
@@ -44,8 +45,9 @@ def probe(path: str | os.PathLike) -> MediaInfo:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MediaError(f"{path}: no such file")
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", path], capture_output=True,
-                          check=False)
+    proc = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-i", path], capture_output=True, check=False
+    )
     text = proc.stderr.decode("utf-8", "replace")
     if "Invalid data found" in text or ("Stream #" not in text):
         raise MediaError(f"{path}: not a readable media file ({stderr_tail(proc.stderr, 1)})")

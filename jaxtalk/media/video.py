@@ -49,8 +49,9 @@ def read_video(
     if crop is not None:
         x, y, w, h = (int(v) for v in crop)
         if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > info.width or y + h > info.height:
-            raise MediaError(f"{path}: crop {x, y, w, h} outside the "
-                             f"{info.width}x{info.height} frame")
+            raise MediaError(
+                f"{path}: crop {x, y, w, h} outside the {info.width}x{info.height} frame"
+            )
         stream = stream.crop(x, y, w, h)
         width, height = w, h
     if size is not None:
@@ -62,12 +63,14 @@ def read_video(
     raw = ffmpeg_run.run(stream.output("pipe:", **out_kwargs), path, "decode video")
     frame_bytes = width * height * 3
     if len(raw) % frame_bytes:
-        raise MediaError(f"{path}: decoded {len(raw)} bytes, not a whole number of "
-                         f"{width}x{height} frames")
+        raise MediaError(
+            f"{path}: decoded {len(raw)} bytes, not a whole number of {width}x{height} frames"
+        )
     frames = np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
     if not len(frames):
-        raise MediaError(f"{path}: no frames in the requested range "
-                         f"(start={start}, duration={duration})")
+        raise MediaError(
+            f"{path}: no frames in the requested range (start={start}, duration={duration})"
+        )
     return frames, float(fps or info.fps or 25.0)
 
 
@@ -84,8 +87,9 @@ def write_video(
     path = os.fspath(path)
     frames = np.ascontiguousarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"{path}: frames must be uint8 [N, H, W, 3], "
-                         f"got {frames.dtype} {frames.shape}")
+        raise ValueError(
+            f"{path}: frames must be uint8 [N, H, W, 3], got {frames.dtype} {frames.shape}"
+        )
     n, h, w, _ = frames.shape
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", r=fps)
@@ -93,8 +97,13 @@ def write_video(
     video = video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
     with tempfile.TemporaryDirectory() as tmp:
         inputs = [video]
-        out_kwargs = {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": crf, "r": fps,
-                      "movflags": "+faststart"}
+        out_kwargs = {
+            "vcodec": "libx264",
+            "pix_fmt": "yuv420p",
+            "crf": crf,
+            "r": fps,
+            "movflags": "+faststart",
+        }
         if audio is not None:
             if isinstance(audio, np.ndarray):
                 wav = os.path.join(tmp, "audio.wav")

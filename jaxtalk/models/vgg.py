@@ -44,9 +44,11 @@ def torchvision_index(config: str) -> dict[str, int]:
 
 def conv_channels(config: str) -> dict[str, int]:
     """conv layer name -> output channels."""
-    return {f"conv{b}_{i}": width
-            for b, (width, convs) in enumerate(CONFIGS[config], start=1)
-            for i in range(1, convs + 1)}
+    return {
+        f"conv{b}_{i}": width
+        for b, (width, convs) in enumerate(CONFIGS[config], start=1)
+        for i in range(1, convs + 1)
+    }
 
 
 class VGGFeatures(nn.Module):
@@ -75,13 +77,20 @@ class VGGFeatures(nn.Module):
         x = x.astype(self.dtype)
         for name in layer_names(self.config)[: last + 1]:
             if name.startswith("conv"):
-                x = nn.Conv(widths[name], (3, 3), padding=1, dtype=self.dtype,
-                            param_dtype=self.param_dtype, name=name,
-                            kernel_init=nn.with_logical_partitioning(
-                                nn.initializers.lecun_normal(),
-                                (None, None, "conv_in", "conv_out")),
-                            bias_init=nn.with_logical_partitioning(
-                                nn.initializers.zeros_init(), ("conv_out",)))(x)
+                x = nn.Conv(
+                    widths[name],
+                    (3, 3),
+                    padding=1,
+                    dtype=self.dtype,
+                    param_dtype=self.param_dtype,
+                    name=name,
+                    kernel_init=nn.with_logical_partitioning(
+                        nn.initializers.lecun_normal(), (None, None, "conv_in", "conv_out")
+                    ),
+                    bias_init=nn.with_logical_partitioning(
+                        nn.initializers.zeros_init(), ("conv_out",)
+                    ),
+                )(x)
             elif name.startswith("relu"):
                 x = nn.relu(x)
             else:  # torchvision MaxPool2d(2, 2): floor mode, no padding

@@ -44,7 +44,8 @@ def flow_to_rgb(flow):
     mag = jnp.clip(jnp.linalg.norm(flow, axis=-1, keepdims=True) * 4.0, 0.0, 1.0)
     angle = jnp.arctan2(flow[..., 1:2], flow[..., 0:1])
     rgb = 0.5 + 0.5 * jnp.concatenate(
-        [jnp.cos(angle), jnp.cos(angle - 2.094), jnp.cos(angle + 2.094)], -1)
+        [jnp.cos(angle), jnp.cos(angle - 2.094), jnp.cos(angle + 2.094)], -1
+    )
     return 1.0 - mag * (1.0 - rgb)  # white = still, saturated colour = large motion
 
 
@@ -73,15 +74,24 @@ class AniTalkerStage1Task(Task):
         self.config = config
         m, loss = config.model, config.loss
         dtype = jnp.dtype(config.dtype)
-        self.generator = AniTalkerMotion(size=m.size, style_dim=m.style_dim,
-                                         motion_dim=m.motion_dim, width=m.width, dtype=dtype,
-                                         flow_init_scale=m.flow_init_scale,
-                                         hal_deepest_logit=m.hal_deepest_logit)
-        self.discriminator = Discriminator(size=m.size, width=m.disc_width,
-                                           stddev_group=m.stddev_group, dtype=dtype)
+        self.generator = AniTalkerMotion(
+            size=m.size,
+            style_dim=m.style_dim,
+            motion_dim=m.motion_dim,
+            width=m.width,
+            dtype=dtype,
+            flow_init_scale=m.flow_init_scale,
+            hal_deepest_logit=m.hal_deepest_logit,
+        )
+        self.discriminator = Discriminator(
+            size=m.size, width=m.disc_width, stddev_group=m.stddev_group, dtype=dtype
+        )
         self.club = CLUB(y_dim=m.style_dim, hidden=m.style_dim)
-        self.aam = AAMSoftmax(num_classes=num_identities(config.data.data_dir),
-                              margin=loss.aam_margin, scale=loss.aam_scale)
+        self.aam = AAMSoftmax(
+            num_classes=num_identities(config.data.data_dir),
+            margin=loss.aam_margin,
+            scale=loss.aam_scale,
+        )
         self.perceptual = VGG19PerceptualLoss(dtype=dtype) if loss.perceptual else None
 
     # ------------------------------------------------------------------ params
@@ -92,8 +102,10 @@ class AniTalkerStage1Task(Task):
         gen = self.generator.init(r_gen, src, drv)["params"]
         latent = jnp.zeros((src.shape[0], self.config.model.style_dim))
         params = {
-            "generator": {"model": gen,
-                          "aam": self.aam.init(r_aam, latent, batch["identity"])["params"]},
+            "generator": {
+                "model": gen,
+                "aam": self.aam.init(r_aam, latent, batch["identity"])["params"],
+            },
             "discriminator": self.discriminator.init(r_d, drv)["params"],
             "club": self.club.init(r_club, latent)["params"],
         }
@@ -109,7 +121,8 @@ class AniTalkerStage1Task(Task):
             raise ValueError(
                 f"the perceptual loss needs ImageNet VGG19 weights at {path}: run `jaxtalk import "
                 "--release=vgg19 --checkpoint=vgg19-dcbb9e9d.pth` (torchvision's file), or set "
-                "--config.loss.perceptual=0")
+                "--config.loss.perceptual=0"
+            )
         return weights.load(path)["params"]
 
     def pretrained(self):
@@ -132,18 +145,21 @@ class AniTalkerStage1Task(Task):
         return out
 
     def _encode_identity(self, params, images):
-        return self.generator.apply({"params": params["generator"]["model"]}, images,
-                                    method=AniTalkerMotion.encode)["id_emb"]
+        return self.generator.apply(
+            {"params": params["generator"]["model"]}, images, method=AniTalkerMotion.encode
+        )["id_emb"]
 
     def _generator_loss(self, params, model_state, batch, rng):
         batch, w = self.preprocess(batch), self.config.loss
-        out = self.generator.apply({"params": params["generator"]["model"]},
-                                   batch["source"], batch["driving"])
+        out = self.generator.apply(
+            {"params": params["generator"]["model"]}, batch["source"], batch["driving"]
+        )
         recon, target = out["image"], batch["driving"]
         l1 = jnp.mean(jnp.abs(recon.astype(jnp.float32) - target))
         total, metrics = w.l1 * l1, {"l1": l1}
-        metrics["motion_units_alive"] = jax.lax.stop_gradient(motion_units_alive(
-            params["generator"]["model"], out["driving"]["h"]))
+        metrics["motion_units_alive"] = jax.lax.stop_gradient(
+            motion_units_alive(params["generator"]["model"], out["driving"]["h"])
+        )
         if self.perceptual is not None:
             perc = self.perceptual.apply({"params": {"vgg": params["vgg"]}}, recon, target)
             total, metrics["perceptual"] = total + w.perceptual * perc, perc
@@ -163,15 +179,29 @@ class AniTalkerStage1Task(Task):
                 identity_ml = identity
             ml, acc = self.aam.apply({"params": params["generator"]["aam"]}, identity_ml, labels)
             total, metrics["metric_learning"], metrics["identity_acc"] = (
-                total + w.metric_learning * ml, ml, acc)
+                total + w.metric_learning * ml,
+                ml,
+                acc,
+            )
         if w.mutual_information:
             # On unit-norm latents: the bound is scale-free, so the generator cannot lower
             # it by inflating the latents instead of decorrelating them.
-            mi = self.club.apply({"params": params["club"]}, _unit(identity), _unit(motion),
-                                 method=CLUB.mi_upper_bound)
+            mi = self.club.apply(
+                {"params": params["club"]},
+                _unit(identity),
+                _unit(motion),
+                method=CLUB.mi_upper_bound,
+            )
             total, metrics["mutual_information"] = total + w.mutual_information * mi, mi
-        return LossOutput(total, metrics, outputs={
-            "fake": recon, "identity_latent": _unit(identity), "motion_latent": _unit(motion)})
+        return LossOutput(
+            total,
+            metrics,
+            outputs={
+                "fake": recon,
+                "identity_latent": _unit(identity),
+                "motion_latent": _unit(motion),
+            },
+        )
 
     def _discriminator_loss(self, params, model_state, batch, rng):
         d = lambda x: self.discriminator.apply({"params": params["discriminator"]}, x)  # noqa: E731
@@ -180,16 +210,21 @@ class AniTalkerStage1Task(Task):
         return LossOutput(loss, {"real_score": jnp.mean(real), "fake_score": jnp.mean(fake)})
 
     def _club_loss(self, params, model_state, batch, rng):
-        loss = self.club.apply({"params": params["club"]}, batch["identity_latent"],
-                               batch["motion_latent"], method=CLUB.learning_loss)
+        loss = self.club.apply(
+            {"params": params["club"]},
+            batch["identity_latent"],
+            batch["motion_latent"],
+            method=CLUB.learning_loss,
+        )
         return LossOutput(loss)
 
     # ------------------------------------------------------------------ evaluation
     def reenact(self, params, batch):
         """Self-reenactment: the driving frame's motion rendered on the source frame."""
         batch = self.preprocess(batch)
-        return self.generator.apply({"params": params["generator"]["model"]},
-                                    batch["source"], batch["driving"])
+        return self.generator.apply(
+            {"params": params["generator"]["model"]}, batch["source"], batch["driving"]
+        )
 
     EVAL_MODES = ("self", "cross")
 
@@ -201,45 +236,62 @@ class AniTalkerStage1Task(Task):
         model = {"params": params["generator"]["model"]}
         if mode == "self":
             out = self.generator.apply(model, batch["source"], batch["driving"])
-            return {"prediction": _to_01(out["image"]), "target": _to_01(batch["driving"]),
-                    "source": _to_01(batch["source"])}
+            return {
+                "prediction": _to_01(out["image"]),
+                "target": _to_01(batch["driving"]),
+                "source": _to_01(batch["source"]),
+            }
         if mode == "cross":
             other = batch["negatives"][:, 0]
             src = self.generator.apply(model, other, method=AniTalkerMotion.encode)
             drv = self.generator.apply(model, batch["driving"], method=AniTalkerMotion.encode)
-            out = self.generator.apply(model, src["h"], src["feats"], drv["alpha"],
-                                       method=AniTalkerMotion.render)
+            out = self.generator.apply(
+                model, src["h"], src["feats"], drv["alpha"], method=AniTalkerMotion.render
+            )
             return {"prediction": _to_01(out["image"]), "source": _to_01(other)}
         raise ValueError(f"unknown eval mode {mode!r}: {self.EVAL_MODES}")
 
     def eval_step(self, params, model_state, batch, rng):
         batch = self.preprocess(batch)
         model, n = {"params": params["generator"]["model"]}, batch["source"].shape[0]
-        both = self.generator.apply(model, jnp.concatenate([batch["source"], batch["driving"]]),
-                                    method=AniTalkerMotion.encode)
+        both = self.generator.apply(
+            model,
+            jnp.concatenate([batch["source"], batch["driving"]]),
+            method=AniTalkerMotion.encode,
+        )
         src = jax.tree_util.tree_map(lambda a: a[:n], both)
 
         def render(alpha):
-            return _to_01(self.generator.apply(model, src["h"], src["feats"], alpha,
-                                               method=AniTalkerMotion.render)["image"])
+            return _to_01(
+                self.generator.apply(
+                    model, src["h"], src["feats"], alpha, method=AniTalkerMotion.render
+                )["image"]
+            )
 
         # Two controls: copying the source, and this model rendering the source with its
         # own motion (what the renderer gains without reading the driving frame).
         pred, own = render(both["alpha"][n:]), render(src["alpha"])
         target, source = _to_01(batch["driving"]), _to_01(batch["source"])
-        return {"psnr": jnp.mean(image_metrics.psnr(pred, target)),
-                "psnr_own_motion": jnp.mean(image_metrics.psnr(own, target)),
-                "ssim": jnp.mean(image_metrics.ssim(pred, target)),
-                "l1": jnp.mean(image_metrics.l1(pred, target)),
-                "psnr_copy_source": jnp.mean(image_metrics.psnr(source, target)),
-                "ssim_copy_source": jnp.mean(image_metrics.ssim(source, target))}
+        return {
+            "psnr": jnp.mean(image_metrics.psnr(pred, target)),
+            "psnr_own_motion": jnp.mean(image_metrics.psnr(own, target)),
+            "ssim": jnp.mean(image_metrics.ssim(pred, target)),
+            "l1": jnp.mean(image_metrics.l1(pred, target)),
+            "psnr_copy_source": jnp.mean(image_metrics.psnr(source, target)),
+            "ssim_copy_source": jnp.mean(image_metrics.ssim(source, target)),
+        }
 
     def samples(self, params, model_state, batch, rng):
         batch = self.preprocess(batch)
         out = self.reenact(params, batch)
         mask = jnp.repeat(out["mask"].astype(jnp.float32), 3, axis=-1)
-        row = [_to_01(batch["source"]), _to_01(batch["driving"]), _to_01(out["image"]),
-               flow_to_rgb(out["flow"].astype(jnp.float32)), mask]
+        row = [
+            _to_01(batch["source"]),
+            _to_01(batch["driving"]),
+            _to_01(out["image"]),
+            flow_to_rgb(out["flow"].astype(jnp.float32)),
+            mask,
+        ]
         # One image per example: source | driving | reconstruction | flow | mask.
         return {"reenactment": jnp.concatenate(row, axis=2)}
 
@@ -247,9 +299,15 @@ class AniTalkerStage1Task(Task):
     def data(self, split, *, global_batch_size, seed, process_index, process_count):
         from data_pipelines.loaders import make_loader
 
-        loader = make_loader(self.config.data, split=split, global_batch_size=global_batch_size,
-                             seed=seed, process_index=process_index, process_count=process_count,
-                             shuffle=split == "train")
+        loader = make_loader(
+            self.config.data,
+            split=split,
+            global_batch_size=global_batch_size,
+            seed=seed,
+            process_index=process_index,
+            process_count=process_count,
+            shuffle=split == "train",
+        )
         return iter(loader)
 
 

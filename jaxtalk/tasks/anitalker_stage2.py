@@ -42,13 +42,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtalk.diffusion import objectives, samplers, schedules
+from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
+from jaxtalk.models.anitalker.stage2 import (
+    SAMPLES_PER_FRAME,
+    DiffusionPredictor,
+    from_diffusion,
+    hubert_config,
+    hubert_states,
+    init_inputs,
+    predictor_from_config,
+    stage1_from_config,
+    to_diffusion,
+)
 from jaxtalk.models.audio import hubert as hubert_lib
 from jaxtalk.models.audio import mfcc as mfcc_lib
-from jaxtalk.models.anitalker.stage2 import (SAMPLES_PER_FRAME, DiffusionPredictor,
-                                                  from_diffusion, hubert_config, hubert_states,
-                                                  init_inputs, predictor_from_config,
-                                                  stage1_from_config, to_diffusion)
-from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.train.task import LossOutput, Task
 
 
@@ -69,9 +76,11 @@ def stage1_source(stage1_cfg) -> dict:
         return {"workdir": workdir, "step": int(step)}
     if stage1_cfg["weights"]:
         return {"weights": os.path.abspath(stage1_cfg["weights"])}
-    raise ValueError("stage 2 needs a stage-1 model for its targets: set "
-                     "--config.stage1.workdir=RUN (an anitalker_stage1 run) or "
-                     "--config.stage1.weights=FILE (jaxtalk import --release=anitalker_stage1)")
+    raise ValueError(
+        "stage 2 needs a stage-1 model for its targets: set "
+        "--config.stage1.workdir=RUN (an anitalker_stage1 run) or "
+        "--config.stage1.weights=FILE (jaxtalk import --release=anitalker_stage1)"
+    )
 
 
 def load_stage1_params(source: dict):
@@ -80,8 +89,9 @@ def load_stage1_params(source: dict):
     if "workdir" in source:
         from jaxtalk.train import checkpoints
 
-        return checkpoints.group_variables(source["workdir"], "generator",
-                                           source["step"])["params"]["model"]
+        return checkpoints.group_variables(source["workdir"], "generator", source["step"])[
+            "params"
+        ]["model"]
     from jaxtalk.convert import weights
 
     return weights.load(source["weights"])["params"]
@@ -91,8 +101,10 @@ def load_stage1_params(source: dict):
 def code_statistics(codes, min_std: float = 1e-3) -> dict:
     """{'mean', 'std'} per dimension of (..., D) codes, std floored so no axis blows up."""
     flat = np.asarray(codes, np.float64).reshape(-1, np.shape(codes)[-1])
-    return {"mean": flat.mean(0).astype(np.float32),
-            "std": np.maximum(flat.std(0), min_std).astype(np.float32)}
+    return {
+        "mean": flat.mean(0).astype(np.float32),
+        "std": np.maximum(flat.std(0), min_std).astype(np.float32),
+    }
 
 
 # ---------------------------------------------------------------------------- audio features
@@ -104,7 +116,7 @@ def window_mfcc(audio: np.ndarray, num_frames: int, pad_frames: int) -> np.ndarr
     """
     feats = mfcc_lib.anitalker_mfcc(np.asarray(audio, np.float32))
     first = mfcc_lib.FEATURES_PER_VIDEO_FRAME * (pad_frames + 1)
-    out = feats[first: first + mfcc_lib.FEATURES_PER_VIDEO_FRAME * num_frames]
+    out = feats[first : first + mfcc_lib.FEATURES_PER_VIDEO_FRAME * num_frames]
     if len(out) != mfcc_lib.FEATURES_PER_VIDEO_FRAME * num_frames:
         raise ValueError(f"audio of {len(audio)} samples is too short for {num_frames} frames")
     return out
@@ -164,8 +176,11 @@ class AniTalkerStage2Task(Task):
         dtype = jnp.dtype(config.dtype)
         self.model = predictor_from_config(config.model, config.stage1, dtype)
         self.stage1 = stage1_from_config(config.stage1)
-        self.hubert = (hubert_lib.HubertModel(hubert_config(config.hubert.size), dtype=dtype)
-                       if self.model.audio_kind == "hubert" else None)
+        self.hubert = (
+            hubert_lib.HubertModel(hubert_config(config.hubert.size), dtype=dtype)
+            if self.model.audio_kind == "hubert"
+            else None
+        )
         d = config.diffusion
         self.schedule = schedules.make_schedule(d.beta_schedule, d.num_timesteps)
         self.motion_scale = float(d.motion_scale)
@@ -189,8 +204,10 @@ class AniTalkerStage2Task(Task):
         s = self.config.stage1.size
         image = jnp.zeros((1, s, s, 3))
         # Through the full model: render() has parameters that encode() lacks.
-        params = {"model": variables["params"],
-                  "stage1": {"model": self.stage1.init(r_stage1, image, image)["params"]}}
+        params = {
+            "model": variables["params"],
+            "stage1": {"model": self.stage1.init(r_stage1, image, image)["params"]},
+        }
         if self.hubert is not None:
             params["hubert"] = self.hubert.init(r_hubert, jnp.zeros((1, 16000)))["params"]
         if self.normalize_motion:  # placeholders; pretrained() measures the real ones
@@ -204,10 +221,17 @@ class AniTalkerStage2Task(Task):
     def measure_motion_stats(self, stage1_params, windows: int) -> dict:
         """code_statistics of the frozen stage 1's codes on `windows` training windows."""
         encode = jax.jit(lambda p, b: self.encode_window(p, b)[2])
-        it = self.data("train", global_batch_size=self.config.batch_size, seed=self.config.seed,
-                       process_index=0, process_count=1)
-        codes = [np.asarray(encode({"stage1": {"model": stage1_params}}, next(it)))
-                 for _ in range(max(1, -(-windows // self.config.batch_size)))]
+        it = self.data(
+            "train",
+            global_batch_size=self.config.batch_size,
+            seed=self.config.seed,
+            process_index=0,
+            process_count=1,
+        )
+        codes = [
+            np.asarray(encode({"stage1": {"model": stage1_params}}, next(it)))
+            for _ in range(max(1, -(-windows // self.config.batch_size)))
+        ]
         return code_statistics(np.concatenate(codes))
 
     def frozen_sources(self):
@@ -231,9 +255,11 @@ class AniTalkerStage2Task(Task):
                 from jaxtalk.convert import weights
 
                 if not os.path.exists(source["weights"]):
-                    raise ValueError(f"the hubert variants need HuBERT weights at "
-                                     f"{source['weights']}: run `jaxtalk import --release=hubert "
-                                     "--checkpoint=...` or set --config.hubert.weights")
+                    raise ValueError(
+                        f"the hubert variants need HuBERT weights at "
+                        f"{source['weights']}: run `jaxtalk import --release=hubert "
+                        "--checkpoint=...` or set --config.hubert.weights"
+                    )
                 return dict(weights.load(source["weights"])["params"])  # every top-level module
             else:
                 return super().load_frozen(group, source)
@@ -244,7 +270,8 @@ class AniTalkerStage2Task(Task):
         if self.normalize_motion:  # measured with the frozen stage 1 (loaded once, cached)
             stage1 = self.load_frozen("stage1", stage1_source(self.config.stage1))["model"]
             out["motion_stats"] = self.measure_motion_stats(
-                stage1, self.config.diffusion.normalize_windows)
+                stage1, self.config.diffusion.normalize_windows
+            )
         if self.config.init_from:
             from jaxtalk.convert import weights
 
@@ -257,9 +284,11 @@ class AniTalkerStage2Task(Task):
         motion codes (B, T, 20) of frames 1..T)."""
         frames = self.preprocess(batch)["frames"].astype(jnp.float32)
         b, n = frames.shape[:2]
-        enc = self.stage1.apply({"params": params["stage1"]["model"]},
-                                frames.reshape((b * n,) + frames.shape[2:]),
-                                method=AniTalkerMotion.encode)
+        enc = self.stage1.apply(
+            {"params": params["stage1"]["model"]},
+            frames.reshape((b * n,) + frames.shape[2:]),
+            method=AniTalkerMotion.encode,
+        )
         h = jax.lax.stop_gradient(enc["h"]).reshape(b, n, -1)
         alpha = jax.lax.stop_gradient(enc["alpha"]).reshape(b, n, -1).astype(jnp.float32)
         return h[:, 0], alpha[:, 0], alpha[:, 1:]
@@ -270,7 +299,7 @@ class AniTalkerStage2Task(Task):
             return batch["mfcc"]
         t, pad = self.window, self.config.data.audio_pad_frames
         first = SAMPLES_PER_FRAME * (pad + 1)
-        wav = batch["audio"][:, first: first + SAMPLES_PER_FRAME * t]
+        wav = batch["audio"][:, first : first + SAMPLES_PER_FRAME * t]
         return jax.lax.stop_gradient(hubert_states(self.hubert, {"params": params["hubert"]}, wav))
 
     def _variables(self, params, model_state):
@@ -294,8 +323,16 @@ class AniTalkerStage2Task(Task):
         def denoise(x_t, t):
             if train:
                 (eps, preds), updates = self.model.apply(
-                    variables, start, direction, audio, x_t, t, train=True,
-                    mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+                    variables,
+                    start,
+                    direction,
+                    audio,
+                    x_t,
+                    t,
+                    train=True,
+                    mutable=["batch_stats"],
+                    rngs={"dropout": dropout_rng},
+                )
                 aux["batch_stats"] = updates["batch_stats"]
             else:
                 eps, preds = self.model.apply(variables, start, direction, audio, x_t, t)
@@ -311,7 +348,7 @@ class AniTalkerStage2Task(Task):
                 err = masked_mse(pred, *labels[name])
                 metrics[f"{name}_mse"] = err
                 total = total + self.config.loss.attribute * err
-        new_state = ({"batch_stats": {"model": aux["batch_stats"]}} if train else model_state)
+        new_state = {"batch_stats": {"model": aux["batch_stats"]}} if train else model_state
         return LossOutput(total, metrics, model_state=new_state)
 
     # ------------------------------------------------------------------ sampling
@@ -324,14 +361,19 @@ class AniTalkerStage2Task(Task):
         cond, _ = self.model.apply(variables, audio, method=DiffusionPredictor.condition)
         denoise = functools.partial(self._denoise, variables, cond, start, direction)
         x_T = jax.random.normal(rng, codes.shape, jnp.float32)
-        x0 = samplers.ddim_sample(denoise, x_T, self.schedule,
-                                  num_steps=self.config.diffusion.sample_steps,
-                                  clip_x0=self.clip_x0)
+        x0 = samplers.ddim_sample(
+            denoise,
+            x_T,
+            self.schedule,
+            num_steps=self.config.diffusion.sample_steps,
+            clip_x0=self.clip_x0,
+        )
         return from_diffusion(x0, self._stats(params), self.motion_scale)
 
     def _denoise(self, variables, cond, start, direction, x_t, t):
-        return self.model.apply(variables, cond, start, direction, x_t, t,
-                                method=DiffusionPredictor.denoise)
+        return self.model.apply(
+            variables, cond, start, direction, x_t, t, method=DiffusionPredictor.denoise
+        )
 
     # ------------------------------------------------------------------ evaluation
     def eval_step(self, params, model_state, batch, rng):
@@ -347,21 +389,31 @@ class AniTalkerStage2Task(Task):
         hint = self.stage1.apply(stage1, frames[:, 0], method=AniTalkerMotion.encode)
         b, t = codes.shape[:2]
         tile = lambda x: jnp.repeat(x, t, axis=0)  # noqa: E731
-        video = self.stage1.apply(stage1, tile(hint["h"]), [tile(f) for f in hint["feats"]],
-                                  codes.reshape(b * t, -1), method=AniTalkerMotion.render)["image"]
+        video = self.stage1.apply(
+            stage1,
+            tile(hint["h"]),
+            [tile(f) for f in hint["feats"]],
+            codes.reshape(b * t, -1),
+            method=AniTalkerMotion.render,
+        )["image"]
         video = video.reshape((b, t) + video.shape[1:])
         hint_video = jnp.broadcast_to(frames[:, :1], video.shape)
         row = jnp.concatenate([hint_video, frames[:, 1:], video], axis=3)
         return {"speech_driven": jnp.clip((row + 1.0) / 2.0, 0.0, 1.0)}
 
     # ------------------------------------------------------------------ data
-    def data(self, split, *, global_batch_size, seed, process_index, process_count,
-             shuffle=None):
+    def data(self, split, *, global_batch_size, seed, process_index, process_count, shuffle=None):
         from data_pipelines.loaders import make_loader
 
-        loader = make_loader(self.config.data, split=split, global_batch_size=global_batch_size,
-                             seed=seed, process_index=process_index, process_count=process_count,
-                             shuffle=split == "train" if shuffle is None else shuffle)
+        loader = make_loader(
+            self.config.data,
+            split=split,
+            global_batch_size=global_batch_size,
+            seed=seed,
+            process_index=process_index,
+            process_count=process_count,
+            shuffle=split == "train" if shuffle is None else shuffle,
+        )
         it = iter(loader)
         if self.model.audio_kind == "mfcc":
             return MfccBatches(it, self.window, self.config.data.audio_pad_frames)

@@ -28,18 +28,27 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         for i in range(self.depth):
-            x = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=self.param_dtype,
-                         kernel_init=nn.with_logical_partitioning(
-                             nn.initializers.lecun_normal(), ("embed", "mlp")),
-                         bias_init=nn.with_logical_partitioning(
-                             nn.initializers.zeros, ("mlp",)), name=f"hidden_{i}")(x)
+            x = nn.Dense(
+                self.hidden,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernel_init=nn.with_logical_partitioning(
+                    nn.initializers.lecun_normal(), ("embed", "mlp")
+                ),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+                name=f"hidden_{i}",
+            )(x)
             x = nn.gelu(x)
             # Back to the embed width so every hidden layer is (embed, mlp).
-            x = nn.Dense(x.shape[-1] if i < self.depth - 1 else self.out, dtype=self.dtype,
-                         param_dtype=self.param_dtype,
-                         kernel_init=nn.with_logical_partitioning(
-                             nn.initializers.lecun_normal(), ("mlp", "embed")),
-                         name=f"out_{i}")(x)
+            x = nn.Dense(
+                x.shape[-1] if i < self.depth - 1 else self.out,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernel_init=nn.with_logical_partitioning(
+                    nn.initializers.lecun_normal(), ("mlp", "embed")
+                ),
+                name=f"out_{i}",
+            )(x)
         return x
 
 
@@ -48,8 +57,11 @@ class Projection(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        return nn.Dense(self.features, use_bias=False, kernel_init=nn.with_logical_partitioning(
-            nn.initializers.orthogonal(), (None, "embed")))(x)
+        return nn.Dense(
+            self.features,
+            use_bias=False,
+            kernel_init=nn.with_logical_partitioning(nn.initializers.orthogonal(), (None, "embed")),
+        )(x)
 
 
 class _TeacherSource:
@@ -91,8 +103,10 @@ class ToyRegression(Task):
     def init(self, rng, batch):
         r1, r2, r3 = jax.random.split(rng, 3)
         h = jnp.zeros(batch["x"].shape[:-1] + (self.config.toy.width,))
-        params = {"projection": self.proj.init(r1, batch["x"])["params"],
-                  "model": self.model.init(r2, h)["params"]}
+        params = {
+            "projection": self.proj.init(r1, batch["x"])["params"],
+            "model": self.model.init(r2, h)["params"],
+        }
         if self.config.toy.critic:
             params["critic"] = self.critic.init(r3, h)["params"]
         return params, {}
@@ -133,13 +147,21 @@ class ToyRegression(Task):
     def data(self, split, *, global_batch_size, seed, process_index, process_count):
         t = self.config.toy
         train = split == "train"
-        source = _TeacherSource(t.train_examples if train else t.eval_examples,
-                                t.in_dim, t.out_dim, first_seed=0 if train else 10**9)
+        source = _TeacherSource(
+            t.train_examples if train else t.eval_examples,
+            t.in_dim,
+            t.out_dim,
+            first_seed=0 if train else 10**9,
+        )
         ds = grain.MapDataset.source(source)
         if train:
             ds = ds.shuffle(seed=seed).repeat(None)
-        ds = process_share(ds, global_batch_size=global_batch_size,
-                           process_index=process_index, process_count=process_count)
+        ds = process_share(
+            ds,
+            global_batch_size=global_batch_size,
+            process_index=process_index,
+            process_count=process_count,
+        )
         ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
         if train and t.nan_at_batches:
             nan_batches = frozenset(t.nan_at_batches)

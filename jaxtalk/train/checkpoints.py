@@ -35,9 +35,14 @@ def _preservation(config):
     keep = [policies.LatestN(n=config.checkpoint.keep)]
     if config.checkpoint.best_metric:
         name = config.checkpoint.best_metric
-        keep.append(policies.BestN(
-            get_metric_fn=lambda m: m[name], n=config.checkpoint.keep_best,
-            reverse=config.checkpoint.best_mode == "min", keep_checkpoints_without_metrics=False))
+        keep.append(
+            policies.BestN(
+                get_metric_fn=lambda m: m[name],
+                n=config.checkpoint.keep_best,
+                reverse=config.checkpoint.best_mode == "min",
+                keep_checkpoints_without_metrics=False,
+            )
+        )
     return policies.AnyPreservationPolicy(keep)
 
 
@@ -52,14 +57,14 @@ class Checkpointer:
             preservation_policy=_preservation(config),
             cleanup_tmp_directories=True,
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_names=self.ITEMS)
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=self.ITEMS)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state, data_state, metrics: dict | None = None,
-             frozen: dict | None = None) -> None:
+    def save(
+        self, step: int, state, data_state, metrics: dict | None = None, frozen: dict | None = None
+    ) -> None:
         """`state` without the frozen groups; `frozen` their record (see module doc)."""
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
@@ -71,10 +76,13 @@ class Checkpointer:
 
     def restore(self, step: int, abstract_state):
         """Restores onto the shardings carried by `abstract_state` (ShapeDtypeStructs)."""
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=ocp.args.JsonRestore(),
-        ))
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=ocp.args.JsonRestore(),
+            ),
+        )
         return restored.state, _from_jsonable(restored.data["state"])
 
     def wait(self) -> None:
@@ -110,8 +118,9 @@ def without_groups(state, groups):
 def fingerprint(tree) -> str:
     """sha256 over the key paths, dtypes, shapes and bytes of a params tree's leaves."""
     h = hashlib.sha256()
-    for path, leaf in sorted(jax.tree_util.tree_leaves_with_path(tree),
-                             key=lambda pl: jax.tree_util.keystr(pl[0])):
+    for path, leaf in sorted(
+        jax.tree_util.tree_leaves_with_path(tree), key=lambda pl: jax.tree_util.keystr(pl[0])
+    ):
         a = np.ascontiguousarray(np.asarray(leaf))
         h.update(f"{jax.tree_util.keystr(path)}|{a.dtype}|{a.shape}|".encode())
         h.update(a.tobytes())
@@ -127,13 +136,18 @@ def load_frozen_groups(task, record: dict) -> dict:
         try:
             params = task.load_frozen(group, entry["source"])
         except (OSError, ValueError, KeyError) as e:
-            raise FrozenSourceError(one_line(
-                f"frozen group {group!r}: cannot load its source {source}: {e}", 500)) from None
+            raise FrozenSourceError(
+                one_line(f"frozen group {group!r}: cannot load its source {source}: {e}", 500)
+            ) from None
         params = jax.tree.map(np.asarray, params)
         if entry.get("fingerprint") and fingerprint(params) != entry["fingerprint"]:
-            raise FrozenSourceError(one_line(
-                f"frozen group {group!r}: its source {source} holds other weights than "
-                "the run was trained with (fingerprint changed); restore the original", 500))
+            raise FrozenSourceError(
+                one_line(
+                    f"frozen group {group!r}: its source {source} holds other weights than "
+                    "the run was trained with (fingerprint changed); restore the original",
+                    500,
+                )
+            )
         out[group] = params
     return out
 
@@ -162,8 +176,9 @@ def _run_frozen(workdir: str, step: int | None, groups=None) -> dict:
 
 
 def abstract_with_shardings(abstract_tree, shardings):
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        abstract_tree, shardings)
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_tree, shardings
+    )
 
 
 # ----------------------------------------------------------------------------- reading runs
@@ -171,7 +186,11 @@ def abstract_with_shardings(abstract_tree, shardings):
 
 def saved_steps(workdir: str) -> list[int]:
     directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    return sorted(int(s) for s in os.listdir(directory) if s.isdigit()) if os.path.isdir(directory) else []
+    return (
+        sorted(int(s) for s in os.listdir(directory) if s.isdigit())
+        if os.path.isdir(directory)
+        else []
+    )
 
 
 def _step_dir(workdir: str, step: int | None) -> str:
@@ -232,8 +251,15 @@ def eval_variables(workdir: str, step: int | None = None) -> dict:
     saved = checkpointer.metadata(path).item_metadata.tree
     wanted = {k: saved[k] for k in ("params", "ema_params", "model_state") if k in saved}
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
-    state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
-        item=wanted, restore_args=restore_args, partial_restore=True))
-    return {"params": {**_run_frozen(workdir, step), **state["params"],
-                       **(state.get("ema_params") or {})},
-            "model_state": state.get("model_state") or {}}
+    state = checkpointer.restore(
+        path,
+        args=ocp.args.PyTreeRestore(item=wanted, restore_args=restore_args, partial_restore=True),
+    )
+    return {
+        "params": {
+            **_run_frozen(workdir, step),
+            **state["params"],
+            **(state.get("ema_params") or {}),
+        },
+        "model_state": state.get("model_state") or {},
+    }

@@ -21,12 +21,14 @@ import numpy as np
 from jaxtalk.train.sharding import batch_sharding
 
 
-def process_share(ds: grain.MapDataset, *, global_batch_size: int, process_index: int,
-                  process_count: int) -> grain.MapDataset:
+def process_share(
+    ds: grain.MapDataset, *, global_batch_size: int, process_index: int, process_count: int
+) -> grain.MapDataset:
     """The examples of `ds` this process reads, in order, for contiguous batch slices."""
     if global_batch_size % process_count:
-        raise ValueError(f"global batch {global_batch_size} is not divisible by "
-                         f"{process_count} processes")
+        raise ValueError(
+            f"global batch {global_batch_size} is not divisible by {process_count} processes"
+        )
     local = global_batch_size // process_count
     num_batches = len(ds) // global_batch_size
 
@@ -36,8 +38,12 @@ def process_share(ds: grain.MapDataset, *, global_batch_size: int, process_index
     return grain.MapDataset.range(num_batches * local).map(lambda j: ds[global_index(j)])
 
 
-def to_global(local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh, rules,
-              process_count: int | None = None) -> dict:
+def to_global(
+    local_batch: Mapping[str, np.ndarray],
+    mesh: jax.sharding.Mesh,
+    rules,
+    process_count: int | None = None,
+) -> dict:
     """Global arrays from this process's rows, each placed by `sharding.batch_sharding`
     (the batch dim as the logical axis rules say; data and fsdp in every config today).
     `process_count`: how many processes hold rows (default: the jax.distributed count)."""
@@ -46,7 +52,8 @@ def to_global(local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh, ru
     for k, v in local_batch.items():
         v = np.asarray(v)
         out[k] = jax.make_array_from_process_local_data(
-            batch_sharding(mesh, rules, v.ndim), v, (v.shape[0] * count,) + v.shape[1:])
+            batch_sharding(mesh, rules, v.ndim), v, (v.shape[0] * count,) + v.shape[1:]
+        )
     return out
 
 

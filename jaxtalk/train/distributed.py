@@ -14,8 +14,13 @@ import os
 
 import jax
 
-_CLUSTER_ENV = ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
-                "MEGASCALE_COORDINATOR_ADDRESS", "JAX_COORDINATOR_ADDRESS")
+_CLUSTER_ENV = (
+    "SLURM_JOB_ID",
+    "OMPI_COMM_WORLD_SIZE",
+    "TPU_WORKER_HOSTNAMES",
+    "MEGASCALE_COORDINATOR_ADDRESS",
+    "JAX_COORDINATOR_ADDRESS",
+)
 _initialized = False
 
 
@@ -27,8 +32,10 @@ def _explicit(cfg) -> dict:
     num = cfg.num_processes or int(os.environ.get("JAXTALK_NUM_PROCESSES", "0"))
     pid = cfg.process_id if cfg.process_id >= 0 else int(os.environ.get("JAXTALK_PROCESS_ID", "-1"))
     if num <= 0 or pid < 0:
-        raise ValueError(f"coordinator {address} given without the number of processes "
-                         f"({num}) and this process's id ({pid})")
+        raise ValueError(
+            f"coordinator {address} given without the number of processes "
+            f"({num}) and this process's id ({pid})"
+        )
     return dict(coordinator_address=address, num_processes=num, process_id=pid)
 
 

@@ -18,11 +18,11 @@ import numpy as np
 # Dense bf16 peak FLOP/s per device (vendor figures; TPU figures are per chip).
 PEAK_FLOPS = {
     "tpu v4": 275e12,
-    "tpu v5 lite": 197e12,   # v5e
+    "tpu v5 lite": 197e12,  # v5e
     "tpu v5e": 197e12,
-    "tpu v5": 459e12,        # v5p reports "TPU v5"
+    "tpu v5": 459e12,  # v5p reports "TPU v5"
     "tpu v5p": 459e12,
-    "tpu v6 lite": 918e12,   # v6e (Trillium)
+    "tpu v6 lite": 918e12,  # v6e (Trillium)
     "tpu v6e": 918e12,
     "a100": 312e12,
     "h100": 989e12,
@@ -63,8 +63,15 @@ def _format_duration(seconds: float) -> str:
 
 
 class MetricWriter:
-    def __init__(self, workdir: str, config, total_steps: int, start_step: int,
-                 examples_per_step: int, is_main: bool):
+    def __init__(
+        self,
+        workdir: str,
+        config,
+        total_steps: int,
+        start_step: int,
+        examples_per_step: int,
+        is_main: bool,
+    ):
         self.is_main = is_main
         self.total_steps, self.examples_per_step = total_steps, examples_per_step
         self._last_step, self._last_time = start_step, time.perf_counter()
@@ -75,11 +82,14 @@ class MetricWriter:
         self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
         if config.log.tensorboard:
             from tensorboardX import SummaryWriter
+
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
         if config.log.progress_bar:
             from tqdm import tqdm
-            self._bar = tqdm(total=total_steps, initial=start_step, unit="step",
-                             dynamic_ncols=True, leave=False)
+
+            self._bar = tqdm(
+                total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, leave=False
+            )
 
     def print(self, line: str) -> None:
         if not self.is_main:
@@ -112,7 +122,8 @@ class MetricWriter:
             f"step {step}/{self.total_steps}  {losses}  | {rate:.2f} steps/s  "
             f"{scalars['perf/examples_per_sec']:.1f} ex/s  data wait "
             f"{scalars['perf/data_wait_ms']:.2f} ms/step  MFU "
-            f"{'n/a' if util is None else f'{100 * util:.1f}%'}  ETA {_format_duration(eta)}")
+            f"{'n/a' if util is None else f'{100 * util:.1f}%'}  ETA {_format_duration(eta)}"
+        )
         self.scalars(step, scalars)
         return scalars
 
@@ -136,8 +147,10 @@ class MetricWriter:
             elif value.ndim == 5:
                 self._tb.file_writer.add_summary(_gif_summary(name, value), step)
             else:
-                raise ValueError(f"sample {name!r} has shape {value.shape}: expected "
-                                 "(N,H,W,3) images or (N,T,H,W,3) videos")
+                raise ValueError(
+                    f"sample {name!r} has shape {value.shape}: expected "
+                    "(N,H,W,3) images or (N,T,H,W,3) videos"
+                )
 
     def close(self) -> None:
         if self._jsonl is not None:

@@ -16,7 +16,9 @@ def schedule(opt_config, total_steps: int) -> optax.Schedule:
     if opt_config.schedule == "constant":
         main = optax.constant_schedule(lr)
     elif opt_config.schedule == "cosine":
-        main = optax.cosine_decay_schedule(lr, max(decay_steps - warmup, 1), alpha=opt_config.end_lr_factor)
+        main = optax.cosine_decay_schedule(
+            lr, max(decay_steps - warmup, 1), alpha=opt_config.end_lr_factor
+        )
     elif opt_config.schedule == "linear":
         main = optax.linear_schedule(lr, end, max(decay_steps - warmup, 1))
     else:
@@ -31,8 +33,9 @@ def _path_name(group: str, path) -> str:
     return "/".join([group] + [str(getattr(k, "key", getattr(k, "idx", k))) for k in path])
 
 
-def freeze(tx: optax.GradientTransformation, group: str,
-           patterns: tuple[str, ...]) -> optax.GradientTransformation:
+def freeze(
+    tx: optax.GradientTransformation, group: str, patterns: tuple[str, ...]
+) -> optax.GradientTransformation:
     """Zero updates (and keep no optimizer state) for params whose 'group/a/b' path matches.
 
     This freezes sub-trees inside a trained group, e.g. a pretrained encoder while its
@@ -44,7 +47,12 @@ def freeze(tx: optax.GradientTransformation, group: str,
 
     def labels(params):
         def label(path, _):
-            return "frozen" if any(r.fullmatch(_path_name(group, path)) for r in regexes) else "trained"
+            return (
+                "frozen"
+                if any(r.fullmatch(_path_name(group, path)) for r in regexes)
+                else "trained"
+            )
+
         return jax.tree_util.tree_map_with_path(label, params)
 
     return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
@@ -61,14 +69,17 @@ def parse_lr_multipliers(entries) -> list[tuple[str, float]]:
         except (ValueError, re.error):
             pattern = ""
         if not pattern:
-            raise ValueError(f"config.lr_multipliers entry {entry!r}: expected "
-                             "'REGEX=FACTOR', e.g. 'generator/model/enc/net_decouping/.*=0.01'")
+            raise ValueError(
+                f"config.lr_multipliers entry {entry!r}: expected "
+                "'REGEX=FACTOR', e.g. 'generator/model/enc/net_decouping/.*=0.01'"
+            )
         rules.append((pattern, value))
     return rules
 
 
-def scale_learning_rate(tx: optax.GradientTransformation, group: str,
-                        rules: list[tuple[str, float]]) -> optax.GradientTransformation:
+def scale_learning_rate(
+    tx: optax.GradientTransformation, group: str, rules: list[tuple[str, float]]
+) -> optax.GradientTransformation:
     """Multiply the updates of params whose 'group/a/b' path matches a rule's regex by its
     factor (the first matching rule wins): a per-sub-tree learning rate. Adam's step is the
     same size for every parameter, so layers whose weights live on a smaller scale than the
@@ -96,13 +107,19 @@ def optimizer(opt_config, total_steps: int) -> optax.GradientTransformation:
     if name == "adam":
         opt = optax.adam(lr, b1=opt_config.b1, b2=opt_config.b2, eps=opt_config.eps)
     elif name == "adamw":
-        opt = optax.adamw(lr, b1=opt_config.b1, b2=opt_config.b2, eps=opt_config.eps,
-                          weight_decay=opt_config.weight_decay)
+        opt = optax.adamw(
+            lr,
+            b1=opt_config.b1,
+            b2=opt_config.b2,
+            eps=opt_config.eps,
+            weight_decay=opt_config.weight_decay,
+        )
     elif name == "sgd":
         opt = optax.sgd(lr, momentum=opt_config.b1 or None)
     elif name == "lion":
-        opt = optax.lion(lr, b1=opt_config.b1, b2=opt_config.b2,
-                         weight_decay=opt_config.weight_decay)
+        opt = optax.lion(
+            lr, b1=opt_config.b1, b2=opt_config.b2, weight_decay=opt_config.weight_decay
+        )
     else:
         raise ValueError(f"unknown optimizer {name!r} (adam, adamw, sgd, lion)")
     if opt_config.clip_norm:

@@ -15,7 +15,8 @@ import jax
 import numpy as np
 from flax import linen as nn
 from jax.experimental import mesh_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 AXES = ("data", "fsdp", "tensor")
 # The logical name of the batch (leading) dimension of inputs and activations; the config's
@@ -33,8 +34,10 @@ def _fill(shape: dict[str, int], total: int, what: str) -> list[int]:
             raise ValueError(f"{what}: {total} devices are not divisible by {known}")
         sizes[sizes.index(-1)] = total // known
     if math.prod(sizes) != total:
-        raise ValueError(f"{what} {dict(zip(AXES, sizes))} needs {math.prod(sizes)} "
-                         f"devices but there are {total}")
+        raise ValueError(
+            f"{what} {dict(zip(AXES, sizes))} needs {math.prod(sizes)} "
+            f"devices but there are {total}"
+        )
     return sizes
 
 
@@ -73,6 +76,7 @@ def shardings_for(boxed_abstract, mesh: Mesh, rules) -> object:
     The result has the structure of the unboxed tree; leaves without logical names (step
     counters, rng keys) are replicated.
     """
+
     def leaf_sharding(x):
         if isinstance(x, nn.Partitioned):
             if not hasattr(x.value, "shape"):
@@ -81,8 +85,9 @@ def shardings_for(boxed_abstract, mesh: Mesh, rules) -> object:
             return NamedSharding(mesh, _fit(spec, x.value.shape, mesh))
         return NamedSharding(mesh, P())
 
-    return jax.tree.map(leaf_sharding, boxed_abstract,
-                        is_leaf=lambda x: isinstance(x, nn.Partitioned))
+    return jax.tree.map(
+        leaf_sharding, boxed_abstract, is_leaf=lambda x: isinstance(x, nn.Partitioned)
+    )
 
 
 def batch_sharding(mesh: Mesh, rules, ndim: int = 1, names=None) -> NamedSharding:
@@ -103,11 +108,14 @@ def place(tree, boxed_abstract, mesh: Mesh, rules):
     """`tree` (host or device arrays) on the rules' shardings of `boxed_abstract`, matched
     leaf by leaf on key paths; leaves the abstract lacks (e.g. a frozen group rebuilt from
     its source and absent from an init) are replicated."""
-    by_path = {jax.tree_util.keystr(p): s for p, s in jax.tree_util.tree_leaves_with_path(
-        shardings_for(boxed_abstract, mesh, rules))}
+    by_path = {
+        jax.tree_util.keystr(p): s
+        for p, s in jax.tree_util.tree_leaves_with_path(shardings_for(boxed_abstract, mesh, rules))
+    }
     replicated = NamedSharding(mesh, P())
     return jax.tree_util.tree_map_with_path(
-        lambda p, x: jax.device_put(x, by_path.get(jax.tree_util.keystr(p), replicated)), tree)
+        lambda p, x: jax.device_put(x, by_path.get(jax.tree_util.keystr(p), replicated)), tree
+    )
 
 
 @contextlib.contextmanager

@@ -13,13 +13,13 @@ PyTree = Any
 
 @struct.dataclass
 class TrainState:
-    step: jax.Array                 # int32 scalar: completed updates
-    params: dict[str, PyTree]       # every group, trained or frozen
-    opt_state: dict[str, PyTree]    # trained groups only
-    ema_params: dict[str, PyTree]   # groups with an EMA decay in config
-    model_state: PyTree             # non-param collections (e.g. batch_stats)
-    rng: jax.Array                  # base key; step keys are fold_in(rng, step)
-    skipped_steps: jax.Array        # int32: updates dropped by the NaN guard
+    step: jax.Array  # int32 scalar: completed updates
+    params: dict[str, PyTree]  # every group, trained or frozen
+    opt_state: dict[str, PyTree]  # trained groups only
+    ema_params: dict[str, PyTree]  # groups with an EMA decay in config
+    model_state: PyTree  # non-param collections (e.g. batch_stats)
+    rng: jax.Array  # base key; step keys are fold_in(rng, step)
+    skipped_steps: jax.Array  # int32: updates dropped by the NaN guard
 
     def eval_params(self) -> dict[str, PyTree]:
         """The parameters evaluation and export use: EMA where kept, live otherwise."""

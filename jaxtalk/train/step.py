@@ -24,17 +24,23 @@ _REMAT_POLICIES = {
 
 
 def _all_finite(*trees) -> jax.Array:
-    leaves = [x for t in trees for x in jax.tree.leaves(t)
-              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    leaves = [
+        x
+        for t in trees
+        for x in jax.tree.leaves(t)
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+    ]
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else True
 
 
 def _microbatches(batch, n: int):
     """(B, ...) -> (n, B/n, ...), interleaved so every micro-batch spans all devices."""
+
     def split(x):
         if x.shape[0] % n:
             raise ValueError(f"batch of {x.shape[0]} is not divisible into {n} micro-batches")
         return jnp.swapaxes(x.reshape((x.shape[0] // n, n) + x.shape[1:]), 0, 1)
+
     return jax.tree.map(split, batch)
 
 
@@ -55,38 +61,42 @@ def _group_value_and_grad(loss_fn, group, params, model_state, batch, rng, accum
         f = jax.checkpoint(f, policy=_REMAT_POLICIES[remat])
     grad_fn = jax.value_and_grad(f, has_aux=True)
     if accum == 1:
-        (loss, (metrics, model_state, outputs)), grads = grad_fn(params[group], model_state,
-                                                                 batch, rng)
+        (loss, (metrics, model_state, outputs)), grads = grad_fn(
+            params[group], model_state, batch, rng
+        )
         return loss, metrics, model_state, grads, outputs
 
     def body(carry, xs):
         model_state, sums = carry
         micro, i = xs
         (loss, (metrics, model_state, outputs)), grads = grad_fn(
-            params[group], model_state, micro, jax.random.fold_in(rng, i))
+            params[group], model_state, micro, jax.random.fold_in(rng, i)
+        )
         sums = jax.tree.map(jnp.add, sums, (loss, metrics, grads))
         return (model_state, sums), outputs
 
     micro = _microbatches(batch, accum)
     first = jax.tree.map(lambda x: x[0], micro)
-    (loss_s, (metrics_s, _, _)), grads_s = jax.eval_shape(grad_fn, params[group], model_state,
-                                                          first, rng)
+    (loss_s, (metrics_s, _, _)), grads_s = jax.eval_shape(
+        grad_fn, params[group], model_state, first, rng
+    )
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (loss_s, metrics_s, grads_s))
-    (model_state, sums), outputs = jax.lax.scan(body, (model_state, zeros),
-                                                (micro, jnp.arange(accum)))
+    (model_state, sums), outputs = jax.lax.scan(
+        body, (model_state, zeros), (micro, jnp.arange(accum))
+    )
     loss, metrics, grads = jax.tree.map(lambda s: s / accum, sums)
     return loss, metrics, model_state, grads, _unmicrobatch(outputs)
 
 
-def train_step(state: TrainState, batch, *, losses, optimizers, ema_decays, accum=1,
-               remat="none"):
+def train_step(state: TrainState, batch, *, losses, optimizers, ema_decays, accum=1, remat="none"):
     rng = jax.random.fold_in(state.rng, state.step)
     params, opt_state, model_state = dict(state.params), dict(state.opt_state), state.model_state
     metrics, finite = {}, jnp.array(True)
     batch = dict(batch)
     for i, (group, loss_fn) in enumerate(losses):
         loss, group_metrics, model_state, grads, outputs = _group_value_and_grad(
-            loss_fn, group, params, model_state, batch, jax.random.fold_in(rng, i), accum, remat)
+            loss_fn, group, params, model_state, batch, jax.random.fold_in(rng, i), accum, remat
+        )
         batch.update(jax.lax.stop_gradient(outputs))
         updates, opt_state[group] = optimizers[group].update(grads, opt_state[group], params[group])
         params[group] = optax.apply_updates(params[group], updates)
@@ -94,13 +104,17 @@ def train_step(state: TrainState, batch, *, losses, optimizers, ema_decays, accu
         metrics[f"{group}/loss"] = loss
         metrics[f"{group}/grad_norm"] = optax.tree.norm(grads)
         metrics.update({f"{group}/{k}": v for k, v in group_metrics.items()})
-    ema = {g: jax.tree.map(lambda e, p: d * e + (1 - d) * p, state.ema_params[g], params[g])
-           for g, d in ema_decays.items()}
-    updated = state.replace(params=params, opt_state=opt_state, model_state=model_state,
-                            ema_params=ema)
+    ema = {
+        g: jax.tree.map(lambda e, p: d * e + (1 - d) * p, state.ema_params[g], params[g])
+        for g, d in ema_decays.items()
+    }
+    updated = state.replace(
+        params=params, opt_state=opt_state, model_state=model_state, ema_params=ema
+    )
     # NaN guard: keep the previous state wholesale when anything was not finite.
     guarded = jax.tree.map(functools.partial(jnp.where, finite), updated, state)
-    new_state = guarded.replace(step=state.step + 1,
-                                skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+    new_state = guarded.replace(
+        step=state.step + 1, skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32)
+    )
     metrics["nonfinite"] = (~finite).astype(jnp.float32)
     return new_state, metrics

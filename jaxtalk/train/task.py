@@ -28,9 +28,9 @@ Batch = Mapping[str, jax.Array]
 
 @dataclasses.dataclass(frozen=True)
 class LossOutput:
-    loss: jax.Array                                    # scalar to minimise
+    loss: jax.Array  # scalar to minimise
     metrics: Mapping[str, jax.Array] = dataclasses.field(default_factory=dict)
-    model_state: PyTree = None                         # updated non-param collections (or None)
+    model_state: PyTree = None  # updated non-param collections (or None)
     # Per-example arrays (leading batch axis) handed to the losses that follow, through
     # their batch dict and without gradient: a generator passes its fakes to the
     # discriminator instead of the discriminator re-running the generator.
@@ -91,27 +91,38 @@ class Task:
                 out[key] = to_model_range(out[key])
         return out
 
-    def eval_step(self, params: PyTree, model_state: PyTree, batch: Batch,
-                  rng: jax.Array) -> Mapping[str, jax.Array]:
+    def eval_step(
+        self, params: PyTree, model_state: PyTree, batch: Batch, rng: jax.Array
+    ) -> Mapping[str, jax.Array]:
         """Per-batch mean metrics on held-out data (params are the EMA ones when kept)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement eval_step")
 
-    def samples(self, params: PyTree, model_state: PyTree, batch: Batch,
-                rng: jax.Array) -> Mapping[str, jax.Array]:
+    def samples(
+        self, params: PyTree, model_state: PyTree, batch: Batch, rng: jax.Array
+    ) -> Mapping[str, jax.Array]:
         """Images (N,H,W,3) or videos (N,T,H,W,3) in [0,1] for TensorBoard."""
         raise NotImplementedError(f"{type(self).__name__} does not implement samples")
 
-    def eval_outputs(self, params: PyTree, model_state: PyTree, batch: Batch, rng: jax.Array,
-                     mode: str = "self") -> Mapping[str, jax.Array]:
+    def eval_outputs(
+        self, params: PyTree, model_state: PyTree, batch: Batch, rng: jax.Array, mode: str = "self"
+    ) -> Mapping[str, jax.Array]:
         """For `jaxtalk eval` / `jaxtalk sweep` (jaxtalk/evaluate), one of EVAL_MODES: a
         dict with "prediction" (N,H,W,3) in [0,1], and where defined "target" (the frame
         to reproduce), "source" (the identity reference, for CSIM), "video"/"audio"/
         "audio_rate" (for lip-sync metrics)."""
-        raise NotImplementedError(f"{type(self).__name__} has no eval_outputs (no evaluation "
-                                  "protocol)")
+        raise NotImplementedError(
+            f"{type(self).__name__} has no eval_outputs (no evaluation protocol)"
+        )
 
-    def data(self, split: str, *, global_batch_size: int, seed: int, process_index: int,
-             process_count: int) -> Iterator[Batch]:
+    def data(
+        self,
+        split: str,
+        *,
+        global_batch_size: int,
+        seed: int,
+        process_index: int,
+        process_count: int,
+    ) -> Iterator[Batch]:
         """The process-local share of each global batch; the training iterator must be
         checkpointable (grain: get_state/set_state)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement data")

@@ -44,11 +44,15 @@ def check_workdir(workdir: str) -> None:
 
 def _validate(config) -> None:
     if config.batch_size % jax.process_count():
-        raise ConfigError(f"config.batch_size={config.batch_size} is not divisible by the "
-                         f"{jax.process_count()} processes")
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} is not divisible by the "
+            f"{jax.process_count()} processes"
+        )
     if config.batch_size % config.grad_accum_steps:
-        raise ConfigError(f"config.batch_size={config.batch_size} is not divisible by "
-                         f"config.grad_accum_steps={config.grad_accum_steps}")
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} is not divisible by "
+            f"config.grad_accum_steps={config.grad_accum_steps}"
+        )
     if config.nan_policy not in ("skip", "stop"):
         raise ConfigError(f"config.nan_policy={config.nan_policy!r}: expected skip or stop")
     if config.remat_policy not in ("none", "full", "dots"):
@@ -74,24 +78,41 @@ def train(config, workdir: str) -> dict:
     losses = task.losses()
     missing = [g for g, _ in losses if g not in config.optimizers]
     if missing:
-        raise ConfigError(f"task {config.task!r} trains groups {missing} that have no entry "
-                         f"in config.optimizers (has {sorted(config.optimizers)})")
+        raise ConfigError(
+            f"task {config.task!r} trains groups {missing} that have no entry "
+            f"in config.optimizers (has {sorted(config.optimizers)})"
+        )
     try:
         lr_rules = optim.parse_lr_multipliers(config.lr_multipliers)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    optimizers = {g: optim.scale_learning_rate(
-        optim.freeze(optim.optimizer(config.optimizers[g], config.total_steps),
-                     g, tuple(config.frozen)), g, lr_rules)
-                  for g, _ in losses}
+    optimizers = {
+        g: optim.scale_learning_rate(
+            optim.freeze(
+                optim.optimizer(config.optimizers[g], config.total_steps), g, tuple(config.frozen)
+            ),
+            g,
+            lr_rules,
+        )
+        for g, _ in losses
+    }
     ema_decays = dict(config.ema)
-    logging.info("mesh %s on %d devices, %d processes", dict(mesh.shape), jax.device_count(),
-                 jax.process_count())
+    logging.info(
+        "mesh %s on %d devices, %d processes",
+        dict(mesh.shape),
+        jax.device_count(),
+        jax.process_count(),
+    )
 
     # ------------------------------------------------------------------ data
     def make_data(split, seed):
-        return task.data(split, global_batch_size=config.batch_size, seed=seed,
-                         process_index=jax.process_index(), process_count=jax.process_count())
+        return task.data(
+            split,
+            global_batch_size=config.batch_size,
+            seed=seed,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
 
     host_iter = make_data("train", config.seed)
 
@@ -120,14 +141,18 @@ def train(config, workdir: str) -> dict:
         frozen = checkpoints.frozen_record(workdir, start_step)
     trained_frozen = sorted(set(frozen) & (set(optimizers) | set(ema_decays)))
     if trained_frozen:
-        raise ConfigError(f"task {config.task!r} declares groups {trained_frozen} frozen "
-                          "(rebuilt from their source) but trains or averages them")
+        raise ConfigError(
+            f"task {config.task!r} declares groups {trained_frozen} frozen "
+            "(rebuilt from their source) but trains or averages them"
+        )
     frozen_params = checkpoints.load_frozen_groups(task, frozen)
     for g, params in frozen_params.items():
         missing = sorted(set(abstract.params.get(g, {})) - set(params))
         if g not in abstract.params or missing:
-            raise ConfigError(f"frozen group {g!r} from {frozen[g]['source']} does not fit the "
-                              f"model (missing {missing or 'the whole group'})")
+            raise ConfigError(
+                f"frozen group {g!r} from {frozen[g]['source']} does not fit the "
+                f"model (missing {missing or 'the whole group'})"
+            )
         frozen[g]["fingerprint"] = checkpoints.fingerprint(params)
     if start_step is None:
         state = jax.jit(lambda: nn.unbox(init_state()), out_shardings=state_shardings)()
@@ -136,24 +161,33 @@ def train(config, workdir: str) -> dict:
             state = load_pretrained(state, pretrained, state_shardings)
         start_step = 0
     else:
-        saved, data_state = ckpt.restore(start_step, checkpoints.abstract_with_shardings(
-            checkpoints.without_groups(abstract, frozen),
-            checkpoints.without_groups(state_shardings, frozen)))
+        saved, data_state = ckpt.restore(
+            start_step,
+            checkpoints.abstract_with_shardings(
+                checkpoints.without_groups(abstract, frozen),
+                checkpoints.without_groups(state_shardings, frozen),
+            ),
+        )
         # Placeholders that load_pretrained checks against and replaces.
-        state = saved.replace(params={**saved.params,
-                                      **{g: abstract.params[g] for g in frozen}})
+        state = saved.replace(params={**saved.params, **{g: abstract.params[g] for g in frozen}})
         state = load_pretrained(state, frozen_params, state_shardings)
         host_iter.set_state(data_state)
         logging.info("resumed from step %d in %s", start_step, ckpt.directory)
     del frozen_params  # host copies (HuBERT-large: 1.2 GB); the state holds them on device
 
     # ------------------------------------------------------------------ compiled steps
-    batch_shardings = jax.tree.map(lambda x: sharding.batch_sharding(mesh, rules, x.ndim),
-                                   first_batch)
+    batch_shardings = jax.tree.map(
+        lambda x: sharding.batch_sharding(mesh, rules, x.ndim), first_batch
+    )
     step_fn = jax.jit(
-        functools.partial(train_step, losses=losses, optimizers=optimizers,
-                          ema_decays=ema_decays, accum=config.grad_accum_steps,
-                          remat=config.remat_policy),
+        functools.partial(
+            train_step,
+            losses=losses,
+            optimizers=optimizers,
+            ema_decays=ema_decays,
+            accum=config.grad_accum_steps,
+            remat=config.remat_policy,
+        ),
         in_shardings=(state_shardings, batch_shardings),
         out_shardings=(state_shardings, None),
         donate_argnums=0,
@@ -161,16 +195,19 @@ def train(config, workdir: str) -> dict:
     eval_fn = jax.jit(lambda s, b, r: task.eval_step(s.eval_params(), s.model_state, b, r))
     samples_fn = jax.jit(lambda s, b, r: task.samples(s.eval_params(), s.model_state, b, r))
 
-    writer = MetricWriter(workdir, config, config.total_steps, start_step,
-                          config.batch_size, is_main)
+    writer = MetricWriter(
+        workdir, config, config.total_steps, start_step, config.batch_size, is_main
+    )
     with sharding.activation_context(mesh, rules):  # compiled once, FLOPs known
         step_fn = step_fn.lower(state, first_batch).compile()
     writer.flops_per_step = compiled_flops(step_fn)
-    writer.print(f"training {config.task} from step {start_step} to {config.total_steps}: "
-                 f"mesh {dict(mesh.shape)}, global batch {config.batch_size}, "
-                 f"{_count(state.params)} params, "
-                 f"{'n/a' if writer.flops_per_step is None else f'{writer.flops_per_step:.3g}'}"
-                 " FLOPs/step")
+    writer.print(
+        f"training {config.task} from step {start_step} to {config.total_steps}: "
+        f"mesh {dict(mesh.shape)}, global batch {config.batch_size}, "
+        f"{_count(state.params)} params, "
+        f"{'n/a' if writer.flops_per_step is None else f'{writer.flops_per_step:.3g}'}"
+        " FLOPs/step"
+    )
 
     def evaluate(step):
         it = make_data(config.eval.split, config.seed)
@@ -185,7 +222,9 @@ def train(config, workdir: str) -> dict:
             sums = {k: sums.get(k, 0.0) + float(v) for k, v in out.items()}
             n += 1
         result = {f"eval/{k}": v / max(n, 1) for k, v in sums.items()}
-        writer.print(f"eval at step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in result.items()))
+        writer.print(
+            f"eval at step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in result.items())
+        )
         writer.scalars(step, result)
         return result
 
@@ -196,8 +235,9 @@ def train(config, workdir: str) -> dict:
         start = time.perf_counter()
         if skipped and config.nan_policy == "stop":
             return  # the guard kept the last finite state; the loop raises below
-        ckpt.save(step, checkpoints.without_groups(state, frozen), prefetch.state, metrics,
-                  frozen=frozen)
+        ckpt.save(
+            step, checkpoints.without_groups(state, frozen), prefetch.state, metrics, frozen=frozen
+        )
         save_block_seconds.append(time.perf_counter() - start)  # async: the copy to host only
 
     # ------------------------------------------------------------------ loop
@@ -222,14 +262,17 @@ def train(config, workdir: str) -> dict:
                 history.append({"step": step, **last_log})
                 prefetch.wait_seconds.clear()
                 pending.clear()
-            if config.nan_policy == "stop" and (log_now or _at(step, config.checkpoint.every_steps)):
+            if config.nan_policy == "stop" and (
+                log_now or _at(step, config.checkpoint.every_steps)
+            ):
                 skipped = int(jax.device_get(state.skipped_steps))
                 if skipped:
                     raise NonFiniteError(
                         f"non-finite loss or gradient at or before step {step} "
                         f"({skipped} update(s) dropped); the state was not updated and the "
                         f"last checkpoint in {ckpt.directory} is finite. Lower the learning "
-                        "rate, check the data, or set --config.nan_policy=skip")
+                        "rate, check the data, or set --config.nan_policy=skip"
+                    )
             evaluated = _at(step, config.eval.every_steps)
             if evaluated:
                 last_eval = evaluate(step)
@@ -246,8 +289,15 @@ def train(config, workdir: str) -> dict:
         prefetch.close()
         ckpt.close()
         writer.close()
-    return {"step": step, "state": state, "history": history, "loop_seconds": loop_seconds,
-            "checkpoint_block_seconds": save_block_seconds, **last_log, **last_eval}
+    return {
+        "step": step,
+        "state": state,
+        "history": history,
+        "loop_seconds": loop_seconds,
+        "checkpoint_block_seconds": save_block_seconds,
+        **last_log,
+        **last_eval,
+    }
 
 
 def load_pretrained(state, pretrained: dict, shardings):
@@ -257,23 +307,35 @@ def load_pretrained(state, pretrained: dict, shardings):
     params, ema = dict(state.params), dict(state.ema_params)
     for group, subtrees in pretrained.items():
         if group not in state.params:
-            raise ConfigError(f"pretrained weights for group {group!r}, which the model does "
-                              f"not have (groups: {sorted(state.params)})")
+            raise ConfigError(
+                f"pretrained weights for group {group!r}, which the model does "
+                f"not have (groups: {sorted(state.params)})"
+            )
         for key, new in subtrees.items():
             target = state.params[group][key]
             where = f"pretrained weights for {group}/{key}"
-            want = {jax.tree_util.keystr(p): v.shape for p, v in
-                    jax.tree_util.tree_leaves_with_path(target)}
-            got = {jax.tree_util.keystr(p): np.shape(v) for p, v in
-                   jax.tree_util.tree_leaves_with_path(new)}
-            problems = ([f"missing {k}" for k in want.keys() - got.keys()]
-                        + [f"unexpected {k}" for k in got.keys() - want.keys()]
-                        + [f"{k}: {got[k]} but the model has {want[k]}"
-                           for k in want.keys() & got.keys() if want[k] != got[k]])
+            want = {
+                jax.tree_util.keystr(p): v.shape
+                for p, v in jax.tree_util.tree_leaves_with_path(target)
+            }
+            got = {
+                jax.tree_util.keystr(p): np.shape(v)
+                for p, v in jax.tree_util.tree_leaves_with_path(new)
+            }
+            problems = (
+                [f"missing {k}" for k in want.keys() - got.keys()]
+                + [f"unexpected {k}" for k in got.keys() - want.keys()]
+                + [
+                    f"{k}: {got[k]} but the model has {want[k]}"
+                    for k in want.keys() & got.keys()
+                    if want[k] != got[k]
+                ]
+            )
             if problems:
-                raise ConfigError(f"{where} do not fit the model: " + "; ".join(sorted(problems)[:10]))
-            placed = jax.device_put(jax.tree.map(np.asarray, new),
-                                    shardings.params[group][key])
+                raise ConfigError(
+                    f"{where} do not fit the model: " + "; ".join(sorted(problems)[:10])
+                )
+            placed = jax.device_put(jax.tree.map(np.asarray, new), shardings.params[group][key])
             params[group] = {**params[group], key: placed}
             if group in ema:
                 ema[group] = {**ema[group], key: placed}

@@ -68,9 +68,17 @@ def dumps(obj, protocol=2) -> bytes:
 
 def tensor(storage, offset, size, stride):
     """A `_rebuild_tensor_v2` call with any (also malformed) view arguments."""
-    return Call(TorchGlobal("torch._utils", "_rebuild_tensor_v2"),
-                (storage, offset, tuple(size), tuple(stride), False,
-                 Call(TorchGlobal("collections", "OrderedDict"), ())))
+    return Call(
+        TorchGlobal("torch._utils", "_rebuild_tensor_v2"),
+        (
+            storage,
+            offset,
+            tuple(size),
+            tuple(stride),
+            False,
+            Call(TorchGlobal("collections", "OrderedDict"), ()),
+        ),
+    )
 
 
 class RunsCode:
@@ -94,13 +102,25 @@ def inst_opcode_payload(marker) -> bytes:
 LEGACY_DTYPES = {"FloatStorage": "<f4", "LongStorage": "<i8", "HalfStorage": "<f2"}
 
 
-def legacy_bytes(object_pickle: bytes, storages: dict[str, tuple[str, np.ndarray]],
-                 headers: list[bytes] | None = None, keys_pickle: bytes | None = None) -> bytes:
+def legacy_bytes(
+    object_pickle: bytes,
+    storages: dict[str, tuple[str, np.ndarray]],
+    headers: list[bytes] | None = None,
+    keys_pickle: bytes | None = None,
+) -> bytes:
     """A legacy file: three header pickles, the object pickle, the key list, the storages."""
-    headers = headers or [pickle.dumps(h, protocol=2) for h in (
-        torch_legacy.MAGIC_NUMBER, torch_legacy.PROTOCOL_VERSION,
-        {"protocol_version": 1001, "little_endian": True,
-         "type_sizes": {"short": 2, "int": 4, "long": 4}})]
+    headers = headers or [
+        pickle.dumps(h, protocol=2)
+        for h in (
+            torch_legacy.MAGIC_NUMBER,
+            torch_legacy.PROTOCOL_VERSION,
+            {
+                "protocol_version": 1001,
+                "little_endian": True,
+                "type_sizes": {"short": 2, "int": 4, "long": 4},
+            },
+        )
+    ]
     keys = sorted(storages)
     out = io.BytesIO()
     for part in (*headers, object_pickle, keys_pickle or pickle.dumps(keys, protocol=2)):
@@ -118,12 +138,12 @@ def write_legacy(path, tensors, extra=None, nest_under="state_dict"):
     or make up the whole file (a bare state_dict) when it is None."""
     storages, state = {}, collections.OrderedDict()
     for name, (type_name, array, *shared) in tensors.items():
-        key, offset = (shared or [name, 0])
+        key, offset = shared or [name, 0]
         storages.setdefault(key, (type_name, []))
         flat = storages[key][1]
         if offset == len(flat):  # a new storage, or the next slice of a shared one
             flat.extend(array.reshape(-1).tolist())
-        stride = tuple(int(np.prod(array.shape[i + 1:])) for i in range(array.ndim))
+        stride = tuple(int(np.prod(array.shape[i + 1 :])) for i in range(array.ndim))
         state[name] = (key, type_name, offset, array.shape, stride)
     tree = collections.OrderedDict()
     for name, (key, type_name, offset, shape, stride) in state.items():
@@ -132,8 +152,9 @@ def write_legacy(path, tensors, extra=None, nest_under="state_dict"):
     path.write_bytes(legacy_bytes(dumps(obj), storages))
 
 
-def write_zip(path, data_pkl: bytes, members: dict[str, bytes] | None = None,
-              compression=zipfile.ZIP_STORED) -> None:
+def write_zip(
+    path, data_pkl: bytes, members: dict[str, bytes] | None = None, compression=zipfile.ZIP_STORED
+) -> None:
     """A torch.save-style archive: archive/data.pkl and archive/data/<key> members."""
     with zipfile.ZipFile(path, "w", compression=compression) as z:
         z.writestr("archive/data.pkl", data_pkl)

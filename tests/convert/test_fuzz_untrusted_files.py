@@ -39,10 +39,12 @@ def refused(load, path, match: str, peak_limit: int = 64 * MiB) -> str:
 def code_payloads(marker):
     """The same code-running call spelt with GLOBAL (protocol 2), STACK_GLOBAL (4), INST
     (0) and through os.system."""
-    return {"global": pickle.dumps(crafted.RunsCode(marker), protocol=2),
-            "stack_global": pickle.dumps(crafted.RunsCode(marker), protocol=4),
-            "inst": crafted.inst_opcode_payload(marker),
-            "os_system": pickle.dumps(crafted.RunsCode(marker, via="system"), protocol=2)}
+    return {
+        "global": pickle.dumps(crafted.RunsCode(marker), protocol=2),
+        "stack_global": pickle.dumps(crafted.RunsCode(marker), protocol=4),
+        "inst": crafted.inst_opcode_payload(marker),
+        "os_system": pickle.dumps(crafted.RunsCode(marker, via="system"), protocol=2),
+    }
 
 
 @pytest.fixture
@@ -72,8 +74,10 @@ def test_fuzz_zip_data_pkl_with_code_runs_nothing(tmp_path, marker, opcode):
 def test_fuzz_legacy_code_in_any_pickle_runs_nothing(tmp_path, marker, position, opcode):
     # Pickles 0-2 are the headers (magic, protocol, sys_info), 3 the object, 4 the key list.
     payload = code_payloads(marker)[opcode]
-    headers = [pickle.dumps(h, protocol=2) for h in (
-        torch_legacy.MAGIC_NUMBER, torch_legacy.PROTOCOL_VERSION, {"little_endian": True})]
+    headers = [
+        pickle.dumps(h, protocol=2)
+        for h in (torch_legacy.MAGIC_NUMBER, torch_legacy.PROTOCOL_VERSION, {"little_endian": True})
+    ]
     parts = headers + [crafted.dumps({"a": 1}), pickle.dumps([], protocol=2)]
     parts[position] = payload
     path = tmp_path / f"evil_{position}_{opcode}.pth"
@@ -88,15 +92,18 @@ def _zip_tensor(path, numel, offset, size, stride, type_name="FloatStorage"):
     crafted.write_zip(path, pkl, {"0": np.zeros(numel, np.float32).tobytes()})
 
 
-@pytest.mark.parametrize("case,view,match", [
-    ("heap_read", (0, (16,), (1,)), "reaches element 15 of a storage of 1"),
-    ("huge_stride", (0, (2,), (1 << 40,)), "reaches element"),
-    ("past_the_end", (1, (1,), (1,)), "reaches element 1"),
-    ("negative_offset", (-4, (1,), (1,)), "offset must be a non-negative integer"),
-    ("negative_stride", (0, (2,), (-1,)), "stride must be a non-negative integer"),
-    ("rank_mismatch", (0, (1, 1), (1,)), "2 sizes but 1 strides"),
-    ("float_size", (0, (1.5,), (1,)), "size must be a non-negative integer"),
-])
+@pytest.mark.parametrize(
+    "case,view,match",
+    [
+        ("heap_read", (0, (16,), (1,)), "reaches element 15 of a storage of 1"),
+        ("huge_stride", (0, (2,), (1 << 40,)), "reaches element"),
+        ("past_the_end", (1, (1,), (1,)), "reaches element 1"),
+        ("negative_offset", (-4, (1,), (1,)), "offset must be a non-negative integer"),
+        ("negative_stride", (0, (2,), (-1,)), "stride must be a non-negative integer"),
+        ("rank_mismatch", (0, (1, 1), (1,)), "2 sizes but 1 strides"),
+        ("float_size", (0, (1.5,), (1,)), "size must be a non-negative integer"),
+    ],
+)
 def test_fuzz_views_outside_their_storage_are_refused(tmp_path, case, view, match):
     path = tmp_path / f"{case}.pt"
     _zip_tensor(path, 1, *view)
@@ -163,9 +170,18 @@ def test_fuzz_deflated_data_pkl_bomb_is_refused(tmp_path):
     refused(torch_pickle.load, path, "over the limit")
 
 
-@pytest.mark.parametrize("case", ["reduce_on_storage_type", "rebuild_wrong_types",
-                                  "object_array", "object_dtype_scalar", "bare_int_pid",
-                                  "truncated", "deep_nesting"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "reduce_on_storage_type",
+        "rebuild_wrong_types",
+        "object_array",
+        "object_dtype_scalar",
+        "bare_int_pid",
+        "truncated",
+        "deep_nesting",
+    ],
+)
 def test_fuzz_malformed_pickles_give_one_line(tmp_path, case):
     float_storage = crafted.TorchGlobal("torch", "FloatStorage")
     obj = {
@@ -201,19 +217,25 @@ def test_hyperparameter_containers_load_as_plain_dicts(tmp_path, monkeypatch):
     import sys
     import types
 
-    names = ["pytorch_lightning", "pytorch_lightning.utilities",
-             "pytorch_lightning.utilities.parsing"]
+    names = [
+        "pytorch_lightning",
+        "pytorch_lightning.utilities",
+        "pytorch_lightning.utilities.parsing",
+    ]
     for name in names:
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     attribute_dict = type("AttributeDict", (dict,), {"__module__": names[-1]})
     sys.modules[names[-1]].AttributeDict = attribute_dict
     storage = crafted.Storage("0", "FloatStorage", 4, legacy=False)
-    obj = {"gen": {"w": crafted.tensor(storage, 0, (4,), (1,))},
-           "args": argparse.Namespace(size=256, lr=0.002),
-           "hyper_parameters": attribute_dict(lr=1e-4, name="stage2"),
-           "plain": [{1, 2}, frozenset({3}), complex(1, 2)]}  # __builtin__.set at protocol 2
-    crafted.write_zip(tmp_path / "lia.pt", crafted.dumps(obj),
-                      {"0": np.arange(4, dtype=np.float32).tobytes()})
+    obj = {
+        "gen": {"w": crafted.tensor(storage, 0, (4,), (1,))},
+        "args": argparse.Namespace(size=256, lr=0.002),
+        "hyper_parameters": attribute_dict(lr=1e-4, name="stage2"),
+        "plain": [{1, 2}, frozenset({3}), complex(1, 2)],
+    }  # __builtin__.set at protocol 2
+    crafted.write_zip(
+        tmp_path / "lia.pt", crafted.dumps(obj), {"0": np.arange(4, dtype=np.float32).tobytes()}
+    )
     loaded = torch_pickle.load(tmp_path / "lia.pt")
     assert loaded["args"] == {"size": 256, "lr": 0.002}
     assert loaded["hyper_parameters"] == {"lr": 1e-4, "name": "stage2"}
@@ -236,19 +258,29 @@ def test_fuzz_budget_cap_is_overridable(tmp_path, monkeypatch):
 
 def _weights_file(path, metadata, tensors=None):
     tensors = tensors if tensors is not None else {"params/fc/kernel": np.zeros((2, 2), np.float32)}
-    save_file(tensors, str(path), metadata={k: v if isinstance(v, str) else json.dumps(v)
-                                            for k, v in metadata.items()})
+    save_file(
+        tensors,
+        str(path),
+        metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()},
+    )
 
 
-@pytest.mark.parametrize("case,metadata,tensors,match", [
-    ("config_list", {"model_config": [1, 2]}, None, "'model_config' must be a JSON object"),
-    ("config_number", {"model_config": 5}, None, "'model_config' must be a JSON object"),
-    ("release_dict", {"release": {"a": 1}}, None, "'release' must be a string"),
-    ("leaf_and_group", {}, {"params/a": np.zeros(1, np.float32),
-                            "params/a/b": np.zeros(1, np.float32)}, "lies under another"),
-    ("empty_part", {}, {"params//a": np.zeros(1, np.float32)}, "malformed parameter name"),
-    ("no_params", {}, {"other/a": np.zeros(1, np.float32)}, "no 'params' collection"),
-])
+@pytest.mark.parametrize(
+    "case,metadata,tensors,match",
+    [
+        ("config_list", {"model_config": [1, 2]}, None, "'model_config' must be a JSON object"),
+        ("config_number", {"model_config": 5}, None, "'model_config' must be a JSON object"),
+        ("release_dict", {"release": {"a": 1}}, None, "'release' must be a string"),
+        (
+            "leaf_and_group",
+            {},
+            {"params/a": np.zeros(1, np.float32), "params/a/b": np.zeros(1, np.float32)},
+            "lies under another",
+        ),
+        ("empty_part", {}, {"params//a": np.zeros(1, np.float32)}, "malformed parameter name"),
+        ("no_params", {}, {"other/a": np.zeros(1, np.float32)}, "no 'params' collection"),
+    ],
+)
 def test_fuzz_weights_files_with_wrong_metadata(tmp_path, case, metadata, tensors, match):
     path = tmp_path / f"{case}.safetensors"
     _weights_file(path, metadata, tensors)
@@ -258,10 +290,13 @@ def test_fuzz_weights_files_with_wrong_metadata(tmp_path, case, metadata, tensor
 @pytest.mark.parametrize("case", ["garbage", "header_too_long", "offsets_outside"])
 def test_fuzz_malformed_safetensors_give_one_line(tmp_path, case):
     path = tmp_path / f"{case}.safetensors"
-    header = {"garbage": b"not json at all",
-              "header_too_long": None,
-              "offsets_outside": json.dumps({"params/w": {"dtype": "F32", "shape": [1 << 20],
-                                                          "data_offsets": [0, 4 << 20]}}).encode()}[case]
+    header = {
+        "garbage": b"not json at all",
+        "header_too_long": None,
+        "offsets_outside": json.dumps(
+            {"params/w": {"dtype": "F32", "shape": [1 << 20], "data_offsets": [0, 4 << 20]}}
+        ).encode(),
+    }[case]
     if header is None:
         path.write_bytes(struct.pack("<Q", 1 << 40) + b"{}")
     else:
@@ -291,18 +326,31 @@ def test_fuzz_commands_refuse_crafted_files_with_one_line(tmp_path, marker):
     bad_meta = tmp_path / "bad_meta.safetensors"
     _weights_file(bad_meta, {"model_config": [1], "release": "lia"})
     runs = {
-        "import": jaxtalk("import", "--release=lia", f"--checkpoint={evil}",
-                          f"--out={tmp_path / 'x.safetensors'}"),
-        "import legacy": jaxtalk("import", "--release=vgg16", f"--checkpoint={legacy}",
-                                 f"--out={tmp_path / 'y.safetensors'}"),
-        "export": jaxtalk("export", f"--weights={bad_meta}", "--release=lia",
-                          f"--out={tmp_path / 'z.pt'}"),
-        "animate": jaxtalk("animate", "--mode=video", f"--source={tmp_path / 'a.png'}",
-                           f"--driving={tmp_path / 'd.mp4'}", f"--weights={bad_meta}",
-                           f"--out={tmp_path / 'o.mp4'}"),
+        "import": jaxtalk(
+            "import", "--release=lia", f"--checkpoint={evil}", f"--out={tmp_path / 'x.safetensors'}"
+        ),
+        "import legacy": jaxtalk(
+            "import",
+            "--release=vgg16",
+            f"--checkpoint={legacy}",
+            f"--out={tmp_path / 'y.safetensors'}",
+        ),
+        "export": jaxtalk(
+            "export", f"--weights={bad_meta}", "--release=lia", f"--out={tmp_path / 'z.pt'}"
+        ),
+        "animate": jaxtalk(
+            "animate",
+            "--mode=video",
+            f"--source={tmp_path / 'a.png'}",
+            f"--driving={tmp_path / 'd.mp4'}",
+            f"--weights={bad_meta}",
+            f"--out={tmp_path / 'o.mp4'}",
+        ),
     }
     for name, proc in runs.items():
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2, (name, proc.stderr)
         assert len(lines) == 1 and "Traceback" not in proc.stderr, (name, proc.stderr)
-        assert lines[0].startswith(f"jaxtalk {name.split()[0]}: error: ") and str(tmp_path) in lines[0]
+        assert (
+            lines[0].startswith(f"jaxtalk {name.split()[0]}: error: ") and str(tmp_path) in lines[0]
+        )

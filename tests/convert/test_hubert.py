@@ -20,20 +20,38 @@ HF_SIZES = {"large": (422, 315_438_720), "base": (211, 94_371_712)}
 
 @pytest.mark.parametrize("name,config", [("large", H.HUBERT_LARGE), ("base", H.HUBERT_BASE)])
 def test_full_size_matches_transformers(name, config):
-    shapes = nn.meta.unbox(jax.eval_shape(lambda: H.HubertModel(config).init(
-        jax.random.PRNGKey(0), np.zeros((1, 16000), np.float32))))
+    shapes = nn.meta.unbox(
+        jax.eval_shape(
+            lambda: H.HubertModel(config).init(
+                jax.random.PRNGKey(0), np.zeros((1, 16000), np.float32)
+            )
+        )
+    )
     n = sum(x.size for x in jax.tree.leaves(shapes["params"]))
     assert (len(conv.rules_for(config)), n) == HF_SIZES[name]
-    states = jax.eval_shape(lambda v: H.HubertModel(config).apply(v, np.zeros((1, 16000))),
-                            shapes)
+    states = jax.eval_shape(lambda v: H.HubertModel(config).apply(v, np.zeros((1, 16000))), shapes)
     assert len(states) == config.num_layers + 1
-    assert states[0].shape == (1, H.num_frames(16000), config.hidden_size) == (1, 49, config.hidden_size)
+    assert (
+        states[0].shape
+        == (1, H.num_frames(16000), config.hidden_size)
+        == (1, 49, config.hidden_size)
+    )
 
 
-TINY = H.HubertConfig(hidden_size=16, num_layers=2, num_heads=4, intermediate_size=24,
-                      conv_dim=(8, 8, 8), conv_kernel=(10, 3, 2), conv_stride=(5, 2, 2),
-                      pos_conv_kernel=4, pos_conv_groups=2, feat_extract_norm="layer",
-                      stable_layer_norm=True, conv_bias=True)
+TINY = H.HubertConfig(
+    hidden_size=16,
+    num_layers=2,
+    num_heads=4,
+    intermediate_size=24,
+    conv_dim=(8, 8, 8),
+    conv_kernel=(10, 3, 2),
+    conv_stride=(5, 2, 2),
+    pos_conv_kernel=4,
+    pos_conv_groups=2,
+    feat_extract_norm="layer",
+    stable_layer_norm=True,
+    conv_bias=True,
+)
 
 
 def _hf_keys(cfg, style="parametrizations"):
@@ -49,14 +67,22 @@ def _hf_keys(cfg, style="parametrizations"):
             keys[f"feature_extractor.conv_layers.{i}.layer_norm.weight"] = (c,)
             keys[f"feature_extractor.conv_layers.{i}.layer_norm.bias"] = (c,)
         cin = c
-    keys.update({"feature_projection.layer_norm.weight": (cin,),
-                 "feature_projection.layer_norm.bias": (cin,),
-                 "feature_projection.projection.weight": (d, cin),
-                 "feature_projection.projection.bias": (d,),
-                 "encoder.pos_conv_embed.conv.bias": (d,),
-                 "encoder.layer_norm.weight": (d,), "encoder.layer_norm.bias": (d,)})
-    g, v = (("weight_g", "weight_v") if style == "legacy" else
-            ("parametrizations.weight.original0", "parametrizations.weight.original1"))
+    keys.update(
+        {
+            "feature_projection.layer_norm.weight": (cin,),
+            "feature_projection.layer_norm.bias": (cin,),
+            "feature_projection.projection.weight": (d, cin),
+            "feature_projection.projection.bias": (d,),
+            "encoder.pos_conv_embed.conv.bias": (d,),
+            "encoder.layer_norm.weight": (d,),
+            "encoder.layer_norm.bias": (d,),
+        }
+    )
+    g, v = (
+        ("weight_g", "weight_v")
+        if style == "legacy"
+        else ("parametrizations.weight.original0", "parametrizations.weight.original1")
+    )
     keys[f"encoder.pos_conv_embed.conv.{g}"] = (1, 1, k)
     keys[f"encoder.pos_conv_embed.conv.{v}"] = (d, d // cfg.pos_conv_groups, k)
     for i in range(cfg.num_layers):
@@ -74,21 +100,27 @@ def _hf_keys(cfg, style="parametrizations"):
 
 def _random_state_dict(keys, seed=0):
     rng = np.random.RandomState(seed)
-    return {k: (rng.randn(*s) * 0.3 + (1.0 if k.endswith("layer_norm.weight") else 0.0))
-            .astype(np.float32) for k, s in keys.items()}
+    return {
+        k: (rng.randn(*s) * 0.3 + (1.0 if k.endswith("layer_norm.weight") else 0.0)).astype(
+            np.float32
+        )
+        for k, s in keys.items()
+    }
 
 
 @pytest.mark.parametrize("style,prefix", [("parametrizations", ""), ("legacy", "hubert.")])
 def test_import_export_key_complete(tmp_path, style, prefix):
     sd = _random_state_dict(_hf_keys(TINY, style))
     torch_pickle.save({prefix + k: v for k, v in sd.items()}, tmp_path / "pytorch_model.bin")
-    out = conv.import_checkpoint(tmp_path / "pytorch_model.bin", num_heads=4,
-                                 conv_stride=(5, 2, 2))
+    out = conv.import_checkpoint(tmp_path / "pytorch_model.bin", num_heads=4, conv_stride=(5, 2, 2))
     assert H.HubertConfig(**out["model_config"]) == TINY
-    np.testing.assert_array_equal(out["params"]["pos_conv_embed"]["weight_v"],
-                                  sd[f"encoder.pos_conv_embed.conv."
-                                     f"{'weight_v' if style == 'legacy' else 'parametrizations.weight.original1'}"]
-                                  .transpose(2, 1, 0))
+    np.testing.assert_array_equal(
+        out["params"]["pos_conv_embed"]["weight_v"],
+        sd[
+            f"encoder.pos_conv_embed.conv."
+            f"{'weight_v' if style == 'legacy' else 'parametrizations.weight.original1'}"
+        ].transpose(2, 1, 0),
+    )
     conv.export_checkpoint(out, tmp_path / "back.bin", weight_norm_keys=style)
     back = torch_pickle.load_state_dict(tmp_path / "back.bin")
     assert set(back) == set(sd)
@@ -115,7 +147,7 @@ def _np_hubert(sd, cfg, wav):
     for i, (k, s) in enumerate(zip(cfg.conv_kernel, cfg.conv_stride)):
         w = sd[f"feature_extractor.conv_layers.{i}.conv.weight"]  # (O, I, K)
         n = (len(x) - k) // s + 1
-        x = np.stack([np.einsum("ki,oik->o", x[t * s: t * s + k], w) for t in range(n)])
+        x = np.stack([np.einsum("ki,oik->o", x[t * s : t * s + k], w) for t in range(n)])
         x = x + sd.get(f"feature_extractor.conv_layers.{i}.conv.bias", 0)
         p = f"feature_extractor.conv_layers.{i}.layer_norm."
         if cfg.feat_extract_norm == "layer":
@@ -127,7 +159,7 @@ def _np_hubert(sd, cfg, wav):
     x = x @ sd["feature_projection.projection.weight"].T + sd["feature_projection.projection.bias"]
     g = sd["encoder.pos_conv_embed.conv.parametrizations.weight.original0"]
     v = sd["encoder.pos_conv_embed.conv.parametrizations.weight.original1"]
-    w = g * v / np.sqrt((v ** 2).sum(axis=(0, 1), keepdims=True))  # (O, I/g, K)
+    w = g * v / np.sqrt((v**2).sum(axis=(0, 1), keepdims=True))  # (O, I/g, K)
     k, groups, d = cfg.pos_conv_kernel, cfg.pos_conv_groups, cfg.hidden_size
     xp = np.pad(x, ((k // 2, k // 2), (0, 0)))
     per = d // groups
@@ -135,7 +167,7 @@ def _np_hubert(sd, cfg, wav):
     for gi in range(groups):
         sl = slice(gi * per, (gi + 1) * per)
         for t in range(len(pos)):
-            pos[t, sl] = np.einsum("ki,oik->o", xp[t: t + k, sl], w[sl])
+            pos[t, sl] = np.einsum("ki,oik->o", xp[t : t + k, sl], w[sl])
     pos = _gelu(pos[: len(x)] + sd["encoder.pos_conv_embed.conv.bias"])
     x = x + pos
     if not cfg.stable_layer_norm:
@@ -148,13 +180,17 @@ def _np_hubert(sd, cfg, wav):
         norm = lambda y, n: _ln(y, sd[p + n + ".weight"], sd[p + n + ".bias"])
         h = norm(x, "layer_norm") if cfg.stable_layer_norm else x
         hd = d // cfg.num_heads
-        q, kk, vv = (lin(h, f"attention.{n}").reshape(len(h), cfg.num_heads, hd)
-                     for n in ("q_proj", "k_proj", "v_proj"))
+        q, kk, vv = (
+            lin(h, f"attention.{n}").reshape(len(h), cfg.num_heads, hd)
+            for n in ("q_proj", "k_proj", "v_proj")
+        )
         s = np.einsum("qhd,khd->hqk", q, kk) / math.sqrt(hd)
         s = np.exp(s - s.max(-1, keepdims=True))
         s /= s.sum(-1, keepdims=True)
         x = x + lin(np.einsum("hqk,khd->qhd", s, vv).reshape(len(h), d), "attention.out_proj")
-        ff = lambda y: lin(_gelu(lin(y, "feed_forward.intermediate_dense")), "feed_forward.output_dense")
+        ff = lambda y: lin(
+            _gelu(lin(y, "feed_forward.intermediate_dense")), "feed_forward.output_dense"
+        )
         if cfg.stable_layer_norm:
             x = x + ff(norm(x, "final_layer_norm"))
         else:
@@ -166,8 +202,9 @@ def _np_hubert(sd, cfg, wav):
     return states
 
 
-TINY_BASE = dataclasses.replace(TINY, feat_extract_norm="group", stable_layer_norm=False,
-                                conv_bias=False)
+TINY_BASE = dataclasses.replace(
+    TINY, feat_extract_norm="group", stable_layer_norm=False, conv_bias=False
+)
 
 
 @pytest.mark.parametrize("cfg", [TINY, TINY_BASE], ids=["large_style", "base_style"])
@@ -193,10 +230,19 @@ def test_against_transformers_when_installed(tmp_path):
     torch.manual_seed(0)
     for norm, stable, bias in (("layer", True, True), ("group", False, False)):
         hf_cfg = transformers.HubertConfig(
-            hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=24,
-            conv_dim=(8, 8, 8), conv_kernel=(10, 3, 2), conv_stride=(5, 2, 2),
-            num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2,
-            feat_extract_norm=norm, do_stable_layer_norm=stable, conv_bias=bias)
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=24,
+            conv_dim=(8, 8, 8),
+            conv_kernel=(10, 3, 2),
+            conv_stride=(5, 2, 2),
+            num_conv_pos_embeddings=4,
+            num_conv_pos_embedding_groups=2,
+            feat_extract_norm=norm,
+            do_stable_layer_norm=stable,
+            conv_bias=bias,
+        )
         model = transformers.HubertModel(hf_cfg).eval()
         torch_pickle.save({k: v.numpy() for k, v in model.state_dict().items()}, tmp_path / "m.bin")
         out = conv.import_checkpoint(tmp_path / "m.bin", num_heads=4, conv_stride=(5, 2, 2))

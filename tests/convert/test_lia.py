@@ -13,8 +13,16 @@ from jaxtalk.convert import torch_pickle
 from jaxtalk.convert.mapping import ConversionError, Rule
 from jaxtalk.models.layers.upfirdn import make_kernel
 
-KEYS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "reference", "keys",
-                    "lia_generator_state_dict.txt")
+KEYS = os.path.join(
+    os.path.dirname(__file__),
+    "..",
+    "..",
+    "..",
+    "shared",
+    "reference",
+    "keys",
+    "lia_generator_state_dict.txt",
+)
 TINY = dict(size=32, style_dim=32, motion_dim=5, width=1 / 16)
 
 
@@ -25,7 +33,9 @@ def reference_keys(prefix=("enc.", "dec.")):
     for line in open(KEYS):
         parts = line.split(" ", 1)
         if parts[0].startswith(prefix):
-            out.append((parts[0], tuple(int(s) for s in parts[1].strip(" ()\n").split(",") if s.strip())))
+            out.append(
+                (parts[0], tuple(int(s) for s in parts[1].strip(" ()\n").split(",") if s.strip()))
+            )
     return out
 
 
@@ -53,7 +63,10 @@ def test_key_spec_equals_the_released_key_list():
     added = [k for k in ani if k not in {k for k, _ in ref}]
     assert len(added) == 19 and "enc.net_app.ws.weights" in added
     assert {k.rsplit(".", 1)[0] for k in added if "fc" in k and "net_app" in k} == {
-        "enc.net_app.fc1", "enc.net_app.fc2", "enc.net_app.fc3"}
+        "enc.net_app.fc1",
+        "enc.net_app.fc2",
+        "enc.net_app.fc3",
+    }
     d_lines = [line.split()[1] for line in open(KEYS) if line.startswith("D ")]
     assert spec_keys(conv.discriminator_key_spec()) == d_lines
 
@@ -63,13 +76,19 @@ def test_full_size_lia_round_trip_is_exact(tmp_path):
     path = tmp_path / "vox.pt"
     torch_pickle.save({"gen": sd, "args": {"size": 256}}, path)
     out = conv.import_checkpoint(path)
-    assert out["model_config"] == dict(size=256, style_dim=512, motion_dim=20, width=1.0, kind="lia")
+    assert out["model_config"] == dict(
+        size=256, style_dim=512, motion_dim=20, width=1.0, kind="lia"
+    )
     p = out["params"]
     # layouts: OIHW -> HWIO, (1,C,1,1) -> (C,), modulated (1,O,I,k,k) -> (k,k,I,O)
-    np.testing.assert_array_equal(p["enc"]["net_app"]["convs_1"]["conv1"]["conv"]["kernel"],
-                                  sd["enc.net_app.convs.1.conv1.0.weight"].transpose(2, 3, 1, 0))
-    np.testing.assert_array_equal(p["dec"]["convs_0"]["conv"]["kernel"],
-                                  sd["dec.convs.0.conv.weight"][0].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(
+        p["enc"]["net_app"]["convs_1"]["conv1"]["conv"]["kernel"],
+        sd["enc.net_app.convs.1.conv1.0.weight"].transpose(2, 3, 1, 0),
+    )
+    np.testing.assert_array_equal(
+        p["dec"]["convs_0"]["conv"]["kernel"],
+        sd["dec.convs.0.conv.weight"][0].transpose(2, 3, 1, 0),
+    )
     np.testing.assert_array_equal(p["enc"]["fc_4"]["kernel"], sd["enc.fc.4.weight"].T)
     assert p["dec"]["to_rgb1"]["conv"]["act"]["bias"].shape == (3,)
     back = tmp_path / "back.pt"
@@ -83,8 +102,9 @@ def test_full_size_lia_round_trip_is_exact(tmp_path):
 def test_anitalker_lightning_round_trip_and_extra_keys(tmp_path):
     spec = conv.key_spec("anitalker_stage1", **TINY)
     ref = conv.reference_params("anitalker_stage1", **TINY)
-    params = jax.tree_util.tree_map(lambda s: np.random.default_rng(0).standard_normal(s.shape)
-                                    .astype(np.float32), ref)
+    params = jax.tree_util.tree_map(
+        lambda s: np.random.default_rng(0).standard_normal(s.shape).astype(np.float32), ref
+    )
     path = tmp_path / "stage1.ckpt"
     conv.export_checkpoint({"params": params}, path, "anitalker_stage1", TINY)
     raw = torch_pickle.load(path)
@@ -97,8 +117,10 @@ def test_anitalker_lightning_round_trip_and_extra_keys(tmp_path):
     torch_pickle.save(dict(raw["state_dict"]), tmp_path / "flat.ckpt")
     assert conv.import_checkpoint(tmp_path / "flat.ckpt")["model_config"]["size"] == 32
     # training-only keys outside `lia.` are an error unless ignored
-    torch_pickle.save({"state_dict": dict(raw["state_dict"], **{"club.w": np.zeros(3, np.float32)})},
-                      tmp_path / "extra.ckpt")
+    torch_pickle.save(
+        {"state_dict": dict(raw["state_dict"], **{"club.w": np.zeros(3, np.float32)})},
+        tmp_path / "extra.ckpt",
+    )
     with pytest.raises(ConversionError, match="outside the 'lia.' generator"):
         conv.import_checkpoint(tmp_path / "extra.ckpt")
     conv.import_checkpoint(tmp_path / "extra.ckpt", ignore_extra=True)
@@ -133,16 +155,20 @@ def test_imported_params_run_like_the_originals(tmp_path):
     conv.export_checkpoint(v, tmp_path / "g.pt", "lia", TINY)
     imported = conv.import_checkpoint(tmp_path / "g.pt")
     run = jax.jit(model.apply)
-    np.testing.assert_array_equal(np.asarray(run({"params": imported["params"]}, x, x[:, ::-1])["image"]),
-                                  np.asarray(run(v, x, x[:, ::-1])["image"]))
+    np.testing.assert_array_equal(
+        np.asarray(run({"params": imported["params"]}, x, x[:, ::-1])["image"]),
+        np.asarray(run(v, x, x[:, ::-1])["image"]),
+    )
 
 
 def test_discriminator_round_trip(tmp_path):
     ref = conv.discriminator_reference_params(32, 1 / 16)
-    dp = jax.tree_util.tree_map(lambda s: np.random.default_rng(1).standard_normal(s.shape)
-                                .astype(np.float32), ref)
-    gp = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, np.float32),
-                                conv.reference_params("lia", **TINY))
+    dp = jax.tree_util.tree_map(
+        lambda s: np.random.default_rng(1).standard_normal(s.shape).astype(np.float32), ref
+    )
+    gp = jax.tree_util.tree_map(
+        lambda s: np.zeros(s.shape, np.float32), conv.reference_params("lia", **TINY)
+    )
     conv.export_checkpoint({"params": gp}, tmp_path / "c.pt", "lia", TINY, discriminator_params=dp)
     raw = torch_pickle.load(tmp_path / "c.pt")
     assert raw["dis"]["final_linear.0.weight"].shape == (32, 32 * 16)

@@ -13,8 +13,10 @@ from jaxtalk.train import checkpoints
 
 @pytest.mark.parametrize("old,new", sorted(weights._RENAMED.items()))
 def test_weights_file_kind(tmp_path, old, new):
-    path = weights.save({"params": {"w": np.ones(2, np.float32)}, "model_config": {"kind": old}},
-                        tmp_path / "w.safetensors")
+    path = weights.save(
+        {"params": {"w": np.ones(2, np.float32)}, "model_config": {"kind": old}},
+        tmp_path / "w.safetensors",
+    )
     assert weights.load(path)["model_config"]["kind"] == new
 
 

@@ -1,6 +1,5 @@
 """The legacy (pre-1.6) torch.save reader, on files written byte by byte here."""
 
-
 import numpy as np
 import pytest
 
@@ -13,9 +12,15 @@ def test_reads_a_legacy_file_built_byte_by_byte(tmp_path):
     w = rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float16)
     ids = np.arange(6, dtype=np.int64).reshape(3, 2)
-    write_legacy(tmp_path / "old.pth",
-                 {"conv.weight": ("FloatStorage", w), "conv.bias": ("HalfStorage", b),
-                  "ids": ("LongStorage", ids)}, extra={"epoch": 7})
+    write_legacy(
+        tmp_path / "old.pth",
+        {
+            "conv.weight": ("FloatStorage", w),
+            "conv.bias": ("HalfStorage", b),
+            "ids": ("LongStorage", ids),
+        },
+        extra={"epoch": 7},
+    )
     loaded = torch_legacy.load(tmp_path / "old.pth")
     assert loaded["epoch"] == 7
     np.testing.assert_array_equal(loaded["state_dict"]["conv.weight"], w)
@@ -28,9 +33,13 @@ def test_reads_a_legacy_file_built_byte_by_byte(tmp_path):
 
 def test_shared_storage_with_offset(tmp_path):
     whole = np.arange(10, dtype=np.float32)
-    write_legacy(tmp_path / "shared.pth",
-                 {"a": ("FloatStorage", whole[:4].reshape(2, 2), "s", 0),
-                  "b": ("FloatStorage", whole[4:], "s", 4)})
+    write_legacy(
+        tmp_path / "shared.pth",
+        {
+            "a": ("FloatStorage", whole[:4].reshape(2, 2), "s", 0),
+            "b": ("FloatStorage", whole[4:], "s", 4),
+        },
+    )
     sd = torch_legacy.read_state_dict(tmp_path / "shared.pth", key="state_dict")
     np.testing.assert_array_equal(sd["a"], [[0, 1], [2, 3]])
     np.testing.assert_array_equal(sd["b"], whole[4:])
@@ -59,8 +68,7 @@ def test_matches_torch_legacy_save(tmp_path):
     module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     state = module.state_dict()
     state["view"] = torch.arange(12.0).reshape(3, 4)[:, 1:3]  # a non-contiguous view
-    torch.save({"sd": state, "note": "x"}, tmp_path / "t.pth",
-               _use_new_zipfile_serialization=False)
+    torch.save({"sd": state, "note": "x"}, tmp_path / "t.pth", _use_new_zipfile_serialization=False)
     loaded = torch_legacy.load(tmp_path / "t.pth")
     assert loaded["note"] == "x" and set(loaded["sd"]) == set(state)
     for k, v in state.items():

@@ -41,8 +41,12 @@ def test_errors_name_the_file(tmp_path):
 
 def test_matches_real_torch_when_installed(tmp_path):
     torch = pytest.importorskip("torch")
-    sd = {"a": torch.randn(3, 4), "t": torch.arange(6).reshape(2, 3).t(),
-          "bf": torch.randn(4).bfloat16(), "p": torch.nn.Parameter(torch.randn(2, 2))}
+    sd = {
+        "a": torch.randn(3, 4),
+        "t": torch.arange(6).reshape(2, 3).t(),
+        "bf": torch.randn(4).bfloat16(),
+        "p": torch.nn.Parameter(torch.randn(2, 2)),
+    }
     sd["view"] = sd["a"][1]
     torch.save({"gen": sd}, tmp_path / "t.pt")
     got = torch_pickle.load_state_dict(tmp_path / "t.pt", "gen")
@@ -55,23 +59,31 @@ def test_matches_real_torch_when_installed(tmp_path):
 
 
 def _reference():
-    return {"conv": {"kernel": np.zeros((3, 3, 2, 4)), "bias": np.zeros(4)},
-            "fc": {"kernel": np.zeros((4, 5))}}
+    return {
+        "conv": {"kernel": np.zeros((3, 3, 2, 4)), "bias": np.zeros(4)},
+        "fc": {"kernel": np.zeros((4, 5))},
+    }
 
 
-RULES = [mapping.Rule("conv.weight", "conv/kernel", mapping.CONV2D),
-         mapping.Rule("conv.bias", "conv/bias"),
-         mapping.Rule("fc.weight", "fc/kernel", mapping.LINEAR)]
+RULES = [
+    mapping.Rule("conv.weight", "conv/kernel", mapping.CONV2D),
+    mapping.Rule("conv.bias", "conv/bias"),
+    mapping.Rule("fc.weight", "fc/kernel", mapping.LINEAR),
+]
 
 
 def test_mapping_round_trip_is_exact():
     rng = np.random.default_rng(1)
-    sd = {"conv.weight": rng.standard_normal((4, 2, 3, 3)).astype(np.float32),
-          "conv.bias": rng.standard_normal(4).astype(np.float32),
-          "fc.weight": rng.standard_normal((5, 4)).astype(np.float32)}
+    sd = {
+        "conv.weight": rng.standard_normal((4, 2, 3, 3)).astype(np.float32),
+        "conv.bias": rng.standard_normal(4).astype(np.float32),
+        "fc.weight": rng.standard_normal((5, 4)).astype(np.float32),
+    }
     params = mapping.to_params(sd, RULES, _reference())
     assert params["conv"]["kernel"].shape == (3, 3, 2, 4)
-    np.testing.assert_array_equal(params["conv"]["kernel"][1, 2, 0, 3], sd["conv.weight"][3, 0, 1, 2])
+    np.testing.assert_array_equal(
+        params["conv"]["kernel"][1, 2, 0, 3], sd["conv.weight"][3, 0, 1, 2]
+    )
     back = mapping.to_state_dict(params, RULES)
     assert list(back) == list(sd)
     for k in sd:
@@ -79,9 +91,11 @@ def test_mapping_round_trip_is_exact():
 
 
 def test_mapping_reports_every_problem():
-    sd = {"conv.weight": np.zeros((4, 2, 5, 5), np.float32),  # wrong kernel size
-          "fc.weight": np.zeros((5, 4), np.float32),
-          "extra.weight": np.zeros(3, np.float32)}
+    sd = {
+        "conv.weight": np.zeros((4, 2, 5, 5), np.float32),  # wrong kernel size
+        "fc.weight": np.zeros((5, 4), np.float32),
+        "extra.weight": np.zeros(3, np.float32),
+    }
     with pytest.raises(mapping.ConversionError) as e:
         mapping.to_params(sd, RULES, _reference(), source="ckpt.pt")
     msg = str(e.value)

@@ -18,7 +18,8 @@ def torchvision_state_dict(config, rng, scale=0.05):
         if name.startswith("conv"):
             out_ch = widths[name]
             sd[f"features.{index}.weight"] = (
-                rng.standard_normal((out_ch, in_ch, 3, 3)) * scale).astype(np.float32)
+                rng.standard_normal((out_ch, in_ch, 3, 3)) * scale
+            ).astype(np.float32)
             sd[f"features.{index}.bias"] = (rng.standard_normal(out_ch) * scale).astype(np.float32)
             in_ch = out_ch
     for i in (0, 3, 6):  # shapes are irrelevant: the classifier is skipped
@@ -30,8 +31,9 @@ def torchvision_state_dict(config, rng, scale=0.05):
 @pytest.mark.parametrize("config,count", [("vgg16", 14_714_688), ("vgg19", 20_024_384)])
 def test_full_feature_stack_parameter_count(config, count):
     last = vgg.layer_names(config)[-2]  # the last relu: every conv is built
-    shapes = jax.eval_shape(vgg.VGGFeatures(config, (last,)).init, jax.random.PRNGKey(0),
-                            jnp.zeros((1, 224, 224, 3)))
+    shapes = jax.eval_shape(
+        vgg.VGGFeatures(config, (last,)).init, jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3))
+    )
     assert sum(x.size for x in jax.tree.leaves(shapes)) == count
 
 
@@ -69,11 +71,11 @@ def test_import_matches_numpy_torch_layout_forward(tmp_path):
     h = ref.relu(ref.conv2d(relu2_1, sd["features.7.weight"], sd["features.7.bias"], padding=1))
     pool2 = ref.max_pool2d(h, 2, 2)
 
-    out = jax.jit(vgg.VGGFeatures("vgg16", layers).apply)({"params": variables["params"]},
-                                                           ref.nhwc(x))
+    out = jax.jit(vgg.VGGFeatures("vgg16", layers).apply)(
+        {"params": variables["params"]}, ref.nhwc(x)
+    )
     for name, want in [("relu1_2", relu1_2), ("relu2_1", relu2_1), ("pool2", pool2)]:
-        np.testing.assert_allclose(out[name], ref.nhwc(want), rtol=1e-4, atol=1e-5,
-                                   err_msg=name)
+        np.testing.assert_allclose(out[name], ref.nhwc(want), rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_import_is_key_complete_and_exports_back(tmp_path):
@@ -84,8 +86,11 @@ def test_import_is_key_complete_and_exports_back(tmp_path):
     assert len(variables["params"]) == 13  # conv1_1 .. conv5_1
     torchvision_vgg.export_checkpoint(variables, tmp_path / "out.pth", "vgg19")
     back = torch_pickle.load_state_dict(tmp_path / "out.pth")
-    assert set(back) == {f"features.{i}.{p}" for i in (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23,
-                                                       25, 28) for p in ("weight", "bias")}
+    assert set(back) == {
+        f"features.{i}.{p}"
+        for i in (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28)
+        for p in ("weight", "bias")
+    }
     for k, v in back.items():
         np.testing.assert_array_equal(v, sd[k])
 

@@ -5,12 +5,21 @@ import pytest
 from data_pipelines import datasets
 from data_pipelines.synthetic import generate
 
-TINY = generate.SyntheticConfig(num_identities=4, videos_per_identity=1, utterances_per_video=2,
-                                utterance_seconds=1.6, resolution=96, test_identities=1, seed=3)
+TINY = generate.SyntheticConfig(
+    num_identities=4,
+    videos_per_identity=1,
+    utterances_per_video=2,
+    utterance_seconds=1.6,
+    resolution=96,
+    test_identities=1,
+    seed=3,
+)
 
 
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp("synthetic"))
-  datasets.prepare_dataset("synthetic", None, out, size=32, synthetic=TINY, clips_per_shard=2, log=lambda *_: None)
-  return out
+    out = str(tmp_path_factory.mktemp("synthetic"))
+    datasets.prepare_dataset(
+        "synthetic", None, out, size=32, synthetic=TINY, clips_per_shard=2, log=lambda *_: None
+    )
+    return out

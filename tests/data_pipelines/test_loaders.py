@@ -1,8 +1,8 @@
 """grain loaders on the prepared synthetic set: kinds, sharding, resumable state, workers."""
 
+import grain
 import numpy as np
 import orbax.checkpoint as ocp
-import grain
 import pytest
 
 from data_pipelines import info as info_lib
@@ -10,97 +10,123 @@ from data_pipelines import loaders
 
 
 def _cfg(data_dir, **kw):
-  cfg = loaders.default_data_config()
-  cfg.update({"data_dir": data_dir, "samples_per_clip": 4, "num_frames": 8, **kw})
-  return cfg
+    cfg = loaders.default_data_config()
+    cfg.update({"data_dir": data_dir, "samples_per_clip": 4, "num_frames": 8, **kw})
+    return cfg
 
 
 def _take(it, n):
-  return [next(it) for _ in range(n)]
+    return [next(it) for _ in range(n)]
 
 
 def _same(a, b):
-  assert len(a) == len(b)
-  for x, y in zip(a, b):
-    assert x.keys() == y.keys()
-    for k in x:
-      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k], err_msg=k)
 
 
 def test_pairs_batch(synthetic_dir):
-  batch = next(iter(loaders.make_loader(_cfg(synthetic_dir, num_negatives=2), split="train",
-                                        global_batch_size=4, seed=0)))
-  assert batch["source"].shape == batch["driving"].shape == (4, 32, 32, 3)
-  assert batch["source"].dtype == np.float32 and -1 <= batch["source"].min() and batch["source"].max() <= 1
-  assert batch["negatives"].shape == (4, 2, 32, 32, 3)
-  assert (batch["negative_identity"] != batch["identity"][:, None]).all()
-  assert batch["identity"].dtype == np.int32
+    batch = next(
+        iter(
+            loaders.make_loader(
+                _cfg(synthetic_dir, num_negatives=2), split="train", global_batch_size=4, seed=0
+            )
+        )
+    )
+    assert batch["source"].shape == batch["driving"].shape == (4, 32, 32, 3)
+    assert (
+        batch["source"].dtype == np.float32
+        and -1 <= batch["source"].min()
+        and batch["source"].max() <= 1
+    )
+    assert batch["negatives"].shape == (4, 2, 32, 32, 3)
+    assert (batch["negative_identity"] != batch["identity"][:, None]).all()
+    assert batch["identity"].dtype == np.int32
 
 
 def test_windows_audio_drives_the_mouth(synthetic_dir):
-  cfg = _cfg(synthetic_dir, kind="reference_window", num_frames=24, image_dtype="uint8",
-             attributes=("pose", "mouth", "blink", "landmarks_xy"))
-  batch = next(iter(loaders.make_loader(cfg, split="train", global_batch_size=6, seed=1)))
-  assert batch["frames"].shape == (6, 24, 32, 32, 3) and batch["frames"].dtype == np.uint8
-  assert batch["reference"].shape == (6, 32, 32, 3) and batch["audio"].shape == (6, 24 * 640)
-  assert batch["pose"].shape == (6, 24, 3) and batch["landmarks_xy"].shape == (6, 24, 10)
-  assert batch["pose_valid"].all() and batch["frame_valid"].all()
-  # Landmarks were mapped into the crop: inside 0..1.
-  assert 0 < batch["landmarks_xy"].min() and batch["landmarks_xy"].max() < 1
-  # Loudness explains most of the mouth opening (the vowel's openness the rest), at lag 0.
-  rms = np.sqrt((batch["audio"].reshape(6, 24, 640) ** 2).mean(-1))
-  mouth = batch["mouth"][..., 0]
-  aligned = np.corrcoef(rms.ravel(), mouth.ravel())[0, 1]
-  shifted = np.corrcoef(rms[:, 4:].ravel(), mouth[:, :-4].ravel())[0, 1]
-  assert aligned > 0.55 and aligned > shifted + 0.2, (aligned, shifted)
-  assert batch["pose"][..., 0].std() > 1.0  # the head turns
+    cfg = _cfg(
+        synthetic_dir,
+        kind="reference_window",
+        num_frames=24,
+        image_dtype="uint8",
+        attributes=("pose", "mouth", "blink", "landmarks_xy"),
+    )
+    batch = next(iter(loaders.make_loader(cfg, split="train", global_batch_size=6, seed=1)))
+    assert batch["frames"].shape == (6, 24, 32, 32, 3) and batch["frames"].dtype == np.uint8
+    assert batch["reference"].shape == (6, 32, 32, 3) and batch["audio"].shape == (6, 24 * 640)
+    assert batch["pose"].shape == (6, 24, 3) and batch["landmarks_xy"].shape == (6, 24, 10)
+    assert batch["pose_valid"].all() and batch["frame_valid"].all()
+    # Landmarks were mapped into the crop: inside 0..1.
+    assert 0 < batch["landmarks_xy"].min() and batch["landmarks_xy"].max() < 1
+    # Loudness explains most of the mouth opening (the vowel's openness the rest), at lag 0.
+    rms = np.sqrt((batch["audio"].reshape(6, 24, 640) ** 2).mean(-1))
+    mouth = batch["mouth"][..., 0]
+    aligned = np.corrcoef(rms.ravel(), mouth.ravel())[0, 1]
+    shifted = np.corrcoef(rms[:, 4:].ravel(), mouth[:, :-4].ravel())[0, 1]
+    assert aligned > 0.55 and aligned > shifted + 0.2, (aligned, shifted)
+    assert batch["pose"][..., 0].std() > 1.0  # the head turns
 
 
 def test_resumed_iterator_yields_the_same_batches(synthetic_dir, tmp_path):
-  cfg = _cfg(synthetic_dir, kind="windows")
-  make = lambda: loaders.make_loader(cfg, split="train", global_batch_size=4, seed=7)  # noqa: E731
-  it = iter(make())
-  _take(it, 2)
-  state = it.get_state()
-  expected = _take(it, 5)  # crosses an epoch (24 examples = 6 batches)
-  resumed = iter(make())
-  resumed.set_state(state)
-  _same(_take(resumed, 5), expected)
+    cfg = _cfg(synthetic_dir, kind="windows")
+    make = lambda: loaders.make_loader(cfg, split="train", global_batch_size=4, seed=7)  # noqa: E731
+    it = iter(make())
+    _take(it, 2)
+    state = it.get_state()
+    expected = _take(it, 5)  # crosses an epoch (24 examples = 6 batches)
+    resumed = iter(make())
+    resumed.set_state(state)
+    _same(_take(resumed, 5), expected)
 
-  # The same through an orbax checkpoint with grain's handler, as the training loop does.
-  it = iter(make())
-  _take(it, 3)
-  with ocp.CheckpointManager(tmp_path / "ckpt", item_names=("data",)) as mngr:
-    mngr.save(3, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
-    mngr.wait_until_finished()
-    expected = _take(it, 2)
-    fresh = iter(make())
-    mngr.restore(3, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(fresh)))
-  _same(_take(fresh, 2), expected)
+    # The same through an orbax checkpoint with grain's handler, as the training loop does.
+    it = iter(make())
+    _take(it, 3)
+    with ocp.CheckpointManager(tmp_path / "ckpt", item_names=("data",)) as mngr:
+        mngr.save(3, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
+        mngr.wait_until_finished()
+        expected = _take(it, 2)
+        fresh = iter(make())
+        mngr.restore(3, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(fresh)))
+    _same(_take(fresh, 2), expected)
 
 
 def test_processes_see_disjoint_records(synthetic_dir):
-  seen = []
-  for p in range(2):
-    loader = loaders.make_loader(_cfg(synthetic_dir, samples_per_clip=1, num_negatives=0), split="train",
-                                 global_batch_size=2, seed=0, process_index=p, process_count=2, num_epochs=1)
-    seen.append({int(i) for b in loader for i in b["index"]})
-  assert seen[0] and seen[1] and not seen[0] & seen[1]
-  _, entries = info_lib.shard_records(synthetic_dir, "train")
-  assert seen[0] | seen[1] == set(range(len(entries)))
+    seen = []
+    for p in range(2):
+        loader = loaders.make_loader(
+            _cfg(synthetic_dir, samples_per_clip=1, num_negatives=0),
+            split="train",
+            global_batch_size=2,
+            seed=0,
+            process_index=p,
+            process_count=2,
+            num_epochs=1,
+        )
+        seen.append({int(i) for b in loader for i in b["index"]})
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+    _, entries = info_lib.shard_records(synthetic_dir, "train")
+    assert seen[0] | seen[1] == set(range(len(entries)))
 
 
 def test_worker_processes_match_in_process(synthetic_dir):
-  cfg = _cfg(synthetic_dir, num_negatives=1)
-  ref = _take(iter(loaders.make_loader(cfg, split="train", global_batch_size=2, seed=3)), 3)
-  got = _take(iter(loaders.make_loader(cfg, split="train", global_batch_size=2, seed=3, worker_count=1)), 3)
-  _same(got, ref)
+    cfg = _cfg(synthetic_dir, num_negatives=1)
+    ref = _take(iter(loaders.make_loader(cfg, split="train", global_batch_size=2, seed=3)), 3)
+    got = _take(
+        iter(loaders.make_loader(cfg, split="train", global_batch_size=2, seed=3, worker_count=1)),
+        3,
+    )
+    _same(got, ref)
 
 
 def test_config_errors_are_clear(synthetic_dir, tmp_path):
-  with pytest.raises(ValueError, match="data.kind"):
-    loaders.make_loader(_cfg(synthetic_dir, kind="bogus"), split="train", global_batch_size=2, seed=0)
-  with pytest.raises(ValueError, match="no split 'validation'"):
-    loaders.make_loader(_cfg(synthetic_dir), split="validation", global_batch_size=2, seed=0)
-  with pytest.raises(FileNotFoundError, match="jaxtalk prepare"):
-    loaders.make_loader(_cfg(str(tmp_path)), split="train", global_batch_size=2, seed=0)
+    with pytest.raises(ValueError, match="data.kind"):
+        loaders.make_loader(
+            _cfg(synthetic_dir, kind="bogus"), split="train", global_batch_size=2, seed=0
+        )
+    with pytest.raises(ValueError, match="no split 'validation'"):
+        loaders.make_loader(_cfg(synthetic_dir), split="validation", global_batch_size=2, seed=0)
+    with pytest.raises(FileNotFoundError, match="jaxtalk prepare"):
+        loaders.make_loader(_cfg(str(tmp_path)), split="train", global_batch_size=2, seed=0)

@@ -12,97 +12,146 @@ from data_pipelines import datasets, records
 from data_pipelines.synthetic import generate
 
 # Two identities (one train, one test) with two 1.2 s videos each; one train video is corrupt.
-RAW = generate.SyntheticConfig(num_identities=2, videos_per_identity=2, utterances_per_video=1,
-                               utterance_seconds=1.2, resolution=96)
+RAW = generate.SyntheticConfig(
+    num_identities=2,
+    videos_per_identity=2,
+    utterances_per_video=1,
+    utterance_seconds=1.2,
+    resolution=96,
+)
 REJECTED = {"train": {"unreadable video": 1}, "test": {}}
 
 
 @pytest.fixture(scope="module")
 def raw_dir(tmp_path_factory):
-  raw = str(tmp_path_factory.mktemp("tfds_raw"))
-  generate.generate(raw, RAW, log=lambda *_: None)
-  specs, _ = datasets.DATASETS["synthetic"].parse(raw)
-  corrupt = sorted(s.video_path for s in specs if s.split == "train")[0]
-  with open(corrupt, "wb") as f:
-    f.write(b"not a video" * 100)
-  return raw
+    raw = str(tmp_path_factory.mktemp("tfds_raw"))
+    generate.generate(raw, RAW, log=lambda *_: None)
+    specs, _ = datasets.DATASETS["synthetic"].parse(raw)
+    corrupt = sorted(s.video_path for s in specs if s.split == "train")[0]
+    with open(corrupt, "wb") as f:
+        f.write(b"not a video" * 100)
+    return raw
 
 
 @pytest.fixture(scope="module")
 def generator_dir(raw_dir, tmp_path_factory):
-  """Built the documented way (`python -m data_pipelines.tfds_builders`, no Beam options)."""
-  from data_pipelines import tfds_builders  # pylint: disable=import-outside-toplevel
-  data_dir = str(tmp_path_factory.mktemp("tfds_generator"))
-  tfds_builders.build_main(["jaxtalk_synthetic/64", f"--manual_dir={raw_dir}", f"--data_dir={data_dir}",
-                            "--file_format=array_record"])
-  return data_dir
+    """Built the documented way (`python -m data_pipelines.tfds_builders`, no Beam options)."""
+    from data_pipelines import tfds_builders  # pylint: disable=import-outside-toplevel
+
+    data_dir = str(tmp_path_factory.mktemp("tfds_generator"))
+    tfds_builders.build_main(
+        [
+            "jaxtalk_synthetic/64",
+            f"--manual_dir={raw_dir}",
+            f"--data_dir={data_dir}",
+            "--file_format=array_record",
+        ]
+    )
+    return data_dir
 
 
 def _examples(data_dir: str) -> dict[str, dict[str, tuple]]:
-  """split -> clip_id -> (identity, num_frames, record bytes), read with tfds.data_source."""
-  source = tfds.data_source("jaxtalk_synthetic/64", data_dir=data_dir)
-  return {split: {ex["clip_id"]: (ex["identity"], int(ex["num_frames"]), ex["record"])
-                  for ex in (source[split][i] for i in range(len(source[split])))}
-          for split in source}
+    """split -> clip_id -> (identity, num_frames, record bytes), read with tfds.data_source."""
+    source = tfds.data_source("jaxtalk_synthetic/64", data_dir=data_dir)
+    return {
+        split: {
+            ex["clip_id"]: (ex["identity"], int(ex["num_frames"]), ex["record"])
+            for ex in (source[split][i] for i in range(len(source[split])))
+        }
+        for split in source
+    }
 
 
 def test_tfds_builder_on_synthetic(generator_dir):
-  source = tfds.data_source("jaxtalk_synthetic/64", data_dir=generator_dir)
-  assert sorted(source) == ["test", "train"] and len(source["train"]) == 1 and len(source["test"]) == 2
-  example = source["train"][0]
-  rec = records.unpack(example["record"])
-  assert rec["num_frames"] == example["num_frames"] == 30 and len(rec["audio"]) == 30 * 640
-  assert records.decode_jpeg(rec["frames"][0]).shape == (64, 64, 3)
-  info = tfds.builder("jaxtalk_synthetic/64", data_dir=generator_dir).info  # as reloaded from disk
-  assert info.metadata["rejected"] == REJECTED
-  assert "tensorflow" not in sys.modules  # no TensorFlow was needed
+    source = tfds.data_source("jaxtalk_synthetic/64", data_dir=generator_dir)
+    assert (
+        sorted(source) == ["test", "train"]
+        and len(source["train"]) == 1
+        and len(source["test"]) == 2
+    )
+    example = source["train"][0]
+    rec = records.unpack(example["record"])
+    assert rec["num_frames"] == example["num_frames"] == 30 and len(rec["audio"]) == 30 * 640
+    assert records.decode_jpeg(rec["frames"][0]).shape == (64, 64, 3)
+    info = tfds.builder(
+        "jaxtalk_synthetic/64", data_dir=generator_dir
+    ).info  # as reloaded from disk
+    assert info.metadata["rejected"] == REJECTED
+    assert "tensorflow" not in sys.modules  # no TensorFlow was needed
 
 
 def test_tfds_builder_with_beam(raw_dir, generator_dir, tmp_path, caplog):
-  """Beam's FnApiRunner, two worker processes: the same clips and bytes as the generator path.
+    """Beam's FnApiRunner, two worker processes: the same clips and bytes as the generator path.
 
-  (FnApiRunner is what the DirectRunner falls back to after trying to download Prism.)"""
-  beam = pytest.importorskip("apache_beam")
-  from data_pipelines import tfds_builders  # pylint: disable=import-outside-toplevel
-  data_dir = str(tmp_path / "beam")
-  options = beam.options.pipeline_options.PipelineOptions(
-      ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"])
-  builder = tfds_builders.JaxtalkSynthetic(config="64", data_dir=data_dir, file_format="array_record")
-  with caplog.at_level(logging.INFO):
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=raw_dir, beam_options=options))
-  # The workers' Beam counters, as the launcher read them after the pipeline:
-  assert "synthetic train: 1 written, rejected {'unreadable video': 1}" in caplog.text
-  assert "synthetic test: 2 written, rejected none" in caplog.text
+    (FnApiRunner is what the DirectRunner falls back to after trying to download Prism.)"""
+    beam = pytest.importorskip("apache_beam")
+    from data_pipelines import tfds_builders  # pylint: disable=import-outside-toplevel
 
-  got, want = _examples(data_dir), _examples(generator_dir)
-  assert {split: sorted(clips) for split, clips in got.items()} == {split: sorted(clips) for split, clips in want.items()}
-  assert got == want  # same identities, frame counts and record bytes (JPEG frames, audio)
-  info = tfds.builder("jaxtalk_synthetic/64", data_dir=data_dir).info
-  assert info.metadata["rejected"] == REJECTED  # from the Beam counters
-  assert info.file_format.value == "array_record"
-  assert not list((tmp_path / "beam").rglob("*.json"))  # the staged clip specs are gone
-  assert "tensorflow" not in sys.modules
+    data_dir = str(tmp_path / "beam")
+    options = beam.options.pipeline_options.PipelineOptions(
+        ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    )
+    builder = tfds_builders.JaxtalkSynthetic(
+        config="64", data_dir=data_dir, file_format="array_record"
+    )
+    with caplog.at_level(logging.INFO):
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=raw_dir, beam_options=options)
+        )
+    # The workers' Beam counters, as the launcher read them after the pipeline:
+    assert "synthetic train: 1 written, rejected {'unreadable video': 1}" in caplog.text
+    assert "synthetic test: 2 written, rejected none" in caplog.text
+
+    got, want = _examples(data_dir), _examples(generator_dir)
+    assert {split: sorted(clips) for split, clips in got.items()} == {
+        split: sorted(clips) for split, clips in want.items()
+    }
+    assert got == want  # same identities, frame counts and record bytes (JPEG frames, audio)
+    info = tfds.builder("jaxtalk_synthetic/64", data_dir=data_dir).info
+    assert info.metadata["rejected"] == REJECTED  # from the Beam counters
+    assert info.file_format.value == "array_record"
+    assert not list((tmp_path / "beam").rglob("*.json"))  # the staged clip specs are gone
+    assert "tensorflow" not in sys.modules
 
 
 def test_tfds_builder_beam_refuses_nondeterministic_array_record(raw_dir, tmp_path):
-  from data_pipelines import tfds_builders  # pylint: disable=import-outside-toplevel
-  builder = tfds_builders.JaxtalkSynthetic(config="64", data_dir=str(tmp_path), file_format="array_record",
-                                           use_beam=True)
-  with pytest.raises(ValueError, match="nondeterministic_order"):
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=raw_dir, nondeterministic_order=True))
+    from data_pipelines import tfds_builders  # pylint: disable=import-outside-toplevel
+
+    builder = tfds_builders.JaxtalkSynthetic(
+        config="64", data_dir=str(tmp_path), file_format="array_record", use_beam=True
+    )
+    with pytest.raises(ValueError, match="nondeterministic_order"):
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(
+                manual_dir=raw_dir, nondeterministic_order=True
+            )
+        )
 
 
 def test_staged_specs_round_trip_as_json(tmp_path):
-  from data_pipelines import tfds_builders  # pylint: disable=import-outside-toplevel
-  from data_pipelines.clip_spec import ClipSpec  # pylint: disable=import-outside-toplevel
+    from data_pipelines import tfds_builders  # pylint: disable=import-outside-toplevel
+    from data_pipelines.clip_spec import ClipSpec  # pylint: disable=import-outside-toplevel
 
-  specs = [ClipSpec("a", "voxceleb1", "/v.mp4", "id1", "train", 1.0, 2.0,
-                    np.arange(8, dtype=np.float32).reshape(2, 4), 360.0, 1.1, None, (("k", "v"),)),
-           ClipSpec("b", "hdtf", "/w.mp4", "id2", "test")]
-  paths = tfds_builders._stage_specs(specs, str(tmp_path), "train")
-  assert [p.endswith(".json") for p in paths] == [True]  # data, never pickle
-  back = tfds_builders._read_staged_specs(paths[0])
-  assert [b.extra for b in back] == [s.extra for s in specs] and back[1].boxes is None
-  np.testing.assert_array_equal(back[0].boxes, specs[0].boxes)
-  assert back[0].start_sec == 1.0 and back[0].box_ref_height == 360.0
+    specs = [
+        ClipSpec(
+            "a",
+            "voxceleb1",
+            "/v.mp4",
+            "id1",
+            "train",
+            1.0,
+            2.0,
+            np.arange(8, dtype=np.float32).reshape(2, 4),
+            360.0,
+            1.1,
+            None,
+            (("k", "v"),),
+        ),
+        ClipSpec("b", "hdtf", "/w.mp4", "id2", "test"),
+    ]
+    paths = tfds_builders._stage_specs(specs, str(tmp_path), "train")
+    assert [p.endswith(".json") for p in paths] == [True]  # data, never pickle
+    back = tfds_builders._read_staged_specs(paths[0])
+    assert [b.extra for b in back] == [s.extra for s in specs] and back[1].boxes is None
+    np.testing.assert_array_equal(back[0].boxes, specs[0].boxes)
+    assert back[0].start_sec == 1.0 and back[0].box_ref_height == 360.0

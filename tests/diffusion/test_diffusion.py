@@ -17,8 +17,9 @@ def test_linear_schedule_values():
     ab = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
     np.testing.assert_allclose(s.alphas_cumprod, ab, rtol=1e-12)
     assert s.alphas_cumprod[-1] == pytest.approx(4.0358e-5, rel=1e-3)
-    np.testing.assert_allclose(s.posterior_variance[1:],
-                               s.betas[1:] * (1 - ab[:-1]) / (1 - ab[1:]), rtol=1e-12)
+    np.testing.assert_allclose(
+        s.posterior_variance[1:], s.betas[1:] * (1 - ab[:-1]) / (1 - ab[1:]), rtol=1e-12
+    )
     assert s.posterior_variance[0] == 0.0
     # 1000-step linear with T=250 keeps the same shape (betas scaled by 4)
     assert schedules.linear_betas(250)[-1] == pytest.approx(0.08)
@@ -27,8 +28,9 @@ def test_linear_schedule_values():
 def test_cosine_and_zero_terminal_snr():
     c = schedules.make_schedule("cosine", 100)
     f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
-    np.testing.assert_allclose(c.alphas_cumprod[:50], [f((i + 1) / 100) / f(0) for i in range(50)],
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        c.alphas_cumprod[:50], [f((i + 1) / 100) / f(0) for i in range(50)], rtol=1e-9
+    )
     z = schedules.make_schedule("scaled_linear", 1000, zero_terminal_snr=True)
     plain = schedules.make_schedule("scaled_linear", 1000)
     assert z.alphas_cumprod[-1] == pytest.approx(0.0, abs=1e-12)
@@ -60,7 +62,7 @@ def test_targets_and_conversions_are_consistent(prediction):
     t = np.array([0, 500, 999])
     x_t = objectives.q_sample(s, x0, t, noise)
     a = np.sqrt(s.alphas_cumprod[t])[:, None, None]
-    np.testing.assert_allclose(x_t, a * x0 + np.sqrt(1 - a ** 2) * noise, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(x_t, a * x0 + np.sqrt(1 - a**2) * noise, rtol=1e-5, atol=1e-6)
     target = objectives.prediction_target(prediction, s, x0, noise, t)
     x0_hat, eps_hat = objectives.x0_and_eps(prediction, s, x_t, t, target)
     np.testing.assert_allclose(x0_hat, x0, atol=2e-3 if prediction == "eps" else 1e-4)
@@ -76,8 +78,10 @@ def test_diffusion_loss_is_zero_for_the_oracle_denoiser():
     oracle = lambda x_t, t: (x_t - sa[t][:, None, None] * x0) / sb[t][:, None, None]
     loss, aux = objectives.diffusion_loss(oracle, s, x0, jax.random.PRNGKey(0))
     assert loss.shape == (4,) and float(loss.max()) < 1e-3
-    assert float(objectives.diffusion_loss(lambda x, t: 0 * x, s, x0, jax.random.PRNGKey(0))[0]
-                 .mean()) > 0.5
+    assert (
+        float(objectives.diffusion_loss(lambda x, t: 0 * x, s, x0, jax.random.PRNGKey(0))[0].mean())
+        > 0.5
+    )
 
 
 def _oracle(schedule, x0):
@@ -93,8 +97,11 @@ def test_ddim_recovers_x0_with_the_true_noise(eta):
     rng = np.random.RandomState(2)
     x0 = jnp.asarray(rng.uniform(-0.9, 0.9, (2, 7, 3)), jnp.float32)
     x_T = jnp.asarray(rng.randn(2, 7, 3), jnp.float32)
-    out = jax.jit(lambda x: samplers.ddim_sample(_oracle(s, x0), x, s, num_steps=50, eta=eta,
-                                                 rng=jax.random.PRNGKey(0)))(x_T)
+    out = jax.jit(
+        lambda x: samplers.ddim_sample(
+            _oracle(s, x0), x, s, num_steps=50, eta=eta, rng=jax.random.PRNGKey(0)
+        )
+    )(x_T)
     np.testing.assert_allclose(out, x0, atol=1e-4)
 
 

@@ -19,7 +19,7 @@ def tiny_checkpoint(tmp_path, rng):
     sd = random_state_dict(arcface.rules(TINY), shapes, rng)
     sd = {f"module.{k}": v for k, v in sd.items()}  # DataParallel prefix, stripped on import
     torch_pickle.save(sd, tmp_path / "backbone.pth")
-    return {k[len("module."):]: v for k, v in sd.items()}
+    return {k[len("module.") :]: v for k, v in sd.items()}
 
 
 def test_iresnet100_structure_and_key_list():
@@ -28,17 +28,23 @@ def test_iresnet100_structure_and_key_list():
     keys = {r.torch_key for r in arcface.rules("iresnet100")}
     # 49 blocks: 8 tensors each (3 BN x 4 + 2 convs + prelu = 15), 4 downsamples (1 + 4).
     assert len(keys) == 49 * 15 + 4 * 5 + 1 + 4 + 1 + 4 + 2 + 4
-    for key in ("layer3.29.bn3.running_var", "layer4.0.downsample.1.weight", "fc.weight",
-                "features.running_mean", "prelu.weight", "layer2.12.prelu.weight"):
+    for key in (
+        "layer3.29.bn3.running_var",
+        "layer4.0.downsample.1.weight",
+        "fc.weight",
+        "features.running_mean",
+        "prelu.weight",
+        "layer2.12.prelu.weight",
+    ):
         assert key in keys, key
 
 
 def numpy_iresnet(sd, x, depths):
     def bn(h, p):
         shape = (1, -1, 1, 1) if h.ndim == 4 else (1, -1)
-        return ((h - sd[p + ".running_mean"].reshape(shape))
-                / np.sqrt(sd[p + ".running_var"].reshape(shape) + 1e-5)
-                * sd[p + ".weight"].reshape(shape) + sd[p + ".bias"].reshape(shape))
+        return (h - sd[p + ".running_mean"].reshape(shape)) / np.sqrt(
+            sd[p + ".running_var"].reshape(shape) + 1e-5
+        ) * sd[p + ".weight"].reshape(shape) + sd[p + ".bias"].reshape(shape)
 
     def prelu(h, p):
         a = sd[p + ".weight"].reshape(1, -1, 1, 1)
@@ -49,9 +55,13 @@ def numpy_iresnet(sd, x, depths):
         for i in range(depth):
             p = f"layer{s}.{i}"
             y = bn(h, p + ".bn1")
-            y = prelu(bn(ref.conv2d(y, sd[p + ".conv1.weight"], padding=1), p + ".bn2"), p + ".prelu")
-            y = bn(ref.conv2d(y, sd[p + ".conv2.weight"], stride=2 if i == 0 else 1, padding=1),
-                   p + ".bn3")
+            y = prelu(
+                bn(ref.conv2d(y, sd[p + ".conv1.weight"], padding=1), p + ".bn2"), p + ".prelu"
+            )
+            y = bn(
+                ref.conv2d(y, sd[p + ".conv2.weight"], stride=2 if i == 0 else 1, padding=1),
+                p + ".bn3",
+            )
             if i == 0:
                 h = bn(ref.conv2d(h, sd[p + ".downsample.0.weight"], stride=2), p + ".downsample.1")
             h = y + h

@@ -15,9 +15,13 @@ def image_pairs(rng, n=3, size=(40, 36)):
     smooth = np.stack([xx, yy, 0.5 * (xx + yy)], -1)
     edges = (np.sin(12 * xx)[..., None] > 0) * np.array([0.9, 0.2, 0.6]) + 0.05
     a = np.stack([rng.uniform(size=(h, w, 3)), smooth, edges])
-    b = np.stack([rng.uniform(size=(h, w, 3)),
-                  np.clip(smooth + 0.05 * rng.standard_normal(smooth.shape), 0, 1),
-                  np.roll(edges, 1, axis=1) * 0.95])
+    b = np.stack(
+        [
+            rng.uniform(size=(h, w, 3)),
+            np.clip(smooth + 0.05 * rng.standard_normal(smooth.shape), 0, 1),
+            np.roll(edges, 1, axis=1) * 0.95,
+        ]
+    )
     return a[:n].astype(np.float32), b[:n].astype(np.float32)
 
 
@@ -25,9 +29,18 @@ def image_pairs(rng, n=3, size=(40, 36)):
 def test_ssim_matches_skimage(use_sample_covariance):
     a, b = image_pairs(np.random.default_rng(0))
     got = np.asarray(image_metrics.ssim(a, b, use_sample_covariance=use_sample_covariance))
-    want = [structural_similarity(x, y, channel_axis=-1, data_range=1, gaussian_weights=True,
-                                  sigma=1.5, use_sample_covariance=use_sample_covariance)
-            for x, y in zip(a.astype(np.float64), b.astype(np.float64))]
+    want = [
+        structural_similarity(
+            x,
+            y,
+            channel_axis=-1,
+            data_range=1,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=use_sample_covariance,
+        )
+        for x, y in zip(a.astype(np.float64), b.astype(np.float64))
+    ]
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert abs(want[1] - want[0]) > 0.1  # the cases differ, so the check has teeth
 
@@ -37,9 +50,14 @@ def test_ssim_identity_and_data_range():
     np.testing.assert_allclose(image_metrics.ssim(a, a), 1.0, atol=1e-5)
     rng = np.random.default_rng(2)
     x, y = rng.uniform(0, 255, (2, 1, 24, 24, 3)).astype(np.float32)
-    want = structural_similarity(x[0].astype(np.float64), y[0].astype(np.float64),
-                                 channel_axis=-1, data_range=255, gaussian_weights=True,
-                                 sigma=1.5)
+    want = structural_similarity(
+        x[0].astype(np.float64),
+        y[0].astype(np.float64),
+        channel_axis=-1,
+        data_range=255,
+        gaussian_weights=True,
+        sigma=1.5,
+    )
     np.testing.assert_allclose(image_metrics.ssim(x, y, data_range=255.0), [want], atol=1e-4)
     with pytest.raises(ValueError, match="at least 11x11"):
         image_metrics.ssim(x[:, :8, :8], y[:, :8, :8])
@@ -49,8 +67,9 @@ def test_psnr_and_l1_match_numpy_definitions():
     a, b = image_pairs(np.random.default_rng(3))
     want = [peak_signal_noise_ratio(x, y, data_range=1) for x, y in zip(a, b)]
     np.testing.assert_allclose(image_metrics.psnr(a, b), want, rtol=1e-5)
-    np.testing.assert_allclose(image_metrics.l1(a, b),
-                               np.abs(a - b).reshape(3, -1).mean(-1), rtol=1e-6)
+    np.testing.assert_allclose(
+        image_metrics.l1(a, b), np.abs(a - b).reshape(3, -1).mean(-1), rtol=1e-6
+    )
     assert np.isinf(image_metrics.psnr(a, a)).all()
 
 

@@ -20,8 +20,9 @@ def alexnet_state_dict(rng):
     sd, in_ch = {}, 3
     for width, kernel, _, _, index in alexnet.CONVS.values():
         std = (2.0 / (in_ch * kernel * kernel)) ** 0.5
-        sd[f"features.{index}.weight"] = (rng.standard_normal((width, in_ch, kernel, kernel))
-                                          * std).astype(np.float32)
+        sd[f"features.{index}.weight"] = (
+            rng.standard_normal((width, in_ch, kernel, kernel)) * std
+        ).astype(np.float32)
         sd[f"features.{index}.bias"] = (rng.standard_normal(width) * 0.1).astype(np.float32)
         in_ch = width
     sd["classifier.1.weight"] = np.zeros((2, 2), np.float32)  # skipped by the importer
@@ -30,10 +31,13 @@ def alexnet_state_dict(rng):
 
 def write_lpips_files(tmp_path, net, rng):
     """The lpips package's head file (legacy format) and a torchvision backbone file."""
-    heads = {f"lin{i}.model.1.weight": rng.uniform(0, 0.1, (1, c, 1, 1)).astype(np.float32)
-             for i, c in enumerate(HEAD_CHANNELS[net])}
-    write_legacy(tmp_path / f"{net}.pth", {k: ("FloatStorage", v) for k, v in heads.items()},
-                 nest_under=None)
+    heads = {
+        f"lin{i}.model.1.weight": rng.uniform(0, 0.1, (1, c, 1, 1)).astype(np.float32)
+        for i, c in enumerate(HEAD_CHANNELS[net])
+    }
+    write_legacy(
+        tmp_path / f"{net}.pth", {k: ("FloatStorage", v) for k, v in heads.items()}, nest_under=None
+    )
     backbone = alexnet_state_dict(rng) if net == "alex" else torchvision_state_dict("vgg16", rng)
     torch_pickle.save(backbone, tmp_path / f"{net}_backbone.pth")
     return heads, backbone
@@ -50,15 +54,22 @@ def numpy_lpips_alex(heads, backbone, a, b):
         for i, (name, (_, _, stride, pad, index)) in enumerate(alexnet.CONVS.items()):
             if i in (1, 2):
                 h = ref.max_pool2d(h, 3, 2)
-            h = ref.relu(ref.conv2d(h, backbone[f"features.{index}.weight"],
-                                    backbone[f"features.{index}.bias"], stride, pad))
+            h = ref.relu(
+                ref.conv2d(
+                    h,
+                    backbone[f"features.{index}.weight"],
+                    backbone[f"features.{index}.bias"],
+                    stride,
+                    pad,
+                )
+            )
             out.append(h)
         return out
 
     total = 0.0
     for i, (f0, f1) in enumerate(zip(features(a), features(b))):
-        n0 = f0 / (np.sqrt((f0 ** 2).sum(1, keepdims=True)) + 1e-10)
-        n1 = f1 / (np.sqrt((f1 ** 2).sum(1, keepdims=True)) + 1e-10)
+        n0 = f0 / (np.sqrt((f0**2).sum(1, keepdims=True)) + 1e-10)
+        n1 = f1 / (np.sqrt((f1**2).sum(1, keepdims=True)) + 1e-10)
         weighted = ref.conv2d((n0 - n1) ** 2, heads[f"lin{i}.model.1.weight"])
         total = total + weighted.mean(axis=(1, 2, 3))
     return total
@@ -67,8 +78,9 @@ def numpy_lpips_alex(heads, backbone, a, b):
 def test_lpips_alex_matches_numpy_definition(tmp_path):
     rng = np.random.default_rng(0)
     heads, backbone = write_lpips_files(tmp_path, "alex", rng)
-    variables = convert_lpips.import_checkpoint(tmp_path / "alex.pth",
-                                                tmp_path / "alex_backbone.pth")
+    variables = convert_lpips.import_checkpoint(
+        tmp_path / "alex.pth", tmp_path / "alex_backbone.pth"
+    )
     a = rng.uniform(size=(2, 3, 67, 63))
     b = np.clip(a + 0.1 * rng.standard_normal(a.shape), 0, 1)
     want = numpy_lpips_alex(heads, backbone, a, b)
@@ -81,12 +93,14 @@ def test_lpips_alex_matches_numpy_definition(tmp_path):
 def test_importer_is_key_complete_and_exports(tmp_path, net):
     rng = np.random.default_rng(1)
     heads, backbone = write_lpips_files(tmp_path, net, rng)
-    variables = convert_lpips.import_checkpoint(tmp_path / f"{net}.pth",
-                                                tmp_path / f"{net}_backbone.pth", net=net)
+    variables = convert_lpips.import_checkpoint(
+        tmp_path / f"{net}.pth", tmp_path / f"{net}_backbone.pth", net=net
+    )
     flat = mapping.flatten_params(variables["params"])
     assert len([k for k in flat if k.startswith("lin")]) == 5
-    np.testing.assert_array_equal(flat["lin2/kernel"][0, 0, :, 0],
-                                  heads["lin2.model.1.weight"][0, :, 0, 0])
+    np.testing.assert_array_equal(
+        flat["lin2/kernel"][0, 0, :, 0], heads["lin2.model.1.weight"][0, :, 0, 0]
+    )
     convert_lpips.export_checkpoint(variables, tmp_path / "h.pth", tmp_path / "b.pth", net=net)
     assert torch_pickle.load_state_dict(tmp_path / "h.pth").keys() == heads.keys()
     back = torch_pickle.load_state_dict(tmp_path / "b.pth")
@@ -98,21 +112,22 @@ def test_importer_is_key_complete_and_exports(tmp_path, net):
     del backbone[next(iter(backbone))]
     torch_pickle.save(backbone, tmp_path / "short.pth")
     with pytest.raises(mapping.ConversionError, match="missing key 'features.0.weight'"):
-        convert_lpips.import_checkpoint(tmp_path / f"{net}.pth",
-                                        tmp_path / "short.pth", net=net)
+        convert_lpips.import_checkpoint(tmp_path / f"{net}.pth", tmp_path / "short.pth", net=net)
 
 
 def test_alexnet_feature_parameter_count():
-    shapes = jax.eval_shape(alexnet.AlexNetFeatures().init, jax.random.PRNGKey(0),
-                            jnp.zeros((1, 224, 224, 3)))
+    shapes = jax.eval_shape(
+        alexnet.AlexNetFeatures().init, jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3))
+    )
     assert sum(x.size for x in jax.tree.leaves(shapes)) == 2_469_696
 
 
 def test_lpips_runs_sharded_over_the_batch(tmp_path):
     rng = np.random.default_rng(2)
     write_lpips_files(tmp_path, "alex", rng)
-    variables = convert_lpips.import_checkpoint(tmp_path / "alex.pth",
-                                                tmp_path / "alex_backbone.pth")
+    variables = convert_lpips.import_checkpoint(
+        tmp_path / "alex.pth", tmp_path / "alex_backbone.pth"
+    )
     mesh = jax.make_mesh((8,), ("data",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     a, b = rng.uniform(size=(2, 8, 64, 64, 3)).astype(np.float32)

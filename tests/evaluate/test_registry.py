@@ -24,15 +24,25 @@ def test_pixel_metrics_average_over_all_samples():
             assert isinstance(m, metric.Metric)
             m.update(batch)
     pairs = [(p, t) for b in data for p, t in zip(b["prediction"], b["target"])]
-    want_ssim = np.mean([structural_similarity(p.astype(np.float64), t.astype(np.float64),
-                                               channel_axis=-1, data_range=1,
-                                               gaussian_weights=True, sigma=1.5)
-                         for p, t in pairs])
+    want_ssim = np.mean(
+        [
+            structural_similarity(
+                p.astype(np.float64),
+                t.astype(np.float64),
+                channel_axis=-1,
+                data_range=1,
+                gaussian_weights=True,
+                sigma=1.5,
+            )
+            for p, t in pairs
+        ]
+    )
     want_psnr = np.mean([10 * np.log10(1 / np.mean((p - t) ** 2)) for p, t in pairs])
     assert metrics["ssim"].compute()["ssim"] == pytest.approx(want_ssim, abs=1e-4)
     assert metrics["psnr"].compute()["psnr"] == pytest.approx(want_psnr, rel=1e-5)
     assert metrics["l1"].compute()["l1"] == pytest.approx(
-        np.mean([np.abs(p - t).mean() for p, t in pairs]), rel=1e-5)
+        np.mean([np.abs(p - t).mean() for p, t in pairs]), rel=1e-5
+    )
     metrics["l1"].reset()
     with pytest.raises(ValueError, match="before any update"):
         metrics["l1"].compute()
@@ -45,8 +55,7 @@ def test_missing_weights_name_the_file_and_the_import_command(tmp_path):
         registry.create("lpips_alex", weights_dir=tmp_path)
     message = str(error.value)
     assert str(tmp_path / "lpips_alex.safetensors") in message
-    assert ("jaxtalk import --release=lpips_alex --checkpoint=<path> --backbone=<path>"
-            in message)
+    assert "jaxtalk import --release=lpips_alex --checkpoint=<path> --backbone=<path>" in message
     built, errors = registry.create_many(["psnr", "csim", "fid", "nope"], weights_dir=tmp_path)
     assert list(built) == ["psnr"]
     assert "arcface_r100" in errors["csim"] and "inception_fid" in errors["fid"]
@@ -58,8 +67,12 @@ def test_import_release_then_create_lpips(tmp_path):
     write_lpips_files(tmp_path, "alex", rng)
     with pytest.raises(ValueError, match="missing \\['backbone'\\]"):
         releases.import_release("lpips_alex", tmp_path / "alex.pth", weights_dir=tmp_path)
-    path = releases.import_release("lpips_alex", tmp_path / "alex.pth", weights_dir=tmp_path,
-                                   backbone=str(tmp_path / "alex_backbone.pth"))
+    path = releases.import_release(
+        "lpips_alex",
+        tmp_path / "alex.pth",
+        weights_dir=tmp_path,
+        backbone=str(tmp_path / "alex_backbone.pth"),
+    )
     assert path == tmp_path / "lpips_alex.safetensors"
     loaded = weights.load(path)
     assert loaded["model_config"] == {"net": "alex", "version": "0.1"}
@@ -73,9 +86,11 @@ def test_import_release_then_create_lpips(tmp_path):
 
 
 def test_weights_store_round_trip(tmp_path):
-    variables = {"params": {"a": {"kernel": np.ones((2, 3), np.float32)}},
-                 "batch_stats": {"bn": {"mean": np.arange(3, dtype=np.float32)}},
-                 "model_config": {"arch": "x", "sizes": [1, 2]}}
+    variables = {
+        "params": {"a": {"kernel": np.ones((2, 3), np.float32)}},
+        "batch_stats": {"bn": {"mean": np.arange(3, dtype=np.float32)}},
+        "model_config": {"arch": "x", "sizes": [1, 2]},
+    }
     weights.save(variables, tmp_path / "w.safetensors", release="r")
     back = weights.load(tmp_path / "w.safetensors")
     np.testing.assert_array_equal(back["params"]["a"]["kernel"], variables["params"]["a"]["kernel"])
@@ -105,8 +120,11 @@ def test_aed_apd_with_a_registered_extractor(monkeypatch):
 
 
 def test_fid_metric_streams_both_sets_or_uses_reference(tmp_path, monkeypatch):
-    monkeypatch.setattr(fid, "inception_features",
-                        lambda variables, images: np.asarray(images).reshape(len(images), -1)[:, :6])
+    monkeypatch.setattr(
+        fid,
+        "inception_features",
+        lambda variables, images: np.asarray(images).reshape(len(images), -1)[:, :6],
+    )
     data = list(batches(np.random.default_rng(3), 3, 5))
     m = metric.FrechetInceptionDistance(variables=None)
     for batch in data:

@@ -11,16 +11,29 @@ from data_pipelines import datasets
 from data_pipelines.synthetic import generate
 from jaxtalk.evaluate import eval_sets, sweep
 
-TINY = generate.SyntheticConfig(num_identities=3, videos_per_identity=1, utterances_per_video=2,
-                                utterance_seconds=1.6, resolution=96, test_identities=1, seed=3)
+TINY = generate.SyntheticConfig(
+    num_identities=3,
+    videos_per_identity=1,
+    utterances_per_video=2,
+    utterance_seconds=1.6,
+    resolution=96,
+    test_identities=1,
+    seed=3,
+)
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _jaxtalk(*args, check=True):
     # One CPU device in the child: a batch of 8 needs no simulated mesh there.
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.run([sys.executable, "-m", "jaxtalk.cli", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxtalk.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if check and proc.returncode:
         raise AssertionError(f"jaxtalk {args[0]} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -34,23 +47,26 @@ def _save_run(workdir, data_dir, steps=(1, 2)):
     from flax import linen as nn
 
     from configs import anitalker_stage1
-    from jaxtalk.train.task import get_task
     from jaxtalk.train import checkpoints
+    from jaxtalk.train.task import get_task
 
     config = anitalker_stage1.get_config("tiny")
     config.data.data_dir = data_dir
     config.checkpoint.async_save = False
     task = get_task(config)
-    batch = next(task.data("train", global_batch_size=8, seed=0, process_index=0,
-                           process_count=1))
+    batch = next(task.data("train", global_batch_size=8, seed=0, process_index=0, process_count=1))
     init = jax.jit(lambda rng, b: nn.unbox(task.init(rng, b)))  # eager init: minutes
     params, model_state = init(jax.random.key(0), batch)
     ckpt = checkpoints.Checkpointer(workdir, config)
     generator = params["generator"]
     for i, step in enumerate(steps):
         ema = jax.tree.map(lambda x: x * (1.0 - 0.05 * i), generator)
-        state = {"step": step, "params": params, "ema_params": {"generator": ema},
-                 "model_state": model_state}
+        state = {
+            "step": step,
+            "params": params,
+            "ema_params": {"generator": ema},
+            "model_state": model_state,
+        }
         ckpt.save(step, state, {})
     ckpt.close()
 
@@ -60,8 +76,9 @@ def setup(tmp_path_factory):
     """(run dir with checkpoints at steps 1 and 2, data root holding `synthetic`)."""
     root = tmp_path_factory.mktemp("sweep")
     data_dir = str(root / "data" / "synthetic")
-    datasets.prepare_dataset("synthetic", None, data_dir, size=64, synthetic=TINY,
-                             log=lambda *_: None)
+    datasets.prepare_dataset(
+        "synthetic", None, data_dir, size=64, synthetic=TINY, log=lambda *_: None
+    )
     run = str(root / "run")
     _save_run(run, data_dir)
     return run, os.path.dirname(data_dir)
@@ -70,9 +87,17 @@ def setup(tmp_path_factory):
 def _sweep(setup, out_dir, metrics=("psnr", "ssim"), **kwargs):
     run, data_root = setup
     lines = []
-    summary = sweep.run_sweep([run], [eval_sets.parse("synthetic", data_root)], list(metrics),
-                              str(out_dir), modes=["self"], batch_size=8, num_batches=1,
-                              log=lines.append, **kwargs)
+    summary = sweep.run_sweep(
+        [run],
+        [eval_sets.parse("synthetic", data_root)],
+        list(metrics),
+        str(out_dir),
+        modes=["self"],
+        batch_size=8,
+        num_batches=1,
+        log=lines.append,
+        **kwargs,
+    )
     return summary, lines
 
 
@@ -87,8 +112,10 @@ def test_sweep_writes_table_and_plot_and_resumes(setup, tmp_path):
     assert (tmp_path / "results.csv").read_text().count("\n") == 3  # header + 2 rows
     results = (tmp_path / "results.jsonl").read_text()
     assert len(results.splitlines()) == 2
-    assert all(0 < json.loads(l)["psnr"] < 100 and json.loads(l)["n_examples"] == 8
-               for l in results.splitlines())
+    assert all(
+        0 < json.loads(l)["psnr"] < 100 and json.loads(l)["n_examples"] == 8
+        for l in results.splitlines()
+    )
 
     again, lines = _sweep(setup, tmp_path, steps="all")
     assert again.computed == 0 and "0 cells to compute" in lines[0]
@@ -96,8 +123,13 @@ def test_sweep_writes_table_and_plot_and_resumes(setup, tmp_path):
 
 
 def test_missing_weights_metric_is_skipped_and_others_computed(setup, tmp_path):
-    summary, lines = _sweep(setup, tmp_path, metrics=("psnr", "lpips_alex", "ssim"), steps="last",
-                            weights_dir=str(tmp_path / "no_weights"))
+    summary, lines = _sweep(
+        setup,
+        tmp_path,
+        metrics=("psnr", "lpips_alex", "ssim"),
+        steps="last",
+        weights_dir=str(tmp_path / "no_weights"),
+    )
     assert list(summary.skipped_metrics) == ["lpips_alex"]
     message = summary.skipped_metrics["lpips_alex"]
     assert "lpips_alex.safetensors" in message and "jaxtalk import" in message
@@ -118,9 +150,16 @@ def test_processes_split_cells_and_render_merges(setup, tmp_path):
 def test_eval_cli_prints_table(setup, tmp_path):
     run, data_root = setup
     out = tmp_path / "eval.json"
-    proc = _jaxtalk("eval", f"--workdir={run}", "--step=1",
-                    f"--test_set=synthetic={data_root}/synthetic:test", "--metrics=psnr,ssim",
-                    "--modes=self,cross", "--num_batches=1", f"--json_out={out}")
+    proc = _jaxtalk(
+        "eval",
+        f"--workdir={run}",
+        "--step=1",
+        f"--test_set=synthetic={data_root}/synthetic:test",
+        "--metrics=psnr,ssim",
+        "--modes=self,cross",
+        "--num_batches=1",
+        f"--json_out={out}",
+    )
     assert "| run | step | test set | mode | psnr | ssim | n examples |" in proc.stdout
     assert "| run | 1 | synthetic | self |" in proc.stdout
     assert "ssim is not defined for mode 'cross'" in proc.stdout
@@ -129,8 +168,7 @@ def test_eval_cli_prints_table(setup, tmp_path):
 
 
 def test_eval_cli_bad_workdir(tmp_path):
-    proc = _jaxtalk("eval", f"--workdir={tmp_path}", "--test_set=synthetic=/nowhere",
-                    check=False)
+    proc = _jaxtalk("eval", f"--workdir={tmp_path}", "--test_set=synthetic=/nowhere", check=False)
     assert proc.returncode == 2
     assert "jaxtalk eval: error:" in proc.stderr and "not a prepared data dir" in proc.stderr
 
@@ -151,13 +189,18 @@ def test_clear_errors(setup, tmp_path):
         eval_sets.parse(f"hdtf={data_root}/synthetic")
     assert eval_sets.parse(f"mine={data_root}/synthetic:train").split == "train"
     with pytest.raises(sweep.SweepError, match="no eval mode"):
-        sweep.grid(sweep.Evaluator({}, batch_size=8, num_batches=1, mesh=sweep.local_mesh(8)),
-                   [run], "last", [eval_sets.parse("synthetic", data_root)], ["speech"])
+        sweep.grid(
+            sweep.Evaluator({}, batch_size=8, num_batches=1, mesh=sweep.local_mesh(8)),
+            [run],
+            "last",
+            [eval_sets.parse("synthetic", data_root)],
+            ["speech"],
+        )
 
 
 def test_process_identity_from_flags_or_launcher(monkeypatch):
     assert sweep.process_identity(1, 3) == (1, 3)
-    monkeypatch.setenv("JAXTALK_PROCESS_ID", "2")      # as launch/local.py sets them
+    monkeypatch.setenv("JAXTALK_PROCESS_ID", "2")  # as launch/local.py sets them
     monkeypatch.setenv("JAXTALK_NUM_PROCESSES", "4")
     assert sweep.process_identity(None, None) == (2, 4)
     with pytest.raises(sweep.SweepError, match="both"):
@@ -176,8 +219,13 @@ def test_params_are_sharded_like_training_and_metrics_unchanged(setup):
     rows = []
     for devices in (jax.devices()[:1], jax.devices()):
         metrics, _ = registry.create_many(["psnr", "ssim"], None, None)
-        evaluator = sweep.Evaluator(metrics, batch_size=8, num_batches=1,
-                                    mesh=sweep.local_mesh(8, devices), log=lambda *_: None)
+        evaluator = sweep.Evaluator(
+            metrics,
+            batch_size=8,
+            num_batches=1,
+            mesh=sweep.local_mesh(8, devices),
+            log=lambda *_: None,
+        )
         rows.append(evaluator.evaluate(run, 2, test_set, "self", ["psnr", "ssim"]))
     params = evaluator._variables[1]["params"]
     assert dict(evaluator.mesh.shape)["fsdp"] == 8

@@ -18,11 +18,18 @@ TINY = dict(size=32, style_dim=32, motion_dim=5, width=1 / 16)
 
 
 def test_safetensors_round_trip(tmp_path):
-    params = {"enc": {"fc_0": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3),
-                               "bias": np.zeros(3, np.float32)}},
-              "ws": jnp.ones((8,), jnp.bfloat16)}
-    safetensors_io.save_params(params, tmp_path / "p.safetensors",
-                               {"model": "lia", "config": {"size": 32}})
+    params = {
+        "enc": {
+            "fc_0": {
+                "kernel": np.arange(6, dtype=np.float32).reshape(2, 3),
+                "bias": np.zeros(3, np.float32),
+            }
+        },
+        "ws": jnp.ones((8,), jnp.bfloat16),
+    }
+    safetensors_io.save_params(
+        params, tmp_path / "p.safetensors", {"model": "lia", "config": {"size": 32}}
+    )
     back, meta = safetensors_io.load_params(tmp_path / "p.safetensors")
     assert meta["model"] == "lia" and meta["config"] == {"size": 32}
     np.testing.assert_array_equal(back["enc"]["fc_0"]["kernel"], params["enc"]["fc_0"]["kernel"])
@@ -43,11 +50,19 @@ def exported(tmp_path_factory):
 
     def fn(params, source, alphas):
         return model.apply({"params": params}, source, alphas, method="animate")
+
     manifest = jax_function.export_function(
-        fn, v["params"], [jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32),
-                          jax.ShapeDtypeStruct((t, 5), jnp.float32)],
-        path, input_names=["source", "alphas"], output_names=["frames"],
-        metadata={"model": "lia", "size": 32})
+        fn,
+        v["params"],
+        [
+            jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32),
+            jax.ShapeDtypeStruct((t, 5), jnp.float32),
+        ],
+        path,
+        input_names=["source", "alphas"],
+        output_names=["frames"],
+        metadata={"model": "lia", "size": 32},
+    )
     alphas = rng.standard_normal((3, 5)).astype(np.float32)
     want = np.asarray(jax.jit(fn)(v["params"], src, alphas))
     return path, manifest, src, alphas, want
@@ -79,8 +94,8 @@ def test_exported_function_runs_without_jaxtalk(exported, tmp_path):
             fn = export.deserialize(bytearray(z.read("function.bin")))
             w = load(z.read("weights.safetensors"))
         out = fn.call([w[n] for n in manifest["weights"]],
-                      np.load({str(tmp_path / 'src.npy')!r}), np.load({str(tmp_path / 'alphas.npy')!r}))
-        np.save({str(tmp_path / 'out.npy')!r}, np.asarray(out))
+                      np.load({str(tmp_path / "src.npy")!r}), np.load({str(tmp_path / "alphas.npy")!r}))
+        np.save({str(tmp_path / "out.npy")!r}, np.asarray(out))
         """)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("PYTHONPATH", None)

@@ -18,9 +18,9 @@ from jaxtalk.errors import InputError
 from jaxtalk.export import jax_function
 from jaxtalk.inference import animator as contract
 from jaxtalk.inference.animator import AnimationError, Animator, Driver, to_pixels
-from jaxtalk.models.pixels import to_model_range
 from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.models.lia.generator import LIAGenerator
+from jaxtalk.models.pixels import to_model_range
 from tests.tasks import helpers
 from tests.train.helpers import REPO, cli_env
 
@@ -51,7 +51,7 @@ def test_base_animate_pads_chunks_converts_pixels_and_reports_progress():
     steps = np.linspace(-0.5, 0.5, 7 * 2 * 3, dtype=np.float32).reshape(7, 2, 3)
     frames = fake.animate(source, steps, progress=told.append)
     assert frames.dtype == np.uint8 and frames.shape == (7, 4, 4, 3)
-    assert fake.calls == [(3, 2, 3)] * 3          # every call a full chunk: one compilation
+    assert fake.calls == [(3, 2, 3)] * 3  # every call a full chunk: one compilation
     assert told == [3, 3, 1]
     want = to_pixels(to_model_range(source[None]) + steps.mean(axis=(1, 2))[:, None, None, None])
     np.testing.assert_array_equal(frames, want)
@@ -79,8 +79,9 @@ def files(tmp_path_factory):
     for kind, cls in (("lia", LIAGenerator), ("anitalker_stage1", AniTalkerMotion)):
         params = nn.meta.unbox(cls(**TINY).init(jax.random.PRNGKey(3), x, x)["params"])
         out[kind] = str(d / f"{kind}.safetensors")
-        weights.save({"params": params, "model_config": dict(TINY, kind=kind)}, out[kind],
-                     release=kind)
+        weights.save(
+            {"params": params, "model_config": dict(TINY, kind=kind)}, out[kind], release=kind
+        )
     out["s1"] = helpers.save_stage1(str(d / "s1.safetensors"))
     out["s2"] = helpers.save_stage2(str(d / "s2.safetensors"))
     out["dir"] = d
@@ -127,12 +128,18 @@ def _video_reference(kind, path, source, driving, mode, chunk):
         n = frames.shape[0]
         tile = lambda x: jnp.broadcast_to(x, (n,) + x.shape[1:])  # noqa: E731
         extra = (tile(alpha_start), tile(s["alpha"])) if mode == "relative" else ()
-        return model.apply(v, tile(s[code_key]), [tile(f) for f in s["feats"]], motion(frames),
-                           *extra, method=cls.render)["image"]
+        return model.apply(
+            v,
+            tile(s[code_key]),
+            [tile(f) for f in s["feats"]],
+            motion(frames),
+            *extra,
+            method=cls.render,
+        )["image"]
 
     out = []
     for i in range(0, len(driving), chunk):
-        part = driving[i:i + chunk]
+        part = driving[i : i + chunk]
         part = np.concatenate([part, np.repeat(part[-1:], chunk - len(part), 0)])
         out.append(to_pixels(render(to_model_range(part))))
     return np.concatenate(out)[: len(driving)]
@@ -149,8 +156,10 @@ def test_video_animator_frames_are_bit_identical_to_the_model(files, kind):
         want = _video_reference(kind, files[kind], source, driving, mode, chunk=3)
         assert frames.shape == (5, 32, 32, 3)
         np.testing.assert_array_equal(frames, want)
-    assert not np.array_equal(animator.animate(source, driving, mode="absolute"),
-                              animator.animate(source, driving, mode="relative"))
+    assert not np.array_equal(
+        animator.animate(source, driving, mode="absolute"),
+        animator.animate(source, driving, mode="relative"),
+    )
     with pytest.raises(AnimationError, match="unknown motion mode"):
         animator.animate(source, driving, mode="sideways")
 
@@ -162,9 +171,15 @@ def test_exported_video_function_reproduces_animate(files, tmp_path):
     animator = inference.open_animator(files["lia"], driver=Driver.VIDEO, chunk=4)
     spec = animator.export_function()
     path = tmp_path / "lia.jaxfn"
-    jax_function.export_function(spec.fn, spec.params, spec.input_specs, path,
-                                 input_names=spec.input_names, output_names=spec.output_names,
-                                 metadata=spec.metadata)
+    jax_function.export_function(
+        spec.fn,
+        spec.params,
+        spec.input_specs,
+        path,
+        input_names=spec.input_names,
+        output_names=spec.output_names,
+        metadata=spec.metadata,
+    )
     fn, manifest = jax_function.load_function(path)
     assert manifest["inputs"][1]["shape"] == ["T", 5] and manifest["metadata"]["model"] == "lia"
     alphas = np.asarray(animator._motion(to_model_range(driving)))
@@ -176,43 +191,76 @@ def test_exported_video_function_reproduces_animate(files, tmp_path):
 
 
 def test_export_command_uses_the_animator(files, tmp_path):
-    ok = subprocess.run([sys.executable, "-m", "jaxtalk.cli", "export", f"--weights={files['lia']}",
-                         f"--out={tmp_path / 'lia.jaxfn'}"], cwd=REPO, env=cli_env(),
-                        capture_output=True, text=True, timeout=600)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxtalk.cli",
+            "export",
+            f"--weights={files['lia']}",
+            f"--out={tmp_path / 'lia.jaxfn'}",
+        ],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ok.returncode == 0, ok.stderr[-2000:]
     _, manifest = jax_function.load_function(tmp_path / "lia.jaxfn")
     assert [i["name"] for i in manifest["inputs"]] == ["source", "alphas"]
-    bad = subprocess.run([sys.executable, "-m", "jaxtalk.cli", "export", f"--weights={files['s2']}",
-                          f"--out={tmp_path / 's2.jaxfn'}"], cwd=REPO, env=cli_env(),
-                         capture_output=True, text=True, timeout=600)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxtalk.cli",
+            "export",
+            f"--weights={files['s2']}",
+            f"--out={tmp_path / 's2.jaxfn'}",
+        ],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert bad.returncode == 2 and "cannot be exported as a .jaxfn" in bad.stderr, bad.stderr
     assert "Traceback" not in bad.stderr
 
 
 # ----------------------------------------------------------------------------- audio
 def test_audio_animator_frames_are_bit_identical_to_the_model(files):
-    animator = inference.open_animator(files["s2"], driver=Driver.AUDIO, stage1=files["s1"],
-                                       chunk=4)
+    animator = inference.open_animator(
+        files["s2"], driver=Driver.AUDIO, stage1=files["s1"], chunk=4
+    )
     wav, _, _ = speech.synthesize(0.8, 140.0, np.random.default_rng(1))
     source = (np.random.RandomState(2).rand(64, 64, 3) * 255).astype(np.uint8)
     frames = animator.animate(source, wav, seed=3, ddim_steps=2, pose=[0.3, 0.0, -0.1])
-    codes, src = animator.motion_codes(source, wav, seed=3, ddim_steps=2,
-                                       controls={"pose": np.array([0.3, 0.0, -0.1], np.float32)})
+    codes, src = animator.motion_codes(
+        source, wav, seed=3, ddim_steps=2, controls={"pose": np.array([0.3, 0.0, -0.1], np.float32)}
+    )
     codes = np.asarray(codes)
     stage1, v = AniTalkerMotion(**helpers.STAGE1), {"params": weights.load(files["s1"])["params"]}
-    render = jax.jit(lambda v, h, feats, c: stage1.apply(
-        v, jnp.broadcast_to(h, (4,) + h.shape[1:]),
-        [jnp.broadcast_to(f, (4,) + f.shape[1:]) for f in feats], c, method=stage1.render)["image"])
+    render = jax.jit(
+        lambda v, h, feats, c: stage1.apply(
+            v,
+            jnp.broadcast_to(h, (4,) + h.shape[1:]),
+            [jnp.broadcast_to(f, (4,) + f.shape[1:]) for f in feats],
+            c,
+            method=stage1.render,
+        )["image"]
+    )
     want = []
     for i in range(0, len(codes), 4):
-        part = codes[i:i + 4]
+        part = codes[i : i + 4]
         part = np.concatenate([part, np.repeat(part[-1:], 4 - len(part), 0)])
         want.append(to_pixels(render(v, src["h"], src["feats"], jnp.asarray(part))))
     want = np.concatenate(want)[: len(codes)]
     assert frames.shape == (19, 64, 64, 3)
     np.testing.assert_array_equal(frames, want)
-    assert not np.array_equal(frames, animator.animate(source, wav, seed=4, ddim_steps=2,
-                                                       pose=[0.3, 0.0, -0.1]))
+    assert not np.array_equal(
+        frames, animator.animate(source, wav, seed=4, ddim_steps=2, pose=[0.3, 0.0, -0.1])
+    )
     with pytest.raises(AnimationError, match="cannot control location"):
         animator.animate(source, wav, face_location=0.5)
     with pytest.raises(AnimationError, match="silent"):

@@ -21,26 +21,48 @@ from tests.train.helpers import REPO, cli_env
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("animate_audio")
     wav, _, _ = speech.synthesize(2.0, 140.0, np.random.default_rng(0), rate=22050)
-    write_wav(d / "speech.wav", wav, 22050)          # not 16 kHz: resampled on read
+    write_wav(d / "speech.wav", wav, 22050)  # not 16 kHz: resampled on read
     write_wav(d / "silent.wav", np.zeros(22050, np.float32), 22050)
     (d / "broken.mp3").write_bytes(b"not audio at all")
     from PIL import Image
-    Image.fromarray((np.random.RandomState(0).rand(80, 100, 3) * 255).astype(np.uint8)).save(d / "face.png")
-    return {"dir": d, "stage1": helpers.save_stage1(str(d / "s1.safetensors")),
-            "stage2": helpers.save_stage2(str(d / "s2.safetensors"))}
+
+    Image.fromarray((np.random.RandomState(0).rand(80, 100, 3) * 255).astype(np.uint8)).save(
+        d / "face.png"
+    )
+    return {
+        "dir": d,
+        "stage1": helpers.save_stage1(str(d / "s1.safetensors")),
+        "stage2": helpers.save_stage2(str(d / "s2.safetensors")),
+    }
 
 
 def animate(files, *extra):
-    cmd = [sys.executable, "-m", "jaxtalk.cli", "animate", "--mode=audio",
-           f"--source={files['dir'] / 'face.png'}", f"--stage2={files['stage2']}",
-           f"--stage1={files['stage1']}", "--ddim_steps=3", "--nocrop_face", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jaxtalk.cli",
+        "animate",
+        "--mode=audio",
+        f"--source={files['dir'] / 'face.png'}",
+        f"--stage2={files['stage2']}",
+        f"--stage1={files['stage1']}",
+        "--ddim_steps=3",
+        "--nocrop_face",
+        *extra,
+    ]
     return subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600)
 
 
 def test_two_seconds_of_speech_to_mp4_with_audio(files):
     out = files["dir"] / "out.mp4"
-    proc = animate(files, f"--audio={files['dir'] / 'speech.wav'}", f"--out={out}",
-                   "--control", "--pose_yaw=0.3", "--chunk=16")
+    proc = animate(
+        files,
+        f"--audio={files['dir'] / 'speech.wav'}",
+        f"--out={out}",
+        "--control",
+        "--pose_yaw=0.3",
+        "--chunk=16",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     info = probe(out)
     assert info.has_audio and (info.width, info.height) == (helpers.SIZE, helpers.SIZE)
@@ -48,9 +70,10 @@ def test_two_seconds_of_speech_to_mp4_with_audio(files):
     assert fps == pytest.approx(25.0) and abs(len(frames) - 50) <= 1
 
 
-@pytest.mark.parametrize("name, message", [("silent.wav", "silent"),
-                                           ("broken.mp3", "broken.mp3"),
-                                           ("missing.wav", "no such file")])
+@pytest.mark.parametrize(
+    "name, message",
+    [("silent.wav", "silent"), ("broken.mp3", "broken.mp3"), ("missing.wav", "no such file")],
+)
 def test_unusable_audio_is_a_clear_error(files, name, message):
     proc = animate(files, f"--audio={files['dir'] / name}", f"--out={files['dir'] / 'x.mp4'}")
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
@@ -69,12 +92,17 @@ def test_pose_sequence_controls_the_generated_codes(files, tmp_path):
     wav, _, _ = speech.synthesize(0.8, 140.0, np.random.default_rng(1))
     source = np.full((helpers.SIZE, helpers.SIZE, 3), 128, np.uint8)
     path = tmp_path / "pose.txt"
-    np.savetxt(path, np.tile([0.5, -0.2, 0.1], (7, 1)))   # shorter than the audio: held
+    np.savetxt(path, np.tile([0.5, -0.2, 0.1], (7, 1)))  # shorter than the audio: held
     seq = audio_driven.load_pose_file(str(path))
-    runs = [animator.motion_codes(source, wav, seed=0, ddim_steps=2, controls=c)[0]
-            for c in ({}, {"pose": seq}, {"pose": seq})]
-    assert runs[0].shape == (19, 20)   # 0.8 s -> 79 MFCC frames -> 19 whole video frames, as released
-    assert not np.allclose(runs[0], runs[1])                  # the control reaches the codes
+    runs = [
+        animator.motion_codes(source, wav, seed=0, ddim_steps=2, controls=c)[0]
+        for c in ({}, {"pose": seq}, {"pose": seq})
+    ]
+    assert runs[0].shape == (
+        19,
+        20,
+    )  # 0.8 s -> 79 MFCC frames -> 19 whole video frames, as released
+    assert not np.allclose(runs[0], runs[1])  # the control reaches the codes
     np.testing.assert_array_equal(np.asarray(runs[1]), np.asarray(runs[2]))  # seeded
     with pytest.raises(AnimationError, match=r"\(T, 3\)"):
         np.save(tmp_path / "bad.npy", np.zeros((4, 2)))

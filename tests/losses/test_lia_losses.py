@@ -18,28 +18,34 @@ def softplus(x):
 
 def test_nonsaturating_losses_and_r1():
     real, fake = RNG.standard_normal((4, 1)), RNG.standard_normal((4, 1))
-    np.testing.assert_allclose(adversarial.g_nonsaturating_loss(jnp.asarray(fake)),
-                               softplus(-fake).mean(), rtol=1e-5)
-    np.testing.assert_allclose(adversarial.d_nonsaturating_loss(jnp.asarray(real), jnp.asarray(fake)),
-                               softplus(-real).mean() + softplus(fake).mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+        adversarial.g_nonsaturating_loss(jnp.asarray(fake)), softplus(-fake).mean(), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        adversarial.d_nonsaturating_loss(jnp.asarray(real), jnp.asarray(fake)),
+        softplus(-real).mean() + softplus(fake).mean(),
+        rtol=1e-5,
+    )
     w = jnp.asarray(RNG.standard_normal((3,)).astype(np.float32))
     x = jnp.asarray(RNG.standard_normal((5, 3)).astype(np.float32))
     # D(x) = x @ w: grad is w for every sample -> R1 = ||w||^2
     np.testing.assert_allclose(adversarial.r1_penalty(lambda v: v @ w, x), float(w @ w), rtol=1e-5)
-    np.testing.assert_allclose(adversarial.d_r1_loss(lambda v: v @ w, x, 10.0, 16),
-                               5.0 * float(w @ w) * 16, rtol=1e-5)
+    np.testing.assert_allclose(
+        adversarial.d_r1_loss(lambda v: v @ w, x, 10.0, 16), 5.0 * float(w @ w) * 16, rtol=1e-5
+    )
 
 
 def test_aam_softmax_matches_numpy():
     emb = RNG.standard_normal((6, 8)).astype(np.float32)
     labels = np.array([0, 1, 2, 3, 1, 0])
     head = metric_learning.AAMSoftmax(4, margin=0.2, scale=30.0)
-    v = jax.tree_util.tree_map(np.asarray, __import__("flax").linen.unbox(
-        head.init(jax.random.PRNGKey(0), emb, labels)))
+    v = jax.tree_util.tree_map(
+        np.asarray, __import__("flax").linen.unbox(head.init(jax.random.PRNGKey(0), emb, labels))
+    )
     loss, acc = head.apply(v, emb, labels)
     w = v["params"]["weight"]
     cos = (emb / np.linalg.norm(emb, axis=1, keepdims=True)) @ (w / np.linalg.norm(w, axis=0))
-    sin = np.sqrt(np.clip(1 - cos ** 2, 0, 1))
+    sin = np.sqrt(np.clip(1 - cos**2, 0, 1))
     m = 0.2
     phi = cos * math.cos(m) - sin * math.sin(m)
     phi = np.where(cos - math.cos(math.pi - m) > 0, phi, cos - math.sin(math.pi - m) * m)
@@ -61,11 +67,12 @@ def test_club_bound_and_learning_loss_match_numpy():
     v = __import__("flax").linen.unbox(club.init(jax.random.PRNGKey(0), x))
     mu, logvar = (np.asarray(a) for a in club.apply(v, x))
     assert np.all(np.abs(logvar) <= 1)  # tanh head
-    pos = -(mu - y) ** 2 / 2 / np.exp(logvar)
+    pos = -((mu - y) ** 2) / 2 / np.exp(logvar)
     neg = -((y[None] - mu[:, None]) ** 2).mean(1) / 2 / np.exp(logvar)
-    np.testing.assert_allclose(club.apply(v, x, y, method="mi_upper_bound"),
-                               (pos.sum(-1) - neg.sum(-1)).mean(), rtol=1e-4)
-    ll = (-(mu - y) ** 2 / np.exp(logvar) - logvar).sum(-1).mean()
+    np.testing.assert_allclose(
+        club.apply(v, x, y, method="mi_upper_bound"), (pos.sum(-1) - neg.sum(-1)).mean(), rtol=1e-4
+    )
+    ll = (-((mu - y) ** 2) / np.exp(logvar) - logvar).sum(-1).mean()
     np.testing.assert_allclose(club.apply(v, x, y, method="learning_loss"), -ll, rtol=1e-4)
     s = club.apply(v, x, y, jax.random.PRNGKey(1), method="mi_upper_bound_sampled")
     assert np.isfinite(float(s))
@@ -84,7 +91,7 @@ def test_antialias_pyramid_matches_fomm_filter():
     want = np.zeros_like(x)
     for i in range(13):
         for j in range(13):
-            want += xp[:, i:i + 16, j:j + 16] * k2[i, j]
+            want += xp[:, i : i + 16, j : j + 16] * k2[i, j]
     got = perceptual.antialias_downsample(jnp.asarray(x), 0.25)
     np.testing.assert_allclose(np.asarray(got), want[:, ::4, ::4], atol=1e-5)
     assert perceptual.antialias_downsample(jnp.asarray(x), 1.0) is not None
@@ -96,6 +103,7 @@ def test_pyramid_perceptual_loss_with_a_stub_network():
     def features(x):  # 5 "layers"
         h = jnp.tanh(x @ w)
         return [h * (i + 1) for i in range(5)]
+
     a = jnp.asarray(RNG.uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32))
     b = jnp.asarray(RNG.uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32))
     assert float(perceptual.pyramid_perceptual_loss(features, a, a)) == 0.0

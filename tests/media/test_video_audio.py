@@ -55,8 +55,9 @@ def test_falls_back_to_imageio_ffmpeg(monkeypatch, tmp_path):
         exe = ffmpeg_run.ffmpeg_exe()
         assert "imageio_ffmpeg" in exe
         path = str(tmp_path / "v.mp4")
-        write_video(path, np.full((4, 16, 16, 3), 100, np.uint8), 25,
-                    audio=np.zeros(2560, np.float32))
+        write_video(
+            path, np.full((4, 16, 16, 3), 100, np.uint8), 25, audio=np.zeros(2560, np.float32)
+        )
         assert probe(path).has_audio
     finally:
         ffmpeg_run.ffmpeg_exe.cache_clear()

@@ -14,8 +14,9 @@ from jaxtalk.models.layers.lstm import LSTM
 def _randomize(tree, seed=0, scale=0.3):
     leaves, treedef = jax.tree.flatten(nn.meta.unbox(tree))
     rng = np.random.RandomState(seed)
-    return jax.tree.unflatten(treedef, [rng.randn(*l.shape).astype(np.float32) * scale
-                                        for l in leaves])
+    return jax.tree.unflatten(
+        treedef, [rng.randn(*l.shape).astype(np.float32) * scale for l in leaves]
+    )
 
 
 def _sigmoid(x):
@@ -59,6 +60,7 @@ def _np_rel_attention(x, pos, p, heads):
 
     def split(y):
         return y.reshape(y.shape[0], y.shape[1], heads, dk).transpose(0, 2, 1, 3)
+
     q = _linear(x, p["linear_q"]).reshape(b, t, heads, dk)
     k, v = split(_linear(x, p["linear_k"])), split(_linear(x, p["linear_v"]))
     pp = split(pos @ p["linear_pos"]["kernel"])
@@ -73,13 +75,14 @@ def _np_rel_attention(x, pos, p, heads):
 
 def _np_conv_module(x, p, stats, kernel):
     c = x.shape[-1]
-    y = _linear(x, {"kernel": p["pointwise_conv1"]["kernel"][0],
-                    "bias": p["pointwise_conv1"]["bias"]})
+    y = _linear(
+        x, {"kernel": p["pointwise_conv1"]["kernel"][0], "bias": p["pointwise_conv1"]["bias"]}
+    )
     y = y[..., :c] * _sigmoid(y[..., c:])
     pad = (kernel - 1) // 2
     yp = np.pad(y, ((0, 0), (pad, pad), (0, 0)))
     w = p["depthwise_conv"]["kernel"][:, 0, :]  # (K, C)
-    y = sum(yp[:, i:i + x.shape[1]] * w[i] for i in range(kernel)) + p["depthwise_conv"]["bias"]
+    y = sum(yp[:, i : i + x.shape[1]] * w[i] for i in range(kernel)) + p["depthwise_conv"]["bias"]
     y = (y - stats["mean"]) / np.sqrt(stats["var"] + 1e-5) * p["norm"]["scale"] + p["norm"]["bias"]
     y = _swish(y)
     return y @ p["pointwise_conv2"]["kernel"][0] + p["pointwise_conv2"]["bias"]
@@ -119,8 +122,12 @@ def test_conv_module_glu_depthwise_batchnorm_matches_numpy():
     mod = cf.ConvolutionModule(6, kernel_size=5)
     variables = mod.init(jax.random.PRNGKey(0), x)
     params = _randomize(variables["params"], seed=3)
-    stats = {"norm": {"mean": np.linspace(-1, 1, 6, dtype=np.float32),
-                      "var": np.linspace(0.5, 2, 6, dtype=np.float32)}}
+    stats = {
+        "norm": {
+            "mean": np.linspace(-1, 1, 6, dtype=np.float32),
+            "var": np.linspace(0.5, 2, 6, dtype=np.float32),
+        }
+    }
     got = mod.apply({"params": params, "batch_stats": stats}, x)
     want = _np_conv_module(x.astype(np.float64), params, stats["norm"], 5)
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
@@ -132,11 +139,15 @@ def test_batch_norm_train_uses_batch_stats_and_torch_running_update():
     variables = bn.init(jax.random.PRNGKey(0), x)
     y, updates = bn.apply(variables, x, train=True, mutable=["batch_stats"])
     flat = x.reshape(-1, 4).astype(np.float64)
-    np.testing.assert_allclose(np.asarray(y), ((flat - flat.mean(0)) / np.sqrt(flat.var(0) + 1e-5))
-                               .reshape(x.shape), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(y),
+        ((flat - flat.mean(0)) / np.sqrt(flat.var(0) + 1e-5)).reshape(x.shape),
+        atol=1e-5,
+    )
     np.testing.assert_allclose(updates["batch_stats"]["mean"], 0.1 * flat.mean(0), atol=1e-6)
-    np.testing.assert_allclose(updates["batch_stats"]["var"], 0.9 + 0.1 * flat.var(0, ddof=1),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        updates["batch_stats"]["var"], 0.9 + 0.1 * flat.var(0, ddof=1), atol=1e-5
+    )
 
 
 def test_conformer_encoder_matches_numpy_post_ln_macaron_block():
@@ -155,8 +166,9 @@ def test_conformer_encoder_matches_numpy_post_ln_macaron_block():
         p, s = params[f"encoders_{i}"], stats[f"encoders_{i}"]
         y = _layer_norm(y + 0.5 * _np_ff(y, p["feed_forward_macaron"]), p["norm_ff_macaron"])
         y = _layer_norm(y + _np_rel_attention(y, pos, p["self_attn"], h), p["norm_mha"])
-        y = _layer_norm(y + _np_conv_module(y, p["conv_module"], s["conv_module"]["norm"], k),
-                        p["norm_conv"])
+        y = _layer_norm(
+            y + _np_conv_module(y, p["conv_module"], s["conv_module"]["norm"], k), p["norm_conv"]
+        )
         y = _layer_norm(y + 0.5 * _np_ff(y, p["feed_forward"]), p["norm_ff"])
         y = _layer_norm(y, p["norm_final"])
     np.testing.assert_allclose(np.asarray(got), y, atol=2e-4)
@@ -168,8 +180,9 @@ def test_conformer_dropout_only_in_train_mode():
     variables = enc.init(jax.random.PRNGKey(0), x)
     a = enc.apply(variables, x)
     np.testing.assert_array_equal(a, enc.apply(variables, x))
-    b, _ = enc.apply(variables, x, train=True, rngs={"dropout": jax.random.PRNGKey(1)},
-                     mutable=["batch_stats"])
+    b, _ = enc.apply(
+        variables, x, train=True, rngs={"dropout": jax.random.PRNGKey(1)}, mutable=["batch_stats"]
+    )
     assert np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-3
 
 
@@ -185,9 +198,13 @@ def test_lstm_matches_numpy_gate_order_ifgo_and_both_biases():
         p = params[f"layer_{layer}"]
         hs, c, hcur = [], np.zeros((b, hid)), np.zeros((b, hid))
         for step in range(t):
-            z = y[:, step] @ p["input_kernel"] + p["input_bias"] + hcur @ p["hidden_kernel"] \
+            z = (
+                y[:, step] @ p["input_kernel"]
+                + p["input_bias"]
+                + hcur @ p["hidden_kernel"]
                 + p["hidden_bias"]
-            i, f, g, o = (z[:, n * hid:(n + 1) * hid] for n in range(4))
+            )
+            i, f, g, o = (z[:, n * hid : (n + 1) * hid] for n in range(4))
             c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
             hcur = _sigmoid(o) * np.tanh(c)
             hs.append(hcur)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
-from jaxtalk.models.lia.generator import LIAGenerator
 from jaxtalk.models.lia.discriminator import Discriminator, minibatch_stddev
+from jaxtalk.models.lia.generator import LIAGenerator
 
 TINY = dict(size=32, style_dim=32, motion_dim=5, width=1 / 16)
 
@@ -36,7 +36,11 @@ def test_kernels_carry_logical_axes():
     boxed = jax.eval_shape(LIAGenerator(**TINY).init, jax.random.PRNGKey(0), x, x)["params"]
     specs = nn.get_partition_spec(boxed)
     assert tuple(specs["enc"]["net_app"]["convs_1"]["conv1"]["conv"]["kernel"]) == (
-        None, None, "conv_in", "conv_out")
+        None,
+        None,
+        "conv_in",
+        "conv_out",
+    )
     assert tuple(specs["enc"]["fc_0"]["kernel"]) == ("embed", "mlp")
 
 
@@ -44,8 +48,9 @@ def test_kernels_carry_logical_axes():
 def tiny_lia():
     model = LIAGenerator(**TINY)
     rng = np.random.default_rng(0)
-    src, drv, start = (jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32))
-                       for _ in range(3))
+    src, drv, start = (
+        jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)) for _ in range(3)
+    )
     variables = jax.jit(model.init)(jax.random.PRNGKey(0), src, drv)
     return model, nn.unbox(variables), src, drv, start
 
@@ -82,6 +87,7 @@ def test_direction_basis_orthonormal_and_differentiable(tiny_lia):
 
     def loss(params):
         return jnp.mean(jnp.abs(model.apply({"params": params}, src, drv)["image"] - drv))
+
     grads = jax.jit(jax.grad(loss))(v["params"])
     g = np.asarray(grads["dec"]["direction"]["weight"])
     assert np.all(np.isfinite(g)) and np.abs(g).sum() > 0
@@ -92,8 +98,11 @@ def test_direction_basis_orthonormal_and_differentiable(tiny_lia):
 def test_grouped_and_scaled_input_impls_agree(tiny_lia):
     model, v, src, drv, _ = tiny_lia
     grouped = LIAGenerator(**TINY, impl="grouped")
-    np.testing.assert_allclose(np.asarray(grouped.apply(v, src, drv)["image"]),
-                               np.asarray(model.apply(v, src, drv)["image"]), atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(grouped.apply(v, src, drv)["image"]),
+        np.asarray(model.apply(v, src, drv)["image"]),
+        atol=1e-4,
+    )
 
 
 def test_bfloat16_compute_runs():
@@ -109,24 +118,32 @@ def test_anitalker_encode_render_and_latents():
     cfg = dict(TINY, style_dim=64)  # every stage but the last is projected by HAL
     model = AniTalkerMotion(**cfg)
     rng = np.random.default_rng(1)
-    src, drv = (jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)) for _ in range(2))
+    src, drv = (
+        jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)) for _ in range(2)
+    )
     v = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), src, drv))
     p = v["params"]["enc"]
     assert sorted(p["hal"]) == ["fc1", "fc2", "fc3", "fc4", "ws"] and p["hal"]["ws"].shape == (5,)
-    assert sorted(p["net_decouping"]) == ["identity_excluded_net", "identity_net",
-                                          "identity_net_density"]
+    assert sorted(p["net_decouping"]) == [
+        "identity_excluded_net",
+        "identity_net",
+        "identity_net_density",
+    ]
     out = jax.jit(model.apply)(v, src, drv)
     assert out["image"].shape == (2, 32, 32, 3)
     for side in ("source", "driving"):
         assert out[side]["id_emb"].shape == (2, 64) and out[side]["alpha"].shape == (2, 5)
     e = model.apply(v, drv, method="encode")
-    np.testing.assert_allclose(np.asarray(e["alpha"]), np.asarray(out["driving"]["alpha"]),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(e["alpha"]), np.asarray(out["driving"]["alpha"]), atol=1e-4
+    )
     s = model.apply(v, src, method="encode")
     r = model.apply(v, s["h"], s["feats"], e["alpha"], method="render")
     np.testing.assert_allclose(np.asarray(r["image"]), np.asarray(out["image"]), atol=1e-4)
     # the density net reads the identity latent (as released), not h
-    dens = model.apply(v, s["id_emb"], method=lambda m, x: m.enc.net_decouping.identity_net_density(x))
+    dens = model.apply(
+        v, s["id_emb"], method=lambda m, x: m.enc.net_decouping.identity_net_density(x)
+    )
     np.testing.assert_allclose(np.asarray(dens), np.asarray(s["id_density_emb"]), atol=1e-4)
 
 
@@ -147,7 +164,9 @@ def test_discriminator_and_minibatch_stddev():
 
 def test_flow_init_scale_starts_from_the_identity_warp_with_the_same_parameters():
     rng = np.random.default_rng(1)
-    src, drv = (jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)) for _ in range(2))
+    src, drv = (
+        jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)) for _ in range(2)
+    )
     flows = {}
     for scale in (1.0, 0.01):
         model = AniTalkerMotion(**TINY, flow_init_scale=scale)
@@ -156,7 +175,8 @@ def test_flow_init_scale_starts_from_the_identity_warp_with_the_same_parameters(
         kernels = {k: v["params"]["dec"][f"to_flows_{k}"]["conv"]["kernel"] for k in range(3)}
         assert all(0.3 * scale < np.std(np.asarray(x)) < 3 * scale for x in kernels.values())
     assert n_params(shapes(AniTalkerMotion(**TINY, flow_init_scale=0.01), src, drv)) == n_params(
-        shapes(AniTalkerMotion(**TINY), src, drv))
+        shapes(AniTalkerMotion(**TINY), src, drv)
+    )
     # the release's init warps by a sizeable part of the image; the small init barely warps
     assert flows[1.0] > 0.2 and flows[0.01] < 0.05, flows
 
@@ -164,8 +184,9 @@ def test_flow_init_scale_starts_from_the_identity_warp_with_the_same_parameters(
 def test_hal_deepest_logit_starts_with_the_deepest_stage_and_keeps_the_parameters():
     x = jnp.zeros((1, 32, 32, 3))
     equal = nn.unbox(AniTalkerMotion(**TINY).init(jax.random.PRNGKey(0), x, x))["params"]
-    deep = nn.unbox(AniTalkerMotion(**TINY, hal_deepest_logit=6.0).init(
-        jax.random.PRNGKey(0), x, x))["params"]
+    deep = nn.unbox(
+        AniTalkerMotion(**TINY, hal_deepest_logit=6.0).init(jax.random.PRNGKey(0), x, x)
+    )["params"]
     np.testing.assert_array_equal(equal["enc"]["hal"]["ws"], np.zeros(5))
     np.testing.assert_array_equal(deep["enc"]["hal"]["ws"], [0, 0, 0, 0, 6])
     assert jax.tree.map(jnp.shape, equal) == jax.tree.map(jnp.shape, deep)

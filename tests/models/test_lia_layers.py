@@ -15,7 +15,9 @@ RNG = np.random.default_rng(0)
 
 
 def init_params(module, *args):
-    return jax.tree_util.tree_map(np.asarray, nn.unbox(module.init(jax.random.PRNGKey(1), *args)))["params"]
+    return jax.tree_util.tree_map(np.asarray, nn.unbox(module.init(jax.random.PRNGKey(1), *args)))[
+        "params"
+    ]
 
 
 # ----------------------------------------------------------------------------- numpy refs
@@ -28,13 +30,13 @@ def np_upfirdn2d(x, kernel2d, up, down, pad):
     z = np.zeros((n, h * up, w * up, c), x.dtype)
     z[:, ::up, ::up] = x
     z = np.pad(z, [(0, 0), (max(p0, 0), max(p1, 0)), (max(p0, 0), max(p1, 0)), (0, 0)])
-    z = z[:, max(-p0, 0): z.shape[1] - max(-p1, 0), max(-p0, 0): z.shape[2] - max(-p1, 0)]
+    z = z[:, max(-p0, 0) : z.shape[1] - max(-p1, 0), max(-p0, 0) : z.shape[2] - max(-p1, 0)]
     kh, kw = kernel2d.shape
     flipped = kernel2d[::-1, ::-1]
     oh, ow = z.shape[1] - kh + 1, z.shape[2] - kw + 1
     out = np.zeros((n, oh, ow, c))
     for i, j in itertools.product(range(kh), range(kw)):
-        out += z[:, i:i + oh, j:j + ow] * flipped[i, j]
+        out += z[:, i : i + oh, j : j + ow] * flipped[i, j]
     return out[:, ::down, ::down]
 
 
@@ -75,11 +77,11 @@ def np_conv2d(x, w, stride=1, pad=0, groups=1):
     oh, ow = (h - kh) // stride + 1, (wd - kw) // stride + 1
     out = np.zeros((n, oh, ow, cout))
     for g in range(groups):
-        xs = x[..., g * ig:(g + 1) * ig]
-        ws = w[..., g * og:(g + 1) * og]
+        xs = x[..., g * ig : (g + 1) * ig]
+        ws = w[..., g * og : (g + 1) * og]
         for i, j in itertools.product(range(kh), range(kw)):
-            patch = xs[:, i:i + stride * oh:stride, j:j + stride * ow:stride]
-            out[..., g * og:(g + 1) * og] += patch @ ws[i, j]
+            patch = xs[:, i : i + stride * oh : stride, j : j + stride * ow : stride]
+            out[..., g * og : (g + 1) * og] += patch @ ws[i, j]
     return out
 
 
@@ -103,12 +105,12 @@ def np_modulated_conv(x, kernel, mod_w, mod_b, style, demodulate, up):
     for n in range(b):
         w = kernel / np.sqrt(cin * k * k) * s[n][None, None, :, None]
         if demodulate:
-            w = w / np.sqrt((w ** 2).sum(axis=(0, 1, 2), keepdims=True) + 1e-8)
+            w = w / np.sqrt((w**2).sum(axis=(0, 1, 2), keepdims=True) + 1e-8)
         if up:
-            y = np_conv_transpose2d(x[n:n + 1], w, 2)
+            y = np_conv_transpose2d(x[n : n + 1], w, 2)
             y = np_upfirdn2d(y, upfirdn.make_kernel([1, 3, 3, 1]) * 4, 1, 1, (1, 1))
         else:
-            y = np_conv2d(x[n:n + 1], w, pad=k // 2)
+            y = np_conv2d(x[n : n + 1], w, pad=k // 2)
         outs.append(y)
     return np.concatenate(outs)
 
@@ -116,27 +118,43 @@ def np_modulated_conv(x, kernel, mod_w, mod_b, style, demodulate, up):
 # ----------------------------------------------------------------------------- tests
 
 
-@pytest.mark.parametrize("up,down,pad,sep", [(1, 1, (2, 1), True), (2, 1, (2, 1), True),
-                                             (1, 2, (1, 1), True), (2, 1, (1, 1), True),
-                                             (1, 1, (-1, 2), True), (2, 2, (0, -1), False)])
+@pytest.mark.parametrize(
+    "up,down,pad,sep",
+    [
+        (1, 1, (2, 1), True),
+        (2, 1, (2, 1), True),
+        (1, 2, (1, 1), True),
+        (2, 1, (1, 1), True),
+        (1, 1, (-1, 2), True),
+        (2, 2, (0, -1), False),
+    ],
+)
 def test_upfirdn2d_matches_numpy(up, down, pad, sep):
     x = RNG.standard_normal((2, 9, 7, 3)).astype(np.float32)
     taps = np.array([1.0, 3.0, 2.0, 1.0])  # asymmetric: checks the flip
     k2 = np.outer(taps, taps) / taps.sum() ** 2 if sep else RNG.standard_normal((3, 4))
     got = upfirdn.upfirdn2d(jnp.asarray(x), taps / taps.sum() if sep else k2, up, down, pad)
-    np.testing.assert_allclose(np.asarray(got), np_upfirdn2d(x, k2, up, down, pad),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(got), np_upfirdn2d(x, k2, up, down, pad), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_blur_upsample_downsample_layers():
     x = RNG.standard_normal((1, 8, 8, 2)).astype(np.float32)
     k = upfirdn.make_kernel([1, 3, 3, 1])
-    np.testing.assert_allclose(np.asarray(upfirdn.upsample(jnp.asarray(x))),
-                               np_upfirdn2d(x, k * 4, 2, 1, (2, 1)), atol=1e-5)
-    np.testing.assert_allclose(np.asarray(upfirdn.downsample(jnp.asarray(x))),
-                               np_upfirdn2d(x, k, 1, 2, (1, 1)), atol=1e-5)
-    np.testing.assert_allclose(np.asarray(upfirdn.Blur((1, 3, 3, 1), (1, 1), 2)(jnp.asarray(x))),
-                               np_upfirdn2d(x, k * 4, 1, 1, (1, 1)), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(upfirdn.upsample(jnp.asarray(x))),
+        np_upfirdn2d(x, k * 4, 2, 1, (2, 1)),
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        np.asarray(upfirdn.downsample(jnp.asarray(x))), np_upfirdn2d(x, k, 1, 2, (1, 1)), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        np.asarray(upfirdn.Blur((1, 3, 3, 1), (1, 1), 2)(jnp.asarray(x))),
+        np_upfirdn2d(x, k * 4, 1, 1, (1, 1)),
+        atol=1e-5,
+    )
     assert upfirdn.upsample(jnp.asarray(x)).shape == (1, 16, 16, 2)
 
 
@@ -162,8 +180,9 @@ def test_grid_sample_identity_and_gradients():
     lin = (np.arange(6) * 2 + 1) / 6 - 1  # pixel centres, align_corners=False
     gx, gy = np.meshgrid(lin, lin)
     grid = jnp.asarray(np.stack([gx, gy], -1)[None].astype(np.float32))
-    np.testing.assert_allclose(np.asarray(grid_sample.grid_sample_2d(x, grid)), np.asarray(x),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(grid_sample.grid_sample_2d(x, grid)), np.asarray(x), atol=1e-6
+    )
     g = jax.grad(lambda gr: jnp.sum(grid_sample.grid_sample_2d(x, gr) ** 2))(grid + 0.05)
     assert np.all(np.isfinite(np.asarray(g))) and np.abs(np.asarray(g)).sum() > 0
 
@@ -173,8 +192,13 @@ def test_conv_transpose2d_matches_numpy(k, groups):
     x = RNG.standard_normal((1, 5, 4, 2 * groups)).astype(np.float32)
     w = RNG.standard_normal((k, k, 2, 3 * groups)).astype(np.float32)
     got = np.asarray(modulated.conv_transpose2d(jnp.asarray(x), jnp.asarray(w), 2, groups))
-    want = np.concatenate([np_conv_transpose2d(x[..., g * 2:(g + 1) * 2], w[..., g * 3:(g + 1) * 3], 2)
-                           for g in range(groups)], -1)
+    want = np.concatenate(
+        [
+            np_conv_transpose2d(x[..., g * 2 : (g + 1) * 2], w[..., g * 3 : (g + 1) * 3], 2)
+            for g in range(groups)
+        ],
+        -1,
+    )
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -187,8 +211,15 @@ def test_modulated_conv_matches_numpy(up, demod, impl):
     p = init_params(m, x, style)
     p["modulation"]["bias"] = p["modulation"]["bias"] + 0.3
     got = np.asarray(m.apply({"params": p}, x, style))
-    want = np_modulated_conv(x, np.asarray(p["kernel"]), np.asarray(p["modulation"]["kernel"]),
-                             np.asarray(p["modulation"]["bias"]), style, demod, up)
+    want = np_modulated_conv(
+        x,
+        np.asarray(p["kernel"]),
+        np.asarray(p["modulation"]["kernel"]),
+        np.asarray(p["modulation"]["bias"]),
+        style,
+        demod,
+        up,
+    )
     assert got.shape == ((2, 12, 12, 5) if up else (2, 6, 6, 5))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 

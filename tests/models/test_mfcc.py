@@ -26,7 +26,7 @@ def _reference_mfcc(wav, sr=16000):
             fb[j, i] = (corner[j + 2] - i) / (corner[j + 2] - corner[j + 1])
     out = []
     for f in range(nframes):
-        frame = x[f * fstep: f * fstep + flen]
+        frame = x[f * fstep : f * fstep + flen]
         p = np.abs(np.fft.rfft(frame, nfft)) ** 2 / nfft
         c = scipy.fftpack.dct(np.log(np.maximum(fb @ p, 1e-300)), type=2, norm="ortho")[:13]
         c = c * (1 + 11 * np.sin(np.pi * np.arange(13) / 22))
@@ -38,15 +38,17 @@ def _reference_mfcc(wav, sr=16000):
 def _reference_delta(c, n):
     padded = np.pad(c, ((n, n), (0, 0)), mode="edge")
     denom = 2 * sum(k * k for k in range(1, n + 1))
-    return np.array([np.arange(-n, n + 1) @ padded[t: t + 2 * n + 1] / denom
-                     for t in range(len(c))])
+    return np.array(
+        [np.arange(-n, n + 1) @ padded[t : t + 2 * n + 1] / denom for t in range(len(c))]
+    )
 
 
 def _speech_like(n, seed=0):
     t = np.arange(n) / 16000
     rng = np.random.RandomState(seed)
-    return (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 4 * t))
-            + 0.05 * rng.randn(n)).astype(np.float32)
+    return (
+        0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 4 * t)) + 0.05 * rng.randn(n)
+    ).astype(np.float32)
 
 
 @pytest.mark.parametrize("n", [400, 401, 8000 + 77])

@@ -8,9 +8,9 @@ import pytest
 
 from configs import anitalker_stage2 as cfg_lib
 from jaxtalk.evaluate import lipsync_probe
-from jaxtalk.models.audio import mfcc as mfcc_lib
 from jaxtalk.models.anitalker import stage2 as a2m_model
 from jaxtalk.models.anitalker.stage2 import INFER_TYPES
+from jaxtalk.models.audio import mfcc as mfcc_lib
 from jaxtalk.tasks import anitalker_stage2 as task_lib
 from jaxtalk.train.train import train
 
@@ -18,7 +18,7 @@ from jaxtalk.train.train import train
 def test_variants_follow_the_release():
     paper = cfg_lib.get_config("paper")
     assert paper.model.infer_type == "hubert_full_control"
-    assert paper.data.num_frames == 126 and paper.batch_size == 64   # 125 + hint frame
+    assert paper.data.num_frames == 126 and paper.batch_size == 64  # 125 + hint frame
     assert paper.optimizers.model.lr == 1e-4 and paper.optimizers.model.clip_norm == 1.0
     assert paper.ema.model == 0.9999
     for infer_type in INFER_TYPES:
@@ -32,19 +32,25 @@ def test_attribute_labels_from_pose_and_landmarks():
     b, t = 2, 4
     pose = np.tile(np.array([45.0, -90.0, 9.0], np.float32), (b, t + 1, 1))
     points = np.array([[0.3, 0.4], [0.7, 0.4], [0.55, 0.6], [0.35, 0.8], [0.65, 0.8]], np.float32)
-    batch = {"pose": jnp.asarray(pose), "pose_valid": jnp.array([True, False]),
-             "landmarks_xy": jnp.asarray(np.tile(points.reshape(-1), (b, t + 1, 1))),
-             "landmarks_xy_valid": jnp.array([True, True])}
+    batch = {
+        "pose": jnp.asarray(pose),
+        "pose_valid": jnp.array([True, False]),
+        "landmarks_xy": jnp.asarray(np.tile(points.reshape(-1), (b, t + 1, 1))),
+        "landmarks_xy_valid": jnp.array([True, True]),
+    }
     labels = task_lib.attribute_labels(batch)
     np.testing.assert_allclose(labels["pose"][0][0, 0], [0.5, -1.0, 0.1], rtol=1e-6)
-    assert labels["pose"][0].shape == (b, t, 3)                    # hint frame dropped
+    assert labels["pose"][0].shape == (b, t, 3)  # hint frame dropped
     np.testing.assert_allclose(labels["location"][0][..., 0], 0.55)  # nose x
     spread = np.linalg.norm(points - points.mean(0), axis=-1).mean()
     np.testing.assert_allclose(labels["scale"][0][..., 0], spread, rtol=1e-6)
     # An invalid example drops out of the masked loss.
     pred = jnp.zeros((b, t, 3)).at[1].set(100.0)
-    np.testing.assert_allclose(task_lib.masked_mse(pred, labels["pose"][0], labels["pose"][1]),
-                               np.mean(np.square([0.5, -1.0, 0.1])), rtol=1e-6)
+    np.testing.assert_allclose(
+        task_lib.masked_mse(pred, labels["pose"][0], labels["pose"][1]),
+        np.mean(np.square([0.5, -1.0, 0.1])),
+        rtol=1e-6,
+    )
 
 
 def test_window_mfcc_is_the_slice_of_the_whole_window():
@@ -52,7 +58,7 @@ def test_window_mfcc_is_the_slice_of_the_whole_window():
     audio = np.random.RandomState(0).randn((t + 1 + 2 * pad) * 640).astype(np.float32) * 0.1
     feats = task_lib.window_mfcc(audio, t, pad)
     assert feats.shape == (4 * t, 39)
-    np.testing.assert_array_equal(feats, mfcc_lib.anitalker_mfcc(audio)[8: 8 + 4 * t])
+    np.testing.assert_array_equal(feats, mfcc_lib.anitalker_mfcc(audio)[8 : 8 + 4 * t])
 
 
 def test_ridge_probe_and_correlation():
@@ -91,6 +97,7 @@ def test_tiny_trains_with_frozen_stage1_and_the_probe_runs(synthetic_64, stage1_
     state = out["state"]
     # The stage-1 group is the loaded file, untouched; the predictor and its BN stats moved.
     from jaxtalk.convert import weights
+
     loaded = weights.load(stage1_weights)["params"]
     for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(state.params["stage1"]["model"])):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -105,10 +112,11 @@ def test_tiny_trains_with_frozen_stage1_and_the_probe_runs(synthetic_64, stage1_
     result = lipsync_probe.evaluate_run(workdir, train_windows=16, test_windows=8, batch_size=8)
     assert set(result) == {"real", "shuffled", "encoded"}
     assert all(-1.0 <= v <= 1.0 for v in result.values())
-    assert result["real"] != result["shuffled"]   # the audio reaches the samples
+    assert result["real"] != result["shuffled"]  # the audio reaches the samples
 
     # `animate --mode=audio` on the run reads the statistics back and un-normalises with them.
     from jaxtalk.inference.audio_driven import AudioAnimator
+
     animator = AudioAnimator.from_paths(workdir)
     np.testing.assert_array_equal(np.asarray(animator.motion_stats["mean"]), motion["mean"])
     wav = (0.3 * np.sin(np.arange(8000) * 2 * np.pi * 150 / 16000)).astype(np.float32)
@@ -120,7 +128,9 @@ def test_tiny_trains_with_frozen_stage1_and_the_probe_runs(synthetic_64, stage1_
     # Samples: hint | ground truth | generated, per example a video in [0, 1].
     task = task_lib.build(config)
     batch = next(task.data("test", global_batch_size=2, seed=0, process_index=0, process_count=1))
-    video = task.samples(state.params, state.model_state, batch, jax.random.PRNGKey(0))["speech_driven"]
+    video = task.samples(state.params, state.model_state, batch, jax.random.PRNGKey(0))[
+        "speech_driven"
+    ]
     assert video.shape == (2, config.data.num_frames - 1, 64, 3 * 64, 3)
     assert float(video.min()) >= 0.0 and float(video.max()) <= 1.0
 
@@ -147,11 +157,13 @@ def test_motion_normalisation_round_trips_and_standardises():
 
 def _dir_bytes(path):
     import os
+
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
 
-def test_checkpoints_hold_no_stage1_and_resume_rebuilds_it_bitwise(synthetic_64, stage1_weights,
-                                                                  tmp_path):
+def test_checkpoints_hold_no_stage1_and_resume_rebuilds_it_bitwise(
+    synthetic_64, stage1_weights, tmp_path
+):
     """A stage-2 checkpoint holds what stage 2 trains plus a record of the stage-1 source;
     a resumed run reloads stage 1 from it and continues exactly like an uninterrupted one;
     a missing or changed source is a one-line error naming it."""
@@ -183,14 +195,20 @@ def test_checkpoints_hold_no_stage1_and_resume_rebuilds_it_bitwise(synthetic_64,
     # Readers (export, animate, the probe) get stage 1 from the same source.
     s1 = checkpoints.group_variables(workdir, "stage1/model")["params"]
     from jaxtalk.convert import weights
+
     for a, b in zip(jax.tree.leaves(weights.load(source)["params"]), jax.tree.leaves(s1)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert "stage1" in checkpoints.eval_variables(workdir)["params"]
 
     c.total_steps = 3
     params = weights.load(source)
-    weights.save({"params": jax.tree.map(lambda x: np.asarray(x) + 1, params["params"]),
-                  "model_config": params["model_config"]}, source)
+    weights.save(
+        {
+            "params": jax.tree.map(lambda x: np.asarray(x) + 1, params["params"]),
+            "model_config": params["model_config"],
+        },
+        source,
+    )
     with pytest.raises(checkpoints.FrozenSourceError, match="stage1.*fingerprint") as e:
         train(c, workdir)
     assert isinstance(e.value, InputError) and "\n" not in str(e.value)

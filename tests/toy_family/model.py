@@ -12,11 +12,16 @@ class ToyPortrait(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
 
     def _conv(self, features, name):
-        return nn.Conv(features, (3, 3), padding=1, dtype=self.dtype, param_dtype=self.param_dtype,
-                       kernel_init=nn.with_logical_partitioning(
-                           nn.initializers.lecun_normal(), CONV_KERNEL),
-                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)),
-                       name=name)
+        return nn.Conv(
+            features,
+            (3, 3),
+            padding=1,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), CONV_KERNEL),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)),
+            name=name,
+        )
 
     @nn.compact
     def __call__(self, source, driving):

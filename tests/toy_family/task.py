@@ -44,6 +44,7 @@ class ToyPortraitTask(Task):
         def loss(params, model_state, batch, rng):
             l1, _ = self._l1(params, batch)
             return LossOutput(l1, {"l1": l1})
+
         return [("model", loss)]
 
     def eval_step(self, params, model_state, batch, rng):
@@ -56,10 +57,15 @@ class ToyPortraitTask(Task):
         ds = grain.MapDataset.source(_Frames(self.config.toy.size, 64))
         if split == "train":
             ds = ds.shuffle(seed=seed).repeat(None)
-        ds = process_share(ds, global_batch_size=global_batch_size,
-                           process_index=process_index, process_count=process_count)
-        return iter(ds.batch(global_batch_size // process_count, drop_remainder=True)
-                    .to_iter_dataset())
+        ds = process_share(
+            ds,
+            global_batch_size=global_batch_size,
+            process_index=process_index,
+            process_count=process_count,
+        )
+        return iter(
+            ds.batch(global_batch_size // process_count, drop_remainder=True).to_iter_dataset()
+        )
 
 
 def build(config):

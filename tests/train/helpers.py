@@ -28,22 +28,35 @@ def toy_config(**overrides):
 
 
 def cli_env(devices: int = 8) -> dict:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO,
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=REPO,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    )
     for k in ("JAXTALK_COORDINATOR_ADDRESS", "JAXTALK_NUM_PROCESSES", "JAXTALK_PROCESS_ID"):
         env.pop(k, None)
     return env
 
 
 def train_command(workdir, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "jaxtalk.cli", "train",
-            f"--config={REPO}/configs/toy_regression.py:tiny", f"--workdir={workdir}",
-            "--config.log.progress_bar=False", "--config.log.tensorboard=False", *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "jaxtalk.cli",
+        "train",
+        f"--config={REPO}/configs/toy_regression.py:tiny",
+        f"--workdir={workdir}",
+        "--config.log.progress_bar=False",
+        "--config.log.tensorboard=False",
+        *overrides,
+    ]
 
 
 def run_cli(args: list[str], devices: int = 8, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, env=cli_env(devices), capture_output=True, text=True, cwd=REPO,
-                          timeout=600)
+    proc = subprocess.run(
+        args, env=cli_env(devices), capture_output=True, text=True, cwd=REPO, timeout=600
+    )
     if check and proc.returncode:
         raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -56,8 +69,13 @@ def saved_state(workdir, step: int) -> dict:
     flat = {}
 
     def walk(prefix, node):
-        items = (node.items() if isinstance(node, dict) else
-                 enumerate(node) if isinstance(node, (list, tuple)) else None)
+        items = (
+            node.items()
+            if isinstance(node, dict)
+            else enumerate(node)
+            if isinstance(node, (list, tuple))
+            else None
+        )
         if items is not None:
             for k, v in items:
                 walk(f"{prefix}/{k}" if prefix else str(k), v)

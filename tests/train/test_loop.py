@@ -36,16 +36,24 @@ def test_frozen_group_is_unchanged_and_ema_lags(tmp_path):
     first = toy_config(total_steps=1, **{"checkpoint.every_steps": 1})
     train_lib.train(first, str(tmp_path / "one"))
     a, b = saved_state(tmp_path, 10), saved_state(tmp_path / "one", 1)
-    np.testing.assert_array_equal(a["params/projection/Dense_0/kernel"],
-                                  b["params/projection/Dense_0/kernel"])
+    np.testing.assert_array_equal(
+        a["params/projection/Dense_0/kernel"], b["params/projection/Dense_0/kernel"]
+    )
     live, ema = a["params/model/hidden_0/kernel"], a["ema_params/model/hidden_0/kernel"]
     assert not np.allclose(live, ema)
 
 
 def test_gradient_accumulation_matches_the_full_batch(tmp_path):
-    base = dict(total_steps=5, **{"checkpoint.every_steps": 5, "toy.critic": False,
-                                  "optimizers.model.name": "sgd", "optimizers.model.b1": 0.0,
-                                  "optimizers.model.clip_norm": 0.0})
+    base = dict(
+        total_steps=5,
+        **{
+            "checkpoint.every_steps": 5,
+            "toy.critic": False,
+            "optimizers.model.name": "sgd",
+            "optimizers.model.b1": 0.0,
+            "optimizers.model.clip_norm": 0.0,
+        },
+    )
     train_lib.train(toy_config(**base), str(tmp_path / "full"))
     train_lib.train(toy_config(grad_accum_steps=4, **base), str(tmp_path / "accum"))
     full, accum = saved_state(tmp_path / "full", 5), saved_state(tmp_path / "accum", 5)
@@ -55,8 +63,7 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
 
 
 def test_nan_is_skipped_and_never_checkpointed(tmp_path):
-    config = toy_config(total_steps=12, **{"toy.nan_at_batches": (4,),
-                                           "checkpoint.every_steps": 2})
+    config = toy_config(total_steps=12, **{"toy.nan_at_batches": (4,), "checkpoint.every_steps": 2})
     out = train_lib.train(config, str(tmp_path))
     assert int(out["state"].skipped_steps) == 1
     assert out["history"][0]["nonfinite"] > 0  # the step-5 update was counted as dropped
@@ -67,8 +74,11 @@ def test_nan_is_skipped_and_never_checkpointed(tmp_path):
 
 
 def test_nan_stops_with_a_message_and_keeps_the_last_finite_checkpoint(tmp_path):
-    config = toy_config(total_steps=20, nan_policy="stop",
-                        **{"toy.nan_at_batches": (6,), "checkpoint.every_steps": 2})
+    config = toy_config(
+        total_steps=20,
+        nan_policy="stop",
+        **{"toy.nan_at_batches": (6,), "checkpoint.every_steps": 2},
+    )
     with pytest.raises(train_lib.NonFiniteError, match="non-finite loss or gradient"):
         train_lib.train(config, str(tmp_path))
     # Batch 6 is step 7: checkpoints 2, 4, 6 exist and nothing after the NaN.
@@ -89,18 +99,21 @@ def test_config_errors_are_clear(tmp_path):
 
 
 def test_frozen_subtree_regex_keeps_those_params(tmp_path):
-    config = toy_config(total_steps=4, frozen=("model/hidden_0/.*",),
-                        **{"checkpoint.every_steps": 4})
+    config = toy_config(
+        total_steps=4, frozen=("model/hidden_0/.*",), **{"checkpoint.every_steps": 4}
+    )
     train_lib.train(config, str(tmp_path / "frozen"))
-    train_lib.train(toy_config(total_steps=4, **{"checkpoint.every_steps": 4}),
-                    str(tmp_path / "free"))
+    train_lib.train(
+        toy_config(total_steps=4, **{"checkpoint.every_steps": 4}), str(tmp_path / "free")
+    )
     frozen, free = saved_state(tmp_path / "frozen", 4), saved_state(tmp_path / "free", 4)
     # A frozen param stays at its init, so its EMA (init value, decayed towards the same
     # value) equals it up to rounding; a trained one moves away from its EMA, and the same
     # param trained freely ends elsewhere.
     kernel = "model/hidden_0/kernel"
-    np.testing.assert_allclose(frozen[f"params/{kernel}"], frozen[f"ema_params/{kernel}"],
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        frozen[f"params/{kernel}"], frozen[f"ema_params/{kernel}"], rtol=0, atol=1e-6
+    )
     assert np.abs(free[f"params/{kernel}"] - frozen[f"params/{kernel}"]).max() > 1e-4
     out = "model/out_0/kernel"
     assert np.abs(frozen[f"params/{out}"] - frozen[f"ema_params/{out}"]).max() > 1e-4

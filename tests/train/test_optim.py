@@ -28,7 +28,9 @@ def test_matching_params_get_their_factor_and_the_rest_are_untouched():
     np.testing.assert_allclose(other_group["enc"]["mlp"]["kernel"], -1.0)
 
 
-@pytest.mark.parametrize("entry", ["generator/enc", "generator/enc=fast", "generator/(=0.1", "=0.1"])
+@pytest.mark.parametrize(
+    "entry", ["generator/enc", "generator/enc=fast", "generator/(=0.1", "=0.1"]
+)
 def test_malformed_entries_are_refused_with_the_expected_form(entry):
     with pytest.raises(ValueError, match="expected 'REGEX=FACTOR'"):
         optim.parse_lr_multipliers([entry])

@@ -9,18 +9,26 @@ import time
 
 import numpy as np
 
-from tests.train.helpers import (REPO, checkpoint_steps, cli_env, run_cli, saved_state,
-                                 train_command)
+from tests.train.helpers import REPO, checkpoint_steps, cli_env, run_cli, saved_state, train_command
 
-LONG = ["--config.total_steps=240", "--config.checkpoint.every_steps=20",
-        "--config.eval.every_steps=0", "--config.samples.every_steps=0"]
+LONG = [
+    "--config.total_steps=240",
+    "--config.checkpoint.every_steps=20",
+    "--config.eval.every_steps=0",
+    "--config.samples.every_steps=0",
+]
 
 
 def test_sigkill_at_any_moment_then_resume_is_bitwise_identical(tmp_path):
     run_cli(train_command(tmp_path / "straight", *LONG))
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(train_command(killed, *LONG), env=cli_env(), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        train_command(killed, *LONG),
+        env=cli_env(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     # Kill as soon as a checkpoint beyond the first exists: typically while later async
     # saves are in flight, so the resume must skip any half-written checkpoint.
     deadline = time.time() + 300
@@ -42,13 +50,22 @@ def test_sigkill_at_any_moment_then_resume_is_bitwise_identical(tmp_path):
 
 def test_resume_on_a_different_mesh(tmp_path):
     common = ["--config.total_steps=40", "--config.checkpoint.every_steps=20"]
-    run_cli(train_command(tmp_path / "eight", *common, "--config.mesh.data=4",
-                          "--config.mesh.fsdp=2"))
+    run_cli(
+        train_command(tmp_path / "eight", *common, "--config.mesh.data=4", "--config.mesh.fsdp=2")
+    )
     moved = tmp_path / "moved"
-    run_cli(train_command(moved, *common, "--config.total_steps=20", "--config.mesh.data=4",
-                          "--config.mesh.fsdp=2"))
-    out = run_cli(train_command(moved, *common, "--config.mesh.data=2", "--config.mesh.fsdp=2"),
-                  devices=4)
+    run_cli(
+        train_command(
+            moved,
+            *common,
+            "--config.total_steps=20",
+            "--config.mesh.data=4",
+            "--config.mesh.fsdp=2",
+        )
+    )
+    out = run_cli(
+        train_command(moved, *common, "--config.mesh.data=2", "--config.mesh.fsdp=2"), devices=4
+    )
     assert "from step 20" in out.stdout
     a, b = saved_state(tmp_path / "eight", 40), saved_state(moved, 40)
     for k in a:
@@ -65,8 +82,14 @@ def _losses(workdir):
 def test_two_processes_of_four_devices_match_one_process_of_eight(tmp_path):
     args = ["--config.mesh.data=4", "--config.mesh.fsdp=2", "--config.total_steps=30"]
     run_cli(train_command(tmp_path / "one", *args))
-    launcher = [sys.executable, os.path.join(REPO, "launch", "local.py"), "--num_processes=2",
-                "--devices_per_process=4", f"--log_dir={tmp_path / 'logs'}", "--"]
+    launcher = [
+        sys.executable,
+        os.path.join(REPO, "launch", "local.py"),
+        "--num_processes=2",
+        "--devices_per_process=4",
+        f"--log_dir={tmp_path / 'logs'}",
+        "--",
+    ]
     proc = run_cli(launcher + train_command(tmp_path / "two", *args), check=False)
     logs = "".join(open(tmp_path / "logs" / f).read() for f in os.listdir(tmp_path / "logs"))
     assert proc.returncode == 0, logs

@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from configs.common import LOGICAL_AXIS_RULES
 from jaxtalk.models.layers.sharding import constrain
@@ -14,8 +15,11 @@ from jaxtalk.train.data import to_global
 
 
 def test_batch_sharding_from_the_rules_is_todays_placement():
-    for shape in ({"data": -1, "fsdp": 1, "tensor": 1}, {"data": 2, "fsdp": 2, "tensor": 2},
-                  {"data": 1, "fsdp": -1, "tensor": 1}):
+    for shape in (
+        {"data": -1, "fsdp": 1, "tensor": 1},
+        {"data": 2, "fsdp": 2, "tensor": 2},
+        {"data": 1, "fsdp": -1, "tensor": 1},
+    ):
         mesh = sharding.make_mesh(shape)
         today = NamedSharding(mesh, P(("data", "fsdp")))
         for ndim in (1, 3, 5):
@@ -34,8 +38,10 @@ def test_activation_constraints_are_a_no_op_numerically():
     def f(x, w):
         return jnp.sum(constrain(jnp.tanh(x @ w)) @ w.T)
 
-    x = jax.device_put(np.random.default_rng(0).normal(size=(8, 16)).astype(np.float32),
-                       sharding.batch_sharding(mesh, LOGICAL_AXIS_RULES, 2))
+    x = jax.device_put(
+        np.random.default_rng(0).normal(size=(8, 16)).astype(np.float32),
+        sharding.batch_sharding(mesh, LOGICAL_AXIS_RULES, 2),
+    )
     w = jnp.full((16, 16), 0.1)
     plain = jax.jit(f).lower(x, w)
     with sharding.activation_context(mesh, LOGICAL_AXIS_RULES):

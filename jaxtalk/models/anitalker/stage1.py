@@ -54,8 +54,9 @@ class DecouplingNet(nn.Module):
     param_dtype: Any = jnp.float32
 
     def setup(self):
-        kw = dict(hidden=self.dim, features=self.dim, dtype=self.dtype,
-                  param_dtype=self.param_dtype)
+        kw = dict(
+            hidden=self.dim, features=self.dim, dtype=self.dtype, param_dtype=self.param_dtype
+        )
         self.identity_net = MLP(**kw)
         self.identity_net_density = MLP(**kw)
         self.identity_excluded_net = MLP(**kw)
@@ -90,14 +91,17 @@ class HAL(nn.Module):
             p = jnp.mean(h.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
             if p.shape[-1] != self.style_dim:
                 n_fc += 1
-                p = EqualLinear(self.style_dim, dtype=self.dtype, param_dtype=self.param_dtype,
-                                name=f"fc{n_fc}")(p)
+                p = EqualLinear(
+                    self.style_dim, dtype=self.dtype, param_dtype=self.param_dtype, name=f"fc{n_fc}"
+                )(p)
             pooled.append(p)
+
         def init(key, shape, dtype=jnp.float32):
             return jnp.zeros(shape, dtype).at[-1].set(self.deepest_logit)
 
-        logits = self.param("ws", nn.with_logical_partitioning(init, (None,)),
-                            (len(stages),), self.param_dtype)
+        logits = self.param(
+            "ws", nn.with_logical_partitioning(init, (None,)), (len(stages),), self.param_dtype
+        )
         weights = jax.nn.softmax(logits.astype(jnp.float32))
         out = jnp.zeros_like(pooled[0])
         for p, w in zip(pooled, weights):
@@ -120,8 +124,14 @@ class AniTalkerEncoder(LIAEncoder):
         _, feats, stages = self.net_app(x)
         h = self.hal(stages)
         identity, motion, density = self.net_decouping(h)
-        return {"h": h, "feats": feats, "id_emb": identity, "idrm_emb": motion,
-                "id_density_emb": density, "alpha": self.motion(motion)}
+        return {
+            "h": h,
+            "feats": feats,
+            "id_emb": identity,
+            "idrm_emb": motion,
+            "id_density_emb": density,
+            "alpha": self.motion(motion),
+        }
 
 
 class AniTalkerMotion(WarpingGenerator):

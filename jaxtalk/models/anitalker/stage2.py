@@ -25,16 +25,21 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtalk.models.audio import hubert as hubert_lib
 from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
+from jaxtalk.models.audio import hubert as hubert_lib
 from jaxtalk.models.layers.conformer import ConformerEncoder
 from jaxtalk.models.layers.lstm import LSTM
 from jaxtalk.models.layers.torch_nn import conv1d, dense
 
 Dtype = Any
 
-INFER_TYPES = ("mfcc_pose_only", "mfcc_full_control", "hubert_audio_only", "hubert_pose_only",
-               "hubert_full_control")
+INFER_TYPES = (
+    "mfcc_pose_only",
+    "mfcc_full_control",
+    "hubert_audio_only",
+    "hubert_pose_only",
+    "hubert_full_control",
+)
 # Released trainable parameter counts (reference/keys/anitalker_stage2_state_dict.txt).
 RELEASED_PARAM_COUNTS = {
     "hubert_audio_only": 39_573_677,
@@ -92,8 +97,12 @@ class VarianceAdapter(nn.Module):
     @nn.compact
     def __call__(self, x, controls: Mapping[str, Any] | None = None):
         controls = controls or {}
-        kw = dict(hidden_size=self.hidden_size, num_layers=self.num_layers, dtype=self.dtype,
-                  param_dtype=self.param_dtype)
+        kw = dict(
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
         predictions = {}
         for attr in self.attributes:
             dims, prefix = ATTRIBUTES[attr]
@@ -139,10 +148,16 @@ class HubertLayerMix(nn.Module):
     @nn.compact
     def __call__(self, states):
         if states.shape[-2] != self.num_layers:
-            raise ValueError(f"expected {self.num_layers} stacked HuBERT states on axis -2 "
-                             f"(B, T, layers, C), got {states.shape}")
-        weights = self.param("weights", nn.with_logical_partitioning(
-            nn.initializers.zeros_init(), (None,)), (self.num_layers,), self.param_dtype)
+            raise ValueError(
+                f"expected {self.num_layers} stacked HuBERT states on axis -2 "
+                f"(B, T, layers, C), got {states.shape}"
+            )
+        weights = self.param(
+            "weights",
+            nn.with_logical_partitioning(nn.initializers.zeros_init(), (None,)),
+            (self.num_layers,),
+            self.param_dtype,
+        )
         mix = jax.nn.softmax(weights.astype(jnp.float32)).astype(self.dtype)
         return jnp.einsum("btlc,l->btc", states.astype(self.dtype), mix)
 
@@ -199,31 +214,42 @@ class DiffusionPredictor(nn.Module):
     def setup(self):
         attributes_for(self.infer_type)  # validates the name
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        conformer = dict(num_heads=self.num_heads, kernel_size=self.kernel_size,
-                         dropout_rate=self.dropout_rate,
-                         positional_dropout_rate=self.dropout_rate,
-                         attention_dropout_rate=self.dropout_rate, **kw)
+        conformer = dict(
+            num_heads=self.num_heads,
+            kernel_size=self.kernel_size,
+            dropout_rate=self.dropout_rate,
+            positional_dropout_rate=self.dropout_rate,
+            attention_dropout_rate=self.dropout_rate,
+            **kw,
+        )
         if self.audio_kind == "hubert":
             self.layer_mix = HubertLayerMix(self.hubert_layers, **kw)
-            self.down_sample1 = conv1d(self.speech_dim, 3, "down_sample1", stride=2, padding=1,
-                                       **kw)
-            self.speech_encoder = ConformerEncoder(self.speech_dim,
-                                                   num_blocks=self.speech_layers, **conformer)
+            self.down_sample1 = conv1d(
+                self.speech_dim, 3, "down_sample1", stride=2, padding=1, **kw
+            )
+            self.speech_encoder = ConformerEncoder(
+                self.speech_dim, num_blocks=self.speech_layers, **conformer
+            )
         else:
-            self.down_sample1 = conv1d(self.mfcc_hidden, 3, "down_sample1", stride=2,
-                                       padding=1, **kw)
-            self.down_sample2 = conv1d(self.speech_dim, 3, "down_sample2", stride=2,
-                                       padding=1, **kw)
+            self.down_sample1 = conv1d(
+                self.mfcc_hidden, 3, "down_sample1", stride=2, padding=1, **kw
+            )
+            self.down_sample2 = conv1d(
+                self.speech_dim, 3, "down_sample2", stride=2, padding=1, **kw
+            )
         if self.attributes:
-            self.variance_adapter = VarianceAdapter(self.attributes, self.speech_dim,
-                                                    self.lstm_hidden, self.lstm_layers, **kw)
+            self.variance_adapter = VarianceAdapter(
+                self.attributes, self.speech_dim, self.lstm_hidden, self.lstm_layers, **kw
+            )
         self.init_code_proj = dense(self.fusion_dim, ("embed", "mlp"), "init_code_proj", **kw)
         self.noisy_encoder = dense(self.fusion_dim, ("embed", "mlp"), "noisy_encoder", **kw)
         self.t_encoder = dense(self.fusion_dim, ("embed", "mlp"), "t_encoder", **kw)
-        self.encoder_direction_code = dense(self.fusion_dim, ("embed", "mlp"),
-                                            "encoder_direction_code", **kw)
-        self.coarse_decoder = ConformerEncoder(self.decoder_dim, num_blocks=self.decoder_layers,
-                                               **conformer)
+        self.encoder_direction_code = dense(
+            self.fusion_dim, ("embed", "mlp"), "encoder_direction_code", **kw
+        )
+        self.coarse_decoder = ConformerEncoder(
+            self.decoder_dim, num_blocks=self.decoder_layers, **conformer
+        )
         self.out_proj = dense(self.motion_dim, ("mlp", "embed"), "out_proj", **kw)
 
     def encode_audio(self, audio, train: bool = False):
@@ -250,24 +276,39 @@ class DiffusionPredictor(nn.Module):
         """Fusion + Conformer decoder + output projection: eps prediction (B, T, motion_dim)."""
         b, frames = noisy_x.shape[:2]
         if cond.shape[1] != frames:
-            raise ValueError(f"audio gives {cond.shape[1]} frames at 25 Hz but x_t has {frames}; "
-                             "hubert input needs 2T steps at 50 Hz, mfcc 4T at 100 Hz")
+            raise ValueError(
+                f"audio gives {cond.shape[1]} frames at 25 Hz but x_t has {frames}; "
+                "hubert input needs 2T steps at 50 Hz, mfcc 4T at 100 Hz"
+            )
 
         def per_frame(y):  # (B, F) -> (B, T, F)
             return jnp.broadcast_to(y[:, None], (b, frames, y.shape[-1]))
 
         t = jnp.broadcast_to(jnp.asarray(t, self.dtype).reshape(-1), (b,)) * self.t_scale
-        fused = jnp.concatenate([
-            cond.astype(self.dtype),
-            per_frame(self.encoder_direction_code(direction_start.astype(self.dtype))),
-            per_frame(self.init_code_proj(motion_start.astype(self.dtype))),
-            self.noisy_encoder(noisy_x.astype(self.dtype)),
-            per_frame(self.t_encoder(t[:, None])),
-        ], axis=-1)
+        fused = jnp.concatenate(
+            [
+                cond.astype(self.dtype),
+                per_frame(self.encoder_direction_code(direction_start.astype(self.dtype))),
+                per_frame(self.init_code_proj(motion_start.astype(self.dtype))),
+                self.noisy_encoder(noisy_x.astype(self.dtype)),
+                per_frame(self.t_encoder(t[:, None])),
+            ],
+            axis=-1,
+        )
         return self.out_proj(self.coarse_decoder(fused, train=train))
 
-    def __call__(self, motion_start, direction_start, audio, noisy_x, t, location=None,
-                 scale=None, pose=None, train: bool = False):
+    def __call__(
+        self,
+        motion_start,
+        direction_start,
+        audio,
+        noisy_x,
+        t,
+        location=None,
+        scale=None,
+        pose=None,
+        train: bool = False,
+    ):
         """Training forward: (eps prediction (B, T, motion_dim), attribute predictions).
 
         For the attribute loss leave the controls None (the release trains with
@@ -284,17 +325,33 @@ def init_inputs(model: DiffusionPredictor, batch: int = 1, frames: int = 8):
         audio = jnp.zeros((batch, 2 * frames, model.hubert_layers, model.hubert_dim))
     else:
         audio = jnp.zeros((batch, 4 * frames, model.mfcc_dim))
-    return (jnp.zeros((batch, model.motion_start_dim)), jnp.zeros((batch, model.motion_dim)),
-            audio, jnp.zeros((batch, frames, model.motion_dim)), jnp.zeros((batch,)))
+    return (
+        jnp.zeros((batch, model.motion_start_dim)),
+        jnp.zeros((batch, model.motion_dim)),
+        audio,
+        jnp.zeros((batch, frames, model.motion_dim)),
+        jnp.zeros((batch,)),
+    )
 
 
 # ---------------------------------------------------------------------------- from configs
 # Shared by the training recipe (jaxtalk/tasks/anitalker_stage2.py) and the animator
 # (jaxtalk/inference/audio_driven.py).
 SAMPLES_PER_FRAME = 640  # 16 kHz audio at 25 fps
-MODEL_KEYS = ("infer_type", "speech_dim", "fusion_dim", "speech_layers", "decoder_layers",
-              "mfcc_hidden", "num_heads", "kernel_size", "dropout_rate", "lstm_hidden",
-              "lstm_layers", "t_scale")
+MODEL_KEYS = (
+    "infer_type",
+    "speech_dim",
+    "fusion_dim",
+    "speech_layers",
+    "decoder_layers",
+    "mfcc_hidden",
+    "num_heads",
+    "kernel_size",
+    "dropout_rate",
+    "lstm_hidden",
+    "lstm_layers",
+    "t_scale",
+)
 STAGE1_KEYS = ("size", "width", "style_dim", "motion_dim")
 
 

@@ -44,17 +44,24 @@ class HubertConfig:
     conv_bias: bool = True
     feat_extract_norm: str = "layer"  # "layer" | "group"
     feat_proj_layer_norm: bool = True
-    stable_layer_norm: bool = True    # pre-LN transformer (large) vs post-LN (base)
+    stable_layer_norm: bool = True  # pre-LN transformer (large) vs post-LN (base)
     pos_conv_kernel: int = 128
     pos_conv_groups: int = 16
     layer_norm_eps: float = 1e-5
-    masked_spec_embed: bool = True    # the (unused at inference) mask embedding param
+    masked_spec_embed: bool = True  # the (unused at inference) mask embedding param
     dropout: float = 0.1
 
 
 HUBERT_LARGE = HubertConfig()
-HUBERT_BASE = HubertConfig(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
-                           conv_bias=False, feat_extract_norm="group", stable_layer_norm=False)
+HUBERT_BASE = HubertConfig(
+    hidden_size=768,
+    num_layers=12,
+    num_heads=12,
+    intermediate_size=3072,
+    conv_bias=False,
+    feat_extract_norm="group",
+    stable_layer_norm=False,
+)
 
 
 def gelu(x):
@@ -83,10 +90,18 @@ class ChannelGroupNorm(nn.Module):
     @nn.compact
     def __call__(self, x):
         c = x.shape[-1]
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(),
-                                                                 ("norm",)), (c,), self.param_dtype)
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                               ("norm",)), (c,), self.param_dtype)
+        scale = self.param(
+            "scale",
+            nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+            (c,),
+            self.param_dtype,
+        )
+        bias = self.param(
+            "bias",
+            nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
+            (c,),
+            self.param_dtype,
+        )
         xf = x.astype(jnp.float32)
         mean = xf.mean(1, keepdims=True)
         var = jnp.square(xf - mean).mean(1, keepdims=True)
@@ -105,13 +120,21 @@ class FeatureEncoder(nn.Module):
         cfg = self.config
         x = wav.astype(self.dtype)[..., None]
         for i, (c, k, s) in enumerate(zip(cfg.conv_dim, cfg.conv_kernel, cfg.conv_stride)):
-            x = conv1d(c, k, f"conv_{i}", stride=s, use_bias=cfg.conv_bias, dtype=self.dtype,
-                       param_dtype=self.param_dtype)(x)
+            x = conv1d(
+                c,
+                k,
+                f"conv_{i}",
+                stride=s,
+                use_bias=cfg.conv_bias,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+            )(x)
             if cfg.feat_extract_norm == "layer":
                 x = layer_norm(f"norm_{i}", 1e-5, self.dtype, self.param_dtype)(x)
             elif cfg.feat_extract_norm == "group" and i == 0:
-                x = ChannelGroupNorm(dtype=self.dtype, param_dtype=self.param_dtype,
-                                     name="norm_0")(x)
+                x = ChannelGroupNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="norm_0")(
+                    x
+                )
             x = gelu(x)
         return x
 
@@ -129,20 +152,39 @@ class WeightNormPositionalConv(nn.Module):
     @nn.compact
     def __call__(self, x):
         k, c, g = self.kernel_size, self.features, self.groups
-        v = self.param("weight_v", nn.with_logical_partitioning(
-            torch_kernel_init, (None, "conv_in", "conv_out")), (k, c // g, c), self.param_dtype)
-        gain = self.param("weight_g", nn.with_logical_partitioning(
-            lambda key, shape, dtype: jnp.sqrt(jnp.sum(jnp.square(v), axis=(1, 2), keepdims=True)
-                                               ).astype(dtype), (None, None, None)),
-            (k, 1, 1), self.param_dtype)
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                               ("conv_out",)), (c,),
-                          self.param_dtype)
+        v = self.param(
+            "weight_v",
+            nn.with_logical_partitioning(torch_kernel_init, (None, "conv_in", "conv_out")),
+            (k, c // g, c),
+            self.param_dtype,
+        )
+        gain = self.param(
+            "weight_g",
+            nn.with_logical_partitioning(
+                lambda key, shape, dtype: jnp.sqrt(
+                    jnp.sum(jnp.square(v), axis=(1, 2), keepdims=True)
+                ).astype(dtype),
+                (None, None, None),
+            ),
+            (k, 1, 1),
+            self.param_dtype,
+        )
+        bias = self.param(
+            "bias",
+            nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
+            (c,),
+            self.param_dtype,
+        )
         weight = gain * v * jax.lax.rsqrt(jnp.sum(jnp.square(v), axis=(1, 2), keepdims=True))
         pad = k // 2
-        y = jax.lax.conv_general_dilated(x.astype(self.dtype), weight.astype(self.dtype), (1,),
-                                         [(pad, pad)], dimension_numbers=("NWC", "WIO", "NWC"),
-                                         feature_group_count=g)
+        y = jax.lax.conv_general_dilated(
+            x.astype(self.dtype),
+            weight.astype(self.dtype),
+            (1,),
+            [(pad, pad)],
+            dimension_numbers=("NWC", "WIO", "NWC"),
+            feature_group_count=g,
+        )
         if k % 2 == 0:
             y = y[:, :-1]  # SamePad: an even kernel with pad k/2 gives one extra step
         return gelu(y + bias.astype(self.dtype))
@@ -212,10 +254,15 @@ class HubertModel(nn.Module):
             feats = layer_norm("feature_projection_norm", cfg.layer_norm_eps, **kw)(feats)
         x = drop(dense(cfg.hidden_size, ("embed", "mlp"), "feature_projection", **kw)(feats))
         if cfg.masked_spec_embed:  # kept for exact import/export; unused without masking
-            self.param("masked_spec_embed", nn.with_logical_partitioning(
-                nn.initializers.uniform(1.0), ("embed",)), (cfg.hidden_size,), self.param_dtype)
-        x = x + WeightNormPositionalConv(cfg.hidden_size, cfg.pos_conv_kernel,
-                                         cfg.pos_conv_groups, name="pos_conv_embed", **kw)(x)
+            self.param(
+                "masked_spec_embed",
+                nn.with_logical_partitioning(nn.initializers.uniform(1.0), ("embed",)),
+                (cfg.hidden_size,),
+                self.param_dtype,
+            )
+        x = x + WeightNormPositionalConv(
+            cfg.hidden_size, cfg.pos_conv_kernel, cfg.pos_conv_groups, name="pos_conv_embed", **kw
+        )(x)
         encoder_norm = layer_norm("encoder_layer_norm", cfg.layer_norm_eps, **kw)
         x = drop(x if cfg.stable_layer_norm else encoder_norm(x))
         states = []

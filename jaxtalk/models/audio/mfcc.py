@@ -36,8 +36,13 @@ def mel_to_hz(mel):
     return 700.0 * (10.0 ** (np.asarray(mel, np.float64) / 2595.0) - 1.0)
 
 
-def mel_filterbank(num_filters: int = 26, nfft: int = 512, sample_rate: int = SAMPLE_RATE,
-                   low_hz: float = 0.0, high_hz: float | None = None) -> np.ndarray:
+def mel_filterbank(
+    num_filters: int = 26,
+    nfft: int = 512,
+    sample_rate: int = SAMPLE_RATE,
+    low_hz: float = 0.0,
+    high_hz: float | None = None,
+) -> np.ndarray:
     """(num_filters, nfft//2+1) triangles whose corners are mel-spaced FFT bin indices."""
     high_hz = sample_rate / 2 if high_hz is None else high_hz
     mels = np.linspace(hz_to_mel(low_hz), hz_to_mel(high_hz), num_filters + 2)
@@ -46,8 +51,11 @@ def mel_filterbank(num_filters: int = 26, nfft: int = 512, sample_rate: int = SA
     left, centre, right = (corners[:-2, None], corners[1:-1, None], corners[2:, None])
     rising = (bins - left) / np.maximum(centre - left, 1e-12)
     falling = (right - bins) / np.maximum(right - centre, 1e-12)
-    return np.where((bins >= left) & (bins < centre), rising,
-                    np.where((bins >= centre) & (bins < right), falling, 0.0))
+    return np.where(
+        (bins >= left) & (bins < centre),
+        rising,
+        np.where((bins >= centre) & (bins < right), falling, 0.0),
+    )
 
 
 def frame_signal(signal: np.ndarray, frame_len: int, frame_step: int) -> np.ndarray:
@@ -60,9 +68,17 @@ def frame_signal(signal: np.ndarray, frame_len: int, frame_step: int) -> np.ndar
     return padded[starts + np.arange(frame_len)[None, :]]
 
 
-def mfcc(signal: np.ndarray, sample_rate: int = SAMPLE_RATE, num_ceps: int = 13,
-         win_len: float = 0.025, win_step: float = 0.01, num_filters: int = 26,
-         nfft: int = 512, preemph: float = 0.97, lifter: int = 22) -> np.ndarray:
+def mfcc(
+    signal: np.ndarray,
+    sample_rate: int = SAMPLE_RATE,
+    num_ceps: int = 13,
+    win_len: float = 0.025,
+    win_step: float = 0.01,
+    num_filters: int = 26,
+    nfft: int = 512,
+    preemph: float = 0.97,
+    lifter: int = 22,
+) -> np.ndarray:
     """(num_frames, num_ceps) MFCCs with c0 replaced by the log frame energy."""
     signal = np.asarray(signal)
     if signal.ndim != 1:
@@ -71,8 +87,9 @@ def mfcc(signal: np.ndarray, sample_rate: int = SAMPLE_RATE, num_ceps: int = 13,
         signal = signal.astype(np.float32)
     # Pre-emphasis in the signal's own dtype (float32 from librosa), as the release does.
     emphasised = np.concatenate([signal[:1], signal[1:] - signal.dtype.type(preemph) * signal[:-1]])
-    frames = frame_signal(emphasised, _round_half_up(win_len * sample_rate),
-                          _round_half_up(win_step * sample_rate))
+    frames = frame_signal(
+        emphasised, _round_half_up(win_len * sample_rate), _round_half_up(win_step * sample_rate)
+    )
     power = np.abs(np.fft.rfft(frames, nfft)) ** 2 / nfft
     energy = power.sum(1)
     energy = np.where(energy == 0, _EPS, energy)
@@ -92,8 +109,10 @@ def delta(features: np.ndarray, width: int) -> np.ndarray:
         raise ValueError("delta width must be >= 1")
     padded = np.pad(features, ((width, width), (0, 0)), mode="edge")
     t = len(features)
-    weighted = sum(n * (padded[width + n: width + n + t] - padded[width - n: width - n + t])
-                   for n in range(1, width + 1))
+    weighted = sum(
+        n * (padded[width + n : width + n + t] - padded[width - n : width - n + t])
+        for n in range(1, width + 1)
+    )
     return weighted / (2 * sum(n * n for n in range(1, width + 1)))
 
 

@@ -43,8 +43,9 @@ def relative_positional_encoding(length: int, d_model: int) -> np.ndarray:
     as in the release so the table matches bit for bit up to sin/cos rounding.
     """
     positions = np.arange(length - 1, -length, -1, dtype=np.float32)[:, None]
-    freqs = np.exp(np.arange(0, d_model, 2, dtype=np.float32)
-                   * np.float32(-(math.log(10000.0) / d_model)))
+    freqs = np.exp(
+        np.arange(0, d_model, 2, dtype=np.float32) * np.float32(-(math.log(10000.0) / d_model))
+    )
     angles = positions * freqs
     table = np.zeros((2 * length - 1, d_model), np.float32)
     table[:, 0::2] = np.sin(angles)
@@ -96,10 +97,14 @@ class RelPositionMultiHeadAttention(nn.Module):
         pos_bias_v = self.param("pos_bias_v", bias_init, (h, d_k), self.param_dtype)
 
         content = jnp.einsum("bqhd,bkhd->bhqk", q + pos_bias_u.astype(self.dtype), k)
-        position = jnp.einsum("bqhd,bphd->bhqp", q + pos_bias_v.astype(self.dtype),
-                              jnp.broadcast_to(p, (b,) + p.shape[1:]))
+        position = jnp.einsum(
+            "bqhd,bphd->bhqp",
+            q + pos_bias_v.astype(self.dtype),
+            jnp.broadcast_to(p, (b,) + p.shape[1:]),
+        )
         position = jnp.take_along_axis(
-            position, jnp.asarray(rel_shift_indices(t))[None, None], axis=-1)
+            position, jnp.asarray(rel_shift_indices(t))[None, None], axis=-1
+        )
         scores = (content + position) / jnp.asarray(math.sqrt(d_k), self.dtype)
         probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype)
         probs = nn.Dropout(self.dropout_rate)(probs, deterministic=not train)
@@ -139,8 +144,14 @@ class ConvolutionModule(nn.Module):
         c = self.channels
         y = conv1d(2 * c, 1, "pointwise_conv1", **kw)(x)
         y = y[..., :c] * jax.nn.sigmoid(y[..., c:])  # GLU: first half gated by the second
-        y = conv1d(c, self.kernel_size, "depthwise_conv", padding=(self.kernel_size - 1) // 2,
-                   groups=c, **kw)(y)
+        y = conv1d(
+            c,
+            self.kernel_size,
+            "depthwise_conv",
+            padding=(self.kernel_size - 1) // 2,
+            groups=c,
+            **kw,
+        )(y)
         y = swish(TorchBatchNorm(name="norm", **kw)(y, train=train))
         return conv1d(c, 1, "pointwise_conv2", **kw)(y)
 
@@ -165,12 +176,17 @@ class ConformerBlock(nn.Module):
         def residual(y, sub, scale=1.0):
             return y + scale * drop(sub, deterministic=not train)
 
-        ff = dict(d_model=self.d_model, hidden_units=self.linear_units,
-                  dropout_rate=self.dropout_rate, **kw)
+        ff = dict(
+            d_model=self.d_model,
+            hidden_units=self.linear_units,
+            dropout_rate=self.dropout_rate,
+            **kw,
+        )
         x = residual(x, PositionwiseFeedForward(name="feed_forward_macaron", **ff)(x, train), 0.5)
         x = layer_norm("norm_ff_macaron", LAYER_NORM_EPS, **kw)(x)
-        attn = RelPositionMultiHeadAttention(self.d_model, self.num_heads,
-                                             self.attention_dropout_rate, name="self_attn", **kw)
+        attn = RelPositionMultiHeadAttention(
+            self.d_model, self.num_heads, self.attention_dropout_rate, name="self_attn", **kw
+        )
         x = layer_norm("norm_mha", LAYER_NORM_EPS, **kw)(residual(x, attn(x, pos_emb, train)))
         conv = ConvolutionModule(self.d_model, self.kernel_size, name="conv_module", **kw)
         x = layer_norm("norm_conv", LAYER_NORM_EPS, **kw)(residual(x, conv(x, train)))
@@ -199,18 +215,27 @@ class ConformerEncoder(nn.Module):
 
     def setup(self):
         self.encoders = [
-            ConformerBlock(self.d_model, self.num_heads, self.linear_units or self.d_model,
-                           self.kernel_size, self.dropout_rate, self.attention_dropout_rate,
-                           dtype=self.dtype, param_dtype=self.param_dtype)
-            for _ in range(self.num_blocks)]
+            ConformerBlock(
+                self.d_model,
+                self.num_heads,
+                self.linear_units or self.d_model,
+                self.kernel_size,
+                self.dropout_rate,
+                self.attention_dropout_rate,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+            )
+            for _ in range(self.num_blocks)
+        ]
         self.pos_dropout = nn.Dropout(self.positional_dropout_rate)
 
     def __call__(self, x, train: bool = False):
         if x.shape[-1] != self.d_model:
             raise ValueError(f"ConformerEncoder expects {self.d_model} channels, got {x.shape}")
         x = x.astype(self.dtype) * jnp.asarray(math.sqrt(self.d_model), self.dtype)
-        pos_emb = jnp.asarray(relative_positional_encoding(x.shape[1], self.d_model),
-                              self.dtype)[None]
+        pos_emb = jnp.asarray(relative_positional_encoding(x.shape[1], self.d_model), self.dtype)[
+            None
+        ]
         # ESPnet applies the positional dropout to both the input and the table.
         x = self.pos_dropout(x, deterministic=not train)
         pos_emb = self.pos_dropout(pos_emb, deterministic=not train)

@@ -44,9 +44,12 @@ class FusedLeakyReLU(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                               ("conv_out",)),
-                          (x.shape[-1],), self.param_dtype)
+        bias = self.param(
+            "bias",
+            nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
+            (x.shape[-1],),
+            self.param_dtype,
+        )
         return fused_leaky_relu(x.astype(self.dtype), bias, self.negative_slope, self.scale)
 
 
@@ -64,16 +67,28 @@ class EqualConv2d(nn.Module):
     @nn.compact
     def __call__(self, x):
         cin, k = x.shape[-1], self.kernel_size
-        kernel = self.param("kernel", nn.with_logical_partitioning(
-            nn.initializers.normal(1.0), CONV_AXES), (k, k, cin, self.features), self.param_dtype)
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(nn.initializers.normal(1.0), CONV_AXES),
+            (k, k, cin, self.features),
+            self.param_dtype,
+        )
         scale = 1.0 / math.sqrt(cin * k * k)
         p = self.padding
         y = lax.conv_general_dilated(
-            x.astype(self.dtype), (kernel * scale).astype(self.dtype), (self.stride, self.stride),
-            [(p, p), (p, p)], dimension_numbers=_DN)
+            x.astype(self.dtype),
+            (kernel * scale).astype(self.dtype),
+            (self.stride, self.stride),
+            [(p, p), (p, p)],
+            dimension_numbers=_DN,
+        )
         if self.use_bias:
-            bias = self.param("bias", nn.with_logical_partitioning(
-                nn.initializers.zeros_init(), ("conv_out",)), (self.features,), self.param_dtype)
+            bias = self.param(
+                "bias",
+                nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
+                (self.features,),
+                self.param_dtype,
+            )
             y = y + bias.astype(self.dtype)
         return y
 
@@ -97,16 +112,26 @@ class EqualLinear(nn.Module):
     @nn.compact
     def __call__(self, x):
         din = x.shape[-1]
-        kernel = self.param("kernel", nn.with_logical_partitioning(
-            nn.initializers.normal(1.0 / self.lr_mul), tuple(self.kernel_axes)),
-            (din, self.features), self.param_dtype)
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(
+                nn.initializers.normal(1.0 / self.lr_mul), tuple(self.kernel_axes)
+            ),
+            (din, self.features),
+            self.param_dtype,
+        )
         scale = self.lr_mul / math.sqrt(din)
         y = jnp.dot(x.astype(self.dtype), (kernel * scale).astype(self.dtype))
         if not self.use_bias:
             return y
-        bias = self.param("bias", nn.with_logical_partitioning(
-            nn.initializers.constant(self.bias_init), (self.kernel_axes[-1],)),
-            (self.features,), self.param_dtype)
+        bias = self.param(
+            "bias",
+            nn.with_logical_partitioning(
+                nn.initializers.constant(self.bias_init), (self.kernel_axes[-1],)
+            ),
+            (self.features,),
+            self.param_dtype,
+        )
         bias = bias * self.lr_mul
         if self.activation:
             return fused_leaky_relu(y, bias)
@@ -139,9 +164,16 @@ class ConvLayer(nn.Module):
             stride, padding = 2, 0
         else:
             stride, padding = 1, k // 2
-        x = EqualConv2d(self.features, k, stride=stride, padding=padding,
-                        use_bias=self.use_bias and not self.activate, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name="conv")(x)
+        x = EqualConv2d(
+            self.features,
+            k,
+            stride=stride,
+            padding=padding,
+            use_bias=self.use_bias and not self.activate,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="conv",
+        )(x)
         if self.activate:
             if self.use_bias:
                 x = FusedLeakyReLU(dtype=self.dtype, param_dtype=self.param_dtype, name="act")(x)
@@ -163,6 +195,7 @@ class ResBlock(nn.Module):
         kw = dict(blur_kernel=self.blur_kernel, dtype=self.dtype, param_dtype=self.param_dtype)
         out = ConvLayer(x.shape[-1], 3, name="conv1", **kw)(x)
         out = ConvLayer(self.features, 3, downsample=True, name="conv2", **kw)(out)
-        skip = ConvLayer(self.features, 1, downsample=True, activate=False, use_bias=False,
-                         name="skip", **kw)(x)
+        skip = ConvLayer(
+            self.features, 1, downsample=True, activate=False, use_bias=False, name="skip", **kw
+        )(x)
         return (out + skip) * jnp.asarray(1.0 / math.sqrt(2.0), out.dtype)

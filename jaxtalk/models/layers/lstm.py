@@ -50,14 +50,24 @@ class LSTMLayer(nn.Module):
     def __call__(self, x):
         h4 = 4 * self.hidden_size
         init = torch_uniform_init(self.hidden_size)
-        input_kernel = self.param("input_kernel", nn.with_logical_partitioning(
-            init, ("embed", "mlp")), (x.shape[-1], h4), self.param_dtype)
-        hidden_kernel = self.param("hidden_kernel", nn.with_logical_partitioning(
-            init, (None, "mlp")), (self.hidden_size, h4), self.param_dtype)
-        input_bias = self.param("input_bias", nn.with_logical_partitioning(init, ("mlp",)),
-                                (h4,), self.param_dtype)
-        hidden_bias = self.param("hidden_bias", nn.with_logical_partitioning(init, ("mlp",)),
-                                 (h4,), self.param_dtype)
+        input_kernel = self.param(
+            "input_kernel",
+            nn.with_logical_partitioning(init, ("embed", "mlp")),
+            (x.shape[-1], h4),
+            self.param_dtype,
+        )
+        hidden_kernel = self.param(
+            "hidden_kernel",
+            nn.with_logical_partitioning(init, (None, "mlp")),
+            (self.hidden_size, h4),
+            self.param_dtype,
+        )
+        input_bias = self.param(
+            "input_bias", nn.with_logical_partitioning(init, ("mlp",)), (h4,), self.param_dtype
+        )
+        hidden_bias = self.param(
+            "hidden_bias", nn.with_logical_partitioning(init, ("mlp",)), (h4,), self.param_dtype
+        )
         x = x.astype(self.dtype)
         gates = x @ input_kernel.astype(self.dtype) + (input_bias + hidden_bias).astype(self.dtype)
         return lstm_recurrence(gates, hidden_kernel.astype(self.dtype), self.hidden_size)
@@ -74,6 +84,5 @@ class LSTM(nn.Module):
     @nn.compact
     def __call__(self, x):
         for layer in range(self.num_layers):
-            x = LSTMLayer(self.hidden_size, self.dtype, self.param_dtype,
-                          name=f"layer_{layer}")(x)
+            x = LSTMLayer(self.hidden_size, self.dtype, self.param_dtype, name=f"layer_{layer}")(x)
         return x

@@ -57,9 +57,16 @@ def conv_transpose2d(x, kernel, stride: int = 2, feature_group_count: int = 1):
             # explicit pad + VALID: XLA:CPU's kernel gradient is ~10x slower with the
             # asymmetric padding expressed inside the convolution
             xp = jnp.pad(x, [(0, 0), (th - 1, mh - h), (tw - 1, mw - w_), (0, 0)])
-            cols.append(lax.conv_general_dilated(
-                xp, sub.astype(x.dtype), (1, 1), "VALID", dimension_numbers=_DN,
-                feature_group_count=feature_group_count))
+            cols.append(
+                lax.conv_general_dilated(
+                    xp,
+                    sub.astype(x.dtype),
+                    (1, 1),
+                    "VALID",
+                    dimension_numbers=_DN,
+                    feature_group_count=feature_group_count,
+                )
+            )
         rows.append(jnp.stack(cols, axis=3))  # (n, mh, mw, s_b, cout)
     y = jnp.stack(rows, axis=2)  # (n, mh, s_a, mw, s_b, cout)
     y = y.reshape(n, mh * s, mw * s, cout)
@@ -85,10 +92,15 @@ class ModulatedConv2d(nn.Module):
     def __call__(self, x, style):
         b, _, _, cin = x.shape
         k, cout = self.kernel_size, self.features
-        kernel = self.param("kernel", nn.with_logical_partitioning(
-            nn.initializers.normal(self.init_scale), CONV_AXES), (k, k, cin, cout), self.param_dtype)
-        s = EqualLinear(cin, bias_init=1.0, dtype=self.dtype, param_dtype=self.param_dtype,
-                        name="modulation")(style)  # (B, in)
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(nn.initializers.normal(self.init_scale), CONV_AXES),
+            (k, k, cin, cout),
+            self.param_dtype,
+        )
+        s = EqualLinear(
+            cin, bias_init=1.0, dtype=self.dtype, param_dtype=self.param_dtype, name="modulation"
+        )(style)  # (B, in)
         hi = jnp.promote_types(self.dtype, jnp.float32)  # modulation math in >= fp32
         s = s.astype(hi)
         w = kernel.astype(hi) * (1.0 / math.sqrt(cin * k * k))
@@ -122,11 +134,13 @@ class ModulatedConv2d(nn.Module):
         if self.downsample:
             p = (len(self.blur_kernel) - 2) + (k - 1)
             x = blur(x, self.blur_kernel, ((p + 1) // 2, p // 2))
-            return lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=_DN,
-                                            feature_group_count=groups)
+            return lax.conv_general_dilated(
+                x, w, (2, 2), "VALID", dimension_numbers=_DN, feature_group_count=groups
+            )
         p = k // 2
-        return lax.conv_general_dilated(x, w, (1, 1), [(p, p), (p, p)], dimension_numbers=_DN,
-                                        feature_group_count=groups)
+        return lax.conv_general_dilated(
+            x, w, (1, 1), [(p, p), (p, p)], dimension_numbers=_DN, feature_group_count=groups
+        )
 
 
 class NoiseInjection(nn.Module):
@@ -137,8 +151,12 @@ class NoiseInjection(nn.Module):
 
     @nn.compact
     def __call__(self, x, noise=None):
-        weight = self.param("weight", nn.with_logical_partitioning(
-            nn.initializers.zeros_init(), (None,)), (1,), self.param_dtype)
+        weight = self.param(
+            "weight",
+            nn.with_logical_partitioning(nn.initializers.zeros_init(), (None,)),
+            (1,),
+            self.param_dtype,
+        )
         if noise is None:
             return x
         return x + weight.astype(x.dtype) * noise.astype(x.dtype)
@@ -154,11 +172,17 @@ class ConstantInput(nn.Module):
 
     @nn.compact
     def __call__(self, batch: int):
-        const = self.param("input", nn.with_logical_partitioning(
-            nn.initializers.normal(1.0), (None, None, None, "conv_out")),
-            (1, self.size, self.size, self.channels), self.param_dtype)
-        return jnp.broadcast_to(const.astype(self.dtype),
-                                (batch, self.size, self.size, self.channels))
+        const = self.param(
+            "input",
+            nn.with_logical_partitioning(
+                nn.initializers.normal(1.0), (None, None, None, "conv_out")
+            ),
+            (1, self.size, self.size, self.channels),
+            self.param_dtype,
+        )
+        return jnp.broadcast_to(
+            const.astype(self.dtype), (batch, self.size, self.size, self.channels)
+        )
 
 
 class StyledConv(nn.Module):
@@ -176,8 +200,15 @@ class StyledConv(nn.Module):
     @nn.compact
     def __call__(self, x, style, noise=None):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        out = ModulatedConv2d(self.features, self.kernel_size, demodulate=self.demodulate,
-                              upsample=self.upsample, blur_kernel=self.blur_kernel,
-                              impl=self.impl, name="conv", **kw)(x, style)
+        out = ModulatedConv2d(
+            self.features,
+            self.kernel_size,
+            demodulate=self.demodulate,
+            upsample=self.upsample,
+            blur_kernel=self.blur_kernel,
+            impl=self.impl,
+            name="conv",
+            **kw,
+        )(x, style)
         out = NoiseInjection(name="noise", **kw)(out, noise)
         return FusedLeakyReLU(name="activate", **kw)(out)

@@ -42,6 +42,7 @@ def torch_uniform_init(n: int):
 
     def init(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
+
     return init
 
 
@@ -56,28 +57,56 @@ class TorchLinear(nn.Module):
     @nn.compact
     def __call__(self, x):
         init = torch_uniform_init(x.shape[-1])
-        kernel = self.param("kernel", nn.with_logical_partitioning(init, tuple(self.kernel_axes)),
-                            (x.shape[-1], self.features), self.param_dtype)
-        bias = self.param("bias", nn.with_logical_partitioning(init, (self.kernel_axes[-1],)),
-                          (self.features,), self.param_dtype)
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(init, tuple(self.kernel_axes)),
+            (x.shape[-1], self.features),
+            self.param_dtype,
+        )
+        bias = self.param(
+            "bias",
+            nn.with_logical_partitioning(init, (self.kernel_axes[-1],)),
+            (self.features,),
+            self.param_dtype,
+        )
         return jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
 
 
-def dense(features: int, axes: tuple = ("embed", "mlp"), name: str | None = None,
-          use_bias: bool = True, *, kernel_init=torch_kernel_init, dtype: Dtype = jnp.float32,
-          param_dtype: Dtype = jnp.float32) -> nn.Dense:
+def dense(
+    features: int,
+    axes: tuple = ("embed", "mlp"),
+    name: str | None = None,
+    use_bias: bool = True,
+    *,
+    kernel_init=torch_kernel_init,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+) -> nn.Dense:
     """A Dense with logical axis names on its kernel (`axes`) and bias (`axes[-1]`)."""
-    return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-                    kernel_init=nn.with_logical_partitioning(kernel_init, axes),
-                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                           (axes[-1],)),
-                    name=name)
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=nn.with_logical_partitioning(kernel_init, axes),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes[-1],)),
+        name=name,
+    )
 
 
-def conv(features: int, kernel: int | tuple[int, ...], *, stride: int | tuple[int, ...] = 1,
-         padding=0, use_bias: bool = True, name: str | None = None,
-         dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
-         feature_group_count: int = 1, kernel_init=torch_kernel_init) -> nn.Conv:
+def conv(
+    features: int,
+    kernel: int | tuple[int, ...],
+    *,
+    stride: int | tuple[int, ...] = 1,
+    padding=0,
+    use_bias: bool = True,
+    name: str | None = None,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    feature_group_count: int = 1,
+    kernel_init=torch_kernel_init,
+) -> nn.Conv:
     """A PyTorch-style Conv (symmetric integer padding) as a channels-last flax Conv; an
     integer `kernel` means a square 2-D one."""
     kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
@@ -87,42 +116,80 @@ def conv(features: int, kernel: int | tuple[int, ...], *, stride: int | tuple[in
         padding = ((padding, padding),) * ndim
     elif isinstance(padding, tuple) and all(isinstance(p, int) for p in padding):
         padding = tuple((p, p) for p in padding)
-    return nn.Conv(features, kernel, strides=stride, padding=padding, use_bias=use_bias,
-                   feature_group_count=feature_group_count, dtype=dtype,
-                   param_dtype=param_dtype, name=name,
-                   kernel_init=nn.with_logical_partitioning(
-                       kernel_init, (None,) * ndim + ("conv_in", "conv_out")),
-                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                          ("conv_out",)))
+    return nn.Conv(
+        features,
+        kernel,
+        strides=stride,
+        padding=padding,
+        use_bias=use_bias,
+        feature_group_count=feature_group_count,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+        kernel_init=nn.with_logical_partitioning(
+            kernel_init, (None,) * ndim + ("conv_in", "conv_out")
+        ),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
+    )
 
 
-def conv1d(features: int, kernel_size: int, name: str, stride: int = 1, padding: int = 0,
-           groups: int = 1, use_bias: bool = True, dtype: Dtype = jnp.float32,
-           param_dtype: Dtype = jnp.float32) -> nn.Conv:
+def conv1d(
+    features: int,
+    kernel_size: int,
+    name: str,
+    stride: int = 1,
+    padding: int = 0,
+    groups: int = 1,
+    use_bias: bool = True,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+) -> nn.Conv:
     """PyTorch-style Conv1d on (B, T, C): symmetric zero padding, optional groups."""
-    return conv(features, (kernel_size,), stride=stride, padding=padding, use_bias=use_bias,
-                name=name, dtype=dtype, param_dtype=param_dtype, feature_group_count=groups)
+    return conv(
+        features,
+        (kernel_size,),
+        stride=stride,
+        padding=padding,
+        use_bias=use_bias,
+        name=name,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        feature_group_count=groups,
+    )
 
 
-def layer_norm(name: str, eps: float = 1e-5, dtype: Dtype = jnp.float32,
-               param_dtype: Dtype = jnp.float32) -> nn.LayerNorm:
+def layer_norm(
+    name: str, eps: float = 1e-5, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32
+) -> nn.LayerNorm:
     """nn.LayerNorm over the last axis (PyTorch's default eps 1e-5)."""
-    return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name,
-                        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(),
-                                                                ("norm",)),
-                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                               ("norm",)))
+    return nn.LayerNorm(
+        epsilon=eps,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
+    )
 
 
-def batch_norm(name: str | None = None, epsilon: float = BATCH_NORM_EPS, momentum: float = 0.9,
-               dtype=jnp.float32, param_dtype=jnp.float32) -> nn.BatchNorm:
+def batch_norm(
+    name: str | None = None,
+    epsilon: float = BATCH_NORM_EPS,
+    momentum: float = 0.9,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+) -> nn.BatchNorm:
     """Inference-mode BatchNorm with PyTorch's default epsilon (running stats in batch_stats)."""
-    return nn.BatchNorm(use_running_average=True, epsilon=epsilon, momentum=momentum,
-                        dtype=dtype, param_dtype=param_dtype, name=name,
-                        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(),
-                                                                ("norm",)),
-                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                               ("norm",)))
+    return nn.BatchNorm(
+        use_running_average=True,
+        epsilon=epsilon,
+        momentum=momentum,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
+    )
 
 
 class TorchBatchNorm(nn.Module):
@@ -142,12 +209,18 @@ class TorchBatchNorm(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         c = x.shape[-1]
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(),
-                                                                 ("norm",)), (c,),
-                           self.param_dtype)
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                               ("norm",)), (c,),
-                          self.param_dtype)
+        scale = self.param(
+            "scale",
+            nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+            (c,),
+            self.param_dtype,
+        )
+        bias = self.param(
+            "bias",
+            nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
+            (c,),
+            self.param_dtype,
+        )
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
         if train:
@@ -167,8 +240,9 @@ class TorchBatchNorm(nn.Module):
         return y.astype(self.dtype)
 
 
-def max_pool(x: jnp.ndarray, window: int, stride: int, padding: int = 0,
-             ceil_mode: bool = False) -> jnp.ndarray:
+def max_pool(
+    x: jnp.ndarray, window: int, stride: int, padding: int = 0, ceil_mode: bool = False
+) -> jnp.ndarray:
     """torch.nn.MaxPool2d semantics, including ceil_mode (extra right/bottom windows)."""
     pads = []
     for size in x.shape[1:3]:

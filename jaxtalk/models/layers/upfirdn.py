@@ -66,8 +66,9 @@ def _fir_axis(x, axis: int, taps: np.ndarray):
     return out
 
 
-def upfirdn2d(x, kernel, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0),
-              gain: float = 1.0):
+def upfirdn2d(
+    x, kernel, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0), gain: float = 1.0
+):
     """x: (N, H, W, C); `kernel`: 1-D taps k (applied separably: the 2-D kernel is
     outer(k, k) * gain, k used as given, not normalised) or a 2-D kernel (times gain).
     `pad` = (before, after), the same on both spatial axes; negative values crop.
@@ -84,8 +85,9 @@ def upfirdn2d(x, kernel, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 
         c = x.shape[-1]
         w = jnp.asarray((kernel * gain)[::-1, ::-1].copy(), x.dtype)
         w = jnp.broadcast_to(w[:, :, None, None], (kh, kw, 1, c))
-        x = lax.conv_general_dilated(x, w, (1, 1), "VALID", feature_group_count=c,
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        x = lax.conv_general_dilated(
+            x, w, (1, 1), "VALID", feature_group_count=c, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
     if down > 1:
         x = x[:, ::down, ::down, :]
     return x
@@ -100,14 +102,15 @@ def _taps(kernel: Sequence[float]) -> np.ndarray:
 
 def blur(x, kernel: Sequence[float], pad: tuple[int, int], upsample_factor: int = 1):
     """The release's Blur: upfirdn2d with make_kernel(kernel) * factor**2."""
-    return upfirdn2d(x, _taps(kernel), pad=pad, gain=float(upsample_factor ** 2))
+    return upfirdn2d(x, _taps(kernel), pad=pad, gain=float(upsample_factor**2))
 
 
 def upsample(x, kernel: Sequence[float] = (1, 3, 3, 1), factor: int = 2):
     """The release's Upsample: up=factor, kernel * factor**2, pad ((p+1)//2+f-1, p//2)."""
     p = len(kernel) - factor
-    return upfirdn2d(x, _taps(kernel), up=factor,
-                     pad=((p + 1) // 2 + factor - 1, p // 2), gain=float(factor ** 2))
+    return upfirdn2d(
+        x, _taps(kernel), up=factor, pad=((p + 1) // 2 + factor - 1, p // 2), gain=float(factor**2)
+    )
 
 
 def downsample(x, kernel: Sequence[float] = (1, 3, 3, 1), factor: int = 2):

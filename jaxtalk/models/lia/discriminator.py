@@ -28,9 +28,9 @@ def minibatch_stddev(x, group_size: int = 4, eps: float = 1e-8):
     if b % group:
         raise ValueError(f"batch {b} is not divisible by the stddev group {group}")
     y = x.astype(jnp.float32).reshape(group, b // group, h, w, c)
-    std = jnp.sqrt(jnp.var(y, axis=0) + eps)                # (B/g, H, W, C)
-    std = jnp.mean(std, axis=(1, 2, 3))                     # (B/g,)
-    std = jnp.tile(std, group)[:, None, None, None]          # sample b -> stat of b % (B/g)
+    std = jnp.sqrt(jnp.var(y, axis=0) + eps)  # (B/g, H, W, C)
+    std = jnp.mean(std, axis=(1, 2, 3))  # (B/g,)
+    std = jnp.tile(std, group)[:, None, None, None]  # sample b -> stat of b % (B/g)
     std = jnp.broadcast_to(std, (b, h, w, 1)).astype(x.dtype)
     return jnp.concatenate([x, std], axis=-1)
 

@@ -36,8 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.models.layers.equalized import (ConvLayer, EqualConv2d, EqualLinear,
-                                             ResBlock)
+from jaxtalk.models.layers.equalized import ConvLayer, EqualConv2d, EqualLinear, ResBlock
 from jaxtalk.models.layers.grid_sample import grid_sample_2d
 from jaxtalk.models.layers.modulated import ConstantInput, ModulatedConv2d, StyledConv
 from jaxtalk.models.layers.sharding import constrain
@@ -54,7 +53,7 @@ def channel_map(width: float = 1.0) -> dict[int, int]:
 
 def _log2(size: int) -> int:
     log = int(math.log2(size))
-    if 2 ** log != size or size < 8:
+    if 2**log != size or size < 8:
         raise ValueError(f"LIA image size must be a power of two >= 8, got {size}")
     return log
 
@@ -80,11 +79,13 @@ class EncoderApp(nn.Module):
         h = ConvLayer(ch[self.size], 1, blur_kernel=self.blur_kernel, name="convs_0", **kw)(x)
         stages.append(h)
         for n, i in enumerate(range(log, 2, -1), start=1):
-            h = constrain(ResBlock(ch[2 ** (i - 1)], blur_kernel=self.blur_kernel,
-                                   name=f"convs_{n}", **kw)(h))
+            h = constrain(
+                ResBlock(ch[2 ** (i - 1)], blur_kernel=self.blur_kernel, name=f"convs_{n}", **kw)(h)
+            )
             stages.append(h)
-        h = EqualConv2d(self.style_dim, 4, padding=0, use_bias=False,
-                        name=f"convs_{log - 1}", **kw)(h)
+        h = EqualConv2d(
+            self.style_dim, 4, padding=0, use_bias=False, name=f"convs_{log - 1}", **kw
+        )(h)
         stages.append(h)
         wa = h.reshape(h.shape[0], self.style_dim)
         feats = stages[::-1][2:]
@@ -100,9 +101,12 @@ class Direction(nn.Module):
     param_dtype: Any = jnp.float32
 
     def setup(self):
-        self.weight = self.param("weight", nn.with_logical_partitioning(
-            nn.initializers.normal(1.0), (None, None)), (self.style_dim, self.motion_dim),
-            self.param_dtype)
+        self.weight = self.param(
+            "weight",
+            nn.with_logical_partitioning(nn.initializers.normal(1.0), (None, None)),
+            (self.style_dim, self.motion_dim),
+            self.param_dtype,
+        )
 
     def basis(self):
         """Q (style_dim, motion_dim) of QR(weight + 1e-8), as the release computes it."""
@@ -134,10 +138,20 @@ class ToRGB(nn.Module):
 
     @nn.compact
     def __call__(self, x, skip=None):
-        out = ConvLayer(3, 1, blur_kernel=self.blur_kernel, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name="conv")(x)
-        bias = self.param("bias", nn.with_logical_partitioning(
-            nn.initializers.zeros_init(), ("conv_out",)), (3,), self.param_dtype)
+        out = ConvLayer(
+            3,
+            1,
+            blur_kernel=self.blur_kernel,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="conv",
+        )(x)
+        bias = self.param(
+            "bias",
+            nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
+            (3,),
+            self.param_dtype,
+        )
         out = out + bias.astype(out.dtype)
         if skip is not None:
             out = out + upsample(skip.astype(out.dtype), self.blur_kernel)
@@ -160,11 +174,23 @@ class ToFlow(nn.Module):
 
     @nn.compact
     def __call__(self, x, style, feat, skip=None):
-        out = ModulatedConv2d(3, 1, demodulate=False, blur_kernel=self.blur_kernel,
-                              impl=self.impl, init_scale=self.init_scale, dtype=self.dtype, param_dtype=self.param_dtype,
-                              name="conv")(x, style)
-        bias = self.param("bias", nn.with_logical_partitioning(
-            nn.initializers.zeros_init(), ("conv_out",)), (3,), self.param_dtype)
+        out = ModulatedConv2d(
+            3,
+            1,
+            demodulate=False,
+            blur_kernel=self.blur_kernel,
+            impl=self.impl,
+            init_scale=self.init_scale,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="conv",
+        )(x, style)
+        bias = self.param(
+            "bias",
+            nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
+            (3,),
+            self.param_dtype,
+        )
         out = out + bias.astype(out.dtype)
         if skip is not None:
             out = out + upsample(skip.astype(out.dtype), self.blur_kernel)
@@ -199,7 +225,7 @@ class Synthesis(nn.Module):
         self.to_rgb1 = ToRGB(upsample=False, **kw)
         convs, to_rgbs, to_flows = [], [], []
         for i in range(3, log + 1):
-            out_ch = ch[2 ** i]
+            out_ch = ch[2**i]
             convs.append(StyledConv(out_ch, 3, upsample=True, impl=self.impl, **kw))
             convs.append(StyledConv(out_ch, 3, impl=self.impl, **kw))
             to_rgbs.append(ToRGB(**kw))
@@ -238,9 +264,13 @@ class Synthesis(nn.Module):
         hi = jnp.promote_types(self.dtype, jnp.float32)
         flow = jnp.tanh(skip_flow[..., :2].astype(hi))
         grid = flow + identity_grid(flow.shape[1], flow.shape[2])[None].astype(hi)
-        return {"image": skip, "flow": flow, "grid": grid,
-                "mask": jax.nn.sigmoid(skip_flow[..., 2:3].astype(hi)),
-                "latent": latent}
+        return {
+            "image": skip,
+            "flow": flow,
+            "grid": grid,
+            "mask": jax.nn.sigmoid(skip_flow[..., 2:3].astype(hi)),
+            "latent": latent,
+        }
 
 
 def render_frames(model, wa, feats, alphas):
@@ -264,8 +294,9 @@ class LIAEncoder(nn.Module):
     def setup(self):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         self.net_app = EncoderApp(self.size, self.style_dim, self.width, self.blur_kernel, **kw)
-        self.fc = ([EqualLinear(self.style_dim, **kw) for _ in range(4)]
-                   + [EqualLinear(self.motion_dim, **kw)])
+        self.fc = [EqualLinear(self.style_dim, **kw) for _ in range(4)] + [
+            EqualLinear(self.motion_dim, **kw)
+        ]
 
     def motion(self, h):
         for layer in self.fc:
@@ -299,10 +330,18 @@ class WarpingGenerator(nn.Module):
 
     def setup(self):
         kw = dict(blur_kernel=self.blur_kernel, dtype=self.dtype, param_dtype=self.param_dtype)
-        self.enc = self.encoder_cls(self.size, self.style_dim, self.motion_dim, self.width, **kw,
-                                    **self.encoder_options())
-        self.dec = Synthesis(self.size, self.style_dim, self.motion_dim, self.width,
-                             impl=self.impl, flow_init_scale=self.flow_init_scale, **kw)
+        self.enc = self.encoder_cls(
+            self.size, self.style_dim, self.motion_dim, self.width, **kw, **self.encoder_options()
+        )
+        self.dec = Synthesis(
+            self.size,
+            self.style_dim,
+            self.motion_dim,
+            self.width,
+            impl=self.impl,
+            flow_init_scale=self.flow_init_scale,
+            **kw,
+        )
 
     def encoder_options(self) -> dict:
         """Extra constructor arguments of the subclass's encoder."""

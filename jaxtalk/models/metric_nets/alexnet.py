@@ -34,9 +34,18 @@ class AlexNetFeatures(nn.Module):
         for i, (name, (width, kernel, stride, padding, _)) in enumerate(CONVS.items(), start=1):
             if name in ("conv2", "conv3"):  # MaxPool2d(3, 2) after relu1 and relu2
                 x = max_pool(x, 3, 2)
-            x = nn.relu(conv(width, kernel, stride=stride, padding=padding, name=name,
-                             dtype=self.dtype, param_dtype=self.param_dtype,
-                             kernel_init=lecun_kernel_init)(x))
+            x = nn.relu(
+                conv(
+                    width,
+                    kernel,
+                    stride=stride,
+                    padding=padding,
+                    name=name,
+                    dtype=self.dtype,
+                    param_dtype=self.param_dtype,
+                    kernel_init=lecun_kernel_init,
+                )(x)
+            )
             if f"relu{i}" in self.output_layers:
                 outputs[f"relu{i}"] = x
         return outputs

@@ -14,8 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtalk.models.layers.torch_nn import (batch_norm, conv, dense, lecun_kernel_init,
-                                            max_pool)
+from jaxtalk.models.layers.torch_nn import batch_norm, conv, dense, lecun_kernel_init, max_pool
 
 INPUT_SIZE = 299
 
@@ -33,8 +32,16 @@ class BasicConv2d(nn.Module):
     @nn.compact
     def __call__(self, x):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = conv(self.features, self.kernel, stride=self.stride, padding=self.padding,
-                 use_bias=False, name="conv", kernel_init=lecun_kernel_init, **kw)(x)
+        x = conv(
+            self.features,
+            self.kernel,
+            stride=self.stride,
+            padding=self.padding,
+            use_bias=False,
+            name="conv",
+            kernel_init=lecun_kernel_init,
+            **kw,
+        )(x)
         return nn.relu(batch_norm(name="bn", epsilon=1e-3, **kw)(x))
 
 
@@ -52,8 +59,9 @@ class _Block(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
 
     def basic(self, name, features, kernel, stride=1, padding=0):
-        return BasicConv2d(features, kernel, stride, padding, self.dtype, self.param_dtype,
-                           name=name)
+        return BasicConv2d(
+            features, kernel, stride, padding, self.dtype, self.param_dtype, name=name
+        )
 
 
 class InceptionA(_Block):
@@ -65,7 +73,8 @@ class InceptionA(_Block):
         b5 = self.basic("branch5x5_2", 64, 5, padding=2)(self.basic("branch5x5_1", 48, 1)(x))
         b3 = self.basic("branch3x3dbl_1", 64, 1)(x)
         b3 = self.basic("branch3x3dbl_3", 96, 3, padding=1)(
-            self.basic("branch3x3dbl_2", 96, 3, padding=1)(b3))
+            self.basic("branch3x3dbl_2", 96, 3, padding=1)(b3)
+        )
         bp = self.basic("branch_pool", self.pool_features, 1)(avg_pool_3x3_excluding_padding(x))
         return jnp.concatenate([b1, b5, b3, bp], axis=-1)
 
@@ -93,7 +102,8 @@ class InceptionC(_Block):
         b7 = self.basic("branch7x7_3", 192, col[0], padding=col[1])(b7)
         bd = self.basic("branch7x7dbl_1", c, 1)(x)
         for i, (width, (kernel, padding)) in enumerate(
-                [(c, col), (c, row), (c, col), (192, row)], start=2):
+            [(c, col), (c, row), (c, col), (192, row)], start=2
+        ):
             bd = self.basic(f"branch7x7dbl_{i}", width, kernel, padding=padding)(bd)
         bp = self.basic("branch_pool", 192, 1)(avg_pool_3x3_excluding_padding(x))
         return jnp.concatenate([b1, b7, bd, bp], axis=-1)
@@ -117,14 +127,27 @@ class InceptionE(_Block):
     def __call__(self, x):
         b1 = self.basic("branch1x1", 320, 1)(x)
         b3 = self.basic("branch3x3_1", 384, 1)(x)
-        b3 = jnp.concatenate([self.basic("branch3x3_2a", 384, (1, 3), padding=(0, 1))(b3),
-                              self.basic("branch3x3_2b", 384, (3, 1), padding=(1, 0))(b3)], -1)
+        b3 = jnp.concatenate(
+            [
+                self.basic("branch3x3_2a", 384, (1, 3), padding=(0, 1))(b3),
+                self.basic("branch3x3_2b", 384, (3, 1), padding=(1, 0))(b3),
+            ],
+            -1,
+        )
         bd = self.basic("branch3x3dbl_1", 448, 1)(x)
         bd = self.basic("branch3x3dbl_2", 384, 3, padding=1)(bd)
-        bd = jnp.concatenate([self.basic("branch3x3dbl_3a", 384, (1, 3), padding=(0, 1))(bd),
-                              self.basic("branch3x3dbl_3b", 384, (3, 1), padding=(1, 0))(bd)], -1)
-        pooled = (max_pool(x, 3, 1, padding=1) if self.max_pool_branch
-                  else avg_pool_3x3_excluding_padding(x))
+        bd = jnp.concatenate(
+            [
+                self.basic("branch3x3dbl_3a", 384, (1, 3), padding=(0, 1))(bd),
+                self.basic("branch3x3dbl_3b", 384, (3, 1), padding=(1, 0))(bd),
+            ],
+            -1,
+        )
+        pooled = (
+            max_pool(x, 3, 1, padding=1)
+            if self.max_pool_branch
+            else avg_pool_3x3_excluding_padding(x)
+        )
         bp = self.basic("branch_pool", 192, 1)(pooled)
         return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
@@ -149,13 +172,18 @@ class FIDInceptionV3(nn.Module):
         for name, pool_features in (("Mixed_5b", 32), ("Mixed_5c", 64), ("Mixed_5d", 64)):
             x = InceptionA(pool_features=pool_features, name=name, **kw)(x)
         x = InceptionB(name="Mixed_6a", **kw)(x)
-        for name, channels in (("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160),
-                               ("Mixed_6e", 192)):
+        for name, channels in (
+            ("Mixed_6b", 128),
+            ("Mixed_6c", 160),
+            ("Mixed_6d", 160),
+            ("Mixed_6e", 192),
+        ):
             x = InceptionC(channels_7x7=channels, name=name, **kw)(x)
         x = InceptionD(name="Mixed_7a", **kw)(x)
         x = InceptionE(name="Mixed_7b", **kw)(x)
         x = InceptionE(max_pool_branch=True, name="Mixed_7c", **kw)(x)
         pool3 = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-        logits = dense(1008, name="fc", axes=("mlp", "embed"), kernel_init=lecun_kernel_init,
-                       **kw)(pool3.astype(self.dtype))
+        logits = dense(1008, name="fc", axes=("mlp", "embed"), kernel_init=lecun_kernel_init, **kw)(
+            pool3.astype(self.dtype)
+        )
         return {"pool3": pool3, "logits": logits.astype(jnp.float32)}

@@ -13,8 +13,12 @@ import jax.numpy as jnp
 
 from jaxtalk.models.layers.torch_nn import batch_norm, conv, dense, lecun_kernel_init
 
-DEPTHS = {"iresnet18": (2, 2, 2, 2), "iresnet34": (3, 4, 6, 3), "iresnet50": (3, 4, 14, 3),
-          "iresnet100": (3, 13, 30, 3)}
+DEPTHS = {
+    "iresnet18": (2, 2, 2, 2),
+    "iresnet34": (3, 4, 6, 3),
+    "iresnet50": (3, 4, 14, 3),
+    "iresnet100": (3, 13, 30, 3),
+}
 WIDTHS = (64, 128, 256, 512)
 
 
@@ -25,8 +29,12 @@ class PReLU(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        alpha = self.param("alpha", nn.with_logical_partitioning(
-            nn.initializers.constant(0.25), ("conv_out",)), (x.shape[-1],), self.param_dtype)
+        alpha = self.param(
+            "alpha",
+            nn.with_logical_partitioning(nn.initializers.constant(0.25), ("conv_out",)),
+            (x.shape[-1],),
+            self.param_dtype,
+        )
         return jnp.where(x >= 0, x, alpha.astype(x.dtype) * x)
 
 
@@ -46,12 +54,14 @@ class IBasicBlock(nn.Module):
         y = conv(self.width, 3, padding=1, use_bias=False, name="conv1", **ckw)(y)
         y = batch_norm(name="bn2", **kw)(y)
         y = PReLU(self.param_dtype, name="prelu")(y)
-        y = conv(self.width, 3, stride=self.stride, padding=1, use_bias=False, name="conv2",
-                 **ckw)(y)
+        y = conv(self.width, 3, stride=self.stride, padding=1, use_bias=False, name="conv2", **ckw)(
+            y
+        )
         y = batch_norm(name="bn3", **kw)(y)
         if self.stride != 1 or x.shape[-1] != self.width:
-            x = conv(self.width, 1, stride=self.stride, use_bias=False, name="downsample_conv",
-                     **ckw)(x)
+            x = conv(
+                self.width, 1, stride=self.stride, use_bias=False, name="downsample_conv", **ckw
+            )(x)
             x = batch_norm(name="downsample_bn", **kw)(x)
         return y + x
 

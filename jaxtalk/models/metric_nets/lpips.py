@@ -11,8 +11,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxtalk.models.metric_nets.alexnet import AlexNetFeatures
 from jaxtalk.models.layers.torch_nn import conv, lecun_kernel_init
+from jaxtalk.models.metric_nets.alexnet import AlexNetFeatures
 from jaxtalk.models.vgg import VGGFeatures
 
 BACKBONE_LAYERS = {
@@ -44,8 +44,7 @@ class LPIPS(nn.Module):
         if self.net == "alex":
             backbone = AlexNetFeatures(layers, self.dtype, self.param_dtype, name="backbone")
         else:
-            backbone = VGGFeatures("vgg16", layers, self.dtype, self.param_dtype,
-                                   name="backbone")
+            backbone = VGGFeatures("vgg16", layers, self.dtype, self.param_dtype, name="backbone")
         x = jnp.concatenate([x0, x1]).astype(jnp.float32)  # one backbone pass for both
         x = (x - jnp.asarray(SHIFT)) / jnp.asarray(SCALE)
         features = backbone(x)
@@ -54,8 +53,16 @@ class LPIPS(nn.Module):
         for i, name in enumerate(layers):
             f = _unit_normalize(features[name].astype(jnp.float32))
             diff = jnp.square(f[:n] - f[n:])
-            head = conv(1, 1, use_bias=False, name=f"lin{i}", dtype=self.dtype,
-                        param_dtype=self.param_dtype, kernel_init=lecun_kernel_init)
-            total = total + jnp.mean(head(diff.astype(self.dtype)).astype(jnp.float32),
-                                     axis=(1, 2, 3))
+            head = conv(
+                1,
+                1,
+                use_bias=False,
+                name=f"lin{i}",
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernel_init=lecun_kernel_init,
+            )
+            total = total + jnp.mean(
+                head(diff.astype(self.dtype)).astype(jnp.float32), axis=(1, 2, 3)
+            )
         return total

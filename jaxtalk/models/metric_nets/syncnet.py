@@ -51,8 +51,9 @@ class _Stream(nn.Module):
             x = nn.relu(batch_norm(name=name.replace("conv", "bn"), **kw)(layer(x)))
             if pool is not None:
                 window, pool_stride, pool_padding = pool
-                x = nn.max_pool(x, window, strides=pool_stride,
-                                padding=tuple((p, p) for p in pool_padding))
+                x = nn.max_pool(
+                    x, window, strides=pool_stride, padding=tuple((p, p) for p in pool_padding)
+                )
         x = x.reshape(x.shape[0], -1)  # spatial size is 1 here, so the order is the torch one
         x = dense(512, name=f"{self.prefix}_fc1", **ckw)(x)
         x = nn.relu(batch_norm(name=f"{self.prefix}_fc_bn", **kw)(x))
