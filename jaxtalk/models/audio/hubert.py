@@ -27,7 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.models.layers.torch_nn import conv1d, dense, layer_norm, torch_kernel_init
+from jaxtalk.models.layers.torch_nn import (
+    conv1d,
+    dense,
+    layer_norm,
+    norm_affine,
+    torch_kernel_init,
+)
 
 Dtype = Any
 
@@ -90,18 +96,7 @@ class ChannelGroupNorm(nn.Module):
     @nn.compact
     def __call__(self, x):
         c = x.shape[-1]
-        scale = self.param(
-            "scale",
-            nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
-            (c,),
-            self.param_dtype,
-        )
-        bias = self.param(
-            "bias",
-            nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
-            (c,),
-            self.param_dtype,
-        )
+        scale, bias = norm_affine(self, c, self.param_dtype)
         xf = x.astype(jnp.float32)
         mean = xf.mean(1, keepdims=True)
         var = jnp.square(xf - mean).mean(1, keepdims=True)

@@ -192,6 +192,18 @@ def batch_norm(
     )
 
 
+def norm_affine(module: nn.Module, channels: int, param_dtype) -> tuple[jax.Array, jax.Array]:
+    """A norm's per-channel `scale` (ones) and `bias` (zeros), created in `module`'s scope
+    (call from its compact `__call__`)."""
+    names = ("norm",)
+    scale_init = nn.with_logical_partitioning(nn.initializers.ones_init(), names)
+    bias_init = nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
+    return (
+        module.param("scale", scale_init, (channels,), param_dtype),
+        module.param("bias", bias_init, (channels,), param_dtype),
+    )
+
+
 class TorchBatchNorm(nn.Module):
     """BatchNorm over all axes but the last, with torch.nn.BatchNorm semantics.
 
@@ -209,18 +221,7 @@ class TorchBatchNorm(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         c = x.shape[-1]
-        scale = self.param(
-            "scale",
-            nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
-            (c,),
-            self.param_dtype,
-        )
-        bias = self.param(
-            "bias",
-            nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
-            (c,),
-            self.param_dtype,
-        )
+        scale, bias = norm_affine(self, c, self.param_dtype)
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
         if train:
