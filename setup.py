@@ -30,6 +30,9 @@ INSTALL_REQUIRES = [
     "tensorboardX>=2.6,<2.7",
     "tqdm>=4.66,<5",
     "matplotlib>=3.8,<4",
+    # gs:// work and data directories (jaxtalk/fs.py reaches them through etils.epath ->
+    # fsspec -> gcsfs; orbax writes checkpoint arrays with tensorstore's own GCS driver).
+    "gcsfs>=2025.3",
 ]
 
 EXTRAS = {
@@ -38,6 +41,8 @@ EXTRAS = {
         "pytest-xdist>=3.5,<4",
         "scikit-image>=0.24,<0.27",
         "ruff>=0.17,<0.18",
+        # a Cloud Storage JSON-API server on localhost for the remote tests (tests/remote/)
+        "gcp-storage-emulator>=2024.8",
     ],  # the formatter and linter CI runs (ruff.toml)
     # Only for running the released PyTorch code beside jaxtalk (parity checks,
     # benchmarks); jaxtalk itself reads and writes PyTorch checkpoints without torch.

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from jaxtalk import fs
 from jaxtalk.convert import weights
 from jaxtalk.errors import InputError, one_line
 
@@ -50,7 +50,7 @@ class Checkpointer:
     ITEMS = ("state", "data", "config", "frozen")
 
     def __init__(self, workdir: str, config):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.directory = fs.join(fs.absolute(workdir), "checkpoints")
         self._config_json = json.loads(config.to_json_best_effort())
         options = ocp.CheckpointManagerOptions(
             enable_async_checkpointing=config.checkpoint.async_save,
@@ -154,11 +154,8 @@ def load_frozen_groups(task, record: dict) -> dict:
 
 def frozen_record(workdir: str, step: int | None = None) -> dict:
     """The frozen-group record a run saved with a checkpoint ({} for older checkpoints)."""
-    path = os.path.join(_step_dir(workdir, step), "frozen", "metadata")
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
+    path = fs.join(_step_dir(workdir, step), "frozen", "metadata")
+    return fs.read_json(path) if fs.exists(path) else {}
 
 
 def _run_frozen(workdir: str, step: int | None, groups=None) -> dict:
@@ -185,29 +182,24 @@ def abstract_with_shardings(abstract_tree, shardings):
 
 
 def saved_steps(workdir: str) -> list[int]:
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    return (
-        sorted(int(s) for s in os.listdir(directory) if s.isdigit())
-        if os.path.isdir(directory)
-        else []
-    )
+    directory = fs.join(fs.absolute(workdir), "checkpoints")
+    return sorted(int(s) for s in fs.listdir(directory) if s.isdigit())
 
 
 def _step_dir(workdir: str, step: int | None) -> str:
     steps = saved_steps(workdir)
     if not steps:
-        raise ValueError(f"{workdir}: no checkpoints in {os.path.join(workdir, 'checkpoints')}")
+        raise ValueError(f"{workdir}: no checkpoints in {fs.join(workdir, 'checkpoints')}")
     step = steps[-1] if step is None else step
     if step not in steps:
         raise ValueError(f"{workdir}: no checkpoint at step {step} (have {steps})")
-    return os.path.join(os.path.abspath(workdir), "checkpoints", str(step))
+    return fs.join(fs.absolute(workdir), "checkpoints", str(step))
 
 
 def run_config(workdir: str, step: int | None = None) -> dict:
     """The config a run saved with its checkpoint, as a plain dict (an old task name
     mapped to today's, see `weights.current_name`)."""
-    with open(os.path.join(_step_dir(workdir, step), "config", "metadata")) as f:
-        config = json.load(f)
+    config = fs.read_json(fs.join(_step_dir(workdir, step), "config", "metadata"))
     if isinstance(config, dict) and "task" in config:
         config["task"] = weights.current_name(config["task"])
     return config
@@ -217,7 +209,7 @@ def group_variables(workdir: str, group: str, step: int | None = None) -> dict:
     """{'params', maybe 'batch_stats'} of one parameter group of a run (EMA preferred).
 
     `group` may name a sub-tree, 'generator/model'."""
-    state = ocp.StandardCheckpointer().restore(os.path.join(_step_dir(workdir, step), "state"))
+    state = ocp.StandardCheckpointer().restore(fs.join(_step_dir(workdir, step), "state"))
     name, *path = group.split("/")
     source = (state.get("ema_params") or {}).get(name) or state["params"].get(name)
     if source is None:
@@ -246,7 +238,7 @@ def eval_variables(workdir: str, step: int | None = None) -> dict:
     Host arrays carry no device placement, so the caller chooses the mesh, whatever the run
     was saved on.
     """
-    path = os.path.join(_step_dir(workdir, step), "state")
+    path = fs.join(_step_dir(workdir, step), "state")
     checkpointer = ocp.PyTreeCheckpointer()
     saved = checkpointer.metadata(path).item_metadata.tree
     wanted = {k: saved[k] for k in ("params", "ema_params", "model_state") if k in saved}

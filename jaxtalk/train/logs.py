@@ -9,11 +9,12 @@ from __future__ import annotations
 import datetime
 import io
 import json
-import os
 import time
 
 import jax
 import numpy as np
+
+from jaxtalk import fs
 
 # Dense bf16 peak FLOP/s per device (vendor figures; TPU figures are per chip).
 PEAK_FLOPS = {
@@ -79,11 +80,13 @@ class MetricWriter:
         self.flops_per_step: float | None = None
         if not is_main:
             return
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+        # On an object store, appended lines are uploaded every 30 s and at close.
+        self._jsonl = fs.AppendFile(fs.join(workdir, "metrics.jsonl"), flush_seconds=30)
         if config.log.tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            _tensorboard_through_fs(workdir)
+            self._tb = SummaryWriter(fs.join(workdir, "tensorboard"))
         if config.log.progress_bar:
             from tqdm import tqdm
 
@@ -159,6 +162,24 @@ class MetricWriter:
             self._bar.close()
         if self._tb is not None:
             self._tb.close()
+
+
+class _EventFiles:
+    """tensorboardX writer factory: event files through jaxtalk.fs (tensorboardX's own gs://
+    writer would use a separate client with its own credential discovery)."""
+
+    def open(self, path):
+        return fs.AppendFile(path, binary=True, flush_seconds=30)
+
+    def directory_check(self, path):
+        pass  # object stores need no directories
+
+
+def _tensorboard_through_fs(workdir: str) -> None:
+    if fs.is_remote(workdir):
+        from tensorboardX import record_writer
+
+        record_writer.register_writer_factory(fs.scheme(workdir), _EventFiles())
 
 
 def _gif_summary(name: str, videos: np.ndarray):

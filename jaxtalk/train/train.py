@@ -7,7 +7,6 @@ compiled step, then the loop with its logging, evaluation, samples and checkpoin
 from __future__ import annotations
 
 import functools
-import os
 import time
 
 import jax
@@ -15,6 +14,7 @@ import numpy as np
 from absl import logging
 from flax import linen as nn
 
+from jaxtalk import fs
 from jaxtalk.train import checkpoints, distributed, optim, sharding
 from jaxtalk.train import state as state_lib
 from jaxtalk.train.data import DevicePrefetcher, to_global
@@ -32,14 +32,14 @@ class ConfigError(ValueError):
 
 
 def check_workdir(workdir: str) -> None:
+    """Every process can write the work directory (local or remote, see jaxtalk.fs)."""
     try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".write_probe_{jax.process_index()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise ConfigError(f"workdir {workdir!r} is not writable: {e.strerror or e}") from None
+        fs.makedirs(workdir)
+        probe = fs.join(workdir, f".write_probe_{jax.process_index()}")
+        fs.write_text(probe, "ok")
+        fs.remove(probe)
+    except fs.FileSystemError as e:
+        raise ConfigError(f"workdir {workdir!r} is not writable ({e})") from None
 
 
 def _validate(config) -> None:
