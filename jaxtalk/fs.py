@@ -373,7 +373,34 @@ def local_file(path) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="jaxtalk_") as tmp:
         local = os.path.join(tmp, basename(path))
         copy(path, local)
-        yield local
+        try:
+            yield local
+        except InputError as e:  # the message names the file the user gave, not the copy
+            raise type(e)(str(e).replace(local, path)) from None
+
+
+@contextlib.contextmanager
+def local_output(path) -> Iterator[str]:
+    """A local filename to write `path` into: beside it, renamed onto it once the block
+    succeeds (a reader never sees half a file); for a remote path, a temporary file uploaded
+    then. Writers that need a real file (zip archives, safetensors) take this."""
+    path = os.fspath(path)
+    if is_remote(path):
+        with tempfile.TemporaryDirectory(prefix="jaxtalk_") as tmp:
+            local = os.path.join(tmp, basename(path))
+            yield local
+            copy(local, path)
+        return
+    path = _local(path)
+    with guarded(path, "write"):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def local_dir(path) -> str:

@@ -15,6 +15,7 @@ import json
 
 from absl import flags
 
+from jaxtalk import fs
 from jaxtalk.errors import InputError
 from jaxtalk.evaluate import cli_options
 
@@ -63,6 +64,7 @@ def main(argv):
             f"{', '.join(sorted(skipped))}"
         )
     if _JSON_OUT.value:
-        with open(_JSON_OUT.value, "w") as f:
-            json.dump({"rows": rows, "skipped_metrics": skipped}, f, indent=1)
+        fs.write_text(
+            _JSON_OUT.value, json.dumps({"rows": rows, "skipped_metrics": skipped}, indent=1)
+        )
         print(f"wrote {_JSON_OUT.value}")

@@ -18,6 +18,7 @@ to OUT_DIR/results.p<I>.jsonl; every process renders from all the files, and
 
 from absl import flags
 
+from jaxtalk import fs
 from jaxtalk.errors import InputError
 from jaxtalk.evaluate import cli_options
 
@@ -61,7 +62,7 @@ def main(argv):
     except ValueError as e:  # SweepError, EvalSetError, bad metric options
         raise InputError(str(e)) from None
     print(f"\n{_OUT_DIR.value}/results.md:\n")
-    print(open(f"{_OUT_DIR.value}/results.md").read())
+    print(fs.read_text(fs.join(_OUT_DIR.value, "results.md")))
     print(
         f"computed {summary.computed} of this process's {summary.cells} cells; "
         f"{len(summary.skipped_metrics)} metric(s) skipped"

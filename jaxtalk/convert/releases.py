@@ -15,7 +15,6 @@ import dataclasses
 import importlib
 import inspect
 import os
-from pathlib import Path
 
 from jaxtalk import discovery
 from jaxtalk.convert import weights as weights_store
@@ -62,7 +61,7 @@ def import_release(
     output: str | None = None,
     weights_dir: str | None = None,
     **files: str,
-) -> Path:
+) -> str:
     """Converts a public PyTorch file and writes `<weights dir>/<release>.safetensors`.
 
     What `jaxtalk import --release=R --checkpoint=P [--backbone=B] [--output=O]` calls.
@@ -79,7 +78,7 @@ def import_release(
         )
     converter = importlib.import_module(spec.converter)
     variables = converter.import_checkpoint(checkpoint, **spec.options, **files)
-    target = Path(output) if output else weights_store.weights_path(release, weights_dir)
+    target = output or weights_store.weights_path(release, weights_dir)
     return weights_store.save(variables, target, release=release)
 
 
@@ -94,5 +93,4 @@ def export_release(release: str, variables: dict, path: str | os.PathLike) -> No
     }
     if "model_config" in inspect.signature(converter.export_checkpoint).parameters:
         options["model_config"] = variables.get("model_config") or None
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     converter.export_checkpoint(variables, path, **options)

@@ -27,6 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from jaxtalk import fs
 from jaxtalk.convert import safe_pickle, torch_pickle
 from jaxtalk.convert.torch_pickle import PendingTensor, Storage
 from jaxtalk.errors import CheckpointError, one_line
@@ -132,10 +133,10 @@ def load_legacy(path: str | os.PathLike, max_bytes: int | None = None) -> Any:
 
 def load(path: str | os.PathLike, max_bytes: int | None = None) -> Any:
     """Loads a torch.save file of either format (zip archive or legacy)."""
-    path = os.fspath(path)
-    if os.path.exists(path) and not zipfile.is_zipfile(path):
-        return load_legacy(path, max_bytes)
-    return torch_pickle.load(path, max_bytes)
+    with fs.local_file(path) as local:
+        if os.path.exists(local) and not zipfile.is_zipfile(local):
+            return load_legacy(local, max_bytes)
+        return torch_pickle.load(local, max_bytes)
 
 
 def read_state_dict(

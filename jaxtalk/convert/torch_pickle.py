@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import ml_dtypes
 import numpy as np
 
+from jaxtalk import fs
 from jaxtalk.convert import safe_pickle
 from jaxtalk.errors import CheckpointError, one_line
 
@@ -253,7 +254,11 @@ def load(path: str | os.PathLike, max_bytes: int | None = None) -> Any:
 
     Only allow-listed plain types are unpickled (safe_pickle); `max_bytes` overrides the
     cap on the bytes read ($JAXTALK_MAX_CHECKPOINT_BYTES)."""
-    path = os.fspath(path)
+    with fs.local_file(path) as local:
+        return _load_local(local, max_bytes)
+
+
+def _load_local(path: str, max_bytes: int | None) -> Any:
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such file")
     if not zipfile.is_zipfile(path):
@@ -399,9 +404,7 @@ def save(obj: Any, path: str | os.PathLike, archive_name: str = "archive") -> No
     storages: list[np.ndarray] = []
     buf = io.BytesIO()
     _Pickler(buf, storages).dump(tree)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+    with fs.local_output(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
         archive.writestr(f"{archive_name}/data.pkl", buf.getvalue())
         archive.writestr(f"{archive_name}/byteorder", "little")
         for key, flat in enumerate(storages):
@@ -409,4 +412,3 @@ def save(obj: Any, path: str | os.PathLike, archive_name: str = "archive") -> No
                 f"{archive_name}/data/{key}", flat.astype(flat.dtype.newbyteorder("<")).tobytes()
             )
         archive.writestr(f"{archive_name}/version", "3\n")
-    os.replace(tmp, path)

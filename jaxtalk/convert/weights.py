@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from typing import Any, Mapping
 
+from jaxtalk import fs
 from jaxtalk.errors import CheckpointError
 from jaxtalk.export.safetensors_io import load_params, save_params
 
@@ -21,23 +21,23 @@ WEIGHTS_DIR_ENV = "JAXTALK_WEIGHTS_DIR"
 COLLECTIONS = ("params", "batch_stats")
 
 
-def default_weights_dir() -> Path:
-    """$JAXTALK_WEIGHTS_DIR, else ~/.cache/jaxtalk/weights."""
-    return Path(os.environ.get(WEIGHTS_DIR_ENV) or Path.home() / ".cache" / "jaxtalk" / "weights")
+def default_weights_dir() -> str:
+    """$JAXTALK_WEIGHTS_DIR (a local directory or a URL), else ~/.cache/jaxtalk/weights."""
+    return fs.absolute(os.environ.get(WEIGHTS_DIR_ENV) or "~/.cache/jaxtalk/weights")
 
 
-def weights_path(release: str, weights_dir: str | os.PathLike | None = None) -> Path:
-    return Path(weights_dir or default_weights_dir()) / f"{release}.safetensors"
+def weights_path(release: str, weights_dir: str | os.PathLike | None = None) -> str:
+    return fs.join(fs.absolute(weights_dir or default_weights_dir()), f"{release}.safetensors")
 
 
-def save(variables: Mapping[str, Any], path: str | os.PathLike, release: str = "") -> Path:
+def save(variables: Mapping[str, Any], path: str | os.PathLike, release: str = "") -> str:
     tree = {c: variables[c] for c in COLLECTIONS if variables.get(c)}
     save_params(
         tree,
         path,
         metadata={"model_config": variables.get("model_config") or {}, "release": release},
     )
-    return Path(path)
+    return os.fspath(path)
 
 
 # Model names before they were unified (task / config.task, model_config "kind"). Weights

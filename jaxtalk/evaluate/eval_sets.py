@@ -22,6 +22,7 @@ import dataclasses
 import os
 
 from data_pipelines import info as info_lib
+from jaxtalk import fs
 
 NAMED = {
     "hdtf": "test",
@@ -70,7 +71,7 @@ def parse(spec: str, data_root: str | None = None) -> TestSet:
             raise EvalSetError(
                 f"test set {name!r} has no directory: write {name}=DIR[:SPLIT] or pass --data_root"
             )
-        data_dir, split = os.path.join(data_root, name), None
+        data_dir, split = fs.join(data_root, name), None
     if split is None:
         if name not in NAMED:
             raise EvalSetError(
@@ -78,11 +79,11 @@ def parse(spec: str, data_root: str | None = None) -> TestSet:
                 f"for another data dir give its split, {name}=DIR:SPLIT"
             )
         split = NAMED[name]
-    return _checked(TestSet(name, os.path.abspath(os.path.expanduser(data_dir)), split))
+    return _checked(TestSet(name, fs.absolute(data_dir), split))
 
 
 def _checked(test_set: TestSet) -> TestSet:
-    if not os.path.isfile(os.path.join(test_set.data_dir, "dataset_info.json")):
+    if not fs.isfile(fs.join(test_set.data_dir, "dataset_info.json")):
         raise EvalSetError(
             f"test set {test_set.name!r}: {test_set.data_dir} is not a prepared "
             "data dir (no dataset_info.json; see `jaxtalk prepare`)"

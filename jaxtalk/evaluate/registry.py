@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from typing import Any, Callable
 
+from jaxtalk import fs
 from jaxtalk.convert import weights as weights_store
 from jaxtalk.convert.releases import find_release
 from jaxtalk.evaluate import image_metrics, metric
@@ -30,8 +30,8 @@ def load_weights(
     weights_dir: str | None = None,
     metric_name: str | None = None,
 ) -> dict:
-    path = Path(weights) if weights else weights_store.weights_path(release, weights_dir)
-    if not path.exists():
+    path = os.fspath(weights) if weights else weights_store.weights_path(release, weights_dir)
+    if not fs.exists(path):
         spec = find_release(release)
         raise MissingWeightsError(
             f"metric {metric_name or release!r} needs weights {path}: run `{spec.command()}` "

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import csv
-import os
+import io
 import re
-import tempfile
 
+from jaxtalk import fs
 from jaxtalk.evaluate import results
 
 _KEYS = ("run_name", "step", "test_set", "mode")
@@ -35,15 +35,10 @@ def markdown_table(rows: list[dict]) -> str:
 
 def _write_atomic(path: str, write, binary: bool = False) -> None:
     # Several sweep processes may render at once: each replaces the file whole.
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    buffer = io.BytesIO() if binary else io.StringIO(newline="")
+    write(buffer)
+    data = buffer.getvalue()
+    fs.write_bytes(path, data if binary else data.encode("utf-8"))
 
 
 def write_csv(rows: list[dict], path: str) -> None:
@@ -95,7 +90,7 @@ def plot_metrics(rows: list[dict], out_dir: str) -> list[str]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
         fig.tight_layout()
-        path = os.path.join(out_dir, f"{re.sub(r'[^A-Za-z0-9_.-]', '_', column)}_vs_step.png")
+        path = fs.join(out_dir, f"{re.sub(r'[^A-Za-z0-9_.-]', '_', column)}_vs_step.png")
         _write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100), binary=True)
         plt.close(fig)
         paths.append(path)

@@ -8,10 +8,10 @@ processes write one file; readers take every `results*.jsonl` in the directory.
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
-import os
+
+from jaxtalk import fs
 
 # Row fields that are not metric values.
 META = (
@@ -32,21 +32,20 @@ META = (
 
 def results_path(out_dir: str, process_index: int = 0, process_count: int = 1) -> str:
     name = "results.jsonl" if process_count == 1 else f"results.p{process_index}.jsonl"
-    return os.path.join(out_dir, name)
+    return fs.join(out_dir, name)
 
 
 def append(path: str, row: dict) -> None:
-    # One write of one line, flushed: a killed sweep leaves at most a partial last line.
-    with open(path, "a") as f:
+    # One write of one line: a killed sweep leaves at most a partial last line (on an object
+    # store, the file is rewritten whole with the new line).
+    with fs.open(path, "a") as f:
         f.write(json.dumps(row, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def read(out_dir: str) -> list[dict]:
     rows = []
-    for path in sorted(glob.glob(os.path.join(out_dir, "results*.jsonl"))):
-        with open(path) as f:
+    for path in fs.glob(out_dir, "results*.jsonl"):
+        with fs.open(path) as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -60,7 +59,7 @@ def read(out_dir: str) -> list[dict]:
 
 
 def cell_key(run: str, step: int, test_set: str, split: str, mode: str) -> tuple:
-    return (os.path.abspath(run), int(step), test_set, split, mode)
+    return (fs.absolute(run), int(step), test_set, split, mode)
 
 
 def row_key(row: dict) -> tuple:

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import jax
 import ml_collections
 
+from jaxtalk import fs
 from jaxtalk.evaluate import registry, report, results
 from jaxtalk.evaluate.eval_sets import TestSet
 from jaxtalk.train import checkpoints
@@ -56,7 +57,7 @@ def resolve_steps(run: str, steps: str = "last") -> list[int]:
     saved = checkpoints.saved_steps(run)
     if not saved:
         raise SweepError(
-            f"{run}: not a training run (no checkpoints under {os.path.join(run, 'checkpoints')})"
+            f"{run}: not a training run (no checkpoints under {fs.join(run, 'checkpoints')})"
         )
     if steps == "all":
         return saved
@@ -138,7 +139,7 @@ class Evaluator:
     def _params(self, run: str, step: int, entry: _TaskEntry, batch):
         # Cells come grouped by checkpoint: keep the last one's params on the devices,
         # sharded by the run's logical axis rules as in training.
-        key = (os.path.abspath(run), step)
+        key = (fs.absolute(run), step)
         if self._variables is None or self._variables[0] != key:
             if entry.boxed is None:
                 entry.boxed = jax.eval_shape(entry.task.init, jax.random.PRNGKey(0), batch)
@@ -227,8 +228,8 @@ class Evaluator:
                 metric.update(outputs)
             n += next(iter(outputs.values())).shape[0]
         row = {
-            "run": os.path.abspath(run),
-            "run_name": os.path.basename(os.path.abspath(run)),
+            "run": fs.absolute(run),
+            "run_name": fs.basename(run),
             "step": int(step),
             "test_set": test_set.name,
             "split": test_set.split,
@@ -261,7 +262,7 @@ class Cell:
 
     def describe(self) -> str:
         return (
-            f"{os.path.basename(os.path.abspath(self.run))} step {self.step} "
+            f"{fs.basename(self.run)} step {self.step} "
             f"{self.test_set.name}:{self.test_set.split} {self.mode}"
         )
 
@@ -293,9 +294,7 @@ def grid(
                     raise SweepError(
                         f"{run}: the task has no eval modes {bad} (modes: {list(task_modes)})"
                     )
-                cells += [
-                    Cell(os.path.abspath(run), step, test_set, m) for m in (modes or task_modes)
-                ]
+                cells += [Cell(fs.absolute(run), step, test_set, m) for m in (modes or task_modes)]
     return cells
 
 
@@ -319,7 +318,7 @@ def run_sweep(
     check_metric_names(metric_names)
     if not 0 <= process_index < process_count:
         raise SweepError(f"process index {process_index} outside 0..{process_count - 1}")
-    os.makedirs(out_dir, exist_ok=True)
+    fs.makedirs(out_dir)
     summary = SweepSummary()
     metrics, summary.skipped_metrics = registry.create_many(
         list(metric_names), weights_dir, metric_options
@@ -362,7 +361,7 @@ def render(out_dir: str, skipped_metrics: dict | None = None) -> tuple[list[dict
     """results.csv, results.md and the plots from every process's results file."""
     rows = results.merged(results.read(out_dir))
     notes = [f"skipped {name}: {why}" for name, why in sorted((skipped_metrics or {}).items())]
-    csv_path, md_path = os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.md")
+    csv_path, md_path = fs.join(out_dir, "results.csv"), fs.join(out_dir, "results.md")
     report.write_csv(rows, csv_path)
     report.write_markdown(rows, md_path, notes)
     return rows, [csv_path, md_path] + report.plot_metrics(rows, out_dir)

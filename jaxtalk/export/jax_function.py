@@ -24,6 +24,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from jaxtalk import fs
+from jaxtalk.errors import CheckpointError
+
 FORMAT = "jaxtalk.jax_function/1"
 
 
@@ -97,13 +100,10 @@ def export_function(
         "metadata": dict(metadata or {}),
     }
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:
+    with fs.local_output(path) as tmp, zipfile.ZipFile(tmp, "w") as z:
         z.writestr("function.bin", bytes(exported.serialize()))
         z.writestr("weights.safetensors", save(dict(zip(names, arrays))))
         z.writestr("manifest.json", json.dumps(manifest, indent=1))
-    os.replace(tmp, path)
     return manifest
 
 
@@ -121,12 +121,16 @@ def _read_member(z: zipfile.ZipFile, name: str, limit: int) -> bytes:
 
 def load_function(path: str | os.PathLike) -> tuple[Callable, dict]:
     """-> (fn(*inputs) -> tuple of outputs, manifest). Needs jax, numpy, safetensors only."""
+    with fs.local_file(path) as local:
+        return _load_local(local)
+
+
+def _load_local(path: str) -> tuple[Callable, dict]:
     from jax import export as jexport
     from safetensors.numpy import load
 
-    path = os.fspath(path)
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not a jaxtalk exported function (expected a zip archive)")
+        raise CheckpointError(f"{path}: not a jaxtalk exported function (expected a zip archive)")
     try:
         with zipfile.ZipFile(path) as z:
             limit = _MEMBER_RATIO * os.path.getsize(path) + (1 << 20)  # no zip bombs
@@ -141,7 +145,9 @@ def load_function(path: str | os.PathLike) -> tuple[Callable, dict]:
         weights = [weights_by_name[n] for n in names]
     except Exception as e:  # noqa: BLE001 - a malformed file, reported on one line
         reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
-        raise ValueError(f"{path}: not a readable jaxtalk exported function ({reason})") from None
+        raise CheckpointError(
+            f"{path}: not a readable jaxtalk exported function ({reason})"
+        ) from None
 
     def fn(*inputs):
         out = exported.call(weights, *inputs)

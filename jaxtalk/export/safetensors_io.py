@@ -16,6 +16,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from jaxtalk import fs
 from jaxtalk.errors import CheckpointError, one_line
 
 SEP = "/"
@@ -65,16 +66,17 @@ def save_params(
         str(k): v if isinstance(v, str) else json.dumps(v) for k, v in dict(metadata or {}).items()
     }
     meta.setdefault("format", "jaxtalk.params")
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    save_file(flat, tmp, metadata=meta)
-    os.replace(tmp, path)
+    with fs.local_output(path) as tmp:
+        save_file(flat, tmp, metadata=meta)
 
 
 def load_params(path: str | os.PathLike) -> tuple[dict, dict[str, Any]]:
     """-> (nested numpy params, metadata with JSON values decoded)."""
-    path = os.fspath(path)
+    with fs.local_file(path) as local:
+        return _load_local(local)
+
+
+def _load_local(path: str) -> tuple[dict, dict[str, Any]]:
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such file")
     try:  # the safetensors reader checks the header and every tensor against the file size

@@ -73,7 +73,7 @@ def test_import_release_then_create_lpips(tmp_path):
         weights_dir=tmp_path,
         backbone=str(tmp_path / "alex_backbone.pth"),
     )
-    assert path == tmp_path / "lpips_alex.safetensors"
+    assert path == str(tmp_path / "lpips_alex.safetensors")
     loaded = weights.load(path)
     assert loaded["model_config"] == {"net": "alex", "version": "0.1"}
     assert loaded["release"] == "lpips_alex"
