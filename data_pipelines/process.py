@@ -1,7 +1,9 @@
 """One clip spec -> one `ClipRecord`: cut, 25 fps, one fixed square crop, resize, 16 kHz audio.
 
 Raises `ClipRejected(reason)` for anything that makes the clip unusable (unreadable or
-missing video, no audio, empty range, failed filter); the caller counts the reasons.
+missing video, no audio, empty range, failed filter); the caller counts the reasons. Any
+other exception while processing one clip is that clip's failure too: `unexpected` turns it
+into a `ClipRejected` whose reason names the exception, so one odd clip never stops a run.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 from data_pipelines import filters
 from data_pipelines.clip_spec import ClipSpec
 from data_pipelines.records import ClipRecord
+from jaxtalk.errors import one_line
 from jaxtalk.media import crop
 from jaxtalk.media.audio import read_audio, to_int16
 from jaxtalk.media.ffmpeg_run import MediaError
@@ -28,6 +31,11 @@ class ClipRejected(Exception):
         self.detail = detail
 
 
+def unexpected(error: Exception, clip_id: str) -> ClipRejected:
+    """An unexpected failure of one clip as a rejection: reason "<Type>: <message>"."""
+    return ClipRejected(one_line(f"{type(error).__name__}: {error}", 100), clip_id)
+
+
 @dataclasses.dataclass(frozen=True)
 class ProcessConfig:
     size: int = 256  # output side in pixels (256 AniTalker/LivePortrait, 512 AniPortrait/MegActor)
@@ -35,6 +43,14 @@ class ProcessConfig:
     sample_rate: int = 16000
     jpeg_quality: int = 95
     filters: filters.FilterConfig = filters.FilterConfig()
+
+    def __post_init__(self):
+        # Frame k covers audio samples [k * spf, (k + 1) * spf): spf must be whole. Checked
+        # here, as a config error, not per clip (where it would reject every clip).
+        if self.sample_rate % self.fps:
+            raise ValueError(
+                f"sample_rate / fps must be an integer, got {self.sample_rate} / {self.fps}"
+            )
 
 
 def _time_range(spec: ClipSpec, info: MediaInfo, fps: float) -> tuple[float, int]:
@@ -121,10 +137,7 @@ def process_clip(spec: ClipSpec, cfg: ProcessConfig) -> ClipRecord:
         raise ClipRejected(reason, f"{spec.clip_id}: {num_frames} frames decoded")
 
     # Frame k covers samples [k * spf, (k + 1) * spf): pad/trim the tail so it always holds.
-    spf = cfg.sample_rate / cfg.fps
-    if spf != int(spf):
-        raise ValueError(f"sample_rate / fps must be an integer, got {cfg.sample_rate} / {cfg.fps}")
-    want = num_frames * int(spf)
+    want = num_frames * int(cfg.sample_rate / cfg.fps)
     audio = np.pad(audio[:want], (0, max(0, want - len(audio))))
 
     if reason := filters.check_frames(frames, cfg.filters):

@@ -2,9 +2,11 @@
 
 Clips are sorted by id and cut into fixed shards, so the plan is the same on every run.
 A shard is written to a temporary file, renamed, and only then gets its `.json` marker
-(its record list and rejections); a rerun skips shards whose marker matches the plan and
-redoes the rest, so an interrupted preparation never duplicates or loses a clip. Shards
-are independent units of work: processes (or Beam workers) can each take some.
+(its record list and rejections: a clip that fails, by an expected rejection or by any
+other exception, is counted by reason and the shard's other clips are still written); a
+rerun skips shards whose marker matches the plan and redoes the rest, so an interrupted
+preparation never duplicates or loses a clip. Shards are independent units of work:
+processes (or Beam workers) can each take some.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Callable, Iterable
 from array_record.python import array_record_module
 
 from data_pipelines.clip_spec import ClipSpec, SkipReport
-from data_pipelines.process import ClipRejected, ProcessConfig, process_clip
+from data_pipelines.process import ClipRejected, ProcessConfig, process_clip, unexpected
 from data_pipelines.records import FORMAT_VERSION
 
 ProcessFn = Callable[[ClipSpec, ProcessConfig], "object"]
@@ -90,6 +92,22 @@ def _atomic_write_json(path: str, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+def _clip_records(
+    spec: ClipSpec, cfg: ProcessConfig, identity_index: dict[str, int], process_fn: ProcessFn
+) -> tuple[object, list[bytes]]:
+    """The clip's record and its encoded records, all made before any is written (a clip that
+    fails half way leaves nothing in the shard); any failure is a `ClipRejected`."""
+    try:
+        record = process_fn(spec, cfg)
+        record.identity_index = identity_index[spec.identity]
+        return record, list(record.to_records(cfg.jpeg_quality))
+    except ClipRejected:
+        raise
+    except Exception as e:  # one clip's bug or odd file must not cost the shard its other clips
+        logging.warning("clip %s failed unexpectedly", spec.clip_id, exc_info=True)
+        raise unexpected(e, spec.clip_id) from e
+
+
 def write_shard(
     shard: Shard,
     out_dir: str,
@@ -108,14 +126,13 @@ def write_shard(
     try:
         for spec in shard.specs:
             try:
-                record = process_fn(spec, cfg)
+                record, data = _clip_records(spec, cfg, identity_index, process_fn)
             except ClipRejected as e:
                 skips.skip(e.reason, e.detail or spec.clip_id)
                 logging.info("skipped %s: %s", spec.clip_id, e)
                 continue
-            record.identity_index = identity_index[spec.identity]
-            for data in record.to_records(cfg.jpeg_quality):
-                writer.write(data)
+            for item in data:
+                writer.write(item)
             records.append(
                 {
                     "clip_id": spec.clip_id,

@@ -8,26 +8,45 @@ or else the released utterance clip `.../mp4/<identity>/<youtube_id>/<00001>.mp4
 (already a face crop, used whole). Boxes: VoxCeleb2 normalized 0..1, VoxCeleb1 pixels
 of a 360-pixel-high frame. Utterances are split into tubes (IoU with the tube's first
 box < 0.25, or > 1024 frames), each one clip with the union box enlarged by 10%.
+
+Bad input (see `common`): a BOM is ignored; a row with a frame number or box value that is
+not finite ("non-finite value"), negative ("negative frame number", "negative box
+coordinate", "negative box size") or not a number ("malformed row") is counted and skipped,
+as is a header line that is not `Key : value` ("malformed header line"); a file cut short
+loses only its last, partial row. A file left with no usable row is one "malformed file".
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import glob
 import os
+import re
 import zipfile
-from typing import Iterator
+import zlib
+from typing import Callable, Iterator
 
 import numpy as np
 
 from data_pipelines.clip_spec import ClipSpec, SkipReport
+from data_pipelines.parsers import common
 from jaxtalk.media import crop
 
 FPS = 25.0
-VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+HEADER = re.compile(r"^(?P<key>[A-Za-z][A-Za-z ]*):(?P<value>.*)$")  # `FV Conf   : \t20.230`
 
 
-class ParseError(ValueError):
-    pass
+def _row(tokens: list[str]) -> tuple[int, list[float]]:
+    """One table row `FRAME X Y W H` -> (frame, [x, y, w, h]), checked."""
+    if len(tokens) != 5:
+        raise ValueError(f"{len(tokens)} columns")
+    frame = common.integer(tokens[0], "frame number")
+    x, y = (common.number(t, "box coordinate") for t in tokens[1:3])
+    w, h = (common.number(t, "box size") for t in tokens[3:])
+    if w == 0 or h == 0:
+        raise ValueError("zero box size")
+    return frame, [x, y, w, h]
 
 
 def parse_txt(
@@ -36,63 +55,72 @@ def parse_txt(
     """Header fields, frame numbers [N] and XYWH boxes [N, 4] of one utterance file.
 
     Separators mix spaces and tabs and lines carry trailing blanks, so everything is split
-    on whitespace. A malformed table row is counted and skipped; no usable row raises.
+    on whitespace. A header line that is not `Key : value` and a table row that is malformed,
+    not finite or negative are counted and skipped; no FRAME table or no usable row rejects
+    the file (`common.Rejected`, "malformed file").
     """
     header: dict[str, str] = {}
-    frames, boxes = [], []
+    frames, boxes, junk = [], [], []
     in_table = False
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(common.split_lines(text), 1):
         tokens = line.split()
         if not tokens:
             continue
-        if not in_table:
-            if tokens[0].upper() == "FRAME":
-                in_table = True
-            elif ":" in line:
-                key, value = line.split(":", 1)
-                header[key.strip()] = value.split()[0] if value.split() else ""
-            continue
-        try:
-            if len(tokens) != 5:
-                raise ValueError(f"{len(tokens)} columns")
-            frame, values = int(tokens[0]), [float(t) for t in tokens[1:]]
-            if values[2] <= 0 or values[3] <= 0:
-                raise ValueError("non-positive box size")
-        except ValueError as e:
-            report.skip("malformed row", f"{where}:{lineno} ({e})")
-            continue
-        frames.append(frame)
-        boxes.append(values)
+        if in_table:
+            row = common.guarded(report, f"{where}:{lineno}", "malformed row", _row, tokens)
+            if row is not None:
+                frames.append(row[0])
+                boxes.append(row[1])
+        elif tokens[0].upper() == "FRAME":
+            in_table = True
+        elif m := HEADER.match(line.strip()):
+            value = m["value"].split()
+            header[m["key"].strip()] = value[0] if value else ""
+        else:
+            junk.append(lineno)
     if not in_table:
-        raise ParseError("no FRAME table")
+        raise common.Rejected("malformed file", "no FRAME table")
     if not frames:
-        raise ParseError("no valid rows")
+        raise common.Rejected("malformed file", "no valid rows")
+    for lineno in junk:  # counted only in a file that is used: a rejected file counts once
+        report.skip("malformed header line", f"{where}:{lineno}")
     return header, np.array(frames, np.int64), np.array(boxes, np.float32)
 
 
-def _txt_sources(manual_dir: str, version: int) -> Iterator[tuple[str, str, str]]:
-    """(split, relative path 'txt/<id>/<yt>/<n>.txt', text) for every utterance file."""
+def _zip_member(zf: zipfile.ZipFile, name: str) -> Callable[[], str]:
+    def read() -> str:
+        try:
+            return common.decode(zf.read(name))
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+            raise common.Rejected("unreadable file", f"{type(e).__name__}: {e}") from None
+
+    return read
+
+
+def _txt_sources(manual_dir: str, version: int) -> Iterator[tuple[str, str, Callable[[], str]]]:
+    """(split, where, reader of the text) for every utterance file.
+
+    A member is read only when its entry is parsed, so one corrupt member is one counted
+    rejection; a zip that cannot be opened at all (truncated download) is a `MetadataError`.
+    """
     for zpath in sorted(glob.glob(os.path.join(manual_dir, f"vox{version}_*txt*.zip"))):
         split = "test" if "test" in os.path.basename(zpath) else "train"
-        with zipfile.ZipFile(zpath) as zf:
+        try:
+            zf = zipfile.ZipFile(zpath)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise common.MetadataError(
+                f"{zpath}: not a readable zip ({e}); the download may be truncated"
+            ) from None
+        with zf:
             for name in sorted(zf.namelist()):
                 if name.endswith(".txt"):
-                    yield split, f"{zpath}:{name}", zf.read(name).decode("utf-8", "replace")
+                    yield split, f"{zpath}:{name}", _zip_member(zf, name)
     for path in sorted(
         glob.glob(os.path.join(manual_dir, "**", "txt", "*", "*", "*.txt"), recursive=True)
     ):
         rel = os.path.relpath(path, manual_dir)
         split = "test" if "test" in rel.split(os.sep)[:-4] else "train"
-        with open(path, encoding="utf-8", errors="replace") as f:
-            yield split, path, f.read()
-
-
-def _find_video(manual_dir: str, ytid: str) -> str | None:
-    for ext in VIDEO_EXTS:
-        path = os.path.join(manual_dir, "videos", ytid + ext)
-        if os.path.exists(path):
-            return path
-    return None
+        yield split, path, functools.partial(common.read_text, path)
 
 
 def _released_clip(manual_dir: str, identity: str, ytid: str, utt: str) -> str | None:
@@ -100,6 +128,56 @@ def _released_clip(manual_dir: str, identity: str, ytid: str, utt: str) -> str |
         os.path.join(manual_dir, "**", "mp4", identity, ytid, utt + ".mp4"), recursive=True
     )
     return sorted(hits)[0] if hits else None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    manual_dir: str
+    dataset: str
+    ref_height: float | None
+    crop_scale: float
+    min_iou: float
+    max_tube: int
+
+
+def _file_specs(
+    opts: _Options, split: str, where: str, read: Callable[[], str], report: SkipReport
+) -> list[ClipSpec]:
+    """The clips of one utterance file (one per tube); `common.Rejected` if it has none."""
+    parts = where.replace(os.sep, "/").split("/")
+    identity, ytid, utt = parts[-3], parts[-2], os.path.splitext(parts[-1])[0]
+    header, frames, xywh = parse_txt(read(), where, report)
+    identity = header.get("Identity") or identity
+    ytid = header.get("Reference") or ytid
+    video = common.find_video(opts.manual_dir, ytid, ("videos",))
+    if video is None:
+        clip = _released_clip(opts.manual_dir, identity, ytid, utt)
+        if clip is None:
+            raise common.Rejected(
+                "missing video", f"no videos/{ytid}.mp4 nor mp4/{identity}/{ytid}/{utt}.mp4"
+            )
+        return [ClipSpec(f"{identity}/{ytid}/{utt}", opts.dataset, clip, identity, split)]
+    boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
+    attributes = os.path.join(opts.manual_dir, "attributes", ytid + ".npz")
+    attributes = attributes if os.path.exists(attributes) else None
+    tubes = crop.split_tubes(boxes, opts.min_iou, opts.max_tube)  # IoU ignores axis scaling
+    return [
+        ClipSpec(
+            clip_id=f"{identity}/{ytid}/{utt}" + (f"#{k}" if len(tubes) > 1 else ""),
+            dataset=opts.dataset,
+            video_path=video,
+            identity=identity,
+            split=split,
+            start_sec=frames[a] / FPS,
+            end_sec=(frames[b - 1] + 1) / FPS,
+            boxes=boxes[a:b],
+            box_ref_height=opts.ref_height,
+            crop_scale=opts.crop_scale,
+            attributes_path=attributes,
+            extra=(("youtube_id", ytid), ("utterance", utt)),
+        )
+        for k, (a, b) in enumerate(tubes)
+    ]
 
 
 def parse(
@@ -111,57 +189,30 @@ def parse(
     min_iou: float = 0.25,
     max_tube: int = 1024,
 ) -> tuple[list[ClipSpec], SkipReport]:
-    """All utterances under `manual_dir` as clip specs (one per tube), and what was skipped."""
-    dataset = dataset or f"voxceleb{version}"
-    ref_height = 360.0 if version == 1 else None
+    """All utterances under `manual_dir` as clip specs (one per tube), and what was skipped.
+
+    Each utterance file is one guarded entry: a file that cannot be read, has no table or no
+    usable row, or has no video is one counted rejection; bad rows inside a usable file are
+    counted one each. A metadata zip that cannot be opened raises `common.MetadataError`.
+    """
+    opts = _Options(
+        manual_dir,
+        dataset or f"voxceleb{version}",
+        360.0 if version == 1 else None,
+        crop_scale,
+        min_iou,
+        max_tube,
+    )
     report, specs = SkipReport(), []
     found_any = False
-    for split, where, text in _txt_sources(manual_dir, version):
+    for split, where, read in _txt_sources(manual_dir, version):
         found_any = True
-        parts = where.replace(os.sep, "/").split("/")
-        identity, ytid, utt = parts[-3], parts[-2], os.path.splitext(parts[-1])[0]
-        try:
-            header, frames, xywh = parse_txt(text, where, report)
-        except ParseError as e:
-            report.skip("malformed file", f"{where} ({e})")
-            continue
-        identity = header.get("Identity") or identity
-        ytid = header.get("Reference") or ytid
-        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
-        attributes = os.path.join(manual_dir, "attributes", ytid + ".npz")
-        attributes = attributes if os.path.exists(attributes) else None
-        video = _find_video(manual_dir, ytid)
-        if video is None:
-            clip = _released_clip(manual_dir, identity, ytid, utt)
-            if clip is None:
-                report.skip(
-                    "missing video",
-                    f"{where} (no videos/{ytid}.mp4 nor mp4/{identity}/{ytid}/{utt}.mp4)",
-                )
-                continue
-            specs.append(ClipSpec(f"{identity}/{ytid}/{utt}", dataset, clip, identity, split))
-            continue
-        tubes = crop.split_tubes(boxes, min_iou, max_tube)  # IoU does not change with axis scaling
-        for k, (a, b) in enumerate(tubes):
-            suffix = f"#{k}" if len(tubes) > 1 else ""
-            specs.append(
-                ClipSpec(
-                    clip_id=f"{identity}/{ytid}/{utt}{suffix}",
-                    dataset=dataset,
-                    video_path=video,
-                    identity=identity,
-                    split=split,
-                    start_sec=frames[a] / FPS,
-                    end_sec=(frames[b - 1] + 1) / FPS,
-                    boxes=boxes[a:b],
-                    box_ref_height=ref_height,
-                    crop_scale=crop_scale,
-                    attributes_path=attributes,
-                    extra=(("youtube_id", ytid), ("utterance", utt)),
-                )
-            )
+        clips = common.guarded(
+            report, where, "malformed file", _file_specs, opts, split, where, read, report
+        )
+        specs.extend(clips or ())
     if not found_any:
-        raise FileNotFoundError(
+        raise common.MissingMetadataError(
             f"{manual_dir}: no vox{version}_*_txt.zip nor txt/<id>/<yt>/<n>.txt files"
         )
     return specs, report

@@ -1,7 +1,10 @@
-"""`probe`: size, frame rate, duration and audio rate of a media file.
+"""`probe`: size, rotation, frame rate, duration and audio rate of a media file.
 
 Parses `ffmpeg -i` output so that ffprobe is never needed; failures raise `MediaError`
-naming the file and the reason.
+naming the file and the reason. Phone videos store frames sideways with a rotation (the
+stream's display matrix side data, or an older `rotate` tag); ffmpeg's decoder turns them
+upright by default (autorotate), so `probe` reports the displayed size, the one decoded
+frames have.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ class MediaInfo:
     height: int | None = None
     fps: float | None = None
     audio_sample_rate: int | None = None
+    # Degrees counterclockwise (0, 90, 180, 270) the decoder turns the stored frames to show
+    # them; width and height above are already those of the turned frames.
+    rotation: int = 0
 
     @property
     def has_video(self) -> bool:
@@ -38,6 +44,34 @@ _DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
 _VIDEO = re.compile(r"Stream #\S+.*?: Video: .*?(?<![0-9a-fx])(\d{2,5})x(\d{2,5})(?![0-9])")
 _FPS = re.compile(r"(\d+(?:\.\d+)?) (?:fps|tbr)")
 _AUDIO = re.compile(r"Stream #\S+.*?: Audio: .*?(\d+) Hz")
+_DISPLAYMATRIX = re.compile(r"displaymatrix: rotation of (-?\d+(?:\.\d+)?) degrees")
+_ROTATE_TAG = re.compile(r"^\s*rotate\s*:\s*(-?\d+(?:\.\d+)?)\s*$")  # ffmpeg < 5: clockwise
+
+
+def _stream_block(lines: list[str], first: int) -> list[str]:
+    """The lines describing the stream whose `Stream #` line is `lines[first]`."""
+    block = []
+    for line in lines[first + 1 :]:
+        if "Stream #" in line or not line.startswith("    "):
+            break
+        block.append(line)
+    return block
+
+
+def _rotation(block: list[str]) -> int:
+    """Counterclockwise degrees in 0, 90, 180, 270 as ffmpeg's autorotate applies them; 0 for
+    an angle that is not a multiple of 90 (ffmpeg only turns frames by right angles)."""
+    degrees = None
+    for line in block:
+        if m := _DISPLAYMATRIX.search(line):
+            degrees = float(m[1])
+            break
+        if degrees is None and (m := _ROTATE_TAG.match(line)):
+            degrees = -float(m[1])
+    if degrees is None:
+        return 0
+    quarter = round(degrees / 90)
+    return (quarter % 4) * 90 if abs(degrees - 90 * quarter) < 1.0 else 0
 
 
 def probe(path: str | os.PathLike) -> MediaInfo:
@@ -55,11 +89,16 @@ def probe(path: str | os.PathLike) -> MediaInfo:
     if m := _DURATION.search(text):
         duration = int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
     width = height = fps = rate = None
-    for line in text.splitlines():
+    rotation = 0
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
         if width is None and (m := _VIDEO.search(line)):
             width, height = int(m[1]), int(m[2])
             if f := _FPS.search(line):
                 fps = float(f[1])
+            rotation = _rotation(_stream_block(lines, i))
+            if rotation in (90, 270):
+                width, height = height, width
         if rate is None and (m := _AUDIO.search(line)):
             rate = int(m[1])
-    return MediaInfo(path, duration, width, height, fps, rate)
+    return MediaInfo(path, duration, width, height, fps, rate, rotation)

@@ -30,6 +30,10 @@ def read_video(
 ) -> tuple[np.ndarray, float]:
     """Decodes a video (any container ffmpeg reads) to uint8 frames [N, H, W, 3] and fps.
 
+    Frames come out as displayed: ffmpeg's default autorotate turns a video with rotation
+    metadata (phone videos) upright before the filters, so `crop` is in displayed pixels and
+    the frame size is `probe`'s (which reports the displayed size for that reason).
+
     Args:
       path: the video file.
       fps: resample to this frame rate (frames duplicated/dropped); None keeps the source rate.
