@@ -42,7 +42,7 @@ EXTRAS = {
         "scikit-image>=0.24,<0.27",
         "ruff>=0.17,<0.18",
         # a Cloud Storage JSON-API server on localhost for the remote tests (tests/remote/)
-        "gcp-storage-emulator>=2024.8",
+        "gcp-storage-emulator>=2026.7,<2027",  # tests/remote/gcs_emulator_server.py wraps a handler
     ],  # the formatter and linter CI runs (ruff.toml)
     # Only for running the released PyTorch code beside jaxtalk (parity checks,
     # benchmarks); jaxtalk itself reads and writes PyTorch checkpoints without torch.

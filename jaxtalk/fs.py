@@ -5,9 +5,9 @@
     with fs.local_file("gs://bucket/w.safetensors") as local: ...   # for readers that need one
 
 A path with a scheme (`gs://`, `s3://`, `memory://`, anything etils.epath / fsspec knows) is
-remote; everything else is local. Remote paths go through `etils.epath` (the layer orbax
-writes checkpoints through), which reaches Google Cloud Storage through gcsfs and other
-stores through their fsspec packages; local paths go through the os module. `absolute`
+remote; everything else is local. Remote paths go through fsspec (the layer under
+etils.epath, which orbax writes checkpoints through): gcsfs for Google Cloud Storage, the
+store's fsspec package for others; local paths go through the os module. `absolute`
 makes a local path absolute and leaves a URL alone: `os.path.abspath("gs://b/s1")` is
 `./gs:/b/s1`, a local directory per host, which is the bug this module exists to prevent.
 
@@ -84,10 +84,14 @@ def dirname(path) -> str:
     return posixpath.dirname(path) if is_remote(path) else os.path.dirname(path)
 
 
-def _epath(path):
-    from etils import epath
+def _fsspec(path):
+    """(file system, path inside it) for a URL, with that path's cached listings dropped:
+    other hosts and processes write the same bucket, so a listing is never reused."""
+    import fsspec
 
-    return epath.Path(os.fspath(path))
+    store, inner = fsspec.core.url_to_fs(os.fspath(path))
+    store.invalidate_cache(inner)
+    return store, inner
 
 
 def _storage_error(e: BaseException) -> bool:
@@ -116,12 +120,18 @@ def guarded(path, action: str = "access") -> Iterator[None]:
 
 def exists(path) -> bool:
     with guarded(path, "check"):
-        return _epath(path).exists() if is_remote(path) else os.path.exists(_local(path))
+        if is_remote(path):
+            store, inner = _fsspec(path)
+            return store.exists(inner)
+        return os.path.exists(_local(path))
 
 
 def isdir(path) -> bool:
     with guarded(path, "check"):
-        return _epath(path).is_dir() if is_remote(path) else os.path.isdir(_local(path))
+        if is_remote(path):
+            store, inner = _fsspec(path)
+            return store.isdir(inner)
+        return os.path.isdir(_local(path))
 
 
 def isfile(path) -> bool:
@@ -134,7 +144,8 @@ def listdir(path) -> list[str]:
         return []
     with guarded(path, "list"):
         if is_remote(path):
-            return sorted(p.name for p in _epath(path).iterdir())
+            store, inner = _fsspec(path)
+            return sorted(posixpath.basename(p.rstrip("/")) for p in store.ls(inner, detail=False))
         return sorted(os.listdir(_local(path)))
 
 
@@ -147,7 +158,10 @@ def glob(directory, pattern: str) -> list[str]:
 
 def size(path) -> int:
     with guarded(path, "stat"):
-        return _epath(path).stat().length if is_remote(path) else os.path.getsize(_local(path))
+        if is_remote(path):
+            store, inner = _fsspec(path)
+            return int(store.size(inner))
+        return os.path.getsize(_local(path))
 
 
 # ----------------------------------------------------------------------------- changes
@@ -156,7 +170,8 @@ def size(path) -> int:
 def makedirs(path) -> None:
     with guarded(path, "create the directory"):
         if is_remote(path):
-            _epath(path).mkdir(parents=True, exist_ok=True)
+            store, inner = _fsspec(path)
+            store.makedirs(inner, exist_ok=True)
         else:
             os.makedirs(_local(path), exist_ok=True)
 
@@ -164,7 +179,9 @@ def makedirs(path) -> None:
 def remove(path) -> None:
     with guarded(path, "remove"):
         if is_remote(path):
-            _epath(path).unlink(missing_ok=True)
+            store, inner = _fsspec(path)
+            if store.exists(inner):
+                store.rm(inner)
         elif os.path.exists(_local(path)):
             os.remove(_local(path))
 
@@ -172,8 +189,9 @@ def remove(path) -> None:
 def rmtree(path) -> None:
     with guarded(path, "remove"):
         if is_remote(path):
-            if _epath(path).exists():
-                _epath(path).rmtree()
+            store, inner = _fsspec(path)
+            if store.exists(inner):
+                store.rm(inner, recursive=True)
         else:
             shutil.rmtree(_local(path), ignore_errors=True)
 
@@ -246,7 +264,8 @@ def open(path, mode: str = "r", **kwargs) -> IO:  # noqa: A001 (the module's ver
         return AppendFile(path, binary="b" in mode, flush_seconds=float("inf"))
     with guarded(path, action):
         if is_remote(path):
-            f = _epath(path).open(mode, **kwargs)
+            store, inner = _fsspec(path)
+            f = store.open(inner, mode, **kwargs)
         else:
             f = io.open(_local(path), mode, **kwargs)
     return _Guarded(f, path, action)

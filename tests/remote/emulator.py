@@ -1,7 +1,7 @@
 """A Google Cloud Storage emulator on localhost, and the settings that keep every client on it.
 
-`gcs_emulator()` starts gcp-storage-emulator (an in-memory JSON-API server) on a free local
-port and returns the environment that points each client jaxtalk uses at it, through the
+`GcsEmulator()` starts gcp-storage-emulator (an in-memory JSON-API server; see
+gcs_emulator_server.py for the headers it adds) on a free local port and returns the environment that points each client jaxtalk uses at it, through the
 clients' documented settings:
 
   gcsfs (etils.epath, jaxtalk.fs)   STORAGE_EMULATOR_HOST, FSSPEC_GCS_TOKEN=anon (no credential
@@ -28,6 +28,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def free_port() -> int:
@@ -67,10 +69,10 @@ class GcsEmulator:
         self._config_dir = tempfile.mkdtemp(prefix="gcloud_empty_")
         self.env = client_environment(self.url, self._config_dir)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-             "--port", str(self.port), "--in-memory", "--default-bucket", bucket],
+            [sys.executable, "-m", "tests.remote.gcs_emulator_server", "--port", str(self.port),
+             "--bucket", bucket],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, **self.env},
+            env={**os.environ, **self.env, "PYTHONPATH": REPO},
         )  # fmt: skip
         deadline = time.monotonic() + 30
         while True:
