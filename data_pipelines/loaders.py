@@ -129,11 +129,11 @@ class MixtureSource(grain.sources.RandomAccessDataSource):
     def _dataset(self) -> grain.MapDataset:
         if self._mixed is None:
             sizes, weights, repeat, seed, shuffle = self._args
-            examples_ = [n * repeat for n in sizes]
+            counts = [n * repeat for n in sizes]
             # Long enough for every example of every dataset at its weight.
-            epoch = max(n / w for n, w in zip(examples_, weights))
+            epoch = max(n / w for n, w in zip(counts, weights))
             parents = []
-            for k, (n, w) in enumerate(zip(examples_, weights)):
+            for k, (n, w) in enumerate(zip(counts, weights)):
                 ds = grain.MapDataset.range(n)
                 if shuffle:
                     ds = ds.shuffle(seed=(seed + k) % 2**32)
