@@ -2,6 +2,7 @@
 
 Variants:
   paper  the published LIA recipe the stage-1 model builds on: 256x256, global batch 64,
+         on the mixture VoxCeleb2 + HDTF + VFHQ (`data.mixture`, weights ours, below),
          Adam lr 0.002*r with betas (0, 0.99**r), r = 4/5 (generator) and 16/17
          (discriminator), L1 + VGG19 pyramid perceptual + non-saturating GAN, plus
          AniTalker's metric-learning (AAM-Softmax) and CLUB mutual-information terms,
@@ -50,9 +51,13 @@ def get_config(arg: str = "paper"):
     )
     c.data = default_data_config()
     # uint8 frames, normalised on the device: twice the loader rate of float32 on the host.
-    c.data.update(
-        dict(data_dir="data/vox_hdtf_vfhq_256", kind="pairs", num_negatives=1, image_dtype="uint8")
-    )
+    c.data.update(dict(kind="pairs", num_negatives=1, image_dtype="uint8"))
+    # VoxCeleb + HDTF + VFHQ at 256, as `jaxtalk prepare DATASET --root=data/paper_256
+    # --size=256` writes them (README, "Preparing data"). The paper publishes no mixture
+    # weights; ours: none given, i.e. each dataset weighted by its clips (uniform over the
+    # union, as training on their concatenation). Set weights with e.g.
+    # --config.data.mixture="voxceleb2:0.6,hdtf:0.3,vfhq:0.1" (data_pipelines/mixture.py).
+    c.data.update(dict(data_dir="", data_root="data/paper_256", mixture="voxceleb2,hdtf,vfhq"))
 
     g_ratio, d_ratio = 4 / 5, 16 / 17
     c.optimizers = ml_collections.ConfigDict(
@@ -86,7 +91,7 @@ def get_config(arg: str = "paper"):
         c.loss.perceptual = 0.0
         c.loss.adversarial = 0.0
         c.loss.mutual_information = 0.0
-        c.data.data_dir = "demo_out/data"
+        c.data.update(dict(data_dir="demo_out/data", mixture=""))  # one dataset
         c.data.samples_per_clip = 8  # the tiny test split has 4 clips
         # Held-out PSNR at step 400 (one synthetic set, copy baseline 22.00 dB): the
         # release's flow-head init with Adam 2e-3, b1 0.5: 21.75; + flow_init_scale 0.01:

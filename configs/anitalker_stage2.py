@@ -5,7 +5,8 @@ Variants:
                        plus a hint frame at start-1, HuBERT-large features at 50 Hz computed
                        on the fly by a frozen `hubert` group (weights from `jaxtalk import
                        --release=hubert`), loss = eps-MSE + lambda * attribute MSE, Adam
-                       1e-4, grad clip 1, EMA 0.9999, global batch 64, 256x256 frames.
+                       1e-4, grad clip 1, EMA 0.9999, global batch 64, 256x256 frames, on
+                       the mixture VoxCeleb2 + HDTF (`data.mixture`, weights ours).
   <infer_type>         the same recipe for one released variant: mfcc_pose_only,
                        mfcc_full_control, hubert_audio_only, hubert_pose_only,
                        hubert_full_control (= paper).
@@ -90,7 +91,11 @@ def get_config(arg: str = "paper"):
     # num_frames = hint frame + window; audio_pad_frames gives the MFCC deltas context.
     c.data.update(
         dict(
-            data_dir="data/vox_hdtf_256",
+            # VoxCeleb2 + HDTF at 256 under one root (README, "Preparing data"); weights
+            # ours: none given = by clips (the paper publishes none); see anitalker_stage1.
+            data_dir="",
+            data_root="data/paper_256",
+            mixture="voxceleb2,hdtf",
             kind="windows",
             num_frames=126,
             image_dtype="uint8",
@@ -130,7 +135,7 @@ def get_config(arg: str = "paper"):
         # A fresh tiny stage 1's codes sit at offsets of up to +-4 with stds of 0.15-1.2 per
         # dimension: standardise them (see the task's docstring).
         c.diffusion.update(dict(normalize_motion=True, motion_scale=1.0, clip_x0=2.0))
-        c.data.update(dict(data_dir="demo_out/data", num_frames=13, samples_per_clip=8))
+        c.data.update(dict(data_dir="demo_out/data", mixture="", num_frames=13, samples_per_clip=8))
         c.optimizers.model.lr = 1e-3
         c.ema.model = 0.99
         c.batch_size = 8

@@ -9,6 +9,10 @@
 Reads shards of every format `records` documents (a directory prepared before format 2
 still loads, only slower) and refuses newer ones with a clear message. The ArrayRecord
 reader is opened on first use, so a store pickles cheaply into grain worker processes.
+
+`ClipStore.open` is the one place a data directory's records are opened: it returns a
+`TfdsClipStore` for a tfds build (see `tfds_builders`' module doc), which has the same
+interface (`len`, `clip`, `other_identity_clips`, `size`, `num_identities`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from data_pipelines import records
 class ClipStore:
     """Clips of a split, in the order of `info.shard_records`' entries."""
 
-    def __init__(self, paths: list[str], entries: list[dict[str, Any]]):
+    def __init__(
+        self, paths: list[str], entries: list[dict[str, Any]], info: dict[str, Any] | None = None
+    ):
         for e in entries:
             if e["format"] > records.FORMAT_VERSION:
                 raise ValueError(
@@ -44,10 +50,16 @@ class ClipStore:
         self.header_index = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.num_records = int(sizes.sum())
         self._source = None
+        self.size, self.num_identities = _size_and_identities(info)
 
     @classmethod
-    def open(cls, data_dir: str, split: str) -> "ClipStore":
-        return cls(*info_lib.shard_records(data_dir, split))
+    def open(cls, data_dir: str, split: str) -> "ClipStore | TfdsClipStore":
+        """The split's clips of a `jaxtalk prepare` directory or of a tfds build."""
+        info = info_lib.load_info(data_dir)
+        if info.get("format") == "tfds":
+            info_lib.check_split(info, data_dir, split)
+            return TfdsClipStore(data_dir, split, info)
+        return cls(*info_lib.shard_records(data_dir, split), info)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -68,6 +80,19 @@ class ClipStore:
 
     def clip(self, i: int) -> "Clip":
         return Clip(self, int(i))
+
+    def other_identity_clips(self, identity: int, count: int, rng: np.random.Generator) -> list:
+        """`count` random clips of identities other than `identity` (any, if there is only one)."""
+        others = np.flatnonzero(self.identity_index != identity)
+        if not len(others):
+            others = np.arange(len(self))  # a single identity: nothing else to contrast with
+        return [self.clip(j) for j in rng.choice(others, count)]
+
+
+def _size_and_identities(info: dict[str, Any] | None) -> tuple[int, int]:
+    if info is None:  # a store made from bare shards (tests)
+        return 0, 0
+    return int(info["config"]["size"]), len(info["identities"])
 
 
 class Clip:
@@ -93,3 +118,64 @@ class Clip:
         if self.store.format[self.index] == 1:
             return self.header["frames"][frame]
         return self.store.source[int(self.store.header_index[self.index]) + 1 + frame]
+
+
+class TfdsClipStore:
+    """The clips of one split of a tfds build: one clip blob per example, read whole.
+
+    There is no per-clip index (see `tfds_builders`' module doc), so frame counts and
+    identities come from each clip's blob as it is read.
+    """
+
+    NEGATIVE_TRIES = 8  # clip draws per negative before taking any identity
+
+    def __init__(self, data_dir: str, split: str, info: dict[str, Any]):
+        self.data_dir, self.split = data_dir, split
+        self._len = int(info["splits"][split]["num_clips"])
+        self.size, self.num_identities = _size_and_identities(info)
+        self._source = None
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_source": None}
+
+    @property
+    def source(self):
+        if self._source is None:
+            import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+            builder = tfds.builder_from_directory(self.data_dir)
+            self._source = builder.as_data_source(split=self.split)
+        return self._source
+
+    def clip(self, i: int) -> "BlobClip":
+        return BlobClip(int(i), records.unpack(self.source[int(i)]["record"]))
+
+    def other_identity_clips(self, identity: int, count: int, rng: np.random.Generator) -> list:
+        picks = []
+        for _ in range(count):
+            for _ in range(self.NEGATIVE_TRIES):
+                clip = self.clip(rng.integers(len(self)))
+                if clip.identity_index != identity:
+                    break
+            picks.append(clip)
+        return picks
+
+
+class BlobClip:
+    """A clip read whole from a clip blob (a tfds example); `Clip`'s interface."""
+
+    def __init__(self, i: int, blob: dict[str, Any]):
+        self.index = i
+        self.header = blob
+        self.num_frames = int(blob["num_frames"])
+        self.identity_index = int(blob["identity_index"])
+
+    def jpeg(self, frame: int) -> bytes:
+        if not 0 <= frame < self.num_frames:
+            raise IndexError(
+                f"frame {frame} of clip {self.header['clip_id']} ({self.num_frames} frames)"
+            )
+        return self.header["frames"][frame]

@@ -11,6 +11,7 @@ from data_pipelines import filters, pipeline
 from data_pipelines.parsers import celebvhq, hdtf, vfhq, voxceleb
 from data_pipelines.process import ProcessConfig
 from data_pipelines.synthetic import generate
+from jaxtalk.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,20 +55,20 @@ def prepare_dataset(
     For "synthetic", the raw set is generated into `manual_dir` first (default `<out_dir>/raw`).
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+        raise InputError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
     ds = DATASETS[name]
     if name == "synthetic":
         manual_dir = manual_dir or os.path.join(out_dir, "raw")
         log(f"generating synthetic talking heads in {manual_dir}")
         generate.generate(manual_dir, synthetic or generate.SyntheticConfig(), log=log)
     if not manual_dir or not os.path.isdir(manual_dir):
-        raise FileNotFoundError(
+        raise InputError(
             f"--manual_dir {manual_dir!r} is not a directory (put the {name} download there)"
         )
     options = {k: v for k, v in (parser_options or {}).items() if v is not None}
     unknown = set(options) - set(ds.options)
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"{name} does not take {sorted(unknown)} (takes {list(ds.options) or 'no options'})"
         )
     specs, report = ds.parse(manual_dir, **options)

@@ -2,6 +2,10 @@
 
 Built from the shard markers, so it is exact after a resumed run too. Loaders read it to
 find the shards and the per-record identity and length without opening the records.
+
+`load_info` also reads a tfds dataset directory (the version folder that
+`data_pipelines/tfds_builders.py` writes: its own dataset_info.json beside features.json)
+and returns the same fields, so every reader of a data directory goes through it.
 """
 
 from __future__ import annotations
@@ -13,8 +17,14 @@ import os
 from typing import Any
 
 from data_pipelines import shard_writer
+from jaxtalk.errors import InputError
 
 INFO_FILE = "dataset_info.json"
+TFDS_FEATURES_FILE = "features.json"  # only tfds dataset directories have it
+
+
+class DataDirError(InputError):
+    """A data directory (or one of its splits) that is missing or not a prepared dataset."""
 
 
 def build_info(
@@ -61,14 +71,60 @@ def build_info(
     return info
 
 
+def is_tfds_dir(data_dir: str) -> bool:
+    return os.path.exists(os.path.join(data_dir, TFDS_FEATURES_FILE))
+
+
 def load_info(data_dir: str) -> dict[str, Any]:
+    """The info of a `jaxtalk prepare` directory or of a tfds one (see the module doc)."""
+    if is_tfds_dir(data_dir):
+        return _tfds_info(data_dir)
     path = os.path.join(data_dir, INFO_FILE)
     if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path}: no dataset info; run `jaxtalk prepare ...` to build {data_dir}"
+        raise DataDirError(
+            f"{data_dir}: not a prepared dataset (no {INFO_FILE}); build it with "
+            "`jaxtalk prepare ...` (or name a tfds dataset's version folder)"
         )
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            info = json.load(f)
+        missing = [k for k in ("splits", "identities", "config") if k not in info]
+    except (ValueError, TypeError) as e:  # not JSON, or JSON that is not an object
+        raise DataDirError(f"{path}: not a jaxtalk dataset info file ({e})") from None
+    if missing or "size" not in info["config"]:
+        raise DataDirError(f"{path}: not a jaxtalk dataset info file (no {missing or 'size'})")
+    return info
+
+
+def check_split(info: dict[str, Any], data_dir: str, split: str) -> None:
+    if split not in info["splits"]:
+        raise DataDirError(f"{data_dir}: no split {split!r} (has {sorted(info['splits'])})")
+
+
+def _tfds_info(data_dir: str) -> dict[str, Any]:
+    """The fields `load_info` returns, from a tfds build: split sizes from tfds's own info,
+    identities and size from the metadata the jaxtalk builders record."""
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  (slow import)
+
+    try:
+        tfds_info = tfds.builder_from_directory(data_dir).info
+    except Exception as e:  # pylint: disable=broad-except  (tfds raises many kinds)
+        raise DataDirError(f"{data_dir}: unreadable tfds dataset ({e!r})") from None
+    meta = dict(tfds_info.metadata or {})
+    if "identities" not in meta or "size" not in meta:
+        raise DataDirError(
+            f"{data_dir}: tfds dataset without the identities / size metadata the loaders "
+            "need; rebuild it with this jaxtalk's data_pipelines.tfds_builders"
+        )
+    return {
+        "name": tfds_info.name,
+        "format": "tfds",
+        "config": {"size": int(meta["size"])},
+        "splits": {k: {"num_clips": v.num_examples} for k, v in tfds_info.splits.items()},
+        "identities": list(meta["identities"]),
+        "rejected": meta.get("rejected"),
+        "parse_skipped": meta.get("parse_skipped"),
+    }
 
 
 def shard_records(data_dir: str, split: str) -> tuple[list[str], list[dict]]:
@@ -78,8 +134,7 @@ def shard_records(data_dir: str, split: str) -> tuple[list[str], list[dict]]:
     (the shard's path) added; `clip_store` locates the clips' records with them.
     """
     info = load_info(data_dir)
-    if split not in info["splits"]:
-        raise ValueError(f"{data_dir}: no split {split!r} (has {sorted(info['splits'])})")
+    check_split(info, data_dir, split)
     paths, records = [], []
     for shard in info["splits"][split]["shards"]:
         if not shard["num_records"]:
@@ -87,6 +142,10 @@ def shard_records(data_dir: str, split: str) -> tuple[list[str], list[dict]]:
         path = os.path.join(data_dir, shard["file"])
         paths.append(path)
         marker = shard_writer.read_marker(path)
+        if marker is None:
+            raise DataDirError(
+                f"{path}: its marker is missing or damaged; re-run `jaxtalk prepare`"
+            )
         records.extend(
             {**r, "format": marker.get("format", 1), "shard": path} for r in marker["records"]
         )

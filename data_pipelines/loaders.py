@@ -1,4 +1,4 @@
-"""grain loaders over prepared ArrayRecord shards: frame pairs, windows, reference + window.
+"""grain loaders over prepared datasets or mixtures of them: frame pairs, windows, reference + window.
 
     loader = make_loader(config.data, split="train", global_batch_size=64, seed=0,
                          process_index=jax.process_index(), process_count=jax.process_count())
@@ -10,12 +10,22 @@ disjoint slice of the records (grain ShardOptions); the order is a global shuffl
 `seed`, repeated per epoch; frame choice inside a clip is random but a pure function of
 seed and position, so a restored iterator yields exactly the batches it would have.
 
+Mixtures (`data.mixture`, see `mixture.py` for the form): grain's `MapDataset.mix`
+interleaves the datasets by weight into one mixed epoch, which the same sampler then
+shuffles and shards, so resume, workers and the saved state are those of one dataset.
+Each dataset is shuffled (by seed + its position in the mixture) and repeated inside the
+mix, reshuffled per repetition; the mixed epoch is long enough that every clip of every
+dataset appears in it, so a down-weighted big dataset is not cut to a fixed subset.
+
 Batch fields (images float32 in [-1, 1] NHWC unless `image_dtype="uint8"`):
-  every kind     identity int32 [B] (index into the info file's identities), index int64 [B]
-                 (clip index in the split, for debugging and the disjointness test)
+  every kind     identity int32 [B] (index into the info file's identities, offset per
+                 dataset in a mixture), index int64 [B] (clip index in the split, for
+                 debugging and the disjointness test); mixtures add dataset int32 [B]
+                 (the entry's position in data.mixture)
   pairs          source, driving [B,H,W,3]; source_frame, driving_frame int32 [B];
                  negatives [B,K,H,W,3] and negative_identity [B,K] (K = num_negatives,
-                 frames of clips of other identities, for metric learning)
+                 frames of clips of other identities of the same dataset, for metric
+                 learning: another dataset's faces would be too easy to tell apart)
   windows        frames [B,T,H,W,3]; frame_valid bool [B,T]; start_frame int32 [B];
                  audio float32 [B,(T-1)*stride*640+640+2*pad*640] (raw 16 kHz, aligned so
                  frame t covers samples [t*640+pad*640, (t+1)*640+pad*640)); for each name
@@ -32,8 +42,7 @@ import ml_collections
 import numpy as np
 from absl import flags
 
-from data_pipelines import clip_store, examples
-from data_pipelines import info as info_lib
+from data_pipelines import examples, mixture
 
 KINDS = ("pairs", "windows", "reference_window")
 
@@ -41,9 +50,11 @@ KINDS = ("pairs", "windows", "reference_window")
 def default_data_config() -> ml_collections.ConfigDict:
     """Defaults for `config.data`; every field documented inline."""
     c = ml_collections.ConfigDict()
-    c.data_dir = (
-        "data/synthetic"  # a directory written by `jaxtalk prepare` (has dataset_info.json)
-    )
+    # A directory written by `jaxtalk prepare` (has dataset_info.json) or a tfds build's
+    # version folder; set it to "" to train on `mixture` (it wins when set: mixture.py).
+    c.data_dir = "data/synthetic"
+    c.mixture = ""  # "DIR[:WEIGHT[:TRAIN_SPLIT]],...", e.g. "voxceleb2:0.7,hdtf:0.3"
+    c.data_root = ""  # relative mixture entries are under it (`jaxtalk prepare --root`)
     c.kind = "pairs"  # one of KINDS
     c.image_size = 0  # output side; 0 = the records' size
     c.image_dtype = "float32"  # "float32" in [-1, 1] or "uint8" in [0, 255]
@@ -92,43 +103,101 @@ class ClipSource(grain.sources.RandomAccessDataSource):
         return f"ClipSource({self._num_clips} clips, x{self._repeat})"
 
 
+class MixtureSource(grain.sources.RandomAccessDataSource):
+    """One mixed epoch of several datasets' examples (grain.MapDataset.mix); yields
+    {dataset, index}. `sizes`: clips per dataset; `weights`: normalised shares."""
+
+    def __init__(
+        self,
+        sizes: list[int],
+        weights: np.ndarray,
+        *,
+        samples_per_clip: int,
+        seed: int,
+        shuffle: bool,
+    ):
+        self._args = (
+            tuple(sizes),
+            tuple(float(w) for w in weights),
+            samples_per_clip,
+            seed,
+            shuffle,
+        )
+        self._mixed = None
+        self._len = len(self._dataset())
+
+    def _dataset(self) -> grain.MapDataset:
+        if self._mixed is None:
+            sizes, weights, repeat, seed, shuffle = self._args
+            counts = [n * repeat for n in sizes]
+            # Long enough for every example of every dataset at its weight.
+            epoch = max(n / w for n, w in zip(counts, weights))
+            parents = []
+            for k, (n, w) in enumerate(zip(counts, weights)):
+                ds = grain.MapDataset.range(n)
+                if shuffle:
+                    ds = ds.shuffle(seed=(seed + k) % 2**32)
+                repeats = int(np.ceil(epoch * w / n)) + 1
+                parents.append(ds.repeat(repeats).map(_Tag(k, repeat)))
+            self._mixed = grain.MapDataset.mix(parents, list(weights))
+        return self._mixed
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self._dataset()[int(i)]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_mixed": None}  # rebuilt in each worker
+
+    def __repr__(self) -> str:
+        sizes, weights, repeat, seed, shuffle = self._args
+        return f"MixtureSource(sizes={sizes}, weights={weights}, x{repeat}, seed={seed}, shuffle={shuffle})"
+
+
+class _Tag(grain.transforms.Map):
+    """A position in dataset k's repeated examples -> {dataset: k, index: its clip}."""
+
+    def __init__(self, k: int, samples_per_clip: int):
+        self.k, self.repeat = k, samples_per_clip
+
+    def map(self, position: int) -> dict[str, Any]:
+        return {"dataset": np.int32(self.k), "index": np.int64(position // self.repeat)}
+
+
 class _MakeExample(grain.transforms.RandomMap):
     """Draws one example of `kind` from a clip (plus negatives for pairs), reading only what it uses."""
 
-    def __init__(self, cfg: ml_collections.ConfigDict, store: clip_store.ClipStore, size: int):
+    def __init__(self, cfg: ml_collections.ConfigDict, mix: mixture.Mixture, size: int):
         self.cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
-        self.store = store
+        self.stores = mix.stores
+        self.offsets = mix.identity_offsets
         self.size = size
 
-    def _negatives(self, identity: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        identities = self.store.identity_index
-        others = np.flatnonzero(identities != identity)
-        if not len(others):
-            others = np.arange(len(identities))  # a single identity: nothing else to contrast with
-        picks = rng.choice(others, self.cfg["num_negatives"])
-        images = []
-        for j in picks:
-            clip = self.store.clip(j)
-            images.append(
-                examples.to_image(
-                    clip.jpeg(int(rng.integers(clip.num_frames))),
-                    self.size,
-                    self.cfg["image_dtype"],
-                )
+    def _negatives(self, store, identity: int, offset: int, rng: np.random.Generator) -> dict:
+        clips = store.other_identity_clips(identity, self.cfg["num_negatives"], rng)
+        images = [
+            examples.to_image(
+                c.jpeg(int(rng.integers(c.num_frames))), self.size, self.cfg["image_dtype"]
             )
+            for c in clips
+        ]
         return {
             "negatives": np.stack(images),
-            "negative_identity": identities[picks].astype(np.int32),
+            "negative_identity": np.array([c.identity_index + offset for c in clips], np.int32),
         }
 
     def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        cfg, clip = self.cfg, self.store.clip(element["index"])
+        k = int(element.get("dataset", 0))
+        store, offset = self.stores[k], int(self.offsets[k])
+        cfg, clip = self.cfg, store.clip(element["index"])
         kind, dtype = cfg["kind"], cfg["image_dtype"]
-        out = {"index": element["index"], "identity": np.int32(clip.identity_index)}
+        out = {**element, "identity": np.int32(clip.identity_index + offset)}
         if kind == "pairs":
             out.update(examples.pair(clip, rng, self.size, dtype, cfg["max_frame_gap"]))
             if cfg["num_negatives"] > 0:
-                out.update(self._negatives(clip.identity_index, rng))
+                out.update(self._negatives(store, clip.identity_index, offset, rng))
             return out
         out.update(
             examples.window(
@@ -148,6 +217,20 @@ class _MakeExample(grain.transforms.RandomMap):
             out["reference"] = examples.to_image(clip.jpeg(ref), self.size, dtype)
             out["reference_frame"] = np.int32(ref)
         return out
+
+
+def _source(
+    mix: mixture.Mixture, samples_per_clip: int, seed: int, shuffle: bool
+) -> grain.sources.RandomAccessDataSource:
+    if len(mix.stores) == 1:  # exactly the single-dataset order of earlier releases
+        return ClipSource(len(mix.stores[0]), samples_per_clip)
+    return MixtureSource(
+        [len(s) for s in mix.stores],
+        mix.weights(samples_per_clip),
+        samples_per_clip=samples_per_clip,
+        seed=seed,
+        shuffle=shuffle,
+    )
 
 
 def make_loader(
@@ -170,17 +253,15 @@ def make_loader(
         raise ValueError(
             f"global_batch_size {global_batch_size} not divisible by process_count {process_count}"
         )
-    store = clip_store.ClipStore.open(cfg.data_dir, split)
-    if not len(store):
-        raise ValueError(f"{cfg.data_dir}: split {split!r} has no records")
-    info = info_lib.load_info(cfg.data_dir)
-    size = cfg.image_size or int(info["config"]["size"])
-    source = ClipSource(len(store), cfg.samples_per_clip)
+    mix = mixture.open_mixture(cfg, split)
+    shuffle = cfg.shuffle if shuffle is None else shuffle
+    source = _source(mix, cfg.samples_per_clip, seed, shuffle)
     local_batch = global_batch_size // process_count
     shard = grain.sharding.ShardOptions(process_index, process_count, drop_remainder=True)
     if len(source) // process_count < local_batch:
+        names = ", ".join(e.data_dir for e in mix.entries)
         raise ValueError(
-            f"{cfg.data_dir}:{split} has {len(source)} examples, fewer than one batch of "
+            f"{names}:{split} has {len(source)} examples, fewer than one batch of "
             f"{local_batch} per process; lower the batch size or raise data.samples_per_clip"
         )
     sampler = grain.samplers.IndexSampler(
@@ -188,7 +269,7 @@ def make_loader(
         shard_options=shard,
         num_epochs=num_epochs,
         seed=seed,
-        shuffle=cfg.shuffle if shuffle is None else shuffle,
+        shuffle=shuffle,
     )
     workers = cfg.worker_count if worker_count is None else worker_count
     if workers and not flags.FLAGS.is_parsed():
@@ -199,7 +280,7 @@ def make_loader(
         data_source=source,
         sampler=sampler,
         operations=[
-            _MakeExample(cfg, store, size),
+            _MakeExample(cfg, mix, mix.size(cfg.image_size)),
             grain.transforms.Batch(local_batch, drop_remainder=True),
         ],
         worker_count=workers,

@@ -57,9 +57,20 @@ Rejected clips are skipped, logged and counted by reason: in Beam metrics counte
 (namespace `jaxtalk`, named `<split>/rejected/<reason>` and `<split>/written`) on the Beam
 path, and on both paths in the dataset's `metadata.json` (`builder.info.metadata`:
 `rejected` per split and reason, null if a Beam runner reports no metrics; `parse_skipped`
-by reason). Read the output with `tfds.data_source(...)` (TensorFlow-free); the grain
-loaders in `loaders.py` read the `jaxtalk prepare` layout, which also carries the resumable
-shard markers.
+by reason). Read the output with `tfds.data_source(...)` (TensorFlow-free), or train on
+it: `config.data.data_dir` (or a mixture entry) may name the build's version folder,
+e.g. `/data/tfds/jaxtalk_voxceleb2/256/1.0.0`.
+
+One dataset format for training: the loaders read these builds as they are rather than
+the builders also writing the `jaxtalk prepare` layout. A second copy would double the
+storage and, on Beam, mean side-effect writes outside tfds's writer (retried workers, no
+atomic commit). Reading needs only tfds's public TF-free reader
+(`tfds.builder_from_directory(...).as_data_source`) and two metadata fields these
+builders record (`identities`, `size`), never tfds's file naming or record encoding.
+The price: an example reads its whole clip blob (format 1 in `records`) and, with no
+per-clip index, frame counts and identities are learnt from the blob, so other-identity
+negatives are found by drawing clips (`clip_store.TfdsClipStore`); the `jaxtalk prepare`
+layout stays the fast one.
 """
 
 from __future__ import annotations
@@ -234,8 +245,12 @@ class _ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         identities = {ident: i for i, ident in enumerate(sorted({s.identity for s in specs}))}
         cfg = ProcessConfig(size=int(self.builder_config.name), filters=ds.filters)
         splits = sorted({s.split for s in specs})
+        # identities and size: what the training loaders read a tfds directory by (info.py).
         self.info.metadata.update(
-            rejected={split: {} for split in splits}, parse_skipped=dict(report.counts)
+            rejected={split: {} for split in splits},
+            parse_skipped=dict(report.counts),
+            identities=sorted(identities, key=identities.get),
+            size=cfg.size,
         )
         return {
             split: self._generate_examples(

@@ -2,17 +2,22 @@
 
 Reads the dataset's official metadata from --manual_dir, cuts each clip with ffmpeg (25 fps,
 one fixed square face crop resized to --size, mono 16 kHz audio), filters it, and writes
-sharded ArrayRecord files plus dataset_info.json to --out_dir. Rerunning continues an
-interrupted run: finished shards are kept, unfinished ones redone.
+sharded ArrayRecord files plus dataset_info.json to --out_dir, or to <--root>/DATASET so
+that several datasets share one root and a mixture names them by name
+(`config.data.data_root=ROOT`, `config.data.mixture="voxceleb2,hdtf"`). Rerunning continues
+an interrupted run: finished shards are kept, unfinished ones redone.
 
 DATASET is one of: synthetic, voxceleb1, voxceleb2, hdtf, vfhq, celebvhq.
 
   jaxtalk prepare synthetic --out_dir=data/synthetic --size=64
   jaxtalk prepare voxceleb2 --manual_dir=/data/vox2 --out_dir=data/vox2_256 --size=256
   jaxtalk prepare hdtf --manual_dir=/data/HDTF --out_dir=data/hdtf_512 --size=512 --test_list=dinet_test.txt
+  jaxtalk prepare hdtf --manual_dir=/data/HDTF --root=data/paper_256 --size=256   # data/paper_256/hdtf
 """
 
 from __future__ import annotations
+
+import os
 
 from absl import flags
 
@@ -21,6 +26,9 @@ from jaxtalk.errors import InputError
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("out_dir", None, "Where the shards and dataset_info.json go.")
+flags.DEFINE_string(
+    "root", None, "Instead of --out_dir: write to <root>/DATASET (several datasets, one root)."
+)
 flags.DEFINE_string(
     "manual_dir",
     None,
@@ -61,6 +69,13 @@ flags.DEFINE_integer("test_identities", 1, "synthetic: identities in the test sp
 flags.DEFINE_integer("seed", 0, "synthetic: generator seed.")
 
 
+def output_dir(name: str, out_dir: str | None, root: str | None) -> str:
+    """--out_dir, or <--root>/DATASET; exactly one of them."""
+    if bool(out_dir) == bool(root):
+        raise InputError("give one of --out_dir=DIR or --root=ROOT (writes ROOT/DATASET)")
+    return out_dir or os.path.join(root, name)
+
+
 def main(argv: list[str]) -> None:
     # Imported here so `jaxtalk prepare --help` stays fast.
     from data_pipelines import datasets  # pylint: disable=import-outside-toplevel
@@ -73,8 +88,7 @@ def main(argv: list[str]) -> None:
     name = argv[1]
     if name not in datasets.DATASETS:
         raise InputError(f"unknown dataset {name!r}; choose from {sorted(datasets.DATASETS)}")
-    if not FLAGS.out_dir:
-        raise InputError("--out_dir is required")
+    out_dir = output_dir(name, FLAGS.out_dir, FLAGS.root)
     synthetic = generate.SyntheticConfig(
         num_identities=FLAGS.num_identities,
         videos_per_identity=FLAGS.videos_per_identity,
@@ -87,7 +101,7 @@ def main(argv: list[str]) -> None:
     datasets.prepare_dataset(
         name,
         FLAGS.manual_dir,
-        FLAGS.out_dir,
+        out_dir,
         size=FLAGS.size,
         clips_per_shard=FLAGS.clips_per_shard,
         num_workers=FLAGS.num_workers,

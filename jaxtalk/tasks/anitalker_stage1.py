@@ -59,11 +59,11 @@ def motion_units_alive(model_params, h):
     return jnp.mean(jnp.any(pre > 0, axis=0).astype(jnp.float32))
 
 
-def num_identities(data_dir: str) -> int:
-    from data_pipelines.info import load_info
+def num_identities(data_config) -> int:
+    """Identity classes of the data (summed, offset per dataset, over a mixture)."""
+    from data_pipelines import mixture
 
-    info = load_info(data_dir)
-    return max(len(info["identities"]), 1)
+    return max(mixture.num_identities(data_config), 1)
 
 
 class AniTalkerStage1Task(Task):
@@ -88,7 +88,7 @@ class AniTalkerStage1Task(Task):
         )
         self.club = CLUB(y_dim=m.style_dim, hidden=m.style_dim)
         self.aam = AAMSoftmax(
-            num_classes=num_identities(config.data.data_dir),
+            num_classes=num_identities(config.data),
             margin=loss.aam_margin,
             scale=loss.aam_scale,
         )

@@ -7,6 +7,7 @@ import pytest
 
 from data_pipelines import info as info_lib
 from data_pipelines import loaders
+from jaxtalk.errors import InputError
 
 
 def _cfg(data_dir, **kw):
@@ -128,5 +129,11 @@ def test_config_errors_are_clear(synthetic_dir, tmp_path):
         )
     with pytest.raises(ValueError, match="no split 'validation'"):
         loaders.make_loader(_cfg(synthetic_dir), split="validation", global_batch_size=2, seed=0)
-    with pytest.raises(FileNotFoundError, match="jaxtalk prepare"):
+    with pytest.raises(InputError, match=f"{tmp_path}: not a prepared dataset.*jaxtalk prepare"):
+        loaders.make_loader(_cfg(str(tmp_path)), split="train", global_batch_size=2, seed=0)
+    (tmp_path / "dataset_info.json").write_text("{not json")
+    with pytest.raises(InputError, match="dataset_info.json: not a jaxtalk dataset info file"):
+        loaders.make_loader(_cfg(str(tmp_path)), split="train", global_batch_size=2, seed=0)
+    (tmp_path / "dataset_info.json").write_text('{"splits": {}}')
+    with pytest.raises(InputError, match="no \\['identities', 'config'\\]"):
         loaders.make_loader(_cfg(str(tmp_path)), split="train", global_batch_size=2, seed=0)

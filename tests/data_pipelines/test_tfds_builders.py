@@ -2,14 +2,18 @@
 plain generator and from Apache Beam workers, with rejected clips skipped and counted."""
 
 import logging
+import os
 import sys
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data_pipelines import datasets, records
+from data_pipelines import clip_store, datasets, loaders, pipeline, records
+from data_pipelines import info as info_lib
+from data_pipelines.process import ProcessConfig
 from data_pipelines.synthetic import generate
+from jaxtalk.errors import InputError
 
 # Two identities (one train, one test) with two 1.2 s videos each; one train video is corrupt.
 RAW = generate.SyntheticConfig(
@@ -155,3 +159,58 @@ def test_staged_specs_round_trip_as_json(tmp_path):
     assert [b.extra for b in back] == [s.extra for s in specs] and back[1].boxes is None
     np.testing.assert_array_equal(back[0].boxes, specs[0].boxes)
     assert back[0].start_sec == 1.0 and back[0].box_ref_height == 360.0
+
+
+@pytest.fixture(scope="module")
+def tfds_version_dir(generator_dir):
+    return os.path.join(generator_dir, "jaxtalk_synthetic", "64", "1.0.0")
+
+
+@pytest.fixture(scope="module")
+def prepared_dir(raw_dir, tmp_path_factory):
+    """The same raw set through `jaxtalk prepare`'s path (prepare_dataset minus generating
+    the raw set, which would overwrite `raw_dir`)."""
+    out = str(tmp_path_factory.mktemp("prepared"))
+    ds = datasets.DATASETS["synthetic"]
+    specs, report = ds.parse(raw_dir)
+    cfg = ProcessConfig(size=64, filters=ds.filters)
+    pipeline.prepare(specs, report, out, name="synthetic", cfg=cfg, log=lambda *_: None)
+    return out
+
+
+def test_loaders_read_a_tfds_build_as_prepare_writes_it(tfds_version_dir, prepared_dir):
+    """One format for training: a tfds build's clips are the `jaxtalk prepare` clips."""
+    assert info_lib.load_info(tfds_version_dir)["identities"] == ["id00000", "id00001"]
+    for split in ("train", "test"):
+        tfds_store = clip_store.ClipStore.open(tfds_version_dir, split)
+        store = clip_store.ClipStore.open(prepared_dir, split)
+        assert len(tfds_store) == len(store) and tfds_store.size == store.size == 64
+        by_id = {store.clip(i).header["clip_id"]: store.clip(i) for i in range(len(store))}
+        for i in range(len(tfds_store)):
+            got = tfds_store.clip(i)
+            want = by_id[got.header["clip_id"]]
+            assert (got.num_frames, got.identity_index) == (want.num_frames, want.identity_index)
+            assert [got.jpeg(f) for f in (0, got.num_frames - 1)] == [
+                want.jpeg(f) for f in (0, want.num_frames - 1)
+            ]
+    with pytest.raises(InputError, match="no split 'validation'"):
+        clip_store.ClipStore.open(tfds_version_dir, "validation")
+    assert "tensorflow" not in sys.modules
+
+
+def test_tiny_stage1_trains_a_step_on_both_formats(tfds_version_dir, prepared_dir, tmp_path):
+    """A mixture of the tfds build and the prepared directory: one step reads both."""
+    from configs import anitalker_stage1  # pylint: disable=import-outside-toplevel
+    from jaxtalk.train.train import train  # pylint: disable=import-outside-toplevel
+
+    c = anitalker_stage1.get_config("tiny")
+    c.data.update(dict(data_dir="", mixture=f"{tfds_version_dir}:0.5,{prepared_dir}:0.5"))
+    c.update(dict(batch_size=8, total_steps=1))
+    c.mesh.update(dict(data=8, fsdp=1))
+    c.log.update(dict(every_steps=1, progress_bar=False, tensorboard=False))
+    c.eval.every_steps = c.samples.every_steps = c.checkpoint.every_steps = 0
+    batch = next(loaders.make_loader(c.data, split="train", global_batch_size=8, seed=0).__iter__())
+    assert set(batch["dataset"]) == {0, 1} and batch["source"].shape == (8, 64, 64, 3)
+    assert np.all(batch["identity"] - 2 * batch["dataset"] == 0)  # id00000 of each, offset 2
+    out = train(c, str(tmp_path / "run"))
+    assert np.isfinite(out["generator/loss"])
