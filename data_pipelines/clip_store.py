@@ -54,7 +54,9 @@ class ClipStore:
 
     @classmethod
     def open(cls, data_dir: str, split: str) -> "ClipStore | TfdsClipStore":
-        """The split's clips of a `jaxtalk prepare` directory or of a tfds build."""
+        """The split's clips of a `jaxtalk prepare` directory or of a tfds build (local or
+        remote, see `info.local_data_dir`)."""
+        data_dir = info_lib.local_data_dir(data_dir)
         info = info_lib.load_info(data_dir)
         if info.get("format") == "tfds":
             info_lib.check_split(info, data_dir, split)

@@ -11,6 +11,7 @@ from data_pipelines import filters, pipeline
 from data_pipelines.parsers import celebvhq, hdtf, vfhq, voxceleb
 from data_pipelines.process import ProcessConfig
 from data_pipelines.synthetic import generate
+from jaxtalk import fs
 from jaxtalk.errors import InputError
 
 
@@ -53,9 +54,20 @@ def prepare_dataset(
     """Parses `manual_dir`, processes every clip into `out_dir` shards, writes dataset_info.json.
 
     For "synthetic", the raw set is generated into `manual_dir` first (default `<out_dir>/raw`).
+    A remote `out_dir` (gs://...) is built in a local staging directory and uploaded at the end.
     """
     if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+    if fs.is_remote(out_dir):
+        staging = fs.staging_dir(out_dir)
+        log(f"building {out_dir} in {staging}")
+        result = prepare_dataset(
+            name, manual_dir, staging, size=size, filter_overrides=filter_overrides,
+            parser_options=parser_options, clips_per_shard=clips_per_shard,
+            num_workers=num_workers, jpeg_quality=jpeg_quality, synthetic=synthetic, log=log,
+        )  # fmt: skip
+        log(f"uploaded {fs.copy_tree(staging, out_dir)} files to {out_dir}")
+        return result
     ds = DATASETS[name]
     if name == "synthetic":
         manual_dir = manual_dir or os.path.join(out_dir, "raw")

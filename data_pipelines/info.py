@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 from data_pipelines import shard_writer
+from jaxtalk import fs
 from jaxtalk.errors import InputError
 
 INFO_FILE = "dataset_info.json"
@@ -75,8 +76,15 @@ def is_tfds_dir(data_dir: str) -> bool:
     return os.path.exists(os.path.join(data_dir, TFDS_FEATURES_FILE))
 
 
+def local_data_dir(data_dir: str) -> str:
+    """`data_dir` itself when local; a remote one (gs://...) copied once to this host's cache
+    (`jaxtalk.fs.local_dir`): the ArrayRecord reader reads only local files."""
+    return fs.local_dir(data_dir) if fs.is_remote(data_dir) else data_dir
+
+
 def load_info(data_dir: str) -> dict[str, Any]:
     """The info of a `jaxtalk prepare` directory or of a tfds one (see the module doc)."""
+    data_dir = local_data_dir(data_dir)
     if is_tfds_dir(data_dir):
         return _tfds_info(data_dir)
     path = os.path.join(data_dir, INFO_FILE)

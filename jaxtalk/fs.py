@@ -375,9 +375,18 @@ def cache_root() -> str:
     return os.path.expanduser(os.environ.get("JAXTALK_CACHE", "~/.cache/jaxtalk"))
 
 
-def _cache_path(path: str) -> str:
+def _cache_path(path: str, kind: str = "remote") -> str:
     digest = hashlib.sha256(absolute(path).encode()).hexdigest()[:16]
-    return os.path.join(cache_root(), "remote", f"{digest}_{basename(path)}")
+    return os.path.join(cache_root(), kind, f"{digest}_{basename(path)}")
+
+
+def staging_dir(path) -> str:
+    """A local directory, the same on every call for `path`, where a writer that needs local
+    files (ArrayRecord shards) builds what `copy_tree` then uploads to the remote `path`; a
+    rerun on the same host finds its earlier work there."""
+    target = _cache_path(path, "staging")
+    os.makedirs(target, exist_ok=True)
+    return target
 
 
 @contextlib.contextmanager
@@ -441,6 +450,6 @@ def _sync_down(src: str, dst: str) -> None:
         if isdir(remote):
             _sync_down(remote, local)
         elif not os.path.exists(local) or os.path.getsize(local) != size(remote):
-            tmp = local + ".part"
+            tmp = f"{local}.{os.getpid()}.part"  # processes of one host may sync at once
             copy(remote, tmp)
             os.replace(tmp, local)

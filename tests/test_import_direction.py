@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Lowest first. A module may import from its own layer or any lower one.
 LAYERS = (
-    ("jaxtalk.errors", "jaxtalk.discovery"),
+    ("jaxtalk.errors", "jaxtalk.discovery", "jaxtalk.fs"),
     ("jaxtalk.models", "jaxtalk.diffusion", "jaxtalk.media"),
     ("jaxtalk.losses",),
     ("jaxtalk.export", "jaxtalk.convert"),
@@ -33,7 +33,7 @@ FORBIDDEN = (
 )
 
 # data_pipelines sits beside the layers: it may import only these from jaxtalk ...
-DATA_PIPELINES_MAY_IMPORT = ("jaxtalk.media", "jaxtalk.errors")
+DATA_PIPELINES_MAY_IMPORT = ("jaxtalk.media", "jaxtalk.errors", "jaxtalk.fs")
 # ... and only these jaxtalk packages may import data_pipelines.
 MAY_IMPORT_DATA_PIPELINES = (
     "jaxtalk.train",

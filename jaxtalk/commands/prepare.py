@@ -17,10 +17,9 @@ DATASET is one of: synthetic, voxceleb1, voxceleb2, hdtf, vfhq, celebvhq.
 
 from __future__ import annotations
 
-import os
-
 from absl import flags
 
+from jaxtalk import fs
 from jaxtalk.errors import InputError
 
 FLAGS = flags.FLAGS
@@ -73,7 +72,7 @@ def output_dir(name: str, out_dir: str | None, root: str | None) -> str:
     """--out_dir, or <--root>/DATASET; exactly one of them."""
     if bool(out_dir) == bool(root):
         raise InputError("give one of --out_dir=DIR or --root=ROOT (writes ROOT/DATASET)")
-    return out_dir or os.path.join(root, name)
+    return out_dir or fs.join(root, name)
 
 
 def main(argv: list[str]) -> None:
