@@ -8,12 +8,14 @@ through in batches; the distance is computed once, in float64, on the host.
 
 from __future__ import annotations
 
+import io
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk import fs
 from jaxtalk.models.metric_nets import inception
 
 
@@ -84,9 +86,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 def load_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Reads (mu, sigma) from an .npz with 'mu' and 'sigma' (pytorch-fid's format)."""
     path = os.fspath(path)
-    if not os.path.exists(path):
+    if not fs.exists(path):
         raise FileNotFoundError(f"{path}: no such FID statistics file")
-    with np.load(path) as data:
+    with fs.open(path, "rb") as f, np.load(io.BytesIO(f.read())) as data:
         if "mu" not in data or "sigma" not in data:
             raise ValueError(
                 f"{path}: FID statistics need arrays 'mu' and 'sigma', found {sorted(data.files)}"

@@ -13,11 +13,10 @@ optimizer (frozen); it exists only when the perceptual weight is non-zero.
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 
+from jaxtalk import fs
 from jaxtalk.evaluate import image_metrics
 from jaxtalk.losses import adversarial
 from jaxtalk.losses.metric_learning import AAMSoftmax
@@ -117,7 +116,7 @@ class AniTalkerStage1Task(Task):
         from jaxtalk.convert import weights
 
         path = self.config.loss.vgg19_weights or str(weights.weights_path("vgg19"))
-        if not os.path.exists(path):
+        if not fs.exists(path):
             raise ValueError(
                 f"the perceptual loss needs ImageNet VGG19 weights at {path}: run `jaxtalk import "
                 "--release=vgg19 --checkpoint=vgg19-dcbb9e9d.pth` (torchvision's file), or set "

@@ -35,12 +35,12 @@ A label a clip lacks (`<name>_valid` False) drops out of its term.
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk import fs
 from jaxtalk.diffusion import objectives, samplers, schedules
 from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.models.anitalker.stage2 import (
@@ -66,7 +66,7 @@ def stage1_source(stage1_cfg) -> dict:
     if stage1_cfg["workdir"]:
         from jaxtalk.train import checkpoints
 
-        workdir = os.path.abspath(stage1_cfg["workdir"])
+        workdir = fs.absolute(stage1_cfg["workdir"])
         step = stage1_cfg.get("step", -1)
         if step in (None, -1):
             steps = checkpoints.saved_steps(workdir)
@@ -75,7 +75,7 @@ def stage1_source(stage1_cfg) -> dict:
             step = steps[-1]
         return {"workdir": workdir, "step": int(step)}
     if stage1_cfg["weights"]:
-        return {"weights": os.path.abspath(stage1_cfg["weights"])}
+        return {"weights": fs.absolute(stage1_cfg["weights"])}
     raise ValueError(
         "stage 2 needs a stage-1 model for its targets: set "
         "--config.stage1.workdir=RUN (an anitalker_stage1 run) or "
@@ -241,7 +241,7 @@ class AniTalkerStage2Task(Task):
             from jaxtalk.convert import weights
 
             path = self.config.hubert.weights or str(weights.weights_path("hubert"))
-            out["hubert"] = {"weights": os.path.abspath(path)}
+            out["hubert"] = {"weights": fs.absolute(path)}
         return out
 
     def load_frozen(self, group, source):
@@ -254,7 +254,7 @@ class AniTalkerStage2Task(Task):
             elif group == "hubert":
                 from jaxtalk.convert import weights
 
-                if not os.path.exists(source["weights"]):
+                if not fs.exists(source["weights"]):
                     raise ValueError(
                         f"the hubert variants need HuBERT weights at "
                         f"{source['weights']}: run `jaxtalk import --release=hubert "
