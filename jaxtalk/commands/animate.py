@@ -27,8 +27,6 @@ crops. --nocrop_face skips detection and only centre-crops, for images that alre
 face crops (the synthetic set's frames) or faces the detector misses (profiles, drawings).
 """
 
-import os
-
 from absl import flags
 
 from jaxtalk.errors import InputError
@@ -85,11 +83,23 @@ def _load_source(size: int):
     return source
 
 
+def _driving_crop() -> list[int] | None:
+    """--driving_crop as four integers (the bounds are checked against the video on read)."""
+    if not _DRIVING_CROP.value:
+        return None
+    try:
+        box = [int(v) for v in _DRIVING_CROP.value]
+    except ValueError:
+        box = []
+    if len(box) != 4:
+        raise InputError(f"--driving_crop={','.join(_DRIVING_CROP.value)}: give x,y,w,h integers")
+    return box
+
+
 def main(argv):
     from jaxtalk import inference
     from jaxtalk.inference import animator
     from jaxtalk.media import video
-    from jaxtalk.media.probe import probe
 
     if len(argv) > 1:
         raise InputError(f"unexpected arguments {argv[1:]}")
@@ -104,33 +114,26 @@ def main(argv):
         raise InputError(f"{', '.join(missing)} required")
     if bool(_WEIGHTS.value) == bool(_WORKDIR.value):
         raise InputError("give exactly one of --weights or --workdir")
-    try:
-        model = inference.open_animator(
-            _WEIGHTS.value or _WORKDIR.value,
-            run=bool(_WORKDIR.value),
-            step=_STEP.value,
-            driver=inference.Driver.VIDEO,
-            chunk=_CHUNK.value,
-        )
-        source = _load_source(model.size)
-        info = probe(_DRIVING.value)
-        crop = (
-            [int(v) for v in _DRIVING_CROP.value]
-            if _DRIVING_CROP.value
-            else animator.centre_square(info.width, info.height)
-        )
-        driving, fps = video.read_video(
-            _DRIVING.value, crop=crop, size=model.size, duration=_MAX_SECONDS.value
-        )
-        if len(driving) == 0:
-            raise InputError(f"{_DRIVING.value}: no frames")
-        frames = model.animate(source, driving, mode=_MOTION.value)
-        fps = model.fps or fps
-        video.write_video(
-            _OUT.value, frames, fps, audio=_DRIVING.value if info.audio_sample_rate else None
-        )
-    except (OSError, ValueError) as e:  # AnimationError, MediaError, weights errors
-        raise InputError(str(e)) from None
+    model = inference.open_animator(
+        _WEIGHTS.value or _WORKDIR.value,
+        run=bool(_WORKDIR.value),
+        step=_STEP.value,
+        driver=inference.Driver.VIDEO,
+        chunk=_CHUNK.value,
+    )
+    source = _load_source(model.size)
+    info = video.probe_video(_DRIVING.value)
+    crop = _driving_crop() or animator.centre_square(info.width, info.height)
+    driving, fps = video.read_video(
+        _DRIVING.value, crop=crop, size=model.size, duration=_MAX_SECONDS.value
+    )
+    # --motion goes only where given: families without motion modes take no option.
+    options = {"mode": _MOTION.value} if flags.FLAGS["motion"].present else {}
+    frames = model.animate(source, driving, **options)
+    fps = model.fps or fps
+    video.write_video(
+        _OUT.value, frames, fps, audio=_DRIVING.value if info.audio_sample_rate else None
+    )
     print(f"wrote {len(frames)} frames ({len(frames) / fps:.1f} s) to {_OUT.value}")
 
 
@@ -151,28 +154,23 @@ def _animate_audio():
     ]
     if missing:
         raise InputError(f"{', '.join(missing)} required with --mode=audio")
-    try:
-        model = inference.open_animator(
-            _STAGE2.value,
-            driver=inference.Driver.AUDIO,
-            stage1=_STAGE1.value,
-            hubert=_HUBERT.value,
-            chunk=_CHUNK.value,
+    model = inference.open_animator(
+        _STAGE2.value,
+        driver=inference.Driver.AUDIO,
+        stage1=_STAGE1.value,
+        hubert=_HUBERT.value,
+        chunk=_CHUNK.value,
+    )
+    source = _load_source(model.size)
+    wav = audio.read_audio(_AUDIO.value, SAMPLE_RATE, duration=_MAX_SECONDS.value)
+    options = dict(seed=_SEED.value, ddim_steps=_DDIM_STEPS.value, what=_AUDIO.value)
+    if _CONTROL.value:  # the release's control values; the animator takes what its model does
+        options.update(
+            pose=[_POSE_YAW.value, _POSE_PITCH.value, _POSE_ROLL.value],
+            pose_file=_POSE_FILE.value,
+            face_location=_FACE_LOCATION.value,
+            face_scale=_FACE_SCALE.value,
         )
-        source = _load_source(model.size)
-        if not os.path.exists(_AUDIO.value):
-            raise InputError(f"{_AUDIO.value}: no such file")
-        wav = audio.read_audio(_AUDIO.value, SAMPLE_RATE, duration=_MAX_SECONDS.value)
-        options = dict(seed=_SEED.value, ddim_steps=_DDIM_STEPS.value, what=_AUDIO.value)
-        if _CONTROL.value:  # the release's control values; the animator takes what its model does
-            options.update(
-                pose=[_POSE_YAW.value, _POSE_PITCH.value, _POSE_ROLL.value],
-                pose_file=_POSE_FILE.value,
-                face_location=_FACE_LOCATION.value,
-                face_scale=_FACE_SCALE.value,
-            )
-        frames = model.animate(source, wav, **options)
-        video.write_video(_OUT.value, frames, model.fps, audio=wav, audio_sample_rate=SAMPLE_RATE)
-    except (OSError, ValueError, RuntimeError) as e:  # AnimationError, MediaError, weights errors
-        raise InputError(str(e)) from None
+    frames = model.animate(source, wav, **options)
+    video.write_video(_OUT.value, frames, model.fps, audio=wav, audio_sample_rate=SAMPLE_RATE)
     print(f"wrote {len(frames)} frames ({len(frames) / model.fps:.1f} s) to {_OUT.value}")

@@ -16,6 +16,7 @@ import configs
 from jaxtalk.errors import InputError
 
 FLAGS = flags.FLAGS
+QUOTES = "'\""  # KeyError's repr wraps ml_collections' quoted key: "'init_from'"
 
 
 def define():
@@ -72,7 +73,7 @@ def parse(argv: list[str], required: tuple[str, ...] = ()) -> list[str]:
     except flags.Error as e:
         raise InputError(f"{_clean(e)} (see {command} --help)")
     except (AttributeError, KeyError) as e:
-        raise InputError(f"unknown config key in an override: {_clean(e).strip(chr(39))}")
+        raise InputError(f"unknown config key in an override: {_clean(e).strip(QUOTES)}")
     except Exception as e:  # a config file that raises, e.g. an unknown variant
         raise InputError(f"--config={path}: {_clean(e)}")
     if not config_given:

@@ -41,18 +41,19 @@ def main(argv):
         return
     if not _RELEASE.value or not _CHECKPOINT.value:
         raise InputError("--release and --checkpoint are required (see --list)")
-    releases.find_release(_RELEASE.value)  # an unknown release is an error before any reading
-    files = {"backbone": _BACKBONE.value} if _BACKBONE.value else {}
+    spec = releases.find_release(_RELEASE.value)  # an unknown release fails before any reading
     try:
         path = releases.import_release(
             _RELEASE.value,
             _CHECKPOINT.value,
             output=_OUT.value,
             weights_dir=_WEIGHTS_DIR.value,
-            **files,
+            **_extra_files(spec),
         )
-    except (OSError, ValueError, KeyError) as e:  # CheckpointError/ConversionError included
-        raise InputError(str(e).strip("'\"")) from None
+    except KeyError as e:  # a converter reading a key the file lacks: another model's file
+        raise InputError(
+            f"{_CHECKPOINT.value}: no key {e} (not a {_RELEASE.value} checkpoint?)"
+        ) from None
     from jaxtalk.convert import weights
 
     stored = weights.load(path)
@@ -65,6 +66,16 @@ def main(argv):
     print(
         f"imported {_RELEASE.value} from {_CHECKPOINT.value}: {count / 1e6:.2f}M values -> {path}"
     )
+
+
+def _extra_files(spec) -> dict[str, str]:
+    """The further files the release takes (--backbone), all given and no others."""
+    given = {"backbone": _BACKBONE.value} if _BACKBONE.value else {}
+    wrong = sorted(set(given) ^ set(spec.extra_files))  # missing or not taken
+    if wrong:
+        takes = " ".join(["--checkpoint"] + [f"--{f}" for f in spec.extra_files])
+        raise InputError(f"--{wrong[0]}: --release={spec.name} takes {takes}")
+    return given
 
 
 def _leaves(tree):

@@ -37,6 +37,8 @@ def main(argv):
 
     if _RENDER_ONLY.value:
         cli_options.check_args(argv, out_dir=_OUT_DIR.value)
+        if not fs.glob(_OUT_DIR.value, "results*.jsonl"):  # a mistyped --out_dir, not a sweep
+            raise InputError(f"--out_dir={_OUT_DIR.value}: no results*.jsonl to render")
         print("wrote " + ", ".join(sweep.render(_OUT_DIR.value)[1]))
         return
     cli_options.check_args(

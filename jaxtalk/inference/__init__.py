@@ -63,6 +63,8 @@ def open_animator(
     `from_stored` / `from_run` (e.g. chunk, stage1, hubert)."""
     run = _is_run(path) if run is None else run
     if run:
+        if not _is_run(path):
+            raise AnimationError(f"{path}: not a training run (no checkpoints/ directory)")
         from jaxtalk.train import checkpoints
 
         kind = checkpoints.run_config(path, step).get("task")

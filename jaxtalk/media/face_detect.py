@@ -22,6 +22,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from jaxtalk.errors import InputError
 from jaxtalk.media import crop
 
 FRONTAL = "haarcascade_frontalface_default.xml"
@@ -33,7 +34,7 @@ DETECT_SIDE = 1024  # larger images are downscaled to this longest side for dete
 MIN_FACE = 0.1  # faces smaller than this fraction of the shorter side are ignored
 
 
-class NoFaceError(ValueError):
+class NoFaceError(InputError):
     """No face in an image; the message names the file and how to skip detection."""
 
 

@@ -78,7 +78,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
     """Reads size, fps, duration and audio rate from `ffmpeg -i` (no ffprobe needed)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise MediaError(f"{path}: no such file")
+        raise MediaError(f"{path}: {'not a file' if os.path.exists(path) else 'no such file'}")
     proc = subprocess.run(
         [ffmpeg_exe(), "-hide_banner", "-i", path], capture_output=True, check=False
     )

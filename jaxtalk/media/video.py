@@ -18,6 +18,14 @@ from jaxtalk.media.ffmpeg_run import MediaError
 from jaxtalk.media.probe import probe
 
 
+def probe_video(path: str | os.PathLike):
+    """`probe(path)`, a MediaError naming the file when it has no video stream."""
+    info = probe(path)
+    if not info.has_video:
+        raise MediaError(f"{os.fspath(path)}: has no video stream")
+    return info
+
+
 def read_video(
     path: str | os.PathLike,
     *,
@@ -43,9 +51,7 @@ def read_video(
       max_frames: stop after this many output frames.
     """
     path = os.fspath(path)
-    info = probe(path)
-    if not info.has_video:
-        raise MediaError(f"{path}: has no video stream")
+    info = probe_video(path)
     stream = ffmpeg_run.input_range(path, start, duration).video
     if fps is not None:
         stream = stream.filter("fps", fps=fps, round="near")
@@ -78,6 +84,19 @@ def read_video(
     return frames, float(fps or info.fps or 25.0)
 
 
+def _prepare_output(path: str) -> None:
+    """Creates the output's directory; a directory as the output or a regular file on the
+    way to it is the user's fault, named before any frame is encoded."""
+    if os.path.isdir(path):
+        raise MediaError(f"{path}: is a directory, not an output file")
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:  # FileExistsError: `parent` is a file
+        why = "not a directory" if isinstance(e, FileExistsError) else e.strerror
+        raise MediaError(f"{path}: cannot create its directory {parent} ({why})") from None
+
+
 def write_video(
     path: str | os.PathLike,
     frames: np.ndarray,
@@ -95,7 +114,7 @@ def write_video(
             f"{path}: frames must be uint8 [N, H, W, 3], got {frames.dtype} {frames.shape}"
         )
     n, h, w, _ = frames.shape
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _prepare_output(path)
     video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", r=fps)
     # yuv420p (what players accept) needs even sides.
     video = video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
