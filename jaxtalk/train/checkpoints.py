@@ -19,7 +19,6 @@ damaged, or a directory where no step restores, is a one-line `CheckpointError`.
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import json
@@ -359,7 +358,7 @@ def _read(workdir: str, step: int | None) -> dict:
 def run_config(workdir: str, step: int | None = None) -> dict:
     """The config a run saved with its checkpoint, as a plain dict (an old task name
     mapped to today's, see `weights.current_name`)."""
-    config = copy.deepcopy(_read(workdir, step)["config"])
+    config = fs.read_json(fs.join(_step_dir(workdir, step), "config", "metadata"))
     if isinstance(config, dict) and "task" in config:
         config["task"] = weights.current_name(config["task"])
     return config
