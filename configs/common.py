@@ -78,9 +78,12 @@ def base_config():
     # 'REGEX=FACTOR' entries over the same paths: that sub-tree's updates times FACTOR.
     c.lr_multipliers = ()
 
+    # Checked at start (jaxtalk/train/train.py, _validate): every_steps 0 switches periodic
+    # checkpoints, evaluation and samples off (never negative); log.every_steps, keep,
+    # batch_size and grad_accum_steps are at least 1.
     c.checkpoint = ml_collections.ConfigDict(
         dict(
-            every_steps=500,
+            every_steps=500,  # also saved at the end and when preempted (SIGTERM)
             keep=3,
             best_metric="",  # eval metric to keep the best of ("" disables)
             best_mode="max",

@@ -51,8 +51,10 @@ def main(argv):
         else:
             if not _GROUP.value:
                 raise InputError("--workdir needs --group (e.g. generator)")
-            variables = checkpoints.group_variables(_WORKDIR.value, _GROUP.value, _STEP.value)
-            config = checkpoints.run_config(_WORKDIR.value, _STEP.value)
+            # Default: the newest checkpoint that can be read (older after a damaged one).
+            step = checkpoints.resolve_step(_WORKDIR.value, _STEP.value)
+            variables = checkpoints.group_variables(_WORKDIR.value, _GROUP.value, step)
+            config = checkpoints.run_config(_WORKDIR.value, step)
             # The constructor settings travel with the weights, so animate/import can
             # rebuild the model (e.g. a tiny 64x64 generator).
             variables["model_config"] = dict(config.get("model", {}), kind=config.get("task", ""))

@@ -61,8 +61,8 @@ def resolve_steps(run: str, steps: str = "last") -> list[int]:
         )
     if steps == "all":
         return saved
-    if steps == "last":
-        return saved[-1:]
+    if steps == "last":  # the newest that can be read: an older one after a damaged one
+        return [checkpoints.resolve_step(run)]
     try:
         wanted = [int(s) for s in steps.split(",") if s.strip()]
     except ValueError:

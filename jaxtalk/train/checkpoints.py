@@ -10,12 +10,20 @@ Saves are asynchronous (the loop keeps stepping while the arrays are written) an
 (orbax writes to a temporary directory and renames it once complete), so a run killed at
 any moment resumes from the last complete checkpoint. Restoring takes the abstract state
 with the *current* run's shardings, which is what lets a run saved on 8 devices resume on 4.
+
+A damaged newest checkpoint (half copied, a truncated or deleted file) does not stop a run:
+`restore_newest`, the one place that chooses a checkpoint for train, eval, export and sweeps,
+reports it in one line and tries the next older step; a step asked for by number and found
+damaged, or a directory where no step restores, is a one-line `CheckpointError`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import sys
+from typing import Callable, TypeVar
 
 import jax
 import numpy as np
@@ -24,7 +32,9 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxtalk import fs
 from jaxtalk.convert import weights
-from jaxtalk.errors import InputError, one_line
+from jaxtalk.errors import CheckpointError, InputError, one_line
+
+T = TypeVar("T")
 
 
 class FrozenSourceError(InputError):
@@ -59,8 +69,33 @@ class Checkpointer:
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=self.ITEMS)
 
-    def latest_step(self) -> int | None:
-        return self.manager.latest_step()
+    def restore_newest(
+        self, restore: Callable[[int], T], agree: Callable[[bool], bool] | None = None
+    ) -> tuple[int, T] | None:
+        """`restore_newest` over this run's steps; damaged steps newer than the one restored
+        are set aside (a resumed run saves those step numbers again)."""
+        steps = self.manager.all_steps()
+        found = restore_newest(self.directory, steps, restore, agree=agree)
+        newer = [s for s in steps if found and s > found[0]]
+        if newer:
+            self._set_aside(newer)
+        return found
+
+    def _set_aside(self, steps: list[int]) -> None:
+        # Moved, not deleted: a read that failed for a passing reason (a storage hiccup) must
+        # not cost a checkpoint. Outside checkpoints/, where orbax never looks.
+        target = fs.join(fs.dirname(self.directory), "damaged_checkpoints")
+        if jax.process_index() == 0:
+            for step in steps:
+                source = fs.join(self.directory, str(step))
+                fs.copy_tree(source, fs.join(target, str(step)))
+                fs.rmtree(source)
+                _report(f"moved the damaged checkpoint step {step} to {target}")
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("jaxtalk_set_aside_damaged_checkpoints")
+        self.manager.reload()
 
     def save(
         self, step: int, state, data_state, metrics: dict | None = None, frozen: dict | None = None
@@ -104,6 +139,82 @@ def _from_jsonable(state):
     if isinstance(state, dict) and "__bytes__" in state:
         return state["__bytes__"].encode("utf-8")
     return state
+
+
+# ----------------------------------------------------------------------------- choosing a step
+
+
+def _report(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _reason(error: BaseException) -> str:
+    return one_line(f"{type(error).__name__}: {error}", 240)
+
+
+def _attempt(restore: Callable[[int], T], step: int) -> tuple[T | None, BaseException | None]:
+    try:
+        return restore(step), None
+    except Exception as e:  # noqa: BLE001
+        # Damage surfaces as whatever orbax / tensorstore / json raise (ValueError, OSError,
+        # KeyError, AttributeError on a missing metadata file, ...): any failure of this one
+        # step's restore counts, and its type and message go into the report.
+        _quiet_closed_loop_noise()
+        return None, e
+
+
+def restore_step(directory: str, step: int, restore: Callable[[int], T]) -> T:
+    """`restore(step)`, or a one-line CheckpointError naming the step and the reason."""
+    value, error = _attempt(restore, step)
+    if error is not None:
+        raise CheckpointError(
+            f"checkpoint step {step} in {directory} cannot be restored ({_reason(error)})"
+        )
+    return value
+
+
+def restore_newest(
+    directory: str,
+    steps,
+    restore: Callable[[int], T],
+    agree: Callable[[bool], bool] | None = None,
+    report: Callable[[str], None] = _report,
+) -> tuple[int, T] | None:
+    """(step, restore(step)) for the newest of `steps` that restores; each one that fails is
+    reported in one line and the next older one tried. None when there are no steps; a
+    CheckpointError naming `directory` when none restores. `agree` (multi-process) turns this
+    process's success into all processes' success, so every process picks the same step."""
+    steps = sorted(steps, reverse=True)
+    for i, step in enumerate(steps):
+        value, error = _attempt(restore, step)
+        ok = error is None if agree is None else agree(error is None)
+        if ok:
+            return step, value
+        reason = _reason(error) if error is not None else "another process cannot read it"
+        older = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else "none older"
+        report(f"checkpoint step {step} in {directory} cannot be restored ({reason}); {older}")
+    if steps:
+        raise CheckpointError(
+            f"no checkpoint in {directory} can be restored (steps {sorted(steps)}, each "
+            "reported above); restore the directory from a copy or train in a new workdir"
+        )
+    return None
+
+
+def _quiet_closed_loop_noise() -> None:
+    """After a failed restore, tensorstore reads still in flight complete against orbax's
+    closed event loop and print 'Event loop is closed' tracebacks; drop just those."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_jaxtalk_filter", False):
+        return
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        if not (isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc)):
+            previous(unraisable)
+
+    hook._jaxtalk_filter = True
+    sys.unraisablehook = hook
 
 
 def without_groups(state, groups):
@@ -154,13 +265,17 @@ def load_frozen_groups(task, record: dict) -> dict:
 
 def frozen_record(workdir: str, step: int | None = None) -> dict:
     """The frozen-group record a run saved with a checkpoint ({} for older checkpoints)."""
-    path = fs.join(_step_dir(workdir, step), "frozen", "metadata")
+    return _read_frozen(_step_dir(workdir, step))
+
+
+def _read_frozen(step_dir: str) -> dict:
+    path = fs.join(step_dir, "frozen", "metadata")
     return fs.read_json(path) if fs.exists(path) else {}
 
 
 def _run_frozen(workdir: str, step: int | None, groups=None) -> dict:
     """Host params of a run's frozen groups (those in `groups`, default all), from source."""
-    record = frozen_record(workdir, step)
+    record = _read(workdir, step)["frozen"]
     record = {g: e for g, e in record.items() if groups is None or g in groups}
     if not record:
         return {}
@@ -181,19 +296,63 @@ def abstract_with_shardings(abstract_tree, shardings):
 # ----------------------------------------------------------------------------- reading runs
 
 
+def _directory(workdir: str) -> str:
+    return fs.join(fs.absolute(workdir), "checkpoints")
+
+
 def saved_steps(workdir: str) -> list[int]:
-    directory = fs.join(fs.absolute(workdir), "checkpoints")
-    return sorted(int(s) for s in fs.listdir(directory) if s.isdigit())
+    return sorted(int(s) for s in fs.listdir(_directory(workdir)) if s.isdigit())
 
 
-def _step_dir(workdir: str, step: int | None) -> str:
+def resolve_step(workdir: str, step: int | None = None) -> int:
+    """`step` when the run saved it, else the newest step that can be read (an older one
+    after a damaged one, reported; see `restore_newest`)."""
     steps = saved_steps(workdir)
     if not steps:
         raise ValueError(f"{workdir}: no checkpoints in {fs.join(workdir, 'checkpoints')}")
-    step = steps[-1] if step is None else step
+    if step is None:
+        return _newest_readable(_directory(workdir), tuple(steps))
     if step not in steps:
         raise ValueError(f"{workdir}: no checkpoint at step {step} (have {steps})")
-    return fs.join(fs.absolute(workdir), "checkpoints", str(step))
+    return step
+
+
+@functools.lru_cache(maxsize=None)
+def _newest_readable(directory: str, steps: tuple[int, ...]) -> int:
+    # Once per listing: a run read several times (config, then groups) reports damage once.
+    return restore_newest(directory, steps, functools.partial(_read_step, directory))[0]
+
+
+def _step_dir(workdir: str, step: int | None) -> str:
+    return fs.join(_directory(workdir), str(resolve_step(workdir, step)))
+
+
+@functools.lru_cache(maxsize=1)
+def _read_step(directory: str, step: int) -> dict:
+    """What eval, export and sweeps read from one step: its config, frozen record and the
+    saved params, EMA params and model state as host numpy arrays (not the optimizer state).
+    Kept for the next call: choosing a step reads it whole, and the caller then uses it."""
+    path = fs.join(directory, str(step))
+    config = fs.read_json(fs.join(path, "config", "metadata"))
+    frozen = _read_frozen(path)
+    checkpointer = ocp.PyTreeCheckpointer()
+    metadata = checkpointer.metadata(fs.join(path, "state"))
+    if metadata is None or metadata.item_metadata is None:
+        raise ValueError("state/_METADATA is missing or unreadable")
+    saved = metadata.item_metadata.tree
+    wanted = {k: saved[k] for k in ("params", "ema_params", "model_state") if k in saved}
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+    state = checkpointer.restore(
+        fs.join(path, "state"),
+        args=ocp.args.PyTreeRestore(item=wanted, restore_args=restore_args, partial_restore=True),
+    )
+    return {"config": config, "frozen": frozen, "state": state}
+
+
+def _read(workdir: str, step: int | None) -> dict:
+    directory = _directory(workdir)
+    step = resolve_step(workdir, step)
+    return restore_step(directory, step, functools.partial(_read_step, directory))
 
 
 def run_config(workdir: str, step: int | None = None) -> dict:
@@ -209,22 +368,22 @@ def group_variables(workdir: str, group: str, step: int | None = None) -> dict:
     """{'params', maybe 'batch_stats'} of one parameter group of a run (EMA preferred).
 
     `group` may name a sub-tree, 'generator/model'."""
-    state = ocp.StandardCheckpointer().restore(fs.join(_step_dir(workdir, step), "state"))
+    read = _read(workdir, step)
+    state = read["state"]
     name, *path = group.split("/")
     source = (state.get("ema_params") or {}).get(name) or state["params"].get(name)
     if source is None:
         source = _run_frozen(workdir, step, [name]).get(name)
     if source is None:
-        groups = sorted(state["params"]) + sorted(frozen_record(workdir, step))
+        groups = sorted(state["params"]) + sorted(read["frozen"])
         raise ValueError(f"{workdir}: no parameter group {name!r} (groups: {groups})")
     for key in path:
         if not isinstance(source, dict) or key not in source:
             found = sorted(source) if isinstance(source, dict) else "a leaf"
             raise ValueError(f"{workdir}: group {name!r} has no {key!r} (has {found})")
         source = source[key]
-    group = name
     variables = {"params": source}
-    batch_stats = (state.get("model_state") or {}).get("batch_stats", {}).get(group)
+    batch_stats = (state.get("model_state") or {}).get("batch_stats", {}).get(name)
     if batch_stats:
         variables["batch_stats"] = batch_stats
     return variables
@@ -238,15 +397,7 @@ def eval_variables(workdir: str, step: int | None = None) -> dict:
     Host arrays carry no device placement, so the caller chooses the mesh, whatever the run
     was saved on.
     """
-    path = fs.join(_step_dir(workdir, step), "state")
-    checkpointer = ocp.PyTreeCheckpointer()
-    saved = checkpointer.metadata(path).item_metadata.tree
-    wanted = {k: saved[k] for k in ("params", "ema_params", "model_state") if k in saved}
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
-    state = checkpointer.restore(
-        path,
-        args=ocp.args.PyTreeRestore(item=wanted, restore_args=restore_args, partial_restore=True),
-    )
+    state = _read(workdir, step)["state"]
     return {
         "params": {
             **_run_frozen(workdir, step),

@@ -6,13 +6,20 @@ its own (SLURM, Cloud TPU, Open MPI, Kubernetes via JAX_COORDINATOR_ADDRESS), or
 coordinator is given explicitly: in the config, or in the environment variables
 JAXTALK_COORDINATOR_ADDRESS / JAXTALK_NUM_PROCESSES / JAXTALK_PROCESS_ID that
 `launch/local.py` sets for every process it starts.
+
+`Preemption` tells the loop when to save and stop because the job is being preempted
+(SIGTERM on TPU VMs, spot GPUs, SLURM and Kubernetes).
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 
 import jax
+import numpy as np
+from absl import logging
 
 _CLUSTER_ENV = (
     "SLURM_JOB_ID",
@@ -63,3 +70,60 @@ def maybe_initialize(cfg) -> None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**kwargs)
     _initialized = True
+
+
+def all_processes(flag: bool) -> bool:
+    """True when `flag` is true on every process (a collective: all processes must call)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.int32(flag))))
+
+
+class Preemption:
+    """`reached(step)`: the job is being preempted and every process should save at `step`.
+
+    One process: a SIGTERM handler sets a flag, checked at each step boundary. Several
+    processes must save at the same step, and a flag is not that: the signal reaches them
+    at different steps (or only some of them). JAX's preemption sync manager, started by
+    `jax.distributed.initialize` (`jax_enable_preemption_service`, on by default), catches
+    SIGTERM in C++, tells the coordination service, and all processes agree on the step after
+    the fastest one's; `reached_preemption_sync_point(step)` is then true at that same step
+    everywhere. It costs a lock per step, where an all-reduce of the flag would stall the
+    asynchronous dispatch of every step on a host-device round trip. A Python handler would
+    replace the C++ one, so none is installed there.
+
+    A context manager: the previous SIGTERM handler comes back on exit.
+    """
+
+    def __init__(self):
+        self.signalled = False
+        self._previous = None
+        self._sync = jax.process_count() > 1 and jax.config.jax_enable_preemption_service
+
+    def __enter__(self) -> "Preemption":
+        if jax.process_count() > 1:
+            if not self._sync:
+                logging.warning(
+                    "jax_enable_preemption_service is off: SIGTERM will not save a checkpoint"
+                )
+        elif threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        self.signalled = True
+
+    def reached(self, step: int) -> bool:
+        """Called at every step boundary with the step just finished, on every process."""
+        if self._sync:
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.signalled

@@ -15,6 +15,7 @@ from absl import logging
 from flax import linen as nn
 
 from jaxtalk import fs
+from jaxtalk.errors import InputError
 from jaxtalk.train import checkpoints, distributed, optim, sharding
 from jaxtalk.train import state as state_lib
 from jaxtalk.train.data import DevicePrefetcher, to_global
@@ -27,7 +28,7 @@ class NonFiniteError(RuntimeError):
     """Training stopped by the NaN guard (config.nan_policy=stop)."""
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config or environment the run cannot start with; the message says what to change."""
 
 
@@ -42,7 +43,44 @@ def check_workdir(workdir: str) -> None:
         raise ConfigError(f"workdir {workdir!r} is not writable ({e})") from None
 
 
+# The least value of each numeric key that can work; where 0 is allowed it switches the
+# thing off (`_at` never fires for 0) or, for total_steps, trains nothing.
+_AT_LEAST = {
+    "batch_size": 1,
+    "grad_accum_steps": 1,
+    "total_steps": 0,
+    "log.every_steps": 1,
+    "eval.every_steps": 0,
+    "eval.num_batches": 0,
+    "samples.every_steps": 0,
+    "samples.num": 0,
+    "checkpoint.every_steps": 0,
+    "checkpoint.keep": 1,
+    "checkpoint.keep_best": 1,
+    "device_prefetch": 0,
+}
+_ONE_OF = {
+    "nan_policy": ("skip", "stop"),
+    "remat_policy": ("none", "full", "dots"),
+    "dtype": ("float32", "bfloat16"),
+    "checkpoint.best_mode": ("min", "max"),
+}
+
+
+def _get(config, key: str):
+    for part in key.split("."):
+        config = config[part]
+    return config
+
+
 def _validate(config) -> None:
+    for key, least in _AT_LEAST.items():
+        value = _get(config, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ConfigError(f"config.{key}={value!r}: must be an integer >= {least}")
+    for key, allowed in _ONE_OF.items():
+        if _get(config, key) not in allowed:
+            raise ConfigError(f"config.{key}={_get(config, key)!r}: one of {', '.join(allowed)}")
     if config.batch_size % jax.process_count():
         raise ConfigError(
             f"config.batch_size={config.batch_size} is not divisible by the "
@@ -53,16 +91,22 @@ def _validate(config) -> None:
             f"config.batch_size={config.batch_size} is not divisible by "
             f"config.grad_accum_steps={config.grad_accum_steps}"
         )
-    if config.nan_policy not in ("skip", "stop"):
-        raise ConfigError(f"config.nan_policy={config.nan_policy!r}: expected skip or stop")
-    if config.remat_policy not in ("none", "full", "dots"):
-        raise ConfigError(f"config.remat_policy={config.remat_policy!r}: none, full or dots")
 
 
 def train(config, workdir: str) -> dict:
-    """Trains until config.total_steps; returns the last logged and evaluated metrics."""
+    """Trains until config.total_steps, or until preempted (SIGTERM): then every process saves
+    a checkpoint at the same step and this returns with `preempted` true. Returns the last
+    logged and evaluated metrics."""
+    try:
+        distributed.maybe_initialize(config.distributed)
+    except ValueError as e:
+        raise ConfigError(f"config.distributed: {e}") from None
+    with distributed.Preemption() as preemption:  # from here: startup included
+        return _train(config, workdir, preemption)
+
+
+def _train(config, workdir: str, preemption: distributed.Preemption) -> dict:
     # ------------------------------------------------------------------ setup
-    distributed.maybe_initialize(config.distributed)
     _validate(config)
     check_workdir(workdir)
     is_main = jax.process_index() == 0
@@ -128,17 +172,30 @@ def train(config, workdir: str) -> dict:
     state_shardings = sharding.shardings_for(boxed, mesh, rules)
     abstract = nn.unbox(boxed)
     ckpt = checkpoints.Checkpointer(workdir, config)
-    start_step = ckpt.latest_step()
+
+    def restore(step):
+        frozen = checkpoints.frozen_record(workdir, step)
+        saved, data_state = ckpt.restore(
+            step,
+            checkpoints.abstract_with_shardings(
+                checkpoints.without_groups(abstract, frozen),
+                checkpoints.without_groups(state_shardings, frozen),
+            ),
+        )
+        return frozen, saved, data_state
+
+    agree = distributed.all_processes if jax.process_count() > 1 else None
+    resumed = ckpt.restore_newest(restore, agree=agree)  # CheckpointError when none restores
     # Frozen groups rebuilt from their source (a stage-1 run, a weights file) instead of
     # saved: the record of where they come from goes into every checkpoint.
-    if start_step is None:
+    if resumed is None:
         try:
             sources = task.frozen_sources()
         except ValueError as e:
             raise ConfigError(str(e)) from None
         frozen = {g: {"source": s} for g, s in sources.items()}
     else:
-        frozen = checkpoints.frozen_record(workdir, start_step)
+        start_step, (frozen, saved, data_state) = resumed
     trained_frozen = sorted(set(frozen) & (set(optimizers) | set(ema_decays)))
     if trained_frozen:
         raise ConfigError(
@@ -154,25 +211,21 @@ def train(config, workdir: str) -> dict:
                 f"model (missing {missing or 'the whole group'})"
             )
         frozen[g]["fingerprint"] = checkpoints.fingerprint(params)
-    if start_step is None:
+    if resumed is None:
         state = jax.jit(lambda: nn.unbox(init_state()), out_shardings=state_shardings)()
         pretrained = {**frozen_params, **task.pretrained()}
         if pretrained:
             state = load_pretrained(state, pretrained, state_shardings)
         start_step = 0
     else:
-        saved, data_state = ckpt.restore(
-            start_step,
-            checkpoints.abstract_with_shardings(
-                checkpoints.without_groups(abstract, frozen),
-                checkpoints.without_groups(state_shardings, frozen),
-            ),
-        )
         # Placeholders that load_pretrained checks against and replaces.
         state = saved.replace(params={**saved.params, **{g: abstract.params[g] for g in frozen}})
         state = load_pretrained(state, frozen_params, state_shardings)
         host_iter.set_state(data_state)
         logging.info("resumed from step %d in %s", start_step, ckpt.directory)
+    # The sync point is the step after the fastest process's last reported one; report the
+    # first step now, so a notice during compilation stops at start_step + 1 (not at 1).
+    preemption.reached(start_step)
     del frozen_params  # host copies (HuBERT-large: 1.2 GB); the state holds them on device
 
     # ------------------------------------------------------------------ compiled steps
@@ -244,6 +297,7 @@ def train(config, workdir: str) -> dict:
     prefetch = DevicePrefetcher(host_iter, mesh, rules, depth=config.device_prefetch)
     pending, last_log, last_eval, history = [], {}, {}, []
     step = start_step
+    preempted = False
     loop_start = time.perf_counter()
     try:
         while step < config.total_steps:
@@ -252,7 +306,11 @@ def train(config, workdir: str) -> dict:
             step += 1
             pending.append(metrics)
             writer.advance(step)
+            # Every process, every step (the sync point needs each step); logged, so the
+            # metrics since the last log are not lost, and NaN-checked as a log step is.
+            preempted = preemption.reached(step) and step < config.total_steps
             log_now = step % config.log.every_steps == 0 or step == config.total_steps
+            log_now = log_now or preempted
             if log_now:
                 fetched = jax.device_get(pending)
                 means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
@@ -273,6 +331,9 @@ def train(config, workdir: str) -> dict:
                         f"last checkpoint in {ckpt.directory} is finite. Lower the learning "
                         "rate, check the data, or set --config.nan_policy=skip"
                     )
+            if preempted:
+                save(step)
+                break
             evaluated = _at(step, config.eval.every_steps)
             if evaluated:
                 last_eval = evaluate(step)
@@ -285,12 +346,16 @@ def train(config, workdir: str) -> dict:
                 save(step, last_eval if evaluated and config.checkpoint.best_metric else None)
         loop_seconds = time.perf_counter() - loop_start
         ckpt.wait()
+        if preempted:
+            line = f"preempted at step {step}: checkpoint saved"
+            writer.print(line) if is_main else print(line, flush=True)
     finally:
         prefetch.close()
         ckpt.close()
         writer.close()
     return {
         "step": step,
+        "preempted": preempted,
         "state": state,
         "history": history,
         "loop_seconds": loop_seconds,
