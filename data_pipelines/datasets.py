@@ -73,7 +73,9 @@ def prepare_dataset(
         manual_dir = manual_dir or os.path.join(out_dir, "raw")
         log(f"generating synthetic talking heads in {manual_dir}")
         generate.generate(manual_dir, synthetic or generate.SyntheticConfig(), log=log)
-    if not manual_dir or not os.path.isdir(manual_dir):
+    if not manual_dir:
+        raise InputError(f"--manual_dir is required: the directory holding the {name} download")
+    if not os.path.isdir(manual_dir):
         raise InputError(
             f"--manual_dir {manual_dir!r} is not a directory (put the {name} download there)"
         )

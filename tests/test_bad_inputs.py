@@ -22,11 +22,6 @@ from tests.toy_family.model import ToyPortrait
 from tests.train.helpers import run_cli, train_command
 
 
-def owned_elsewhere(what: str):
-    """A case whose fix belongs to a module another change owns (see the report)."""
-    return pytest.mark.xfail(strict=True, reason=f"owned elsewhere: {what}")
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("bad_inputs")
@@ -82,7 +77,6 @@ CASES = [
         "train",
         "--config=anitalker_stage1:tiny --workdir={d}/r1 --config.data.data_dir={d}/nodata",
         "nodata",
-        owned_elsewhere("data_pipelines/info.py load_info raises FileNotFoundError"),
     ),
     # --------------------------------------------------------------------------- prepare
     case("prepare-unknown-dataset", "prepare", "nope --out_dir={d}/p", "nope"),
@@ -92,14 +86,12 @@ CASES = [
         "prepare",
         "voxceleb2 --manual_dir={d}/none --out_dir={d}/p",
         "none",
-        owned_elsewhere("data_pipelines/datasets.py raises FileNotFoundError"),
     ),
     case(
         "prepare-no-manual_dir",
         "prepare",
         "hdtf --out_dir={d}/p",
         "--manual_dir",
-        owned_elsewhere("data_pipelines/datasets.py raises FileNotFoundError"),
     ),
     case(
         "prepare-empty-manual_dir",
@@ -118,7 +110,6 @@ CASES = [
         "prepare",
         "synthetic --out_dir={d}/notes.txt/p --num_identities=2",
         "notes.txt",
-        owned_elsewhere("data_pipelines/synthetic/generate.py makedirs NotADirectoryError"),
     ),
     # --------------------------------------------------------------------------- import
     case("import-no-checkpoint", "import", "--release=toy_portrait", "--checkpoint"),

@@ -20,6 +20,7 @@ import zipfile
 import numpy as np
 
 from data_pipelines.synthetic import face, speech
+from jaxtalk import fs
 from jaxtalk.media.video import write_video
 
 FPS = 25
@@ -116,8 +117,8 @@ def vox2_txt(identity: str, ytid: str, frames: np.ndarray, boxes_norm: np.ndarra
 def generate(out_dir: str, cfg: SyntheticConfig = SyntheticConfig(), log=print) -> dict[str, int]:
     """Writes the set (skipping videos already written: reruns are cheap); returns counts."""
     rng = np.random.default_rng(cfg.seed)
-    os.makedirs(os.path.join(out_dir, "videos"), exist_ok=True)
-    os.makedirs(os.path.join(out_dir, "attributes"), exist_ok=True)
+    fs.makedirs(os.path.join(out_dir, "videos"))  # a bad --out_dir: one line naming it
+    fs.makedirs(os.path.join(out_dir, "attributes"))
     utt_frames = int(cfg.utterance_seconds * FPS)
     zips = {split: io.BytesIO() for split in ("dev", "test")}
     archives = {split: zipfile.ZipFile(buf, "w") for split, buf in zips.items()}

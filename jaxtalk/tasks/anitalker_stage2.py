@@ -68,11 +68,10 @@ def stage1_source(stage1_cfg) -> dict:
 
         workdir = fs.absolute(stage1_cfg["workdir"])
         step = stage1_cfg.get("step", -1)
-        if step in (None, -1):
-            steps = checkpoints.saved_steps(workdir)
-            if not steps:
+        if step in (None, -1):  # the newest readable step (a damaged newer one is reported)
+            if not checkpoints.saved_steps(workdir):
                 raise ValueError(f"config.stage1.workdir={workdir}: no checkpoints")
-            step = steps[-1]
+            step = checkpoints.resolve_step(workdir)
         return {"workdir": workdir, "step": int(step)}
     if stage1_cfg["weights"]:
         return {"weights": fs.absolute(stage1_cfg["weights"])}
