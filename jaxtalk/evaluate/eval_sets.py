@@ -23,6 +23,7 @@ import os
 
 from data_pipelines import info as info_lib
 from jaxtalk import fs
+from jaxtalk.errors import InputError
 
 NAMED = {
     "hdtf": "test",
@@ -34,7 +35,7 @@ NAMED = {
 }
 
 
-class EvalSetError(ValueError):
+class EvalSetError(InputError):
     """A test-set spec that names nothing usable."""
 
 

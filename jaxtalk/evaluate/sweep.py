@@ -25,6 +25,7 @@ import jax
 import ml_collections
 
 from jaxtalk import fs
+from jaxtalk.errors import InputError
 from jaxtalk.evaluate import registry, report, results
 from jaxtalk.evaluate.eval_sets import TestSet
 from jaxtalk.train import checkpoints
@@ -33,7 +34,7 @@ from jaxtalk.train.sharding import activation_context, make_mesh, place
 from jaxtalk.train.task import get_task
 
 
-class SweepError(ValueError):
+class SweepError(InputError):
     """A sweep or eval request that cannot run (bad run, metric, mode or test set)."""
 
 
