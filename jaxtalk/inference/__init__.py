@@ -10,10 +10,9 @@ never branch on model classes; a kind read from a file is only looked up, never 
 
 from __future__ import annotations
 
-import os
-
-from jaxtalk import discovery
+from jaxtalk import discovery, fs
 from jaxtalk.inference.animator import AnimationError, Animator, Driver
+from jaxtalk.train import checkpoints
 
 
 def animators() -> dict[str, type[Animator]]:
@@ -45,10 +44,6 @@ def weights_kind(stored: dict) -> str:
     )
 
 
-def _is_run(path: str) -> bool:
-    return os.path.isdir(os.path.join(path, "checkpoints"))
-
-
 def open_animator(
     path: str,
     *,
@@ -61,17 +56,15 @@ def open_animator(
     is; default: a directory with checkpoints/ is a run). `driver`: the kind the caller
     drives with, checked before the model is built. `options` go to the class's
     `from_stored` / `from_run` (e.g. chunk, stage1, hubert)."""
-    run = _is_run(path) if run is None else run
+    run = checkpoints.is_run(path) if run is None else run
     if run:
-        if not _is_run(path):
+        if not checkpoints.is_run(path):
             raise AnimationError(f"{path}: not a training run (no checkpoints/ directory)")
-        from jaxtalk.train import checkpoints
-
         kind = checkpoints.run_config(path, step).get("task")
     else:
         from jaxtalk.convert import weights
 
-        if not os.path.exists(path):
+        if not fs.exists(path):
             raise AnimationError(f"{path}: no such weights file")
         stored = weights.load(path)
         kind = weights_kind(stored)

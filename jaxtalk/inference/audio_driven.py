@@ -14,13 +14,14 @@ weights (`jaxtalk import --release=hubert`).
 
 from __future__ import annotations
 
-import os
+import io
 from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk import fs
 from jaxtalk.diffusion import samplers, schedules
 from jaxtalk.inference.animator import SAMPLE_RATE, AnimationError, Animator, Driver
 from jaxtalk.models.anitalker import stage2 as stage2_lib
@@ -28,23 +29,18 @@ from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.models.anitalker.stage2 import DiffusionPredictor
 from jaxtalk.models.audio import mfcc as mfcc_lib
 from jaxtalk.models.pixels import to_model_range
+from jaxtalk.train import checkpoints
 
 FPS = 25
 SILENCE = 1e-4  # peak amplitude below which the audio counts as silent
 
 
 # ---------------------------------------------------------------------------- loading
-def _is_run(path: str) -> bool:
-    return os.path.isdir(os.path.join(path, "checkpoints"))
-
-
 def load_stage1(path: str) -> tuple[dict, dict]:
     """(AniTalkerMotion params, model config) from a weights file or an anitalker_stage1 run."""
-    if not os.path.exists(path):
+    if not fs.exists(path):
         raise AnimationError(f"{path}: no such stage-1 weights file or run")
-    if _is_run(path):
-        from jaxtalk.train import checkpoints
-
+    if checkpoints.is_run(path):
         config = checkpoints.run_config(path)
         if config.get("task") != "anitalker_stage1":
             raise AnimationError(f"{path}: a {config.get('task')!r} run, not anitalker_stage1")
@@ -84,11 +80,12 @@ def parse_controls(model: DiffusionPredictor, pose=None, location=None, scale=No
 def load_pose_file(path: str) -> np.ndarray:
     """A (T, 3) yaw/pitch/roll sequence in [-1, 1] from .npy or whitespace/comma text."""
     try:
-        seq = (
-            np.load(path)
-            if path.endswith(".npy")
-            else np.loadtxt(path, delimiter="," if open(path).read().count(",") else None, ndmin=2)
-        )
+        data = fs.read_bytes(path)
+        if path.endswith(".npy"):
+            seq = np.load(io.BytesIO(data))  # allow_pickle stays off: data, never code
+        else:
+            text = data.decode("utf-8-sig")
+            seq = np.loadtxt(io.StringIO(text), delimiter="," if "," in text else None, ndmin=2)
     except (OSError, ValueError) as e:
         raise AnimationError(f"{path}: not a readable pose sequence ({e})") from None
     seq = np.asarray(seq, np.float32)
@@ -170,9 +167,9 @@ class AudioAnimator(Animator):
     def from_paths(
         cls, stage2: str, stage1: str | None = None, hubert: str | None = None, **kw
     ) -> "AudioAnimator":
-        if not os.path.exists(stage2):
+        if not fs.exists(stage2):
             raise AnimationError(f"{stage2}: no such stage-2 weights file or run")
-        if _is_run(stage2):
+        if checkpoints.is_run(stage2):
             return cls.from_run(stage2, stage1=stage1, hubert=hubert, **kw)
         from jaxtalk.convert import weights
 
@@ -207,8 +204,6 @@ class AudioAnimator(Animator):
         **kw,
     ) -> "AudioAnimator":
         """An anitalker_stage2 run (its latest checkpoint; it carries its stage 1)."""
-        from jaxtalk.train import checkpoints
-
         if step is not None:
             raise AnimationError(
                 f"{workdir}: audio-driven runs animate from their latest checkpoint"
@@ -367,7 +362,7 @@ def _hubert_params(path: str | None):
     from jaxtalk.convert import weights
 
     path = path or str(weights.weights_path("hubert"))
-    if not os.path.exists(path):
+    if not fs.exists(path):
         raise AnimationError(f"{path}: no HuBERT weights (jaxtalk import --release=hubert)")
     return weights.load(path)["params"]
 

@@ -13,13 +13,13 @@ when source and driving faces differ.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk import fs
 from jaxtalk.inference.animator import AnimationError, Animator, Driver, ExportedFunction
 from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.models.lia.generator import LIAGenerator
@@ -115,7 +115,7 @@ class MotionAnimator(Animator):
         """A file written by `jaxtalk import --release=lia|anitalker_stage1` or `jaxtalk export`."""
         from jaxtalk.convert import weights
 
-        if not os.path.exists(path):
+        if not fs.exists(path):
             raise AnimationError(f"{path}: no such weights file")
         return cls.from_stored(weights.load(path), path, **kw)
 

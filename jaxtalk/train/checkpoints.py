@@ -300,6 +300,11 @@ def _directory(workdir: str) -> str:
     return fs.join(fs.absolute(workdir), "checkpoints")
 
 
+def is_run(path: str) -> bool:
+    """A training run directory (it has checkpoints/), local or remote."""
+    return fs.isdir(fs.join(path, "checkpoints"))
+
+
 def saved_steps(workdir: str) -> list[int]:
     return sorted(int(s) for s in fs.listdir(_directory(workdir)) if s.isdigit())
 
