@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import sys
 from typing import Callable, TypeVar
 
@@ -203,18 +204,29 @@ def restore_newest(
 
 def _quiet_closed_loop_noise() -> None:
     """After a failed restore, tensorstore reads still in flight complete against orbax's
-    closed event loop and print 'Event loop is closed' tracebacks; drop just those."""
+    closed event loop and print 'Event loop is closed' tracebacks, and asyncio reports the
+    failed sibling reads as never retrieved; drop just those (the failure itself is
+    reported in one line)."""
     previous = sys.unraisablehook
     if getattr(previous, "_jaxtalk_filter", False):
         return
 
     def hook(unraisable):
         exc = unraisable.exc_value
-        if not (isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc)):
+        closed = isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc)
+        code = getattr(unraisable.object, "cr_code", None)  # an abandoned orbax read
+        if not (closed or (code is not None and "orbax" in code.co_filename)):
             previous(unraisable)
 
     hook._jaxtalk_filter = True
     sys.unraisablehook = hook
+    # The other reads of that restore fail too and asyncio logs each as never retrieved.
+    logging.getLogger("asyncio").addFilter(_NeverRetrievedReads())
+
+
+class _NeverRetrievedReads(logging.Filter):
+    def filter(self, record):
+        return "exception was never retrieved" not in str(record.msg)
 
 
 def without_groups(state, groups):
@@ -330,6 +342,18 @@ def _newest_readable(directory: str, steps: tuple[int, ...]) -> int:
 
 def _step_dir(workdir: str, step: int | None) -> str:
     return fs.join(_directory(workdir), str(resolve_step(workdir, step)))
+
+
+class _NoItemMetadataWarning(logging.Filter):
+    """Orbax warns that an item directory (`<step>/state`) has no _CHECKPOINT_METADATA when
+    it is read on its own; only the step directory has one, so the warning is always
+    printed and says nothing (commands keep stderr to their one line)."""
+
+    def filter(self, record):
+        return not str(record.msg).startswith("Metadata file does not exist")
+
+
+logging.getLogger("absl").addFilter(_NoItemMetadataWarning())
 
 
 @functools.lru_cache(maxsize=1)

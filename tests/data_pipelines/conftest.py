@@ -1,6 +1,7 @@
 """Shared, session-scoped fixtures: one small prepared synthetic set reused by loader tests."""
 
 import pytest
+from absl import flags
 
 from data_pipelines import datasets
 from data_pipelines.synthetic import generate
@@ -23,3 +24,10 @@ def synthetic_dir(tmp_path_factory):
         "synthetic", None, out, size=32, synthetic=TINY, clips_per_shard=2, log=lambda *_: None
     )
     return out
+
+
+@pytest.fixture(autouse=True)
+def _fresh_flags():
+    """An in-process `app.run` leaves its flags parsed: the next command starts clean."""
+    yield
+    flags.FLAGS.unparse_flags()

@@ -7,7 +7,7 @@ import os
 import jax
 import numpy as np
 import pytest
-from absl import app
+from absl import app, flags
 
 from data_pipelines import datasets, loaders, mixture
 from data_pipelines.synthetic import generate
@@ -41,6 +41,7 @@ def root(tmp_path_factory):
     argv += ["--utterance_seconds=1.2", "--raw_resolution=96", "--clips_per_shard=2"]
     with pytest.raises(SystemExit) as exit_info:
         app.run(prepare.main, argv=argv)
+    flags.FLAGS.unparse_flags()  # --root must not leak into later in-process commands
     assert exit_info.value.code in (None, 0)
     for name, ids, seed in (("b", 3, 2), ("c", 2, 3)):
         datasets.prepare_dataset(
@@ -175,12 +176,20 @@ def test_data_dir_wins_and_sizes_must_agree(root, tmp_path):
     assert batch["source"].shape == (4, 24, 24, 3)
 
 
-def test_tiny_stage1_trains_a_step_on_a_mixture(root, tmp_path):
+def test_tiny_stage1_trains_a_step_on_the_paper_mixture(root, tmp_path):
+    """The paper recipe's own mixture (voxceleb2, hdtf, vfhq under its data root, as
+    `jaxtalk prepare DATASET --root=ROOT` names them), the three synthetic sets standing in."""
     from configs import anitalker_stage1
     from jaxtalk.train.train import train
 
+    paper_root = tmp_path / "paper_256"
+    paper_root.mkdir()
+    for name, stand_in in (("voxceleb2", "synthetic"), ("hdtf", "b"), ("vfhq", "c")):
+        (paper_root / name).symlink_to(os.path.join(root, stand_in))
+    paper = anitalker_stage1.get_config("paper").data
+    assert paper.mixture == "voxceleb2,hdtf,vfhq" and not paper.data_dir
     c = anitalker_stage1.get_config("tiny")
-    c.data.update(dict(data_dir="", data_root=root, mixture="synthetic:0.6,b:0.3,c:0.1"))
+    c.data.update(dict(data_dir="", data_root=str(paper_root), mixture=paper.mixture))
     c.model.size = SIZE
     c.update(dict(batch_size=8, total_steps=1))
     c.mesh.update(dict(data=8, fsdp=1))

@@ -2,6 +2,7 @@
 step with a one-line report; when no step restores, one error line and exit status 2."""
 
 import glob
+import json
 import os
 import shutil
 import sys
@@ -98,7 +99,8 @@ def test_fallback_train_resumes_from_the_older_step(run, tmp_path, damage):
 def _write_test_set(tmp_path):
     data = tmp_path / "test_set"
     data.mkdir()
-    (data / "dataset_info.json").write_text('{"splits": {"test": {}}}')
+    info = {"splits": {"test": {"num_clips": 0}}, "identities": [], "config": {"size": 64}}
+    (data / "dataset_info.json").write_text(json.dumps(info))
     return data
 
 
