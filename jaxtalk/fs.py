@@ -422,10 +422,12 @@ def local_output(path) -> Iterator[str]:
     path = _local(path)
     with guarded(path, "write"):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.tmp{ext}"  # the extension kept: ffmpeg picks the container by it
     try:
         yield tmp
-        os.replace(tmp, path)
+        with guarded(path, "write"):
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -29,6 +29,7 @@ face crops (the synthetic set's frames) or faces the detector misses (profiles, 
 
 from absl import flags
 
+from jaxtalk import fs
 from jaxtalk.errors import InputError
 
 _MODE = flags.DEFINE_enum("mode", "video", ["video", "audio"], "what drives the animation")
@@ -69,15 +70,16 @@ _FACE_SCALE = flags.DEFINE_float("face_scale", None, "--control: face scale")
 _DDIM_STEPS = flags.DEFINE_integer("ddim_steps", 50, "DDIM sampling steps")
 
 
-def _load_source(size: int):
-    """--source as (size, size, 3) uint8: the face crop, or with --nocrop_face the centre square."""
+def _load_source(path: str, size: int):
+    """--source (read from `path`, a local copy) as (size, size, 3) uint8: the face crop, or
+    with --nocrop_face the centre square."""
     from jaxtalk.inference import animator
     from jaxtalk.media import face_detect
 
     if not _CROP_FACE.value:
-        return animator.load_image(_SOURCE.value, size)
+        return animator.load_image(path, size)
     (x, y, side, _), source = face_detect.crop_face(
-        animator.read_image(_SOURCE.value), size, what=_SOURCE.value
+        animator.read_image(path), size, what=_SOURCE.value
     )
     print(f"{_SOURCE.value}: face crop x={x} y={y} side={side}")
     return source
@@ -121,19 +123,25 @@ def main(argv):
         driver=inference.Driver.VIDEO,
         chunk=_CHUNK.value,
     )
-    source = _load_source(model.size)
-    info = video.probe_video(_DRIVING.value)
-    crop = _driving_crop() or animator.centre_square(info.width, info.height)
-    driving, fps = video.read_video(
-        _DRIVING.value, crop=crop, size=model.size, duration=_MAX_SECONDS.value
-    )
-    # --motion goes only where given: families without motion modes take no option.
-    options = {"mode": _MOTION.value} if flags.FLAGS["motion"].present else {}
-    frames = model.animate(source, driving, **options)
-    fps = model.fps or fps
-    video.write_video(
-        _OUT.value, frames, fps, audio=_DRIVING.value if info.audio_sample_rate else None
-    )
+    # Media files may be gs:// URLs: ffmpeg reads and writes local copies.
+    with (
+        fs.local_file(_SOURCE.value) as source_path,
+        fs.local_file(_DRIVING.value) as driving_path,
+        fs.local_output(_OUT.value) as out_path,
+    ):
+        source = _load_source(source_path, model.size)
+        info = video.probe_video(driving_path)
+        crop = _driving_crop() or animator.centre_square(info.width, info.height)
+        driving, fps = video.read_video(
+            driving_path, crop=crop, size=model.size, duration=_MAX_SECONDS.value
+        )
+        # --motion goes only where given: families without motion modes take no option.
+        options = {"mode": _MOTION.value} if flags.FLAGS["motion"].present else {}
+        frames = model.animate(source, driving, **options)
+        fps = model.fps or fps
+        video.write_video(
+            out_path, frames, fps, audio=driving_path if info.audio_sample_rate else None
+        )
     print(f"wrote {len(frames)} frames ({len(frames) / fps:.1f} s) to {_OUT.value}")
 
 
@@ -161,8 +169,9 @@ def _animate_audio():
         hubert=_HUBERT.value,
         chunk=_CHUNK.value,
     )
-    source = _load_source(model.size)
-    wav = audio.read_audio(_AUDIO.value, SAMPLE_RATE, duration=_MAX_SECONDS.value)
+    with fs.local_file(_SOURCE.value) as source_path, fs.local_file(_AUDIO.value) as audio_path:
+        source = _load_source(source_path, model.size)
+        wav = audio.read_audio(audio_path, SAMPLE_RATE, duration=_MAX_SECONDS.value)
     options = dict(seed=_SEED.value, ddim_steps=_DDIM_STEPS.value, what=_AUDIO.value)
     if _CONTROL.value:  # the release's control values; the animator takes what its model does
         options.update(
@@ -172,5 +181,6 @@ def _animate_audio():
             face_scale=_FACE_SCALE.value,
         )
     frames = model.animate(source, wav, **options)
-    video.write_video(_OUT.value, frames, model.fps, audio=wav, audio_sample_rate=SAMPLE_RATE)
+    with fs.local_output(_OUT.value) as out_path:
+        video.write_video(out_path, frames, model.fps, audio=wav, audio_sample_rate=SAMPLE_RATE)
     print(f"wrote {len(frames)} frames ({len(frames) / model.fps:.1f} s) to {_OUT.value}")

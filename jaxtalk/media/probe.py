@@ -41,7 +41,7 @@ class MediaInfo:
 
 
 _DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
-_VIDEO = re.compile(r"Stream #\S+.*?: Video: .*?(?<![0-9a-fx])(\d{2,5})x(\d{2,5})(?![0-9])")
+_VIDEO = re.compile(r"Stream #\S+.*?: Video: .*?(?<![0-9a-fx])(\d{1,5})x(\d{1,5})(?![0-9])")
 _FPS = re.compile(r"(\d+(?:\.\d+)?) (?:fps|tbr)")
 _AUDIO = re.compile(r"Stream #\S+.*?: Audio: .*?(\d+) Hz")
 _DISPLAYMATRIX = re.compile(r"displaymatrix: rotation of (-?\d+(?:\.\d+)?) degrees")

@@ -1,14 +1,17 @@
 """Commands on gs:// paths served by the local Cloud Storage emulator: the same code path as a
 real bucket (gcsfs, tensorstore's GCS driver), with every client pointed at localhost."""
 
+import io
 import json
 import os
 import subprocess
 
 import numpy as np
+from PIL import Image
 
 from jaxtalk import fs
 from jaxtalk.convert import torch_pickle
+from jaxtalk.media import video
 from tests.test_cli import jaxtalk
 from tests.train.helpers import REPO, cli_env, train_command
 
@@ -19,11 +22,13 @@ def _no_local_gs_directory():
     assert not os.path.exists(os.path.join(REPO, "gs:")), "a gs:// path was made local"
 
 
-def _upload(local, remote):
-    fs.copy(str(local), remote)
+def _png(image) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
-def test_remote_emulator_import_then_export_weights(gcs, tmp_path):
+def test_remote_emulator_import_export_and_animate(gcs, tmp_path):
     rng = np.random.default_rng(0)
     sd = {
         "net.0.weight": rng.standard_normal((8, 6, 3, 3)).astype(np.float32),
@@ -52,6 +57,20 @@ def test_remote_emulator_import_then_export_weights(gcs, tmp_path):
     assert list(back) == list(sd)
     for k, v in sd.items():
         np.testing.assert_array_equal(back[k], v)
+    # Media in and out of the bucket too (ffmpeg works on local copies).
+    rng = np.random.default_rng(1)
+    fs.write_bytes(f"{gcs}/media/face.png", _png(rng.integers(0, 256, (8, 8, 3), np.uint8)))
+    video.write_video(tmp_path / "drive.mp4", rng.integers(0, 256, (3, 32, 32, 3), np.uint8), 25)
+    fs.copy(str(tmp_path / "drive.mp4"), f"{gcs}/media/drive.mp4")
+    animated = jaxtalk(
+        "animate", f"--weights={gcs}/weights/toy.safetensors", f"--source={gcs}/media/face.png",
+        f"--driving={gcs}/media/drive.mp4", "--nocrop_face", f"--out={gcs}/out/talk.mp4",
+        env=PLUGIN,
+    )  # fmt: skip
+    assert animated.returncode == 0, animated.stderr[-2000:]
+    with fs.local_file(f"{gcs}/out/talk.mp4") as local:
+        frames, _ = video.read_video(local)
+    assert frames.shape == (3, 8, 8, 3)
     missing = jaxtalk("import", "--release=toy_portrait", f"--checkpoint={gcs}/nope.pt", env=PLUGIN)
     assert missing.returncode == 2 and f"{gcs}/nope.pt" in missing.stderr
     assert "Traceback" not in missing.stderr
