@@ -1,12 +1,15 @@
 """Release `anitalker_stage2`: AniTalker's stage-2 checkpoints <-> DiffusionPredictor variables.
 
 The released files (`stage2_*.ckpt`) are the Lightning module's state_dict saved with
-torch.save: `model.*` (online weights), `ema_model.*` (EMA weights, the ones the demo
-samples with) and a buffer `x_T` that inference never reads. Which of the five infer_types
-a file holds, and every size, is read from its keys and shapes.
+torch.save, which the official demo loads with a strict `load_state_dict`: a buffer `x_T`
+(32, 3, 256, 256) that inference never reads, `model.*` (online weights) and `ema_model.*`
+(EMA weights, the ones the demo samples with). Which of the five infer_types a file holds,
+and every size, is read from its keys and shapes.
 
-BatchNorm running stats go to `batch_stats`; `num_batches_tracked` carries nothing used
-in eval and is written back as 0.
+BatchNorm running stats go to `batch_stats`. Import keeps the rest of the file: the copy
+not chosen as "params" ("online" or "ema") and `x_T` and the `num_batches_tracked`
+counters ("buffers", as read), so export writes the imported file back bit for bit. A
+file jaxtalk trained gets zero counters and a zero `x_T` of the released shape.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from jaxtalk.convert.mapping import (
     is_batch_counter,
     linear,
     norm,
+    overlay,
     running_stats,
     to_params,
     to_state_dict,
@@ -53,7 +57,10 @@ RELEASES = [
 
 RELEASE = "anitalker_stage2"
 PREFIXES = {"ema": "ema_model.", "model": "model."}
-DEFAULT_X_T_SHAPE = (64, 3, 64, 64)  # conf.sample_size, 3, conf.img_size, conf.img_size
+# The copy kept beside "params" when a file holds both, by the copy "params" holds.
+OTHER_COPY = {"ema": ("online", "model"), "model": ("ema", "ema")}
+# (conf.sample_size, 3, conf.img_size, conf.img_size) of the release's ffhq256_autoenc conf.
+X_T_SHAPE = (32, 3, 256, 256)
 
 
 # ----------------------------------------------------------------------------- rules
@@ -226,7 +233,8 @@ def import_checkpoint(
 
     weights: "ema" (default, the weights the release samples with) or "model" (online).
     infer_type: checked against the one the keys describe when given.
-    Returns {'params', 'batch_stats', 'model_config', 'x_T'}; 'model_config' holds the
+    Returns {'params', 'batch_stats', 'model_config', 'buffers'} and, when the file holds
+    both copies, the other one as 'online' (or 'ema'); 'model_config' holds the
     DiffusionPredictor constructor options.
     """
     if weights not in PREFIXES:
@@ -258,7 +266,12 @@ def import_checkpoint(
         raise ConversionError(f"{source}: holds {config['infer_type']}, not {infer_type}")
     variables = variables_from_state_dict(state_dict, config, source=f"{source} ({weights})")
     variables["model_config"] = config
-    variables["x_T"] = full.get("x_T")
+    other, other_weights = OTHER_COPY[weights]
+    if copies[other_weights]:
+        variables[other] = variables_from_state_dict(
+            copies[other_weights], config, source=f"{source} ({other_weights})"
+        )
+    variables["buffers"] = {k: v for k, v in full.items() if k == "x_T" or is_batch_counter(k)}
     return variables
 
 
@@ -267,22 +280,21 @@ def export_checkpoint(
     path: str | os.PathLike,
     model_config: Mapping[str, Any] | None = None,
     ema_variables: Mapping | None = None,
-    x_T: np.ndarray | None = None,
 ) -> None:
-    """Writes the released layout: `model.*` from `variables`, `ema_model.*` from
-    `ema_variables` (default: the same weights) and `x_T` (given, from `variables['x_T']`,
-    or zeros of the release's default shape)."""
+    """Writes the released layout, in the Lightning module's order: `x_T`, `model.*` from
+    `variables['online']` (else `variables`), `ema_model.*` from `ema_variables`
+    (else `variables['ema']`, else `variables`); the buffers `variables` kept from an
+    import are written as read, missing ones as zeros of the released shapes."""
     config = dict(model_config or variables.get("model_config") or {})
     if "infer_type" not in config:
         raise ValueError("export_checkpoint needs model_config (DiffusionPredictor options)")
     attributes_for(config["infer_type"])
-    online = state_dict_from_variables(variables, config)
-    ema = state_dict_from_variables(ema_variables or variables, config)
-    out = {f"model.{k}": v for k, v in online.items()}
-    out.update({f"ema_model.{k}": v for k, v in ema.items()})
-    if x_T is None:
-        x_T = variables.get("x_T")
-    out["x_T"] = (
-        np.zeros(DEFAULT_X_T_SHAPE, np.float32) if x_T is None else np.asarray(x_T, np.float32)
-    )
-    torch_pickle.save(out, path)
+    copies = {
+        "model": variables.get("online") or variables,
+        "ema_model": ema_variables or variables.get("ema") or variables,
+    }
+    out = {"x_T": np.zeros(X_T_SHAPE, np.float32)}
+    for name, copy in copies.items():
+        sd = state_dict_from_variables(copy, config)
+        out.update({f"{name}.{k}": v for k, v in sd.items()})
+    torch_pickle.save(overlay(out, variables.get("buffers") or {}), path)

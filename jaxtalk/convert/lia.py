@@ -4,14 +4,16 @@ Releases (`kind`):
 - `lia`: wyhsirius/LIA, a `torch.save` dict whose 'gen' entry is the Generator state_dict
   (the trainer also stored 'dis', 'g_optim', 'd_optim', 'args'; only 'gen' is read unless
   `discriminator=True`, which maps 'dis' to `jaxtalk.models.lia.discriminator`).
-- `anitalker_stage1`: X-LANCE/AniTalker's stage-1 checkpoint: a Lightning file with a
-  'state_dict' (or a flat dict) whose keys carry the prefix `lia.`; its LIA_Model adds
+- `anitalker_stage1`: X-LANCE/AniTalker's stage-1 checkpoint: a flat dict (the Lightning
+  module's state_dict, which the official `load_lightning_model` iterates; a Lightning
+  file's 'state_dict' also imports) whose keys carry the prefix `lia.`; its LIA_Model adds
   `enc.net_app.fc{1,2,3}`, `enc.net_app.ws.weights` and `enc.net_decouping.*`.
 
 Every parameter key is mapped (including the unused `dec.to_rgb1`); the blur-kernel
-buffers (`*.kernel`) carry no information, are checked against the values the release
-computes and are written back on export, so export reproduces the released state_dict
-key for key, in the release's order. Equalized-lr scales stay runtime scales (jaxtalk
+buffers (`*.kernel`) carry no information and are checked against the values the release
+computes. Import keeps them as read (and the training-only keys `ignore_extra` skips) in
+"buffers", so export reproduces the imported state_dict bit for bit, key for key, in the
+release's order; weights without kept buffers get the computed kernels. Equalized-lr scales stay runtime scales (jaxtalk
 keeps the raw weights) and the direction matrix is stored raw (QR is taken at run time
 as in the release), so every layout change is a pure transpose/reshape and round trips
 are bit-exact.
@@ -32,6 +34,7 @@ from jaxtalk.convert.mapping import (
     Layout,
     Rule,
     linear,
+    overlay,
     reshape,
     to_params,
     to_state_dict,
@@ -290,10 +293,13 @@ def import_checkpoint(
     discriminator: bool = False,
     ignore_extra: bool = False,
 ) -> dict:
-    """Reads a released checkpoint -> {'params', 'model_config' (+ 'discriminator_params')}.
+    """Reads a released checkpoint -> {'params', 'model_config', 'buffers'
+    (+ 'discriminator_params')}.
 
     `kind`: 'auto' | 'lia' | 'anitalker_stage1'. For AniTalker, keys without the `lia.`
-    prefix (training-only modules) are an error unless `ignore_extra`.
+    prefix (training-only modules) are an error unless `ignore_extra`, which keeps them
+    in 'buffers' for export. 'buffers' holds the tensors no parameter holds, by their key
+    in the file's generator state_dict ('gen' for lia, the flat file for stage 1).
     """
     path = os.fspath(path)
     obj = torch_pickle.load(path)
@@ -313,11 +319,15 @@ def import_checkpoint(
                 f"e.g. {extra[:5]}; pass ignore_extra=True to skip them"
             )
         sd = {k[len("lia.") :]: v for k, v in full.items() if k.startswith("lia.")}
+        out["buffers"] = {k: full[k] for k in extra}
     else:
         raise ValueError(f"unknown kind {kind!r}; known: {KINDS}")
     cfg = infer_config(sd)
     out["params"] = state_dict_to_params(sd, kind, source=path, **cfg)
     out["model_config"] = dict(cfg, kind=kind)
+    prefix = "lia." if kind == "anitalker_stage1" else ""
+    kept = {prefix + k: np.asarray(sd[k]) for k in buffers(kind, **cfg)}
+    out["buffers"] = {**kept, **out.get("buffers", {})}
     if discriminator:
         if kind != "lia" or "dis" not in obj:
             raise ConversionError(f"{path}: no 'dis' entry to import")
@@ -334,8 +344,9 @@ def export_checkpoint(
     model_config: Mapping | None = None,
     discriminator_params: Mapping | None = None,
 ) -> None:
-    """Writes the released layout: {'gen': state_dict[, 'dis': ...]} for 'lia',
-    {'state_dict': {'lia.' + key: ...}} (Lightning layout) for 'anitalker_stage1'."""
+    """Writes the released layout: {'gen': state_dict[, 'dis': ...]} for 'lia', the flat
+    {'lia.' + key: ...} that the official loader reads for 'anitalker_stage1'; the
+    'buffers' an import kept are written as read."""
     params = variables.get("params", variables)
     cfg = {
         k: v
@@ -343,7 +354,9 @@ def export_checkpoint(
         if k in ("size", "style_dim", "motion_dim", "width")
     }
     sd = params_to_state_dict(params, kind, **cfg)
+    kept = variables.get("buffers") or {}
     if kind == "lia":
+        sd = overlay(sd, kept)
         obj: dict[str, Any] = {"gen": sd}
         if discriminator_params is not None:
             full = default_config(**cfg)
@@ -351,7 +364,7 @@ def export_checkpoint(
                 discriminator_params, size=full["size"], width=full["width"]
             )
     elif kind == "anitalker_stage1":
-        obj = {"state_dict": {"lia." + k: v for k, v in sd.items()}}
+        obj = overlay({"lia." + k: v for k, v in sd.items()}, kept)
     else:
         raise ValueError(f"unknown kind {kind!r}; known: {KINDS}")
     torch_pickle.save(obj, path)

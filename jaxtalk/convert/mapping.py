@@ -7,7 +7,7 @@ key or wrong shape; `to_state_dict` applies them backwards, so export is exact.
 
 Shared by every converter, written once here: the rule builders for torch modules
 (`linear`, `conv`, `conv1d`, `norm`, `running_stats`, `batch_norm`, `prelu`), the
-state_dict helpers (`count_indices`, `is_batch_counter`) and, for networks converted as a
+state_dict helpers (`count_indices`, `is_batch_counter`, `overlay`) and, for networks converted as a
 whole variables tree (rule targets carrying their collection, "params/..." or
 "batch_stats/..."), `variable_shapes`, `import_variables`, `export_state_dict`, `mirrored`.
 """
@@ -201,6 +201,14 @@ def count_indices(state_dict: Mapping, pattern: str) -> int:
 def is_batch_counter(key: str) -> bool:
     """BatchNorm's num_batches_tracked carries nothing inference needs."""
     return key.endswith(".num_batches_tracked")
+
+
+def overlay(state_dict: Mapping[str, Array], kept: Mapping[str, Array]) -> dict[str, Array]:
+    """`state_dict` with the tensors an import kept (buffers, counters, extra keys, exactly
+    as read) written over their keys in place; kept keys it lacks are appended."""
+    out = dict(state_dict)
+    out.update({k: np.asarray(v) for k, v in kept.items()})
+    return out
 
 
 def variable_shapes(module: nn.Module, *example_inputs) -> dict:

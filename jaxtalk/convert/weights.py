@@ -5,6 +5,12 @@
 metrics, fine-tuning and comparisons load it from there (`load`). The file is an
 `export/safetensors_io` params file whose top level holds the "params" / "batch_stats"
 collections; the converter's model_config and the release name travel as metadata.
+
+What the model does not use but the release file has travels too, so that `jaxtalk export`
+writes back the file that was imported, bit for bit: "online" / "ema" (the other copy,
+{"params", "batch_stats"}, of a file holding both, e.g. AniTalker stage 2's `model.*`
+beside the `ema_model.*` that "params" holds) and "buffers" (tensors by their key in the
+release file, exactly as read: `x_T`, `num_batches_tracked`, blur kernels, ...).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from jaxtalk.errors import CheckpointError
 from jaxtalk.export.safetensors_io import load_params, save_params
 
 WEIGHTS_DIR_ENV = "JAXTALK_WEIGHTS_DIR"
-COLLECTIONS = ("params", "batch_stats")
+COLLECTIONS = ("params", "batch_stats", "online", "ema", "buffers")
 
 
 def default_weights_dir() -> str:
@@ -58,6 +64,9 @@ def load(path: str | os.PathLike) -> dict:
     out = {k: tree[k] for k in COLLECTIONS if k in tree}
     if not isinstance(out.get("params"), dict):
         raise CheckpointError(f"{path}: no 'params' collection (not a jaxtalk weights file)")
+    leaves = [k for k, v in out.items() if not isinstance(v, dict)]
+    if leaves:
+        raise CheckpointError(f"{path}: {leaves[0]!r} is a tensor, not a collection")
     config, release = metadata.get("model_config") or {}, metadata.get("release") or ""
     if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
         raise CheckpointError(

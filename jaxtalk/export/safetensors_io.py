@@ -32,7 +32,8 @@ def flatten(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
         if isinstance(value, Mapping):
             out.update(flatten(value, name))
         else:
-            out[name] = np.ascontiguousarray(np.asarray(value))
+            # asarray(order="C") keeps 0-d tensors 0-d (ascontiguousarray makes them 1-d)
+            out[name] = np.asarray(value, order="C")
     return out
 
 

@@ -107,18 +107,17 @@ def test_anitalker_lightning_round_trip_and_extra_keys(tmp_path):
     )
     path = tmp_path / "stage1.ckpt"
     conv.export_checkpoint({"params": params}, path, "anitalker_stage1", TINY)
-    raw = torch_pickle.load(path)
-    assert all(k.startswith("lia.") for k in raw["state_dict"])
-    assert [k[4:] for k in raw["state_dict"]] == spec_keys(spec)
+    raw = torch_pickle.load(path)  # flat, as the official load_lightning_model iterates it
+    assert [k[4:] for k in raw] == spec_keys(spec) and all(k.startswith("lia.") for k in raw)
     out = conv.import_checkpoint(path)
     assert out["model_config"]["kind"] == "anitalker_stage1"
     jax.tree_util.tree_map(np.testing.assert_array_equal, out["params"], params)
-    # a flat dict (as AniTalker's loader reads it) also imports
-    torch_pickle.save(dict(raw["state_dict"]), tmp_path / "flat.ckpt")
-    assert conv.import_checkpoint(tmp_path / "flat.ckpt")["model_config"]["size"] == 32
+    # a Lightning file (the module's state_dict under 'state_dict') also imports
+    torch_pickle.save({"state_dict": dict(raw)}, tmp_path / "lightning.ckpt")
+    assert conv.import_checkpoint(tmp_path / "lightning.ckpt")["model_config"]["size"] == 32
     # training-only keys outside `lia.` are an error unless ignored
     torch_pickle.save(
-        {"state_dict": dict(raw["state_dict"], **{"club.w": np.zeros(3, np.float32)})},
+        {"state_dict": dict(raw, **{"club.w": np.zeros(3, np.float32)})},
         tmp_path / "extra.ckpt",
     )
     with pytest.raises(ConversionError, match="outside the 'lia.' generator"):

@@ -110,7 +110,7 @@ def test_export_to_the_release_layout_import_and_animate(run, synthetic, tmp_pat
         f"--out={ckpt}",
     )
     assert out.returncode == 0, out.stderr
-    sd = torch_pickle.load_state_dict(ckpt, "state_dict")
+    sd = torch_pickle.load_state_dict(ckpt)  # flat, as the official loader reads it
     assert sd and all(k.startswith("lia.") for k in sd)
     assert "lia.enc.net_app.ws.weights" in sd
     imported = tmp_path / "imported.safetensors"
