@@ -15,9 +15,10 @@ from jaxtalk.diffusion.schedules import Schedule
 PREDICTIONS = ("eps", "v", "x0")
 
 
-def extract(values, t, ndim: int):
-    """values[t] shaped (B, 1, ..., 1) to broadcast against an ndim-dimensional x."""
-    out = jnp.asarray(values, jnp.float32)[jnp.asarray(t, jnp.int32)]
+def extract(values, t, ndim: int, dtype=jnp.float32):
+    """values[t] shaped (B, 1, ..., 1) to broadcast against an ndim-dimensional x, in
+    `dtype` or float32 when that is narrower (a float64 x gets float64 coefficients)."""
+    out = jnp.asarray(values, jnp.promote_types(dtype, jnp.float32))[jnp.asarray(t, jnp.int32)]
     return out.reshape(out.shape + (1,) * (ndim - out.ndim))
 
 
@@ -28,8 +29,8 @@ def sample_timesteps(rng, batch: int, num_timesteps: int):
 
 def q_sample(schedule: Schedule, x0, t, noise):
     """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise."""
-    a = extract(schedule.sqrt_alphas_cumprod, t, x0.ndim)
-    s = extract(schedule.sqrt_one_minus_alphas_cumprod, t, x0.ndim)
+    a = extract(schedule.sqrt_alphas_cumprod, t, x0.ndim, x0.dtype)
+    s = extract(schedule.sqrt_one_minus_alphas_cumprod, t, x0.ndim, x0.dtype)
     return (a * x0 + s * noise).astype(x0.dtype)
 
 
@@ -40,16 +41,16 @@ def prediction_target(prediction: str, schedule: Schedule, x0, noise, t):
     if prediction == "x0":
         return x0
     if prediction == "v":  # Salimans & Ho: v = sqrt(a) eps - sqrt(1-a) x0
-        a = extract(schedule.sqrt_alphas_cumprod, t, x0.ndim)
-        s = extract(schedule.sqrt_one_minus_alphas_cumprod, t, x0.ndim)
+        a = extract(schedule.sqrt_alphas_cumprod, t, x0.ndim, x0.dtype)
+        s = extract(schedule.sqrt_one_minus_alphas_cumprod, t, x0.ndim, x0.dtype)
         return a * noise - s * x0
     raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
 
 
 def x0_and_eps(prediction: str, schedule: Schedule, x_t, t, model_output):
     """(x0, eps) implied by a model output of the given parameterisation at step t."""
-    a = extract(schedule.sqrt_alphas_cumprod, t, x_t.ndim)
-    s = extract(schedule.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
+    a = extract(schedule.sqrt_alphas_cumprod, t, x_t.ndim, x_t.dtype)
+    s = extract(schedule.sqrt_one_minus_alphas_cumprod, t, x_t.ndim, x_t.dtype)
     if prediction == "eps":
         return (x_t - s * model_output) / a, model_output
     if prediction == "x0":
@@ -60,8 +61,8 @@ def x0_and_eps(prediction: str, schedule: Schedule, x_t, t, model_output):
 
 
 def eps_from_x0(schedule: Schedule, x_t, t, x0):
-    a = extract(schedule.sqrt_alphas_cumprod, t, x_t.ndim)
-    s = extract(schedule.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
+    a = extract(schedule.sqrt_alphas_cumprod, t, x_t.ndim, x_t.dtype)
+    s = extract(schedule.sqrt_one_minus_alphas_cumprod, t, x_t.ndim, x_t.dtype)
     return (x_t - a * x0) / s
 
 
@@ -71,8 +72,9 @@ def mean_flat(x):
 
 
 def mse_loss(model_output, target):
-    """Per-example mean squared error (B,), computed in float32."""
-    diff = model_output.astype(jnp.float32) - target.astype(jnp.float32)
+    """Per-example mean squared error (B,), computed in float32 or wider."""
+    hi = jnp.promote_types(jnp.promote_types(model_output.dtype, target.dtype), jnp.float32)
+    diff = model_output.astype(hi) - target.astype(hi)
     return mean_flat(jnp.square(diff))
 
 

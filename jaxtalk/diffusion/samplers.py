@@ -27,7 +27,8 @@ def _predict_x0(denoise_fn, schedule, prediction, x, i, clip_x0):
     steps = jnp.full((b,), i, jnp.int32)
     t_orig = jnp.asarray(schedule.timesteps, jnp.int32)[steps]
     out = denoise_fn(x, t_orig)
-    x0, eps = objectives.x0_and_eps(prediction, schedule, x, steps, out.astype(jnp.float32))
+    hi = jnp.promote_types(x.dtype, jnp.float32)  # the update in >= fp32, never below x
+    x0, eps = objectives.x0_and_eps(prediction, schedule, x, steps, out.astype(hi))
     if clip_x0 is not None:
         x0 = jnp.clip(x0, -clip_x0, clip_x0)
         eps = objectives.eps_from_x0(schedule, x, steps, x0)
@@ -36,8 +37,8 @@ def _predict_x0(denoise_fn, schedule, prediction, x, i, clip_x0):
 
 def ddim_step(schedule: Schedule, x, x0, eps, steps, eta: float, noise):
     """DDIM update (Song et al. eq. 12) from step i to i-1 of `schedule`."""
-    ab = objectives.extract(schedule.alphas_cumprod, steps, x.ndim)
-    ab_prev = objectives.extract(schedule.alphas_cumprod_prev, steps, x.ndim)
+    ab = objectives.extract(schedule.alphas_cumprod, steps, x.ndim, x.dtype)
+    ab_prev = objectives.extract(schedule.alphas_cumprod_prev, steps, x.ndim, x.dtype)
     sigma = eta * jnp.sqrt((1 - ab_prev) / (1 - ab)) * jnp.sqrt(1 - ab / ab_prev)
     mean = x0 * jnp.sqrt(ab_prev) + jnp.sqrt(jnp.maximum(1 - ab_prev - sigma**2, 0.0)) * eps
     nonzero = (steps != 0).astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
@@ -78,7 +79,7 @@ def ddim_sample(
         x, key = carry
         key, sub = jax.random.split(key)
         x0, eps, steps = _predict_x0(denoise_fn, sched, prediction, x, i, clip_x0)
-        noise = jax.random.normal(sub, x.shape, jnp.float32) if eta > 0 else jnp.zeros_like(x)
+        noise = jax.random.normal(sub, x.shape, x0.dtype) if eta > 0 else jnp.zeros_like(x)
         x = ddim_step(sched, x, x0, eps, steps, eta, noise).astype(x_T.dtype)
         return (x, key), None
 
@@ -116,12 +117,12 @@ def ddpm_sample(
         key, sub = jax.random.split(key)
         x0, _, steps = _predict_x0(denoise_fn, sched, prediction, x, i, clip_x0)
         mean = (
-            objectives.extract(sched.posterior_mean_coef1, steps, x.ndim) * x0
-            + objectives.extract(sched.posterior_mean_coef2, steps, x.ndim) * x
+            objectives.extract(sched.posterior_mean_coef1, steps, x.ndim, x.dtype) * x0
+            + objectives.extract(sched.posterior_mean_coef2, steps, x.ndim, x.dtype) * x
         )
-        std = jnp.exp(0.5 * objectives.extract(log_var, steps, x.ndim))
-        nonzero = (steps != 0).astype(jnp.float32).reshape((-1,) + (1,) * (x.ndim - 1))
-        noise = jax.random.normal(sub, x.shape, jnp.float32)
+        std = jnp.exp(0.5 * objectives.extract(log_var, steps, x.ndim, x.dtype))
+        nonzero = (steps != 0).astype(x0.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
+        noise = jax.random.normal(sub, x.shape, x0.dtype)
         return ((mean + nonzero * std * noise).astype(x_T.dtype), key), None
 
     order = jnp.arange(sched.num_timesteps - 1, -1, -1)

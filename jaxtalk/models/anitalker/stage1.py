@@ -87,8 +87,9 @@ class HAL(nn.Module):
     @nn.compact
     def __call__(self, stages):
         pooled, n_fc = [], 0
+        hi = jnp.promote_types(self.dtype, jnp.float32)  # pooling and mixing in >= fp32
         for h in stages:
-            p = jnp.mean(h.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
+            p = jnp.mean(h.astype(hi), axis=(1, 2)).astype(self.dtype)
             if p.shape[-1] != self.style_dim:
                 n_fc += 1
                 p = EqualLinear(
@@ -102,7 +103,7 @@ class HAL(nn.Module):
         logits = self.param(
             "ws", nn.with_logical_partitioning(init, (None,)), (len(stages),), self.param_dtype
         )
-        weights = jax.nn.softmax(logits.astype(jnp.float32))
+        weights = jax.nn.softmax(logits.astype(hi))
         out = jnp.zeros_like(pooled[0])
         for p, w in zip(pooled, weights):
             out = out + p * w.astype(p.dtype)

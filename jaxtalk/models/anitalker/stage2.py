@@ -158,7 +158,8 @@ class HubertLayerMix(nn.Module):
             (self.num_layers,),
             self.param_dtype,
         )
-        mix = jax.nn.softmax(weights.astype(jnp.float32)).astype(self.dtype)
+        mix = jax.nn.softmax(weights.astype(jnp.promote_types(self.dtype, jnp.float32)))
+        mix = mix.astype(self.dtype)
         return jnp.einsum("btlc,l->btc", states.astype(self.dtype), mix)
 
 

@@ -97,7 +97,7 @@ class ChannelGroupNorm(nn.Module):
     def __call__(self, x):
         c = x.shape[-1]
         scale, bias = norm_affine(self, c, self.param_dtype)
-        xf = x.astype(jnp.float32)
+        xf = x.astype(jnp.promote_types(self.dtype, jnp.float32))  # stats in >= fp32
         mean = xf.mean(1, keepdims=True)
         var = jnp.square(xf - mean).mean(1, keepdims=True)
         return ((xf - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias).astype(self.dtype)
@@ -201,7 +201,9 @@ class HubertAttention(nn.Module):
         v = dense(d, ("embed", "heads"), "v_proj", **kw)(x)
         split = lambda y: y.reshape(b, t, h, d // h)
         scores = jnp.einsum("bqhd,bkhd->bhqk", split(q), split(k))
-        probs = jax.nn.softmax(scores.astype(jnp.float32), -1).astype(self.dtype)
+        probs = jax.nn.softmax(
+            scores.astype(jnp.promote_types(self.dtype, jnp.float32)), -1
+        ).astype(self.dtype)
         out = jnp.einsum("bhqk,bkhd->bqhd", probs, split(v)).reshape(b, t, d)
         return dense(d, ("heads", "embed"), "out_proj", **kw)(out)
 

@@ -222,11 +222,14 @@ class TorchBatchNorm(nn.Module):
     def __call__(self, x, train: bool = False):
         c = x.shape[-1]
         scale, bias = norm_affine(self, c, self.param_dtype)
-        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
-        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        # Statistics in >= fp32: float32 for fp16/bf16 compute, float64 stays float64.
+        hi = jnp.promote_types(self.dtype, jnp.float32)
+        stats_dtype = jnp.promote_types(self.param_dtype, jnp.float32)
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), stats_dtype))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), stats_dtype))
+        xf = x.astype(hi)
         if train:
             axes = tuple(range(x.ndim - 1))
-            xf = x.astype(jnp.float32)
             mean = xf.mean(axes)
             var = jnp.square(xf - mean).mean(axes)
             if not self.is_initializing():
@@ -236,8 +239,8 @@ class TorchBatchNorm(nn.Module):
                 ra_var.value = (1 - self.momentum) * ra_var.value + self.momentum * unbiased
         else:
             mean, var = ra_mean.value, ra_var.value
-        inv = jax.lax.rsqrt(var + self.epsilon) * scale
-        y = (x.astype(jnp.float32) - mean) * inv + bias
+        inv = jax.lax.rsqrt(var.astype(hi) + self.epsilon) * scale.astype(hi)
+        y = (xf - mean.astype(hi)) * inv + bias.astype(hi)
         return y.astype(self.dtype)
 
 

@@ -27,7 +27,7 @@ def minibatch_stddev(x, group_size: int = 4, eps: float = 1e-8):
     group = min(b, group_size)
     if b % group:
         raise ValueError(f"batch {b} is not divisible by the stddev group {group}")
-    y = x.astype(jnp.float32).reshape(group, b // group, h, w, c)
+    y = x.astype(jnp.promote_types(x.dtype, jnp.float32)).reshape(group, b // group, h, w, c)
     std = jnp.sqrt(jnp.var(y, axis=0) + eps)  # (B/g, H, W, C)
     std = jnp.mean(std, axis=(1, 2, 3))  # (B/g,)
     std = jnp.tile(std, group)[:, None, None, None]  # sample b -> stat of b % (B/g)

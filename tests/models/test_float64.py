@@ -1,0 +1,103 @@
+"""float64 stays float64: with x64 enabled and float64 module dtypes, every floating-point
+value the LIA generator, the stage-2 denoiser (HuBERT features) and the DDIM sampler
+compute is float64. Precision islands (softmax, BatchNorm, sampler coefficients,
+positional tables) may only promote to at least float32, never demote float64."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtalk.diffusion import samplers, schedules
+from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
+from jaxtalk.models.anitalker.stage2 import DiffusionPredictor, init_inputs
+from jaxtalk.models.audio.hubert import HubertModel
+from jaxtalk.models.lia.generator import LIAGenerator
+from tests.convert.test_anitalker import TINY_KEYS_CONFIG
+from tests.convert.test_hubert import TINY as TINY_HUBERT
+
+F64 = dict(dtype=jnp.float64, param_dtype=jnp.float64)
+
+
+def _jaxprs(jaxpr):
+    """`jaxpr` and every jaxpr nested in its equations (scan bodies, pjit, custom_jvp)."""
+    yield jaxpr
+    for eqn in jaxpr.eqns:
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _jaxprs(inner)
+
+
+def not_float64(fn, *args):
+    """'primitive -> dtype' for every floating-point value `fn` computes (its constants
+    included) that is not float64."""
+    closed = jax.make_jaxpr(fn)(*args)
+    found = {
+        f"const -> {np.result_type(c)}"
+        for c in closed.consts
+        if jnp.issubdtype(np.result_type(c), jnp.floating) and np.result_type(c) != np.float64
+    }
+    for jaxpr in _jaxprs(closed.jaxpr):
+        for eqn in jaxpr.eqns:
+            for var in eqn.outvars:
+                dtype = getattr(var.aval, "dtype", None)
+                if dtype is not None and jnp.issubdtype(dtype, jnp.floating):
+                    if dtype != jnp.float64:
+                        found.add(f"{eqn.primitive.name} -> {dtype}")
+    return sorted(found)
+
+
+@pytest.fixture
+def x64():
+    with jax.enable_x64(True):  # this test only: the config is a context manager
+        yield
+
+
+def _denoiser():
+    model = DiffusionPredictor(**TINY_KEYS_CONFIG, **F64)
+    inputs = init_inputs(model, frames=4)
+    assert inputs[2].dtype == jnp.float64 and inputs[2].shape[2] == 3  # (B, 2T, layers, dim)
+    return model, model.init(jax.random.PRNGKey(0), *inputs), inputs
+
+
+@pytest.mark.parametrize("generator", [LIAGenerator, AniTalkerMotion])
+def test_lia_and_stage1_generators_stay_float64(x64, generator):
+    model = generator(size=32, style_dim=32, motion_dim=5, width=1 / 16, **F64)
+    x = jnp.zeros((1, 32, 32, 3), jnp.float64)
+    variables = model.init(jax.random.PRNGKey(0), x, x)
+    assert not_float64(model.apply, variables, x, x) == []
+
+
+def test_hubert_features_stay_float64(x64):
+    model = HubertModel(TINY_HUBERT, **F64)
+    wav = jnp.zeros((1, 400), jnp.float64)
+    variables = model.init(jax.random.PRNGKey(0), wav)
+    assert not_float64(model.apply, variables, wav) == []
+
+
+def test_stage2_denoiser_with_hubert_features_stays_float64(x64):
+    model, variables, inputs = _denoiser()
+    assert not_float64(model.apply, variables, *inputs) == []
+    rngs = {"dropout": jax.random.PRNGKey(1)}  # train mode: BatchNorm's batch statistics
+
+    def train(v, *a):
+        return model.apply(v, *a, train=True, rngs=rngs, mutable=["batch_stats"])
+
+    assert not_float64(train, variables, *inputs) == []
+
+
+def test_ddim_sampler_stays_float64(x64):
+    model, variables, (start, direction, audio, noisy, _) = _denoiser()
+    cond, _ = model.apply(variables, audio, method=DiffusionPredictor.condition)
+    schedule = schedules.make_schedule("linear", 1000)
+
+    def sample(x_T):
+        denoise = lambda x, t: model.apply(  # noqa: E731
+            variables, cond, start, direction, x, t, method=DiffusionPredictor.denoise
+        )
+        return samplers.ddim_sample(denoise, x_T, schedule, num_steps=5)
+
+    assert not_float64(sample, noisy) == []
+    assert sample(noisy).dtype == jnp.float64
