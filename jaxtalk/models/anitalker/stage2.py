@@ -393,6 +393,6 @@ def from_diffusion(x0, stats, motion_scale: float):
 def hubert_states(hubert, variables, wav):
     """(B, S) 16 kHz audio -> AniTalker's (B, 2 * S // 640, layers, C) stacked HuBERT states,
     with the per-utterance waveform normalisation done in JAX."""
-    wav = wav.astype(jnp.float32)
+    wav = wav.astype(jnp.promote_types(wav.dtype, jnp.float32))  # float64 audio stays float64
     wav = (wav - wav.mean(-1, keepdims=True)) / jnp.sqrt(wav.var(-1, keepdims=True) + 1e-7)
     return hubert_lib.stack_for_anitalker(hubert.apply(variables, wav))

@@ -35,19 +35,21 @@ def swish(x):
     return x * jax.nn.sigmoid(x)
 
 
-def relative_positional_encoding(length: int, d_model: int, dtype=np.float32) -> np.ndarray:
+def relative_positional_encoding(length: int, d_model: int) -> np.ndarray:
     """ESPnet's RelPositionalEncoding table for a length-T input: (2T-1, d_model).
 
     Row k encodes the relative position T-1-k (from T-1 down to -(T-1)); even channels are
     sin(pos * w_i), odd channels cos(pos * w_i), w_i = 10000^(-2i/d). Computed in float32
-    as in the release (so the table matches bit for bit up to sin/cos rounding), or in
-    `dtype` when that is wider (a float64 model gets a float64 table).
+    as in the release so the table matches bit for bit up to sin/cos rounding: ESPnet
+    builds it in float32 whatever the model's dtype and casts it, so its float32 values
+    are part of the model and a float64 model gets them cast, as the release does.
     """
-    hi = np.dtype(jnp.promote_types(dtype, jnp.float32))
-    positions = np.arange(length - 1, -length, -1, dtype=hi)[:, None]
-    freqs = np.exp(np.arange(0, d_model, 2, dtype=hi) * hi.type(-(math.log(10000.0) / d_model)))
+    positions = np.arange(length - 1, -length, -1, dtype=np.float32)[:, None]
+    freqs = np.exp(
+        np.arange(0, d_model, 2, dtype=np.float32) * np.float32(-(math.log(10000.0) / d_model))
+    )
     angles = positions * freqs
-    table = np.zeros((2 * length - 1, d_model), hi)
+    table = np.zeros((2 * length - 1, d_model), np.float32)
     table[:, 0::2] = np.sin(angles)
     table[:, 1::2] = np.cos(angles)
     return table
@@ -235,9 +237,9 @@ class ConformerEncoder(nn.Module):
         if x.shape[-1] != self.d_model:
             raise ValueError(f"ConformerEncoder expects {self.d_model} channels, got {x.shape}")
         x = x.astype(self.dtype) * jnp.asarray(math.sqrt(self.d_model), self.dtype)
-        pos_emb = jnp.asarray(
-            relative_positional_encoding(x.shape[1], self.d_model, self.dtype), self.dtype
-        )[None]
+        pos_emb = jnp.asarray(relative_positional_encoding(x.shape[1], self.d_model), self.dtype)[
+            None
+        ]
         # ESPnet applies the positional dropout to both the input and the table.
         x = self.pos_dropout(x, deterministic=not train)
         pos_emb = self.pos_dropout(pos_emb, deterministic=not train)
