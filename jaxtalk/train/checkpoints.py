@@ -394,28 +394,38 @@ def run_config(workdir: str, step: int | None = None) -> dict:
 
 
 def group_variables(workdir: str, group: str, step: int | None = None) -> dict:
-    """{'params', maybe 'batch_stats'} of one parameter group of a run (EMA preferred).
+    """{'params', maybe 'batch_stats', maybe 'online'} of one parameter group of a run: the
+    EMA weights when the run keeps an EMA of the group, with the live ones as 'online'
+    ({'params', maybe 'batch_stats'}, what a release's `model.*` copy holds), else the live
+    (or frozen) ones.
 
     `group` may name a sub-tree, 'generator/model'."""
     read = _read(workdir, step)
     state = read["state"]
     name, *path = group.split("/")
-    source = (state.get("ema_params") or {}).get(name) or state["params"].get(name)
+    ema = (state.get("ema_params") or {}).get(name)
+    live = state["params"].get(name)
+    source = ema or live
     if source is None:
         source = _run_frozen(workdir, step, [name]).get(name)
     if source is None:
         groups = sorted(state["params"]) + sorted(read["frozen"])
         raise ValueError(f"{workdir}: no parameter group {name!r} (groups: {groups})")
-    for key in path:
-        if not isinstance(source, dict) or key not in source:
-            found = sorted(source) if isinstance(source, dict) else "a leaf"
-            raise ValueError(f"{workdir}: group {name!r} has no {key!r} (has {found})")
-        source = source[key]
-    variables = {"params": source}
-    batch_stats = (state.get("model_state") or {}).get("batch_stats", {}).get(name)
-    if batch_stats:
-        variables["batch_stats"] = batch_stats
+    stats = (state.get("model_state") or {}).get("batch_stats", {}).get(name)
+    stats = {"batch_stats": stats} if stats else {}
+    variables = {"params": _subtree(source, name, path, workdir), **stats}
+    if ema and live:
+        variables["online"] = {"params": _subtree(live, name, path, workdir), **stats}
     return variables
+
+
+def _subtree(tree, group: str, path: list[str], workdir: str):
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            found = sorted(tree) if isinstance(tree, dict) else "a leaf"
+            raise ValueError(f"{workdir}: group {group!r} has no {key!r} (has {found})")
+        tree = tree[key]
+    return tree
 
 
 def eval_variables(workdir: str, step: int | None = None) -> dict:
