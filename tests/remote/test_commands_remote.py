@@ -13,9 +13,8 @@ from jaxtalk import fs
 from jaxtalk.convert import torch_pickle
 from jaxtalk.media import video
 from tests.test_cli import jaxtalk
+from tests.test_toy_family import PLUGIN, _released_checkpoint
 from tests.train.helpers import REPO, cli_env, train_command
-
-PLUGIN = {"JAXTALK_PLUGINS": "tests.toy_family"}
 
 
 def _no_local_gs_directory():
@@ -29,14 +28,7 @@ def _png(image) -> bytes:
 
 
 def test_remote_emulator_import_export_and_animate(gcs, tmp_path):
-    rng = np.random.default_rng(0)
-    sd = {
-        "net.0.weight": rng.standard_normal((8, 6, 3, 3)).astype(np.float32),
-        "net.0.bias": rng.standard_normal(8).astype(np.float32),
-        "net.2.weight": rng.standard_normal((3, 8, 3, 3)).astype(np.float32),
-        "net.2.bias": np.zeros(3, np.float32),
-    }
-    torch_pickle.save(sd, fs.join(gcs, "released", "toy.pt"))  # written straight to the bucket
+    sd = _released_checkpoint(fs.join(gcs, "released", "toy.pt"))  # straight to the bucket
     imported = jaxtalk(
         "import",
         "--release=toy_portrait",

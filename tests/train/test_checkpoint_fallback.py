@@ -96,6 +96,11 @@ def test_fallback_train_resumes_from_the_older_step(run, tmp_path, damage):
     assert os.listdir(workdir / "damaged_checkpoints") == ["60"]  # moved, not deleted
 
 
+def _command(args: list[str]):
+    """`jaxtalk ARGS` in a fresh process, whatever its exit status."""
+    return run_cli([sys.executable, "-m", "jaxtalk.cli", *args], check=False)
+
+
 def _write_test_set(tmp_path):
     data = tmp_path / "test_set"
     data.mkdir()
@@ -111,27 +116,20 @@ def test_fallback_eval_export_and_sweep_pick_the_older_step(run, tmp_path):
     workdir = _damaged_copy(run, tmp_path, "array_files_truncated")
     # eval: the step is chosen (with the report) before the toy task is found to have no
     # evaluation protocol, which reads the chosen step's config.
-    out = run_cli(
+    out = _command(
         [
-            sys.executable,
-            "-m",
-            "jaxtalk.cli",
             "eval",
             f"--workdir={workdir}",
             f"--test_set=toy={_write_test_set(tmp_path)}:test",
             "--metrics=psnr",
-        ],
-        check=False,
+        ]
     )
     _fell_back(out.stdout + out.stderr, workdir)
     assert "no eval_outputs" in out.stderr and "Traceback" not in out.stderr
 
     exported = tmp_path / "model.safetensors"
-    out = run_cli(
+    out = _command(
         [
-            sys.executable,
-            "-m",
-            "jaxtalk.cli",
             "export",
             f"--workdir={workdir}",
             "--group=model",
@@ -154,18 +152,14 @@ def test_fallback_eval_export_and_sweep_pick_the_older_step(run, tmp_path):
 
 def test_fallback_explicit_damaged_step_is_one_line(run, tmp_path):
     workdir = _damaged_copy(run, tmp_path, "array_files_truncated")
-    out = run_cli(
+    out = _command(
         [
-            sys.executable,
-            "-m",
-            "jaxtalk.cli",
             "export",
             f"--workdir={workdir}",
             "--step=60",
             "--group=model",
             f"--out={tmp_path / 'x.safetensors'}",
-        ],
-        check=False,
+        ]
     )
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
@@ -189,22 +183,16 @@ def test_fallback_all_damaged_is_one_error_line(run, tmp_path):
     assert not os.path.exists(workdir / "damaged_checkpoints")  # nothing moved on failure
 
     export = [
-        sys.executable,
-        "-m",
-        "jaxtalk.cli",
         "export",
         f"--workdir={workdir}",
         "--group=model",
         f"--out={tmp_path / 'x.safetensors'}",
     ]
-    _assert_one_line_failure(run_cli(export, check=False), "export", workdir)
+    _assert_one_line_failure(_command(export), "export", workdir)
     evaluate = [
-        sys.executable,
-        "-m",
-        "jaxtalk.cli",
         "eval",
         f"--workdir={workdir}",
         f"--test_set=toy={_write_test_set(tmp_path)}:test",
         "--metrics=psnr",
     ]
-    _assert_one_line_failure(run_cli(evaluate, check=False), "eval", workdir)
+    _assert_one_line_failure(_command(evaluate), "eval", workdir)
