@@ -132,8 +132,13 @@ def _tensor_bytes(path: str, tensor, shape: tuple[int, ...], itemsize: int) -> b
     if offset + expected > fs.size(target):
         raise _fail(path, f"tensor {tensor.name!r}: external file {target} is too short")
     with fs.open(target, "rb") as f:
-        f.seek(offset)
-        return f.read(expected)
+        while offset > 0:  # skipped in bounded chunks (fs file objects do not all seek)
+            chunk = f.read(min(offset, 1 << 24))
+            offset = offset - len(chunk) if chunk else 0
+        data = f.read(expected)
+    if len(data) != expected:
+        raise _fail(path, f"tensor {tensor.name!r}: external file {target} is too short")
+    return data
 
 
 def _to_array(path: str, tensor) -> np.ndarray:
