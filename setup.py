@@ -40,6 +40,8 @@ EXTRAS = {
         "pytest>=8,<10",
         "pytest-xdist>=3.5,<4",
         "scikit-image>=0.24,<0.27",
+        "onnx>=1.16,<2",
+        "onnxruntime>=1.18,<2",  # ONNX importer tests (jaxtalk/convert/onnx_graph.py)
         "ruff>=0.17,<0.18",
         # a Cloud Storage JSON-API server on localhost for the remote tests (tests/remote/)
         "gcp-storage-emulator>=2026.7,<2027",  # tests/remote/gcs_emulator_server.py wraps a handler

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import posixpath
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -105,7 +104,9 @@ def _external_path(path: str, location: str) -> str:
         or ":" in location
         or any(p in ("", ".", "..") for p in parts)
     ):
-        raise _fail(path, f"external data {location!r} is not a plain path inside the model's directory")
+        raise _fail(
+            path, f"external data {location!r} is not a plain path inside the model's directory"
+        )
     target = fs.join(base, *parts)
     if not fs.is_remote(base):
         real_base = os.path.realpath(base)
@@ -128,7 +129,9 @@ def _tensor_bytes(path: str, tensor, shape: tuple[int, ...], itemsize: int) -> b
         raise _fail(path, f"tensor {tensor.name!r}: bad external-data offset/length") from None
     expected = math.prod(shape) * itemsize
     if length not in (-1, expected) or offset < 0:
-        raise _fail(path, f"tensor {tensor.name!r}: external data length {length}, expected {expected}")
+        raise _fail(
+            path, f"tensor {tensor.name!r}: external data length {length}, expected {expected}"
+        )
     if offset + expected > fs.size(target):
         raise _fail(path, f"tensor {tensor.name!r}: external file {target} is too short")
     with fs.open(target, "rb") as f:
@@ -987,7 +990,10 @@ def _resize(ctx, args, attrs):
                 full_scales[_axis(a, x.ndim)] = float(scales[i])
             if sizes:
                 full_sizes[_axis(a, x.ndim)] = sizes[i]
-        scales, sizes = (full_scales if scales is not None else None), (full_sizes if sizes else None)
+        scales, sizes = (
+            (full_scales if scales is not None else None),
+            (full_sizes if sizes else None),
+        )
     if not sizes and scales is None:
         raise ctx.fail("neither scales nor sizes given")
     return _resize_to(ctx, x, scales, sizes or None, how)

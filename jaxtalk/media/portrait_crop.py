@@ -304,7 +304,9 @@ class LandmarkModel:
             out = self._run(self.fn.params, x)
         points = np.asarray(out, np.float64).reshape(len(x), -1, 2)
         if points.shape[1] != self.POINTS:
-            raise LandmarkError(f"{self.fn.graph.path}: output {self.OUTPUT} holds {points.shape[1]} points, not {self.POINTS}")
+            raise LandmarkError(
+                f"{self.fn.graph.path}: output {self.OUTPUT} holds {points.shape[1]} points, not {self.POINTS}"
+            )
         return points * self.spec.dsize
 
     def from_frame(self, image, frame: FaceFrame) -> np.ndarray:
@@ -337,8 +339,9 @@ class LandmarkModel:
 # ----------------------------------------------------------------------------- pipeline crops
 
 
-def source_crop(image, landmarks: LandmarkModel | None = None, spec: CropSpec = SOURCE,
-                what: str = "image") -> tuple[Crop, np.ndarray | None]:
+def source_crop(
+    image, landmarks: LandmarkModel | None = None, spec: CropSpec = SOURCE, what: str = "image"
+) -> tuple[Crop, np.ndarray | None]:
     """(the source crop, its 203 landmarks in image pixels or None). Without a landmark
     model the crop is placed by the OpenCV detector's box, unrotated."""
     if landmarks is None:
@@ -350,7 +353,9 @@ def source_crop(image, landmarks: LandmarkModel | None = None, spec: CropSpec = 
     return crop_frame(image, frame_from_points(points, spec), spec.dsize, spec.rotate), points
 
 
-def driving_crops(frames, points_per_frame: Sequence[np.ndarray], spec: CropSpec = DRIVING) -> list[Crop]:
+def driving_crops(
+    frames, points_per_frame: Sequence[np.ndarray], spec: CropSpec = DRIVING
+) -> list[Crop]:
     """A driving clip cropped by its one averaged, unrotated box (`driving_box`)."""
     box = driving_box(points_per_frame, spec)
     frame = FaceFrame((box[:2] + box[2:]) / 2, float(box[2] - box[0]), 0.0)

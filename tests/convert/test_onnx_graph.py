@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxtalk.convert import onnx_graph  # noqa: E402  (after the onnx importorskip)
 from tests.convert.onnx_models import (
     conv_next_landmarks,
     export_torch,
@@ -19,8 +20,6 @@ from tests.convert.onnx_models import (
     run_ort,
     save,
 )
-
-from jaxtalk.convert import onnx_graph  # noqa: E402  (after the onnx importorskip)
 
 rng = np.random.default_rng(0)
 
@@ -53,7 +52,9 @@ NCHW = {"x": X4}
 
 CASES = [
     # convolutions
-    Case("conv_pads", "Conv", NCHW, {"w": randn(6, 4, 3, 3), "b": randn(6)}, {"pads": [1, 1, 1, 1]}),
+    Case(
+        "conv_pads", "Conv", NCHW, {"w": randn(6, 4, 3, 3), "b": randn(6)}, {"pads": [1, 1, 1, 1]}
+    ),
     Case(
         "conv_groups_dilation_stride",
         "Conv",
@@ -62,11 +63,41 @@ CASES = [
         {"group": 2, "dilations": [2, 1], "strides": [2, 3], "pads": [2, 0, 1, 1]},
     ),
     Case("conv_depthwise7", "Conv", NCHW, {"w": randn(4, 1, 7, 7)}, {"group": 4, "pads": [3] * 4}),
-    Case("conv_same_upper", "Conv", NCHW, {"w": randn(3, 4, 4, 4)}, {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
-    Case("conv_same_lower", "Conv", NCHW, {"w": randn(3, 4, 4, 3)}, {"auto_pad": "SAME_LOWER", "strides": [2, 2]}),
-    Case("conv_valid", "Conv", NCHW, {"w": randn(3, 4, 2, 2)}, {"auto_pad": "VALID", "strides": [2, 2]}),
-    Case("conv1d", "Conv", {"x": randn(2, 3, 10)}, {"w": randn(5, 3, 3), "b": randn(5)}, {"pads": [1, 2]}),
-    Case("conv3d", "Conv", {"x": randn(1, 2, 4, 5, 6)}, {"w": randn(3, 2, 3, 3, 3)}, {"pads": [1] * 6}),
+    Case(
+        "conv_same_upper",
+        "Conv",
+        NCHW,
+        {"w": randn(3, 4, 4, 4)},
+        {"auto_pad": "SAME_UPPER", "strides": [2, 2]},
+    ),
+    Case(
+        "conv_same_lower",
+        "Conv",
+        NCHW,
+        {"w": randn(3, 4, 4, 3)},
+        {"auto_pad": "SAME_LOWER", "strides": [2, 2]},
+    ),
+    Case(
+        "conv_valid",
+        "Conv",
+        NCHW,
+        {"w": randn(3, 4, 2, 2)},
+        {"auto_pad": "VALID", "strides": [2, 2]},
+    ),
+    Case(
+        "conv1d",
+        "Conv",
+        {"x": randn(2, 3, 10)},
+        {"w": randn(5, 3, 3), "b": randn(5)},
+        {"pads": [1, 2]},
+    ),
+    Case(
+        "conv3d",
+        "Conv",
+        {"x": randn(1, 2, 4, 5, 6)},
+        {"w": randn(3, 2, 3, 3, 3)},
+        {"pads": [1] * 6},
+    ),
     Case(
         "convtranspose_s2",
         "ConvTranspose",
@@ -79,7 +110,13 @@ CASES = [
         "ConvTranspose",
         NCHW,
         {"w": randn(4, 3, 3, 3)},
-        {"group": 2, "strides": [2, 3], "output_padding": [1, 2], "dilations": [1, 2], "pads": [0, 1, 1, 0]},
+        {
+            "group": 2,
+            "strides": [2, 3],
+            "output_padding": [1, 2],
+            "dilations": [1, 2],
+            "pads": [0, 1, 1, 0],
+        },
     ),
     Case(
         "convtranspose_output_shape",
@@ -88,10 +125,28 @@ CASES = [
         {"w": randn(4, 2, 3, 3)},
         {"strides": [2, 2], "output_shape": [18, 21]},
     ),
-    Case("convtranspose_same", "ConvTranspose", NCHW, {"w": randn(4, 2, 3, 3)}, {"strides": [2, 2], "auto_pad": "SAME_UPPER"}),
-    Case("convtranspose_bigpads", "ConvTranspose", NCHW, {"w": randn(4, 2, 2, 2)}, {"pads": [2, 2, 2, 2]}),
+    Case(
+        "convtranspose_same",
+        "ConvTranspose",
+        NCHW,
+        {"w": randn(4, 2, 3, 3)},
+        {"strides": [2, 2], "auto_pad": "SAME_UPPER"},
+    ),
+    Case(
+        "convtranspose_bigpads",
+        "ConvTranspose",
+        NCHW,
+        {"w": randn(4, 2, 2, 2)},
+        {"pads": [2, 2, 2, 2]},
+    ),
     Case("matmul_batched", "MatMul", {"a": randn(2, 3, 5)}, {"b": randn(5, 4)}),
-    Case("gemm", "Gemm", {"a": randn(5, 3)}, {"b": randn(4, 5), "c": randn(4)}, {"transA": 1, "transB": 1, "alpha": 0.5, "beta": 2.0}),
+    Case(
+        "gemm",
+        "Gemm",
+        {"a": randn(5, 3)},
+        {"b": randn(4, 5), "c": randn(4)},
+        {"transA": 1, "transB": 1, "alpha": 0.5, "beta": 2.0},
+    ),
     Case("gemm_noc", "Gemm", {"a": randn(3, 5)}, {"b": randn(5, 4)}),
     # normalization
     Case(
@@ -102,22 +157,65 @@ CASES = [
         {"epsilon": 1e-3},
         opset=9,
     ),
-    Case("batchnorm15", "BatchNormalization", NCHW, {"s": randn(4), "b": randn(4), "m": randn(4), "v": positive(4)}, opset=15),
+    Case(
+        "batchnorm15",
+        "BatchNormalization",
+        NCHW,
+        {"s": randn(4), "b": randn(4), "m": randn(4), "v": positive(4)},
+        opset=15,
+    ),
     Case("instancenorm", "InstanceNormalization", NCHW, {"s": randn(4), "b": randn(4)}),
-    Case("layernorm_last", "LayerNormalization", NCHW, {"s": randn(11), "b": randn(11)}, {"epsilon": 1e-6}),
+    Case(
+        "layernorm_last",
+        "LayerNormalization",
+        NCHW,
+        {"s": randn(11), "b": randn(11)},
+        {"epsilon": 1e-6},
+    ),
     Case("layernorm_axis1", "LayerNormalization", NCHW, {"s": randn(4, 9, 11)}, {"axis": 1}),
     # pooling
-    Case("maxpool", "MaxPool", NCHW, attrs={"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
-    Case("maxpool_ceil_dil", "MaxPool", NCHW, attrs={"kernel_shape": [2, 3], "strides": [2, 2], "dilations": [2, 1], "ceil_mode": 1}),
-    Case("maxpool_same", "MaxPool", NCHW, attrs={"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}),
-    Case("avgpool", "AveragePool", NCHW, attrs={"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    Case(
+        "maxpool",
+        "MaxPool",
+        NCHW,
+        attrs={"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
+    ),
+    Case(
+        "maxpool_ceil_dil",
+        "MaxPool",
+        NCHW,
+        attrs={"kernel_shape": [2, 3], "strides": [2, 2], "dilations": [2, 1], "ceil_mode": 1},
+    ),
+    Case(
+        "maxpool_same",
+        "MaxPool",
+        NCHW,
+        attrs={"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"},
+    ),
+    Case(
+        "avgpool",
+        "AveragePool",
+        NCHW,
+        attrs={"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
+    ),
     Case(
         "avgpool_incl_ceil",
         "AveragePool",
         NCHW,
-        attrs={"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 1, 1], "count_include_pad": 1, "ceil_mode": 1},
+        attrs={
+            "kernel_shape": [3, 2],
+            "strides": [2, 2],
+            "pads": [1, 0, 1, 1],
+            "count_include_pad": 1,
+            "ceil_mode": 1,
+        },
     ),
-    Case("avgpool_ceil", "AveragePool", NCHW, attrs={"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}),
+    Case(
+        "avgpool_ceil",
+        "AveragePool",
+        NCHW,
+        attrs={"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1},
+    ),
     Case("gap", "GlobalAveragePool", NCHW),
     Case("gmp", "GlobalMaxPool", NCHW),
     # activations
@@ -145,7 +243,12 @@ CASES = [
     Case("div", "Div", NCHW, {"y": positive(9, 11)}),
     Case("pow_square", "Pow", NCHW, {"e": np.float32(2.0)}),
     Case("pow_tensor", "Pow", {"x": positive(3, 4), "e": randn(3, 4)}),
-    Case("equal", "Equal", {"x": np.array([1, 2, 3], np.int64), "y": np.array([1, 0, 3], np.int64)}, out=(np.bool_,)),
+    Case(
+        "equal",
+        "Equal",
+        {"x": np.array([1, 2, 3], np.int64), "y": np.array([1, 0, 3], np.int64)},
+        out=(np.bool_,),
+    ),
     Case("less", "Less", {"x": randn(3, 4), "y": randn(3, 4)}, out=(np.bool_,)),
     Case("greater", "Greater", {"x": randn(3, 4), "y": randn(3, 4)}, out=(np.bool_,)),
     Case("where", "Where", {"c": rng.random((3, 4)) > 0.5, "x": randn(3, 4), "y": randn(4)}),
@@ -177,10 +280,38 @@ CASES = [
     Case("reshape", "Reshape", NCHW, {"s": np.array([0, -1, 11], np.int64)}),
     Case("transpose", "Transpose", NCHW, attrs={"perm": [0, 2, 3, 1]}),
     Case("concat", "Concat", {"a": randn(2, 3, 4), "b": randn(2, 5, 4)}, attrs={"axis": 1}),
-    Case("split11", "Split", NCHW, attrs={"axis": 1, "split": [1, 3]}, opset=11, out=(np.float32,) * 2),
-    Case("split13", "Split", NCHW, {"s": np.array([5, 6], np.int64)}, {"axis": -1}, opset=13, out=(np.float32,) * 2),
-    Case("split18", "Split", NCHW, attrs={"axis": 3, "num_outputs": 3}, opset=18, out=(np.float32,) * 3),
-    Case("slice9", "Slice", NCHW, attrs={"starts": [1, -5], "ends": [3, 1000], "axes": [1, 3]}, opset=9),
+    Case(
+        "split11",
+        "Split",
+        NCHW,
+        attrs={"axis": 1, "split": [1, 3]},
+        opset=11,
+        out=(np.float32,) * 2,
+    ),
+    Case(
+        "split13",
+        "Split",
+        NCHW,
+        {"s": np.array([5, 6], np.int64)},
+        {"axis": -1},
+        opset=13,
+        out=(np.float32,) * 2,
+    ),
+    Case(
+        "split18",
+        "Split",
+        NCHW,
+        attrs={"axis": 3, "num_outputs": 3},
+        opset=18,
+        out=(np.float32,) * 3,
+    ),
+    Case(
+        "slice9",
+        "Slice",
+        NCHW,
+        attrs={"starts": [1, -5], "ends": [3, 1000], "axes": [1, 3]},
+        opset=9,
+    ),
     Case(
         "slice13_steps",
         "Slice",
@@ -195,22 +326,46 @@ CASES = [
     Case("squeeze11", "Squeeze", {"x": randn(1, 3, 1, 4)}, attrs={"axes": [0, -2]}, opset=11),
     Case("squeeze13_all", "Squeeze", {"x": randn(1, 3, 1, 4)}, opset=13),
     Case("unsqueeze11", "Unsqueeze", {"x": randn(3, 4)}, attrs={"axes": [0, 3]}, opset=11),
-    Case("unsqueeze13", "Unsqueeze", {"x": randn(3, 4)}, {"a": np.array([1, -1], np.int64)}, opset=13),
+    Case(
+        "unsqueeze13", "Unsqueeze", {"x": randn(3, 4)}, {"a": np.array([1, -1], np.int64)}, opset=13
+    ),
     Case("gather_neg", "Gather", NCHW, {"i": np.array([[0, -1], [2, 1]], np.int64)}, {"axis": 1}),
     Case("expand", "Expand", {"x": randn(3, 1)}, {"s": np.array([2, 1, 4], np.int64)}),
     Case("tile", "Tile", {"x": randn(2, 3)}, {"r": np.array([2, 3], np.int64)}),
-    Case("pad_constant", "Pad", NCHW, {"p": np.array([0, 0, 1, 2, 0, 0, 3, 0], np.int64), "v": np.float32(0.5)}),
-    Case("pad_reflect", "Pad", NCHW, {"p": np.array([0, 0, 2, 1, 0, 0, 1, 3], np.int64)}, {"mode": "reflect"}),
-    Case("pad_edge9", "Pad", NCHW, attrs={"mode": "edge", "pads": [0, 0, 1, 1, 0, 0, 2, 2]}, opset=9),
+    Case(
+        "pad_constant",
+        "Pad",
+        NCHW,
+        {"p": np.array([0, 0, 1, 2, 0, 0, 3, 0], np.int64), "v": np.float32(0.5)},
+    ),
+    Case(
+        "pad_reflect",
+        "Pad",
+        NCHW,
+        {"p": np.array([0, 0, 2, 1, 0, 0, 1, 3], np.int64)},
+        {"mode": "reflect"},
+    ),
+    Case(
+        "pad_edge9", "Pad", NCHW, attrs={"mode": "edge", "pads": [0, 0, 1, 1, 0, 0, 2, 2]}, opset=9
+    ),
     Case("depthtospace_dcr", "DepthToSpace", {"x": randn(1, 8, 3, 4)}, attrs={"blocksize": 2}),
-    Case("depthtospace_crd", "DepthToSpace", {"x": randn(1, 8, 3, 4)}, attrs={"blocksize": 2, "mode": "CRD"}),
+    Case(
+        "depthtospace_crd",
+        "DepthToSpace",
+        {"x": randn(1, 8, 3, 4)},
+        attrs={"blocksize": 2, "mode": "CRD"},
+    ),
     # resizing
     Case(
         "resize_nearest_asym_floor",
         "Resize",
         NCHW,
         {"roi": np.zeros(0, np.float32), "sc": np.array([1, 1, 2, 3], np.float32)},
-        {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
+        {
+            "mode": "nearest",
+            "coordinate_transformation_mode": "asymmetric",
+            "nearest_mode": "floor",
+        },
     ),
     Case(
         "resize_nearest_halfpixel",
@@ -220,7 +375,14 @@ CASES = [
         {"mode": "nearest"},
         inputs=("x", "", "sc"),
     ),
-    Case("resize_bilinear", "Resize", NCHW, {"sc": np.array([1, 1, 2, 2], np.float32)}, {"mode": "linear"}, inputs=("x", "", "sc")),
+    Case(
+        "resize_bilinear",
+        "Resize",
+        NCHW,
+        {"sc": np.array([1, 1, 2, 2], np.float32)},
+        {"mode": "linear"},
+        inputs=("x", "", "sc"),
+    ),
     Case(
         "resize_linear_down_pytorch",
         "Resize",
@@ -246,7 +408,14 @@ CASES = [
         inputs=("x", "", "", "sz"),
         opset=13,
     ),
-    Case("resize10_down", "Resize", NCHW, {"sc": np.array([1, 1, 0.5, 0.6], np.float32)}, {"mode": "nearest"}, opset=10),
+    Case(
+        "resize10_down",
+        "Resize",
+        NCHW,
+        {"sc": np.array([1, 1, 0.5, 0.6], np.float32)},
+        {"mode": "nearest"},
+        opset=10,
+    ),
     Case(
         "resize_pytorch_to_one",
         "Resize",
@@ -255,10 +424,38 @@ CASES = [
         {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"},
         inputs=("x", "", "", "sz"),
     ),
-    Case("resize10", "Resize", NCHW, {"sc": np.array([1, 1, 2, 2], np.float32)}, {"mode": "nearest"}, opset=10),
-    Case("resize11_linear", "Resize", NCHW, {"roi": np.zeros(0, np.float32), "sc": np.array([1, 1, 2, 1.5], np.float32)}, {"mode": "linear"}, opset=11),
-    Case("upsample9", "Upsample", NCHW, {"sc": np.array([1, 1, 2, 3], np.float32)}, {"mode": "nearest"}, opset=9),
-    Case("upsample9_linear", "Upsample", NCHW, {"sc": np.array([1, 1, 2, 2], np.float32)}, {"mode": "linear"}, opset=9),
+    Case(
+        "resize10",
+        "Resize",
+        NCHW,
+        {"sc": np.array([1, 1, 2, 2], np.float32)},
+        {"mode": "nearest"},
+        opset=10,
+    ),
+    Case(
+        "resize11_linear",
+        "Resize",
+        NCHW,
+        {"roi": np.zeros(0, np.float32), "sc": np.array([1, 1, 2, 1.5], np.float32)},
+        {"mode": "linear"},
+        opset=11,
+    ),
+    Case(
+        "upsample9",
+        "Upsample",
+        NCHW,
+        {"sc": np.array([1, 1, 2, 3], np.float32)},
+        {"mode": "nearest"},
+        opset=9,
+    ),
+    Case(
+        "upsample9_linear",
+        "Upsample",
+        NCHW,
+        {"sc": np.array([1, 1, 2, 2], np.float32)},
+        {"mode": "linear"},
+        opset=9,
+    ),
 ]
 
 
@@ -311,7 +508,12 @@ def test_shape_arithmetic_is_static_under_jit(tmp_path):
         n("Concat", ["batch1", "minus1"], ["target"], axis=0),
         n("Reshape", ["x", "target"], ["flat"]),
         n("Shape", ["flat"], ["fshape"], start=-1),
-        n("ConstantOfShape", ["fshape"], ["ones"], value=numpy_helper.from_array(np.ones(1, np.float32))),
+        n(
+            "ConstantOfShape",
+            ["fshape"],
+            ["ones"],
+            value=numpy_helper.from_array(np.ones(1, np.float32)),
+        ),
         n("Range", ["r0", "r1", "r2"], ["ramp"]),
         n("Cast", ["ramp"], ["rampf"], to=1),
         n("Mul", ["ones", "rampf"], ["scaled"]),
@@ -336,7 +538,9 @@ def test_convnext_landmark_net_under_jit(opset, tmp_path):
     import onnx
 
     x = rng.random((1, 3, 224, 224), dtype=np.float32)
-    path = export_torch(conv_next_landmarks(), __import__("torch").from_numpy(x), tmp_path / "l.onnx", opset)
+    path = export_torch(
+        conv_next_landmarks(), __import__("torch").from_numpy(x), tmp_path / "l.onnx", opset
+    )
     ops = {n.op_type for n in onnx.load(path).graph.node}
     if opset == 11:
         assert {"Erf", "Pow", "Sqrt", "ReduceMean"} <= ops, ops
@@ -410,7 +614,10 @@ def test_refuses_garbage_truncated_and_oversized(tmp_path):
 
 
 def test_refuses_unsupported_ops_opsets_and_domains(tmp_path):
-    refused(save(one_relu(op="NonMaxSuppression"), tmp_path / "op.onnx"), "NonMaxSuppression is not supported")
+    refused(
+        save(one_relu(op="NonMaxSuppression"), tmp_path / "op.onnx"),
+        "NonMaxSuppression is not supported",
+    )
     refused(save(one_relu(opset=99), tmp_path / "opset.onnx"), "opset 99 is not supported")
     model = one_relu(domain="com.microsoft")
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
@@ -423,12 +630,22 @@ def test_refuses_unsupported_ops_opsets_and_domains(tmp_path):
 def test_refuses_malformed_graphs(tmp_path):
     n = helper.make_node
     cyclic = [n("Relu", ["x", "b"], ["a"]), n("Relu", ["a"], ["b"]), n("Relu", ["a"], ["y"])]
-    refused(save(graph_model(cyclic, {"x": randn(2)}, {"y": np.float32}), tmp_path / "c.onnx"), "cycle")
+    refused(
+        save(graph_model(cyclic, {"x": randn(2)}, {"y": np.float32}), tmp_path / "c.onnx"), "cycle"
+    )
     undefined = [n("Add", ["x", "nowhere"], ["y"])]
-    refused(save(graph_model(undefined, {"x": randn(2)}, {"y": np.float32}), tmp_path / "u.onnx"), "undefined tensor 'nowhere'")
+    refused(
+        save(graph_model(undefined, {"x": randn(2)}, {"y": np.float32}), tmp_path / "u.onnx"),
+        "undefined tensor 'nowhere'",
+    )
     twice = [n("Relu", ["x"], ["y"]), n("Relu", ["x"], ["y"])]
-    refused(save(graph_model(twice, {"x": randn(2)}, {"y": np.float32}), tmp_path / "t.onnx"), "defined twice")
-    model = graph_model([n("Relu", ["x"], ["y"])], {"x": randn(2)}, {"y": np.float32}, {"w": randn(3)})
+    refused(
+        save(graph_model(twice, {"x": randn(2)}, {"y": np.float32}), tmp_path / "t.onnx"),
+        "defined twice",
+    )
+    model = graph_model(
+        [n("Relu", ["x"], ["y"])], {"x": randn(2)}, {"y": np.float32}, {"w": randn(3)}
+    )
     model.graph.initializer[0].raw_data = b"\0" * 5  # 3 floats declared, 5 bytes stored
     refused(save(model, tmp_path / "raw.onnx"), "raw data size")
     shaped = graph_model([n("Reshape", ["x", "s"], ["y"])], {"x": randn(6)}, {"y": np.float32})
@@ -440,7 +657,10 @@ def external_model(tmp_path, location: str):
     from onnx import TensorProto
 
     model = graph_model(
-        [helper.make_node("Add", ["x", "w"], ["y"])], {"x": randn(2, 3)}, {"y": np.float32}, {"w": randn(2, 3)}
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        {"x": randn(2, 3)},
+        {"y": np.float32},
+        {"w": randn(2, 3)},
     )
     w = model.graph.initializer[0]
     payload = w.raw_data
@@ -458,7 +678,9 @@ def test_external_data_inside_the_directory_loads(tmp_path):
     check_against_ort(save(model, tmp_path / "ext.onnx"), {"x": x})
 
 
-@pytest.mark.parametrize("location", ["../outside.bin", "/etc/passwd", "sub/../../x.bin", "link.bin"])
+@pytest.mark.parametrize(
+    "location", ["../outside.bin", "/etc/passwd", "sub/../../x.bin", "link.bin"]
+)
 def test_external_data_outside_the_directory_is_refused(location, tmp_path):
     inner = tmp_path / "model"
     inner.mkdir()

@@ -55,7 +55,9 @@ def test_crop_follows_the_face_and_undoes_its_roll():
     assert frame.size == pytest.approx(up.size)
     # the same face lands on the same crop pixels however it is rolled
     in_crop = pc.transform_points(tilted, pc.crop_matrix(frame, 512))
-    np.testing.assert_allclose(in_crop, pc.transform_points(face, pc.crop_matrix(up, 512)), atol=1e-9)
+    np.testing.assert_allclose(
+        in_crop, pc.transform_points(face, pc.crop_matrix(up, 512)), atol=1e-9
+    )
     assert np.all((in_crop > 0) & (in_crop < 512))
     # unrotated (driving) crops keep the roll
     kept = pc.transform_points(tilted, pc.crop_matrix(frame, 512, rotate=False))
@@ -64,7 +66,9 @@ def test_crop_follows_the_face_and_undoes_its_roll():
 
 def test_other_landmark_layouts_and_bad_counts():
     face = upright_face()
-    five = np.stack([face[[0, 12]].mean(0), face[[24, 36]].mean(0), face.mean(0), face[48], face[66]])
+    five = np.stack(
+        [face[[0, 12]].mean(0), face[[24, 36]].mean(0), face.mean(0), face[48], face[66]]
+    )
     ux, uy = pc.face_axes(five)
     np.testing.assert_allclose(ux, [1, 0], atol=1e-12)
     np.testing.assert_allclose(uy, [0, 1], atol=1e-12)
@@ -204,7 +208,10 @@ def test_landmark_model_refuses_other_networks(tmp_path):
     from tests.convert.onnx_models import graph_model, helper, save
 
     node = helper.make_node("Relu", ["x"], ["y"])
-    path = save(graph_model([node], {"x": np.zeros((1, 3, 64, 64), np.float32)}, {"y": np.float32}), tmp_path / "r.onnx")
+    path = save(
+        graph_model([node], {"x": np.zeros((1, 3, 64, 64), np.float32)}, {"y": np.float32}),
+        tmp_path / "r.onnx",
+    )
     with pytest.raises(pc.LandmarkError, match="r.onnx"):
         pc.LandmarkModel.load(path)
 
