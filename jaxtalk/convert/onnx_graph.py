@@ -327,6 +327,10 @@ class OnnxFunction:
     params: dict[str, jax.Array]
 
     @property
+    def path(self) -> str:
+        return self.graph.path
+
+    @property
     def input_names(self) -> tuple[str, ...]:
         return tuple(name for name, _, _ in self.graph.inputs)
 

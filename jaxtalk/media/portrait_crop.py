@@ -262,7 +262,8 @@ def lip_open_ratio(points):
 
 class LandmarkModel:
     """LivePortrait's 203-point landmark network: the release's landmark.onnx imported with
-    `jaxtalk.convert.onnx_graph`, run as the release runs it: an RGB 224 crop (LANDMARK_INPUT)
+    `jaxtalk.convert.onnx_graph` (`LandmarkModel(onnx_graph.load(path))`; media sits below
+    convert, so the caller imports it), run as the release runs it: an RGB 224 crop (LANDMARK_INPUT)
     scaled to [0, 1], NCHW; its third output, 406 values in [0, 1] of the crop, times 224.
 
     A face is found by earlier landmarks (any layout in AXIS_POINTS, e.g. the previous
@@ -277,22 +278,16 @@ class LandmarkModel:
         want = (3, spec.dsize, spec.dsize)
         if len(shapes) != 1 or len(shapes[0]) != 4 or tuple(shapes[0][1:]) != want:
             raise LandmarkError(
-                f"{fn.graph.path}: expected one (N, {want[0]}, {want[1]}, {want[2]}) input, "
+                f"{fn.path}: expected one (N, {want[0]}, {want[1]}, {want[2]}) input, "
                 f"got {shapes} (not LivePortrait's landmark.onnx?)"
             )
         if len(fn.output_names) <= self.OUTPUT:
             raise LandmarkError(
-                f"{fn.graph.path}: {len(fn.output_names)} outputs, expected at least {self.OUTPUT + 1}"
+                f"{fn.path}: {len(fn.output_names)} outputs, expected at least {self.OUTPUT + 1}"
             )
         self.fn, self.spec, self.refine = fn, spec, refine
         self._batch = shapes[0][0]
         self._run = jax.jit(lambda params, x: fn.apply(params, x)[self.OUTPUT])
-
-    @classmethod
-    def load(cls, path, **kwargs) -> LandmarkModel:
-        from jaxtalk.convert import onnx_graph
-
-        return cls(onnx_graph.load(path), **kwargs)
 
     def predict_crops(self, crops) -> np.ndarray:
         """(N, 224, 224, 3) RGB crops, 0..255 -> (N, 203, 2) points in crop pixels."""
@@ -305,7 +300,7 @@ class LandmarkModel:
         points = np.asarray(out, np.float64).reshape(len(x), -1, 2)
         if points.shape[1] != self.POINTS:
             raise LandmarkError(
-                f"{self.fn.graph.path}: output {self.OUTPUT} holds {points.shape[1]} points, not {self.POINTS}"
+                f"{self.fn.path}: output {self.OUTPUT} holds {points.shape[1]} points, not {self.POINTS}"
             )
         return points * self.spec.dsize
 

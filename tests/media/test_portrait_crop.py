@@ -158,6 +158,12 @@ def test_eye_and_lip_ratios():
 # ----------------------------------------------------------------------------- the model
 
 
+def landmark_model(path) -> pc.LandmarkModel:
+    from jaxtalk.convert import onnx_graph
+
+    return pc.LandmarkModel(onnx_graph.load(path))
+
+
 @pytest.fixture(scope="module")
 def landmark_onnx(tmp_path_factory):
     torch = pytest.importorskip("torch")
@@ -176,7 +182,7 @@ def astronaut():
 def test_landmark_model_matches_onnxruntime(landmark_onnx, astronaut):
     from tests.convert.onnx_models import run_ort
 
-    model = pc.LandmarkModel.load(landmark_onnx)
+    model = landmark_model(landmark_onnx)
     face = upright_face((226, 125), 90)
     frame = pc.frame_from_points(face, pc.LANDMARK_INPUT)
     crop = pc.crop_frame(astronaut, frame, 224)
@@ -191,7 +197,7 @@ def test_landmark_model_matches_onnxruntime(landmark_onnx, astronaut):
 
 
 def test_landmark_model_without_landmarks_uses_the_detector(landmark_onnx, astronaut):
-    model = pc.LandmarkModel.load(landmark_onnx)
+    model = landmark_model(landmark_onnx)
     points = model(astronaut)
     assert points.shape == (203, 2) and np.all(np.isfinite(points))
     tracked = model.track([astronaut, astronaut])
@@ -213,7 +219,7 @@ def test_landmark_model_refuses_other_networks(tmp_path):
         tmp_path / "r.onnx",
     )
     with pytest.raises(pc.LandmarkError, match="r.onnx"):
-        pc.LandmarkModel.load(path)
+        landmark_model(path)
 
 
 def test_source_crop_without_a_landmark_model_uses_the_detector_box(astronaut):

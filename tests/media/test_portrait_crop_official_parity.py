@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from jaxtalk.media import portrait_crop as pc
-from tests.media.test_portrait_crop import rotate, smooth_image, upright_face
+from tests.media.test_portrait_crop import landmark_model, rotate, smooth_image, upright_face
 
 CODE = os.environ.get("LIVEPORTRAIT_CODE")
 pytestmark = pytest.mark.skipif(not CODE, reason="LIVEPORTRAIT_CODE (official checkout) not set")
@@ -111,7 +111,7 @@ def test_landmark_runner(official, tmp_path):
     image = pytest.importorskip("skimage.data").astronaut()
     prior = upright_face((226, 125), 90)
     want = runner.run(image, prior)
-    got = pc.LandmarkModel.load(path)(image, prior)
+    got = landmark_model(path)(image, prior)
     err = np.abs(got - want).max()
     assert err < 0.05, err  # pixels; the crops differ by cv2's uint8 rounding only
     print(f"landmark runner vs LandmarkModel: max {err:.4f} px")
