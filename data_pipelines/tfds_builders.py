@@ -86,11 +86,13 @@ import sys
 from typing import Any
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from data_pipelines import datasets
 from data_pipelines.clip_spec import ClipSpec
 from data_pipelines.process import ClipRejected, ProcessConfig, process_clip
+from jaxtalk import optional
+
+tfds = optional.tfds("the tfds builders (data_pipelines.tfds_builders)")
 
 METRICS_NAMESPACE = "jaxtalk"
 SPECS_PER_STAGED_FILE = 512
