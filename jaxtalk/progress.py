@@ -27,9 +27,17 @@ def enabled(stream: IO | None = None) -> bool:
     return bool(wanted) and bool(isatty and isatty())
 
 
-def bar(total: int | None, desc: str, unit: str = "it", *, stream: IO | None = None, **kwargs):
+def bar(
+    total: int | None,
+    desc: str,
+    unit: str = "it",
+    *,
+    show: bool = True,
+    stream: IO | None = None,
+    **kwargs,
+):
     """A tqdm bar over `total` units (`bar.update(n)`, `bar.close()`, or `with bar(...)`);
-    a silent one (same methods, draws nothing) where `enabled` says no."""
+    a silent one (same methods, draws nothing) where `show` is False or `enabled` says no."""
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
     stream = sys.stderr if stream is None else stream
@@ -38,7 +46,7 @@ def bar(total: int | None, desc: str, unit: str = "it", *, stream: IO | None = N
         desc=desc,
         unit=unit,
         file=stream,
-        disable=not enabled(stream),
+        disable=not (show and enabled(stream)),
         dynamic_ncols=True,
         smoothing=0.1,
         **kwargs,
