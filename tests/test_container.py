@@ -30,7 +30,9 @@ def test_xpk_launcher_builds_pushes_and_runs_the_image(tmp_path):
     args = ["bash", "launch/xpk.sh", "c1", "v5p-16", "2", image, "anitalker_stage1:paper"]
     subprocess.run(args + ["gs://b/run", "--config.batch_size=8"], env=env, cwd=REPO, check=True)
     build, push, create = (tmp_path / "calls").read_text().splitlines()
-    assert build == f"docker build --build-arg JAX_VARIANT=tpu -t {image} -f {REPO}/Dockerfile {REPO}"
+    assert (
+        build == f"docker build --build-arg JAX_VARIANT=tpu -t {image} -f {REPO}/Dockerfile {REPO}"
+    )
     assert push == f"docker push {image}"
     assert create.startswith("xpk workload create --cluster=c1 --tpu-type=v5p-16 --num-slices=2")
     assert f"--docker-image={image}" in create

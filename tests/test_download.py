@@ -126,7 +126,10 @@ def test_offline_with_the_file_given_by_path(toy, tmp_path):
     body, spec = toy
     given = tmp_path / "released.pt"
     listed = releases.ReleaseFile(
-        "checkpoint", "http://127.0.0.1:9/unreachable.pt", len(body), hashlib.sha256(body).hexdigest()
+        "checkpoint",
+        "http://127.0.0.1:9/unreachable.pt",
+        len(body),
+        hashlib.sha256(body).hexdigest(),
     )
     spec = dataclasses.replace(spec, files=(listed,))
     out = download.download_release(

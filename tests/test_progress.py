@@ -43,9 +43,7 @@ TINY_PREPARE = (
 def test_prepare_bar_counts_clips_on_a_terminal_and_not_with_noprogress(tmp_path):
     def prepare(out, *extra):
         args = [sys.executable, "-m", "jaxtalk.cli", "prepare", "synthetic", f"--out_dir={out}"]
-        return run_in_terminal(
-            args + list(TINY_PREPARE) + list(extra), env=cli_env(1), cwd=REPO
-        )
+        return run_in_terminal(args + list(TINY_PREPARE) + list(extra), env=cli_env(1), cwd=REPO)
 
     rc, text = prepare(tmp_path / "a")
     assert rc == 0, text

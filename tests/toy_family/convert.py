@@ -10,7 +10,6 @@ from jaxtalk.convert.releases import Release, ReleaseFile
 from tests.toy_family.model import ToyPortrait
 
 
-
 def _public_files() -> tuple:
     """Where tests/test_download.py serves the toy checkpoint, when it does."""
     if "TOY_RELEASE_URL" not in os.environ:
