@@ -22,14 +22,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import logging  # only to filter other libraries' stdlib loggers; jaxtalk logs through absl
+import logging
 import sys
 from typing import Callable, TypeVar
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import logging as absl_logging
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxtalk import fs
@@ -147,7 +146,7 @@ def _from_jsonable(state):
 
 
 def _report(line: str) -> None:
-    absl_logging.warning("%s", line)
+    print(line, file=sys.stderr, flush=True)
 
 
 def _reason(error: BaseException) -> str:
