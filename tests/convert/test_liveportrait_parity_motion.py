@@ -104,7 +104,9 @@ def test_motion_extractor_matches_official(torch, dtype_name):
     torch.manual_seed(0)
     official = randomized(torch, Official(num_kp=21, backbone="convnextv2_tiny"), seed=1)
     x = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 3))
-    ref, out = run_both(torch, official, MotionExtractor(), lp_convert.motion_rules(), x, dtype_name)
+    ref, out = run_both(
+        torch, official, MotionExtractor(), lp_convert.motion_rules(), x, dtype_name
+    )
     errors = {}
     for head, value in ref.items():
         value = value.double().numpy()
@@ -155,8 +157,7 @@ def test_spade_decoder_matches_official_in_eval_and_train(torch, dtype_name):
         np.asarray(out_train, np.float64) - ref_train.double().numpy().transpose(0, 2, 3, 1)
     ).max()
     errors["train u, v"] = max(
-        np.abs(np.asarray(updated[r.param_path]) - new_state[r.torch_key]).max()
-        for r in vectors
+        np.abs(np.asarray(updated[r.param_path]) - new_state[r.torch_key]).max() for r in vectors
     )
     moved = max(
         np.abs(new_state[r.torch_key] - before[r.torch_key].double().numpy()).max() for r in vectors
@@ -174,7 +175,9 @@ def test_retargeting_mlps_match_official(torch, role, dtype_name):
     cfg = RELEASED[role]
     in_size = {"stitching": 126, "lip": 65, "eye": 66}[role]
     torch.manual_seed(0)
-    official = randomized(torch, Official(in_size, list(cfg["hidden_sizes"]), cfg["output_size"]), 3)
+    official = randomized(
+        torch, Official(in_size, list(cfg["hidden_sizes"]), cfg["output_size"]), 3
+    )
     x = np.random.default_rng(2).standard_normal((4, in_size))
     rules = lp_convert.retargeting_rules(cfg["hidden_sizes"])
     ref, out = run_both(torch, official, RetargetingMLP(**cfg), rules, x, dtype_name)

@@ -51,10 +51,10 @@ def spectral_normalize(module: nn.Module, kernel, train: bool, eps: float = EPS)
     v_var = module.variable("batch_stats", "v", init_vector(in_dim))
     u, v = u_var.value.astype(hi), v_var.value.astype(hi)
     if train and not module.is_initializing():
-        wc = jax.lax.stop_gradient(w)
-        v = _normalize(wc.T @ u, eps)
-        u = _normalize(wc @ v, eps)
+        v = _normalize(w.T @ u, eps)
+        u = _normalize(w @ v, eps)
         u_var.value, v_var.value = u, v
+    u, v = jax.lax.stop_gradient((u, v))  # state, not parameters: PyTorch's no_grad
     sigma = jnp.dot(u, w @ v)
     return kernel.astype(hi) / sigma
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,9 +62,15 @@ def rotation_matrix(pitch, yaw, roll):
     def mat(rows):
         return jnp.stack([jnp.stack(r, axis=-1) for r in rows], axis=-2)
 
-    rot_x = mat([[one, zero, zero], [zero, jnp.cos(x), -jnp.sin(x)], [zero, jnp.sin(x), jnp.cos(x)]])
-    rot_y = mat([[jnp.cos(y), zero, jnp.sin(y)], [zero, one, zero], [-jnp.sin(y), zero, jnp.cos(y)]])
-    rot_z = mat([[jnp.cos(z), -jnp.sin(z), zero], [jnp.sin(z), jnp.cos(z), zero], [zero, zero, one]])
+    rot_x = mat(
+        [[one, zero, zero], [zero, jnp.cos(x), -jnp.sin(x)], [zero, jnp.sin(x), jnp.cos(x)]]
+    )
+    rot_y = mat(
+        [[jnp.cos(y), zero, jnp.sin(y)], [zero, one, zero], [-jnp.sin(y), zero, jnp.cos(y)]]
+    )
+    rot_z = mat(
+        [[jnp.cos(z), -jnp.sin(z), zero], [jnp.sin(z), jnp.cos(z), zero], [zero, zero, one]]
+    )
     return jnp.swapaxes(rot_z @ rot_y @ rot_x, -1, -2)
 
 
@@ -115,7 +122,7 @@ def _network(params_or_fn: Mapping | Callable) -> Callable:
     those params ({"params": ...} or the params tree), its sizes read from the kernels."""
     if callable(params_or_fn):
         return params_or_fn
-    params = params_or_fn.get("params", params_or_fn)
+    params = nn.unbox(params_or_fn.get("params", params_or_fn))
     leaf = jax.tree_util.tree_leaves(params)[0]
     model = RetargetingMLP(**mlp_config(params), dtype=leaf.dtype, param_dtype=leaf.dtype)
     return lambda x: model.apply({"params": params}, x)

@@ -50,6 +50,4 @@ class MotionExtractor(nn.Module):
             exp=3 * self.num_kp,
             scale=1,
         )
-        return {
-            head: torch_nn.dense(sizes[head], name=f"fc_{head}", **kw)(x) for head in HEADS
-        }
+        return {head: torch_nn.dense(sizes[head], name=f"fc_{head}", **kw)(x) for head in HEADS}
