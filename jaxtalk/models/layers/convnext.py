@@ -3,9 +3,9 @@
 Written once for every family that uses it (LivePortrait's motion extractor is
 ConvNeXt-V2-tiny: depths (3, 3, 9, 3), dims (96, 192, 384, 768)):
 
-- `LayerNorm`: LayerNorm over the channel (last) axis, mean((x - mean)^2) as PyTorch computes
-  it (flax's nn.LayerNorm defaults to E[x^2] - E[x]^2); the reference's "channels_first"
-  LayerNorm is this one in NHWC. eps 1e-6 as ConvNeXt uses.
+- `LayerNorm`: LayerNorm over the channel (last) axis with PyTorch's two-pass variance
+  (`standardize`); the reference's "channels_first" LayerNorm is this one in NHWC. eps 1e-6
+  as ConvNeXt uses.
 - `GRN`: global response normalisation, gamma * (x * N(x)) + beta + x with
   N(x) = ||x||_HW / (mean_C ||x||_HW + 1e-6).
 - `ConvNeXtV2Block`: dwconv 7x7 -> LayerNorm -> Linear 4d -> exact (erf) GELU -> GRN ->
@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from jaxtalk.models.layers import torch_nn
 from jaxtalk.models.layers.sharding import constrain
+from jaxtalk.models.layers.standardize import standardize
 
 CONVNEXT_V2_TINY = dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768))
 
@@ -41,13 +42,8 @@ class LayerNorm(nn.Module):
     @nn.compact
     def __call__(self, x):
         scale, bias = torch_nn.norm_affine(self, x.shape[-1], self.param_dtype)
-        hi = jnp.promote_types(self.dtype, jnp.float32)
-        xf = x.astype(hi)
-        mean = xf.mean(-1, keepdims=True)
-        centred = xf - mean
-        var = jnp.square(centred).mean(-1, keepdims=True)
-        y = centred * jax.lax.rsqrt(var + self.eps) * scale.astype(hi) + bias.astype(hi)
-        return y.astype(self.dtype)
+        y = standardize(x, -1, self.eps)
+        return (y * scale.astype(y.dtype) + bias.astype(y.dtype)).astype(self.dtype)
 
 
 class GRN(nn.Module):

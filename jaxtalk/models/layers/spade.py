@@ -19,11 +19,11 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from jaxtalk.models.layers import torch_nn
 from jaxtalk.models.layers.spectral_norm import SpectralNormConv
+from jaxtalk.models.layers.standardize import standardize
 
 INSTANCE_NORM_EPS = 1e-5
 LEAKY_SLOPE = 0.2
@@ -31,12 +31,7 @@ LEAKY_SLOPE = 0.2
 
 def instance_norm(x, eps: float = INSTANCE_NORM_EPS):
     """Normalise each sample's channels over H, W (stats in >= float32)."""
-    hi = jnp.promote_types(x.dtype, jnp.float32)
-    xf = x.astype(hi)
-    mean = xf.mean((1, 2), keepdims=True)
-    centred = xf - mean
-    var = jnp.square(centred).mean((1, 2), keepdims=True)
-    return (centred * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+    return standardize(x, (1, 2), eps).astype(x.dtype)
 
 
 def resize_nearest(x, size: tuple[int, int]):

@@ -91,12 +91,7 @@ class SpectralNormConv(nn.Module):
             [(self.padding, self.padding)] * 2,
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
-        if self.use_bias:
-            bias = self.param(
-                "bias",
-                nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
-                (self.features,),
-                self.param_dtype,
-            )
-            y = y + bias.astype(self.dtype)
-        return y
+        if not self.use_bias:
+            return y
+        zeros = nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",))
+        return y + self.param("bias", zeros, (self.features,), self.param_dtype).astype(y.dtype)
