@@ -4,7 +4,9 @@ S (stitching / retargeting MLPs), run on CPU torch: the official modules get ran
 u, v moved off their power-iteration fixed point so that eval's use of the stored vectors
 matters), their state_dicts go through jaxtalk's rules, and both sides run the same inputs
 in float64 and in float32. G also runs in training mode: one power iteration, the updated
-u, v compared with the official buffers. Small inputs keep it quick (M at 64x64, G on a
+u, v compared with the official buffers. The keypoint functions are checked against the
+official camera.py and LivePortraitWrapper methods (transform_keypoint, stitching,
+retarget_eye, retarget_lip) with official S networks. Small inputs keep it quick (M at 64x64, G on a
 8x8 feature map -> 64x64 image; both take any size the release's strides allow).
 Needs the official source tree (the directory holding `src/modules`):
 
@@ -185,3 +187,91 @@ def test_retargeting_mlps_match_official(torch, role, dtype_name):
     error = np.abs(out - ref).max() / max(1.0, np.abs(ref).max())
     report(f"S {role} {dtype_name}", {"output": error})
     assert error < TOLERANCE[dtype_name]
+
+
+@pytest.mark.parametrize("dtype_name", ["float64", "float32"])
+def test_pose_degrees_and_rotation_match_official(torch, dtype_name):
+    from src.utils.camera import get_rotation_matrix, headpose_pred_to_degree
+
+    from jaxtalk.models.liveportrait import keypoints
+
+    bins = np.random.default_rng(3).standard_normal((3, 5, 66)) * 3
+    tdtype = {"float64": torch.float64, "float32": torch.float32}[dtype_name]
+    ref_deg = [headpose_pred_to_degree(torch.from_numpy(b).to(tdtype)) for b in bins]
+    ref_rot = get_rotation_matrix(*ref_deg).double().numpy()
+    with jax.enable_x64(dtype_name == "float64"):
+        jbins = [jnp.asarray(b, dtype_name) for b in bins]
+        deg = [np.asarray(keypoints.headpose_degrees(b), np.float64) for b in jbins]
+        rot = np.asarray(keypoints.rotation_matrix(*jbins), np.float64)
+    errors = {
+        "degrees": max(np.abs(d - r.double().numpy()).max() for d, r in zip(deg, ref_deg)),
+        "rotation": np.abs(rot - ref_rot).max(),
+    }
+    report(f"pose {dtype_name}", errors)
+    # Degrees span about +-100: their bound is relative to that.
+    assert errors["degrees"] < 100 * TOLERANCE[dtype_name]
+    assert errors["rotation"] < TOLERANCE[dtype_name]
+
+
+@pytest.mark.parametrize("dtype_name", ["float64", "float32"])
+def test_keypoint_transform_stitching_and_retargeting_match_official_wrapper(torch, dtype_name):
+    """jaxtalk's keypoint functions against the official LivePortraitWrapper methods
+    (transform_keypoint, stitching, retarget_eye, retarget_lip) on a batch of 2."""
+    pytest.importorskip("cv2")  # the wrapper module imports it
+    from src.live_portrait_wrapper import LivePortraitWrapper
+    from src.modules.stitching_retargeting_network import StitchingRetargetingNetwork as Official
+
+    from jaxtalk.models.liveportrait import keypoints
+
+    tdtype = {"float64": torch.float64, "float32": torch.float32}[dtype_name]
+    rng = np.random.default_rng(4)
+    info = dict(
+        kp=rng.standard_normal((2, 63)) * 0.3,
+        exp=rng.standard_normal((2, 63)) * 0.05,
+        pitch=rng.standard_normal((2, 66)) * 2,
+        yaw=rng.standard_normal((2, 66)) * 2,
+        roll=rng.standard_normal((2, 66)) * 2,
+        t=rng.standard_normal((2, 3)) * 0.1,
+        scale=1 + rng.uniform(size=(2, 1)),
+    )
+    wrapper = object.__new__(LivePortraitWrapper)  # no files, no device: just the methods
+    torch.manual_seed(0)
+    nets = {}
+    for role, in_size in (("stitching", 126), ("lip", 65), ("eye", 66)):
+        cfg = RELEASED[role]
+        nets[role] = randomized(
+            torch, Official(in_size, list(cfg["hidden_sizes"]), cfg["output_size"]), 5
+        ).to(tdtype)
+    wrapper.stitching_retargeting_module = nets
+    t_info = {k: torch.from_numpy(v).to(tdtype) for k, v in info.items()}
+    x_s = wrapper.transform_keypoint(t_info)
+    x_d = x_s + 0.02 * torch.from_numpy(rng.standard_normal((2, 21, 3))).to(tdtype)
+    eye_ratio = torch.from_numpy(rng.uniform(size=(2, 3))).to(tdtype)
+    lip_ratio = torch.from_numpy(rng.uniform(size=(2, 2))).to(tdtype)
+    with torch.no_grad():
+        ref = dict(
+            transform=x_s,
+            stitch=wrapper.stitching(x_s, x_d),
+            eye=wrapper.retarget_eye(x_s, eye_ratio),
+            lip=wrapper.retarget_lip(x_s, lip_ratio),
+        )
+    with jax.enable_x64(dtype_name == "float64"):
+        dt = jnp.dtype(dtype_name)
+        params = {}
+        for role, net in nets.items():
+            rules = lp_convert.retargeting_rules(RELEASED[role]["hidden_sizes"])
+            example = jnp.zeros((1, net.mlp[0].in_features), dt)
+            params[role] = to_jax(load(net, rules, RetargetingMLP(**RELEASED[role]), example), dt)
+        j = {k: jnp.asarray(v, dt) for k, v in info.items()}
+        js, jd = jnp.asarray(x_s.numpy(), dt), jnp.asarray(x_d.numpy(), dt)
+        out = dict(
+            transform=keypoints.transform_keypoints(j),
+            stitch=keypoints.stitch(params["stitching"], js, jd),
+            eye=keypoints.retarget_eye(params["eye"], js, jnp.asarray(eye_ratio.numpy(), dt)),
+            lip=keypoints.retarget_lip(params["lip"], js, jnp.asarray(lip_ratio.numpy(), dt)),
+        )
+    errors = {
+        k: np.abs(np.asarray(out[k], np.float64) - ref[k].double().numpy()).max() for k in ref
+    }
+    report(f"keypoints {dtype_name}", errors)
+    assert max(errors.values()) < TOLERANCE[dtype_name]
