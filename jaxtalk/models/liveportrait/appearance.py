@@ -37,6 +37,15 @@ def fold_depth(x):
     return x.transpose(0, 2, 3, 4, 1).reshape(b, h, w, c * d)
 
 
+def check_volume_config(module: nn.Module) -> None:
+    """The volume's reshape_channel x reshape_depth channels fold into max_features."""
+    if module.reshape_channel * module.reshape_depth != module.max_features:
+        raise ValueError(
+            f"{type(module).__name__}: reshape_channel {module.reshape_channel} x "
+            f"reshape_depth {module.reshape_depth} must equal max_features {module.max_features}"
+        )
+
+
 class AppearanceFeatureExtractor(nn.Module):
     """F: image (B, H, W, 3) in [0, 1] -> (B, reshape_depth, H / 2^n, W / 2^n,
     reshape_channel), n = num_down_blocks. Defaults are the release's."""
@@ -52,11 +61,7 @@ class AppearanceFeatureExtractor(nn.Module):
 
     @nn.compact
     def __call__(self, image, train: bool = False):
-        if self.reshape_channel * self.reshape_depth != self.max_features:
-            raise ValueError(
-                f"reshape_channel {self.reshape_channel} x reshape_depth {self.reshape_depth} "
-                f"must equal max_features {self.max_features}"
-            )
+        check_volume_config(self)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = SameBlock2d(self.block_expansion, name="first", **kw)(image.astype(self.dtype), train)
         for i in range(self.num_down_blocks):

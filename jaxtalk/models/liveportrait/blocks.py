@@ -108,40 +108,46 @@ class ResBlock3d(nn.Module):
         return h + x
 
 
-def hourglass_channels(block_expansion: int, max_features: int, level: int) -> int:
-    """Channels after encoder level `level` (0-based): min(max, expansion * 2^(level+1))."""
-    return min(max_features, block_expansion * 2 ** (level + 1))
+_HOURGLASS_FIELDS = ("block_expansion", "num_blocks", "max_features", "dtype", "param_dtype")
 
 
-class HourglassEncoder(nn.Module):
-    """`num_blocks` DownBlock3d; returns [input, every level's output]."""
+class HourglassPart(nn.Module):
+    """The fields the hourglass and its encoder and decoder share."""
 
     block_expansion: int = 32
     num_blocks: int = 5
     max_features: int = 1024
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+
+    def width(self, level: int) -> int:
+        """Channels at encoder depth `level` (0 = the first block's input width):
+        min(max_features, block_expansion * 2^level)."""
+        return min(self.max_features, self.block_expansion * 2**level)
+
+    def shared_fields(self) -> dict:
+        return {f: getattr(self, f) for f in _HOURGLASS_FIELDS}
+
+
+class HourglassEncoder(HourglassPart):
+    """`num_blocks` DownBlock3d (block i: width(i + 1) channels); returns [input, every
+    level's output]."""
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         outs = [x]
         for i in range(self.num_blocks):
-            features = hourglass_channels(self.block_expansion, self.max_features, i)
-            outs.append(DownBlock3d(features, name=f"down_blocks_{i}", **kw)(outs[-1], train))
+            outs.append(
+                DownBlock3d(self.width(i + 1), name=f"down_blocks_{i}", **kw)(outs[-1], train)
+            )
         return outs
 
 
-class HourglassDecoder(nn.Module):
-    """UpBlock3d per level, deepest first (channels min(max, expansion * 2^level)), each
-    output concatenated with its skip as [up, skip]; then conv3-BN-ReLU at the
+class HourglassDecoder(HourglassPart):
+    """UpBlock3d per level, deepest first (level l: width(l) channels), each output
+    concatenated with its skip as [up, skip]; then conv3-BN-ReLU at the
     block_expansion + input channels that leaves."""
-
-    block_expansion: int = 32
-    num_blocks: int = 5
-    max_features: int = 1024
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, outs, train: bool = False):
@@ -149,22 +155,15 @@ class HourglassDecoder(nn.Module):
         skips = list(outs)
         h = skips.pop()
         for j, level in enumerate(reversed(range(self.num_blocks))):
-            features = min(self.max_features, self.block_expansion * 2**level)
-            h = UpBlock3d(features, name=f"up_blocks_{j}", **kw)(h, train)
+            h = UpBlock3d(self.width(level), name=f"up_blocks_{j}", **kw)(h, train)
             h = jnp.concatenate([h, skips.pop()], axis=-1)
         h = conv(h.shape[-1], (3, 3, 3), padding=1, name="conv", **kw)(h)
         return nn.relu(TorchBatchNorm(name="norm", **kw)(h, train))
 
 
-class Hourglass(nn.Module):
+class Hourglass(HourglassPart):
     """3-D U-Net over (B, D, H, W, C) that pools H and W only; output channels
     block_expansion + C."""
-
-    block_expansion: int = 32
-    num_blocks: int = 5
-    max_features: int = 1024
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -174,12 +173,5 @@ class Hourglass(nn.Module):
                 f"Hourglass(num_blocks={self.num_blocks}) needs (B, D, H, W, C) with H and W "
                 f"divisible by {step}, got {x.shape}"
             )
-        kw = dict(
-            block_expansion=self.block_expansion,
-            num_blocks=self.num_blocks,
-            max_features=self.max_features,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
-        outs = HourglassEncoder(name="encoder", **kw)(x, train)
-        return HourglassDecoder(name="decoder", **kw)(outs, train)
+        outs = HourglassEncoder(name="encoder", **self.shared_fields())(x, train)
+        return HourglassDecoder(name="decoder", **self.shared_fields())(outs, train)

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from jaxtalk.models.layers.grid_sample import grid_sample_3d
 from jaxtalk.models.layers.sharding import constrain
 from jaxtalk.models.layers.torch_nn import TorchBatchNorm, conv
-from jaxtalk.models.liveportrait.appearance import fold_depth
+from jaxtalk.models.liveportrait.appearance import check_volume_config, fold_depth
 from jaxtalk.models.liveportrait.blocks import Hourglass, SameBlock2d
 
 KP_VARIANCE = 0.01
@@ -113,7 +113,11 @@ class DenseMotionNetwork(nn.Module):
         hourglass_in = stacked.transpose(0, 2, 3, 4, 1, 5).reshape(b, d, h, w, -1)
 
         prediction = Hourglass(
-            self.block_expansion, self.num_blocks, self.max_features, name="hourglass", **kw
+            block_expansion=self.block_expansion,
+            num_blocks=self.num_blocks,
+            max_features=self.max_features,
+            name="hourglass",
+            **kw,
         )(constrain(hourglass_in), train)
         logits = conv(k + 1, (7, 7, 7), padding=3, name="mask", **kw)(prediction)
         mask = jax.nn.softmax(logits.astype(hi), axis=-1)  # (B, D, H, W, 1+K)
@@ -147,11 +151,7 @@ class WarpingNetwork(nn.Module):
     @nn.compact
     def __call__(self, feature_3d, kp_driving, kp_source, train: bool = False):
         want = (self.reshape_depth, self.reshape_channel)
-        if self.reshape_channel * self.reshape_depth != self.max_features:
-            raise ValueError(
-                f"reshape_channel {self.reshape_channel} x reshape_depth {self.reshape_depth} "
-                f"must equal max_features {self.max_features}"
-            )
+        check_volume_config(self)
         if feature_3d.ndim != 5 or (feature_3d.shape[1], feature_3d.shape[-1]) != want:
             raise ValueError(
                 f"feature_3d must be (B, {want[0]}, h, w, {want[1]}), got {feature_3d.shape}"
