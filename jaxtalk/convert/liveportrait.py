@@ -13,15 +13,16 @@ a round trip reproduces the file key for key.
 
 from __future__ import annotations
 
-from jaxtalk.convert.mapping import CONV3D, Rule, batch_norm, conv
+from jaxtalk.convert.mapping import CONV2D, CONV3D, Layout, Rule, batch_norm, conv
+from jaxtalk.models.liveportrait.appearance import AppearanceFeatureExtractor
+from jaxtalk.models.liveportrait.warping import WarpingNetwork
 
 # ----------------------------------------------------------------------------- F and W (part B)
 
 
-def _conv_norm(torch_prefix: str, path: str, layout=None) -> list[Rule]:
+def _conv_norm(torch_prefix: str, path: str, layout: Layout = CONV2D) -> list[Rule]:
     """A block with `conv` and `norm` children (SameBlock2d, Down/UpBlock*d)."""
-    kw = {} if layout is None else {"layout": layout}
-    return conv(f"{torch_prefix}.conv", f"params/{path}/conv", **kw) + batch_norm(
+    return conv(f"{torch_prefix}.conv", f"params/{path}/conv", layout=layout) + batch_norm(
         f"{torch_prefix}.norm", f"{path}/norm"
     )
 
@@ -38,8 +39,6 @@ def _resblock_3d(torch_prefix: str, path: str) -> list[Rule]:
 
 def appearance_rules(**config) -> list[Rule]:
     """appearance_feature_extractor.pth <-> AppearanceFeatureExtractor(**config)."""
-    from jaxtalk.models.liveportrait.appearance import AppearanceFeatureExtractor
-
     model = AppearanceFeatureExtractor(**config)
     rules = _conv_norm("first", "first")
     for i in range(model.num_down_blocks):
@@ -52,27 +51,25 @@ def appearance_rules(**config) -> list[Rule]:
 
 def warping_rules(**config) -> list[Rule]:
     """warping_module.pth <-> WarpingNetwork(**config)."""
-    from jaxtalk.models.liveportrait.warping import WarpingNetwork
-
     model = WarpingNetwork(**config)
-    tk, fp = "dense_motion_network", "dense_motion_network"
+    dm = "dense_motion_network"  # the same name in the state_dict and the Flax tree
     rules = []
     for i in range(model.dense_num_blocks):
         rules += _conv_norm(
-            f"{tk}.hourglass.encoder.down_blocks.{i}",
-            f"{fp}/hourglass/encoder/down_blocks_{i}",
+            f"{dm}.hourglass.encoder.down_blocks.{i}",
+            f"{dm}/hourglass/encoder/down_blocks_{i}",
             CONV3D,
         )
     for i in range(model.dense_num_blocks):
         rules += _conv_norm(
-            f"{tk}.hourglass.decoder.up_blocks.{i}", f"{fp}/hourglass/decoder/up_blocks_{i}", CONV3D
+            f"{dm}.hourglass.decoder.up_blocks.{i}", f"{dm}/hourglass/decoder/up_blocks_{i}", CONV3D
         )
-    rules += _conv_norm(f"{tk}.hourglass.decoder", f"{fp}/hourglass/decoder", CONV3D)
-    rules += conv(f"{tk}.mask", f"params/{fp}/mask", layout=CONV3D)
-    rules += conv(f"{tk}.compress", f"params/{fp}/compress", layout=CONV3D)
-    rules += batch_norm(f"{tk}.norm", f"{fp}/norm")
+    rules += _conv_norm(f"{dm}.hourglass.decoder", f"{dm}/hourglass/decoder", CONV3D)
+    rules += conv(f"{dm}.mask", f"params/{dm}/mask", layout=CONV3D)
+    rules += conv(f"{dm}.compress", f"params/{dm}/compress", layout=CONV3D)
+    rules += batch_norm(f"{dm}.norm", f"{dm}/norm")
     if model.estimate_occlusion_map:
-        rules += conv(f"{tk}.occlusion", f"params/{fp}/occlusion")
+        rules += conv(f"{dm}.occlusion", f"params/{dm}/occlusion")
     rules += _conv_norm("third", "third")
     rules += conv("fourth", "params/fourth")
     return rules

@@ -121,7 +121,9 @@ class DenseMotionNetwork(nn.Module):
         )(constrain(hourglass_in), train)
         logits = conv(k + 1, (7, 7, 7), padding=3, name="mask", **kw)(prediction)
         mask = jax.nn.softmax(logits.astype(hi), axis=-1)  # (B, D, H, W, 1+K)
-        deformation = jnp.einsum("bdhwk,bkdhwx->bdhwx", mask, motions)
+        # Elementwise, not einsum: a matmul may run at reduced precision on TPU/GPU, and
+        # the deformation is a sampling coordinate.
+        deformation = jnp.sum(mask.transpose(0, 4, 1, 2, 3)[..., None] * motions, axis=1)
         occlusion = None
         if self.estimate_occlusion_map:
             occ = conv(1, (7, 7), padding=3, name="occlusion", **kw)(fold_depth(prediction))
