@@ -56,10 +56,10 @@ EXTRAS = {
         "scikit-image>=0.24,<0.27",
         "onnx>=1.16,<2",
         "onnxruntime>=1.18,<2",  # ONNX importer tests (jaxtalk/convert/onnx_graph.py)
-        "ruff>=0.17,<0.18",
+        "ruff>=0.17,<0.18",  # the formatter and linter CI runs (ruff.toml)
         # a Cloud Storage JSON-API server on localhost for the remote tests (tests/remote/)
         "gcp-storage-emulator>=2026.7,<2027",  # tests/remote/gcs_emulator_server.py wraps a handler
-    ],  # the formatter and linter CI runs (ruff.toml)
+    ],
     # Only for running the released PyTorch code beside jaxtalk (parity checks,
     # benchmarks); jaxtalk itself reads and writes PyTorch checkpoints without torch.
     "torch": ["torch>=2.4"],
