@@ -43,6 +43,9 @@ EXTRAS = {
         "ruff>=0.17,<0.18",
         # a Cloud Storage JSON-API server on localhost for the remote tests (tests/remote/)
         "gcp-storage-emulator>=2026.7,<2027",  # tests/remote/gcs_emulator_server.py wraps a handler
+        # ONNX export and its check in ONNX Runtime (tests/export/test_onnx.py); as "onnx"
+        "onnx>=1.17,<2",
+        "onnxruntime>=1.20,<2",
     ],  # the formatter and linter CI runs (ruff.toml)
     # Only for running the released PyTorch code beside jaxtalk (parity checks,
     # benchmarks); jaxtalk itself reads and writes PyTorch checkpoints without torch.
@@ -53,6 +56,8 @@ EXTRAS = {
     # test skips without it. "dataflow" adds the Google Cloud clients for the DataflowRunner.
     "beam": ["apache-beam>=2.77,<3"],
     "dataflow": ["apache-beam[gcp]>=2.77,<3"],
+    # `jaxtalk export --format=onnx` (jaxtalk/export/onnx_export.py; opset 18) and its check
+    "onnx": ["onnx>=1.17,<2", "onnxruntime>=1.20,<2"],
     "cuda": ["jax[cuda12]>=0.10,<0.13"],
     "tpu": ["jax[tpu]>=0.10,<0.13"],
 }
