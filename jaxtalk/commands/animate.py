@@ -103,9 +103,7 @@ def _load_source(path: str, size: int, what: str):
 
     if not _CROP_FACE.value:
         return animator.load_image(path, size)
-    (x, y, side, _), source = face_detect.crop_face(
-        animator.read_image(path), size, what=what
-    )
+    (x, y, side, _), source = face_detect.crop_face(animator.read_image(path), size, what=what)
     print(f"{what}: face crop x={x} y={y} side={side}")
     return source
 

@@ -92,7 +92,9 @@ def _export_function(variables: dict, source: str, out: str, fmt: str) -> None:
     print(
         f"ONNX opset {summary['opset']}: {summary['nodes']} nodes, "
         f"{summary['bytes'] / 2**20:.1f} MiB; inputs "
-        + ", ".join(f"{n} {onnx_export.shape_text(s)}" for n, s in zip(spec.input_names, spec.input_specs))
+        + ", ".join(
+            f"{n} {onnx_export.shape_text(s)}" for n, s in zip(spec.input_names, spec.input_specs)
+        )
     )
     if _CHECK.value:
         try:

@@ -63,8 +63,7 @@ flags.DEFINE_string(
 flags.DEFINE_float(
     "test_fraction",
     None,
-    "hdtf/celebvhq: hold out this fraction of identities as test; "
-    "videos: of files (default 0.1).",
+    "hdtf/celebvhq: hold out this fraction of identities as test; videos: of files (default 0.1).",
 )
 flags.DEFINE_enum(
     "identity", None, ["file", "folder"], "videos: one identity per file, or per folder."

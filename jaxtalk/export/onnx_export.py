@@ -280,14 +280,13 @@ def _reshape(g, eqn, xs, avals):
     return [g.op("Reshape", [xs[0], g.shape(eqn.params["new_sizes"])])]
 
 
-@rule("squeeze")
-def _squeeze(g, eqn, xs, avals):
-    return [g.op("Squeeze", [xs[0], g.ints(eqn.params["dimensions"])])]
+def _with_axes(op_type: str) -> Rule:
+    """An op taking the equation's `dimensions` as its axes input."""
+    return lambda g, eqn, xs, avals: [g.op(op_type, [xs[0], g.ints(eqn.params["dimensions"])])]
 
 
-@rule("expand_dims")
-def _expand_dims(g, eqn, xs, avals):
-    return [g.op("Unsqueeze", [xs[0], g.ints(eqn.params["dimensions"])])]
+_RULES["squeeze"] = _with_axes("Squeeze")
+_RULES["expand_dims"] = _with_axes("Unsqueeze")
 
 
 @rule("transpose")
@@ -574,7 +573,13 @@ def export_onnx(spec, path: str | os.PathLike, opset: int = OPSET) -> dict:
     with fs.local_output(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
     ops = sorted({n.op_type for n in model.graph.node})
-    return {"path": path, "opset": opset, "nodes": len(model.graph.node), "ops": ops, "bytes": len(data)}
+    return {
+        "path": path,
+        "opset": opset,
+        "nodes": len(model.graph.node),
+        "ops": ops,
+        "bytes": len(data),
+    }
 
 
 def shape_text(spec) -> str:

@@ -406,7 +406,10 @@ def load_pretrained(state, pretrained: dict, shardings):
                 key: jax.device_put(host, shardings.params[group][key]),
             }
             if group in ema:  # its own buffers: the step donates both trees
-                ema[group] = {**ema[group], key: jax.device_put(host, shardings.ema_params[group][key])}
+                ema[group] = {
+                    **ema[group],
+                    key: jax.device_put(host, shardings.ema_params[group][key]),
+                }
     return state.replace(params=params, ema_params=ema)
 
 

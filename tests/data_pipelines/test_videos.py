@@ -47,7 +47,12 @@ def folder(tmp_path_factory):
     # One shot of alice, then a hard cut to bob: two clips, neither across the cut.
     a, audio_a, _, _ = _render(FOUND, 50)
     b, audio_b, _, _ = _render(FOUND2, 50)
-    write_video(d / "alice" / "cut.MP4", np.concatenate([a, b]), 25, audio=np.concatenate([audio_a, audio_b]))
+    write_video(
+        d / "alice" / "cut.MP4",
+        np.concatenate([a, b]),
+        25,
+        audio=np.concatenate([audio_a, audio_b]),
+    )
     frames, audio, _, _ = _render(MISSED)
     write_video(d / "noface.mp4", frames, 25, audio=audio)
     write_video(d / "silent.mov", _render(FOUND)[0], 25)

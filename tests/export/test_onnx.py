@@ -125,7 +125,9 @@ def test_an_op_without_a_rule_is_named(tmp_path):
         ["y"],
         {},
     )
-    with pytest.raises(onnx_export.OnnxExportError, match="no ONNX rule for the jax primitive 'sort'"):
+    with pytest.raises(
+        onnx_export.OnnxExportError, match="no ONNX rule for the jax primitive 'sort'"
+    ):
         onnx_export.export_onnx(spec, tmp_path / "sort.onnx")
     assert not (tmp_path / "sort.onnx").exists()
 

@@ -30,7 +30,9 @@ def test_csv_rows_headers_relative_paths_and_default_outputs(tmp_path):
     )
     jobs = batch.jobs_from_csv(str(tmp_path / "jobs.csv"), str(tmp_path / "out"))
     assert jobs == [
-        batch.Job(str(tmp_path / "a.png"), str(tmp_path / "talk.mp4"), str(tmp_path / "out/a__talk.mp4")),
+        batch.Job(
+            str(tmp_path / "a.png"), str(tmp_path / "talk.mp4"), str(tmp_path / "out/a__talk.mp4")
+        ),
         batch.Job("/abs/b.png", str(tmp_path / "x/talk2.mp4"), str(tmp_path / "done/b.mp4")),
     ]
 
@@ -85,7 +87,9 @@ def test_run_spreads_jobs_over_devices_and_counts_bad_inputs():
     done = []
     summary = batch.run(jobs, make_worker, jax.devices()[:2], lambda j, n: done.append(n))
     assert summary["written"] == 5 and summary["frames"] == 35
-    assert summary["failed"] == {"InputError": 1} and "o3: s3: no such file" in summary["examples"][0]
+    assert (
+        summary["failed"] == {"InputError": 1} and "o3: s3: no such file" in summary["examples"][0]
+    )
     assert sorted(done) == [0, 7, 7, 7, 7, 7]
     assert sum(summary["per_device"].values()) == 5
     # Each worker's arrays live on its own device (jax.default_device in its thread).
@@ -105,7 +109,9 @@ def test_run_spreads_jobs_over_devices_and_counts_bad_inputs():
 def media(tmp_path_factory):
     d = tmp_path_factory.mktemp("batch")
     x = jnp.zeros((1, 32, 32, 3))
-    params = nn.meta.unbox(jax.jit(LIAGenerator(**TINY).init)(jax.random.PRNGKey(3), x, x)["params"])
+    params = nn.meta.unbox(
+        jax.jit(LIAGenerator(**TINY).init)(jax.random.PRNGKey(3), x, x)["params"]
+    )
     weights.save(
         {"params": params, "model_config": dict(TINY, kind="lia")},
         str(d / "lia.safetensors"),
@@ -154,7 +160,9 @@ def test_three_sources_by_two_drivings_write_six_videos_and_a_rerun_none(media):
     for name in written:
         frames, _ = read_video(out / name)
         assert frames.shape == ((5, 32, 32, 3) if name.endswith("talk0.mp4") else (7, 32, 32, 3))
-    assert probe(out / "face0__talk0.mp4").has_audio and not probe(out / "face0__talk1.mp4").has_audio
+    assert (
+        probe(out / "face0__talk0.mp4").has_audio and not probe(out / "face0__talk1.mp4").has_audio
+    )
     stamps = {n: os.stat(out / n).st_mtime_ns for n in written}
 
     again = _animate(media, *flags)
