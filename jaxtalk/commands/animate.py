@@ -25,6 +25,19 @@ In both modes the source is first cropped around its largest face (OpenCV's Haar
 bundled in the opencv wheel; see jaxtalk/media/face_detect.py), framed like the training
 crops. --nocrop_face skips detection and only centre-crops, for images that already are
 face crops (the synthetic set's frames) or faces the detector misses (profiles, drawings).
+
+Batch animation: a CSV of jobs, or every source with every driving input.
+
+  jaxtalk animate --batch=jobs.csv --out_dir=out --weights=weights/anitalker_stage1.safetensors
+  jaxtalk animate --sources='faces/*.png' --drivings='talks/*.mp4' --out_dir=out --weights=...
+
+jobs.csv rows are `source,driving[,out]` (paths relative to the CSV's folder; `driving` is
+the speech with --mode=audio); rows without `out`, and globs, write
+<out_dir>/<source>__<driving>.mp4. Outputs that exist are skipped, so rerunning after an
+interruption finishes the rest. Each local device runs its own copy of the model on its
+share of the jobs (--devices caps how many), each process of a multi-process run takes
+every N-th job, and one progress bar counts the videos. A job whose input is unusable is
+counted and reported at the end; the others still run.
 """
 
 from absl import flags
@@ -68,20 +81,30 @@ _POSE_FILE = flags.DEFINE_string("pose_file", None, "--control: a (T, 3) yaw/pit
 _FACE_LOCATION = flags.DEFINE_float("face_location", None, "--control: face x location in [0, 1]")
 _FACE_SCALE = flags.DEFINE_float("face_scale", None, "--control: face scale")
 _DDIM_STEPS = flags.DEFINE_integer("ddim_steps", 50, "DDIM sampling steps")
+# batch animation
+_BATCH = flags.DEFINE_string(
+    "batch", None, "a CSV job list: rows source,driving[,out] (driving: speech with --mode=audio)"
+)
+_SOURCES = flags.DEFINE_string("sources", None, "batch: source image globs (comma-separated)")
+_DRIVINGS = flags.DEFINE_string(
+    "drivings", None, "batch: driving video (or speech) globs; every source x every driving"
+)
+_OUT_DIR = flags.DEFINE_string(
+    "out_dir", None, "batch: where <source>__<driving>.mp4 go (rows without an out column)"
+)
+_DEVICES = flags.DEFINE_integer("devices", None, "batch: use at most this many local devices")
 
 
-def _load_source(path: str, size: int):
-    """--source (read from `path`, a local copy) as (size, size, 3) uint8: the face crop, or
-    with --nocrop_face the centre square."""
+def _load_source(path: str, size: int, what: str):
+    """The source `what` (read from `path`, a local copy) as (size, size, 3) uint8: the face
+    crop, or with --nocrop_face the centre square."""
     from jaxtalk.inference import animator
     from jaxtalk.media import face_detect
 
     if not _CROP_FACE.value:
         return animator.load_image(path, size)
-    (x, y, side, _), source = face_detect.crop_face(
-        animator.read_image(path), size, what=_SOURCE.value
-    )
-    print(f"{_SOURCE.value}: face crop x={x} y={y} side={side}")
+    (x, y, side, _), source = face_detect.crop_face(animator.read_image(path), size, what=what)
+    print(f"{what}: face crop x={x} y={y} side={side}")
     return source
 
 
@@ -98,81 +121,82 @@ def _driving_crop() -> list[int] | None:
     return box
 
 
-def main(argv):
+def _open_model():
+    """The animator the flags name (--weights/--workdir, or --stage2 for --mode=audio)."""
     from jaxtalk import inference
-    from jaxtalk.inference import animator
-    from jaxtalk.media import video
 
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments {argv[1:]}")
     if _MODE.value == "audio":
-        return _animate_audio()
-    missing = [
-        f"--{n}"
-        for n, v in (("source", _SOURCE.value), ("driving", _DRIVING.value), ("out", _OUT.value))
-        if not v
-    ]
-    if missing:
-        raise InputError(f"{', '.join(missing)} required")
-    if bool(_WEIGHTS.value) == bool(_WORKDIR.value):
-        raise InputError("give exactly one of --weights or --workdir")
-    model = inference.open_animator(
+        return inference.open_animator(
+            _STAGE2.value,
+            driver=inference.Driver.AUDIO,
+            stage1=_STAGE1.value,
+            hubert=_HUBERT.value,
+            chunk=_CHUNK.value,
+        )
+    return inference.open_animator(
         _WEIGHTS.value or _WORKDIR.value,
         run=bool(_WORKDIR.value),
         step=_STEP.value,
         driver=inference.Driver.VIDEO,
         chunk=_CHUNK.value,
     )
+
+
+def _check_model_flags(single: bool) -> None:
+    """The flags each mode needs; `single`: one --source/--driving|--audio/--out job."""
+    if _MODE.value == "audio":
+        named = [("stage2", _STAGE2.value)]
+        if single:
+            named += [("source", _SOURCE.value), ("audio", _AUDIO.value), ("out", _OUT.value)]
+        missing = [f"--{n}" for n, v in named if not v]
+        if missing:
+            raise InputError(f"{', '.join(missing)} required with --mode=audio")
+        return
+    if single:
+        named = (("source", _SOURCE.value), ("driving", _DRIVING.value), ("out", _OUT.value))
+        missing = [f"--{n}" for n, v in named if not v]
+        if missing:
+            raise InputError(f"{', '.join(missing)} required")
+    if bool(_WEIGHTS.value) == bool(_WORKDIR.value):
+        raise InputError("give exactly one of --weights or --workdir")
+
+
+def _render_video(model, source: str, driving: str, out: str) -> tuple[int, float]:
+    """One video-driven job: files (local or gs://) in, the mp4 out; (frames, fps)."""
+    from jaxtalk.inference import animator
+    from jaxtalk.media import video
+
     # Media files may be gs:// URLs: ffmpeg reads and writes local copies.
     with (
-        fs.local_file(_SOURCE.value) as source_path,
-        fs.local_file(_DRIVING.value) as driving_path,
-        fs.local_output(_OUT.value) as out_path,
+        fs.local_file(source) as source_path,
+        fs.local_file(driving) as driving_path,
+        fs.local_output(out) as out_path,
     ):
-        source = _load_source(source_path, model.size)
+        image = _load_source(source_path, model.size, source)
         info = video.probe_video(driving_path)
         crop = _driving_crop() or animator.centre_square(info.width, info.height)
-        driving, fps = video.read_video(
+        frames_in, fps = video.read_video(
             driving_path, crop=crop, size=model.size, duration=_MAX_SECONDS.value
         )
         # --motion goes only where given: families without motion modes take no option.
         options = {"mode": _MOTION.value} if flags.FLAGS["motion"].present else {}
-        frames = model.animate(source, driving, **options)
+        frames = model.animate(image, frames_in, **options)
         fps = model.fps or fps
         video.write_video(
             out_path, frames, fps, audio=driving_path if info.audio_sample_rate else None
         )
-    print(f"wrote {len(frames)} frames ({len(frames) / fps:.1f} s) to {_OUT.value}")
+    return len(frames), fps
 
 
-def _animate_audio():
-    from jaxtalk import inference
+def _render_audio(model, source: str, speech: str, out: str) -> tuple[int, float]:
+    """One speech-driven job: files (local or gs://) in, the mp4 out; (frames, fps)."""
     from jaxtalk.inference.animator import SAMPLE_RATE
     from jaxtalk.media import audio, video
 
-    missing = [
-        f"--{n}"
-        for n, v in (
-            ("source", _SOURCE.value),
-            ("audio", _AUDIO.value),
-            ("stage2", _STAGE2.value),
-            ("out", _OUT.value),
-        )
-        if not v
-    ]
-    if missing:
-        raise InputError(f"{', '.join(missing)} required with --mode=audio")
-    model = inference.open_animator(
-        _STAGE2.value,
-        driver=inference.Driver.AUDIO,
-        stage1=_STAGE1.value,
-        hubert=_HUBERT.value,
-        chunk=_CHUNK.value,
-    )
-    with fs.local_file(_SOURCE.value) as source_path, fs.local_file(_AUDIO.value) as audio_path:
-        source = _load_source(source_path, model.size)
+    with fs.local_file(source) as source_path, fs.local_file(speech) as audio_path:
+        image = _load_source(source_path, model.size, source)
         wav = audio.read_audio(audio_path, SAMPLE_RATE, duration=_MAX_SECONDS.value)
-    options = dict(seed=_SEED.value, ddim_steps=_DDIM_STEPS.value, what=_AUDIO.value)
+    options = dict(seed=_SEED.value, ddim_steps=_DDIM_STEPS.value, what=speech)
     if _CONTROL.value:  # the release's control values; the animator takes what its model does
         options.update(
             pose=[_POSE_YAW.value, _POSE_PITCH.value, _POSE_ROLL.value],
@@ -180,7 +204,73 @@ def _animate_audio():
             face_location=_FACE_LOCATION.value,
             face_scale=_FACE_SCALE.value,
         )
-    frames = model.animate(source, wav, **options)
-    with fs.local_output(_OUT.value) as out_path:
+    frames = model.animate(image, wav, **options)
+    with fs.local_output(out) as out_path:
         video.write_video(out_path, frames, model.fps, audio=wav, audio_sample_rate=SAMPLE_RATE)
-    print(f"wrote {len(frames)} frames ({len(frames) / model.fps:.1f} s) to {_OUT.value}")
+    return len(frames), model.fps
+
+
+def _render(model, source: str, driving: str, out: str) -> tuple[int, float]:
+    render = _render_audio if _MODE.value == "audio" else _render_video
+    return render(model, source, driving, out)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise InputError(f"unexpected arguments {argv[1:]}")
+    if _BATCH.value or _SOURCES.value or _DRIVINGS.value:
+        return _batch()
+    _check_model_flags(single=True)
+    driving = _AUDIO.value if _MODE.value == "audio" else _DRIVING.value
+    n, fps = _render(_open_model(), _SOURCE.value, driving, _OUT.value)
+    print(f"wrote {n} frames ({n / fps:.1f} s) to {_OUT.value}")
+
+
+def _batch():
+    """--batch / --sources x --drivings: every job whose output is missing, on every local
+    device (one animator each) and this process's share of them (jaxtalk/inference/batch.py)."""
+    import jax
+    from tqdm import tqdm
+
+    from jaxtalk.inference import batch
+
+    if _SOURCE.value or _DRIVING.value or _AUDIO.value or _OUT.value:
+        raise InputError("--batch/--sources/--drivings replace --source, --driving, --audio, --out")
+    if _BATCH.value and (_SOURCES.value or _DRIVINGS.value):
+        raise InputError("give --batch=FILE.csv or --sources/--drivings globs, not both")
+    if not _BATCH.value and not (_SOURCES.value and _DRIVINGS.value):
+        raise InputError("--sources and --drivings go together (every source x every driver)")
+    _check_model_flags(single=False)
+    if _BATCH.value:
+        jobs = batch.jobs_from_csv(_BATCH.value, _OUT_DIR.value)
+    else:
+        jobs = batch.jobs_from_globs(_SOURCES.value, _DRIVINGS.value, _OUT_DIR.value)
+    todo = batch.pending(jobs, jax.process_index(), jax.process_count())
+    devices = jax.local_devices()[: _DEVICES.value or None]
+    print(
+        f"{len(jobs)} jobs: {len(jobs) - len(batch.pending(jobs))} already written, "
+        f"{len(todo)} to do in this process on {len(devices) if todo else 0} device(s)"
+    )
+    if not todo:
+        return
+
+    def make_worker(_device):
+        model = _open_model()
+        return lambda job: _render(model, job.source, job.driving, job.out)[0]
+
+    with tqdm(total=len(todo), unit="video", dynamic_ncols=True) as bar:
+
+        def progress(job, frames):
+            bar.set_postfix_str(f"{fs.basename(job.out)} ({frames} frames)", refresh=False)
+            bar.update(1)
+
+        summary = batch.run(todo, make_worker, devices, progress)
+    failed = summary["failed"]
+    print(
+        f"wrote {summary['written']} videos ({summary['frames']} frames); "
+        f"failed {sum(failed.values())}"
+        + (f" ({', '.join(f'{k}: {v}' for k, v in failed.items())})" if failed else "")
+        + f"; per device {summary['per_device']}"
+    )
+    for line in summary["examples"][:5]:
+        print(f"  {line}")
