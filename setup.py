@@ -47,9 +47,14 @@ TFDS = [
     "importlib-resources>=6,<7",  # tfds builders import it without TensorFlow
 ]
 
+# `jaxtalk app` (jaxtalk/app/): the web page. Gradio 6: the theme and footer go to launch().
+APP = ["gradio>=6,<7"]
+
 EXTRAS = {
     "tfds": TFDS,
+    "app": APP,
     "dev": TFDS
+    + APP
     + [
         "pytest>=8,<10",
         "pytest-xdist>=3.5,<4",
@@ -61,6 +66,9 @@ EXTRAS = {
         "ruff>=0.17,<0.18",  # the formatter and linter CI runs (ruff.toml)
         # a Cloud Storage JSON-API server on localhost for the remote tests (tests/remote/)
         "gcp-storage-emulator>=2026.7,<2027",  # tests/remote/gcs_emulator_server.py wraps a handler
+        # drives headless Chromium (Debian's chromium + chromium-driver, installed by .ci/run)
+        # through the web app in tests/test_app_browser.py
+        "selenium>=4.20,<5",
     ],
     # Only for running the released PyTorch code beside jaxtalk (parity checks,
     # benchmarks); jaxtalk itself reads and writes PyTorch checkpoints without torch.

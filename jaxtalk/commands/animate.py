@@ -95,19 +95,6 @@ _OUT_DIR = flags.DEFINE_string(
 _DEVICES = flags.DEFINE_integer("devices", None, "batch: use at most this many local devices")
 
 
-def _load_source(path: str, size: int, what: str):
-    """The source `what` (read from `path`, a local copy) as (size, size, 3) uint8: the face
-    crop, or with --nocrop_face the centre square."""
-    from jaxtalk.inference import animator
-    from jaxtalk.media import face_detect
-
-    if not _CROP_FACE.value:
-        return animator.load_image(path, size)
-    (x, y, side, _), source = face_detect.crop_face(animator.read_image(path), size, what=what)
-    print(f"{what}: face crop x={x} y={y} side={side}")
-    return source
-
-
 def _driving_crop() -> list[int] | None:
     """--driving_crop as four integers (the bounds are checked against the video on read)."""
     if not _DRIVING_CROP.value:
@@ -161,58 +148,41 @@ def _check_model_flags(single: bool) -> None:
         raise InputError("give exactly one of --weights or --workdir")
 
 
-def _render_video(model, source: str, driving: str, out: str) -> tuple[int, float]:
-    """One video-driven job: files (local or gs://) in, the mp4 out; (frames, fps)."""
-    from jaxtalk.inference import animator
-    from jaxtalk.media import video
-
-    # Media files may be gs:// URLs: ffmpeg reads and writes local copies.
-    with (
-        fs.local_file(source) as source_path,
-        fs.local_file(driving) as driving_path,
-        fs.local_output(out) as out_path,
-    ):
-        image = _load_source(source_path, model.size, source)
-        info = video.probe_video(driving_path)
-        crop = _driving_crop() or animator.centre_square(info.width, info.height)
-        frames_in, fps = video.read_video(
-            driving_path, crop=crop, size=model.size, duration=_MAX_SECONDS.value
-        )
-        # --motion goes only where given: families without motion modes take no option.
-        options = {"mode": _MOTION.value} if flags.FLAGS["motion"].present else {}
-        frames = model.animate(image, frames_in, **options)
-        fps = model.fps or fps
-        video.write_video(
-            out_path, frames, fps, audio=driving_path if info.audio_sample_rate else None
-        )
-    return len(frames), fps
-
-
-def _render_audio(model, source: str, speech: str, out: str) -> tuple[int, float]:
-    """One speech-driven job: files (local or gs://) in, the mp4 out; (frames, fps)."""
-    from jaxtalk.inference.animator import SAMPLE_RATE
-    from jaxtalk.media import audio, video
-
-    with fs.local_file(source) as source_path, fs.local_file(speech) as audio_path:
-        image = _load_source(source_path, model.size, source)
-        wav = audio.read_audio(audio_path, SAMPLE_RATE, duration=_MAX_SECONDS.value)
-    options = dict(seed=_SEED.value, ddim_steps=_DDIM_STEPS.value, what=speech)
-    if _CONTROL.value:  # the release's control values; the animator takes what its model does
-        options.update(
-            pose=[_POSE_YAW.value, _POSE_PITCH.value, _POSE_ROLL.value],
-            pose_file=_POSE_FILE.value,
-            face_location=_FACE_LOCATION.value,
-            face_scale=_FACE_SCALE.value,
-        )
-    frames = model.animate(image, wav, **options)
-    with fs.local_output(out) as out_path:
-        video.write_video(out_path, frames, model.fps, audio=wav, audio_sample_rate=SAMPLE_RATE)
-    return len(frames), model.fps
+def _options(driving: str) -> dict:
+    """The animator options the flags give (its `start` keywords) for the driver `driving`."""
+    if _MODE.value == "audio":  # `what` names the speech file in its errors
+        options = dict(seed=_SEED.value, ddim_steps=_DDIM_STEPS.value, what=driving)
+        if _CONTROL.value:  # the release's control values; the animator takes what its model does
+            options.update(
+                pose=[_POSE_YAW.value, _POSE_PITCH.value, _POSE_ROLL.value],
+                pose_file=_POSE_FILE.value,
+                face_location=_FACE_LOCATION.value,
+                face_scale=_FACE_SCALE.value,
+            )
+        return options
+    # --motion goes only where given: families without motion modes take no option.
+    return {"mode": _MOTION.value} if flags.FLAGS["motion"].present else {}
 
 
 def _render(model, source: str, driving: str, out: str) -> tuple[int, float]:
-    render = _render_audio if _MODE.value == "audio" else _render_video
-    return render(model, source, driving, out)
+    """One job: files (local or gs://) in, the mp4 out (jaxtalk/inference/files.py);
+    (frames, fps)."""
+    from jaxtalk.inference import files
+
+    written = files.animate_files(
+        model,
+        source,
+        driving,
+        out,
+        crop_face=_CROP_FACE.value,
+        driving_crop=_driving_crop() if _MODE.value == "video" else None,
+        max_seconds=_MAX_SECONDS.value,
+        options=_options(driving),
+    )
+    if written.face_box:
+        x, y, side, _ = written.face_box
+        print(f"{source}: face crop x={x} y={y} side={side}")
+    return written.frames, written.fps
 
 
 def main(argv):
