@@ -48,17 +48,20 @@ def random_variables(module: nn.Module, *inputs, seed: int = 0) -> dict:
     return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
-def save_tiny(kind: str, path: str) -> str:
-    """A random weights file of `kind`: lia or anitalker_stage1 (TINY), anitalker_stage2."""
+def save_tiny(kind: str, path: str, **config) -> str:
+    """A random weights file of `kind`: lia or anitalker_stage1 (TINY), anitalker_stage2
+    (STAGE2); `config` overrides the model's options."""
     if kind == "anitalker_stage2":
-        model = DiffusionPredictor(**STAGE2)
+        config = dict(STAGE2, **config)
+        model = DiffusionPredictor(**config)
         variables = random_variables(model, *init_inputs(model, 1, 8))
-        weights.save({**variables, "model_config": STAGE2}, path, release=kind)
+        weights.save({**variables, "model_config": config}, path, release=kind)
         return path
+    config = dict(TINY, **config)
     cls = {"lia": LIAGenerator, "anitalker_stage1": AniTalkerMotion}[kind]
-    x = jnp.zeros((1, TINY["size"], TINY["size"], 3))
-    params = random_variables(cls(**TINY), x, x)["params"]
-    weights.save({"params": params, "model_config": dict(TINY, kind=kind)}, path, release=kind)
+    x = jnp.zeros((1, config["size"], config["size"], 3))
+    params = random_variables(cls(**config), x, x)["params"]
+    weights.save({"params": params, "model_config": dict(config, kind=kind)}, path, release=kind)
     return path
 
 
@@ -171,9 +174,13 @@ def open_page(driver, url: str) -> None:
 
 def upload(driver, elem_id: str, path: str) -> None:
     """Puts a file into an upload component and waits for its preview."""
-    driver.find_element("css selector", f"#{elem_id} input[type=file]").send_keys(
-        os.path.abspath(path)
+    field = wait_for(
+        driver,
+        lambda d: d.find_elements("css selector", f"#{elem_id} input[type=file]"),
+        30,
+        f"the {elem_id} upload field",
     )
+    field[0].send_keys(os.path.abspath(path))
     wait_for(
         driver,
         lambda d: d.find_elements(

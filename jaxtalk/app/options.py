@@ -10,7 +10,7 @@ A row's widget says how its value is read back:
   choice    one of `choices`, always passed
   check     on / off, always passed
   auto      auto / on / off: auto leaves the animator's default, on / off pass True / False
-  number    a float, passed only when filled in (empty leaves the animator's default)
+  number    a float typed in, passed only when filled in (empty: the animator's default)
   slider    a float in [minimum, maximum], always passed
   integer   an int, always passed
   pose      a "use" box and yaw / pitch / roll sliders in [-1, 1]: [y, p, r] when ticked
@@ -58,6 +58,8 @@ class Option:
             return [False, 0.0, 0.0, 0.0]
         if self.widget == "auto":
             return [AUTO[0]]
+        if self.widget == "number":
+            return [""]  # empty: the animator's default
         return [self.default]
 
     def parse(self, values: Sequence) -> tuple[bool, Any]:

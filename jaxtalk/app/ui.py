@@ -53,12 +53,16 @@ def _widgets(gr, row: options_lib.Option) -> list:
                 row.minimum, row.maximum, value=value, step=row.step, label=row.label, info=info
             )
         ]
+    if row.widget == "number":  # a text box: gr.Number cannot be left empty
+        return [
+            gr.Textbox(value=value, label=row.label, info=info, placeholder="the model's default")
+        ]
     return [
         gr.Number(
             value=value,
             label=row.label,
             info=info,
-            precision=0 if row.widget == "integer" else None,
+            precision=0,
             minimum=row.minimum,
             maximum=row.maximum,
         )
