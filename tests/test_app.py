@@ -152,6 +152,20 @@ def _values(studio, **given):
     return out
 
 
+def _submit(studio, label, source, driving, values):
+    """One submission without the face crop: (mp4, what was written, progress calls)."""
+    told = []
+    out, written = studio.animate(
+        label,
+        str(source),
+        str(driving),
+        values,
+        crop_face=False,
+        progress=lambda done, total: told.append((done, total)),
+    )
+    return out, written, told
+
+
 def test_the_page_offers_every_model_with_its_own_rows(studio):
     video, audio = studio.models
     assert (video, audio) == (
@@ -175,19 +189,12 @@ def test_the_page_offers_every_model_with_its_own_rows(studio):
 def test_a_video_submission_writes_the_mp4_with_progress_and_the_options(studio, files):
     label = "lia.safetensors (video-driven)"
     model = studio.model(label).animator
-    seen, told = [], []
+    seen = []
     animate = model.animate
     model.animate = lambda *a, **kw: seen.append(kw) or animate(*a, **kw)
     try:
         values = _values(studio, mode=["absolute"], seed=["not read: another model's row"])
-        out, written = studio.animate(
-            label,
-            str(files / "face.png"),
-            str(files / "talk.mp4"),
-            values,
-            crop_face=False,
-            progress=lambda done, total: told.append((done, total)),
-        )
+        out, written, told = _submit(studio, label, files / "face.png", files / "talk.mp4", values)
     finally:
         del model.animate
     assert [{k: v for k, v in kw.items() if k != "progress"} for kw in seen] == [
@@ -204,15 +211,7 @@ def test_a_video_submission_writes_the_mp4_with_progress_and_the_options(studio,
 def test_a_speech_submission_is_25_fps_with_the_speech(studio, files):
     label = "anitalker_stage2.safetensors (audio-driven)"
     values = _values(studio, ddim_steps=[2], seed=[5], pose=[True, 0.5, 0.0, -0.25])
-    told = []
-    out, written = studio.animate(
-        label,
-        str(files / "face.png"),
-        str(files / "speech.wav"),
-        values,
-        crop_face=False,
-        progress=lambda done, total: told.append((done, total)),
-    )
+    out, written, told = _submit(studio, label, files / "face.png", files / "speech.wav", values)
     frames, _ = read_video(out)
     assert written.fps == 25 and len(frames) == written.frames and 28 <= written.frames <= 30
     assert told[-1] == (written.frames, written.frames) and probe(out).has_audio

@@ -135,18 +135,17 @@ def build(studio: Studio):
         def animate(
             label, portrait, driving, wav, crop_face, max_seconds, *values, progress=gr.Progress()
         ):
-            chosen = studio.model(label)
-            driver = driving if chosen.driver is Driver.VIDEO else wav
             progress(0, desc="reading the inputs")
 
             def told(done: int, total: int) -> None:
                 progress((done, total), desc="rendering", unit="frames")
 
             try:
+                video_driven = studio.model(label).driver is Driver.VIDEO
                 path, written = studio.animate(
                     label,
                     portrait,
-                    driver,
+                    driving if video_driven else wav,
                     values,
                     crop_face=crop_face,
                     max_seconds=max_seconds or None,
