@@ -25,8 +25,22 @@ In both modes the source is first cropped around its largest face (OpenCV's Haar
 bundled in the opencv wheel; see jaxtalk/media/face_detect.py), framed like the training
 crops. --nocrop_face skips detection and only centre-crops, for images that already are
 face crops (the synthetic set's frames) or faces the detector misses (profiles, drawings).
+
+LivePortrait weights (`jaxtalk import --release=liveportrait`) take the release's options,
+each passed on only when given: --stitching/--nostitching (default: on when the file has
+the stitching module), --driving_multiplier, --animation_region, --eye_ratio / --lip_ratio
+(retarget the eyes / lips to this open ratio, or to the driving frames' ratios with
+`driving`), --paste_back (the animated crop put back into the whole source image, whose
+size the output takes). --landmark_model=landmark.onnx (the release's landmark network,
+from its insightface folder) crops the source as the release does, rotated to its 203
+landmarks, and gives the eye / lip ratios; without it --paste_back crops by the detector's
+box, unrotated, and the ratios are unavailable.
+
+  jaxtalk animate --weights=weights/liveportrait.safetensors --source=portrait.jpg \
+      --driving=talk.mp4 --landmark_model=landmark.onnx --paste_back --out=result.mp4
 """
 
+import numpy as np
 from absl import flags
 
 from jaxtalk import fs
@@ -68,6 +82,28 @@ _POSE_FILE = flags.DEFINE_string("pose_file", None, "--control: a (T, 3) yaw/pit
 _FACE_LOCATION = flags.DEFINE_float("face_location", None, "--control: face x location in [0, 1]")
 _FACE_SCALE = flags.DEFINE_float("face_scale", None, "--control: face scale")
 _DDIM_STEPS = flags.DEFINE_integer("ddim_steps", 50, "DDIM sampling steps")
+# LivePortrait's options (passed on only when given)
+_STITCHING = flags.DEFINE_bool(
+    "stitching", True, "LivePortrait: stitching (default: on when the weights have it)"
+)
+_DRIVING_MULTIPLIER = flags.DEFINE_float(
+    "driving_multiplier", None, "LivePortrait: scale the driven motion about the source's pose"
+)
+_ANIMATION_REGION = flags.DEFINE_enum(
+    "animation_region", None, ["all", "exp", "pose", "lip", "eyes"], "LivePortrait: what moves"
+)
+_EYE_RATIO = flags.DEFINE_string(
+    "eye_ratio", None, "LivePortrait: retarget the eyes to this open ratio, or 'driving'"
+)
+_LIP_RATIO = flags.DEFINE_string(
+    "lip_ratio", None, "LivePortrait: retarget the lips to this open ratio, or 'driving'"
+)
+_LANDMARK_MODEL = flags.DEFINE_string(
+    "landmark_model", None, "LivePortrait's landmark.onnx: the release's source crop and ratios"
+)
+_PASTE_BACK = flags.DEFINE_bool(
+    "paste_back", False, "put the animated crop back into the whole source image"
+)
 
 
 def _load_source(path: str, size: int):
@@ -83,6 +119,77 @@ def _load_source(path: str, size: int):
     )
     print(f"{_SOURCE.value}: face crop x={x} y={y} side={side}")
     return source
+
+
+def _portrait_source(path: str, size: int) -> dict | None:
+    """With --landmark_model or --paste_back: the source cropped as LivePortrait's release
+    crops it (jaxtalk/media/portrait_crop.py; 512 pixels, area-resized to `size`) with
+    what the options need: the image, the crop, the landmarks (None without a model)."""
+    from PIL import Image
+
+    from jaxtalk.inference import animator
+    from jaxtalk.media import portrait_crop
+
+    if not (_LANDMARK_MODEL.value or _PASTE_BACK.value):
+        return None
+    if not _CROP_FACE.value:
+        raise InputError("--landmark_model and --paste_back crop the source: drop --nocrop_face")
+    landmarks = None
+    if _LANDMARK_MODEL.value:
+        from jaxtalk.convert import onnx_graph
+
+        with fs.local_file(_LANDMARK_MODEL.value) as local:
+            landmarks = portrait_crop.LandmarkModel(onnx_graph.load(local))
+    image = animator.read_image(path)
+    crop, points = portrait_crop.source_crop(image, landmarks, what=_SOURCE.value)
+    pixels = np.clip(np.asarray(crop.image).round(), 0, 255).astype(np.uint8)
+    source = np.asarray(Image.fromarray(pixels).resize((size, size), Image.BOX))
+    return dict(source=source, image=image, crop=crop, points=points, landmarks=landmarks)
+
+
+def _ratio_flag(flag, name: str, portrait: dict | None, driving, ratio, tracked: list) -> dict:
+    """--eye_ratio / --lip_ratio as the animator's options: the source's ratios from its
+    landmarks and the target (a number, or the driving frames' own, tracked once)."""
+    if flag.value is None:
+        return {}
+    try:
+        target = None if flag.value == "driving" else float(flag.value)
+    except ValueError:
+        raise InputError(f"--{name}_ratio={flag.value}: give a number or 'driving'") from None
+    if not portrait or portrait["points"] is None:
+        raise InputError(f"--{name}_ratio needs --landmark_model (the source's landmarks)")
+    if target is None:
+        if not tracked:
+            tracked.append(np.stack(portrait["landmarks"].track(driving, what=_DRIVING.value)))
+        target = np.asarray(ratio(tracked[0]))[:, 0]  # the release takes the left eye's
+    source = np.asarray(ratio(portrait["points"]))
+    return {f"{name}_ratio": target, f"source_{name}_ratio": source}
+
+
+def _portrait_options(portrait: dict | None, driving) -> dict:
+    """LivePortrait's flags as animator options, each only when given."""
+    from jaxtalk.media import portrait_crop
+
+    options = {}
+    if flags.FLAGS["stitching"].present:
+        options["stitching"] = _STITCHING.value
+    if _DRIVING_MULTIPLIER.value is not None:
+        options["driving_multiplier"] = _DRIVING_MULTIPLIER.value
+    if _ANIMATION_REGION.value:
+        options["animation_region"] = _ANIMATION_REGION.value
+    tracked = []
+    options.update(
+        _ratio_flag(_EYE_RATIO, "eye", portrait, driving, portrait_crop.eye_open_ratio, tracked)
+    )
+    options.update(
+        _ratio_flag(_LIP_RATIO, "lip", portrait, driving, portrait_crop.lip_open_ratio, tracked)
+    )
+    if _PASTE_BACK.value:
+        crop = portrait["crop"]
+        options["paste_back"] = dict(
+            image=portrait["image"], crop_to_image=crop.c2o, crop_size=crop.image.shape[0]
+        )
+    return options
 
 
 def _driving_crop() -> list[int] | None:
@@ -129,7 +236,8 @@ def main(argv):
         fs.local_file(_DRIVING.value) as driving_path,
         fs.local_output(_OUT.value) as out_path,
     ):
-        source = _load_source(source_path, model.size)
+        portrait = _portrait_source(source_path, model.size)
+        source = portrait["source"] if portrait else _load_source(source_path, model.size)
         info = video.probe_video(driving_path)
         crop = _driving_crop() or animator.centre_square(info.width, info.height)
         driving, fps = video.read_video(
@@ -137,6 +245,7 @@ def main(argv):
         )
         # --motion goes only where given: families without motion modes take no option.
         options = {"mode": _MOTION.value} if flags.FLAGS["motion"].present else {}
+        options.update(_portrait_options(portrait, driving))
         frames = model.animate(source, driving, **options)
         fps = model.fps or fps
         video.write_video(

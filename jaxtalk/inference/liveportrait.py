@@ -385,7 +385,9 @@ class LivePortraitAnimator(Animator):
         )
 
     def drive(self, state, steps: np.ndarray):
-        frames = self._render(self._render_variables(), state["feature"], state["kp"], jnp.asarray(steps))
+        frames = self._render(
+            self._render_variables(), state["feature"], state["kp"], jnp.asarray(steps)
+        )
         if state.get("paste") is None:
             return frames
         return self._paste(frames, **state["paste"])

@@ -16,6 +16,8 @@ from jaxtalk.export import jax_function
 from jaxtalk.inference.animator import AnimationError, Driver, to_pixels
 from jaxtalk.inference.liveportrait import NETWORKS, LivePortraitAnimator, expression_mask
 from jaxtalk.media import portrait_crop
+from jaxtalk.media.probe import probe
+from jaxtalk.media.video import read_video
 from jaxtalk.models.liveportrait import keypoints as kp_lib
 from jaxtalk.models.liveportrait.retargeting import RetargetingMLP
 from tests.train.helpers import REPO, cli_env
@@ -33,6 +35,7 @@ TINY = dict(
                spade_hidden=8),
 )  # fmt: skip
 OUT = 128  # 16x16 features, G's two upsamplings and pixel shuffle
+GAIN = 30.0
 MLPS = {"stitching": (126, 65), "lip": (65, 63), "eye": (66, 63)}
 
 
@@ -75,6 +78,16 @@ def tiny_variables(seed=0, mlps=tuple(MLPS)):
         if v.get("batch_stats"):
             stats[group] = v["batch_stats"]
     params["motion"]["fc_scale"]["bias"][:] = 1.0  # a face-sized keypoint cloud
+    # A random trunk's features barely differ between images: amplify M's heads about
+    # their value for a grey image, so that driving frames move the face visibly.
+    net = NETWORKS["motion"](
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in TINY["motion"].items()}
+    )
+    grey = net.apply({"params": params["motion"]}, jnp.full((1, SIZE, SIZE, 3), 0.5))
+    for head, value in grey.items():
+        fc = params["motion"][f"fc_{head}"]
+        fc["kernel"] *= GAIN
+        fc["bias"][:] = GAIN * fc["bias"] - (GAIN - 1) * np.asarray(value)[0]
     for name in mlps:
         size, out = MLPS[name]
         net = RetargetingMLP(hidden_sizes=(16,), output_size=out)
@@ -265,3 +278,85 @@ def test_paste_back_puts_the_frame_into_the_source_image(animator, frames):
     assert np.abs(image[inside].astype(float) - out[0][inside]).mean() > 10 * diff.mean()
     with pytest.raises(AnimationError, match="paste_back: image"):
         animator.animate(source, driving, paste_back={"image": image[..., 0], "crop_to_image": c2o})
+
+
+# ----------------------------------------------------------------------------- the command
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    """A portrait the OpenCV detector finds (512x512) and a driving clip with speech."""
+    from PIL import Image
+
+    from data_pipelines.synthetic import speech
+    from jaxtalk.media.video import write_video
+
+    d = tmp_path_factory.mktemp("lp_media")
+    portrait = pytest.importorskip("skimage.data").astronaut()
+    Image.fromarray(portrait).save(d / "source.png")
+    rng = np.random.default_rng(3)
+    clip = np.stack([np.roll(portrait[::4, ::4], 2 * i, axis=1) for i in range(5)])
+    clip = np.clip(clip + rng.integers(-10, 10, clip.shape), 0, 255).astype(np.uint8)
+    wav, _, _ = speech.synthesize(0.2, 140.0, rng)
+    write_video(d / "driving.mp4", clip, 25.0, audio=wav, audio_sample_rate=16000)
+    return {"source": str(d / "source.png"), "driving": str(d / "driving.mp4"), "image": portrait}
+
+
+def jaxtalk(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "jaxtalk.cli", *args],
+        cwd=REPO,
+        env=cli_env(1),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_animate_command_with_paste_back(files, media, tmp_path):
+    common = [f"--weights={files['full']}", f"--source={media['source']}"]
+    common += [f"--driving={media['driving']}"]
+    out = jaxtalk(
+        "animate", *common, f"--out={tmp_path / 'pasted.mp4'}", "--paste_back",
+        "--driving_multiplier=0.8", "--nostitching",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    info = probe(tmp_path / "pasted.mp4")
+    assert (info.width, info.height) == (512, 512) and info.audio_sample_rate  # the source's
+    pasted, _ = read_video(tmp_path / "pasted.mp4")
+    assert len(pasted) == 5
+    # Outside the crop the source itself (codec noise only), inside the animation.
+    crop, _ = portrait_crop.source_crop(media["image"])
+    mask = np.asarray(portrait_crop.paste_mask(crop.c2o, (512, 512)))[..., 0]
+    diff = np.abs(pasted.astype(float) - media["image"]).mean(-1)
+    outside, inside = diff[:, mask == 0].mean(), diff[:, mask > 0.999].mean()
+    assert outside < 4 and inside > 20, (outside, inside)
+    # The driving motion moves the face: frames differ from each other inside the crop.
+    moving = np.abs(pasted[1:].astype(float) - pasted[:1])[:, mask > 0.999].mean()
+    assert moving > 2, moving  # codec noise alone: under 1 (the landmark test below)
+    for flag, message in (
+        ("--lip_ratio=0.3", "--lip_ratio needs --landmark_model"),
+        ("--eye_ratio=wide", "--eye_ratio=wide: give a number or 'driving'"),
+    ):
+        bad = jaxtalk("animate", *common, f"--out={tmp_path / 'x.mp4'}", flag)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr[-2000:]
+        assert "Traceback" not in bad.stderr
+
+
+def test_animate_command_with_a_landmark_model(files, media, tmp_path):
+    """The release's crop from 203 landmarks (a random landmark-shaped ONNX net) and
+    constant eye and lip targets: relative motion with retargeting is x_s plus the offsets,
+    so every frame is the same (the driving motion is replaced, as released)."""
+    pytest.importorskip("onnxruntime")
+    torch = pytest.importorskip("torch")
+    from tests.convert.onnx_models import conv_next_landmarks, export_torch
+
+    onnx = export_torch(conv_next_landmarks(), torch.zeros(1, 3, 224, 224), tmp_path / "l.onnx", 11)
+    out = jaxtalk(
+        "animate", f"--weights={files['full']}", f"--source={media['source']}",
+        f"--driving={media['driving']}", f"--out={tmp_path / 'lip.mp4'}",
+        f"--landmark_model={onnx}", "--lip_ratio=0.3", "--eye_ratio=0.25",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    frames, _ = read_video(tmp_path / "lip.mp4")
+    assert frames.shape == (5, OUT, OUT, 3) and probe(tmp_path / "lip.mp4").audio_sample_rate
+    still = np.abs(frames[1:].astype(float) - frames[:1]).mean()
+    assert still < 1, still  # codec noise only
