@@ -218,19 +218,18 @@ class LivePortraitAnimator(Animator):
         return cls.from_stored(weights.load(path), path, **kw)
 
     # ------------------------------------------------------------------ networks
-    def _apply(self, group: str, *args):
-        return self.nets[group].apply(self.variables[group], *args)
-
-    def _motion_info(self, images):
+    # Variables are arguments of the jitted functions, never constants folded into them.
+    def _motion_info(self, variables, images):
         """uint8 (B, S, S, 3) -> M's raw heads (the release feeds [0, 1] pixels)."""
-        return self._apply("motion", jnp.asarray(images, jnp.float32) / 255.0)
+        x = jnp.asarray(images, jnp.float32) / 255.0
+        return self.nets["motion"].apply(variables["motion"], x)
 
-    def _encode_source(self, image):
+    def _encode_source(self, variables, image):
+        """F's volume, M's heads and the keypoints x_s of a uint8 (1, S, S, 3) source."""
         x = jnp.asarray(image, jnp.float32) / 255.0
-        info = self._apply("motion", x)
-        return dict(
-            feature=self._apply("appearance", x), info=info, kp=kp_lib.transform_keypoints(info)
-        )
+        info = self.nets["motion"].apply(variables["motion"], x)
+        feature = self.nets["appearance"].apply(variables["appearance"], x)
+        return dict(feature=feature, info=info, kp=kp_lib.transform_keypoints(info))
 
     def render(self, variables, feature, kp_source, kp_driving):
         """W + G: feature (1, D, h, w, C), kp_source (1, K, 3), kp_driving (B, K, 3) ->
@@ -267,7 +266,7 @@ class LivePortraitAnimator(Animator):
 
     # ------------------------------------------------------------------ the contract
     def prepare(self, source: np.ndarray):
-        return self._prepare(np.asarray(source)[None])
+        return self._prepare(self.variables, np.asarray(source)[None])
 
     def driving_motion(self, driving: np.ndarray) -> dict:
         """M's heads for every driving frame, `chunk` frames per call (one compilation)."""
@@ -275,7 +274,7 @@ class LivePortraitAnimator(Animator):
         for begin in range(0, len(driving), self.chunk):
             part = driving[begin : begin + self.chunk]
             pad = np.repeat(part[-1:], self.chunk - len(part), 0)
-            info = self._motion(np.concatenate([part, pad]))
+            info = self._motion(self.variables, np.concatenate([part, pad]))
             out.append(jax.tree.map(lambda a, k=len(part): np.asarray(a[:k]), info))
         return jax.tree.map(lambda *a: np.concatenate(a), *out)
 
@@ -380,7 +379,8 @@ class LivePortraitAnimator(Animator):
 
     def _source_shapes(self):
         return jax.eval_shape(
-            lambda x: tuple(self._encode_source(x)[k] for k in ("feature", "kp")),
+            lambda v, x: tuple(self._encode_source(v, x)[k] for k in ("feature", "kp")),
+            self.variables,
             jax.ShapeDtypeStruct((1, self.size, self.size, 3), jnp.uint8),
         )
 

@@ -247,6 +247,16 @@ def test_drive_renders_w_and_g_and_export_matches(animator, frames, tmp_path):
     (got,) = fn(np.asarray(state["feature"]), np.asarray(state["kp"]), steps)
     assert got.shape == (3, OUT, OUT, 3)
     np.testing.assert_allclose(np.asarray(got), drawn, atol=1e-5)
+    (one,) = fn(np.asarray(state["feature"]), np.asarray(state["kp"]), steps[:1])
+    np.testing.assert_allclose(np.asarray(one), drawn[:1], atol=1e-5)
+
+
+def test_export_command_writes_the_function(files, tmp_path):
+    out = jaxtalk("export", f"--weights={files['full']}", f"--out={tmp_path / 'lp.jaxfn'}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    _, manifest = jax_function.load_function(tmp_path / "lp.jaxfn")
+    assert [i["name"] for i in manifest["inputs"]] == ["feature", "kp_source", "kp_driving"]
+    assert manifest["outputs"][0]["shape"] == ["T", OUT, OUT, 3]
 
 
 def test_paste_back_puts_the_frame_into_the_source_image(animator, frames):
@@ -360,3 +370,35 @@ def test_animate_command_with_a_landmark_model(files, media, tmp_path):
     assert frames.shape == (5, OUT, OUT, 3) and probe(tmp_path / "lip.mp4").audio_sample_rate
     still = np.abs(frames[1:].astype(float) - frames[:1]).mean()
     assert still < 1, still  # codec noise only
+
+
+def test_released_sizes_without_running_the_networks():
+    """Released defaults (an empty model_config): 256 in, 512 out, the export's shapes."""
+    from jaxtalk.models.liveportrait.retargeting import RELEASED
+
+    image = jax.ShapeDtypeStruct((1, 256, 256, 3), jnp.float32)
+    points = jax.ShapeDtypeStruct((1, 21, 3), jnp.float32)
+    inputs = {
+        "appearance": (image,),
+        "motion": (image,),
+        "warping": (jax.ShapeDtypeStruct((1, 16, 64, 64, 32), jnp.float32), points, points),
+        "spade": (jax.ShapeDtypeStruct((1, 64, 64, 256), jnp.float32),),
+    }
+    shapes = {g: mapping.variable_shapes(cls(), *inputs[g]) for g, cls in NETWORKS.items()}
+    variables = {
+        "params": {g: v["params"] for g, v in shapes.items()},
+        "batch_stats": {g: v["batch_stats"] for g, v in shapes.items() if "batch_stats" in v},
+    }
+    for name, (size, _) in MLPS.items():
+        x = jax.ShapeDtypeStruct((1, size), jnp.float32)
+        mlp = RetargetingMLP(**RELEASED[name])
+        variables["params"][name] = mapping.variable_shapes(mlp, x)["params"]
+    animator = LivePortraitAnimator(variables, {"kind": "liveportrait"}, source="released")
+    assert animator.size == 256 and animator.output_size() == 512
+    spec = animator.export_function()
+    assert [tuple(s.shape)[1:] for s in spec.input_specs] == [(16, 64, 64, 32), (21, 3), (21, 3)]
+    assert sorted(spec.params) == ["spade", "warping"]
+    with pytest.raises(AnimationError, match="released: no spade parameters"):
+        LivePortraitAnimator({"params": {g: {} for g in list(NETWORKS)[:3]}}, {}, source="released")
+    with pytest.raises(AnimationError, match="tiny.safetensors: motion and warping disagree"):
+        LivePortraitAnimator(variables, {"warping": {"num_kp": 10}}, source="tiny.safetensors")
