@@ -39,6 +39,7 @@ from jaxtalk.inference.animator import AnimationError, Animator, Driver, Exporte
 from jaxtalk.models.liveportrait import keypoints as kp_lib
 from jaxtalk.models.liveportrait.appearance import AppearanceFeatureExtractor
 from jaxtalk.models.liveportrait.generator import SPADEDecoder
+from jaxtalk.models.liveportrait.keypoints import REGIONS
 from jaxtalk.models.liveportrait.motion_extractor import MotionExtractor
 from jaxtalk.models.liveportrait.warping import WarpingNetwork
 
@@ -50,59 +51,6 @@ NETWORKS = {
 }
 RETARGETING = ("stitching", "lip", "eye")
 MODES = ("relative", "absolute")
-REGIONS = ("all", "exp", "pose", "lip", "eyes")
-
-# The expression entries each region takes from the driving frame, as released (for the
-# 21 released keypoints; rows past a smaller model's count are dropped). 'all' / 'exp' in
-# absolute mode take whole rows and single coordinates; relative 'all' / 'exp' take all.
-_ALL_ROWS = (1, 2, 6, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20)
-_ALL_ENTRIES = ((3, 1), (4, 1), (5, 2), (8, 2), (9, 1), (9, 2))
-_LIP_ROWS = (6, 12, 14, 17, 19, 20)
-_EYE_ROWS = (11, 13, 15, 16, 18)
-
-
-def expression_mask(region: str, num_kp: int, relative: bool) -> np.ndarray:
-    """(K, 3) bool: the expression entries of a region that follow the driving frame."""
-    mask = np.zeros((num_kp, 3), bool)
-    if region in ("all", "exp") and relative:
-        mask[:] = True
-    elif region in ("all", "exp"):
-        mask[[r for r in _ALL_ROWS if r < num_kp]] = True
-        for r, c in _ALL_ENTRIES:
-            if r < num_kp:
-                mask[r, c] = True
-    elif region in ("lip", "eyes"):
-        mask[[r for r in (_LIP_ROWS if region == "lip" else _EYE_ROWS) if r < num_kp]] = True
-    return mask
-
-
-def driven_keypoints(source: Mapping, driving: Mapping, first: Mapping, relative: bool, region):
-    """The driven keypoints (B, K, 3) of the source's canonical keypoints, before stitching
-    and retargeting: `source` and `first` are one frame's motion dicts (batch 1), `driving`
-    B frames' (M's raw heads)."""
-    kp_s = kp_lib._points(source["kp"])
-    n = kp_lib._points(driving["kp"]).shape[0]
-    rot_s = kp_lib.info_rotation(source)
-    exp_s = kp_lib._points(source["exp"])
-    exp_d = kp_lib._points(driving["exp"])
-    moves_pose = region in ("all", "pose")
-    if relative:
-        rot_d = kp_lib.info_rotation(driving) @ jnp.swapaxes(kp_lib.info_rotation(first), -1, -2)
-        rot = rot_d @ rot_s if moves_pose else rot_s
-        exp_d = exp_s + (exp_d - kp_lib._points(first["exp"]))
-        scale_s, t_s = kp_lib._hi(source["scale"]), kp_lib._hi(source["t"])
-        ratio = kp_lib._hi(driving["scale"]) / kp_lib._hi(first["scale"])
-        scale = scale_s * ratio if region == "all" else jnp.broadcast_to(scale_s, ratio.shape)
-        t_d = t_s + (kp_lib._hi(driving["t"]) - kp_lib._hi(first["t"]))
-        t = t_d if moves_pose else jnp.broadcast_to(t_s, t_d.shape)
-    else:
-        rot = kp_lib.info_rotation(driving) if moves_pose else jnp.broadcast_to(rot_s, (n, 3, 3))
-        scale = jnp.broadcast_to(kp_lib._hi(source["scale"]), (n, 1))
-        t_d = kp_lib._hi(driving["t"])
-        t = t_d if moves_pose else jnp.broadcast_to(kp_lib._hi(source["t"]), t_d.shape)
-    mask = expression_mask(region, kp_s.shape[1], relative)
-    exp = jnp.where(mask, exp_d, exp_s)
-    return kp_lib.compose(jnp.broadcast_to(kp_s, exp.shape), rot, exp, scale, t)
 
 
 def _ratios(value, frames: int, width: int, what: str) -> np.ndarray:
@@ -188,7 +136,9 @@ class LivePortraitAnimator(Animator):
         stats = variables.get("batch_stats") or {}
         options = network_options(model_config, source)
         self.source_name, self.chunk = source, chunk
-        self.size = int(model_config.get("input_size", 256))
+        self.size = model_config.get("input_size", 256)
+        if type(self.size) is not int or self.size < 32 or self.size % 32:
+            raise AnimationError(f"{source}: model_config input_size must be a multiple of 32")
         self.model_config = model_config
         self.nets = {g: cls(**options[g]) for g, cls in NETWORKS.items()}
         self.variables = {
@@ -247,7 +197,7 @@ class LivePortraitAnimator(Animator):
     ):  # fmt: skip
         """The keypoints of Algorithm 1 for every driving frame (see the module docstring)."""
         x_s = state["kp"]
-        x_d = driven_keypoints(state["info"], infos, first, relative, region)
+        x_d = kp_lib.motion_keypoints(state["info"], infos, first, relative, region)
         n = x_d.shape[0]
         tile = jnp.broadcast_to(x_s, x_d.shape)
         if eye or lip:
@@ -430,7 +380,5 @@ __all__ = [
     "LivePortraitAnimator",
     "MODES",
     "REGIONS",
-    "driven_keypoints",
-    "expression_mask",
     "network_options",
 ]

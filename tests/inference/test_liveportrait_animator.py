@@ -14,11 +14,12 @@ from jaxtalk import inference
 from jaxtalk.convert import mapping, weights
 from jaxtalk.export import jax_function
 from jaxtalk.inference.animator import AnimationError, Driver, to_pixels
-from jaxtalk.inference.liveportrait import NETWORKS, LivePortraitAnimator, expression_mask
+from jaxtalk.inference.liveportrait import NETWORKS, LivePortraitAnimator
 from jaxtalk.media import portrait_crop
 from jaxtalk.media.probe import probe
 from jaxtalk.media.video import read_video
 from jaxtalk.models.liveportrait import keypoints as kp_lib
+from jaxtalk.models.liveportrait.keypoints import expression_mask
 from jaxtalk.models.liveportrait.retargeting import RetargetingMLP
 from tests.train.helpers import REPO, cli_env
 
@@ -233,15 +234,8 @@ def test_drive_renders_w_and_g_and_export_matches(animator, frames, tmp_path):
     np.testing.assert_array_equal(to_pixels(drawn), out)
     spec = animator.export_function()
     path = tmp_path / "lp.jaxfn"
-    jax_function.export_function(
-        spec.fn,
-        spec.params,
-        spec.input_specs,
-        path,
-        input_names=spec.input_names,
-        output_names=spec.output_names,
-        metadata=spec.metadata,
-    )
+    names = dict(input_names=spec.input_names, output_names=spec.output_names)
+    jax_function.export_function(spec.fn, spec.params, spec.input_specs, path, **names)
     fn, manifest = jax_function.load_function(path)
     assert manifest["inputs"][2]["shape"] == ["T", NUM_KP, 3]
     (got,) = fn(np.asarray(state["feature"]), np.asarray(state["kp"]), steps)
@@ -402,3 +396,5 @@ def test_released_sizes_without_running_the_networks():
         LivePortraitAnimator({"params": {g: {} for g in list(NETWORKS)[:3]}}, {}, source="released")
     with pytest.raises(AnimationError, match="tiny.safetensors: motion and warping disagree"):
         LivePortraitAnimator(variables, {"warping": {"num_kp": 10}}, source="tiny.safetensors")
+    with pytest.raises(AnimationError, match="x.safetensors: model_config input_size"):
+        LivePortraitAnimator(variables, {"input_size": 100}, source="x.safetensors")
