@@ -126,6 +126,52 @@ def frames():
 
 
 # ----------------------------------------------------------------------------- keypoints
+def random_info(rng, batch):
+    return dict(
+        kp=rng.standard_normal((batch, 3 * NUM_KP)) * 0.3,
+        exp=rng.standard_normal((batch, 3 * NUM_KP)) * 0.05,
+        pitch=rng.standard_normal((batch, 66)) * 3,
+        yaw=rng.standard_normal((batch, 66)) * 3,
+        roll=rng.standard_normal((batch, 66)) * 3,
+        t=rng.standard_normal((batch, 3)) * 0.1,
+        scale=1 + 0.1 * rng.standard_normal((batch, 1)),
+    )
+
+
+def test_motion_keypoints_by_region():
+    """Relative 'pose' moves rotation and translation only, 'lip' / 'eyes' only their
+    expression rows; absolute 'exp' keeps the source's pose and scale."""
+    rng = np.random.default_rng(0)
+    src, drv, first = random_info(rng, 1), random_info(rng, 4), random_info(rng, 1)
+    pts = lambda a: np.reshape(a, (len(a), -1, 3))  # noqa: E731
+    rot = lambda i: np.asarray(kp_lib.info_rotation(i))  # noqa: E731
+    rot_rel = rot(drv) @ np.swapaxes(rot(first), 1, 2) @ rot(src)
+    t_rel = src["t"] + drv["t"] - first["t"]
+    exp_rel = pts(src["exp"]) + pts(drv["exp"]) - pts(first["exp"])
+    kp_s = np.repeat(pts(src["kp"]), 4, 0)
+    got = kp_lib.motion_keypoints(src, drv, first, True, "pose")
+    want = kp_lib.compose(
+        kp_s, rot_rel, np.repeat(pts(src["exp"]), 4, 0), src["scale"][[0] * 4], t_rel
+    )
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    for region, rows in (("lip", [6, 12, 14, 17, 19, 20]), ("eyes", [11, 13, 15, 16, 18])):
+        exp = np.repeat(pts(src["exp"]), 4, 0)
+        exp[:, rows] = exp_rel[:, rows]
+        got = kp_lib.motion_keypoints(src, drv, first, True, region)
+        want = kp_lib.compose(
+            kp_s, np.repeat(rot(src), 4, 0), exp, src["scale"][[0] * 4], src["t"][[0] * 4]
+        )
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    got = kp_lib.motion_keypoints(src, drv, first, False, "exp")
+    exp = np.where(expression_mask("exp", NUM_KP, False), pts(drv["exp"]), pts(src["exp"]))
+    want = kp_lib.compose(
+        kp_s, np.repeat(rot(src), 4, 0), exp, src["scale"][[0] * 4], src["t"][[0] * 4]
+    )
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown animation region 'ears'"):
+        kp_lib.motion_keypoints(src, drv, first, True, "ears")
+
+
 def test_relative_motion_of_the_source_itself_gives_its_keypoints(animator, frames):
     source, _ = frames
     state = animator.prepare(source)
