@@ -37,9 +37,11 @@ FRAMES = 10
 # Bounds on the max abs difference of the denoiser output: float32, float64 with jaxtalk's
 # positional table, float64 with the official one.
 TOLERANCE = {"float32": 2e-5, "float64": 1e-6, "float64, official table": 1e-10}
-# The same for the x0 of a 50-step DDIM run (against the official sampler with float64
-# coefficients; with the release's float32 ones float64 agrees to about 1e-7).
-SAMPLER_TOLERANCE = {"float32": 5e-5, "float64": 2e-6, "float64, official table": 1e-10}
+# The same for the x0 of a 50-step DDIM run, against the official sampler with float64
+# coefficients (with the release's float32 ones float64 agrees to about 1e-6). Rounding in
+# float32 grows over the steps: x0 = (x_t - sqrt(1 - ab) eps) / sqrt(ab) multiplies the
+# denoiser's by up to 1 / sqrt(ab) = 160 at t = 980 before the clamp.
+SAMPLER_TOLERANCE = {"float32": 1e-3, "float64": 1e-6, "float64, official table": 1e-12}
 
 
 def official_predictor(torch, infer_type):
@@ -220,7 +222,9 @@ def jaxtalk_sample(variables, config, x, x_T, dtype):
     cond, _ = model.apply(cast, jnp.asarray(audio, dtype), method=DiffusionPredictor.condition)
 
     def denoise(noisy, t):
-        return model.apply(cast, cond, start, direction, noisy, t, method=DiffusionPredictor.denoise)
+        return model.apply(
+            cast, cond, start, direction, noisy, t, method=DiffusionPredictor.denoise
+        )
 
     schedule = schedules.make_schedule("linear", 1000)
     return np.asarray(samplers.ddim_sample(denoise, jnp.asarray(x_T, dtype), schedule, 50))
@@ -249,12 +253,16 @@ def test_ddim_sampling_matches_the_official_sampler(tmp_path, monkeypatch, infer
     released.update({p + k: v for p in ("model.", "ema_model.") for k, v in weights.items()})
     torch.save(released, tmp_path / "stage2.ckpt")
     imported = anitalker.import_checkpoint(tmp_path / "stage2.ckpt")
-    variables, config = {k: imported[k] for k in ("params", "batch_stats")}, imported["model_config"]
+    variables, config = (
+        {k: imported[k] for k in ("params", "batch_stats")},
+        imported["model_config"],
+    )
     rng = np.random.default_rng(1)
     x = inputs(infer_type, rng)
     x_T = rng.standard_normal((2, FRAMES, 20))
     import diffusion.base as official_base
 
+    errors = {}
     for name, torch_dtype in (("float32", torch.float32), ("float64", torch.float64)):
         as_released = official_sample(torch, model, x, x_T, torch_dtype)
         with monkeypatch.context() as m:
@@ -276,4 +284,6 @@ def test_ddim_sampling_matches_the_official_sampler(tmp_path, monkeypatch, infer
                 f"{infer_type} ddim50 {label}: max abs error {err:.2e} "
                 f"({released_err:.2e} against the release's float32 coefficients)"
             )
-            assert out.dtype == np.dtype(name) and err < SAMPLER_TOLERANCE[label]
+            assert out.dtype == np.dtype(name)
+            errors[label] = err
+    assert all(err < SAMPLER_TOLERANCE[label] for label, err in errors.items()), errors

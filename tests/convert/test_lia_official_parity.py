@@ -28,11 +28,8 @@ from jaxtalk.models.lia.generator import LIAGenerator
 
 LIA_CODE = os.environ.get("LIA_CODE")
 ANITALKER_CODE = os.environ.get("ANITALKER_CODE")
-# Bounds on the max abs difference of the rendered image and the codes. Measured: float32
-# 3e-3 to 9e-3 on the image (random weights amplify rounding through the flows; torch's
-# CPU convolutions vary it from run to run), 1e-7 to 5e-7 on the codes; float64 2e-11 and
-# 7e-12 on the images, 1e-15 on the codes.
-TOLERANCE = {"float32": 2e-2, "float64": 1e-9}
+# Bounds on the max abs difference of the rendered image and the codes.
+TOLERANCE = {"float32": 5e-4, "float64": 1e-9}
 
 
 @contextlib.contextmanager
@@ -56,12 +53,17 @@ def official_code(path):
 
 
 def perturbed(torch, state, seed=0):
-    """The official init moved everywhere (zero biases matter too); blur kernels as built."""
+    """The official init moved everywhere (zero biases matter too), blur kernels as built,
+    the flow heads scaled by 0.1: untrained ones warp by tanh of O(1) values, which
+    amplifies rounding (torch float32 itself is then 2e-3 from torch float64), trained
+    ones do not."""
     gen = torch.Generator().manual_seed(seed)
-    return {
-        k: v if k.endswith(".kernel") else v + 0.05 * torch.randn(v.shape, generator=gen)
-        for k, v in state.items()
-    }
+    out = {}
+    for key, value in state.items():
+        if not key.endswith(".kernel"):
+            value = value + 0.05 * torch.randn(value.shape, generator=gen)
+        out[key] = value * 0.1 if ".to_flows." in key and key.endswith("conv.weight") else value
+    return out
 
 
 def images(seed=0):
@@ -101,7 +103,9 @@ def test_lia_generator_matches_the_official_model(tmp_path):
         for name, torch_dtype in (("float32", torch.float32), ("float64", torch.float64)):
             official = official.to(torch_dtype)
             with torch.no_grad():
-                want = official(to_torch(torch, source, torch_dtype), to_torch(torch, driving, torch_dtype))
+                want = official(
+                    to_torch(torch, source, torch_dtype), to_torch(torch, driving, torch_dtype)
+                )
             with jax.enable_x64(name == "float64"):
                 got = jaxtalk_apply(LIAGenerator, imported, name, source, driving)["image"]
                 report("lia", "image", got, want.numpy().transpose(0, 2, 3, 1), name)

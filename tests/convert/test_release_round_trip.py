@@ -240,7 +240,9 @@ def lia_training_file(path, seed=0):
         gen=collections.OrderedDict(gen),
         dis=collections.OrderedDict(dis),
         g_optim=_adam_state(rng, trained, old_torch=True),
-        d_optim=_adam_state(rng, [v.shape for k, v in dis.items() if not k.endswith(".kernel")], True),
+        d_optim=_adam_state(
+            rng, [v.shape for k, v in dis.items() if not k.endswith(".kernel")], True
+        ),
         args=args,
     )
     torch_pickle.save(obj, path)
