@@ -15,8 +15,8 @@ building plain data:
   builtins.set, builtins.frozenset, builtins.complex
   _codecs.encode(text, "latin1")                 how protocol 2 spells a bytes object
   numpy.dtype, numpy.core.multiarray.scalar      numeric scalars (objects refused)
-  argparse.Namespace                             LIA's `args` entry  } become plain dicts
-  Lightning's AttributeDict (four module paths)  hyper-parameters    } of their fields
+  argparse.Namespace                             LIA's `args` entry  } become dicts of
+  Lightning's AttributeDict (four module paths)  hyper-parameters    } their fields (Record)
 
 Anything else (a class of the training code, `os.system`, `builtins.eval`, ...) is an error
 naming the file and the global; it is never imported, called or passed on as an object.
