@@ -81,7 +81,9 @@ class RandomTransform:
         adds sum_c w_c r_c^2 log r_c with r_c the L1 distance of p to control point c to both
         coordinates."""
         points = points.astype(jnp.float32)
-        affine = jnp.einsum("bij,bnj->bni", self.theta[:, :, :2], points) + self.theta[:, None, :, 2]
+        affine = (
+            jnp.einsum("bij,bnj->bni", self.theta[:, :, :2], points) + self.theta[:, None, :, 2]
+        )
         r = jnp.sum(jnp.abs(points[:, :, None, :] - self.control_points[None, None]), -1)
         radial = jnp.square(r) * jnp.log(r + 1e-6)
         return affine + jnp.einsum("bnc,bc->bn", radial, self.tps_weights)[..., None]
