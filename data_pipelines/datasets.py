@@ -8,7 +8,7 @@ import os
 from typing import Any, Callable
 
 from data_pipelines import filters, pipeline
-from data_pipelines.parsers import celebvhq, hdtf, vfhq, voxceleb
+from data_pipelines.parsers import celebvhq, hdtf, talkinghead1kh, vfhq, voxceleb
 from data_pipelines.process import ProcessConfig
 from data_pipelines.synthetic import generate
 from jaxtalk import fs
@@ -31,6 +31,7 @@ DATASETS = {
     "hdtf": DatasetDef(hdtf.parse, options=("test_list", "test_fraction")),
     "vfhq": DatasetDef(vfhq.parse),
     "celebvhq": DatasetDef(celebvhq.parse, options=("test_list", "test_fraction", "info_file")),
+    "talkinghead1kh": DatasetDef(talkinghead1kh.parse),
     "synthetic": DatasetDef(
         functools.partial(voxceleb.parse, version=2, dataset="synthetic"), SYNTHETIC_FILTERS
     ),

@@ -7,7 +7,7 @@ that several datasets share one root and a mixture names them by name
 (`config.data.data_root=ROOT`, `config.data.mixture="voxceleb2,hdtf"`). Rerunning continues
 an interrupted run: finished shards are kept, unfinished ones redone.
 
-DATASET is one of: synthetic, voxceleb1, voxceleb2, hdtf, vfhq, celebvhq.
+DATASET is one of: synthetic, voxceleb1, voxceleb2, hdtf, vfhq, celebvhq, talkinghead1kh.
 
   jaxtalk prepare synthetic --out_dir=data/synthetic --size=64
   jaxtalk prepare voxceleb2 --manual_dir=/data/vox2 --out_dir=data/vox2_256 --size=256
