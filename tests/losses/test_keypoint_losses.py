@@ -139,3 +139,19 @@ def test_landmark_boxes_and_crops():
     np.testing.assert_allclose(crop[0, :, 2, 1], np.linspace(-0.25, 0.25, 5), atol=1e-5)
     g = jax.grad(lambda x: K.crop_regions(x, jnp.array([[0.5, 0.0, 0.25]]), 5).sum())(ramp)
     assert float(g[0, :, :8].sum()) == 0.0 and float(g.sum()) > 0  # only the box's pixels
+
+
+def test_hinge_gan_and_feature_matching():
+    from jaxtalk.losses import adversarial
+
+    real, fake = jnp.array([2.0, 0.5, -1.0]), jnp.array([-2.0, 0.0, 1.5])
+    # relu(1 - real) = (0, 0.5, 2); relu(1 + fake) = (0, 1, 2.5)
+    assert float(adversarial.d_hinge_loss(real, fake)) == pytest.approx(2.5 / 3 + 3.5 / 3)
+    assert float(adversarial.g_hinge_loss(fake)) == pytest.approx(-0.5 / 3)
+    a = [jnp.ones((2, 4)), jnp.zeros((2, 2))]
+    b = [jnp.full((2, 4), 3.0), jnp.full((2, 2), -0.5)]
+    assert float(adversarial.feature_matching_loss(a, b)) == pytest.approx(2.5)
+    g = jax.grad(lambda r: adversarial.feature_matching_loss([r], [b[0]]))(a[0])
+    assert float(jnp.abs(g).sum()) == 0.0  # the real side is a target
+    with pytest.raises(ValueError, match="2 real but 1 fake"):
+        adversarial.feature_matching_loss(a, b[:1])
