@@ -128,7 +128,7 @@ def get_config(arg: str = "paper"):
         c.model.discriminator = dict(scales=(1.0,), block_expansion=16, num_blocks=3,
                                      max_features=64)  # fmt: skip
         c.loss.update(dict(l1=1.0, perceptual=0.0, identity=0.0, adversarial=0.0,
-                           feature_matching=0.0, region_sizes=dict(face=32, lip=16)))  # fmt: skip
+                           feature_matching=0.0, region_sizes=dict(face=32, lip=32)))  # fmt: skip
         c.loss.head_pose = 0.1  # degrees: 20 would swamp an L1 in [0, 1] units
         c.loss.landmark = 1.0
         c.data.update(dict(data_dir="demo_out/data", mixture="", image_size=0))

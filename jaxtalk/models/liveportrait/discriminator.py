@@ -60,6 +60,11 @@ class PatchDiscriminator(nn.Module):
         features = []
         x = x.astype(self.dtype)
         for i in range(self.num_blocks):
+            if min(x.shape[1:3]) < 4:
+                raise ValueError(
+                    f"PatchDiscriminator: a {x.shape[1]}x{x.shape[2]} input is too small for "
+                    f"{self.num_blocks} blocks (block {i} sees {x.shape[1:3]})"
+                )
             width = min(self.max_features, self.block_expansion * 2 ** (i + 1))
             x = DownBlock(
                 width, norm=i != 0, pool=i != self.num_blocks - 1, name=f"down_{i}", **kw
