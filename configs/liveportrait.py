@@ -151,7 +151,10 @@ def get_config(arg: str = "paper"):
         c.stage = "stitching"
         lr = 1e-3 if arg == "tiny_stitching" else 2e-4  # ours: the paper gives none
         c.optimizers = ml_collections.ConfigDict(
-            {g: common.optimizer_config("adam", lr=lr) for g in ("stitching", "lip", "eye", "ratio")}
+            {
+                g: common.optimizer_config("adam", lr=lr)
+                for g in ("stitching", "lip", "eye", "ratio")
+            }
         )
         c.checkpoint.best_metric = ""
     return c

@@ -108,7 +108,9 @@ class RatioNet(nn.Module):
     @nn.compact
     def __call__(self, x):
         for i in range(self.depth):
-            x = torch_nn.conv(self.width * 2 ** min(i, 2), 3, stride=2, padding=1, name=f"conv_{i}")(x)
+            x = torch_nn.conv(
+                self.width * 2 ** min(i, 2), 3, stride=2, padding=1, name=f"conv_{i}"
+            )(x)
             x = nn.leaky_relu(x, 0.2)
         x = x.mean((1, 2))
         return nn.sigmoid(torch_nn.dense(2, name="head")(x))
@@ -133,10 +135,17 @@ class LivePortraitTask(Task):
             "spade": SPADEDecoder(**m.spade.to_dict(), dtype=dtype),
         }
         loss = config.loss
-        self.gan_regions = tuple(r for r in loss.regions if loss.adversarial or loss.feature_matching)
+        self.gan_regions = tuple(
+            r for r in loss.regions if loss.adversarial or loss.feature_matching
+        )
         self.discriminator = MultiScaleDiscriminator(**m.discriminator.to_dict(), dtype=dtype)
         self.perceptual = VGG19PerceptualLoss(dtype=dtype) if loss.perceptual else None
-        self.retarget = {name: RetargetingMLP(**RELEASED[name]) for name in ("stitching", "lip", "eye")}
+        # The released hidden sizes; outputs follow the keypoint count (3K + 2, 3K, 3K).
+        k3 = 3 * self.nets["motion"].num_kp
+        outputs = {"stitching": k3 + 2, "lip": k3, "eye": k3}
+        self.retarget = {
+            name: RetargetingMLP(RELEASED[name]["hidden_sizes"], outputs[name]) for name in outputs
+        }
         self.ratio_net = RatioNet()
 
     # ------------------------------------------------------------------ params
@@ -165,7 +174,9 @@ class LivePortraitTask(Task):
             if self.gan_regions:
                 disc = {
                     r: self.discriminator.init(k, to_01(src))
-                    for r, k in zip(self.gan_regions, jax.random.split(r_disc, len(self.gan_regions)))
+                    for r, k in zip(
+                        self.gan_regions, jax.random.split(r_disc, len(self.gan_regions))
+                    )
                 }
                 params["discriminator"] = {r: v["params"] for r, v in disc.items()}
                 stats["discriminator"] = {r: v["batch_stats"] for r, v in disc.items()}
@@ -260,12 +271,23 @@ class LivePortraitTask(Task):
         info = self._apply(params, model_state, "motion", images)
         return info, kp_lib.transform_keypoints(info)
 
-    def render(self, params, model_state, feature, kp_driving, kp_source, train=False, updates=None):
+    def render(
+        self, params, model_state, feature, kp_driving, kp_source, train=False, updates=None
+    ):
         """W then G -> image in [0, 1] at the data's size."""
         warped = self._apply(
-            params, model_state, "warping", feature, kp_driving, kp_source, train=train, updates=updates
+            params,
+            model_state,
+            "warping",
+            feature,
+            kp_driving,
+            kp_source,
+            train=train,
+            updates=updates,
         )
-        return self._apply(params, model_state, "spade", warped["out"], train=train, updates=updates)
+        return self._apply(
+            params, model_state, "spade", warped["out"], train=train, updates=updates
+        )
 
     # ------------------------------------------------------------------ stage-1 losses
     def losses(self):
@@ -371,7 +393,11 @@ class LivePortraitTask(Task):
             from jaxtalk.evaluate.csim import embed
 
             e = embed(params["arcface"], jnp.concatenate([fake["face"], real["face"]]))
-            add("identity", w.identity, 1.0 - jnp.mean(jnp.sum(e[:b] * jax.lax.stop_gradient(e[b:]), -1)))
+            add(
+                "identity",
+                w.identity,
+                1.0 - jnp.mean(jnp.sum(e[:b] * jax.lax.stop_gradient(e[b:]), -1)),
+            )
         state = dict(model_state.get("batch_stats", {}))
         state["generator"] = {**state.get("generator", {}), **updates}
         return LossOutput(
@@ -389,7 +415,9 @@ class LivePortraitTask(Task):
         new = dict(model_state["batch_stats"]["discriminator"])
         state = model_state
         for r in self.gan_regions:
-            both, new[r] = self._disc(params, state, r, jnp.concatenate([real[r], fake[r]]), train=True)
+            both, new[r] = self._disc(
+                params, state, r, jnp.concatenate([real[r], fake[r]]), train=True
+            )
             n = real[r].shape[0]
             loss = sum(adversarial.d_hinge_loss(o[1][:n], o[1][n:]) for o in both.values())
             metrics[f"hinge_{r}"] = loss
@@ -435,12 +463,16 @@ class LivePortraitTask(Task):
         x_other = jnp.roll(x_d, 1, axis=0)  # another clip's motion: the cross-identity case
         net = lambda v: self.retarget["stitching"].apply({"params": params["stitching"]}, v)  # noqa: E731
         x_st = kp_lib.stitch(net, x_s, x_other)
-        image = resize(self.render(params, model_state, feature, x_st, x_s), batch["source"].shape[1])
+        image = resize(
+            self.render(params, model_state, feature, x_st, x_s), batch["source"].shape[1]
+        )
         source = to_01(batch["source"])
         boxes = region_boxes(batch, 0, ("face",), w.region_scales)["face"]
         outside = self._outside_l1(image, source, boxes)
         delta = jnp.mean(jnp.abs(x_st - x_other))
-        return LossOutput(outside + w.stitching_delta * delta, {"outside_l1": outside, "delta": delta})
+        return LossOutput(
+            outside + w.stitching_delta * delta, {"outside_l1": outside, "delta": delta}
+        )
 
     def _retarget_loss(self, name):
         index = {"lip": 0, "eye": 1}[name]
@@ -461,15 +493,17 @@ class LivePortraitTask(Task):
             image = resize(
                 self.render(params, model_state, feature, x_s + delta, x_s), source.shape[1]
             )
-            got = self.ratio_net.apply(
-                {"params": jax.lax.stop_gradient(params["ratio"])}, image
-            )[:, index : index + 1]
+            got = self.ratio_net.apply({"params": jax.lax.stop_gradient(params["ratio"])}, image)[
+                :, index : index + 1
+            ]
             ratio_err = jnp.mean(jnp.abs(got - want))
             boxes = region_boxes(batch, 0, (region,), w.region_scales)[region]
             outside = self._outside_l1(image, source, boxes)
             reg = jnp.mean(jnp.abs(delta))
             total = ratio_err + outside + w.retarget_delta * reg
-            return LossOutput(total, {"ratio_error": ratio_err, "outside_l1": outside, "delta": reg})
+            return LossOutput(
+                total, {"ratio_error": ratio_err, "outside_l1": outside, "delta": reg}
+            )
 
         return loss
 
@@ -494,7 +528,11 @@ class LivePortraitTask(Task):
             raise ValueError(f"unknown eval mode {mode!r}: {self.EVAL_MODES}")
         pred, _ = self.reenact(params, model_state, batch)
         batch = self.preprocess(batch)
-        return {"prediction": pred, "target": to_01(batch["driving"]), "source": to_01(batch["source"])}
+        return {
+            "prediction": pred,
+            "target": to_01(batch["driving"]),
+            "source": to_01(batch["source"]),
+        }
 
     def eval_step(self, params, model_state, batch, rng):
         pred, own = self.reenact(params, model_state, batch)
@@ -534,19 +572,11 @@ class LivePortraitTask(Task):
         return {"reenactment": jnp.concatenate(row, axis=2)}
 
     # ------------------------------------------------------------------ data
-    def data(self, split, *, global_batch_size, seed, process_index, process_count):
+    def data(self, split, **share):
+        """Pairs from `data_pipelines.loaders` (share: global_batch_size, seed, process_*)."""
         from data_pipelines.loaders import make_loader
 
-        loader = make_loader(
-            self.config.data,
-            split=split,
-            global_batch_size=global_batch_size,
-            seed=seed,
-            process_index=process_index,
-            process_count=process_count,
-            shuffle=split == "train",
-        )
-        return iter(loader)
+        return iter(make_loader(self.config.data, split=split, shuffle=split == "train", **share))
 
 
 def build(config):
