@@ -7,6 +7,9 @@ import pytest
 
 from jaxtalk.evaluate import pose_expression
 
+# Bins -> degrees is the model family's function; it lands with the LivePortrait models.
+pytest.importorskip("jaxtalk.models.liveportrait.keypoints")
+
 
 def _motion_fn(seen):
     """A stand-in for M: expression = the mean colour (x 21 keypoints), pose bins peaked at

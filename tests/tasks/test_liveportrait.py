@@ -6,9 +6,12 @@ import jax
 import numpy as np
 import pytest
 
-from configs import liveportrait as cfg_lib
-from jaxtalk.tasks import liveportrait as task_lib
-from jaxtalk.train.train import train
+# The networks land with the LivePortrait models (parts A and B); until then this skips.
+pytest.importorskip("jaxtalk.models.liveportrait.warping")
+
+from configs import liveportrait as cfg_lib  # noqa: E402
+from jaxtalk.tasks import liveportrait as task_lib  # noqa: E402
+from jaxtalk.train.train import train  # noqa: E402
 
 
 def test_variants():
@@ -86,10 +89,12 @@ def test_stage1_trains_through_the_loop(stage1_run):
     state = out["state"]
     assert set(state.params) == {"generator", "discriminator"}
     assert set(state.params["generator"]) == set(task_lib.BASE)
-    # spectral-norm vectors of G and of the discriminators moved (training-mode power steps)
     stats = state.model_state["batch_stats"]
     assert set(stats["discriminator"]) == {"full", "face", "lip"}
-    assert "spade" in stats["generator"]
+    assert "spade" in stats["generator"]  # G's spectral-norm vectors
+    # F's BatchNorm running statistics left their initial zeros / ones (training mode ran)
+    leaves = [np.asarray(a) for a in jax.tree.leaves(stats["generator"]["appearance"])]
+    assert any(np.any((a != 0) & (a != 1)) for a in leaves)
 
 
 def test_stage2_trains_only_the_mlps(stage1_run, synthetic_64, tmp_path):
