@@ -1,6 +1,12 @@
 """Installs jaxtalk, its data pipelines and configs, and the `jaxtalk` console script."""
 
+import re
+
 from setuptools import find_packages, setup
+
+# One version: jaxtalk/__init__.py's; `jaxtalk --version` reads it back from the metadata.
+with open("jaxtalk/__init__.py", encoding="utf-8") as f:
+    VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 # Ranges are the ones the test suite runs on (see .ci/run); the upper bounds guard
 # against API breaks in the fast-moving JAX stack.
@@ -11,8 +17,6 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint>=0.12,<0.13",
     "grain>=0.2.15,<0.3",
     "array-record>=0.8,<0.9",
-    "tensorflow-datasets>=4.9.9,<4.10",
-    "importlib-resources>=6,<7",  # tfds builders import it without TensorFlow
     "ml-collections>=1.1,<1.2",
     "ffmpeg-python>=0.2,<0.3",
     "imageio-ffmpeg>=0.6,<0.9",  # a static ffmpeg when the system has none
@@ -35,15 +39,27 @@ INSTALL_REQUIRES = [
     "gcsfs>=2025.3",
 ]
 
+# The tfds builders (data_pipelines/tfds_builders.py) and reading their builds: optional,
+# tensorflow-datasets pulls ~200 MB of dependencies that `jaxtalk prepare` does not need.
+# TensorFlow itself is never required: the builders and readers run TensorFlow-free.
+TFDS = [
+    "tensorflow-datasets>=4.9.9,<4.10",
+    "importlib-resources>=6,<7",  # tfds builders import it without TensorFlow
+]
+
 EXTRAS = {
-    "dev": [
+    "tfds": TFDS,
+    "dev": TFDS
+    + [
         "pytest>=8,<10",
         "pytest-xdist>=3.5,<4",
         "scikit-image>=0.24,<0.27",
-        "ruff>=0.17,<0.18",
+        "onnx>=1.16,<2",
+        "onnxruntime>=1.18,<2",  # ONNX importer tests (jaxtalk/convert/onnx_graph.py)
+        "ruff>=0.17,<0.18",  # the formatter and linter CI runs (ruff.toml)
         # a Cloud Storage JSON-API server on localhost for the remote tests (tests/remote/)
         "gcp-storage-emulator>=2026.7,<2027",  # tests/remote/gcs_emulator_server.py wraps a handler
-    ],  # the formatter and linter CI runs (ruff.toml)
+    ],
     # Only for running the released PyTorch code beside jaxtalk (parity checks,
     # benchmarks); jaxtalk itself reads and writes PyTorch checkpoints without torch.
     "torch": ["torch>=2.4"],
@@ -59,8 +75,12 @@ EXTRAS = {
 
 setup(
     name="jaxtalk",
-    version="0.1.0",
+    version=VERSION,
     description="Train talking-face and portrait-animation models in JAX/Flax at TPU/GPU scale",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    license_files=["LICENSE", "NOTICE"],
     python_requires=">=3.11",
     packages=find_packages(
         include=[

@@ -25,6 +25,7 @@ import numpy as np
 
 from data_pipelines import info as info_lib
 from data_pipelines import records
+from jaxtalk import optional
 
 
 class ClipStore:
@@ -146,8 +147,7 @@ class TfdsClipStore:
     @property
     def source(self):
         if self._source is None:
-            import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-
+            tfds = optional.tfds(f"{self.data_dir}: reading a tfds build")
             builder = tfds.builder_from_directory(self.data_dir)
             self._source = builder.as_data_source(split=self.split)
         return self._source

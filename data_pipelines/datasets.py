@@ -7,6 +7,8 @@ import functools
 import os
 from typing import Any, Callable
 
+from absl import logging
+
 from data_pipelines import filters, pipeline
 from data_pipelines.parsers import celebvhq, hdtf, talkinghead1kh, vfhq, voxceleb
 from data_pipelines.process import ProcessConfig
@@ -50,7 +52,7 @@ def prepare_dataset(
     num_workers: int = 0,
     jpeg_quality: int = 95,
     synthetic: generate.SyntheticConfig | None = None,
-    log=print,
+    log=logging.info,
 ) -> dict[str, Any]:
     """Parses `manual_dir`, processes every clip into `out_dir` shards, writes dataset_info.json.
 
@@ -73,7 +75,8 @@ def prepare_dataset(
     if name == "synthetic":
         manual_dir = manual_dir or os.path.join(out_dir, "raw")
         log(f"generating synthetic talking heads in {manual_dir}")
-        generate.generate(manual_dir, synthetic or generate.SyntheticConfig(), log=log)
+        # One line per identity: detail for the absl log, not for `log`'s summary.
+        generate.generate(manual_dir, synthetic or generate.SyntheticConfig(), log=logging.info)
     if not manual_dir:
         raise InputError(f"--manual_dir is required: the directory holding the {name} download")
     if not os.path.isdir(manual_dir):

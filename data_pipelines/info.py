@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 from data_pipelines import shard_writer
-from jaxtalk import fs
+from jaxtalk import fs, optional
 from jaxtalk.errors import InputError
 
 INFO_FILE = "dataset_info.json"
@@ -112,7 +112,7 @@ def check_split(info: dict[str, Any], data_dir: str, split: str) -> None:
 def _tfds_info(data_dir: str) -> dict[str, Any]:
     """The fields `load_info` returns, from a tfds build: split sizes from tfds's own info,
     identities and size from the metadata the jaxtalk builders record."""
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  (slow import)
+    tfds = optional.tfds(f"{data_dir}: reading a tfds build")  # a slow import: only here
 
     try:
         tfds_info = tfds.builder_from_directory(data_dir).info

@@ -29,11 +29,11 @@ datasets (VoxCeleb1 and 2 share celebrities under different ids) counts twice.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 
 import ml_collections
 import numpy as np
+from absl import logging
 
 from data_pipelines import clip_store
 from data_pipelines import info as info_lib

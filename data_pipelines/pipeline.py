@@ -6,10 +6,13 @@ import dataclasses
 import time
 from typing import Any
 
+from absl import logging
+
 from data_pipelines import info as info_lib
 from data_pipelines import shard_writer
 from data_pipelines.clip_spec import ClipSpec, SkipReport
 from data_pipelines.process import ProcessConfig, process_clip
+from jaxtalk import progress
 
 
 def prepare(
@@ -22,9 +25,13 @@ def prepare(
     clips_per_shard: int = 64,
     num_workers: int = 0,
     process_fn=None,
-    log=print,
+    log=logging.info,
 ) -> dict[str, Any]:
-    """Processes `specs` into `out_dir` (skipping finished shards) and writes the info file."""
+    """Processes `specs` into `out_dir` (skipping finished shards) and writes the info file.
+
+    `log` gets the opening line and the final report; a progress bar (on a terminal) counts
+    the clips and each finished shard's line goes to the absl log.
+    """
     t0 = time.time()
     process_fn = process_fn or process_clip  # looked up at call time (tests patch it)
     identities = sorted({s.identity for s in specs})
@@ -36,23 +43,26 @@ def prepare(
     )
     state = {"done": 0}
 
-    def progress(shard: shard_writer.Shard, marker: dict) -> None:
+    def shard_done(shard: shard_writer.Shard, marker: dict) -> None:
         state["done"] += 1
-        log(
-            f"  [{state['done']}] {shard.split} shard {shard.index + 1}/{shard.count}: "
-            f"{len(marker['records'])} clips written, {sum(marker['rejected'].values())} rejected "
-            f"({time.time() - t0:.1f}s)"
-        )
+        logging.info(
+            "[%d] %s shard %d/%d: %d clips written, %d rejected (%.1fs)",
+            state["done"], shard.split, shard.index + 1, shard.count, len(marker["records"]),
+            sum(marker["rejected"].values()), time.time() - t0,
+        )  # fmt: skip
 
-    written, skipped = shard_writer.write_shards(
-        shards,
-        out_dir,
-        cfg,
-        identity_index,
-        num_workers=num_workers,
-        process_fn=process_fn,
-        progress=progress,
-    )
+    todo_clips = sum(len(s.specs) for s in shard_writer.pending(shards, out_dir))
+    with progress.bar(todo_clips, name, unit="clip") as bar:
+        written, skipped = shard_writer.write_shards(
+            shards,
+            out_dir,
+            cfg,
+            identity_index,
+            num_workers=num_workers,
+            process_fn=process_fn,
+            progress=shard_done,
+            on_clips=bar.update,
+        )
     if skipped:
         log(f"  {skipped} shards were already finished (resumed run)")
     config = {k: v for k, v in dataclasses.asdict(cfg).items()}

@@ -15,10 +15,10 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 from typing import Callable, Iterable
 
+from absl import logging
 from array_record.python import array_record_module
 
 from data_pipelines.clip_spec import ClipSpec, SkipReport
@@ -85,6 +85,11 @@ def is_done(shard: Shard, out_dir: str) -> bool:
     return os.path.exists(shard.path(out_dir))
 
 
+def pending(shards: list[Shard], out_dir: str) -> list[Shard]:
+    """The shards a run still has to write (a rerun skips the finished ones)."""
+    return [s for s in shards if not is_done(s, out_dir)]
+
+
 def _atomic_write_json(path: str, obj: dict) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -114,8 +119,10 @@ def write_shard(
     cfg: ProcessConfig,
     identity_index: dict[str, int],
     process_fn: ProcessFn = process_clip,
+    on_clips: Callable[[int], None] | None = None,
 ) -> dict:
-    """Processes every clip of `shard`, writes the records, then the marker; returns the marker."""
+    """Processes every clip of `shard`, writes the records, then the marker; returns the marker.
+    `on_clips(1)` is called as each clip is done (written or rejected)."""
     path = shard.path(out_dir)
     tmp = path + ".tmp"
     skips = SkipReport()
@@ -130,9 +137,13 @@ def write_shard(
             except ClipRejected as e:
                 skips.skip(e.reason, e.detail or spec.clip_id)
                 logging.info("skipped %s: %s", spec.clip_id, e)
+                if on_clips:
+                    on_clips(1)
                 continue
             for item in data:
                 writer.write(item)
+            if on_clips:
+                on_clips(1)
             records.append(
                 {
                     "clip_id": spec.clip_id,
@@ -165,14 +176,19 @@ def write_shards(
     num_workers: int = 0,
     process_fn: ProcessFn = process_clip,
     progress: Callable[[Shard, dict], None] | None = None,
+    on_clips: Callable[[int], None] | None = None,
 ) -> tuple[int, int]:
-    """Writes the shards that are not done yet; returns (shards written, shards already done)."""
+    """Writes the shards that are not done yet; returns (shards written, shards already done).
+
+    `progress(shard, marker)` follows each finished shard; `on_clips(n)` counts finished
+    clips: one by one in this process, a shard's worth at a time from worker processes.
+    """
     os.makedirs(out_dir, exist_ok=True)
-    todo = [s for s in shards if not is_done(s, out_dir)]
+    todo = pending(shards, out_dir)
     done_before = len(shards) - len(todo)
     if num_workers <= 0:
         for shard in todo:
-            marker = write_shard(shard, out_dir, cfg, identity_index, process_fn)
+            marker = write_shard(shard, out_dir, cfg, identity_index, process_fn, on_clips)
             if progress:
                 progress(shard, marker)
     else:
@@ -183,6 +199,8 @@ def write_shards(
             }
             for future in concurrent.futures.as_completed(futures):
                 marker = future.result()
+                if on_clips:
+                    on_clips(len(futures[future].specs))
                 if progress:
                     progress(futures[future], marker)
     return len(todo), done_before

@@ -79,18 +79,20 @@ import collections
 import dataclasses
 import importlib.util
 import json
-import logging
 import os
 import shutil
 import sys
 from typing import Any
 
 import numpy as np
-import tensorflow_datasets as tfds
+from absl import logging
 
 from data_pipelines import datasets
 from data_pipelines.clip_spec import ClipSpec
 from data_pipelines.process import ClipRejected, ProcessConfig, process_clip
+from jaxtalk import optional
+
+tfds = optional.tfds("the tfds builders (data_pipelines.tfds_builders)")
 
 METRICS_NAMESPACE = "jaxtalk"
 SPECS_PER_STAGED_FILE = 512
@@ -332,7 +334,6 @@ def build_main(argv: list[str] | None = None) -> None:
     need it. `--imports=data_pipelines.tfds_builders` is added, so datasets are named as
     `jaxtalk_voxceleb2/256`.
     """
-    from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
     from tensorflow_datasets.scripts.cli import build, cli_utils  # pylint: disable=import-outside-toplevel
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -344,8 +345,7 @@ def build_main(argv: list[str] | None = None) -> None:
         raise SystemExit('--beam_pipeline_options needs Apache Beam: pip install -e ".[beam]"')
     if not any(a == "--imports" or a.startswith("--imports=") for a in argv):
         argv.append("--imports=data_pipelines.tfds_builders")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(asctime)s %(message)s")
-    absl_logging.set_verbosity(absl_logging.INFO)
+    logging.set_verbosity(logging.INFO)
     # Not cli_utils.make_flags_parser: that parser also takes every absl flag defined in the
     # process, and jaxtalk's own `--manual_dir` (commands/prepare.py) would then clash.
     parser = cli_utils.ArgumentParser(

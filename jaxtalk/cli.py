@@ -21,7 +21,27 @@ COMMANDS = {
     "eval": "evaluate one checkpoint on one test set",
     "sweep": "evaluate a grid of checkpoints x test sets x metrics",
     "animate": "animate a portrait from a driving video or speech",
+    "download": "fetch a release's public files (resumable, checksummed) and import them",
 }
+
+# Flags every command takes, shown at the end of each command's --help.
+VERBOSITY_HELP = """\
+  -v,--verbosity: log level: -1 warnings and errors only, 0 also info (per-shard
+    and per-cell lines, library logs), 1 debug
+    (default: '-1')
+    (an integer)"""
+
+
+def version() -> str:
+    """The installed package's version (its metadata), or the source tree's when run from one."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("jaxtalk")
+    except metadata.PackageNotFoundError:
+        import jaxtalk
+
+        return jaxtalk.__version__
 
 
 def _available() -> dict[str, str]:
@@ -32,6 +52,7 @@ def _available() -> dict[str, str]:
 def usage() -> str:
     lines = [
         "usage: jaxtalk <command> [--flags]   (jaxtalk <command> --help for its flags)",
+        "       jaxtalk --version",
         "",
         "commands:",
     ]
@@ -40,14 +61,22 @@ def usage() -> str:
 
 
 def print_help(module) -> None:
-    """The command's docstring and its flags (absl's own usage names the console script)."""
+    """The command's docstring, its flags and the common ones (absl's own usage names the
+    console script and lists absl's dozen logging flags)."""
     from absl import flags
 
     print((module.__doc__ or "").strip() + "\n\nflags:")
     for name in (module.__name__, "jaxtalk.commands.config_flag"):
         if name == module.__name__ or name in sys.modules:
-            text = flags.FLAGS.module_help(name)
-            print(text.split("\n", 1)[1] if text.startswith(name) else text)
+            print(_flags_of(flags.FLAGS.module_help(name), name))
+    print("\ncommon flags:\n" + _flags_of(flags.FLAGS.module_help("jaxtalk.progress"), ""))
+    print(VERBOSITY_HELP)
+
+
+def _flags_of(text: str, module_name: str) -> str:
+    """absl's help of one module without its heading line (the module's name)."""
+    text = text.lstrip("\n")
+    return text.split("\n", 1)[1] if text.startswith(module_name) else text
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,10 +85,15 @@ def main(argv: list[str] | None = None) -> None:
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(usage())
         sys.exit(0 if len(argv) >= 2 else 2)
+    if argv[1] == "--version":
+        print(f"jaxtalk {version()}")
+        sys.exit(0)
     command = argv[1]
     if command not in commands:
         print(f"jaxtalk: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
+    import jaxtalk.progress  # noqa: F401  (defines --progress, which every command takes)
+
     module = importlib.import_module(f"jaxtalk.commands.{command}")
     from absl import app
 

@@ -4,7 +4,10 @@
 #
 #   launch/xpk.sh CLUSTER TPU_TYPE NUM_SLICES IMAGE configs/anitalker_stage1.py:paper gs://bucket/runs/s1 [flags]
 #
-# IMAGE is a container with jaxtalk installed (pip install -e . "jax[tpu]").
+# IMAGE (e.g. us-docker.pkg.dev/PROJECT/REPO/jaxtalk:tpu) is built from the repository's
+# Dockerfile with JAX_VARIANT=tpu and pushed first, so the pods run this checkout;
+# JAXTALK_SKIP_BUILD=1 uses IMAGE as it is (already pushed). The push needs docker logged
+# in to the registry (gcloud auth configure-docker REGION-docker.pkg.dev).
 set -euo pipefail
 CLUSTER=${1:?usage: launch/xpk.sh CLUSTER TPU_TYPE NUM_SLICES IMAGE CONFIG WORKDIR [flags]}
 TPU_TYPE=${2:?tpu type, e.g. v5p-128}
@@ -14,6 +17,11 @@ CONFIG=${5:?config}
 WORKDIR=${6:?workdir (gs://...)}
 shift 6
 EXTRA=$(printf ' %q' "$@")
+if [ "${JAXTALK_SKIP_BUILD:-0}" != 1 ]; then
+  REPO=$(cd "$(dirname "$0")/.." && pwd)
+  docker build --build-arg JAX_VARIANT=tpu -t "$IMAGE" -f "$REPO/Dockerfile" "$REPO"
+  docker push "$IMAGE"
+fi
 xpk workload create --cluster="$CLUSTER" --tpu-type="$TPU_TYPE" --num-slices="$SLICES" \
   --docker-image="$IMAGE" --workload="jaxtalk-$(date +%Y%m%d-%H%M%S)" \
   --command="jaxtalk train --config=$CONFIG --workdir=$WORKDIR --config.distributed.initialize=yes --config.dcn_mesh.data=$SLICES$EXTRA"

@@ -55,3 +55,22 @@ def test_train_errors_name_what_is_wrong(tmp_path):
         assert out.returncode != 0, args
         assert message in out.stderr, (args, out.stderr)
         assert "Traceback" not in out.stderr, (args, out.stderr)
+
+
+def test_version_is_the_packages():
+    import jaxtalk as package
+
+    out = jaxtalk("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"jaxtalk {package.__version__}"
+
+
+def test_every_commands_help_shows_verbosity_and_progress():
+    from jaxtalk.cli import _available
+
+    for command in _available():
+        out = jaxtalk(command, "--help")
+        assert out.returncode == 0, (command, out.stderr)
+        common = out.stdout.split("common flags:", 1)
+        assert len(common) == 2, (command, out.stdout)
+        assert "-v,--verbosity" in common[1] and "--[no]progress" in common[1], command
+        assert "--logtostderr" not in out.stdout  # absl's own logging flags stay out

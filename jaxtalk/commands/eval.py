@@ -13,7 +13,7 @@ import` command when the weights are missing; the others still run. Prints a mar
 
 import json
 
-from absl import flags
+from absl import flags, logging
 
 from jaxtalk import fs
 from jaxtalk.errors import InputError
@@ -42,13 +42,15 @@ def main(argv):
             cli_options.metric_options(_FLAGS.metric_options.value),
         )
         for name, why in skipped.items():
-            print(f"skipping metric {name}: {why}")
+            logging.warning("skipping metric %s: %s", name, why)
         evaluator = sweep.Evaluator(
             metrics,
             batch_size=_FLAGS.batch_size.value,
             num_batches=_FLAGS.num_batches.value,
             mesh=sweep.local_mesh(_FLAGS.batch_size.value),
             seed=_FLAGS.seed.value,
+            log=print,  # a metric a mode cannot compute
+            batch_bar=True,
         )
         modes = _FLAGS.modes.value or evaluator.modes(_WORKDIR.value, step, test_set)
         rows = [

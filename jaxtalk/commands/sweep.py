@@ -60,6 +60,7 @@ def main(argv):
             process_index=index,
             process_count=count,
             seed=_FLAGS.seed.value,
+            log=print,  # skipped metrics and the cells to compute; per-cell lines: --verbosity=0
         )
     except ValueError as e:  # SweepError, EvalSetError, bad metric options
         raise InputError(str(e)) from None

@@ -35,7 +35,7 @@ from jaxtalk.convert.mapping import (
     to_params,
     to_state_dict,
 )
-from jaxtalk.convert.releases import Release
+from jaxtalk.convert.releases import Release, ReleaseFile
 from jaxtalk.models.audio.hubert import HubertConfig, HubertModel
 
 # The public files this converter imports (`jaxtalk import --release=NAME`).
@@ -46,6 +46,16 @@ RELEASES = [
         (),
         "a Hugging Face HuBERT checkpoint's pytorch_model.bin, e.g. "
         "TencentGameMate/chinese-hubert-large (what AniTalker uses)",
+        # No published checksum found for it: the download reports the digest it got.
+        files=(
+            ReleaseFile(
+                "checkpoint",
+                "https://huggingface.co/TencentGameMate/chinese-hubert-large/resolve/main/"
+                "pytorch_model.bin",
+                None,
+                None,
+            ),
+        ),
     ),
 ]
 

@@ -8,13 +8,27 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxtalk.convert import mapping, torch_pickle
-from jaxtalk.convert.releases import Release
+from jaxtalk.convert.releases import Release, ReleaseFile
 from jaxtalk.convert.torch_legacy import read_state_dict
 from jaxtalk.models.metric_nets import inception
 
 # The public files this converter imports (`jaxtalk import --release=NAME`).
 RELEASES = [
-    Release("inception_fid", {}, (), "pytorch-fid release pt_inception-2015-12-05-6726825d.pth"),
+    Release(
+        "inception_fid",
+        {},
+        (),
+        "pytorch-fid release pt_inception-2015-12-05-6726825d.pth",
+        files=(
+            ReleaseFile(
+                "checkpoint",
+                "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+                "pt_inception-2015-12-05-6726825d.pth",
+                95_628_359,
+                "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
+            ),
+        ),
+    ),
 ]
 
 

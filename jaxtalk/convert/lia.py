@@ -39,7 +39,7 @@ from jaxtalk.convert.mapping import (
     to_params,
     to_state_dict,
 )
-from jaxtalk.convert.releases import Release
+from jaxtalk.convert.releases import Release, ReleaseFile
 from jaxtalk.models.layers.upfirdn import make_kernel
 from jaxtalk.models.lia.generator import CHANNELS
 
@@ -56,6 +56,15 @@ RELEASES = [
         {"kind": "anitalker_stage1"},
         (),
         "X-LANCE/AniTalker ckpts/stage1.ckpt (Lightning; keys prefixed 'lia.')",
+        # No published checksum found for it: the download reports the digest it got.
+        files=(
+            ReleaseFile(
+                "checkpoint",
+                "https://huggingface.co/taocode/anitalker_ckpts/resolve/main/stage1.ckpt",
+                None,
+                None,
+            ),
+        ),
     ),
 ]
 

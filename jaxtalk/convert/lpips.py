@@ -8,17 +8,26 @@ legacy torch.save format) and the torchvision ImageNet backbone it was trained o
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxtalk.convert import mapping, torch_pickle, torchvision_vgg
-from jaxtalk.convert.releases import Release
+from jaxtalk.convert.releases import Release, ReleaseFile
 from jaxtalk.convert.torch_legacy import read_state_dict
 from jaxtalk.models.metric_nets import alexnet
 from jaxtalk.models.metric_nets import lpips as lpips_metric
 
 # The public files this converter imports (`jaxtalk import --release=NAME`).
+# The linear heads as the lpips package ships them (richzhang/PerceptualSimilarity, v0.1).
+LPIPS_WEIGHTS = (
+    "https://raw.githubusercontent.com/richzhang/PerceptualSimilarity/master/lpips/weights/v0.1"
+)
+ALEX_HEADS_SHA256 = "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0"
+VGG_HEADS_SHA256 = "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868"
+
 RELEASES = [
     Release(
         "lpips_alex",
@@ -26,6 +35,15 @@ RELEASES = [
         ("backbone",),
         "lpips package file lpips/weights/v0.1/alex.pth (pip install lpips) + torchvision "
         "alexnet-owt-7be5be79.pth as --backbone",
+        files=(
+            ReleaseFile("checkpoint", f"{LPIPS_WEIGHTS}/alex.pth", 6_009, ALEX_HEADS_SHA256),
+            ReleaseFile(
+                "backbone",
+                "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+                244_408_911,
+                "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
+            ),
+        ),
     ),
     Release(
         "lpips_vgg",
@@ -33,6 +51,10 @@ RELEASES = [
         ("backbone",),
         "lpips package file lpips/weights/v0.1/vgg.pth + torchvision vgg16-397923af.pth "
         "as --backbone",
+        files=(
+            ReleaseFile("checkpoint", f"{LPIPS_WEIGHTS}/vgg.pth", 7_289, VGG_HEADS_SHA256),
+            dataclasses.replace(torchvision_vgg.VGG16_FILE, option="backbone"),
+        ),
     ),
 ]
 

@@ -7,6 +7,10 @@ Each converter module (`jaxtalk/convert/<family>.py`, with `import_checkpoint(pa
 `RELEASES` list (jaxtalk/discovery.py): options, the extra files it needs and where users
 get the file. A new family adds its converter module; nothing here changes.
 `import_release` converts once and writes `<weights dir>/<release>.safetensors`.
+
+A release may also list its public files (`ReleaseFile`: URL, size, SHA-256, taken from
+the publisher's own listing); `jaxtalk download` (jaxtalk/convert/download.py) fetches and
+checks them, then imports.
 """
 
 from __future__ import annotations
@@ -22,6 +26,22 @@ from jaxtalk.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)
+class ReleaseFile:
+    """One public file of a release: where it is and what it must hash to."""
+
+    option: str  # the import option it fills: "checkpoint" or one of `extra_files`
+    url: str
+    size: int | None  # bytes; None where the publisher lists none
+    # None where no published checksum could be verified: the download says so and
+    # reports the digest it got instead of checking one.
+    sha256: str | None
+
+    @property
+    def filename(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
+
+
+@dataclasses.dataclass(frozen=True)
 class Release:
     """A public PyTorch weights file and the converter that imports it."""
 
@@ -32,6 +52,7 @@ class Release:
     # The module declaring it, with import_checkpoint(path, **options) and
     # export_checkpoint(variables, path, ...); `releases()` fills it in.
     converter: str = ""
+    files: tuple[ReleaseFile, ...] = ()  # the public files, for `jaxtalk download`
 
     def command(self) -> str:
         extra = "".join(f" --{f}=<path>" for f in self.extra_files)

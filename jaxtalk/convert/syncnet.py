@@ -10,14 +10,25 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxtalk.convert import mapping, torch_pickle
-from jaxtalk.convert.releases import Release
+from jaxtalk.convert.releases import Release, ReleaseFile
 from jaxtalk.convert.torch_legacy import read_state_dict
 from jaxtalk.models.metric_nets import syncnet
 
 # The public files this converter imports (`jaxtalk import --release=NAME`).
 RELEASES = [
     Release(
-        "syncnet_v2", {}, (), "joonson/syncnet_python download_model.sh: data/syncnet_v2.model"
+        "syncnet_v2",
+        {},
+        (),
+        "joonson/syncnet_python download_model.sh: data/syncnet_v2.model",
+        files=(
+            ReleaseFile(
+                "checkpoint",
+                "https://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model",
+                54_573_114,
+                "961e8696f888fce4f3f3a6c3d5b3267cf5b343100b238e79b2659bff2c605442",
+            ),
+        ),
     ),
 ]
 

@@ -15,14 +15,37 @@ import jax
 import jax.numpy as jnp
 
 from jaxtalk.convert import mapping, torch_pickle
-from jaxtalk.convert.releases import Release
+from jaxtalk.convert.releases import Release, ReleaseFile
 from jaxtalk.convert.torch_legacy import read_state_dict
 from jaxtalk.models import vgg
 
 # The public files this converter imports (`jaxtalk import --release=NAME`).
+# torchvision's file names carry the first digits of the file's SHA-256.
+VGG16_FILE = ReleaseFile(
+    "checkpoint",
+    "https://download.pytorch.org/models/vgg16-397923af.pth",
+    553_433_881,
+    "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+)
+
 RELEASES = [
-    Release("vgg16", {"config": "vgg16"}, (), "torchvision vgg16-397923af.pth"),
-    Release("vgg19", {"config": "vgg19"}, (), "torchvision vgg19-dcbb9e9d.pth"),
+    Release(
+        "vgg16", {"config": "vgg16"}, (), "torchvision vgg16-397923af.pth", files=(VGG16_FILE,)
+    ),
+    Release(
+        "vgg19",
+        {"config": "vgg19"},
+        (),
+        "torchvision vgg19-dcbb9e9d.pth",
+        files=(
+            ReleaseFile(
+                "checkpoint",
+                "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+                574_673_361,
+                "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44",
+            ),
+        ),
+    ),
 ]
 
 DEFAULT_LAYERS = {

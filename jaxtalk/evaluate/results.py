@@ -9,7 +9,8 @@ processes write one file; readers take every `results*.jsonl` in the directory.
 from __future__ import annotations
 
 import json
-import logging
+
+from absl import logging
 
 from jaxtalk import fs
 

@@ -23,8 +23,9 @@ from typing import Callable, Sequence
 
 import jax
 import ml_collections
+from absl import logging
 
-from jaxtalk import fs
+from jaxtalk import fs, progress
 from jaxtalk.errors import InputError
 from jaxtalk.evaluate import registry, report, results
 from jaxtalk.evaluate.eval_sets import TestSet
@@ -110,10 +111,12 @@ class Evaluator:
         process_count: int = 1,
         seed: int = 0,
         workers: int = 0,
-        log: Callable[[str], None] = print,
+        log: Callable[[str], None] = logging.info,
+        batch_bar: bool = False,
     ):
         self.metrics, self.batch_size, self.num_batches = metrics, batch_size, num_batches
         self.mesh, self.seed, self.workers, self.log = mesh, seed, workers, log
+        self.batch_bar = batch_bar  # a progress bar over each cell's batches (`jaxtalk eval`)
         self.process_index, self.process_count = process_index, process_count
         self._tasks: dict[tuple, _TaskEntry] = {}
         self._variables: tuple[tuple, object] | None = None
@@ -205,29 +208,33 @@ class Evaluator:
         )
         rng = jax.random.key(self.seed)
         applicable, n = {}, 0
-        for i in range(num_batches):
-            try:
-                batch = to_global(next(data), self.mesh, entry.rules, self.process_count)
-            except StopIteration:
-                break
-            variables = self._params(run, step, entry, batch)
-            args = (
-                variables["params"],
-                variables["model_state"],
-                batch,
-                jax.random.fold_in(rng, i),
-            )
-            if i == 0:
-                with activation_context(self.mesh, entry.rules):
-                    shapes = jax.eval_shape(entry.jitted[mode], *args)
-                applicable = self._applicable(metrics, mode, shapes)
-                if not applicable:
+        with progress.bar(
+            num_batches, f"{test_set.name} {mode}", "batch", show=self.batch_bar
+        ) as bar:
+            for i in range(num_batches):
+                try:
+                    batch = to_global(next(data), self.mesh, entry.rules, self.process_count)
+                except StopIteration:
                     break
-            with activation_context(self.mesh, entry.rules):
-                outputs = entry.jitted[mode](*args)
-            for metric in applicable.values():
-                metric.update(outputs)
-            n += next(iter(outputs.values())).shape[0]
+                variables = self._params(run, step, entry, batch)
+                args = (
+                    variables["params"],
+                    variables["model_state"],
+                    batch,
+                    jax.random.fold_in(rng, i),
+                )
+                if i == 0:
+                    with activation_context(self.mesh, entry.rules):
+                        shapes = jax.eval_shape(entry.jitted[mode], *args)
+                    applicable = self._applicable(metrics, mode, shapes)
+                    if not applicable:
+                        break
+                with activation_context(self.mesh, entry.rules):
+                    outputs = entry.jitted[mode](*args)
+                for metric in applicable.values():
+                    metric.update(outputs)
+                n += next(iter(outputs.values())).shape[0]
+                bar.update(1)
         row = {
             "run": fs.absolute(run),
             "run_name": fs.basename(run),
@@ -314,8 +321,13 @@ def run_sweep(
     process_index: int = 0,
     process_count: int = 1,
     seed: int = 0,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = logging.info,
 ) -> SweepSummary:
+    """Evaluates this process's cells not yet in `out_dir`'s results, then renders them.
+
+    `log` gets the skipped metrics and the count of cells to compute; a progress bar (on a
+    terminal) counts the cells, and each cell's values go to the absl log.
+    """
     check_metric_names(metric_names)
     if not 0 <= process_index < process_count:
         raise SweepError(f"process index {process_index} outside 0..{process_count - 1}")
@@ -344,16 +356,18 @@ def run_sweep(
         f"{len(mine)} already in {out_dir})"
     )
     path = results.results_path(out_dir, process_index, process_count)
-    for i, (cell, names) in enumerate(todo, 1):
-        row = evaluator.evaluate(cell.run, cell.step, cell.test_set, cell.mode, names)
-        row["process"] = process_index
-        results.append(path, row)
-        summary.computed += 1
-        values = " ".join(f"{k}={row[k]:.4f}" for k in results.metric_columns([row]))
-        log(
-            f"[{i}/{len(todo)}] {cell.describe()}: {values or 'no applicable metric'} "
-            f"({row['n_examples']} examples, {row['seconds']:.1f}s)"
-        )
+    with progress.bar(len(todo), "sweep", unit="cell") as bar:
+        for i, (cell, names) in enumerate(todo, 1):
+            row = evaluator.evaluate(cell.run, cell.step, cell.test_set, cell.mode, names)
+            row["process"] = process_index
+            results.append(path, row)
+            summary.computed += 1
+            values = " ".join(f"{k}={row[k]:.4f}" for k in results.metric_columns([row]))
+            logging.info(
+                "[%d/%d] %s: %s (%d examples, %.1fs)", i, len(todo), cell.describe(),
+                values or "no applicable metric", row["n_examples"], row["seconds"],
+            )  # fmt: skip
+            bar.update(1)
     summary.rows, summary.outputs = render(out_dir, summary.skipped_metrics)
     return summary
 

@@ -10,4 +10,5 @@ One job per module:
   audio        `read_audio` (any file to mono float32), `write_wav`, int16 conversions
   crop         box geometry: boxes to pixels, IoU, tubes, a clip's square crop box
   face_detect  OpenCV's bundled Haar detector and the square crop around the largest face
+  portrait_crop  LivePortrait's landmark crop, paste-back, eye/lip ratios, 203-point model
 """

@@ -14,7 +14,7 @@ import time
 import jax
 import numpy as np
 
-from jaxtalk import fs
+from jaxtalk import fs, progress
 
 # Dense bf16 peak FLOP/s per device (vendor figures; TPU figures are per chip).
 PEAK_FLOPS = {
@@ -87,11 +87,9 @@ class MetricWriter:
 
             _tensorboard_through_fs(workdir)
             self._tb = SummaryWriter(fs.join(workdir, "tensorboard"))
-        if config.log.progress_bar:
-            from tqdm import tqdm
-
-            self._bar = tqdm(
-                total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, leave=False
+        if config.log.progress_bar:  # drawn on a terminal only, unless --noprogress
+            self._bar = progress.bar(
+                total_steps, "train", unit="step", initial=start_step, leave=False
             )
 
     def print(self, line: str) -> None:

@@ -7,13 +7,15 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from data_pipelines import clip_store, datasets, loaders, pipeline, records
 from data_pipelines import info as info_lib
 from data_pipelines.process import ProcessConfig
 from data_pipelines.synthetic import generate
 from jaxtalk.errors import InputError
+
+# tensorflow-datasets is the `tfds` extra (in `dev`); without it these tests skip.
+tfds = pytest.importorskip("tensorflow_datasets", reason="pip install 'jaxtalk[tfds]'")
 
 # Two identities (one train, one test) with two 1.2 s videos each; one train video is corrupt.
 RAW = generate.SyntheticConfig(

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -232,3 +233,31 @@ def test_params_are_sharded_like_training_and_metrics_unchanged(setup):
     assert any(not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(params))
     for name in ("psnr", "ssim"):
         assert rows[1][name] == pytest.approx(rows[0][name], rel=1e-5, abs=1e-6)
+
+
+def test_eval_and_sweep_draw_progress_bars_on_a_terminal(setup, tmp_path):
+    """A bar over the batches (eval) and over the cells (sweep), with rate and ETA, when the
+    output is a terminal; the results are printed as without one."""
+    from tests.terminal import run_in_terminal
+    from tests.test_progress import BAR
+
+    run, data_root = setup
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    cli = [sys.executable, "-m", "jaxtalk.cli"]
+    rc, text = run_in_terminal(
+        cli + ["eval", f"--workdir={run}", "--step=1", "--test_set=synthetic",
+               f"--data_root={data_root}", "--metrics=psnr", "--modes=self", "--num_batches=2"],
+        env=env, cwd=REPO,
+    )  # fmt: skip
+    assert rc == 0, text
+    assert ("2", "2") in re.findall(BAR.format(unit="batch"), text), text
+    assert "| run | 1 | synthetic | self |" in text
+    rc, text = run_in_terminal(
+        cli + ["sweep", f"--runs={run}", "--steps=all", "--test_sets=synthetic",
+               f"--data_root={data_root}", "--metrics=psnr", "--modes=self",
+               "--num_batches=1", f"--out_dir={tmp_path}"],
+        env=env, cwd=REPO,
+    )  # fmt: skip
+    assert rc == 0, text
+    assert ("2", "2") in re.findall(BAR.format(unit="cell"), text), text
+    assert "computed 2 of this process's 2 cells" in text

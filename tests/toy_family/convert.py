@@ -1,13 +1,27 @@
 """The toy family's "released" PyTorch checkpoint (torch.nn.Sequential(Conv2d(6, 8, 3),
 ReLU(), Conv2d(8, 3, 3)) state_dict) <-> params, with the shared mapping rules."""
 
+import os
+
 import jax.numpy as jnp
 
 from jaxtalk.convert import mapping, torch_pickle
-from jaxtalk.convert.releases import Release
+from jaxtalk.convert.releases import Release, ReleaseFile
 from tests.toy_family.model import ToyPortrait
 
-RELEASES = [Release("toy_portrait", {}, (), "made by tests/test_toy_family.py")]
+
+def _public_files() -> tuple:
+    """Where tests/test_download.py serves the toy checkpoint, when it does."""
+    if "TOY_RELEASE_URL" not in os.environ:
+        return ()
+    env = os.environ
+    size, sha256 = int(env["TOY_RELEASE_SIZE"]), env["TOY_RELEASE_SHA256"]
+    return (ReleaseFile("checkpoint", env["TOY_RELEASE_URL"], size, sha256),)
+
+
+RELEASES = [
+    Release("toy_portrait", {}, (), "made by tests/test_toy_family.py", files=_public_files())
+]
 
 RULES = mapping.conv("net.0", "net_0") + mapping.conv("net.2", "net_2")
 
