@@ -121,8 +121,8 @@ def get_config(arg: str = "paper"):
                                   reshape_depth=8, num_resblocks=1)  # fmt: skip
         c.model.motion = dict(num_kp=10, depths=(1, 1, 1, 1), dims=(16, 32, 64, 128))
         c.model.warping = dict(num_kp=10, block_expansion=16, max_features=64, reshape_channel=8,
-                               dense_motion=dict(block_expansion=8, max_features=64,
-                                                 num_blocks=2, reshape_depth=8, compress=4))  # fmt: skip
+                               reshape_depth=8, dense_block_expansion=8, dense_max_features=64,
+                               dense_num_blocks=2, compress=4)  # fmt: skip
         c.model.spade = dict(upscale=1, block_expansion=16, max_features=64, out_channels=16,
                              num_middle_blocks=1, spade_hidden=16)  # fmt: skip
         c.model.discriminator = dict(scales=(1.0,), block_expansion=16, num_blocks=3,
