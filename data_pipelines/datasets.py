@@ -10,7 +10,7 @@ from typing import Any, Callable
 from absl import logging
 
 from data_pipelines import filters, pipeline
-from data_pipelines.parsers import celebvhq, hdtf, vfhq, videos, voxceleb
+from data_pipelines.parsers import celebvhq, hdtf, talkinghead1kh, vfhq, videos, voxceleb
 from data_pipelines.process import ProcessConfig
 from data_pipelines.synthetic import generate
 from jaxtalk import fs
@@ -40,6 +40,7 @@ DATASETS = {
         options=("test_list", "test_fraction", "identity", "scene_threshold"),
         parallel_parse=True,
     ),
+    "talkinghead1kh": DatasetDef(talkinghead1kh.parse),
     "synthetic": DatasetDef(
         functools.partial(voxceleb.parse, version=2, dataset="synthetic"), SYNTHETIC_FILTERS
     ),

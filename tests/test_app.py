@@ -13,11 +13,13 @@ from jaxtalk.app import session
 from jaxtalk.errors import InputError
 from jaxtalk.inference.animator import AnimationError, Animator, Driver
 from jaxtalk.inference.audio_driven import AudioAnimator
+from jaxtalk.inference.liveportrait import LivePortraitAnimator
 from jaxtalk.inference.video_driven import MotionAnimator
 from jaxtalk.media.audio import write_wav
 from jaxtalk.media.probe import probe
 from jaxtalk.media.video import read_video, write_video
 from tests import app_helpers
+from tests.inference import test_liveportrait_animator as liveportrait
 from tests.test_cli import jaxtalk
 from tests.test_packaging import _setup_kwargs
 
@@ -29,7 +31,7 @@ def _names(rows):
 # ----------------------------------------------------------------------------- the table
 def test_every_registered_animator_has_its_options_in_the_table():
     found = inference.animators()
-    assert {MotionAnimator, AudioAnimator} <= set(found.values())
+    assert {MotionAnimator, AudioAnimator, LivePortraitAnimator} <= set(found.values())
     for kind, cls in found.items():
         assert options_lib.unlisted(cls) == [], f"{kind}: add these start keywords to OPTIONS"
     assert _names(options_lib.rows_for(MotionAnimator)) == ["mode"]
@@ -39,6 +41,12 @@ def test_every_registered_animator_has_its_options_in_the_table():
         "pose",
         "face_location",
         "face_scale",
+    ]
+    assert _names(options_lib.rows_for(LivePortraitAnimator)) == [
+        "mode",
+        "stitching",
+        "driving_multiplier",
+        "animation_region",
     ]
 
 
@@ -59,6 +67,7 @@ class _Later(Animator):
         eye_ratio=None,
         source_eye_ratio=None,
         driving_multiplier=1.0,
+        animation_region="all",
         paste_back=None,
     ):
         return state, driving
@@ -72,7 +81,7 @@ def test_a_family_landing_later_gets_its_rows_from_the_table():
         "mode",
         "stitching",
         "driving_multiplier",
-        "eye_ratio",
+        "animation_region",
     ]
     assert options_lib.unlisted(_Later) == []
 
@@ -86,7 +95,7 @@ def test_a_family_landing_later_gets_its_rows_from_the_table():
 
 def test_widget_values_become_start_options():
     rows = {row.name: row for row in options_lib.OPTIONS}
-    pick = [rows[n] for n in ("mode", "seed", "pose", "face_scale", "stitching", "eye_ratio")]
+    pick = [rows[n] for n in ("mode", "seed", "pose", "face_scale", "stitching", "face_location")]
     values = ["absolute", 3.0, False, 0.5, 0.5, 0.5, None, "auto", None]
     assert options_lib.parse(pick, values) == {"mode": "absolute", "seed": 3}
     values = ["relative", 7, True, 0.25, -0.5, 1.0, 1.2, "off", 0.3]
@@ -96,7 +105,7 @@ def test_widget_values_become_start_options():
         "pose": [0.25, -0.5, 1.0],
         "face_scale": 1.2,
         "stitching": False,
-        "eye_ratio": 0.3,
+        "face_location": 0.3,
     }
     # Only the chosen model's rows are read: a bad value in another model's row is ignored.
     assert options_lib.parse(pick, ["sideways", 1, *[False] * 4, None, "on", None], {"seed"}) == {
@@ -109,7 +118,7 @@ def test_widget_values_become_start_options():
         (["relative", 0, True, 1.5, 0, 0, None, "auto", None], r"yaw: 1.5 is outside \[-1, 1\]"),
         (["relative", 0, False, 0, 0, 0, "big", "auto", None], "Face scale: 'big' is not a number"),
         (["relative", 0, False, 0, 0, 0, None, "maybe", None], "Stitching: 'maybe'"),
-        (["relative", 0, False, 0, 0, 0, None, "auto", 1.5], r"Eye open ratio: 1.5 is outside"),
+        (["relative", 0, False, 0, 0, 0, None, "auto", 1.5], r"Face location: 1.5 is outside"),
         (["relative", 0], "expected 9 option values, got 2"),
     ):
         with pytest.raises(AnimationError, match=message):
@@ -124,6 +133,7 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("app")
     for kind in ("lia", "anitalker_stage1", "anitalker_stage2"):
         app_helpers.save_tiny(kind, str(d / f"{kind}.safetensors"))
+    liveportrait.save(d / "liveportrait.safetensors", liveportrait.tiny_variables())
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (40, 48, 3), np.uint8)).save(d / "face.png")
     audio = rng.uniform(-0.3, 0.3, 11 * 640).astype(np.float32)
@@ -136,7 +146,7 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def studio(files, tmp_path_factory):
     models = session.open_models(
-        [str(files / "lia.safetensors")],
+        [str(files / "lia.safetensors"), str(files / "liveportrait.safetensors")],
         stage2=str(files / "anitalker_stage2.safetensors"),
         stage1=str(files / "anitalker_stage1.safetensors"),
         chunk=4,
@@ -167,9 +177,10 @@ def _submit(studio, label, source, driving, values):
 
 
 def test_the_page_offers_every_model_with_its_own_rows(studio):
-    video, audio = studio.models
-    assert (video, audio) == (
+    video, portrait, audio = studio.models
+    assert (video, portrait, audio) == (
         "lia.safetensors (video-driven)",
+        "liveportrait.safetensors (video-driven)",
         "anitalker_stage2.safetensors (audio-driven)",
     )
     assert _names(studio.rows) == [
@@ -179,33 +190,57 @@ def test_the_page_offers_every_model_with_its_own_rows(studio):
         "pose",
         "face_location",
         "face_scale",
+        "stitching",
+        "driving_multiplier",
+        "animation_region",
     ]
-    assert studio.visible(video) == [True] + [False] * 5
-    assert studio.visible(audio) == [False] + [True] * 5
+    assert studio.visible(video) == [True] + [False] * 8
+    assert studio.visible(portrait) == [True] + [False] * 5 + [True] * 3
+    assert studio.visible(audio) == [False] + [True] * 5 + [False] * 3
     with pytest.raises(InputError, match="unknown model 'x'"):
         studio.model("x")
 
 
-def test_a_video_submission_writes_the_mp4_with_progress_and_the_options(studio, files):
-    label = "lia.safetensors (video-driven)"
+def _spied(studio, label, files, values):
+    """`_submit` of face.png and talk.mp4 to `label`, and the options its animator got."""
     model = studio.model(label).animator
     seen = []
     animate = model.animate
     model.animate = lambda *a, **kw: seen.append(kw) or animate(*a, **kw)
     try:
-        values = _values(studio, mode=["absolute"], seed=["not read: another model's row"])
         out, written, told = _submit(studio, label, files / "face.png", files / "talk.mp4", values)
     finally:
         del model.animate
-    assert [{k: v for k, v in kw.items() if k != "progress"} for kw in seen] == [
-        {"mode": "absolute"}
-    ]
+    options = [{k: v for k, v in kw.items() if k != "progress"} for kw in seen]
+    return options, out, written, told
+
+
+def test_a_video_submission_writes_the_mp4_with_progress_and_the_options(studio, files):
+    values = _values(studio, mode=["absolute"], seed=["not read: another model's row"])
+    options, out, written, told = _spied(studio, "lia.safetensors (video-driven)", files, values)
+    assert options == [{"mode": "absolute"}]
     assert told == [(4, 11), (8, 11), (11, 11)]  # chunk=4
     frames, fps = read_video(out)
     info = probe(out)
     assert (written.frames, written.fps) == (11, 25.0) and frames.shape == (11, 32, 32, 3)
     assert fps == 25.0 and info.has_audio and out.startswith(studio.out_dir)
     assert out.endswith("face__talk.mp4")
+
+
+def test_a_liveportrait_submission_takes_its_own_rows(studio, files):
+    values = _values(studio, stitching=["off"], driving_multiplier=[1.5], animation_region=["exp"])
+    label = "liveportrait.safetensors (video-driven)"
+    options, out, written, _ = _spied(studio, label, files, values)
+    assert options == [
+        {
+            "mode": "relative",
+            "stitching": False,
+            "driving_multiplier": 1.5,
+            "animation_region": "exp",
+        }
+    ]
+    frames, _ = read_video(out)
+    assert written.frames == 11 and frames.shape == (11, liveportrait.OUT, liveportrait.OUT, 3)
 
 
 def test_a_speech_submission_is_25_fps_with_the_speech(studio, files):

@@ -146,14 +146,23 @@ OPTIONS = (
         "all",
         ("all", "exp", "pose", "lip", "eyes"),
     ),
-    Option("eye_ratio", "Eye open ratio", "number", minimum=0.0, maximum=1.0),
-    Option("lip_ratio", "Lip open ratio", "number", minimum=0.0, maximum=1.0),
 )
 
 # `start` keywords the app fills itself or leaves at their defaults: `what` (it names the
-# upload in errors), predictor-level `controls`, and data taken from files, not typed.
+# upload in errors), predictor-level `controls`, data taken from files, not typed, and
+# LivePortrait's eye / lip retargeting, which needs the source's landmarks (`jaxtalk
+# animate --landmark_model`; the app has no landmark model yet).
 NOT_SHOWN = frozenset(
-    {"what", "controls", "pose_file", "paste_back", "source_eye_ratio", "source_lip_ratio"}
+    {
+        "what",
+        "controls",
+        "pose_file",
+        "paste_back",
+        "eye_ratio",
+        "lip_ratio",
+        "source_eye_ratio",
+        "source_lip_ratio",
+    }
 )
 
 

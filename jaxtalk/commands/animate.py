@@ -38,8 +38,24 @@ interruption finishes the rest. Each local device runs its own copy of the model
 share of the jobs (--devices caps how many), each process of a multi-process run takes
 every N-th job, and one progress bar counts the videos. A job whose input is unusable is
 counted and reported at the end; the others still run.
+
+LivePortrait weights (`jaxtalk import --release=liveportrait`) take the release's options,
+each passed on only when given: --stitching/--nostitching (default: on when the file has
+the stitching module), --driving_multiplier, --animation_region, --eye_ratio / --lip_ratio
+(retarget the eyes / lips to this open ratio, or to the driving frames' ratios with
+`driving`), --paste_back (the animated crop put back into the whole source image, whose
+size the output takes). --landmark_model=landmark.onnx (the release's landmark network,
+from its insightface folder) crops the source as the release does, rotated to its 203
+landmarks, and gives the eye / lip ratios; without it --paste_back crops by the detector's
+box, unrotated, and the ratios are unavailable.
+
+  jaxtalk animate --weights=weights/liveportrait.safetensors --source=portrait.jpg \
+      --driving=talk.mp4 --landmark_model=landmark.onnx --paste_back --out=result.mp4
 """
 
+import functools
+
+import numpy as np
 from absl import flags
 
 from jaxtalk import fs
@@ -93,6 +109,106 @@ _OUT_DIR = flags.DEFINE_string(
     "out_dir", None, "batch: where <source>__<driving>.mp4 go (rows without an out column)"
 )
 _DEVICES = flags.DEFINE_integer("devices", None, "batch: use at most this many local devices")
+# LivePortrait's options (passed on only when given)
+_STITCHING = flags.DEFINE_bool(
+    "stitching", True, "LivePortrait: stitching (default: on when the weights have it)"
+)
+_DRIVING_MULTIPLIER = flags.DEFINE_float(
+    "driving_multiplier", None, "LivePortrait: scale the driven motion about the source's pose"
+)
+_ANIMATION_REGION = flags.DEFINE_enum(
+    "animation_region", None, ["all", "exp", "pose", "lip", "eyes"], "LivePortrait: what moves"
+)
+_EYE_RATIO = flags.DEFINE_string(
+    "eye_ratio", None, "LivePortrait: retarget the eyes to this open ratio, or 'driving'"
+)
+_LIP_RATIO = flags.DEFINE_string(
+    "lip_ratio", None, "LivePortrait: retarget the lips to this open ratio, or 'driving'"
+)
+_LANDMARK_MODEL = flags.DEFINE_string(
+    "landmark_model", None, "LivePortrait's landmark.onnx: the release's source crop and ratios"
+)
+_PASTE_BACK = flags.DEFINE_bool(
+    "paste_back", False, "put the animated crop back into the whole source image"
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _landmark_model(path: str):
+    """--landmark_model, imported once (batch jobs share it)."""
+    from jaxtalk.convert import onnx_graph
+    from jaxtalk.media import portrait_crop
+
+    with fs.local_file(path) as local:
+        return portrait_crop.LandmarkModel(onnx_graph.load(local))
+
+
+def _portrait_source(path: str, size: int, what: str) -> dict | None:
+    """With --landmark_model or --paste_back: the source cropped as LivePortrait's release
+    crops it (jaxtalk/media/portrait_crop.py; 512 pixels, area-resized to `size`) with
+    what the options need: the image, the crop, the landmarks (None without a model)."""
+    from PIL import Image
+
+    from jaxtalk.inference import animator
+    from jaxtalk.media import portrait_crop
+
+    if not (_LANDMARK_MODEL.value or _PASTE_BACK.value):
+        return None
+    if not _CROP_FACE.value:
+        raise InputError("--landmark_model and --paste_back crop the source: drop --nocrop_face")
+    landmarks = None
+    if _LANDMARK_MODEL.value:
+        landmarks = _landmark_model(_LANDMARK_MODEL.value)
+    image = animator.read_image(path)
+    crop, points = portrait_crop.source_crop(image, landmarks, what=what)
+    pixels = np.clip(np.asarray(crop.image).round(), 0, 255).astype(np.uint8)
+    source = np.asarray(Image.fromarray(pixels).resize((size, size), Image.BOX))
+    return dict(source=source, image=image, crop=crop, points=points, landmarks=landmarks)
+
+
+def _ratio_flag(flag, name: str, portrait: dict | None, driving, what: str, ratio, tracked: list):
+    """--eye_ratio / --lip_ratio as the animator's options: the source's ratios from its
+    landmarks and the target (a number, or the driving frames' own, tracked once)."""
+    if flag.value is None:
+        return {}
+    try:
+        target = None if flag.value == "driving" else float(flag.value)
+    except ValueError:
+        raise InputError(f"--{name}_ratio={flag.value}: give a number or 'driving'") from None
+    if not portrait or portrait["points"] is None:
+        raise InputError(f"--{name}_ratio needs --landmark_model (the source's landmarks)")
+    if target is None:
+        if not tracked:
+            tracked.append(np.stack(portrait["landmarks"].track(driving, what=what)))
+        target = np.asarray(ratio(tracked[0]))[:, 0]  # the release takes the left eye's
+    source = np.asarray(ratio(portrait["points"]))
+    return {f"{name}_ratio": target, f"source_{name}_ratio": source}
+
+
+def _portrait_options(portrait: dict | None, driving, what: str) -> dict:
+    """LivePortrait's flags as animator options, each only when given (`driving`: the
+    frames of the video `what`)."""
+    from jaxtalk.media import portrait_crop
+
+    options = {}
+    if flags.FLAGS["stitching"].present:
+        options["stitching"] = _STITCHING.value
+    if _DRIVING_MULTIPLIER.value is not None:
+        options["driving_multiplier"] = _DRIVING_MULTIPLIER.value
+    if _ANIMATION_REGION.value:
+        options["animation_region"] = _ANIMATION_REGION.value
+    tracked = []
+    for flag, name, ratio in (
+        (_EYE_RATIO, "eye", portrait_crop.eye_open_ratio),
+        (_LIP_RATIO, "lip", portrait_crop.lip_open_ratio),
+    ):
+        options.update(_ratio_flag(flag, name, portrait, driving, what, ratio, tracked))
+    if _PASTE_BACK.value:
+        crop = portrait["crop"]
+        options["paste_back"] = dict(
+            image=portrait["image"], crop_to_image=crop.c2o, crop_size=crop.image.shape[0]
+        )
+    return options
 
 
 def _driving_crop() -> list[int] | None:
@@ -149,7 +265,8 @@ def _check_model_flags(single: bool) -> None:
 
 
 def _options(driving: str) -> dict:
-    """The animator options the flags give (its `start` keywords) for the driver `driving`."""
+    """The animator options the flags give (its `start` keywords) for the driver `driving`,
+    but for those read from the inputs (`_portrait_options`)."""
     if _MODE.value == "audio":  # `what` names the speech file in its errors
         options = dict(seed=_SEED.value, ddim_steps=_DDIM_STEPS.value, what=driving)
         if _CONTROL.value:  # the release's control values; the animator takes what its model does
@@ -169,15 +286,23 @@ def _render(model, source: str, driving: str, out: str) -> tuple[int, float]:
     (frames, fps)."""
     from jaxtalk.inference import files
 
+    def portrait(source_path: str, drive) -> tuple:
+        """LivePortrait's source crop (--landmark_model, --paste_back) and its options."""
+        found = _portrait_source(source_path, model.size, source)
+        image = found["source"] if found else None
+        return image, _portrait_options(found, drive.steps, driving)
+
+    video_mode = _MODE.value == "video"
     written = files.animate_files(
         model,
         source,
         driving,
         out,
         crop_face=_CROP_FACE.value,
-        driving_crop=_driving_crop() if _MODE.value == "video" else None,
+        driving_crop=_driving_crop() if video_mode else None,
         max_seconds=_MAX_SECONDS.value,
         options=_options(driving),
+        extra=portrait if video_mode else None,
     )
     if written.face_box:
         x, y, side, _ = written.face_box

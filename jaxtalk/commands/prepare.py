@@ -7,9 +7,9 @@ that several datasets share one root and a mixture names them by name
 (`config.data.data_root=ROOT`, `config.data.mixture="voxceleb2,hdtf"`). Rerunning continues
 an interrupted run: finished shards are kept, unfinished ones redone.
 
-DATASET is one of: synthetic, voxceleb1, voxceleb2, hdtf, vfhq, celebvhq, or `videos`: any
-folder of one's own videos (nested), where faces are detected and tracked, scene cuts split
-clips and each file goes to train or test by a stable hash of its relative path
+DATASET is one of: synthetic, voxceleb1, voxceleb2, hdtf, vfhq, celebvhq, talkinghead1kh, or
+`videos`: any folder of one's own videos (nested), where faces are detected and tracked,
+scene cuts split clips and each file goes to train or test by a stable hash of its relative path
 (data_pipelines/parsers/videos.py), for fine-tuning with `--config.init_from`.
 
   jaxtalk prepare synthetic --out_dir=data/synthetic --size=64

@@ -103,12 +103,15 @@ def animate_files(
     driving_crop: Sequence[int] | None = None,
     max_seconds: float | None = None,
     options: Mapping | None = None,
+    extra: Callable[[str, Driving], tuple[np.ndarray | None, Mapping]] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Written:
     """source image + driving file -> the mp4 `out`, animated by `model` with `options`
-    (its `start` keywords). `progress(done, total)` is told the frames rendered so far after
-    each chunk, `total` being the expected count (exact for video drivers; the last call
-    has done == total)."""
+    (its `start` keywords). `extra(local source path, driving)`: a caller's own source
+    image (None: the crop above) and options read from the inputs, over `options` (the
+    LivePortrait landmark crop and eye / lip ratios of `jaxtalk animate`).
+    `progress(done, total)` is told the frames rendered so far after each chunk, `total`
+    being the expected count (exact for video drivers; the last call has done == total)."""
     from jaxtalk.media import video
 
     with (
@@ -116,8 +119,12 @@ def animate_files(
         fs.local_file(driving) as driving_path,
         fs.local_output(out) as out_path,
     ):
-        image, box = load_source(source_path, model.size, crop_face, what=source)
         drive = read_driving(model, driving_path, crop=driving_crop, max_seconds=max_seconds)
+        image, read = extra(source_path, drive) if extra else (None, {})
+        box = None
+        if image is None:
+            image, box = load_source(source_path, model.size, crop_face, what=source)
+        options = {**(options or {}), **read}
         total, done = drive.frames(), 0
 
         def told(n: int) -> None:
@@ -125,9 +132,7 @@ def animate_files(
             done += n
             progress(done, max(total, done))
 
-        frames = model.animate(
-            image, drive.steps, progress=told if progress else None, **(options or {})
-        )
+        frames = model.animate(image, drive.steps, progress=told if progress else None, **options)
         if progress and done != total:  # the estimate was off (speech): end at 100%
             progress(done, done)
         video.write_video(
