@@ -7,7 +7,8 @@ Two sources:
                                        sub-tree, e.g. generator/model
 
 and four targets (--format, or the --out suffix):
-  --release=NAME --out=FILE.pt     the release's PyTorch checkpoint layout (torch.load reads it)
+  --release=NAME --out=FILE.pt     the release's PyTorch checkpoint layout (torch.load reads it);
+                                   a directory for a release that is one (liveportrait)
   --out=FILE.safetensors           a jaxtalk weights file
   --out=FILE.jaxfn                 a serialized jax.export function that runs without jaxtalk:
                                    the weights' animator's `export_function` (video-driven
@@ -24,6 +25,7 @@ Examples:
   jaxtalk export --workdir=runs/s1 --group=generator/model --release=anitalker_stage1 --out=s1.ckpt
   jaxtalk export --weights=weights/lia_vox.safetensors --out=lia_vox.jaxfn
   jaxtalk export --weights=weights/anitalker_stage1.safetensors --format=onnx --out=s1.onnx
+  jaxtalk export --weights=weights/liveportrait.safetensors --release=liveportrait --out=lp_dir
 """
 
 from absl import flags
@@ -36,7 +38,10 @@ _STEP = flags.DEFINE_integer("step", None, "checkpoint step (default: the latest
 _GROUP = flags.DEFINE_string("group", None, "parameter group of the run to export")
 _RELEASE = flags.DEFINE_string("release", None, "write this release's PyTorch layout")
 _OUT = flags.DEFINE_string(
-    "out", None, "output file (.pt/.pth/.ckpt with --release, else .safetensors)"
+    "out",
+    None,
+    "output file (.pt/.pth/.ckpt with --release, or the directory of a release that is one; "
+    "else .safetensors)",
 )
 
 

@@ -1,6 +1,7 @@
 """jaxtalk import: convert a released PyTorch checkpoint into a jaxtalk weights file.
 
-Reads the file without PyTorch, maps every key (a missing, unexpected or mis-shaped key is
+The checkpoint is a file, or a directory for a release published as one (LivePortrait's
+base_models/ and retargeting_models/). Reads it without PyTorch, maps every key (a missing, unexpected or mis-shaped key is
 an error that lists them all) and writes `<weights dir>/<release>.safetensors` (or --out),
 which training configs, metrics and `jaxtalk export` load.
 
@@ -8,6 +9,7 @@ Examples:
   jaxtalk import --release=anitalker_stage1 --checkpoint=ckpts/stage1.ckpt
   jaxtalk import --release=lia --checkpoint=vox.pt --out=weights/lia_vox.safetensors
   jaxtalk import --release=lpips_alex --checkpoint=alex.pth --backbone=alexnet-owt-7be5be79.pth
+  jaxtalk import --release=liveportrait --checkpoint=pretrained_weights/liveportrait
 
 Releases: run `jaxtalk import --list`.
 """
@@ -18,7 +20,9 @@ from absl import flags
 from jaxtalk.errors import InputError
 
 _RELEASE = flags.DEFINE_string("release", None, "release name (see --list)")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "the released PyTorch file")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "the released PyTorch file (or directory, for a release that is one)"
+)
 _OUT = flags.DEFINE_string(
     "out",
     None,

@@ -9,26 +9,52 @@ module's fields (an unknown one is a TypeError from the module itself). BatchNor
 (`mapping.is_batch_counter`) and keeps them as read in the "buffers" collection, export
 writes a zero beside every `running_var` and `mapping.overlay` puts the kept ones back, so
 a round trip reproduces the file key for key.
+
+Releases `liveportrait` and `liveportrait_animals` (`jaxtalk import --release=NAME
+--checkpoint=DIR`, `jaxtalk export --release=NAME --out=DIR`): `import_checkpoint` reads the
+released directory (base_models/*.pth, retargeting_models/stitching_retargeting_module.pth)
+into one variables tree whose groups are the training task's (params appearance, motion,
+warping, spade, stitching, lip, eye; batch_stats appearance, warping, spade), reading every
+network's sizes from its keys; `export_checkpoint` writes that directory back.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+import os
+from typing import Any, Callable, Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from jaxtalk import fs
+from jaxtalk.convert import torch_pickle, weights
 from jaxtalk.convert.mapping import (
     CONV2D,
     CONV3D,
+    ConversionError,
     Layout,
     Rule,
     batch_norm,
     conv,
+    count_indices,
+    export_state_dict,
+    import_variables,
     linear,
     norm,
+    overlay,
     reshape,
+    variable_shapes,
 )
+from jaxtalk.convert.releases import Release
+from jaxtalk.errors import one_line
 from jaxtalk.models.layers.convnext import CONVNEXT_V2_TINY
 from jaxtalk.models.liveportrait.appearance import AppearanceFeatureExtractor
-from jaxtalk.models.liveportrait.generator import feature_channels
+from jaxtalk.models.liveportrait.generator import SPADEDecoder, feature_channels
+from jaxtalk.models.liveportrait.motion_extractor import MotionExtractor
+from jaxtalk.models.liveportrait.retargeting import RetargetingMLP, mlp_config
 from jaxtalk.models.liveportrait.warping import WarpingNetwork
 
 # ----------------------------------------------------------------------------- M, G, S
@@ -196,3 +222,394 @@ def warping_rules(**config) -> list[Rule]:
     rules += _conv_norm("third", "third")
     rules += conv("fourth", "params/fourth")
     return rules
+
+
+# ----------------------------------------------------------------------------- the release
+# The released weights are a directory, not a file (pretrained_weights/liveportrait/ of
+# KwaiVGI/LivePortrait on Hugging Face): four base networks in base_models/ and the three
+# retargeting MLPs in one file, keyed retarget_shoulder / retarget_mouth / retarget_eye.
+# The animals release (pretrained_weights/liveportrait_animals/) has the same architecture;
+# its current base networks sit in base_models_v1.1/ (the first version in base_models/).
+
+RELEASES = [
+    Release(
+        "liveportrait",
+        {},
+        (),
+        "KwaiVGI/LivePortrait pretrained_weights/liveportrait/ (the directory holding "
+        "base_models/*.pth and retargeting_models/stitching_retargeting_module.pth)",
+    ),
+    Release(
+        "liveportrait_animals",
+        {"base_dirs": ("base_models_v1.1", "base_models")},
+        (),
+        "KwaiVGI/LivePortrait pretrained_weights/liveportrait_animals/ (the directory "
+        "holding base_models_v1.1/ or base_models/, and retargeting_models/ if present)",
+    ),
+]
+
+KIND = "liveportrait"
+BASE_DIRS = ("base_models",)
+RETARGETING_FILE = "retargeting_models/stitching_retargeting_module.pth"
+# variables group -> entry of the retargeting file, in the release's order.
+RETARGETING_ENTRIES = {
+    "stitching": "retarget_shoulder",
+    "lip": "retarget_mouth",
+    "eye": "retarget_eye",
+}
+MODULE_PREFIX = "module."  # what DataParallel left on the keys of a file saved through it
+
+
+class _Keys:
+    """Shapes of a prefix-free state_dict, for size inference; a missing key is an error
+    naming the file and the key as the file would hold it."""
+
+    def __init__(self, state: Mapping[str, np.ndarray], source: str, prefix: str):
+        self.state, self.source, self.prefix = state, source, prefix
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        if key not in self.state:
+            raise ConversionError(f"{self.source}: missing key {self.prefix + key!r}")
+        return tuple(int(s) for s in np.shape(self.state[key]))
+
+    def count(self, pattern: str) -> int:
+        return count_indices(self.state, pattern)
+
+
+def _appearance_config(keys: _Keys) -> dict:
+    max_features = keys.shape("second.weight")[0]
+    channel = keys.shape("resblocks_3d.3dr0.conv1.weight")[0]
+    return dict(
+        block_expansion=keys.shape("first.conv.weight")[0],
+        num_down_blocks=keys.count(r"down_blocks\.(\d+)\."),
+        max_features=max_features,
+        reshape_channel=channel,
+        reshape_depth=max_features // channel,
+        num_resblocks=keys.count(r"resblocks_3d\.3dr(\d+)\."),
+    )
+
+
+def _motion_config(keys: _Keys) -> dict:
+    stages = keys.count(r"detector\.stages\.(\d+)\.")
+    dims = [keys.shape("detector.downsample_layers.0.0.weight")[0]]
+    dims += [keys.shape(f"detector.downsample_layers.{i}.1.weight")[0] for i in range(1, stages)]
+    return dict(
+        num_kp=keys.shape("detector.fc_kp.weight")[0] // 3,
+        num_bins=keys.shape("detector.fc_pitch.weight")[0],
+        depths=[keys.count(rf"detector\.stages\.{i}\.(\d+)\.") for i in range(stages)],
+        dims=dims,
+    )
+
+
+def _widths(channels: int) -> dict:
+    """block_expansion / num_down_blocks giving `channels` = block_expansion * 2^n: the
+    release's (64, 2) when they fit, else (channels, 0); only their product shapes W and G."""
+    return (
+        dict(block_expansion=channels // 4, num_down_blocks=2)
+        if channels % 4 == 0
+        else dict(block_expansion=channels, num_down_blocks=0)
+    )
+
+
+def _warping_config(keys: _Keys) -> dict:
+    dm = "dense_motion_network"
+    compress, channel = keys.shape(f"{dm}.compress.weight")[:2]
+    max_features = keys.shape("third.conv.weight")[1]
+    blocks = keys.count(rf"{dm}\.hourglass\.encoder\.down_blocks\.(\d+)\.")
+    widths = [
+        keys.shape(f"{dm}.hourglass.encoder.down_blocks.{i}.conv.weight")[0] for i in range(blocks)
+    ]
+    return dict(
+        num_kp=keys.shape(f"{dm}.mask.weight")[0] - 1,
+        max_features=max_features,
+        reshape_channel=channel,
+        reshape_depth=max_features // channel,
+        estimate_occlusion_map=f"{dm}.occlusion.weight" in keys.state,
+        dense_block_expansion=widths[0] // 2 if widths else 1,
+        dense_max_features=max(widths, default=1),
+        dense_num_blocks=blocks,
+        compress=compress,
+        **_widths(keys.shape("third.conv.weight")[0]),
+    )
+
+
+def _spade_config(keys: _Keys) -> dict:
+    channels = keys.shape("fc.weight")[1]
+    return dict(
+        upscale=2 if "conv_img.0.weight" in keys.state else 1,
+        max_features=2 * channels,
+        out_channels=keys.shape("up_1.conv_1.weight_orig")[0],
+        num_middle_blocks=keys.count(r"G_middle_(\d+)\."),
+        spade_hidden=keys.shape("G_middle_0.norm_0.mlp_shared.0.weight")[0],
+        **_widths(channels),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Network:
+    """One base network: its variables group, file, module, rules and size inference."""
+
+    group: str
+    filename: str
+    module: type
+    rules: Callable[..., list[Rule]]
+    infer: Callable[[_Keys], dict]
+
+    def shapes(self, config: Mapping) -> dict:
+        """{"params"[, "batch_stats"]} shapes of the module with `config` (no compute)."""
+        model = self.module(**config)
+        if self.group == "appearance":
+            side = 4 * 2**model.num_down_blocks
+            inputs = [jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)]
+        elif self.group == "motion":
+            inputs = [jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)]
+        elif self.group == "warping":
+            side = 2**model.dense_num_blocks
+            volume = (1, model.reshape_depth, side, side, model.reshape_channel)
+            kp = jax.ShapeDtypeStruct((1, model.num_kp, 3), jnp.float32)
+            inputs = [jax.ShapeDtypeStruct(volume, jnp.float32), kp, kp]
+        else:
+            width = feature_channels(
+                model.block_expansion, model.max_features, model.num_down_blocks
+            )
+            inputs = [jax.ShapeDtypeStruct((1, 4, 4, width), jnp.float32)]
+        return variable_shapes(model, *inputs)
+
+
+BASE_NETWORKS = (
+    _Network(
+        "appearance",
+        "appearance_feature_extractor.pth",
+        AppearanceFeatureExtractor,
+        appearance_rules,
+        _appearance_config,
+    ),
+    _Network("motion", "motion_extractor.pth", MotionExtractor, motion_rules, _motion_config),
+    _Network("warping", "warping_module.pth", WarpingNetwork, warping_rules, _warping_config),
+    _Network("spade", "spade_generator.pth", SPADEDecoder, generator_rules, _spade_config),
+)
+
+
+def _prefixed(rules: list[Rule], prefix: str) -> list[Rule]:
+    return [dataclasses.replace(r, torch_key=prefix + r.torch_key) for r in rules]
+
+
+def _counters(rules: list[Rule]) -> list[str]:
+    """The num_batches_tracked key beside every BatchNorm's running_var."""
+    tail = "running_var"
+    return [
+        r.torch_key[: -len(tail)] + "num_batches_tracked"
+        for r in rules
+        if r.torch_key.endswith("." + tail)
+    ]
+
+
+def _state_dict(obj: Any, source: str) -> tuple[dict[str, np.ndarray], str]:
+    """(the file's tensors by key, the `module.` prefix its keys share or "")."""
+    if not isinstance(obj, Mapping):
+        raise ConversionError(f"{source}: expected a state_dict, found {type(obj).__name__}")
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, np.ndarray)]
+    if bad:
+        raise ConversionError(f"{source}: key {str(bad[0])[:80]!r} is not a named tensor")
+    prefix = MODULE_PREFIX if obj and all(k.startswith(MODULE_PREFIX) for k in obj) else ""
+    return dict(obj), prefix
+
+
+def _import_network(
+    state: Mapping[str, np.ndarray], prefix: str, rules_for: Callable, infer, shapes_for, source
+) -> tuple[dict, dict, dict]:
+    """(variables, config, kept counters) of one state_dict: sizes inferred from its keys,
+    every key mapped and shape-checked against the module those sizes build."""
+    plain = {k[len(prefix) :]: v for k, v in state.items()}
+    config = infer(_Keys(plain, source, prefix))
+    try:
+        shapes = shapes_for(config)
+    except (TypeError, ValueError) as e:  # inferred sizes no module can have
+        raise ConversionError(f"{source}: inconsistent sizes {config} ({one_line(e)})") from None
+    rules = _prefixed(rules_for(**config), prefix)
+    counters = _counters(rules)
+    variables = import_variables(state, rules, shapes, source, ignore=set(counters).__contains__)
+    missing = [k for k in counters if k not in state]
+    if missing:
+        raise ConversionError(f"{source}: missing key {missing[0]!r} (and {len(missing) - 1} more)")
+    return variables, config, {k: np.asarray(state[k]) for k in counters}
+
+
+def _retargeting_config(keys: _Keys) -> dict:
+    layers = keys.count(r"mlp\.(\d+)\.weight")
+    sizes = [keys.shape(f"mlp.{i}.weight")[0] for i in range(0, layers, 2)]
+    return dict(
+        hidden_sizes=tuple(sizes[:-1]),
+        output_size=sizes[-1] if sizes else 0,
+        input_size=keys.shape("mlp.0.weight")[1],
+    )
+
+
+def _retargeting_shapes(config: Mapping) -> dict:
+    model = RetargetingMLP(config["hidden_sizes"], config["output_size"])
+    return variable_shapes(model, jax.ShapeDtypeStruct((1, config["input_size"]), jnp.float32))
+
+
+def _retargeting_sizes(num_kp: int) -> dict[str, tuple[int, int]]:
+    """(input, output) size of each MLP for `num_kp` keypoints (retargeting.py)."""
+    k3 = 3 * num_kp
+    return {"stitching": (2 * k3, k3 + 2), "lip": (k3 + 2, k3), "eye": (k3 + 3, k3)}
+
+
+def _import_retargeting(path: str, num_kp: int, variables: dict, layout: dict) -> None:
+    obj = torch_pickle.load(path)
+    if not isinstance(obj, Mapping):
+        raise ConversionError(f"{path}: expected a dict of state_dicts, found {type(obj).__name__}")
+    entries = set(RETARGETING_ENTRIES.values())
+    extra = [k for k in obj if k not in entries]
+    if extra:
+        raise ConversionError(
+            f"{path}: unexpected entry {str(extra[0])[:80]!r} (expected {sorted(entries)})"
+        )
+    for group, entry in RETARGETING_ENTRIES.items():
+        source = f"{path} [{entry}]"
+        if entry not in obj:
+            raise ConversionError(f"{path}: missing entry {entry!r}")
+        state, prefix = _state_dict(obj[entry], source)
+        v, config, _ = _import_network(
+            state, prefix, retargeting_rules, _retargeting_config, _retargeting_shapes, source
+        )
+        want = _retargeting_sizes(num_kp)[group]
+        if (config["input_size"], config["output_size"]) != want:
+            raise ConversionError(
+                f"{source}: {prefix}mlp.0.weight and the last layer give "
+                f"{config['input_size']} -> {config['output_size']}, but {num_kp} keypoints "
+                f"(motion_extractor.pth) need {want[0]} -> {want[1]}"
+            )
+        variables["params"][group] = v["params"]
+        layout["key_prefix"][group] = prefix
+
+
+def _find_base_dir(root: str, base_dirs: Sequence[str]) -> str:
+    if not fs.isdir(root):
+        raise ConversionError(
+            f"{root}: not a directory; the LivePortrait release is the directory holding "
+            f"{base_dirs[0]}/ and retargeting_models/"
+        )
+    for name in base_dirs:
+        if fs.isdir(fs.join(root, name)):
+            return name
+    raise ConversionError(
+        f"{root}: no {' or '.join(n + '/' for n in base_dirs)} (give the release's directory, "
+        "the one holding base_models/ and retargeting_models/)"
+    )
+
+
+def import_checkpoint(path: str | os.PathLike, base_dirs: Sequence[str] = BASE_DIRS) -> dict:
+    """The released directory -> {"params": {appearance, motion, warping, spade[, stitching,
+    lip, eye]}, "batch_stats": {appearance, warping, spade}, "buffers": {group: counters as
+    read}, "model_config": {"kind": "liveportrait", the four networks' module options,
+    "base_dir", "key_prefix"}}.
+
+    Keys may carry `module.` prefixes (all of a state_dict's or none; export writes them back
+    as read). Every network's sizes are read from its keys and every key is mapped and
+    shape-checked; without retargeting_models/stitching_retargeting_module.pth the base
+    alone is imported (with a warning). `base_dirs`: where the base networks may lie, the
+    first found is read (the animals release: base_models_v1.1, then base_models).
+    """
+    root = os.fspath(path)
+    base_dir = _find_base_dir(root, base_dirs)
+    out: dict[str, Any] = {"params": {}, "batch_stats": {}, "buffers": {}}
+    layout: dict[str, Any] = {"base_dir": base_dir, "key_prefix": {}}
+    config: dict[str, Any] = {"kind": KIND}
+    for net in BASE_NETWORKS:
+        source = fs.join(root, base_dir, net.filename)
+        state, prefix = _state_dict(torch_pickle.load(source), source)
+        variables, config[net.group], kept = _import_network(
+            state, prefix, net.rules, net.infer, net.shapes, source
+        )
+        for collection, tree in variables.items():
+            out[collection][net.group] = tree
+        if kept:
+            out["buffers"][net.group] = kept
+        layout["key_prefix"][net.group] = prefix
+    retargeting = fs.join(root, RETARGETING_FILE)
+    if fs.exists(retargeting):
+        _import_retargeting(retargeting, config["motion"]["num_kp"], out, layout)
+    else:
+        logging.warning(
+            "%s: no %s; imported the base networks only (no stitching, eye or lip retargeting)",
+            root,
+            RETARGETING_FILE,
+        )
+    out["model_config"] = {**config, **layout}
+    return out
+
+
+def _network_config(net: _Network, model_config: Mapping) -> dict:
+    """The module options model_config gives a network (the release's where it gives none),
+    type-checked; tuples where the module takes sequences."""
+    given = model_config.get(net.group) or {}
+    if not isinstance(given, Mapping):
+        raise ConversionError(f"model_config[{net.group!r}] must be a dict of module options")
+    return weights.module_options(net.module, given, f"model_config[{net.group!r}]")
+
+
+def _export_network(variables: Mapping, rules: list[Rule], shapes: Mapping, kept, source) -> dict:
+    """The state_dict of one network's variables, counters as kept, checked by importing it
+    back (every parameter present, every shape the module's)."""
+    try:
+        state = overlay(export_state_dict(variables, rules), kept or {})
+    except (KeyError, ConversionError) as e:  # a parameter the rules lack, or the reverse
+        raise ConversionError(
+            f"{source}: the variables do not fit the sizes model_config gives ({one_line(e)})"
+        ) from None
+    counters = set(_counters(rules))
+    import_variables(state, rules, shapes, source, ignore=counters.__contains__)
+    return state
+
+
+def export_checkpoint(
+    variables: Mapping,
+    path: str | os.PathLike,
+    model_config: Mapping | None = None,
+    base_dirs: Sequence[str] = BASE_DIRS,
+) -> None:
+    """Writes the released directory: base_dir/*.pth (base_dir as imported when it is one of
+    `base_dirs`, else the first) and, when the variables hold stitching, lip and eye,
+    retargeting_models/stitching_retargeting_module.pth; keys prefixed as imported, kept
+    counters as read (zeros for a trained model). Sizes come from model_config's module
+    options (a training run's `model` config or an import's), the release's by default."""
+    root = os.fspath(path)
+    model_config = dict(model_config or variables.get("model_config") or {})
+    params = variables["params"]
+    stats = variables.get("batch_stats") or {}
+    kept = variables.get("buffers") or {}
+    prefixes = model_config.get("key_prefix") or {}
+    base_dir = model_config.get("base_dir")
+    base_dir = base_dir if base_dir in base_dirs else base_dirs[0]
+    missing = [n.group for n in BASE_NETWORKS if n.group not in params]
+    if missing:
+        raise ConversionError(f"the variables have no {missing} networks to export")
+    for net in BASE_NETWORKS:
+        config = _network_config(net, model_config)
+        prefix = prefixes.get(net.group, "")
+        tree = {"params": params[net.group], "batch_stats": stats.get(net.group, {})}
+        target = fs.join(root, base_dir, net.filename)
+        rules = _prefixed(net.rules(**config), prefix)
+        state = _export_network(tree, rules, net.shapes(config), kept.get(net.group), target)
+        torch_pickle.save(state, target, archive_name=net.filename[: -len(".pth")])
+    present = [g for g in RETARGETING_ENTRIES if g in params]
+    if not present:
+        return
+    if len(present) < len(RETARGETING_ENTRIES):
+        raise ConversionError(
+            f"the variables hold {present} but the retargeting file needs all of "
+            f"{list(RETARGETING_ENTRIES)}"
+        )
+    target = fs.join(root, RETARGETING_FILE)
+    obj = {}
+    for group, entry in RETARGETING_ENTRIES.items():
+        config = mlp_config(params[group])
+        config["input_size"] = int(np.shape(params[group]["mlp_0"]["kernel"])[0])
+        rules = _prefixed(retargeting_rules(**config), prefixes.get(group, MODULE_PREFIX))
+        shapes = _retargeting_shapes(config)
+        obj[entry] = _export_network(
+            {"params": params[group]}, rules, shapes, None, f"{target} [{entry}]"
+        )
+    torch_pickle.save(obj, target, archive_name="stitching_retargeting_module")

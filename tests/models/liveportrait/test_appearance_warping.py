@@ -71,7 +71,7 @@ def reference_block(name):
     header = next(line for line in lines if line.startswith(f"===== {name} nkeys "))
     out = []
     for line in lines:
-        if line.startswith("====="):
+        if not line.startswith(f"{name} "):  # the next block, or the notes after the last
             break
         key, shape = line[len(name) + 1 :].split(" ", 1)
         out.append((key, tuple(int(s) for s in shape.strip("()").split(",") if s.strip())))
