@@ -286,11 +286,11 @@ def _render(model, source: str, driving: str, out: str) -> tuple[int, float]:
     (frames, fps)."""
     from jaxtalk.inference import files
 
-    def portrait(source_path: str, drive) -> tuple:
+    def portrait(source_path: str) -> tuple:
         """LivePortrait's source crop (--landmark_model, --paste_back) and its options."""
         found = _portrait_source(source_path, model.size, source)
         image = found["source"] if found else None
-        return image, _portrait_options(found, drive.steps, driving)
+        return image, lambda drive: _portrait_options(found, drive.steps, driving)
 
     video_mode = _MODE.value == "video"
     written = files.animate_files(

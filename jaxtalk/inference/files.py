@@ -103,13 +103,14 @@ def animate_files(
     driving_crop: Sequence[int] | None = None,
     max_seconds: float | None = None,
     options: Mapping | None = None,
-    extra: Callable[[str, Driving], tuple[np.ndarray | None, Mapping]] | None = None,
+    extra: Callable[[str], tuple[np.ndarray | None, Callable[[Driving], Mapping]]]
+    | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Written:
     """source image + driving file -> the mp4 `out`, animated by `model` with `options`
-    (its `start` keywords). `extra(local source path, driving)`: a caller's own source
-    image (None: the crop above) and options read from the inputs, over `options` (the
-    LivePortrait landmark crop and eye / lip ratios of `jaxtalk animate`).
+    (its `start` keywords). `extra(local source path)`: a caller's own source image (None:
+    the crop above) and a function of the driver giving options read from the inputs, over
+    `options` (the LivePortrait landmark crop and eye / lip ratios of `jaxtalk animate`).
     `progress(done, total)` is told the frames rendered so far after each chunk, `total`
     being the expected count (exact for video drivers; the last call has done == total)."""
     from jaxtalk.media import video
@@ -119,12 +120,14 @@ def animate_files(
         fs.local_file(driving) as driving_path,
         fs.local_output(out) as out_path,
     ):
-        drive = read_driving(model, driving_path, crop=driving_crop, max_seconds=max_seconds)
-        image, read = extra(source_path, drive) if extra else (None, {})
-        box = None
+        # The source is read before the driver: its errors come first.
+        image, box, read = None, None, None
+        if extra is not None:
+            image, read = extra(source_path)
         if image is None:
             image, box = load_source(source_path, model.size, crop_face, what=source)
-        options = {**(options or {}), **read}
+        drive = read_driving(model, driving_path, crop=driving_crop, max_seconds=max_seconds)
+        options = {**(options or {}), **(read(drive) if read else {})}
         total, done = drive.frames(), 0
 
         def told(n: int) -> None:
