@@ -69,6 +69,9 @@ def random_variables(seed=0) -> dict:
                 head = rest[0][3:] if rest[0].startswith("fc_") else None
                 if group == "motion" and head in HEADS:
                     value = rng.standard_normal(s.shape) * HEADS[head][0] / np.sqrt(fan_in)
+                if group == "spade" and "mlp_" in path:  # SPADE's modulation at a trained
+                    value *= 0.2  # decoder's gain (8 blocks of norm * (1 + gamma) otherwise
+                    # amplify float32 rounding until the two sides' images differ visibly)
             elif name in ("scale", "var"):
                 value = np.ones(s.shape)
             elif name in ("u", "v"):
@@ -251,8 +254,9 @@ class TorchFrame:
             scale = s_info["scale"] * (d_info["scale"] / d0_info["scale"])
             t = s_info["t"] + (d_info["t"] - d0_info["t"])
             t[..., 2] = 0
-            # (B, 1, 1): the release runs one frame at a time, its (1, 1) broadcasts alike
-            scale = scale.reshape(-1, 1, 1)
+            # (B, 1, 1) and (B, 1, 3): the release runs one frame at a time, where its
+            # (1, 1) and (1, 3) broadcast alike
+            scale, t = scale.reshape(-1, 1, 1), t[:, None, :]
             x_d = w.stitching(x_s, scale * (s_info["kp"] @ r_new + exp) + t)
             return w.warp_decode(f_s, x_s, x_d)["out"]
 

@@ -45,7 +45,7 @@ def test_every_method_is_the_same_conv(method, kernel, padding):
     ref = torch.nn.functional.conv3d(
         torch.from_numpy(x.transpose(0, 4, 1, 2, 3)),
         torch.from_numpy(k.copy()),
-        torch.from_numpy(np.asarray(variables["params"]["bias"])),
+        torch.from_numpy(np.array(variables["params"]["bias"])),
         padding=padding,
     )
     np.testing.assert_allclose(np.asarray(got), ref.numpy().transpose(0, 2, 3, 4, 1), atol=1e-12)

@@ -17,16 +17,15 @@ sums, so results agree to float rounding.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
 import os
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxtalk.models.layers.torch_nn import torch_kernel_init
+from jaxtalk.models.layers.torch_nn import conv_bias, torch_kernel_init
 
 METHODS = ("auto", "native", "slices", "concat")
 
@@ -109,11 +108,5 @@ class Conv3d(nn.Module):
         else:  # slices; a depth-1 kernel is one 2-D conv
             out = conv3d_slices(x, kernel, padding)
         if self.use_bias:
-            bias = self.param(
-                "bias",
-                nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
-                (self.features,),
-                self.param_dtype,
-            )
-            out = out + bias.astype(self.dtype)
+            out = out + conv_bias(self, self.features, self.param_dtype).astype(self.dtype)
         return out
