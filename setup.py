@@ -47,19 +47,29 @@ TFDS = [
     "importlib-resources>=6,<7",  # tfds builders import it without TensorFlow
 ]
 
+# `jaxtalk app` (jaxtalk/app/): the web page. Gradio 6: the theme and footer go to launch().
+APP = ["gradio>=6,<7"]
+
 EXTRAS = {
     "tfds": TFDS,
+    "app": APP,
     "dev": TFDS
+    + APP
     + [
         "pytest>=8,<10",
         "pytest-xdist>=3.5,<4",
         "scikit-image>=0.24,<0.27",
-        "onnx>=1.16,<2",
-        "onnxruntime>=1.18,<2",  # ONNX importer tests (jaxtalk/convert/onnx_graph.py)
-        "ruff>=0.17,<0.18",
+        # ONNX import (jaxtalk/convert/onnx_graph.py) and export (jaxtalk/export/onnx_export.py),
+        # both checked against ONNX Runtime
+        "onnx>=1.17,<2",
+        "onnxruntime>=1.20,<2",
+        "ruff>=0.17,<0.18",  # the formatter and linter CI runs (ruff.toml)
         # a Cloud Storage JSON-API server on localhost for the remote tests (tests/remote/)
         "gcp-storage-emulator>=2026.7,<2027",  # tests/remote/gcs_emulator_server.py wraps a handler
-    ],  # the formatter and linter CI runs (ruff.toml)
+        # drives headless Chromium (Debian's chromium + chromium-driver, installed by .ci/run)
+        # through the web app in tests/test_app_browser.py
+        "selenium>=4.20,<5",
+    ],
     # Only for running the released PyTorch code beside jaxtalk (parity checks,
     # benchmarks); jaxtalk itself reads and writes PyTorch checkpoints without torch.
     "torch": ["torch>=2.4"],
@@ -69,6 +79,8 @@ EXTRAS = {
     # test skips without it. "dataflow" adds the Google Cloud clients for the DataflowRunner.
     "beam": ["apache-beam>=2.77,<3"],
     "dataflow": ["apache-beam[gcp]>=2.77,<3"],
+    # `jaxtalk export --format=onnx` (jaxtalk/export/onnx_export.py; opset 18) and its check
+    "onnx": ["onnx>=1.17,<2", "onnxruntime>=1.20,<2"],
     "cuda": ["jax[cuda12]>=0.10,<0.13"],
     "tpu": ["jax[tpu]>=0.10,<0.13"],
 }

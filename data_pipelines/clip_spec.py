@@ -57,6 +57,14 @@ class SkipReport:
         if len(self.examples[reason]) < self._max:
             self.examples[reason].append(where)
 
+    def merge(self, other: "SkipReport") -> None:
+        """Adds another report's counts and examples (a worker's, for one entry)."""
+        self.counts.update(other.counts)
+        self.notes.update(other.notes)
+        for reason, examples in other.examples.items():
+            room = self._max - len(self.examples[reason])
+            self.examples[reason].extend(examples[: max(0, room)])
+
     @property
     def total(self) -> int:
         return sum(self.counts.values())

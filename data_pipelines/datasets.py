@@ -10,7 +10,7 @@ from typing import Any, Callable
 from absl import logging
 
 from data_pipelines import filters, pipeline
-from data_pipelines.parsers import celebvhq, hdtf, vfhq, voxceleb
+from data_pipelines.parsers import celebvhq, hdtf, talkinghead1kh, vfhq, videos, voxceleb
 from data_pipelines.process import ProcessConfig
 from data_pipelines.synthetic import generate
 from jaxtalk import fs
@@ -22,6 +22,7 @@ class DatasetDef:
     parse: Callable[..., Any]  # (manual_dir, **options) -> (specs, SkipReport)
     filters: filters.FilterConfig = filters.FilterConfig()
     options: tuple[str, ...] = ()  # parser keyword options the command may pass
+    parallel_parse: bool = False  # the parser takes num_workers (it decodes the videos)
 
 
 # Synthetic clips are short and flat-shaded: the real-data thresholds would reject them.
@@ -33,6 +34,13 @@ DATASETS = {
     "hdtf": DatasetDef(hdtf.parse, options=("test_list", "test_fraction")),
     "vfhq": DatasetDef(vfhq.parse),
     "celebvhq": DatasetDef(celebvhq.parse, options=("test_list", "test_fraction", "info_file")),
+    # Any folder of videos: faces found and tracked here (data_pipelines/parsers/videos.py).
+    "videos": DatasetDef(
+        videos.parse,
+        options=("test_list", "test_fraction", "identity", "scene_threshold"),
+        parallel_parse=True,
+    ),
+    "talkinghead1kh": DatasetDef(talkinghead1kh.parse),
     "synthetic": DatasetDef(
         functools.partial(voxceleb.parse, version=2, dataset="synthetic"), SYNTHETIC_FILTERS
     ),
@@ -88,6 +96,8 @@ def prepare_dataset(
         raise InputError(
             f"{name} does not take {sorted(unknown)} (takes {list(ds.options) or 'no options'})"
         )
+    if ds.parallel_parse:
+        options["num_workers"] = num_workers
     specs, report = ds.parse(manual_dir, **options)
     flt = dataclasses.replace(
         ds.filters, **{k: v for k, v in (filter_overrides or {}).items() if v is not None}

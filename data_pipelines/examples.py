@@ -40,9 +40,16 @@ def to_image(jpeg: bytes, size: int, dtype: str, out: np.ndarray | None = None) 
 
 
 def pair(
-    clip: Clip, rng: np.random.Generator, size: int, dtype: str, max_gap: int
+    clip: Clip,
+    rng: np.random.Generator,
+    size: int,
+    dtype: str,
+    max_gap: int,
+    attributes: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Source and driving frame from one clip (at most `max_gap` frames apart; 0 = anywhere)."""
+    """Source and driving frame from one clip (at most `max_gap` frames apart; 0 = anywhere),
+    with each named per-frame attribute as `<name>` [2, k] (source, driving) and
+    `<name>_valid`. A one-frame clip (a still image) gives source = driving."""
     n = clip.num_frames
     s = int(rng.integers(n))
     if max_gap > 0:
@@ -54,7 +61,29 @@ def pair(
         "driving": to_image(clip.jpeg(d), size, dtype),
         "source_frame": np.int32(s),
         "driving_frame": np.int32(d),
+        **frame_attributes(clip, np.array([s, d]), attributes),
     }
+
+
+def frame_attributes(clip: Clip, idx: np.ndarray, names: tuple[str, ...]) -> dict[str, Any]:
+    """`<name>` float32 [len(idx), k] at frames `idx` and `<name>_valid`; an attribute the
+    clip lacks is zeros with valid False when its width is known, else a KeyError."""
+    have = clip.header.get("attributes", {}) if names else {}
+    out = {}
+    for name in names:
+        if name in have:
+            values = np.asarray(have[name], np.float32)[idx]
+            out[name], out[name + "_valid"] = values, np.bool_(True)
+        elif name in ATTRIBUTE_DIMS:
+            out[name], out[name + "_valid"] = (
+                np.zeros((len(idx), ATTRIBUTE_DIMS[name]), np.float32),
+                np.bool_(False),
+            )
+        else:
+            raise KeyError(
+                f"clip {clip.header['clip_id']} has no attribute {name!r} (has {sorted(have)})"
+            )
+    return out
 
 
 def window(
@@ -101,18 +130,5 @@ def window(
         out["audio"] = buf
     elif audio != "none":
         raise ValueError(f"unknown audio mode {audio!r} (use 'raw' or 'none')")
-    have = clip.header.get("attributes", {}) if attributes else {}
-    for name in attributes:
-        if name in have:
-            values = np.asarray(have[name], np.float32)[idx]
-            out[name], out[name + "_valid"] = values, np.bool_(True)
-        elif name in ATTRIBUTE_DIMS:
-            out[name], out[name + "_valid"] = (
-                np.zeros((num_frames, ATTRIBUTE_DIMS[name]), np.float32),
-                np.bool_(False),
-            )
-        else:
-            raise KeyError(
-                f"clip {clip.header['clip_id']} has no attribute {name!r} (has {sorted(have)})"
-            )
+    out.update(frame_attributes(clip, idx, attributes))
     return out

@@ -23,6 +23,9 @@ Batch fields (images float32 in [-1, 1] NHWC unless `image_dtype="uint8"`):
                  debugging and the disjointness test); mixtures add dataset int32 [B]
                  (the entry's position in data.mixture)
   pairs          source, driving [B,H,W,3]; source_frame, driving_frame int32 [B];
+                 for each name in `pair_attributes`: <name> float32 [B,2,k] (source,
+                 driving) and <name>_valid bool [B] (a one-frame clip, i.e. an image,
+                 gives source = driving: mixed image/video training);
                  negatives [B,K,H,W,3] and negative_identity [B,K] (K = num_negatives,
                  frames of clips of other identities of the same dataset, for metric
                  learning: another dataset's faces would be too easy to tell apart)
@@ -63,6 +66,8 @@ def default_data_config() -> ml_collections.ConfigDict:
     # pairs
     c.max_frame_gap = 0  # max |source - driving| in frames; 0 = anywhere in the clip
     c.num_negatives = 1  # frames from other identities per example
+    # per-frame attributes of the two frames, <name> [B,2,k] (source, driving) + <name>_valid
+    c.pair_attributes = ()
     # windows / reference_window
     c.num_frames = 16  # T
     c.frame_stride = 1
@@ -195,7 +200,16 @@ class _MakeExample(grain.transforms.RandomMap):
         kind, dtype = cfg["kind"], cfg["image_dtype"]
         out = {**element, "identity": np.int32(clip.identity_index + offset)}
         if kind == "pairs":
-            out.update(examples.pair(clip, rng, self.size, dtype, cfg["max_frame_gap"]))
+            out.update(
+                examples.pair(
+                    clip,
+                    rng,
+                    self.size,
+                    dtype,
+                    cfg["max_frame_gap"],
+                    tuple(cfg.get("pair_attributes", ())),
+                )
+            )
             if cfg["num_negatives"] > 0:
                 out.update(self._negatives(store, clip.identity_index, offset, rng))
             return out

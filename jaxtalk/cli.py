@@ -22,6 +22,7 @@ COMMANDS = {
     "sweep": "evaluate a grid of checkpoints x test sets x metrics",
     "animate": "animate a portrait from a driving video or speech",
     "download": "fetch a release's public files (resumable, checksummed) and import them",
+    "app": "a web page (Gradio) to animate portraits: upload, pick options, download the mp4",
 }
 
 # Flags every command takes, shown at the end of each command's --help.

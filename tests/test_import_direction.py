@@ -22,7 +22,7 @@ LAYERS = (
     ("jaxtalk.train",),
     ("jaxtalk.evaluate",),
     ("jaxtalk.tasks", "jaxtalk.inference"),
-    ("jaxtalk.commands", "jaxtalk.cli", "jaxtalk.demo"),
+    ("jaxtalk.commands", "jaxtalk.cli", "jaxtalk.demo", "jaxtalk.app"),
 )
 
 # Same-layer pairs that must not import each other: (importer, imported).

@@ -25,8 +25,37 @@ In both modes the source is first cropped around its largest face (OpenCV's Haar
 bundled in the opencv wheel; see jaxtalk/media/face_detect.py), framed like the training
 crops. --nocrop_face skips detection and only centre-crops, for images that already are
 face crops (the synthetic set's frames) or faces the detector misses (profiles, drawings).
+
+Batch animation: a CSV of jobs, or every source with every driving input.
+
+  jaxtalk animate --batch=jobs.csv --out_dir=out --weights=weights/anitalker_stage1.safetensors
+  jaxtalk animate --sources='faces/*.png' --drivings='talks/*.mp4' --out_dir=out --weights=...
+
+jobs.csv rows are `source,driving[,out]` (paths relative to the CSV's folder; `driving` is
+the speech with --mode=audio); rows without `out`, and globs, write
+<out_dir>/<source>__<driving>.mp4. Outputs that exist are skipped, so rerunning after an
+interruption finishes the rest. Each local device runs its own copy of the model on its
+share of the jobs (--devices caps how many), each process of a multi-process run takes
+every N-th job, and one progress bar counts the videos. A job whose input is unusable is
+counted and reported at the end; the others still run.
+
+LivePortrait weights (`jaxtalk import --release=liveportrait`) take the release's options,
+each passed on only when given: --stitching/--nostitching (default: on when the file has
+the stitching module), --driving_multiplier, --animation_region, --eye_ratio / --lip_ratio
+(retarget the eyes / lips to this open ratio, or to the driving frames' ratios with
+`driving`), --paste_back (the animated crop put back into the whole source image, whose
+size the output takes). --landmark_model=landmark.onnx (the release's landmark network,
+from its insightface folder) crops the source as the release does, rotated to its 203
+landmarks, and gives the eye / lip ratios; without it --paste_back crops by the detector's
+box, unrotated, and the ratios are unavailable.
+
+  jaxtalk animate --weights=weights/liveportrait.safetensors --source=portrait.jpg \
+      --driving=talk.mp4 --landmark_model=landmark.onnx --paste_back --out=result.mp4
 """
 
+import functools
+
+import numpy as np
 from absl import flags
 
 from jaxtalk import fs
@@ -68,21 +97,118 @@ _POSE_FILE = flags.DEFINE_string("pose_file", None, "--control: a (T, 3) yaw/pit
 _FACE_LOCATION = flags.DEFINE_float("face_location", None, "--control: face x location in [0, 1]")
 _FACE_SCALE = flags.DEFINE_float("face_scale", None, "--control: face scale")
 _DDIM_STEPS = flags.DEFINE_integer("ddim_steps", 50, "DDIM sampling steps")
+# batch animation
+_BATCH = flags.DEFINE_string(
+    "batch", None, "a CSV job list: rows source,driving[,out] (driving: speech with --mode=audio)"
+)
+_SOURCES = flags.DEFINE_string("sources", None, "batch: source image globs (comma-separated)")
+_DRIVINGS = flags.DEFINE_string(
+    "drivings", None, "batch: driving video (or speech) globs; every source x every driving"
+)
+_OUT_DIR = flags.DEFINE_string(
+    "out_dir", None, "batch: where <source>__<driving>.mp4 go (rows without an out column)"
+)
+_DEVICES = flags.DEFINE_integer("devices", None, "batch: use at most this many local devices")
+# LivePortrait's options (passed on only when given)
+_STITCHING = flags.DEFINE_bool(
+    "stitching", True, "LivePortrait: stitching (default: on when the weights have it)"
+)
+_DRIVING_MULTIPLIER = flags.DEFINE_float(
+    "driving_multiplier", None, "LivePortrait: scale the driven motion about the source's pose"
+)
+_ANIMATION_REGION = flags.DEFINE_enum(
+    "animation_region", None, ["all", "exp", "pose", "lip", "eyes"], "LivePortrait: what moves"
+)
+_EYE_RATIO = flags.DEFINE_string(
+    "eye_ratio", None, "LivePortrait: retarget the eyes to this open ratio, or 'driving'"
+)
+_LIP_RATIO = flags.DEFINE_string(
+    "lip_ratio", None, "LivePortrait: retarget the lips to this open ratio, or 'driving'"
+)
+_LANDMARK_MODEL = flags.DEFINE_string(
+    "landmark_model", None, "LivePortrait's landmark.onnx: the release's source crop and ratios"
+)
+_PASTE_BACK = flags.DEFINE_bool(
+    "paste_back", False, "put the animated crop back into the whole source image"
+)
 
 
-def _load_source(path: str, size: int):
-    """--source (read from `path`, a local copy) as (size, size, 3) uint8: the face crop, or
-    with --nocrop_face the centre square."""
+@functools.lru_cache(maxsize=1)
+def _landmark_model(path: str):
+    """--landmark_model, imported once (batch jobs share it)."""
+    from jaxtalk.convert import onnx_graph
+    from jaxtalk.media import portrait_crop
+
+    with fs.local_file(path) as local:
+        return portrait_crop.LandmarkModel(onnx_graph.load(local))
+
+
+def _portrait_source(path: str, size: int, what: str) -> dict | None:
+    """With --landmark_model or --paste_back: the source cropped as LivePortrait's release
+    crops it (jaxtalk/media/portrait_crop.py; 512 pixels, area-resized to `size`) with
+    what the options need: the image, the crop, the landmarks (None without a model)."""
+    from PIL import Image
+
     from jaxtalk.inference import animator
-    from jaxtalk.media import face_detect
+    from jaxtalk.media import portrait_crop
 
+    if not (_LANDMARK_MODEL.value or _PASTE_BACK.value):
+        return None
     if not _CROP_FACE.value:
-        return animator.load_image(path, size)
-    (x, y, side, _), source = face_detect.crop_face(
-        animator.read_image(path), size, what=_SOURCE.value
-    )
-    print(f"{_SOURCE.value}: face crop x={x} y={y} side={side}")
-    return source
+        raise InputError("--landmark_model and --paste_back crop the source: drop --nocrop_face")
+    landmarks = None
+    if _LANDMARK_MODEL.value:
+        landmarks = _landmark_model(_LANDMARK_MODEL.value)
+    image = animator.read_image(path)
+    crop, points = portrait_crop.source_crop(image, landmarks, what=what)
+    pixels = np.clip(np.asarray(crop.image).round(), 0, 255).astype(np.uint8)
+    source = np.asarray(Image.fromarray(pixels).resize((size, size), Image.BOX))
+    return dict(source=source, image=image, crop=crop, points=points, landmarks=landmarks)
+
+
+def _ratio_flag(flag, name: str, portrait: dict | None, driving, what: str, ratio, tracked: list):
+    """--eye_ratio / --lip_ratio as the animator's options: the source's ratios from its
+    landmarks and the target (a number, or the driving frames' own, tracked once)."""
+    if flag.value is None:
+        return {}
+    try:
+        target = None if flag.value == "driving" else float(flag.value)
+    except ValueError:
+        raise InputError(f"--{name}_ratio={flag.value}: give a number or 'driving'") from None
+    if not portrait or portrait["points"] is None:
+        raise InputError(f"--{name}_ratio needs --landmark_model (the source's landmarks)")
+    if target is None:
+        if not tracked:
+            tracked.append(np.stack(portrait["landmarks"].track(driving, what=what)))
+        target = np.asarray(ratio(tracked[0]))[:, 0]  # the release takes the left eye's
+    source = np.asarray(ratio(portrait["points"]))
+    return {f"{name}_ratio": target, f"source_{name}_ratio": source}
+
+
+def _portrait_options(portrait: dict | None, driving, what: str) -> dict:
+    """LivePortrait's flags as animator options, each only when given (`driving`: the
+    frames of the video `what`)."""
+    from jaxtalk.media import portrait_crop
+
+    options = {}
+    if flags.FLAGS["stitching"].present:
+        options["stitching"] = _STITCHING.value
+    if _DRIVING_MULTIPLIER.value is not None:
+        options["driving_multiplier"] = _DRIVING_MULTIPLIER.value
+    if _ANIMATION_REGION.value:
+        options["animation_region"] = _ANIMATION_REGION.value
+    tracked = []
+    for flag, name, ratio in (
+        (_EYE_RATIO, "eye", portrait_crop.eye_open_ratio),
+        (_LIP_RATIO, "lip", portrait_crop.lip_open_ratio),
+    ):
+        options.update(_ratio_flag(flag, name, portrait, driving, what, ratio, tracked))
+    if _PASTE_BACK.value:
+        crop = portrait["crop"]
+        options["paste_back"] = dict(
+            image=portrait["image"], crop_to_image=crop.c2o, crop_size=crop.image.shape[0]
+        )
+    return options
 
 
 def _driving_crop() -> list[int] | None:
@@ -98,89 +224,148 @@ def _driving_crop() -> list[int] | None:
     return box
 
 
-def main(argv):
+def _open_model():
+    """The animator the flags name (--weights/--workdir, or --stage2 for --mode=audio)."""
     from jaxtalk import inference
-    from jaxtalk.inference import animator
-    from jaxtalk.media import video
 
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments {argv[1:]}")
     if _MODE.value == "audio":
-        return _animate_audio()
-    missing = [
-        f"--{n}"
-        for n, v in (("source", _SOURCE.value), ("driving", _DRIVING.value), ("out", _OUT.value))
-        if not v
-    ]
-    if missing:
-        raise InputError(f"{', '.join(missing)} required")
-    if bool(_WEIGHTS.value) == bool(_WORKDIR.value):
-        raise InputError("give exactly one of --weights or --workdir")
-    model = inference.open_animator(
+        return inference.open_animator(
+            _STAGE2.value,
+            driver=inference.Driver.AUDIO,
+            stage1=_STAGE1.value,
+            hubert=_HUBERT.value,
+            chunk=_CHUNK.value,
+        )
+    return inference.open_animator(
         _WEIGHTS.value or _WORKDIR.value,
         run=bool(_WORKDIR.value),
         step=_STEP.value,
         driver=inference.Driver.VIDEO,
         chunk=_CHUNK.value,
     )
-    # Media files may be gs:// URLs: ffmpeg reads and writes local copies.
-    with (
-        fs.local_file(_SOURCE.value) as source_path,
-        fs.local_file(_DRIVING.value) as driving_path,
-        fs.local_output(_OUT.value) as out_path,
-    ):
-        source = _load_source(source_path, model.size)
-        info = video.probe_video(driving_path)
-        crop = _driving_crop() or animator.centre_square(info.width, info.height)
-        driving, fps = video.read_video(
-            driving_path, crop=crop, size=model.size, duration=_MAX_SECONDS.value
-        )
-        # --motion goes only where given: families without motion modes take no option.
-        options = {"mode": _MOTION.value} if flags.FLAGS["motion"].present else {}
-        frames = model.animate(source, driving, **options)
-        fps = model.fps or fps
-        video.write_video(
-            out_path, frames, fps, audio=driving_path if info.audio_sample_rate else None
-        )
-    print(f"wrote {len(frames)} frames ({len(frames) / fps:.1f} s) to {_OUT.value}")
 
 
-def _animate_audio():
-    from jaxtalk import inference
-    from jaxtalk.inference.animator import SAMPLE_RATE
-    from jaxtalk.media import audio, video
+def _check_model_flags(single: bool) -> None:
+    """The flags each mode needs; `single`: one --source/--driving|--audio/--out job."""
+    if _MODE.value == "audio":
+        named = [("stage2", _STAGE2.value)]
+        if single:
+            named += [("source", _SOURCE.value), ("audio", _AUDIO.value), ("out", _OUT.value)]
+        missing = [f"--{n}" for n, v in named if not v]
+        if missing:
+            raise InputError(f"{', '.join(missing)} required with --mode=audio")
+        return
+    if single:
+        named = (("source", _SOURCE.value), ("driving", _DRIVING.value), ("out", _OUT.value))
+        missing = [f"--{n}" for n, v in named if not v]
+        if missing:
+            raise InputError(f"{', '.join(missing)} required")
+    if bool(_WEIGHTS.value) == bool(_WORKDIR.value):
+        raise InputError("give exactly one of --weights or --workdir")
 
-    missing = [
-        f"--{n}"
-        for n, v in (
-            ("source", _SOURCE.value),
-            ("audio", _AUDIO.value),
-            ("stage2", _STAGE2.value),
-            ("out", _OUT.value),
-        )
-        if not v
-    ]
-    if missing:
-        raise InputError(f"{', '.join(missing)} required with --mode=audio")
-    model = inference.open_animator(
-        _STAGE2.value,
-        driver=inference.Driver.AUDIO,
-        stage1=_STAGE1.value,
-        hubert=_HUBERT.value,
-        chunk=_CHUNK.value,
+
+def _options(driving: str) -> dict:
+    """The animator options the flags give (its `start` keywords) for the driver `driving`,
+    but for those read from the inputs (`_portrait_options`)."""
+    if _MODE.value == "audio":  # `what` names the speech file in its errors
+        options = dict(seed=_SEED.value, ddim_steps=_DDIM_STEPS.value, what=driving)
+        if _CONTROL.value:  # the release's control values; the animator takes what its model does
+            options.update(
+                pose=[_POSE_YAW.value, _POSE_PITCH.value, _POSE_ROLL.value],
+                pose_file=_POSE_FILE.value,
+                face_location=_FACE_LOCATION.value,
+                face_scale=_FACE_SCALE.value,
+            )
+        return options
+    # --motion goes only where given: families without motion modes take no option.
+    return {"mode": _MOTION.value} if flags.FLAGS["motion"].present else {}
+
+
+def _render(model, source: str, driving: str, out: str) -> tuple[int, float]:
+    """One job: files (local or gs://) in, the mp4 out (jaxtalk/inference/files.py);
+    (frames, fps)."""
+    from jaxtalk.inference import files
+
+    def portrait(source_path: str, drive) -> tuple:
+        """LivePortrait's source crop (--landmark_model, --paste_back) and its options."""
+        found = _portrait_source(source_path, model.size, source)
+        image = found["source"] if found else None
+        return image, _portrait_options(found, drive.steps, driving)
+
+    video_mode = _MODE.value == "video"
+    written = files.animate_files(
+        model,
+        source,
+        driving,
+        out,
+        crop_face=_CROP_FACE.value,
+        driving_crop=_driving_crop() if video_mode else None,
+        max_seconds=_MAX_SECONDS.value,
+        options=_options(driving),
+        extra=portrait if video_mode else None,
     )
-    with fs.local_file(_SOURCE.value) as source_path, fs.local_file(_AUDIO.value) as audio_path:
-        source = _load_source(source_path, model.size)
-        wav = audio.read_audio(audio_path, SAMPLE_RATE, duration=_MAX_SECONDS.value)
-    options = dict(seed=_SEED.value, ddim_steps=_DDIM_STEPS.value, what=_AUDIO.value)
-    if _CONTROL.value:  # the release's control values; the animator takes what its model does
-        options.update(
-            pose=[_POSE_YAW.value, _POSE_PITCH.value, _POSE_ROLL.value],
-            pose_file=_POSE_FILE.value,
-            face_location=_FACE_LOCATION.value,
-            face_scale=_FACE_SCALE.value,
-        )
-    frames = model.animate(source, wav, **options)
-    with fs.local_output(_OUT.value) as out_path:
-        video.write_video(out_path, frames, model.fps, audio=wav, audio_sample_rate=SAMPLE_RATE)
-    print(f"wrote {len(frames)} frames ({len(frames) / model.fps:.1f} s) to {_OUT.value}")
+    if written.face_box:
+        x, y, side, _ = written.face_box
+        print(f"{source}: face crop x={x} y={y} side={side}")
+    return written.frames, written.fps
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise InputError(f"unexpected arguments {argv[1:]}")
+    if _BATCH.value or _SOURCES.value or _DRIVINGS.value:
+        return _batch()
+    _check_model_flags(single=True)
+    driving = _AUDIO.value if _MODE.value == "audio" else _DRIVING.value
+    n, fps = _render(_open_model(), _SOURCE.value, driving, _OUT.value)
+    print(f"wrote {n} frames ({n / fps:.1f} s) to {_OUT.value}")
+
+
+def _batch():
+    """--batch / --sources x --drivings: every job whose output is missing, on every local
+    device (one animator each) and this process's share of them (jaxtalk/inference/batch.py)."""
+    import jax
+    from tqdm import tqdm
+
+    from jaxtalk.inference import batch
+
+    if _SOURCE.value or _DRIVING.value or _AUDIO.value or _OUT.value:
+        raise InputError("--batch/--sources/--drivings replace --source, --driving, --audio, --out")
+    if _BATCH.value and (_SOURCES.value or _DRIVINGS.value):
+        raise InputError("give --batch=FILE.csv or --sources/--drivings globs, not both")
+    if not _BATCH.value and not (_SOURCES.value and _DRIVINGS.value):
+        raise InputError("--sources and --drivings go together (every source x every driver)")
+    _check_model_flags(single=False)
+    if _BATCH.value:
+        jobs = batch.jobs_from_csv(_BATCH.value, _OUT_DIR.value)
+    else:
+        jobs = batch.jobs_from_globs(_SOURCES.value, _DRIVINGS.value, _OUT_DIR.value)
+    todo = batch.pending(jobs, jax.process_index(), jax.process_count())
+    devices = jax.local_devices()[: _DEVICES.value or None]
+    print(
+        f"{len(jobs)} jobs: {len(jobs) - len(batch.pending(jobs))} already written, "
+        f"{len(todo)} to do in this process on {len(devices) if todo else 0} device(s)"
+    )
+    if not todo:
+        return
+
+    def make_worker(_device):
+        model = _open_model()
+        return lambda job: _render(model, job.source, job.driving, job.out)[0]
+
+    with tqdm(total=len(todo), unit="video", dynamic_ncols=True) as bar:
+
+        def progress(job, frames):
+            bar.set_postfix_str(f"{fs.basename(job.out)} ({frames} frames)", refresh=False)
+            bar.update(1)
+
+        summary = batch.run(todo, make_worker, devices, progress)
+    failed = summary["failed"]
+    print(
+        f"wrote {summary['written']} videos ({summary['frames']} frames); "
+        f"failed {sum(failed.values())}"
+        + (f" ({', '.join(f'{k}: {v}' for k, v in failed.items())})" if failed else "")
+        + f"; per device {summary['per_device']}"
+    )
+    for line in summary["examples"][:5]:
+        print(f"  {line}")

@@ -6,7 +6,7 @@ Two sources:
                                        run keeps them, else the live ones; G may name a
                                        sub-tree, e.g. generator/model
 
-and three targets:
+and four targets (--format, or the --out suffix):
   --release=NAME --out=FILE.pt     the release's PyTorch checkpoint layout (torch.load reads it);
                                    a directory for a release that is one (liveportrait)
   --out=FILE.safetensors           a jaxtalk weights file
@@ -14,12 +14,17 @@ and three targets:
                                    the weights' animator's `export_function` (video-driven
                                    stage-1 weights, lia, anitalker_stage1 or an anitalker_stage1
                                    run: frames = f(source image, motion codes))
+  --format=onnx --out=FILE.onnx    the same function as an ONNX graph (opset 18, the frame
+                                   axis T dynamic) for ONNX Runtime / TensorRT; checked
+                                   against jax in ONNX Runtime on random inputs when
+                                   onnxruntime is installed (pip install jaxtalk[onnx])
 
 Examples:
   jaxtalk export --weights=weights/lia.safetensors --release=lia --out=lia_roundtrip.pt
   jaxtalk export --workdir=runs/s1 --group=generator/model --out=weights/s1.safetensors
   jaxtalk export --workdir=runs/s1 --group=generator/model --release=anitalker_stage1 --out=s1.ckpt
   jaxtalk export --weights=weights/lia_vox.safetensors --out=lia_vox.jaxfn
+  jaxtalk export --weights=weights/anitalker_stage1.safetensors --format=onnx --out=s1.onnx
   jaxtalk export --weights=weights/liveportrait.safetensors --release=liveportrait --out=lp_dir
 """
 
@@ -38,6 +43,71 @@ _OUT = flags.DEFINE_string(
     "output file (.pt/.pth/.ckpt with --release, or the directory of a release that is one; "
     "else .safetensors)",
 )
+
+
+FORMATS = ("safetensors", "torch", "jaxfn", "onnx")
+_FORMAT = flags.DEFINE_enum(
+    "format",
+    None,
+    list(FORMATS),
+    "what to write; default from --out: .jaxfn, .onnx, a release's .pt/.pth/.ckpt "
+    "(with --release), else .safetensors",
+)
+_OPSET = flags.DEFINE_integer("opset", None, "--format=onnx: the ONNX opset (default 18)")
+_CHECK = flags.DEFINE_bool(
+    "check", True, "--format=onnx: compare with jax in ONNX Runtime on random inputs"
+)
+
+
+def output_format(out: str, fmt: str | None, release: str | None) -> str:
+    """--format, else the one --out's suffix names."""
+    if fmt:
+        return fmt
+    for suffix in (".jaxfn", ".onnx"):
+        if out.endswith(suffix):
+            return suffix[1:]
+    return "torch" if release else "safetensors"
+
+
+def _export_function(variables: dict, source: str, out: str, fmt: str) -> None:
+    """The weights' animator's inference function as a .jaxfn or an ONNX file."""
+    from jaxtalk import inference
+    from jaxtalk.export import jax_function
+
+    config = variables.get("model_config") or {}
+    kind = config.get("kind") or _RELEASE.value or variables.get("release", "")
+    animator = inference.animator_class(kind, source)
+    if not animator.exports:
+        raise animator.not_exportable(source)
+    spec = animator.from_stored(dict(variables, release=kind), source).export_function()
+    if fmt == "jaxfn":
+        jax_function.export_function(
+            spec.fn,
+            spec.params,
+            spec.input_specs,
+            out,
+            input_names=spec.input_names,
+            output_names=spec.output_names,
+            metadata=spec.metadata,
+        )
+        return
+    from jaxtalk.export import onnx_export
+
+    summary = onnx_export.export_onnx(spec, out, opset=_OPSET.value or onnx_export.OPSET)
+    print(
+        f"ONNX opset {summary['opset']}: {summary['nodes']} nodes, "
+        f"{summary['bytes'] / 2**20:.1f} MiB; inputs "
+        + ", ".join(
+            f"{n} {onnx_export.shape_text(s)}" for n, s in zip(spec.input_names, spec.input_specs)
+        )
+    )
+    if _CHECK.value:
+        try:
+            error = onnx_export.check_onnx(out, spec)
+        except ImportError:
+            print("onnxruntime is not installed: not checked (pip install jaxtalk[onnx])")
+        else:
+            print(f"ONNX Runtime vs jax on random inputs: max abs error {error:.2e}")
 
 
 def main(argv):
@@ -63,27 +133,12 @@ def main(argv):
             # The constructor settings travel with the weights, so animate/import can
             # rebuild the model (e.g. a tiny 64x64 generator).
             variables["model_config"] = dict(config.get("model", {}), kind=config.get("task", ""))
-        if _OUT.value.endswith(".jaxfn"):
-            from jaxtalk import inference
-            from jaxtalk.export import jax_function
-
-            source = _WEIGHTS.value or _WORKDIR.value
-            config = variables.get("model_config") or {}
-            kind = config.get("kind") or _RELEASE.value or variables.get("release", "")
-            animator = inference.animator_class(kind, source)
-            if not animator.exports:
-                raise animator.not_exportable(source)
-            spec = animator.from_stored(dict(variables, release=kind), source).export_function()
-            jax_function.export_function(
-                spec.fn,
-                spec.params,
-                spec.input_specs,
-                _OUT.value,
-                input_names=spec.input_names,
-                output_names=spec.output_names,
-                metadata=spec.metadata,
-            )
-        elif _RELEASE.value:
+        fmt = output_format(_OUT.value, _FORMAT.value, _RELEASE.value)
+        if fmt in ("jaxfn", "onnx"):
+            _export_function(variables, _WEIGHTS.value or _WORKDIR.value, _OUT.value, fmt)
+        elif fmt == "torch":
+            if not _RELEASE.value:
+                raise InputError("--format=torch needs --release (the layout to write)")
             releases.export_release(_RELEASE.value, variables, _OUT.value)
         else:
             if not _OUT.value.endswith(".safetensors"):

@@ -7,12 +7,16 @@ that several datasets share one root and a mixture names them by name
 (`config.data.data_root=ROOT`, `config.data.mixture="voxceleb2,hdtf"`). Rerunning continues
 an interrupted run: finished shards are kept, unfinished ones redone.
 
-DATASET is one of: synthetic, voxceleb1, voxceleb2, hdtf, vfhq, celebvhq.
+DATASET is one of: synthetic, voxceleb1, voxceleb2, hdtf, vfhq, celebvhq, talkinghead1kh, or
+`videos`: any folder of one's own videos (nested), where faces are detected and tracked,
+scene cuts split clips and each file goes to train or test by a stable hash of its relative path
+(data_pipelines/parsers/videos.py), for fine-tuning with `--config.init_from`.
 
   jaxtalk prepare synthetic --out_dir=data/synthetic --size=64
   jaxtalk prepare voxceleb2 --manual_dir=/data/vox2 --out_dir=data/vox2_256 --size=256
   jaxtalk prepare hdtf --manual_dir=/data/HDTF --out_dir=data/hdtf_512 --size=512 --test_list=dinet_test.txt
   jaxtalk prepare hdtf --manual_dir=/data/HDTF --root=data/paper_256 --size=256   # data/paper_256/hdtf
+  jaxtalk prepare videos --manual_dir=~/my_videos --out_dir=data/mine_256 --identity=folder
 """
 
 from __future__ import annotations
@@ -51,10 +55,23 @@ flags.DEFINE_float(
     "max_abs_yaw", None, "Reject clips turning further (degrees), where pose is known."
 )
 flags.DEFINE_string(
-    "test_list", None, "hdtf/celebvhq: file of video names (or ytb ids) for the test split."
+    "test_list",
+    None,
+    "hdtf/celebvhq: file of video names (or ytb ids) for the test split; "
+    "videos: of paths relative to --manual_dir.",
 )
 flags.DEFINE_float(
-    "test_fraction", None, "hdtf/celebvhq: hold out this fraction of identities as test."
+    "test_fraction",
+    None,
+    "hdtf/celebvhq: hold out this fraction of identities as test; videos: of files (default 0.1).",
+)
+flags.DEFINE_enum(
+    "identity", None, ["file", "folder"], "videos: one identity per file, or per folder."
+)
+flags.DEFINE_float(
+    "scene_threshold",
+    None,
+    "videos: mean colour change (0..1) between frames that counts as a scene cut (default 0.06).",
 )
 flags.DEFINE_string(
     "info_file", None, "celebvhq: the info json (default celebvhq_info.json in manual_dir)."
@@ -116,6 +133,8 @@ def main(argv: list[str]) -> None:
             "test_list": FLAGS.test_list,
             "test_fraction": FLAGS.test_fraction,
             "info_file": FLAGS.info_file,
+            "identity": FLAGS.identity,
+            "scene_threshold": FLAGS.scene_threshold,
         },
         log=print,  # the opening line and the final report; per-shard lines: --verbosity=0
     )

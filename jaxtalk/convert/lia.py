@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from jaxtalk.convert import torch_pickle
+from jaxtalk.convert import release_file, torch_pickle
 from jaxtalk.convert.mapping import (
     CONV2D,
     ConversionError,
@@ -302,25 +302,30 @@ def import_checkpoint(
     discriminator: bool = False,
     ignore_extra: bool = False,
 ) -> dict:
-    """Reads a released checkpoint -> {'params', 'model_config', 'buffers'
-    (+ 'discriminator_params')}.
+    """Reads a released checkpoint -> {'params', 'model_config', 'buffers', 'layout',
+    'rest' (+ 'discriminator_params')}.
 
     `kind`: 'auto' | 'lia' | 'anitalker_stage1'. For AniTalker, keys without the `lia.`
     prefix (training-only modules) are an error unless `ignore_extra`, which keeps them
     in 'buffers' for export. 'buffers' holds the tensors no parameter holds, by their key
-    in the file's generator state_dict ('gen' for lia, the flat file for stage 1).
+    in the file's generator state_dict ('gen' for lia, the flat file or a Lightning
+    file's 'state_dict' for stage 1); 'layout' and 'rest' the rest of the file
+    (`release_file.keep`).
     """
     path = os.fspath(path)
     obj = torch_pickle.load(path)
     kind = detect_kind(obj) if kind == "auto" else kind
     out: dict[str, Any] = {}
     if kind == "lia":
-        if not isinstance(obj, Mapping) or "gen" not in obj:
+        if not isinstance(obj, Mapping) or not isinstance(obj.get("gen"), Mapping):
             raise ConversionError(f"{path}: no 'gen' entry (not a LIA checkpoint)")
-        sd = dict(obj["gen"])
+        container = obj["gen"]
+        sd = dict(container)
     elif kind == "anitalker_stage1":
-        full = obj.get("state_dict", obj) if isinstance(obj, Mapping) else {}
-        full = {k: v for k, v in full.items() if isinstance(v, np.ndarray)}
+        container = obj.get("state_dict", obj) if isinstance(obj, Mapping) else {}
+        if not isinstance(container, Mapping):
+            raise ConversionError(f"{path}: 'state_dict' is not a mapping")
+        full = {k: v for k, v in container.items() if isinstance(v, np.ndarray)}
         extra = sorted(k for k in full if not k.startswith("lia."))
         if extra and not ignore_extra:
             raise ConversionError(
@@ -337,6 +342,10 @@ def import_checkpoint(
     prefix = "lia." if kind == "anitalker_stage1" else ""
     kept = {prefix + k: np.asarray(sd[k]) for k in buffers(kind, **cfg)}
     out["buffers"] = {**kept, **out.get("buffers", {})}
+    # the rest of the file (LIA's 'dis', optimizer states and 'args'; a Lightning file's
+    # counters and states; non-tensor entries) and its order, for export
+    generated = set(out["buffers"]) | {prefix + r.torch_key for r in rules(kind, **cfg)}
+    out["layout"], out["rest"] = release_file.keep(obj, container, generated.__contains__, path)
     if discriminator:
         if kind != "lia" or "dis" not in obj:
             raise ConversionError(f"{path}: no 'dis' entry to import")
@@ -355,7 +364,10 @@ def export_checkpoint(
 ) -> None:
     """Writes the released layout: {'gen': state_dict[, 'dis': ...]} for 'lia', the flat
     {'lia.' + key: ...} that the official loader reads for 'anitalker_stage1'; the
-    'buffers' an import kept are written as read."""
+    'buffers' an import kept are written as read, and the rest of the imported file
+    ('layout' and 'rest': LIA's discriminator, optimizer states and arguments, a Lightning
+    file's other entries) around the generator as it was; `discriminator_params` replace
+    a kept 'dis'."""
     params = variables.get("params", variables)
     cfg = {
         k: v
@@ -373,9 +385,19 @@ def export_checkpoint(
                 discriminator_params, size=full["size"], width=full["width"]
             )
     elif kind == "anitalker_stage1":
-        obj = overlay({"lia." + k: v for k, v in sd.items()}, kept)
+        sd = overlay({"lia." + k: v for k, v in sd.items()}, kept)
+        obj = sd
     else:
         raise ValueError(f"unknown kind {kind!r}; known: {KINDS}")
+    if variables.get("layout") is not None:
+        whole = release_file.rebuild(
+            variables["layout"], variables.get("rest") or {}, sd, source=f"{kind} weights"
+        )
+        if "dis" in obj:
+            if not isinstance(whole, Mapping):
+                raise ConversionError(f"{kind} weights: the kept release file is not a dict")
+            whole["dis"] = obj["dis"]
+        obj = whole
     torch_pickle.save(obj, path)
 
 

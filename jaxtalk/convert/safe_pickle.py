@@ -15,8 +15,8 @@ building plain data:
   builtins.set, builtins.frozenset, builtins.complex
   _codecs.encode(text, "latin1")                 how protocol 2 spells a bytes object
   numpy.dtype, numpy.core.multiarray.scalar      numeric scalars (objects refused)
-  argparse.Namespace                             LIA's `args` entry  } become plain dicts
-  Lightning's AttributeDict (four module paths)  hyper-parameters    } of their fields
+  argparse.Namespace                             LIA's `args` entry  } become dicts of
+  Lightning's AttributeDict (four module paths)  hyper-parameters    } their fields (Record)
 
 Anything else (a class of the training code, `os.system`, `builtins.eval`, ...) is an error
 naming the file and the global; it is never imported, called or passed on as an object.
@@ -132,7 +132,15 @@ class CappedFile:
 
 
 class Record(dict):
-    """An argparse.Namespace or Lightning AttributeDict read as a plain dict of its fields."""
+    """An argparse.Namespace or Lightning AttributeDict read as a plain dict of its fields.
+
+    Each allow-listed record global reads as its own subclass whose `origin` names that
+    global, so a writer can put the same type back (`torch_pickle.save`); `fields_as_state`
+    says how the type pickles its fields: a Namespace as its __dict__ (BUILD), an
+    AttributeDict, being a dict, as items (SETITEMS)."""
+
+    origin: tuple[str, str] = ("argparse", "Namespace")
+    fields_as_state = True
 
     def __init__(self, *args, **kwargs):
         super().__init__()
@@ -210,6 +218,17 @@ _LIGHTNING_ATTRIBUTE_DICTS = [
     ("lightning.fabric.utilities.data", "AttributeDict"),
 ]
 
+
+def _record_type(module: str, name: str) -> type[Record]:
+    fields = {"origin": (module, name), "fields_as_state": name == "Namespace"}
+    return type(name, (Record,), fields)
+
+
+RECORD_TYPES: dict[tuple[str, str], type[Record]] = {
+    origin: _record_type(*origin)
+    for origin in [("argparse", "Namespace"), *_LIGHTNING_ATTRIBUTE_DICTS]
+}
+
 PLAIN_GLOBALS: dict[tuple[str, str], Callable] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("collections", "Counter"): _container(collections.Counter),
@@ -220,8 +239,7 @@ PLAIN_GLOBALS: dict[tuple[str, str], Callable] = {
     ("numpy", "dtype"): NumpyDtype,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
-    ("argparse", "Namespace"): Record,
-    **{name: Record for name in _LIGHTNING_ATTRIBUTE_DICTS},
+    **RECORD_TYPES,
 }
 
 

@@ -331,6 +331,23 @@ class _Reduce:
         self.fn, self.args = fn, args
 
 
+class PlainDict(dict):
+    """A mapping `save` writes as a plain dict; any other mapping is written as an
+    OrderedDict, as torch writes a state_dict (release_file uses it to put a file's plain
+    dicts back as they were)."""
+
+
+class _Object:
+    """A record (argparse.Namespace, Lightning AttributeDict) as its class pickles it:
+    NEWOBJ of the class, then its fields as state (BUILD) or as items (SETITEMS)."""
+
+    def __init__(self, record: safe_pickle.Record, fields: PlainDict):
+        if record.origin not in safe_pickle.RECORD_TYPES:  # never write any other global
+            raise TypeError(f"cannot write a record of {record.origin}")
+        self.cls, self.fields = _Global(*record.origin), fields
+        self.fields_as_state = record.fields_as_state
+
+
 class _StorageMarker:
     def __init__(self, flat: np.ndarray):
         self.flat = flat
@@ -358,9 +375,26 @@ class _Pickler(pickle._Pickler):  # the pure-Python pickler lets us emit raw GLO
         self.save(obj.args)
         self.write(pickle.REDUCE)
 
+    def save_object(self, obj: _Object):
+        self.save(obj.cls)
+        self.save(())
+        self.write(pickle.NEWOBJ)
+        self.memoize(obj)
+        if obj.fields_as_state:
+            self.save(obj.fields)
+            self.write(pickle.BUILD)
+            return
+        self.write(pickle.MARK)
+        for key, value in obj.fields.items():
+            self.save(key)
+            self.save(value)
+        self.write(pickle.SETITEMS)
+
     dispatch = dict(pickle._Pickler.dispatch)
     dispatch[_Global] = save_global_ref
     dispatch[_Reduce] = save_reduce_ref
+    dispatch[_Object] = save_object
+    dispatch[PlainDict] = pickle._Pickler.save_dict
 
 
 def _tensor(array: np.ndarray) -> _Reduce:
@@ -383,11 +417,16 @@ def _tensor(array: np.ndarray) -> _Reduce:
 
 
 def _convert(obj):
-    """Replaces arrays (numpy or jax) by tensor reductions, dicts by OrderedDicts."""
+    """Replaces arrays (numpy or jax) by tensor reductions, records by their class's
+    reduction, mappings other than PlainDicts by OrderedDicts."""
     if isinstance(obj, np.ndarray) or (
         hasattr(obj, "__array__") and hasattr(obj, "dtype") and not isinstance(obj, np.generic)
     ):
         return _tensor(np.asarray(obj))
+    if isinstance(obj, safe_pickle.Record):
+        return _Object(obj, PlainDict((k, _convert(v)) for k, v in obj.items()))
+    if isinstance(obj, PlainDict):
+        return PlainDict((k, _convert(v)) for k, v in obj.items())
     if isinstance(obj, Mapping):
         return collections.OrderedDict((k, _convert(v)) for k, v in obj.items())
     if isinstance(obj, (list, tuple)):

@@ -10,7 +10,10 @@ What the model does not use but the release file has travels too, so that `jaxta
 writes back the file that was imported, bit for bit: "online" / "ema" (the other copy,
 {"params", "batch_stats"}, of a file holding both, e.g. AniTalker stage 2's `model.*`
 beside the `ema_model.*` that "params" holds) and "buffers" (tensors by their key in the
-release file, exactly as read: `x_T`, `num_batches_tracked`, blur kernels, ...).
+release file, exactly as read: `x_T`, `num_batches_tracked`, blur kernels, ...); and, for
+a file that holds more than a model's state_dict (a LIA training file's discriminator,
+optimizer states and arguments, a Lightning file's counters), "rest" (its tensors) with the
+metadata "layout" (the rest of its structure, `jaxtalk.convert.release_file`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from jaxtalk.errors import CheckpointError
 from jaxtalk.export.safetensors_io import load_params, save_params
 
 WEIGHTS_DIR_ENV = "JAXTALK_WEIGHTS_DIR"
-COLLECTIONS = ("params", "batch_stats", "online", "ema", "buffers")
+COLLECTIONS = ("params", "batch_stats", "online", "ema", "buffers", "rest")
 
 
 def default_weights_dir() -> str:
@@ -41,7 +44,11 @@ def save(variables: Mapping[str, Any], path: str | os.PathLike, release: str = "
     save_params(
         tree,
         path,
-        metadata={"model_config": variables.get("model_config") or {}, "release": release},
+        metadata={
+            "model_config": variables.get("model_config") or {},
+            "release": release,
+            **({"layout": variables["layout"]} if variables.get("layout") is not None else {}),
+        },
     )
     return os.fspath(path)
 
@@ -59,7 +66,8 @@ def current_name(name: Any) -> Any:
 
 
 def load(path: str | os.PathLike) -> dict:
-    """{"params", maybe "batch_stats", "model_config", "release"} from `save`'s file."""
+    """{"params", "model_config", "release"} and whichever of the other collections and
+    "layout" `save` wrote."""
     tree, metadata = load_params(path)
     out = {k: tree[k] for k in COLLECTIONS if k in tree}
     if not isinstance(out.get("params"), dict):
@@ -79,6 +87,8 @@ def load(path: str | os.PathLike) -> dict:
     if "kind" in config:
         config = dict(config, kind=current_name(config["kind"]))
     out["model_config"], out["release"] = config, release
+    if "layout" in metadata:
+        out["layout"] = metadata["layout"]
     return out
 
 

@@ -2,8 +2,10 @@
 
 Both are measured by a motion extractor: any callable mapping NHWC images in [0, 1] to
 {"expression": (N, E), "pose": (N, 3)} (pose as yaw, pitch, roll in degrees). LivePortrait
-reports them with its own motion extractor; until jaxtalk has that model, any extractor
-can be registered by name (`register_extractor`), e.g. a 3DMM regressor.
+reports them with its own motion extractor M: `from_liveportrait_motion` makes one from any
+function returning M's raw outputs (expression = its 3K expression deltas, pose = its pose
+bins as degrees); other extractors can be registered by name (`register_extractor`), e.g. a
+3DMM regressor.
 
 Per frame: AED = mean |expression_pred - expression_target| over expression dims,
 APD = mean |pose_pred - pose_target| over the three angles; a test set's value is the mean
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Protocol
 
+import jax
 import jax.numpy as jnp
 
 
@@ -42,6 +45,32 @@ def make_extractor(name: str, weights=None) -> MotionExtractor:
             "register one with jaxtalk.evaluate.pose_expression.register_extractor"
         )
     return _EXTRACTORS[name](weights)
+
+
+def liveportrait_motion(info: Mapping[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
+    """LivePortrait M's raw outputs -> {"expression": exp (N, 3K), "pose": (N, 3) degrees,
+    yaw, pitch, roll} (bins turned into degrees as the release does)."""
+    from jaxtalk.models.liveportrait.keypoints import degrees
+
+    exp = jnp.asarray(info["exp"], jnp.float32)
+    pose = jnp.stack([degrees(info[k]) for k in ("yaw", "pitch", "roll")], -1)
+    return {"expression": exp.reshape(exp.shape[0], -1), "pose": pose}
+
+
+def from_liveportrait_motion(
+    motion_fn: Callable[[jnp.ndarray], Mapping[str, jnp.ndarray]], input_size: int = 256
+) -> MotionExtractor:
+    """An AED/APD extractor from `motion_fn(images (N, S, S, 3) in [0, 1]) -> M's outputs`
+    (e.g. `lambda x: MotionExtractor().apply(variables, x)`); frames are resized to S."""
+
+    def extract(images):
+        images = jnp.asarray(images, jnp.float32)
+        if images.shape[1:3] != (input_size, input_size):
+            shape = (images.shape[0], input_size, input_size, images.shape[3])
+            images = jax.image.resize(images, shape, "linear", antialias=True)
+        return liveportrait_motion(motion_fn(images))
+
+    return extract
 
 
 def _per_frame_l1(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:

@@ -12,7 +12,9 @@ frames. A family implements four hooks; `Animator.animate` is written once here 
 plus `size` (the square input resolution), `fps` (the output rate; None = the driver's own,
 as for a driving video), `chunk` (steps per device call), `driver` (the `Driver` kind it
 takes) and, optionally, `export_function()`: the pure jax function that `jaxtalk export
---out=X.jaxfn` serializes with jaxtalk/export/jax_function.py.
+--out=X.jaxfn` serializes with jaxtalk/export/jax_function.py and `jaxtalk export
+--format=onnx` translates to ONNX with jaxtalk/export/onnx_export.py (a family gets both
+by implementing it; an op the ONNX translator lacks is an error naming the primitive).
 
 Animators are found by the weights' `kind` (or release) or a run's task name among the
 `ANIMATORS` each animator module declares (`jaxtalk.inference.animators`); commands never
@@ -139,7 +141,7 @@ class Animator(abc.ABC):
     def not_exportable(cls, what: str) -> AnimationError:
         return AnimationError(
             f"{what}: the {cls.driver.value}-driven {cls.__name__} cannot be "
-            "exported as a .jaxfn function (video-driven stage-1 weights can: "
+            "exported as a .jaxfn or ONNX function (video-driven stage-1 weights can: "
             "lia, anitalker_stage1)"
         )
 

@@ -103,6 +103,15 @@ def fit_length(seq: np.ndarray, frames: int) -> np.ndarray:
     return np.concatenate([seq, np.repeat(seq[-1:], frames - len(seq), 0)])
 
 
+def batch_controls(controls: Mapping | None, frames: int) -> dict:
+    """`parse_controls`' values as the predictor takes them for one clip of `frames`: a
+    per-frame (T, dims) control fitted to the clip, with its batch axis."""
+    return {
+        k: jnp.asarray(fit_length(v, frames)[None] if v.ndim == 2 else v)
+        for k, v in (controls or {}).items()
+    }
+
+
 def check_audio(wav: np.ndarray, what: str) -> None:
     if wav.size < 4 * 640:
         raise AnimationError(
@@ -264,7 +273,7 @@ class AudioAnimator(Animator):
             variables,
             audio,
             method=DiffusionPredictor.condition,
-            **{k: v[None] if v.ndim == 2 else v for k, v in controls.items()},
+            **controls,
         )
         denoise = lambda x, t: self.model.apply(
             variables,
@@ -282,11 +291,12 @@ class AudioAnimator(Animator):
 
     def _codes(self, src, wav, seed, controls, ddim_steps):
         audio, frames = self.features(wav)
-        controls = {
-            k: jnp.asarray(fit_length(v, frames) if v.ndim == 2 else v)
-            for k, v in (controls or {}).items()
-        }
-        x_T = jax.random.normal(jax.random.PRNGKey(seed), (1, frames, self.model.motion_dim))
+        controls = batch_controls(controls, frames)
+        x_T = jax.random.normal(
+            jax.random.PRNGKey(seed),
+            (1, frames, self.model.motion_dim),
+            jnp.promote_types(self.model.dtype, jnp.float32),
+        )
         return self._generate(
             self.variables, audio, src["h"], src["alpha"], x_T, controls, num_steps=ddim_steps
         )

@@ -359,7 +359,7 @@ class AniTalkerStage2Task(Task):
         variables = self._variables(params, model_state)
         cond, _ = self.model.apply(variables, audio, method=DiffusionPredictor.condition)
         denoise = functools.partial(self._denoise, variables, cond, start, direction)
-        x_T = jax.random.normal(rng, codes.shape, jnp.float32)
+        x_T = jax.random.normal(rng, codes.shape, jnp.promote_types(codes.dtype, jnp.float32))
         x0 = samplers.ddim_sample(
             denoise,
             x_T,

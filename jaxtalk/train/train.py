@@ -400,10 +400,16 @@ def load_pretrained(state, pretrained: dict, shardings):
                 raise ConfigError(
                     f"{where} do not fit the model: " + "; ".join(sorted(problems)[:10])
                 )
-            placed = jax.device_put(jax.tree.map(np.asarray, new), shardings.params[group][key])
-            params[group] = {**params[group], key: placed}
-            if group in ema:
-                ema[group] = {**ema[group], key: placed}
+            host = jax.tree.map(np.asarray, new)
+            params[group] = {
+                **params[group],
+                key: jax.device_put(host, shardings.params[group][key]),
+            }
+            if group in ema:  # its own buffers: the step donates both trees
+                ema[group] = {
+                    **ema[group],
+                    key: jax.device_put(host, shardings.ema_params[group][key]),
+                }
     return state.replace(params=params, ema_params=ema)
 
 

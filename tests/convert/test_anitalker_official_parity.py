@@ -4,12 +4,19 @@ through the official model's strict `load_state_dict`; both denoisers then run t
 inputs in float32 and in float64. ESPnet builds its positional table in float32 whatever the
 model's dtype, and its float32 sin/cos differ from numpy's by a few ulps, which bounds the
 float64 agreement near 1e-7; the float64 check therefore also runs jaxtalk with the
-official table, which isolates everything else. Needs the official code (X-LANCE/AniTalker's `code/`
-directory, with ESPnet importable), so it only runs when told where it is:
+official table, which isolates everything else.
+
+The 50-step DDIM run goes through the official sampler (`SpacedDiffusionBeatGans` with the
+release's settings: linear betas, T 1000, "ddim50", eps prediction, x0 clipped; fp16 off,
+which is what its autocast does on a CPU) and jaxtalk's `ddim_sample`. The official sampler
+gathers its coefficients with `.float()`, so its float64 run is also measured with them kept
+in float64. Needs the official code (X-LANCE/AniTalker's `code/` directory, with ESPnet
+importable), so it only runs when told where it is:
 
     ANITALKER_CODE=/path/to/AniTalker/code pytest -n 0 -s tests/convert/test_anitalker_official_parity.py
 """
 
+import contextlib
 import os
 import sys
 import types
@@ -20,6 +27,7 @@ import numpy as np
 import pytest
 
 from jaxtalk.convert import anitalker
+from jaxtalk.diffusion import samplers, schedules
 from jaxtalk.models.anitalker.stage2 import INFER_TYPES, DiffusionPredictor
 from jaxtalk.models.layers import conformer
 
@@ -29,6 +37,11 @@ FRAMES = 10
 # Bounds on the max abs difference of the denoiser output: float32, float64 with jaxtalk's
 # positional table, float64 with the official one.
 TOLERANCE = {"float32": 2e-5, "float64": 1e-6, "float64, official table": 1e-10}
+# The same for the x0 of a 50-step DDIM run, against the official sampler with float64
+# coefficients (with the release's float32 ones float64 agrees to about 1e-6). Rounding in
+# float32 grows over the steps: x0 = (x_t - sqrt(1 - ab) eps) / sqrt(ab) multiplies the
+# denoiser's by up to 1 / sqrt(ab) = 160 at t = 980 before the clamp.
+SAMPLER_TOLERANCE = {"float32": 1e-3, "float64": 1e-6, "float64, official table": 1e-12}
 
 
 def official_predictor(torch, infer_type):
@@ -69,10 +82,24 @@ def inputs(infer_type, rng):
     )
 
 
-def official_output(torch, model, x, dtype):
+@contextlib.contextmanager
+def official_in(torch, model, dtype):
+    """`model` in `dtype`; the release casts t with .float(), a float64 run needs it in
+    float64."""
     model = model.to(dtype)
-    # The release casts t with .float(); a float64 run needs it in float64.
     hook = model.t_encoder.register_forward_pre_hook(lambda m, a: (a[0].to(dtype),))
+    try:
+        yield model
+    finally:
+        hook.remove()
+
+
+def official_output(torch, model, x, dtype):
+    with official_in(torch, model, dtype) as model:
+        return _official_forward(torch, model, x, dtype)
+
+
+def _official_forward(torch, model, x, dtype):
     t = {k: torch.from_numpy(v).to(dtype) for k, v in x.items()}
     with torch.no_grad():
         out = model(
@@ -85,7 +112,6 @@ def official_output(torch, model, x, dtype):
             t["noisy_x"],
             t["t"],
         )[0]
-    hook.remove()
     return out.numpy()
 
 
@@ -142,3 +168,122 @@ def test_denoiser_matches_the_official_model(tmp_path, monkeypatch, infer_type):
                 err = float(np.max(np.abs(out - want)))
                 print(f"{infer_type} {weights} {label}: max abs error {err:.2e}")
                 assert out.dtype == np.dtype(name) and err < TOLERANCE[label]
+
+
+def official_sampler():
+    """The release's eval sampler at 50 steps (ffhq256_autoenc's diffusion settings)."""
+    from diffusion.base import (
+        GenerativeType,
+        LossType,
+        ModelMeanType,
+        ModelVarType,
+        get_named_beta_schedule,
+    )
+    from diffusion.diffusion import SpacedDiffusionBeatGansConfig, space_timesteps
+
+    return SpacedDiffusionBeatGansConfig(
+        gen_type=GenerativeType.ddim,
+        betas=get_named_beta_schedule("linear", 1000),
+        model_type=None,
+        model_mean_type=ModelMeanType.eps,
+        model_var_type=ModelVarType.fixed_large,
+        loss_type=LossType.mse,
+        rescale_timesteps=False,
+        fp16=False,
+        use_timesteps=space_timesteps(1000, "ddim50"),
+    ).make_sampler()
+
+
+def official_sample(torch, model, x, x_T, dtype):
+    t = {k: torch.from_numpy(v).to(dtype) for k, v in x.items()}
+    with official_in(torch, model, dtype) as model, torch.no_grad():
+        out = official_sampler().sample(
+            model=model,
+            noise=torch.from_numpy(x_T).to(dtype),
+            model_kwargs={
+                "start": t["initial_code"],
+                "motion_direction_start": t["direction_code"],
+                "audio_driven": t["audio"],
+                "face_location": None,
+                "face_scale": None,
+                "yaw_pitch_roll": None,
+                "control_flag": False,
+            },
+        )
+    return out.numpy()
+
+
+def jaxtalk_sample(variables, config, x, x_T, dtype):
+    dtype = jnp.dtype(dtype)
+    model = DiffusionPredictor(**config, dtype=dtype, param_dtype=dtype)
+    cast = jax.tree.map(lambda a: jnp.asarray(a, dtype), variables)
+    audio = x["audio"].transpose(0, 2, 1, 3) if x["audio"].ndim == 4 else x["audio"]
+    start, direction = (jnp.asarray(x[k], dtype) for k in ("initial_code", "direction_code"))
+    cond, _ = model.apply(cast, jnp.asarray(audio, dtype), method=DiffusionPredictor.condition)
+
+    def denoise(noisy, t):
+        return model.apply(
+            cast, cond, start, direction, noisy, t, method=DiffusionPredictor.denoise
+        )
+
+    schedule = schedules.make_schedule("linear", 1000)
+    return np.asarray(samplers.ddim_sample(denoise, jnp.asarray(x_T, dtype), schedule, 50))
+
+
+def keeping_dtype(torch, dtype):
+    """The official `_extract_into_tensor` without its `.float()`: coefficients in `dtype`."""
+
+    def extract(arr, timesteps, broadcast_shape):
+        out = torch.from_numpy(arr)[timesteps].to(dtype)
+        return out.reshape(out.shape + (1,) * (len(broadcast_shape) - out.ndim)).expand(
+            broadcast_shape
+        )
+
+    return extract
+
+
+@pytest.mark.parametrize("infer_type", INFER_TYPES)
+def test_ddim_sampling_matches_the_official_sampler(tmp_path, monkeypatch, infer_type):
+    """50 DDIM steps from the same x_T with the EMA weights, as the demo samples."""
+    torch = pytest.importorskip("torch")
+    model = official_predictor(torch, infer_type)
+    weights = randomized(torch, model.state_dict(), 0)
+    model.load_state_dict(weights, strict=True)
+    released = {"x_T": torch.randn(*anitalker.X_T_SHAPE)}
+    released.update({p + k: v for p in ("model.", "ema_model.") for k, v in weights.items()})
+    torch.save(released, tmp_path / "stage2.ckpt")
+    imported = anitalker.import_checkpoint(tmp_path / "stage2.ckpt")
+    variables, config = (
+        {k: imported[k] for k in ("params", "batch_stats")},
+        imported["model_config"],
+    )
+    rng = np.random.default_rng(1)
+    x = inputs(infer_type, rng)
+    x_T = rng.standard_normal((2, FRAMES, 20))
+    import diffusion.base as official_base
+
+    errors = {}
+    for name, torch_dtype in (("float32", torch.float32), ("float64", torch.float64)):
+        as_released = official_sample(torch, model, x, x_T, torch_dtype)
+        with monkeypatch.context() as m:
+            m.setattr(official_base, "_extract_into_tensor", keeping_dtype(torch, torch_dtype))
+            want = official_sample(torch, model, x, x_T, torch_dtype)
+        with jax.enable_x64(name == "float64"), monkeypatch.context() as m:
+            got = {name: jaxtalk_sample(variables, config, x, x_T, name)}
+            if name == "float64":
+                m.setattr(
+                    conformer,
+                    "relative_positional_encoding",
+                    lambda t, d: official_table(torch, t, d),
+                )
+                got[name + ", official table"] = jaxtalk_sample(variables, config, x, x_T, name)
+        for label, out in got.items():
+            err = float(np.max(np.abs(out - want)))
+            released_err = float(np.max(np.abs(out - as_released)))
+            print(
+                f"{infer_type} ddim50 {label}: max abs error {err:.2e} "
+                f"({released_err:.2e} against the release's float32 coefficients)"
+            )
+            assert out.dtype == np.dtype(name)
+            errors[label] = err
+    assert all(err < SAMPLER_TOLERANCE[label] for label, err in errors.items()), errors

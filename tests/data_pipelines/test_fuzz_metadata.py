@@ -12,12 +12,18 @@ import pytest
 
 from data_pipelines import pipeline, shard_writer
 from data_pipelines.clip_spec import ClipSpec, SkipReport
-from data_pipelines.parsers import celebvhq, common, hdtf, vfhq, voxceleb
+from data_pipelines.parsers import celebvhq, common, hdtf, talkinghead1kh, vfhq, voxceleb
 from data_pipelines.process import ProcessConfig
 from data_pipelines.records import ClipRecord
 from jaxtalk.errors import InputError
 from tests.data_pipelines import helpers
-from tests.data_pipelines.test_parsers import _touch, celebv_entry, write_hdtf, write_vfhq
+from tests.data_pipelines.test_parsers import (
+    _touch,
+    celebv_entry,
+    write_hdtf,
+    write_th1kh,
+    write_vfhq,
+)
 
 BOM = "\ufeff"
 STEADY = [(0.3, 0.1, 0.4, 0.7)] * 10
@@ -338,6 +344,72 @@ def test_celebvhq_fuzz_unreadable_json_is_one_line_error(tmp_path, damage):
     with pytest.raises(common.MetadataError, match="celebvhq_info.json: ") as e:
         celebvhq.parse(str(tmp_path))
     assert isinstance(e.value, InputError) and "\n" not in str(e.value)
+
+
+# TalkingHead-1KH --------------------------------------------------------------------------
+
+
+def th1kh_root(root):
+    """Two good tubes, each with the release's cropped clip (no video decoding needed)."""
+    write_th1kh(root)
+    for name in ("train/cropped_clips/--Y9imYnfBw_0000_S10_E34_L24_T8_R72_B56",
+                 "val/cropped_clips/v4lId_x-9_0003_S0_E24_L0_T0_R48_B48"):  # fmt: skip
+        _touch(root / f"{name}.mp4")
+    return root
+
+
+def test_talkinghead1kh_fuzz_non_finite_and_negative(tmp_path):
+    root = th1kh_root(tmp_path)
+    good = "abcdefghijk_0000, 72, 96, 0, 9, 0, 0, 48, 48"
+    bad = [
+        "abcdefghijk_0000, nan, 96, 0, 9, 0, 0, 48, 48",
+        "abcdefghijk_0000, 72, 96, 0, inf, 0, 0, 48, 48",
+        "abcdefghijk_0000, 72, 96, 0, 9, 0, 0, 1e999, 48",
+        "abcdefghijk_0000, -72, 96, 0, 9, 0, 0, 48, 48",
+        "abcdefghijk_0000, 72, 96, -3, 9, 0, 0, 48, 48",
+        "abcdefghijk_0000, 72, 96, 0, 9, -1, 0, 48, 48",
+        "abcdefghijk_0000, 72, 96, 0, 9, 0.5, 0, 48, 48",  # not a whole pixel
+        "abcdefghijk_0000, 0, 96, 0, 9, 0, 0, 48, 48",  # zero frame size
+    ]
+    (root / "data_list" / "small_video_tubes.txt").write_text("\n".join([good] + bad) + "\n")
+    _touch(root / "cropped_clips" / "abcdefghijk_0000_S0_E9_L0_T0_R48_B48.mp4")
+    ids, counts = outcome(talkinghead1kh.parse, root)
+    assert counts == {
+        "non-finite value": 3,
+        "negative frame size": 1,
+        "negative frame number": 1,
+        "negative box coordinate": 1,
+        "malformed line": 1,
+        "empty box": 1,
+    }
+    assert "abcdefghijk_0000_S0_E9_L0_T0_R48_B48" in ids and len(ids) == 3
+
+
+def test_talkinghead1kh_fuzz_bom_changes_nothing(tmp_path):
+    plain, marked = th1kh_root(tmp_path / "plain"), th1kh_root(tmp_path / "bom")
+    for path in (marked / "data_list").glob("*.txt"):
+        with_bom(path)
+    assert outcome(talkinghead1kh.parse, marked) == outcome(talkinghead1kh.parse, plain)
+    assert outcome(talkinghead1kh.parse, marked)[1] == {}
+
+
+def test_talkinghead1kh_fuzz_truncated_garbage_and_unreadable_piece(tmp_path):
+    clean_ids, _ = outcome(talkinghead1kh.parse, th1kh_root(tmp_path / "clean"))
+    root = th1kh_root(tmp_path / "fuzz")
+    train = root / "data_list" / "train_video_tubes.txt"
+    train.write_text(train.read_text() + "--Y9imYnfBw_0000, 72, 96, 40, 64, 0, 0, 48, 48\n")
+    cut(train, "--Y9imYnfBw_0000, 72, 96, 40, 64")  # the last line cut after its 5th field
+    insert_lines(train, 1, garbage_lines(0))
+    # two tubes of a piece that is not a video: its header is read once, both rejected
+    (root / "1min_clips").mkdir()
+    (root / "1min_clips" / "brokenpiece_0002.mp4").write_bytes(b"\x00\x01 not a video")
+    (root / "data_list" / "small_video_tubes.txt").write_text(
+        "brokenpiece_0002, 72, 96, 0, 9, 0, 0, 48, 48\n"
+        "brokenpiece_0002, 72, 96, 10, 19, 0, 0, 48, 48\n"
+    )
+    ids, counts = outcome(talkinghead1kh.parse, root)
+    assert ids == clean_ids
+    assert counts == {"malformed line": 4, "unreadable video": 2}
 
 
 # Preparation ------------------------------------------------------------------------------

@@ -137,3 +137,48 @@ def test_config_errors_are_clear(synthetic_dir, tmp_path):
     (tmp_path / "dataset_info.json").write_text('{"splits": {}}')
     with pytest.raises(InputError, match="no \\['identities', 'config'\\]"):
         loaders.make_loader(_cfg(str(tmp_path)), split="train", global_batch_size=2, seed=0)
+
+
+def test_pairs_carry_the_frames_attributes(synthetic_dir):
+    from data_pipelines.clip_store import ClipStore
+
+    names = ("pose", "landmarks_xy", "mouth")
+    cfg = _cfg(synthetic_dir, num_negatives=0, pair_attributes=names)
+    batch = next(iter(loaders.make_loader(cfg, split="train", global_batch_size=4, seed=2)))
+    assert batch["pose"].shape == (4, 2, 3) and batch["landmarks_xy"].shape == (4, 2, 10)
+    assert batch["pose_valid"].all() and "negatives" not in batch
+    store = ClipStore.open(synthetic_dir, "train")
+    for i in range(4):
+        have = store.clip(int(batch["index"][i])).header["attributes"]
+        frames = [int(batch["source_frame"][i]), int(batch["driving_frame"][i])]
+        for name in names:
+            np.testing.assert_array_equal(batch[name][i], have[name][frames], err_msg=name)
+    # landmarks are in the crop, 0..1 (the face fills the middle of it)
+    assert 0.0 < batch["landmarks_xy"].min() and batch["landmarks_xy"].max() < 1.0
+    # without pair_attributes the batch is the one AniTalker has always had
+    plain = next(
+        iter(loaders.make_loader(_cfg(synthetic_dir), split="train", global_batch_size=4, seed=2))
+    )
+    assert "pose" not in plain
+
+
+def test_a_one_frame_clip_is_a_pair_of_the_same_image():
+    from data_pipelines import examples, records
+
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8)
+
+    class OneFrame:  # the Clip interface examples.pair reads: an image as a one-frame video
+        num_frames = 1
+        header = {"clip_id": "still", "attributes": {"pose": np.array([[5.0, -2.0, 1.0]])}}
+
+        def jpeg(self, frame):
+            assert frame == 0
+            return records.encode_jpeg(image)
+
+    out = examples.pair(OneFrame(), np.random.default_rng(1), 16, "uint8", 0, ("pose", "blink"))
+    np.testing.assert_array_equal(out["source"], out["driving"])
+    assert out["source_frame"] == out["driving_frame"] == 0
+    np.testing.assert_array_equal(out["pose"], [[5.0, -2.0, 1.0]] * 2)
+    assert out["pose_valid"] and not out["blink_valid"] and out["blink"].shape == (2, 1)
+    with pytest.raises(KeyError, match="still has no attribute 'gaze'"):
+        examples.pair(OneFrame(), np.random.default_rng(1), 16, "uint8", 0, ("gaze",))

@@ -6,7 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from data_pipelines.parsers import celebvhq, hdtf, vfhq, voxceleb
+from data_pipelines.parsers import celebvhq, hdtf, talkinghead1kh, vfhq, voxceleb
 from tests.data_pipelines import helpers
 
 
@@ -221,3 +221,59 @@ def test_celebvhq_json_quirks(tmp_path):
     assert json.loads(dict(raw.extra)["emotion"])[0]["emotion"] == "neutral"
     processed = by_id["a_b_c_0"]
     assert processed.identity == "a_b_c" and processed.boxes is None and processed.end_sec is None
+
+
+TUBES = "--Y9imYnfBw_0000, 72, 96, 10, 34, 24, 8, 72, 56\n"
+
+
+def write_th1kh(root, lists=None):
+    """data_list/<list>_video_tubes.txt files in the release's format (comma + space)."""
+    lists = lists or {"train": TUBES, "val": "v4lId_x-9_0003, 72, 96, 0, 24, 0, 0, 48, 48\n"}
+    (root / "data_list").mkdir(parents=True, exist_ok=True)
+    for name, text in lists.items():
+        (root / "data_list" / f"{name}_video_tubes.txt").write_text(text)
+
+
+def test_talkinghead1kh_tubes_pieces_and_cropped_clips(tmp_path):
+    write_th1kh(
+        tmp_path,
+        {
+            "train": TUBES
+            + "--Y9imYnfBw_0000, 72, 96, 40, 64, 0, 0, 48, 48\n"  # a second tube of the piece
+            + "gone0000000_0001, 72, 96, 0, 10, 0, 0, 48, 48\n"  # no video
+            + "--Y9imYnfBw_0000, 72, 96, 30, 20, 0, 0, 48, 48\n"  # E < S
+            + "--Y9imYnfBw_0000, 72, 96, 0, 20, 48, 0, 48, 48\n"  # R = L
+            + "--Y9imYnfBw_0000, 72, 96, 0, 20, 0, 0, 48\n",  # 8 fields
+            "small": TUBES,  # the unit-test list repeats train tubes
+            "val": "v4lId_x-9_0003, 72, 96, 0, 24, 0, 0, 48, 48\n",
+        },
+    )
+    helpers.marker_video(str(tmp_path / "train" / "1min_clips" / "--Y9imYnfBw_0000.mp4"), 3.0)
+    _touch(tmp_path / "val" / "cropped_clips" / "v4lId_x-9_0003_S0_E24_L0_T0_R48_B48.mp4")
+    specs, report = talkinghead1kh.parse(str(tmp_path))
+    assert dict(report.counts) == {
+        "missing video": 1,
+        "empty time range": 1,
+        "empty box": 1,
+        "malformed line": 1,
+        "duplicate tube": 1,
+    }
+    by_id = {s.clip_id: s for s in specs}
+    assert sorted(by_id) == [
+        "--Y9imYnfBw_0000_S10_E34_L24_T8_R72_B56",
+        "--Y9imYnfBw_0000_S40_E64_L0_T0_R48_B48",
+        "v4lId_x-9_0003_S0_E24_L0_T0_R48_B48",
+    ]
+    s = by_id["--Y9imYnfBw_0000_S10_E34_L24_T8_R72_B56"]
+    assert (s.identity, s.split, s.box_ref_height) == ("--Y9imYnfBw", "train", None)
+    # frames 10..34 inclusive of a 25 fps piece; the box normalised per axis
+    assert s.start_sec == pytest.approx(0.4) and s.end_sec == pytest.approx(1.4)
+    np.testing.assert_allclose(s.boxes[0], [24 / 96, 8 / 72, 72 / 96, 56 / 72], rtol=1e-6)
+    v = by_id["v4lId_x-9_0003_S0_E24_L0_T0_R48_B48"]  # the release's own cut, used whole
+    assert v.split == "test" and v.identity == "v4lId_x-9" and v.boxes is None
+    assert v.end_sec is None and dict(v.extra)["list"] == "val"
+
+
+def test_talkinghead1kh_without_metadata_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="video_tubes.txt"):
+        talkinghead1kh.parse(str(tmp_path))

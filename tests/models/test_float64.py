@@ -1,7 +1,9 @@
 """float64 stays float64: with x64 enabled and float64 module dtypes, every floating-point
-value the LIA generator, the stage-2 denoiser (HuBERT features) and the DDIM sampler
-compute is float64. Precision islands (softmax, BatchNorm, sampler coefficients,
+value the LIA generator, the stage-2 denoiser (HuBERT features), the DDIM and DDPM samplers
+and the audio-driven animator's code path compute is float64. Precision islands (softmax, BatchNorm, sampler coefficients,
 positional tables) may only promote to at least float32, never demote float64."""
+
+import types
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 from jaxtalk.diffusion import samplers, schedules
+from jaxtalk.inference.audio_driven import AudioAnimator, batch_controls, parse_controls
 from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.models.anitalker.stage2 import DiffusionPredictor, init_inputs
 from jaxtalk.models.audio.hubert import HubertModel
@@ -88,16 +91,69 @@ def test_stage2_denoiser_with_hubert_features_stays_float64(x64):
     assert not_float64(train, variables, *inputs) == []
 
 
-def test_ddim_sampler_stays_float64(x64):
+def _sampling_setup():
     model, variables, (start, direction, audio, noisy, _) = _denoiser()
     cond, _ = model.apply(variables, audio, method=DiffusionPredictor.condition)
+
+    def denoise(x, t):
+        return model.apply(
+            variables, cond, start, direction, x, t, method=DiffusionPredictor.denoise
+        )
+
+    return denoise, noisy
+
+
+@pytest.mark.parametrize("eta, clip_x0", [(0.0, 1.0), (0.5, None)])
+def test_ddim_sampler_stays_float64(x64, eta, clip_x0):
+    """The release's DDIM (eta 0, x0 clamped) and the stochastic, unclamped variant: model
+    output, x0, re-derived eps, coefficients, noise and every step's x."""
+    denoise, noisy = _sampling_setup()
     schedule = schedules.make_schedule("linear", 1000)
 
     def sample(x_T):
-        denoise = lambda x, t: model.apply(  # noqa: E731
-            variables, cond, start, direction, x, t, method=DiffusionPredictor.denoise
+        return samplers.ddim_sample(
+            denoise, x_T, schedule, 5, eta=eta, clip_x0=clip_x0, rng=jax.random.PRNGKey(2)
         )
-        return samplers.ddim_sample(denoise, x_T, schedule, num_steps=5)
 
     assert not_float64(sample, noisy) == []
     assert sample(noisy).dtype == jnp.float64
+
+
+@pytest.mark.parametrize("variance", ["fixed_large", "fixed_small"])
+def test_ddpm_sampler_stays_float64(x64, variance):
+    denoise, noisy = _sampling_setup()
+    schedule = schedules.make_schedule("linear", 1000)
+
+    def sample(x_T):
+        return samplers.ddpm_sample(
+            denoise, x_T, schedule, jax.random.PRNGKey(2), num_steps=5, variance=variance
+        )
+
+    assert not_float64(sample, noisy) == []
+
+
+def test_animator_motion_codes_stay_float64(x64):
+    """The audio-driven animator's whole code path: conditioning with the release's float32
+    control values, the sampler and the code statistics' inverse normalisation."""
+    model, variables, (start, direction, audio, noisy, _) = _denoiser()
+    frames, dim = noisy.shape[1:]
+    animator = types.SimpleNamespace(
+        model=model,
+        schedule=schedules.make_schedule("linear", 1000),
+        clip_x0=1.0,
+        motion_scale=1.0,
+        motion_stats={"mean": jnp.zeros(dim, jnp.float64), "std": jnp.ones(dim, jnp.float64)},
+    )
+    controls = parse_controls(
+        model, pose=np.full((frames - 1, 3), 0.1), location=np.zeros((frames, 1)), scale=0.2
+    )
+    controls = batch_controls(controls, frames)
+    assert set(controls) == {"pose", "location", "scale"} and controls["pose"].shape[1] == frames
+
+    def codes(x_T, controls):  # the float32 controls are inputs, not computed
+        return AudioAnimator._generate_codes(
+            animator, variables, audio, start, direction, x_T, controls, num_steps=5
+        )
+
+    assert not_float64(codes, noisy, controls) == []
+    assert codes(noisy, controls).dtype == jnp.float64

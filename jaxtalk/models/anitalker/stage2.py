@@ -110,7 +110,9 @@ class VarianceAdapter(nn.Module):
             if value is None:
                 value = LSTMRegressor(dims, name=f"{prefix}_predictor", **kw)(x)
             else:
-                value = _as_sequence_of(value, x.shape[:2], dims, attr).astype(self.dtype)
+                # in the compute dtype before anything else (float64 stays float64)
+                value = jnp.asarray(value).astype(self.dtype)
+                value = _as_sequence_of(value, x.shape[:2], dims, attr)
                 # Keep the predictor's params in the tree even when it is overridden.
                 if self.is_initializing():
                     LSTMRegressor(dims, name=f"{prefix}_predictor", **kw)(x)

@@ -11,6 +11,8 @@ inference pipeline), as pure jnp functions on batches.
   animation_region 'all'): R = R_d R_d0^T R_s, exp = exp_s + (exp_d - exp_d0),
   scale = s_s (s_d / s_d0), t = t_s + (t_d - t_d0) with t_z = 0, applied to the source's
   canonical keypoints. (The 'expression-friendly' option's convex-hull rescaling is not here.)
+- `motion_keypoints`: the release's motion options around it: relative or absolute motion,
+  restricted to an animation region (all, exp, pose, lip, eyes; `expression_mask`).
 - `stitch`, `retarget_eye`, `retarget_lip`: the release's input packing around the
   `retargeting.RetargetingMLP`s; each takes that network's params or any function of the
   packed input.
@@ -158,3 +160,65 @@ def retarget_eye(params_or_fn, kp_source, eye_close_ratio):
 def retarget_lip(params_or_fn, kp_source, lip_close_ratio):
     """The lip offset (B, K, 3) for [x_s flattened, lip ratios (B, 2): source, driving]."""
     return _retarget(params_or_fn, kp_source, lip_close_ratio)
+
+
+# ----------------------------------------------------------------------------- motion options
+REGIONS = ("all", "exp", "pose", "lip", "eyes")
+# The expression entries each region takes from the driving frame, as released (for the
+# 21 released keypoints; rows past a smaller model's count are dropped). 'all' / 'exp' in
+# absolute mode take whole rows and single coordinates; relative 'all' / 'exp' take all.
+_ALL_ROWS = (1, 2, 6, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20)
+_ALL_ENTRIES = ((3, 1), (4, 1), (5, 2), (8, 2), (9, 1), (9, 2))
+_LIP_ROWS = (6, 12, 14, 17, 19, 20)
+_EYE_ROWS = (11, 13, 15, 16, 18)
+
+
+def expression_mask(region: str, num_kp: int, relative: bool) -> np.ndarray:
+    """(K, 3) bool: the expression entries of a region that follow the driving frame."""
+    mask = np.zeros((num_kp, 3), bool)
+    if region in ("all", "exp") and relative:
+        mask[:] = True
+    elif region in ("all", "exp"):
+        mask[[r for r in _ALL_ROWS if r < num_kp]] = True
+        for r, c in _ALL_ENTRIES:
+            if r < num_kp:
+                mask[r, c] = True
+    elif region in ("lip", "eyes"):
+        mask[[r for r in (_LIP_ROWS if region == "lip" else _EYE_ROWS) if r < num_kp]] = True
+    return mask
+
+
+def motion_keypoints(
+    source: Info, driving: Info, first: Info, relative: bool = True, region: str = "all"
+):
+    """The driven keypoints (B, K, 3) of the release's motion options, before stitching and
+    retargeting: `source` and `first` (the first driving frame) are one frame's motion
+    dicts, `driving` B frames'. Relative: as `relative_motion`, but only the region's parts
+    move (rotation and translation for all / pose, scale for all, the region's expression
+    entries); absolute: the driving rotation and translation (all / pose), the source's
+    scale, the driving expression's entries of the region over the source's."""
+    if region not in REGIONS:
+        raise ValueError(f"unknown animation region {region!r}: {', '.join(REGIONS)}")
+    kp_s = _points(source["kp"])
+    n = _points(driving["kp"]).shape[0]
+    rot_s = info_rotation(source)
+    exp_s = _points(source["exp"])
+    exp_d = _points(driving["exp"])
+    moves_pose = region in ("all", "pose")
+    if relative:
+        rot_d = info_rotation(driving) @ jnp.swapaxes(info_rotation(first), -1, -2)
+        rot = rot_d @ rot_s if moves_pose else rot_s
+        exp_d = exp_s + (exp_d - _points(first["exp"]))
+        scale_s, t_s = _hi(source["scale"]), _hi(source["t"])
+        ratio = _hi(driving["scale"]) / _hi(first["scale"])
+        scale = scale_s * ratio if region == "all" else jnp.broadcast_to(scale_s, ratio.shape)
+        t_d = t_s + (_hi(driving["t"]) - _hi(first["t"]))
+        t = t_d if moves_pose else jnp.broadcast_to(t_s, t_d.shape)
+    else:
+        rot = info_rotation(driving) if moves_pose else jnp.broadcast_to(rot_s, (n, 3, 3))
+        scale = jnp.broadcast_to(_hi(source["scale"]), (n, 1))
+        t_d = _hi(driving["t"])
+        t = t_d if moves_pose else jnp.broadcast_to(_hi(source["t"]), t_d.shape)
+    mask = expression_mask(region, kp_s.shape[1], relative)
+    exp = jnp.where(mask, exp_d, exp_s)
+    return compose(jnp.broadcast_to(kp_s, exp.shape), rot, exp, scale, t)

@@ -1,0 +1,133 @@
+"""liveportrait: the variants, stage 1 through the loop (every loss term finite, the
+discriminator and the spectral-norm / BatchNorm state updated), stage 2 on the frozen base
+(only the MLPs and the ratio regressor move)."""
+
+import jax
+import numpy as np
+import pytest
+
+# The networks land with the LivePortrait models (parts A and B); until then this skips.
+pytest.importorskip("jaxtalk.models.liveportrait.warping")
+
+from configs import liveportrait as cfg_lib  # noqa: E402
+from jaxtalk.tasks import liveportrait as task_lib  # noqa: E402
+from jaxtalk.train.train import train  # noqa: E402
+
+
+def test_variants():
+    paper = cfg_lib.get_config("paper")
+    assert paper.model.input_size == 256 and paper.data.image_size == 512
+    assert paper.stage == "base" and paper.batch_size == 32
+    opt = paper.optimizers.generator
+    assert (opt.lr, opt.b1, opt.b2) == (2e-4, 0.5, 0.999)  # face-vid2vid
+    loss = paper.loss
+    assert (loss.equivariance, loss.keypoint_prior, loss.head_pose, loss.deformation_prior) == (
+        10.0,
+        10.0,
+        20.0,
+        5.0,
+    )
+    assert (loss.sigma_affine, loss.sigma_tps, loss.prior_dt, loss.prior_zt) == (
+        0.05,
+        0.005,
+        0.1,
+        0.33,
+    )
+    assert tuple(loss.regions) == ("full", "face", "lip") and loss.feature_matching == 10.0
+    stitching = cfg_lib.get_config("stitching")
+    assert stitching.stage == "stitching"
+    assert set(stitching.optimizers) == {"stitching", "lip", "eye", "ratio"}
+    tiny = cfg_lib.get_config("tiny")
+    assert tiny.model.input_size == 64 and tiny.model.spade.upscale == 1
+    with pytest.raises(ValueError, match="unknown variant"):
+        cfg_lib.get_config("huge")
+
+
+def tiny_config(data_dir, steps, variant="tiny", **loss):
+    c = cfg_lib.get_config(variant)
+    c.data.data_dir = data_dir
+    c.data.samples_per_clip = 4  # the test split has 2 clips; 8 simulated devices
+    c.batch_size = 8
+    c.total_steps = steps
+    c.log.every_steps = steps
+    c.log.progress_bar = False
+    c.log.tensorboard = False
+    c.eval.every_steps = steps
+    c.eval.num_batches = 1
+    c.samples.every_steps = 0
+    c.checkpoint.every_steps = steps
+    c.checkpoint.async_save = False
+    c.loss.update(loss)
+    return c
+
+
+@pytest.fixture(scope="module")
+def stage1_run(synthetic_64, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("lp") / "stage1")
+    # the GAN and feature-matching terms on, to run the discriminator group too
+    config = tiny_config(synthetic_64, 2, adversarial=0.1, feature_matching=1.0)
+    return workdir, train(config, workdir)
+
+
+def test_stage1_trains_through_the_loop(stage1_run):
+    _, out = stage1_run
+    for term in (
+        "l1",
+        "equivariance",
+        "keypoint_prior",
+        "head_pose",
+        "deformation_prior",
+        "landmark",
+        "adversarial_full",
+        "feature_matching_face",
+        "adversarial_lip",
+    ):
+        assert np.isfinite(out[f"generator/{term}"]), term
+    assert np.isfinite(out["discriminator/hinge_face"]) and out["nonfinite"] == 0.0
+    for key in ("eval/psnr", "eval/psnr_copy_source", "eval/psnr_own_keypoints", "eval/ssim"):
+        assert np.isfinite(out[key]), key
+    state = out["state"]
+    assert set(state.params) == {"generator", "discriminator"}
+    assert set(state.params["generator"]) == set(task_lib.BASE)
+    stats = state.model_state["batch_stats"]
+    assert set(stats["discriminator"]) == {"full", "face", "lip"}
+    assert "spade" in stats["generator"]  # G's spectral-norm vectors
+    # F's BatchNorm running statistics left their initial zeros / ones (training mode ran)
+    leaves = [np.asarray(a) for a in jax.tree.leaves(stats["generator"]["appearance"])]
+    assert any(np.any((a != 0) & (a != 1)) for a in leaves)
+
+
+def test_stage2_trains_only_the_mlps(stage1_run, synthetic_64, tmp_path):
+    from jaxtalk.train import checkpoints
+
+    workdir, _ = stage1_run
+    config = tiny_config(synthetic_64, 2, variant="tiny_stitching")
+    config.base.workdir = workdir
+    out = train(config, str(tmp_path / "stage2"))
+    state = out["state"]
+    assert set(state.params) == {"base", "stitching", "lip", "eye", "ratio"}
+    base = checkpoints.group_variables(workdir, "generator")
+    for name in task_lib.BASE:
+        got = jax.tree.leaves(state.params["base"][name]["params"])
+        want = jax.tree.leaves(base["params"][name])
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    task = task_lib.build(config)
+    batch = next(task.data("train", global_batch_size=8, seed=0, process_index=0, process_count=1))
+    fresh, _ = task.init(jax.random.PRNGKey(config.seed), batch)
+    for name in ("stitching", "lip", "eye", "ratio"):
+        moved = [
+            float(np.abs(np.asarray(a) - np.asarray(b)).max())
+            for a, b in zip(jax.tree.leaves(fresh[name]), jax.tree.leaves(state.params[name]))
+        ]
+        assert max(moved) > 0, name
+    for key in ("stitching/outside_l1", "lip/ratio_error", "eye/outside_l1", "ratio/loss"):
+        assert np.isfinite(out[key]), key
+    assert np.isfinite(out["eval/outside_l1_stitched"])
+
+
+def test_stage2_without_a_base_is_a_clear_error(synthetic_64):
+    config = tiny_config(synthetic_64, 1, variant="tiny_stitching")
+    with pytest.raises(ValueError, match="base.workdir"):
+        task_lib.build(config).frozen_sources()
