@@ -3,16 +3,17 @@ its keypoints), at batch 1 and batched, jaxtalk against the released PyTorch mod
 
 Both sides hold the same random weights (drawn once in jaxtalk's layout, written into the
 official modules through the converter's rules; M's heads scaled so the keypoints lie in
-the volume as a trained model's do) and run the same frame: the driving frame's motion
-relative to the first driving frame's, stitching, W, G (the official side through
-LivePortraitWrapper's get_kp_info / transform_keypoint / stitching / warp_decode, fp16
-autocast off, torch.set_num_threads(--threads)). They alternate call by call over
---rounds rounds after a warm-up; each row gives the median, min and max per frame, and
-the GFLOP/s achieved (XLA's cost analysis of jaxtalk's frame, the same count for both
-sides) as a fraction of this run's fp32 matmul peak (the best of several large jnp.dot;
-torch.mm's too with --torch_reference). The two sides' images are compared once (max abs
-difference) so a faster side computing something else shows. jaxtalk/tasks/liveportrait.py
-is not on main yet, so no training step is timed here.
+the volume as a trained model's do, spectral-norm vectors at their fixed point) and run the
+same frames: each driving frame's motion relative to the batch's first frame, stitching,
+W, G. jaxtalk runs its animator's `start` and `drive` (jaxtalk/inference/liveportrait.py,
+as `jaxtalk animate` does, `chunk` = the batch); the official side LivePortraitWrapper's
+get_kp_info / transform_keypoint / stitching / warp_decode, fp16 autocast off,
+torch.set_num_threads(--threads). They alternate call by call over --rounds rounds after a
+warm-up; each row gives the median, min and max per frame, and the GFLOP/s achieved (XLA's
+cost analysis of jaxtalk's M, W and G, the same count for both sides) as a fraction of
+this run's fp32 matmul peak (the best of several large jnp.dot; torch.mm's too with
+--torch_reference). The two sides' images are compared once (max abs difference) so a
+faster side computing something else shows. A stage-1 training step is not timed here.
 
   python benchmarks/liveportrait_frame.py [--batches 1,4] [--rounds 5] [--size 256]
       [--torch_reference /path/to/LivePortrait] [--threads N] [--dtype float32|bfloat16]
@@ -39,7 +40,6 @@ import numpy as np
 
 from jaxtalk.convert import liveportrait as lp_convert
 from jaxtalk.convert.mapping import export_state_dict, flatten_params
-from jaxtalk.models.liveportrait import pipeline
 from jaxtalk.models.liveportrait.retargeting import RELEASED
 
 # Std and mean of M's head outputs in a trained model's range (as the parity test sets them).
@@ -139,30 +139,38 @@ def _seconds(fn) -> float:
 
 
 class JaxFrame:
-    """jaxtalk's frame for B driving images against one prepared source."""
+    """jaxtalk's animator (jaxtalk/inference/liveportrait.py) on B driving frames against
+    one prepared source: `start` (M, relative motion against the batch's first frame,
+    stitching) and `drive` (W, G), as `jaxtalk animate` runs them chunk by chunk."""
 
-    def __init__(self, variables, source, first, dtype, conv3d="auto"):
+    def __init__(self, variables, source, batch, dtype, conv3d="auto"):
+        from jaxtalk.inference.liveportrait import LivePortraitAnimator
+
         os.environ["JAXTALK_CONV3D"] = "" if conv3d == "auto" else conv3d  # read when traced
-        self.nets = pipeline.networks({}, dtype=jnp.dtype(dtype))
-        self.variables = jax.device_put(variables)
-        prepare = jax.jit(lambda v, s, d0: (
-            pipeline.prepare_source(self.nets, v, s), pipeline.motion(self.nets, v, d0)
-        ))  # fmt: skip
-        self.source, self.first = prepare(self.variables, source, first)
-        self.fn = jax.jit(self._frame)
-
-    def _frame(self, v, source, first, driving):
-        info = pipeline.motion(self.nets, v, driving)
-        return pipeline.animate(self.nets, v, source, info, first)
+        self.conv3d = conv3d
+        config = {"kind": "liveportrait", "input_size": source.shape[1]}
+        self.animator = LivePortraitAnimator(variables, config, batch, dtype=jnp.dtype(dtype))
+        self.state = self.animator.prepare(source[0])
 
     def flops(self, driving) -> float:
-        cost = self.fn.lower(self.variables, self.source, self.first, driving).compile()
-        analysis = cost.cost_analysis()
-        analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-        return float(analysis.get("flops", float("nan")))
+        """XLA's count for M on the batch plus W and G on its keypoints."""
+        a = self.animator
+        _, steps = a.start(self.state, driving)
+        lowered = [
+            a._motion.lower(a.variables, driving),
+            a._render.lower(a._render_variables(), self.state["feature"], self.state["kp"], steps),
+        ]
+        total = 0.0
+        for low in lowered:
+            analysis = low.compile().cost_analysis()
+            analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+            total += float(analysis.get("flops", float("nan")))
+        return total
 
     def __call__(self, driving):
-        return self.fn(self.variables, self.source, self.first, driving).block_until_ready()
+        os.environ["JAXTALK_CONV3D"] = "" if self.conv3d == "auto" else self.conv3d
+        state, steps = self.animator.start(self.state, driving)
+        return np.asarray(self.animator.drive(state, steps))
 
 
 class TorchFrame:
@@ -223,7 +231,9 @@ class TorchFrame:
         self._batched = {}
 
     def _tensor(self, images):
-        return self.torch.from_numpy(np.ascontiguousarray(np.asarray(images).transpose(0, 3, 1, 2)))
+        """Float NHWC numpy in [0, 1] -> float32 NCHW."""
+        nchw = np.asarray(images, np.float32).transpose(0, 3, 1, 2)
+        return self.torch.from_numpy(np.ascontiguousarray(nchw))
 
     def _load(self, module, state):
         module.load_state_dict({k: self.torch.from_numpy(np.asarray(v)) for k, v in state.items()})
@@ -311,32 +321,32 @@ def main():
     peak = matmul_peak(torch=torch)
     log({k: round(v, 1) for k, v in peak.items()})
     rng = np.random.default_rng(0)
-    images = rng.uniform(0, 1, (2 + max(batches), args.size, args.size, 3)).astype(np.float32)
-    source, first, frames = images[:1], images[1:2], images[2:]
+    shape = (1 + max(batches), args.size, args.size, 3)
+    images = rng.integers(0, 256, shape, dtype=np.uint8)
+    # The batch's first frame is the first driving frame on both sides.
+    source, frames = images[:1], images[1:]
     variables = random_variables()
     methods = args.conv3d.split(",")
-    jx = {
-        m: JaxFrame(variables, jnp.asarray(source), jnp.asarray(first), args.dtype, m)
-        for m in methods
-    }
-    tx = TorchFrame(torch, args.torch_reference, variables, source, first) if torch else None
+    tx = None
+    if torch:
+        tx = TorchFrame(torch, args.torch_reference, variables, source / 255.0, frames[:1] / 255.0)
 
     for b in batches:
-        driving = jnp.asarray(frames[:b])
+        driving = frames[:b]
         row = {"batch": b}
         sides = {}
-        for m, frame in jx.items():
-            name = "jax" if len(jx) == 1 else f"jax_{m}"
-            os.environ["JAXTALK_CONV3D"] = "" if m == "auto" else m
+        for m in methods:
+            name = "jax" if len(methods) == 1 else f"jax_{m}"
+            frame = JaxFrame(variables, source, b, args.dtype, m)
             row[f"{name}_first_call_s"] = round(_seconds(lambda f=frame: f(driving)), 1)
             sides[name] = lambda f=frame: f(driving)
-        flops = next(iter(jx.values())).flops(driving)
+        flops = frame.flops(driving)
         if not np.isfinite(flops) or flops <= 0:
             flops = float("nan")
         row["gflop_per_frame"] = round(flops / b / 1e9, 1)
         if tx is not None:
-            t_driving = tx._tensor(frames[:b])
-            got = np.asarray(next(iter(jx.values()))(driving), np.float32)
+            t_driving = tx._tensor(driving / 255.0)
+            got = (sides[name]().astype(np.float32) + 1) / 2
             want = tx(t_driving).numpy().transpose(0, 2, 3, 1)
             row["max_abs_difference"] = float(np.abs(got - want).max())
             sides["torch"] = lambda: tx(t_driving)

@@ -3,8 +3,9 @@ stitching / retargeting modules get random weights, their state_dicts are writte
 released directory layout and imported with `jaxtalk import`'s converter, then one source
 image and two driving frames (the first and the current) go through the official pipeline
 (the wrapper's extract_feature_3d, get_kp_info, transform_keypoint, the pipeline's relative
-motion in its 'pose-friendly' form, stitching, warp_decode) and through
-`jaxtalk.models.liveportrait.pipeline`; the 512x512 image must agree.
+motion in its 'pose-friendly' form, stitching, warp_decode) and through jaxtalk's
+LivePortrait animator (prepare, start, drive: the keypoint functions of
+jaxtalk/models/liveportrait/keypoints.py, then W and G); the 512x512 image must agree.
 
 Weights are randomised as the per-module parity tests do (tests/convert/
 test_liveportrait_parity_{volume,motion}.py): every tensor perturbed, BatchNorm statistics
@@ -34,7 +35,7 @@ import numpy as np
 import pytest
 
 from jaxtalk.convert import releases, weights
-from jaxtalk.models.liveportrait import pipeline
+from jaxtalk.inference.liveportrait import LivePortraitAnimator
 from jaxtalk.models.liveportrait.appearance import AppearanceFeatureExtractor
 from jaxtalk.models.liveportrait.retargeting import RELEASED
 from jaxtalk.models.liveportrait.warping import WarpingNetwork
@@ -47,6 +48,7 @@ CODE = os.environ.get("LIVEPORTRAIT_CODE")
 pytestmark = pytest.mark.skipif(not CODE, reason="LIVEPORTRAIT_CODE (official checkout) not set")
 
 TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
+COLLECTIONS = ("params", "batch_stats")
 # (F options, W options, G options of the official SPADEDecoder, input size)
 CONFIGS = {
     "released": ({}, {}, dict(block_expansion=64, max_features=512, num_down_blocks=2), 256),
@@ -197,24 +199,23 @@ def states(nets):
     }
 
 
-def jaxtalk_frame(variables, source, first, driving, dtype):
-    """(outputs, seconds with compile, seconds of a second call) of jaxtalk's pipeline."""
-    nets = pipeline.networks(variables["model_config"], dtype=dtype)
-    tree = {c: variables[c] for c in ("params", "batch_stats")}
+def jaxtalk_frame(stored, path, source, first, driving, dtype):
+    """(outputs, seconds with compile, seconds of a second run) of jaxtalk's animator:
+    prepare, start (relative motion, stitching) and drive over the frames [first, driving]."""
+    tree = {c: jax.tree.map(lambda a: jnp.asarray(a, dtype), stored[c]) for c in COLLECTIONS}
+    config = dict(stored["model_config"], input_size=source.shape[1])  # not in the files
+    animator = LivePortraitAnimator(tree, config, 2, path, jnp.dtype(dtype))
 
-    @jax.jit
-    def frame(v, s, d0, d):
-        src = pipeline.prepare_source(nets, v, s)
-        d0_info, d_info = pipeline.motion(nets, v, d0), pipeline.motion(nets, v, d)
-        x_s, x_d = pipeline.driven_keypoints(v, src, d_info, d0_info)
-        image = pipeline.animate(nets, v, src, d_info, d0_info)
-        return dict(image=image, x_s=x_s, x_d=x_d, f_s=src.feature)
+    def run():
+        state = animator.prepare(source[0])
+        state, steps = animator.start(state, np.concatenate([first, driving]), stitching=True)
+        frames = jax.block_until_ready(animator.drive(state, steps))
+        image = (np.asarray(frames[1:], np.float64) + 1) / 2
+        return dict(image=image, x_s=state["kp"], x_d=steps[1:], f_s=state["feature"])
 
-    tree = jax.tree.map(lambda a: jnp.asarray(a, dtype), tree)
-    args = [jnp.asarray(a, dtype) for a in (source, first, driving)]
     times = [time.perf_counter()]
     for _ in range(2):
-        out = jax.block_until_ready(frame(tree, *args))
+        out = run()
         times.append(time.perf_counter())
     return out, times[1] - times[0], times[2] - times[1]
 
@@ -229,7 +230,10 @@ def test_frame_matches_official_pipeline(torch, tmp_path, config_name, dtype):
     size = config[3]
     source, first = smooth_image(rng, size), smooth_image(rng, size)
     driving = np.clip(first + 0.1 * (smooth_image(rng, size) - 0.5), 0, 1)
-    nets = official_networks(torch, config, source, first, driving)
+    # uint8 frames, as the animator takes them; the official side gets their /255
+    source, first, driving = (np.round(255 * a).astype(np.uint8) for a in (source, first, driving))
+    pixels = [a / 255.0 for a in (source, first, driving)]
+    nets = official_networks(torch, config, *pixels)
     write_release(tmp_path / "release", states(nets))
     stored = releases.import_release(
         "liveportrait", tmp_path / "release", output=str(tmp_path / "lp.safetensors")
@@ -238,10 +242,10 @@ def test_frame_matches_official_pipeline(torch, tmp_path, config_name, dtype):
     torch_dtype = getattr(torch, dtype)
     start = time.perf_counter()
     wrapper = official_wrapper(torch, nets, torch_dtype)
-    want = official_frame(torch, wrapper, source, first, driving, torch_dtype)
+    want = official_frame(torch, wrapper, *pixels, torch_dtype)
     t_torch = time.perf_counter() - start
     with jax.enable_x64(dtype == "float64"):
-        got, t_compile, t_run = jaxtalk_frame(variables, source, first, driving, dtype)
+        got, t_compile, t_run = jaxtalk_frame(variables, stored, source, first, driving, dtype)
         got = jax.tree.map(lambda a: np.asarray(a, np.float64), got)
     want = {k: v.double().numpy() for k, v in want.items()}
     want["image"] = want["image"].transpose(0, 2, 3, 1)
