@@ -302,8 +302,8 @@ def _motion_config(keys: _Keys) -> dict:
 
 
 def _widths(channels: int) -> dict:
-    """block_expansion / num_down_blocks giving `channels` = block_expansion * 2^n: the
-    release's (64, 2) when they fit, else (channels, 0); only their product shapes W and G."""
+    """block_expansion and num_down_blocks with block_expansion * 2^n = `channels`: n = 2 as
+    released (64 * 4 = 256) when 4 divides it, else n = 0; only the product shapes W and G."""
     return (
         dict(block_expansion=channels // 4, num_down_blocks=2)
         if channels % 4 == 0
@@ -421,17 +421,21 @@ def _import_network(
     """(variables, config, kept counters) of one state_dict: sizes inferred from its keys,
     every key mapped and shape-checked against the module those sizes build."""
     plain = {k[len(prefix) :]: v for k, v in state.items()}
-    config = infer(_Keys(plain, source, prefix))
+    try:
+        config = infer(_Keys(plain, source, prefix))
+    except ZeroDivisionError:
+        raise ConversionError(f"{source}: a size read from the keys is zero") from None
     try:
         shapes = shapes_for(config)
-    except (TypeError, ValueError) as e:  # inferred sizes no module can have
+    except (TypeError, ValueError) as e:  # sizes no module can have
         raise ConversionError(f"{source}: inconsistent sizes {config} ({one_line(e)})") from None
     rules = _prefixed(rules_for(**config), prefix)
     counters = _counters(rules)
     variables = import_variables(state, rules, shapes, source, ignore=set(counters).__contains__)
     missing = [k for k in counters if k not in state]
     if missing:
-        raise ConversionError(f"{source}: missing key {missing[0]!r} (and {len(missing) - 1} more)")
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise ConversionError(f"{source}: missing key {missing[0]!r}{more}")
     return variables, config, {k: np.asarray(state[k]) for k in counters}
 
 

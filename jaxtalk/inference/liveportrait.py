@@ -127,7 +127,10 @@ class LivePortraitAnimator(Animator):
         model_config: Mapping[str, Any] | None = None,
         chunk: int = 8,
         source: str = "model_config",
+        dtype: Any = jnp.float32,
     ):
+        """`dtype`: the networks' compute dtype (float32 as released; bfloat16 on an
+        accelerator; float64 for parity checks); keypoints stay in >= float32."""
         model_config = dict(model_config or {})
         params = variables["params"]
         missing = [g for g in NETWORKS if g not in params]
@@ -140,7 +143,8 @@ class LivePortraitAnimator(Animator):
         if type(self.size) is not int or self.size < 32 or self.size % 32:
             raise AnimationError(f"{source}: model_config input_size must be a multiple of 32")
         self.model_config = model_config
-        self.nets = {g: cls(**options[g]) for g, cls in NETWORKS.items()}
+        self.nets = {g: cls(**options[g], dtype=dtype) for g, cls in NETWORKS.items()}
+        self.pixel_dtype = jnp.promote_types(dtype, jnp.float32)
         self.variables = {
             g: {"params": params[g], **({"batch_stats": stats[g]} if g in stats else {})}
             for g in NETWORKS
@@ -171,12 +175,12 @@ class LivePortraitAnimator(Animator):
     # Variables are arguments of the jitted functions, never constants folded into them.
     def _motion_info(self, variables, images):
         """uint8 (B, S, S, 3) -> M's raw heads (the release feeds [0, 1] pixels)."""
-        x = jnp.asarray(images, jnp.float32) / 255.0
+        x = jnp.asarray(images, self.pixel_dtype) / 255.0
         return self.nets["motion"].apply(variables["motion"], x)
 
     def _encode_source(self, variables, image):
         """F's volume, M's heads and the keypoints x_s of a uint8 (1, S, S, 3) source."""
-        x = jnp.asarray(image, jnp.float32) / 255.0
+        x = jnp.asarray(image, self.pixel_dtype) / 255.0
         info = self.nets["motion"].apply(variables["motion"], x)
         feature = self.nets["appearance"].apply(variables["appearance"], x)
         return dict(feature=feature, info=info, kp=kp_lib.transform_keypoints(info))
@@ -300,7 +304,7 @@ class LivePortraitAnimator(Animator):
             lip=lip_ratio is not None,
         )
         state = dict(state, paste=self._paste_state(paste_back))
-        return state, np.asarray(steps, np.float32)
+        return state, np.asarray(steps)  # float32 (float64 under a float64 dtype)
 
     def _paste_state(self, paste_back: Mapping | None):
         """The full image, the output-to-image map and the feathered mask, once."""

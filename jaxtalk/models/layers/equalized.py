@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxtalk.models.layers.torch_nn import conv_bias
 from jaxtalk.models.layers.upfirdn import Blur
 
 CONV_AXES = (None, None, "conv_in", "conv_out")
@@ -83,13 +84,7 @@ class EqualConv2d(nn.Module):
             dimension_numbers=_DN,
         )
         if self.use_bias:
-            bias = self.param(
-                "bias",
-                nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
-                (self.features,),
-                self.param_dtype,
-            )
-            y = y + bias.astype(self.dtype)
+            y = y + conv_bias(self, self.features, self.param_dtype).astype(self.dtype)
         return y
 
 

@@ -192,6 +192,13 @@ def batch_norm(
     )
 
 
+def conv_bias(module: nn.Module, features: int, param_dtype) -> jax.Array:
+    """A conv's `bias` (zeros, axis conv_out), created in `module`'s scope (call from its
+    compact `__call__`), for modules that compute their conv themselves."""
+    init = nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",))
+    return module.param("bias", init, (features,), param_dtype)
+
+
 def norm_affine(module: nn.Module, channels: int, param_dtype) -> tuple[jax.Array, jax.Array]:
     """A norm's per-channel `scale` (ones) and `bias` (zeros), created in `module`'s scope
     (call from its compact `__call__`)."""

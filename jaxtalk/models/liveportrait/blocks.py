@@ -23,9 +23,18 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxtalk.models.layers.conv3d import Conv3d
 from jaxtalk.models.layers.torch_nn import TorchBatchNorm, conv
 
 LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU's default, as SameBlock2d(lrelu=True) uses it
+
+
+def same_conv(features: int, ndim: int, kernel_size: int, name: str, **kw) -> nn.Module:
+    """A size-preserving conv (padding k // 2): 2-D, or 3-D through `Conv3d` (same params
+    as a flax Conv; 2-D convs over depth slices on CPU, where XLA's 3-D conv is slow)."""
+    if ndim == 3:
+        return Conv3d(features, (kernel_size,) * 3, kernel_size // 2, name=name, **kw)
+    return conv(features, (kernel_size,) * ndim, padding=kernel_size // 2, name=name, **kw)
 
 
 def avg_pool_hw(x):
@@ -59,7 +68,7 @@ class ConvNormAct(nn.Module):
         k = self.kernel_size
         if self.resample == "up":
             x = upsample_hw(x)
-        x = conv(self.features, (k,) * self.ndim, padding=k // 2, name="conv", **kw)(x)
+        x = same_conv(self.features, self.ndim, k, "conv", **kw)(x)
         x = TorchBatchNorm(name="norm", **kw)(x, train)
         x = nn.leaky_relu(x, LEAKY_SLOPE) if self.leaky else nn.relu(x)
         return avg_pool_hw(x) if self.resample == "down" else x
@@ -104,7 +113,7 @@ class ResBlock3d(nn.Module):
         h = x
         for i in (1, 2):
             h = nn.relu(TorchBatchNorm(name=f"norm{i}", **kw)(h, train))
-            h = conv(c, (k,) * 3, padding=k // 2, name=f"conv{i}", **kw)(h)
+            h = same_conv(c, 3, k, f"conv{i}", **kw)(h)
         return h + x
 
 
@@ -157,7 +166,7 @@ class HourglassDecoder(HourglassPart):
         for j, level in enumerate(reversed(range(self.num_blocks))):
             h = UpBlock3d(self.width(level), name=f"up_blocks_{j}", **kw)(h, train)
             h = jnp.concatenate([h, skips.pop()], axis=-1)
-        h = conv(h.shape[-1], (3, 3, 3), padding=1, name="conv", **kw)(h)
+        h = same_conv(h.shape[-1], 3, 3, "conv", **kw)(h)
         return nn.relu(TorchBatchNorm(name="norm", **kw)(h, train))
 
 

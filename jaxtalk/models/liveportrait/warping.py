@@ -36,7 +36,7 @@ from jaxtalk.models.layers.grid_sample import grid_sample_3d
 from jaxtalk.models.layers.sharding import constrain
 from jaxtalk.models.layers.torch_nn import TorchBatchNorm, conv
 from jaxtalk.models.liveportrait.appearance import check_volume_config, fold_depth
-from jaxtalk.models.liveportrait.blocks import Hourglass, SameBlock2d
+from jaxtalk.models.liveportrait.blocks import Hourglass, SameBlock2d, same_conv
 
 KP_VARIANCE = 0.01
 
@@ -97,7 +97,7 @@ class DenseMotionNetwork(nn.Module):
                 f"keypoints must be ({b}, {k}, 3), got driving {kp_driving.shape} and "
                 f"source {kp_source.shape}"
             )
-        x = conv(self.compress, (1, 1, 1), name="compress", **kw)(feature)
+        x = same_conv(self.compress, 3, 1, "compress", **kw)(feature)
         x = nn.relu(TorchBatchNorm(name="norm", **kw)(x, train))
 
         # Motions and heatmaps in >= float32 whatever the compute dtype (coordinates).
@@ -119,7 +119,7 @@ class DenseMotionNetwork(nn.Module):
             name="hourglass",
             **kw,
         )(constrain(hourglass_in), train)
-        logits = conv(k + 1, (7, 7, 7), padding=3, name="mask", **kw)(prediction)
+        logits = same_conv(k + 1, 3, 7, "mask", **kw)(prediction)
         mask = jax.nn.softmax(logits.astype(hi), axis=-1)  # (B, D, H, W, 1+K)
         # Elementwise, not einsum: a matmul may run at reduced precision on TPU/GPU, and
         # the deformation is a sampling coordinate.

@@ -1,0 +1,368 @@
+"""LivePortrait per-frame rate: M + W + G with stitching, the source prepared once (F, M and
+its keypoints), at batch 1 and batched, jaxtalk against the released PyTorch modules.
+
+Both sides hold the same random weights (drawn once in jaxtalk's layout, written into the
+official modules through the converter's rules; M's heads scaled so the keypoints lie in
+the volume as a trained model's do, spectral-norm vectors at their fixed point) and run the
+same frames: each driving frame's motion relative to the batch's first frame, stitching,
+W, G. jaxtalk runs its animator's `start` and `drive` (jaxtalk/inference/liveportrait.py,
+as `jaxtalk animate` does, `chunk` = the batch); the official side LivePortraitWrapper's
+get_kp_info / transform_keypoint / stitching / warp_decode, fp16 autocast off,
+torch.set_num_threads(--threads). They alternate call by call over --rounds rounds after a
+warm-up; each row gives the median, min and max per frame, and the GFLOP/s achieved (XLA's
+cost analysis of jaxtalk's M, W and G, the same count for both sides) as a fraction of
+this run's fp32 matmul peak (the best of several large jnp.dot; torch.mm's too with
+--torch_reference). The two sides' images are compared once (max abs difference) so a
+faster side computing something else shows. A stage-1 training step is not timed here.
+
+  python benchmarks/liveportrait_frame.py [--batches 1,4] [--rounds 5] [--size 256]
+      [--torch_reference /path/to/LivePortrait] [--threads N] [--dtype float32|bfloat16]
+
+--size 128 is a quicker smoke run (the volume must stay a multiple of 32 wide).
+--conv3d native,slices times jaxtalk once per way of computing its 3-D convs
+(jaxtalk/models/layers/conv3d.py; the default "auto" is slices on CPU), alternating too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtalk.convert import liveportrait as lp_convert
+from jaxtalk.convert.mapping import export_state_dict, flatten_params
+from jaxtalk.models.liveportrait.retargeting import RELEASED
+
+# Std and mean of M's head outputs in a trained model's range (as the parity test sets them).
+HEADS = {"kp": (0.3, 0.0), "exp": (0.02, 0.0), "t": (0.03, 0.0), "scale": (0.05, 1.5)}
+
+
+def log(row):
+    print(json.dumps(row), flush=True)
+
+
+def random_variables(seed=0) -> dict:
+    """The released networks' variables: He-scaled kernels, zero biases, BatchNorm at the
+    identity, unit spectral-norm vectors, M's heads scaled to HEADS."""
+    rng = np.random.default_rng(seed)
+    out = {"params": {}, "batch_stats": {}}
+    shapes = {n.group: n.shapes({}) for n in lp_convert.BASE_NETWORKS}
+    for group, model in RELEASED.items():
+        size = lp_convert._retargeting_sizes(21)[group][0]
+        shapes[group] = lp_convert._retargeting_shapes(dict(model, input_size=size))
+    for group, tree in shapes.items():
+        for path, s in flatten_params(tree).items():
+            collection, *rest = path.split("/")
+            name = rest[-1]
+            if name == "kernel":
+                fan_in = int(np.prod(s.shape[:-1]))
+                value = rng.standard_normal(s.shape) * np.sqrt(2.0 / fan_in)
+                head = rest[0][3:] if rest[0].startswith("fc_") else None
+                if group == "motion" and head in HEADS:
+                    value = rng.standard_normal(s.shape) * HEADS[head][0] / np.sqrt(fan_in)
+                if group == "spade" and "mlp_" in path:  # SPADE's modulation at a trained
+                    value *= 0.2  # decoder's gain (8 blocks of norm * (1 + gamma) otherwise
+                    # amplify float32 rounding until the two sides' images differ visibly)
+            elif name in ("scale", "var"):
+                value = np.ones(s.shape)
+            elif name in ("u", "v"):
+                value = np.zeros(s.shape)  # set below, from the kernel
+            elif group == "motion" and name == "bias" and rest[0] == "fc_scale":
+                value = np.full(s.shape, HEADS["scale"][1])
+            else:
+                value = np.zeros(s.shape)
+            node = out[collection].setdefault(group, {})
+            for part in rest[:-1]:
+                node = node.setdefault(part, {})
+            node[name] = value.astype(np.float32)
+    _spectral_vectors(out, rng)
+    return out
+
+
+def _spectral_vectors(variables, rng, iters=20):
+    """Each spectral-norm conv's u, v: the top singular vectors of its kernel in PyTorch's
+    (out, in * kh * kw) layout, by power iteration, as a trained model holds them (random
+    vectors would make sigma = u^T W v arbitrarily small and the decoder blow up)."""
+    params = variables["params"]
+
+    def walk(stats, path):
+        if not isinstance(stats, dict):  # a BatchNorm statistic
+            return
+        if "u" in stats:
+            node = params
+            for part in path:
+                node = node[part]
+            kernel = node["kernel"]
+            mat = kernel.transpose(3, 2, 0, 1).reshape(kernel.shape[3], -1).astype(np.float64)
+            u = rng.standard_normal(mat.shape[0])
+            for _ in range(iters):
+                v = mat.T @ u
+                v /= np.linalg.norm(v)
+                u = mat @ v
+                u /= np.linalg.norm(u)
+            stats["u"], stats["v"] = u.astype(np.float32), v.astype(np.float32)
+            return
+        for key, child in stats.items():
+            walk(child, path + [key])
+
+    walk(variables["batch_stats"], [])
+
+
+def matmul_peak(n=4096, iters=5, torch=None) -> dict:
+    """Best fp32 GFLOP/s of an n x n matmul: jnp.dot (and torch.mm when given)."""
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    dot(a, a).block_until_ready()
+    best = min(_seconds(lambda: dot(a, a).block_until_ready()) for _ in range(iters))
+    out = {"jax_matmul_gflops": 2 * n**3 / best / 1e9}
+    if torch is not None:
+        t = torch.from_numpy(np.array(a))
+        torch.mm(t, t)
+        best = min(_seconds(lambda: torch.mm(t, t)) for _ in range(iters))
+        out["torch_matmul_gflops"] = 2 * n**3 / best / 1e9
+    return out
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+class JaxFrame:
+    """jaxtalk's animator (jaxtalk/inference/liveportrait.py) on B driving frames against
+    one prepared source: `start` (M, relative motion against the batch's first frame,
+    stitching) and `drive` (W, G), as `jaxtalk animate` runs them chunk by chunk."""
+
+    def __init__(self, variables, source, batch, dtype, conv3d="auto"):
+        from jaxtalk.inference.liveportrait import LivePortraitAnimator
+
+        os.environ["JAXTALK_CONV3D"] = "" if conv3d == "auto" else conv3d  # read when traced
+        self.conv3d = conv3d
+        config = {"kind": "liveportrait", "input_size": source.shape[1]}
+        self.animator = LivePortraitAnimator(variables, config, batch, dtype=jnp.dtype(dtype))
+        self.state = self.animator.prepare(source[0])
+
+    def flops(self, driving) -> float:
+        """XLA's count for M on the batch plus W and G on its keypoints."""
+        a = self.animator
+        _, steps = a.start(self.state, driving)
+        lowered = [
+            a._motion.lower(a.variables, driving),
+            a._render.lower(a._render_variables(), self.state["feature"], self.state["kp"], steps),
+        ]
+        total = 0.0
+        for low in lowered:
+            analysis = low.compile().cost_analysis()
+            analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+            total += float(analysis.get("flops", float("nan")))
+        return total
+
+    def __call__(self, driving):
+        os.environ["JAXTALK_CONV3D"] = "" if self.conv3d == "auto" else self.conv3d
+        state, steps = self.animator.start(self.state, driving)
+        return np.asarray(self.animator.drive(state, steps))
+
+
+class TorchFrame:
+    """The official modules with the same weights, through LivePortraitWrapper's methods."""
+
+    def __init__(self, torch, code, variables, source, first):
+        sys.path.insert(0, code)
+        from src.live_portrait_wrapper import LivePortraitWrapper
+        from src.modules.appearance_feature_extractor import AppearanceFeatureExtractor
+        from src.modules.motion_extractor import MotionExtractor
+        from src.modules.spade_generator import SPADEDecoder
+        from src.modules.stitching_retargeting_network import StitchingRetargetingNetwork
+        from src.modules.warping_network import WarpingNetwork
+
+        self.torch = torch
+        dense = dict(block_expansion=32, max_features=1024, num_blocks=5, reshape_depth=16)
+        modules = {
+            "appearance": AppearanceFeatureExtractor(3, 64, 2, 512, 32, 16, 6),
+            "motion": MotionExtractor(num_kp=21, backbone="convnextv2_tiny"),
+            "warping": WarpingNetwork(
+                num_kp=21,
+                block_expansion=64,
+                max_features=512,
+                num_down_blocks=2,
+                reshape_channel=32,
+                estimate_occlusion_map=True,
+                dense_motion_params=dict(dense, compress=4),
+            ),
+            "spade": SPADEDecoder(upscale=2, block_expansion=64, max_features=512),
+        }
+        for group, model in RELEASED.items():
+            size = lp_convert._retargeting_sizes(21)[group][0]
+            hidden = list(model["hidden_sizes"])
+            modules[group] = StitchingRetargetingNetwork(size, hidden, model["output_size"])
+        for net in lp_convert.BASE_NETWORKS:
+            tree = {c: variables[c][net.group] for c in variables if net.group in variables[c]}
+            self._load(modules[net.group], export_state_dict(tree, net.rules()))
+        for group, model in RELEASED.items():
+            rules = lp_convert.retargeting_rules(model["hidden_sizes"])
+            self._load(
+                modules[group], export_state_dict({"params": variables["params"][group]}, rules)
+            )
+        wrapper = object.__new__(LivePortraitWrapper)
+        wrapper.device, wrapper.compile = "cpu", False
+        wrapper.inference_cfg = types.SimpleNamespace(flag_use_half_precision=False)
+        wrapper.appearance_feature_extractor = modules["appearance"]
+        wrapper.motion_extractor = modules["motion"]
+        wrapper.warping_module = modules["warping"]
+        wrapper.spade_generator = modules["spade"]
+        wrapper.stitching_retargeting_module = {g: modules[g] for g in RELEASED}
+        self.wrapper = wrapper
+        with torch.no_grad():
+            source = self._tensor(source)
+            self.f_s = wrapper.extract_feature_3d(source)
+            self.s_info = wrapper.get_kp_info(source)
+            self.x_s = wrapper.transform_keypoint(self.s_info)
+            self.d0_info = wrapper.get_kp_info(self._tensor(first))
+        self._batched = {}
+
+    def _tensor(self, images):
+        """Float NHWC numpy in [0, 1] -> float32 NCHW."""
+        nchw = np.asarray(images, np.float32).transpose(0, 3, 1, 2)
+        return self.torch.from_numpy(np.ascontiguousarray(nchw))
+
+    def _load(self, module, state):
+        module.load_state_dict({k: self.torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+        module.eval()
+
+    def _source(self, b):
+        """The source's volume, info and keypoints repeated to batch b (prepared once)."""
+        if b not in self._batched:
+            rep = lambda t: t.expand(b, *t.shape[1:]).contiguous()  # noqa: E731
+            info = {k: rep(v) for k, v in self.s_info.items()}
+            first = {k: rep(v) for k, v in self.d0_info.items()}
+            self._batched[b] = (rep(self.f_s), info, rep(self.x_s), first)
+        return self._batched[b]
+
+    def __call__(self, driving):
+        from src.utils.camera import get_rotation_matrix
+
+        w = self.wrapper
+        f_s, s_info, x_s, d0_info = self._source(driving.shape[0])
+        with self.torch.no_grad():
+            d_info = w.get_kp_info(driving)
+            rot = [
+                get_rotation_matrix(i["pitch"], i["yaw"], i["roll"])
+                for i in (s_info, d0_info, d_info)
+            ]
+            r_new = (rot[2] @ rot[1].permute(0, 2, 1)) @ rot[0]
+            exp = s_info["exp"] + (d_info["exp"] - d0_info["exp"])
+            scale = s_info["scale"] * (d_info["scale"] / d0_info["scale"])
+            t = s_info["t"] + (d_info["t"] - d0_info["t"])
+            t[..., 2] = 0
+            # (B, 1, 1) and (B, 1, 3): the release runs one frame at a time, where its
+            # (1, 1) and (1, 3) broadcast alike
+            scale, t = scale.reshape(-1, 1, 1), t[:, None, :]
+            x_d = w.stitching(x_s, scale * (s_info["kp"] @ r_new + exp) + t)
+            return w.warp_decode(f_s, x_s, x_d)["out"]
+
+
+def summary(times, batch, flops, peak) -> dict:
+    per_frame = [t / batch for t in times]
+    median = statistics.median(per_frame)
+    out = {
+        "ms_per_frame_median": round(1000 * median, 1),
+        "ms_per_frame_min": round(1000 * min(per_frame), 1),
+        "ms_per_frame_max": round(1000 * max(per_frame), 1),
+        "frames_per_s": round(1 / median, 3),
+    }
+    if np.isfinite(flops):
+        gflops = flops / batch / median / 1e9
+        out["gflops"] = round(gflops, 1)
+        out["fraction_of_matmul_peak"] = round(gflops / peak, 3)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batches", default="1,4")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--torch_reference", default="", help="the official checkout (holding src/)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--conv3d", default="auto", help="comma list of auto|native|slices|concat")
+    args = ap.parse_args()
+    if args.size % 128:
+        ap.error("--size must be a multiple of 128 (W's 5-level hourglass on size/4)")
+    batches = [int(b) for b in args.batches.split(",")]
+    torch = None
+    if args.torch_reference:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    log(
+        {
+            "machine": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "jax": jax.__version__,
+            "backend": jax.default_backend(),
+            "device": str(jax.devices()[0]),
+            "torch": torch.__version__ if torch else None,
+            "torch_threads": args.threads if torch else None,
+            "size": args.size,
+            "dtype": args.dtype,
+        }
+    )
+    peak = matmul_peak(torch=torch)
+    log({k: round(v, 1) for k, v in peak.items()})
+    rng = np.random.default_rng(0)
+    shape = (1 + max(batches), args.size, args.size, 3)
+    images = rng.integers(0, 256, shape, dtype=np.uint8)
+    # The batch's first frame is the first driving frame on both sides.
+    source, frames = images[:1], images[1:]
+    variables = random_variables()
+    methods = args.conv3d.split(",")
+    tx = None
+    if torch:
+        tx = TorchFrame(torch, args.torch_reference, variables, source / 255.0, frames[:1] / 255.0)
+
+    for b in batches:
+        driving = frames[:b]
+        row = {"batch": b}
+        sides = {}
+        for m in methods:
+            name = "jax" if len(methods) == 1 else f"jax_{m}"
+            frame = JaxFrame(variables, source, b, args.dtype, m)
+            row[f"{name}_first_call_s"] = round(_seconds(lambda f=frame: f(driving)), 1)
+            sides[name] = lambda f=frame: f(driving)
+        flops = frame.flops(driving)
+        if not np.isfinite(flops) or flops <= 0:
+            flops = float("nan")
+        row["gflop_per_frame"] = round(flops / b / 1e9, 1)
+        if tx is not None:
+            t_driving = tx._tensor(driving / 255.0)
+            got = (sides[name]().astype(np.float32) + 1) / 2
+            want = tx(t_driving).numpy().transpose(0, 2, 3, 1)
+            row["max_abs_difference"] = float(np.abs(got - want).max())
+            sides["torch"] = lambda: tx(t_driving)
+        times = {name: [] for name in sides}
+        for _ in range(args.rounds):
+            for name, fn in sides.items():  # alternate, call by call
+                times[name].append(_seconds(fn))
+        for name, t in times.items():
+            row[name] = summary(t, b, flops, peak["jax_matmul_gflops"])
+        for name in times:
+            if name != "torch" and "torch" in times:
+                row[f"torch_over_{name}"] = round(
+                    row["torch"]["ms_per_frame_median"] / row[name]["ms_per_frame_median"], 2
+                )
+        log(row)
+
+
+if __name__ == "__main__":
+    main()

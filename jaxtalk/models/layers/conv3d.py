@@ -1,0 +1,113 @@
+"""A 3-D convolution whose parameters are exactly `torch_nn.conv`'s (flax nn.Conv: `kernel`
+(kd, kh, kw, Cin, Cout) with logical axes (None, None, None, conv_in, conv_out), `bias`
+(Cout), PyTorch's init), so converters and checkpoints do not see which way it computes.
+
+Why: XLA's CPU backend runs 3-D convolutions far below the speed of its 2-D ones. On the
+2-core CI machine LivePortrait's 7x7x7 mask conv (142 -> 22 channels, 16x64x64 volume) took
+13.0 s as a 3-D conv and 2.7 s as depth slices, its whole W 18.0 s and 5.6 s; every
+hourglass level but the 4x4 ones (equal there) gained. On CPU a conv with kd > 1 is
+therefore computed as kd 2-D convs over the B*D depth slices, one per kernel depth tap,
+summed (`method="slices"`; zero padding in depth by slicing a padded volume), or as one
+2-D conv over the kd depth-shifted copies concatenated on channels, kernel
+(kh, kw, kd*Cin, Cout) (`"concat"`: fewer, larger convs, kd times the input memory).
+A kd = 1 conv is a 2-D conv on (B*D, H, W, C) either way. Other backends keep XLA's own 3-D
+conv (`"native"`); "auto" picks by backend, or takes $JAXTALK_CONV3D when set (for
+benchmarks: `JAXTALK_CONV3D=native` gives XLA's 3-D conv on CPU too). All are the same
+sums, so results agree to float rounding.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxtalk.models.layers.torch_nn import conv_bias, torch_kernel_init
+
+METHODS = ("auto", "native", "slices", "concat")
+
+
+def _conv2d(x, kernel, padding):
+    return lax.conv_general_dilated(
+        x, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+def conv3d_slices(x, kernel, padding):
+    """NDHWC x DHWIO, stride 1, `padding` ((d0, d1), (h0, h1), (w0, w1)): sum over depth taps."""
+    kd = kernel.shape[0]
+    b, d, h, w, c = x.shape
+    x = jnp.pad(x, ((0, 0), padding[0], (0, 0), (0, 0), (0, 0)))
+    depth = x.shape[1] - kd + 1
+    out = None
+    for j in range(kd):
+        tap = _conv2d(x[:, j : j + depth].reshape(b * depth, h, w, c), kernel[j], padding[1:])
+        out = tap if out is None else out + tap
+    return out.reshape((b, depth) + out.shape[1:])
+
+
+def conv3d_concat(x, kernel, padding):
+    """The same conv as one 2-D conv over the depth-shifted copies stacked on channels."""
+    kd, kh, kw, cin, cout = kernel.shape
+    b, _, h, w, c = x.shape
+    x = jnp.pad(x, ((0, 0), padding[0], (0, 0), (0, 0), (0, 0)))
+    depth = x.shape[1] - kd + 1
+    stacked = jnp.concatenate([x[:, j : j + depth] for j in range(kd)], axis=-1)
+    flat = kernel.transpose(1, 2, 0, 3, 4).reshape(kh, kw, kd * cin, cout)
+    out = _conv2d(stacked.reshape(b * depth, h, w, kd * c), flat, padding[1:])
+    return out.reshape((b, depth) + out.shape[1:])
+
+
+def conv3d_native(x, kernel, padding):
+    return lax.conv_general_dilated(
+        x, kernel, (1, 1, 1), padding, dimension_numbers=("NDHWC", "DHWIO", "NDHWC")
+    )
+
+
+def resolve(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"conv3d method must be one of {METHODS}, not {method!r}")
+    if method == "auto":
+        method = os.environ.get("JAXTALK_CONV3D") or (
+            "slices" if jax.default_backend() == "cpu" else "native"
+        )
+        if method not in METHODS[1:]:
+            raise ValueError(f"JAXTALK_CONV3D must be one of {METHODS[1:]}, not {method!r}")
+    return method
+
+
+class Conv3d(nn.Module):
+    """torch.nn.Conv3d(stride 1, symmetric zero padding) on (B, D, H, W, C)."""
+
+    features: int
+    kernel_size: Sequence[int] = (3, 3, 3)
+    padding: int = 0
+    use_bias: bool = True
+    method: str = "auto"
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(torch_kernel_init, (None,) * 3 + ("conv_in", "conv_out")),
+            tuple(self.kernel_size) + (x.shape[-1], self.features),
+            self.param_dtype,
+        )
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        padding = ((self.padding, self.padding),) * 3
+        method = resolve(self.method)
+        if method == "native":
+            out = conv3d_native(x, kernel, padding)
+        elif method == "concat" and kernel.shape[0] > 1:
+            out = conv3d_concat(x, kernel, padding)
+        else:  # slices; a depth-1 kernel is one 2-D conv
+            out = conv3d_slices(x, kernel, padding)
+        if self.use_bias:
+            out = out + conv_bias(self, self.features, self.param_dtype).astype(self.dtype)
+        return out
