@@ -2,11 +2,10 @@
 (kd, kh, kw, Cin, Cout) with logical axes (None, None, None, conv_in, conv_out), `bias`
 (Cout), PyTorch's init), so converters and checkpoints do not see which way it computes.
 
-Why: XLA's CPU backend runs 3-D convolutions far below the speed of its 2-D ones. On the
-2-core CI machine LivePortrait's 7x7x7 mask conv (142 -> 22 channels, 16x64x64 volume) took
-13.0 s as a 3-D conv and 2.7 s as depth slices, its whole W 18.0 s and 5.6 s; every
-hourglass level but the 4x4 ones (equal there) gained. On CPU a conv with kd > 1 is
-therefore computed as kd 2-D convs over the B*D depth slices, one per kernel depth tap,
+Why: XLA's CPU backend runs 3-D convolutions far below the speed of its 2-D ones
+(LivePortrait's W most of all: its 7x7x7 mask conv, 142 -> 22 channels over a 16x64x64
+volume; `benchmarks/liveportrait_frame.py --conv3d native,slices` measures it). On CPU a
+conv with kd > 1 is therefore computed as kd 2-D convs over the B*D depth slices, one per kernel depth tap,
 summed (`method="slices"`; zero padding in depth by slicing a padded volume), or as one
 2-D conv over the kd depth-shifted copies concatenated on channels, kernel
 (kh, kw, kd*Cin, Cout) (`"concat"`: fewer, larger convs, kd times the input memory).
