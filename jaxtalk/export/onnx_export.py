@@ -26,7 +26,10 @@ max abs difference from the jax function.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
+import operator
 import os
 from typing import Any, Callable, Sequence
 
@@ -375,6 +378,43 @@ def _reduce(g, eqn, xs, avals):
     return [g.op(kind, [xs[0], g.ints(eqn.params["axes"])], keepdims=0)]
 
 
+@rule("reduce_window_sum")
+def _reduce_window_sum(g, eqn, xs, avals):
+    """Window sums (avg_pool's numerator) as AveragePool x window size: the windowed axes
+    moved last, all others merged into the pool's batch axis (channels 1)."""
+    p = eqn.params
+    if any(d != 1 for d in (*p["base_dilation"], *p["window_dilation"])):
+        raise OnnxExportError("reduce_window_sum with dilation")
+    shape, out_shape = avals[0].shape, eqn.outvars[0].aval.shape
+    window = [
+        i
+        for i, (k, s, pad) in enumerate(
+            zip(p["window_dimensions"], p["window_strides"], p["padding"])
+        )
+        if k != 1 or s != 1 or tuple(pad) != (0, 0)
+    ]
+    if not window:
+        return [xs[0]]
+    other = [i for i in range(len(shape)) if i not in window]
+    perm = other + window
+    x = g.op("Transpose", [xs[0]], perm=perm)
+    batch = functools.reduce(operator.mul, [shape[i] for i in other], 1)
+    x = g.op("Reshape", [x, g.shape([batch, 1, *[shape[i] for i in window]])])
+    pads = [int(p["padding"][i][0]) for i in window] + [int(p["padding"][i][1]) for i in window]
+    x = g.op(
+        "AveragePool",
+        [x],
+        kernel_shape=[int(p["window_dimensions"][i]) for i in window],
+        strides=[int(p["window_strides"][i]) for i in window],
+        pads=pads,
+        count_include_pad=1,
+    )
+    size = math.prod(int(p["window_dimensions"][i]) for i in window)
+    x = g.op("Mul", [x, g.const(np.asarray(size, avals[0].dtype))])
+    x = g.op("Reshape", [x, g.shape([out_shape[i] for i in perm])])
+    return [g.op("Transpose", [x], perm=[perm.index(i) for i in range(len(perm))])]
+
+
 @rule("dot_general")
 def _dot_general(g, eqn, xs, avals):
     """Any dot_general as an Einsum: batch axes, then lhs free axes, then rhs free axes."""
@@ -430,7 +470,7 @@ def _gather(g, eqn, xs, avals, consts=None):
     if consts is not None and consts[1] is not None and not dn.operand_batching_dims:
         start = np.asarray(consts[1]).reshape(-1)
         if len(start) != len(dn.start_index_map):
-            raise OnnxExportError("gather with batched constant indices")
+            return [_take(g, eqn, xs, avals)]
         starts, limits = [0] * len(shape), list(shape)
         for axis, s in zip(dn.start_index_map, start.tolist()):
             s = min(max(int(s), 0), int(shape[axis]) - int(sizes[axis]))  # XLA clamps
@@ -442,6 +482,8 @@ def _gather(g, eqn, xs, avals, consts=None):
         if dn.collapsed_slice_dims:
             x = g.op("Squeeze", [x, g.ints(list(dn.collapsed_slice_dims))])
         return [x]
+    if _is_take(eqn, avals):
+        return [_take(g, eqn, xs, avals)]
     if (
         tuple(dn.operand_batching_dims) == (0,)
         and tuple(dn.start_indices_batching_dims) == (0,)
@@ -453,6 +495,31 @@ def _gather(g, eqn, xs, avals, consts=None):
         index = g.op("Cast", [xs[1]], to=_onnx_dtype(np.int64))
         return [g.op("GatherND", [xs[0], index], batch_dims=1)]
     raise OnnxExportError(f"gather of this form has no ONNX rule: {dn}, slice sizes {sizes}")
+
+
+def _is_take(eqn, avals) -> bool:
+    """jnp.take-style indexing along one axis `a` (x[:, idx] with an index array): one
+    collapsed axis, full slices elsewhere, the index batch where `a` was."""
+    dn, sizes = eqn.params["dimension_numbers"], eqn.params["slice_sizes"]
+    shape, batch = avals[0].shape, len(avals[1].shape) - 1
+    if dn.operand_batching_dims or len(dn.start_index_map) != 1 or avals[1].shape[-1] != 1:
+        return False
+    (a,) = dn.start_index_map
+    full = all(_same(n, shape[i]) for i, n in enumerate(sizes) if i != a)
+    offsets = tuple(range(a)) + tuple(range(a + batch, batch + len(shape) - 1))
+    return tuple(dn.collapsed_slice_dims) == (a,) and full and tuple(dn.offset_dims) == offsets
+
+
+def _take(g, eqn, xs, avals) -> str:
+    """ONNX Gather along the one indexed axis, the indices clamped as XLA clamps them."""
+    (a,) = eqn.params["dimension_numbers"].start_index_map
+    if not _is_take(eqn, avals):
+        raise OnnxExportError(f"gather of this form has no ONNX rule: {eqn.params}")
+    index = g.op("Cast", [xs[1]], to=_onnx_dtype(np.int64))
+    index = g.op("Squeeze", [index, g.ints([len(avals[1].shape) - 1])])
+    top = g.op("Sub", [g.dim(avals[0].shape[a]), g.ints([1])])
+    index = g.op("Clip", [index, g.const(np.asarray(0, np.int64)), g.op("Squeeze", [top])])
+    return g.op("Gather", [xs[0], index], axis=a)
 
 
 _CALLS = ("jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call")

@@ -82,6 +82,8 @@ def _rules_function(params, x, y):
     tiled = jnp.broadcast_to(params["bias"], (t, 2, 4))
     picked = jnp.where(x > 0, jnp.exp(-x), jnp.maximum(x, -0.5) ** 2)
     reduced = jnp.max(picked, axis=(1, 2)) - jnp.sum(flipped, axis=(1, 2)) / 7.0
+    pooled = nn.avg_pool(x, (3, 2), strides=(2, 1), padding=((1, 1), (0, 1)))  # window sums
+    taken = x[:, jnp.array([4, 0, 0, 2])]  # constant indices along one axis
     return (
         conv.reshape(t, -1).sum(1)
         + batched.reshape(t, -1).mean(1)
@@ -89,6 +91,8 @@ def _rules_function(params, x, y):
         + tiled.reshape(t, -1) @ jnp.ones(8)
         + reduced @ jnp.arange(4.0)
         + jax.nn.sigmoid(jnp.tanh(y[:, 0, 0]))
+        + pooled.reshape(t, -1) @ jnp.linspace(-1.0, 1.0, 80)
+        + taken.reshape(t, -1) @ jnp.linspace(0.0, 1.0, 80)
     )
 
 

@@ -126,6 +126,23 @@ def test_stage2_trains_only_the_mlps(stage1_run, synthetic_64, tmp_path):
         assert np.isfinite(out[key]), key
     assert np.isfinite(out["eval/outside_l1_stitched"])
 
+    # `jaxtalk animate --workdir`: stage 1 animates without the MLPs, stage 2 with its own
+    from jaxtalk import inference
+
+    first = inference.open_animator(workdir, chunk=2)
+    second = inference.open_animator(str(tmp_path / "stage2"), chunk=2)
+    assert first.size == 64 and not first.mlps and set(second.mlps) == {"stitching", "lip", "eye"}
+    for name in ("stitching", "lip", "eye"):
+        for a, b in zip(jax.tree.leaves(second.mlps[name]), jax.tree.leaves(state.params[name])):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    frames = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    source = frames[0]
+    plain = first.animate(source, frames)
+    stitched = second.animate(source, frames, stitching=True)
+    assert plain.shape == stitched.shape == (2, 64, 64, 3)
+    with pytest.raises(inference.AnimationError, match="stitching"):
+        first.animate(source, frames, stitching=True)
+
 
 def test_stage2_without_a_base_is_a_clear_error(synthetic_64):
     config = tiny_config(synthetic_64, 1, variant="tiny_stitching")
