@@ -23,6 +23,7 @@ class DatasetDef:
     filters: filters.FilterConfig = filters.FilterConfig()
     options: tuple[str, ...] = ()  # parser keyword options the command may pass
     parallel_parse: bool = False  # the parser takes num_workers (it decodes the videos)
+    audio: bool = True  # its videos carry speech (False: video-only clips are kept silent)
 
 
 # Synthetic clips are short and flat-shaded: the real-data thresholds would reject them.
@@ -40,7 +41,7 @@ DATASETS = {
         options=("test_list", "test_fraction", "identity", "scene_threshold"),
         parallel_parse=True,
     ),
-    "talkinghead1kh": DatasetDef(talkinghead1kh.parse),
+    "talkinghead1kh": DatasetDef(talkinghead1kh.parse, audio=False),  # video-only downloads
     "synthetic": DatasetDef(
         functools.partial(voxceleb.parse, version=2, dataset="synthetic"), SYNTHETIC_FILTERS
     ),
@@ -102,7 +103,7 @@ def prepare_dataset(
     flt = dataclasses.replace(
         ds.filters, **{k: v for k, v in (filter_overrides or {}).items() if v is not None}
     )
-    cfg = ProcessConfig(size=size, jpeg_quality=jpeg_quality, filters=flt)
+    cfg = ProcessConfig(size=size, jpeg_quality=jpeg_quality, filters=flt, require_audio=ds.audio)
     return pipeline.prepare(
         specs,
         report,

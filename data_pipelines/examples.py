@@ -120,6 +120,11 @@ def window(
     if audio == "raw":
         spf = records.samples_per_frame(clip.header)
         pcm = clip.header["audio"]
+        if not len(pcm):
+            raise ValueError(
+                f"clip {clip.header.get('clip_id')!r} has no audio (a video-only dataset): "
+                "its tasks read frames only (data audio 'none')"
+            )
         pad = audio_pad_frames * spf
         a = start * spf - pad
         length = span * spf + 2 * pad

@@ -1,7 +1,7 @@
 """One clip spec -> one `ClipRecord`: cut, 25 fps, one fixed square crop, resize, 16 kHz audio.
 
 Raises `ClipRejected(reason)` for anything that makes the clip unusable (unreadable or
-missing video, no audio, empty range, failed filter); the caller counts the reasons. Any
+missing video, no audio where the dataset has speech, empty range, failed filter); the caller counts the reasons. Any
 other exception while processing one clip is that clip's failure too: `unexpected` turns it
 into a `ClipRejected` whose reason names the exception, so one odd clip never stops a run.
 """
@@ -43,6 +43,9 @@ class ProcessConfig:
     sample_rate: int = 16000
     jpeg_quality: int = 95
     filters: filters.FilterConfig = filters.FilterConfig()
+    # False for video-only datasets (TalkingHead-1KH): a clip without an audio stream is
+    # kept with empty audio (loaders asking for audio refuse it by name), not rejected.
+    require_audio: bool = True
 
     def __post_init__(self):
         # Frame k covers audio samples [k * spf, (k + 1) * spf): spf must be whole. Checked
@@ -102,7 +105,7 @@ def process_clip(spec: ClipSpec, cfg: ProcessConfig) -> ClipRecord:
         raise ClipRejected(reason, str(e)) from None
     if not info.has_video:
         raise ClipRejected("unreadable video", f"{spec.video_path}: no video stream")
-    if not info.has_audio:
+    if not info.has_audio and cfg.require_audio:
         raise ClipRejected("missing audio", f"{spec.video_path}: no audio stream")
     start, num_frames = _time_range(spec, info, cfg.fps)
     if reason := filters.check_length(num_frames, cfg.filters):
@@ -129,7 +132,9 @@ def process_clip(spec: ClipSpec, cfg: ProcessConfig) -> ClipRecord:
             size=cfg.size,
             max_frames=num_frames,
         )
-        audio = read_audio(spec.video_path, cfg.sample_rate, start=start, duration=duration)
+        audio = np.zeros(0, np.float32)
+        if info.has_audio:
+            audio = read_audio(spec.video_path, cfg.sample_rate, start=start, duration=duration)
     except MediaError as e:
         raise ClipRejected("unreadable video", str(e)) from None
     num_frames = len(frames)  # the stream may end early (container duration is approximate)
@@ -137,8 +142,9 @@ def process_clip(spec: ClipSpec, cfg: ProcessConfig) -> ClipRecord:
         raise ClipRejected(reason, f"{spec.clip_id}: {num_frames} frames decoded")
 
     # Frame k covers samples [k * spf, (k + 1) * spf): pad/trim the tail so it always holds.
-    want = num_frames * int(cfg.sample_rate / cfg.fps)
-    audio = np.pad(audio[:want], (0, max(0, want - len(audio))))
+    if info.has_audio:
+        want = num_frames * int(cfg.sample_rate / cfg.fps)
+        audio = np.pad(audio[:want], (0, max(0, want - len(audio))))
 
     if reason := filters.check_frames(frames, cfg.filters):
         raise ClipRejected(reason, spec.clip_id)

@@ -5,6 +5,7 @@ Metadata is a msgpack map (no TensorFlow needed to read it). Numpy arrays are st
   clip_id, dataset, identity, identity_index, split     str / int
   fps, sample_rate, num_frames                           float / int / int
   audio       int16 [num_frames * sample_rate / fps] mono PCM aligned with the frames
+              (empty for a video-only clip: prepared with require_audio off)
   crop_box    int32 [4] x, y, w, h in source pixels;  source_size int32 [2] (w, h)
   attributes  {name: float32 [num_frames, k]} per-frame attributes (pose, mouth, landmarks)
   extra       {str: str} dataset-specific metadata
@@ -68,7 +69,7 @@ class ClipRecord:
     fps: float
     sample_rate: int
     frames: np.ndarray  # uint8 [N, S, S, 3] (JPEG-encoded when stored)
-    audio: np.ndarray  # int16 [N * sample_rate / fps]
+    audio: np.ndarray  # int16 [N * sample_rate / fps]; empty: a video-only clip
     crop_box: tuple[int, int, int, int]
     source_size: tuple[int, int]
     attributes: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)

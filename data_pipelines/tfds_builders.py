@@ -245,7 +245,9 @@ class _ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         specs, report = ds.parse(str(dl_manager.manual_dir))
         logging.info("%s: %s", self.DATASET, report.summary())
         identities = {ident: i for i, ident in enumerate(sorted({s.identity for s in specs}))}
-        cfg = ProcessConfig(size=int(self.builder_config.name), filters=ds.filters)
+        cfg = ProcessConfig(
+            size=int(self.builder_config.name), filters=ds.filters, require_audio=ds.audio
+        )
         splits = sorted({s.split for s in specs})
         # identities and size: what the training loaders read a tfds directory by (info.py).
         self.info.metadata.update(

@@ -136,3 +136,27 @@ def test_records_hold_crop_and_metadata(tmp_path):
     )
     assert recs[1]["crop_box"][2] == 50  # the 500-px box clamps to the 72-px frame: square 50
     assert recs[0]["dataset"] == "hdtf" and recs[0]["extra"]["subset"] == "RD"
+
+
+def test_video_only_dataset_keeps_its_clips_silent(tmp_path):
+    """TalkingHead-1KH's downloads have no audio track: its clips are kept with empty audio
+    (HDTF's above are rejected for it), frame loaders read them, audio loaders refuse them
+    by name rather than feed silence."""
+    raw = tmp_path / "raw"
+    helpers.marker_video(str(raw / "train" / "1min_clips" / "abcdefghijk_0000.mp4"), audio=False)
+    (raw / "data_list").mkdir(parents=True)
+    tube = f"abcdefghijk_0000, {H}, {W}, 0, 59, 10, 0, 82, 72\n"
+    (raw / "data_list" / "train_video_tubes.txt").write_text(tube)
+    out = str(tmp_path / "out")
+    info = datasets.prepare_dataset(
+        "talkinghead1kh", str(raw), out, size=24, filter_overrides=RELAXED, log=lambda *_: None
+    )
+    assert info["num_clips"] == 1 and not info.get("rejected")
+    cfg = loaders.default_data_config()
+    cfg.update(data_dir=out, kind="windows", num_frames=20, attributes=(), audio="none")
+    loader = loaders.make_loader(cfg, split="train", global_batch_size=1, seed=0, shuffle=False)
+    assert next(iter(loader))["frames"].shape == (1, 20, 24, 24, 3)
+    cfg.update(audio="raw")
+    loader = loaders.make_loader(cfg, split="train", global_batch_size=1, seed=0, shuffle=False)
+    with pytest.raises(Exception, match="abcdefghijk_0000.* has no audio"):
+        next(iter(loader))
