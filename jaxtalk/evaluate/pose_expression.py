@@ -4,8 +4,9 @@ Both are measured by a motion extractor: any callable mapping NHWC images in [0,
 {"expression": (N, E), "pose": (N, 3)} (pose as yaw, pitch, roll in degrees). LivePortrait
 reports them with its own motion extractor M: `from_liveportrait_motion` makes one from any
 function returning M's raw outputs (expression = its 3K expression deltas, pose = its pose
-bins as degrees); other extractors can be registered by name (`register_extractor`), e.g. a
-3DMM regressor.
+bins as degrees), `liveportrait_extractor` from a LivePortrait weights file (registered as
+"liveportrait" in jaxtalk/evaluate/registry.py: the `aed_apd` metric's default); other
+extractors can be registered by name (`register_extractor`), e.g. a 3DMM regressor.
 
 Per frame: AED = mean |expression_pred - expression_target| over expression dims,
 APD = mean |pose_pred - pose_target| over the three angles; a test set's value is the mean
@@ -71,6 +72,23 @@ def from_liveportrait_motion(
         return liveportrait_motion(motion_fn(images))
 
     return extract
+
+
+def liveportrait_extractor(stored: Mapping, source: str) -> MotionExtractor:
+    """The extractor LivePortrait's paper measures AED / APD with: M of a weights file from
+    `jaxtalk import --release=liveportrait` (or a LivePortrait run's export), run at the
+    file's input size. Registered as "liveportrait", the `aed_apd` metric's default."""
+    from jaxtalk.convert import weights
+    from jaxtalk.models.liveportrait.motion_extractor import MotionExtractor as Network
+
+    config = stored.get("model_config") or {}
+    params = (stored.get("params") or {}).get("motion")
+    if params is None:
+        raise ValueError(f"{source}: no LivePortrait motion extractor ('motion') parameters")
+    options = weights.module_options(Network, dict(config.get("motion") or {}), source)
+    network = Network(**options)
+    motion = jax.jit(lambda x: network.apply({"params": params}, x))
+    return from_liveportrait_motion(motion, int(config.get("input_size", 256)))
 
 
 def _per_frame_l1(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from jaxtalk import fs
 from jaxtalk.convert import weights as weights_store
 from jaxtalk.convert.releases import find_release
-from jaxtalk.evaluate import image_metrics, metric
+from jaxtalk.evaluate import image_metrics, metric, pose_expression
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -65,14 +65,19 @@ def _csim(variables, reference_key: str = "source", **_):
     )
 
 
-def _aed_apd(_variables, extractor: str | Any = None, extractor_weights=None, **_):
-    from jaxtalk.evaluate import pose_expression
+def _liveportrait_extractor(weights=None):
+    stored = load_weights("liveportrait", weights, metric_name="aed_apd")
+    return pose_expression.liveportrait_extractor(
+        stored, str(weights or weights_store.weights_path("liveportrait"))
+    )
 
-    if extractor is None:
-        raise ValueError(
-            "metric 'aed_apd' needs extractor=<name or callable>; registered: "
-            f"{pose_expression.extractor_names()}"
-        )
+
+pose_expression.register_extractor("liveportrait", _liveportrait_extractor)
+
+
+def _aed_apd(_variables, extractor: str | Any = "liveportrait", extractor_weights=None, **_):
+    """`extractor`: a registered name (default LivePortrait's M, as its paper measures) or
+    a callable; `extractor_weights`: its weights file (default: the weights dir's)."""
     if isinstance(extractor, str):
         extractor = pose_expression.make_extractor(extractor, extractor_weights)
     return metric.expression_pose(extractor)

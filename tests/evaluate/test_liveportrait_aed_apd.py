@@ -59,3 +59,31 @@ def test_liveportrait_motion_takes_degrees_too():
     np.testing.assert_allclose(out["pose"], [[10.0, 1.0, 0.0], [20.0, 2.0, 0.0]])
     with pytest.raises(KeyError):
         pose_expression.liveportrait_motion({"exp": info["exp"]})
+
+
+def test_aed_apd_defaults_to_liveportrait_m_from_its_weights_file(tmp_path, monkeypatch):
+    """`jaxtalk eval --metrics=aed_apd` measures with M of the imported LivePortrait file:
+    its expression is M's exp output, a frame against itself is 0, and without the file the
+    metric names it and the import command."""
+    from jaxtalk.evaluate import registry
+    from jaxtalk.models.liveportrait.motion_extractor import MotionExtractor
+    from tests.inference.test_liveportrait_animator import SIZE, TINY, save, tiny_variables
+
+    monkeypatch.setenv("JAXTALK_WEIGHTS_DIR", str(tmp_path / "none"))
+    with pytest.raises(registry.MissingWeightsError, match="liveportrait.*--release=liveportrait"):
+        registry.create("aed_apd")
+    variables = tiny_variables()
+    path = save(tmp_path / "lp.safetensors", variables)
+    metric = registry.create("aed_apd", extractor_weights=path)
+    rng = np.random.default_rng(0)
+    a, b = (rng.uniform(0, 1, (2, SIZE, SIZE, 3)).astype(np.float32) for _ in range(2))
+    metric.update({"prediction": a, "target": a})
+    assert metric.compute() == {"aed": 0.0, "apd": 0.0}
+    metric = registry.create("aed_apd", extractor_weights=path)
+    metric.update({"prediction": a, "target": b})
+    m = MotionExtractor(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in TINY["motion"].items()}
+    )
+    exp = lambda x: np.asarray(m.apply({"params": variables["params"]["motion"]}, x)["exp"])  # noqa: E731
+    aed = np.abs(exp(a).reshape(2, -1) - exp(b).reshape(2, -1)).mean()
+    assert metric.compute()["aed"] == pytest.approx(aed, rel=1e-4) and aed > 0
