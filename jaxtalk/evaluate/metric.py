@@ -141,4 +141,7 @@ class LipSyncError:
 
 def expression_pose(extractor: MotionExtractor, name: str = "aed_apd") -> MeanOverSamples:
     """AED and APD averaged over frames."""
-    return MeanOverSamples(name, lambda p, t: expression_pose_distances(extractor, p, t))
+    # Against the driving frame: the target in self-reenactment, the only reference in cross.
+    return MeanOverSamples(
+        name, lambda p, d: expression_pose_distances(extractor, p, d), ("prediction", "driving")
+    )

@@ -26,7 +26,7 @@ class MotionExtractor(Protocol):
         """NHWC images in [0, 1] -> {"expression": (N, E), "pose": (N, 3)}."""
 
 
-# name -> factory(weights_path or None) -> MotionExtractor
+# name -> factory(weights_path or None, weights_dir=None) -> MotionExtractor
 _EXTRACTORS: dict[str, Callable[..., MotionExtractor]] = {}
 
 
@@ -39,13 +39,15 @@ def extractor_names() -> list[str]:
     return sorted(_EXTRACTORS)
 
 
-def make_extractor(name: str, weights=None) -> MotionExtractor:
+def make_extractor(name: str, weights=None, weights_dir=None) -> MotionExtractor:
+    """The extractor registered as `name`, with its weights file (None: found in
+    `weights_dir`, by default the weights directory)."""
     if name not in _EXTRACTORS:
         raise KeyError(
             f"no motion extractor {name!r} registered (known: {extractor_names()}); "
             "register one with jaxtalk.evaluate.pose_expression.register_extractor"
         )
-    return _EXTRACTORS[name](weights)
+    return _EXTRACTORS[name](weights, weights_dir=weights_dir)
 
 
 def liveportrait_motion(info: Mapping[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:

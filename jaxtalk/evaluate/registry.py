@@ -65,21 +65,23 @@ def _csim(variables, reference_key: str = "source", **_):
     )
 
 
-def _liveportrait_extractor(weights=None):
-    stored = load_weights("liveportrait", weights, metric_name="aed_apd")
+def _liveportrait_extractor(weights=None, weights_dir=None):
+    stored = load_weights("liveportrait", weights, weights_dir, metric_name="aed_apd")
     return pose_expression.liveportrait_extractor(
-        stored, str(weights or weights_store.weights_path("liveportrait"))
+        stored, str(weights or weights_store.weights_path("liveportrait", weights_dir))
     )
 
 
 pose_expression.register_extractor("liveportrait", _liveportrait_extractor)
 
 
-def _aed_apd(_variables, extractor: str | Any = "liveportrait", extractor_weights=None, **_):
+def _aed_apd(
+    _variables, extractor: str | Any = "liveportrait", extractor_weights=None, weights_dir=None, **_
+):
     """`extractor`: a registered name (default LivePortrait's M, as its paper measures) or
-    a callable; `extractor_weights`: its weights file (default: the weights dir's)."""
+    a callable; `extractor_weights`: its weights file (default: found in `weights_dir`)."""
     if isinstance(extractor, str):
-        extractor = pose_expression.make_extractor(extractor, extractor_weights)
+        extractor = pose_expression.make_extractor(extractor, extractor_weights, weights_dir)
     return metric.expression_pose(extractor)
 
 
@@ -147,7 +149,7 @@ def create(
     variables = (
         load_weights(spec.release, weights, weights_dir, metric_name=name) if spec.release else None
     )
-    return spec.build(variables, **options)
+    return spec.build(variables, weights_dir=weights_dir, **options)  # for metrics' own lookups
 
 
 def create_many(names_: list[str], weights_dir: str | None = None, options=None):

@@ -230,14 +230,17 @@ class AniTalkerStage1Task(Task):
     def eval_outputs(self, params, model_state, batch, rng, mode="self"):
         """Images for the paper's metrics. self: the driving frame's motion on a source
         frame of the same clip (target = the driving frame). cross: the driving motion on a
-        face of another identity (no target; CSIM against that face, as the paper)."""
+        face of another identity (no target; CSIM against that face, as the paper; AED /
+        APD against the driving frame in both)."""
         batch = self.preprocess(batch)
         model = {"params": params["generator"]["model"]}
         if mode == "self":
             out = self.generator.apply(model, batch["source"], batch["driving"])
+            driving = _to_01(batch["driving"])
             return {
                 "prediction": _to_01(out["image"]),
-                "target": _to_01(batch["driving"]),
+                "target": driving,
+                "driving": driving,
                 "source": _to_01(batch["source"]),
             }
         if mode == "cross":
@@ -247,7 +250,11 @@ class AniTalkerStage1Task(Task):
             out = self.generator.apply(
                 model, src["h"], src["feats"], drv["alpha"], method=AniTalkerMotion.render
             )
-            return {"prediction": _to_01(out["image"]), "source": _to_01(other)}
+            return {
+                "prediction": _to_01(out["image"]),
+                "source": _to_01(other),
+                "driving": _to_01(batch["driving"]),
+            }
         raise ValueError(f"unknown eval mode {mode!r}: {self.EVAL_MODES}")
 
     def eval_step(self, params, model_state, batch, rng):

@@ -118,7 +118,7 @@ class RatioNet(nn.Module):
 
 class LivePortraitTask(Task):
     PIXEL_KEYS = ("source", "driving")
-    EVAL_MODES = ("self",)
+    EVAL_MODES = ("self", "cross")
 
     def __init__(self, config):
         self.config = config
@@ -523,16 +523,38 @@ class LivePortraitTask(Task):
         both = resize(both, size)
         return both[:b], both[b:]
 
-    def eval_outputs(self, params, model_state, batch, rng, mode="self"):
-        if mode != "self":
-            raise ValueError(f"unknown eval mode {mode!r}: {self.EVAL_MODES}")
-        pred, _ = self.reenact(params, model_state, batch)
+    def cross_reenact(self, params, model_state, batch):
+        """(prediction, its driving frame), [0, 1]: each source driven by the next example's
+        clip (another identity in a shuffled batch) with relative motion as the release
+        animates, that clip's source frame standing for its first driving frame; stitched
+        in the stitching stage."""
         batch = self.preprocess(batch)
-        return {
-            "prediction": pred,
-            "target": to_01(batch["driving"]),
-            "source": to_01(batch["source"]),
-        }
+        src, drv = self._input(batch["source"]), self._input(batch["driving"])
+        b = src.shape[0]
+        feature = self._apply(params, model_state, "appearance", src)
+        info, x = self.motion(params, model_state, jnp.concatenate([src, drv]))
+        source = jax.tree.map(lambda a: a[:b], info)
+        first = jax.tree.map(lambda a: jnp.roll(a[:b], 1, axis=0), info)
+        driving = jax.tree.map(lambda a: jnp.roll(a[b:], 1, axis=0), info)
+        x_d = kp_lib.relative_motion(source, driving, first)
+        if self.stage == "stitching":
+            x_d = kp_lib.stitch({"params": params["stitching"]}, x[:b], x_d)
+        pred = self.render(params, model_state, feature, x_d, x[:b])
+        return resize(pred, batch["source"].shape[1]), jnp.roll(to_01(batch["driving"]), 1, 0)
+
+    def eval_outputs(self, params, model_state, batch, rng, mode="self"):
+        """self: the source frame driven by a frame of its own clip (target = that frame).
+        cross: driven by another clip (`cross_reenact`): no target; CSIM against the
+        source, AED / APD against the driving frame, as the paper's cross-reenactment."""
+        if mode not in self.EVAL_MODES:
+            raise ValueError(f"unknown eval mode {mode!r}: {self.EVAL_MODES}")
+        source = to_01(self.preprocess(batch)["source"])
+        if mode == "cross":
+            pred, driving = self.cross_reenact(params, model_state, batch)
+            return {"prediction": pred, "driving": driving, "source": source}
+        pred, _ = self.reenact(params, model_state, batch)
+        driving = to_01(self.preprocess(batch)["driving"])
+        return {"prediction": pred, "target": driving, "driving": driving, "source": source}
 
     def eval_step(self, params, model_state, batch, rng):
         pred, own = self.reenact(params, model_state, batch)

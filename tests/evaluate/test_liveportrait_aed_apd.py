@@ -74,13 +74,15 @@ def test_aed_apd_defaults_to_liveportrait_m_from_its_weights_file(tmp_path, monk
         registry.create("aed_apd")
     variables = tiny_variables()
     path = save(tmp_path / "lp.safetensors", variables)
-    metric = registry.create("aed_apd", extractor_weights=path)
+    (tmp_path / "weights").mkdir()
+    save(tmp_path / "weights" / "liveportrait.safetensors", variables)
+    metric = registry.create("aed_apd", weights_dir=str(tmp_path / "weights"))  # by its name
     rng = np.random.default_rng(0)
     a, b = (rng.uniform(0, 1, (2, SIZE, SIZE, 3)).astype(np.float32) for _ in range(2))
-    metric.update({"prediction": a, "target": a})
+    metric.update({"prediction": a, "driving": a})
     assert metric.compute() == {"aed": 0.0, "apd": 0.0}
     metric = registry.create("aed_apd", extractor_weights=path)
-    metric.update({"prediction": a, "target": b})
+    metric.update({"prediction": a, "driving": b})
     m = MotionExtractor(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in TINY["motion"].items()}
     )

@@ -104,12 +104,12 @@ def test_aed_apd_with_a_registered_extractor(monkeypatch):
         return {"expression": images.mean(axis=(1, 2)), "pose": images[:, 0, 0, :] * 90}
 
     monkeypatch.setattr(pose_expression, "_EXTRACTORS", {})
-    pose_expression.register_extractor("fake", lambda weights: fake_extractor)
+    pose_expression.register_extractor("fake", lambda weights, **_: fake_extractor)
     assert pose_expression.extractor_names() == ["fake"]
     m = registry.create("aed_apd", extractor="fake")
     data = list(batches(np.random.default_rng(2)))
     for batch in data:
-        m.update(batch)
+        m.update({"prediction": batch["prediction"], "driving": batch["target"]})
     p = np.concatenate([b["prediction"] for b in data])
     t = np.concatenate([b["target"] for b in data])
     got = m.compute()

@@ -126,6 +126,15 @@ def test_stage2_trains_only_the_mlps(stage1_run, synthetic_64, tmp_path):
         assert np.isfinite(out[key]), key
     assert np.isfinite(out["eval/outside_l1_stitched"])
 
+    # cross-reenactment (`jaxtalk eval --modes=cross`): driven by the next example's clip
+    cross = task.eval_outputs(state.params, state.model_state, batch, None, mode="cross")
+    own = task.eval_outputs(state.params, state.model_state, batch, None, mode="self")
+    assert set(cross) == {"prediction", "driving", "source"} and "target" in own
+    assert cross["prediction"].shape == own["prediction"].shape
+    np.testing.assert_array_equal(cross["driving"], np.roll(own["driving"], 1, axis=0))
+    assert np.isfinite(cross["prediction"]).all()
+    assert np.abs(cross["prediction"] - own["prediction"]).max() > 1e-3
+
     # `jaxtalk animate --workdir`: stage 1 animates without the MLPs, stage 2 with its own
     from jaxtalk import inference
 
