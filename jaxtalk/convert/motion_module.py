@@ -61,13 +61,20 @@ RELEASES = [
 ]
 
 
+def _join(prefix: str, sep: str, name: str) -> str:
+    return f"{prefix}{sep}{name}" if prefix else name
+
+
 def module_rules(
     torch_prefix: str, path: str, num_blocks: int = 1, attention_blocks: int = 2
 ) -> list[Rule]:
     """One module's parameters (not the `pos_encoder.pe` buffers, see `position_keys`), in
     the release's key order; `path` is the module's params path ("params/..." in a
     variables tree)."""
-    t, p = f"{torch_prefix}.temporal_transformer", f"{path}/temporal_transformer"
+    t, p = (
+        _join(torch_prefix, ".", "temporal_transformer"),
+        _join(path, "/", "temporal_transformer"),
+    )
     rules = norm(f"{t}.norm", f"{p}/norm") + linear(f"{t}.proj_in", f"{p}/proj_in")
     for b in range(num_blocks):
         tb, pb = f"{t}.transformer_blocks.{b}", f"{p}/transformer_blocks_{b}"
@@ -86,9 +93,9 @@ def module_rules(
 
 def position_keys(torch_prefix: str, num_blocks: int = 1, attention_blocks: int = 2) -> list[str]:
     """The module's `pos_encoder.pe` buffer keys."""
+    t = _join(torch_prefix, ".", "temporal_transformer")
     return [
-        f"{torch_prefix}.temporal_transformer.transformer_blocks.{b}.attention_blocks.{j}"
-        ".pos_encoder.pe"
+        f"{t}.transformer_blocks.{b}.attention_blocks.{j}.pos_encoder.pe"
         for b in range(num_blocks)
         for j in range(attention_blocks)
     ]
@@ -165,6 +172,20 @@ def file_position_keys(config: Mapping) -> list[str]:
         return []
     blocks = (config.get("num_blocks", 1), config.get("attention_blocks", 2))
     return [k for prefix, _ in _modules(config) for k in position_keys(prefix, *blocks)]
+
+
+def state_shapes(config: Mapping) -> dict[str, tuple[int, ...]]:
+    """Every key of the release's file and its tensor shape, in the release's order (each
+    attention's position table right after its to_out)."""
+    flat = flatten_params(file_shapes(config))
+    out: dict[str, tuple[int, ...]] = {}
+    for rule in file_rules(config):
+        shape = tuple(flat[rule.param_path].shape)
+        out[rule.torch_key] = shape[::-1] if rule.layout.name == "linear" else shape
+        if rule.torch_key.endswith(".to_out.0.bias") and config.get("position_encoding", True):
+            pe = rule.torch_key[: -len("to_out.0.bias")] + "pos_encoder.pe"
+            out[pe] = (1, config.get("max_len", 32), shape[0])
+    return out
 
 
 def count_parameters(config: Mapping) -> int:
@@ -307,15 +328,13 @@ def export_state_dict(
     params_state = to_state_dict(tree, file_rules(config))
     kept = variables.get("buffers") or {}
     out: dict[str, np.ndarray] = {}
-    for key, value in params_state.items():
-        out[key] = value.astype(dtype)
-        if key.endswith(".to_out.0.bias") and config.get("position_encoding", True):
-            pe = key[: -len("to_out.0.bias")] + "pos_encoder.pe"
-            if pe in kept:
-                out[pe] = np.asarray(kept[pe])
-            else:
-                table = position_table(config.get("max_len", 32), value.shape[0])
-                out[pe] = table[None].astype(dtype)
+    for key, shape in state_shapes(config).items():
+        if key in params_state:
+            out[key] = params_state[key].astype(dtype)
+        elif key in kept:
+            out[key] = np.asarray(kept[key])
+        else:
+            out[key] = position_table(shape[1], shape[2])[None].astype(dtype)
     return out
 
 
