@@ -18,9 +18,7 @@ CODE = os.environ.get("ANIPORTRAIT_CODE")
 SMALL = (16, 16, 32, 32)  # block channels of the small files (8 heads of 2 or 4)
 
 
-@pytest.mark.parametrize(
-    "mid, params, keys", [(True, 453_209_280, 588), (False, 417_137_600, 560)]
-)
+@pytest.mark.parametrize("mid, params, keys", [(True, 453_209_280, 588), (False, 417_137_600, 560)])
 def test_full_size_counts(mid, params, keys):
     config = {"mid_block": mid}
     assert mm.count_parameters(config) == params
@@ -42,7 +40,10 @@ def test_one_module_rules_at_a_prefix():
     rules = mm.module_rules(prefix, "params/down_blocks_1/motion_modules_0")
     assert len(rules) + len(mm.position_keys(prefix)) == 28
     assert rules[0].torch_key == f"{prefix}.temporal_transformer.norm.weight"
-    assert rules[0].param_path == "params/down_blocks_1/motion_modules_0/temporal_transformer/norm/scale"
+    assert (
+        rules[0].param_path
+        == "params/down_blocks_1/motion_modules_0/temporal_transformer/norm/scale"
+    )
     assert {r.layout.name for r in rules} == {"identity", "linear"}
     assert mm.param_path("mid_block.motion_modules.0") == "mid_block/motion_modules_0"
 
@@ -87,7 +88,9 @@ def _release_file(path, mid, dtype="float32", seed=0, block_channels=SMALL, max_
     rng = np.random.RandomState(seed)
     state = {}
     for key, shape in mm.state_shapes(config).items():
-        value = position_table(shape[1], shape[2])[None] if key.endswith(".pe") else rng.randn(*shape)
+        value = (
+            position_table(shape[1], shape[2])[None] if key.endswith(".pe") else rng.randn(*shape)
+        )
         state[key] = value.astype(dtype)
     torch_pickle.save(state, path)
     return state
@@ -106,11 +109,15 @@ def test_file_round_trips_bit_exactly(tmp_path, mid, dtype):
     want = _release_file(src, mid, dtype)
     variables = mm.import_checkpoint(src, version="v2" if mid else "v3")
     cfg = variables["model_config"]
-    assert cfg["block_channels"] == list(SMALL) and cfg["dtype"] == dtype and cfg["mid_block"] == mid
+    assert (
+        cfg["block_channels"] == list(SMALL) and cfg["dtype"] == dtype and cfg["mid_block"] == mid
+    )
     p = variables["params"]["down_blocks_0"]["motion_modules_1"]["temporal_transformer"]
     np.testing.assert_array_equal(
         p["proj_in"]["kernel"],
-        want["down_blocks.0.motion_modules.1.temporal_transformer.proj_in.weight"].T.astype(np.float32),
+        want["down_blocks.0.motion_modules.1.temporal_transformer.proj_in.weight"].T.astype(
+            np.float32
+        ),
     )
     out = tmp_path / "exported.pth"
     mm.export_checkpoint(variables, out)
@@ -119,14 +126,18 @@ def test_file_round_trips_bit_exactly(tmp_path, mid, dtype):
     recomputed = mm.export_state_dict({"params": variables["params"]}, cfg)
     for k in want:
         tol = 0 if not k.endswith(".pe") else 1e-6 if dtype == "float32" else 1e-3
-        np.testing.assert_allclose(recomputed[k].astype(np.float64), want[k].astype(np.float64), atol=tol)
+        np.testing.assert_allclose(
+            recomputed[k].astype(np.float64), want[k].astype(np.float64), atol=tol
+        )
     assert list(recomputed) == list(want)
 
 
 def test_release_machinery_round_trip(tmp_path):
     src = tmp_path / "v3_sd15_mm.ckpt"
     want = _release_file(src, mid=False, seed=3)
-    stored = releases.import_release("animatediff_motion_v3", src, output=str(tmp_path / "w.safetensors"))
+    stored = releases.import_release(
+        "animatediff_motion_v3", src, output=str(tmp_path / "w.safetensors")
+    )
     out = tmp_path / "back.ckpt"
     releases.export_release("animatediff_motion_v3", weights.load(stored), out)
     _same(torch_pickle.load_state_dict(out), want)
@@ -136,7 +147,9 @@ def test_wrapped_state_dict_and_torch_written_file(tmp_path):
     torch = pytest.importorskip("torch")
     src = tmp_path / "mm.ckpt"
     want = _release_file(tmp_path / "plain.pth", mid=True, seed=4)
-    torch.save({"state_dict": {k: torch.from_numpy(v) for k, v in want.items()}, "global_step": 7}, src)
+    torch.save(
+        {"state_dict": {k: torch.from_numpy(v) for k, v in want.items()}, "global_step": 7}, src
+    )
     variables = mm.import_checkpoint(src)
     _same(mm.export_state_dict(variables), want)
 
@@ -156,7 +169,15 @@ def test_wrong_files_are_one_line_errors(tmp_path):
 
     key = "up_blocks.2.motion_modules.1.temporal_transformer.proj_out.weight"
     fails({k: v for k, v in state.items() if k != key}, "missing key")
-    fails({**state, "up_blocks.2.motion_modules.3.temporal_transformer.norm.weight": np.ones(32, np.float32)}, "unexpected key")
+    fails(
+        {
+            **state,
+            "up_blocks.2.motion_modules.3.temporal_transformer.norm.weight": np.ones(
+                32, np.float32
+            ),
+        },
+        "unexpected key",
+    )
     fails({**state, key: np.ones((32, 31), np.float32)}, "shape")
     pe = "mid_block.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.1.pos_encoder.pe"
     fails({**state, pe: state[pe][:, ::-1].copy()}, "not the sinusoidal position table")
@@ -164,5 +185,7 @@ def test_wrong_files_are_one_line_errors(tmp_path):
     fails({"something.else": np.ones(3, np.float32)}, "not a motion-module file")
     with pytest.raises(ConversionError, match="the layout needs"):
         variables = mm.import_checkpoint(src)
-        variables["params"]["mid_block"]["motion_modules_0"]["temporal_transformer"]["proj_in"]["kernel"] = np.ones((3, 3))
+        variables["params"]["mid_block"]["motion_modules_0"]["temporal_transformer"]["proj_in"][
+            "kernel"
+        ] = np.ones((3, 3))
         mm.export_state_dict(variables)

@@ -180,6 +180,28 @@ def test_every_ddim_step_matches_diffusers_in_float64(case):
 # ----------------------------------------------------------------------------- objectives
 
 
+def test_noising_and_velocity_match_diffusers_and_convert_back():
+    torch = pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    cfg = samplers.DDIMConfig(process=NoiseProcess("scaled_linear", zero_terminal_snr=True))
+    sched = _diffusers_scheduler(torch, diffusers, cfg, float64=True)
+    s = cfg.process.schedule()
+    rng = np.random.RandomState(7)
+    x0, noise = rng.randn(4, 2, 3, 3, 4), rng.randn(4, 2, 3, 3, 4)
+    t = np.array([0, 311, 998, 999])
+    tt = torch.from_numpy(t)
+    with jax.enable_x64(True):
+        x_t = objectives.q_sample(s, jnp.asarray(x0), t, jnp.asarray(noise))
+        v = objectives.prediction_target("v", s, jnp.asarray(x0), jnp.asarray(noise), t)
+        x0_back, eps_back = objectives.x0_and_eps("v", s, x_t, t, v)
+    want_xt = sched.add_noise(torch.from_numpy(x0), torch.from_numpy(noise), tt).numpy()
+    want_v = sched.get_velocity(torch.from_numpy(x0), torch.from_numpy(noise), tt).numpy()
+    np.testing.assert_allclose(x_t, want_xt, atol=1e-12)
+    np.testing.assert_allclose(v, want_v, atol=1e-12)
+    np.testing.assert_allclose(x0_back, x0, atol=1e-12)  # v-prediction inverts at every t,
+    np.testing.assert_allclose(eps_back, noise, atol=1e-12)  # the zero-SNR one included
+
+
 def test_offset_noise_is_per_sample_and_channel():
     rng = jax.random.PRNGKey(3)
     shape = (3, 5, 4, 6, 8)  # B, F, H, W, C

@@ -46,7 +46,11 @@ def test_fresh_module_is_the_identity_and_shapes_hold():
     assert out.shape == x.shape and float(jnp.abs(out - x).max()) > 0.1
     assert m.apply(_randomized(v), x[: 2 * 3], 3).shape == (6, H, W, C)
     pe = position_table(32, C)
-    np.testing.assert_allclose(pe[3, :4], [np.sin(3), np.cos(3), np.sin(3 * 1e4 ** (-2 / C)), np.cos(3 * 1e4 ** (-2 / C))], rtol=1e-12)
+    np.testing.assert_allclose(
+        pe[3, :4],
+        [np.sin(3), np.cos(3), np.sin(3 * 1e4 ** (-2 / C)), np.cos(3 * 1e4 ** (-2 / C))],
+        rtol=1e-12,
+    )
 
 
 def test_frames_mix_within_a_video_only():
@@ -73,10 +77,14 @@ def test_remat_gives_the_same_output_and_gradients():
     x = jax.random.normal(jax.random.PRNGKey(4), (B * F, H, W, C))
     plain, remat = MotionModule(C), MotionModule(C, remat=True)
     v = _randomized(_init(plain, x, F))
-    assert jax.tree_util.tree_structure(nn.unbox(_init(remat, x, F))) == jax.tree_util.tree_structure(v)
+    assert jax.tree_util.tree_structure(
+        nn.unbox(_init(remat, x, F))
+    ) == jax.tree_util.tree_structure(v)
     loss = lambda m: jax.grad(lambda p: jnp.sum(m.apply(p, x, F) ** 2))(v)
     np.testing.assert_allclose(remat.apply(v, x, F), plain.apply(v, x, F), atol=1e-6)
-    for g1, g2 in zip(jax.tree_util.tree_leaves(loss(plain)), jax.tree_util.tree_leaves(loss(remat))):
+    for g1, g2 in zip(
+        jax.tree_util.tree_leaves(loss(plain)), jax.tree_util.tree_leaves(loss(remat))
+    ):
         np.testing.assert_allclose(g1, g2, rtol=1e-4, atol=1e-5)
 
 
@@ -129,7 +137,10 @@ def test_parity_with_the_release(dtype):
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, p in ref.named_parameters():  # every tensor random, proj_out included
-            p.copy_(0.1 * torch.randn(p.shape, generator=gen) + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
+            p.copy_(
+                0.1 * torch.randn(p.shape, generator=gen)
+                + (1.0 if "norm" in name and name.endswith("weight") else 0.0)
+            )
     ref = ref.to(tdtype)
     state = {k: v.detach().to(torch.float64).numpy() for k, v in ref.state_dict().items()}
     pe_keys = convert.position_keys("")
@@ -137,12 +148,20 @@ def test_parity_with_the_release(dtype):
     if dtype == "float64":  # the release's table is float32 even in a double model
         with torch.no_grad():
             for k in pe_keys:
-                ref.get_submodule(k.rsplit(".", 1)[0]).pe.copy_(torch.from_numpy(position_table(32, C)[None]))
+                ref.get_submodule(k.rsplit(".", 1)[0]).pe.copy_(
+                    torch.from_numpy(position_table(32, C)[None])
+                )
     params_state = {k: v for k, v in state.items() if k not in pe_keys}
     m = MotionModule(C, dtype=getattr(jnp, dtype), param_dtype=getattr(jnp, dtype))
     with jax.enable_x64(dtype == "float64"):
-        shapes = nn.unbox(jax.eval_shape(lambda r: m.init(r, jnp.zeros((B * F, H, W, C)), F), jax.random.PRNGKey(0)))
-        params = mapping.to_params(params_state, convert.module_rules("", "params"), shapes, dtype=np.dtype(dtype))
+        shapes = nn.unbox(
+            jax.eval_shape(
+                lambda r: m.init(r, jnp.zeros((B * F, H, W, C)), F), jax.random.PRNGKey(0)
+            )
+        )
+        params = mapping.to_params(
+            params_state, convert.module_rules("", "params"), shapes, dtype=np.dtype(dtype)
+        )
         x = np.random.RandomState(1).randn(B, C, F, H, W)
         with torch.no_grad():
             want = ref(torch.from_numpy(x).to(tdtype), None, None).to(torch.float64).numpy()
@@ -152,7 +171,9 @@ def test_parity_with_the_release(dtype):
     err = float(np.max(np.abs(got - want)))
     rel = float(np.linalg.norm(got - want) / np.linalg.norm(want))
     top = float(np.abs(want).max())
-    print(f"\nmotion module {dtype}: max |diff| {err:.2e} (max |out| {top:.1f}), relative L2 {rel:.2e}")
+    print(
+        f"\nmotion module {dtype}: max |diff| {err:.2e} (max |out| {top:.1f}), relative L2 {rel:.2e}"
+    )
     if dtype == "float64":
         assert err < 1e-9, err
     else:
