@@ -71,11 +71,9 @@ def module_rules(
 ) -> list[Rule]:
     """One module's parameters (not the `pos_encoder.pe` buffers, see `position_keys`), in
     the release's key order; `path` is the module's params path ("params/..." in a
-    variables tree)."""
-    t, p = (
-        _join(torch_prefix, ".", "temporal_transformer"),
-        _join(path, "/", "temporal_transformer"),
-    )
+    variables tree). The release's `temporal_transformer.` level has no params level
+    (`MotionModule` is the transformer itself)."""
+    t, p = _join(torch_prefix, ".", "temporal_transformer"), path
     rules = norm(f"{t}.norm", f"{p}/norm") + linear(f"{t}.proj_in", f"{p}/proj_in")
     for b in range(num_blocks):
         tb, pb = f"{t}.transformer_blocks.{b}", f"{p}/transformer_blocks_{b}"

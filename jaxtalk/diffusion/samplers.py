@@ -303,8 +303,9 @@ def sample_video(
 ):
     """DDIM sampling of video latents x_T (B, F, H, W, C) as the long-video pipelines run it.
 
-    `make_uncond(cond)` is the model's unconditional half (AniPortrait: a zero CLIP
-    embedding and no reference attention; MegActor: its own); guidance applies when
+    `cond` is a pytree whose leaves have a leading batch axis (B, ...); `make_uncond(cond)`
+    is the model's unconditional half of the same structure (AniPortrait: a zero CLIP
+    embedding and reference attention off, e.g. a per-example flag leaf); guidance applies when
     `guidance_scale` > 1. x_T is scaled by the scheduler's init sigma, 1 for DDIM. `rng`
     draws the variance noise and is needed only when eta > 0. jit-able: one trace of the
     step body, the window loop inside it.

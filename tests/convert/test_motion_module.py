@@ -40,10 +40,7 @@ def test_one_module_rules_at_a_prefix():
     rules = mm.module_rules(prefix, "params/down_blocks_1/motion_modules_0")
     assert len(rules) + len(mm.position_keys(prefix)) == 28
     assert rules[0].torch_key == f"{prefix}.temporal_transformer.norm.weight"
-    assert (
-        rules[0].param_path
-        == "params/down_blocks_1/motion_modules_0/temporal_transformer/norm/scale"
-    )
+    assert rules[0].param_path == "params/down_blocks_1/motion_modules_0/norm/scale"
     assert {r.layout.name for r in rules} == {"identity", "linear"}
     assert mm.param_path("mid_block.motion_modules.0") == "mid_block/motion_modules_0"
 
@@ -112,7 +109,7 @@ def test_file_round_trips_bit_exactly(tmp_path, mid, dtype):
     assert (
         cfg["block_channels"] == list(SMALL) and cfg["dtype"] == dtype and cfg["mid_block"] == mid
     )
-    p = variables["params"]["down_blocks_0"]["motion_modules_1"]["temporal_transformer"]
+    p = variables["params"]["down_blocks_0"]["motion_modules_1"]
     np.testing.assert_array_equal(
         p["proj_in"]["kernel"],
         want["down_blocks.0.motion_modules.1.temporal_transformer.proj_in.weight"].T.astype(
@@ -185,7 +182,5 @@ def test_wrong_files_are_one_line_errors(tmp_path):
     fails({"something.else": np.ones(3, np.float32)}, "not a motion-module file")
     with pytest.raises(ConversionError, match="the layout needs"):
         variables = mm.import_checkpoint(src)
-        variables["params"]["mid_block"]["motion_modules_0"]["temporal_transformer"]["proj_in"][
-            "kernel"
-        ] = np.ones((3, 3))
+        variables["params"]["mid_block"]["motion_modules_0"]["proj_in"]["kernel"] = np.ones((3, 3))
         mm.export_state_dict(variables)

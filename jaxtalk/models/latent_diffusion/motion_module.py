@@ -8,9 +8,9 @@ over the F frames (batch B*H*W, 8 heads, no q/k/v bias) and a residual; then pre
 GEGLU feed-forward (x4, exact GELU) and a residual -> Linear proj_out (zero-initialised, so
 a fresh module is the identity) -> + x.
 
-Parameter names mirror the release's (`temporal_transformer/transformer_blocks_0/
-attention_blocks_1/to_out_0`, ...), so jaxtalk/convert/motion_module.py maps them one rule
-per key. The released `pos_encoder.pe` tables are buffers, not parameters: the module
+Parameter names mirror the release's below its `temporal_transformer.` level
+(`transformer_blocks_0/attention_blocks_1/to_out_0`, ...), so
+jaxtalk/convert/motion_module.py maps them one rule per key. The released `pos_encoder.pe` tables are buffers, not parameters: the module
 computes the same table (`position_table`) and the converter checks a file's against it.
 `MotionModule(channels)` is the factory the inflated UNet calls after each block.
 """
@@ -132,9 +132,14 @@ class TemporalTransformerBlock(nn.Module):
         return GEGLUFeedForward(name="ff", **kw)(layer_norm("ff_norm", **kw)(x)) + x
 
 
-class TemporalTransformer(nn.Module):
-    """GroupNorm -> proj_in -> blocks -> proj_out (zero-init) -> residual, on (B*F, H, W, C)."""
+class MotionModule(nn.Module):
+    """AnimateDiff's VanillaTemporalModule (its TemporalTransformer3DModel, whose params the
+    release nests under `temporal_transformer.`, here at the top): `MotionModule(channels)(x,
+    frames)` with x (B*F, H, W, channels). GroupNorm -> proj_in -> blocks -> proj_out
+    (zero-init) -> residual. The defaults are AnimateDiff v2/v3's (1 block of 2 temporal
+    self-attentions, 8 heads, position table of 32 frames)."""
 
+    channels: int
     heads: int = 8
     num_blocks: int = 1
     attention_blocks: int = 2
@@ -146,8 +151,22 @@ class TemporalTransformer(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
+    def _check(self, x, frames: int):
+        if x.ndim != 4 or x.shape[-1] != self.channels:
+            raise ValueError(
+                f"MotionModule({self.channels}) takes (B*F, H, W, {self.channels}), got {x.shape}"
+            )
+        if x.shape[0] % frames:
+            raise ValueError(f"batch {x.shape[0]} is not a multiple of {frames} frames")
+        if self.position_encoding and frames > self.max_len:
+            raise ValueError(
+                f"{frames} frames exceed the motion module's position table ({self.max_len}); "
+                "sample longer videos with context windows"
+            )
+
     @nn.compact
     def __call__(self, x, frames: int):
+        self._check(x, frames)
         bf, height, width, channels = x.shape
         inner = self.heads * (channels // self.heads // self.attention_dim_div)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -170,48 +189,3 @@ class TemporalTransformer(nn.Module):
         zero = nn.initializers.zeros_init()
         h = dense(channels, ("mlp", "embed"), name="proj_out", kernel_init=zero, **kw)(h)
         return h.reshape(bf, height, width, channels) + x
-
-
-class MotionModule(nn.Module):
-    """AnimateDiff's VanillaTemporalModule: `MotionModule(channels)(x, frames)` with x
-    (B*F, H, W, channels); the defaults are AnimateDiff v2/v3's (1 block of 2 temporal
-    self-attentions, 8 heads, position table of 32 frames)."""
-
-    channels: int
-    heads: int = 8
-    num_blocks: int = 1
-    attention_blocks: int = 2
-    max_len: int = 32
-    position_encoding: bool = True
-    norm_groups: int = 32
-    attention_dim_div: int = 1
-    remat: bool = False
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, frames: int):
-        if x.ndim != 4 or x.shape[-1] != self.channels:
-            raise ValueError(
-                f"MotionModule({self.channels}) takes (B*F, H, W, {self.channels}), got {x.shape}"
-            )
-        if x.shape[0] % frames:
-            raise ValueError(f"batch {x.shape[0]} is not a multiple of {frames} frames")
-        if self.position_encoding and frames > self.max_len:
-            raise ValueError(
-                f"{frames} frames exceed the motion module's position table ({self.max_len}); "
-                "sample longer videos with context windows"
-            )
-        return TemporalTransformer(
-            self.heads,
-            self.num_blocks,
-            self.attention_blocks,
-            self.max_len,
-            self.position_encoding,
-            self.norm_groups,
-            self.attention_dim_div,
-            self.remat,
-            self.dtype,
-            self.param_dtype,
-            name="temporal_transformer",
-        )(x, frames)
