@@ -8,6 +8,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -301,6 +302,10 @@ def test_release_pairings():
         assert r.train.process.beta_schedule == "scaled_linear"
         assert r.sample.process.beta_schedule == "linear"
         assert recipes.from_dict(recipes.to_dict(r)) == r
+        carried = ml_collections.ConfigDict(recipes.to_dict(r))  # as a paper config holds it
+        assert recipes.from_dict(carried.to_dict()) == r
+        carried.sample.num_steps = 50  # a command-line override
+        assert recipes.from_dict(carried.to_dict()).sample.num_steps == 50
     with pytest.raises(ValueError):
         recipes.release_diffusion("animateanyone")
 
@@ -497,3 +502,31 @@ def test_sample_video_traces_the_model_once_and_windows_change_the_result():
         samplers.sample_video(
             model, jnp.zeros((1, 4, 2, 2, 4)), dataclasses.replace(recipe.sample, eta=0.5), cond
         )
+
+
+def test_sampling_memory_is_flat_in_the_video_length():
+    """Windows run one after another: the compiled temporaries hold one window's activations
+    plus accumulators as large as the latents, whatever the video length."""
+    recipe = recipes.aniportrait()
+    up, down = jnp.full((4, 256), 0.01), jnp.full((256, 4), 0.01)
+
+    def model(x, t, c, frames):  # a 64x wider activation inside every call
+        h = jnp.tanh(jnp.einsum("nkhwc,cd->nkhwd", x, up))
+        return jnp.einsum("nkhwd,dc->nkhwc", h, down) + c[:, None, None, None, :]
+
+    def temp_bytes(frames):
+        x = jax.ShapeDtypeStruct((1, frames, 16, 16, 4), jnp.float32)
+        c = jax.ShapeDtypeStruct((1, 4), jnp.float32)
+        run = lambda x, c: samplers.sample_video(
+            model, x, recipe.sample, c, jnp.zeros_like, 3.5, recipe.context, num_steps=2
+        )
+        return jax.jit(run).lower(x, c).compile().memory_analysis().temp_size_in_bytes
+
+    window = 2 * 16 * 16 * 16 * 256 * 4  # [uncond, cond] x 16 frames of the wide activation
+    short, long = temp_bytes(16), temp_bytes(256)
+    latents = 256 * 16 * 16 * 4 * 4
+    print(
+        f"\nsampling temporaries: 16 frames {short / 2**20:.1f} MiB, 256 frames {long / 2**20:.1f} MiB"
+    )
+    assert window <= short < 2 * window
+    assert long - short < 4 * latents  # accumulators, not 16x the window activations
