@@ -67,14 +67,18 @@ def _attend(q, k, v, heads: int):
     return out.reshape(n, length, inner)
 
 
-class TemporalAttention(nn.Module):
-    """Self-attention over frames ("Temporal_Self" VersatileAttention) on (B*F, HW, C)."""
+class _FrameAttentionOptions(nn.Module):
+    """The options every module that attends over frames takes."""
 
     heads: int = 8
     max_len: int = 32
     position_encoding: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+
+class TemporalAttention(_FrameAttentionOptions):
+    """Self-attention over frames ("Temporal_Self" VersatileAttention) on (B*F, HW, C)."""
 
     @nn.compact
     def __call__(self, x, frames: int):
@@ -111,15 +115,10 @@ class GEGLUFeedForward(nn.Module):
         )
 
 
-class TemporalTransformerBlock(nn.Module):
+class TemporalTransformerBlock(_FrameAttentionOptions):
     """Pre-LN temporal attention blocks, each with its residual, then the pre-LN FF."""
 
-    heads: int = 8
     attention_blocks: int = 2
-    max_len: int = 32
-    position_encoding: bool = True
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, frames: int):
@@ -179,10 +178,10 @@ class MotionModule(nn.Module):
         )
         for i in range(self.num_blocks):
             h = block(
-                self.heads,
-                self.attention_blocks,
-                self.max_len,
-                self.position_encoding,
+                heads=self.heads,
+                max_len=self.max_len,
+                position_encoding=self.position_encoding,
+                attention_blocks=self.attention_blocks,
                 name=f"transformer_blocks_{i}",
                 **kw,
             )(h, frames)
