@@ -3,14 +3,21 @@
 Generic over array shapes: per-example coefficients are gathered at `t` (shape (B,)) and
 broadcast over the remaining axes of x. `t` indexes the schedule's steps (for a training
 schedule that is the original timestep).
+
+The latent video diffusion recipes (AniPortrait, MegActor) add offset noise, Min-SNR-gamma
+weighting and a `TrainObjective` record that pairs them with a `NoiseProcess`
+(`latent_diffusion_loss`); layouts are channels-last, (B, F, H, W, C) or (B, H, W, C).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxtalk.diffusion.schedules import Schedule
+from jaxtalk.diffusion.schedules import NoiseProcess, Schedule
 
 PREDICTIONS = ("eps", "v", "x0")
 
@@ -88,3 +95,83 @@ def diffusion_loss(denoise_fn, schedule: Schedule, x0, rng, prediction: str = "e
     out = denoise_fn(x_t, jnp.asarray(schedule.timesteps)[t])
     loss = mse_loss(out, prediction_target(prediction, schedule, x0, noise, t))
     return loss, {"t": t, "noise": noise, "x_t": x_t, "model_output": out}
+
+
+# ----------------------------------------------------------------------------- latent diffusion
+
+
+def offset_noise(rng, shape, strength: float = 0.0, dtype=jnp.float32):
+    """Gaussian noise plus `strength` times one extra draw per (sample, channel), constant over
+    frames and pixels, as AnimateDiff-based trainers add it (`noise += offset * randn(B, C, 1,
+    1, 1)` in NCFHW); channels are the last axis here. Lets the model shift a whole
+    channel's mean, i.e. learn very dark or bright videos."""
+    k_noise, k_offset = jax.random.split(rng)
+    noise = jax.random.normal(k_noise, shape, dtype)
+    if not strength:
+        return noise
+    per_channel = (shape[0],) + (1,) * (len(shape) - 2) + (shape[-1],)
+    return noise + strength * jax.random.normal(k_offset, per_channel, dtype)
+
+
+def snr(schedule: Schedule, t, dtype=jnp.float32):
+    """Signal-to-noise ratio alpha_bar / (1 - alpha_bar) at timesteps t (B,); 0 at the last
+    step of a zero-terminal-SNR schedule."""
+    ab = np.asarray(schedule.alphas_cumprod, np.float64)
+    values = np.divide(ab, 1.0 - ab, out=np.full_like(ab, np.inf), where=ab < 1.0)
+    return extract(values, t, 1, dtype)
+
+
+def min_snr_weights(snr_t, gamma: float, prediction: str):
+    """Min-SNR-gamma loss weights (Hang et al. 2023) per example.
+
+    eps: min(snr, gamma) / snr, taken as its limit 1 where snr == 0 (zero-terminal-SNR);
+    v:   min(snr + 1, gamma) / (snr + 1), as AniPortrait's train_stage_{1,2}.py compute it
+         (they add one to the SNR before both the clamp and the division; diffusers'
+         train_text_to_image.py clamps the plain SNR instead).
+    """
+    if prediction == "v":
+        s = snr_t + 1.0
+        return jnp.minimum(s, gamma) / s
+    if prediction == "eps":
+        safe = jnp.where(snr_t > 0, snr_t, 1.0)
+        return jnp.where(snr_t > 0, jnp.minimum(snr_t, gamma) / safe, 1.0)
+    raise ValueError(f"Min-SNR weighting is defined for 'eps' and 'v', not {prediction!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainObjective:
+    """What a latent diffusion recipe trains: the forward process, the parameterisation,
+    offset noise, Min-SNR gamma (0 = plain MSE) and the condition-dropout ratio its task
+    applies (the unconditional half of classifier-free guidance)."""
+
+    process: NoiseProcess = NoiseProcess()
+    prediction: str = "eps"
+    noise_offset: float = 0.0
+    snr_gamma: float = 0.0
+    uncond_ratio: float = 0.0
+
+    def __post_init__(self):
+        if self.prediction not in ("eps", "v"):
+            raise ValueError(f"prediction must be 'eps' or 'v', got {self.prediction!r}")
+
+
+def latent_diffusion_loss(objective: TrainObjective, schedule: Schedule, denoise_fn, x0, rng):
+    """One training loss as the releases compute it: uniform t, offset noise, q_sample, the
+    target of the objective's parameterisation, per-example MSE times the Min-SNR weight.
+    Returns (per-example loss (B,), aux with t, noise, x_t, model_output, weights); the
+    releases' scalar loss is its mean. `denoise_fn(x_t, t)` gets the (B,) timesteps."""
+    t_rng, n_rng = jax.random.split(rng)
+    t = sample_timesteps(t_rng, x0.shape[0], schedule.num_timesteps)
+    noise = offset_noise(n_rng, x0.shape, objective.noise_offset, x0.dtype)
+    x_t = q_sample(schedule, x0, t, noise)
+    out = denoise_fn(x_t, jnp.asarray(schedule.timesteps)[t])
+    target = prediction_target(objective.prediction, schedule, x0, noise, t)
+    loss = mse_loss(out, target)
+    if objective.snr_gamma > 0:
+        weights = min_snr_weights(
+            snr(schedule, t, loss.dtype), objective.snr_gamma, objective.prediction
+        )
+    else:
+        weights = jnp.ones_like(loss)
+    aux = {"t": t, "noise": noise, "x_t": x_t, "model_output": out, "weights": weights}
+    return loss * weights, aux

@@ -3,6 +3,11 @@
 Everything is computed once in float64 numpy (as guided-diffusion / diff-ae / diffusers do)
 and handed to JAX as float32 constants, so a `Schedule` is a static, hashable-free bundle
 that jit-compiled samplers and train steps close over.
+
+Two families of helpers live here. AniTalker's (guided-diffusion semantics): `make_schedule`,
+`space_timesteps`, `respace`. Stable Diffusion's (diffusers semantics, used by the latent
+video diffusion releases): `sd_betas`, the `NoiseProcess` record and `inference_timesteps`,
+which reproduces `DDIMScheduler.set_timesteps` (descending, with `steps_offset`).
 """
 
 from __future__ import annotations
@@ -61,6 +66,25 @@ def named_betas(name: str, num_timesteps: int = 1000, zero_terminal_snr: bool = 
     if name not in makers:
         raise ValueError(f"unknown beta schedule {name!r}; choose one of {sorted(makers)}")
     betas = makers[name](num_timesteps)
+    return rescale_zero_terminal_snr(betas) if zero_terminal_snr else betas
+
+
+def sd_betas(
+    name: str,
+    num_timesteps: int = 1000,
+    beta_start: float = 0.00085,
+    beta_end: float = 0.012,
+    zero_terminal_snr: bool = False,
+) -> np.ndarray:
+    """diffusers' `beta_schedule` names: "linear" is linspace(start, end) with no 1000/T
+    rescaling (unlike `linear_betas`), "scaled_linear" is linear in sqrt(beta); then the
+    optional zero-terminal-SNR rescale (`rescale_betas_zero_snr`)."""
+    if name == "linear":
+        betas = np.linspace(beta_start, beta_end, num_timesteps, dtype=np.float64)
+    elif name == "scaled_linear":
+        betas = scaled_linear_betas(num_timesteps, beta_start, beta_end)
+    else:
+        raise ValueError(f"unknown beta schedule {name!r}; choose 'linear' or 'scaled_linear'")
     return rescale_zero_terminal_snr(betas) if zero_terminal_snr else betas
 
 
@@ -172,3 +196,55 @@ def respace(schedule: Schedule, timesteps) -> Schedule:
     ab = schedule.alphas_cumprod[timesteps]
     betas = 1.0 - ab / np.concatenate([[1.0], ab[:-1]])
     return Schedule(betas=betas, timesteps=schedule.timesteps[timesteps])
+
+
+SPACINGS = ("leading", "trailing", "linspace")
+
+
+def inference_timesteps(
+    num_train_timesteps: int, num_steps: int, spacing: str = "leading", steps_offset: int = 0
+) -> np.ndarray:
+    """The timesteps a diffusers scheduler visits, in sampling (descending) order, exactly as
+    `DDIMScheduler.set_timesteps` computes them:
+
+    "leading":  arange(N) * (T // N) + steps_offset  (SD's default; offset 1 in its config)
+    "trailing": round(arange(T, 0, -T / N)) - 1      (always starts at T - 1; zero-SNR paper)
+    "linspace": round(linspace(0, T - 1, N))
+
+    `steps_offset` only applies to "leading", as in diffusers.
+    """
+    if not 1 <= num_steps <= num_train_timesteps:
+        raise ValueError(f"num_steps must be in [1, {num_train_timesteps}], got {num_steps}")
+    if spacing == "leading":
+        steps = np.arange(num_steps, dtype=np.int64) * (num_train_timesteps // num_steps)
+        return steps[::-1] + steps_offset
+    if spacing == "trailing":
+        ratio = num_train_timesteps / num_steps
+        return np.round(np.arange(num_train_timesteps, 0, -ratio)).astype(np.int64) - 1
+    if spacing == "linspace":
+        return np.round(np.linspace(0, num_train_timesteps - 1, num_steps))[::-1].astype(np.int64)
+    raise ValueError(f"unknown timestep spacing {spacing!r}; choose one of {SPACINGS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseProcess:
+    """The forward process a latent diffusion model was trained on (or is sampled over),
+    named as diffusers' scheduler config names it; a small record paper configs carry."""
+
+    beta_schedule: str = "scaled_linear"
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    num_train_timesteps: int = 1000
+    zero_terminal_snr: bool = False
+
+    def betas(self) -> np.ndarray:
+        return sd_betas(
+            self.beta_schedule,
+            self.num_train_timesteps,
+            self.beta_start,
+            self.beta_end,
+            self.zero_terminal_snr,
+        )
+
+    def schedule(self) -> Schedule:
+        return Schedule(betas=self.betas(), timesteps=np.arange(self.num_train_timesteps))
