@@ -99,14 +99,16 @@ class Embeddings(_Module):
     def __call__(self, pixels):
         cfg = self.config
         p, d = cfg.patch_size, cfg.hidden_size
-        patches = conv(
-            d, p, stride=p, use_bias=False, name="patch_embedding", **self.kw
-        )(pixels.astype(self.dtype))
+        patches = conv(d, p, stride=p, use_bias=False, name="patch_embedding", **self.kw)(
+            pixels.astype(self.dtype)
+        )
         b = patches.shape[0]
         patches = patches.reshape(b, -1, d)
         init = nn.initializers.normal(d**-0.5)
         cls = self.param(
-            "class_embedding", nn.with_logical_partitioning(init, ("embed",)), (d,),
+            "class_embedding",
+            nn.with_logical_partitioning(init, ("embed",)),
+            (d,),
             self.param_dtype,
         )
         positions = self.param(

@@ -1,0 +1,258 @@
+"""Release `sd_vae`: diffusers `AutoencoderKL` weights <-> jaxtalk `AutoencoderKL` params.
+
+Reads the diffusers folder layout (`config.json` + `diffusion_pytorch_model.safetensors` or
+`.bin`, the folder itself or the `vae/` subfolder of a pipeline folder such as
+stable-diffusion-v1-5) or a single weights file holding the VAE's diffusers-named
+state_dict (.safetensors, or a torch archive .bin / .pt / .pth / .ckpt). The mid blocks'
+attention keys come in two spellings: diffusers >= 0.14 writes `to_q` / `to_k` / `to_v` /
+`to_out.0`, older files (sd-vae-ft-mse's .bin among them) `query` / `key` / `value` /
+`proj_attn`; both import, and export writes the spelling that was read (the new one for
+weights that were not imported). Sizes come from the keys; `norm_num_groups` and
+`scaling_factor` (which no key shows) from config.json, else SD's 32 and 0.18215.
+
+Export (`export_checkpoint`): a path ending in a weights extension gets a single file; any
+other path becomes a diffusers folder (config.json as read, or one written from the
+config, beside the weights file named as read, by default
+diffusion_pytorch_model.safetensors) that diffusers' `from_pretrained` loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtalk import fs
+from jaxtalk.convert import hf_files
+from jaxtalk.convert.mapping import (
+    ConversionError,
+    Rule,
+    conv,
+    count_indices,
+    linear,
+    norm,
+    to_state_dict,
+    variable_shapes,
+)
+from jaxtalk.convert.releases import Release
+from jaxtalk.models.latent_diffusion.vae import SD_VAE, AutoencoderKL, VAEConfig
+
+RELEASES = [
+    Release(
+        "sd_vae",
+        {},
+        (),
+        "a diffusers AutoencoderKL: the folder of stabilityai/sd-vae-ft-mse (config.json + "
+        "diffusion_pytorch_model.safetensors|.bin), a pipeline folder with vae/, or the "
+        "weights file alone",
+    ),
+]
+
+KIND = "sd_vae"
+SUBFOLDERS = ("", "vae")
+WEIGHTS_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+WEIGHTS_EXTENSIONS = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+# The attention projections' key names: diffusers >= 0.14 and before.
+ATTENTION_KEYS = {
+    "new": {"q": "to_q", "k": "to_k", "v": "to_v", "out": "to_out.0"},
+    "old": {"q": "query", "k": "key", "v": "value", "out": "proj_attn"},
+}
+
+
+def _resnet_rules(torch_prefix: str, path: str, shortcut: bool) -> list[Rule]:
+    rules = norm(f"{torch_prefix}.norm1", f"{path}/norm1")
+    rules += conv(f"{torch_prefix}.conv1", f"{path}/conv1")
+    rules += norm(f"{torch_prefix}.norm2", f"{path}/norm2")
+    rules += conv(f"{torch_prefix}.conv2", f"{path}/conv2")
+    if shortcut:
+        rules += conv(f"{torch_prefix}.conv_shortcut", f"{path}/conv_shortcut")
+    return rules
+
+
+def _mid_block_rules(torch_prefix: str, path: str, config: VAEConfig, style: str) -> list[Rule]:
+    rules = []
+    if config.mid_block_add_attention:  # diffusers registers the attentions first
+        names = ATTENTION_KEYS[style]
+        t, p = f"{torch_prefix}.attentions.0", f"{path}/attentions_0"
+        rules += norm(f"{t}.group_norm", f"{p}/group_norm")
+        for ours, theirs in (("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out", "out")):
+            rules += linear(f"{t}.{names[theirs]}", f"{p}/{ours}")
+    for i in range(2):
+        rules += _resnet_rules(f"{torch_prefix}.resnets.{i}", f"{path}/resnets_{i}", False)
+    return rules
+
+
+def rules_for(config: VAEConfig, attention_keys: str = "new") -> list[Rule]:
+    """Every key of the diffusers state_dict, in its order, to its param."""
+    widths = config.block_out_channels
+    rules = conv("encoder.conv_in", "encoder/conv_in")
+    previous = widths[0]
+    for i, width in enumerate(widths):
+        for j in range(config.layers_per_block):
+            rules += _resnet_rules(
+                f"encoder.down_blocks.{i}.resnets.{j}",
+                f"encoder/down_blocks_{i}_resnets_{j}",
+                previous != width,
+            )
+            previous = width
+        if i < len(widths) - 1:
+            rules += conv(
+                f"encoder.down_blocks.{i}.downsamplers.0.conv",
+                f"encoder/down_blocks_{i}_downsamplers_0/conv",
+            )
+    rules += _mid_block_rules("encoder.mid_block", "encoder/mid_block", config, attention_keys)
+    rules += norm("encoder.conv_norm_out", "encoder/conv_norm_out")
+    rules += conv("encoder.conv_out", "encoder/conv_out")
+    rules += conv("decoder.conv_in", "decoder/conv_in")
+    reversed_widths = tuple(reversed(widths))
+    previous = reversed_widths[0]
+    for i, width in enumerate(reversed_widths):
+        for j in range(config.layers_per_block + 1):
+            rules += _resnet_rules(
+                f"decoder.up_blocks.{i}.resnets.{j}",
+                f"decoder/up_blocks_{i}_resnets_{j}",
+                previous != width,
+            )
+            previous = width
+        if i < len(widths) - 1:
+            rules += conv(
+                f"decoder.up_blocks.{i}.upsamplers.0.conv",
+                f"decoder/up_blocks_{i}_upsamplers_0/conv",
+            )
+    rules += _mid_block_rules("decoder.mid_block", "decoder/mid_block", config, attention_keys)
+    rules += norm("decoder.conv_norm_out", "decoder/conv_norm_out")
+    rules += conv("decoder.conv_out", "decoder/conv_out")
+    if config.use_quant_conv:
+        rules += conv("quant_conv", "quant_conv")
+    if config.use_post_quant_conv:
+        rules += conv("post_quant_conv", "post_quant_conv")
+    return rules
+
+
+def param_shapes(config: VAEConfig) -> dict:
+    side = 2 ** (len(config.block_out_channels) - 1)
+    example = jax.ShapeDtypeStruct((1, side, side, config.in_channels), jnp.float32)
+    return variable_shapes(AutoencoderKL(config), example)["params"]
+
+
+def attention_style(state: Mapping[str, Any], source: str) -> str:
+    """ "new" or "old": which spelling the attention keys use (one of them, not both)."""
+    found = {
+        style
+        for style, names in ATTENTION_KEYS.items()
+        for key in state
+        if key.endswith(f".attentions.0.{names['q']}.weight")
+    }
+    if len(found) > 1:
+        raise ConversionError(f"{source}: attention keys in both the old and the new spelling")
+    return found.pop() if found else "new"
+
+
+def _shape(state: Mapping[str, Any], key: str, source: str) -> tuple[int, ...]:
+    if key not in state:
+        raise ConversionError(f"{source}: missing key {key!r} (not an AutoencoderKL state_dict?)")
+    return tuple(int(s) for s in np.shape(state[key]))
+
+
+def detect_config(
+    state: Mapping[str, Any], source: str, hf_config: Mapping | None = None, config_source=""
+) -> VAEConfig:
+    """Sizes from the keys; groups and latent scale from the diffusers config, which must
+    agree with the keys where both say something."""
+    blocks = max(count_indices(state, r"encoder\.down_blocks\.(\d+)\."), 1)
+    widths = tuple(
+        _shape(state, f"encoder.down_blocks.{i}.resnets.0.conv1.weight", source)[0]
+        for i in range(blocks)
+    )
+    hf_config = hf_config or {}
+    found = dict(
+        in_channels=_shape(state, "encoder.conv_in.weight", source)[1],
+        out_channels=_shape(state, "decoder.conv_out.weight", source)[0],
+        latent_channels=_shape(state, "decoder.conv_in.weight", source)[1],
+        block_out_channels=widths,
+        layers_per_block=count_indices(state, r"encoder\.down_blocks\.0\.resnets\.(\d+)\."),
+        mid_block_add_attention=any(".mid_block.attentions.0." in k for k in state),
+        use_quant_conv="quant_conv.weight" in state,
+        use_post_quant_conv="post_quant_conv.weight" in state,
+    )
+    for key, value in found.items():
+        given = hf_config.get(key)
+        given = tuple(given) if isinstance(given, list) else given
+        if given is not None and given != value:
+            raise ConversionError(
+                f"{config_source}: {key} is {given!r} but the weights have {value!r}"
+            )
+    groups = hf_files.config_value(hf_config, "norm_num_groups", int, 32, config_source)
+    scale = hf_files.config_value(
+        hf_config, "scaling_factor", float, SD_VAE.scaling_factor, config_source
+    )
+    return VAEConfig(**found, norm_num_groups=groups, scaling_factor=float(scale))
+
+
+def _diffusers_config(config: VAEConfig) -> dict:
+    """A diffusers AutoencoderKL config.json for `config` (when none was read)."""
+    n = len(config.block_out_channels)
+    out = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    del out["norm_eps"]  # fixed at 1e-6 in diffusers' VAE blocks
+    out.update(
+        _class_name="AutoencoderKL",
+        act_fn="silu",
+        block_out_channels=list(config.block_out_channels),
+        down_block_types=["DownEncoderBlock2D"] * n,
+        up_block_types=["UpDecoderBlock2D"] * n,
+    )
+    return out
+
+
+def import_checkpoint(path: str | os.PathLike, **overrides) -> dict:
+    """{"params", "model_config": VAEConfig fields + how the file was laid out}."""
+    where = hf_files.locate(path, SUBFOLDERS, WEIGHTS_NAMES)
+    state, metadata = hf_files.read_state_dict(where.weights)
+    hf_config = hf_files.read_config(where.config) if where.config else None
+    config = detect_config(state, where.weights, hf_config, where.config or "")
+    config = dataclasses.replace(config, **overrides)
+    style = attention_style(state, where.weights)
+    params = hf_files.strict_params(
+        state, rules_for(config, style), param_shapes(config), where.weights
+    )
+    model_config = dataclasses.asdict(config)
+    model_config.update(
+        kind=KIND,
+        attention_keys=style,
+        weights_file=os.path.basename(where.weights),
+        hf_config=hf_config,
+        safetensors_metadata=metadata,
+    )
+    return {"params": params, "model_config": model_config}
+
+
+def vae_config(model_config: Mapping) -> VAEConfig:
+    """The VAEConfig fields of an import's model_config (lists back to tuples)."""
+    names = {f.name for f in dataclasses.fields(VAEConfig)}
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in model_config.items()}
+    return VAEConfig(**{k: v for k, v in fields.items() if k in names})
+
+
+def export_checkpoint(
+    variables: Mapping, path: str | os.PathLike, model_config: Mapping | None = None
+) -> None:
+    model_config = dict(model_config or variables.get("model_config") or {})
+    config = vae_config(model_config)
+    state = to_state_dict(
+        variables["params"], rules_for(config, model_config.get("attention_keys", "new"))
+    )
+    path = os.fspath(path)
+    metadata = model_config.get("safetensors_metadata") or {"format": "pt"}
+    if path.endswith(WEIGHTS_EXTENSIONS):
+        hf_files.write_state_dict(state, path, metadata)
+        return
+    fs.makedirs(path)
+    name = model_config.get("weights_file") or WEIGHTS_NAMES[0]
+    hf_files.write_state_dict(state, fs.join(path, name), metadata)
+    hf_files.write_config(
+        model_config.get("hf_config") or _diffusers_config(config), fs.join(path, hf_files.CONFIG)
+    )
