@@ -1,0 +1,27 @@
+"""Helpers for the parity tests against diffusers / transformers modules (CPU torch)."""
+
+import numpy as np
+
+
+def perturbed(module, seed: int, scale: float = 0.1):
+    """`module` in eval mode with every parameter moved by scale * N(0, 1): norms leave
+    their ones and zeros and zero-initialised layers their zeros, so that a wrong mapping
+    cannot hide behind an identity or a zero."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    return module.eval()
+
+
+def numpy_state(module) -> dict:
+    return {k: v.detach().numpy() for k, v in module.state_dict().items()}
+
+
+def errors(got, want) -> tuple[float, float]:
+    """(max abs difference, relative L2 difference) of two arrays."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    diff = got - want
+    return float(np.abs(diff).max()), float(np.linalg.norm(diff) / np.linalg.norm(want))
