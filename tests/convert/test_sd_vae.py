@@ -3,7 +3,6 @@ bit-exact both ways (new and old attention key names, folder and single-file lay
 one-line errors naming the file and the key, the full key list against diffusers', and
 parity with diffusers' AutoencoderKL on a tiny config with random weights."""
 
-import dataclasses
 import json
 
 import jax
@@ -108,7 +107,8 @@ def _error(tmp_path, state, config=None, **kwargs):
     with pytest.raises((ConversionError, CheckpointError)) as info:
         sd_vae.import_checkpoint(folder, **kwargs)
     message = str(info.value)
-    assert "\n" not in message and "diffusion_pytorch_model" in message or "config.json" in message
+    assert "\n" not in message
+    assert "diffusion_pytorch_model.safetensors" in message or "config.json" in message
     return message
 
 
