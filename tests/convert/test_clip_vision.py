@@ -180,8 +180,13 @@ def test_parity_with_transformers(tmp_path, precision):
     model = perturbed(model, seed=0)
     state = numpy_state(model)
     write_folder(tmp_path / "m", state)
-    config = cv.clip_config(cv.import_checkpoint(tmp_path / "m")["model_config"])
+    variables = cv.import_checkpoint(tmp_path / "m")
+    config = cv.clip_config(variables["model_config"])
     assert config == TINY_CLIP
+    if precision == "float32":  # the exported folder is one transformers loads as it was
+        cv.export_checkpoint(variables, tmp_path / "exported")
+        loaded = transformers.CLIPVisionModelWithProjection.from_pretrained(tmp_path / "exported")
+        assert_same(numpy_state(loaded), state)
     params = to_params(state, cv.rules_for(config), cv.param_shapes(config), dtype=precision)
     pixels = np.random.default_rng(1).standard_normal((2, 3, 28, 28)).astype(precision)
     with torch.no_grad():

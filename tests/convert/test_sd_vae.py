@@ -197,6 +197,10 @@ def test_parity_with_diffusers(tmp_path, precision):
     write_folder(tmp_path / "vae", state)
     variables = sd_vae.import_checkpoint(tmp_path / "vae")  # float32 params, as imports give
     config = sd_vae.vae_config(variables["model_config"])
+    if precision == "float32":  # the exported folder is one diffusers loads as it was
+        sd_vae.export_checkpoint(variables, tmp_path / "exported")
+        loaded = diffusers.AutoencoderKL.from_pretrained(tmp_path / "exported")
+        assert_same(numpy_state(loaded), state)
     # the import's rules at the reference's precision
     params = to_params(
         state, sd_vae.rules_for(config), sd_vae.param_shapes(config), dtype=precision
