@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk import fs
 from jaxtalk.convert import hf_files
 from jaxtalk.convert.mapping import (
     CONV2D,
@@ -219,13 +218,11 @@ def export_checkpoint(
     if model_config.get("position_ids"):
         dtype = np.dtype(model_config.get("position_ids_dtype") or np.int64)
         state[POSITION_IDS] = np.arange(config.num_positions, dtype=dtype)[None]
-    path = os.fspath(path)
-    metadata = model_config.get("safetensors_metadata") or {"format": "pt"}
-    if path.endswith(WEIGHTS_EXTENSIONS):
-        hf_files.write_state_dict(state, path, metadata)
-        return
-    fs.makedirs(path)
-    name = model_config.get("weights_file") or WEIGHTS_NAMES[0]
-    hf_files.write_state_dict(state, fs.join(path, name), metadata)
-    hf_config = model_config.get("hf_config") or _transformers_config(config)
-    hf_files.write_config(hf_config, fs.join(path, hf_files.CONFIG))
+    hf_files.write_layout(
+        state,
+        path,
+        model_config,
+        WEIGHTS_EXTENSIONS,
+        WEIGHTS_NAMES[0],
+        _transformers_config(config),
+    )

@@ -113,6 +113,30 @@ def write_config(config: Mapping, path: str) -> None:
     fs.write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+def write_layout(
+    state: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    layout: Mapping[str, Any],
+    extensions: Sequence[str],
+    default_name: str,
+    fallback_config: Mapping | None = None,
+) -> None:
+    """Writes `state` as an import read it (`layout`: weights_file, hf_config,
+    safetensors_metadata): one weights file for a path ending in one of `extensions`, else
+    a folder holding config.json (as read, else `fallback_config`, else none) and the
+    weights file (named as read, else `default_name`)."""
+    path = os.fspath(path)
+    metadata = layout.get("safetensors_metadata") or {"format": "pt"}
+    if path.endswith(tuple(extensions)):
+        write_state_dict(state, path, metadata)
+        return
+    fs.makedirs(path)
+    write_state_dict(state, fs.join(path, layout.get("weights_file") or default_name), metadata)
+    config = layout.get("hf_config") or fallback_config
+    if config:
+        write_config(config, fs.join(path, CONFIG))
+
+
 def strict_params(
     state: Mapping[str, np.ndarray],
     rules: Iterable[Rule],

@@ -30,17 +30,14 @@ import jax
 import numpy as np
 from flax import linen as nn
 
-from jaxtalk import fs
 from jaxtalk.convert.hf_files import (
-    CONFIG,
     config_value,
     locate,
     read_config,
     read_state_dict,
     split_prefixed,
     strict_params,
-    write_config,
-    write_state_dict,
+    write_layout,
 )
 from jaxtalk.convert.mapping import (
     CONV1D,
@@ -274,12 +271,4 @@ def export_checkpoint(
         for k, v in to_state_dict(variables["params"], rules_for(config, style)).items()
     }
     state.update({k: np.asarray(v) for k, v in (variables.get("buffers") or {}).items()})
-    path = os.fspath(path)
-    metadata = layout.get("safetensors_metadata") or {"format": "pt"}
-    if path.endswith(WEIGHTS_EXTENSIONS):
-        write_state_dict(state, path, metadata)
-        return
-    fs.makedirs(path)
-    write_state_dict(state, fs.join(path, layout.get("weights_file") or WEIGHTS_NAMES[1]), metadata)
-    if layout.get("hf_config"):
-        write_config(layout["hf_config"], fs.join(path, CONFIG))
+    write_layout(state, path, layout, WEIGHTS_EXTENSIONS, WEIGHTS_NAMES[1])

@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk import fs
 from jaxtalk.convert import hf_files
 from jaxtalk.convert.mapping import (
     ConversionError,
@@ -86,46 +85,37 @@ def _mid_block_rules(torch_prefix: str, path: str, config: VAEConfig, style: str
     return rules
 
 
-def rules_for(config: VAEConfig, attention_keys: str = "new") -> list[Rule]:
-    """Every key of the diffusers state_dict, in its order, to its param."""
-    widths = config.block_out_channels
-    rules = conv("encoder.conv_in", "encoder/conv_in")
+def _side_rules(side: str, widths, resnets: int, sampler: str, config, style) -> list[Rule]:
+    """The encoder's down blocks (sampler "downsamplers") or the decoder's up blocks
+    ("upsamplers") with their mid block, conv_in first and the output head last, in the
+    state_dict's order (the decoder registers its up blocks before its mid block)."""
+    blocks = "down_blocks" if sampler == "downsamplers" else "up_blocks"
+    rules = conv(f"{side}.conv_in", f"{side}/conv_in")
     previous = widths[0]
     for i, width in enumerate(widths):
-        for j in range(config.layers_per_block):
+        for j in range(resnets):
             rules += _resnet_rules(
-                f"encoder.down_blocks.{i}.resnets.{j}",
-                f"encoder/down_blocks_{i}_resnets_{j}",
+                f"{side}.{blocks}.{i}.resnets.{j}",
+                f"{side}/{blocks}_{i}_resnets_{j}",
                 previous != width,
             )
             previous = width
         if i < len(widths) - 1:
             rules += conv(
-                f"encoder.down_blocks.{i}.downsamplers.0.conv",
-                f"encoder/down_blocks_{i}_downsamplers_0/conv",
+                f"{side}.{blocks}.{i}.{sampler}.0.conv", f"{side}/{blocks}_{i}_{sampler}_0/conv"
             )
-    rules += _mid_block_rules("encoder.mid_block", "encoder/mid_block", config, attention_keys)
-    rules += norm("encoder.conv_norm_out", "encoder/conv_norm_out")
-    rules += conv("encoder.conv_out", "encoder/conv_out")
-    rules += conv("decoder.conv_in", "decoder/conv_in")
-    reversed_widths = tuple(reversed(widths))
-    previous = reversed_widths[0]
-    for i, width in enumerate(reversed_widths):
-        for j in range(config.layers_per_block + 1):
-            rules += _resnet_rules(
-                f"decoder.up_blocks.{i}.resnets.{j}",
-                f"decoder/up_blocks_{i}_resnets_{j}",
-                previous != width,
-            )
-            previous = width
-        if i < len(widths) - 1:
-            rules += conv(
-                f"decoder.up_blocks.{i}.upsamplers.0.conv",
-                f"decoder/up_blocks_{i}_upsamplers_0/conv",
-            )
-    rules += _mid_block_rules("decoder.mid_block", "decoder/mid_block", config, attention_keys)
-    rules += norm("decoder.conv_norm_out", "decoder/conv_norm_out")
-    rules += conv("decoder.conv_out", "decoder/conv_out")
+    rules += _mid_block_rules(f"{side}.mid_block", f"{side}/mid_block", config, style)
+    rules += norm(f"{side}.conv_norm_out", f"{side}/conv_norm_out")
+    return rules + conv(f"{side}.conv_out", f"{side}/conv_out")
+
+
+def rules_for(config: VAEConfig, attention_keys: str = "new") -> list[Rule]:
+    """Every key of the diffusers state_dict, in its order, to its param."""
+    widths, n = config.block_out_channels, config.layers_per_block
+    rules = _side_rules("encoder", widths, n, "downsamplers", config, attention_keys)
+    rules += _side_rules(
+        "decoder", tuple(reversed(widths)), n + 1, "upsamplers", config, attention_keys
+    )
     if config.use_quant_conv:
         rules += conv("quant_conv", "quant_conv")
     if config.use_post_quant_conv:
@@ -242,17 +232,8 @@ def export_checkpoint(
 ) -> None:
     model_config = dict(model_config or variables.get("model_config") or {})
     config = vae_config(model_config)
-    state = to_state_dict(
-        variables["params"], rules_for(config, model_config.get("attention_keys", "new"))
-    )
-    path = os.fspath(path)
-    metadata = model_config.get("safetensors_metadata") or {"format": "pt"}
-    if path.endswith(WEIGHTS_EXTENSIONS):
-        hf_files.write_state_dict(state, path, metadata)
-        return
-    fs.makedirs(path)
-    name = model_config.get("weights_file") or WEIGHTS_NAMES[0]
-    hf_files.write_state_dict(state, fs.join(path, name), metadata)
-    hf_files.write_config(
-        model_config.get("hf_config") or _diffusers_config(config), fs.join(path, hf_files.CONFIG)
+    style = model_config.get("attention_keys", "new")
+    state = to_state_dict(variables["params"], rules_for(config, style))
+    hf_files.write_layout(
+        state, path, model_config, WEIGHTS_EXTENSIONS, WEIGHTS_NAMES[0], _diffusers_config(config)
     )

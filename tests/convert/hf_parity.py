@@ -25,3 +25,14 @@ def errors(got, want) -> tuple[float, float]:
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     diff = got - want
     return float(np.abs(diff).max()), float(np.linalg.norm(diff) / np.linalg.norm(want))
+
+
+def check(name: str, precision: str, found: dict) -> None:
+    """Prints each output's errors (pytest -s) and asserts the bounds: max abs 1e-9 in
+    float64, relative L2 1e-5 in float32."""
+    print(
+        f"\n{name} {precision}: "
+        + ", ".join(f"{k} max {a:.2e} rel {r:.2e}" for k, (a, r) in found.items())
+    )
+    for output, (abs_err, rel_err) in found.items():
+        assert abs_err < 1e-9 if precision == "float64" else rel_err < 1e-5, output

@@ -158,17 +158,20 @@ def conv1d(
     )
 
 
+def _norm_inits() -> dict:
+    """A norm's affine initialisers (ones, zeros) with the `norm` logical axis."""
+    return dict(
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
+    )
+
+
 def layer_norm(
     name: str, eps: float = 1e-5, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32
 ) -> nn.LayerNorm:
     """nn.LayerNorm over the last axis (PyTorch's default eps 1e-5)."""
     return nn.LayerNorm(
-        epsilon=eps,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        name=name,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
+        epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name, **_norm_inits()
     )
 
 
@@ -188,8 +191,7 @@ def group_norm(
         param_dtype=param_dtype,
         use_fast_variance=False,
         name=name,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
+        **_norm_inits(),
     )
 
 
@@ -208,8 +210,7 @@ def batch_norm(
         dtype=dtype,
         param_dtype=param_dtype,
         name=name,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
+        **_norm_inits(),
     )
 
 

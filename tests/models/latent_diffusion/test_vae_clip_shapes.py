@@ -35,7 +35,9 @@ def test_full_vae_size_and_shapes():
     params = nn.unbox(variables)["params"]
     assert _count(params) == 83_653_863
     assert len(jax.tree.leaves(params)) == len(sd_vae.rules_for(V.SD_VAE)) == 248
-    posterior = jax.eval_shape(lambda v, x: model.apply(v, x, method=model.encode), variables, images)
+    posterior = jax.eval_shape(
+        lambda v, x: model.apply(v, x, method=model.encode), variables, images
+    )
     assert posterior.mean.shape == posterior.logvar.shape == (2, 64, 64, 4)
     decoded = jax.eval_shape(
         lambda v, z: model.apply(v, z, method=model.decode), variables, posterior.mean
