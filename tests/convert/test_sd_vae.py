@@ -225,3 +225,57 @@ def test_parity_with_diffusers(tmp_path, precision):
         ]
     found = {name: errors(g, w) for name, g, w in zip(("mean", "logvar", "decoded"), got, want)}
     check("sd_vae", precision, found)
+
+
+def test_ldm_single_file_round_trip(tmp_path):
+    """The original (CompVis) names, e.g. vae-ft-mse-840000-ema-pruned: a training
+    checkpoint's `state_dict` entry, and a whole SD checkpoint's first_stage_model.*."""
+    diffusers_state = tiny_state(seed=2)
+    variables = sd_vae.import_checkpoint(write_folder(tmp_path / "d", diffusers_state))
+    ldm = dict(variables, model_config=dict(variables["model_config"], attention_keys="ldm"))
+    sd_vae.export_checkpoint(ldm, tmp_path / "ldm.safetensors")
+    state = hf_files.read_state_dict(str(tmp_path / "ldm.safetensors"))[0]
+    assert (
+        "encoder.mid.attn_1.q.weight" in state and "decoder.up.0.block.2.norm1.weight" not in state
+    )
+    assert state["encoder.mid.attn_1.q.weight"].shape == (16, 16, 1, 1)
+    # LDM counts up blocks from the full resolution, which has no upsampler
+    assert "decoder.up.1.upsample.conv.weight" in state
+    assert "decoder.up.0.upsample.conv.weight" not in state
+    assert "decoder.up.0.block.0.nin_shortcut.weight" in state  # 16 -> 8 channels
+    torch_pickle.save({"state_dict": state, "global_step": 7}, tmp_path / "vae.ckpt")
+    back = sd_vae.import_checkpoint(tmp_path / "vae.ckpt", norm_num_groups=4)
+    assert back["model_config"]["attention_keys"] == "ldm"
+    jax.tree.map(np.testing.assert_array_equal, back["params"], variables["params"])
+    sd_vae.export_checkpoint(back, tmp_path / "again.pt")
+    assert_same(torch_pickle.load_state_dict(tmp_path / "again.pt"), state)
+    whole = {"first_stage_model." + k: v for k, v in state.items()}
+    whole["model.diffusion_model.conv_in.weight"] = np.ones((2, 4, 3, 3), np.float32)
+    whole["cond_stage_model.transformer.text_model.final_layer_norm.bias"] = np.ones(3)
+    whole["alphas_cumprod"] = np.ones(10)
+    hf_files.write_state_dict(whole, str(tmp_path / "v1-5.safetensors"))
+    from_whole = sd_vae.import_checkpoint(tmp_path / "v1-5.safetensors", norm_num_groups=4)
+    jax.tree.map(np.testing.assert_array_equal, from_whole["params"], variables["params"])
+    sd_vae.export_checkpoint(from_whole, tmp_path / "vae_only.safetensors")  # the VAE part
+    assert_same(
+        hf_files.read_state_dict(str(tmp_path / "vae_only.safetensors"))[0],
+        {k: v for k, v in whole.items() if k.startswith("first_stage_model.")},
+    )
+    whole["first_stage_model.extra"] = np.ones(1)
+    whole["lora_unet_down.alpha"] = np.ones(1)
+    hf_files.write_state_dict(whole, str(tmp_path / "odd.safetensors"))
+    with pytest.raises(ConversionError, match="unexpected key 'lora_unet_down.alpha'"):
+        sd_vae.import_checkpoint(tmp_path / "odd.safetensors", norm_num_groups=4)
+
+
+def test_ldm_names_agree_with_diffusers_single_file_conversion():
+    pytest.importorskip("torch")
+    single_file = pytest.importorskip("diffusers.loaders.single_file_utils")
+    state = tiny_state(seed=3)
+    rules, ldm_rules = sd_vae.rules_for(TINY_VAE), sd_vae.ldm_rules(TINY_VAE)
+    ldm = {
+        theirs.torch_key: theirs.layout.to_torch(ours.layout.to_flax(state[ours.torch_key]))
+        for ours, theirs in zip(rules, ldm_rules)
+    }
+    converted = single_file.convert_ldm_vae_checkpoint(ldm, TINY_HF_CONFIG)
+    assert_same({k: np.asarray(v) for k, v in converted.items()}, state)
