@@ -125,7 +125,7 @@ def _error(tmp_path, state, config=None, **kwargs):
             lambda s: s.update(
                 {"decoder.mid_block.attentions.0.query.weight": np.zeros((16, 16), np.float32)}
             ),
-            "both the old and the new spelling",
+            "keys in more than one spelling (['new', 'old'])",
         ),
         (lambda s: s.pop("encoder.conv_in.weight"), "missing key 'encoder.conv_in.weight'"),
     ],
