@@ -194,6 +194,7 @@ def import_checkpoint(path: str | os.PathLike, **overrides) -> dict:
         weights_file=os.path.basename(where.weights),
         hf_config=None if text else hf_config,  # a full CLIP config does not fit the export
         safetensors_metadata=metadata,
+        float_dtype=hf_files.float_dtype(state),
     )
     return {"params": params, "model_config": model_config}
 

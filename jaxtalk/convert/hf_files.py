@@ -16,6 +16,7 @@ import json
 import os
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import ml_dtypes
 import numpy as np
 
 from jaxtalk import fs
@@ -113,6 +114,15 @@ def write_config(config: Mapping, path: str) -> None:
     fs.write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+def float_dtype(state: Mapping[str, np.ndarray]) -> str | None:
+    """The one floating dtype of a file's tensors (None if they have none or several):
+    params are float32, and export casts back to it, so that an fp16 / bf16 file round
+    trips bit for bit (float32 holds both exactly)."""
+    kinds = {str(np.asarray(v).dtype) for v in state.values() if np.asarray(v).dtype.kind == "f"}
+    kinds |= {"bfloat16" for v in state.values() if np.asarray(v).dtype.name == "bfloat16"}
+    return kinds.pop() if len(kinds) == 1 else None
+
+
 def write_layout(
     state: Mapping[str, np.ndarray],
     path: str | os.PathLike,
@@ -122,11 +132,18 @@ def write_layout(
     fallback_config: Mapping | None = None,
 ) -> None:
     """Writes `state` as an import read it (`layout`: weights_file, hf_config,
-    safetensors_metadata): one weights file for a path ending in one of `extensions`, else
+    safetensors_metadata, float_dtype): one weights file for a path ending in one of `extensions`, else
     a folder holding config.json (as read, else `fallback_config`, else none) and the
     weights file (named as read, else `default_name`)."""
     path = os.fspath(path)
     metadata = layout.get("safetensors_metadata") or {"format": "pt"}
+    if layout.get("float_dtype"):
+        dtype = np.dtype(
+            ml_dtypes.bfloat16 if layout["float_dtype"] == "bfloat16" else layout["float_dtype"]
+        )
+        state = {
+            k: v.astype(dtype) if np.asarray(v).dtype.kind == "f" else v for k, v in state.items()
+        }
     if path.endswith(tuple(extensions)):
         write_state_dict(state, path, metadata)
         return

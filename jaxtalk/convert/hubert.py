@@ -32,6 +32,7 @@ from flax import linen as nn
 
 from jaxtalk.convert.hf_files import (
     config_value,
+    float_dtype,
     locate,
     read_config,
     read_state_dict,
@@ -232,6 +233,7 @@ def import_checkpoint(path: str | os.PathLike, **overrides) -> dict:
         weights_file=os.path.basename(where.weights),
         hf_config=hf_config,
         safetensors_metadata=metadata,
+        float_dtype=float_dtype(state),
     )
     if heads:
         out["buffers"] = heads

@@ -346,6 +346,7 @@ def import_checkpoint(path: str | os.PathLike, **overrides) -> dict:
         weights_file=os.path.basename(where.weights),
         hf_config=hf_config,
         safetensors_metadata=metadata,
+        float_dtype=hf_files.float_dtype(state),
     )
     return {"params": params, "model_config": model_config}
 

@@ -279,3 +279,11 @@ def test_ldm_names_agree_with_diffusers_single_file_conversion():
     }
     converted = single_file.convert_ldm_vae_checkpoint(ldm, TINY_HF_CONFIG)
     assert_same({k: np.asarray(v) for k, v in converted.items()}, state)
+
+
+def test_half_precision_files_round_trip_bit_exact(tmp_path):
+    state = {k: v.astype(np.float16) for k, v in tiny_state(seed=4).items()}
+    variables = through_weights_file(tmp_path, write_folder(tmp_path / "fp16", state))
+    assert variables["params"]["decoder"]["conv_out"]["kernel"].dtype == np.float32
+    releases.export_release("sd_vae", variables, tmp_path / "back.safetensors")
+    assert_same(hf_files.read_state_dict(str(tmp_path / "back.safetensors"))[0], state)
