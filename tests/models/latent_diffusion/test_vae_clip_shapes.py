@@ -133,3 +133,22 @@ def test_clip_preprocess_matches_transformers():
         np.testing.assert_allclose(got, want, atol=1e-5)
     with pytest.raises(ValueError, match="uint8"):
         C.preprocess(np.zeros((8, 8, 3), np.float32))
+
+
+def test_float64_stays_float64_and_bfloat16_runs():
+    from tests.models.test_float64 import not_float64
+
+    vae_x = np.zeros((1, 8, 8, 3))
+    clip_x = np.zeros((1, 28, 28, 3))
+    with jax.enable_x64(True):
+        f64 = dict(dtype=jnp.float64, param_dtype=jnp.float64)
+        vae = V.AutoencoderKL(V.TINY_VAE, **f64)
+        clip = C.CLIPVisionModelWithProjection(C.TINY_CLIP, **f64)
+        for model, x in ((vae, vae_x), (clip, clip_x)):
+            params = random_params(model, x)
+            assert not_float64(lambda p, x: model.apply(p, x), params, jnp.asarray(x)) == []
+    bf16 = C.CLIPVisionModelWithProjection(C.TINY_CLIP, dtype=jnp.bfloat16)
+    out = jax.eval_shape(bf16.apply, random_params(bf16, clip_x), clip_x.astype(np.float32))
+    assert out.image_embeds.dtype == out.token_embeds.dtype == jnp.bfloat16
+    bf16 = V.AutoencoderKL(V.TINY_VAE, dtype=jnp.bfloat16)
+    assert jax.eval_shape(bf16.apply, random_params(bf16, vae_x), vae_x).dtype == jnp.bfloat16
