@@ -16,6 +16,21 @@ def perturbed(module, seed: int, scale: float = 0.1):
     return module.eval()
 
 
+def reference(build, precision: str):
+    """`build()`'s torch module (its init seeded) in `precision`, perturbed."""
+    import torch
+
+    torch.manual_seed(0)
+    return perturbed(build().to(getattr(torch, precision)), seed=0)
+
+
+def hf_fields(config: dict) -> dict:
+    """A config.json's fields without its class markers (for a Config constructor)."""
+    return {
+        k: v for k, v in config.items() if k not in ("_class_name", "architectures", "model_type")
+    }
+
+
 def numpy_state(module) -> dict:
     return {k: v.detach().numpy() for k, v in module.state_dict().items()}
 

@@ -19,7 +19,7 @@ from jaxtalk.models.latent_diffusion.clip_vision import (
     TINY_CLIP,
     CLIPVisionModelWithProjection,
 )
-from tests.convert.hf_parity import check, errors, numpy_state, perturbed
+from tests.convert.hf_parity import check, errors, hf_fields, numpy_state, reference
 from tests.convert.test_sd_vae import assert_same
 from tests.evaluate.torch_layout import random_state_dict
 
@@ -173,12 +173,8 @@ def test_full_size_key_list_matches_transformers():
 def test_parity_with_transformers(tmp_path, precision):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    hf_config = transformers.CLIPVisionConfig(
-        **{k: v for k, v in TINY_HF_CONFIG.items() if k not in ("architectures", "model_type")}
-    )
-    torch.manual_seed(0)  # the init the perturbation starts from
-    model = transformers.CLIPVisionModelWithProjection(hf_config).to(getattr(torch, precision))
-    model = perturbed(model, seed=0)
+    hf_config = transformers.CLIPVisionConfig(**hf_fields(TINY_HF_CONFIG))
+    model = reference(lambda: transformers.CLIPVisionModelWithProjection(hf_config), precision)
     state = numpy_state(model)
     write_folder(tmp_path / "m", state)
     variables = cv.import_checkpoint(tmp_path / "m")

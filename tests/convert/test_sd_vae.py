@@ -14,7 +14,7 @@ from jaxtalk.convert import hf_files, releases, sd_vae, torch_pickle, weights
 from jaxtalk.convert.mapping import ConversionError, to_params
 from jaxtalk.errors import CheckpointError
 from jaxtalk.models.latent_diffusion.vae import SD_VAE, TINY_VAE, AutoencoderKL
-from tests.convert.hf_parity import check, errors, numpy_state, perturbed
+from tests.convert.hf_parity import check, errors, hf_fields, numpy_state, reference
 from tests.evaluate.torch_layout import random_state_dict
 
 TINY_HF_CONFIG = {
@@ -181,19 +181,12 @@ def _leaf(tree, path):
     return tree
 
 
-def _diffusers_tiny(torch, diffusers, dtype):
-    config = {k: v for k, v in TINY_HF_CONFIG.items() if not k.startswith("_")}
-    torch.manual_seed(0)  # the init the perturbation starts from
-    model = diffusers.AutoencoderKL(**config).to(dtype)
-    return perturbed(model, seed=0)
-
-
 @pytest.mark.parametrize("precision", ["float64", "float32"])
 def test_parity_with_diffusers(tmp_path, precision):
     torch = pytest.importorskip("torch")
     diffusers = pytest.importorskip("diffusers")
-    tdtype, jdtype = getattr(torch, precision), getattr(jnp, precision)
-    model = _diffusers_tiny(torch, diffusers, tdtype)
+    jdtype = getattr(jnp, precision)
+    model = reference(lambda: diffusers.AutoencoderKL(**hf_fields(TINY_HF_CONFIG)), precision)
     state = numpy_state(model)
     write_folder(tmp_path / "vae", state)
     variables = sd_vae.import_checkpoint(tmp_path / "vae")  # float32 params, as imports give

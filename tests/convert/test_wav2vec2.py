@@ -15,7 +15,7 @@ from jaxtalk.convert import hf_files, releases, torch_pickle, weights
 from jaxtalk.convert import hubert as conv
 from jaxtalk.convert.mapping import ConversionError, to_params
 from jaxtalk.models.audio import hubert as H
-from tests.convert.hf_parity import check, errors, numpy_state, perturbed
+from tests.convert.hf_parity import check, errors, hf_fields, numpy_state, reference
 from tests.convert.test_hubert import TINY_BASE
 from tests.convert.test_sd_vae import assert_same
 from tests.evaluate.torch_layout import random_state_dict
@@ -132,12 +132,8 @@ def test_linear_resample():
 def test_parity_with_transformers(tmp_path, precision):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    hf_config = transformers.Wav2Vec2Config(
-        **{k: v for k, v in TINY_HF_CONFIG.items() if k not in ("architectures", "model_type")}
-    )
-    torch.manual_seed(0)  # the init the perturbation starts from
-    model = transformers.Wav2Vec2Model(hf_config).to(getattr(torch, precision))
-    model = perturbed(model, seed=0)
+    hf_config = transformers.Wav2Vec2Config(**hf_fields(TINY_HF_CONFIG))
+    model = reference(lambda: transformers.Wav2Vec2Model(hf_config), precision)
     state = numpy_state(model)
     hf_files.write_state_dict(state, str(tmp_path / "model.safetensors"))
     (tmp_path / "config.json").write_text(json.dumps(TINY_HF_CONFIG))
