@@ -237,6 +237,17 @@ class AutoencoderKL(_Module):
             z = self.post_quant_conv(z)
         return self.decoder(z)
 
+    def encode_latents(self, images: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """What the UNet sees: the posterior's mean (or a sample, given a key) times the
+        latent scale."""
+        posterior = self.encode(images)
+        z = posterior.mode() if key is None else posterior.sample(key)
+        return z * self.config.scaling_factor
+
+    def decode_latents(self, latents: jax.Array) -> jax.Array:
+        """Images from the UNet's latents (divided by the latent scale first)."""
+        return self.decode(latents / self.config.scaling_factor)
+
     def __call__(self, images: jax.Array, key: jax.Array | None = None) -> jax.Array:
         posterior = self.encode(images)
         return self.decode(posterior.mode() if key is None else posterior.sample(key))

@@ -66,9 +66,14 @@ def test_tiny_vae_runs_and_samples():
     def run(variables, x):
         posterior = model.apply(variables, x, method=model.encode)
         samples = [posterior.sample(jax.random.PRNGKey(k)) for k in (2, 3)]
-        return posterior, samples, model.apply(variables, samples[0], method=model.decode)
+        decoded = model.apply(variables, samples[0], method=model.decode)
+        latents = model.apply(variables, x, jax.random.PRNGKey(2), method=model.encode_latents)
+        again = model.apply(variables, latents, method=model.decode_latents)
+        return posterior, samples, decoded, latents, again
 
-    posterior, (a, b), decoded = run(variables, x)
+    posterior, (a, b), decoded, latents, again = run(variables, x)
+    np.testing.assert_allclose(latents, a * V.LATENT_SCALE, rtol=1e-6)
+    np.testing.assert_allclose(again, decoded, rtol=1e-4, atol=1e-5)
     reconstructed = jax.eval_shape(model.apply, variables, x, jax.random.PRNGKey(4))
     assert posterior.mean.shape == (2, 6, 5, 4)  # odd sizes: the (0, 1) pad rounds up
     assert a.shape == posterior.mean.shape and not np.allclose(a, b)
