@@ -1,16 +1,23 @@
-"""Release `hubert`: Hugging Face PyTorch HubertModel state_dicts <-> jaxtalk HubertModel.
+"""Releases `hubert` and `wav2vec2_base`: Hugging Face PyTorch HubertModel / Wav2Vec2Model
+state_dicts <-> jaxtalk HubertModel (the two share one network; see models/audio/hubert.py).
 
-Reads `pytorch_model.bin` (a torch.save zip archive) of any HuBERT large / base layout,
-e.g. TencentGameMate/chinese-hubert-large (AniTalker's) or facebook/hubert-base-ls960.
-Keys prefixed `hubert.` (HubertForCTC and friends) are accepted. The positional conv's
-weight norm is kept as its two tensors: the legacy `weight_g` / `weight_v` names and the
-newer `parametrizations.weight.original0` / `original1` names both import; export writes
-the legacy names unless asked otherwise.
+Reads a transformers folder (config.json + model.safetensors or pytorch_model.bin) or a
+weights file (safetensors, or a torch.save zip archive) of any HuBERT large / base or
+wav2vec2 layout, e.g. TencentGameMate/chinese-hubert-large (AniTalker's),
+facebook/hubert-base-ls960 or facebook/wav2vec2-base-960h (AniPortrait's). Task models'
+keys (HubertForCTC, Wav2Vec2ForCTC, Wav2Vec2ForPreTraining) are accepted: the encoder under
+`hubert.` / `wav2vec2.` and a known head (`lm_head.*`, `quantizer.*`, `project_q.*`,
+`project_hid.*`, ...), kept as read in "buffers"; any other key is an error. The positional
+conv's weight norm is kept as its two tensors: the legacy `weight_g` / `weight_v` names and
+the newer `parametrizations.weight.original0` / `original1` names both import; export
+writes the names, prefix and head that were read (legacy names and none for weights that
+were not imported), so a round trip gives the file back key for key.
 
 What the keys cannot tell (the transformer's LayerNorm placement, attention heads, conv
-strides) follows the HF configs: a "layer"-norm conv encoder means the large, pre-LN
-(stable layer norm) model; heads = hidden / 64; strides (5, 2, 2, 2, 2, 2, 2). Pass
-`stable_layer_norm=`, `num_heads=` or `conv_stride=` to override.
+strides) comes from config.json when there is one, else follows the HF configs: a
+"layer"-norm conv encoder means the large, pre-LN (stable layer norm) model; heads =
+hidden / 64; strides (5, 2, 2, 2, 2, 2, 2). Pass `stable_layer_norm=`, `num_heads=` or
+`conv_stride=` to override.
 """
 
 from __future__ import annotations
@@ -23,7 +30,16 @@ import jax
 import numpy as np
 from flax import linen as nn
 
-from jaxtalk.convert import torch_pickle
+from jaxtalk.convert.hf_files import (
+    config_value,
+    float_dtype,
+    locate,
+    read_config,
+    read_state_dict,
+    split_prefixed,
+    strict_params,
+    write_layout,
+)
 from jaxtalk.convert.mapping import (
     CONV1D,
     ConversionError,
@@ -32,7 +48,6 @@ from jaxtalk.convert.mapping import (
     count_indices,
     linear,
     norm,
-    to_params,
     to_state_dict,
 )
 from jaxtalk.convert.releases import Release, ReleaseFile
@@ -57,9 +72,28 @@ RELEASES = [
             ),
         ),
     ),
+    Release(
+        "wav2vec2_base",
+        {},
+        (),
+        "the folder of facebook/wav2vec2-base-960h (config.json + "
+        "model.safetensors|pytorch_model.bin) or its weights file: AniPortrait's audio encoder",
+    ),
 ]
 
 RELEASE = "hubert"
+WEIGHTS_NAMES = ("model.safetensors", "pytorch_model.bin")
+WEIGHTS_EXTENSIONS = (".safetensors", ".bin", ".pt", ".pth")
+# Task models wrap the encoder under these prefixes and add these heads (CTC, pretraining).
+MODEL_PREFIXES = ("hubert.", "wav2vec2.")
+HEAD_PREFIXES = (
+    "lm_head.",
+    "quantizer.",
+    "project_q.",
+    "project_hid.",
+    "final_proj.",
+    "label_embs",
+)
 _WEIGHT_NORM_KEYS = {
     "legacy": ("encoder.pos_conv_embed.conv.weight_g", "encoder.pos_conv_embed.conv.weight_v"),
     "parametrizations": (
@@ -133,10 +167,36 @@ def detect_config(sd: Mapping[str, np.ndarray], **overrides) -> HubertConfig:
     return HubertConfig(**config)
 
 
-def _strip_prefix(sd: Mapping[str, np.ndarray]) -> dict:
-    if any(k.startswith("hubert.") for k in sd):
-        return {k[len("hubert.") :]: v for k, v in sd.items() if k.startswith("hubert.")}
-    return dict(sd)
+def _split_model_keys(
+    sd: Mapping[str, np.ndarray], source: str
+) -> tuple[dict[str, np.ndarray], str, dict[str, np.ndarray]]:
+    """(the encoder's keys without their prefix, that prefix, the known task heads' keys as
+    read). A file of HubertForCTC / Wav2Vec2ForCTC / Wav2Vec2ForPreTraining prefixes the
+    encoder (`hubert.` / `wav2vec2.`) and adds its head; any other key is an error."""
+    prefix = next((p for p in MODEL_PREFIXES if any(k.startswith(p) for k in sd)), "")
+    if not prefix:
+        return dict(sd), "", {}
+    model, heads = split_prefixed(sd, prefix, HEAD_PREFIXES, source)
+    return model, prefix, heads
+
+
+def _read_config(hf_config: Mapping | None, source: str) -> dict:
+    """HubertConfig fields a transformers config.json gives that the keys do not."""
+    if not hf_config:
+        return {}
+    out = {}
+    heads = config_value(hf_config, "num_attention_heads", int, None, source)
+    if heads is not None:
+        out["num_heads"] = heads
+    stable = config_value(hf_config, "do_stable_layer_norm", bool, None, source)
+    if stable is not None:
+        out["stable_layer_norm"] = stable
+    strides = hf_config.get("conv_stride")
+    if strides is not None:
+        if not isinstance(strides, list) or not all(type(v) is int for v in strides):
+            raise ConversionError(f"{source}: 'conv_stride' must be a list of integers")
+        out["conv_stride"] = tuple(strides)
+    return out
 
 
 def variables_from_state_dict(
@@ -146,30 +206,71 @@ def variables_from_state_dict(
     reference = nn.meta.unbox(
         jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 400), np.float32)))
     )["params"]
-    style = "legacy" if _WEIGHT_NORM_KEYS["legacy"][0] in sd else "parametrizations"
-    return {"params": to_params(sd, rules_for(config, style), reference, source=source)}
+    rules = rules_for(config, weight_norm_style(sd))
+    return {"params": strict_params(sd, rules, reference, source)}
+
+
+def weight_norm_style(sd: Mapping[str, np.ndarray]) -> str:
+    return "legacy" if _WEIGHT_NORM_KEYS["legacy"][0] in sd else "parametrizations"
 
 
 def import_checkpoint(path: str | os.PathLike, **overrides) -> dict:
-    """Returns {'params', 'model_config'} with model_config the HubertConfig fields."""
-    sd = _strip_prefix(torch_pickle.load_state_dict(path))
-    config = detect_config(sd, **overrides)
-    out = variables_from_state_dict(sd, config, source=str(path))
-    out["model_config"] = dataclasses.asdict(config)
+    """A transformers folder (config.json + model.safetensors | pytorch_model.bin) or a
+    weights file -> {'params', 'model_config': the HubertConfig fields and the file's
+    layout (key prefix, weight-norm key names, file name)}, and 'buffers': a task head's
+    tensors (lm_head, quantizer, ...) as read, so that export writes the same file."""
+    where = locate(path, ("",), WEIGHTS_NAMES)
+    state, metadata = read_state_dict(where.weights)
+    sd, prefix, heads = _split_model_keys(state, where.weights)
+    hf_config = read_config(where.config) if where.config else None
+    found = _read_config(hf_config, where.config or "")
+    config = detect_config(sd, **{**found, **overrides})
+    out = variables_from_state_dict(sd, config, source=where.weights)
+    out["model_config"] = dict(
+        dataclasses.asdict(config),
+        key_prefix=prefix,
+        weight_norm_keys=weight_norm_style(sd),
+        weights_file=os.path.basename(where.weights),
+        hf_config=hf_config,
+        safetensors_metadata=metadata,
+        float_dtype=float_dtype(state),
+    )
+    if heads:
+        out["buffers"] = heads
     return out
+
+
+def hubert_config(model_config: Mapping[str, Any] | HubertConfig) -> HubertConfig:
+    """The HubertConfig of an import's model_config (its layout entries and JSON lists
+    aside)."""
+    if isinstance(model_config, HubertConfig):
+        return model_config
+    names = {f.name for f in dataclasses.fields(HubertConfig)}
+    return HubertConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in model_config.items() if k in names}
+    )
 
 
 def export_checkpoint(
     variables: Mapping,
     path: str | os.PathLike,
     model_config: Mapping[str, Any] | HubertConfig | None = None,
-    weight_norm_keys: str = "legacy",
+    weight_norm_keys: str | None = None,
 ) -> None:
+    """The transformers layout: keys prefixed and weight-norm keys named as imported (by
+    default the legacy names, no prefix), a head kept on import written back; a path with a
+    weights extension is a file (safetensors or torch archive), any other a folder with
+    config.json (as read, when one was)."""
     config = model_config if model_config is not None else variables.get("model_config")
     if config is None:
         raise ValueError("export_checkpoint needs model_config")
-    if not isinstance(config, HubertConfig):
-        config = HubertConfig(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-        )
-    torch_pickle.save(to_state_dict(variables["params"], rules_for(config, weight_norm_keys)), path)
+    layout = {} if isinstance(config, HubertConfig) else dict(config)
+    config = hubert_config(config)
+    style = weight_norm_keys or layout.get("weight_norm_keys") or "legacy"
+    prefix = layout.get("key_prefix") or ""
+    state = {
+        prefix + k: v
+        for k, v in to_state_dict(variables["params"], rules_for(config, style)).items()
+    }
+    state.update({k: np.asarray(v) for k, v in (variables.get("buffers") or {}).items()})
+    write_layout(state, path, layout, WEIGHTS_EXTENSIONS, WEIGHTS_NAMES[1])

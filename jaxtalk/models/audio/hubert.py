@@ -1,11 +1,17 @@
-"""HuBERT feature extractor (Hugging Face `HubertModel` layout) returning every hidden state.
+"""HuBERT / wav2vec2 feature extractor (Hugging Face `HubertModel` / `Wav2Vec2Model` layout)
+returning every hidden state.
 
 AniTalker's hubert_* variants mix all 25 hidden states of chinese-hubert-large (1024-d,
-50 Hz). Structure, for raw 16 kHz audio (B, samples):
+50 Hz). AniPortrait's Audio2Mesh reads wav2vec2-base-960h's last state after resampling
+the conv features to the video's frame rate (`frames=`). HuBERT-base and wav2vec2-base are
+the same network (`WAV2VEC2_BASE`); only their checkpoints' key names differ
+(jaxtalk/convert/hubert.py). Structure, for raw 16 kHz audio (B, samples):
 
   conv feature encoder  7 x Conv1d(512, k=(10,3,3,3,3,2,2), s=(5,2,2,2,2,2,2)) + GELU, with
                         "layer": LayerNorm over channels after every conv (large), or
                         "group": GroupNorm(512 groups) after the first conv only (base)
+  [resampling]          AniPortrait: conv features linearly interpolated over time to the
+                        number of video frames (`linear_resample`, align_corners=True)
   feature projection    LayerNorm(512) -> Linear(512, hidden) -> dropout
   positional conv       Conv1d(hidden, hidden, k=128, pad=64, groups=16) with weight norm
                         over dim 2 (we keep `weight_g` and `weight_v` as params, so export
@@ -69,6 +75,9 @@ HUBERT_BASE = HubertConfig(
     stable_layer_norm=False,
 )
 
+# facebook/wav2vec2-base(-960h): the HuBERT-base network (group-norm first conv, post-LN).
+WAV2VEC2_BASE = HUBERT_BASE
+
 
 def gelu(x):
     return jax.nn.gelu(x, approximate=False)  # HF "gelu" is the exact erf form
@@ -84,6 +93,21 @@ def num_frames(num_samples: int, config: HubertConfig = HUBERT_LARGE) -> int:
     for k, s in zip(config.conv_kernel, config.conv_stride):
         num_samples = (num_samples - k) // s + 1
     return num_samples
+
+
+def linear_resample(x: jax.Array, frames: int) -> jax.Array:
+    """(B, T, C) -> (B, frames, C) by linear interpolation over time with the end points
+    kept (torch's F.interpolate(mode="linear", align_corners=True)), as AniPortrait
+    resamples wav2vec2's 50 Hz conv features to the video frame rate."""
+    steps = x.shape[1]
+    if frames < 1 or steps < 1:
+        raise ValueError(f"cannot resample {steps} steps to {frames} frames")
+    scale = (steps - 1) / (frames - 1) if frames > 1 else 0.0
+    src = np.arange(frames, dtype=np.float64) * scale
+    low = np.floor(src).astype(np.int64)
+    high = np.minimum(low + 1, steps - 1)
+    frac = jnp.asarray(src - low, x.dtype)[None, :, None]
+    return x[:, low] * (1 - frac) + x[:, high] * frac
 
 
 class ChannelGroupNorm(nn.Module):
@@ -235,18 +259,21 @@ class HubertLayer(nn.Module):
 
 class HubertModel(nn.Module):
     """Raw 16 kHz audio (B, samples), normalised as `normalize_waveform` does ->
-    tuple of num_layers + 1 hidden states, each (B, frames, hidden_size)."""
+    tuple of num_layers + 1 hidden states, each (B, frames, hidden_size); `frames`
+    resamples the conv features to that many steps first (AniPortrait)."""
 
     config: HubertConfig = HUBERT_LARGE
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, wav, train: bool = False):
+    def __call__(self, wav, train: bool = False, frames: int | None = None):
         cfg = self.config
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=not train)
         feats = FeatureEncoder(cfg, name="feature_extractor", **kw)(wav)
+        if frames is not None:
+            feats = linear_resample(feats, frames)
         if cfg.feat_proj_layer_norm:
             feats = layer_norm("feature_projection_norm", cfg.layer_norm_eps, **kw)(feats)
         x = drop(dense(cfg.hidden_size, ("embed", "mlp"), "feature_projection", **kw)(feats))

@@ -11,7 +11,7 @@ jaxtalk/convert map them one rule per key.
   kernel and bias.
 - `lecun_kernel_init`: the init the metric nets were written with (they are only ever
   loaded from released weights).
-- `dense`, `conv`, `conv1d`, `layer_norm`: constructors (zero bias init).
+- `dense`, `conv`, `conv1d`, `layer_norm`, `group_norm`: constructors (zero bias init).
 - `batch_norm`: inference-mode BatchNorm (metric nets); `TorchBatchNorm`: a trainable one
   with torch.nn.BatchNorm's running-statistics update.
 - `max_pool`: torch.nn.MaxPool2d, ceil_mode included.
@@ -158,17 +158,40 @@ def conv1d(
     )
 
 
+def _norm_inits() -> dict:
+    """A norm's affine initialisers (ones, zeros) with the `norm` logical axis."""
+    return dict(
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
+    )
+
+
 def layer_norm(
     name: str, eps: float = 1e-5, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32
 ) -> nn.LayerNorm:
     """nn.LayerNorm over the last axis (PyTorch's default eps 1e-5)."""
     return nn.LayerNorm(
+        epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name, **_norm_inits()
+    )
+
+
+def group_norm(
+    name: str,
+    groups: int = 32,
+    eps: float = 1e-5,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+) -> nn.GroupNorm:
+    """nn.GroupNorm over the last axis with `groups` groups (statistics over every other
+    non-batch axis, as torch's over (C/G, H, W)); the two-pass variance, as torch computes it."""
+    return nn.GroupNorm(
+        num_groups=groups,
         epsilon=eps,
         dtype=dtype,
         param_dtype=param_dtype,
+        use_fast_variance=False,
         name=name,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
+        **_norm_inits(),
     )
 
 
@@ -187,8 +210,7 @@ def batch_norm(
         dtype=dtype,
         param_dtype=param_dtype,
         name=name,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
+        **_norm_inits(),
     )
 
 
