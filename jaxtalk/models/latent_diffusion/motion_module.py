@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.models.layers.torch_nn import dense, layer_norm
+from jaxtalk.models.layers.torch_nn import dense, group_norm, layer_norm
 
 Dtype = Any
 
@@ -39,20 +39,6 @@ def position_table(max_len: int, dim: int) -> np.ndarray:
     table[:, 0::2] = np.sin(position * freq)
     table[:, 1::2] = np.cos(position * freq)[:, : dim // 2]
     return table
-
-
-def group_norm(groups: int, eps: float, name: str, dtype: Dtype, param_dtype: Dtype):
-    """torch.nn.GroupNorm over (H, W, C/groups) of each sample, two-pass variance."""
-    return nn.GroupNorm(
-        num_groups=groups,
-        epsilon=eps,
-        use_fast_variance=False,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        name=name,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
-    )
 
 
 def _attend(q, k, v, heads: int):
@@ -169,7 +155,7 @@ class MotionModule(nn.Module):
         bf, height, width, channels = x.shape
         inner = self.heads * (channels // self.heads // self.attention_dim_div)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = group_norm(self.norm_groups, 1e-6, "norm", **kw)(x)
+        h = group_norm("norm", self.norm_groups, 1e-6, **kw)(x)
         h = dense(inner, ("embed", "mlp"), name="proj_in", **kw)(h.reshape(bf, -1, channels))
         block = (
             nn.remat(TemporalTransformerBlock, static_argnums=(2,))
