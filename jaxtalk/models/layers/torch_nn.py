@@ -11,7 +11,7 @@ jaxtalk/convert map them one rule per key.
   kernel and bias.
 - `lecun_kernel_init`: the init the metric nets were written with (they are only ever
   loaded from released weights).
-- `dense`, `conv`, `conv1d`, `layer_norm`: constructors (zero bias init).
+- `dense`, `conv`, `conv1d`, `layer_norm`, `group_norm`: constructors (zero bias init).
 - `batch_norm`: inference-mode BatchNorm (metric nets); `TorchBatchNorm`: a trainable one
   with torch.nn.BatchNorm's running-statistics update.
 - `max_pool`: torch.nn.MaxPool2d, ceil_mode included.
@@ -159,13 +159,40 @@ def conv1d(
 
 
 def layer_norm(
-    name: str, eps: float = 1e-5, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32
+    name: str,
+    eps: float = 1e-5,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    fast_variance: bool = True,
 ) -> nn.LayerNorm:
-    """nn.LayerNorm over the last axis (PyTorch's default eps 1e-5)."""
+    """nn.LayerNorm over the last axis (PyTorch's default eps 1e-5); `fast_variance=False`
+    computes the variance as PyTorch does, from the centred values, not E[x^2] - E[x]^2."""
     return nn.LayerNorm(
         epsilon=eps,
         dtype=dtype,
         param_dtype=param_dtype,
+        use_fast_variance=fast_variance,
+        name=name,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
+    )
+
+
+def group_norm(
+    num_groups: int,
+    eps: float,
+    name: str | None = None,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+) -> nn.GroupNorm:
+    """torch.nn.GroupNorm on channels-last input: statistics per sample and group over all
+    other axes, the variance from the centred values (as PyTorch computes it)."""
+    return nn.GroupNorm(
+        num_groups=num_groups,
+        epsilon=eps,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        use_fast_variance=False,
         name=name,
         scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
