@@ -83,6 +83,7 @@ TINY = UNetConfig(
 
 def block_names(config: UNetConfig) -> list[str]:
     """The transformer blocks' names in the order they run (down, mid, up)."""
+
     def level(prefix, count):
         return [
             f"{prefix}.attentions.{j}.transformer_blocks.{i}"
@@ -182,7 +183,9 @@ class UNet2DConditionModel(nn.Module):
                 return x
             return x + _per_frame(jnp.asarray(additions[k], x.dtype), batch, frames)
 
-        x = conv(cfg.block_out_channels[0], 3, padding=1, name="conv_in", **kw)(sample.astype(self.dtype))
+        x = conv(cfg.block_out_channels[0], 3, padding=1, name="conv_in", **kw)(
+            sample.astype(self.dtype)
+        )
         x = constrain(add(x, 0))
         skips, recorded = [x], {}
         levels = len(cfg.block_out_channels)

@@ -90,7 +90,9 @@ class DownBlock(_Block):
     add_downsample: bool = True
 
     @nn.compact
-    def __call__(self, x, temb, context, bank: Mapping | None = None, reference_mask=None, frames=1):
+    def __call__(
+        self, x, temb, context, bank: Mapping | None = None, reference_mask=None, frames=1
+    ):
         skips, recorded = [], {}
         for j in range(self.num_layers):
             x = constrain(self.resnet(j)(x, temb))
@@ -111,7 +113,9 @@ class MidBlock(_Block):
     """UNetMidBlock2DCrossAttn (3D): resnet, then (attention, motion, resnet) per layer."""
 
     @nn.compact
-    def __call__(self, x, temb, context, bank: Mapping | None = None, reference_mask=None, frames=1):
+    def __call__(
+        self, x, temb, context, bank: Mapping | None = None, reference_mask=None, frames=1
+    ):
         recorded = {}
         x = constrain(self.resnet(0)(x, temb))
         for j in range(self.num_layers):

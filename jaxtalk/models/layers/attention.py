@@ -89,7 +89,9 @@ def _pallas(q, k, v, scale: float, kv_lengths=None):
     return out.transpose(0, 2, 1, 3)
 
 
-def attention(q, k, v, *, implementation: str = "auto", scale: float | None = None, kv_lengths=None):
+def attention(
+    q, k, v, *, implementation: str = "auto", scale: float | None = None, kv_lengths=None
+):
     """softmax(q k^T * scale) v: q (B, Lq, H, D), k and v (B, Lk, H, D) -> (B, Lq, H, D)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     kind = choose(q, k, implementation)
