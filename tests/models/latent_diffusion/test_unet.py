@@ -139,8 +139,19 @@ def tiny_params(config=ld.TINY, motion=False):
     return random_params(shapes_of(model, jnp.asarray(sample[:1]), jnp.asarray(context[:1])))
 
 
-def apply(model, params, *args, **kw):
-    return jax.jit(functools.partial(model.apply, **kw))(params, *args)
+# Compile time dominates these tests; XLA's backend optimisations buy nothing at tiny sizes.
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+_JITTED = {}
+
+
+def jitted(fn, key):
+    if key not in _JITTED:
+        _JITTED[key] = jax.jit(fn, compiler_options=FAST_COMPILE)
+    return _JITTED[key]
+
+
+def apply(model, params, *args):
+    return jitted(model.apply, repr(model))(params, *args)
 
 
 def test_tiny_forward_shapes_and_folding():
@@ -270,7 +281,7 @@ def test_remat_gives_the_same_output_and_gradients():
         def loss(p, model=model):
             return jnp.mean(model.apply(p, sample, t, context, bank) ** 2)
 
-        results.append(jax.jit(jax.value_and_grad(loss))(params))
+        results.append(jitted(jax.value_and_grad(loss), ("grad", remat))(params))
     (v0, g0), (v1, g1) = results
     np.testing.assert_allclose(v1, v0, rtol=1e-6)
     for a, b in zip(jax.tree_util.tree_leaves(g0), jax.tree_util.tree_leaves(g1)):
