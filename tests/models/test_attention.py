@@ -69,7 +69,9 @@ def test_auto_on_cpu_is_the_plain_dot_product():
 
 def test_platform_rules(monkeypatch):
     def spec(lq, lk, dim, dtype):
-        return jax.ShapeDtypeStruct((1, lq, 8, dim), dtype), jax.ShapeDtypeStruct((1, lk, 8, dim), dtype)
+        return jax.ShapeDtypeStruct((1, lq, 8, dim), dtype), jax.ShapeDtypeStruct(
+            (1, lk, 8, dim), dtype
+        )
 
     monkeypatch.setattr(attn, "_platform", lambda: "gpu")
     assert attn.choose(*spec(4096, 8192, 40, jnp.bfloat16)) == "cudnn"

@@ -16,6 +16,7 @@ from flax import traverse_util
 
 from jaxtalk.convert import sd_unet
 from jaxtalk.models.latent_diffusion import unet as ld
+from jaxtalk.models.layers.torch_nn import dense
 
 # Tiny inputs: 2 samples, 16x16 latents, 5 context tokens.
 B, SIDE, TOKENS, FRAMES = 2, 16, 5, 3
@@ -31,7 +32,7 @@ class TemporalMix(nn.Module):
     def __call__(self, x, frames):
         seq = x.reshape((-1, frames) + x.shape[1:])
         mean = jnp.broadcast_to(seq.mean(axis=1, keepdims=True), seq.shape).reshape(x.shape)
-        return x + nn.Dense(self.channels, name="proj")(mean)
+        return x + dense(self.channels, ("embed", "mlp"), "proj")(mean)
 
 
 def temporal_mix_rules(torch_prefix, path):
@@ -286,3 +287,28 @@ def test_remat_gives_the_same_output_and_gradients():
     np.testing.assert_allclose(v1, v0, rtol=1e-6)
     for a, b in zip(jax.tree_util.tree_leaves(g0), jax.tree_util.tree_leaves(g1)):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+
+
+def test_fsdp_rules_shard_every_large_kernel_and_blocks_are_constrained():
+    """Full size through eval_shape: on 8 devices (fsdp) every kernel with a dimension >=
+    320 is sharded, motion-module slots included; the tiny inflated UNet traced under the
+    rules carries sharding constraints at its block boundaries."""
+    from configs.common import LOGICAL_AXIS_RULES
+    from jaxtalk.train import sharding
+
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 8, "tensor": 1})
+    model = ld.UNet3DConditionModel(ld.SD15, motion_module=TemporalMix, motion_mid=True)
+    boxed = shapes_of(model, jnp.zeros((1, 2, 64, 64, 4)), FULL[1])["params"]
+    specs = sharding.shardings_for(boxed, mesh, LOGICAL_AXIS_RULES)
+    flat = traverse_util.flatten_dict(nn.unbox(boxed))
+    flat_specs = traverse_util.flatten_dict(specs)
+    large = [k for k, v in flat.items() if v.ndim >= 2 and max(v.shape) >= 320]
+    assert len(large) > 300
+    unsharded = [k for k in large if all(a is None for a in flat_specs[k].spec)]
+    assert not unsharded, unsharded[:5]
+    tiny = ld.UNet3DConditionModel(ld.TINY, motion_module=TemporalMix)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    args = jax.device_put((tiny_params(motion=True), *tiny_inputs(frames=FRAMES)), replicated)
+    with sharding.activation_context(mesh, LOGICAL_AXIS_RULES):
+        lowered = jax.jit(tiny.apply).lower(*args)
+    assert lowered.as_text().count("sharding_constraint") > 10
