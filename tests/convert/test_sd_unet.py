@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxtalk.convert import releases, sd_unet, torch_pickle, weights
-from jaxtalk.convert.mapping import ConversionError, flatten_params
+from jaxtalk.convert.mapping import ConversionError, flatten_params, to_state_dict
 from jaxtalk.errors import InputError
 from jaxtalk.models.latent_diffusion import unet as ld
 
@@ -135,3 +135,31 @@ def test_unsupported_configs_and_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="not a diffusers folder"):
         sd_unet.import_checkpoint(tmp_path / "empty")
+
+
+def test_inflated_unet_with_motion_modules_round_trips():
+    """A file holding the inflated UNet's keys and its motion modules' (named as the
+    releases name them) imports into the 3-D UNet's params and back, bit for bit."""
+    from tests.models.latent_diffusion.test_unet import TemporalMix, temporal_mix_rules
+
+    rules = sd_unet.unet_rules(ld.TINY, temporal_mix_rules, motion_mid=True)
+    reference = sd_unet.param_shapes(ld.TINY, TemporalMix, motion_mid=True)
+    flat = flatten_params(reference)
+    rng = np.random.default_rng(3)
+    sd = {
+        r.torch_key: rng.standard_normal(
+            r.layout.to_torch(np.empty(flat[r.param_path].shape, np.int8)).shape
+        ).astype(np.float32)
+        for r in rules
+    }
+    assert "mid_block.motion_modules.0.proj.weight" in sd
+    assert "up_blocks.1.motion_modules.1.proj.bias" in sd
+    params = sd_unet.params_from_state_dict(
+        sd, ld.TINY, "combined.pth", TemporalMix, temporal_mix_rules, motion_mid=True
+    )
+    assert_same(to_state_dict(params, rules), sd)
+    unet_only = {k: v for k, v in sd.items() if ".motion_modules." not in k}
+    with pytest.raises(ConversionError, match="combined.pth: missing key .*motion_modules"):
+        sd_unet.params_from_state_dict(
+            unet_only, ld.TINY, "combined.pth", TemporalMix, temporal_mix_rules, motion_mid=True
+        )
