@@ -330,3 +330,28 @@ def test_fsdp_rules_shard_every_large_kernel_and_blocks_are_constrained():
     with sharding.activation_context(mesh, LOGICAL_AXIS_RULES):
         lowered = jax.jit(tiny.apply).lower(*args)
     assert lowered.as_text().count("sharding_constraint") > 10
+
+
+def test_additions_after_conv_in_and_each_down_block():
+    """AniPortrait's PoseGuider features: one per scale, added after conv_in and after each
+    down block, per frame (B, F, h, w, c) or per sample (B, h, w, c)."""
+    params = tiny_params()
+    sample, t, context = tiny_inputs(frames=FRAMES)
+    model = ld.UNet3DConditionModel(ld.TINY)
+    plain = np.asarray(apply(model, params, sample, t, context))
+    scales = [(SIDE, 32), (SIDE // 2, 32), (SIDE // 2, 64)]
+    zeros = [np.zeros((B, FRAMES, s, s, c), np.float32) for s, c in scales]
+    np.testing.assert_array_equal(
+        np.asarray(apply(model, params, sample, t, context, None, None, zeros)), plain
+    )
+    rng = np.random.default_rng(5)
+    pose = [z + rng.standard_normal(z.shape).astype(np.float32) for z in zeros]
+    moved = np.asarray(apply(model, params, sample, t, context, None, None, pose))
+    assert np.abs(moved - plain).max() > 1e-2
+    per_sample = [p[:, 0] for p in pose]
+    repeated = [np.repeat(p[:, :1], FRAMES, axis=1) for p in pose]
+    np.testing.assert_allclose(
+        apply(model, params, sample, t, context, None, None, per_sample),
+        apply(model, params, sample, t, context, None, None, repeated),
+        atol=1e-6,
+    )
