@@ -167,11 +167,21 @@ def _norm_inits() -> dict:
 
 
 def layer_norm(
-    name: str, eps: float = 1e-5, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32
+    name: str,
+    eps: float = 1e-5,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    fast_variance: bool = True,
 ) -> nn.LayerNorm:
-    """nn.LayerNorm over the last axis (PyTorch's default eps 1e-5)."""
+    """nn.LayerNorm over the last axis (PyTorch's default eps 1e-5); `fast_variance=False`
+    computes the variance as PyTorch does, from the centred values, not E[x^2] - E[x]^2."""
     return nn.LayerNorm(
-        epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name, **_norm_inits()
+        epsilon=eps,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        use_fast_variance=fast_variance,
+        name=name,
+        **_norm_inits(),
     )
 
 
