@@ -84,7 +84,7 @@ def module_rules(
             rules += linear(f"{ta}.to_out.0", f"{pa}/to_out_0")
         for j in range(attention_blocks):
             rules += norm(f"{tb}.norms.{j}", f"{pb}/norms_{j}")
-        rules += linear(f"{tb}.ff.net.0.proj", f"{pb}/ff/net_0_proj")
+        rules += linear(f"{tb}.ff.net.0.proj", f"{pb}/ff/net_0/proj")
         rules += linear(f"{tb}.ff.net.2", f"{pb}/ff/net_2")
         rules += norm(f"{tb}.ff_norm", f"{pb}/ff_norm")
     return rules + linear(f"{t}.proj_out", f"{p}/proj_out")

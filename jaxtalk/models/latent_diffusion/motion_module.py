@@ -21,10 +21,10 @@ import math
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk.models.latent_diffusion.transformer import Attention, GEGLUFeedForward
 from jaxtalk.models.layers.torch_nn import dense, group_norm, layer_norm
 
 Dtype = Any
@@ -41,80 +41,39 @@ def position_table(max_len: int, dim: int) -> np.ndarray:
     return table
 
 
-def _attend(q, k, v, heads: int):
-    """softmax(q k^T / sqrt(d)) v per head over short sequences (N, L, heads * d): the plain
-    product, with the softmax in float32 or wider."""
-    n, length, inner = q.shape
-    split = lambda a: a.reshape(n, a.shape[1], heads, inner // heads)
-    q, k, v = split(q), split(k), split(v)
-    logits = jnp.einsum("nqhd,nkhd->nhqk", q, k) * (inner // heads) ** -0.5
-    weights = jax.nn.softmax(logits.astype(jnp.promote_types(q.dtype, jnp.float32)), axis=-1)
-    out = jnp.einsum("nhqk,nkhd->nqhd", weights.astype(v.dtype), v)
-    return out.reshape(n, length, inner)
+def _to_frames(x, frames: int):
+    """(B*F, HW, C) -> (B*HW, F, C): each pixel's sequence over its video's frames."""
+    bf, hw, c = x.shape
+    return x.reshape(bf // frames, frames, hw, c).transpose(0, 2, 1, 3).reshape(-1, frames, c)
 
 
-class _FrameAttentionOptions(nn.Module):
-    """The options every module that attends over frames takes."""
+def _from_frames(x, hw: int):
+    """The inverse of `_to_frames`."""
+    bhw, frames, c = x.shape
+    return x.reshape(bhw // hw, hw, frames, c).transpose(0, 2, 1, 3).reshape(-1, hw, c)
+
+
+class TemporalTransformerBlock(nn.Module):
+    """Pre-LN temporal attention blocks, each with its residual, then the pre-LN FF."""
 
     heads: int = 8
     max_len: int = 32
     position_encoding: bool = True
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-
-class TemporalAttention(_FrameAttentionOptions):
-    """Self-attention over frames ("Temporal_Self" VersatileAttention) on (B*F, HW, C)."""
-
-    @nn.compact
-    def __call__(self, x, frames: int):
-        bf, hw, c = x.shape
-        b = bf // frames
-        h = x.reshape(b, frames, hw, c).transpose(0, 2, 1, 3).reshape(b * hw, frames, c)
-        if self.position_encoding:
-            h = h + jnp.asarray(position_table(self.max_len, c)[:frames], h.dtype)
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        q, k, v = (
-            dense(c, ("embed", "heads"), name=n, use_bias=False, **kw)(h)
-            for n in ("to_q", "to_k", "to_v")
-        )
-        out = dense(c, ("heads", "embed"), name="to_out_0", **kw)(_attend(q, k, v, self.heads))
-        return out.reshape(b, hw, frames, c).transpose(0, 2, 1, 3).reshape(bf, hw, c)
-
-
-class GEGLUFeedForward(nn.Module):
-    """diffusers' FeedForward with GEGLU: proj to 2 x mult x dim, value * gelu(gate) (exact
-    GELU), proj back."""
-
-    mult: int = 4
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        dim, kw = x.shape[-1], dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        value, gate = jnp.split(
-            dense(2 * self.mult * dim, ("embed", "mlp"), name="net_0_proj", **kw)(x), 2, -1
-        )
-        return dense(dim, ("mlp", "embed"), name="net_2", **kw)(
-            value * jax.nn.gelu(gate, approximate=False)
-        )
-
-
-class TemporalTransformerBlock(_FrameAttentionOptions):
-    """Pre-LN temporal attention blocks, each with its residual, then the pre-LN FF."""
-
     attention_blocks: int = 2
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, frames: int):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         for i in range(self.attention_blocks):
-            attention = TemporalAttention(
-                self.heads, self.max_len, self.position_encoding, name=f"attention_blocks_{i}", **kw
-            )
-            x = attention(layer_norm(f"norms_{i}", **kw)(x), frames) + x
-        return GEGLUFeedForward(name="ff", **kw)(layer_norm("ff_norm", **kw)(x)) + x
+            # "Temporal_Self" attention: over frames, the position table added first
+            h = _to_frames(layer_norm(f"norms_{i}", **kw)(x), frames)
+            if self.position_encoding:
+                h = h + jnp.asarray(position_table(self.max_len, h.shape[-1])[:frames], h.dtype)
+            h = Attention(self.heads, h.shape[-1], name=f"attention_blocks_{i}", **kw)(h)
+            x = _from_frames(h, x.shape[1]) + x
+        return GEGLUFeedForward(x.shape[-1], name="ff", **kw)(layer_norm("ff_norm", **kw)(x)) + x
 
 
 class MotionModule(nn.Module):
