@@ -103,8 +103,7 @@ def animate_files(
     driving_crop: Sequence[int] | None = None,
     max_seconds: float | None = None,
     options: Mapping | None = None,
-    extra: Callable[[str], tuple[np.ndarray | None, Callable[[Driving], Mapping]]]
-    | None = None,
+    extra: Callable[[str], tuple[np.ndarray | None, Callable[[Driving], Mapping]]] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Written:
     """source image + driving file -> the mp4 `out`, animated by `model` with `options`
