@@ -132,7 +132,9 @@ def table(rows):
             name = f"step {r['mesh']} remat={'on' if r['remat'] else 'off'}"
             temp, out = r["temp_bytes"], r["output_bytes"]
         arg = r["per_device_bytes"] if r["kind"] == "placement" else r["argument_bytes"]
-        print(f"{name:34s} {arg / GIB:8.3f} {out / GIB:8.3f} {temp / GIB:9.3f} {r['compile_s']:9.1f}")
+        print(
+            f"{name:34s} {arg / GIB:8.3f} {out / GIB:8.3f} {temp / GIB:9.3f} {r['compile_s']:9.1f}"
+        )
 
 
 def main(argv=None):

@@ -96,10 +96,11 @@ def diffusion_loss(model):
     return loss
 
 
-def compile_train_step(loss, tx, boxed_state, batch, mesh, rules):
+def compile_train_step(loss, tx, boxed_state, batch, mesh, rules, compiler_options=None):
     """One step (loss, gradient, optimizer update) jitted with explicit in/out shardings and
     the state donated, traced under the rules' activation constraints, lowered on abstract
-    inputs and compiled; returns (compiled, seconds to lower + compile)."""
+    inputs and compiled (`compiler_options`, e.g. {"xla_backend_optimization_level": 0}
+    to compile faster where only buffer sizes matter); returns (compiled, seconds to lower + compile)."""
     state_shardings = sharding.shardings_for(boxed_state, mesh, rules)
     batch_shardings = jax.tree.map(lambda x: sharding.batch_sharding(mesh, rules, x.ndim), batch)
 
@@ -118,5 +119,5 @@ def compile_train_step(loss, tx, boxed_state, batch, mesh, rules):
     start = time.perf_counter()
     with sharding.activation_context(mesh, rules):
         lowered = jitted.lower(abstract, batch)
-    compiled = lowered.compile()
+    compiled = lowered.compile(compiler_options)
     return compiled, time.perf_counter() - start
