@@ -24,7 +24,8 @@ Measured (2-core CPU shared with other jobs, load average 10-21, jax 0.10.2), fl
       1,976,869,800 B (1,976,840,212 aliased: the donated state), temp 6,916,543,808 B;
       compile 1,690 s (28 min under that load).
   remat on (--fast_compile): argument and output bytes the same, temp 9,324,713,536 B;
-      compile 314 s. XLA's CPU scheduler shows no activation saving from remat at this size
+      compile 314 s. remat off again with --fast_compile: temp 6,916,543,808 B, identical to
+      the -O2 build (compile 191 s), so -O0 leaves buffer sizes unchanged. XLA's CPU scheduler shows no activation saving from remat at this size
       (temp rises by 2.4 GB): the temp is dominated by all-gathered float32 weights and
       full-size gradients (1.3B x 4 B = 5.25 GB) rather than 2-frame 32x32 activations. On
       a GPU at 16 frames x 64x64 the activations dominate and per-block remat should cut
