@@ -44,7 +44,11 @@ class _ReferenceToySource:
 
     def __init__(self, size: int, resolution: int, channels: int, first_seed: int, **shape):
         self._size, self._res, self._channels, self._seed = size, resolution, channels, first_seed
-        self._square, self._radius, self._clutter = shape["square"], shape["radius"], shape["clutter"]
+        self._square, self._radius, self._clutter = (
+            shape["square"],
+            shape["radius"],
+            shape["clutter"],
+        )
         yy, xx = np.mgrid[:resolution, :resolution].astype(np.float32)
         centre = (resolution - 1) / 2
         self._disc = ((yy - centre) ** 2 + (xx - centre) ** 2 <= self._radius**2)[..., None]

@@ -13,7 +13,7 @@ from jaxtalk.train.train import train
 
 def short_config(steps: int):
     c = cfg_lib.get_config("tiny")
-    c.batch_size = 4
+    c.batch_size = 8  # the tests simulate 8 devices
     c.total_steps = steps
     c.log.every_steps = steps
     c.log.tensorboard = False
