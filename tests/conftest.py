@@ -9,10 +9,17 @@ import os
 import shutil
 import tempfile
 
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
     _flags += " --xla_force_host_platform_device_count=8"
+# LLVM's optimisation passes are most of XLA's CPU compile time (the tiny LivePortrait init:
+# 92 s at the default level, 18 s without them), and the tests' tiny shapes run in
+# milliseconds either way; convolutions and matmuls call the same precompiled kernels.
+if "xla_backend_optimization_level" not in _flags:
+    _flags += " " + FAST_COMPILE
 os.environ["XLA_FLAGS"] = _flags.strip()
 # Keep TensorFlow (pulled in by tensorflow-datasets when present) quiet and off the GPU.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
