@@ -1,13 +1,38 @@
-"""Test-wide setup: a CPU-only JAX with 8 simulated devices, so sharding tests see a mesh.
+"""Test-wide setup: a CPU-only JAX with 8 simulated devices, so sharding tests see a mesh,
+and one XLA compilation cache for the whole run.
 
 The flags must be set before jax is imported anywhere, which is why they live here.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
+
+FAST_COMPILE = "--xla_backend_optimization_level=0"
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
-    os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
+    _flags += " --xla_force_host_platform_device_count=8"
+# LLVM's optimisation passes are most of XLA's CPU compile time (the tiny LivePortrait init:
+# 92 s at the default level, 18 s without them), and the tests' tiny shapes run in
+# milliseconds either way; convolutions and matmuls call the same precompiled kernels.
+if "xla_backend_optimization_level" not in _flags:
+    _flags += " " + FAST_COMPILE
+os.environ["XLA_FLAGS"] = _flags.strip()
 # Keep TensorFlow (pulled in by tensorflow-datasets when present) quiet and off the GPU.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# The same small train and eval steps are compiled again and again: by each `jaxtalk`
+# subprocess the tests start, by each xdist worker, by each train() call. One persistent
+# compilation cache, read through the environment, serves them all (a cached executable loads
+# several times faster than XLA compiles it). The directory is new for each run and removed
+# at its end, so no run depends on an earlier one; the xdist workers and the subprocesses
+# inherit it from the process that made it. Every compile is cached (threshold 0): on a
+# loaded CI machine even small steps take seconds to compile.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache_dir = tempfile.mkdtemp(prefix="jaxtalk-tests-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)

@@ -164,11 +164,15 @@ def _train(config, workdir: str, preemption: distributed.Preemption) -> dict:
     first_batch = to_global(next(make_data("train", config.seed)), mesh, rules)
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
 
-    def init_state():
-        params, model_state = task.init(init_rng, first_batch)
+    # The keys and the batch are arguments, not closed-over constants: XLA would otherwise
+    # constant-fold the whole initialisation (every initializer's random numbers, the forward
+    # pass flax runs to shape the variables) at compile time, which takes minutes on a CPU.
+    def init_state(init_rng, state_rng, batch):
+        params, model_state = task.init(init_rng, batch)
         return state_lib.create(params, model_state, optimizers, ema_decays, state_rng)
 
-    boxed = jax.eval_shape(init_state)
+    init_args = (init_rng, state_rng, first_batch)
+    boxed = jax.eval_shape(init_state, *init_args)
     state_shardings = sharding.shardings_for(boxed, mesh, rules)
     abstract = nn.unbox(boxed)
     ckpt = checkpoints.Checkpointer(workdir, config)
@@ -212,7 +216,9 @@ def _train(config, workdir: str, preemption: distributed.Preemption) -> dict:
             )
         frozen[g]["fingerprint"] = checkpoints.fingerprint(params)
     if resumed is None:
-        state = jax.jit(lambda: nn.unbox(init_state()), out_shardings=state_shardings)()
+        state = jax.jit(lambda *a: nn.unbox(init_state(*a)), out_shardings=state_shardings)(
+            *init_args
+        )
         pretrained = {**frozen_params, **task.pretrained()}
         if pretrained:
             state = load_pretrained(state, pretrained, state_shardings)

@@ -3,6 +3,7 @@ value the LIA generator, the stage-2 denoiser (HuBERT features), the DDIM and DD
 and the audio-driven animator's code path compute is float64. Precision islands (softmax, BatchNorm, sampler coefficients,
 positional tables) may only promote to at least float32, never demote float64."""
 
+import functools
 import types
 
 import jax
@@ -37,11 +38,8 @@ def not_float64(fn, *args):
     """'primitive -> dtype' for every floating-point value `fn` computes (its constants
     included) that is not float64."""
     closed = jax.make_jaxpr(fn)(*args)
-    found = {
-        f"const -> {np.result_type(c)}"
-        for c in closed.consts
-        if jnp.issubdtype(np.result_type(c), jnp.floating) and np.result_type(c) != np.float64
-    }
+    dtypes = [np.dtype(getattr(c, "dtype", type(c))) for c in closed.consts]
+    found = {f"const -> {d}" for d in dtypes if jnp.issubdtype(d, jnp.floating) and d != np.float64}
     for jaxpr in _jaxprs(closed.jaxpr):
         for eqn in jaxpr.eqns:
             for var in eqn.outvars:
@@ -52,6 +50,12 @@ def not_float64(fn, *args):
     return sorted(found)
 
 
+def _zeros(abstract):
+    """Zero arrays of the shapes and dtypes of `abstract` (a jax.eval_shape result): values
+    to close over, computed without running (and compiling op by op) the model."""
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract)
+
+
 @pytest.fixture
 def x64():
     with jax.enable_x64(True):  # this test only: the config is a context manager
@@ -59,24 +63,26 @@ def x64():
 
 
 def _denoiser():
+    """The tiny denoiser, its variables (abstract: only their dtypes matter to a jaxpr) and
+    zero inputs."""
     model = DiffusionPredictor(**TINY_KEYS_CONFIG, **F64)
     inputs = init_inputs(model, frames=4)
     assert inputs[2].dtype == jnp.float64 and inputs[2].shape[2] == 3  # (B, 2T, layers, dim)
-    return model, model.init(jax.random.PRNGKey(0), *inputs), inputs
+    return model, jax.eval_shape(model.init, jax.random.PRNGKey(0), *inputs), inputs
 
 
 @pytest.mark.parametrize("generator", [LIAGenerator, AniTalkerMotion])
 def test_lia_and_stage1_generators_stay_float64(x64, generator):
     model = generator(size=32, style_dim=32, motion_dim=5, width=1 / 16, **F64)
     x = jnp.zeros((1, 32, 32, 3), jnp.float64)
-    variables = model.init(jax.random.PRNGKey(0), x, x)
+    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x, x)
     assert not_float64(model.apply, variables, x, x) == []
 
 
 def test_hubert_features_stay_float64(x64):
     model = HubertModel(TINY_HUBERT, **F64)
     wav = jnp.zeros((1, 400), jnp.float64)
-    variables = model.init(jax.random.PRNGKey(0), wav)
+    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), wav)
     assert not_float64(model.apply, variables, wav) == []
 
 
@@ -92,8 +98,12 @@ def test_stage2_denoiser_with_hubert_features_stays_float64(x64):
 
 
 def _sampling_setup():
+    """The denoiser as the samplers call it, closing over concrete variables and conditioning
+    of the model's dtypes (the constants' dtypes are checked too)."""
     model, variables, (start, direction, audio, noisy, _) = _denoiser()
-    cond, _ = model.apply(variables, audio, method=DiffusionPredictor.condition)
+    condition = functools.partial(model.apply, method=DiffusionPredictor.condition)
+    cond, _ = _zeros(jax.eval_shape(condition, variables, audio))
+    variables = _zeros(variables)
 
     def denoise(x, t):
         return model.apply(
@@ -136,6 +146,7 @@ def test_animator_motion_codes_stay_float64(x64):
     """The audio-driven animator's whole code path: conditioning with the release's float32
     control values, the sampler and the code statistics' inverse normalisation."""
     model, variables, (start, direction, audio, noisy, _) = _denoiser()
+    variables = _zeros(variables)
     frames, dim = noisy.shape[1:]
     animator = types.SimpleNamespace(
         model=model,

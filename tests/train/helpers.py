@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import orbax.checkpoint as ocp
 
+from tests.conftest import FAST_COMPILE
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -32,7 +34,7 @@ def cli_env(devices: int = 8) -> dict:
         os.environ,
         JAX_PLATFORMS="cpu",
         PYTHONPATH=REPO,
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}",
     )
     for k in ("JAXTALK_COORDINATOR_ADDRESS", "JAXTALK_NUM_PROCESSES", "JAXTALK_PROCESS_ID"):
         env.pop(k, None)
