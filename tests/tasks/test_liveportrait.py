@@ -129,8 +129,9 @@ def test_stage2_trains_only_the_mlps(stage1_run, synthetic_64, tmp_path):
     assert np.isfinite(out["eval/outside_l1_stitched"])
 
     # cross-reenactment (`jaxtalk eval --modes=cross`): driven by the next example's clip
-    cross = task.eval_outputs(state.params, state.model_state, batch, None, mode="cross")
-    own = task.eval_outputs(state.params, state.model_state, batch, None, mode="self")
+    outputs = jax.jit(task.eval_outputs, static_argnames="mode")  # one compile per mode
+    cross = outputs(state.params, state.model_state, batch, None, mode="cross")
+    own = outputs(state.params, state.model_state, batch, None, mode="self")
     assert set(cross) == {"prediction", "driving", "source"} and "target" in own
     assert cross["prediction"].shape == own["prediction"].shape
     np.testing.assert_array_equal(cross["driving"], np.roll(own["driving"], 1, axis=0))
