@@ -8,8 +8,8 @@ the paper's data, VAE and widths have no meaning for a synthetic toy.
 
 import ml_collections
 
+import jaxtalk.diffusion.recipes as recipes
 from configs import common
-from jaxtalk.diffusion import recipes
 
 
 def get_config(arg: str = "tiny"):

@@ -48,9 +48,15 @@ MAY_IMPORT_DATA_PIPELINES = (
     "jaxtalk.commands",
 )
 
-# configs/ may import only these (what it imports today), and only jaxtalk.commands (which
-# reads recipes for the command line) imports configs/.
-CONFIGS_MAY_IMPORT = ("configs", "jaxtalk.models.anitalker.stage2", "data_pipelines.loaders")
+# configs/ may import only these (what it imports today: module constants and the released
+# diffusion pairings of jaxtalk.diffusion.recipes), and only jaxtalk.commands (which reads
+# recipes for the command line) imports configs/.
+CONFIGS_MAY_IMPORT = (
+    "configs",
+    "jaxtalk.models.anitalker.stage2",
+    "data_pipelines.loaders",
+    "jaxtalk.diffusion.recipes",
+)
 MAY_IMPORT_CONFIGS = ("jaxtalk.commands",)
 
 
