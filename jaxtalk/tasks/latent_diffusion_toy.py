@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,7 +34,7 @@ import numpy as np
 from jaxtalk.diffusion import objectives, recipes
 from jaxtalk.diffusion.samplers import sample_video
 from jaxtalk.models.latent_diffusion.unet import TINY, UNet2DConditionModel, UNetConfig
-from jaxtalk.train.data import process_share
+from jaxtalk.train.data import local_batches
 from jaxtalk.train.task import LossOutput, Task
 
 
@@ -224,16 +223,14 @@ class LatentDiffusionToy(Task):
             radius=t.radius,
             clutter=t.clutter,
         )
-        ds = grain.MapDataset.source(source)
-        if train:
-            ds = ds.shuffle(seed=seed).repeat(None)
-        ds = process_share(
-            ds,
+        ds = local_batches(
+            source,
+            train=train,
+            seed=seed,
             global_batch_size=global_batch_size,
             process_index=process_index,
             process_count=process_count,
         )
-        ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
         return iter(ds.to_iter_dataset())
 
 

@@ -8,13 +8,12 @@ loop's tests, the multi-host test and the loop-overhead benchmark all run on it.
 
 from __future__ import annotations
 
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from jaxtalk.train.data import process_share
+from jaxtalk.train.data import local_batches
 from jaxtalk.train.task import LossOutput, Task
 
 
@@ -153,16 +152,14 @@ class ToyRegression(Task):
             t.out_dim,
             first_seed=0 if train else 10**9,
         )
-        ds = grain.MapDataset.source(source)
-        if train:
-            ds = ds.shuffle(seed=seed).repeat(None)
-        ds = process_share(
-            ds,
+        ds = local_batches(
+            source,
+            train=train,
+            seed=seed,
             global_batch_size=global_batch_size,
             process_index=process_index,
             process_count=process_count,
         )
-        ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
         if train and t.nan_at_batches:
             nan_batches = frozenset(t.nan_at_batches)
             ds = ds.map_with_index(lambda i, b: _poison(i, b, nan_batches))

@@ -38,6 +38,29 @@ def process_share(
     return grain.MapDataset.range(num_batches * local).map(lambda j: ds[global_index(j)])
 
 
+def local_batches(
+    source,
+    *,
+    train: bool,
+    seed: int,
+    global_batch_size: int,
+    process_index: int,
+    process_count: int,
+) -> grain.MapDataset:
+    """An in-memory example source as this process's batches: shuffled and repeated for
+    training (one pass otherwise), its share (`process_share`), batched to the local size."""
+    ds = grain.MapDataset.source(source)
+    if train:
+        ds = ds.shuffle(seed=seed).repeat(None)
+    ds = process_share(
+        ds,
+        global_batch_size=global_batch_size,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    return ds.batch(global_batch_size // process_count, drop_remainder=True)
+
+
 def to_global(
     local_batch: Mapping[str, np.ndarray],
     mesh: jax.sharding.Mesh,

@@ -1,10 +1,9 @@
 """Training the toy family: reproduce the driving frame from the source and the driving frame."""
 
-import grain
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.train.data import process_share
+from jaxtalk.train.data import local_batches
 from jaxtalk.train.task import LossOutput, Task
 from tests.toy_family.model import ToyPortrait
 
@@ -54,18 +53,15 @@ class ToyPortraitTask(Task):
         return {"reconstruction": (self._l1(params, batch)[1][:2] + 1) / 2}
 
     def data(self, split, *, global_batch_size, seed, process_index, process_count):
-        ds = grain.MapDataset.source(_Frames(self.config.toy.size, 64))
-        if split == "train":
-            ds = ds.shuffle(seed=seed).repeat(None)
-        ds = process_share(
-            ds,
+        ds = local_batches(
+            _Frames(self.config.toy.size, 64),
+            train=split == "train",
+            seed=seed,
             global_batch_size=global_batch_size,
             process_index=process_index,
             process_count=process_count,
         )
-        return iter(
-            ds.batch(global_batch_size // process_count, drop_remainder=True).to_iter_dataset()
-        )
+        return iter(ds.to_iter_dataset())
 
 
 def build(config):
