@@ -8,6 +8,10 @@ context, a GEGLU feed-forward (exact GELU), each added to its input. It returns 
 (AniPortrait's and MegActor's reference attention); `reference_mask` (N,) switches that
 off per sample (the unconditional half of classifier-free guidance) by masking the
 reference keys out, which equals plain self-attention.
+
+AniPortrait's PoseGuider uses the same transformer wider than its input (`inner_features`:
+16 heads x 88 = 1408 on 320..1280 channels) and without the cross-attention
+(`cross_attention=False`: no norm2 / attn2, the context is unused).
 """
 
 from __future__ import annotations
@@ -81,12 +85,14 @@ class _GEGLUProj(nn.Module):
 class BasicTransformerBlock(nn.Module):
     """norm1 -> attn1 (self, or with the reference) -> norm2 -> attn2 (cross) -> norm3 ->
     GEGLU, each residual. Returns (output, norm1 output). `cut`: the block is only its norm1
-    (MegActor's ReferenceNet keeps nothing after the last block's norm1); output None."""
+    (MegActor's ReferenceNet keeps nothing after the last block's norm1); output None.
+    `cross_attention=False`: no norm2 / attn2."""
 
     features: int
     heads: int
     layer_norm_eps: float = 1e-5
     cut: bool = False
+    cross_attention: bool = True
     attention: str = "auto"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -108,7 +114,8 @@ class BasicTransformerBlock(nn.Module):
             if reference_mask is not None:
                 lengths = jnp.where(reference_mask, keys.shape[1], n.shape[1])
         x = Attention(**attn, name="attn1")(n, keys, lengths) + x
-        x = Attention(**attn, name="attn2")(norm("norm2", x), context) + x
+        if self.cross_attention:
+            x = Attention(**attn, name="attn2")(norm("norm2", x), context) + x
         x = GEGLUFeedForward(self.features, **kw, name="ff")(norm("norm3", x)) + x
         return x, n
 
@@ -117,7 +124,8 @@ class Transformer2DModel(nn.Module):
     """GroupNorm (eps 1e-6) -> proj_in (1x1 conv) -> tokens -> BasicTransformerBlocks ->
     proj_out (1x1 conv) -> + input, on (N, H, W, C). Returns (output, [norm1 per block]);
     `references` holds one entry (or None) per block. `cut_last`: the last block is cut to
-    its norm1 and proj_out is absent (output None)."""
+    its norm1 and proj_out is absent (output None). `inner_features`: the blocks' width
+    (None: the input's); `cross_attention=False`: blocks without attn2 (context unused)."""
 
     heads: int
     num_layers: int = 1
@@ -125,6 +133,8 @@ class Transformer2DModel(nn.Module):
     eps: float = 1e-6
     layer_norm_eps: float = 1e-5
     cut_last: bool = False
+    inner_features: int | None = None
+    cross_attention: bool = True
     attention: str = "auto"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -133,17 +143,19 @@ class Transformer2DModel(nn.Module):
     def __call__(self, x, context, references: Sequence | None = None, reference_mask=None):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         n, hgt, wid, c = x.shape
+        inner = self.inner_features or c
         h = group_norm("norm", self.groups, self.eps, **kw)(x)
-        h = conv(c, 1, name="proj_in", **kw)(h).reshape(n, hgt * wid, c)
+        h = conv(inner, 1, name="proj_in", **kw)(h).reshape(n, hgt * wid, inner)
         references = references or (None,) * self.num_layers
         recorded = []
         for i in range(self.num_layers):
             cut = self.cut_last and i == self.num_layers - 1
             h, normed = BasicTransformerBlock(
-                c,
+                inner,
                 self.heads,
                 self.layer_norm_eps,
                 cut=cut,
+                cross_attention=self.cross_attention,
                 attention=self.attention,
                 **kw,
                 name=f"transformer_blocks_{i}",
@@ -153,5 +165,5 @@ class Transformer2DModel(nn.Module):
                 h = constrain(h)
         if self.cut_last:
             return None, recorded
-        h = conv(c, 1, name="proj_out", **kw)(h.reshape(n, hgt, wid, c))
+        h = conv(c, 1, name="proj_out", **kw)(h.reshape(n, hgt, wid, inner))
         return h + x, recorded
