@@ -51,16 +51,12 @@ from jaxtalk.models.liveportrait.generator import SPADEDecoder
 from jaxtalk.models.liveportrait.motion_extractor import MotionExtractor
 from jaxtalk.models.liveportrait.retargeting import RELEASED, RetargetingMLP
 from jaxtalk.models.liveportrait.warping import WarpingNetwork
+from jaxtalk.models.pixels import to_01
 from jaxtalk.train.task import LossOutput, Task
 
 BASE = ("appearance", "motion", "warping", "spade")
 # Boxes used where a frame has no landmarks: the middle of the crop, and its lower middle.
 DEFAULT_BOXES = {"full": (0.0, 0.0, 1.0), "face": (0.0, 0.0, 0.75), "lip": (0.0, 0.45, 0.25)}
-
-
-def to_01(x):
-    """[-1, 1] images -> [0, 1]."""
-    return jnp.clip((x.astype(jnp.float32) + 1.0) / 2.0, 0.0, 1.0)
 
 
 def resize(images, size: int):
