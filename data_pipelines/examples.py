@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from data_pipelines import records
+from data_pipelines import landmarks, records
 from data_pipelines.clip_store import Clip
 
 # Widths of the per-frame attributes the pipelines write; unknown names must be present.
@@ -21,10 +21,7 @@ ATTRIBUTE_DIMS = {
     "mouth": 1,
     "blink": 1,
     "landmarks_xy": 10,
-    # AniPortrait: MediaPipe-topology mesh (head units), pose, projected landmarks (0..1)
-    "face_mesh": 468 * 3,
-    "head_pose": 6,
-    "face_mesh_xy": 478 * 2,
+    **landmarks.WIDTHS,  # AniPortrait: MediaPipe-topology mesh, head pose, 2-D points
 }
 
 

@@ -115,7 +115,7 @@ def test_pose_and_crop_mapping_reproject_the_landmarks(tmp_path, ident):
     np.savez(path, fps=np.float32(25), **att)
     spec = ClipSpec("c", "synthetic", "v.mp4", "id", "train", attributes_path=str(path))
     box = (40, 30, 180, 180)
-    got = process._load_attributes(spec, 0.0, n, 25.0, box)
+    got = process._load_attributes(spec, 0.0, n, 25.0, box, (256, 256))
     pose, xy = got["head_pose"], got["face_mesh_xy"].reshape(n, 478, 2)
     np.testing.assert_allclose(xy, (att["face_mesh_xy"].reshape(n, 478, 2) - box[:2]) / box[2])
     verts = att["face_mesh"].reshape(n, 468, 3)
