@@ -17,7 +17,7 @@ scene cuts split clips and each file goes to train or test by a stable hash of i
   jaxtalk prepare hdtf --manual_dir=/data/HDTF --out_dir=data/hdtf_512 --size=512 --test_list=dinet_test.txt
   jaxtalk prepare hdtf --manual_dir=/data/HDTF --root=data/paper_256 --size=256   # data/paper_256/hdtf
   jaxtalk prepare videos --manual_dir=~/my_videos --out_dir=data/mine_256 --identity=folder
-  jaxtalk prepare vfhq --manual_dir=/data/VFHQ --out_dir=data/vfhq_512 --size=512 \
+  jaxtalk prepare vfhq --manual_dir=/data/VFHQ --out_dir=data/vfhq_512 --size=512
       --landmarks_dir=/data/VFHQ/landmarks [--landmarks_model=face_landmarker.task]
 
 --landmarks_dir adds AniPortrait's per-frame face landmarks (MediaPipe's 478 points, head pose)
