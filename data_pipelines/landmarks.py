@@ -222,10 +222,16 @@ def extract_missing(
     for spec in specs:
         by_video.setdefault(spec.video_path, []).append(spec)
     todo = {v: s for v, s in by_video.items() if not os.path.exists(file_for(landmarks_dir, v))}
-    counts = {"videos": len(by_video), "extracted": 0, "no_face": 0}
+    counts = {"videos": len(by_video), "extracted": 0, "no_face": 0, "unreadable": 0}
     with progress.bar(len(todo), "landmarks", unit="video") as bar:
         for video, clips in sorted(todo.items()):
-            arrays = extract_video(video, clips, detect)
+            try:
+                arrays = extract_video(video, clips, detect)
+            except MediaError as e:  # processing will reject its clips too; go on
+                log(f"landmarks: skipping {one_line(e, 160)}")
+                counts["unreadable"] += 1
+                bar.update(1)
+                continue
             path = file_for(landmarks_dir, video)
             if not len(arrays["face_mesh_xy"]):
                 counts["no_face"] += 1  # no file: its clips are counted as missing landmarks
@@ -237,6 +243,7 @@ def extract_missing(
             bar.update(1)
     log(
         f"landmarks: {counts['extracted']} videos extracted, {counts['no_face']} without a face, "
+        f"{counts['unreadable']} unreadable, "
         f"{counts['videos'] - len(todo)} already done -> {landmarks_dir}"
     )
     return counts

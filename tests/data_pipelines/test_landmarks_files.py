@@ -213,7 +213,7 @@ def test_extraction_writes_the_clips_frames(tmp_path):
     ]
     lm = tmp_path / "lm"
     counts = landmarks.extract_missing(specs, str(lm), detect, log=lambda *_: None)
-    assert counts == {"videos": 1, "extracted": 1, "no_face": 0}
+    assert counts == {"videos": 1, "extracted": 1, "no_face": 0, "unreadable": 0}
     with np.load(lm / "vid.npz") as data:
         xy, fps = data["face_mesh_xy"].reshape(-1, 478, 2), float(data["fps"])
         assert "head_pose" not in data.files  # no matrices from this detector
@@ -222,7 +222,7 @@ def test_extraction_writes_the_clips_frames(tmp_path):
     want = W * (0.2 + frames[10:50].mean((1, 2, 3)) / 255 * 0.5)
     np.testing.assert_allclose(xy[10:50, 0, 0], want, atol=1e-3)
     again = landmarks.extract_missing(specs, str(lm), detect, log=lambda *_: None)
-    assert again == {"videos": 1, "extracted": 0, "no_face": 0}
+    assert again == {"videos": 1, "extracted": 0, "no_face": 0, "unreadable": 0}
     # A video without a face gets no file; its clips then count as missing landmarks.
     lost = landmarks.extract_missing(
         [ClipSpec("c", "vfhq", str(video), "id", "train", 0.0, 0.5)],
@@ -231,3 +231,14 @@ def test_extraction_writes_the_clips_frames(tmp_path):
         log=lambda *_: None,
     )
     assert lost["no_face"] == 1 and not list((tmp_path / "lm2").iterdir())
+    # A corrupt video is counted and passed over (processing rejects its clips anyway).
+    corrupt = tmp_path / "videos" / "bad.mp4"
+    corrupt.write_bytes(b"corrupt" * 100)
+    logged = []
+    bad = landmarks.extract_missing(
+        [ClipSpec("d", "vfhq", str(corrupt), "id", "train", 0.0, 0.5)],
+        str(tmp_path / "lm3"),
+        detect,
+        log=logged.append,
+    )
+    assert bad["unreadable"] == 1 and "bad.mp4" in logged[0]
