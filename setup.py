@@ -50,8 +50,14 @@ TFDS = [
 # `jaxtalk app` (jaxtalk/app/): the web page. Gradio 6: the theme and footer go to launch().
 APP = ["gradio>=6,<7"]
 
+# `jaxtalk prepare --landmarks_model` (data_pipelines/landmarks.py): MediaPipe's face
+# landmarker for AniPortrait's data. mediapipe pulls opencv-contrib-python, another wheel of
+# the cv2 module: kept on 4.x here so the Haar cascades (face_detect.py) stay.
+MEDIAPIPE = ["mediapipe>=0.10.14,<2", "opencv-contrib-python>=4.10,<5"]
+
 EXTRAS = {
     "tfds": TFDS,
+    "mediapipe": MEDIAPIPE,
     "app": APP,
     "dev": TFDS
     + APP

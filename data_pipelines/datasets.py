@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from absl import logging
 
-from data_pipelines import filters, pipeline
+from data_pipelines import filters, landmarks, pipeline
 from data_pipelines.parsers import celebvhq, hdtf, talkinghead1kh, vfhq, videos, voxceleb
 from data_pipelines.process import ProcessConfig
 from data_pipelines.synthetic import generate
@@ -60,22 +60,31 @@ def prepare_dataset(
     num_workers: int = 0,
     jpeg_quality: int = 95,
     synthetic: generate.SyntheticConfig | None = None,
+    landmarks_dir: str | None = None,
+    landmarks_model: str | None = None,
     log=logging.info,
 ) -> dict[str, Any]:
     """Parses `manual_dir`, processes every clip into `out_dir` shards, writes dataset_info.json.
 
     For "synthetic", the raw set is generated into `manual_dir` first (default `<out_dir>/raw`).
     A remote `out_dir` (gs://...) is built in a local staging directory and uploaded at the end.
+    `landmarks_dir`: per-video face landmark files (data_pipelines/landmarks.py) become the
+    clips' attributes; `landmarks_model` first writes the missing ones with MediaPipe.
     """
     if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+    if landmarks_model and not landmarks_dir:
+        raise InputError("--landmarks_model needs --landmarks_dir (where the files go)")
+    if landmarks_dir and name == "synthetic":
+        raise InputError("the synthetic set carries its own exact landmarks: drop --landmarks_dir")
     if fs.is_remote(out_dir):
         staging = fs.staging_dir(out_dir)
         log(f"building {out_dir} in {staging}")
         result = prepare_dataset(
             name, manual_dir, staging, size=size, filter_overrides=filter_overrides,
             parser_options=parser_options, clips_per_shard=clips_per_shard,
-            num_workers=num_workers, jpeg_quality=jpeg_quality, synthetic=synthetic, log=log,
+            num_workers=num_workers, jpeg_quality=jpeg_quality, synthetic=synthetic,
+            landmarks_dir=landmarks_dir, landmarks_model=landmarks_model, log=log,
         )  # fmt: skip
         log(f"uploaded {fs.copy_tree(staging, out_dir)} files to {out_dir}")
         return result
@@ -99,9 +108,16 @@ def prepare_dataset(
         )
     if ds.parallel_parse:
         options["num_workers"] = num_workers
+    detect = landmarks.mediapipe_detector(landmarks_model) if landmarks_model else None
     specs, report = ds.parse(manual_dir, **options)
+    base_filters = ds.filters
+    if landmarks_dir:
+        if detect is not None:
+            landmarks.extract_missing(specs, landmarks_dir, detect, log=log)
+        specs = landmarks.attach(specs, landmarks_dir, report)
+        base_filters = dataclasses.replace(base_filters, min_frames=landmarks.MIN_FRAMES)
     flt = dataclasses.replace(
-        ds.filters, **{k: v for k, v in (filter_overrides or {}).items() if v is not None}
+        base_filters, **{k: v for k, v in (filter_overrides or {}).items() if v is not None}
     )
     cfg = ProcessConfig(size=size, jpeg_quality=jpeg_quality, filters=flt, require_audio=ds.audio)
     return pipeline.prepare(

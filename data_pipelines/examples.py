@@ -12,11 +12,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from data_pipelines import records
+from data_pipelines import landmarks, records
 from data_pipelines.clip_store import Clip
+from jaxtalk.media import face_mesh
 
 # Widths of the per-frame attributes the pipelines write; unknown names must be present.
-ATTRIBUTE_DIMS = {"pose": 3, "mouth": 1, "blink": 1, "landmarks_xy": 10}
+ATTRIBUTE_DIMS = {
+    "pose": 3,
+    "mouth": 1,
+    "blink": 1,
+    "landmarks_xy": 10,
+    **landmarks.WIDTHS,  # AniPortrait: MediaPipe-topology mesh, head pose, 2-D points
+}
 
 
 def to_image(jpeg: bytes, size: int, dtype: str, out: np.ndarray | None = None) -> np.ndarray:
@@ -136,4 +143,79 @@ def window(
     elif audio != "none":
         raise ValueError(f"unknown audio mode {audio!r} (use 'raw' or 'none')")
     out.update(frame_attributes(clip, idx, attributes))
+    return out
+
+
+def landmark_indices(
+    n: int, rng: np.random.Generator, num_frames: int, stride: int, stride_alt: int
+) -> tuple[np.ndarray, int]:
+    """AniPortrait's target frames in a clip of n: one random frame when num_frames is 1
+    (stage 1); else num_frames evenly spread over (num_frames - 1) * stride + 1 frames from a
+    random start, squeezed into the clip when it is shorter (repeating frames, never
+    padding), with `stride_alt` (the release's 4) instead of `stride` half the time."""
+    if stride_alt > 0 and rng.random() < 0.5:
+        stride = stride_alt
+    if num_frames == 1:
+        return np.array([int(rng.integers(n))]), stride
+    span = min(n, (num_frames - 1) * stride + 1)
+    start = int(rng.integers(n - span + 1))
+    return np.linspace(start, start + span - 1, num_frames).astype(int), stride
+
+
+def pose_images(
+    clip: Clip, idx: np.ndarray, size: int, dtype: str, release_canvas: bool
+) -> np.ndarray:
+    """The landmark drawings (jaxtalk.media.face_mesh) of frames `idx`, [len(idx), size, size,
+    3] as images are (float32 in [-1, 1] as the release normalizes them, or uint8)."""
+    have = clip.header.get("attributes", {})
+    if "face_mesh_xy" not in have:
+        raise KeyError(
+            f"clip {clip.header['clip_id']} has no face_mesh_xy landmarks (prepare it with "
+            "--landmarks_dir; the synthetic set carries them)"
+        )
+    points = np.asarray(have["face_mesh_xy"], np.float32)[idx]
+    drawn = face_mesh.draw_face_meshes(points, size, release_canvas=release_canvas)
+    if np.dtype(dtype) == np.uint8:
+        return drawn
+    return drawn.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
+
+
+def landmark_video(
+    clip: Clip,
+    rng: np.random.Generator,
+    *,
+    size: int,
+    dtype: str,
+    num_frames: int,
+    stride: int,
+    stride_alt: int,
+    attributes: tuple[str, ...],
+    release_canvas: bool = False,
+) -> dict[str, Any]:
+    """AniPortrait's Lmk2Video example: a reference frame anywhere in the clip and its
+    landmark drawing, `num_frames` target frames (`landmark_indices`) and theirs, and the
+    named per-frame attributes of the targets (`<name>`, [T, k]) and of the reference
+    (`reference_<name>`, [k])."""
+    idx, used_stride = landmark_indices(clip.num_frames, rng, num_frames, stride, stride_alt)
+    ref = int(rng.integers(clip.num_frames))
+    frames = np.empty((num_frames, size, size, 3), np.dtype(dtype))
+    for t, i in enumerate(idx.tolist()):
+        if t and i == idx[t - 1]:  # a short clip repeats frames: copy, do not decode again
+            frames[t] = frames[t - 1]
+        else:
+            to_image(clip.jpeg(i), size, dtype, out=frames[t])
+    poses = pose_images(clip, np.concatenate([[ref], idx]), size, dtype, release_canvas)
+    out = {
+        "reference": to_image(clip.jpeg(ref), size, dtype),
+        "reference_pose": poses[0],
+        "reference_frame": np.int32(ref),
+        "frames": frames,
+        "poses": poses[1:],
+        "frame_index": idx.astype(np.int32),
+        "stride": np.int32(used_stride),
+    }
+    both = frame_attributes(clip, np.concatenate([[ref], idx]), attributes)
+    for name in attributes:
+        out[name], out[f"reference_{name}"] = both[name][1:], both[name][0]
+        out[f"{name}_valid"] = both[f"{name}_valid"]
     return out

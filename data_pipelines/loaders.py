@@ -34,6 +34,14 @@ Batch fields (images float32 in [-1, 1] NHWC unless `image_dtype="uint8"`):
                  frame t covers samples [t*640+pad*640, (t+1)*640+pad*640)); for each name
                  in `attributes`: <name> float32 [B,T,k] and <name>_valid bool [B]
   reference_window   windows + reference [B,H,W,3] (another frame of the same clip)
+  landmark_video     AniPortrait's Lmk2Video examples (examples.landmark_video): reference,
+                 reference_pose [B,H,W,3] (its face-landmark drawing), reference_frame int32
+                 [B]; frames, poses [B,T,H,W,3] (T = num_frames: 1 for stage 1, 16 with
+                 frame_stride 1 and frame_stride_alt 4 for stage 2), frame_index int32
+                 [B,T], stride int32 [B]; for each name in `attributes`: <name> [B,T,k],
+                 reference_<name> [B,k], <name>_valid [B]. Drawings come from the clips'
+                 face_mesh_xy (prepare --landmarks_dir, or the synthetic set) at image_size,
+                 in the images' dtype and range.
 """
 
 from __future__ import annotations
@@ -47,7 +55,7 @@ from absl import flags
 
 from data_pipelines import examples, mixture
 
-KINDS = ("pairs", "windows", "reference_window")
+KINDS = ("pairs", "windows", "reference_window", "landmark_video")
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -78,6 +86,9 @@ def default_data_config() -> ml_collections.ConfigDict:
         "mouth",
         "blink",
     )  # per-frame attributes; absent ones are zeros + _valid False
+    # landmark_video (also num_frames, frame_stride, attributes)
+    c.frame_stride_alt = 0  # > 0: this stride instead half the time (AniPortrait stage 2: 4)
+    c.pose_release_canvas = False  # draw landmarks at 512 and resize, as the release does
     # grain
     c.worker_count = 0  # worker processes; 0 = in the main process (tests)
     c.worker_buffer_size = 2  # batches prefetched per worker
@@ -212,6 +223,21 @@ class _MakeExample(grain.transforms.RandomMap):
             )
             if cfg["num_negatives"] > 0:
                 out.update(self._negatives(store, clip.identity_index, offset, rng))
+            return out
+        if kind == "landmark_video":
+            out.update(
+                examples.landmark_video(
+                    clip,
+                    rng,
+                    size=self.size,
+                    dtype=dtype,
+                    num_frames=cfg["num_frames"],
+                    stride=cfg["frame_stride"],
+                    stride_alt=cfg.get("frame_stride_alt", 0),
+                    attributes=tuple(cfg["attributes"]),
+                    release_canvas=cfg.get("pose_release_canvas", False),
+                )
+            )
             return out
         out.update(
             examples.window(

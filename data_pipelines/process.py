@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 
 import numpy as np
 
-from data_pipelines import filters
+from data_pipelines import filters, landmarks
 from data_pipelines.clip_spec import ClipSpec
 from data_pipelines.records import ClipRecord
 from jaxtalk.errors import one_line
@@ -73,26 +74,52 @@ def _time_range(spec: ClipSpec, info: MediaInfo, fps: float) -> tuple[float, int
 
 
 def _load_attributes(
-    spec: ClipSpec, start: float, num_frames: int, fps: float, box: tuple[int, int, int, int]
+    spec: ClipSpec,
+    start: float,
+    num_frames: int,
+    fps: float,
+    box: tuple[int, int, int, int],
+    frame_size: tuple[int, int],
 ) -> dict[str, np.ndarray]:
     """Per-output-frame attributes sampled from the source-frame arrays of `attributes_path`.
 
     Arrays named `*_xy` hold source-pixel (x, y) pairs; they are mapped into the crop, 0..1.
+    `head_pose` holds 3 angles, then the head's centre x, y and its scale in source pixels
+    (weak perspective: landmark = rotated mesh vertex * scale + centre); the last three are
+    mapped into the crop too. The landmark arrays (data_pipelines/landmarks.py) are checked
+    on the rows the clip uses: a fault rejects the clip, naming the file.
     """
     if not spec.attributes_path:
         return {}
-    with np.load(spec.attributes_path) as data:
+    try:
+        return _sample_attributes(spec.attributes_path, start, num_frames, fps, box, frame_size)
+    except landmarks.BadLandmarks as e:
+        raise ClipRejected(landmarks.BAD, f"{spec.attributes_path}: {e}") from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        raise ClipRejected(landmarks.BAD, f"{spec.attributes_path}: {one_line(e, 80)}") from None
+
+
+def _sample_attributes(path, start, num_frames, fps, box, frame_size) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
         src_fps = float(data["fps"])
+        idx = np.round((start + np.arange(num_frames) / fps) * src_fps).astype(int)
         out = {}
         for name in data.files:
             if name == "fps":
                 continue
             values = data[name].astype(np.float32)
-            idx = np.round((start + np.arange(num_frames) / fps) * src_fps).astype(int)
+            if values.ndim == 0 or not len(values):
+                raise landmarks.BadLandmarks(f"{name} has shape {values.shape}")
+            landmarks.check_coverage(name, len(values), int(idx[-1]))
             values = values[np.clip(idx, 0, len(values) - 1)].reshape(num_frames, -1)
+            if name in landmarks.WIDTHS or name.endswith("_xy"):
+                landmarks.check_rows(name, values, frame_size)
             if name.endswith("_xy"):
                 values = (values.reshape(num_frames, -1, 2) - np.array(box[:2])) / box[2]
                 values = values.reshape(num_frames, -1).astype(np.float32)
+            elif name == "head_pose":
+                values[:, 3:5] = (values[:, 3:5] - np.array(box[:2], np.float32)) / box[2]
+                values[:, 5] /= box[2]
             out[name] = values
         return out
 
@@ -148,7 +175,7 @@ def process_clip(spec: ClipSpec, cfg: ProcessConfig) -> ClipRecord:
 
     if reason := filters.check_frames(frames, cfg.filters):
         raise ClipRejected(reason, spec.clip_id)
-    attributes = _load_attributes(spec, start, num_frames, cfg.fps, box)
+    attributes = _load_attributes(spec, start, num_frames, cfg.fps, box, (info.width, info.height))
     if reason := filters.check_pose(attributes, cfg.filters):
         raise ClipRejected(reason, spec.clip_id)
     return ClipRecord(

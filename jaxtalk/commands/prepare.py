@@ -17,6 +17,12 @@ scene cuts split clips and each file goes to train or test by a stable hash of i
   jaxtalk prepare hdtf --manual_dir=/data/HDTF --out_dir=data/hdtf_512 --size=512 --test_list=dinet_test.txt
   jaxtalk prepare hdtf --manual_dir=/data/HDTF --root=data/paper_256 --size=256   # data/paper_256/hdtf
   jaxtalk prepare videos --manual_dir=~/my_videos --out_dir=data/mine_256 --identity=folder
+  jaxtalk prepare vfhq --manual_dir=/data/VFHQ --out_dir=data/vfhq_512 --size=512
+      --landmarks_dir=/data/VFHQ/landmarks [--landmarks_model=face_landmarker.task]
+
+--landmarks_dir adds AniPortrait's per-frame face landmarks (MediaPipe's 478 points, head pose)
+to each clip from one file per source video, and drops clips under 30 frames as the release;
+--landmarks_model first writes the missing files with MediaPipe (an optional extra).
 """
 
 from __future__ import annotations
@@ -76,6 +82,18 @@ flags.DEFINE_float(
 flags.DEFINE_string(
     "info_file", None, "celebvhq: the info json (default celebvhq_info.json in manual_dir)."
 )
+flags.DEFINE_string(
+    "landmarks_dir",
+    None,
+    "Per-video face landmark files <video name>.npz (AniPortrait; format in "
+    "data_pipelines/landmarks.py) stored with each clip; clips without one are skipped.",
+)
+flags.DEFINE_string(
+    "landmarks_model",
+    None,
+    "MediaPipe's face_landmarker.task: first write the missing --landmarks_dir files "
+    "(needs pip install 'jaxtalk[mediapipe]').",
+)
 flags.DEFINE_integer("num_identities", 8, "synthetic: identities.")
 flags.DEFINE_integer("videos_per_identity", 2, "synthetic: videos per identity.")
 flags.DEFINE_integer("utterances_per_video", 2, "synthetic: utterances (clips) per video.")
@@ -123,6 +141,8 @@ def main(argv: list[str]) -> None:
         num_workers=FLAGS.num_workers,
         jpeg_quality=FLAGS.jpeg_quality,
         synthetic=synthetic,
+        landmarks_dir=FLAGS.landmarks_dir,
+        landmarks_model=FLAGS.landmarks_model,
         filter_overrides={
             "min_frames": FLAGS.min_frames,
             "min_face_size": FLAGS.min_face_size,
