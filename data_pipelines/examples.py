@@ -204,13 +204,13 @@ def landmark_video(
             frames[t] = frames[t - 1]
         else:
             to_image(clip.jpeg(i), size, dtype, out=frames[t])
-    poses = pose_images(clip, np.concatenate([[ref], idx]), size, dtype, release_canvas)
+    drawings = pose_images(clip, np.concatenate([[ref], idx]), size, dtype, release_canvas)
     out = {
         "reference": to_image(clip.jpeg(ref), size, dtype),
-        "reference_pose": poses[0],
+        "reference_landmark_image": drawings[0],
         "reference_frame": np.int32(ref),
         "frames": frames,
-        "poses": poses[1:],
+        "landmark_images": drawings[1:],
         "frame_index": idx.astype(np.int32),
         "stride": np.int32(used_stride),
     }

@@ -35,8 +35,9 @@ Batch fields (images float32 in [-1, 1] NHWC unless `image_dtype="uint8"`):
                  in `attributes`: <name> float32 [B,T,k] and <name>_valid bool [B]
   reference_window   windows + reference [B,H,W,3] (another frame of the same clip)
   landmark_video     AniPortrait's Lmk2Video examples (examples.landmark_video): reference,
-                 reference_pose [B,H,W,3] (its face-landmark drawing), reference_frame int32
-                 [B]; frames, poses [B,T,H,W,3] (T = num_frames: 1 for stage 1, 16 with
+                 reference_landmark_image [B,H,W,3] (its face-landmark drawing, the pose
+                 image), reference_frame int32 [B]; frames, landmark_images [B,T,H,W,3]
+                 (T = num_frames: 1 for stage 1, 16 with
                  frame_stride 1 and frame_stride_alt 4 for stage 2), frame_index int32
                  [B,T], stride int32 [B]; for each name in `attributes`: <name> [B,T,k],
                  reference_<name> [B,k], <name>_valid [B]. Drawings come from the clips'

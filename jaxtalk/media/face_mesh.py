@@ -23,6 +23,7 @@ import dataclasses
 
 import cv2
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 NUM_VERTICES = 468  # the mesh proper (what Audio2Mesh predicts, x3)
 NUM_POINTS = 478  # + the two irises, 5 points each (centre first)
@@ -155,3 +156,14 @@ def draw_face_meshes(
     for i, p in enumerate(pts):
         out[i] = draw_face_mesh(p, size, release_canvas=release_canvas)
     return out
+
+
+def project(vertices: np.ndarray, head_pose: np.ndarray) -> np.ndarray:
+    """Mesh vertices [F, N, 3] and `head_pose` [F, 6] (the data's weak perspective:
+    extrinsic "xyz" angles in degrees, centre x, y, scale) -> points [F, N, 2] in the
+    pose's units (0..1 of the crop for prepared clips): (R @ v)[:2] * scale + centre.
+    How speech-driven mesh and pose become the points `draw_face_mesh` takes."""
+    pose = np.asarray(head_pose, np.float64)
+    rot = Rotation.from_euler("xyz", pose[:, :3], degrees=True).as_matrix()
+    xy = np.einsum("fij,fnj->fni", rot[:, :2], np.asarray(vertices, np.float64))
+    return xy * pose[:, 5, None, None] + pose[:, None, 3:5]

@@ -30,8 +30,8 @@ def _batch(cfg, batch=8, seed=0):
 def test_stage1_examples_are_frames_with_their_drawings(synthetic_dir):
     cfg = _cfg(synthetic_dir, num_frames=1, image_dtype="uint8")
     batch = _batch(cfg)
-    assert batch["frames"].shape == batch["poses"].shape == (8, 1, 32, 32, 3)
-    assert batch["reference"].shape == batch["reference_pose"].shape == (8, 32, 32, 3)
+    assert batch["frames"].shape == batch["landmark_images"].shape == (8, 1, 32, 32, 3)
+    assert batch["reference"].shape == batch["reference_landmark_image"].shape == (8, 32, 32, 3)
     assert batch["face_mesh"].shape == (8, 1, 1404) and batch["head_pose"].shape == (8, 1, 6)
     assert batch["reference_face_mesh"].shape == (8, 1404) and batch["face_mesh_valid"].all()
     store = clip_store.ClipStore.open(synthetic_dir, "train")
@@ -39,17 +39,19 @@ def test_stage1_examples_are_frames_with_their_drawings(synthetic_dir):
         att = store.clip(int(batch["index"][b])).header["attributes"]
         i, r = int(batch["frame_index"][b, 0]), int(batch["reference_frame"][b])
         xy = att["face_mesh_xy"].reshape(-1, 478, 2)
-        np.testing.assert_array_equal(batch["poses"][b, 0], face_mesh.draw_face_mesh(xy[i], 32))
         np.testing.assert_array_equal(
-            batch["reference_pose"][b], face_mesh.draw_face_mesh(xy[r], 32)
+            batch["landmark_images"][b, 0], face_mesh.draw_face_mesh(xy[i], 32)
+        )
+        np.testing.assert_array_equal(
+            batch["reference_landmark_image"][b], face_mesh.draw_face_mesh(xy[r], 32)
         )
         np.testing.assert_array_equal(batch["face_mesh"][b, 0], att["face_mesh"][i])
         np.testing.assert_array_equal(batch["reference_head_pose"][b], att["head_pose"][r])
     # The drawings are not all the same: the mouth and the head move between frames.
-    assert len({p.tobytes() for p in batch["poses"][:, 0]}) > 4
+    assert len({p.tobytes() for p in batch["landmark_images"][:, 0]}) > 4
     # The drawing sits on the face: most lit pose pixels are not background in the frame's
     # crop centre, i.e. inside the middle of the crop where the synthetic face is.
-    lit = batch["poses"].any(-1)
+    lit = batch["landmark_images"].any(-1)
     assert lit.mean() > 0.01
     ys, xs = np.nonzero(lit.reshape(-1, 32, 32).any(0))
     assert 4 <= xs.min() and xs.max() <= 28 and 2 <= ys.min() and ys.max() <= 30
@@ -60,9 +62,11 @@ def test_stage2_strides_as_released(synthetic_dir):
     seen = set()
     for seed in range(3):
         batch = _batch(cfg, seed=seed)
-        assert batch["frames"].shape == batch["poses"].shape == (8, 16, 32, 32, 3)
-        assert batch["poses"].dtype == np.float32
-        assert batch["poses"].min() == -1.0 and batch["poses"].max() <= 1.0  # black is -1
+        assert batch["frames"].shape == batch["landmark_images"].shape == (8, 16, 32, 32, 3)
+        assert batch["landmark_images"].dtype == np.float32
+        assert (
+            batch["landmark_images"].min() == -1.0 and batch["landmark_images"].max() <= 1.0
+        )  # black is -1
         for idx, stride in zip(batch["frame_index"], batch["stride"]):
             seen.add(int(stride))
             diffs = np.diff(idx)
@@ -73,7 +77,7 @@ def test_stage2_strides_as_released(synthetic_dir):
     assert seen == {1, 4}
     again = _batch(cfg, seed=2)
     np.testing.assert_array_equal(again["frame_index"], batch["frame_index"])
-    np.testing.assert_array_equal(again["poses"], batch["poses"])
+    np.testing.assert_array_equal(again["landmark_images"], batch["landmark_images"])
 
 
 def test_landmark_indices():

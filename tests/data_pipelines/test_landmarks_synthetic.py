@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from scipy.spatial.transform import Rotation
 
 from data_pipelines import clip_store, process
 from data_pipelines.clip_spec import ClipSpec
@@ -118,9 +117,7 @@ def test_pose_and_crop_mapping_reproject_the_landmarks(tmp_path, ident):
     got = process._load_attributes(spec, 0.0, n, 25.0, box, (256, 256))
     pose, xy = got["head_pose"], got["face_mesh_xy"].reshape(n, 478, 2)
     np.testing.assert_allclose(xy, (att["face_mesh_xy"].reshape(n, 478, 2) - box[:2]) / box[2])
-    verts = att["face_mesh"].reshape(n, 468, 3)
-    rot = Rotation.from_euler("xyz", pose[:, :3], degrees=True).as_matrix()
-    again = np.einsum("fij,fnj->fni", rot[:, :2], verts) * pose[:, 5:, None] + pose[:, None, 3:5]
+    again = topology.project(att["face_mesh"].reshape(n, 468, 3), pose)
     np.testing.assert_allclose(again, xy[:, :468], atol=2e-5)
 
 

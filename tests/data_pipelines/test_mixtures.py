@@ -121,7 +121,12 @@ def test_every_kind_resumes_exactly(root, kind):
     it = iter(_loader(cfg, batch=4, seed=5))
     first = next(it)
     assert first["identity"].shape == first["dataset"].shape == (4,)
-    image = {"pairs": "source", "windows": "frames", "reference_window": "reference"}[kind]
+    image = {
+        "pairs": "source",
+        "windows": "frames",
+        "reference_window": "reference",
+        "landmark_video": "reference_landmark_image",
+    }[kind]
     assert first[image].shape[-3:] == (SIZE, SIZE, 3)
     next(it)
     # As the training loop checkpoints it: the state through JSON.
