@@ -64,6 +64,10 @@ def _model(tiny: bool):
             unet=dataclasses.asdict(unet),
             pose_guider=dataclasses.asdict(guider),
             motion_module=motion,  # AnimateDiff v2's defaults
+            # The drawings' range: the release trains on [0, 1] (dataset_face.py: /255) while
+            # its pipeline feeds [-1, 1] (VaeImageProcessor do_normalize); a run samples in
+            # the range it trained on, imported release weights in the pipeline's.
+            pose_range="01",
             vae={},  # sd-vae-ft-mse
             image_encoder={},  # CLIP ViT-L/14 + projection
         )
@@ -97,7 +101,8 @@ def get_config(arg: str = "tiny_stage1"):
     c.data.attributes = ()
     c.data.num_frames = 1 if stage == "stage1" else 16
     c.data.frame_stride = 1
-    c.data.stride_jitter = stage == "stage2"  # stage2.yaml sample_stride_aug: 50% stride 4
+    c.data.frame_stride_alt = 4 if stage == "stage2" else 0  # sample_stride_aug: 50% stride 4
+    c.data.pose_release_canvas = True  # drawn at 512 as the release draws them
     lr = 1e-5
     c.optimizers = ml_collections.ConfigDict(
         {
@@ -132,6 +137,7 @@ def _tiny(c, stage):
     c.data.mixture = ""
     c.data.data_dir = "data/synthetic"
     c.data.image_size = 32
+    c.data.pose_release_canvas = False
     c.data.num_frames = 1 if stage == "stage1" else 4
     group = "model" if stage == "stage1" else "motion"
     c.optimizers[group].lr = 1e-3

@@ -54,6 +54,8 @@ MAY_IMPORT_DATA_PIPELINES = (
 CONFIGS_MAY_IMPORT = (
     "configs",
     "jaxtalk.models.anitalker.stage2",
+    "jaxtalk.models.aniportrait.pose_guider",
+    "jaxtalk.models.latent_diffusion.unet",
     "data_pipelines.loaders",
     "jaxtalk.diffusion.recipes",
 )

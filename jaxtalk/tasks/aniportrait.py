@@ -38,51 +38,19 @@ differences against the true ones.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
-from flax import traverse_util
 
 from jaxtalk import fs
 from jaxtalk.diffusion import objectives, recipes
-from jaxtalk.diffusion.samplers import sample_video
-from jaxtalk.models.aniportrait.pose_guider import PoseGuider, PoseGuiderConfig
-from jaxtalk.models.latent_diffusion import clip_vision, vae
-from jaxtalk.models.latent_diffusion.motion_module import MotionModule
-from jaxtalk.models.latent_diffusion.unet import (
-    UNet2DConditionModel,
-    UNet3DConditionModel,
-    UNetConfig,
-)
+from jaxtalk.models.aniportrait.lmk2video import Lmk2Video, split_motion
 from jaxtalk.models.pixels import to_01
 from jaxtalk.train.task import LossOutput, Task
 
 STAGES = ("stage1", "stage2")
 NETWORKS = ("reference", "denoiser", "pose_guider")
-MOTION_KEY = "motion_modules_"
-
-
-def split_motion(tree: dict) -> tuple[dict, dict]:
-    """A UNet3D params tree -> (the UNet's own params, the motion modules' params), both
-    nested as in the UNet3D (what AnimateDiff's motion_module file holds)."""
-    flat = traverse_util.flatten_dict(tree)
-    motion = {k: v for k, v in flat.items() if any(p.startswith(MOTION_KEY) for p in k)}
-    rest = {k: v for k, v in flat.items() if k not in motion}
-    return traverse_util.unflatten_dict(rest), traverse_util.unflatten_dict(motion)
-
-
-def join_motion(unet: dict, motion: dict) -> dict:
-    """Inverse of `split_motion`."""
-    flat = traverse_util.flatten_dict(unet)
-    flat.update(traverse_util.flatten_dict(motion))
-    return traverse_util.unflatten_dict(flat)
-
-
-def config_record(cls, values):
-    """A frozen config dataclass from a config dict (lists from the command line as tuples,
-    which Flax module attributes need)."""
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.to_dict().items()})
+FROZEN_NETWORKS = ("vae", "image_encoder")
 
 
 def psnr(a, b):
@@ -97,42 +65,16 @@ def flicker(video, target):
 
 
 class AniPortraitTask(Task):
-    PIXEL_KEYS = ("reference", "reference_pose", "frames", "poses")
+    PIXEL_KEYS = ("reference", "reference_landmark_image", "frames", "landmark_images")
 
     def __init__(self, config):
         self.config = config
         self.stage = config.stage
         if self.stage not in STAGES:
             raise ValueError(f"config.stage must be one of {STAGES}, got {self.stage!r}")
-        m = config.model
-        dtype = jnp.dtype(config.dtype)
-        kw = dict(dtype=dtype)
-        self.latent = m.latent
-        if self.latent not in ("pixels", "vae"):
-            raise ValueError(f"config.model.latent must be 'pixels' or 'vae', got {self.latent!r}")
-        self.unet_config = config_record(UNetConfig, m.unet)
-        self.reference_net = UNet2DConditionModel(
-            dataclasses.replace(self.unet_config, conv_out=False), return_bank=True, **kw
+        self.pipe = Lmk2Video.from_config(
+            config.model, motion=self.stage == "stage2", dtype=jnp.dtype(config.dtype)
         )
-        motion = functools.partial(MotionModule, **m.motion_module.to_dict())
-        self.denoiser_2d = UNet3DConditionModel(self.unet_config, **kw)
-        self.denoiser = (
-            UNet3DConditionModel(self.unet_config, motion_module=motion, motion_mid=True, **kw)
-            if self.stage == "stage2"
-            else self.denoiser_2d
-        )
-        self.pose_guider = PoseGuider(config_record(PoseGuiderConfig, m.pose_guider), **kw)
-        self.vae = None
-        if self.latent == "vae":
-            self.vae_config = config_record(vae.VAEConfig, m.vae)
-            self.vae = vae.AutoencoderKL(self.vae_config)
-        if m.context not in ("clip", "zeros"):
-            raise ValueError(f"config.model.context must be 'clip' or 'zeros', got {m.context!r}")
-        self.image_encoder = None
-        if m.context == "clip":
-            self.image_encoder = clip_vision.CLIPVisionModelWithProjection(
-                config_record(clip_vision.CLIPVisionConfig, m.image_encoder)
-            )
         self.recipe = recipes.from_dict(config.diffusion.recipe.to_dict())
         self.schedule = self.recipe.train.process.schedule()
         sample = self.recipe.sample
@@ -154,9 +96,9 @@ class AniPortraitTask(Task):
 
     def frozen_sources(self):
         out = {}
-        if self.vae is not None:
+        if self.pipe.vae is not None:
             out["vae"] = {"weights": self._weights_file("vae_weights", "sd_vae")}
-        if self.image_encoder is not None:
+        if self.pipe.image_encoder is not None:
             release = "sd_image_variations_image_encoder"
             out["image_encoder"] = {"weights": self._weights_file("image_encoder_weights", release)}
         if self.stage == "stage2":
@@ -210,147 +152,48 @@ class AniPortraitTask(Task):
         return {"motion": weights.load(fs.absolute(path))["params"]}
 
     # ------------------------------------------------------------------ init
-    def _context_dim(self):
-        return self.unet_config.cross_attention_dim
-
-    def _frozen_init(self, rng, images):
-        """Fresh variables of the frozen VAE / image encoder (replaced by their weights
-        files, `frozen_sources`: only their structure matters here)."""
-        out = {}
-        r_vae, r_clip = jax.random.split(rng)
-        if self.vae is not None:
-            out["vae"] = self.vae.init(r_vae, images[:1], r_vae)["params"]
-        if self.image_encoder is not None:
-            size = self.image_encoder.config.image_size
-            out["image_encoder"] = self.image_encoder.init(
-                r_clip, jnp.zeros((1, size, size, 3), jnp.float32)
-            )["params"]
-        return out
-
     def init(self, rng, batch):
         batch = self.preprocess(batch)
-        r_ref, r_den, r_pose, r_frozen = jax.random.split(rng, 4)
-        frozen = self._frozen_init(r_frozen, batch["reference"])
-        ref = self.encode(frozen, batch["reference"][:, None], r_frozen)[:, 0]
-        frames = self.encode(frozen, batch["frames"], r_frozen)
-        n, f = frames.shape[:2]
-        t = jnp.zeros((n,), jnp.int32)
-        ctx = jnp.zeros((n, 1, self._context_dim()), jnp.float32)
-        ref_vars = self.reference_net.init(r_ref, ref, t, ctx)
-        _, bank = self.reference_net.apply(ref_vars, ref, t, ctx)
-        pose_vars = self.pose_guider.init(
-            r_pose, batch["poses"], batch["reference_pose"], train=False
+        v = self.pipe.init(
+            rng, batch["reference"], batch["reference_landmark_image"], batch["landmark_images"]
         )
-        additions, _ = self.pose_features(pose_vars, batch["poses"], batch["reference_pose"])
-        den = self.denoiser.init(r_den, frames, t, ctx, bank, jnp.ones((n,), bool), additions)
-        den_params, motion = split_motion(den["params"])
-        nets = {
-            "reference": ref_vars["params"],
-            "denoiser": den_params,
-            "pose_guider": pose_vars["params"],
-        }
+        frozen = {k: v[k] for k in FROZEN_NETWORKS if k in v}
         if self.stage == "stage1":
-            stats = {"model": {"pose_guider": pose_vars["batch_stats"]}}
+            nets = {k: v[k]["params"] for k in NETWORKS}
+            stats = {"model": {"pose_guider": v["pose_guider"]["batch_stats"]}}
             return {"model": nets, **frozen}, {"batch_stats": stats}
-        base = {k: {"params": v} for k, v in nets.items()}
-        base["pose_guider"]["batch_stats"] = pose_vars["batch_stats"]
-        return {"base": base, "motion": motion, **frozen}, {}
+        base = {k: v[k] for k in NETWORKS}
+        return {"base": base, "motion": v["motion"], **frozen}, {}
 
-    # ------------------------------------------------------------------ the networks
-    @staticmethod
-    def _fold(x):
-        return x.reshape((-1,) + x.shape[2:])
-
-    def _nets(self, params, model_state):
-        """{network: variables} of the stage-1 networks, wherever the stage keeps them."""
+    def variables(self, params, model_state):
+        """The pipeline's variables (jaxtalk.models.aniportrait.lmk2video) from the groups."""
+        out = {k: params[k] for k in FROZEN_NETWORKS if k in params}
         if self.stage == "stage2":
-            return params["base"]
-        out = {k: {"params": params["model"][k]} for k in NETWORKS}
+            return {**out, **params["base"], "motion": params["motion"]}
+        out.update({k: {"params": params["model"][k]} for k in NETWORKS})
         stats = model_state.get("batch_stats", {}).get("model", {})
         if "pose_guider" in stats:
-            out["pose_guider"]["batch_stats"] = stats["pose_guider"]
+            out["pose_guider"] = {**out["pose_guider"], "batch_stats": stats["pose_guider"]}
         return out
-
-    def encode(self, params, images, rng):
-        """Model-range frames (B, F, H, W, 3) -> what is diffused: the pixels themselves, or
-        VAE latents times 0.18215 (a posterior sample, as the release encodes)."""
-        if self.vae is None:
-            return images
-        n, f = images.shape[:2]
-        z = self.vae.apply(
-            {"params": params["vae"]}, self._fold(images), rng, method=self.vae.encode_latents
-        )
-        return z.reshape((n, f) + z.shape[1:])
-
-    def decode(self, params, latents):
-        if self.vae is None:
-            return latents
-        n, f = latents.shape[:2]
-        x = self.vae.apply(
-            {"params": params["vae"]}, self._fold(latents), method=self.vae.decode_latents
-        )
-        return x.reshape((n, f) + x.shape[1:])
-
-    def context(self, params, reference, keep):
-        """Cross-attention context (B, 1, D): the reference's CLIP image embedding, or that of
-        an all-zero image where `keep` is False (training's unconditional examples); zeros
-        without an image encoder."""
-        n = reference.shape[0]
-        if self.image_encoder is None:
-            return jnp.zeros((n, 1, self._context_dim()), jnp.float32)
-        size = self.image_encoder.config.image_size
-        pixels = jax.image.resize(to_01(reference), (n, size, size, 3), "bicubic")
-        mean = jnp.asarray(clip_vision.CLIP_MEAN, pixels.dtype)
-        std = jnp.asarray(clip_vision.CLIP_STD, pixels.dtype)
-        pixels = jnp.where(keep[:, None, None, None], (pixels - mean) / std, 0.0)
-        out = self.image_encoder.apply({"params": params["image_encoder"]}, pixels)
-        return out.image_embeds[:, None, :].astype(jnp.float32)
-
-    def bank(self, nets, reference_latents, context):
-        n = reference_latents.shape[0]
-        _, bank = self.reference_net.apply(
-            nets["reference"], reference_latents, jnp.zeros((n,), jnp.int32), context
-        )
-        return bank
-
-    def pose_features(self, variables, poses, reference_pose, train=False):
-        """PoseGuider features of the drawings (B, F, H, W, 3) -> list of (B, F, h, w, c), and
-        the updated batch statistics when `train` (None otherwise)."""
-        if not train:
-            return self.pose_guider.apply(variables, poses, reference_pose, train=False), None
-        feats, new = self.pose_guider.apply(
-            variables, poses, reference_pose, train=True, mutable=["batch_stats"]
-        )
-        return feats, new["batch_stats"]
-
-    def denoise(self, params, nets, x_t, t, context, bank, reference_on, additions, motion=True):
-        """The denoiser's output (float32); `motion=False` runs the stage-1 UNet alone."""
-        den = nets["denoiser"]["params"]
-        if self.stage == "stage2" and motion:
-            v, net = {"params": join_motion(den, params["motion"])}, self.denoiser
-        else:
-            v, net = {"params": den}, self.denoiser_2d
-        out = net.apply(v, x_t, t, context, bank, reference_on, additions)
-        return out.astype(jnp.float32)
 
     # ------------------------------------------------------------------ training
     def _train_loss(self, params, model_state, batch, rng):
         batch = self.preprocess(batch)
-        nets = self._nets(params, model_state)
+        pipe, v = self.pipe, self.variables(params, model_state)
         r_drop, r_enc, r_loss = jax.random.split(rng, 3)
         n = batch["frames"].shape[0]
         keep = jax.random.uniform(r_drop, (n,)) >= self.recipe.train.uncond_ratio
-        latents = self.encode(params, batch["frames"], r_enc)
-        ref = self.encode(params, batch["reference"][:, None], r_enc)[:, 0]
-        context = self.context(params, batch["reference"], keep)
-        bank = self.bank(nets, ref, context)
-        additions, stats = self.pose_features(
-            nets["pose_guider"], batch["poses"], batch["reference_pose"], train=True
+        latents = pipe.encode(v, batch["frames"], r_enc)
+        ref = pipe.encode(v, batch["reference"][:, None], r_enc)[:, 0]
+        context = pipe.context(v, batch["reference"], keep)
+        bank = pipe.bank(v, ref, context)
+        additions, stats = pipe.pose_features(
+            v, batch["landmark_images"], batch["reference_landmark_image"], train=True
         )
         loss, aux = objectives.latent_diffusion_loss(
             self.recipe.train,
             self.schedule,
-            lambda x_t, t: self.denoise(params, nets, x_t, t, context, bank, keep, additions),
+            lambda x_t, t: pipe.denoise(v, x_t, t, context, bank, keep, additions),
             latents,
             r_loss,
         )
@@ -365,49 +208,28 @@ class AniPortraitTask(Task):
         return [("model" if self.stage == "stage1" else "motion", self._train_loss)]
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, params, model_state, batch, rng, poses=None, motion=True):
+    def sample(self, params, model_state, batch, rng, drawings=None, motion=True):
         """Frames (B, F, H, W, 3) in [0, 1] sampled for the batch's reference and drawings
-        (`poses` replaces the drawings), DDIM + classifier-free guidance as configured."""
+        (`drawings` replaces them), DDIM + classifier-free guidance as configured."""
         batch = self.preprocess(batch)
-        nets = self._nets(params, model_state)
-        poses = batch["poses"] if poses is None else poses
-        n = batch["frames"].shape[0]
-        on = jnp.ones((n,), bool)
-        ref = self.encode(params, batch["reference"][:, None], None)[:, 0]
-        context = self.context(params, batch["reference"], on)
-        cond = {
-            "context": context,
-            "bank": self.bank(nets, ref, context),
-            "on": on,
-            "additions": self.pose_features(nets["pose_guider"], poses, batch["reference_pose"])[0],
-        }
-
-        def denoise_fn(x, t, c, frames):
-            adds = [jnp.take(a, frames, axis=1) for a in c["additions"]]
-            return self.denoise(params, nets, x, t, c["context"], c["bank"], c["on"], adds, motion)
-
-        def make_uncond(c):
-            # the release's pipeline: zero image embedding, reference attention off
-            return {**c, "context": jnp.zeros_like(c["context"]), "on": jnp.zeros_like(c["on"])}
-
-        shape = self.encode(params, batch["frames"], None).shape
-        x = sample_video(
-            denoise_fn,
-            jax.random.normal(rng, shape, jnp.float32),
+        return self.pipe.sample(
+            self.variables(params, model_state),
+            batch["reference"],
+            batch["reference_landmark_image"],
+            batch["landmark_images"] if drawings is None else drawings,
+            rng,
             self.sample_config,
-            cond=cond,
-            make_uncond=make_uncond,
-            guidance_scale=self.recipe.guidance_scale,
-            context=self.recipe.context if shape[1] > self.recipe.context.size else None,
+            self.recipe.guidance_scale,
+            self.recipe.context,
+            motion=motion,
         )
-        return jnp.clip(to_01(self.decode(params, x)), 0.0, 1.0)
 
     def eval_step(self, params, model_state, batch, rng):
         batch = self.preprocess(batch)
         target = to_01(batch["frames"])
         video = self.sample(params, model_state, batch, rng)
         shuffled = self.sample(
-            params, model_state, batch, rng, poses=jnp.roll(batch["poses"], 1, axis=0)
+            params, model_state, batch, rng, drawings=jnp.roll(batch["landmark_images"], 1, axis=0)
         )
         copy = jnp.broadcast_to(to_01(batch["reference"])[:, None], target.shape)
         out = {
@@ -428,8 +250,8 @@ class AniPortraitTask(Task):
         batch = self.preprocess(batch)
         video = self.sample(params, model_state, batch, rng)
         return {
-            "prediction": self._fold(video),
-            "target": self._fold(to_01(batch["frames"])),
+            "prediction": video.reshape((-1,) + video.shape[2:]),
+            "target": to_01(batch["frames"]).reshape((-1,) + video.shape[2:]),
             "source": jnp.repeat(to_01(batch["reference"]), video.shape[1], axis=0),
         }
 
@@ -441,7 +263,7 @@ class AniPortraitTask(Task):
         video = self.sample(params, model_state, small, rng)
         row = [
             to_01(small["reference"]),
-            to_01(small["poses"][:, 0]),
+            to_01(small["landmark_images"][:, 0]),
             to_01(small["frames"][:, 0]),
             video[:, 0],
         ]

@@ -24,13 +24,15 @@ def test_paper_configs_carry_the_release_settings(stage):
     assert (opt.name, opt.lr, opt.weight_decay, opt.clip_norm) == ("adamw", 1e-5, 0.01, 1.0)
     assert (opt.b1, opt.b2, opt.eps, opt.schedule) == (0.9, 0.999, 1e-8, "constant")
     assert c.data.image_size == 512 and c.model.latent == "vae" and c.model.context == "clip"
+    assert c.data.kind == "landmark_video" and c.data.pose_release_canvas
+    assert c.model.pose_range == "01"  # dataset_face.py divides the drawings by 255
     if stage == "stage1":
         assert (c.batch_size, c.total_steps, c.data.num_frames) == (8, 300_000, 1)
         assert c.frozen == ("model/reference/up_blocks_3/.*",)
         assert not c.model.unet.remat
     else:
         assert (c.batch_size, c.total_steps, c.data.num_frames) == (4, 40_000, 16)
-        assert c.data.frame_stride == 1 and c.data.stride_jitter
+        assert (c.data.frame_stride, c.data.frame_stride_alt) == (1, 4)
         assert c.model.unet.remat  # gradient checkpointing
     # the paired schedules: train on scaled-linear + zero SNR, sample DDIM over linear
     r = c.diffusion.recipe
@@ -59,9 +61,9 @@ def test_paper_networks_have_the_released_sizes():
     f = 2
     batch = {
         "reference": jnp.zeros((1, 512, 512, 3), jnp.uint8),
-        "reference_pose": jnp.zeros((1, 512, 512, 3), jnp.uint8),
+        "reference_landmark_image": jnp.zeros((1, 512, 512, 3), jnp.uint8),
         "frames": jnp.zeros((1, f, 512, 512, 3), jnp.uint8),
-        "poses": jnp.zeros((1, f, 512, 512, 3), jnp.uint8),
+        "landmark_images": jnp.zeros((1, f, 512, 512, 3), jnp.uint8),
     }
     params, state = jax.eval_shape(task.init, jax.random.PRNGKey(0), batch)
     params = nn.unbox(params)

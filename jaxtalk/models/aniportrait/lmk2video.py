@@ -1,0 +1,289 @@
+"""AniPortrait's Lmk2Video networks as one pipeline: what training and animation share.
+
+    pipe = Lmk2Video.from_config(config.model, motion=True)     # a run's `model` config
+    variables = pipe.init(rng, reference, reference_drawing, drawings)
+    video = pipe.sample(variables, reference, reference_drawing, drawings, rng, ddim, 3.5)
+
+A ReferenceNet (SD UNet without conv_out) run at timestep 0 on the clean reference latents
+records every transformer block's norm1 features (the bank); the denoising UNet, inflated
+over frames, appends them to its self-attention keys and values; the PoseGuider turns the
+face-mesh drawings into features added after conv_in and after each down block; the CLIP
+image embedding of the reference is the cross-attention context; AnimateDiff v2 motion
+modules (with a mid-block one) make it a video model.
+
+`variables` is a dict of the networks' variables: "reference", "denoiser" (the UNet without
+motion modules) and "pose_guider" ({"params", "batch_stats"}), "motion" (the motion modules'
+params, nested as in the UNet3D: AnimateDiff's file layout) when the pipeline has them,
+"vae" and "image_encoder" (params) when `latent="vae"` / `context="clip"`. Images and
+drawings are in the models' range [-1, 1]; the PoseGuider sees the drawings in `pose_range`
+("01": [0, 1], as the release trains; "-11": [-1, 1], as its pipeline samples).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+
+from jaxtalk.diffusion.context import ContextWindows
+from jaxtalk.diffusion.samplers import DDIMConfig, sample_video
+from jaxtalk.models.aniportrait.pose_guider import PoseGuider, PoseGuiderConfig
+from jaxtalk.models.latent_diffusion import clip_vision, vae
+from jaxtalk.models.latent_diffusion.motion_module import MotionModule
+from jaxtalk.models.latent_diffusion.unet import (
+    UNet2DConditionModel,
+    UNet3DConditionModel,
+    UNetConfig,
+)
+from jaxtalk.models.pixels import to_01
+
+MOTION_KEY = "motion_modules_"
+LATENTS = ("pixels", "vae")
+CONTEXTS = ("clip", "zeros")
+POSE_RANGES = ("01", "-11")
+
+
+def split_motion(tree: dict) -> tuple[dict, dict]:
+    """A UNet3D params tree -> (the UNet's own params, the motion modules' params), both
+    nested as in the UNet3D (what AnimateDiff's motion_module file holds)."""
+    flat = traverse_util.flatten_dict(tree)
+    motion = {k: v for k, v in flat.items() if any(p.startswith(MOTION_KEY) for p in k)}
+    rest = {k: v for k, v in flat.items() if k not in motion}
+    return traverse_util.unflatten_dict(rest), traverse_util.unflatten_dict(motion)
+
+
+def join_motion(unet: dict, motion: dict) -> dict:
+    """Inverse of `split_motion`."""
+    flat = traverse_util.flatten_dict(unet)
+    flat.update(traverse_util.flatten_dict(motion))
+    return traverse_util.unflatten_dict(flat)
+
+
+def config_record(cls, values):
+    """A frozen config dataclass from a config dict (lists, e.g. from the command line or a
+    JSON file, as tuples, which Flax module attributes need)."""
+    values = values.to_dict() if hasattr(values, "to_dict") else dict(values)
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def _check(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"model.{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def _fold(x):
+    return x.reshape((-1,) + x.shape[2:])
+
+
+class Lmk2Video:
+    """The networks and the functions over them (pure: variables in, arrays out)."""
+
+    def __init__(
+        self,
+        unet: UNetConfig,
+        pose_guider: PoseGuiderConfig,
+        *,
+        motion_module: dict | None = None,  # MotionModule settings; None: no motion modules
+        latent: str = "vae",
+        context: str = "clip",
+        pose_range: str = "01",
+        vae_config: vae.VAEConfig = vae.SD_VAE,
+        clip_config: clip_vision.CLIPVisionConfig | None = None,
+        dtype: Any = jnp.float32,
+    ):
+        kw = dict(dtype=dtype)
+        self.unet_config = unet
+        self.latent = _check("latent", latent, LATENTS)
+        self.pose_range = _check("pose_range", pose_range, POSE_RANGES)
+        _check("context", context, CONTEXTS)
+        self.reference_net = UNet2DConditionModel(
+            dataclasses.replace(unet, conv_out=False), return_bank=True, **kw
+        )
+        self.denoiser_2d = UNet3DConditionModel(unet, **kw)
+        self.denoiser = self.denoiser_2d
+        self.has_motion = motion_module is not None
+        if self.has_motion:
+            factory = functools.partial(MotionModule, **motion_module)
+            self.denoiser = UNet3DConditionModel(unet, motion_module=factory, motion_mid=True, **kw)
+        self.pose_guider = PoseGuider(pose_guider, **kw)
+        self.vae = vae.AutoencoderKL(vae_config) if latent == "vae" else None
+        self.image_encoder = None
+        if context == "clip":
+            self.image_encoder = clip_vision.CLIPVisionModelWithProjection(
+                clip_config or clip_vision.CLIPVisionConfig()
+            )
+
+    @classmethod
+    def from_config(cls, model, motion: bool, dtype: Any = jnp.float32) -> "Lmk2Video":
+        """From a run's `model` config (configs/aniportrait.py) or its dict."""
+        m = model.to_dict() if hasattr(model, "to_dict") else dict(model)
+        return cls(
+            config_record(UNetConfig, m["unet"]),
+            config_record(PoseGuiderConfig, m["pose_guider"]),
+            motion_module=dict(m.get("motion_module") or {}) if motion else None,
+            latent=m["latent"],
+            context=m["context"],
+            pose_range=m["pose_range"],
+            vae_config=config_record(vae.VAEConfig, m.get("vae") or {}),
+            clip_config=config_record(clip_vision.CLIPVisionConfig, m.get("image_encoder") or {}),
+            dtype=dtype,
+        )
+
+    # ------------------------------------------------------------------ init
+    def init(self, rng, reference, reference_drawing, drawings) -> dict:
+        """Fresh variables for a reference (B, H, W, 3) and drawings (B, F, H, W, 3)."""
+        r_ref, r_den, r_pose, r_vae, r_clip = jax.random.split(rng, 5)
+        out = {}
+        if self.vae is not None:
+            out["vae"] = self.vae.init(r_vae, reference[:1], r_vae)["params"]
+        if self.image_encoder is not None:
+            size = self.image_encoder.config.image_size
+            pixels = jnp.zeros((1, size, size, 3), jnp.float32)
+            out["image_encoder"] = self.image_encoder.init(r_clip, pixels)["params"]
+        n = reference.shape[0]
+        ref = self.encode(out, reference[:, None], None)[:, 0]
+        t = jnp.zeros((n,), jnp.int32)
+        ctx = jnp.zeros((n, 1, self.unet_config.cross_attention_dim), jnp.float32)
+        out["reference"] = self.reference_net.init(r_ref, ref, t, ctx)
+        _, bank = self.reference_net.apply(out["reference"], ref, t, ctx)
+        out["pose_guider"] = self.pose_guider.init(r_pose, drawings, reference_drawing)
+        additions, _ = self.pose_features(out, drawings, reference_drawing)
+        latents = jnp.zeros(self.latent_shape(drawings.shape), jnp.float32)
+        on = jnp.ones((n,), bool)
+        den = self.denoiser.init(r_den, latents, t, ctx, bank, on, additions)["params"]
+        unet, motion = split_motion(den)
+        out["denoiser"] = {"params": unet}
+        if self.has_motion:
+            out["motion"] = motion
+        return out
+
+    def latent_shape(self, image_shape) -> tuple[int, ...]:
+        """(B, F, h, w, C) of what is diffused for images (B, F, H, W, 3)."""
+        b, f, h, w = image_shape[:4]
+        if self.vae is None:
+            return (b, f, h, w, self.unet_config.in_channels)
+        d = vae.downsampling_factor(self.vae.config)
+        return (b, f, h // d, w // d, self.vae.config.latent_channels)
+
+    # ------------------------------------------------------------------ the networks
+    def encode(self, variables, images, rng):
+        """Frames (B, F, H, W, 3) -> what is diffused: the pixels themselves, or VAE latents
+        times 0.18215 (a posterior sample given `rng`, as the release trains; else the mean)."""
+        if self.vae is None:
+            return images
+        n, f = images.shape[:2]
+        z = self.vae.apply(
+            {"params": variables["vae"]}, _fold(images), rng, method=self.vae.encode_latents
+        )
+        return z.reshape((n, f) + z.shape[1:])
+
+    def decode(self, variables, latents):
+        if self.vae is None:
+            return latents
+        n, f = latents.shape[:2]
+        x = self.vae.apply(
+            {"params": variables["vae"]}, _fold(latents), method=self.vae.decode_latents
+        )
+        return x.reshape((n, f) + x.shape[1:])
+
+    def context(self, variables, reference, keep):
+        """Cross-attention context (B, 1, D): the reference's CLIP image embedding, or that of
+        an all-zero image where `keep` is False (training's unconditional examples); zeros
+        without an image encoder."""
+        n = reference.shape[0]
+        if self.image_encoder is None:
+            return jnp.zeros((n, 1, self.unet_config.cross_attention_dim), jnp.float32)
+        size = self.image_encoder.config.image_size
+        pixels = jax.image.resize(to_01(reference), (n, size, size, 3), "bicubic")
+        mean = jnp.asarray(clip_vision.CLIP_MEAN, pixels.dtype)
+        std = jnp.asarray(clip_vision.CLIP_STD, pixels.dtype)
+        pixels = jnp.where(keep[:, None, None, None], (pixels - mean) / std, 0.0)
+        out = self.image_encoder.apply({"params": variables["image_encoder"]}, pixels)
+        return out.image_embeds[:, None, :].astype(jnp.float32)
+
+    def bank(self, variables, reference_latents, context):
+        """The ReferenceNet's norm1 features of the clean reference (timestep 0)."""
+        n = reference_latents.shape[0]
+        _, bank = self.reference_net.apply(
+            variables["reference"], reference_latents, jnp.zeros((n,), jnp.int32), context
+        )
+        return bank
+
+    def pose_features(self, variables, drawings, reference_drawing, train=False):
+        """PoseGuider features of drawings (B, F, H, W, 3) -> list of (B, F, h, w, c), and the
+        updated batch statistics when `train` (None otherwise)."""
+        if self.pose_range == "01":
+            drawings, reference_drawing = to_01(drawings), to_01(reference_drawing)
+        v = variables["pose_guider"]
+        if not train:
+            return self.pose_guider.apply(v, drawings, reference_drawing, train=False), None
+        feats, new = self.pose_guider.apply(
+            v, drawings, reference_drawing, train=True, mutable=["batch_stats"]
+        )
+        return feats, new["batch_stats"]
+
+    def denoise(self, variables, x_t, t, context, bank, reference_on, additions, motion=True):
+        """The denoiser's output (float32); `motion=False` runs it without motion modules
+        (the stage-1 model)."""
+        den = variables["denoiser"]["params"]
+        if self.has_motion and motion:
+            v, net = {"params": join_motion(den, variables["motion"])}, self.denoiser
+        else:
+            v, net = {"params": den}, self.denoiser_2d
+        out = net.apply(v, x_t, t, context, bank, reference_on, additions)
+        return out.astype(jnp.float32)
+
+    # ------------------------------------------------------------------ sampling
+    def sample(
+        self,
+        variables,
+        reference,
+        reference_drawing,
+        drawings,
+        rng,
+        ddim: DDIMConfig,
+        guidance_scale: float,
+        windows: ContextWindows | None = None,
+        motion: bool = True,
+    ):
+        """Frames (B, F, H, W, 3) in [0, 1] for a reference (B, H, W, 3) and the drawings of
+        the frames to make: DDIM with classifier-free guidance (the unconditional half: zero
+        image embedding, reference attention off, as the release's pipeline) over context
+        `windows` when the video is longer than one."""
+        n = reference.shape[0]
+        on = jnp.ones((n,), bool)
+        ref = self.encode(variables, reference[:, None], None)[:, 0]
+        context = self.context(variables, reference, on)
+        cond = {
+            "context": context,
+            "bank": self.bank(variables, ref, context),
+            "on": on,
+            "additions": self.pose_features(variables, drawings, reference_drawing)[0],
+        }
+
+        def denoise_fn(x, t, c, frames):
+            adds = [jnp.take(a, frames, axis=1) for a in c["additions"]]
+            return self.denoise(
+                variables, x, t, c["context"], c["bank"], c["on"], adds, motion=motion
+            )
+
+        def make_uncond(c):
+            return {**c, "context": jnp.zeros_like(c["context"]), "on": jnp.zeros_like(c["on"])}
+
+        shape = self.latent_shape(drawings.shape)
+        use_windows = windows is not None and shape[1] > windows.size
+        x = sample_video(
+            denoise_fn,
+            jax.random.normal(rng, shape, jnp.float32),
+            ddim,
+            cond=cond,
+            make_uncond=make_uncond,
+            guidance_scale=guidance_scale,
+            context=windows if use_windows else None,
+        )
+        return to_01(self.decode(variables, x))

@@ -1,0 +1,123 @@
+"""AniPortrait's Lmk2Video stages through the training loop on the synthetic set (whose
+clips carry their exact face meshes): what trains, what stays frozen, what is evaluated."""
+
+import jax
+import numpy as np
+import pytest
+
+from configs import aniportrait as cfg_lib
+from jaxtalk.models.aniportrait import lmk2video
+from jaxtalk.tasks import aniportrait as task_lib
+from jaxtalk.train.train import train
+
+
+def tiny_config(data_dir, steps, variant="tiny_stage1"):
+    c = cfg_lib.get_config(variant)
+    c.data.data_dir = data_dir
+    c.data.samples_per_clip = 4  # the test split has 2 clips; 8 simulated devices
+    c.batch_size = 8
+    c.total_steps = steps
+    c.log.every_steps = steps
+    c.log.progress_bar = False
+    c.log.tensorboard = False
+    c.eval.every_steps = steps
+    c.eval.num_batches = 1
+    c.checkpoint.every_steps = steps
+    c.checkpoint.async_save = False
+    c.diffusion.sample_steps = 2
+    return c
+
+
+def leaves(tree):
+    return [np.asarray(a) for a in jax.tree.leaves(tree)]
+
+
+def first_batch(task):
+    return next(task.data("train", global_batch_size=8, seed=0, process_index=0, process_count=1))
+
+
+@pytest.fixture(scope="module")
+def stage1_run(synthetic_64, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("aniportrait") / "stage1")
+    return workdir, train(tiny_config(synthetic_64, 2), workdir)
+
+
+def test_stage1_trains_the_three_networks_but_the_last_reference_block(stage1_run, synthetic_64):
+    _, out = stage1_run
+    assert np.isfinite(out["model/weighted_mse"]) and out["nonfinite"] == 0.0
+    for key in ("eval/psnr", "eval/psnr_copy", "eval/psnr_shuffled"):
+        assert np.isfinite(out[key]), key
+    state = out["state"]
+    assert set(state.params) == {"model"}
+    assert set(state.params["model"]) == set(task_lib.NETWORKS)
+    config = tiny_config(synthetic_64, 2)
+    task = task_lib.build(config)
+    init_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed))
+    fresh, fresh_state = jax.jit(task.init)(init_rng, first_batch(task))
+    fresh = jax.tree.map(np.asarray, fresh)
+
+    def moved(a, b):
+        return max(float(np.abs(x - y).max()) for x, y in zip(leaves(a), leaves(b)))
+
+    trained, start = state.params["model"], fresh["model"]
+    last = f"up_blocks_{len(task.pipe.unet_config.block_out_channels) - 1}"
+    assert moved(trained["reference"][last], start["reference"][last]) == 0  # config.frozen
+    assert moved(trained["reference"]["down_blocks_0"], start["reference"]["down_blocks_0"]) > 0
+    for name in ("denoiser", "pose_guider"):
+        assert moved(trained[name], start[name]) > 0, name
+    # the PoseGuider's BatchNorms ran in train mode: their statistics moved
+    stats = state.model_state["batch_stats"]["model"]["pose_guider"]
+    assert moved(stats, fresh_state["batch_stats"]["model"]["pose_guider"]) > 0
+
+
+def test_stage2_trains_only_the_motion_modules(stage1_run, synthetic_64, tmp_path):
+    from jaxtalk.train import checkpoints
+
+    workdir, _ = stage1_run
+    config = tiny_config(synthetic_64, 2, variant="tiny_stage2")
+    config.base.workdir = workdir
+    out = train(config, str(tmp_path / "stage2"))
+    state = out["state"]
+    assert set(state.params) == {"base", "motion"}
+    stage1 = checkpoints.group_variables(workdir, "model")
+    for name in task_lib.NETWORKS:
+        got, want = leaves(state.params["base"][name]["params"]), leaves(stage1["params"][name])
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    motion = state.params["motion"]
+    assert {k for k in motion} <= {
+        "down_blocks_0",
+        "down_blocks_1",
+        "mid_block",
+        "up_blocks_0",
+        "up_blocks_1",
+    }
+    assert "mid_block" in motion  # v2: a mid-block module
+    for key in ("eval/flicker", "eval/flicker_stage1", "eval/psnr", "eval/psnr_stage1"):
+        assert np.isfinite(out[key]), key
+    # the motion modules' zero-initialised outputs moved off zero: they now change the video
+    proj_out = [v for p, v in jax.tree_util.tree_leaves_with_path(motion) if "proj_out" in str(p)]
+    assert proj_out and max(float(np.abs(np.asarray(v)).max()) for v in proj_out) > 0
+    assert out["eval/flicker"] != out["eval/flicker_stage1"]
+
+
+def test_stage2_without_a_base_is_a_clear_error(synthetic_64):
+    config = tiny_config(synthetic_64, 1, variant="tiny_stage2")
+    with pytest.raises(ValueError, match="base.workdir"):
+        task_lib.build(config).frozen_sources()
+
+
+def test_split_and_join_motion_are_inverse():
+    tree = {
+        "conv_in": {"kernel": 1},
+        "down_blocks_0": {"resnets_0": {"w": 2}, "motion_modules_0": {"proj_out": {"w": 3}}},
+        "mid_block": {"motion_modules_0": {"w": 4}},
+    }
+    unet, motion = lmk2video.split_motion(tree)
+    assert unet == {"conv_in": {"kernel": 1}, "down_blocks_0": {"resnets_0": {"w": 2}}}
+    assert motion == {
+        "down_blocks_0": {"motion_modules_0": {"proj_out": {"w": 3}}},
+        "mid_block": {"motion_modules_0": {"w": 4}},
+    }
+    assert lmk2video.join_motion(unet, motion) == tree
