@@ -9,6 +9,7 @@ iteration of its loop), not only on the final sequence. Needs the official sourc
     ANIPORTRAIT_CODE=/path/to/AniPortrait pytest -n 0 -s tests/convert/test_aniportrait_audio_parity.py
 """
 
+import dataclasses
 import json
 import os
 import sys
@@ -19,7 +20,9 @@ import numpy as np
 import pytest
 
 from jaxtalk.convert import aniportrait_audio as conv
+from jaxtalk.convert.mapping import flatten_params
 from jaxtalk.models.aniportrait.audio2pose import rollout, sinusoid_table
+from jaxtalk.models.audio.hubert import WAV2VEC2_BASE
 from tests.convert.hf_parity import perturbed
 
 CODE = os.environ.get("ANIPORTRAIT_CODE")
@@ -167,3 +170,48 @@ def test_audio2pose_rollout_matches_release_step_by_step(official, precision):
     assert max(per_step) <= TOLERANCE[precision]
     assert err_final <= TOLERANCE[precision]
     assert err_forced <= TOLERANCE[precision]
+
+
+def test_full_size_keys_shapes_and_order_match_release(tmp_path, monkeypatch):
+    """The released models at full size (wav2vec2-base-960h's config), built on torch's meta
+    device: the state_dict's keys, in order, are the importer's (PPE.pe after in_fn, as
+    registered), each shape maps onto the Flax parameter's, and the parameter counts are
+    95,485,692 and 120,058,758."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "wav2vec2"}))
+    sys.path.insert(0, CODE)
+    from src.audio_models import pose_model
+    from src.audio_models.model import Audio2MeshModel
+    from src.audio_models.pose_model import Audio2PoseModel
+
+    # Its biased mask (a plain attribute, not in the state_dict) is built with a CPU tensor
+    # constructor that the meta device refuses.
+    monkeypatch.setattr(pose_model, "init_biased_mask", lambda **_: None)
+    config = dict(latent_dim=512, model_path=str(tmp_path), only_last_fetures=True)
+    for kind, cls, out_dim, count in (
+        ("mesh", Audio2MeshModel, 1404, 95_485_692),
+        ("pose", Audio2PoseModel, 6, 120_058_758),
+    ):
+        with torch.device("meta"):
+            release = cls(dict(config, out_dim=out_dim, from_pretrained=False))
+        assert sum(p.numel() for p in release.parameters()) == count
+        shapes = {k: tuple(v.shape) for k, v in release.state_dict().items()}
+        style = "parametrizations" if any("parametrizations" in k for k in shapes) else "legacy"
+        options = dict(
+            audio=dataclasses.asdict(WAV2VEC2_BASE), latent_dim=512, out_dim=out_dim
+        )
+        if kind == "pose":
+            options.update(num_layers=8, ffn_dim=1024, num_ids=100, max_len=600)
+        rules = conv.rules_for(kind, options, style)
+        order = [r.torch_key for r in rules]
+        if kind == "pose":
+            order = list(conv._insert_after(dict.fromkeys(order), "in_fn.bias", "PPE.pe", None))
+        assert order == list(shapes)
+        params = flatten_params(
+            conv.reference_params(conv.model_from_options(kind, options), kind)
+        )
+        assert sum(int(np.prod(s.shape)) for s in params.values()) == count
+        for rule in rules:
+            mapped = rule.layout.to_flax(np.broadcast_to(np.float32(0), shapes[rule.torch_key]))
+            assert mapped.shape == params[rule.param_path].shape, rule.torch_key
