@@ -16,7 +16,16 @@ from data_pipelines import records
 from data_pipelines.clip_store import Clip
 
 # Widths of the per-frame attributes the pipelines write; unknown names must be present.
-ATTRIBUTE_DIMS = {"pose": 3, "mouth": 1, "blink": 1, "landmarks_xy": 10}
+ATTRIBUTE_DIMS = {
+    "pose": 3,
+    "mouth": 1,
+    "blink": 1,
+    "landmarks_xy": 10,
+    # AniPortrait: MediaPipe-topology mesh (head units), pose, projected landmarks (0..1)
+    "face_mesh": 468 * 3,
+    "head_pose": 6,
+    "face_mesh_xy": 478 * 2,
+}
 
 
 def to_image(jpeg: bytes, size: int, dtype: str, out: np.ndarray | None = None) -> np.ndarray:

@@ -78,6 +78,9 @@ def _load_attributes(
     """Per-output-frame attributes sampled from the source-frame arrays of `attributes_path`.
 
     Arrays named `*_xy` hold source-pixel (x, y) pairs; they are mapped into the crop, 0..1.
+    `head_pose` holds 3 angles, then the head's centre x, y and its scale in source pixels
+    (weak perspective: landmark = rotated mesh vertex * scale + centre); the last three are
+    mapped into the crop too.
     """
     if not spec.attributes_path:
         return {}
@@ -93,6 +96,9 @@ def _load_attributes(
             if name.endswith("_xy"):
                 values = (values.reshape(num_frames, -1, 2) - np.array(box[:2])) / box[2]
                 values = values.reshape(num_frames, -1).astype(np.float32)
+            elif name == "head_pose":
+                values[:, 3:5] = (values[:, 3:5] - np.array(box[:2], np.float32)) / box[2]
+                values[:, 5] /= box[2]
             out[name] = values
         return out
 

@@ -29,6 +29,9 @@ class Identity:
     background: np.ndarray  # uint8 [H, W, 3]
 
 
+MOUTH_Y = 0.25  # height of the mouth's centre on the face (head units, down)
+
+
 def _colour(rng, lo, hi):
     return tuple(int(v) for v in rng.integers(lo, hi, 3))
 
@@ -74,7 +77,7 @@ def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return rz @ rx @ ry
 
 
-def _surface(radii, x, y):
+def surface(radii, x, y):
     """Point on the front of the ellipsoid above (x, y), and its normal."""
     a, b, c = radii
     z = c * np.sqrt(max(1e-4, 1 - (x / a) ** 2 - (y / b) ** 2))
@@ -92,6 +95,73 @@ def _silhouette(radii, rot, centre, scale, offset, n=40):
     return (pts.T + c) * scale + centre
 
 
+def disc_points(point, normal, ru, rv, t) -> np.ndarray:
+    """Points [len(t), 3] of the ellipse in the plane tangent at `point`: u across, v down.
+
+    Angle t = 0 is towards +x (image right), pi / 2 down, pi left, 3 pi / 2 up.
+    """
+    u = np.cross([0.0, 1.0, 0.0], normal)
+    u /= np.linalg.norm(u)
+    v = np.cross(normal, u)
+    t = np.asarray(t, np.float64)
+    return point + ru * np.cos(t)[:, None] * u + rv * np.sin(t)[:, None] * v
+
+
+@dataclasses.dataclass(frozen=True)
+class Disc:
+    """A flat elliptic feature on the head: centre, normal, half-axes (head units)."""
+
+    point: np.ndarray
+    normal: np.ndarray
+    ru: float
+    rv: float
+
+    def points(self, t) -> np.ndarray:
+        return disc_points(self.point, self.normal, self.ru, self.rv, t)
+
+
+# The features' geometry, in the head frame (before pose); the renderer draws these discs
+# and the face mesh (synthetic/mesh.py) puts its landmarks on them.
+def eye_disc(ident: Identity, side: int) -> Disc:
+    """The eye white; side -1 is the image's left (the subject's right eye)."""
+    p, n = surface(ident.radii, side * ident.eye_gap / 2, -ident.eye_height)
+    return Disc(p, n, 0.075, 0.045)
+
+
+def iris_disc(ident: Identity, side: int, blink: float) -> Disc:
+    eye = eye_disc(ident, side)
+    return Disc(eye.point + 0.005 * eye.normal, eye.normal, 0.032, 0.032 * (1 - blink) + 1e-3)
+
+
+def eyelid_disc(ident: Identity, side: int, blink: float) -> Disc:
+    eye = eye_disc(ident, side)
+    return Disc(eye.point + 0.01 * eye.normal, eye.normal, 0.09, 0.056 * blink)
+
+
+def brow_disc(ident: Identity, side: int) -> Disc:
+    p, n = surface(ident.radii, side * ident.eye_gap / 2, -ident.eye_height - 0.09)
+    return Disc(p, n, 0.08, 0.014)
+
+
+def lips_disc(ident: Identity, mouth: float) -> Disc:
+    # A wide-opening, cartoon mouth: at 64x64 crops it still spans several pixels, so the
+    # speech-driven motion is a visible part of every frame.
+    p, n = surface(ident.radii, 0.0, MOUTH_Y)
+    return Disc(p, n, ident.mouth_width / 2, 0.02 + 0.17 * mouth)
+
+
+def mouth_disc(ident: Identity, mouth: float) -> Disc:
+    """The dark inside of the open mouth, just in front of the lips."""
+    lips = lips_disc(ident, mouth)
+    return Disc(lips.point + 0.004 * lips.normal, lips.normal, lips.ru * 0.8, 0.004 + 0.15 * mouth)
+
+
+def nose(ident: Identity) -> tuple[np.ndarray, np.ndarray]:
+    """The nose's root on the surface and its tip."""
+    pn, nn = surface(ident.radii, 0.0, 0.07)
+    return pn, pn + 0.07 * nn
+
+
 class Renderer:
     """Draws one identity at a given pose, mouth opening and blink."""
 
@@ -100,14 +170,10 @@ class Renderer:
         self.h, self.w = ident.background.shape[:2]
         self.bg = Image.fromarray(ident.background)
 
-    def _disc(self, draw, rot, centre, scale, point, normal, ru, rv, fill, n=16):
-        if (rot @ normal)[2] < 0.15:  # facing away: hidden behind the head
+    def _disc(self, draw, rot, centre, scale, disc: Disc, fill, n=16):
+        if (rot @ disc.normal)[2] < 0.15:  # facing away: hidden behind the head
             return
-        u = np.cross([0.0, 1.0, 0.0], normal)
-        u /= np.linalg.norm(u)
-        v = np.cross(normal, u)
-        t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-        pts3 = point + ru * np.cos(t)[:, None] * u + rv * np.sin(t)[:, None] * v
+        pts3 = disc.points(np.linspace(0, 2 * np.pi, n, endpoint=False))
         pts = (rot @ pts3.T).T[:, :2] * scale + centre
         draw.polygon([tuple(p) for p in pts], fill=fill)
 
@@ -144,46 +210,26 @@ class Renderer:
         )
         draw.polygon([tuple(p) for p in hair], fill=ident.hair)
         for side in (-1, 1):
-            ear = np.array([side * a * 0.98, 0.02, -0.02])
-            self._disc(
-                draw,
-                rot,
-                centre,
-                scale,
-                ear,
+            ear = Disc(
+                np.array([side * a * 0.98, 0.02, -0.02]),
                 np.array([side, 0, 0.5]) / np.sqrt(1.25),
                 0.05,
                 0.09,
-                tuple(int(v * 0.9) for v in ident.skin),
             )
+            self._disc(draw, rot, centre, scale, ear, tuple(int(v * 0.9) for v in ident.skin))
         face = _silhouette(ident.radii, rot, centre, scale, np.zeros(3))
         draw.polygon([tuple(p) for p in face], fill=ident.skin)
         for side in (-1, 1):
-            x = side * ident.eye_gap / 2
-            p, nrm = _surface(ident.radii, x, -ident.eye_height)
-            self._disc(draw, rot, centre, scale, p, nrm, 0.075, 0.045, (245, 245, 245))
+            self._disc(draw, rot, centre, scale, eye_disc(ident, side), (245, 245, 245))
             if blink < 0.95:
-                self._disc(
-                    draw,
-                    rot,
-                    centre,
-                    scale,
-                    p + 0.005 * nrm,
-                    nrm,
-                    0.032,
-                    0.032 * (1 - blink) + 1e-3,
-                    ident.eye,
-                )
+                self._disc(draw, rot, centre, scale, iris_disc(ident, side, blink), ident.eye)
             if blink > 0.05:  # the eyelid closes over the eye
-                self._disc(
-                    draw, rot, centre, scale, p + 0.01 * nrm, nrm, 0.09, 0.056 * blink, ident.skin
-                )
-            pb, nb = _surface(ident.radii, x, -ident.eye_height - 0.09)
-            self._disc(draw, rot, centre, scale, pb, nb, 0.08, 0.014, ident.hair)
-        pn, nn = _surface(ident.radii, 0.0, 0.07)
-        tip = pn + 0.07 * nn
+                self._disc(draw, rot, centre, scale, eyelid_disc(ident, side, blink), ident.skin)
+            self._disc(draw, rot, centre, scale, brow_disc(ident, side), ident.hair)
+        pn, tip = nose(ident)
+        nn = surface(ident.radii, 0.0, 0.07)[1]
         for side in (-1, 1):
-            base = _surface(ident.radii, side * 0.045, 0.12)[0]
+            base = surface(ident.radii, side * 0.045, 0.12)[0]
             if (rot @ nn)[2] > 0:
                 tri = [
                     (rot @ q)[:2] * scale + centre
@@ -193,33 +239,8 @@ class Renderer:
                     [tuple(q) for q in tri],
                     fill=tuple(int(v * (0.8 if side < 0 else 0.9)) for v in ident.skin),
                 )
-        pm, nm = _surface(ident.radii, 0.0, 0.25)
-        # A wide-opening, cartoon mouth: at 64x64 crops it still spans several pixels, so the
-        # speech-driven motion is a visible part of every frame.
-        self._disc(
-            draw,
-            rot,
-            centre,
-            scale,
-            pm,
-            nm,
-            ident.mouth_width / 2,
-            0.02 + 0.17 * mouth,
-            ident.lips,
-            n=24,
-        )
-        self._disc(
-            draw,
-            rot,
-            centre,
-            scale,
-            pm + 0.004 * nm,
-            nm,
-            ident.mouth_width / 2 * 0.8,
-            0.004 + 0.15 * mouth,
-            (60, 15, 25),
-            n=24,
-        )
+        self._disc(draw, rot, centre, scale, lips_disc(ident, mouth), ident.lips, n=24)
+        self._disc(draw, rot, centre, scale, mouth_disc(ident, mouth), (60, 15, 25), n=24)
         pts = np.concatenate([face, hair])
         box = np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()])
         return np.asarray(img), box
@@ -228,9 +249,9 @@ class Renderer:
         """5 points (eyes, nose tip, mouth corners) in pixels, [10] as x1 y1 ... x5 y5."""
         rot = rotation(yaw, pitch, roll)
         ident = self.ident
-        pts = [_surface(ident.radii, s * ident.eye_gap / 2, -ident.eye_height)[0] for s in (-1, 1)]
-        pn, nn = _surface(ident.radii, 0.0, 0.07)
+        pts = [surface(ident.radii, s * ident.eye_gap / 2, -ident.eye_height)[0] for s in (-1, 1)]
+        pn, nn = surface(ident.radii, 0.0, 0.07)
         pts.append(pn + 0.07 * nn)
-        pts += [_surface(ident.radii, s * ident.mouth_width / 2, 0.25)[0] for s in (-1, 1)]
+        pts += [surface(ident.radii, s * ident.mouth_width / 2, MOUTH_Y)[0] for s in (-1, 1)]
         xy = np.stack([(rot @ p)[:2] for p in pts]) * head_height + np.array([cx, cy])
         return xy.reshape(-1).astype(np.float32)

@@ -4,7 +4,11 @@
   <out>/vox2_dev_txt.zip, vox2_test_txt.zip   official per-utterance txt (normalized boxes)
   <out>/attributes/<ytid>.npz         ground truth per video frame: pose (yaw, pitch, roll
                                       degrees), mouth (opening 0..1), blink (0..1),
-                                      landmarks_xy (5 points, pixels), fps
+                                      landmarks_xy (5 points, pixels), fps; and AniPortrait's
+                                      exact MediaPipe-topology landmarks (synthetic/mesh.py):
+                                      face_mesh (468 x 3, head units, pose-free), head_pose
+                                      (3 angles, head centre x y and size in pixels),
+                                      face_mesh_xy (478 points, pixels)
 
 Each video holds several utterances of one identity; utterances are what become clips.
 """
@@ -19,7 +23,7 @@ import zipfile
 
 import numpy as np
 
-from data_pipelines.synthetic import face, speech
+from data_pipelines.synthetic import face, mesh, speech
 from jaxtalk import fs
 from jaxtalk.media.video import write_video
 
@@ -94,6 +98,7 @@ def render_video(ident: face.Identity, num_frames: int, rng: np.random.Generator
         "mouth": mouth[:, None],
         "blink": blink[:, None],
         "landmarks_xy": np.stack(landmarks),
+        **mesh.video_attributes(ident, yaw, pitch, roll, cx, cy, size, mouth, blink),
     }
     return np.stack(frames), audio[: num_frames * SAMPLE_RATE // FPS], np.stack(boxes), truth
 
