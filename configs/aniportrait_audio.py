@@ -21,9 +21,6 @@ from data_pipelines.loaders import default_data_config
 
 KINDS = ("mesh", "pose")
 SIZES = ("paper", "tiny")
-# Per-dimension L1 weights' divisors: synthetic head_pose std is about 2-3 degrees on the
-# angles and 0.01 (of the crop) on the translations.
-TINY_POSE_SCALE = (1.0, 1.0, 1.0, 0.01, 0.01, 0.01)
 
 
 def get_config(arg: str = "mesh_paper"):
@@ -48,6 +45,10 @@ def get_config(arg: str = "mesh_paper"):
             num_ids=100,
             max_len=600,
             dropout=0.1,
+            # Poses in units of their per-dimension mean / std, measured on this many
+            # training windows at the start (False: the release's raw units).
+            normalize_pose=False,
+            stats_windows=64,
         )
     )
     # The wav2vec2 encoder: wav2vec2-base's layout at these sizes.
@@ -64,13 +65,8 @@ def get_config(arg: str = "mesh_paper"):
             pos_conv_groups=16,
         )
     )
-    c.loss = ml_collections.ConfigDict(
-        dict(
-            reference="closed",  # mesh offsets from the most closed-mouth frame | "first"
-            pose_scale=(1.0,) * 6,  # pose L1 divisors per dimension
-            constant_pose=(0.0,) * 6,  # the baseline eval reports (set it to a data mean)
-        )
-    )
+    # Audio2Mesh's targets: offsets from the window's most closed-mouth frame | "first"
+    c.loss = ml_collections.ConfigDict(dict(reference="closed"))
     c.frozen = (r"model/audio_encoder/feature_extractor/.*",)  # as the release freezes it
 
     c.data = default_data_config()
@@ -113,7 +109,7 @@ def get_config(arg: str = "mesh_paper"):
             )
         )
         c.frozen = ()  # a random tiny encoder learns its conv features too
-        c.loss.pose_scale = TINY_POSE_SCALE
+        c.model.normalize_pose = True  # synthetic angles vary by degrees, positions by 1%
         c.data.update(
             dict(data_dir="demo_out/data", mixture="", num_frames=16, samples_per_clip=8)
         )

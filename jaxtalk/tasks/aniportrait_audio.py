@@ -19,11 +19,14 @@ portrait's) or "first" (the window's first frame). Loss: mean |pred - offsets|.
 
 Audio2Pose: targets are `head_pose` (3 angles in degrees, 3 translations); training is
 teacher-forced (query t gets the true pose of frame t-1, zeros before the first), the
-identity embedding is the clip's identity index modulo num_ids. Loss: mean |pred - pose| /
-config.loss.pose_scale per dimension (angles and translations have different units; the
-release's weighting is unpublished, 1 in `paper`). Evaluation also rolls the model out
-freely from the audio (as inference does) and reports both L1s beside that of the
-constant pose config.loss.constant_pose (e.g. the training set's mean, a baseline).
+identity embedding is the clip's identity index modulo num_ids. The model works in the
+units of group `pose_stats` ({"mean", "std"} per dimension, frozen, saved with the
+checkpoints): pose_n = (pose - mean) / std. With config.model.normalize_pose they are
+measured on config.model.stats_windows training windows when a run starts (angles and
+translations differ in units by orders of magnitude); without it they are 0 and 1, the
+release's raw units (so that imported weights keep their meaning). Loss: mean |pred_n -
+pose_n|. Evaluation also rolls the model out freely from the audio (as inference does) and
+reports both L1s beside that of always predicting the mean pose (the constant baseline).
 """
 
 from __future__ import annotations
@@ -70,9 +73,9 @@ def reference_mesh(mesh, how: str):
     raise ValueError(f"config.loss.reference must be 'closed' or 'first', got {how!r}")
 
 
-def masked_l1(pred, target, valid, scale=1.0):
-    """Mean |pred - target| / scale over the examples whose target is valid."""
-    err = jnp.abs(pred.astype(jnp.float32) - target) / jnp.asarray(scale, jnp.float32)
+def masked_l1(pred, target, valid):
+    """Mean |pred - target| over the examples whose target is valid."""
+    err = jnp.abs(pred.astype(jnp.float32) - target)
     per_example = err.reshape(err.shape[0], -1).mean(-1)
     w = valid.astype(jnp.float32)
     return jnp.sum(per_example * w) / jnp.maximum(jnp.sum(w), 1.0)
@@ -199,15 +202,40 @@ class AniPortraitAudioTask(Task):
 
     def init(self, rng, batch):
         params = self.model.init(rng, *self._init_inputs(self.config.data.num_frames))["params"]
-        return {"model": params}, {}
+        out = {"model": params}
+        if self.kind == "pose":  # placeholders; pretrained() measures them when asked
+            out["pose_stats"] = {"mean": jnp.zeros((6,)), "std": jnp.ones((6,))}
+        return out, {}
+
+    def measure_pose_stats(self, windows: int, min_std: float = 1e-3) -> dict:
+        """{'mean', 'std'} per dimension of `head_pose` over `windows` training windows."""
+        it = self.data(
+            "train",
+            global_batch_size=self.config.batch_size,
+            seed=self.config.seed,
+            process_index=0,
+            process_count=1,
+        )
+        batches = [next(it) for _ in range(max(1, -(-windows // self.config.batch_size)))]
+        poses = np.concatenate([b["head_pose"][b["head_pose_valid"]] for b in batches])
+        poses = poses.reshape(-1, 6).astype(np.float64)
+        if not len(poses):
+            raise ValueError("no training window has a valid head_pose to measure")
+        return {
+            "mean": poses.mean(0).astype(np.float32),
+            "std": np.maximum(poses.std(0), min_std).astype(np.float32),
+        }
 
     def pretrained(self):
         from jaxtalk.convert import weights
 
+        out = {}
+        if self.kind == "pose" and self.config.model.normalize_pose:
+            out["pose_stats"] = self.measure_pose_stats(self.config.model.stats_windows)
         if self.config.init_from:
-            return {"model": dict(weights.load(self.config.init_from)["params"])}
+            return {**out, "model": dict(weights.load(self.config.init_from)["params"])}
         if not self.config.audio.pretrained:
-            return {}
+            return out
         path = self.config.audio.weights or weights.weights_path("wav2vec2_base")
         if not fs.exists(path):
             raise ValueError(
@@ -215,29 +243,35 @@ class AniPortraitAudioTask(Task):
                 "--release=wav2vec2_base --checkpoint=<facebook/wav2vec2-base-960h folder>` "
                 "or set --config.audio.weights (or --config.audio.pretrained=False)"
             )
-        return {"model": {"audio_encoder": weights.load(path)["params"]}}
+        return {**out, "model": {"audio_encoder": weights.load(path)["params"]}}
 
     # ------------------------------------------------------------------ model
     def identity(self, batch):
         return batch["identity"].astype(jnp.int32) % self.config.model.num_ids
 
+    def normalized_poses(self, params, poses):
+        stats = params["pose_stats"]
+        return (poses.astype(jnp.float32) - stats["mean"]) / stats["std"]
+
     def predict(self, params, batch, train=False, rng=None, audio=None):
-        """Mesh: offsets (B, T, 1404); pose: teacher-forced poses (B, T, 6). `audio`
-        replaces the batch's (e.g. shuffled between examples)."""
+        """Mesh: offsets (B, T, 1404); pose: teacher-forced poses (B, T, 6) in the model's
+        normalised units. `audio` replaces the batch's (e.g. shuffled between examples)."""
         wav = normalize_audio(batch["audio"] if audio is None else audio)
         frames = batch[self.target].shape[1]
         variables = {"params": params["model"]}
         kw = dict(train=train, rngs={"dropout": rng} if train else {})
         if self.kind == "mesh":
             return self.model.apply(variables, wav, frames, **kw)
-        poses = batch[self.target].astype(jnp.float32)
+        poses = self.normalized_poses(params, batch[self.target])
         return self.model.apply(variables, wav, poses, self.identity(batch), **kw)
 
     def generate_poses(self, params, batch, audio=None):
-        """Free-running poses (B, T, 6) from the audio and identity, as inference makes them."""
+        """Free-running poses (B, T, 6) from the audio and identity, as inference makes them,
+        in the data's units."""
         wav = normalize_audio(batch["audio"] if audio is None else audio)
         frames = batch[self.target].shape[1]
-        return rollout(self.model, {"params": params["model"]}, wav, frames, self.identity(batch))
+        poses = rollout(self.model, {"params": params["model"]}, wav, frames, self.identity(batch))
+        return poses * params["pose_stats"]["std"] + params["pose_stats"]["mean"]
 
     def mesh_targets(self, batch):
         """(reference (B, 1404), offsets (B, T, 1404)) of the window's meshes."""
@@ -249,20 +283,20 @@ class AniPortraitAudioTask(Task):
     def losses(self):
         return [("model", self._loss)]
 
-    def _l1(self, pred, batch):
+    def _l1(self, params, pred, batch):
+        """L1 of a prediction (mesh offsets; poses in the model's units)."""
         valid = batch[f"{self.target}_valid"]
         if self.kind == "mesh":
             return masked_l1(pred, self.mesh_targets(batch)[1], valid)
-        scale = jnp.asarray(self.config.loss.pose_scale, jnp.float32)
-        return masked_l1(pred, batch["head_pose"].astype(jnp.float32), valid, scale)
+        return masked_l1(pred, self.normalized_poses(params, batch["head_pose"]), valid)
 
     def _loss(self, params, model_state, batch, rng):
-        l1 = self._l1(self.predict(params, batch, train=True, rng=rng), batch)
+        l1 = self._l1(params, self.predict(params, batch, train=True, rng=rng), batch)
         return LossOutput(l1, {"l1": l1}, model_state=model_state)
 
     # ------------------------------------------------------------------ evaluation
     def eval_step(self, params, model_state, batch, rng):
-        out = {"l1": self._l1(self.predict(params, batch), batch)}
+        out = {"l1": self._l1(params, self.predict(params, batch), batch)}
         if self.kind == "mesh":
             ref, offsets = self.mesh_targets(batch)
             pred = self.predict(params, batch)
@@ -270,11 +304,9 @@ class AniPortraitAudioTask(Task):
                 mouth_opening(ref[:, None] + pred), mouth_opening(ref[:, None] + offsets)
             )
         else:
-            constant = jnp.broadcast_to(
-                jnp.asarray(self.config.loss.constant_pose, jnp.float32), batch["head_pose"].shape
-            )
-            out["rollout_l1"] = self._l1(self.generate_poses(params, batch), batch)
-            out["constant_l1"] = self._l1(constant, batch)
+            generated = self.normalized_poses(params, self.generate_poses(params, batch))
+            out["rollout_l1"] = self._l1(params, generated, batch)
+            out["constant_l1"] = self._l1(params, jnp.zeros_like(generated), batch)  # the mean
         return out
 
     def samples(self, params, model_state, batch, rng):
