@@ -110,9 +110,7 @@ def get_config(arg: str = "mesh_paper"):
         )
         c.frozen = ()  # a random tiny encoder learns its conv features too
         c.model.normalize_pose = True  # synthetic angles vary by degrees, positions by 1%
-        c.data.update(
-            dict(data_dir="demo_out/data", mixture="", num_frames=16, samples_per_clip=8)
-        )
+        c.data.update(dict(data_dir="demo_out/data", mixture="", num_frames=16, samples_per_clip=8))
         c.optimizers.model.lr = 2e-3
         c.batch_size = 8
         c.total_steps = 600

@@ -88,14 +88,20 @@ def _wav2vec2_rank(key: str) -> tuple:
     if parts[1] == "pos_conv_embed":
         return (3, 0 if parts[-1] == "bias" else 1)
     if parts[1] == "layers":
-        return (5, int(parts[2]), _ATTENTION_ORDER.get(parts[4], 4) if parts[3] == "attention" else 4)
+        return (
+            5,
+            int(parts[2]),
+            _ATTENTION_ORDER.get(parts[4], 4) if parts[3] == "attention" else 4,
+        )
     return (4,)  # encoder.layer_norm
 
 
 def encoder_rules(audio, weight_norm_keys: str) -> list[Rule]:
     """wav2vec2's rules (jaxtalk/convert/hubert.py) under `audio_encoder`, in its
     state_dict's order."""
-    rules = sorted(hubert.rules_for(audio, weight_norm_keys), key=lambda r: _wav2vec2_rank(r.torch_key))
+    rules = sorted(
+        hubert.rules_for(audio, weight_norm_keys), key=lambda r: _wav2vec2_rank(r.torch_key)
+    )
     return [Rule(ENCODER + r.torch_key, "audio_encoder/" + r.param_path, r.layout) for r in rules]
 
 
@@ -229,9 +235,7 @@ def import_checkpoint(path: str | os.PathLike, kind: str | None = None, **overri
     path = os.fspath(path)
     state, _ = read_state_dict(path)
     out = variables_from_state_dict(state, kind, source=path, **overrides)
-    out["model_config"].update(
-        weights_file=os.path.basename(path), float_dtype=float_dtype(state)
-    )
+    out["model_config"].update(weights_file=os.path.basename(path), float_dtype=float_dtype(state))
     return out
 
 
@@ -262,7 +266,9 @@ def _insert_after(state: dict, after: str, key: str, value) -> dict:
 def kind_of(model_config: Mapping[str, Any]) -> str:
     kind = str(model_config.get("kind", "")).removeprefix("aniportrait_audio2")
     if kind not in KINDS:
-        raise ValueError(f"model_config kind {model_config.get('kind')!r} is not an AniPortrait audio model")
+        raise ValueError(
+            f"model_config kind {model_config.get('kind')!r} is not an AniPortrait audio model"
+        )
     return kind
 
 
@@ -276,6 +282,8 @@ def export_checkpoint(
         raise ValueError("export_checkpoint needs model_config")
     path = os.fspath(path)
     if not path.endswith(WEIGHTS_EXTENSIONS):
-        raise ValueError(f"{path}: export writes one weights file ({', '.join(WEIGHTS_EXTENSIONS)})")
+        raise ValueError(
+            f"{path}: export writes one weights file ({', '.join(WEIGHTS_EXTENSIONS)})"
+        )
     state = state_dict_from_variables(variables, config)
     write_layout(state, path, {"float_dtype": config.get("float_dtype")}, WEIGHTS_EXTENSIONS, "")

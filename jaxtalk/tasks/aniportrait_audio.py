@@ -104,8 +104,11 @@ def splat(points, colour, size: int = SPLAT_SIZE):
     """Points (B, T, N, 2) in 0..1 as dots of `colour` on black frames (B, T, size, size, 3)."""
     b, t, n, _ = points.shape
     ij = jnp.clip(jnp.round(points * (size - 1)).astype(jnp.int32), 0, size - 1)
-    flat = (jnp.arange(b * t)[:, None] * size * size + ij[..., 1].reshape(b * t, n) * size
-            + ij[..., 0].reshape(b * t, n))
+    flat = (
+        jnp.arange(b * t)[:, None] * size * size
+        + ij[..., 1].reshape(b * t, n) * size
+        + ij[..., 0].reshape(b * t, n)
+    )
     hit = jnp.zeros((b * t * size * size,)).at[flat.ravel()].set(1.0)
     return hit.reshape(b, t, size, size, 1) * jnp.asarray(colour, jnp.float32)
 
@@ -328,8 +331,10 @@ class AniPortraitAudioTask(Task):
             ref = base[:, 0].reshape(b, -1)
         frame = ref.reshape(b, NUM_VERTICES, 3)
         row = jnp.concatenate(
-            [splat(frontal_xy(true, frame), (0.2, 1.0, 0.2)),
-             splat(frontal_xy(fake, frame), (1.0, 0.2, 0.2))],
+            [
+                splat(frontal_xy(true, frame), (0.2, 1.0, 0.2)),
+                splat(frontal_xy(fake, frame), (1.0, 0.2, 0.2)),
+            ],
             axis=3,
         )
         return {f"audio2{self.kind}": row}

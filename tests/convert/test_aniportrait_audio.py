@@ -15,21 +15,11 @@ from jaxtalk.convert.mapping import ConversionError, flatten_params
 from jaxtalk.models.aniportrait.audio2pose import sinusoid_table
 from jaxtalk.models.audio import hubert as H
 from tests.convert.test_hubert import _hf_keys, _random_state_dict
+from tests.models.aniportrait.test_audio_models import TINY_AUDIO
 
 # wav2vec2-base's layout (group norm on the first conv, no conv bias, post-LN) at small sizes;
 # hidden 64 gives the one head the importer infers (hidden / 64).
-ENCODER = H.HubertConfig(
-    hidden_size=64,
-    num_layers=1,
-    num_heads=1,
-    intermediate_size=32,
-    conv_dim=(8,) * 7,
-    pos_conv_kernel=4,
-    pos_conv_groups=2,
-    conv_bias=False,
-    feat_extract_norm="group",
-    stable_layer_norm=False,
-)
+ENCODER = dataclasses.replace(TINY_AUDIO, hidden_size=64, num_heads=1, intermediate_size=32)
 LATENT, LAYERS, FFN, IDS, MAX_LEN = 16, 2, 32, 5, 40
 
 
@@ -78,7 +68,9 @@ def release_file(path, kind, style="legacy", dtype=np.float32, seed=0):
 def test_import_export_round_trip_is_bit_exact(tmp_path, kind, style, dtype):
     sd = release_file(tmp_path / f"audio2{kind}.pt", kind, style, dtype)
     stored = tmp_path / "w.safetensors"
-    releases.import_release(f"aniportrait_audio2{kind}", tmp_path / f"audio2{kind}.pt", output=str(stored))
+    releases.import_release(
+        f"aniportrait_audio2{kind}", tmp_path / f"audio2{kind}.pt", output=str(stored)
+    )
     loaded = weights.load(stored)
     assert loaded["model_config"]["kind"] == f"aniportrait_audio2{kind}"
     releases.export_release(f"aniportrait_audio2{kind}", loaded, tmp_path / "back.pt")

@@ -117,7 +117,9 @@ def test_audio2mesh_matches_release(official, precision):
         model, variables = imported(release, precision)
         got = np.asarray(model.apply(variables, jnp.asarray(wav), FRAMES))
     err = relative_error(got, want)
-    print(f"\naudio2mesh {precision}: max |diff| / max |out| {err:.2e} (max |out| {np.abs(want).max():.2f})")
+    print(
+        f"\naudio2mesh {precision}: max |diff| / max |out| {err:.2e} (max |out| {np.abs(want).max():.2f})"
+    )
     assert got.shape == want.shape == (1, FRAMES, 1404)
     assert err <= TOLERANCE[precision]
 
@@ -198,9 +200,7 @@ def test_full_size_keys_shapes_and_order_match_release(tmp_path, monkeypatch):
         assert sum(p.numel() for p in release.parameters()) == count
         shapes = {k: tuple(v.shape) for k, v in release.state_dict().items()}
         style = "parametrizations" if any("parametrizations" in k for k in shapes) else "legacy"
-        options = dict(
-            audio=dataclasses.asdict(WAV2VEC2_BASE), latent_dim=512, out_dim=out_dim
-        )
+        options = dict(audio=dataclasses.asdict(WAV2VEC2_BASE), latent_dim=512, out_dim=out_dim)
         if kind == "pose":
             options.update(num_layers=8, ffn_dim=1024, num_ids=100, max_len=600)
         rules = conv.rules_for(kind, options, style)
@@ -208,9 +208,7 @@ def test_full_size_keys_shapes_and_order_match_release(tmp_path, monkeypatch):
         if kind == "pose":
             order = list(conv._insert_after(dict.fromkeys(order), "in_fn.bias", "PPE.pe", None))
         assert order == list(shapes)
-        params = flatten_params(
-            conv.reference_params(conv.model_from_options(kind, options), kind)
-        )
+        params = flatten_params(conv.reference_params(conv.model_from_options(kind, options), kind))
         assert sum(int(np.prod(s.shape)) for s in params.values()) == count
         for rule in rules:
             mapped = rule.layout.to_flax(np.broadcast_to(np.float32(0), shapes[rule.torch_key]))

@@ -27,15 +27,15 @@ def test_paper_variants_carry_the_released_architecture():
     assert mesh.model.latent_dim == 512 and mesh.model.only_last_features
     frozen = [re.compile(p) for p in mesh.frozen]
     assert any(r.fullmatch("model/audio_encoder/feature_extractor/conv_3/kernel") for r in frozen)
-    assert not any(r.fullmatch("model/audio_encoder/layers_0/attention/q_proj/kernel") for r in frozen)
+    assert not any(
+        r.fullmatch("model/audio_encoder/layers_0/attention/q_proj/kernel") for r in frozen
+    )
     assert "face_mesh" in mesh.data.attributes and "head_pose" in pose.data.attributes
     assert not pose.model.normalize_pose  # the release's raw units, as imported weights have them
     with pytest.raises(ValueError, match="unknown variant"):
         cfg_lib.get_config("lips_tiny")
     # The paper model built from the config is the released one (parameter count).
-    shapes = jax.eval_shape(
-        lambda: task_lib.build(pose).init(jax.random.PRNGKey(0), {})[0]
-    )
+    shapes = jax.eval_shape(lambda: task_lib.build(pose).init(jax.random.PRNGKey(0), {})[0])
     assert sum(x.size for x in jax.tree.leaves(shapes["model"])) == 120_058_758
     assert set(shapes) == {"model", "pose_stats"}
 

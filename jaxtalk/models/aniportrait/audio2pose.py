@@ -48,7 +48,7 @@ def alibi_slopes(num_heads: int) -> np.ndarray:
 
     def power_of_two(n):
         start = 2.0 ** (-(2.0 ** -(math.log2(n) - 3)))
-        return [start**(i + 1) for i in range(n)]
+        return [start ** (i + 1) for i in range(n)]
 
     if math.log2(num_heads).is_integer():
         slopes = power_of_two(num_heads)

@@ -59,12 +59,15 @@ def test_alibi_slopes_and_causal_bias():
     np.testing.assert_array_equal(alibi_slopes(6), [2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3])
     bias = np.asarray(causal_alibi_bias(8, np.arange(4), 4))
     assert bias.shape == (8, 4, 4)
-    np.testing.assert_array_equal(bias[0], [
-        [0, -np.inf, -np.inf, -np.inf],
-        [-0.5, 0, -np.inf, -np.inf],
-        [-1.0, -0.5, 0, -np.inf],
-        [-1.5, -1.0, -0.5, 0],
-    ])
+    np.testing.assert_array_equal(
+        bias[0],
+        [
+            [0, -np.inf, -np.inf, -np.inf],
+            [-0.5, 0, -np.inf, -np.inf],
+            [-1.0, -0.5, 0, -np.inf],
+            [-1.5, -1.0, -0.5, 0],
+        ],
+    )
     np.testing.assert_array_equal(bias[7, 3], -(2.0**-8) * np.array([3, 2, 1, 0]))
     # One row at a traced position is the same row of the full matrix.
     row = jax.jit(lambda i: causal_alibi_bias(8, i[None], 4))(jnp.asarray(2))
@@ -74,8 +77,12 @@ def test_alibi_slopes_and_causal_bias():
 def test_position_table():
     table = sinusoid_table(600, 512)
     assert table.shape == (600, 512) and table.dtype == np.float32
-    np.testing.assert_allclose(table[7, 0::2], np.sin(7 * 10000.0 ** (-np.arange(0, 512, 2) / 512)), atol=1e-5)
-    np.testing.assert_allclose(table[7, 1::2], np.cos(7 * 10000.0 ** (-np.arange(0, 512, 2) / 512)), atol=1e-5)
+    np.testing.assert_allclose(
+        table[7, 0::2], np.sin(7 * 10000.0 ** (-np.arange(0, 512, 2) / 512)), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        table[7, 1::2], np.cos(7 * 10000.0 ** (-np.arange(0, 512, 2) / 512)), atol=1e-5
+    )
 
 
 def test_mesh_head_starts_at_zero_offsets_and_can_average_states():
@@ -91,9 +98,13 @@ def test_mesh_head_starts_at_zero_offsets_and_can_average_states():
     states = H.HubertModel(TINY_AUDIO).apply(
         {"params": params["audio_encoder"]}, WAV, frames=FRAMES
     )
-    head = lambda x: (x @ params["in_fn"]["kernel"] + params["in_fn"]["bias"]) @ params[  # noqa: E731
-        "out_fn"
-    ]["kernel"] + params["out_fn"]["bias"]
+    head = lambda x: (
+        (x @ params["in_fn"]["kernel"] + params["in_fn"]["bias"])
+        @ params[  # noqa: E731
+            "out_fn"
+        ]["kernel"]
+        + params["out_fn"]["bias"]
+    )
     np.testing.assert_allclose(last, head(states[-1]), atol=1e-5)
     np.testing.assert_allclose(mean, head(sum(states) / len(states)), atol=1e-5)
 
