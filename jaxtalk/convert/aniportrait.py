@@ -176,7 +176,7 @@ def detect_pose_guider(
 
 
 def import_pose_guider(
-    sd: Mapping[str, np.ndarray], source: str, config: PoseGuiderConfig
+    sd: Mapping[str, np.ndarray], source: str, config: PoseGuiderConfig, dtype=np.float32
 ) -> tuple[dict, dict]:
     """({"params", "batch_stats"}, the counters as read) of a pose_guider.pth."""
     rules, counters = pose_guider_layout(config)
@@ -189,7 +189,7 @@ def import_pose_guider(
     except (TypeError, ValueError) as e:
         raise ConversionError(f"{source}: inconsistent sizes {config}: {e}") from None
     sd_unet.check_keys(tensors, rules, shapes, source)
-    variables = to_params(tensors, rules, shapes, source=source)
+    variables = to_params(tensors, rules, shapes, source=source, dtype=dtype)
     return variables, {k: np.asarray(sd[k]) for k in counters}
 
 
@@ -251,8 +251,10 @@ def import_checkpoint(
     norm_num_groups: int = 32,
     pose_guider_heads: int = 16,
     pose_guider_norm_groups: int = 32,
+    dtype: str = "float32",
 ) -> dict:
-    """The release directory -> one variables tree (see the module docstring)."""
+    """The release directory -> one variables tree (see the module docstring); `dtype`: the
+    params' and statistics' (float64 for parity checks)."""
     root = os.fspath(path)
     if not fs.isdir(root):
         raise ConversionError(f"{root}: not a directory (the release's pretrained_weights/)")
@@ -265,7 +267,9 @@ def import_checkpoint(
     params, config = {}, {"kind": KIND, "dtypes": {g: _dtype(sd) for g, sd in states.items()}}
     for group in ("reference", "denoiser"):
         unet = sd_unet.detect_config(states[group], sources[group], **unet_overrides)
-        params[group] = sd_unet.params_from_state_dict(states[group], unet, sources[group])
+        params[group] = sd_unet.params_from_state_dict(
+            states[group], unet, sources[group], dtype=np.dtype(dtype)
+        )
         config[group] = dataclasses.asdict(unet)
     if config["reference"]["conv_out"] or not config["denoiser"]["conv_out"]:
         raise ConversionError(
@@ -274,7 +278,9 @@ def import_checkpoint(
         )
     source = sources["motion_module"]
     try:
-        motion = mm_convert.import_state_dict(states["motion_module"], source, version="v2")
+        motion = mm_convert.import_state_dict(
+            states["motion_module"], source, version="v2", dtype=np.dtype(dtype)
+        )
     except ConversionError as e:  # the shared mapping lists every problem, one per line
         raise ConversionError(one_line(e, 300)) from None
     widths = tuple(motion["model_config"]["block_channels"])
@@ -289,7 +295,7 @@ def import_checkpoint(
     guider = detect_pose_guider(
         states["pose_guider"], source, pose_guider_heads, pose_guider_norm_groups
     )
-    pg, counters = import_pose_guider(states["pose_guider"], source, guider)
+    pg, counters = import_pose_guider(states["pose_guider"], source, guider, np.dtype(dtype))
     params["pose_guider"] = pg["params"]
     config["pose_guider"] = dataclasses.asdict(guider)
     return {
@@ -321,13 +327,15 @@ def configs(model_config: Mapping) -> dict[str, Any]:
     return out
 
 
-def models(model_config: Mapping | None = None, dtype=jnp.float32) -> dict[str, nn.Module]:
+def models(
+    model_config: Mapping | None = None, dtype=jnp.float32, param_dtype=jnp.float32
+) -> dict[str, nn.Module]:
     """The Flax modules the imported params belong to: "reference" (a ReferenceNet returning
     its bank), "denoiser" (the UNet inflated over frames with its motion modules) and
     "pose_guider"."""
     cfg = configs(model_config or {})
     mm = cfg["motion_module"]
-    kw = dict(dtype=dtype, param_dtype=jnp.float32)
+    kw = dict(dtype=dtype, param_dtype=param_dtype)
     motion = functools.partial(
         MotionModule,
         heads=mm.get("heads", 8),

@@ -33,9 +33,9 @@ from jaxtalk.convert.mapping import (
     ConversionError,
     Rule,
     flatten_params,
-    import_variables,
     linear,
     norm,
+    to_params,
     to_state_dict,
 )
 from jaxtalk.convert.releases import Release
@@ -285,16 +285,17 @@ def _check_tables(
 
 
 def import_state_dict(
-    state: Mapping[str, np.ndarray], source: str, version: str | None = None
+    state: Mapping[str, np.ndarray], source: str, version: str | None = None, dtype=np.float32
 ) -> dict:
     """{"params", "buffers" (the position tables as read), "model_config"} of a motion
-    module state_dict; strict: every key mapped, every shape the SD1.5 layout's."""
+    module state_dict; strict: every key mapped, every shape the SD1.5 layout's. `dtype`:
+    the params' (float64 for parity checks)."""
     config = infer_config(state, source, version)
     pe_keys = file_position_keys(config)
     kept = _check_tables(state, pe_keys, config["max_len"], source)
     params_state = {k: v for k, v in state.items() if k not in kept}
-    variables = import_variables(
-        params_state, file_rules(config), file_shapes(config), source, ignore=lambda k: False
+    variables = to_params(
+        params_state, file_rules(config), file_shapes(config), source=source, dtype=dtype
     )
     return {"params": variables["params"], "buffers": kept, "model_config": config}
 
