@@ -31,7 +31,6 @@ options `attention_heads`, `norm_num_groups`, `pose_guider_heads` and
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from typing import Any, Mapping
 
@@ -66,7 +65,6 @@ from jaxtalk.models.aniportrait.pose_guider import (
     level_specs,
     stem_specs,
 )
-from jaxtalk.models.latent_diffusion.motion_module import MotionModule
 from jaxtalk.models.latent_diffusion.unet import (
     ANIPORTRAIT_REFERENCE,
     SD15,
@@ -263,12 +261,29 @@ def import_checkpoint(
     if absent:
         raise ConversionError(f"{absent[0]}: missing (the release has {', '.join(FILES.values())})")
     states = {group: sd_unet.read_state_dict(s) for group, s in sources.items()}
+    dtype = np.dtype(dtype)
+    config = {"kind": KIND, "dtypes": {g: _dtype(sd) for g, sd in states.items()}}
+    # The small files first: a wrong one is named before the UNets' shapes are traced.
+    source = sources["pose_guider"]
+    guider = detect_pose_guider(
+        states["pose_guider"], source, pose_guider_heads, pose_guider_norm_groups
+    )
+    pg, counters = import_pose_guider(states["pose_guider"], source, guider, dtype)
+    config["pose_guider"] = dataclasses.asdict(guider)
+    source = sources["motion_module"]
+    try:
+        motion = mm_convert.import_state_dict(
+            states["motion_module"], source, version="v2", dtype=dtype
+        )
+    except ConversionError as e:  # the shared mapping lists every problem, one per line
+        raise ConversionError(one_line(e, 300)) from None
+    config["motion_module"] = motion["model_config"]
+    params = {"pose_guider": pg["params"]}
     unet_overrides = dict(attention_heads=attention_heads, norm_num_groups=norm_num_groups)
-    params, config = {}, {"kind": KIND, "dtypes": {g: _dtype(sd) for g, sd in states.items()}}
     for group in ("reference", "denoiser"):
         unet = sd_unet.detect_config(states[group], sources[group], **unet_overrides)
         params[group] = sd_unet.params_from_state_dict(
-            states[group], unet, sources[group], dtype=np.dtype(dtype)
+            states[group], unet, sources[group], dtype=dtype
         )
         config[group] = dataclasses.asdict(unet)
     if config["reference"]["conv_out"] or not config["denoiser"]["conv_out"]:
@@ -276,13 +291,6 @@ def import_checkpoint(
             f"{sources['reference']}: the ReferenceNet has no conv_out and the denoising UNet "
             "has one (are the two files swapped?)"
         )
-    source = sources["motion_module"]
-    try:
-        motion = mm_convert.import_state_dict(
-            states["motion_module"], source, version="v2", dtype=np.dtype(dtype)
-        )
-    except ConversionError as e:  # the shared mapping lists every problem, one per line
-        raise ConversionError(one_line(e, 300)) from None
     widths = tuple(motion["model_config"]["block_channels"])
     if widths != tuple(config["denoiser"]["block_out_channels"]):
         raise ConversionError(
@@ -290,14 +298,6 @@ def import_checkpoint(
             f"{tuple(config['denoiser']['block_out_channels'])}"
         )
     params["denoiser"] = _merge(params["denoiser"], motion["params"])
-    config["motion_module"] = motion["model_config"]
-    source = sources["pose_guider"]
-    guider = detect_pose_guider(
-        states["pose_guider"], source, pose_guider_heads, pose_guider_norm_groups
-    )
-    pg, counters = import_pose_guider(states["pose_guider"], source, guider, np.dtype(dtype))
-    params["pose_guider"] = pg["params"]
-    config["pose_guider"] = dataclasses.asdict(guider)
     return {
         "params": params,
         "batch_stats": {"pose_guider": pg["batch_stats"]},
@@ -336,15 +336,7 @@ def models(
     cfg = configs(model_config or {})
     mm = cfg["motion_module"]
     kw = dict(dtype=dtype, param_dtype=param_dtype)
-    motion = functools.partial(
-        MotionModule,
-        heads=mm.get("heads", 8),
-        num_blocks=mm.get("num_blocks", 1),
-        attention_blocks=mm.get("attention_blocks", 2),
-        max_len=mm.get("max_len", 32),
-        position_encoding=mm.get("position_encoding", True),
-        **kw,
-    )
+    motion = mm_convert.module_factory(mm, **kw)
     return {
         "reference": UNet2DConditionModel(cfg["reference"], return_bank=True, **kw),
         "denoiser": UNet3DConditionModel(

@@ -18,10 +18,11 @@ model_config so that export writes float16 files back as float16.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -123,7 +124,7 @@ def param_path(torch_prefix: str) -> str:
     return re.sub(r"\.(\d+)", r"_\1", torch_prefix).replace(".", "/")
 
 
-def _module(channels: int, config: Mapping) -> MotionModule:
+def _module(channels: int, config: Mapping, **kw) -> MotionModule:
     return MotionModule(
         channels,
         heads=config.get("heads", 8),
@@ -132,7 +133,14 @@ def _module(channels: int, config: Mapping) -> MotionModule:
         max_len=config.get("max_len", 32),
         position_encoding=config.get("position_encoding", True),
         norm_groups=math.gcd(32, channels),  # shapes do not depend on it; small files may
+        **kw,
     )
+
+
+def module_factory(config: Mapping, **kw) -> Callable[[int], MotionModule]:
+    """The inflated UNet's `motion_module` factory for the modules a file's model_config
+    describes; `kw`: dtype / param_dtype / remat."""
+    return functools.partial(_module, config=config, **kw)
 
 
 def module_shapes(channels: int, config: Mapping | None = None) -> dict:

@@ -4,6 +4,7 @@ four files of a small release written here round-tripping bit for bit through `j
 import` / `jaxtalk export`, the imported tree fitting the modules `models()` builds, and the
 one-line errors a wrong directory gives."""
 
+import copy
 import dataclasses
 import os
 import sys
@@ -241,11 +242,12 @@ def test_motion_widths_must_match_the_unet(tmp_path, release_dir):
 
 def test_export_refuses_params_the_model_lacks(tmp_path, release_dir):
     root, _ = release_dir
-    variables = ap.import_checkpoint(root)
+    imported = ap.import_checkpoint(root)
+    variables = copy.deepcopy(imported)
     del variables["params"]["pose_guider"]["cross_attn2"]["proj_out"]
     with pytest.raises(ConversionError, match="pose_guider: parameter params/cross_attn2/proj_out"):
         ap.export_checkpoint(variables, tmp_path / "out")
-    variables = ap.import_checkpoint(root)
+    variables = copy.deepcopy(imported)
     variables["params"]["denoiser"]["conv_in"]["kernel"] = np.zeros((3, 3, 4, 8), np.float32)
     with pytest.raises(ConversionError, match="denoiser: parameter conv_in/kernel shape"):
         ap.export_checkpoint(variables, tmp_path / "out")

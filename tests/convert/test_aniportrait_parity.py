@@ -21,7 +21,6 @@ features and the release its position tables in float32 even in a float64 model;
 comparison gives both sides float64 ones.
 """
 
-import math
 import os
 import sys
 
@@ -34,6 +33,7 @@ from jaxtalk.convert import aniportrait as ap
 from jaxtalk.convert import torch_pickle
 from jaxtalk.convert.mapping import flatten_params
 from jaxtalk.models.latent_diffusion.motion_module import position_table
+from tests.convert.test_sd_unet_parity import float64_time_features
 
 CODE = os.environ.get("ANIPORTRAIT_CODE")
 pytestmark = pytest.mark.skipif(
@@ -59,7 +59,8 @@ MOTION = dict(
 
 
 def _release():
-    sys.path.insert(0, CODE)
+    if CODE not in sys.path:
+        sys.path.insert(0, CODE)
     from src.models import attention, pose_guider, unet_3d
     from src.models.mutual_self_attention import ReferenceAttentionControl
 
@@ -142,16 +143,6 @@ def _unets(seed):
     return _randomize(reference, seed), _randomize(denoiser, seed + 1)
 
 
-def _float64_time_features(model):
-    def forward(t):
-        half = model.time_proj.num_channels // 2
-        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float64) / half)
-        angles = t.double()[:, None] * freqs[None]
-        return torch.cat([torch.cos(angles), torch.sin(angles)], -1)
-
-    model.time_proj.forward = forward
-
-
 def _float64_tables(model):
     with torch.no_grad():
         for name, b in model.named_buffers():
@@ -228,7 +219,7 @@ def test_pose_guider_and_lmk2video_forward_match_the_release(tmp_path, release_m
     guider, reference, denoiser = (m.to(tdtype) for m in release_models)
     if dtype == "float64":
         for m in (reference, denoiser):
-            _float64_time_features(m)
+            float64_time_features(m)
         _float64_tables(denoiser)
     x = _inputs(dtype)
     as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731

@@ -49,7 +49,7 @@ def tiny():
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
     pose = jax.random.uniform(keys[0], (2, 3, 32, 32, 3), minval=-1, maxval=1)
     ref = jax.random.uniform(keys[1], (2, 32, 32, 3), minval=-1, maxval=1)
-    variables = nn.unbox(guider.init(keys[2], pose, ref))
+    variables = nn.unbox(jax.jit(guider.init)(keys[2], pose, ref))
     # non-trivial running statistics and a non-zero final_proj, so eval mode shows them
     stats = jax.tree_util.tree_map(
         lambda a: a + jax.random.uniform(keys[3], a.shape, minval=0.1, maxval=0.5),
@@ -69,7 +69,7 @@ def tiny():
 
 def test_init_follows_the_release():
     guider = PoseGuider(TINY)
-    v = nn.unbox(guider.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 16, 16, 3))))
+    v = nn.unbox(jax.jit(guider.init)(jax.random.PRNGKey(0), jnp.zeros((1, 1, 16, 16, 3))))
     assert np.all(np.asarray(v["params"]["final_proj"]["kernel"]) == 0)
     assert np.asarray(v["params"]["scale"]).tolist() == [2.0]
     first = v["batch_stats"]["conv_layers"]["layers_0"]["norm"]
