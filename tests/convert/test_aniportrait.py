@@ -81,33 +81,31 @@ def _state_of(variables_shapes, rules, rng):
     return sd
 
 
-def _unet_file(path, config, rng):
+def _unet_state(config, rng):
     rules = [
         dataclasses.replace(r, param_path=f"params/{r.param_path}")
         for r in sd_unet.unet_rules(config)
     ]
-    sd = _state_of({"params": sd_unet.param_shapes(config)}, rules, rng)
-    torch_pickle.save(sd, path)
-    return sd
+    return _state_of({"params": sd_unet.param_shapes(config)}, rules, rng)
 
 
 def write_release(root, rng, dtype="float32"):
-    """The four files of a small release with random values; {file name: state_dict}."""
+    """The four files of a small release with random values in `dtype`; {file name:
+    state_dict}."""
     root.mkdir(exist_ok=True)
     files = {
-        "reference_unet.pth": _unet_file(
-            root / "reference_unet.pth", dataclasses.replace(SMALL_UNET, conv_out=False), rng
-        ),
-        "denoising_unet.pth": _unet_file(root / "denoising_unet.pth", SMALL_UNET, rng),
-        "motion_module.pth": motion_file(
-            root / "motion_module.pth", True, dtype, block_channels=(32, 32, 64, 64)
+        "reference_unet.pth": _unet_state(dataclasses.replace(SMALL_UNET, conv_out=False), rng),
+        "denoising_unet.pth": _unet_state(SMALL_UNET, rng),
+        "pose_guider.pth": _state_of(
+            ap.pose_guider_shapes(SMALL_GUIDER), ap.pose_guider_layout(SMALL_GUIDER)[0], rng
         ),
     }
-    guider = _state_of(
-        ap.pose_guider_shapes(SMALL_GUIDER), ap.pose_guider_layout(SMALL_GUIDER)[0], rng
+    for name, sd in files.items():
+        files[name] = {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in sd.items()}
+        torch_pickle.save(files[name], root / name)
+    files["motion_module.pth"] = motion_file(
+        root / "motion_module.pth", True, dtype, block_channels=(32, 32, 64, 64)
     )
-    torch_pickle.save(guider, root / "pose_guider.pth")
-    files["pose_guider.pth"] = guider
     return files
 
 
@@ -139,6 +137,14 @@ def test_release_round_trips_bit_exactly(tmp_path, release_dir):
     assert "motion_modules_0" in params["denoiser"]["mid_block"]
     assert len(variables["buffers"]["pose_guider"]) == 11
     releases.export_release("aniportrait", variables, tmp_path / "out")
+    _same_files(tmp_path / "out", want)
+
+
+def test_float16_release_round_trips_bit_exactly(tmp_path):
+    want = write_release(tmp_path / "fp16", np.random.default_rng(1), "float16")
+    variables = ap.import_checkpoint(tmp_path / "fp16")
+    assert set(variables["model_config"]["dtypes"].values()) == {"float16"}
+    ap.export_checkpoint(variables, tmp_path / "out")
     _same_files(tmp_path / "out", want)
 
 

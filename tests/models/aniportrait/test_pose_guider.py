@@ -142,8 +142,10 @@ def test_features_feed_the_inflated_unet(tiny):
     unet = ld.UNet3DConditionModel(ld.TINY)
     latents = jax.random.normal(jax.random.PRNGKey(5), (2, 3, 4, 4, 4))
     context = jnp.zeros((2, 1, ld.TINY.cross_attention_dim))
-    uv = unet.init(jax.random.PRNGKey(6), latents, jnp.array([10, 20]), context)
-    out = unet.apply(uv, latents, jnp.array([10, 20]), context, additions=feats)
-    plain = unet.apply(uv, latents, jnp.array([10, 20]), context)
+    t = jnp.array([10, 20])
+    uv = jax.jit(unet.init)(jax.random.PRNGKey(6), latents, t, context)
+    apply = jax.jit(unet.apply)
+    out = apply(uv, latents, t, context, None, None, feats)
+    plain = apply(uv, latents, t, context, None, None, [jnp.zeros_like(f) for f in feats])
     assert out.shape == latents.shape
     assert float(jnp.abs(out - plain).max()) > 1e-4
