@@ -18,10 +18,11 @@ model_config so that export writes float16 files back as float16.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -33,9 +34,9 @@ from jaxtalk.convert.mapping import (
     ConversionError,
     Rule,
     flatten_params,
-    import_variables,
     linear,
     norm,
+    to_params,
     to_state_dict,
 )
 from jaxtalk.convert.releases import Release
@@ -123,7 +124,7 @@ def param_path(torch_prefix: str) -> str:
     return re.sub(r"\.(\d+)", r"_\1", torch_prefix).replace(".", "/")
 
 
-def _module(channels: int, config: Mapping) -> MotionModule:
+def _module(channels: int, config: Mapping, **kw) -> MotionModule:
     return MotionModule(
         channels,
         heads=config.get("heads", 8),
@@ -132,7 +133,14 @@ def _module(channels: int, config: Mapping) -> MotionModule:
         max_len=config.get("max_len", 32),
         position_encoding=config.get("position_encoding", True),
         norm_groups=math.gcd(32, channels),  # shapes do not depend on it; small files may
+        **kw,
     )
+
+
+def module_factory(config: Mapping, **kw) -> Callable[[int], MotionModule]:
+    """The inflated UNet's `motion_module` factory for the modules a file's model_config
+    describes; `kw`: dtype / param_dtype / remat."""
+    return functools.partial(_module, config=config, **kw)
 
 
 def module_shapes(channels: int, config: Mapping | None = None) -> dict:
@@ -285,16 +293,17 @@ def _check_tables(
 
 
 def import_state_dict(
-    state: Mapping[str, np.ndarray], source: str, version: str | None = None
+    state: Mapping[str, np.ndarray], source: str, version: str | None = None, dtype=np.float32
 ) -> dict:
     """{"params", "buffers" (the position tables as read), "model_config"} of a motion
-    module state_dict; strict: every key mapped, every shape the SD1.5 layout's."""
+    module state_dict; strict: every key mapped, every shape the SD1.5 layout's. `dtype`:
+    the params' (float64 for parity checks)."""
     config = infer_config(state, source, version)
     pe_keys = file_position_keys(config)
     kept = _check_tables(state, pe_keys, config["max_len"], source)
     params_state = {k: v for k, v in state.items() if k not in kept}
-    variables = import_variables(
-        params_state, file_rules(config), file_shapes(config), source, ignore=lambda k: False
+    variables = to_params(
+        params_state, file_rules(config), file_shapes(config), source=source, dtype=dtype
     )
     return {"params": variables["params"], "buffers": kept, "model_config": config}
 

@@ -106,20 +106,28 @@ def attention_rules(prefix: str) -> list[Rule]:
     return rules + _linear(f"{prefix}.to_out.0")
 
 
-def transformer_block_rules(prefix: str, cut: bool = False) -> list[Rule]:
+def transformer_block_rules(
+    prefix: str, cut: bool = False, cross_attention: bool = True
+) -> list[Rule]:
     rules = _norm(f"{prefix}.norm1")
     if cut:
         return rules
-    rules += attention_rules(f"{prefix}.attn1") + _norm(f"{prefix}.norm2")
-    rules += attention_rules(f"{prefix}.attn2") + _norm(f"{prefix}.norm3")
+    rules += attention_rules(f"{prefix}.attn1")
+    if cross_attention:
+        rules += _norm(f"{prefix}.norm2") + attention_rules(f"{prefix}.attn2")
+    rules += _norm(f"{prefix}.norm3")
     return rules + _linear(f"{prefix}.ff.net.0.proj") + _linear(f"{prefix}.ff.net.2")
 
 
-def transformer_rules(prefix: str, layers: int, cut_last: bool = False) -> list[Rule]:
+def transformer_rules(
+    prefix: str, layers: int, cut_last: bool = False, cross_attention: bool = True
+) -> list[Rule]:
+    """A Transformer2DModel's tensors; `cross_attention=False`: blocks without norm2 / attn2
+    (AniPortrait's PoseGuider)."""
     rules = _norm(f"{prefix}.norm") + _conv(f"{prefix}.proj_in")
     for i in range(layers):
         cut = cut_last and i == layers - 1
-        rules += transformer_block_rules(f"{prefix}.transformer_blocks.{i}", cut)
+        rules += transformer_block_rules(f"{prefix}.transformer_blocks.{i}", cut, cross_attention)
     return rules + ([] if cut_last else _conv(f"{prefix}.proj_out"))
 
 

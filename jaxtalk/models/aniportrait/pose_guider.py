@@ -27,6 +27,13 @@ in eval mode it is skipped. BatchNorm is torch's (train: batch statistics, runni
 updated with momentum 0.1 from the unbiased variance, in the mutable `batch_stats`
 collection; eval: running stats; eps 1e-5).
 
+The release never calls `.eval()` on it: stage 1, stage 2 (frozen, yet its statistics still
+move) and its inference (pipeline_pose2vid_long.py, once per 16-frame context window) all
+run the BatchNorms on batch statistics. To reproduce the release's inference, apply with
+`train=True, mutable=["batch_stats"]` on one window at a time and drop the updates; the
+running statistics in pose_guider.pth are what training accumulated, which the release's
+own inference never reads.
+
 167,518,523 parameters (the release's nn.Parameters); batch_stats add 10,310 running
 statistics; the release's state_dict (184 keys) also holds 15 num_batches_tracked counters.
 """

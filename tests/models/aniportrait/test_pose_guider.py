@@ -49,7 +49,7 @@ def tiny():
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
     pose = jax.random.uniform(keys[0], (2, 3, 32, 32, 3), minval=-1, maxval=1)
     ref = jax.random.uniform(keys[1], (2, 32, 32, 3), minval=-1, maxval=1)
-    variables = nn.unbox(guider.init(keys[2], pose, ref))
+    variables = nn.unbox(jax.jit(guider.init)(keys[2], pose, ref))
     # non-trivial running statistics and a non-zero final_proj, so eval mode shows them
     stats = jax.tree_util.tree_map(
         lambda a: a + jax.random.uniform(keys[3], a.shape, minval=0.1, maxval=0.5),
@@ -69,7 +69,7 @@ def tiny():
 
 def test_init_follows_the_release():
     guider = PoseGuider(TINY)
-    v = nn.unbox(guider.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 16, 16, 3))))
+    v = nn.unbox(jax.jit(guider.init)(jax.random.PRNGKey(0), jnp.zeros((1, 1, 16, 16, 3))))
     assert np.all(np.asarray(v["params"]["final_proj"]["kernel"]) == 0)
     assert np.asarray(v["params"]["scale"]).tolist() == [2.0]
     first = v["batch_stats"]["conv_layers"]["layers_0"]["norm"]
@@ -142,8 +142,10 @@ def test_features_feed_the_inflated_unet(tiny):
     unet = ld.UNet3DConditionModel(ld.TINY)
     latents = jax.random.normal(jax.random.PRNGKey(5), (2, 3, 4, 4, 4))
     context = jnp.zeros((2, 1, ld.TINY.cross_attention_dim))
-    uv = unet.init(jax.random.PRNGKey(6), latents, jnp.array([10, 20]), context)
-    out = unet.apply(uv, latents, jnp.array([10, 20]), context, additions=feats)
-    plain = unet.apply(uv, latents, jnp.array([10, 20]), context)
+    t = jnp.array([10, 20])
+    uv = jax.jit(unet.init)(jax.random.PRNGKey(6), latents, t, context)
+    apply = jax.jit(unet.apply)
+    out = apply(uv, latents, t, context, None, None, feats)
+    plain = apply(uv, latents, t, context, None, None, [jnp.zeros_like(f) for f in feats])
     assert out.shape == latents.shape
     assert float(jnp.abs(out - plain).max()) > 1e-4
