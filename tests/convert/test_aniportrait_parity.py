@@ -42,20 +42,12 @@ pytestmark = pytest.mark.skipif(
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 pytest.importorskip("einops")
+yaml = pytest.importorskip("yaml")
 
 C = 32  # the PoseGuider's noise_latent_channels; the UNets' blocks are C, 2C, 4C, 4C
 B, F, SIDE, CROSS = 2, 3, 128, 16  # pose images SIDE x SIDE, latents SIDE / 8
 HEADS, HEAD_DIM = 2, 8  # the PoseGuider transformers' (16 x 88 in the release)
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 TOL = {"float64": 1e-9, "float32": 1e-4}
-MOTION = dict(
-    num_attention_heads=8,
-    num_transformer_block=1,
-    attention_block_types=["Temporal_Self", "Temporal_Self"],
-    temporal_position_encoding=True,
-    temporal_position_encoding_max_len=32,
-    temporal_attention_dim_div=1,
-)
 
 
 def _release():
@@ -121,6 +113,14 @@ def _pose_guider(seed):
     return _randomize(model, seed)
 
 
+def _released_unet3d_kwargs():
+    """The inflated UNet's settings as the release's inference config gives them (motion
+    modules with the mid-block one, inflated GroupNorm, no temporal attention)."""
+    path = os.path.join(CODE, "configs", "inference", "inference_v2.yaml")
+    with open(path) as f:
+        return yaml.safe_load(f)["unet_additional_kwargs"]
+
+
 def _unets(seed):
     _, attention, unet_3d, _ = _release()
     common = dict(
@@ -131,14 +131,7 @@ def _unets(seed):
     reference = _with_release_blocks(diffusers.UNet2DConditionModel(**common), attention)
     denoiser = unet_3d.UNet3DConditionModel(
         **common,
-        use_inflated_groupnorm=True,
-        unet_use_cross_frame_attention=False,
-        unet_use_temporal_attention=False,
-        use_motion_module=True,
-        motion_module_resolutions=[1, 2, 4, 8],
-        motion_module_mid_block=True,
-        motion_module_type="Vanilla",
-        motion_module_kwargs=MOTION,
+        **_released_unet3d_kwargs(),
     )
     return _randomize(reference, seed), _randomize(denoiser, seed + 1)
 
