@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import os
 import re
 from typing import Any, Mapping
@@ -97,16 +98,34 @@ def _prefixed(rules: list[Rule], torch_prefix: str, path_prefix: str) -> list[Ru
     return [Rule(torch_prefix + r.torch_key, path_prefix + r.param_path, r.layout) for r in rules]
 
 
-def _motion_rules(torch_prefix: str, path: str) -> list[Rule]:
-    return mm_convert.module_rules(torch_prefix, path)
+# The release's 3-D transformer blocks (its attention.py) register attn1 before norm1.
+_BLOCK_ORDER = {"attn1": 0, "norm1": 1, "attn2": 2, "norm2": 3, "ff": 4, "norm3": 5}
+_BLOCK = re.compile(r"(.*\.transformer_blocks\.\d+)\.(\w+)\.")
+
+
+def _release_block_order(rules: list[Rule]) -> list[Rule]:
+    """Each spatial transformer block's tensors in the release's registration order."""
+
+    def block(rule):  # the transformer block a key belongs to, else the key itself
+        m = _BLOCK.match(rule.torch_key)
+        return m.group(1) if m and ".motion_modules." not in rule.torch_key else rule.torch_key
+
+    def rank(rule):
+        return (
+            _BLOCK_ORDER[_BLOCK.match(rule.torch_key).group(2)]
+            if block(rule) != rule.torch_key
+            else 0
+        )
+
+    return [r for _, group in itertools.groupby(rules, key=block) for r in sorted(group, key=rank)]
 
 
 def unet_rules(cfg: MegActorConfig) -> list[Rule]:
     """`unet.*` in the release's order: conv_in, the DrivenEncoder, then the rest of the
-    inflated UNet (its motion modules within their blocks)."""
-    motion = _motion_rules if cfg.motion_modules else None
+    inflated UNet (its motion modules within their blocks, attn1 before norm1)."""
+    motion = mm_convert.module_rules if cfg.motion_modules else None
     rules = _prefixed(sd_unet.unet_rules(cfg.unet, motion), UNET, "params/unet/")
-    return rules[:2] + driven_encoder_rules(cfg.driven) + rules[2:]
+    return rules[:2] + driven_encoder_rules(cfg.driven) + _release_block_order(rules[2:])
 
 
 def reference_rules(cfg: MegActorConfig) -> list[Rule]:
@@ -275,9 +294,11 @@ def _dtypes(state: Mapping[str, np.ndarray], keys: list[str]) -> dict:
     return {"dtype": common, "dtype_exceptions": {k: d for k, d in names.items() if d != common}}
 
 
-def import_state_dict(container: Mapping, source: str, **overrides) -> tuple[dict, list[str]]:
+def import_state_dict(
+    container: Mapping, source: str, dtype=np.float32, **overrides
+) -> tuple[dict, list[str]]:
     """(variables without layout/rest, the file keys the model produces) of the file's
-    state_dict mapping."""
+    state_dict mapping; floating tensors become `dtype`."""
     tensors = torch_pickle.state_dict_of(container, source)
     stripped = {}
     for key, value in tensors.items():
@@ -300,7 +321,7 @@ def import_state_dict(container: Mapping, source: str, **overrides) -> tuple[dic
     params_sd = {k: v for k, v in model.items() if k not in buffers}
     shapes = param_shapes(cfg)
     sd_unet.check_keys(params_sd, rules, shapes, source)
-    params = to_params(params_sd, rules, shapes, source=source)["params"]
+    params = to_params(params_sd, rules, shapes, source=source, dtype=dtype)["params"]
     prefix = {name: orig[: len(orig) - len(name)] for name, (orig, _) in stripped.items()}
     produced = [prefix[k] + k for k in model]
     config = config_to_dict(cfg)
