@@ -2,7 +2,8 @@
 block with a timestep projection (diffusers' ResnetBlock2D, "default" time norm, pre-norm,
 SiLU) and the stride-2 conv / nearest-x2 + conv resamplers. The UNet inflated over frames
 uses them unchanged: AniPortrait's InflatedConv3d and InflatedGroupNorm are these 2-D
-layers applied frame by frame."""
+layers applied frame by frame. MegActor's resnets run torch.nn.GroupNorm on (B, C, F, H, W),
+statistics over all frames of a video: `video_norm=True` with the call's `frames`."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from jaxtalk.models.layers.torch_nn import conv, dense, group_norm
 class ResnetBlock2D(nn.Module):
     """norm1 -> SiLU -> conv1 (+ time_emb_proj(SiLU(temb))) -> norm2 -> SiLU -> dropout ->
     conv2, plus the input (through a 1x1 conv_shortcut when the width changes), divided by
-    `output_scale`. `temb` (N, T) or None (no time_emb_proj then, as in the VAE)."""
+    `output_scale`. `temb` (N, T) or None (no time_emb_proj then, as in the VAE). With
+    `video_norm`, x is (B*F, H, W, C) and both norms take their statistics over the F frames
+    of each video together."""
 
     features: int
     groups: int = 32
@@ -27,24 +30,37 @@ class ResnetBlock2D(nn.Module):
     dropout: float = 0.0
     deterministic: bool = True
     output_scale: float = 1.0
+    video_norm: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, temb=None):
+    def __call__(self, x, temb=None, frames: int = 1):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = group_norm("norm1", self.groups, self.eps, **kw)(x)
-        h = conv(self.features, 3, padding=1, name="conv1", **kw)(jax.nn.silu(h))
+        frames = frames if self.video_norm else 1
+        norm1 = group_norm("norm1", self.groups, self.eps, **kw)
+        h = conv(self.features, 3, padding=1, name="conv1", **kw)(
+            jax.nn.silu(norm_over_frames(norm1, x, frames))
+        )
         if temb is not None:
             t = dense(self.features, ("embed", "mlp"), "time_emb_proj", **kw)(jax.nn.silu(temb))
             h = h + t[:, None, None, :]
-        h = group_norm("norm2", self.groups, self.eps, **kw)(h)
+        h = norm_over_frames(group_norm("norm2", self.groups, self.eps, **kw), h, frames)
         h = nn.Dropout(self.dropout)(jax.nn.silu(h), deterministic=self.deterministic)
         h = conv(self.features, 3, padding=1, name="conv2", **kw)(h)
         if x.shape[-1] != self.features:
             x = conv(self.features, 1, name="conv_shortcut", **kw)(x)
         out = x + h
         return out if self.output_scale == 1.0 else out / self.output_scale
+
+
+def norm_over_frames(norm: nn.Module, x, frames: int):
+    """`norm` (a GroupNorm: statistics over every non-batch axis) of (B*F, H, W, C) with the
+    F frames of a video normalised together, as torch.nn.GroupNorm on (B, C, F, H, W)."""
+    if frames == 1:
+        return norm(x)
+    n, h, w, c = x.shape
+    return norm(x.reshape(n // frames, frames * h, w, c)).reshape(x.shape)
 
 
 class Downsample2D(nn.Module):

@@ -22,7 +22,9 @@ and InflatedGroupNorm are 2-D layers per frame), repeats the time embedding, the
 the reference bank over frames, and runs a motion module from the `motion_module` factory
 after each resnet / attention pair of the down and up blocks (and of the mid block with
 `motion_mid`): `down_blocks.{i}.motion_modules.{j}`, `up_blocks.{i}.motion_modules.{j}`,
-`mid_block.motion_modules.0`.
+`mid_block.motion_modules.0`. `video_norm` gives the resnets and conv_norm_out GroupNorm
+statistics over all frames of a video (MegActor's UNet runs torch.nn.GroupNorm on 5-D
+tensors) instead of per frame.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtalk.models.latent_diffusion.embeddings import TimestepEmbedding, timestep_features
+from jaxtalk.models.latent_diffusion.resnet import norm_over_frames
 from jaxtalk.models.latent_diffusion.unet_blocks import DownBlock, MidBlock, MotionFactory, UpBlock
 from jaxtalk.models.layers.sharding import constrain
 from jaxtalk.models.layers.torch_nn import conv, group_norm
@@ -59,6 +62,9 @@ class UNetConfig:
     freq_shift: float = 0.0
     conv_out: bool = True  # False: no conv_norm_out / conv_out (ReferenceNets)
     cut_at_last_norm1: bool = False  # MegActor's ReferenceNet ends at the last norm1
+    # Inflated UNet: the resnets' and conv_norm_out's GroupNorm statistics over all frames of
+    # a video (torch.nn.GroupNorm on (B, C, F, H, W): MegActor), not per frame (AniPortrait).
+    video_norm: bool = False
     remat: bool = False  # rematerialise each resnet and spatial transformer
     attention: str = "auto"  # jaxtalk.models.layers.attention implementation
 
@@ -173,6 +179,7 @@ class UNet2DConditionModel(nn.Module):
             layer_norm_eps=cfg.layer_norm_eps,
             remat=cfg.remat,
             attention=cfg.attention,
+            video_norm=cfg.video_norm,
             **kw,
         )
         run = dict(bank=bank, reference_mask=reference_mask, frames=frames)
@@ -230,7 +237,8 @@ class UNet2DConditionModel(nn.Module):
             )(x, level_skips, temb, context, **run, size=None if last else skips[-1].shape[1:3])
             recorded.update(rec)
         if cfg.conv_out and x is not None:
-            x = group_norm("conv_norm_out", cfg.norm_num_groups, cfg.norm_eps, **kw)(x)
+            norm = group_norm("conv_norm_out", cfg.norm_num_groups, cfg.norm_eps, **kw)
+            x = norm_over_frames(norm, x, frames if cfg.video_norm else 1)
             x = conv(cfg.out_channels, 3, padding=1, name="conv_out", **kw)(jax.nn.silu(x))
         return (x, recorded) if self.return_bank else x
 

@@ -40,6 +40,7 @@ class _Block(nn.Module):
     transformer_eps: float = 1e-6
     layer_norm_eps: float = 1e-5
     motion_module: MotionFactory | None = None
+    video_norm: bool = False  # resnet GroupNorms over all frames of a video (MegActor)
     remat: bool = False
     attention: str = "auto"
     dtype: Any = jnp.float32
@@ -54,8 +55,9 @@ class _Block(nn.Module):
         return self.num_layers
 
     def resnet(self, j: int):
-        cls = nn.remat(ResnetBlock2D) if self.remat else ResnetBlock2D
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        """The resnet `resnets_{j}`, called as (x, temb, frames)."""
+        cls = nn.remat(ResnetBlock2D, static_argnums=(3,)) if self.remat else ResnetBlock2D
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, video_norm=self.video_norm)
         return cls(self.features, self.groups, self.resnet_eps, **kw, name=f"resnets_{j}")
 
     def attend(self, j, x, context, bank, reference_mask, cut_last=False):
@@ -95,7 +97,7 @@ class DownBlock(_Block):
     ):
         skips, recorded = [], {}
         for j in range(self.num_layers):
-            x = constrain(self.resnet(j)(x, temb))
+            x = constrain(self.resnet(j)(x, temb, frames))
             if self.cross_attention:
                 x, rec = self.attend(j, x, context, bank, reference_mask)
                 x = constrain(x)
@@ -117,12 +119,12 @@ class MidBlock(_Block):
         self, x, temb, context, bank: Mapping | None = None, reference_mask=None, frames=1
     ):
         recorded = {}
-        x = constrain(self.resnet(0)(x, temb))
+        x = constrain(self.resnet(0)(x, temb, frames))
         for j in range(self.num_layers):
             x, rec = self.attend(j, x, context, bank, reference_mask)
             recorded.update(rec)
             x = self.temporal(j, constrain(x), frames)
-            x = constrain(self.resnet(j + 1)(x, temb))
+            x = constrain(self.resnet(j + 1)(x, temb, frames))
         return x, recorded
 
 
@@ -149,7 +151,7 @@ class UpBlock(_Block):
         recorded = {}
         for j in range(self.num_layers):
             x = jnp.concatenate([x, skips[j].astype(x.dtype)], axis=-1)
-            x = constrain(self.resnet(j)(x, temb))
+            x = constrain(self.resnet(j)(x, temb, frames))
             if self.cross_attention:
                 cut = self.cut_last and j == self.num_layers - 1
                 x, rec = self.attend(j, x, context, bank, reference_mask, cut_last=cut)
