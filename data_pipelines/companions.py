@@ -34,6 +34,7 @@ import io
 import os
 import zipfile
 
+import ffmpeg
 import numpy as np
 from PIL import Image
 
@@ -146,21 +147,34 @@ def attach(specs: list[ClipSpec], companions_dir: str, report: SkipReport) -> li
     return out
 
 
-def _read_video(path, frames, *, fps, start, box, size) -> np.ndarray:
-    from jaxtalk.media.video import read_video  # pylint: disable=import-outside-toplevel
+def _read_videos(paths: list[str], n: int, *, fps, start, box, size) -> np.ndarray:
+    """The clip's range of each companion video, cropped and resized as its frames are,
+    uint8 [len(paths), n, S, S, 3]: one ffmpeg run for all (side by side), no probing (the
+    sizes were checked when attaching), since ffmpeg's start-up is most of the cost."""
+    from jaxtalk.media import ffmpeg_run  # pylint: disable=import-outside-toplevel
 
-    n = len(frames)
+    x, y, w, h = (int(v) for v in box)
+    parts = [
+        ffmpeg_run.input_range(p, start, n / fps)
+        .video.filter("fps", fps=fps, round="near")
+        .crop(x, y, w, h)
+        .filter("scale", size, size, flags="area")
+        for p in paths
+    ]
+    joined = parts[0] if len(parts) == 1 else ffmpeg.filter(parts, "hstack", inputs=len(parts))
+    out = joined.output("pipe:", format="rawvideo", pix_fmt="rgb24", **{"frames:v": n})
     try:
-        stream, _ = read_video(
-            path, fps=fps, start=start, duration=n / fps, crop=box, size=size, max_frames=n
-        )
+        raw = ffmpeg_run.run(out, paths[0], "decode companion videos")
     except MediaError as e:
         raise BadCompanion(f"unreadable ({one_line(e, 80)})") from None
-    if len(stream) < n - SLACK or not len(stream):
-        raise BadCompanion(f"has {len(stream)} of the clip's {n} frames")
-    if len(stream) < n:  # container rounding: repeat the last frame
-        stream = np.concatenate([stream, np.repeat(stream[-1:], n - len(stream), 0)])
-    return stream
+    wide = size * len(paths) * size * 3
+    got = len(raw) // wide
+    if got < n - SLACK or not got:
+        raise BadCompanion(f"has {got} of the clip's {n} frames")
+    frames = np.frombuffer(raw[: got * wide], np.uint8).reshape(got, size, len(paths), size, 3)
+    if got < n:  # container rounding: repeat the last frame
+        frames = np.concatenate([frames, np.repeat(frames[-1:], n - got, 0)])
+    return frames.transpose(2, 0, 1, 3, 4)
 
 
 def _read_masks(path, n, *, fps, start, box, size, source_fps) -> np.ndarray:
@@ -188,18 +202,25 @@ def read_streams(
     """The clip's companion streams cut like its `frames` (uint8 [N, S, S, 3]; masks bool
     [N, S, S]) and, for each file that failed, (reason, "<file>: <fault>")."""
     streams, notes = {}, []
-    size = frames.shape[1]
-    for name, path in spec.companions:
+    n, size = len(frames), frames.shape[1]
+    videos = [(name, path) for name, path in spec.companions if name in VIDEO_STREAMS]
+    cut = dict(fps=fps, start=start, box=box, size=size)
+    if videos:
         try:
-            if name in VIDEO_STREAMS:
-                streams[name] = _read_video(path, frames, fps=fps, start=start, box=box, size=size)
-            else:
-                streams[name] = _read_masks(
-                    path, len(frames), fps=fps, start=start, box=box, size=size,
-                    source_fps=source_fps,
-                )  # fmt: skip
-        except BadCompanion as e:
-            notes.append((BAD, f"{path}: {e}"))
+            decoded = _read_videos([p for _, p in videos], n, **cut)
+            streams.update({name: d for (name, _), d in zip(videos, decoded)})
+        except BadCompanion:  # which file? one at a time, to name it
+            for name, path in videos:
+                try:
+                    streams[name] = _read_videos([path], n, **cut)[0]
+                except BadCompanion as e:
+                    notes.append((BAD, f"{path}: {e}"))
+    for name, path in spec.companions:
+        if name == MASK_KEY:
+            try:
+                streams[name] = _read_masks(path, n, **cut, source_fps=source_fps)
+            except BadCompanion as e:
+                notes.append((BAD, f"{path}: {e}"))
     return streams, notes
 
 
