@@ -71,7 +71,7 @@ def build_info(
         "rejected": dict(rejected),
         "parse_skipped": dict(parse_skips),
     }
-    if set(streams) != {"none"}:  # MegActor's companions (data_pipelines/companions.py)
+    if set(streams) - {"none"}:  # MegActor's companions (data_pipelines/companions.py)
         info["companions"] = dict(streams)
         info["companion_notes"] = dict(notes)
     with open(os.path.join(out_dir, INFO_FILE + ".tmp"), "w") as f:
