@@ -18,6 +18,7 @@ Each video holds several utterances of one identity; utterances are what become 
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import io
 import os
@@ -183,6 +184,9 @@ def generate(out_dir: str, cfg: SyntheticConfig = SyntheticConfig(), log=print) 
         for i in range(cfg.num_identities)
     ]
     idents, to_swap = [], []  # the swapped streams wait for their donors to exist
+    # ffmpeg encodes on threads while the next video is drawn (its start-up and encoding
+    # were half of the generation time)
+    encoder, writes = concurrent.futures.ThreadPoolExecutor(2), []
     for i in range(cfg.num_identities):
         identity = f"id{i:05d}"
         split = splits[i]
@@ -201,12 +205,13 @@ def generate(out_dir: str, cfg: SyntheticConfig = SyntheticConfig(), log=print) 
                 ident, num_frames, np.random.default_rng(video_seed), masks=cfg.companions
             )
             if not (os.path.exists(video_path) and os.path.exists(truth_path)):
-                _write(video_path, frames, audio)
+                writes.append(encoder.submit(_write, video_path, frames, audio))
                 np.savez(truth_path, **truth)
             if cfg.companions:
                 stem = os.path.join(out_dir, "companions", ytid)
-                if not os.path.exists(stem + companion_files.SUFFIXES["styled"]):
-                    _write(stem + companion_files.SUFFIXES["styled"], companions.stylise(frames))
+                styled = stem + companion_files.SUFFIXES["styled"]
+                if not os.path.exists(styled):
+                    writes.append(encoder.submit(_write, styled, companions.stylise(frames)))
                 if not os.path.exists(stem + companion_files.SUFFIXES["background_mask"]):
                     companion_files.write_masks(
                         stem + companion_files.SUFFIXES["background_mask"], masks, FPS
@@ -229,7 +234,11 @@ def generate(out_dir: str, cfg: SyntheticConfig = SyntheticConfig(), log=print) 
         if not os.path.exists(path):
             renderer = face.Renderer(face.swap_face(idents[i], idents[donors[i]]))
             n = len(motion.yaw)
-            _write(path, np.stack([renderer.render(*motion.frame(k))[0] for k in range(n)]))
+            frames = np.stack([renderer.render(*motion.frame(k))[0] for k in range(n)])
+            writes.append(encoder.submit(_write, path, frames))
+    for w in writes:
+        w.result()  # an encoding error surfaces here
+    encoder.shutdown()
     for split, archive in archives.items():
         archive.close()
         with open(os.path.join(out_dir, f"vox2_{split}_txt.zip"), "wb") as f:
