@@ -107,9 +107,7 @@ def check_file(name: str, path: str, source) -> None:
         n = int(round((info.duration or 0) * (source.fps or 25.0)))
         size = (info.width, info.height)
     if size != (source.width, source.height):
-        raise BadCompanion(
-            f"is {size[0]}x{size[1]}, its video {source.width}x{source.height}"
-        )
+        raise BadCompanion(f"is {size[0]}x{size[1]}, its video {source.width}x{source.height}")
     if abs(n - want) > SLACK:
         raise BadCompanion(f"has {n} frames, its video {want}")
 

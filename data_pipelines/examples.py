@@ -243,7 +243,7 @@ def driving_indices(n: int, rng: np.random.Generator, num_frames: int, stride: i
 def pick_driving_stream(
     rng: np.random.Generator, have: tuple[str, ...], swap_rate: float, style_rate: float
 ) -> str:
-    """"swapped" with probability `swap_rate`, "styled" with `style_rate`, else "original".
+    """ "swapped" with probability `swap_rate`, "styled" with `style_rate`, else "original".
 
     The release draws one "use a companion" coin (use_swap_rate: 0.1 in stage 1, 0.5 in
     stage 2) and then one of the clip's companions uniformly: swap_rate = style_rate =
