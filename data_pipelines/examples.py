@@ -344,7 +344,8 @@ def driving_video(
     if inverse is not None:
         driving = warp(driving, inverse)
     if grayscale:
-        driving = np.repeat((driving @ GREY).clip(0, 255)[..., None], 3, axis=-1)
+        grey = driving[..., 0] * GREY[0] + driving[..., 1] * GREY[1] + driving[..., 2] * GREY[2]
+        driving = np.repeat(grey.clip(0, 255)[..., None], 3, axis=-1)
     has_masks = "background_mask" in clip.streams
     mask_dtype = np.uint8 if np.dtype(dtype) == np.uint8 else np.float32
     if has_masks:

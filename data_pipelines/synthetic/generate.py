@@ -92,10 +92,7 @@ class Motion:
 
     def frame(self, i: int) -> tuple:
         """The renderer's arguments for frame i (pose, centre, size, mouth, blink)."""
-        return tuple(
-            float(v[i])
-            for v in (self.yaw, self.pitch, self.roll, self.cx, self.cy, self.size, self.mouth)
-        ) + (float(self.blink[i]),)
+        return tuple(float(getattr(self, f.name)[i]) for f in dataclasses.fields(self))
 
 
 def _motion(ident: face.Identity, num_frames: int, rng: np.random.Generator):
