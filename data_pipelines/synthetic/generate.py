@@ -46,7 +46,7 @@ class SyntheticConfig:
     test_identities: int = 1  # the last identities go to vox2_test_txt.zip
     seed: int = 0
     # MegActor's driving-stream companions of every video (synthetic/companions.py) in
-    # <out>/companions; False skips them (about a third of the generation time).
+    # <out>/companions; False skips them (they add about half to the CPU time of a prepare).
     companions: bool = True
 
 
