@@ -59,6 +59,7 @@ from jaxtalk.models.aniportrait.lmk2video import Lmk2Video, split_motion
 
 KIND = "aniportrait"
 RELEASE_SIZE = 512
+IMAGE_ENCODER = "sd_image_variations_image_encoder"
 SPEECH_FPS = 30  # audio2vid.py's default
 POSE_CHUNK_SECONDS = 5  # audio2vid.py: Audio2Pose runs on 5-second chunks
 POSE_ANGLE_SCALE = 0.5
@@ -327,11 +328,22 @@ class AniPortraitAnimator(Animator):
         `audio2pose=` (default: beside it)."""
         from jaxtalk.convert import aniportrait as convert
 
+        from jaxtalk.convert import clip_vision, sd_vae
+
+        frozen = {}
+        for group, release in (("vae", "sd_vae"), ("image_encoder", IMAGE_ENCODER)):
+            file = kw.pop(group, None) or _sibling(path, release)
+            frozen[group] = _load_weights(file, f"{release} (--{group})")
         cfg = convert.configs(stored.get("model_config") or {})
         keep = ("heads", "num_blocks", "attention_blocks", "max_len", "position_encoding")
         motion = {k: v for k, v in cfg["motion_module"].items() if k in keep}
         pipe = Lmk2Video(
-            cfg["denoiser"], cfg["pose_guider"], motion_module=motion, pose_range="-11"
+            cfg["denoiser"],
+            cfg["pose_guider"],
+            motion_module=motion,
+            pose_range="-11",
+            vae_config=sd_vae.vae_config(frozen["vae"].get("model_config") or {}),
+            clip_config=clip_vision.clip_config(frozen["image_encoder"].get("model_config") or {}),
         )
         params = stored["params"]
         denoiser, motion_params = split_motion(params["denoiser"])
@@ -344,12 +356,11 @@ class AniPortraitAnimator(Animator):
                 "batch_stats": (stored.get("batch_stats") or {}).get("pose_guider", {}),
             },
         }
-        for group, release in (("vae", "sd_vae"), ("image_encoder", "sd_image_variations_image_encoder")):
-            file = kw.pop(group, None) or _sibling(path, release)
-            variables[group] = _load_weights(file, f"{release} (--{group})")["params"]
+        variables.update({group: stored["params"] for group, stored in frozen.items()})
         release = recipes.aniportrait()
         sampling = Sampling(release.sample, release.guidance_scale, release.context, True)
-        return cls._build(pipe, variables, sampling, RELEASE_SIZE, True, path, path, **kw)
+        size = int((stored.get("model_config") or {}).get("image_size", RELEASE_SIZE))
+        return cls._build(pipe, variables, sampling, size, size == RELEASE_SIZE, path, path, **kw)
 
     @classmethod
     def from_run(cls, workdir: str, step: int | None = None, **kw) -> "AniPortraitAnimator":

@@ -1,11 +1,10 @@
-"""AniPortrait animation on tiny runs of both Lmk2Video stages (trained a step on the
-synthetic set, whose videos carry exact landmark files): video-driven from landmark files and
+"""AniPortrait animation with tiny random weights in the release's layout, driven by synthetic
+heads' exact landmark files (data_pipelines/synthetic/mesh.py): video-driven from them and
 speech-driven from tiny Audio2Mesh / Audio2Pose files through `jaxtalk animate`, the
 motion-transfer geometry, clear errors, and sampling memory that does not grow with the
 video's length."""
 
-import glob
-import os
+import dataclasses
 import subprocess
 import sys
 
@@ -22,68 +21,101 @@ from jaxtalk.inference.animator import AnimationError, Driver
 from jaxtalk.media import face_mesh
 from jaxtalk.media.probe import probe
 from jaxtalk.media.video import read_video
-from jaxtalk.models.aniportrait.lmk2video import Lmk2Video
-from tests.tasks import helpers
+from jaxtalk.media.video import write_video
+from jaxtalk.models.aniportrait.lmk2video import Lmk2Video, join_motion
+from jaxtalk.models.aniportrait.pose_guider import PoseGuiderConfig
+from jaxtalk.models.latent_diffusion.clip_vision import TINY_CLIP
+from jaxtalk.models.latent_diffusion.unet import TINY
+from jaxtalk.models.latent_diffusion.vae import TINY_VAE
+from tests.convert.test_aniportrait_audio import release_file
 from tests.train.helpers import REPO, cli_env
 
 SIZE = 32  # the tiny recipe's frames
 
 
+UNET = dataclasses.replace(TINY, cross_attention_dim=TINY_CLIP.projection_dim)
+GUIDER = PoseGuiderConfig(block_out_channels=(32, 64), stem=(8, 16), heads=2, head_dim=8, norm_groups=8)
+MOTION = {"heads": 2, "max_len": 16, "mid_block": True, "block_channels": [32, 64]}
+
+
+def save_tiny_release(folder) -> str:
+    """Random tiny weights in the `aniportrait` release layout (all output layers random),
+    with sd_vae and image-encoder files beside them, as `jaxtalk import` leaves them."""
+    pipe = Lmk2Video(
+        UNET, GUIDER, motion_module={"heads": 2, "max_len": 16}, vae_config=TINY_VAE,
+        clip_config=TINY_CLIP,
+    )  # fmt: skip
+    image = jnp.zeros((1, SIZE, SIZE, 3))
+    v = pipe.init(jax.random.PRNGKey(0), image, image, jnp.zeros((1, 2, SIZE, SIZE, 3)))
+    rng = np.random.default_rng(0)
+    v = jax.tree.map(lambda a: np.asarray(a) + rng.normal(0, 0.02, np.shape(a)), v)
+    params = {
+        "reference": v["reference"]["params"],
+        "denoiser": join_motion(v["denoiser"]["params"], v["motion"]),
+        "pose_guider": v["pose_guider"]["params"],
+    }
+    config = {
+        "kind": "aniportrait",
+        "reference": dataclasses.asdict(dataclasses.replace(UNET, conv_out=False)),
+        "denoiser": dataclasses.asdict(UNET),
+        "pose_guider": dataclasses.asdict(GUIDER),
+        "motion_module": MOTION,
+        "image_size": SIZE,
+    }
+    stats = {"pose_guider": v["pose_guider"]["batch_stats"]}
+    path = weights.save(
+        {"params": params, "batch_stats": stats, "model_config": config},
+        folder / "aniportrait.safetensors",
+        "aniportrait",
+    )
+    for group, release, cfg in (
+        ("vae", "sd_vae", TINY_VAE),
+        ("image_encoder", "sd_image_variations_image_encoder", TINY_CLIP),
+    ):
+        stored = {"params": v[group], "model_config": dataclasses.asdict(cfg)}
+        weights.save(stored, folder / f"{release}.safetensors", release)
+    return path
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Tiny stage-1 and stage-2 runs (one step each), the synthetic set's raw videos and
-    their landmark files, a source image with its landmark file, tiny speech-model files."""
+    """Tiny release-layout weights, a synthetic clip with its landmark file, a source image
+    (another identity's frame) with its own, and tiny Audio2Mesh / Audio2Pose files."""
     from PIL import Image
 
-    from configs import aniportrait as cfg_lib
-    from jaxtalk.train.train import train
+    from data_pipelines.synthetic import face, mesh
 
     d = tmp_path_factory.mktemp("aniportrait_animate")
-    data = helpers.prepare_synthetic(str(d / "synthetic"))
-
-    def config(variant):
-        c = cfg_lib.get_config(variant)
-        c.data.data_dir, c.data.samples_per_clip, c.batch_size = data, 4, 8
-        c.total_steps = c.log.every_steps = c.checkpoint.every_steps = 1
-        c.eval.every_steps = 1000  # no evaluation
-        c.log.progress_bar = c.log.tensorboard = c.checkpoint.async_save = False
-        return c
-
-    train(config("tiny_stage1"), str(d / "stage1"))
-    stage2 = config("tiny_stage2")
-    stage2.base.workdir = str(d / "stage1")
-    train(stage2, str(d / "stage2"))
-    videos = sorted(glob.glob(os.path.join(data, "**", "videos", "*.mp4"), recursive=True))
-    attributes = [
-        os.path.join(os.path.dirname(os.path.dirname(v)), "attributes", os.path.basename(v)[:-4] + ".npz")
-        for v in videos
-    ]
-    frames, _ = read_video(videos[1], max_frames=1)
-    Image.fromarray(frames[0]).save(d / "source.png")
-    with np.load(attributes[1]) as f:
-        np.savez(d / "source.npz", **{k: f[k][:1] if f[k].ndim else f[k] for k in f.files})
+    release = save_tiny_release(d)
+    data = {}
+    for name, seed, frames in (("source", 1, 1), ("driving", 2, 20)):
+        ident = face.random_identity(np.random.default_rng(seed), 96, 96)
+        t = np.arange(frames) / 25.0
+        pose = dict(yaw=8 * np.sin(3 * t), pitch=3 * np.cos(2 * t), roll=np.zeros(frames))
+        attrs = mesh.video_attributes(
+            ident, **pose, cx=np.full(frames, 48.0), cy=np.full(frames, 50.0),
+            head_height=np.full(frames, 40.0), mouth=0.5 + 0.5 * np.sin(9 * t), blink=0 * t,
+        )  # fmt: skip
+        np.savez(d / f"{name}.npz", fps=np.float32(25), **attrs)
+        data[name] = attrs
+    Image.fromarray(np.full((96, 96, 3), 128, np.uint8)).save(d / "source.png")
+    clip = (np.random.default_rng(0).uniform(0, 255, (20, 96, 96, 3))).astype(np.uint8)
+    wav = np.sin(np.arange(12800) / 16000 * 2 * np.pi * 220).astype(np.float32) * 0.3
+    write_video(str(d / "driving.mp4"), clip, 25.0, audio=wav, audio_sample_rate=16000)
     speech = {}
     for kind in ("mesh", "pose"):
-        from tests.convert.test_aniportrait_audio import release_file
-
         release_file(d / f"audio2{kind}.pt", kind, seed=3)
         stored = aniportrait_audio.import_checkpoint(d / f"audio2{kind}.pt")
         if kind == "mesh":  # its zero-initialised output would hide the offsets
             out = stored["params"]["out_fn"]
             out["kernel"] = np.random.default_rng(1).normal(0, 0.05, out["kernel"].shape)
         speech[kind] = weights.save(stored, d / f"audio2{kind}.safetensors", f"aniportrait_audio2{kind}")
-    return {
-        "dir": d,
-        "stage1": str(d / "stage1"),
-        "stage2": str(d / "stage2"),
-        "video": videos[0],
-        "landmarks": attributes[0],
-        **speech,
-    }
+    return {"dir": d, "weights": release, "video": str(d / "driving.mp4"),
+            "landmarks": str(d / "driving.npz"), **speech}  # fmt: skip
 
 
 def animate(runs, *extra):
-    cmd = [sys.executable, "-m", "jaxtalk.cli", "animate", f"--workdir={runs['stage2']}"]
+    cmd = [sys.executable, "-m", "jaxtalk.cli", "animate", f"--weights={runs['weights']}"]
     cmd += [f"--source={runs['dir'] / 'source.png'}", "--nocrop_face", "--ddim_steps=2"]
     return subprocess.run(
         cmd + list(extra), cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600
@@ -131,19 +163,20 @@ def test_speech_driven_is_30_fps_with_the_speech_muxed(runs):
     assert len(frames) == int(np.ceil(len(wav) / 16000 * 30))
 
 
-def test_stage1_run_animates_without_motion_modules(runs):
-    model = open_animator(runs["stage1"], driver=Driver.VIDEO, chunk=4)
-    assert not model.pipe.has_motion and model.size == SIZE
-    source = np.zeros((SIZE, SIZE, 3), np.uint8)
-    marks = aniportrait.read_landmarks(runs["landmarks"], (0, 0, 96), rows=np.arange(5))
+def test_animator_api_from_weights_window_by_window(runs):
+    """More frames than one 16-frame window: windows overlap, frames come back in order."""
+    model = open_animator(runs["weights"], driver=Driver.VIDEO, chunk=8)
+    assert model.pipe.has_motion and model.size == SIZE and model.sampling.pose_batch_stats
+    marks = aniportrait.read_landmarks(runs["landmarks"], (0, 0, 96), rows=np.arange(20))
+    source = aniportrait.read_landmarks(str(runs["dir"] / "source.npz"), (0, 0, 96))
     out = model.animate(
-        source,
-        np.zeros((5, SIZE, SIZE, 3), np.uint8),
-        source_landmarks={k: v[:1] for k, v in marks.items()},
+        np.zeros((SIZE, SIZE, 3), np.uint8),
+        np.zeros((20, SIZE, SIZE, 3), np.uint8),
+        source_landmarks=source,
         driving_landmarks=marks,
         ddim_steps=1,
     )
-    assert out.shape == (5, SIZE, SIZE, 3) and out.dtype == np.uint8
+    assert out.shape == (20, SIZE, SIZE, 3) and out.dtype == np.uint8
 
 
 def _one_line(proc, *words):
@@ -172,7 +205,7 @@ def test_missing_and_malformed_inputs_are_one_line_errors(runs, tmp_path):
     )
     _one_line(proc, "absent.safetensors", "no such")
     with pytest.raises(AnimationError, match="needs the source's landmarks"):
-        model = open_animator(runs["stage1"], driver=Driver.VIDEO)
+        model = open_animator(runs["weights"], driver=Driver.VIDEO)
         model.animate(np.zeros((SIZE, SIZE, 3), np.uint8), np.zeros((2, SIZE, SIZE, 3), np.uint8))
 
 
@@ -192,7 +225,13 @@ def test_3d_transfer_moves_the_source_mesh_by_the_driving_offsets():
     rng = np.random.default_rng(1)
     n = face_mesh.NUM_VERTICES
     drv = rng.normal(0, 1, (4, n, 3))
-    drv[:, 14, 1] = drv[:, 13, 1] + np.array([0.0, 0.5, 0.2, 0.4])  # frame 0: closed mouth
+    drv[:, 14] = drv[:, 13] + np.array([0.0, 1.0, 0.0]) * [[0.0], [0.5], [0.2], [0.4]]
+    for upper, lower in ((159, 145), (386, 374)):  # open eyes everywhere
+        drv[:, lower] = drv[:, upper] + [0.0, 1.0, 0.0]
+    drv[3, 145] = drv[3, 159]  # a blink with the mouth more closed than frame 0's
+    drv[3, 374] = drv[3, 386]
+    drv[3, 14] = drv[3, 13]
+    drv[0, 14] = drv[0, 13] + [0.0, 0.01, 0.0]  # frame 0: the most closed open-eyed mouth
     src = rng.normal(0, 1, (1, n, 3))
     pose = np.tile([10.0, -5.0, 3.0, 0.5, 0.5, 0.02], (4, 1))
     src_pose = np.array([[0.0, 0.0, 0.0, 0.4, 0.6, 0.03]])
