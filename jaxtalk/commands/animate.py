@@ -164,8 +164,12 @@ _DRIVING_LANDMARKS = flags.DEFINE_string(
 _LANDMARKS_MODEL = flags.DEFINE_string(
     "landmarks_model", None, "AniPortrait: MediaPipe's face_landmarker.task (the mediapipe extra)"
 )
-_AUDIO2MESH = flags.DEFINE_string("audio2mesh", None, "AniPortrait --mode=audio: Audio2Mesh weights")
-_AUDIO2POSE = flags.DEFINE_string("audio2pose", None, "AniPortrait --mode=audio: Audio2Pose weights")
+_AUDIO2MESH = flags.DEFINE_string(
+    "audio2mesh", None, "AniPortrait --mode=audio: Audio2Mesh weights"
+)
+_AUDIO2POSE = flags.DEFINE_string(
+    "audio2pose", None, "AniPortrait --mode=audio: Audio2Pose weights"
+)
 
 
 @functools.lru_cache(maxsize=1)

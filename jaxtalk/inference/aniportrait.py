@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import zipfile
-from typing import Any, Mapping
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -99,7 +99,9 @@ def read_landmarks(
         with fs.local_file(path) as local, np.load(local, allow_pickle=False) as data:
             arrays = {k: np.asarray(data[k]) for k in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise AnimationError(f"{path}: not a numpy .npz landmark file ({type(e).__name__})") from None
+        raise AnimationError(
+            f"{path}: not a numpy .npz landmark file ({type(e).__name__})"
+        ) from None
     if "face_mesh_xy" not in arrays:
         raise AnimationError(f"{path}: has no face_mesh_xy")
     for name, width in WIDTHS.items():
@@ -327,7 +329,6 @@ class AniPortraitAnimator(Animator):
         (or `vae=` / `image_encoder=` files); speech models from `audio2mesh=` /
         `audio2pose=` (default: beside it)."""
         from jaxtalk.convert import aniportrait as convert
-
         from jaxtalk.convert import clip_vision, sd_vae
 
         frozen = {}
@@ -424,12 +425,16 @@ class AniPortraitAnimator(Animator):
         """(Audio2Mesh offsets (T, 1404), Audio2Pose poses per chunk) for normalised speech."""
         from jaxtalk.models.aniportrait.audio2pose import rollout
 
-        (mesh, v_mesh), (pose, v_pose) = self.audio_models["mesh"], self.audio_models["pose"]
+        mesh, pose = self.audio_models["mesh"][0], self.audio_models["pose"][0]
         offsets = mesh.apply(variables["mesh"], wav[None], frames)[0]
         poses = []
         for start, count in chunks:  # the release splits the samples every 5 s
             a = start * SAMPLE_RATE // SPEECH_FPS
-            b = wav.shape[0] if start + count == frames else (start + count) * SAMPLE_RATE // SPEECH_FPS
+            b = (
+                wav.shape[0]
+                if start + count == frames
+                else (start + count) * SAMPLE_RATE // SPEECH_FPS
+            )
             poses.append(rollout(pose, variables["pose"], wav[None, a:b], count, identity)[0])
         return offsets, jnp.concatenate(poses)
 

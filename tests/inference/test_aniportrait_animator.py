@@ -20,8 +20,7 @@ from jaxtalk.inference import aniportrait, open_animator
 from jaxtalk.inference.animator import AnimationError, Driver
 from jaxtalk.media import face_mesh
 from jaxtalk.media.probe import probe
-from jaxtalk.media.video import read_video
-from jaxtalk.media.video import write_video
+from jaxtalk.media.video import read_video, write_video
 from jaxtalk.models.aniportrait.lmk2video import Lmk2Video, join_motion
 from jaxtalk.models.aniportrait.pose_guider import PoseGuiderConfig
 from jaxtalk.models.latent_diffusion.clip_vision import TINY_CLIP
@@ -34,7 +33,9 @@ SIZE = 32  # the tiny recipe's frames
 
 
 UNET = dataclasses.replace(TINY, cross_attention_dim=TINY_CLIP.projection_dim)
-GUIDER = PoseGuiderConfig(block_out_channels=(32, 64), stem=(8, 16), heads=2, head_dim=8, norm_groups=8)
+GUIDER = PoseGuiderConfig(
+    block_out_channels=(32, 64), stem=(8, 16), heads=2, head_dim=8, norm_groups=8
+)
 MOTION = {"heads": 2, "max_len": 16, "mid_block": True, "block_channels": [32, 64]}
 
 
@@ -109,7 +110,9 @@ def runs(tmp_path_factory):
         if kind == "mesh":  # its zero-initialised output would hide the offsets
             out = stored["params"]["out_fn"]
             out["kernel"] = np.random.default_rng(1).normal(0, 0.05, out["kernel"].shape)
-        speech[kind] = weights.save(stored, d / f"audio2{kind}.safetensors", f"aniportrait_audio2{kind}")
+        speech[kind] = weights.save(
+            stored, d / f"audio2{kind}.safetensors", f"aniportrait_audio2{kind}"
+        )
     return {"dir": d, "weights": release, "video": str(d / "driving.mp4"),
             "landmarks": str(d / "driving.npz"), **speech}  # fmt: skip
 
@@ -236,7 +239,11 @@ def test_3d_transfer_moves_the_source_mesh_by_the_driving_offsets():
     pose = np.tile([10.0, -5.0, 3.0, 0.5, 0.5, 0.02], (4, 1))
     src_pose = np.array([[0.0, 0.0, 0.0, 0.4, 0.6, 0.03]])
     got = aniportrait.transfer_motion(
-        {"face_mesh": src.reshape(1, -1), "head_pose": src_pose, "face_mesh_xy": np.zeros((1, 956))},
+        {
+            "face_mesh": src.reshape(1, -1),
+            "head_pose": src_pose,
+            "face_mesh_xy": np.zeros((1, 956)),
+        },
         {"face_mesh": drv.reshape(4, -1), "head_pose": pose, "face_mesh_xy": np.zeros((4, 956))},
     )
     want_pose = np.tile([10.0, -5.0, 3.0, 0.4, 0.6, 0.03], (4, 1))  # relative centre, scale
@@ -262,7 +269,9 @@ def test_sampling_memory_does_not_grow_with_the_video_length():
     pipe = Lmk2Video.from_config(cfg_lib.get_config("tiny_stage2").model, motion=True)
     ref = jnp.zeros((1, SIZE, SIZE, 3))
     init_drawings = jnp.zeros((1, 4, SIZE, SIZE, 3))
-    variables = jax.eval_shape(lambda r: pipe.init(r, ref, ref, init_drawings), jax.random.PRNGKey(0))
+    variables = jax.eval_shape(
+        lambda r: pipe.init(r, ref, ref, init_drawings), jax.random.PRNGKey(0)
+    )
     ddim = DDIMConfig(num_steps=2)
     windows = ContextWindows(size=4, overlap=1)
 

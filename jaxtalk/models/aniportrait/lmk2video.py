@@ -274,9 +274,7 @@ class Lmk2Video:
 
         def denoise_fn(x, t, c, frames):
             window = jnp.take(drawings, frames, axis=1)
-            adds = self.window_pose_features(
-                variables, window, reference_drawing, pose_batch_stats
-            )
+            adds = self.window_pose_features(variables, window, reference_drawing, pose_batch_stats)
             copies = x.shape[0] // n  # 2 under guidance: [uncond, cond] share the features
             adds = [jnp.concatenate([a] * copies, axis=0) for a in adds]
             return self.denoise(
