@@ -385,7 +385,8 @@ class AniPortraitAnimator(Animator):
                 variables["pose_guider"]["batch_stats"] = stats
         for group in ("vae", "image_encoder"):
             if getattr(pipe, group) is not None:
-                variables[group] = checkpoints.group_variables(workdir, group, step)["params"]
+                tree = checkpoints.group_variables(workdir, group, step)["params"]
+                variables[group] = tree.get("params", tree) if len(tree) == 1 else tree
         diffusion = config["diffusion"]
         recipe = recipes.from_dict(diffusion["recipe"])
         ddim = recipe.sample
