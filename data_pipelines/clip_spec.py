@@ -31,6 +31,8 @@ class ClipSpec:
     crop_scale: float = 1.0  # enlarge the union box by this factor (1.1 = +10%)
     # .npz of per-source-frame attributes (synthetic ground truth): arrays [N_src, k] + "fps".
     attributes_path: str | None = None
+    # MegActor's companion files (data_pipelines/companions.py): (stream name, path) pairs.
+    companions: tuple[tuple[str, str], ...] = ()
     extra: tuple[tuple[str, str], ...] = ()  # dataset-specific string metadata kept in the record
 
     @property

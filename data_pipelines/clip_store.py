@@ -45,9 +45,12 @@ class ClipStore:
         self.num_frames = np.array([e["num_frames"] for e in entries], np.int64)
         self.identity_index = np.array([e["identity_index"] for e in entries], np.int64)
         self.format = np.array([e["format"] for e in entries], np.int64)
-        # Format 2 stores 1 + num_frames records per clip, format 1 one: header positions are the
-        # running sum over the shards' concatenation (the ArrayRecord source's global index).
-        sizes = np.where(self.format >= 2, 1 + self.num_frames, 1)
+        self.streams = [tuple(e.get("streams", ())) for e in entries]
+        # Format 2 stores 1 + num_frames records per clip, format 3 as many again per companion
+        # stream, format 1 one: header positions are the running sum over the shards'
+        # concatenation (the ArrayRecord source's global index).
+        copies = 1 + np.array([len(s) for s in self.streams], np.int64)
+        sizes = np.where(self.format >= 2, 1 + copies * self.num_frames, 1)
         self.header_index = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.num_records = int(sizes.sum())
         self._source = None
@@ -106,6 +109,7 @@ class Clip:
         self.index = i
         self.num_frames = int(store.num_frames[i])
         self.identity_index = int(store.identity_index[i])
+        self.streams = store.streams[i]  # companion streams (data_pipelines/companions.py)
 
     @functools.cached_property
     def header(self) -> dict[str, Any]:
@@ -113,14 +117,24 @@ class Clip:
         return records.unpack(self.store.source[int(self.store.header_index[self.index])])
 
     def jpeg(self, frame: int) -> bytes:
+        self._check(frame)
+        if self.store.format[self.index] == 1:
+            return self.header["frames"][frame]
+        return self.store.source[int(self.store.header_index[self.index]) + 1 + frame]
+
+    def stream(self, name: str, frame: int) -> bytes:
+        """Frame `frame` of companion stream `name` (JPEG, or 1-bit PNG for masks)."""
+        self._check(frame)
+        k = self.streams.index(name)  # ValueError: the clip has no such stream
+        first = int(self.store.header_index[self.index]) + 1 + (k + 1) * self.num_frames
+        return self.store.source[first + frame]
+
+    def _check(self, frame: int) -> None:
         if not 0 <= frame < self.num_frames:
             raise IndexError(
                 f"frame {frame} of clip {self.store.entries[self.index]['clip_id']} "
                 f"({self.num_frames} frames)"
             )
-        if self.store.format[self.index] == 1:
-            return self.header["frames"][frame]
-        return self.store.source[int(self.store.header_index[self.index]) + 1 + frame]
 
 
 class TfdsClipStore:
@@ -174,6 +188,7 @@ class BlobClip:
         self.header = blob
         self.num_frames = int(blob["num_frames"])
         self.identity_index = int(blob["identity_index"])
+        self.streams = tuple(blob.get("streams", {}))
 
     def jpeg(self, frame: int) -> bytes:
         if not 0 <= frame < self.num_frames:
@@ -181,3 +196,8 @@ class BlobClip:
                 f"frame {frame} of clip {self.header['clip_id']} ({self.num_frames} frames)"
             )
         return self.header["frames"][frame]
+
+    def stream(self, name: str, frame: int) -> bytes:
+        """Frame `frame` of companion stream `name` (JPEG, or 1-bit PNG for masks)."""
+        self.jpeg(frame)  # the range check
+        return self.header["streams"][name][frame]

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from absl import logging
 
-from data_pipelines import filters, landmarks, pipeline
+from data_pipelines import companions, filters, landmarks, pipeline
 from data_pipelines.parsers import celebvhq, hdtf, talkinghead1kh, vfhq, videos, voxceleb
 from data_pipelines.process import ProcessConfig
 from data_pipelines.synthetic import generate
@@ -62,6 +62,7 @@ def prepare_dataset(
     synthetic: generate.SyntheticConfig | None = None,
     landmarks_dir: str | None = None,
     landmarks_model: str | None = None,
+    companions_dir: str | None = None,
     log=logging.info,
 ) -> dict[str, Any]:
     """Parses `manual_dir`, processes every clip into `out_dir` shards, writes dataset_info.json.
@@ -70,6 +71,8 @@ def prepare_dataset(
     A remote `out_dir` (gs://...) is built in a local staging directory and uploaded at the end.
     `landmarks_dir`: per-video face landmark files (data_pipelines/landmarks.py) become the
     clips' attributes; `landmarks_model` first writes the missing ones with MediaPipe.
+    `companions_dir`: MegActor's per-video companion files (data_pipelines/companions.py)
+    stored with the clips; the synthetic set generates its own (`<manual_dir>/companions`).
     """
     if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
@@ -84,7 +87,8 @@ def prepare_dataset(
             name, manual_dir, staging, size=size, filter_overrides=filter_overrides,
             parser_options=parser_options, clips_per_shard=clips_per_shard,
             num_workers=num_workers, jpeg_quality=jpeg_quality, synthetic=synthetic,
-            landmarks_dir=landmarks_dir, landmarks_model=landmarks_model, log=log,
+            landmarks_dir=landmarks_dir, landmarks_model=landmarks_model,
+            companions_dir=companions_dir, log=log,
         )  # fmt: skip
         log(f"uploaded {fs.copy_tree(staging, out_dir)} files to {out_dir}")
         return result
@@ -93,7 +97,10 @@ def prepare_dataset(
         manual_dir = manual_dir or os.path.join(out_dir, "raw")
         log(f"generating synthetic talking heads in {manual_dir}")
         # One line per identity: detail for the absl log, not for `log`'s summary.
-        generate.generate(manual_dir, synthetic or generate.SyntheticConfig(), log=logging.info)
+        synthetic = synthetic or generate.SyntheticConfig()
+        generate.generate(manual_dir, synthetic, log=logging.info)
+        if synthetic.companions and not companions_dir:
+            companions_dir = os.path.join(manual_dir, "companions")
     if not manual_dir:
         raise InputError(f"--manual_dir is required: the directory holding the {name} download")
     if not os.path.isdir(manual_dir):
@@ -116,6 +123,8 @@ def prepare_dataset(
             landmarks.extract_missing(specs, landmarks_dir, detect, log=log)
         specs = landmarks.attach(specs, landmarks_dir, report)
         base_filters = dataclasses.replace(base_filters, min_frames=landmarks.MIN_FRAMES)
+    if companions_dir:
+        specs = companions.attach(specs, companions_dir, report)
     flt = dataclasses.replace(
         base_filters, **{k: v for k, v in (filter_overrides or {}).items() if v is not None}
     )

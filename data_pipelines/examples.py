@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from data_pipelines import landmarks, records
+from data_pipelines import companions, landmarks, records
 from data_pipelines.clip_store import Clip
 from jaxtalk.media import face_mesh
 
@@ -219,3 +219,149 @@ def landmark_video(
         out[name], out[f"reference_{name}"] = both[name][1:], both[name][0]
         out[f"{name}_valid"] = both[f"{name}_valid"]
     return out
+
+
+# ---- MegActor: raw driving video --------------------------------------------------------------
+
+GREY = np.array([0.2989, 0.5870, 0.1140], np.float32)  # the release's color_BW_weights
+DRIVING_STREAMS = ("original", "swapped", "styled")  # `driving_stream` values 0, 1, 2
+
+
+def driving_indices(n: int, rng: np.random.Generator, num_frames: int, stride: int) -> list[int]:
+    """The release's target frames: `num_frames` consecutive ones of the clip's frames
+    0, stride, 2 * stride, ... from a random one; a clip too short for that takes stride
+    n // num_frames (the release's fallback); a clip shorter than `num_frames` repeats its
+    last frame (where the release drops the clip)."""
+    grid = np.arange(0, n, stride)
+    if len(grid) < num_frames:
+        grid = np.arange(0, n, max(1, n // num_frames))
+    start = int(rng.integers(max(1, len(grid) - num_frames + 1)))
+    picked = grid[start : start + num_frames].tolist()
+    return picked + [n - 1] * (num_frames - len(picked))
+
+
+def pick_driving_stream(
+    rng: np.random.Generator, have: tuple[str, ...], swap_rate: float, style_rate: float
+) -> str:
+    """"swapped" with probability `swap_rate`, "styled" with `style_rate`, else "original".
+
+    The release draws one "use a companion" coin (use_swap_rate: 0.1 in stage 1, 0.5 in
+    stage 2) and then one of the clip's companions uniformly: swap_rate = style_rate =
+    use_swap_rate / 2 for a clip with both. A clip without the drawn companion uses its
+    other one, as the release's choice among what exists would, else its own frames."""
+    u = rng.random()
+    want = "swapped" if u < swap_rate else "styled" if u < swap_rate + style_rate else "original"
+    if want == "original" or want in have:
+        return want
+    other = {"swapped": "styled", "styled": "swapped"}[want]
+    return other if other in have else "original"
+
+
+def warp_matrix(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A random warp as the release applies it (3x3, output pixel -> input pixel).
+
+    The release's generate_random_params also draws a rotation, a perspective and flips,
+    but its apply_transforms applies only two of its parameters: an aspect-ratio change
+    (0.8 .. 1.2: the image squeezed along one axis, centred, zero-padded) and then a zoom
+    about the centre (0.8 .. 1.2). Both together are this affine map.
+    """
+    aspect, zoom = rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2)
+    sx, sy = (aspect, 1.0) if aspect <= 1.0 else (1.0, 1.0 / aspect)
+    c = (size - 1) / 2.0
+    forward = np.array(
+        [[zoom * sx, 0.0, c - zoom * sx * c], [0.0, zoom * sy, c - zoom * sy * c], [0, 0, 1]]
+    )
+    return np.linalg.inv(forward)
+
+
+def warp(frames: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    """float32 frames [T, S, S, C] resampled bilinearly through `inverse` (output (x, y, 1)
+    -> input), zeros outside the input."""
+    t, s = frames.shape[0], frames.shape[1]
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float64)
+    pts = inverse @ np.stack([xx.ravel(), yy.ravel(), np.ones(s * s)])
+    x, y = pts[0] / pts[2], pts[1] / pts[2]
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    out = np.zeros((t, s * s, frames.shape[3]), np.float32)
+    flat = frames.reshape(t, s * s, -1)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            xi, yi = x0 + dx, y0 + dy
+            w = (1 - np.abs(x - xi)) * (1 - np.abs(y - yi))
+            inside = (xi >= 0) & (xi < s) & (yi >= 0) & (yi < s)
+            k = np.clip(yi, 0, s - 1) * s + np.clip(xi, 0, s - 1)
+            out += flat[:, k] * (w * inside).astype(np.float32)[None, :, None]
+    return out.reshape(frames.shape)
+
+
+def _mask(clip, frame: int, size: int) -> np.ndarray:
+    """The clip's background mask at `frame` as float32 [size, size] (1 = background)."""
+    mask = companions.decode_mask(clip.stream("background_mask", frame))
+    if mask.shape[0] != size:
+        img = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.BOX)
+        mask = np.asarray(img) > 127
+    return mask.astype(np.float32)
+
+
+def _as(pixels: np.ndarray, dtype: str) -> np.ndarray:
+    """float pixels in 0..255 -> the loader's image dtype and range."""
+    if np.dtype(dtype) == np.uint8:
+        return np.rint(pixels).clip(0, 255).astype(np.uint8)
+    return (pixels * np.float32(2.0 / 255.0) - np.float32(1.0)).astype(np.float32)
+
+
+def driving_video(
+    clip: Clip,
+    rng: np.random.Generator,
+    *,
+    size: int,
+    dtype: str,
+    num_frames: int,
+    stride: int,
+    swap_rate: float,
+    style_rate: float,
+    warp_rate: float,
+    grayscale: bool,
+) -> dict[str, Any]:
+    """MegActor's training example (the release's face_dataset.py, see loaders' doc): a
+    reference frame anywhere in the clip, its background-only copy (the CLIP input),
+    `num_frames` target frames at `stride`, their driving frames from the clip's own,
+    face-swapped or stylised stream (`pick_driving_stream`), warped as one with
+    probability `warp_rate` (`warp_matrix`) and turned grey (the release's weights, 3
+    channels) with `grayscale`, and the background masks of the targets and the reference."""
+    n = clip.num_frames
+    idx = driving_indices(n, rng, num_frames, stride)
+    ref = int(rng.integers(n))
+    stream = pick_driving_stream(rng, clip.streams, swap_rate, style_rate)
+    warped = rng.random() < warp_rate
+    inverse = warp_matrix(rng, size) if warped else None
+    frames = np.empty((num_frames, size, size, 3), np.dtype(dtype))
+    driving = np.empty((num_frames, size, size, 3), np.float32)
+    for t, i in enumerate(idx):
+        to_image(clip.jpeg(i), size, dtype, out=frames[t])
+        data = clip.jpeg(i) if stream == "original" else clip.stream(stream, i)
+        driving[t] = to_image(data, size, "uint8")
+    if inverse is not None:
+        driving = warp(driving, inverse)
+    if grayscale:
+        driving = np.repeat((driving @ GREY).clip(0, 255)[..., None], 3, axis=-1)
+    has_masks = "background_mask" in clip.streams
+    mask_dtype = np.uint8 if np.dtype(dtype) == np.uint8 else np.float32
+    if has_masks:
+        masks = np.stack([_mask(clip, i, size) for i in [ref, *idx]])
+    else:  # nothing known to remove: all background, the reference stays whole
+        masks = np.ones((num_frames + 1, size, size), np.float32)
+    reference = to_image(clip.jpeg(ref), size, "uint8").astype(np.float32)
+    return {
+        "reference": _as(reference, dtype),
+        "reference_background": _as(reference * masks[0][..., None], dtype),
+        "reference_background_mask": masks[0][..., None].astype(mask_dtype),
+        "reference_frame": np.int32(ref),
+        "frames": frames,
+        "frame_index": np.asarray(idx, np.int32),
+        "driving": _as(driving, dtype),
+        "driving_stream": np.int32(DRIVING_STREAMS.index(stream)),
+        "warped": np.bool_(warped),
+        "background_masks": masks[1:, ..., None].astype(mask_dtype),
+        "background_masks_valid": np.bool_(has_masks),
+    }

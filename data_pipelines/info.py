@@ -40,12 +40,17 @@ def build_info(
     fps = float(config["fps"])
     splits: dict[str, Any] = {}
     rejected: collections.Counter[str] = collections.Counter()
+    streams: collections.Counter[str] = collections.Counter()  # clips per companion stream
+    notes: collections.Counter[str] = collections.Counter()
     for marker_file in sorted(glob.glob(os.path.join(out_dir, "*.array_record-*-of-*.json"))):
         shard_file = os.path.basename(marker_file)[: -len(".json")]
         marker = shard_writer.read_marker(os.path.join(out_dir, shard_file))
         if marker is None:
             continue
         rejected.update(marker["rejected"])
+        notes.update(marker.get("notes", {}))
+        for r in marker["records"]:
+            streams.update(r.get("streams") or ["none"])
         s = splits.setdefault(
             marker["split"], {"shards": [], "num_clips": 0, "num_frames": 0, "identities": set()}
         )
@@ -66,6 +71,9 @@ def build_info(
         "rejected": dict(rejected),
         "parse_skipped": dict(parse_skips),
     }
+    if set(streams) - {"none"}:  # MegActor's companions (data_pipelines/companions.py)
+        info["companions"] = dict(streams)
+        info["companion_notes"] = dict(notes)
     with open(os.path.join(out_dir, INFO_FILE + ".tmp"), "w") as f:
         json.dump(info, f, indent=1)
     os.replace(os.path.join(out_dir, INFO_FILE + ".tmp"), os.path.join(out_dir, INFO_FILE))

@@ -43,6 +43,21 @@ Batch fields (images float32 in [-1, 1] NHWC unless `image_dtype="uint8"`):
                  reference_<name> [B,k], <name>_valid [B]. Drawings come from the clips'
                  face_mesh_xy (prepare --landmarks_dir, or the synthetic set) at image_size,
                  in the images' dtype and range.
+  driving_video  MegActor's examples (examples.driving_video, the release's
+                 face_dataset.py): reference [B,H,W,3] (a random frame of the clip),
+                 reference_background [B,H,W,3] (the reference with the person blacked
+                 out: the CLIP image input), reference_background_mask [B,H,W,1] (1 =
+                 background; the UNet's 13th input channel), reference_frame int32 [B];
+                 frames [B,T,H,W,3] (T = num_frames consecutive frames of stride
+                 frame_stride: 12 at 2 in the release), frame_index int32 [B,T]; driving
+                 [B,T,H,W,3]: the same frames from the clip's own, face-swapped or stylised
+                 stream (swap_rate, style_rate; prepare's companions, see companions.py),
+                 warped as one with probability warp_rate, grey in all 3 channels with
+                 driving_grayscale; driving_stream int32 [B] (0 own, 1 swapped, 2 styled),
+                 warped bool [B]; background_masks [B,T,H,W,1] (the targets') and
+                 background_masks_valid bool [B] (False: the clip has no masks, all
+                 masks are 1 and reference_background is the reference). Masks are
+                 float32 0/1, uint8 0/1 with image_dtype "uint8".
 """
 
 from __future__ import annotations
@@ -56,7 +71,7 @@ from absl import flags
 
 from data_pipelines import examples, mixture
 
-KINDS = ("pairs", "windows", "reference_window", "landmark_video")
+KINDS = ("pairs", "windows", "reference_window", "landmark_video", "driving_video")
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -90,6 +105,13 @@ def default_data_config() -> ml_collections.ConfigDict:
     # landmark_video (also num_frames, frame_stride, attributes)
     c.frame_stride_alt = 0  # > 0: this stride instead half the time (AniPortrait stage 2: 4)
     c.pose_release_canvas = False  # draw landmarks at 512 and resize, as the release does
+    # driving_video (also num_frames, frame_stride): MegActor's driving-stream choice, as
+    # probabilities; the release's stage 2 (use_swap_rate 0.5, warp_rate 0.25) is below,
+    # its stage 1 is swap_rate = style_rate = 0.05, warp_rate 0
+    c.swap_rate = 0.25  # the face-swapped stream
+    c.style_rate = 0.25  # the stylised stream
+    c.warp_rate = 0.25  # one random aspect/zoom warp of the whole driving clip
+    c.driving_grayscale = True  # the release's grey driving frames (3 equal channels)
     # grain
     c.worker_count = 0  # worker processes; 0 = in the main process (tests)
     c.worker_buffer_size = 2  # batches prefetched per worker
@@ -224,6 +246,22 @@ class _MakeExample(grain.transforms.RandomMap):
             )
             if cfg["num_negatives"] > 0:
                 out.update(self._negatives(store, clip.identity_index, offset, rng))
+            return out
+        if kind == "driving_video":
+            out.update(
+                examples.driving_video(
+                    clip,
+                    rng,
+                    size=self.size,
+                    dtype=dtype,
+                    num_frames=cfg["num_frames"],
+                    stride=cfg["frame_stride"],
+                    swap_rate=cfg.get("swap_rate", 0.0),
+                    style_rate=cfg.get("style_rate", 0.0),
+                    warp_rate=cfg.get("warp_rate", 0.0),
+                    grayscale=cfg.get("driving_grayscale", True),
+                )
+            )
             return out
         if kind == "landmark_video":
             out.update(

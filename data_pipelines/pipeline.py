@@ -79,4 +79,9 @@ def prepare(
         + f"; rejected {result['rejected'] or 'none'}; parse skipped {result['parse_skipped'] or 'none'}"
         + f" ({time.time() - t0:.1f}s)"
     )
+    if "companions" in result:
+        log(
+            f"  companion streams (clips): {result['companions']}; "
+            f"not usable while processing: {result['companion_notes'] or 'none'}"
+        )
     return result

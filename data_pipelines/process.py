@@ -14,7 +14,7 @@ import zipfile
 
 import numpy as np
 
-from data_pipelines import filters, landmarks
+from data_pipelines import companions, filters, landmarks
 from data_pipelines.clip_spec import ClipSpec
 from data_pipelines.records import ClipRecord
 from jaxtalk.errors import one_line
@@ -178,6 +178,9 @@ def process_clip(spec: ClipSpec, cfg: ProcessConfig) -> ClipRecord:
     attributes = _load_attributes(spec, start, num_frames, cfg.fps, box, (info.width, info.height))
     if reason := filters.check_pose(attributes, cfg.filters):
         raise ClipRejected(reason, spec.clip_id)
+    streams, notes = companions.read_streams(
+        spec, frames, fps=cfg.fps, start=start, box=box, source_fps=info.fps or cfg.fps
+    )
     return ClipRecord(
         clip_id=spec.clip_id,
         dataset=spec.dataset,
@@ -191,4 +194,6 @@ def process_clip(spec: ClipSpec, cfg: ProcessConfig) -> ClipRecord:
         source_size=(info.width, info.height),
         attributes=attributes,
         extra=dict(spec.extra),
+        streams=streams,
+        notes=notes,
     )

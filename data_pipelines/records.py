@@ -10,6 +10,9 @@ Metadata is a msgpack map (no TensorFlow needed to read it). Numpy arrays are st
   attributes  {name: float32 [num_frames, k]} per-frame attributes (pose, mouth, landmarks)
   extra       {str: str} dataset-specific metadata
   frames      list of JPEG bytes, one per frame (size x size RGB); only in a clip blob
+  streams     list of the clip's companion stream names (data_pipelines/companions.py:
+              "swapped", "styled" JPEG frames, "background_mask" 1-bit PNG), in that
+              order; a clip blob holds them as {name: [bytes per frame]}
 
 Shard formats (the shard marker's "format"; `clip_store` reads both):
   1  one record per clip: the clip blob (the map above with "frames" inline)
@@ -17,6 +20,8 @@ Shard formats (the shard marker's "format"; `clip_store` reads both):
      one record per frame holding that frame's raw JPEG bytes. A training example uses
      2 to 17 frames of a clip of 75 to thousands, so reading only those is what makes
      the loaders fast (format 1 read and copied every frame of the clip per example).
+  3  format 2, then num_frames records per companion stream (the header's and the
+     marker entry's "streams", in that order): MegActor's driving streams and masks
 The tfds builders store clip blobs: one self-contained example per clip.
 """
 
@@ -31,8 +36,11 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
+from data_pipelines import companions
+from data_pipelines.companions import STREAMS
+
 _ND = "__nd__"
-FORMAT_VERSION = 2  # of the shards `shard_writer` writes (see the module doc)
+FORMAT_VERSION = 3  # of the shards `shard_writer` writes (see the module doc)
 
 
 def _default(obj: Any) -> Any:
@@ -75,6 +83,10 @@ class ClipRecord:
     attributes: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     extra: dict[str, str] = dataclasses.field(default_factory=dict)
     identity_index: int = -1
+    # Companion streams (companions.STREAMS): uint8 [N, S, S, 3] videos, bool [N, S, S] masks.
+    streams: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    # (reason, detail) of companion files processing could not use (the shard counts them).
+    notes: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     @property
     def num_frames(self) -> int:
@@ -96,18 +108,34 @@ class ClipRecord:
             "source_size": np.asarray(self.source_size, np.int32),
             "attributes": {k: np.asarray(v, np.float32) for k, v in self.attributes.items()},
             "extra": dict(self.extra),
+            "streams": self.stream_names(),
         }
 
+    def stream_names(self) -> list[str]:
+        return [name for name in STREAMS if name in self.streams]
+
+    def _encoded_stream(self, name: str, jpeg_quality: int) -> list[bytes]:
+        if name == "background_mask":
+            return [companions.encode_mask(m) for m in self.streams[name]]
+        return [encode_jpeg(f, jpeg_quality) for f in self.streams[name]]
+
     def to_records(self, jpeg_quality: int = 95) -> list[bytes]:
-        """Format 2: the header record, then one record of JPEG bytes per frame."""
-        return [pack({**self.header(), "format": FORMAT_VERSION})] + [
-            encode_jpeg(f, jpeg_quality) for f in self.frames
-        ]
+        """Format 3: the header record, one record of JPEG bytes per frame, then each
+        companion stream's records."""
+        out = [pack({**self.header(), "format": FORMAT_VERSION})]
+        out += [encode_jpeg(f, jpeg_quality) for f in self.frames]
+        for name in self.stream_names():
+            out += self._encoded_stream(name, jpeg_quality)
+        return out
 
     def to_bytes(self, jpeg_quality: int = 95) -> bytes:
         """The self-contained clip blob (format 1 shards, tfds examples); read with `unpack`."""
         return pack(
-            {**self.header(), "frames": [encode_jpeg(f, jpeg_quality) for f in self.frames]}
+            {
+                **self.header(),
+                "frames": [encode_jpeg(f, jpeg_quality) for f in self.frames],
+                "streams": {n: self._encoded_stream(n, jpeg_quality) for n in self.stream_names()},
+            }
         )
 
 

@@ -23,9 +23,9 @@ from array_record.python import array_record_module
 
 from data_pipelines.clip_spec import ClipSpec, SkipReport
 from data_pipelines.process import ClipRejected, ProcessConfig, process_clip, unexpected
-from data_pipelines.records import FORMAT_VERSION
+from data_pipelines.records import FORMAT_VERSION, ClipRecord
 
-ProcessFn = Callable[[ClipSpec, ProcessConfig], "object"]
+ProcessFn = Callable[[ClipSpec, ProcessConfig], "ClipRecord"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +61,8 @@ def plan_shards(specs: Iterable[ClipSpec], clips_per_shard: int, cfg: ProcessCon
                 h.update(
                     f"{spec.clip_id}|{spec.video_path}|{spec.start_sec}|{spec.end_sec}\n".encode()
                 )
+                if spec.companions:  # only then: earlier directories keep their fingerprints
+                    h.update(repr(spec.companions).encode())
             shards.append(Shard(split, i, count, chunk, h.hexdigest()[:16]))
     return shards
 
@@ -144,12 +146,15 @@ def write_shard(
                 writer.write(item)
             if on_clips:
                 on_clips(1)
+            for reason, detail in record.notes:
+                skips.note(reason, detail)
             records.append(
                 {
                     "clip_id": spec.clip_id,
                     "identity": spec.identity,
                     "identity_index": record.identity_index,
                     "num_frames": record.num_frames,
+                    "streams": record.stream_names(),
                 }
             )
     finally:
@@ -162,6 +167,7 @@ def write_shard(
         "records": records,
         "rejected": dict(skips.counts),
         "rejected_examples": dict(skips.examples),
+        "notes": dict(skips.notes),  # companion files processing could not use
     }
     _atomic_write_json(marker_path(path), marker)
     return marker

@@ -3,6 +3,10 @@
 Pose is yaw/pitch/roll in degrees; the head is rotated, projected orthographically and
 drawn with PIL polygons. Features on the far side of the head are hidden. Each identity
 has its own face shape, colours, feature placement and background.
+
+Every shape drawn is part of the person (shirt, neck, hair, ears, face and its features),
+so the renderer also knows the exact background mask (MegActor's human-parser mask): it
+draws each polygon into a mask image as well (`Renderer.render(..., mask=True)`).
 """
 
 from __future__ import annotations
@@ -68,6 +72,41 @@ def random_identity(rng: np.random.Generator, width: int, height: int) -> Identi
     )
 
 
+def swap_face(target: Identity, donor: Identity) -> Identity:
+    """`target` with `donor`'s face, as a face swapper makes it: the inner face (shape,
+    skin, eyes, lips, feature placement) changes; hair, shirt and background stay."""
+    return dataclasses.replace(
+        target,
+        radii=donor.radii,
+        skin=donor.skin,
+        eye=donor.eye,
+        lips=donor.lips,
+        eye_gap=donor.eye_gap,
+        eye_height=donor.eye_height,
+        mouth_width=donor.mouth_width,
+    )
+
+
+class _Canvas:
+    """PIL drawing on the frame and, when asked, the same shapes (as 0) on a mask that
+    starts all background (255)."""
+
+    def __init__(self, frame: Image.Image, mask: bool):
+        self.frame = ImageDraw.Draw(frame)
+        self.mask_image = Image.new("L", frame.size, 255) if mask else None
+        self.mask = ImageDraw.Draw(self.mask_image) if mask else None
+
+    def polygon(self, points, fill):
+        self.frame.polygon(points, fill=fill)
+        if self.mask is not None:
+            self.mask.polygon(points, fill=0)
+
+    def rectangle(self, box, fill):
+        self.frame.rectangle(box, fill=fill)
+        if self.mask is not None:
+            self.mask.rectangle(box, fill=0)
+
+
 def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     """Head-to-camera rotation; x right, y down, z towards the camera (degrees in)."""
     y, p, r = np.radians([yaw, pitch, roll])
@@ -100,9 +139,11 @@ def disc_points(point, normal, ru, rv, t) -> np.ndarray:
 
     Angle t = 0 is towards +x (image right), pi / 2 down, pi left, 3 pi / 2 up.
     """
-    u = np.cross([0.0, 1.0, 0.0], normal)
-    u /= np.linalg.norm(u)
-    v = np.cross(normal, u)
+    # u = y x normal, v = normal x u, written out: np.cross costs more than the drawing.
+    nx, ny, nz = (float(c) for c in normal)
+    length = np.sqrt(nz * nz + nx * nx)
+    u = np.array([nz / length, 0.0, -nx / length])
+    v = np.array([ny * u[2], nz * u[0] - nx * u[2], -ny * u[0]])
     t = np.asarray(t, np.float64)
     return point + ru * np.cos(t)[:, None] * u + rv * np.sin(t)[:, None] * v
 
@@ -177,14 +218,13 @@ class Renderer:
         pts = (rot @ pts3.T).T[:, :2] * scale + centre
         draw.polygon([tuple(p) for p in pts], fill=fill)
 
-    def render(
-        self, yaw, pitch, roll, cx, cy, head_height, mouth, blink
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Returns (uint8 frame [H, W, 3], face box x0, y0, x1, y1 in pixels)."""
+    def render(self, yaw, pitch, roll, cx, cy, head_height, mouth, blink, mask: bool = False):
+        """Returns (uint8 frame [H, W, 3], face box x0, y0, x1, y1 in pixels), and with
+        `mask` a third item: bool [H, W], True where the background shows."""
         ident, rot = self.ident, rotation(yaw, pitch, roll)
         centre, scale = np.array([cx, cy]), head_height
         img = self.bg.copy()
-        draw = ImageDraw.Draw(img)
+        draw = _Canvas(img, mask)
         a, b, c = ident.radii
         # Shoulders, neck, hair (behind the head), ears, then the face.
         sw = 0.9 * scale
@@ -243,6 +283,8 @@ class Renderer:
         self._disc(draw, rot, centre, scale, mouth_disc(ident, mouth), (60, 15, 25), n=24)
         pts = np.concatenate([face, hair])
         box = np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()])
+        if mask:
+            return np.asarray(img), box, np.asarray(draw.mask_image) > 127
         return np.asarray(img), box
 
     def landmarks(self, yaw, pitch, roll, cx, cy, head_height) -> np.ndarray:

@@ -23,6 +23,14 @@ scene cuts split clips and each file goes to train or test by a stable hash of i
 --landmarks_dir adds AniPortrait's per-frame face landmarks (MediaPipe's 478 points, head pose)
 to each clip from one file per source video, and drops clips under 30 frames as the release;
 --landmarks_model first writes the missing files with MediaPipe (an optional extra).
+
+--companions_dir adds MegActor's driving streams to each clip: the outputs of a face swapper,
+an image-to-image stylisation and a human parser, one file set per source video
+(`<video name>.swapped.mp4`, `.styled.mp4`, `.masks.npz`; data_pipelines/companions.py). The
+synthetic set renders its own (--nosynthetic_companions skips them).
+
+  jaxtalk prepare vfhq --manual_dir=/data/VFHQ --out_dir=data/vfhq_512 --size=512
+      --companions_dir=/data/VFHQ/companions
 """
 
 from __future__ import annotations
@@ -94,6 +102,16 @@ flags.DEFINE_string(
     "MediaPipe's face_landmarker.task: first write the missing --landmarks_dir files "
     "(needs pip install 'jaxtalk[mediapipe]').",
 )
+flags.DEFINE_string(
+    "companions_dir",
+    None,
+    "MegActor's per-video companion files <video name>.swapped.mp4 / .styled.mp4 / "
+    ".masks.npz (format in data_pipelines/companions.py) stored with each clip; bad files "
+    "are skipped and counted, clips without any train on their own frames.",
+)
+flags.DEFINE_boolean(
+    "synthetic_companions", True, "synthetic: also render MegActor's companion streams."
+)
 flags.DEFINE_integer("num_identities", 8, "synthetic: identities.")
 flags.DEFINE_integer("videos_per_identity", 2, "synthetic: videos per identity.")
 flags.DEFINE_integer("utterances_per_video", 2, "synthetic: utterances (clips) per video.")
@@ -131,6 +149,7 @@ def main(argv: list[str]) -> None:
         resolution=FLAGS.raw_resolution,
         test_identities=FLAGS.test_identities,
         seed=FLAGS.seed,
+        companions=FLAGS.synthetic_companions,
     )
     datasets.prepare_dataset(
         name,
@@ -143,6 +162,7 @@ def main(argv: list[str]) -> None:
         synthetic=synthetic,
         landmarks_dir=FLAGS.landmarks_dir,
         landmarks_model=FLAGS.landmarks_model,
+        companions_dir=FLAGS.companions_dir,
         filter_overrides={
             "min_frames": FLAGS.min_frames,
             "min_face_size": FLAGS.min_face_size,

@@ -126,6 +126,7 @@ def test_every_kind_resumes_exactly(root, kind):
         "windows": "frames",
         "reference_window": "reference",
         "landmark_video": "reference_landmark_image",
+        "driving_video": "driving",
     }[kind]
     assert first[image].shape[-3:] == (SIZE, SIZE, 3)
     next(it)
