@@ -1,0 +1,131 @@
+"""MegActor's stages through the training loop on the synthetic set (whose clips carry
+swapped / stylised companion streams and background masks): what trains, what stays frozen,
+what is evaluated."""
+
+import jax
+import numpy as np
+import pytest
+
+from configs import megactor as cfg_lib
+from jaxtalk.models.aniportrait.lmk2video import split_motion
+from jaxtalk.tasks import megactor as task_lib
+from jaxtalk.train.train import train
+
+
+def tiny_config(data_dir, steps, variant="tiny_stage1"):
+    c = cfg_lib.get_config(variant)
+    c.data.data_dir = data_dir
+    c.data.num_frames = 2
+    c.data.samples_per_clip = 4  # the test split has 2 clips; 8 simulated devices
+    c.batch_size = 8
+    c.total_steps = steps
+    c.log.every_steps = steps
+    c.log.progress_bar = False
+    c.log.tensorboard = False
+    c.eval.every_steps = steps
+    c.eval.num_batches = 1
+    c.checkpoint.every_steps = steps
+    c.checkpoint.async_save = False
+    c.diffusion.sample_steps = 2
+    return c
+
+
+def leaves(tree):
+    return [np.asarray(a) for a in jax.tree.leaves(tree)]
+
+
+def moved(a, b):
+    return max(float(np.abs(x - y).max()) for x, y in zip(leaves(a), leaves(b)))
+
+
+def first_batch(task):
+    return next(task.data("train", global_batch_size=8, seed=0, process_index=0, process_count=1))
+
+
+@pytest.fixture(scope="module")
+def stage1_run(synthetic_64, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("megactor") / "stage1")
+    return workdir, train(tiny_config(synthetic_64, 2), workdir)
+
+
+def test_stage1_trains_unet_motion_modules_reference_net_and_driven_encoder(
+    stage1_run, synthetic_64
+):
+    _, out = stage1_run
+    assert np.isfinite(out["model/mse"]) and out["nonfinite"] == 0.0
+    for key in ("eval/psnr", "eval/psnr_copy", "eval/psnr_cross"):
+        assert np.isfinite(out[key]), key
+    params = out["state"].params
+    assert set(params) == {"model"}
+    assert set(params["model"]) == {"unet", "driven_encoder", "reference_net"}
+    config = tiny_config(synthetic_64, 2)
+    task = task_lib.build(config)
+    init_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed))
+    fresh, _ = jax.jit(task.init)(init_rng, first_batch(task))
+    trained, start = params["model"], jax.tree.map(np.asarray, fresh["model"])
+    unet, motion = split_motion(trained["unet"])
+    unet0, motion0 = split_motion(start["unet"])
+    assert motion, "the tiny UNet has motion modules"
+    for name, a, b in [
+        ("unet", unet, unet0),
+        ("motion", motion, motion0),
+        ("driven_encoder", trained["driven_encoder"], start["driven_encoder"]),
+        ("reference_net", trained["reference_net"], start["reference_net"]),
+    ]:
+        assert moved(a, b) > 0, name
+
+
+def test_stage2_trains_only_the_motion_modules(stage1_run, synthetic_64, tmp_path):
+    from jaxtalk.train import checkpoints
+
+    workdir, _ = stage1_run
+    config = tiny_config(synthetic_64, 2, variant="tiny_stage2")
+    config.base.workdir = workdir
+    out = train(config, str(tmp_path / "stage2"))
+    params = out["state"].params
+    assert set(params) == {"base", "motion"}
+    stage1 = checkpoints.group_variables(workdir, "model")["params"]
+    want_unet, want_motion = split_motion(stage1["unet"])
+    for name, want in [
+        ("unet", want_unet),
+        ("driven_encoder", stage1["driven_encoder"]),
+        ("reference_net", stage1["reference_net"]),
+    ]:
+        got = leaves(params["base"][name])
+        assert len(got) == len(leaves(want)), name
+        for a, b in zip(got, leaves(want)):
+            np.testing.assert_array_equal(a, b)
+    assert {k for k in params["motion"]} <= {"down_blocks_0", "down_blocks_1", "up_blocks_0", "up_blocks_1"}
+    # v3: no mid-block module; the motion modules trained away from stage 1's
+    assert moved(params["motion"], want_motion) > 0
+    assert np.isfinite(out["eval/psnr"])
+
+
+def test_stage2_without_a_base_is_a_clear_error(synthetic_64):
+    config = tiny_config(synthetic_64, 1, variant="tiny_stage2")
+    with pytest.raises(ValueError, match="base.workdir"):
+        task_lib.build(config).frozen_sources()
+
+
+def test_cross_eval_outputs_drive_each_source_with_another_example(stage1_run, synthetic_64):
+    _, out = stage1_run
+    config = tiny_config(synthetic_64, 2)
+    task = task_lib.build(config)
+    batch = first_batch(task)
+    params = out["state"].params
+    rng = jax.random.PRNGKey(0)
+    cross = task.eval_outputs(params, {}, batch, rng, mode="cross")
+    own = task.eval_outputs(params, {}, batch, rng, mode="self")
+    n, f = batch["frames"].shape[:2]
+    assert set(cross) == {"prediction", "source", "driving"}
+    assert set(own) == {"prediction", "target", "source", "driving"}
+    for v in (*cross.values(), *own.values()):
+        assert v.shape == (n * f, 32, 32, 3)
+        assert 0.0 <= float(v.min()) and float(v.max()) <= 1.0
+    driving = np.asarray(own["driving"]).reshape(n, f, 32, 32, 3)
+    np.testing.assert_allclose(
+        np.asarray(cross["driving"]).reshape(n, f, 32, 32, 3), np.roll(driving, 1, axis=0)
+    )
+    np.testing.assert_allclose(cross["source"], own["source"])
+    with pytest.raises(ValueError, match="eval mode"):
+        task.eval_outputs(params, {}, batch, rng, mode="audio")
