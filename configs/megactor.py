@@ -26,10 +26,10 @@ import dataclasses
 import ml_collections
 
 import jaxtalk.diffusion.recipes as recipes
-from configs import common
-from data_pipelines.loaders import default_data_config
 import jaxtalk.models.megactor.denoiser as denoiser
 import jaxtalk.models.megactor.driven_encoder as driven_encoder
+from configs import common
+from data_pipelines.loaders import default_data_config
 
 VARIANTS = ("paper_stage1", "paper_stage2", "tiny_stage1", "tiny_stage2")
 # The release's use_swap_rate, which face_dataset.py splits evenly between the face-swapped
@@ -41,9 +41,7 @@ TINY_SIZE = 32
 
 def tiny_megactor() -> denoiser.MegActorConfig:
     """TINY with a DrivenEncoder that keeps the resolution (pixel space) at TINY_SIZE."""
-    driven = dataclasses.replace(
-        driven_encoder.TINY, widths=(8,), reference_widths=(4, 8, 8, 8)
-    )
+    driven = dataclasses.replace(driven_encoder.TINY, widths=(8,), reference_widths=(4, 8, 8, 8))
     return dataclasses.replace(denoiser.TINY, driven=driven, motion_heads=2, motion_max_len=16)
 
 

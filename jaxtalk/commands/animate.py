@@ -51,6 +51,17 @@ box, unrotated, and the ratios are unavailable.
 
   jaxtalk animate --weights=weights/liveportrait.safetensors --source=portrait.jpg \
       --driving=talk.mp4 --landmark_model=landmark.onnx --paste_back --out=result.mp4
+
+MegActor weights (`jaxtalk import --release=megactor`, with the sd_vae and clip_vision
+releases in the weights folder) or a megactor training run (--workdir) animate a source with
+the raw driving video, turned grey as the release does: 25 DDIM steps, guidance 4.5,
+16-frame windows overlapping by 8, the driving video's audio muxed. --source_mask=PNG marks
+the source's background (non-zero pixels), which the model keeps; it must align with the
+source as given, so it wants --nocrop_face. Without it the whole frame counts as background
+(the training data's fallback for clips without masks). --seed (when given) picks the noise.
+
+  jaxtalk animate --weights=weights/megactor.safetensors --source=portrait.png --nocrop_face \
+      --source_mask=portrait_background.png --driving=talk.mp4 --out=result.mp4
 """
 
 import functools
@@ -130,6 +141,10 @@ _LANDMARK_MODEL = flags.DEFINE_string(
 )
 _PASTE_BACK = flags.DEFINE_bool(
     "paste_back", False, "put the animated crop back into the whole source image"
+)
+# MegActor's options (passed on only when given)
+_SOURCE_MASK = flags.DEFINE_string(
+    "source_mask", None, "MegActor: the source's background mask image (non-zero = background)"
 )
 
 
@@ -278,7 +293,21 @@ def _options(driving: str) -> dict:
             )
         return options
     # --motion goes only where given: families without motion modes take no option.
-    return {"mode": _MOTION.value} if flags.FLAGS["motion"].present else {}
+    options = {"mode": _MOTION.value} if flags.FLAGS["motion"].present else {}
+    options.update(_megactor_options())
+    return options
+
+
+def _megactor_options() -> dict:
+    """MegActor's --source_mask (which wants the source uncropped) and --seed, when given."""
+    options = {}
+    if _SOURCE_MASK.value:
+        if _CROP_FACE.value:
+            raise InputError("--source_mask must align with the source: add --nocrop_face")
+        options["source_mask"] = _SOURCE_MASK.value
+    if flags.FLAGS["seed"].present:
+        options["seed"] = _SEED.value
+    return options
 
 
 def _render(model, source: str, driving: str, out: str) -> tuple[int, float]:

@@ -25,7 +25,7 @@ from PIL import Image
 
 from jaxtalk import fs
 from jaxtalk.diffusion import recipes
-from jaxtalk.inference.animator import AnimationError, Animator, Driver, read_image
+from jaxtalk.inference.animator import AnimationError, Animator, Driver
 from jaxtalk.models.aniportrait.lmk2video import join_motion
 from jaxtalk.models.megactor.pipeline import MegActorPipeline
 from jaxtalk.models.pixels import to_model_range
@@ -89,7 +89,10 @@ class MegActorAnimator(Animator):
         except ValueError as e:
             raise AnimationError(f"{path}: {e}") from None
         variables = {"megactor": stored["params"]}
-        for key, release, given in (("vae", "sd_vae", vae), ("image_encoder", "clip_vision", image_encoder)):
+        for key, release, given in (
+            ("vae", "sd_vae", vae),
+            ("image_encoder", "clip_vision", image_encoder),
+        ):
             if getattr(pipe, key) is None:
                 continue
             file = given or str(weights.weights_path(release))

@@ -207,7 +207,11 @@ class MegActorTask(Task):
         if mode == "cross":
             driving = self.cross_driving(batch)
             video = self.sample(params, batch, rng, driving=driving)
-            return {"prediction": _frames(video), "source": source, "driving": _frames(to_01(driving))}
+            return {
+                "prediction": _frames(video),
+                "source": source,
+                "driving": _frames(to_01(driving)),
+            }
         video = self.sample(params, batch, rng)
         return {
             "prediction": _frames(video),

@@ -95,7 +95,12 @@ def test_stage2_trains_only_the_motion_modules(stage1_run, synthetic_64, tmp_pat
         assert len(got) == len(leaves(want)), name
         for a, b in zip(got, leaves(want)):
             np.testing.assert_array_equal(a, b)
-    assert {k for k in params["motion"]} <= {"down_blocks_0", "down_blocks_1", "up_blocks_0", "up_blocks_1"}
+    assert {k for k in params["motion"]} <= {
+        "down_blocks_0",
+        "down_blocks_1",
+        "up_blocks_0",
+        "up_blocks_1",
+    }
     # v3: no mid-block module; the motion modules trained away from stage 1's
     assert moved(params["motion"], want_motion) > 0
     assert np.isfinite(out["eval/psnr"])

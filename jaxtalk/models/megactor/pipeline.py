@@ -20,7 +20,6 @@ DrivenEncoder must keep the resolution (one width: no downsampling).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
@@ -168,7 +167,9 @@ class MegActorPipeline:
         pixels = jax.image.resize(to_01(reference_background), (n, size, size, 3), "bicubic")
         mean = jnp.asarray(clip_vision.CLIP_MEAN, pixels.dtype)
         std = jnp.asarray(clip_vision.CLIP_STD, pixels.dtype)
-        out = self.image_encoder.apply({"params": variables["image_encoder"]}, (pixels - mean) / std)
+        out = self.image_encoder.apply(
+            {"params": variables["image_encoder"]}, (pixels - mean) / std
+        )
         return out.token_embeds.astype(jnp.float32)
 
     def conditions(self, variables, reference, reference_background, mask, rng):
@@ -256,8 +257,3 @@ class MegActorPipeline:
             context=windows if use_windows else None,
         )
         return to_01(self.decode(variables, x))
-
-
-def pipeline_dataclass_dict(config: den.MegActorConfig) -> dict:
-    """`config` as the nested dict `from_config` reads under `model.megactor`."""
-    return dataclasses.asdict(config)
