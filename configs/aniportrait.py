@@ -30,9 +30,9 @@ import dataclasses
 import ml_collections
 
 import jaxtalk.diffusion.recipes as recipes
+import jaxtalk.models.aniportrait.pose_guider as pose_guider
 from configs import common
 from data_pipelines.loaders import default_data_config
-from jaxtalk.models.aniportrait import pose_guider
 from jaxtalk.models.latent_diffusion.unet import SD15
 
 VARIANTS = ("paper_stage1", "paper_stage2", "tiny_stage1", "tiny_stage2")

@@ -45,7 +45,7 @@ class ClipStore:
         self.num_frames = np.array([e["num_frames"] for e in entries], np.int64)
         self.identity_index = np.array([e["identity_index"] for e in entries], np.int64)
         self.format = np.array([e["format"] for e in entries], np.int64)
-        self.streams = [tuple(e.get("streams", ())) for e in entries]
+        self.streams = [tuple(e.get("streams", ())) if e["format"] >= 3 else () for e in entries]
         # Format 2 stores 1 + num_frames records per clip, format 3 as many again per companion
         # stream, format 1 one: header positions are the running sum over the shards'
         # concatenation (the ArrayRecord source's global index).
@@ -125,7 +125,12 @@ class Clip:
     def stream(self, name: str, frame: int) -> bytes:
         """Frame `frame` of companion stream `name` (JPEG, or 1-bit PNG for masks)."""
         self._check(frame)
-        k = self.streams.index(name)  # ValueError: the clip has no such stream
+        if name not in self.streams:
+            raise KeyError(
+                f"clip {self.store.entries[self.index]['clip_id']} has no {name!r} stream "
+                f"(has {list(self.streams)}; prepare with --companions_dir)"
+            )
+        k = self.streams.index(name)
         first = int(self.store.header_index[self.index]) + 1 + (k + 1) * self.num_frames
         return self.store.source[first + frame]
 

@@ -29,6 +29,7 @@ at 512 px).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import io
 import os
@@ -49,6 +50,7 @@ MASK_KEY = "background_mask"
 BAD = "bad companion file"
 NONE = "no companions"
 SLACK = 1  # frames a companion video may differ from its source by
+PROBE_THREADS = 8
 
 
 class BadCompanion(ValueError):
@@ -105,45 +107,51 @@ def check_file(name: str, path: str, source) -> None:
         n = int(round((info.duration or 0) * (source.fps or 25.0)))
         size = (info.width, info.height)
     if size != (source.width, source.height):
-        raise BadCompanion(
-            f"is {size[0]}x{size[1]}, its video {source.width}x{source.height}"
-        )
+        raise BadCompanion(f"is {size[0]}x{size[1]}, its video {source.width}x{source.height}")
     if abs(n - want) > SLACK:
         raise BadCompanion(f"has {n} frames, its video {want}")
+
+
+def _usable(video_path: str, companions_dir: str) -> tuple[list, list]:
+    """One video's usable companion files [(name, path)] and the faults [(path, why)]."""
+    from jaxtalk.media.probe import probe  # pylint: disable=import-outside-toplevel
+
+    present = {k: p for k, p in files_for(companions_dir, video_path).items() if os.path.exists(p)}
+    if not present:
+        return [], []
+    try:
+        source = probe(video_path)
+    except MediaError:
+        return [], []  # processing rejects its clips ("unreadable video")
+    found, faults = [], []
+    for name, path in present.items():
+        try:
+            check_file(name, path, source)
+            found.append((name, path))
+        except BadCompanion as e:
+            faults.append((path, str(e)))
+    return found, faults
 
 
 def attach(specs: list[ClipSpec], companions_dir: str, report: SkipReport) -> list[ClipSpec]:
     """Each clip with its video's usable companion files; bad files are noted in `report`
     (reason `BAD`, naming the file and the fault) and left out, and a clip without any is
-    noted as `NONE`: it is kept, training on its own frames."""
-    from jaxtalk.media.probe import probe  # pylint: disable=import-outside-toplevel
-
+    noted as `NONE`: it is kept, training on its own frames. The checks (ffmpeg probes,
+    mostly its start-up) run on threads."""
     if not os.path.isdir(companions_dir):
         raise InputError(f"--companions_dir {companions_dir!r} is not a directory")
-    usable: dict[str, tuple[tuple[str, str], ...]] = {}
+    videos = sorted({s.video_path for s in specs})
+    with concurrent.futures.ThreadPoolExecutor(PROBE_THREADS) as pool:
+        checked = dict(zip(videos, pool.map(lambda v: _usable(v, companions_dir), videos)))
+    for video in videos:
+        for path, why in checked[video][1]:
+            report.note(BAD, f"{path}: {why}")
     out = []
     for spec in specs:
-        if spec.video_path not in usable:
-            found = []
-            present = {k: p for k, p in files_for(companions_dir, spec.video_path).items()}
-            present = {k: p for k, p in present.items() if os.path.exists(p)}
-            if present:
-                try:
-                    source = probe(spec.video_path)
-                except MediaError:
-                    source = None  # processing rejects the clip ("unreadable video")
-                for name, path in present.items():
-                    if source is None:
-                        continue
-                    try:
-                        check_file(name, path, source)
-                        found.append((name, path))
-                    except BadCompanion as e:
-                        report.note(BAD, f"{path}: {e}")
-            usable[spec.video_path] = tuple(found)
-        if not usable[spec.video_path]:
+        found = tuple(checked[spec.video_path][0])
+        if not found:
             report.note(NONE, spec.clip_id)
-        out.append(dataclasses.replace(spec, companions=usable[spec.video_path]))
+        out.append(dataclasses.replace(spec, companions=found))
     return out
 
 

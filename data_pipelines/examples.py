@@ -243,7 +243,7 @@ def driving_indices(n: int, rng: np.random.Generator, num_frames: int, stride: i
 def pick_driving_stream(
     rng: np.random.Generator, have: tuple[str, ...], swap_rate: float, style_rate: float
 ) -> str:
-    """"swapped" with probability `swap_rate`, "styled" with `style_rate`, else "original".
+    """ "swapped" with probability `swap_rate`, "styled" with `style_rate`, else "original".
 
     The release draws one "use a companion" coin (use_swap_rate: 0.1 in stage 1, 0.5 in
     stage 2) and then one of the clip's companions uniformly: swap_rate = style_rate =
@@ -344,7 +344,8 @@ def driving_video(
     if inverse is not None:
         driving = warp(driving, inverse)
     if grayscale:
-        driving = np.repeat((driving @ GREY).clip(0, 255)[..., None], 3, axis=-1)
+        grey = driving[..., 0] * GREY[0] + driving[..., 1] * GREY[1] + driving[..., 2] * GREY[2]
+        driving = np.repeat(grey.clip(0, 255)[..., None], 3, axis=-1)
     has_masks = "background_mask" in clip.streams
     mask_dtype = np.uint8 if np.dtype(dtype) == np.uint8 else np.float32
     if has_masks:

@@ -5,9 +5,14 @@ The flags must be set before jax is imported anywhere, which is why they live he
 """
 
 import atexit
+import ctypes
+import gc
 import os
 import shutil
+import sys
 import tempfile
+
+import pytest
 
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 
@@ -36,3 +41,20 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_functions():
+    """Drops JAX's in-memory caches of compiled functions after each test module: an xdist
+    worker runs hundreds of modules, and without this the executables of every earlier one
+    stay resident (a worker reached 14 GB and was killed out of memory on a 24 GB machine).
+    A later compile of the same function is served from the persistent cache above. glibc
+    keeps freed heap pages, so they are handed back to the system as well (malloc_trim)."""
+    yield
+    if "jax" in sys.modules:
+        sys.modules["jax"].clear_caches()
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass

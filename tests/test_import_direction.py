@@ -46,6 +46,9 @@ MAY_IMPORT_DATA_PIPELINES = (
     "jaxtalk.tasks",
     "jaxtalk.evaluate",
     "jaxtalk.commands",
+    # the AniPortrait animator extracts a portrait's face mesh with the same optional
+    # MediaPipe detector `jaxtalk prepare --landmarks_model` uses (data_pipelines.landmarks)
+    "jaxtalk.inference.aniportrait",
 )
 
 # configs/ may import only these (what it imports today: module constants and the released

@@ -18,6 +18,7 @@ Each video holds several utterances of one identity; utterances are what become 
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import io
 import os
@@ -45,7 +46,8 @@ class SyntheticConfig:
     test_identities: int = 1  # the last identities go to vox2_test_txt.zip
     seed: int = 0
     # MegActor's driving-stream companions of every video (synthetic/companions.py) in
-    # <out>/companions; False skips them (about a third of the generation time).
+    # <out>/companions; False skips them (they double the CPU time of a default prepare:
+    # 38 s -> 76 s, and add half to the tests' tiny set's: 8 s -> 12 s).
     companions: bool = True
 
 
@@ -91,10 +93,7 @@ class Motion:
 
     def frame(self, i: int) -> tuple:
         """The renderer's arguments for frame i (pose, centre, size, mouth, blink)."""
-        return tuple(
-            float(v[i])
-            for v in (self.yaw, self.pitch, self.roll, self.cx, self.cy, self.size, self.mouth)
-        ) + (float(self.blink[i]),)
+        return tuple(float(getattr(self, f.name)[i]) for f in dataclasses.fields(self))
 
 
 def _motion(ident: face.Identity, num_frames: int, rng: np.random.Generator):
@@ -183,6 +182,9 @@ def generate(out_dir: str, cfg: SyntheticConfig = SyntheticConfig(), log=print) 
         for i in range(cfg.num_identities)
     ]
     idents, to_swap = [], []  # the swapped streams wait for their donors to exist
+    # ffmpeg encodes on threads while the next video is drawn (its start-up and encoding
+    # were half of the generation time)
+    encoder, writes = concurrent.futures.ThreadPoolExecutor(2), []
     for i in range(cfg.num_identities):
         identity = f"id{i:05d}"
         split = splits[i]
@@ -201,12 +203,13 @@ def generate(out_dir: str, cfg: SyntheticConfig = SyntheticConfig(), log=print) 
                 ident, num_frames, np.random.default_rng(video_seed), masks=cfg.companions
             )
             if not (os.path.exists(video_path) and os.path.exists(truth_path)):
-                _write(video_path, frames, audio)
+                writes.append(encoder.submit(_write, video_path, frames, audio))
                 np.savez(truth_path, **truth)
             if cfg.companions:
                 stem = os.path.join(out_dir, "companions", ytid)
-                if not os.path.exists(stem + companion_files.SUFFIXES["styled"]):
-                    _write(stem + companion_files.SUFFIXES["styled"], companions.stylise(frames))
+                styled = stem + companion_files.SUFFIXES["styled"]
+                if not os.path.exists(styled):
+                    writes.append(encoder.submit(_write, styled, companions.stylise(frames)))
                 if not os.path.exists(stem + companion_files.SUFFIXES["background_mask"]):
                     companion_files.write_masks(
                         stem + companion_files.SUFFIXES["background_mask"], masks, FPS
@@ -229,7 +232,11 @@ def generate(out_dir: str, cfg: SyntheticConfig = SyntheticConfig(), log=print) 
         if not os.path.exists(path):
             renderer = face.Renderer(face.swap_face(idents[i], idents[donors[i]]))
             n = len(motion.yaw)
-            _write(path, np.stack([renderer.render(*motion.frame(k))[0] for k in range(n)]))
+            frames = np.stack([renderer.render(*motion.frame(k))[0] for k in range(n)])
+            writes.append(encoder.submit(_write, path, frames))
+    for w in writes:
+        w.result()  # an encoding error surfaces here
+    encoder.shutdown()
     for split, archive in archives.items():
         archive.close()
         with open(os.path.join(out_dir, f"vox2_{split}_txt.zip"), "wb") as f:

@@ -150,8 +150,8 @@ OPTIONS = (
 
 # `start` keywords the app fills itself or leaves at their defaults: `what` (it names the
 # upload in errors), predictor-level `controls`, data taken from files, not typed, and
-# LivePortrait's eye / lip retargeting, which needs the source's landmarks (`jaxtalk
-# animate --landmark_model`; the app has no landmark model yet).
+# LivePortrait's eye / lip retargeting and AniPortrait's landmark inputs and MegActor's
+# background mask, which need files or a landmark model (`jaxtalk animate`; the app has no landmark model yet).
 NOT_SHOWN = frozenset(
     {
         "what",
@@ -162,6 +162,10 @@ NOT_SHOWN = frozenset(
         "lip_ratio",
         "source_eye_ratio",
         "source_lip_ratio",
+        "source_landmarks",
+        "driving_landmarks",
+        "landmarks_model",
+        "source_mask",
     }
 )
 

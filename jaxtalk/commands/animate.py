@@ -52,6 +52,29 @@ box, unrotated, and the ratios are unavailable.
   jaxtalk animate --weights=weights/liveportrait.safetensors --source=portrait.jpg \
       --driving=talk.mp4 --landmark_model=landmark.onnx --paste_back --out=result.mp4
 
+AniPortrait (`jaxtalk import --release=aniportrait`, with sd_vae and
+sd_image_variations_image_encoder in the same weights directory, or --workdir=RUN of an
+aniportrait run of either stage) renders face-mesh drawings (jaxtalk/inference/aniportrait.py).
+The landmarks come from files in data_pipelines/landmarks.py's format (source pixels):
+--source_landmarks (its first row: the source image's) and, with --mode=video,
+--driving_landmarks (the driving video's rows, picked by time); or, with the mediapipe
+extra installed (pip install 'jaxtalk[mediapipe]'), --landmarks_model=face_landmarker.task
+extracts what no file gives. Files with face_mesh and head_pose transfer the motion in 3-D
+as the release's vid2vid does; 2-D points only are aligned by a similarity fit of the first
+frame. The output keeps the driving frame rate and audio. --mode=audio with --weights or
+--workdir (instead of --stage2) drives it by speech: Audio2Mesh and Audio2Pose weights
+(--audio2mesh / --audio2pose; default: aniportrait_audio2mesh / aniportrait_audio2pose
+beside --weights) make the landmarks, which needs the source's face_mesh and head_pose;
+the video is 30 fps with the speech muxed. Sampling as released (25 DDIM steps, guidance
+3.5, 16-frame windows overlapping by 4; a run: its config's); --ddim_steps overrides the
+steps when given, --seed picks the noise.
+
+  jaxtalk animate --weights=weights/aniportrait.safetensors --source=portrait.png \
+      --source_landmarks=portrait.npz --driving=talk.mp4 --driving_landmarks=talk.npz \
+      --nocrop_face --out=result.mp4
+  jaxtalk animate --mode=audio --weights=weights/aniportrait.safetensors \
+      --source=portrait.png --source_landmarks=portrait.npz --audio=speech.wav --out=result.mp4
+
 MegActor weights (`jaxtalk import --release=megactor`, with the sd_vae and clip_vision
 releases in the weights folder) or a megactor training run (--workdir) animate a source with
 the raw driving video, turned grey as the release does: 25 DDIM steps, guidance 4.5,
@@ -141,6 +164,22 @@ _LANDMARK_MODEL = flags.DEFINE_string(
 )
 _PASTE_BACK = flags.DEFINE_bool(
     "paste_back", False, "put the animated crop back into the whole source image"
+)
+# AniPortrait's landmarks and speech models (passed on only when given)
+_SOURCE_LANDMARKS = flags.DEFINE_string(
+    "source_landmarks", None, "AniPortrait: the source image's landmark file (.npz, first row)"
+)
+_DRIVING_LANDMARKS = flags.DEFINE_string(
+    "driving_landmarks", None, "AniPortrait --mode=video: the driving video's landmark file"
+)
+_LANDMARKS_MODEL = flags.DEFINE_string(
+    "landmarks_model", None, "AniPortrait: MediaPipe's face_landmarker.task (the mediapipe extra)"
+)
+_AUDIO2MESH = flags.DEFINE_string(
+    "audio2mesh", None, "AniPortrait --mode=audio: Audio2Mesh weights"
+)
+_AUDIO2POSE = flags.DEFINE_string(
+    "audio2pose", None, "AniPortrait --mode=audio: Audio2Pose weights"
 )
 # MegActor's options (passed on only when given)
 _SOURCE_MASK = flags.DEFINE_string(
@@ -243,6 +282,16 @@ def _open_model():
     """The animator the flags name (--weights/--workdir, or --stage2 for --mode=audio)."""
     from jaxtalk import inference
 
+    if _MODE.value == "audio" and not _STAGE2.value:  # a model that takes speech itself
+        speech = {"audio2mesh": _AUDIO2MESH.value, "audio2pose": _AUDIO2POSE.value}
+        return inference.open_animator(
+            _WEIGHTS.value or _WORKDIR.value,
+            run=bool(_WORKDIR.value),
+            step=_STEP.value,
+            driver=inference.Driver.AUDIO,
+            chunk=_CHUNK.value,
+            **{k: v for k, v in speech.items() if v},
+        )
     if _MODE.value == "audio":
         return inference.open_animator(
             _STAGE2.value,
@@ -263,7 +312,9 @@ def _open_model():
 def _check_model_flags(single: bool) -> None:
     """The flags each mode needs; `single`: one --source/--driving|--audio/--out job."""
     if _MODE.value == "audio":
-        named = [("stage2", _STAGE2.value)]
+        named = [] if _WEIGHTS.value or _WORKDIR.value else [("stage2", _STAGE2.value)]
+        if bool(_WEIGHTS.value) and bool(_WORKDIR.value) or (_STAGE2.value and named == []):
+            raise InputError("--mode=audio: give one of --stage2, --weights or --workdir")
         if single:
             named += [("source", _SOURCE.value), ("audio", _AUDIO.value), ("out", _OUT.value)]
         missing = [f"--{n}" for n, v in named if not v]
@@ -283,7 +334,9 @@ def _options(driving: str) -> dict:
     """The animator options the flags give (its `start` keywords) for the driver `driving`,
     but for those read from the inputs (`_portrait_options`)."""
     if _MODE.value == "audio":  # `what` names the speech file in its errors
-        options = dict(seed=_SEED.value, ddim_steps=_DDIM_STEPS.value, what=driving)
+        options = dict(seed=_SEED.value, what=driving)
+        if _STAGE2.value or flags.FLAGS["ddim_steps"].present:  # AniTalker's default is 50
+            options["ddim_steps"] = _DDIM_STEPS.value
         if _CONTROL.value:  # the release's control values; the animator takes what its model does
             options.update(
                 pose=[_POSE_YAW.value, _POSE_PITCH.value, _POSE_ROLL.value],
@@ -294,20 +347,47 @@ def _options(driving: str) -> dict:
         return options
     # --motion goes only where given: families without motion modes take no option.
     options = {"mode": _MOTION.value} if flags.FLAGS["motion"].present else {}
-    options.update(_megactor_options())
-    return options
-
-
-def _megactor_options() -> dict:
-    """MegActor's --source_mask (which wants the source uncropped) and --seed, when given."""
-    options = {}
-    if _SOURCE_MASK.value:
+    for name in ("seed", "ddim_steps"):
+        if flags.FLAGS[name].present:
+            options[name] = flags.FLAGS[name].value
+    if _SOURCE_MASK.value:  # MegActor's background mask must align with the source as given
         if _CROP_FACE.value:
             raise InputError("--source_mask must align with the source: add --nocrop_face")
         options["source_mask"] = _SOURCE_MASK.value
-    if flags.FLAGS["seed"].present:
-        options["seed"] = _SEED.value
     return options
+
+
+def _landmark_source(source_path: str, size: int, source: str, driving: str):
+    """With AniPortrait's landmark flags: the source (face- or centre-cropped) and a function
+    of the driver giving the landmark options, each file mapped into its crop."""
+    from jaxtalk.inference import animator, aniportrait, files
+    from jaxtalk.media import video
+
+    if not (_SOURCE_LANDMARKS.value or _DRIVING_LANDMARKS.value or _LANDMARKS_MODEL.value):
+        return None
+    image, box = files.load_source(source_path, size, _CROP_FACE.value, what=source)
+    options = {}
+    if _LANDMARKS_MODEL.value:
+        options["landmarks_model"] = _LANDMARKS_MODEL.value
+    if _SOURCE_LANDMARKS.value:
+        if box is None:
+            box = animator.centre_square(*animator.read_image(source_path).shape[1::-1])
+        options["source_landmarks"] = aniportrait.read_landmarks(_SOURCE_LANDMARKS.value, box)
+
+    def read(drive) -> dict:
+        if not _DRIVING_LANDMARKS.value or _MODE.value != "video":
+            return options
+        crop = _driving_crop()
+        if crop is None:
+            with fs.local_file(driving) as local:
+                info = video.probe_video(local)
+            crop = animator.centre_square(info.width, info.height)
+        rows = aniportrait.read_landmarks(
+            _DRIVING_LANDMARKS.value, crop, need=len(drive.steps), frame_fps=drive.fps
+        )
+        return {**options, "driving_landmarks": rows}
+
+    return image, read
 
 
 def _render(model, source: str, driving: str, out: str) -> tuple[int, float]:
@@ -316,7 +396,11 @@ def _render(model, source: str, driving: str, out: str) -> tuple[int, float]:
     from jaxtalk.inference import files
 
     def portrait(source_path: str) -> tuple:
-        """LivePortrait's source crop (--landmark_model, --paste_back) and its options."""
+        """LivePortrait's source crop (--landmark_model, --paste_back) and its options, or
+        AniPortrait's landmark files."""
+        landmarks = _landmark_source(source_path, model.size, source, driving)
+        if landmarks is not None:
+            return landmarks
         found = _portrait_source(source_path, model.size, source)
         image = found["source"] if found else None
         return image, lambda drive: _portrait_options(found, drive.steps, driving)
@@ -331,7 +415,7 @@ def _render(model, source: str, driving: str, out: str) -> tuple[int, float]:
         driving_crop=_driving_crop() if video_mode else None,
         max_seconds=_MAX_SECONDS.value,
         options=_options(driving),
-        extra=portrait if video_mode else None,
+        extra=portrait,
     )
     if written.face_box:
         x, y, side, _ = written.face_box

@@ -69,12 +69,14 @@ def open_animator(
         stored = weights.load(path)
         kind = weights_kind(stored)
     cls = animator_class(kind, path)
-    if driver is not None and cls.driver is not Driver(driver):
+    if driver is not None and Driver(driver) not in (cls.drivers or (cls.driver,)):
         raise AnimationError(
             f"{path}: {kind} {'runs' if run else 'weights'} are driven by "
             f"{cls.driver.value}, not {Driver(driver).value} "
             f"(--mode={cls.driver.value})"
         )
+    if cls.drivers:
+        options["driver"] = Driver(driver or cls.driver)
     if run:
         return cls.from_run(path, step, **options)
     return cls.from_stored(stored, path, **options)

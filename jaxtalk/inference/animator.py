@@ -101,6 +101,9 @@ class Animator(abc.ABC):
     `jaxtalk.inference.open_animator` calls) have defaults."""
 
     driver: ClassVar[Driver]
+    # Every Driver kind a family takes when more than one: its constructors then get
+    # `driver=` (the kind asked for) and build an animator driven by it.
+    drivers: ClassVar[tuple[Driver, ...]] = ()
     fps: float | None = None  # output frames per second; None: the driver's own rate
     size: int  # the square source / driving-frame resolution
     chunk: int = 8  # steps rendered per device call

@@ -1,4 +1,5 @@
-"""Stored clip layout: per-frame records (format 2), old per-clip shards (format 1) still load."""
+"""Stored clip layout: per-frame records (formats 2 and 3), old per-clip shards (format 1)
+still load."""
 
 import json
 import os
@@ -37,7 +38,9 @@ def _rewrite_as_format1(src_dir, dst_dir):
 
 def test_frames_are_records_of_their_own(synthetic_dir):
     store = clip_store.ClipStore.open(synthetic_dir, "train")
-    assert len(store.source) == store.num_records == len(store) + store.num_frames.sum()
+    # the frames, then the synthetic set's three companion streams (format 3)
+    assert store.streams == [("swapped", "styled", "background_mask")] * len(store)
+    assert len(store.source) == store.num_records == len(store) + 4 * store.num_frames.sum()
     clip = store.clip(len(store) - 1)
     assert clip.header["format"] == records.FORMAT_VERSION and "frames" not in clip.header
     assert (
@@ -69,8 +72,9 @@ def test_format1_shards_give_the_same_batches(synthetic_dir, tmp_path):
 def test_newer_format_and_damaged_shards_are_refused(synthetic_dir, tmp_path):
     _, entries = info_lib.shard_records(synthetic_dir, "train")
     paths = sorted({e["shard"] for e in entries})
-    with pytest.raises(ValueError, match="format 3 is newer"):
-        clip_store.ClipStore(paths, [{**e, "format": 3} for e in entries])
+    newer = records.FORMAT_VERSION + 1
+    with pytest.raises(ValueError, match=f"format {newer} is newer"):
+        clip_store.ClipStore(paths, [{**e, "format": newer} for e in entries])
     store = clip_store.ClipStore(paths, [{**e, "num_frames": e["num_frames"] + 1} for e in entries])
     with pytest.raises(ValueError, match="damaged"):
         store.clip(0).header  # pylint: disable=expression-not-assigned

@@ -1,6 +1,11 @@
 """AniPortrait's Lmk2Video stages through the training loop on the synthetic set (whose
 clips carry their exact face meshes): what trains, what stays frozen, what is evaluated."""
 
+import json
+import os
+import sys
+
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -8,24 +13,51 @@ import pytest
 from configs import aniportrait as cfg_lib
 from jaxtalk.models.aniportrait import lmk2video
 from jaxtalk.tasks import aniportrait as task_lib
-from jaxtalk.train.train import train
 
 
 def tiny_config(data_dir, steps, variant="tiny_stage1"):
     c = cfg_lib.get_config(variant)
     c.data.data_dir = data_dir
-    c.data.samples_per_clip = 4  # the test split has 2 clips; 8 simulated devices
+    c.data.samples_per_clip = 4  # the test split has 2 clips
     c.batch_size = 8
     c.total_steps = steps
-    c.log.every_steps = steps
-    c.log.progress_bar = False
-    c.log.tensorboard = False
-    c.eval.every_steps = steps
-    c.eval.num_batches = 1
-    c.checkpoint.every_steps = steps
-    c.checkpoint.async_save = False
     c.diffusion.sample_steps = 2
     return c
+
+
+# The same settings for `jaxtalk train`, which runs in a one-device process: the UNet
+# family's train step is the suite's largest compile (on 8 simulated devices it took minutes
+# and ~10 GB in the worker), and a subprocess gives its memory back when it ends.
+def cli_overrides(data_dir, steps):
+    return [
+        f"--config.data.data_dir={data_dir}",
+        "--config.data.samples_per_clip=4",
+        "--config.batch_size=8",
+        f"--config.total_steps={steps}",
+        "--config.diffusion.sample_steps=2",
+        f"--config.log.every_steps={steps}",
+        "--config.log.progress_bar=False",
+        "--config.log.tensorboard=False",
+        f"--config.eval.every_steps={steps}",
+        "--config.eval.num_batches=1",
+        f"--config.checkpoint.every_steps={steps}",
+        "--config.checkpoint.async_save=False",
+    ]
+
+
+def train_tiny(variant, data_dir, workdir, steps, *extra):
+    """`jaxtalk train` of a tiny variant in a one-device process -> its last metrics row
+    holding eval figures."""
+    from tests.train.helpers import REPO, run_cli
+
+    run_cli(
+        [sys.executable, "-m", "jaxtalk.cli", "train",
+         f"--config={REPO}/configs/aniportrait.py:{variant}", f"--workdir={workdir}",
+         *cli_overrides(data_dir, steps), *extra],
+        devices=1,
+    )  # fmt: skip
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    return {k: v for r in rows for k, v in r.items()}
 
 
 def leaves(tree):
@@ -39,34 +71,36 @@ def first_batch(task):
 @pytest.fixture(scope="module")
 def stage1_run(synthetic_64, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("aniportrait") / "stage1")
-    return workdir, train(tiny_config(synthetic_64, 2), workdir)
+    return workdir, train_tiny("tiny_stage1", synthetic_64, workdir, 2)
 
 
 def test_stage1_trains_the_three_networks_but_the_last_reference_block(stage1_run, synthetic_64):
-    _, out = stage1_run
+    from jaxtalk.train import checkpoints
+
+    workdir, out = stage1_run
     assert np.isfinite(out["model/weighted_mse"]) and out["nonfinite"] == 0.0
     for key in ("eval/psnr", "eval/psnr_copy", "eval/psnr_shuffled"):
         assert np.isfinite(out[key]), key
-    state = out["state"]
-    assert set(state.params) == {"model"}
-    assert set(state.params["model"]) == set(task_lib.NETWORKS)
+    trained = checkpoints.group_variables(workdir, "model", 2)
+    assert set(trained["params"]) == set(task_lib.NETWORKS)
     config = tiny_config(synthetic_64, 2)
     task = task_lib.build(config)
+    # the initial values train() started from (its init key), compiled once
     init_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed))
     fresh, fresh_state = jax.jit(task.init)(init_rng, first_batch(task))
-    fresh = jax.tree.map(np.asarray, fresh)
+    fresh = jax.tree.map(np.asarray, nn.unbox(fresh))
 
     def moved(a, b):
         return max(float(np.abs(x - y).max()) for x, y in zip(leaves(a), leaves(b)))
 
-    trained, start = state.params["model"], fresh["model"]
+    params, start = trained["params"], fresh["model"]
     last = f"up_blocks_{len(task.pipe.unet_config.block_out_channels) - 1}"
-    assert moved(trained["reference"][last], start["reference"][last]) == 0  # config.frozen
-    assert moved(trained["reference"]["down_blocks_0"], start["reference"]["down_blocks_0"]) > 0
+    assert moved(params["reference"][last], start["reference"][last]) == 0  # config.frozen
+    assert moved(params["reference"]["down_blocks_0"], start["reference"]["down_blocks_0"]) > 0
     for name in ("denoiser", "pose_guider"):
-        assert moved(trained[name], start[name]) > 0, name
+        assert moved(params[name], start[name]) > 0, name
     # the PoseGuider's BatchNorms ran in train mode: their statistics moved
-    stats = state.model_state["batch_stats"]["model"]["pose_guider"]
+    stats = trained["batch_stats"]["pose_guider"]
     assert moved(stats, fresh_state["batch_stats"]["model"]["pose_guider"]) > 0
 
 
@@ -74,19 +108,17 @@ def test_stage2_trains_only_the_motion_modules(stage1_run, synthetic_64, tmp_pat
     from jaxtalk.train import checkpoints
 
     workdir, _ = stage1_run
-    config = tiny_config(synthetic_64, 2, variant="tiny_stage2")
-    config.base.workdir = workdir
-    out = train(config, str(tmp_path / "stage2"))
-    state = out["state"]
-    assert set(state.params) == {"base", "motion"}
-    stage1 = checkpoints.group_variables(workdir, "model")
+    stage2 = str(tmp_path / "stage2")
+    out = train_tiny("tiny_stage2", synthetic_64, stage2, 2, f"--config.base.workdir={workdir}")
+    stage1 = checkpoints.group_variables(workdir, "model", 2)
+    base = checkpoints.group_variables(stage2, "base", 2)["params"]
     for name in task_lib.NETWORKS:
-        got, want = leaves(state.params["base"][name]["params"]), leaves(stage1["params"][name])
+        got, want = leaves(base[name]["params"]), leaves(stage1["params"][name])
         assert len(got) == len(want)
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
-    motion = state.params["motion"]
-    assert {k for k in motion} <= {
+    motion = checkpoints.group_variables(stage2, "motion", 2)["params"]
+    assert set(motion) <= {
         "down_blocks_0",
         "down_blocks_1",
         "mid_block",

@@ -239,7 +239,15 @@ class Lmk2Video:
         return out.astype(jnp.float32)
 
     # ------------------------------------------------------------------ sampling
-    def sample(
+    def window_pose_features(self, variables, drawings, reference_drawing, batch_stats=False):
+        """PoseGuider features of one window of drawings (B, K, H, W, 3), uint8 pixels or
+        [-1, 1] floats. `batch_stats`: normalise with the window's own statistics, as the
+        release's pipeline runs its never-.eval()'d BatchNorms (the updates are dropped)."""
+        drawings = _model_range(drawings)
+        reference_drawing = _model_range(reference_drawing)
+        return self.pose_features(variables, drawings, reference_drawing, train=batch_stats)[0]
+
+    def sample_latents(
         self,
         variables,
         reference,
@@ -250,24 +258,25 @@ class Lmk2Video:
         guidance_scale: float,
         windows: ContextWindows | None = None,
         motion: bool = True,
+        pose_batch_stats: bool = False,
     ):
-        """Frames (B, F, H, W, 3) in [0, 1] for a reference (B, H, W, 3) and the drawings of
-        the frames to make: DDIM with classifier-free guidance (the unconditional half: zero
-        image embedding, reference attention off, as the release's pipeline) over context
-        `windows` when the video is longer than one."""
+        """What is diffused (B, F, h, w, C) for a reference (B, H, W, 3) and the drawings of
+        the frames to make (B, F, H, W, 3; uint8 pixels or [-1, 1]): DDIM with classifier-free
+        guidance (the unconditional half: zero image embedding, reference attention off, the
+        same pose features, as the release's pipeline) over context `windows` when the video
+        is longer than one. The PoseGuider runs inside each window's denoiser call, so only
+        the drawings and the latents span the whole video: memory is flat in its length."""
         n = reference.shape[0]
         on = jnp.ones((n,), bool)
         ref = self.encode(variables, reference[:, None], None)[:, 0]
         context = self.context(variables, reference, on)
-        cond = {
-            "context": context,
-            "bank": self.bank(variables, ref, context),
-            "on": on,
-            "additions": self.pose_features(variables, drawings, reference_drawing)[0],
-        }
+        cond = {"context": context, "bank": self.bank(variables, ref, context), "on": on}
 
         def denoise_fn(x, t, c, frames):
-            adds = [jnp.take(a, frames, axis=1) for a in c["additions"]]
+            window = jnp.take(drawings, frames, axis=1)
+            adds = self.window_pose_features(variables, window, reference_drawing, pose_batch_stats)
+            copies = x.shape[0] // n  # 2 under guidance: [uncond, cond] share the features
+            adds = [jnp.concatenate([a] * copies, axis=0) for a in adds]
             return self.denoise(
                 variables, x, t, c["context"], c["bank"], c["on"], adds, motion=motion
             )
@@ -277,7 +286,7 @@ class Lmk2Video:
 
         shape = self.latent_shape(drawings.shape)
         use_windows = windows is not None and shape[1] > windows.size
-        x = sample_video(
+        return sample_video(
             denoise_fn,
             jax.random.normal(rng, shape, jnp.float32),
             ddim,
@@ -286,4 +295,15 @@ class Lmk2Video:
             guidance_scale=guidance_scale,
             context=windows if use_windows else None,
         )
+
+    def sample(self, variables, reference, reference_drawing, drawings, rng, *args, **kw):
+        """Frames (B, F, H, W, 3) in [0, 1]: `sample_latents` (same arguments) decoded."""
+        x = self.sample_latents(variables, reference, reference_drawing, drawings, rng, *args, **kw)
         return to_01(self.decode(variables, x))
+
+
+def _model_range(images):
+    """uint8 pixels -> [-1, 1] float32; floats pass as they are."""
+    if images.dtype == jnp.uint8:
+        return images.astype(jnp.float32) / 127.5 - 1.0
+    return images
