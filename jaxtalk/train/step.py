@@ -9,8 +9,6 @@ state can never reach a checkpoint; the loop then skips on or stops, per config.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -111,8 +109,10 @@ def train_step(state: TrainState, batch, *, losses, optimizers, ema_decays, accu
     updated = state.replace(
         params=params, opt_state=opt_state, model_state=model_state, ema_params=ema
     )
-    # NaN guard: keep the previous state wholesale when anything was not finite.
-    guarded = jax.tree.map(functools.partial(jnp.where, finite), updated, state)
+    # NaN guard: keep the previous state wholesale when anything was not finite. One
+    # conditional, not a select per array: with a select per leaf XLA's CPU compile of the
+    # UNet family's step took minutes (a tiny MegActor: over 6 min against 30 s).
+    guarded = jax.lax.cond(finite, lambda: updated, lambda: state)
     new_state = guarded.replace(
         step=state.step + 1, skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32)
     )
