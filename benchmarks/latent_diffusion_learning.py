@@ -5,8 +5,9 @@
 Runs `jaxtalk train --config=configs/latent_diffusion_toy.py:tiny` to completion (resumes
 when rerun), then prints the last evaluation as one JSON row: the held-out Min-SNR-weighted
 v-loss with the reference on and off (the unconditional baseline, same timesteps and noise),
-the MSE of a 10-step DDIM + CFG 3.5 sample against the true target next to the unconditional
-sample's, their ratios, the wall time and the machine's load average. Extra arguments go to
+the MSE against the true target of 10-step DDIM samples with the reference (`cond`), with
+it and the recipe's guidance 3.5 (`guided`) and without it (`uncond`), the cond / uncond
+ratios, the wall time and the machine's load average. Extra arguments go to
 `jaxtalk train`.
 """
 
@@ -19,7 +20,13 @@ import subprocess
 import sys
 import time
 
-KEYS = ("loss_cond", "loss_uncond", "sample_mse_cond", "sample_mse_uncond")
+KEYS = (
+    "loss_cond",
+    "loss_uncond",
+    "sample_mse_cond",
+    "sample_mse_guided",
+    "sample_mse_uncond",
+)
 
 
 def main():

@@ -52,7 +52,8 @@ def test_a_few_steps_train_and_the_reference_matters(tmp_path):
     config = short_config(steps=3)
     out = train(config, str(tmp_path / "run"))
     assert np.isfinite(out["model/loss"]) and np.isfinite(out["model/weighted_mse"])
-    keys = {"eval/loss_cond", "eval/loss_uncond", "eval/sample_mse_cond", "eval/sample_mse_uncond"}
+    keys = {f"eval/loss_{k}" for k in ("cond", "uncond")}
+    keys |= {f"eval/sample_mse_{k}" for k in ("cond", "guided", "uncond")}
     assert keys <= set(out)
     assert all(np.isfinite(out[k]) for k in keys)
 
