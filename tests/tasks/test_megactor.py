@@ -2,6 +2,7 @@
 swapped / stylised companion streams and background masks): what trains, what stays frozen,
 what is evaluated."""
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -9,25 +10,25 @@ import pytest
 from configs import megactor as cfg_lib
 from jaxtalk.models.aniportrait.lmk2video import split_motion
 from jaxtalk.tasks import megactor as task_lib
-from jaxtalk.train.train import train
+from jaxtalk.train import checkpoints
+from tests.tasks import helpers
 
 
 def tiny_config(data_dir, steps, variant="tiny_stage1"):
     c = cfg_lib.get_config(variant)
     c.data.data_dir = data_dir
     c.data.num_frames = 2
-    c.data.samples_per_clip = 4  # the test split has 2 clips; 8 simulated devices
+    c.data.samples_per_clip = 4  # the test split has 2 clips
     c.batch_size = 8
     c.total_steps = steps
-    c.log.every_steps = steps
-    c.log.progress_bar = False
-    c.log.tensorboard = False
-    c.eval.every_steps = steps
-    c.eval.num_batches = 1
-    c.checkpoint.every_steps = steps
-    c.checkpoint.async_save = False
     c.diffusion.sample_steps = 2
     return c
+
+
+def train_tiny(variant, data_dir, workdir, steps, *extra):
+    return helpers.train_tiny(
+        f"megactor.py:{variant}", data_dir, workdir, steps, "--config.data.num_frames=2", *extra
+    )
 
 
 def leaves(tree):
@@ -45,24 +46,24 @@ def first_batch(task):
 @pytest.fixture(scope="module")
 def stage1_run(synthetic_64, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("megactor") / "stage1")
-    return workdir, train(tiny_config(synthetic_64, 2), workdir)
+    return workdir, train_tiny("tiny_stage1", synthetic_64, workdir, 2)
 
 
 def test_stage1_trains_unet_motion_modules_reference_net_and_driven_encoder(
     stage1_run, synthetic_64
 ):
-    _, out = stage1_run
+    workdir, out = stage1_run
     assert np.isfinite(out["model/mse"]) and out["nonfinite"] == 0.0
     for key in ("eval/psnr", "eval/psnr_copy", "eval/psnr_cross"):
         assert np.isfinite(out[key]), key
-    params = out["state"].params
-    assert set(params) == {"model"}
-    assert set(params["model"]) == {"unet", "driven_encoder", "reference_net"}
+    trained = checkpoints.group_variables(workdir, "model", 2)["params"]
+    assert set(trained) == {"unet", "driven_encoder", "reference_net"}
     config = tiny_config(synthetic_64, 2)
     task = task_lib.build(config)
+    # the initial values train() started from (its init key)
     init_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed))
     fresh, _ = jax.jit(task.init)(init_rng, first_batch(task))
-    trained, start = params["model"], jax.tree.map(np.asarray, fresh["model"])
+    start = jax.tree.map(np.asarray, nn.unbox(fresh["model"]))
     unet, motion = split_motion(trained["unet"])
     unet0, motion0 = split_motion(start["unet"])
     assert motion, "the tiny UNet has motion modules"
@@ -76,33 +77,25 @@ def test_stage1_trains_unet_motion_modules_reference_net_and_driven_encoder(
 
 
 def test_stage2_trains_only_the_motion_modules(stage1_run, synthetic_64, tmp_path):
-    from jaxtalk.train import checkpoints
-
     workdir, _ = stage1_run
-    config = tiny_config(synthetic_64, 2, variant="tiny_stage2")
-    config.base.workdir = workdir
-    out = train(config, str(tmp_path / "stage2"))
-    params = out["state"].params
-    assert set(params) == {"base", "motion"}
-    stage1 = checkpoints.group_variables(workdir, "model")["params"]
+    stage2 = str(tmp_path / "stage2")
+    out = train_tiny("tiny_stage2", synthetic_64, stage2, 2, f"--config.base.workdir={workdir}")
+    stage1 = checkpoints.group_variables(workdir, "model", 2)["params"]
+    base = checkpoints.group_variables(stage2, "base", 2)["params"]
+    motion = checkpoints.group_variables(stage2, "motion", 2)["params"]
     want_unet, want_motion = split_motion(stage1["unet"])
     for name, want in [
         ("unet", want_unet),
         ("driven_encoder", stage1["driven_encoder"]),
         ("reference_net", stage1["reference_net"]),
     ]:
-        got = leaves(params["base"][name])
+        got = leaves(base[name])
         assert len(got) == len(leaves(want)), name
         for a, b in zip(got, leaves(want)):
             np.testing.assert_array_equal(a, b)
-    assert {k for k in params["motion"]} <= {
-        "down_blocks_0",
-        "down_blocks_1",
-        "up_blocks_0",
-        "up_blocks_1",
-    }
+    assert set(motion) <= {"down_blocks_0", "down_blocks_1", "up_blocks_0", "up_blocks_1"}
     # v3: no mid-block module; the motion modules trained away from stage 1's
-    assert moved(params["motion"], want_motion) > 0
+    assert moved(motion, want_motion) > 0
     assert np.isfinite(out["eval/psnr"])
 
 
@@ -113,11 +106,11 @@ def test_stage2_without_a_base_is_a_clear_error(synthetic_64):
 
 
 def test_cross_eval_outputs_drive_each_source_with_another_example(stage1_run, synthetic_64):
-    _, out = stage1_run
+    workdir, _ = stage1_run
     config = tiny_config(synthetic_64, 2)
     task = task_lib.build(config)
     batch = first_batch(task)
-    params = out["state"].params
+    params = {"model": checkpoints.group_variables(workdir, "model", 2)["params"]}
     rng = jax.random.PRNGKey(0)
     cross = task.eval_outputs(params, {}, batch, rng, mode="cross")
     own = task.eval_outputs(params, {}, batch, rng, mode="self")
