@@ -18,6 +18,8 @@ CLIP from `--release=clip_vision`, found in the weights folder or given as `vae=
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,6 +27,7 @@ from PIL import Image
 
 from jaxtalk import fs
 from jaxtalk.diffusion import recipes
+from jaxtalk.diffusion.samplers import DDIMConfig
 from jaxtalk.inference.animator import AnimationError, Animator, Driver
 from jaxtalk.models.aniportrait.lmk2video import join_motion
 from jaxtalk.models.megactor.pipeline import MegActorPipeline
@@ -62,15 +65,24 @@ def read_mask(path: str, size: int) -> np.ndarray:
 class MegActorAnimator(Animator):
     driver = Driver.VIDEO
 
-    def __init__(self, pipe: MegActorPipeline, variables: dict, size: int, chunk: int = 8):
+    def __init__(
+        self,
+        pipe: MegActorPipeline,
+        variables: dict,
+        size: int,
+        chunk: int = 8,
+        recipe: recipes.ReleaseDiffusion | None = None,
+        ddim: DDIMConfig | None = None,
+    ):
+        """`recipe` / `ddim`: how to sample (default: the release's; a run: its own)."""
         self.pipe, self.variables, self.size, self.chunk = pipe, variables, int(size), chunk
-        release = recipes.megactor()
+        recipe = recipe or recipes.megactor()
         self.ddim, self.guidance, self.windows = (
-            release.sample,
-            release.guidance_scale,
-            release.context,
+            ddim or recipe.sample,
+            recipe.guidance_scale,
+            recipe.context,
         )
-        self._sample = jax.jit(self._sample_fn)
+        self._sample = jax.jit(self._sample_fn, static_argnames="ddim")
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -123,36 +135,42 @@ class MegActorAnimator(Animator):
             base = got["base"]
             unet = join_motion(base["unet"], got["motion"])
             variables["megactor"] = {**base, "unet": unet}
-        return cls(pipe, variables, config["data"]["image_size"], chunk)
+        recipe, ddim = recipes.of_run(config["diffusion"])
+        return cls(pipe, variables, config["data"]["image_size"], chunk, recipe, ddim)
 
     # ------------------------------------------------------------------ the contract
-    def _sample_fn(self, variables, source, mask, driving, rng):
+    def _sample_fn(self, variables, source, mask, driving, rng, ddim):
         background = jnp.where(mask > 0, source, -1.0)  # the person blacked out
         return self.pipe.sample(
-            variables,
-            source,
-            background,
-            mask,
-            driving,
-            rng,
-            self.ddim,
-            self.guidance,
-            self.windows,
+            variables, source, background, mask, driving, rng, ddim, self.guidance, self.windows
         )
 
     def prepare(self, source: np.ndarray):
         return to_model_range(source[None])
 
-    def start(self, state, driving: np.ndarray, source_mask: str | None = None, seed: int = 0):
+    def start(
+        self,
+        state,
+        driving: np.ndarray,
+        source_mask: str | None = None,
+        seed: int = 0,
+        ddim_steps: int | None = None,
+    ):
         """driving (T, S, S, 3) uint8 -> the sampled frames; `source_mask`: the source's
-        background mask file (default: all background); `seed`: the sampler's noise."""
+        background mask file (default: all background); `seed`: the sampler's noise;
+        `ddim_steps`: the sampler's steps (default: the release's 25, or the run's)."""
+        ddim = self.ddim
+        if ddim_steps is not None:
+            if int(ddim_steps) < 1:
+                raise AnimationError(f"ddim_steps must be at least 1, got {ddim_steps}")
+            ddim = dataclasses.replace(ddim, num_steps=int(ddim_steps))
         size = self.size
         mask = np.ones((size, size, 1), np.float32)
         if source_mask:
             mask = read_mask(source_mask, size)
         frames = to_model_range(grey(driving)[None])
         video = self._sample(
-            self.variables, state, jnp.asarray(mask[None]), frames, jax.random.PRNGKey(seed)
+            self.variables, state, jnp.asarray(mask[None]), frames, jax.random.PRNGKey(seed), ddim
         )
         return None, np.asarray(video[0]) * 2.0 - 1.0
 

@@ -28,8 +28,6 @@ source / driving; mode "cross" drives each source with the next example's drivin
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 
@@ -59,12 +57,8 @@ class MegActorTask(Task):
         if self.stage not in STAGES:
             raise ValueError(f"config.stage must be one of {STAGES}, got {self.stage!r}")
         self.pipe = MegActorPipeline.from_config(config.model, dtype=jnp.dtype(config.dtype))
-        self.recipe = recipes.from_dict(config.diffusion.recipe.to_dict())
+        self.recipe, self.sample_config = recipes.of_run(config.diffusion)
         self.schedule = self.recipe.train.process.schedule()
-        sample = self.recipe.sample
-        if config.diffusion.sample_train_betas:
-            sample = dataclasses.replace(sample, process=self.recipe.train.process)
-        self.sample_config = dataclasses.replace(sample, num_steps=config.diffusion.sample_steps)
 
     # ------------------------------------------------------------------ frozen weights
     def _weights_file(self, key: str, release: str) -> str:

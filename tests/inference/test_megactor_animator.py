@@ -1,6 +1,7 @@
 """MegActor animation on tiny pixel-space weights: the release's sampler settings, grey
 driving frames, the source mask, weights files and runs, and the command."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -62,14 +63,15 @@ def test_the_release_sampler_settings_and_grey_driving(animator):
     assert (animator.windows.size, animator.windows.overlap) == (16, 8)
     source = clip(1, seed=5)[0]
     driving = clip(18)  # longer than one window: two overlapping windows
-    video = animator.animate(source, driving)
+    fast = dict(ddim_steps=2)  # the sampler's settings are the release's; 2 steps suffice here
+    video = animator.animate(source, driving, **fast)
     assert video.shape == (18, S, S, 3) and video.dtype == np.uint8
     grey = lib.grey(driving)
     np.testing.assert_array_equal(grey[..., 0], grey[..., 2])
     # the animator turns the driving frames grey: the grey video drives the same frames
-    np.testing.assert_array_equal(animator.animate(source, grey), video)
+    np.testing.assert_array_equal(animator.animate(source, grey, **fast), video)
     # and the driving frames matter
-    other = animator.animate(source, clip(18, seed=9))
+    other = animator.animate(source, clip(18, seed=9), **fast)
     assert np.abs(other.astype(float) - video).mean() > 0.5
 
 
@@ -80,24 +82,28 @@ def test_the_source_mask_reaches_the_model(animator, tmp_path):
     Image.fromarray(mask).save(tmp_path / "mask.png")
     read = lib.read_mask(str(tmp_path / "mask.png"), S)
     assert read.shape == (S, S, 1) and read[:, : S // 2].all() and not read[:, S // 2 :].any()
-    whole = animator.animate(source, driving)
-    masked = animator.animate(source, driving, source_mask=str(tmp_path / "mask.png"))
+    fast = dict(ddim_steps=2)
+    whole = animator.animate(source, driving, **fast)
+    masked = animator.animate(source, driving, source_mask=str(tmp_path / "mask.png"), **fast)
     assert np.abs(masked.astype(float) - whole).mean() > 0.1
-    seeded = animator.animate(source, driving, seed=1)
+    seeded = animator.animate(source, driving, seed=1, **fast)
     assert np.abs(seeded.astype(float) - whole).mean() > 0.1
     with pytest.raises(AnimationError, match="no such mask"):
         animator.animate(source, driving, source_mask=str(tmp_path / "none.png"))
+    with pytest.raises(AnimationError, match="ddim_steps must be at least 1"):
+        animator.animate(source, driving, ddim_steps=0)
 
 
 def test_start_samples_with_the_pipeline(animator):
     """`start` is the pipeline's sample on the grey frames (the same seed)."""
     source, driving = clip(1, seed=5)[0], clip(3)
-    _, steps = animator.start(animator.prepare(source), driving)
+    _, steps = animator.start(animator.prepare(source), driving, ddim_steps=2)
+    ddim = dataclasses.replace(animator.ddim, num_steps=2)
     src = to_model_range(source[None])
     mask = np.ones((1, S, S, 1), np.float32)
     want = animator.pipe.sample(
         animator.variables, src, src, mask, to_model_range(lib.grey(driving)[None]),
-        jax.random.PRNGKey(0), animator.ddim, animator.guidance, animator.windows,
+        jax.random.PRNGKey(0), ddim, animator.guidance, animator.windows,
     )  # fmt: skip
     np.testing.assert_allclose(steps, np.asarray(want[0]) * 2 - 1, atol=1e-5)
 
@@ -127,7 +133,7 @@ def test_animate_command(tiny_file, tmp_path):
     )  # fmt: skip
     bad = run(f"--source_mask={tmp_path / 'mask.png'}")
     assert bad.returncode == 2 and "add --nocrop_face" in bad.stderr, bad.stderr[-2000:]
-    out = run("--nocrop_face", f"--source_mask={tmp_path / 'mask.png'}")
+    out = run("--nocrop_face", f"--source_mask={tmp_path / 'mask.png'}", "--ddim_steps=2")
     assert out.returncode == 0, out.stderr[-3000:]
     assert probe(tmp_path / "out.mp4").has_audio  # the driving audio muxed
     frames, _ = read_video(tmp_path / "out.mp4")

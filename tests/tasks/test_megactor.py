@@ -127,3 +127,21 @@ def test_cross_eval_outputs_drive_each_source_with_another_example(stage1_run, s
     np.testing.assert_allclose(cross["source"], own["source"])
     with pytest.raises(ValueError, match="eval mode"):
         task.eval_outputs(params, {}, batch, rng, mode="audio")
+
+
+def test_a_run_animates_with_its_own_networks_and_sampler(stage1_run, synthetic_64):
+    from jaxtalk import inference
+    from jaxtalk.inference.animator import Driver
+
+    workdir, _ = stage1_run
+    animator = inference.open_animator(workdir, driver=Driver.VIDEO)
+    task = task_lib.build(tiny_config(synthetic_64, 2))
+    # the run's sampler: its steps, over its training betas (sample_train_betas), not the
+    # release's 25 steps over linear betas
+    assert animator.ddim == task.sample_config and animator.ddim.num_steps == 2
+    trained = checkpoints.group_variables(workdir, "model", 2)["params"]
+    for a, b in zip(leaves(animator.variables["megactor"]), leaves(trained)):
+        np.testing.assert_array_equal(a, b)
+    source = np.full((32, 32, 3), 128, np.uint8)
+    video = animator.animate(source, np.zeros((3, 32, 32, 3), np.uint8))
+    assert video.shape == (3, 32, 32, 3) and video.dtype == np.uint8
