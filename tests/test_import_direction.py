@@ -59,6 +59,8 @@ CONFIGS_MAY_IMPORT = (
     "jaxtalk.models.anitalker.stage2",
     "jaxtalk.models.aniportrait.pose_guider",
     "jaxtalk.models.latent_diffusion.unet",
+    "jaxtalk.models.megactor.denoiser",
+    "jaxtalk.models.megactor.driven_encoder",
     "data_pipelines.loaders",
     "jaxtalk.diffusion.recipes",
 )

@@ -149,9 +149,10 @@ OPTIONS = (
 )
 
 # `start` keywords the app fills itself or leaves at their defaults: `what` (it names the
-# upload in errors), predictor-level `controls`, data taken from files, not typed, and
-# LivePortrait's eye / lip retargeting and AniPortrait's landmark inputs, which need
-# landmark files or a landmark model (`jaxtalk animate`; the app has no landmark model yet).
+# upload in errors), predictor-level `controls`, and data taken from files, not typed:
+# LivePortrait's eye / lip retargeting (it needs the source's landmarks: `jaxtalk animate
+# --landmark_model`; the app has no landmark model yet), AniPortrait's landmark files and
+# model, MegActor's background mask.
 NOT_SHOWN = frozenset(
     {
         "what",
@@ -165,6 +166,7 @@ NOT_SHOWN = frozenset(
         "source_landmarks",
         "driving_landmarks",
         "landmarks_model",
+        "source_mask",
     }
 )
 

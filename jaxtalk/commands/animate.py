@@ -74,6 +74,17 @@ steps when given, --seed picks the noise.
       --nocrop_face --out=result.mp4
   jaxtalk animate --mode=audio --weights=weights/aniportrait.safetensors \
       --source=portrait.png --source_landmarks=portrait.npz --audio=speech.wav --out=result.mp4
+
+MegActor weights (`jaxtalk import --release=megactor`, with the sd_vae and clip_vision
+releases in the weights folder) or a megactor training run (--workdir) animate a source with
+the raw driving video, turned grey as the release does: 25 DDIM steps, guidance 4.5,
+16-frame windows overlapping by 8, the driving video's audio muxed. --source_mask=PNG marks
+the source's background (non-zero pixels), which the model keeps; it must align with the
+source as given, so it wants --nocrop_face. Without it the whole frame counts as background
+(the training data's fallback for clips without masks). --seed (when given) picks the noise.
+
+  jaxtalk animate --weights=weights/megactor.safetensors --source=portrait.png --nocrop_face \
+      --source_mask=portrait_background.png --driving=talk.mp4 --out=result.mp4
 """
 
 import functools
@@ -169,6 +180,10 @@ _AUDIO2MESH = flags.DEFINE_string(
 )
 _AUDIO2POSE = flags.DEFINE_string(
     "audio2pose", None, "AniPortrait --mode=audio: Audio2Pose weights"
+)
+# MegActor's options (passed on only when given)
+_SOURCE_MASK = flags.DEFINE_string(
+    "source_mask", None, "MegActor: the source's background mask image (non-zero = background)"
 )
 
 
@@ -335,6 +350,10 @@ def _options(driving: str) -> dict:
     for name in ("seed", "ddim_steps"):
         if flags.FLAGS[name].present:
             options[name] = flags.FLAGS[name].value
+    if _SOURCE_MASK.value:  # MegActor's background mask must align with the source as given
+        if _CROP_FACE.value:
+            raise InputError("--source_mask must align with the source: add --nocrop_face")
+        options["source_mask"] = _SOURCE_MASK.value
     return options
 
 

@@ -123,3 +123,16 @@ def from_dict(values: dict) -> ReleaseDiffusion:
         guidance_scale=float(values["guidance_scale"]),
         context=ContextWindows(**values["context"]),
     )
+
+
+def of_run(diffusion) -> tuple[ReleaseDiffusion, DDIMConfig]:
+    """A run's `diffusion` config (`recipe`, `sample_steps`, `sample_train_betas`) -> its
+    recipe and the DDIM sampler its evaluation and animation use: the recipe's, with
+    `sample_steps` steps, over the training betas when `sample_train_betas` (tiny runs: a
+    model trained for minutes does not survive the release's linear inference betas)."""
+    values = diffusion.to_dict() if hasattr(diffusion, "to_dict") else dict(diffusion)
+    recipe = from_dict(values["recipe"])
+    ddim = recipe.sample
+    if values.get("sample_train_betas"):
+        ddim = dataclasses.replace(ddim, process=recipe.train.process)
+    return recipe, dataclasses.replace(ddim, num_steps=int(values["sample_steps"]))

@@ -387,12 +387,7 @@ class AniPortraitAnimator(Animator):
             if getattr(pipe, group) is not None:
                 tree = checkpoints.group_variables(workdir, group, step)["params"]
                 variables[group] = tree.get("params", tree) if len(tree) == 1 else tree
-        diffusion = config["diffusion"]
-        recipe = recipes.from_dict(diffusion["recipe"])
-        ddim = recipe.sample
-        if diffusion.get("sample_train_betas"):
-            ddim = dataclasses.replace(ddim, process=recipe.train.process)
-        ddim = dataclasses.replace(ddim, num_steps=int(diffusion["sample_steps"]))
+        recipe, ddim = recipes.of_run(config["diffusion"])
         sampling = Sampling(ddim, recipe.guidance_scale, recipe.context, False)
         data = config.get("data") or {}
         size = int(data.get("image_size", RELEASE_SIZE))

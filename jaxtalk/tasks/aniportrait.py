@@ -37,8 +37,6 @@ differences against the true ones.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 
@@ -75,12 +73,8 @@ class AniPortraitTask(Task):
         self.pipe = Lmk2Video.from_config(
             config.model, motion=self.stage == "stage2", dtype=jnp.dtype(config.dtype)
         )
-        self.recipe = recipes.from_dict(config.diffusion.recipe.to_dict())
+        self.recipe, self.sample_config = recipes.of_run(config.diffusion)
         self.schedule = self.recipe.train.process.schedule()
-        sample = self.recipe.sample
-        if config.diffusion.sample_train_betas:
-            sample = dataclasses.replace(sample, process=self.recipe.train.process)
-        self.sample_config = dataclasses.replace(sample, num_steps=config.diffusion.sample_steps)
 
     # ------------------------------------------------------------------ frozen weights
     def _weights_file(self, key: str, release: str) -> str:

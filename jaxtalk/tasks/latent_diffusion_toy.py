@@ -21,8 +21,8 @@ the true target of a short DDIM sample with the reference (`cond`), with the rec
 classifier-free guidance (`guided`) and without the reference (`uncond`). On this toy the
 release's guidance 3.5 over-saturates (the samples' spread grows far past the targets':
 zero-SNR v-prediction without guidance rescaling), so `cond` is the learning figure and
-`guided` is reported beside it. The sampler uses the recipe's DDIM settings (trailing spacing, v, zero SNR, cfg
-3.5) over the betas the model was trained on (`diffusion.sample_train_betas`; the release
+`guided` is reported beside it. The sampler uses the recipe's DDIM settings (trailing
+spacing, v, zero SNR, cfg 3.5) over the betas the model was trained on (`diffusion.sample_train_betas`; the release
 samples over linear betas instead, which a toy trained for minutes does not survive).
 """
 
@@ -90,12 +90,8 @@ class LatentDiffusionToy(Task):
             dataclasses.replace(unet, conv_out=False), return_bank=True, dtype=dtype
         )
         self.denoiser = UNet2DConditionModel(unet, dtype=dtype)
-        self.recipe = recipes.from_dict(config.diffusion.recipe.to_dict())
+        self.recipe, self.sample_config = recipes.of_run(config.diffusion)
         self.schedule = self.recipe.train.process.schedule()
-        sample = self.recipe.sample
-        if config.diffusion.sample_train_betas:
-            sample = dataclasses.replace(sample, process=self.recipe.train.process)
-        self.sample_config = dataclasses.replace(sample, num_steps=config.diffusion.sample_steps)
 
     # ------------------------------------------------------------------ model
 

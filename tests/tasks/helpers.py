@@ -1,5 +1,10 @@
-"""Small fixtures' builders shared by the task and inference tests: a prepared synthetic set
-and random tiny stage-1 / stage-2 weight files (the shapes the tiny configs use)."""
+"""Small fixtures' builders shared by the task and inference tests: a prepared synthetic set,
+random tiny stage-1 / stage-2 weight files (the shapes the tiny configs use), and a tiny
+training run in its own process."""
+
+import json
+import os
+import sys
 
 import flax.linen as nn
 import jax
@@ -60,3 +65,28 @@ def save_stage2(path: str, **overrides) -> str:
     variables = nn.meta.unbox(model.init(jax.random.PRNGKey(2), *init_inputs(model, 1, 8)))
     weights.save({**variables, "model_config": config}, path, release="anitalker_stage2")
     return path
+
+
+# The latent diffusion family's train step is the suite's largest compile (on 8 simulated
+# devices it took minutes and ~10 GB in an xdist worker): its loop tests run `jaxtalk train`
+# in a one-device process, which gives its memory back when it ends.
+def train_tiny(config: str, data_dir: str, workdir: str, steps: int, *overrides: str) -> dict:
+    """`jaxtalk train --config=configs/<config>` (e.g. "megactor.py:tiny_stage1") for `steps`
+    steps of batch 8 on `data_dir`, logging, evaluating (one batch, 2 sampling steps) and
+    saving at the last step -> every metric it logged, the last value of each."""
+    from tests.train.helpers import REPO, run_cli
+
+    run_cli(
+        [sys.executable, "-m", "jaxtalk.cli", "train",
+         f"--config={REPO}/configs/{config}", f"--workdir={workdir}",
+         f"--config.data.data_dir={data_dir}", "--config.data.samples_per_clip=4",
+         "--config.batch_size=8", f"--config.total_steps={steps}",
+         "--config.diffusion.sample_steps=2", f"--config.log.every_steps={steps}",
+         "--config.log.progress_bar=False", "--config.log.tensorboard=False",
+         f"--config.eval.every_steps={steps}", "--config.eval.num_batches=1",
+         f"--config.checkpoint.every_steps={steps}", "--config.checkpoint.async_save=False",
+         *overrides],
+        devices=1,
+    )  # fmt: skip
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    return {k: v for r in rows for k, v in r.items()}

@@ -1,10 +1,6 @@
 """AniPortrait's Lmk2Video stages through the training loop on the synthetic set (whose
 clips carry their exact face meshes): what trains, what stays frozen, what is evaluated."""
 
-import json
-import os
-import sys
-
 import flax.linen as nn
 import jax
 import numpy as np
@@ -13,6 +9,7 @@ import pytest
 from configs import aniportrait as cfg_lib
 from jaxtalk.models.aniportrait import lmk2video
 from jaxtalk.tasks import aniportrait as task_lib
+from tests.tasks import helpers
 
 
 def tiny_config(data_dir, steps, variant="tiny_stage1"):
@@ -25,39 +22,8 @@ def tiny_config(data_dir, steps, variant="tiny_stage1"):
     return c
 
 
-# The same settings for `jaxtalk train`, which runs in a one-device process: the UNet
-# family's train step is the suite's largest compile (on 8 simulated devices it took minutes
-# and ~10 GB in the worker), and a subprocess gives its memory back when it ends.
-def cli_overrides(data_dir, steps):
-    return [
-        f"--config.data.data_dir={data_dir}",
-        "--config.data.samples_per_clip=4",
-        "--config.batch_size=8",
-        f"--config.total_steps={steps}",
-        "--config.diffusion.sample_steps=2",
-        f"--config.log.every_steps={steps}",
-        "--config.log.progress_bar=False",
-        "--config.log.tensorboard=False",
-        f"--config.eval.every_steps={steps}",
-        "--config.eval.num_batches=1",
-        f"--config.checkpoint.every_steps={steps}",
-        "--config.checkpoint.async_save=False",
-    ]
-
-
 def train_tiny(variant, data_dir, workdir, steps, *extra):
-    """`jaxtalk train` of a tiny variant in a one-device process -> its last metrics row
-    holding eval figures."""
-    from tests.train.helpers import REPO, run_cli
-
-    run_cli(
-        [sys.executable, "-m", "jaxtalk.cli", "train",
-         f"--config={REPO}/configs/aniportrait.py:{variant}", f"--workdir={workdir}",
-         *cli_overrides(data_dir, steps), *extra],
-        devices=1,
-    )  # fmt: skip
-    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    return {k: v for r in rows for k, v in r.items()}
+    return helpers.train_tiny(f"aniportrait.py:{variant}", data_dir, workdir, steps, *extra)
 
 
 def leaves(tree):
