@@ -137,6 +137,7 @@ def _tiny(c, stage):
     c.data.mixture = ""
     c.data.data_dir = "data/synthetic"
     c.data.image_size = 32
+    c.data.samples_per_clip = 8  # the default synthetic test split has 4 clips: one eval batch
     c.data.pose_release_canvas = False
     c.data.num_frames = 1 if stage == "stage1" else 4
     group = "model" if stage == "stage1" else "motion"

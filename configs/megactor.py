@@ -113,6 +113,7 @@ def _tiny(c, stage, group):
     c.data.mixture = ""
     c.data.data_dir = "data/synthetic"
     c.data.image_size = TINY_SIZE
+    c.data.samples_per_clip = 8  # the default synthetic test split has 4 clips: one eval batch
     c.data.num_frames = 4
     c.data.frame_stride = 1
     c.grad_accum_steps = 1
