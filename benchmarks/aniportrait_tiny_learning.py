@@ -1,7 +1,7 @@
 """Does AniPortrait's Lmk2Video learn? Both tiny stages on the synthetic set, on a CPU.
 
     python benchmarks/aniportrait_tiny_learning.py --out=/tmp/ap_tiny [--data=DIR]
-        [--stage1_steps=N] [--stage2_steps=N]
+        [--stage1_steps=N] [--stage2_steps=N] [extra `jaxtalk train` flags]
 
 Prepares the embedded synthetic set at 64 px (unless --data names a prepared one), runs
 `jaxtalk train --config=configs/aniportrait.py:tiny_stage1` then `:tiny_stage2` on that run
@@ -17,50 +17,44 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
+
+import _runs
 
 STAGE1 = ("psnr", "psnr_copy", "psnr_shuffled")
 STAGE2 = STAGE1 + ("psnr_stage1", "flicker", "flicker_stage1")
 
 
-def run(args, variant, workdir, steps, extra=()):
-    cmd = [sys.executable, "-m", "jaxtalk.cli", "train",
-           f"--config=configs/aniportrait.py:{variant}", f"--workdir={workdir}",
-           f"--config.data.data_dir={args.data}", f"--config.total_steps={steps}",
-           f"--config.eval.every_steps={steps}", *extra]  # fmt: skip
-    start = time.time()
-    subprocess.run(cmd, check=True)
-    return time.time() - start
+def row(stage: int, last: dict, keys) -> str:
+    figures = {k: last[f"eval/{k}"] for k in keys}
+    return json.dumps({"stage": stage, "step": last.get("step"), **figures,
+                       "wall_s": last["wall_s"], "loadavg": last["loadavg"],
+                       "cpus": os.cpu_count()})  # fmt: skip
 
 
-def last_eval(workdir, keys):
-    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    last = next(r for r in reversed(rows) if f"eval/{keys[0]}" in r)
-    return {"step": last.get("step"), **{k: last[f"eval/{k}"] for k in keys}}
-
-
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="folder for the two runs (and the data)")
     parser.add_argument("--data", default="", help="a prepared synthetic set (default: make one)")
     parser.add_argument("--stage1_steps", type=int, default=1500)
     parser.add_argument("--stage2_steps", type=int, default=300)
-    args = parser.parse_args()
-    if not args.data:
-        args.data = os.path.join(args.out, "data")
-        if not os.path.exists(os.path.join(args.data, "dataset_info.json")):
-            subprocess.run([sys.executable, "-m", "jaxtalk.cli", "prepare", "synthetic",
-                            f"--out_dir={args.data}", "--size=64"], check=True)  # fmt: skip
-    stage1 = os.path.join(args.out, "stage1")
-    wall = run(args, "tiny_stage1", stage1, args.stage1_steps)
-    print(json.dumps({"stage": 1, **last_eval(stage1, STAGE1), "wall_s": round(wall, 1),
-                      "loadavg": os.getloadavg(), "cpus": os.cpu_count()}), flush=True)  # fmt: skip
-    stage2 = os.path.join(args.out, "stage2")
-    wall = run(args, "tiny_stage2", stage2, args.stage2_steps, [f"--config.base.workdir={stage1}"])
-    print(json.dumps({"stage": 2, **last_eval(stage2, STAGE2), "wall_s": round(wall, 1),
-                      "loadavg": os.getloadavg(), "cpus": os.cpu_count()}), flush=True)  # fmt: skip
+    args, extra = parser.parse_known_args(argv)
+    data = _runs.synthetic_set(args.data or os.path.join(args.out, "data"))
+    runs = {
+        1: ("tiny_stage1", args.stage1_steps, STAGE1, []),
+        2: ("tiny_stage2", args.stage2_steps, STAGE2,
+            [f"--config.base.workdir={os.path.join(args.out, 'stage1')}"]),
+    }  # fmt: skip
+    for stage, (variant, steps, keys, flags) in runs.items():
+        last = _runs.train(
+            _runs.config_path("aniportrait", variant),
+            os.path.join(args.out, f"stage{stage}"),
+            f"--config.data.data_dir={data}",
+            f"--config.total_steps={steps}",
+            f"--config.eval.every_steps={steps}",
+            *flags,
+            *extra,
+        )
+        print(row(stage, last, keys), flush=True)
 
 
 if __name__ == "__main__":

@@ -17,17 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 
-
-def _train(config: str, workdir: str, *extra: str) -> dict:
-    cmd = [sys.executable, "-m", "jaxtalk.cli", "train", f"--config={config}",
-           f"--workdir={workdir}", "--config.log.progress_bar=False", *extra]  # fmt: skip
-    print("+ " + " ".join(cmd[2:]), flush=True)
-    subprocess.run(cmd, check=True)
-    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    return next(r for r in reversed(rows) if "eval/psnr" in r)
+import _runs
 
 
 def lip_command_correlation(workdir: str, batches: int = 4, seed: int = 0) -> dict:
@@ -69,11 +60,9 @@ def main(argv=None) -> None:
     parser.add_argument("--data", default="demo_out/data")
     parser.add_argument("--out", default="/tmp/liveportrait_tiny")
     args, extra = parser.parse_known_args(argv)
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    configs = os.path.join(here, "configs", "liveportrait.py")
     stage1 = os.path.join(args.out, "stage1")
     data = f"--config.data.data_dir={args.data}"
-    e1 = _train(f"{configs}:tiny", stage1, data, *extra)
+    e1 = _runs.train(_runs.config_path("liveportrait", "tiny"), stage1, data, *extra)
     print(
         f"stage 1, held-out self-reenactment PSNR {e1['eval/psnr']:.2f} dB; copy the source "
         f"{e1['eval/psnr_copy_source']:.2f} dB; source with its own keypoints "
@@ -81,7 +70,7 @@ def main(argv=None) -> None:
         flush=True,
     )
     stage2 = os.path.join(args.out, "stage2")
-    e2 = _train(f"{configs}:tiny_stitching", stage2, data, f"--config.base.workdir={stage1}",
+    e2 = _runs.train(_runs.config_path("liveportrait", "tiny_stitching"), stage2, data, f"--config.base.workdir={stage1}",
                 *extra)  # fmt: skip
     print(
         f"stage 2, held-out L1 outside the face with another clip's motion: "

@@ -23,21 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 
+import _runs
 import numpy as np
 
 BINS = 4
-
-
-def _train(config: str, workdir: str, *extra: str) -> dict:
-    cmd = [sys.executable, "-m", "jaxtalk.cli", "train", f"--config={config}",
-           f"--workdir={workdir}", "--config.log.progress_bar=False", *extra]  # fmt: skip
-    print("+ " + " ".join(cmd[2:]), flush=True)
-    subprocess.run(cmd, check=True)
-    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    return next(r for r in reversed(rows) if "eval/psnr" in r)
 
 
 def identity_embedding(images: np.ndarray, person: np.ndarray) -> np.ndarray:
@@ -97,8 +87,7 @@ def main(argv=None) -> None:
     parser.add_argument("--data", default="demo_out/data")
     parser.add_argument("--out", default="/tmp/megactor_tiny")
     args, extra = parser.parse_known_args(argv)
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    config = os.path.join(here, "configs", "megactor.py") + ":tiny_stage1"
+    config = _runs.config_path("megactor", "tiny_stage1")
     data = f"--config.data.data_dir={args.data}"
     row = {}
     arms = {
@@ -107,7 +96,7 @@ def main(argv=None) -> None:
     }
     for name, flags in arms.items():
         workdir = os.path.join(args.out, name)
-        e = _train(config, workdir, data, *flags, *extra)
+        e = _runs.train(config, workdir, data, *flags, *extra)
         row[f"{name}/psnr"] = e["eval/psnr"]
         row[f"{name}/psnr_copy"] = e["eval/psnr_copy"]
         row[f"{name}/psnr_cross"] = e["eval/psnr_cross"]

@@ -133,23 +133,7 @@ def get_config(arg: str = "tiny_stage1"):
 
 
 def _tiny(c, stage):
-    c.dtype = "float32"
-    c.data.mixture = ""
-    c.data.data_dir = "data/synthetic"
-    c.data.image_size = 32
-    c.data.samples_per_clip = 8  # the default synthetic test split has 4 clips: one eval batch
+    common.tiny_diffusion(c, "model" if stage == "stage1" else "motion", stage)
     c.data.pose_release_canvas = False
     c.data.num_frames = 1 if stage == "stage1" else 4
-    group = "model" if stage == "stage1" else "motion"
-    c.optimizers[group].lr = 1e-3
-    c.optimizers[group].warmup_steps = 50
-    c.optimizers[group].weight_decay = 0.0
-    c.diffusion.sample_steps = 10
     c.batch_size = 16 if stage == "stage1" else 4
-    c.total_steps = 1500 if stage == "stage1" else 300
-    c.log.every_steps = 50
-    c.log.progress_bar = False
-    c.eval.every_steps = c.total_steps
-    c.eval.num_batches = 2
-    c.samples.every_steps = 0
-    c.checkpoint.every_steps = c.total_steps

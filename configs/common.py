@@ -111,3 +111,25 @@ def base_config():
         )
     )
     return c
+
+
+def tiny_diffusion(c, group: str, stage: str, image_size: int = 32):
+    """The `tiny` settings the latent video diffusion families share (AniPortrait, MegActor):
+    float32 pixel space at `image_size` on the embedded synthetic set, AdamW 1e-3 for the
+    trained `group`, 10 DDIM steps, one evaluation and one checkpoint at the end."""
+    c.dtype = "float32"
+    c.data.mixture = ""
+    c.data.data_dir = "data/synthetic"
+    c.data.image_size = image_size
+    c.data.samples_per_clip = 8  # the default synthetic test split has 4 clips: one eval batch
+    c.optimizers[group].lr = 1e-3
+    c.optimizers[group].warmup_steps = 50
+    c.optimizers[group].weight_decay = 0.0
+    c.diffusion.sample_steps = 10
+    c.total_steps = 1500 if stage == "stage1" else 300
+    c.log.every_steps = 50
+    c.log.progress_bar = False
+    c.eval.every_steps = c.total_steps
+    c.eval.num_batches = 2
+    c.samples.every_steps = 0
+    c.checkpoint.every_steps = c.total_steps

@@ -109,23 +109,8 @@ def get_config(arg: str = "tiny_stage1"):
 
 
 def _tiny(c, stage, group):
-    c.dtype = "float32"
-    c.data.mixture = ""
-    c.data.data_dir = "data/synthetic"
-    c.data.image_size = TINY_SIZE
-    c.data.samples_per_clip = 8  # the default synthetic test split has 4 clips: one eval batch
+    common.tiny_diffusion(c, group, stage, TINY_SIZE)
     c.data.num_frames = 4
     c.data.frame_stride = 1
     c.grad_accum_steps = 1
-    c.optimizers[group].lr = 1e-3
-    c.optimizers[group].warmup_steps = 50
-    c.optimizers[group].weight_decay = 0.0
-    c.diffusion.sample_steps = 10
     c.batch_size = 8
-    c.total_steps = 1500 if stage == "stage1" else 300
-    c.log.every_steps = 50
-    c.log.progress_bar = False
-    c.eval.every_steps = c.total_steps
-    c.eval.num_batches = 2
-    c.samples.every_steps = 0
-    c.checkpoint.every_steps = c.total_steps

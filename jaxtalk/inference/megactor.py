@@ -32,10 +32,10 @@ from jaxtalk.inference.animator import AnimationError, Animator, Driver
 from jaxtalk.models.aniportrait.lmk2video import join_motion
 from jaxtalk.models.megactor.pipeline import MegActorPipeline
 from jaxtalk.models.pixels import to_model_range
+from jaxtalk.tasks.frozen_sd import FROZEN_NETWORKS  # a run's frozen groups
 
 GREY = np.asarray([0.299, 0.587, 0.114], np.float32)  # the release's color_BW_weights
 KIND = "megactor"
-FROZEN_NETWORKS = ("vae", "image_encoder")  # a run's frozen groups (tasks/megactor.py)
 
 
 def grey(frames: np.ndarray) -> np.ndarray:

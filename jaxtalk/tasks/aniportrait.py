@@ -44,11 +44,11 @@ from jaxtalk import fs
 from jaxtalk.diffusion import objectives, recipes
 from jaxtalk.models.aniportrait.lmk2video import Lmk2Video, split_motion
 from jaxtalk.models.pixels import to_01
+from jaxtalk.tasks.frozen_sd import FROZEN_NETWORKS, FrozenSDParts
 from jaxtalk.train.task import LossOutput, Task
 
 STAGES = ("stage1", "stage2")
 NETWORKS = ("reference", "denoiser", "pose_guider")
-FROZEN_NETWORKS = ("vae", "image_encoder")
 
 
 def psnr(a, b):
@@ -62,7 +62,9 @@ def flicker(video, target):
     return jnp.mean(jnp.abs(jnp.diff(video, axis=1) - jnp.diff(target, axis=1)))
 
 
-class AniPortraitTask(Task):
+class AniPortraitTask(FrozenSDParts, Task):
+    FAMILY = "aniportrait"
+    IMAGE_ENCODER_RELEASE = "sd_image_variations_image_encoder"
     PIXEL_KEYS = ("reference", "reference_landmark_image", "frames", "landmark_images")
 
     def __init__(self, config):
@@ -77,56 +79,8 @@ class AniPortraitTask(Task):
         self.schedule = self.recipe.train.process.schedule()
 
     # ------------------------------------------------------------------ frozen weights
-    def _weights_file(self, key: str, release: str) -> str:
-        from jaxtalk.convert import weights
-
-        path = self.config.get(key) or str(weights.weights_path(release))
-        if not fs.exists(path):
-            raise ValueError(
-                f"{key}: no weights at {path}: run `jaxtalk import --release={release} ...` "
-                f"or set --config.{key}"
-            )
-        return fs.absolute(path)
-
-    def frozen_sources(self):
-        out = {}
-        if self.pipe.vae is not None:
-            out["vae"] = {"weights": self._weights_file("vae_weights", "sd_vae")}
-        if self.pipe.image_encoder is not None:
-            release = "sd_image_variations_image_encoder"
-            out["image_encoder"] = {"weights": self._weights_file("image_encoder_weights", release)}
-        if self.stage == "stage2":
-            base = self.config.base
-            if base.workdir:
-                from jaxtalk.train import checkpoints
-
-                workdir = fs.absolute(base.workdir)
-                step = base.step if base.step >= 0 else checkpoints.resolve_step(workdir)
-                out["base"] = {"workdir": workdir, "step": int(step)}
-            elif base.weights:
-                out["base"] = {"weights": fs.absolute(base.weights)}
-            else:
-                raise ValueError(
-                    "stage 2 needs the stage-1 networks: set --config.base.workdir=RUN (an "
-                    "aniportrait stage-1 run) or --config.base.weights=FILE (`jaxtalk import "
-                    "--release=aniportrait`)"
-                )
-        return out
-
-    def load_frozen(self, group, source):
-        from jaxtalk.convert import weights
-
-        if group in ("vae", "image_encoder"):
-            return {"params": weights.load(source["weights"])["params"]}
-        if group != "base":
-            return super().load_frozen(group, source)
-        if "workdir" in source:
-            from jaxtalk.train import checkpoints
-
-            v = checkpoints.group_variables(source["workdir"], "model", source["step"])
-        else:
-            v = weights.load(source["weights"])
-        params, stats = v["params"], v.get("batch_stats", {})
+    def base_group(self, variables):
+        params, stats = variables["params"], variables.get("batch_stats", {})
         denoiser, _ = split_motion(params["denoiser"])  # released files carry motion modules
         out = {
             "reference": {"params": params["reference"]},

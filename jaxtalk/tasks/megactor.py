@@ -31,23 +31,24 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxtalk import fs
 from jaxtalk.diffusion import objectives, recipes
 from jaxtalk.models.aniportrait.lmk2video import join_motion, split_motion
 from jaxtalk.models.megactor.pipeline import MegActorPipeline
 from jaxtalk.models.pixels import to_01
 from jaxtalk.tasks.aniportrait import psnr
+from jaxtalk.tasks.frozen_sd import FROZEN_NETWORKS, FrozenSDParts
 from jaxtalk.train.task import LossOutput, Task
 
 STAGES = ("stage1", "stage2")
-FROZEN_NETWORKS = ("vae", "image_encoder")
 
 
 def _frames(x):
     return x.reshape((-1,) + x.shape[2:])
 
 
-class MegActorTask(Task):
+class MegActorTask(FrozenSDParts, Task):
+    FAMILY = "megactor"
+    IMAGE_ENCODER_RELEASE = "clip_vision"
     PIXEL_KEYS = ("reference", "reference_background", "frames", "driving")
     EVAL_MODES = ("self", "cross")
 
@@ -61,57 +62,8 @@ class MegActorTask(Task):
         self.schedule = self.recipe.train.process.schedule()
 
     # ------------------------------------------------------------------ frozen weights
-    def _weights_file(self, key: str, release: str) -> str:
-        from jaxtalk.convert import weights
-
-        path = self.config.get(key) or str(weights.weights_path(release))
-        if not fs.exists(path):
-            raise ValueError(
-                f"{key}: no weights at {path}: run `jaxtalk import --release={release} ...` "
-                f"or set --config.{key}"
-            )
-        return fs.absolute(path)
-
-    def frozen_sources(self):
-        out = {}
-        if self.pipe.vae is not None:
-            out["vae"] = {"weights": self._weights_file("vae_weights", "sd_vae")}
-        if self.pipe.image_encoder is not None:
-            out["image_encoder"] = {
-                "weights": self._weights_file("image_encoder_weights", "clip_vision")
-            }
-        if self.stage == "stage2":
-            base = self.config.base
-            if base.workdir:
-                from jaxtalk.train import checkpoints
-
-                workdir = fs.absolute(base.workdir)
-                step = base.step if base.step >= 0 else checkpoints.resolve_step(workdir)
-                out["base"] = {"workdir": workdir, "step": int(step)}
-            elif base.weights:
-                out["base"] = {"weights": fs.absolute(base.weights)}
-            else:
-                raise ValueError(
-                    "stage 2 needs the stage-1 networks: set --config.base.workdir=RUN (a "
-                    "megactor stage-1 run) or --config.base.weights=FILE (`jaxtalk import "
-                    "--release=megactor`)"
-                )
-        return out
-
-    def load_frozen(self, group, source):
-        from jaxtalk.convert import weights
-
-        if group in FROZEN_NETWORKS:
-            return {"params": weights.load(source["weights"])["params"]}
-        if group != "base":
-            return super().load_frozen(group, source)
-        if "workdir" in source:
-            from jaxtalk.train import checkpoints
-
-            params = checkpoints.group_variables(source["workdir"], "model", source["step"])
-        else:
-            params = weights.load(source["weights"])
-        params = params["params"]
+    def base_group(self, variables):
+        params = variables["params"]
         unet, _ = split_motion(params["unet"])  # stage 2 trains its own motion modules
         return {**params, "unet": unet}
 

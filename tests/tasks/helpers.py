@@ -90,3 +90,18 @@ def train_tiny(config: str, data_dir: str, workdir: str, steps: int, *overrides:
     )  # fmt: skip
     rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     return {k: v for r in rows for k, v in r.items()}
+
+
+def in_process_run(c, steps: int):
+    """Config `c` set for a `steps`-step run inside the test process: one log line, one
+    evaluation batch and one synchronous checkpoint, all at the end; no progress bar or
+    TensorBoard."""
+    c.total_steps = steps
+    c.log.every_steps = steps
+    c.log.progress_bar = False
+    c.log.tensorboard = False
+    c.eval.every_steps = steps
+    c.eval.num_batches = 1
+    c.checkpoint.every_steps = steps
+    c.checkpoint.async_save = False
+    return c

@@ -16,6 +16,7 @@ from scipy.spatial.transform import Rotation
 from configs import aniportrait_audio as cfg_lib
 from jaxtalk.tasks import aniportrait_audio as task_lib
 from jaxtalk.train.train import train
+from tests.tasks import helpers
 
 
 def test_paper_variants_carry_the_released_architecture():
@@ -68,14 +69,7 @@ def test_targets_and_helpers():
 def tiny_config(kind, data_dir, steps):
     c = cfg_lib.get_config(f"{kind}_tiny")
     c.data.data_dir = data_dir
-    c.total_steps = steps
-    c.log.every_steps = steps
-    c.log.progress_bar = False
-    c.log.tensorboard = False
-    c.eval.every_steps = steps
-    c.eval.num_batches = 1
-    c.checkpoint.every_steps = steps
-    c.checkpoint.async_save = False
+    helpers.in_process_run(c, steps)
     return c
 
 

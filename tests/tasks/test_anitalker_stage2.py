@@ -13,6 +13,7 @@ from jaxtalk.models.anitalker.stage2 import INFER_TYPES
 from jaxtalk.models.audio import mfcc as mfcc_lib
 from jaxtalk.tasks import anitalker_stage2 as task_lib
 from jaxtalk.train.train import train
+from tests.tasks import helpers
 
 
 def test_variants_follow_the_release():
@@ -76,14 +77,7 @@ def tiny_config(data_dir, stage1_weights, steps):
     c.data.data_dir = data_dir
     c.stage1.weights = stage1_weights
     c.model.update(dict(speech_dim=32, fusion_dim=16, mfcc_hidden=32, decoder_layers=1))
-    c.total_steps = steps
-    c.log.every_steps = steps
-    c.log.progress_bar = False
-    c.log.tensorboard = False
-    c.eval.every_steps = steps
-    c.eval.num_batches = 1
-    c.checkpoint.every_steps = steps
-    c.checkpoint.async_save = False
+    helpers.in_process_run(c, steps)
     c.diffusion.sample_steps = 4
     return c
 

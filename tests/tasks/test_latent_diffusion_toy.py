@@ -9,18 +9,13 @@ import pytest
 from configs import latent_diffusion_toy as cfg_lib
 from jaxtalk.tasks import latent_diffusion_toy as task_lib
 from jaxtalk.train.train import train
+from tests.tasks import helpers
 
 
 def short_config(steps: int):
     c = cfg_lib.get_config("tiny")
     c.batch_size = 8  # the tests simulate 8 devices
-    c.total_steps = steps
-    c.log.every_steps = steps
-    c.log.tensorboard = False
-    c.eval.every_steps = steps
-    c.eval.num_batches = 1
-    c.checkpoint.every_steps = steps
-    c.checkpoint.async_save = False
+    helpers.in_process_run(c, steps)
     c.toy.eval_examples = 8
     c.diffusion.sample_steps = 2
     return c

@@ -12,6 +12,7 @@ pytest.importorskip("jaxtalk.models.liveportrait.warping")
 from configs import liveportrait as cfg_lib  # noqa: E402
 from jaxtalk.tasks import liveportrait as task_lib  # noqa: E402
 from jaxtalk.train.train import train  # noqa: E402
+from tests.tasks import helpers  # noqa: E402
 
 
 def test_variants():
@@ -48,15 +49,8 @@ def tiny_config(data_dir, steps, variant="tiny", **loss):
     c.data.data_dir = data_dir
     c.data.samples_per_clip = 4  # the test split has 2 clips; 8 simulated devices
     c.batch_size = 8
-    c.total_steps = steps
-    c.log.every_steps = steps
-    c.log.progress_bar = False
-    c.log.tensorboard = False
-    c.eval.every_steps = steps
-    c.eval.num_batches = 1
+    helpers.in_process_run(c, steps)
     c.samples.every_steps = 0
-    c.checkpoint.every_steps = steps
-    c.checkpoint.async_save = False
     c.loss.update(loss)
     return c
 

@@ -32,7 +32,7 @@ from flax import traverse_util
 from jaxtalk.diffusion.context import ContextWindows
 from jaxtalk.diffusion.samplers import DDIMConfig, sample_video
 from jaxtalk.models.aniportrait.pose_guider import PoseGuider, PoseGuiderConfig
-from jaxtalk.models.latent_diffusion import clip_vision, vae
+from jaxtalk.models.latent_diffusion import clip_vision, frames, vae
 from jaxtalk.models.latent_diffusion.motion_module import MotionModule
 from jaxtalk.models.latent_diffusion.unet import (
     UNet2DConditionModel,
@@ -63,23 +63,6 @@ def join_motion(unet: dict, motion: dict) -> dict:
     return traverse_util.unflatten_dict(flat)
 
 
-def config_record(cls, values):
-    """A frozen config dataclass from a config dict (lists, e.g. from the command line or a
-    JSON file, as tuples, which Flax module attributes need)."""
-    values = values.to_dict() if hasattr(values, "to_dict") else dict(values)
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-
-def _check(name: str, value: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"model.{name} must be one of {allowed}, got {value!r}")
-    return value
-
-
-def _fold(x):
-    return x.reshape((-1,) + x.shape[2:])
-
-
 class Lmk2Video:
     """The networks and the functions over them (pure: variables in, arrays out)."""
 
@@ -98,9 +81,9 @@ class Lmk2Video:
     ):
         kw = dict(dtype=dtype)
         self.unet_config = unet
-        self.latent = _check("latent", latent, LATENTS)
-        self.pose_range = _check("pose_range", pose_range, POSE_RANGES)
-        _check("context", context, CONTEXTS)
+        self.latent = frames.check_choice("latent", latent, LATENTS)
+        self.pose_range = frames.check_choice("pose_range", pose_range, POSE_RANGES)
+        frames.check_choice("context", context, CONTEXTS)
         self.reference_net = UNet2DConditionModel(
             dataclasses.replace(unet, conv_out=False), return_bank=True, **kw
         )
@@ -123,28 +106,24 @@ class Lmk2Video:
         """From a run's `model` config (configs/aniportrait.py) or its dict."""
         m = model.to_dict() if hasattr(model, "to_dict") else dict(model)
         return cls(
-            config_record(UNetConfig, m["unet"]),
-            config_record(PoseGuiderConfig, m["pose_guider"]),
+            frames.config_record(UNetConfig, m["unet"]),
+            frames.config_record(PoseGuiderConfig, m["pose_guider"]),
             motion_module=dict(m.get("motion_module") or {}) if motion else None,
             latent=m["latent"],
             context=m["context"],
             pose_range=m["pose_range"],
-            vae_config=config_record(vae.VAEConfig, m.get("vae") or {}),
-            clip_config=config_record(clip_vision.CLIPVisionConfig, m.get("image_encoder") or {}),
+            vae_config=frames.config_record(vae.VAEConfig, m.get("vae") or {}),
+            clip_config=frames.config_record(
+                clip_vision.CLIPVisionConfig, m.get("image_encoder") or {}
+            ),
             dtype=dtype,
         )
 
     # ------------------------------------------------------------------ init
     def init(self, rng, reference, reference_drawing, drawings) -> dict:
         """Fresh variables for a reference (B, H, W, 3) and drawings (B, F, H, W, 3)."""
-        r_ref, r_den, r_pose, r_vae, r_clip = jax.random.split(rng, 5)
-        out = {}
-        if self.vae is not None:
-            out["vae"] = self.vae.init(r_vae, reference[:1], r_vae)["params"]
-        if self.image_encoder is not None:
-            size = self.image_encoder.config.image_size
-            pixels = jnp.zeros((1, size, size, 3), jnp.float32)
-            out["image_encoder"] = self.image_encoder.init(r_clip, pixels)["params"]
+        r_ref, r_den, r_pose, r_frozen = jax.random.split(rng, 4)
+        out = frames.init_frozen(self.vae, self.image_encoder, reference, r_frozen)
         n = reference.shape[0]
         ref = self.encode(out, reference[:, None], None)[:, 0]
         t = jnp.zeros((n,), jnp.int32)
@@ -176,20 +155,12 @@ class Lmk2Video:
         times 0.18215 (a posterior sample given `rng`, as the release trains; else the mean)."""
         if self.vae is None:
             return images
-        n, f = images.shape[:2]
-        z = self.vae.apply(
-            {"params": variables["vae"]}, _fold(images), rng, method=self.vae.encode_latents
-        )
-        return z.reshape((n, f) + z.shape[1:])
+        return frames.vae_encode(self.vae, variables["vae"], images, rng)
 
     def decode(self, variables, latents):
         if self.vae is None:
             return latents
-        n, f = latents.shape[:2]
-        x = self.vae.apply(
-            {"params": variables["vae"]}, _fold(latents), method=self.vae.decode_latents
-        )
-        return x.reshape((n, f) + x.shape[1:])
+        return frames.vae_decode(self.vae, variables["vae"], latents)
 
     def context(self, variables, reference, keep):
         """Cross-attention context (B, 1, D): the reference's CLIP image embedding, or that of
@@ -198,11 +169,8 @@ class Lmk2Video:
         n = reference.shape[0]
         if self.image_encoder is None:
             return jnp.zeros((n, 1, self.unet_config.cross_attention_dim), jnp.float32)
-        size = self.image_encoder.config.image_size
-        pixels = jax.image.resize(to_01(reference), (n, size, size, 3), "bicubic")
-        mean = jnp.asarray(clip_vision.CLIP_MEAN, pixels.dtype)
-        std = jnp.asarray(clip_vision.CLIP_STD, pixels.dtype)
-        pixels = jnp.where(keep[:, None, None, None], (pixels - mean) / std, 0.0)
+        pixels = frames.clip_pixels(self.image_encoder, to_01(reference))
+        pixels = jnp.where(keep[:, None, None, None], pixels, 0.0)
         out = self.image_encoder.apply({"params": variables["image_encoder"]}, pixels)
         return out.image_embeds[:, None, :].astype(jnp.float32)
 

@@ -27,8 +27,7 @@ import jax.numpy as jnp
 
 from jaxtalk.diffusion.context import ContextWindows
 from jaxtalk.diffusion.samplers import DDIMConfig, sample_video
-from jaxtalk.models.aniportrait.lmk2video import config_record
-from jaxtalk.models.latent_diffusion import clip_vision, vae
+from jaxtalk.models.latent_diffusion import clip_vision, frames, vae
 from jaxtalk.models.latent_diffusion.unet import UNetConfig
 from jaxtalk.models.megactor import denoiser as den
 from jaxtalk.models.megactor.driven_encoder import DrivenEncoderConfig
@@ -36,16 +35,6 @@ from jaxtalk.models.pixels import to_01
 
 LATENTS = ("pixels", "vae")
 CONTEXTS = ("clip", "zeros")
-
-
-def _check(name: str, value: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"model.{name} must be one of {allowed}, got {value!r}")
-    return value
-
-
-def _fold(x):
-    return x.reshape((-1,) + x.shape[2:])
 
 
 def resize_mask(mask, size: tuple[int, int]):
@@ -60,9 +49,9 @@ def megactor_config(model) -> den.MegActorConfig:
     """A MegActorConfig from a run's `model.megactor` config dict."""
     m = model.to_dict() if hasattr(model, "to_dict") else dict(model)
     return den.MegActorConfig(
-        unet=config_record(UNetConfig, m["unet"]),
-        reference=config_record(UNetConfig, m["reference"]),
-        driven=config_record(DrivenEncoderConfig, m["driven"]),
+        unet=frames.config_record(UNetConfig, m["unet"]),
+        reference=frames.config_record(UNetConfig, m["reference"]),
+        driven=frames.config_record(DrivenEncoderConfig, m["driven"]),
         **{k: v for k, v in m.items() if k not in ("unet", "reference", "driven")},
     )
 
@@ -81,8 +70,8 @@ class MegActorPipeline:
         dtype: Any = jnp.float32,
     ):
         self.config = config
-        self.latent = _check("latent", latent, LATENTS)
-        _check("context", context, CONTEXTS)
+        self.latent = frames.check_choice("latent", latent, LATENTS)
+        frames.check_choice("context", context, CONTEXTS)
         self.model = den.MegActor(config, dtype=dtype)
         self.vae = vae.AutoencoderKL(vae_config) if latent == "vae" else None
         if self.vae is not None and self.vae.config.latent_channels != den.LATENT_CHANNELS:
@@ -101,8 +90,10 @@ class MegActorPipeline:
             megactor_config(m["megactor"]),
             latent=m["latent"],
             context=m["context"],
-            vae_config=config_record(vae.VAEConfig, m.get("vae") or {}),
-            clip_config=config_record(clip_vision.CLIPVisionConfig, m.get("image_encoder") or {}),
+            vae_config=frames.config_record(vae.VAEConfig, m.get("vae") or {}),
+            clip_config=frames.config_record(
+                clip_vision.CLIPVisionConfig, m.get("image_encoder") or {}
+            ),
             dtype=dtype,
         )
 
@@ -120,14 +111,8 @@ class MegActorPipeline:
     def init(self, rng, reference, reference_background, driving) -> dict:
         """Fresh variables for a reference (B, H, W, 3), its background-only copy and the
         driving frames (B, F, H, W, 3)."""
-        r_net, r_vae, r_clip = jax.random.split(rng, 3)
-        out = {}
-        if self.vae is not None:
-            out["vae"] = self.vae.init(r_vae, reference[:1], r_vae)["params"]
-        if self.image_encoder is not None:
-            size = self.image_encoder.config.image_size
-            pixels = jnp.zeros((1, size, size, 3), jnp.float32)
-            out["image_encoder"] = self.image_encoder.init(r_clip, pixels)["params"]
+        r_net, r_frozen = jax.random.split(rng)
+        out = frames.init_frozen(self.vae, self.image_encoder, reference, r_frozen)
         n = reference.shape[0]
         cond = self.conditions(out, reference, reference_background, None, None)
         latents = jnp.zeros(self.latent_shape(driving.shape), jnp.float32)
@@ -142,20 +127,12 @@ class MegActorPipeline:
         sample given `rng`, else the mean), or the pixels with a zero fourth channel."""
         if self.vae is None:
             return jnp.concatenate([images, jnp.zeros_like(images[..., :1])], axis=-1)
-        n, f = images.shape[:2]
-        z = self.vae.apply(
-            {"params": variables["vae"]}, _fold(images), rng, method=self.vae.encode_latents
-        )
-        return z.reshape((n, f) + z.shape[1:])
+        return frames.vae_encode(self.vae, variables["vae"], images, rng)
 
     def decode(self, variables, latents):
         if self.vae is None:
             return latents[..., :3]
-        n, f = latents.shape[:2]
-        x = self.vae.apply(
-            {"params": variables["vae"]}, _fold(latents), method=self.vae.decode_latents
-        )
-        return x.reshape((n, f) + x.shape[1:])
+        return frames.vae_decode(self.vae, variables["vae"], latents)
 
     def context(self, variables, reference_background):
         """Cross-attention context: CLIP's 257 projected tokens of the background-only
@@ -163,13 +140,8 @@ class MegActorPipeline:
         n = reference_background.shape[0]
         if self.image_encoder is None:
             return jnp.zeros((n, 1, self.config.unet.cross_attention_dim), jnp.float32)
-        size = self.image_encoder.config.image_size
-        pixels = jax.image.resize(to_01(reference_background), (n, size, size, 3), "bicubic")
-        mean = jnp.asarray(clip_vision.CLIP_MEAN, pixels.dtype)
-        std = jnp.asarray(clip_vision.CLIP_STD, pixels.dtype)
-        out = self.image_encoder.apply(
-            {"params": variables["image_encoder"]}, (pixels - mean) / std
-        )
+        pixels = frames.clip_pixels(self.image_encoder, to_01(reference_background))
+        out = self.image_encoder.apply({"params": variables["image_encoder"]}, pixels)
         return out.token_embeds.astype(jnp.float32)
 
     def conditions(self, variables, reference, reference_background, mask, rng):
