@@ -1,6 +1,6 @@
 """Does MegActor's tiny recipe learn, and do the swapped streams stop identity leaking?
 
-    python benchmarks/megactor_tiny_learning.py --data=demo_out/data --out=/tmp/ma_tiny
+    python benchmarks/megactor_tiny_learning.py --out=/tmp/ma_tiny [--data=DIR]
 
 1. `jaxtalk train configs/megactor.py:tiny_stage1` twice on the synthetic set: with the
    config's driving streams (own / face-swapped / stylised) and with swap_rate =
@@ -84,11 +84,13 @@ def identity_leak(workdir: str, batches: int = 2, seed: int = 0) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="demo_out/data")
+    parser.add_argument("--data", default="", help="a prepared synthetic set (default: make one)")
     parser.add_argument("--out", default="/tmp/megactor_tiny")
     args, extra = parser.parse_known_args(argv)
     config = _runs.config_path("megactor", "tiny_stage1")
-    data = f"--config.data.data_dir={args.data}"
+    data = (
+        f"--config.data.data_dir={_runs.synthetic_set(args.data or os.path.join(args.out, 'data'))}"
+    )
     row = {}
     arms = {
         "swapped": [],
