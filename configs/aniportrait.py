@@ -16,9 +16,9 @@ Variants:
                 checkpointing (remat), only the motion modules train, from AnimateDiff's
                 mm_sd_v15_v2 (`--release=animatediff_motion_v2`); the stage-1 networks from
                 --config.base.workdir (a stage-1 run) or --config.base.weights.
-  tiny_stage1   pixel space at 32x32 (no VAE, no CLIP: a zero context), a two-level UNet and
-                a PoseGuider without downsampling, the embedded synthetic set's own face
-                meshes: minutes on 2 CPU cores.
+  tiny_stage1   pixel space at 32x32 (no VAE, no CLIP: a zero context), a two-level UNet with
+                its transformers at the 16x16 level, a PoseGuider without downsampling, the
+                embedded synthetic set's own face meshes, an EMA of the trained networks.
   tiny_stage2   4-frame clips, tiny motion modules, on a tiny stage-1 run (--config.base.workdir).
 Both stages use the release's diffusion (jaxtalk/diffusion/recipes.py: v-prediction, zero
 terminal SNR, offset noise 0.05, Min-SNR 5, 10% unconditional; sampling: 25 DDIM steps,

@@ -14,7 +14,8 @@ Variants:
                 stage-1 networks frozen, from --config.base.workdir or --config.base.weights
                 = `jaxtalk import --release=megactor`), use_swap_rate 0.5, warp_rate 0.25.
   tiny_stage1   pixel space at 32x32 (no VAE, no CLIP: a zero context), 4-frame clips, a
-                two-level UNet, a one-level DrivenEncoder: minutes on 2 CPU cores.
+                two-level UNet with its transformers at the 16x16 level, a one-level
+                DrivenEncoder, an EMA of the trained networks.
   tiny_stage2   the motion modules on a tiny stage-1 run (--config.base.workdir).
 Both use the release's diffusion (jaxtalk/diffusion/recipes.py megactor: epsilon, scaled
 linear betas with zero terminal SNR, offset noise 0.1, no condition dropout; sampling 25 DDIM
