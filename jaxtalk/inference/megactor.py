@@ -30,9 +30,9 @@ from jaxtalk.diffusion import recipes
 from jaxtalk.diffusion.samplers import DDIMConfig
 from jaxtalk.inference.animator import AnimationError, Animator, Driver
 from jaxtalk.models.aniportrait.lmk2video import join_motion
+from jaxtalk.models.latent_diffusion.frames import FROZEN_NETWORKS
 from jaxtalk.models.megactor.pipeline import MegActorPipeline
 from jaxtalk.models.pixels import to_model_range
-from jaxtalk.tasks.frozen_sd import FROZEN_NETWORKS  # a run's frozen groups
 
 GREY = np.asarray([0.299, 0.587, 0.114], np.float32)  # the release's color_BW_weights
 KIND = "megactor"

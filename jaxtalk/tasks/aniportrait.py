@@ -43,8 +43,9 @@ import jax.numpy as jnp
 from jaxtalk import fs
 from jaxtalk.diffusion import objectives, recipes
 from jaxtalk.models.aniportrait.lmk2video import Lmk2Video, split_motion
+from jaxtalk.models.latent_diffusion.frames import FROZEN_NETWORKS
 from jaxtalk.models.pixels import to_01
-from jaxtalk.tasks.frozen_sd import FROZEN_NETWORKS, FrozenSDParts
+from jaxtalk.tasks.frozen_sd import FrozenSDParts
 from jaxtalk.train.task import LossOutput, Task
 
 STAGES = ("stage1", "stage2")

@@ -5,8 +5,7 @@ and CLIP image tower from imported weights files, and in stage 2 the stage-1 net
 from __future__ import annotations
 
 from jaxtalk import fs
-
-FROZEN_NETWORKS = ("vae", "image_encoder")
+from jaxtalk.models.latent_diffusion.frames import FROZEN_NETWORKS
 
 
 class FrozenSDParts:

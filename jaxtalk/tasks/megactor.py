@@ -33,10 +33,11 @@ import jax.numpy as jnp
 
 from jaxtalk.diffusion import objectives, recipes
 from jaxtalk.models.aniportrait.lmk2video import join_motion, split_motion
+from jaxtalk.models.latent_diffusion.frames import FROZEN_NETWORKS
 from jaxtalk.models.megactor.pipeline import MegActorPipeline
 from jaxtalk.models.pixels import to_01
 from jaxtalk.tasks.aniportrait import psnr
-from jaxtalk.tasks.frozen_sd import FROZEN_NETWORKS, FrozenSDParts
+from jaxtalk.tasks.frozen_sd import FrozenSDParts
 from jaxtalk.train.task import LossOutput, Task
 
 STAGES = ("stage1", "stage2")

@@ -103,7 +103,8 @@ def train_step(state: TrainState, batch, *, losses, optimizers, ema_decays, accu
         metrics[f"{group}/grad_norm"] = optax.tree.norm(grads)
         metrics.update({f"{group}/{k}": v for k, v in group_metrics.items()})
     ema = {
-        g: jax.tree.map(lambda e, p: d * e + (1 - d) * p, state.ema_params[g], params[g])
+        # e + (1 - d)(p - e): a weight that does not move (a frozen pattern) stays bit-exact
+        g: jax.tree.map(lambda e, p: e + (1 - d) * (p - e), state.ema_params[g], params[g])
         for g, d in ema_decays.items()
     }
     updated = state.replace(

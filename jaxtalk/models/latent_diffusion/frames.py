@@ -9,6 +9,8 @@ import jax.numpy as jnp
 
 from jaxtalk.models.latent_diffusion import clip_vision
 
+FROZEN_NETWORKS = ("vae", "image_encoder")  # the frozen parts a pipeline may hold
+
 
 def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     """`value` when it is one of `allowed`, else an error naming the `model.<name>` option."""
