@@ -3,7 +3,8 @@
     python benchmarks/aniportrait_tiny_learning.py --out=/tmp/ap_tiny [--data=DIR]
         [--stage1_steps=N] [--stage2_steps=N] [extra `jaxtalk train` flags]
 
-Prepares the embedded synthetic set at 64 px (unless --data names a prepared one), runs
+Prepares the embedded synthetic set at 64 px with 48 identities (unless --data names a
+prepared one; `_runs.synthetic_set` says why not the default 8), runs
 `jaxtalk train --config=configs/aniportrait.py:tiny_stage1` then `:tiny_stage2` on that run
 (each resumes when rerun), and prints one JSON row per stage from its last evaluation on the
 held-out identity: the sampled frames' PSNR against the true frames, against copying the
