@@ -39,8 +39,8 @@ class FrozenSDParts:
         if base.weights:
             return {"weights": fs.absolute(base.weights)}
         raise ValueError(
-            f"stage 2 needs the stage-1 networks: set --config.base.workdir=RUN (a "
-            f"{self.FAMILY} stage-1 run) or --config.base.weights=FILE (`jaxtalk import "
+            f"stage 2 needs the stage-1 networks: set --config.base.workdir=RUN (a stage-1 "
+            f"run of {self.FAMILY}) or --config.base.weights=FILE (`jaxtalk import "
             f"--release={self.FAMILY}`)"
         )
 
