@@ -78,3 +78,9 @@ def test_paper_networks_have_the_released_sizes():
     assert count(params["motion"]) == 453_209_280
     assert count(params["vae"]) == 83_653_863
     assert count(params["image_encoder"]) == 303_966_208
+
+
+def test_stage2_without_stage1_networks_says_how_to_give_them():
+    task = task_lib.build(cfg_lib.get_config("tiny_stage2"))
+    with pytest.raises(ValueError, match=r"base\.workdir=RUN .*aniportrait.*base\.weights=FILE"):
+        task.frozen_sources()

@@ -93,3 +93,9 @@ def test_paper_networks_have_the_released_sizes():
     assert count(p1["model"]) == 870_047_324 + 417_137_600 + 857_066_560
     joined = join_motion(base["unet"], params["motion"])
     assert count(joined) == count(p1["model"]["unet"])
+
+
+def test_stage2_without_stage1_networks_says_how_to_give_them():
+    task = task_lib.build(cfg_lib.get_config("tiny_stage2"))
+    with pytest.raises(ValueError, match=r"base\.workdir=RUN .*megactor.*base\.weights=FILE"):
+        task.frozen_sources()
