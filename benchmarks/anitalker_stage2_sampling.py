@@ -11,10 +11,10 @@ extraction itself is timed separately (--with-hubert) since the release can prec
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import numpy as np
+from _timing import alternate, emit, machine_row
 from flax import linen as nn
 
 from jaxtalk.diffusion import samplers, schedules
@@ -50,13 +50,15 @@ def make_generator(model, steps):
 
 
 def time_call(fn, *args, repeats):
-    jax.block_until_ready(fn(*args))  # compile
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t0)
-    return best
+    """Median, min and max seconds of `fn(*args)` over `repeats` calls after a warm-up."""
+    return alternate({"call": lambda: jax.block_until_ready(fn(*args))}, repeats)["call"]
+
+
+def report(run, timing, seconds, **extra):
+    median = timing["median_s"]
+    emit({"run": run, "s_per_call": round(median, 4), "s_per_call_min": round(timing["min_s"], 4),
+          "s_per_call_max": round(timing["max_s"], 4), "clip_s": seconds,
+          "video_s_per_s": round(seconds / median, 2), **extra})  # fmt: skip
 
 
 def main():
@@ -70,17 +72,14 @@ def main():
     )
     args = parser.parse_args()
     frames = int(args.seconds * FPS)
-    print(
-        f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), clip {args.seconds}s "
-        f"= {frames} frames, batch {args.batch}, {args.steps} DDIM steps"
-    )
+    emit(machine_row())
     for infer_type in ("hubert_full_control", "mfcc_full_control"):
         model = DiffusionPredictor(infer_type=infer_type)
         inputs = init_inputs(model, args.batch, frames)
         variables = random_variables(model, init_inputs(model, 1, 8))
         start, direction, audio, x_T, _ = inputs
         x_T = jax.random.normal(jax.random.PRNGKey(0), x_T.shape)
-        seconds = time_call(
+        timing = time_call(
             make_generator(model, args.steps),
             variables,
             start,
@@ -90,20 +89,15 @@ def main():
             repeats=args.repeats,
         )
         video = args.seconds * args.batch
-        print(
-            f"{infer_type:20s} {seconds:7.3f} s per call -> {video / seconds:8.2f} s of video / s"
-        )
+        report(infer_type, timing, video, batch=args.batch, ddim_steps=args.steps, frames=frames)
     if args.with_hubert:
         hub = hubert_lib.HubertModel(hubert_lib.HUBERT_LARGE)
         wav = (
             np.random.RandomState(0).randn(args.batch, int(args.seconds * 16000)).astype(np.float32)
         )
         hv = random_variables_hubert(hub)
-        seconds = time_call(jax.jit(lambda v, w: hub.apply(v, w)), hv, wav, repeats=args.repeats)
-        print(
-            f"{'hubert-large features':20s} {seconds:7.3f} s per call -> "
-            f"{args.seconds * args.batch / seconds:8.2f} s of audio / s"
-        )
+        timing = time_call(jax.jit(lambda v, w: hub.apply(v, w)), hv, wav, repeats=args.repeats)
+        report("hubert_large_features", timing, args.seconds * args.batch, batch=args.batch)
 
 
 def random_variables_hubert(model):

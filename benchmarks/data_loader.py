@@ -4,8 +4,8 @@
 Prepares a small synthetic set per size under --data_dir (reused when present), then times
 each loader kind. "per core" = examples per CPU-second of every process involved (the main
 process and grain's workers), which is what a core delivers even on a shared machine;
-the wall-clock rate is printed too. Each configuration runs --repeats times; the best and
-the spread (min..max) are reported.
+the wall-clock rate is printed too. Each configuration runs --repeats times; one JSON row
+each with the best and the lowest of both rates.
 """
 
 import dataclasses
@@ -13,6 +13,7 @@ import os
 import time
 
 import psutil
+from _timing import emit
 from absl import app, flags
 
 from data_pipelines import datasets, loaders
@@ -102,11 +103,7 @@ def time_loader(data_dir: str, kind: str, dtype: str, workers: int) -> Run:
 
 
 def main(_):
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    print(
-        f"{'size':>4} {'kind':<9} {'dtype':<7} {'workers':>7}  {'per core-s best (spread)':>28}  "
-        f"{'wall /s best (spread)':>24}"
-    )
+    emit({"cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()]})
     for size in map(int, FLAGS.sizes):
         data_dir = prepare(size)
         for kind in FLAGS.kinds:
@@ -117,11 +114,10 @@ def main(_):
                     ]
                     per_core = sorted(r.examples / r.cpu for r in runs)
                     wall = sorted(r.examples / r.wall for r in runs)
-                    print(
-                        f"{size:>4} {kind:<9} {dtype:<7} {workers:>7}  {per_core[-1]:>10.0f} ({per_core[0]:.0f}..{per_core[-1]:.0f})"
-                        f"{'':>7}  {wall[-1]:>8.0f} ({wall[0]:.0f}..{wall[-1]:.0f})",
-                        flush=True,
-                    )
+                    emit({"run": "loader", "size": size, "kind": kind, "dtype": dtype,
+                          "workers": workers, "examples_per_s_per_core": round(per_core[-1]),
+                          "per_core_min": round(per_core[0]), "examples_per_s": round(wall[-1]),
+                          "wall_min": round(wall[0]), "repeats": FLAGS.repeats})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ family's TINY widths, 4 frames of 16x16. Per compute dtype (float32, bfloat16; p
 float32) one JSON row each for: `forward` (the denoising UNet on a given bank), `train_step`
 (ReferenceNet + denoising UNet, v-loss with AniPortrait's recipe, AdamW; both trained as in
 stage 1 of the release) and `ddim` (a 16-frame window, or the quick frame count, sampled
-with the recipe's DDIM and CFG 3.5: 2B per model call). Each row: best-of-N ms, examples/s,
+with the recipe's DDIM and CFG 3.5: 2B per model call). Each row: the median ms of N calls, examples/s,
 XLA's flop count of the compiled function, and MFU against the best large-matmul rate
 measured in the same run at that dtype.
 """
@@ -22,41 +22,17 @@ import dataclasses
 import functools
 import json
 import os
-import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
+from _timing import alternate, flops, matmul_peak
 
 from jaxtalk.diffusion import objectives, recipes
 from jaxtalk.diffusion.samplers import sample_video
 from jaxtalk.models.latent_diffusion import unet as unet_lib
 from jaxtalk.models.latent_diffusion.motion_module import MotionModule
-
-
-def best_seconds(fn, iters: int) -> float:
-    jax.block_until_ready(fn())  # compiled and warm
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def matmul_peak(dtype, n: int, iters: int) -> float:
-    """Best FLOP/s of an n x n matmul in `dtype` (this run's measured peak)."""
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype)
-    dot = jax.jit(jnp.dot)
-    return 2 * n**3 / best_seconds(lambda: dot(a, a), iters)
-
-
-def flops(jitted, *args) -> float:
-    analysis = jitted.lower(*args).compile().cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-    return float(analysis.get("flops", float("nan")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,12 +89,14 @@ def run(shapes: Shapes, dtype_name: str, iters: int, peak: float, log):
 
     def row(name, fn, args, examples):
         jitted = jax.jit(fn)
-        seconds = best_seconds(lambda: jitted(*args), iters)
+        call = lambda: jax.block_until_ready(jitted(*args))
+        seconds = alternate({"call": call}, iters)["call"]["median_s"]
         n_flops = flops(jitted, *args)
         log({
             "bench": name, "dtype": dtype_name, "frames": shapes.frames, "size": shapes.size,
             "params": count, "ms": round(1e3 * seconds, 2),
-            "examples_per_s": round(examples / seconds, 3), "gflops": round(n_flops / 1e9, 2),
+            "examples_per_s": round(examples / seconds, 3), "gflop": round(n_flops / 1e9, 2),
+            "gflop_per_s": round(n_flops / seconds / 1e9, 1),
             "mfu": round(n_flops / seconds / peak, 4),
         })  # fmt: skip
 

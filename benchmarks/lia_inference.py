@@ -1,94 +1,86 @@
-"""LIA / AniTalker stage-1 inference rate at 256x256 (frames/s and ms/frame).
+"""LIA / AniTalker stage-1 inference rate at 256x256 (ms/frame, frames/s, GFLOP/s).
 
 Times, jitted, in fp32 with random weights (the rate does not depend on their values):
 - `full`: the release's forward pass `gen(source, driving)` (encode both, render);
 - `cached_source`: video-driven inference as `jaxtalk animate` runs it, the source
   encoded once and each frame costing encode_motion + render;
-at batch 1 and batched. `--torch_reference /path/to/LIA` also times the released PyTorch
-Generator on the same machine (torch.set_num_threads(--threads)); torch is only imported
-then.
+at batch 1 and batched, over --rounds rounds (median, min, max). `--torch_reference
+/path/to/LIA` also times the released PyTorch Generator's forward pass
+(torch.set_num_threads(--threads)), alternating with jaxtalk's `full` round by round in this
+process (benchmarks/_timing.alternate); torch is only imported then.
 
-  python benchmarks/lia_inference.py [--model lia|anitalker] [--batches 1,8] [--iters 5]
+  python benchmarks/lia_inference.py [--model lia|anitalker] [--batches 1,8] [--rounds 5]
       [--torch_reference /tmp/ref/LIA] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
-import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import alternate, emit, flops, machine_row
 
 
-def _time(fn, iters):
-    fn()  # compile / warm up
-    best, total = float("inf"), 0.0
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t0
-        best, total = min(best, dt), total + dt
-    return best, total / iters
-
-
-def _row(label, batch, best, mean, **extra):
+def _row(label, batch, timing, gflop=None, **extra):
+    median = timing["median_s"]
     row = {
         "run": label,
         "batch": batch,
-        "ms_per_frame": round(1000 * mean / batch, 1),
-        "ms_per_frame_best": round(1000 * best / batch, 1),
-        "frames_per_s": round(batch / mean, 2),
+        "ms_per_frame": round(1000 * median / batch, 2),
+        "ms_per_frame_min": round(1000 * timing["min_s"] / batch, 2),
+        "ms_per_frame_max": round(1000 * timing["max_s"] / batch, 2),
+        "frames_per_s": round(batch / median, 2),
+        "rounds": timing["rounds"],
     }
-    row.update(extra)
-    print(json.dumps(row), flush=True)
-    return row
+    if gflop is not None:
+        row["gflop"] = round(gflop, 2)
+        row["gflop_per_s"] = round(gflop / median, 1)
+    return emit({**row, **extra})
 
 
-def bench_jax(model_name, size, batches, iters):
+def jax_calls(model_name, size, batch):
+    """{name: (blocking call, GFLOP per call)}: jaxtalk's full forward and the
+    cached-source frame at `batch`."""
     from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
     from jaxtalk.models.lia.generator import LIAGenerator
 
     model = (LIAGenerator if model_name == "lia" else AniTalkerMotion)(size=size)
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32))
-    variables = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), x, x))
-    rows = []
+    src = jnp.asarray(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32))
+    drv = jnp.asarray(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32))
+    variables = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), src[:1], drv[:1]))
+    full = jax.jit(lambda v, s, d: model.apply(v, s, d)["image"])
     encode = "encode_source" if model_name == "lia" else "encode"
-    for b in batches:
-        src = jnp.asarray(rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32))
-        drv = jnp.asarray(rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32))
-        full = jax.jit(lambda v, s, d: model.apply(v, s, d)["image"])
-        best, mean = _time(lambda: full(variables, src, drv).block_until_ready(), iters)
-        rows.append(_row(f"jax_{model_name}_full", b, best, mean))
+    enc = model.apply(variables, src[:1], method=encode)
+    wa = enc["wa"] if "wa" in enc else enc["h"]
 
-        enc = model.apply(variables, src[:1], method=encode)
-        wa = enc["wa"] if "wa" in enc else enc["h"]
+    def frame(v, d):
+        if model_name == "lia":
+            alpha = model.apply(v, d, method="encode_motion")
+        else:
+            alpha = model.apply(v, d, method="encode")["alpha"]
+        tile = lambda a: jnp.broadcast_to(a, (d.shape[0],) + a.shape[1:])
+        feats = [tile(f) for f in enc["feats"]]
+        return model.apply(v, tile(wa), feats, alpha, method="render")["image"]
 
-        def frame(v, d, wa=wa, feats=enc["feats"]):
-            if model_name == "lia":
-                alpha = model.apply(v, d, method="encode_motion")
-            else:
-                alpha = model.apply(v, d, method="encode")["alpha"]
-            n = d.shape[0]
-            tile = lambda a: jnp.broadcast_to(a, (n,) + a.shape[1:])
-            return model.apply(v, tile(wa), [tile(f) for f in feats], alpha, method="render")[
-                "image"
-            ]
-
-        frame = jax.jit(frame)
-        best, mean = _time(lambda: frame(variables, drv).block_until_ready(), iters)
-        rows.append(_row(f"jax_{model_name}_cached_source", b, best, mean))
-    return rows
+    frame = jax.jit(frame)
+    return {
+        "full": (
+            lambda: full(variables, src, drv).block_until_ready(),
+            flops(full, variables, src, drv) / 1e9,
+        ),
+        "cached_source": (
+            lambda: frame(variables, drv).block_until_ready(),
+            flops(frame, variables, drv) / 1e9,
+        ),
+    }
 
 
-def bench_torch(path, size, batches, iters, threads):
+def torch_call(path, size, batch, threads):
     import torch
 
     torch.set_num_threads(threads)
@@ -99,16 +91,14 @@ def bench_torch(path, size, batches, iters, threads):
     from networks.generator import Generator
 
     gen = Generator(size, 512, 20, 1).eval()
-    rows = []
-    for b in batches:
-        src = torch.rand(b, 3, size, size) * 2 - 1
-        drv = torch.rand(b, 3, size, size) * 2 - 1
+    src = torch.rand(batch, 3, size, size) * 2 - 1
+    drv = torch.rand(batch, 3, size, size) * 2 - 1
+
+    def call():
         with torch.no_grad():
-            best, mean = _time(lambda: gen(src, drv), iters)
-        rows.append(
-            _row("torch_release_full", b, best, mean, torch=torch.__version__, threads=threads)
-        )
-    return rows
+            gen(src, drv)
+
+    return call, torch.__version__
 
 
 def main():
@@ -116,38 +106,28 @@ def main():
     ap.add_argument("--model", default="lia", choices=["lia", "anitalker"])
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--batches", default="1,8")
-    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--torch_reference", default="")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    batches = [int(b) for b in args.batches.split(",")]
-    print(
-        json.dumps(
-            {
-                "machine": platform.processor() or platform.machine(),
-                "cpus": os.cpu_count(),
-                "jax": jax.__version__,
-                "backend": jax.default_backend(),
-            }
-        ),
-        flush=True,
-    )
-    rows = bench_jax(args.model, args.size, batches, args.iters)
-    if args.torch_reference:
-        rows += bench_torch(args.torch_reference, args.size, batches, args.iters, args.threads)
-        jx = {r["batch"]: r for r in rows if r["run"] == f"jax_{args.model}_full"}
-        for r in rows:
-            if r["run"] == "torch_release_full" and r["batch"] in jx:
-                print(
-                    json.dumps(
-                        {
-                            "speedup_full_vs_torch": round(
-                                r["ms_per_frame"] / jx[r["batch"]]["ms_per_frame"], 2
-                            ),
-                            "batch": r["batch"],
-                        }
-                    )
-                )
+    emit(machine_row())
+    for batch in [int(b) for b in args.batches.split(",")]:
+        calls = jax_calls(args.model, args.size, batch)
+        (full, full_gflop), (cached, cached_gflop) = calls["full"], calls["cached_source"]
+        name = f"jax_{args.model}"
+        if args.torch_reference:
+            release, version = torch_call(args.torch_reference, args.size, batch, args.threads)
+            t = alternate({"jax": full, "torch": release}, args.rounds)
+            speedup = round(1 / t["ratio"]["median"], 2)
+            _row(f"{name}_full", batch, t["jax"], full_gflop, speedup_vs_release=speedup,
+                 speedup_min=round(1 / t["ratio"]["max"], 2),
+                 speedup_max=round(1 / t["ratio"]["min"], 2))  # fmt: skip
+            _row("torch_release_full", batch, t["torch"], full_gflop, torch=version,
+                 threads=args.threads)  # fmt: skip
+        else:
+            _row(f"{name}_full", batch, alternate({"jax": full}, args.rounds)["jax"], full_gflop)
+        timing = alternate({"jax": cached}, args.rounds)["jax"]
+        _row(f"{name}_cached_source", batch, timing, cached_gflop)
 
 
 if __name__ == "__main__":

@@ -2,92 +2,88 @@
 
 The step is the release's `gen_update` reduced to its L1 term: forward gen(source,
 driving), L1 to the driving frame, backward, Adam (lr 0.002 * 4/5, betas (0, 0.99^(4/5)))
--- jitted with the state donated. `--torch_reference /path/to/LIA` times the same step
-with the released PyTorch Generator on the same machine (torch threads = --threads).
+-- jitted with the state donated, the batch split over every local device, in --dtype
+(compute; params stay fp32). `--torch_reference /path/to/LIA` also times the same step with
+the released PyTorch Generator (torch threads = --threads), alternating with jaxtalk step by
+step over --steps rounds in this process (benchmarks/_timing.alternate): median, min, max.
 
   python benchmarks/lia_train_step.py [--batch 8] [--steps 3] [--model lia|anitalker]
-      [--torch_reference /tmp/ref/LIA] [--threads 2]
+      [--dtype float32|bfloat16] [--torch_reference /tmp/ref/LIA] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
-import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _timing import alternate, emit, flops, machine_row
+from jax.sharding import NamedSharding, PartitionSpec
 
 RATIO = 4 / 5  # g_reg_every 4 in the release's trainer
 
 
-def _report(label, times, batch, **extra):
-    mean = float(np.mean(times))
+def _row(label, batch, timing, gflop=None, **extra):
+    median = timing["median_s"]
     row = {
         "run": label,
         "batch": batch,
-        "s_per_step": round(mean, 3),
-        "s_per_step_best": round(min(times), 3),
-        "examples_per_s": round(batch / mean, 3),
+        "s_per_step": round(median, 4),
+        "s_per_step_min": round(timing["min_s"], 4),
+        "s_per_step_max": round(timing["max_s"], 4),
+        "examples_per_s": round(batch / median, 3),
+        "rounds": timing["rounds"],
     }
-    row.update(extra)
-    print(json.dumps(row), flush=True)
-    return row
+    if gflop is not None:
+        row["gflop"] = round(gflop, 1)
+        row["gflop_per_s"] = round(gflop / median, 1)
+    return emit({**row, **extra})
 
 
-def bench_jax(model_name, size, batch, steps):
+def jax_step(model_name, size, batch, dtype):
+    """(one blocking training step, its GFLOP): the state lives in a closure, donated."""
     from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
     from jaxtalk.models.lia.generator import LIAGenerator
 
-    model = (LIAGenerator if model_name == "lia" else AniTalkerMotion)(size=size)
+    model = (LIAGenerator if model_name == "lia" else AniTalkerMotion)(size=size, dtype=dtype)
     rng = np.random.default_rng(0)
-    src = jnp.asarray(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32))
-    drv = jnp.asarray(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32))
+    mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    split = NamedSharding(mesh, PartitionSpec("data"))
+    shape = (batch, size, size, 3)
+    src = jax.device_put(rng.uniform(-1, 1, shape).astype(np.float32), split)
+    drv = jax.device_put(rng.uniform(-1, 1, shape).astype(np.float32), split)
     params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), src[:1], drv[:1]))["params"]
     tx = optax.adam(0.002 * RATIO, b1=0.0, b2=0.99**RATIO)
-    opt_state = tx.init(params)
 
     def loss_fn(p):
-        recon = model.apply({"params": p}, src, drv)["image"]
+        recon = model.apply({"params": p}, src, drv)["image"].astype(jnp.float32)
         return jnp.mean(jnp.abs(recon - drv))
 
-    @jax.jit
     def step(p, o):
         loss, grads = jax.value_and_grad(loss_fn)(p)
         updates, o = tx.update(grads, o, p)
         return optax.apply_updates(p, updates), o, loss
 
+    state = [params, tx.init(params)]
+    gflop = flops(jax.jit(step), *state) / 1e9
     step = jax.jit(step, donate_argnums=(0, 1))
-    t0 = time.perf_counter()
-    params, opt_state, loss = step(params, opt_state)
-    loss.block_until_ready()
-    compile_s = time.perf_counter() - t0
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        params, opt_state, loss = step(params, opt_state)
+
+    def call():
+        state[0], state[1], loss = step(*state)
         loss.block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return _report(
-        f"jax_{model_name}_g_step_l1",
-        times,
-        batch,
-        first_step_s=round(compile_s, 1),
-        loss=round(float(loss), 4),
-    )
+
+    return call, gflop
 
 
-def bench_torch(path, size, batch, steps, threads):
+def torch_step(path, size, batch, threads):
     import torch
 
     torch.set_num_threads(threads)
-    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.Tensor.cuda = lambda self, *a, **k: self  # the release hard-codes .cuda()
     if not hasattr(torch, "qr"):
         torch.qr = torch.linalg.qr
     sys.path.insert(0, path)
@@ -98,22 +94,13 @@ def bench_torch(path, size, batch, steps, threads):
     src = torch.rand(batch, 3, size, size) * 2 - 1
     drv = torch.rand(batch, 3, size, size) * 2 - 1
 
-    def step():
+    def call():
         gen.zero_grad()
         loss = torch.nn.functional.l1_loss(gen(src, drv), drv)
         loss.backward()
         opt.step()
-        return loss
 
-    step()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return _report(
-        "torch_release_g_step_l1", times, batch, torch=torch.__version__, threads=threads
-    )
+    return call, torch.__version__
 
 
 def main():
@@ -121,25 +108,26 @@ def main():
     ap.add_argument("--model", default="lia", choices=["lia", "anitalker"])
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=3, help="timed rounds")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--torch_reference", default="")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    print(
-        json.dumps(
-            {
-                "machine": platform.processor() or platform.machine(),
-                "cpus": os.cpu_count(),
-                "jax": jax.__version__,
-                "backend": jax.default_backend(),
-            }
-        ),
-        flush=True,
-    )
-    j = bench_jax(args.model, args.size, args.batch, args.steps)
+    emit(machine_row())
+    step, gflop = jax_step(args.model, args.size, args.batch, jnp.dtype(args.dtype))
+    label = f"jax_{args.model}_g_step_l1"
     if args.torch_reference:
-        t = bench_torch(args.torch_reference, args.size, args.batch, args.steps, args.threads)
-        print(json.dumps({"speedup_vs_torch": round(t["s_per_step"] / j["s_per_step"], 2)}))
+        release, version = torch_step(args.torch_reference, args.size, args.batch, args.threads)
+        t = alternate({"jax": step, "torch": release}, args.steps)
+        _row(label, args.batch, t["jax"], gflop, dtype=args.dtype,
+             speedup_vs_release=round(1 / t["ratio"]["median"], 2),
+             speedup_min=round(1 / t["ratio"]["max"], 2),
+             speedup_max=round(1 / t["ratio"]["min"], 2))  # fmt: skip
+        _row("torch_release_g_step_l1", args.batch, t["torch"], gflop, dtype="float32",
+             torch=version, threads=args.threads)  # fmt: skip
+    else:
+        _row(label, args.batch, alternate({"jax": step}, args.steps)["jax"], gflop,
+             dtype=args.dtype)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -282,7 +282,7 @@ def summary(times, batch, flops, peak) -> dict:
     }
     if np.isfinite(flops):
         gflops = flops / batch / median / 1e9
-        out["gflops"] = round(gflops, 1)
+        out["gflop_per_s"] = round(gflops, 1)
         out["fraction_of_matmul_peak"] = round(gflops / peak, 3)
     return out
 
@@ -354,14 +354,15 @@ def main():
         for _ in range(args.rounds):
             for name, fn in sides.items():  # alternate, call by call
                 times[name].append(_seconds(fn))
-        for name, t in times.items():
-            row[name] = summary(t, b, flops, peak["jax_matmul_gflops"])
-        for name in times:
-            if name != "torch" and "torch" in times:
-                row[f"torch_over_{name}"] = round(
-                    row["torch"]["ms_per_frame_median"] / row[name]["ms_per_frame_median"], 2
-                )
-        log(row)
+        rows = {name: summary(t, b, flops, peak["jax_matmul_gflops"]) for name, t in times.items()}
+        for name, timing in rows.items():
+            extra = {k.removeprefix(f"{name}_"): v for k, v in row.items() if k.startswith(name)}
+            if name != "torch" and "torch" in rows:
+                ratio = rows["torch"]["ms_per_frame_median"] / timing["ms_per_frame_median"]
+                extra["speedup_vs_release"] = round(ratio, 2)
+                extra["max_abs_difference"] = row["max_abs_difference"]
+            log({"run": name, "batch": b, "dtype": args.dtype, "size": args.size,
+                 "gflop_per_frame": row["gflop_per_frame"], **timing, **extra})  # fmt: skip
 
 
 if __name__ == "__main__":
