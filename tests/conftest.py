@@ -58,3 +58,38 @@ def _release_compiled_functions():
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+
+
+# The files that take minutes (`pytest --durations=0` of the whole suite: 40-690 s each, most
+# of it XLA compiling tiny training steps), collected first. `make test` hands whole files to
+# xdist's workers (`--dist loadfile`: a module's fixtures, such as a tiny training run, are
+# built once, not once per worker), in this order: the longest first, so the two workers
+# finish together instead of one running the last long file alone.
+SLOW_FIRST = (
+    "tasks/test_megactor.py",
+    "tasks/test_liveportrait.py",
+    "tasks/test_aniportrait.py",
+    "tasks/test_anitalker_stage2.py",
+    "test_bad_inputs.py",
+    "tasks/test_latent_diffusion_toy.py",
+    "inference/test_aniportrait_animator.py",
+    "train/test_anitalker_stage1.py",
+    "remote/test_workflow_remote.py",
+    "inference/test_megactor_animator.py",
+    "data_pipelines/test_mixtures.py",
+    "tasks/test_aniportrait_audio.py",
+    "train/test_resume_and_multihost.py",
+    "inference/test_animator.py",
+    "evaluate/test_sweep.py",
+    "train/test_preemption.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: i for i, path in enumerate(SLOW_FIRST)}
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def order(item):
+        return rank.get(os.path.relpath(str(item.path), here), len(rank))
+
+    items.sort(key=order)  # stable: within a file, and for the rest, collection order
