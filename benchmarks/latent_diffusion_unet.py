@@ -82,7 +82,8 @@ def run(shapes: Shapes, dtype_name: str, iters: int, peak: float, log):
     schedule = recipe.train.process.schedule()
 
     def denoise(p, x, t, bank, on):
-        return denoiser.apply({"params": p["denoiser"]}, x, t, ctx, bank, on)
+        context = jnp.broadcast_to(ctx, (x.shape[0],) + ctx.shape[1:])  # CFG doubles the batch
+        return denoiser.apply({"params": p["denoiser"]}, x, t, context, bank, on)
 
     def ref_bank(p):
         return reference.apply({"params": p["reference"]}, ref, t0, ctx)[1]

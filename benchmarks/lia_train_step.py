@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from _timing import alternate, emit, flops, machine_row
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 RATIO = 4 / 5  # g_reg_every 4 in the release's trainer
 
@@ -51,7 +51,7 @@ def jax_step(model_name, size, batch, dtype):
 
     model = (LIAGenerator if model_name == "lia" else AniTalkerMotion)(size=size, dtype=dtype)
     rng = np.random.default_rng(0)
-    mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    mesh = Mesh(np.array(jax.devices()), ("data",))
     split = NamedSharding(mesh, PartitionSpec("data"))
     shape = (batch, size, size, 3)
     src = jax.device_put(rng.uniform(-1, 1, shape).astype(np.float32), split)

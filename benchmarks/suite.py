@@ -47,8 +47,8 @@ BENCHES = (
     Bench("peak", (), ()),  # first: its machine row decides the mode
     Bench(
         "lia_inference",
-        ("--batches=1,8", "--iters=20"),
-        ("--size=128", "--batches=1,4", "--iters=3"),
+        ("--batches=1,8", "--rounds=20"),
+        ("--size=128", "--batches=1,4", "--rounds=3"),
         reference="lia",
     ),
     Bench(
@@ -100,12 +100,12 @@ def run_one(bench: Bench, quick: bool, references: dict, timeout: float) -> list
         except json.JSONDecodeError:
             continue
         if isinstance(row, dict):
-            rows.append({"bench": bench.name, **row})
+            rows.append({"benchmark": bench.name, **row})
     wall = round(time.perf_counter() - start, 1)
     if error:
-        rows.append({"bench": bench.name, "error": error, "wall_s": wall})
+        rows.append({"benchmark": bench.name, "error": error, "wall_s": wall})
     else:
-        rows.append({"bench": bench.name, "wall_s": wall})
+        rows.append({"benchmark": bench.name, "wall_s": wall})
     return rows
 
 
@@ -123,7 +123,7 @@ def with_peak_fraction(rows: list[dict]) -> list[dict]:
 
 
 # The table's columns: a row's case (what was run) and its figures, by the first key present.
-CASE_KEYS = ("run", "variant", "dtype", "batch", "size", "kind", "workers", "frames")
+CASE_KEYS = ("run", "bench", "variant", "dtype", "batch", "size", "kind", "workers", "frames")
 FIGURES = (
     ("ms", ("ms", "ms_per_frame", "ms_per_frame_median", "s_per_step", "s_per_call")),
     ("rate", ("examples_per_s", "frames_per_s", "video_s_per_s")),
@@ -161,11 +161,14 @@ def table(rows: list[dict]) -> str:
         if "machine" in r or ("wall_s" in r and "error" not in r):
             continue
         if "error" in r:
-            lines.append(f"| {r['bench']} | failed: {r['error'].splitlines()[-1][:80]} |")
+            lines.append(f"| {r['benchmark']} | failed: {r['error'].splitlines()[-1][:80]} |")
             continue
-        case = " ".join(f"{r[k]}" if k == "run" else f"{k} {r[k]}" for k in CASE_KEYS if k in r)
-        figures = " | ".join(_figure(r, keys) for _, keys in FIGURES)
-        lines.append(f"| {r['bench']} | {case} | {figures} |")
+        case = " ".join(
+            f"{r[k]}" if k in ("run", "bench") else f"{k} {r[k]}" for k in CASE_KEYS if k in r
+        )
+        figures = [_figure(r, keys) for _, keys in FIGURES]
+        if any(figures):  # a row of settings (a script's own machine or peak line) is left out
+            lines.append(f"| {r['benchmark']} | {case} | {' | '.join(figures)} |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -194,7 +197,9 @@ def main():
             continue
         left = args.budget_s - (time.perf_counter() - start)
         if left <= 0:
-            rows.append({"bench": bench.name, "error": "not started: the suite's budget is spent"})
+            rows.append(
+                {"benchmark": bench.name, "error": "not started: the suite's budget is spent"}
+            )
             continue
         print(f"[suite] {bench.name} ...", file=sys.stderr, flush=True)
         rows += run_one(bench, quick, references, min(args.timeout_s, left))

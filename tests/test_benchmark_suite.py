@@ -45,8 +45,8 @@ def test_rows_are_collected_tagged_and_other_output_ignored(tmp_path):
         "print('[1, 2]')\n",
     )
     rows = suite.run_one(bench, quick=True, references={}, timeout=60)
-    assert rows[0] == {"bench": "ok", "run": "x", "args": ["--quick_flag"], "ms": 2.5}
-    assert rows[1]["bench"] == "ok" and "wall_s" in rows[1] and "error" not in rows[1]
+    assert rows[0] == {"benchmark": "ok", "run": "x", "args": ["--quick_flag"], "ms": 2.5}
+    assert rows[1]["benchmark"] == "ok" and "wall_s" in rows[1] and "error" not in rows[1]
     assert len(rows) == 2
 
 
@@ -63,7 +63,9 @@ def test_a_failing_or_slow_benchmark_is_a_row_and_keeps_what_it_printed(tmp_path
     t0 = time.perf_counter()
     rows = suite.run_one(slow, quick=True, references={}, timeout=1)
     assert time.perf_counter() - t0 < 20
-    assert rows == [{"bench": "slow", "error": "timed out after 1 s", "wall_s": rows[0]["wall_s"]}]
+    assert rows == [
+        {"benchmark": "slow", "error": "timed out after 1 s", "wall_s": rows[0]["wall_s"]}
+    ]
 
 
 def test_reference_checkouts_reach_the_scripts_that_take_them():
@@ -76,18 +78,18 @@ def test_reference_checkouts_reach_the_scripts_that_take_them():
 
 def test_peak_fraction_by_dtype_and_the_table():
     rows = [
-        {"bench": "peak", "machine": "x86_64", "cpus": 2, "backend": "cpu", "device": "TFRT_CPU_0",
+        {"benchmark": "peak", "machine": "x86_64", "cpus": 2, "backend": "cpu", "device": "TFRT_CPU_0",
          "jax": "0.0", "loadavg": [0.1, 0.2, 0.3]},
-        {"bench": "peak", "run": "matmul_peak", "dtype": "float32", "gflop_per_s": 100.0},
-        {"bench": "peak", "run": "matmul_peak", "dtype": "bfloat16", "gflop_per_s": 400.0},
-        {"bench": "lia", "run": "jax_full", "batch": 1, "ms_per_frame": 9.0, "gflop_per_s": 50.0,
+        {"benchmark": "peak", "run": "matmul_peak", "dtype": "float32", "gflop_per_s": 100.0},
+        {"benchmark": "peak", "run": "matmul_peak", "dtype": "bfloat16", "gflop_per_s": 400.0},
+        {"benchmark": "lia", "run": "jax_full", "batch": 1, "ms_per_frame": 9.0, "gflop_per_s": 50.0,
          "speedup_vs_release": 2.5},
-        {"bench": "unet", "run": "step", "dtype": "bfloat16", "s_per_step": 0.5,
+        {"benchmark": "unet", "bench": "step", "dtype": "bfloat16", "s_per_step": 0.5,
          "gflop_per_s": 100.0},
-        {"bench": "loader", "run": "loader", "workers": 2, "examples_per_s": 900,
+        {"benchmark": "loader", "run": "loader", "workers": 2, "examples_per_s": 900,
          "examples_per_s_per_core": 450},
-        {"bench": "lia", "wall_s": 3.0},
-        {"bench": "dead", "error": "Traceback\nRuntimeError: out of memory"},
+        {"benchmark": "lia", "wall_s": 3.0},
+        {"benchmark": "dead", "error": "Traceback\nRuntimeError: out of memory"},
     ]  # fmt: skip
     rows = suite.with_peak_fraction(rows)
     assert rows[3]["peak_fraction"] == 0.5  # no dtype: fp32's peak
@@ -105,7 +107,7 @@ def test_peak_fraction_by_dtype_and_the_table():
 
 def test_the_table_of_a_saved_run(tmp_path, capsys, monkeypatch):
     saved = tmp_path / "bench.json"
-    rows = [{"bench": "lia", "run": "jax_full", "batch": 8, "ms_per_frame": 1.25}]
+    rows = [{"benchmark": "lia", "run": "jax_full", "batch": 8, "ms_per_frame": 1.25}]
     saved.write_text(json.dumps({"quick": True, "wall_s": 1, "rows": rows}))
     monkeypatch.setattr(sys, "argv", ["suite.py", f"--table={saved}"])
     suite.main()
