@@ -54,7 +54,7 @@ BENCHES = (
     Bench(
         "lia_train_step",
         ("--batch=64", "--steps=10", "--dtype=bfloat16"),
-        ("--size=128", "--batch=4", "--steps=2"),
+        ("--size=128", "--batch=2", "--steps=2"),
         reference="lia",
     ),
     Bench(
@@ -145,11 +145,19 @@ def _figure(row: dict, keys) -> str:
     return ""
 
 
+def _reason(error: str) -> str:
+    """A failure's last exception line (what follows a traceback), else its last line."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    named = [line for line in lines if "Error" in line.split(":")[0] or "error:" in line]
+    return (named or lines or ["?"])[-1][:100]
+
+
 def table(rows: list[dict]) -> str:
     """The rows as a markdown table (machine rows and per-benchmark wall times left out)."""
     machine = next((r for r in rows if "machine" in r), {})
     head = (
-        f"Machine: {machine.get('device', '?')} ({machine.get('backend', '?')}, "
+        f"Machine: {machine.get('machine', '?')}, {machine.get('device', '?')} "
+        f"({machine.get('backend', '?')}, "
         f"{machine.get('cpus', '?')} CPUs), jax {machine.get('jax', '?')}, load average at start "
         f"{machine.get('loadavg', ['?'])[0]}.\n\n"
     )
@@ -161,7 +169,7 @@ def table(rows: list[dict]) -> str:
         if "machine" in r or ("wall_s" in r and "error" not in r):
             continue
         if "error" in r:
-            lines.append(f"| {r['benchmark']} | failed: {r['error'].splitlines()[-1][:80]} |")
+            lines.append(f"| {r['benchmark']} | failed: {_reason(r['error'])} |")
             continue
         case = " ".join(
             f"{r[k]}" if k in ("run", "bench") else f"{k} {r[k]}" for k in CASE_KEYS if k in r

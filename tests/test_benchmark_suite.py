@@ -89,14 +89,14 @@ def test_peak_fraction_by_dtype_and_the_table():
         {"benchmark": "loader", "run": "loader", "workers": 2, "examples_per_s": 900,
          "examples_per_s_per_core": 450},
         {"benchmark": "lia", "wall_s": 3.0},
-        {"benchmark": "dead", "error": "Traceback\nRuntimeError: out of memory"},
+        {"benchmark": "dead", "error": "Traceback\nRuntimeError: out of memory\n---\nFor simplicity"},
     ]  # fmt: skip
     rows = suite.with_peak_fraction(rows)
     assert rows[3]["peak_fraction"] == 0.5  # no dtype: fp32's peak
     assert rows[4]["peak_fraction"] == 0.25
     assert "peak_fraction" not in rows[1] and "peak_fraction" not in rows[5]
     text = suite.table(rows)
-    assert text.startswith("Machine: TFRT_CPU_0 (cpu, 2 CPUs)")
+    assert text.startswith("Machine: x86_64, TFRT_CPU_0 (cpu, 2 CPUs)")
     lines = text.splitlines()
     assert "| lia | jax_full batch 1 | 9 |  |  | 50 | 0.5 | 2.5 |" in lines
     assert "| unet | step dtype bfloat16 | 500 |  |  | 100 | 0.25 |  |" in lines
