@@ -31,12 +31,13 @@ import os
 import platform
 import statistics
 import sys
-import time
 import types
 
+import _timing
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import seconds as _seconds
 
 from jaxtalk.convert import liveportrait as lp_convert
 from jaxtalk.convert.mapping import export_state_dict, flatten_params
@@ -119,23 +120,13 @@ def _spectral_vectors(variables, rng, iters=20):
 
 def matmul_peak(n=4096, iters=5, torch=None) -> dict:
     """Best fp32 GFLOP/s of an n x n matmul: jnp.dot (and torch.mm when given)."""
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
-    dot = jax.jit(jnp.dot)
-    dot(a, a).block_until_ready()
-    best = min(_seconds(lambda: dot(a, a).block_until_ready()) for _ in range(iters))
-    out = {"jax_matmul_gflops": 2 * n**3 / best / 1e9}
+    out = {"jax_matmul_gflops": _timing.matmul_peak(jnp.float32, n, iters) / 1e9}
     if torch is not None:
-        t = torch.from_numpy(np.array(a))
+        t = torch.from_numpy(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32))
         torch.mm(t, t)
         best = min(_seconds(lambda: torch.mm(t, t)) for _ in range(iters))
         out["torch_matmul_gflops"] = 2 * n**3 / best / 1e9
     return out
-
-
-def _seconds(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 class JaxFrame:
