@@ -182,3 +182,19 @@ def test_a_one_frame_clip_is_a_pair_of_the_same_image():
     assert out["pose_valid"] and not out["blink_valid"] and out["blink"].shape == (2, 1)
     with pytest.raises(KeyError, match="still has no attribute 'gaze'"):
         examples.pair(OneFrame(), np.random.default_rng(1), 16, "uint8", 0, ("gaze",))
+
+
+def test_a_worker_keeps_its_freed_heap_pages(synthetic_dir, monkeypatch):
+    """The example map tunes glibc's heap where it is unpickled (a worker process), not in
+    the process that builds the loader."""
+    import pickle
+
+    calls = []
+    monkeypatch.setattr(loaders, "_keep_freed_heap_pages", lambda: calls.append(1))
+    loader = loaders.make_loader(
+        _cfg(synthetic_dir, kind="pairs"), split="train", global_batch_size=2, seed=0
+    )
+    make_example = next(op for op in loader._operations if isinstance(op, loaders._MakeExample))
+    assert calls == []
+    copy = pickle.loads(pickle.dumps(make_example))
+    assert calls == [1] and copy.size == make_example.size and copy.cfg == make_example.cfg
