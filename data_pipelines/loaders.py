@@ -62,7 +62,6 @@ Batch fields (images float32 in [-1, 1] NHWC unless `image_dtype="uint8"`):
 
 from __future__ import annotations
 
-import ctypes
 from typing import Any
 
 import grain
@@ -71,6 +70,7 @@ import numpy as np
 from absl import flags
 
 from data_pipelines import examples, mixture
+from jaxtalk import heap
 
 KINDS = ("pairs", "windows", "reference_window", "landmark_video", "driving_video")
 
@@ -206,24 +206,6 @@ class _Tag(grain.transforms.Map):
         return {"dataset": np.int32(self.k), "index": np.int64(position // self.repeat)}
 
 
-# glibc's mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
-def _keep_freed_heap_pages() -> None:
-    """Lets this process's heap keep the pages a batch's decoded frames free. In a grain
-    worker a batch goes to shared memory, not to the heap, so glibc's dynamic thresholds
-    stay at one frame's size and it returned the frames' pages to the kernel after every
-    batch, faulting them in again for the next: 44% of a worker's CPU was in the kernel (8%
-    in-process), and with workers the loader delivered half its in-process rate per core."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc
-        return
-    libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest; fixed, not dynamic
-    libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
-
-
 class _MakeExample(grain.transforms.RandomMap):
     """Draws one example of `kind` from a clip (plus negatives for pairs), reading only what it uses."""
 
@@ -234,9 +216,11 @@ class _MakeExample(grain.transforms.RandomMap):
         self.size = size
 
     def __setstate__(self, state: dict) -> None:
-        # Unpickling happens where grain sends the map: in a worker process.
+        # Unpickling happens where grain sends the map: in a worker process, where a batch
+        # goes to shared memory and the heap would give a batch's decoded frames back to the
+        # kernel after every batch (jaxtalk/heap.py).
         self.__dict__.update(state)
-        _keep_freed_heap_pages()
+        heap.keep_freed_pages(256 << 20)
 
     def _negatives(self, store, identity: int, offset: int, rng: np.random.Generator) -> dict:
         clips = store.other_identity_clips(identity, self.cfg["num_negatives"], rng)

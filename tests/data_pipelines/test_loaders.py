@@ -190,11 +190,11 @@ def test_a_worker_keeps_its_freed_heap_pages(synthetic_dir, monkeypatch):
     import pickle
 
     calls = []
-    monkeypatch.setattr(loaders, "_keep_freed_heap_pages", lambda: calls.append(1))
+    monkeypatch.setattr(loaders.heap, "keep_freed_pages", calls.append)
     loader = loaders.make_loader(
         _cfg(synthetic_dir, kind="pairs"), split="train", global_batch_size=2, seed=0
     )
     make_example = next(op for op in loader._operations if isinstance(op, loaders._MakeExample))
     assert calls == []
     copy = pickle.loads(pickle.dumps(make_example))
-    assert calls == [1] and copy.size == make_example.size and copy.cfg == make_example.cfg
+    assert calls == [256 << 20] and copy.size == make_example.size and copy.cfg == make_example.cfg
