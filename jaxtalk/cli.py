@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 
+from jaxtalk import lapack_threads
 from jaxtalk.errors import InputError
 
 COMMANDS = {
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     quiet = not any(a.startswith(("--verbosity", "-v")) for a in argv[2:])
 
     def run(args):
+        lapack_threads.single_thread()  # jaxlib's LAPACK calls run inside XLA's own threads
         # Library INFO logs (orbax writes several per checkpoint) only with --verbosity=0.
         if quiet:
             from absl import logging

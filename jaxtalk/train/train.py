@@ -14,7 +14,7 @@ import numpy as np
 from absl import logging
 from flax import linen as nn
 
-from jaxtalk import fs
+from jaxtalk import fs, lapack_threads
 from jaxtalk.errors import InputError
 from jaxtalk.train import checkpoints, distributed, optim, sharding
 from jaxtalk.train import state as state_lib
@@ -97,6 +97,7 @@ def train(config, workdir: str) -> dict:
     """Trains until config.total_steps, or until preempted (SIGTERM): then every process saves
     a checkpoint at the same step and this returns with `preempted` true. Returns the last
     logged and evaluated metrics."""
+    lapack_threads.single_thread()  # for callers of train() outside the CLI as well
     try:
         distributed.maybe_initialize(config.distributed)
     except ValueError as e:
