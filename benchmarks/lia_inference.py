@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from _timing import alternate, emit, flops, machine_row
 
+from jaxtalk import lapack_threads
+
 
 def _row(label, batch, timing, gflop=None, **extra):
     median = timing["median_s"]
@@ -102,6 +104,7 @@ def torch_call(path, size, batch, threads):
 
 
 def main():
+    lapack_threads.single_thread()  # as the CLI and train() do (jaxtalk/lapack_threads.py)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="lia", choices=["lia", "anitalker"])
     ap.add_argument("--size", type=int, default=256)

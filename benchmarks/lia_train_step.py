@@ -24,6 +24,8 @@ import optax
 from _timing import alternate, emit, flops, machine_row
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxtalk import lapack_threads
+
 RATIO = 4 / 5  # g_reg_every 4 in the release's trainer
 
 
@@ -104,6 +106,7 @@ def torch_step(path, size, batch, threads):
 
 
 def main():
+    lapack_threads.single_thread()  # as the CLI and train() do (jaxtalk/lapack_threads.py)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="lia", choices=["lia", "anitalker"])
     ap.add_argument("--size", type=int, default=256)
