@@ -15,7 +15,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Lowest first. A module may import from its own layer or any lower one.
 LAYERS = (
-    ("jaxtalk.errors", "jaxtalk.discovery", "jaxtalk.fs", "jaxtalk.optional", "jaxtalk.progress"),
+    (
+        "jaxtalk.errors",
+        "jaxtalk.discovery",
+        "jaxtalk.fs",
+        "jaxtalk.optional",
+        "jaxtalk.progress",
+        "jaxtalk.heap",
+        "jaxtalk.lapack_threads",
+    ),
     ("jaxtalk.models", "jaxtalk.diffusion", "jaxtalk.media"),
     ("jaxtalk.losses",),
     ("jaxtalk.export", "jaxtalk.convert"),
@@ -39,6 +47,7 @@ DATA_PIPELINES_MAY_IMPORT = (
     "jaxtalk.fs",
     "jaxtalk.optional",
     "jaxtalk.progress",
+    "jaxtalk.heap",
 )
 # ... and only these jaxtalk packages may import data_pipelines.
 MAY_IMPORT_DATA_PIPELINES = (
