@@ -3,7 +3,7 @@ over and over, such as a grain worker (a batch of decoded frames, each batch).
 
 glibc serves an allocation above its mmap threshold with a fresh mmap and returns the pages
 on free, and it trims the heap top past its trim threshold; both start at 128 KB and adapt
-only upwards to the largest block freed. A step's or a batch's buffers were then handed back
+only upwards to the largest block freed. A batch's buffers were then handed back
 to the kernel and faulted in, zeroed, again the next time: measured on the 2-core CPU, 44% of
 a loader worker's CPU time was in the kernel (8% in-process). (The training process gains
 little: the tiny AniTalker stage-1 run went from 1.60-1.64 to 1.63-1.67 steps/s with these
