@@ -8,7 +8,7 @@ Variants:
          AniTalker's metric-learning (AAM-Softmax) and CLUB mutual-information terms,
          EMA of the generator. The perceptual loss needs ImageNet VGG19 weights
          (`jaxtalk import --release=vgg19 --checkpoint=vgg19-dcbb9e9d.pth`).
-  tiny   64x64, 1/8 width, on the embedded synthetic set; minutes on a CPU; no
+  tiny   64x64, 1/16 width, on the embedded synthetic set; minutes on a CPU; no
          perceptual loss (no ImageNet weights needed).
 
 The AniTalker paper does not publish its loss weights; ours are marked below.
@@ -83,7 +83,14 @@ def get_config(arg: str = "paper"):
     c.checkpoint.best_metric = "eval/psnr"
 
     if arg == "tiny":
-        c.model.update(dict(size=64, width=0.125, disc_width=0.125))
+        # 1/16 width and no negatives in the batch (AAM-Softmax scores each code against
+        # every identity's class weights; negatives only add examples; evaluation still
+        # loads one per example for cross-reenactment). Measured on one synthetic set, held-out
+        # PSNR at step 800 (copy baseline 21.42 dB): 1/8 width with a negative 23.42 dB,
+        # 24 GFLOP/step; 1/8 without 23.35; 1/16 with 23.61; 1/16 without 23.56 dB at
+        # 5.0 GFLOP/step, 2.6x the steps/s (the demo: 8 -> 3.5 minutes on 2 cores).
+        c.model.update(dict(size=64, width=0.0625, disc_width=0.0625))
+        c.data.num_negatives = 0
         # Pixel + metric-learning losses only: on a CPU budget of a few hundred steps the
         # GAN and MI terms slow the reconstruction down (measured: held-out PSNR peaks at
         # 21.0 dB at step 300 and then falls with them, rises past 22 dB without them).

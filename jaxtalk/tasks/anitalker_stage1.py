@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from jaxtalk import fs
 from jaxtalk.evaluate import image_metrics
@@ -305,8 +306,14 @@ class AniTalkerStage1Task(Task):
     def data(self, split, *, global_batch_size, seed, process_index, process_count):
         from data_pipelines.loaders import make_loader
 
+        data_config = self.config.data
+        if split != "train" and not data_config.num_negatives:
+            # Cross-reenactment evaluation renders on a face of another identity: one per
+            # example, whether or not the recipe trains with negatives.
+            data_config = ml_collections.ConfigDict(data_config.to_dict())
+            data_config.num_negatives = 1
         loader = make_loader(
-            self.config.data,
+            data_config,
             split=split,
             global_batch_size=global_batch_size,
             seed=seed,
