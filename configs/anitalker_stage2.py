@@ -131,7 +131,7 @@ def get_config(arg: str = "paper"):
                 t_scale=1e-3,
             )
         )
-        c.stage1.update(dict(size=64, width=0.125))
+        c.stage1.update(dict(size=64, width=0.0625))  # = anitalker_stage1:tiny
         # A fresh tiny stage 1's codes sit at offsets of up to +-4 with stds of 0.15-1.2 per
         # dimension: standardise them (see the task's docstring).
         c.diffusion.update(dict(normalize_motion=True, motion_scale=1.0, clip_x0=2.0))

@@ -215,6 +215,13 @@ def _train(config, workdir: str, preemption: distributed.Preemption) -> dict:
                 f"frozen group {g!r} from {frozen[g]['source']} does not fit the "
                 f"model (missing {missing or 'the whole group'})"
             )
+        # Checked before the task measures anything with it (task.pretrained() below).
+        problems = [p for k in params for p in misfits(abstract.params[g].get(k), params[k])]
+        if problems:
+            raise ConfigError(
+                f"frozen group {g!r} from {frozen[g]['source']} does not fit the model "
+                f"(does the config describe its architecture?): " + "; ".join(problems[:10])
+            )
         frozen[g]["fingerprint"] = checkpoints.fingerprint(params)
     if resumed is None:
         init_jit = jax.jit(lambda *a: nn.unbox(init_state(*a)), out_shardings=state_shardings)
@@ -381,6 +388,26 @@ def _init_compiler_options(mesh) -> dict | None:
     return None
 
 
+def misfits(target, new) -> list[str]:
+    """What keeps the tree `new` from replacing `target` (arrays or abstract arrays): missing
+    and unexpected leaves and differing shapes, by key path, sorted."""
+    want = {
+        jax.tree_util.keystr(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(target)
+    }
+    got = {
+        jax.tree_util.keystr(p): np.shape(v) for p, v in jax.tree_util.tree_leaves_with_path(new)
+    }
+    return sorted(
+        [f"missing {k}" for k in want.keys() - got.keys()]
+        + [f"unexpected {k}" for k in got.keys() - want.keys()]
+        + [
+            f"{k}: {got[k]} but the model has {want[k]}"
+            for k in want.keys() & got.keys()
+            if want[k] != got[k]
+        ]
+    )
+
+
 def load_pretrained(state, pretrained: dict, shardings):
     """Replaces parameter sub-trees (and their EMA copies) by given weights, e.g. imported
     released ones: `pretrained` is {group: {subtree key: params}}; structures and shapes
@@ -395,23 +422,7 @@ def load_pretrained(state, pretrained: dict, shardings):
         for key, new in subtrees.items():
             target = state.params[group][key]
             where = f"pretrained weights for {group}/{key}"
-            want = {
-                jax.tree_util.keystr(p): v.shape
-                for p, v in jax.tree_util.tree_leaves_with_path(target)
-            }
-            got = {
-                jax.tree_util.keystr(p): np.shape(v)
-                for p, v in jax.tree_util.tree_leaves_with_path(new)
-            }
-            problems = (
-                [f"missing {k}" for k in want.keys() - got.keys()]
-                + [f"unexpected {k}" for k in got.keys() - want.keys()]
-                + [
-                    f"{k}: {got[k]} but the model has {want[k]}"
-                    for k in want.keys() & got.keys()
-                    if want[k] != got[k]
-                ]
-            )
+            problems = misfits(target, new)
             if problems:
                 raise ConfigError(
                     f"{where} do not fit the model: " + "; ".join(sorted(problems)[:10])

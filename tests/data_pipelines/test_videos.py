@@ -19,6 +19,7 @@ from jaxtalk.convert import weights
 from jaxtalk.media import crop, face_detect
 from jaxtalk.media.video import write_video
 from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
+from tests.tasks.helpers import TINY_WIDTH
 from tests.train.helpers import REPO, checkpoint_steps, run_cli
 
 RES = 160  # raw video side
@@ -115,7 +116,7 @@ def test_a_folder_without_videos_is_one_line_naming_it(tmp_path):
 
 
 def _save_stage1(path, size):
-    config = dict(size=size, style_dim=512, motion_dim=20, width=0.125)
+    config = dict(size=size, style_dim=512, motion_dim=20, width=TINY_WIDTH)
     model = AniTalkerMotion(**config)
     x = jnp.zeros((1, size, size, 3))
     params = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(1), x, x)["params"])

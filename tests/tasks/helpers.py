@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from configs import anitalker_stage1
 from data_pipelines import datasets
 from data_pipelines.synthetic import generate
 from jaxtalk.convert import weights
@@ -17,7 +18,8 @@ from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.models.anitalker.stage2 import DiffusionPredictor, init_inputs
 
 SIZE = 64
-STAGE1 = dict(size=SIZE, style_dim=512, motion_dim=20, width=0.125)
+TINY_WIDTH = anitalker_stage1.get_config("tiny").model.width  # the tiny configs' stage 1
+STAGE1 = dict(size=SIZE, style_dim=512, motion_dim=20, width=TINY_WIDTH)
 STAGE2 = dict(
     infer_type="mfcc_pose_only",
     speech_dim=32,

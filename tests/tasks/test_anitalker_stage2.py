@@ -12,7 +12,7 @@ from jaxtalk.models.anitalker import stage2 as a2m_model
 from jaxtalk.models.anitalker.stage2 import INFER_TYPES
 from jaxtalk.models.audio import mfcc as mfcc_lib
 from jaxtalk.tasks import anitalker_stage2 as task_lib
-from jaxtalk.train.train import train
+from jaxtalk.train.train import ConfigError, train
 from tests.tasks import helpers
 
 
@@ -134,6 +134,17 @@ def test_missing_stage1_is_a_clear_error(synthetic_64):
     c.data.data_dir = synthetic_64
     with pytest.raises(ValueError, match="stage1.workdir"):
         task_lib.build(c).frozen_sources()
+
+
+def test_a_stage1_of_another_architecture_is_a_clear_error(synthetic_64, stage1_weights, tmp_path):
+    config = tiny_config(synthetic_64, stage1_weights, steps=1)
+    config.stage1.width = 2 * config.stage1.width  # the weights are the tiny width
+    with pytest.raises(ConfigError) as e:
+        train(config, str(tmp_path / "run"))
+    message = str(e.value)
+    assert "frozen group 'stage1'" in message and stage1_weights in message
+    kernel = "['dec']['convs_1']['conv']['kernel']: (3, 3, 32, 32) but the model has (3, 3, 64, 64)"
+    assert kernel in message
 
 
 def test_motion_normalisation_round_trips_and_standardises():
