@@ -29,7 +29,7 @@ test: $(ENV)
 demo: $(ENV)
 	JAX_PLATFORMS=cpu $(PY) -m jaxtalk.demo --out=$(DEMO)
 
-demo-stage2: $(ENV)  # the demo plus stage 2 (speech -> motion): about ten more minutes
+demo-stage2: $(ENV)  # the demo plus stage 2 (speech -> motion): about seven more minutes
 	JAX_PLATFORMS=cpu $(PY) -m jaxtalk.demo --out=$(DEMO) --stage2
 
 bench: $(ENV)
