@@ -44,7 +44,8 @@ _DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
 _VIDEO = re.compile(r"Stream #\S+.*?: Video: .*?(?<![0-9a-fx])(\d{1,5})x(\d{1,5})(?![0-9])")
 _FPS = re.compile(r"(\d+(?:\.\d+)?) (?:fps|tbr)")
 _AUDIO = re.compile(r"Stream #\S+.*?: Audio: .*?(\d+) Hz")
-_DISPLAYMATRIX = re.compile(r"displaymatrix: rotation of (-?\d+(?:\.\d+)?) degrees")
+# "displaymatrix: rotation of ..." up to ffmpeg 8, "Display Matrix: rotation of ..." from 9.
+_DISPLAYMATRIX = re.compile(r"display ?matrix: rotation of (-?\d+(?:\.\d+)?) degrees", re.I)
 _ROTATE_TAG = re.compile(r"^\s*rotate\s*:\s*(-?\d+(?:\.\d+)?)\s*$")  # ffmpeg < 5: clockwise
 
 

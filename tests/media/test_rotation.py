@@ -78,3 +78,18 @@ def test_crop_and_resize_are_in_displayed_pixels(upright):
 def test_unrotated_video_reports_no_rotation(upright):
     info = probe(upright)
     assert (info.rotation, info.width, info.height) == (0, W, H)
+
+
+@pytest.mark.parametrize(
+    "line, ccw",
+    [
+        ("      displaymatrix: rotation of -90.00 degrees", 270),  # ffmpeg 5-8
+        ("      Display Matrix: rotation of 90.00 degrees", 90),  # ffmpeg 9
+        ("      rotate          : 90", 270),  # the older tag, clockwise
+        ("      Display Matrix: rotation of 45.00 degrees", 0),  # not a right angle
+    ],
+)
+def test_rotation_lines_of_each_ffmpeg_version(line, ccw):
+    from jaxtalk.media.probe import _rotation
+
+    assert _rotation([line]) == ccw
