@@ -18,11 +18,24 @@ assert lapack_threads.single_thread()
 print(before, lapack_threads.threads())
 """
 
+# The Python API's entry to inference sets it too (the CLI does before every command).
+OPEN_ANIMATOR_CHILD = r"""
+from jaxtalk import lapack_threads
+from jaxtalk.inference import AnimationError, open_animator
+before = lapack_threads.threads()
+try:
+    open_animator("/nonexistent/weights.safetensors")
+except AnimationError:
+    pass
+print(before, lapack_threads.threads())
+"""
+
 
 @pytest.mark.skipif(not lapack_threads._scipy_openblas(), reason="scipy without OpenBLAS")
-def test_scipy_openblas_goes_to_one_thread():
+@pytest.mark.parametrize("child", [CHILD, OPEN_ANIMATOR_CHILD])
+def test_scipy_openblas_goes_to_one_thread(child):
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "2", "JAX_PLATFORMS": "cpu"}
     out = subprocess.run(
-        [sys.executable, "-c", CHILD], capture_output=True, text=True, check=True, env=env
+        [sys.executable, "-c", child], capture_output=True, text=True, check=True, env=env
     ).stdout.split()
     assert out == ["2", "1"], out

@@ -10,7 +10,7 @@ never branch on model classes; a kind read from a file is only looked up, never 
 
 from __future__ import annotations
 
-from jaxtalk import discovery, fs
+from jaxtalk import discovery, fs, lapack_threads
 from jaxtalk.inference.animator import AnimationError, Animator, Driver
 from jaxtalk.train import checkpoints
 
@@ -56,6 +56,7 @@ def open_animator(
     is; default: a directory with checkpoints/ is a run). `driver`: the kind the caller
     drives with, checked before the model is built. `options` go to the class's
     `from_stored` / `from_run` (e.g. chunk, stage1, hubert)."""
+    lapack_threads.single_thread()  # for callers of this API outside the CLI as well
     run = checkpoints.is_run(path) if run is None else run
     if run:
         if not checkpoints.is_run(path):
