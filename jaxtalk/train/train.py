@@ -216,7 +216,7 @@ def _train(config, workdir: str, preemption: distributed.Preemption) -> dict:
                 f"model (missing {missing or 'the whole group'})"
             )
         # Checked before the task measures anything with it (task.pretrained() below).
-        problems = [p for k in params for p in misfits(abstract.params[g].get(k), params[k])]
+        problems = [p for k in params for p in _misfits(abstract.params[g].get(k), params[k])]
         if problems:
             raise ConfigError(
                 f"frozen group {g!r} from {frozen[g]['source']} does not fit the model "
@@ -388,7 +388,7 @@ def _init_compiler_options(mesh) -> dict | None:
     return None
 
 
-def misfits(target, new) -> list[str]:
+def _misfits(target, new) -> list[str]:
     """What keeps the tree `new` from replacing `target` (arrays or abstract arrays): missing
     and unexpected leaves and differing shapes, by key path, sorted."""
     want = {
@@ -422,11 +422,9 @@ def load_pretrained(state, pretrained: dict, shardings):
         for key, new in subtrees.items():
             target = state.params[group][key]
             where = f"pretrained weights for {group}/{key}"
-            problems = misfits(target, new)
+            problems = _misfits(target, new)
             if problems:
-                raise ConfigError(
-                    f"{where} do not fit the model: " + "; ".join(sorted(problems)[:10])
-                )
+                raise ConfigError(f"{where} do not fit the model: " + "; ".join(problems[:10]))
             host = jax.tree.map(np.asarray, new)
             params[group] = {
                 **params[group],
