@@ -88,8 +88,8 @@ def get_config(arg: str = "paper"):
         # loads one per example for cross-reenactment). Measured on one synthetic set, held-out
         # PSNR at step 800 (copy baseline 21.42 dB): 1/8 width with a negative 23.42 dB,
         # 24 GFLOP/step; 1/8 without 23.35; 1/16 with 23.61; 1/16 without 23.56 dB at
-        # 5.0 GFLOP/step, 3.3x the steps/s (`make demo`: 8 min 26 s -> 3 min 9 s on 2
-        # cores, 23.45 dB there: the initial state now compiles without LLVM optimisation,
+        # 5.0 GFLOP/step, 5.2-7.2 steps/s against 1.9-2.0 (`make demo` on 2 idle cores:
+        # 8 min 26 s -> 3 min 9-20 s, 23.45 dB there: the initial state now compiles without LLVM optimisation,
         # which rounds its initialisers differently, up to 5e-7, and the run drifts +-0.1 dB).
         # A cosine decay of the lr lost 0.6 dB at step 800 (22.86; lr 1e-2: 22.99).
         c.model.update(dict(size=64, width=0.0625, disc_width=0.0625))
