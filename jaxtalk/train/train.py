@@ -224,9 +224,15 @@ def _train(config, workdir: str, preemption: distributed.Preemption) -> dict:
             )
         frozen[g]["fingerprint"] = checkpoints.fingerprint(params)
     if resumed is None:
-        init_jit = jax.jit(lambda *a: nn.unbox(init_state(*a)), out_shardings=state_shardings)
-        state = init_jit.lower(*init_args).compile(_init_compiler_options(mesh))(*init_args)
         pretrained = {**frozen_params, **task.pretrained()}
+        # What the given weights replace is not initialised: XLA drops its random
+        # initialisers (most of a stage-2 state's init, in compile time and in memory).
+        init_jit = jax.jit(
+            lambda *a: _without_subtrees(nn.unbox(init_state(*a)), pretrained),
+            out_shardings=_without_subtrees(state_shardings, pretrained),
+        )
+        state = init_jit.lower(*init_args).compile(_init_compiler_options(mesh))(*init_args)
+        state = _with_placeholders(state, abstract, pretrained)
         if pretrained:
             state = load_pretrained(state, pretrained, state_shardings)
         start_step = 0
@@ -386,6 +392,32 @@ def _init_compiler_options(mesh) -> dict | None:
     if mesh.devices.flat[0].platform == "cpu":
         return {"xla_backend_optimization_level": 0}
     return None
+
+
+def _without_subtrees(state, subtrees: dict):
+    """The train state (or its abstract / shardings) without the params and EMA copies of the
+    sub-trees that `subtrees` ({group: {key: ...}}) names."""
+
+    def drop(tree):
+        return {
+            g: {k: v for k, v in t.items() if k not in subtrees[g]} if g in subtrees else t
+            for g, t in tree.items()
+        }
+
+    return state.replace(params=drop(state.params), ema_params=drop(state.ema_params))
+
+
+def _with_placeholders(state, abstract, subtrees: dict):
+    """`state` from `_without_subtrees` with the abstract arrays of `abstract` back in place of
+    the sub-trees it lacks, for load_pretrained to check and replace."""
+
+    def fill(tree, full):
+        return {g: {**full[g], **t} if g in subtrees else t for g, t in tree.items()}
+
+    return state.replace(
+        params=fill(state.params, abstract.params),
+        ema_params=fill(state.ema_params, abstract.ema_params),
+    )
 
 
 def _misfits(target, new) -> list[str]:

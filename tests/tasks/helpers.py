@@ -72,10 +72,13 @@ def save_stage2(path: str, **overrides) -> str:
 # The latent diffusion family's train step is the suite's largest compile (on 8 simulated
 # devices it took minutes and ~10 GB in an xdist worker): its loop tests run `jaxtalk train`
 # in a one-device process, which gives its memory back when it ends.
-def train_tiny(config: str, data_dir: str, workdir: str, steps: int, *overrides: str) -> dict:
+def train_tiny(
+    config: str, data_dir: str, workdir: str, steps: int, *overrides: str, save_every: int = 0
+) -> dict:
     """`jaxtalk train --config=configs/<config>` (e.g. "megactor.py:tiny_stage1") for `steps`
     steps of batch 8 on `data_dir`, logging, evaluating (one batch, 2 sampling steps) and
-    saving at the last step -> every metric it logged, the last value of each."""
+    saving at the last step (and every `save_every` steps) -> every metric it logged, the last
+    value of each."""
     from tests.train.helpers import REPO, run_cli
 
     run_cli(
@@ -86,7 +89,8 @@ def train_tiny(config: str, data_dir: str, workdir: str, steps: int, *overrides:
          "--config.diffusion.sample_steps=2", f"--config.log.every_steps={steps}",
          "--config.log.progress_bar=False", "--config.log.tensorboard=False",
          f"--config.eval.every_steps={steps}", "--config.eval.num_batches=1",
-         f"--config.checkpoint.every_steps={steps}", "--config.checkpoint.async_save=False",
+         f"--config.checkpoint.every_steps={save_every or steps}",
+         "--config.checkpoint.async_save=False",
          *overrides],
         devices=1,
     )  # fmt: skip
