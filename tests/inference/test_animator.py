@@ -77,7 +77,7 @@ def files(tmp_path_factory):
     x = jnp.zeros((1, 32, 32, 3))
     out = {}
     for kind, cls in (("lia", LIAGenerator), ("anitalker_stage1", AniTalkerMotion)):
-        params = nn.meta.unbox(cls(**TINY).init(jax.random.PRNGKey(3), x, x)["params"])
+        params = nn.meta.unbox(jax.jit(cls(**TINY).init)(jax.random.PRNGKey(3), x, x)["params"])
         out[kind] = str(d / f"{kind}.safetensors")
         weights.save(
             {"params": params, "model_config": dict(TINY, kind=kind)}, out[kind], release=kind

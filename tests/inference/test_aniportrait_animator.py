@@ -47,7 +47,7 @@ def save_tiny_release(folder) -> str:
         clip_config=TINY_CLIP,
     )  # fmt: skip
     image = jnp.zeros((1, SIZE, SIZE, 3))
-    v = pipe.init(jax.random.PRNGKey(0), image, image, jnp.zeros((1, 2, SIZE, SIZE, 3)))
+    v = jax.jit(pipe.init)(jax.random.PRNGKey(0), image, image, jnp.zeros((1, 2, SIZE, SIZE, 3)))
     rng = np.random.default_rng(0)
     v = jax.tree.map(lambda a: np.asarray(a) + rng.normal(0, 0.02, np.shape(a)), v)
     params = {

@@ -27,7 +27,7 @@ def tiny_file(tmp_path_factory):
     config = cfg_lib.tiny_megactor()
     pipe = lib.MegActorPipeline(config, latent="pixels", context="zeros")
     z = np.zeros((1, S, S, 3), np.float32)
-    params = pipe.init(jax.random.PRNGKey(0), z, z, np.zeros((1, 2, S, S, 3), np.float32))
+    params = jax.jit(pipe.init)(jax.random.PRNGKey(0), z, z, np.zeros((1, 2, S, S, 3), np.float32))
     # random FiLM output layer (zero at init) and motion-module outputs: a wrong input
     # path cannot hide behind a zero layer
     keys = iter(jax.random.split(jax.random.PRNGKey(1), 10_000))

@@ -52,7 +52,7 @@ def prepare_synthetic(out_dir: str) -> str:
 def save_stage1(path: str) -> str:
     model = AniTalkerMotion(**STAGE1)
     image = jnp.zeros((1, SIZE, SIZE, 3))
-    params = nn.meta.unbox(model.init(jax.random.PRNGKey(1), image, image)["params"])
+    params = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(1), image, image)["params"])
     weights.save(
         {"params": params, "model_config": dict(STAGE1, kind="anitalker_stage1")},
         path,
@@ -64,7 +64,7 @@ def save_stage1(path: str) -> str:
 def save_stage2(path: str, **overrides) -> str:
     config = dict(STAGE2, **overrides)
     model = DiffusionPredictor(**config)
-    variables = nn.meta.unbox(model.init(jax.random.PRNGKey(2), *init_inputs(model, 1, 8)))
+    variables = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(2), *init_inputs(model, 1, 8)))
     weights.save({**variables, "model_config": config}, path, release="anitalker_stage2")
     return path
 

@@ -122,7 +122,7 @@ def test_tiny_trains_with_frozen_stage1_and_the_probe_runs(synthetic_64, stage1_
     # Samples: hint | ground truth | generated, per example a video in [0, 1].
     task = task_lib.build(config)
     batch = next(task.data("test", global_batch_size=2, seed=0, process_index=0, process_count=1))
-    video = task.samples(state.params, state.model_state, batch, jax.random.PRNGKey(0))[
+    video = jax.jit(task.samples)(state.params, state.model_state, batch, jax.random.PRNGKey(0))[
         "speech_driven"
     ]
     assert video.shape == (2, config.data.num_frames - 1, 64, 3 * 64, 3)
