@@ -57,26 +57,25 @@ def tiny_lia():
 
 def test_lia_forward_shapes_modes_and_methods(tiny_lia):
     model, v, src, drv, start = tiny_lia
-    apply = jax.jit(model.apply, static_argnames="method")  # compiled, not op by op
-    out = apply(v, src, drv)
+    out = jax.jit(model.apply)(v, src, drv)
     assert out["image"].shape == (2, 32, 32, 3) and out["flow"].shape == (2, 32, 32, 2)
     assert out["mask"].shape == (2, 32, 32, 1)
     assert all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree_util.tree_leaves(out))
     assert np.all(np.asarray(out["mask"]) > 0) and np.all(np.asarray(out["mask"]) < 1)
     # the pieces a train step drives give the same result as the forward pass
-    enc = apply(v, src, method="encode_source")
-    alpha = apply(v, drv, method="encode_motion")
+    enc = model.apply(v, src, method="encode_source")
+    alpha = model.apply(v, drv, method="encode_motion")
     assert [f.shape[1] for f in enc["feats"]] == [8, 16, 32]
-    again = apply(v, enc["wa"], enc["feats"], alpha, method="render")
+    again = model.apply(v, enc["wa"], enc["feats"], alpha, method="render")
     np.testing.assert_allclose(np.asarray(again["image"]), np.asarray(out["image"]), atol=1e-4)
     # relative mode: wa + D(a) - D(a_start) + D(a_src); equals absolute when start == source
-    a_start = apply(v, start, method="encode_motion")
-    rel = apply(v, src, drv, a_start)
+    a_start = model.apply(v, start, method="encode_motion")
+    rel = model.apply(v, src, drv, a_start)
     assert np.abs(np.asarray(rel["image"]) - np.asarray(out["image"])).max() > 1e-4
-    same = apply(v, src, drv, enc["alpha"])
+    same = model.apply(v, src, drv, enc["alpha"])
     np.testing.assert_allclose(np.asarray(same["image"]), np.asarray(out["image"]), atol=1e-4)
     # the no-driving forward renders wa alone
-    none = apply(v, src)
+    none = model.apply(v, src)
     assert none["image"].shape == (2, 32, 32, 3)
 
 
@@ -130,8 +129,7 @@ def test_anitalker_encode_render_and_latents():
         "identity_net",
         "identity_net_density",
     ]
-    apply = jax.jit(model.apply, static_argnames="method")  # compiled, not op by op
-    out = apply(v, src, drv)
+    out = jax.jit(model.apply)(v, src, drv)
     assert out["image"].shape == (2, 32, 32, 3)
     for side in ("source", "driving"):
         assert out[side]["id_emb"].shape == (2, 64) and out[side]["alpha"].shape == (2, 5)
