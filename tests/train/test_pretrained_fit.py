@@ -1,6 +1,6 @@
-"""Pretrained weights in a fresh run: they replace what the initialisation would have drawn
-(which is then not drawn), and load_pretrained refuses weights that do not fit the model,
-naming each key."""
+"""Pretrained weights in a fresh run: they take the place of what the initialisation leaves
+out (params and EMA copy; the state's structure that of a plain run), and load_pretrained
+refuses weights that do not fit the model, naming each key."""
 
 import types
 
