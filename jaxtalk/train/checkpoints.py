@@ -21,15 +21,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import sys
+import warnings
 from typing import Callable, TypeVar
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
+from orbax.checkpoint._src.serialization import serialization as orbax_reads
 
 from jaxtalk import fs
 from jaxtalk.convert import weights
@@ -62,11 +65,20 @@ def _whole_arrays_on_cpu() -> None:
     replica (its own default when JAX_PLATFORMS names a GPU): the "devices" share host
     memory, so there is no transfer to spread, and each slice was an op-by-op slice (a
     600-array state replicated over 8 simulated devices: 3,152 of them, 6 s of a 7 s save).
-    Registered globally, as orbax keeps its array handler; idempotent."""
-    if jax.devices()[0].platform == "cpu":
+    Registered globally, as orbax keeps its array handler, once per process (orbax logs a
+    warning on every override, which is dropped: the override is the point)."""
+    current = ocp.type_handlers.get_type_handler(jax.Array)
+    if jax.devices()[0].platform != "cpu" or not getattr(current, "_use_replica_parallel", True):
+        return
+    absl_logger = logging.getLogger("absl")
+    overriding = _Dropping("Type handler registry type")
+    absl_logger.addFilter(overriding)
+    try:
         ocp.type_handlers.register_type_handler(
             jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True
         )
+    finally:
+        absl_logger.removeFilter(overriding)
 
 
 class Checkpointer:
@@ -167,13 +179,13 @@ def _reason(error: BaseException) -> str:
 
 
 def _attempt(restore: Callable[[int], T], step: int) -> tuple[T | None, BaseException | None]:
+    _quiet_failed_read_noise()  # before: a failed read's siblings may be reported mid-restore
     try:
         return restore(step), None
     except Exception as e:  # noqa: BLE001
         # Damage surfaces as whatever orbax / tensorstore / json raise (ValueError, OSError,
         # KeyError, AttributeError on a missing metadata file, ...): any failure of this one
         # step's restore counts, and its type and message go into the report.
-        _quiet_closed_loop_noise()
         return None, e
 
 
@@ -215,11 +227,16 @@ def restore_newest(
     return None
 
 
-def _quiet_closed_loop_noise() -> None:
-    """After a failed restore, tensorstore reads still in flight complete against orbax's
-    closed event loop and print 'Event loop is closed' tracebacks, and asyncio reports the
-    failed sibling reads as never retrieved; drop just those (the failure itself is
-    reported in one line)."""
+def _quiet_failed_read_noise() -> None:
+    """When one read of a restore fails, its sibling reads are abandoned: tensorstore reads
+    still in flight complete against orbax's closed event loop ('Event loop is closed'
+    tracebacks), asyncio logs their failures as never retrieved and Python warns of orbax
+    coroutines never awaited, while the restore is unwinding or as late as exit. Drop just
+    those (the failure itself is reported in one line). Idempotent."""
+    reads = "|".join(n for n, f in vars(orbax_reads).items() if inspect.iscoroutinefunction(f))
+    warnings.filterwarnings(  # re-adding a filter replaces it
+        "ignore", message=f"coroutine '({reads})' was never awaited", category=RuntimeWarning
+    )
     previous = sys.unraisablehook
     if getattr(previous, "_jaxtalk_filter", False):
         return
@@ -233,13 +250,29 @@ def _quiet_closed_loop_noise() -> None:
 
     hook._jaxtalk_filter = True
     sys.unraisablehook = hook
-    # The other reads of that restore fail too and asyncio logs each as never retrieved.
     logging.getLogger("asyncio").addFilter(_NeverRetrievedReads())
 
 
 class _NeverRetrievedReads(logging.Filter):
+    """Drops asyncio's 'exception was never retrieved' for checkpoint reads: a task of
+    orbax's or a future of tensorstore's (whose errors name the OCDBT store read)."""
+
     def filter(self, record):
-        return "exception was never retrieved" not in str(record.msg)
+        message = str(record.msg)
+        if "exception was never retrieved" not in message:
+            return True
+        return not any(word in message for word in ("orbax", "TensorStore", "OCDBT"))
+
+
+class _Dropping(logging.Filter):
+    """Drops the records whose message starts with `prefix`."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record):
+        return not str(record.msg).startswith(self.prefix)
 
 
 def without_groups(state, groups):
