@@ -1,18 +1,16 @@
 """The `jaxtalk` entry point: dispatch, help and one-line errors."""
 
-import subprocess
 import sys
 
+from tests import cli_processes
 from tests.train.helpers import REPO, cli_env
 
 
 def jaxtalk(*args, env=None):
     """Runs `jaxtalk ARGS` on 8 simulated CPU devices; `env` adds variables."""
-    return subprocess.run(
+    return cli_processes.run(
         [sys.executable, "-m", "jaxtalk.cli", *args],
         env=dict(cli_env(), **(env or {})),
-        capture_output=True,
-        text=True,
         cwd=REPO,
         timeout=300,
     )

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import orbax.checkpoint as ocp
 
+from tests import cli_processes
 from tests.conftest import FAST_COMPILE
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,9 +57,7 @@ def train_command(workdir, *overrides: str) -> list[str]:
 
 
 def run_cli(args: list[str], devices: int = 8, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        args, env=cli_env(devices), capture_output=True, text=True, cwd=REPO, timeout=600
-    )
+    proc = cli_processes.run(args, env=cli_env(devices), cwd=REPO, timeout=600)
     if check and proc.returncode:
         raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -1,0 +1,154 @@
+"""`python -m jaxtalk.cli ...` in a fresh process, without paying the imports each time.
+
+The suite starts a few hundred `jaxtalk` commands, and each spent 1.5-3 s importing jax,
+flax, orbax and jaxtalk before doing anything. `run` hands them to a server (one per test
+process, started on first use) that has imported those once and forks a child per command:
+the child is a new process with its own pid, environment, working directory, stdout /
+stderr files, exit status and jax backend (the server never starts one, so each command
+still sees the XLA_FLAGS it is given), and it exits the way `python -m` does (SystemExit,
+or a traceback and status 1). A command whose environment differs from the server's in
+anything read at import time (JAX_*, PYTHON*, ...) runs as a plain subprocess instead, as
+does everything when JAXTALK_TESTS_FORK=0.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+
+# Read when a command runs, not at import: these may differ from the server's.
+_PER_COMMAND = {"XLA_FLAGS", "JAXTALK_PLUGINS", "JAXTALK_COORDINATOR_ADDRESS",
+                "JAXTALK_NUM_PROCESSES", "JAXTALK_PROCESS_ID"}  # fmt: skip
+_PRELOAD = ("jax", "jax.numpy", "flax.linen", "optax", "orbax.checkpoint", "scipy.linalg",
+            "grain", "jaxtalk.train.train", "jaxtalk.inference")  # fmt: skip
+_server: dict = {}
+
+
+def _import_time_env(env: dict) -> dict:
+    return {k: v for k, v in env.items() if k not in _PER_COMMAND and not k.startswith("PYTEST_")}
+
+
+def run(args: list[str], env: dict, cwd: str, timeout: float) -> subprocess.CompletedProcess:
+    """subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=...)."""
+    module_command = args[:3] == [sys.executable, "-m", "jaxtalk.cli"]
+    if not module_command or os.environ.get("JAXTALK_TESTS_FORK") == "0":
+        return _subprocess(args, env, cwd, timeout)
+    server = _server_for(_import_time_env(env), cwd)
+    if server is None:
+        return _subprocess(args, env, cwd, timeout)
+    with tempfile.TemporaryDirectory() as d:
+        out, err = os.path.join(d, "stdout"), os.path.join(d, "stderr")
+        request = dict(argv=args[2:], env=env, cwd=cwd, stdout=out, stderr=err, timeout=timeout)
+        server.stdin.write(json.dumps(request) + "\n")
+        server.stdin.flush()
+        reply = json.loads(server.stdout.readline())
+        text = [open(p, errors="replace").read() for p in (out, err)]
+    if reply["timed_out"]:
+        raise subprocess.TimeoutExpired(args, timeout, text[0], text[1])
+    return subprocess.CompletedProcess(args, reply["returncode"], text[0], text[1])
+
+
+def _subprocess(args, env, cwd, timeout):
+    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def _server_for(import_env: dict, cwd: str):
+    """The server started with this import-time environment (one at a time: a new one
+    replaces it), or None if it cannot start."""
+    key = json.dumps([import_env, cwd], sort_keys=True)
+    if _server.get("key") != key:
+        _stop()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.cli_processes"],
+            env=import_env, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        if proc.stdout.readline().strip() != "ready":
+            proc.kill()
+            return None
+        _server.update(key=key, proc=proc)
+    return _server["proc"]
+
+
+@atexit.register
+def _stop():
+    proc = _server.pop("proc", None)
+    _server.pop("key", None)
+    if proc is not None:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+# ----------------------------------------------------------------------------- the server
+
+
+def _child(request) -> None:
+    """In the forked child: become `python -m jaxtalk.cli ARGS`; never returns."""
+    import runpy
+    import traceback
+
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    fd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(fd, 0)
+    for path, target in ((request["stdout"], 1), (request["stderr"], 2)):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, target)
+        os.close(fd)
+    sys.argv = ["jaxtalk", *request["argv"][1:]]
+    sys.modules.pop(request["argv"][0], None)  # runpy warns when it is already imported
+    code = 0
+    try:
+        runpy.run_module(request["argv"][0], run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - what the interpreter prints for an uncaught one
+        traceback.print_exc()
+        code = 1
+    # What a normal interpreter exit does that anyone can see, in its order: wait for the
+    # non-daemon threads (an async checkpoint's), atexit handlers, flush the streams. Not
+    # the teardown of every module (0.4 s with jax loaded).
+    threading._shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
+def _serve() -> None:
+    import signal
+    import time
+
+    for name in _PRELOAD:
+        __import__(name)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            _child(request)
+        deadline = time.monotonic() + request["timeout"]
+        timed_out = False
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                timed_out, status = True, -signal.SIGKILL
+                break
+            time.sleep(0.01)
+        code = os.waitstatus_to_exitcode(status) if not timed_out else status
+        print(json.dumps(dict(returncode=code, timed_out=timed_out)), flush=True)
+
+
+if __name__ == "__main__":
+    _serve()
