@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import subprocess
 import sys
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from data_pipelines import datasets
 from data_pipelines.synthetic import generate
 from jaxtalk.evaluate import eval_sets, sweep
+from tests import cli_processes
 
 TINY = generate.SyntheticConfig(
     num_identities=3,
@@ -27,12 +27,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def _jaxtalk(*args, check=True):
     # One CPU device in the child: a batch of 8 needs no simulated mesh there.
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.run(
+    proc = cli_processes.run(
         [sys.executable, "-m", "jaxtalk.cli", *args],
         cwd=REPO,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     if check and proc.returncode:

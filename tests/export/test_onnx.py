@@ -3,7 +3,6 @@ AniTalker run in ONNX Runtime within 1e-4 of jax, with the frame axis dynamic; t
 translation rules on a function built to exercise them; the command; the errors."""
 
 import re
-import subprocess
 import sys
 
 import flax.linen as nn
@@ -18,6 +17,7 @@ from jaxtalk.convert import weights
 from jaxtalk.inference.animator import ExportedFunction
 from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.models.lia.generator import LIAGenerator
+from tests import cli_processes
 from tests.train.helpers import REPO, cli_env
 
 onnx = pytest.importorskip("onnx")
@@ -138,7 +138,7 @@ def test_an_op_without_a_rule_is_named(tmp_path):
 
 def test_export_command_writes_and_checks_onnx(weight_files, tmp_path):
     out = tmp_path / "s1.onnx"
-    proc = subprocess.run(
+    proc = cli_processes.run(
         [
             sys.executable,
             "-m",
@@ -150,8 +150,6 @@ def test_export_command_writes_and_checks_onnx(weight_files, tmp_path):
         ],
         cwd=REPO,
         env=cli_env(1),
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -2,7 +2,6 @@
 animators through it: frames bit-identical to the models' own methods, and the video
 animator's exported function."""
 
-import subprocess
 import sys
 
 import flax.linen as nn
@@ -21,6 +20,7 @@ from jaxtalk.inference.animator import AnimationError, Animator, Driver, to_pixe
 from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.models.lia.generator import LIAGenerator
 from jaxtalk.models.pixels import to_model_range
+from tests import cli_processes
 from tests.tasks import helpers
 from tests.train.helpers import REPO, cli_env
 
@@ -191,7 +191,7 @@ def test_exported_video_function_reproduces_animate(files, tmp_path):
 
 
 def test_export_command_uses_the_animator(files, tmp_path):
-    ok = subprocess.run(
+    ok = cli_processes.run(
         [
             sys.executable,
             "-m",
@@ -202,14 +202,12 @@ def test_export_command_uses_the_animator(files, tmp_path):
         ],
         cwd=REPO,
         env=cli_env(),
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert ok.returncode == 0, ok.stderr[-2000:]
     _, manifest = jax_function.load_function(tmp_path / "lia.jaxfn")
     assert [i["name"] for i in manifest["inputs"]] == ["source", "alphas"]
-    bad = subprocess.run(
+    bad = cli_processes.run(
         [
             sys.executable,
             "-m",
@@ -220,8 +218,6 @@ def test_export_command_uses_the_animator(files, tmp_path):
         ],
         cwd=REPO,
         env=cli_env(),
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert bad.returncode == 2 and "cannot be exported as a .jaxfn" in bad.stderr, bad.stderr

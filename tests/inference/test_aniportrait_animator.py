@@ -5,7 +5,6 @@ motion-transfer geometry, clear errors, and sampling memory that does not grow w
 video's length."""
 
 import dataclasses
-import subprocess
 import sys
 
 import jax
@@ -26,6 +25,7 @@ from jaxtalk.models.aniportrait.pose_guider import PoseGuiderConfig
 from jaxtalk.models.latent_diffusion.clip_vision import TINY_CLIP
 from jaxtalk.models.latent_diffusion.unet import TINY
 from jaxtalk.models.latent_diffusion.vae import TINY_VAE
+from tests import cli_processes
 from tests.convert.test_aniportrait_audio import release_file
 from tests.train.helpers import REPO, cli_env
 
@@ -120,9 +120,7 @@ def runs(tmp_path_factory):
 def animate(runs, *extra):
     cmd = [sys.executable, "-m", "jaxtalk.cli", "animate", f"--weights={runs['weights']}"]
     cmd += [f"--source={runs['dir'] / 'source.png'}", "--nocrop_face", "--ddim_steps=2"]
-    return subprocess.run(
-        cmd + list(extra), cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600
-    )
+    return cli_processes.run(cmd + list(extra), cwd=REPO, env=cli_env(), timeout=600)
 
 
 def test_video_driven_from_landmark_files_keeps_rate_and_audio(runs):

@@ -1,7 +1,6 @@
 """jaxtalk animate --mode=audio end to end on tiny random stage-1/stage-2 weights, and its
 input errors."""
 
-import subprocess
 import sys
 
 import numpy as np
@@ -13,6 +12,7 @@ from jaxtalk.inference.video_driven import AnimationError
 from jaxtalk.media.audio import write_wav
 from jaxtalk.media.probe import probe
 from jaxtalk.media.video import read_video
+from tests import cli_processes
 from tests.tasks import helpers
 from tests.train.helpers import REPO, cli_env
 
@@ -50,7 +50,7 @@ def animate(files, *extra):
         "--nocrop_face",
         *extra,
     ]
-    return subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600)
+    return cli_processes.run(cmd, cwd=REPO, env=cli_env(), timeout=600)
 
 
 def test_two_seconds_of_speech_to_mp4_with_audio(files):

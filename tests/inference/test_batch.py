@@ -3,7 +3,6 @@
 
 import os
 import re
-import subprocess
 import sys
 
 import flax.linen as nn
@@ -19,6 +18,7 @@ from jaxtalk.inference import batch
 from jaxtalk.media.probe import probe
 from jaxtalk.media.video import read_video, write_video
 from jaxtalk.models.lia.generator import LIAGenerator
+from tests import cli_processes
 from tests.train.helpers import REPO, cli_env
 
 TINY = dict(size=32, style_dim=32, motion_dim=5, width=1 / 16)
@@ -128,7 +128,7 @@ def media(tmp_path_factory):
 
 
 def _animate(d, *flags):
-    return subprocess.run(
+    return cli_processes.run(
         [
             sys.executable,
             "-m",
@@ -141,8 +141,6 @@ def _animate(d, *flags):
         ],
         cwd=REPO,
         env=cli_env(2),
-        capture_output=True,
-        text=True,
         timeout=600,
     )
 

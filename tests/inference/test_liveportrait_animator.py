@@ -2,7 +2,6 @@
 the release's motion options on the keypoints, stitching and retargeting, the paste-back,
 the exported per-frame function, and `jaxtalk animate` end to end."""
 
-import subprocess
 import sys
 
 import jax
@@ -21,6 +20,7 @@ from jaxtalk.media.video import read_video
 from jaxtalk.models.liveportrait import keypoints as kp_lib
 from jaxtalk.models.liveportrait.keypoints import expression_mask
 from jaxtalk.models.liveportrait.retargeting import RetargetingMLP
+from tests import cli_processes
 from tests.train.helpers import REPO, cli_env
 
 SIZE, NUM_KP = 64, 21
@@ -365,12 +365,10 @@ def media(tmp_path_factory):
 
 
 def jaxtalk(*args):
-    return subprocess.run(
+    return cli_processes.run(
         [sys.executable, "-m", "jaxtalk.cli", *args],
         cwd=REPO,
         env=cli_env(1),
-        capture_output=True,
-        text=True,
         timeout=600,
     )
 

@@ -2,7 +2,6 @@
 driving frames, the source mask, weights files and runs, and the command."""
 
 import dataclasses
-import subprocess
 import sys
 
 import jax
@@ -17,6 +16,7 @@ from jaxtalk.convert import weights
 from jaxtalk.inference import megactor as lib
 from jaxtalk.inference.animator import AnimationError, Driver
 from jaxtalk.models.pixels import to_model_range
+from tests import cli_processes
 from tests.train.helpers import REPO, cli_env
 
 S = cfg_lib.TINY_SIZE
@@ -127,9 +127,9 @@ def test_animate_command(tiny_file, tmp_path):
     Image.fromarray(np.full((S, S), 255, np.uint8)).save(tmp_path / "mask.png")
     args = [f"--weights={tiny_file}", f"--source={tmp_path / 'source.png'}"]
     args += [f"--driving={tmp_path / 'driving.mp4'}", f"--out={tmp_path / 'out.mp4'}"]
-    run = lambda *extra: subprocess.run(  # noqa: E731
+    run = lambda *extra: cli_processes.run(  # noqa: E731
         [sys.executable, "-m", "jaxtalk.cli", "animate", *args, *extra],
-        cwd=REPO, env=cli_env(1), capture_output=True, text=True, timeout=600,
+        cwd=REPO, env=cli_env(1), timeout=600,
     )  # fmt: skip
     bad = run(f"--source_mask={tmp_path / 'mask.png'}")
     assert bad.returncode == 2 and "add --nocrop_face" in bad.stderr, bad.stderr[-2000:]

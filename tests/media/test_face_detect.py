@@ -1,7 +1,6 @@
 """The bundled face detector on a real photograph (scikit-image's astronaut, shipped inside
 the scikit-image wheel), its square crop, its error, and `jaxtalk animate --crop_face`."""
 
-import subprocess
 import sys
 
 import numpy as np
@@ -11,6 +10,7 @@ from PIL import Image
 from jaxtalk.media import crop, face_detect
 from jaxtalk.media.probe import probe
 from jaxtalk.media.video import read_video, write_video
+from tests import cli_processes
 from tests.tasks import helpers
 from tests.train.helpers import REPO, cli_env
 
@@ -134,7 +134,7 @@ def _animate(files, source, *extra):
         f"--weights={files['stage1']}",
         *extra,
     ]
-    return subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600)
+    return cli_processes.run(cmd, cwd=REPO, env=cli_env(), timeout=600)
 
 
 def test_animate_crops_the_source_face_end_to_end(files, astronaut):

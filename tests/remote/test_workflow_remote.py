@@ -8,14 +8,15 @@ import sys
 import time
 
 from jaxtalk import fs
+from tests import cli_processes
 from tests.train.helpers import REPO, cli_env
 
 
 def _cli(*args, check=True, timeout=900):
     env = {k: v for k, v in cli_env().items() if k != "XLA_FLAGS"}  # one CPU device
-    proc = subprocess.run(
+    proc = cli_processes.run(
         [sys.executable, "-m", "jaxtalk.cli", *args],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env=env, cwd=REPO, timeout=timeout,
     )  # fmt: skip
     if check and proc.returncode:
         raise AssertionError(
