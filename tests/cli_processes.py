@@ -1,4 +1,5 @@
-"""`python -m jaxtalk.cli ...` in a fresh process, without paying the imports each time.
+"""`python -m jaxtalk.cli ...` (or any `-m` module) in a fresh process, without paying the
+imports each time.
 
 The suite starts a few hundred `jaxtalk` commands, and each spent 1.5-3 s importing jax,
 flax, orbax and jaxtalk before doing anything. `run` hands them to a server (one per test
@@ -34,8 +35,9 @@ def _import_time_env(env: dict) -> dict:
 
 
 def run(args: list[str], env: dict, cwd: str, timeout: float) -> subprocess.CompletedProcess:
-    """subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=...)."""
-    module_command = args[:3] == [sys.executable, "-m", "jaxtalk.cli"]
+    """subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=...),
+    forked from the server when args are `sys.executable -m MODULE ...`."""
+    module_command = args[:2] == [sys.executable, "-m"] and len(args) > 2
     if not module_command or os.environ.get("JAXTALK_TESTS_FORK") == "0":
         return _subprocess(args, env, cwd, timeout)
     server = _server_for(_import_time_env(env), cwd)
@@ -87,7 +89,7 @@ def _stop():
 
 
 def _child(request) -> None:
-    """In the forked child: become `python -m jaxtalk.cli ARGS`; never returns."""
+    """In the forked child: become `python -m MODULE ARGS`; never returns."""
     import runpy
     import traceback
 
@@ -100,7 +102,7 @@ def _child(request) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(fd, target)
         os.close(fd)
-    sys.argv = ["jaxtalk", *request["argv"][1:]]
+    sys.argv = list(request["argv"])  # runpy puts the module's path in argv[0]
     sys.modules.pop(request["argv"][0], None)  # runpy warns when it is already imported
     code = 0
     try:
