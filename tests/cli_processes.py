@@ -48,7 +48,11 @@ def run(args: list[str], env: dict, cwd: str, timeout: float) -> subprocess.Comp
         request = dict(argv=args[2:], env=env, cwd=cwd, stdout=out, stderr=err, timeout=timeout)
         server.stdin.write(json.dumps(request) + "\n")
         server.stdin.flush()
-        reply = json.loads(server.stdout.readline())
+        line = server.stdout.readline()
+        if not line:  # the server itself died: say so rather than fail to parse ''
+            _server.clear()
+            raise RuntimeError(f"the command server exited (status {server.wait()}) on {args}")
+        reply = json.loads(line)
         text = [open(p, errors="replace").read() for p in (out, err)]
     if reply["timed_out"]:
         raise subprocess.TimeoutExpired(args, timeout, text[0], text[1])
