@@ -127,10 +127,19 @@ def get_config(arg: str = "paper"):
                              num_middle_blocks=1, spade_hidden=16)  # fmt: skip
         c.model.discriminator = dict(scales=(1.0,), block_expansion=16, num_blocks=3,
                                      max_features=64)  # fmt: skip
-        c.loss.update(dict(l1=1.0, perceptual=0.0, identity=0.0, adversarial=0.0,
+        c.loss.update(dict(perceptual=0.0, identity=0.0, adversarial=0.0,
                            feature_matching=0.0, region_sizes=dict(face=32, lip=32)))  # fmt: skip
-        c.loss.head_pose = 0.1  # degrees: 20 would swamp an L1 in [0, 1] units
+        # Loss balance without the perceptual loss (measured, README "LivePortrait"): an L1
+        # in [0, 1] units is ~100x smaller than face-vid2vid's perceptual sum, so at the
+        # paper's regularizer weights M only hears them: the expression prior (5) pins every
+        # frame's keypoints to the same values, and the reconstruction cannot move them.
+        c.loss.l1 = 20.0
+        c.loss.deformation_prior = 0.5
+        c.loss.head_pose = 0.1  # degrees: 20 would swamp the L1
         c.loss.landmark = 1.0
+        # M's pose heads are 66-bin soft-argmaxes: at 1e-3 their softmax saturates on the
+        # mean pose within ~100 steps and stops learning (3e-4 learns it, measured).
+        c.lr_multipliers = ("generator/motion/.*=0.3",)
         c.data.update(dict(data_dir="demo_out/data", mixture="", image_size=0))
         c.data.samples_per_clip = 8
         c.optimizers.generator.lr = 1e-3

@@ -2,6 +2,8 @@
 discriminator and the spectral-norm / BatchNorm state updated), stage 2 on the frozen base
 (only the MLPs and the ratio regressor move)."""
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -89,6 +91,20 @@ def test_stage1_trains_through_the_loop(stage1_run):
     # F's BatchNorm running statistics left their initial zeros / ones (training mode ran)
     leaves = [np.asarray(a) for a in jax.tree.leaves(stats["generator"]["appearance"])]
     assert any(np.any((a != 0) & (a != 1)) for a in leaves)
+
+
+def test_tiny_learning_rate_rule_covers_motion_extractor_only(stage1_run):
+    """The tiny recipe slows M (config.lr_multipliers); a renamed param tree would turn the
+    rule into a silent no-op, so check it against the trained params' paths."""
+    from jaxtalk.train import optim
+
+    ((pattern, factor),) = optim.parse_lr_multipliers(cfg_lib.get_config("tiny").lr_multipliers)
+    generator = stage1_run[1]["state"].params["generator"]
+    names = [
+        optim._path_name("generator", p) for p, _ in jax.tree_util.tree_leaves_with_path(generator)
+    ]
+    slowed = {n.split("/")[1] for n in names if re.fullmatch(pattern, n)}
+    assert slowed == {"motion"} and factor < 1.0
 
 
 def test_stage2_trains_only_the_mlps(stage1_run, synthetic_64, tmp_path):
