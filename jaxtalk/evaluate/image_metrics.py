@@ -28,6 +28,22 @@ def psnr(prediction: jnp.ndarray, target: jnp.ndarray, data_range: float = 1.0) 
     return 10.0 * jnp.log10(data_range**2 / mse)
 
 
+def reenactment_mean(values: jnp.ndarray, batch: dict) -> jnp.ndarray:
+    """Batch mean of per-pair values over the self-reenactment pairs whose source and driving
+    are different frames. A clip's pair can draw the same frame twice (as face-vid2vid's
+    sampler does); such a pair tests nothing, and its copy-the-source PSNR is inf, which
+    would make a whole evaluation's baseline inf. Every pair counts when none qualifies (a
+    set of still images: each pair reconstructs its image) or the batch does not say which
+    frames it holds."""
+    if "source_frame" not in batch or "driving_frame" not in batch:
+        return jnp.mean(values)
+    keep = jnp.asarray(batch["source_frame"]) != jnp.asarray(batch["driving_frame"])
+    kept = jnp.sum(keep)
+    return jnp.where(
+        kept > 0, jnp.sum(jnp.where(keep, values, 0.0)) / jnp.maximum(kept, 1), jnp.mean(values)
+    )
+
+
 @jax.jit
 def l1(prediction: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
     """Mean absolute error per image."""

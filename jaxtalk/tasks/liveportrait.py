@@ -556,12 +556,17 @@ class LivePortraitTask(Task):
         pred, own = self.reenact(params, model_state, batch)
         batch = self.preprocess(batch)
         target, source = to_01(batch["driving"]), to_01(batch["source"])
+        im = image_metrics
+
+        def mean(values):
+            return im.reenactment_mean(values, batch)
+
         out = {
-            "psnr": jnp.mean(image_metrics.psnr(pred, target)),
-            "psnr_own_keypoints": jnp.mean(image_metrics.psnr(own, target)),
-            "psnr_copy_source": jnp.mean(image_metrics.psnr(source, target)),
-            "ssim": jnp.mean(image_metrics.ssim(pred, target)),
-            "l1": jnp.mean(image_metrics.l1(pred, target)),
+            "psnr": mean(im.psnr(pred, target)),
+            "psnr_own_keypoints": mean(im.psnr(own, target)),
+            "psnr_copy_source": mean(im.psnr(source, target)),
+            "ssim": mean(im.ssim(pred, target)),
+            "l1": mean(im.l1(pred, target)),
         }
         if self.stage == "stitching":
             out.update(self._stitching_eval(params, model_state, batch))

@@ -83,3 +83,20 @@ def test_metrics_run_sharded_over_the_batch():
         out = fn(sa, sb)
         assert out.shape == (8,) and out.sharding.spec == sharding.spec, fn
         np.testing.assert_allclose(out, fn(a, b), rtol=1e-6)
+
+
+def test_reenactment_mean_leaves_out_pairs_of_one_frame():
+    rng = np.random.default_rng(0)
+    source = rng.uniform(size=(4, 8, 8, 3)).astype(np.float32)
+    target = source.copy()
+    target[1:] = rng.uniform(size=(3, 8, 8, 3))
+    copy = image_metrics.psnr(source, target)  # pair 0 holds one frame twice: inf
+    assert np.isinf(copy[0]) and np.isinf(np.mean(copy))
+    frames = {"source_frame": np.array([5, 1, 2, 3]), "driving_frame": np.array([5, 0, 9, 3])}
+    got = image_metrics.reenactment_mean(copy, frames)
+    np.testing.assert_allclose(got, np.mean(copy[1:3]), rtol=1e-6)  # pairs 0 and 3 left out
+    # still images (every pair one frame) and batches without frame indices: all pairs
+    still = {"source_frame": np.zeros(4, int), "driving_frame": np.zeros(4, int)}
+    values = np.arange(4.0)
+    assert image_metrics.reenactment_mean(values, still) == 1.5
+    assert image_metrics.reenactment_mean(values, {}) == 1.5
