@@ -13,6 +13,8 @@ optimizer (frozen); it exists only when the perceptual weight is non-zero.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -279,11 +281,7 @@ class AniTalkerStage1Task(Task):
         # own motion (what the renderer gains without reading the driving frame).
         pred, own = render(both["alpha"][n:]), render(src["alpha"])
         target, source = _to_01(batch["driving"]), _to_01(batch["source"])
-        im = image_metrics
-
-        def mean(values):
-            return im.reenactment_mean(values, batch)
-
+        im, mean = image_metrics, functools.partial(image_metrics.reenactment_mean, batch=batch)
         return {
             "psnr": mean(im.psnr(pred, target)),
             "psnr_own_motion": mean(im.psnr(own, target)),

@@ -34,6 +34,8 @@ F, M, W, G) from a stage-1 run (`config.base.workdir`) or an imported weights fi
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -556,11 +558,7 @@ class LivePortraitTask(Task):
         pred, own = self.reenact(params, model_state, batch)
         batch = self.preprocess(batch)
         target, source = to_01(batch["driving"]), to_01(batch["source"])
-        im = image_metrics
-
-        def mean(values):
-            return im.reenactment_mean(values, batch)
-
+        im, mean = image_metrics, functools.partial(image_metrics.reenactment_mean, batch=batch)
         out = {
             "psnr": mean(im.psnr(pred, target)),
             "psnr_own_keypoints": mean(im.psnr(own, target)),
