@@ -18,9 +18,9 @@ def config_path(recipe: str, variant: str) -> str:
     return os.path.join(ROOT, "configs", f"{recipe}.py") + f":{variant}"
 
 
-def synthetic_set(data_dir: str, size: int = 64, identities: int = 48) -> str:
+def synthetic_set(data_dir: str, size: int = 64, identities: int = 48, held_out: int = 4) -> str:
     """`data_dir`, prepared as the embedded synthetic set at `size` px unless it holds one:
-    `identities` identities of one video each, 4 of them held out. (The default 8 are too
+    `identities` identities of one video each, `held_out` of them for the test split. (The default 8 are too
     few for the reference-conditioned diffusion models: with 7 to train on they learn the
     identities instead of reading the reference, and render a held-out one in their
     colours.)"""
@@ -28,7 +28,7 @@ def synthetic_set(data_dir: str, size: int = 64, identities: int = 48) -> str:
         subprocess.run([sys.executable, "-m", "jaxtalk.cli", "prepare", "synthetic",
                         f"--out_dir={data_dir}", f"--size={size}",
                         f"--num_identities={identities}", "--videos_per_identity=1",
-                        "--test_identities=4"], check=True)  # fmt: skip
+                        f"--test_identities={held_out}"], check=True)  # fmt: skip
     return data_dir
 
 

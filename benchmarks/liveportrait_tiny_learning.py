@@ -25,14 +25,13 @@ import os
 import _runs
 
 
-def lip_command_correlation(workdir: str, batches: int = 4, seed: int = 0) -> dict:
+def lip_command_correlation(workdir: str, batches: int = 16, seed: int = 0) -> dict:
     """Pearson r between sampled lip commands and the ratio regressor's mouth reading of the
     rendered frames, on held-out sources; and with the commands shuffled."""
     import jax.numpy as jnp
     import ml_collections
     import numpy as np
 
-    from jaxtalk.models.liveportrait import keypoints as kp_lib
     from jaxtalk.tasks import liveportrait as task_lib
     from jaxtalk.train import checkpoints
 
@@ -45,17 +44,16 @@ def lip_command_correlation(workdir: str, batches: int = 4, seed: int = 0) -> di
     rng = np.random.default_rng(seed)
     for _ in range(batches):
         batch, feature, x_s, _ = task._frozen_base(params, {}, next(it))
-        b = x_s.shape[0]
-        own = task._ratios(params, task_lib.to_01(batch["source"]))[:, :1]
-        want = jnp.asarray(rng.uniform(0, 1, (b, 1)), jnp.float32)
-        delta = kp_lib.retarget_lip({"params": params["lip"]}, x_s, jnp.concatenate([own, want], 1))
-        image = task.render(params, {}, feature, x_s + delta, x_s)
+        want = jnp.asarray(rng.uniform(0, 1, (x_s.shape[0], 1)), jnp.float32)
+        source = task_lib.to_01(batch["source"])
+        _, _, got = task._retargeted(params, {}, "lip", feature, x_s, source, want)
         commands.append(np.asarray(want[:, 0]))
-        readings.append(np.asarray(task._ratios(params, image)[:, 0]))
+        readings.append(np.asarray(got[:, 0]))
     c, r = np.concatenate(commands), np.concatenate(readings)
     return {
         "lip_command_r": float(np.corrcoef(c, r)[0, 1]),
         "lip_shuffled_r": float(np.corrcoef(rng.permutation(c), r)[0, 1]),
+        "pairs": int(c.size),
     }
 
 
@@ -80,7 +78,11 @@ def main(argv=None) -> None:
     print(
         f"stage 2, held-out L1 outside the face with another clip's motion: "
         f"{e2['eval/outside_l1_unstitched']:.4f} unstitched, "
-        f"{e2['eval/outside_l1_stitched']:.4f} stitched",
+        f"{e2['eval/outside_l1_stitched']:.4f} stitched; lip ratio error "
+        f"{e2['eval/lip_ratio_error']:.3f} (commands shuffled "
+        f"{e2['eval/lip_ratio_error_shuffled']:.3f}), eye {e2['eval/eye_ratio_error']:.3f} "
+        f"({e2['eval/eye_ratio_error_shuffled']:.3f}); the ratio regressor's held-out error: "
+        f"mouth {e2['eval/ratio_mouth_error']:.3f}, blink {e2['eval/ratio_blink_error']:.3f}",
         flush=True,
     )
     print(json.dumps(lip_command_correlation(stage2)), flush=True)

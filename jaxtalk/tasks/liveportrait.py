@@ -11,7 +11,8 @@ one-frame clip: source = driving). Groups, updated in this order each step:
     + equivariance (M on a randomly warped driving frame) + keypoint prior (canonical
       keypoints) + head pose (L1 in degrees vs the data's pose) + deformation prior (L1 of
       the expression deltas) + landmark-guided Wing loss (the first N implicit keypoints'
-      x, y vs the frame's N landmarks) + ArcFace identity (1 - cos, face crops) + L1.
+      x, y vs the frame's N landmarks) + ArcFace identity (1 - cos, face crops) + L1 (on
+      the whole image and each region, as the perceptual loss).
 - `discriminator` = {region: MultiScaleDiscriminator} for the regions with a GAN weight.
 - frozen `vgg` (perceptual weight > 0) and `arcface` (identity weight > 0).
 BatchNorm statistics (F, W) and spectral-norm vectors (G, the discriminators) are
@@ -98,7 +99,10 @@ def box_mask(boxes, size: int):
 
 
 class RatioNet(nn.Module):
-    """image (B, H, W, 3) in [0, 1] -> (B, 2) (mouth opening, eye openness) in [0, 1]."""
+    """image (B, H, W, 3) in [0, 1] -> (B, 2) (mouth opening, eye openness), regressed to
+    targets in [0, 1]. The head is linear: behind a sigmoid, the L1 fit to mostly closed
+    mouths and open eyes drove the logits to saturation within 50 steps, where the gradient
+    is zero and the net stopped learning for good (measured on the tiny stage 2)."""
 
     width: int = 32
     depth: int = 4
@@ -111,7 +115,7 @@ class RatioNet(nn.Module):
             )(x)
             x = nn.leaky_relu(x, 0.2)
         x = x.mean((1, 2))
-        return nn.sigmoid(torch_nn.dense(2, name="head")(x))
+        return torch_nn.dense(2, name="head")(x)
 
 
 class LivePortraitTask(Task):
@@ -341,11 +345,11 @@ class LivePortraitTask(Task):
             metrics[name] = value
             total = total + weight * value
 
-        if w.l1:
-            add("l1", w.l1, jnp.mean(jnp.abs(pred - target)))
         boxes = region_boxes(batch, 1, w.regions, w.region_scales)
         fake, real = self._regions(batch, pred, boxes), self._regions(batch, target, boxes)
         for r in w.regions:
+            if w.l1:  # the cascade's regions weigh the mouth, a few pixels of the frame
+                add(f"l1_{r}", w.l1, jnp.mean(jnp.abs(fake[r] - real[r])))
             if self.perceptual is not None:
                 p = self.perceptual.apply(
                     {"params": {"vgg": params["vgg"]}}, fake[r] * 2 - 1, real[r] * 2 - 1
@@ -472,29 +476,34 @@ class LivePortraitTask(Task):
             outside + w.stitching_delta * delta, {"outside_l1": outside, "delta": delta}
         )
 
-    def _retarget_loss(self, name):
-        index = {"lip": 0, "eye": 1}[name]
-        region = {"lip": "lip", "eye": "face"}[name]
+    RATIO_INDEX = {"lip": 0, "eye": 1}  # RatioNet's outputs
+    RETARGET_REGION = {"lip": "lip", "eye": "face"}  # what a retargeting may change
 
+    def _retargeted(self, params, model_state, name, feature, x_s, source, want):
+        """The source re-rendered with its `name` ratio commanded to `want` (B, 1) ->
+        (image [0, 1] at the data's size, the keypoint offset, the ratio read back)."""
+        index = self.RATIO_INDEX[name]
+        own = jax.lax.stop_gradient(self._ratios(params, source))[:, index : index + 1]
+        net = lambda v: self.retarget[name].apply({"params": params[name]}, v)  # noqa: E731
+        if name == "lip":
+            delta = kp_lib.retarget_lip(net, x_s, jnp.concatenate([own, want], 1))
+        else:
+            delta = kp_lib.retarget_eye(net, x_s, jnp.concatenate([own, own, want], 1))
+        image = resize(self.render(params, model_state, feature, x_s + delta, x_s), source.shape[1])
+        ratio = {"params": jax.lax.stop_gradient(params["ratio"])}
+        return image, delta, self.ratio_net.apply(ratio, image)[:, index : index + 1]
+
+    def _retarget_loss(self, name):
         def loss(params, model_state, batch, rng):
             w = self.config.loss
             batch, feature, x_s, _ = self._frozen_base(params, model_state, batch)
-            b = x_s.shape[0]
             source = to_01(batch["source"])
-            own = jax.lax.stop_gradient(self._ratios(params, source))[:, index : index + 1]
-            want = jax.random.uniform(rng, (b, 1))
-            net = lambda v: self.retarget[name].apply({"params": params[name]}, v)  # noqa: E731
-            if name == "lip":
-                delta = kp_lib.retarget_lip(net, x_s, jnp.concatenate([own, want], 1))
-            else:
-                delta = kp_lib.retarget_eye(net, x_s, jnp.concatenate([own, own, want], 1))
-            image = resize(
-                self.render(params, model_state, feature, x_s + delta, x_s), source.shape[1]
+            want = jax.random.uniform(rng, (x_s.shape[0], 1))
+            image, delta, got = self._retargeted(
+                params, model_state, name, feature, x_s, source, want
             )
-            got = self.ratio_net.apply({"params": jax.lax.stop_gradient(params["ratio"])}, image)[
-                :, index : index + 1
-            ]
             ratio_err = jnp.mean(jnp.abs(got - want))
+            region = self.RETARGET_REGION[name]
             boxes = region_boxes(batch, 0, (region,), w.region_scales)[region]
             outside = self._outside_l1(image, source, boxes)
             reg = jnp.mean(jnp.abs(delta))
@@ -567,12 +576,14 @@ class LivePortraitTask(Task):
             "l1": mean(im.l1(pred, target)),
         }
         if self.stage == "stitching":
-            out.update(self._stitching_eval(params, model_state, batch))
+            out.update(self._stitching_eval(params, model_state, batch, rng))
         return out
 
-    def _stitching_eval(self, params, model_state, batch):
+    def _stitching_eval(self, params, model_state, batch, rng):
         """L1 outside the source's face, with the other clip's motion, without and with
-        stitching (what stage 2 should lower)."""
+        stitching (what stage 2 should lower); the lip and eye ratios read back from frames
+        retargeted to commands spread over [0, 1], against the same readings paired with
+        the commands shuffled (lower only if the rendering follows the command)."""
         _, feature, x_s, x_d = self._frozen_base(params, model_state, batch)
         x_other = jnp.roll(x_d, 1, axis=0)
         x_st = kp_lib.stitch({"params": params["stitching"]}, x_s, x_other)
@@ -580,10 +591,21 @@ class LivePortraitTask(Task):
         boxes = region_boxes(batch, 0, ("face",), self.config.loss.region_scales)["face"]
         plain = resize(self.render(params, model_state, feature, x_other, x_s), size)
         stitched = resize(self.render(params, model_state, feature, x_st, x_s), size)
-        return {
+        out = {
             "outside_l1_unstitched": self._outside_l1(plain, source, boxes),
             "outside_l1_stitched": self._outside_l1(stitched, source, boxes),
         }
+        # The measuring instrument itself: the ratio regressor on the held-out real frames.
+        ratio = self._ratio_loss(params, model_state, batch, rng).metrics
+        out.update({f"ratio_{key}": value for key, value in ratio.items()})
+        b = x_s.shape[0]
+        want = ((jnp.arange(b, dtype=jnp.float32) + 0.5) / b)[:, None]
+        shuffled = jax.random.permutation(rng, want)
+        for name in ("lip", "eye"):
+            _, _, got = self._retargeted(params, model_state, name, feature, x_s, source, want)
+            out[f"{name}_ratio_error"] = jnp.mean(jnp.abs(got - want))
+            out[f"{name}_ratio_error_shuffled"] = jnp.mean(jnp.abs(got - shuffled))
+        return out
 
     def samples(self, params, model_state, batch, rng):
         pred, own = self.reenact(params, model_state, batch)

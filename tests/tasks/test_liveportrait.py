@@ -68,7 +68,8 @@ def stage1_run(synthetic_64, tmp_path_factory):
 def test_stage1_trains_through_the_loop(stage1_run):
     _, out = stage1_run
     for term in (
-        "l1",
+        "l1_full",
+        "l1_lip",
         "equivariance",
         "keypoint_prior",
         "head_pose",
@@ -135,7 +136,9 @@ def test_stage2_trains_only_the_mlps(stage1_run, synthetic_64, tmp_path):
         assert max(moved) > 0, name
     for key in ("stitching/outside_l1", "lip/ratio_error", "eye/outside_l1", "ratio/loss"):
         assert np.isfinite(out[key]), key
-    assert np.isfinite(out["eval/outside_l1_stitched"])
+    for key in ("outside_l1_stitched", "lip_ratio_error", "lip_ratio_error_shuffled",
+                "eye_ratio_error", "ratio_mouth_error", "ratio_blink_error"):  # fmt: skip
+        assert np.isfinite(out[f"eval/{key}"]), key
 
     # cross-reenactment (`jaxtalk eval --modes=cross`): driven by the next example's clip
     outputs = jax.jit(task.eval_outputs, static_argnames="mode")  # one compile per mode
