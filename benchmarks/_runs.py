@@ -20,10 +20,10 @@ def config_path(recipe: str, variant: str) -> str:
 
 def synthetic_set(data_dir: str, size: int = 64, identities: int = 48, held_out: int = 4) -> str:
     """`data_dir`, prepared as the embedded synthetic set at `size` px unless it holds one:
-    `identities` identities of one video each, `held_out` of them for the test split. (The default 8 are too
-    few for the reference-conditioned diffusion models: with 7 to train on they learn the
-    identities instead of reading the reference, and render a held-out one in their
-    colours.)"""
+    `identities` identities of one video each, `held_out` of them for the test split. (The
+    default 8 are too few for the reference-conditioned diffusion models: with 7 to train on
+    they learn the identities instead of reading the reference, and render a held-out one
+    in their colours.)"""
     if not os.path.exists(os.path.join(data_dir, "dataset_info.json")):
         subprocess.run([sys.executable, "-m", "jaxtalk.cli", "prepare", "synthetic",
                         f"--out_dir={data_dir}", f"--size={size}",
