@@ -27,6 +27,7 @@ import ml_collections
 
 from configs import common
 from data_pipelines.loaders import default_data_config
+from jaxtalk.media import face_mesh
 
 
 def _model():
@@ -56,6 +57,12 @@ def _loss():
             head_pose=20.0,  # face-vid2vid
             deformation_prior=5.0,  # face-vid2vid
             landmark=1.0,  # ours (the paper gives no weight)
+            # The guidance's landmarks (the paper: ones that capture micro-expressions, on
+            # eyes and lips; its selection is not published): MediaPipe mesh points, Wing
+            # loss to the first len(points) keypoints. `landmarks_xy` with points () guides
+            # with all 5 points of a dataset that has no mesh.
+            landmark_attribute="face_mesh_xy",
+            landmark_points=face_mesh.LIP_POINTS + face_mesh.EYELID_POINTS,  # ours: 10
             identity=1.0,  # ours (the paper gives no weight)
             sigma_affine=0.05,  # face-vid2vid
             sigma_tps=0.005,  # face-vid2vid
@@ -89,7 +96,7 @@ def get_config(arg: str = "paper"):
             num_negatives=0,
             image_dtype="uint8",
             image_size=512,  # the target G renders; the networks see it resized to 256
-            pair_attributes=("pose", "landmarks_xy", "mouth", "blink"),
+            pair_attributes=("pose", "landmarks_xy", "face_mesh_xy", "mouth", "blink"),
             # Mixed image / video training: an image dataset prepared as one-frame clips
             # (source = driving) can join the mixture.
             data_dir="",
@@ -140,6 +147,12 @@ def get_config(arg: str = "paper"):
         c.loss.deformation_prior = 0.5
         c.loss.head_pose = 0.1  # degrees: 20 would swamp the L1
         c.loss.landmark = 1.0
+        # 8 of the 10 keypoints on the inner lips, mouth corners and eyelids (2 left free):
+        # with the 5 points (eyes, nose, mouth corners), none of which move with the mouth,
+        # M learned pose but no expression (README "LivePortrait").
+        c.loss.landmark_points = (
+            face_mesh.LIP_POINTS[:2] + face_mesh.LIP_POINTS[4:] + (face_mesh.EYELID_POINTS)
+        )
         # M's pose heads are 66-bin soft-argmaxes: at 1e-3 their softmax saturates on the
         # mean pose within ~100 steps and stops learning (3e-4 learns it, measured).
         c.lr_multipliers = ("generator/motion/.*=0.3",)

@@ -11,8 +11,10 @@ one-frame clip: source = driving). Groups, updated in this order each step:
     + equivariance (M on a randomly warped driving frame) + keypoint prior (canonical
       keypoints) + head pose (L1 in degrees vs the data's pose) + deformation prior (L1 of
       the expression deltas) + landmark-guided Wing loss (the first N implicit keypoints'
-      x, y vs the frame's N landmarks) + ArcFace identity (1 - cos, face crops) + L1 (on
-      the whole image and each region, as the perceptual loss).
+      x, y vs N of the frame's landmarks: `loss.landmark_points` of its
+      `loss.landmark_attribute`, lip and eyelid points of the face mesh) + ArcFace
+      identity (1 - cos, face crops) + L1 (on the whole image and each region, as the
+      perceptual loss).
 - `discriminator` = {region: MultiScaleDiscriminator} for the regions with a GAN weight.
 - frozen `vgg` (perceptual weight > 0) and `arcface` (identity weight > 0).
 BatchNorm statistics (F, W) and spectral-norm vectors (G, the discriminators) are
@@ -140,6 +142,15 @@ class LivePortraitTask(Task):
         self.gan_regions = tuple(
             r for r in loss.regions if loss.adversarial or loss.feature_matching
         )
+        # (runs saved before the mesh guidance have neither key: they guided with 5 points)
+        self.guide_attribute = loss.get("landmark_attribute", "landmarks_xy")
+        self.guide_points = tuple(loss.get("landmark_points", ()))
+        guided, num_kp = len(self.guide_points), self.nets["motion"].num_kp
+        if guided > num_kp:
+            raise ValueError(
+                f"loss.landmark_points has {guided} points for {num_kp} keypoints: the Wing "
+                "loss guides the first len(points) keypoints"
+            )
         self.discriminator = MultiScaleDiscriminator(**m.discriminator.to_dict(), dtype=dtype)
         self.perceptual = VGG19PerceptualLoss(dtype=dtype) if loss.perceptual else None
         # The released hidden sizes; outputs follow the keypoint count (3K + 2, 3K, 3K).
@@ -382,11 +393,8 @@ class LivePortraitTask(Task):
         if w.deformation_prior:
             add("deformation_prior", w.deformation_prior,
                 kp_losses.deformation_prior_loss(info["exp"][: 2 * b]))  # fmt: skip
-        if w.landmark and "landmarks_xy" in batch:
-            lm = jnp.concatenate(
-                [kp_losses.landmarks_to_grid(batch["landmarks_xy"][:, i]) for i in (0, 1)]
-            )
-            valid = jnp.concatenate([batch["landmarks_xy_valid"]] * 2)
+        if w.landmark and self.guide_attribute in batch:
+            lm, valid = self.guide_landmarks(batch)
             guided = kp_losses.landmark_guided_loss(
                 x[: 2 * b], lm, valid, w.wing_width, w.wing_curvature
             )
@@ -406,6 +414,15 @@ class LivePortraitTask(Task):
             total, metrics, model_state={**model_state, "batch_stats": state},
             outputs={"fake": pred},
         )  # fmt: skip
+
+    def guide_landmarks(self, batch):
+        """The Wing loss's targets: (2B, N, 2) landmarks in the keypoints' frame, sources
+        then driving frames, and (2B,) validity."""
+        points = batch[self.guide_attribute]
+        lm = jnp.concatenate([kp_losses.landmarks_to_grid(points[:, i]) for i in (0, 1)])
+        if self.guide_points:
+            lm = lm[:, jnp.asarray(self.guide_points)]
+        return lm, jnp.concatenate([batch[self.guide_attribute + "_valid"]] * 2)
 
     def _discriminator_loss(self, params, model_state, batch, rng):
         batch, w = self.preprocess(batch), self.config.loss

@@ -46,6 +46,30 @@ def test_variants():
         cfg_lib.get_config("huge")
 
 
+def test_landmark_guidance_follows_the_mouth_and_the_eyelids(synthetic_64):
+    """The Wing loss's targets are the configured mesh points, and on the synthetic set the
+    tiny recipe's first two (inner lips) and last four (eyelids) open with the data's mouth
+    and blink: guidance that can teach M expression, not only pose."""
+    config = cfg_lib.get_config("tiny")
+    config.data.data_dir = synthetic_64
+    task = task_lib.build(config)
+    batch = next(task.data("train", global_batch_size=32, seed=0, process_index=0, process_count=1))
+    lm, valid = map(np.asarray, task.guide_landmarks(batch))
+    mesh = np.asarray(batch["face_mesh_xy"]).reshape(32, 2, -1, 2) * 2 - 1
+    points = list(config.loss.landmark_points)
+    np.testing.assert_array_equal(lm, np.concatenate([mesh[:, 0], mesh[:, 1]])[:, points])
+    assert lm.shape == (64, 8, 2) and valid.all()
+    mouth = np.concatenate([batch["mouth"][:, 0, 0], batch["mouth"][:, 1, 0]])
+    blink = np.concatenate([batch["blink"][:, 0, 0], batch["blink"][:, 1, 0]])
+    lips = lm[:, 1, 1] - lm[:, 0, 1]  # lower minus upper inner lip
+    lids = (lm[:, 5, 1] - lm[:, 4, 1]) + (lm[:, 7, 1] - lm[:, 6, 1])
+    assert np.corrcoef(lips, mouth)[0, 1] > 0.9
+    assert np.corrcoef(lids, blink)[0, 1] < -0.9
+    config.loss.landmark_points = tuple(range(11))
+    with pytest.raises(ValueError, match="11 points for 10 keypoints"):
+        task_lib.build(config)
+
+
 def tiny_config(data_dir, steps, variant="tiny", **loss):
     c = cfg_lib.get_config(variant)
     c.data.data_dir = data_dir
