@@ -11,9 +11,10 @@ of reading the driving frame, with 48 it fits the 44 in ~900 steps), then:
    model rendering the source with the source's own keypoints (what it gains without
    reading the driving frame).
 2. `jaxtalk train configs/liveportrait.py:tiny_stitching` on that run: the held-out L1
-   outside the source's face with another clip's motion, without and with stitching, and
-   the lip command against the rendered mouth opening (the ratio regressor's reading),
-   next to the same readings against a shuffled command.
+   outside the source's face with another clip's motion, without and with stitching; with
+   its ratio regressor, whether the base renders the driving frame's mouth (the reading of
+   the rendered frame against the driver's true opening); and the lip command against the
+   rendered mouth opening, next to the same readings against a shuffled command.
 Both runs resume when rerun. Extra arguments go to both `jaxtalk train` commands.
 """
 
@@ -26,12 +27,10 @@ import os
 import _runs
 
 
-def lip_command_correlation(workdir: str, batches: int = 16, seed: int = 0) -> dict:
-    """Pearson r between sampled lip commands and the ratio regressor's mouth reading of the
-    rendered frames, on held-out sources; and with the commands shuffled."""
-    import jax.numpy as jnp
+def _held_out(workdir: str, batches: int, seed: int):
+    """(task, params, (batch, source features, x_s, x_d)) for `batches` held-out batches of
+    a stitching run (its frozen base and its trained MLPs and ratio regressor)."""
     import ml_collections
-    import numpy as np
 
     from jaxtalk.tasks import liveportrait as task_lib
     from jaxtalk.train import checkpoints
@@ -41,20 +40,57 @@ def lip_command_correlation(workdir: str, batches: int = 16, seed: int = 0) -> d
     params = checkpoints.eval_variables(workdir)["params"]
     it = task.data("test", global_batch_size=config.batch_size, seed=seed, process_index=0,
                    process_count=1)  # fmt: skip
+    for _ in range(batches):
+        yield task, params, task._frozen_base(params, {}, next(it))
+
+
+def _r(a, b) -> float:
+    import numpy as np
+
+    return float(np.corrcoef(np.concatenate(a), np.concatenate(b))[0, 1])
+
+
+def mouth_transfer(workdir: str, batches: int = 16, seed: int = 0) -> dict:
+    """Does the base render the driving frame's expression? Pearson r between the true
+    mouth opening of held-out driving frames and the ratio regressor's reading of the frame
+    the base renders from them (`rendered_r`), of the real driving frames (`real_r`: the
+    regressor's ceiling) and of the source (`source_r`: what no transfer scores)."""
+    import numpy as np
+
+    from jaxtalk.tasks import liveportrait as task_lib
+
+    truth, reads = [], {"rendered": [], "real": [], "source": []}
+    for task, params, (batch, feature, x_s, x_d) in _held_out(workdir, batches, seed):
+        source = task_lib.to_01(batch["source"])
+        rendered = task_lib.resize(task.render(params, {}, feature, x_d, x_s), source.shape[1])
+        images = {"rendered": rendered, "real": task_lib.to_01(batch["driving"]), "source": source}
+        for name, image in images.items():
+            reads[name].append(np.asarray(task._ratios(params, image)[:, 0]))
+        truth.append(np.asarray(batch["mouth"][:, 1, 0]))
+    out = {f"{name}_r": _r(truth, r) for name, r in reads.items()}
+    return {"mouth_transfer": out, "pairs": int(sum(t.size for t in truth))}
+
+
+def lip_command_correlation(workdir: str, batches: int = 16, seed: int = 0) -> dict:
+    """Pearson r between sampled lip commands and the ratio regressor's mouth reading of the
+    rendered frames, on held-out sources; and with the commands shuffled."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxtalk.tasks import liveportrait as task_lib
+
     commands, readings = [], []
     rng = np.random.default_rng(seed)
-    for _ in range(batches):
-        batch, feature, x_s, _ = task._frozen_base(params, {}, next(it))
+    for task, params, (batch, feature, x_s, _) in _held_out(workdir, batches, seed):
         want = jnp.asarray(rng.uniform(0, 1, (x_s.shape[0], 1)), jnp.float32)
         source = task_lib.to_01(batch["source"])
         _, _, got = task._retargeted(params, {}, "lip", feature, x_s, source, want)
         commands.append(np.asarray(want[:, 0]))
         readings.append(np.asarray(got[:, 0]))
-    c, r = np.concatenate(commands), np.concatenate(readings)
     return {
-        "lip_command_r": float(np.corrcoef(c, r)[0, 1]),
-        "lip_shuffled_r": float(np.corrcoef(rng.permutation(c), r)[0, 1]),
-        "pairs": int(c.size),
+        "lip_command_r": _r(commands, readings),
+        "lip_shuffled_r": _r([rng.permutation(np.concatenate(commands))], readings),
+        "pairs": int(sum(c.size for c in commands)),
     }
 
 
@@ -89,6 +125,7 @@ def main(argv=None) -> None:
         f"mouth {e2['eval/ratio_mouth_error']:.3f}, blink {e2['eval/ratio_blink_error']:.3f}",
         flush=True,
     )
+    print(json.dumps(mouth_transfer(stage2)), flush=True)
     print(json.dumps(lip_command_correlation(stage2)), flush=True)
 
 
