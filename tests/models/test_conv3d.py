@@ -25,7 +25,7 @@ def test_params_are_those_of_torch_nn_conv(kernel, padding):
     assert tuple(axes["kernel"]) == (None, None, None, "conv_in", "conv_out")
 
 
-@pytest.mark.parametrize("method", ["native", "slices", "concat"])
+@pytest.mark.parametrize("method", ["native", "slices", "concat", "patches"])
 @pytest.mark.parametrize("kernel, padding", CASES)
 def test_every_method_is_the_same_conv(method, kernel, padding):
     rng = np.random.default_rng(0)
@@ -51,7 +51,16 @@ def test_every_method_is_the_same_conv(method, kernel, padding):
     np.testing.assert_allclose(np.asarray(got), ref.numpy().transpose(0, 2, 3, 4, 1), atol=1e-12)
 
 
-def test_auto_picks_by_backend_and_bad_methods_fail():
-    assert conv3d.resolve("auto") == ("slices" if jax.default_backend() == "cpu" else "native")
+def test_auto_picks_by_backend_and_bad_methods_fail(monkeypatch):
+    monkeypatch.delenv("JAXTALK_CONV3D", raising=False)
+    cpu = jax.default_backend() == "cpu"
+    assert conv3d.resolve("auto") == ("slices" if cpu else "native")
+    # on CPU, maps smaller than the kernel go to the matmul form; explicit methods stay
+    assert conv3d.pick("auto", (1, 16, 2, 2, 8), (3, 3, 3)) == ("patches" if cpu else "native")
+    assert conv3d.pick("auto", (1, 16, 4, 4, 8), (3, 3, 3)) == ("slices" if cpu else "native")
+    assert conv3d.pick("auto", (1, 16, 2, 2, 8), (3, 1, 1)) == ("slices" if cpu else "native")
+    assert conv3d.pick("slices", (1, 16, 2, 2, 8), (3, 3, 3)) == "slices"
+    monkeypatch.setenv("JAXTALK_CONV3D", "native")
+    assert conv3d.pick("auto", (1, 16, 2, 2, 8), (3, 3, 3)) == "native"
     with pytest.raises(ValueError, match="conv3d method"):
         conv3d.resolve("fft")
