@@ -20,7 +20,8 @@ faster side computing something else shows. A stage-1 training step is not timed
 
 --size 128 is a quicker smoke run (the volume must stay a multiple of 32 wide).
 --conv3d native,slices times jaxtalk once per way of computing its 3-D convs
-(jaxtalk/models/layers/conv3d.py; the default "auto" is slices on CPU), alternating too.
+(jaxtalk/models/layers/conv3d.py; the default "auto" is slices on CPU, patches for maps
+smaller than the kernel), alternating too.
 """
 
 from __future__ import annotations
@@ -286,7 +287,7 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--torch_reference", default="", help="the official checkout (holding src/)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--conv3d", default="auto", help="comma list of auto|native|slices|concat")
+    ap.add_argument("--conv3d", default="auto", help="comma list of auto|native|slices|concat|patches")
     args = ap.parse_args()
     if args.size % 128:
         ap.error("--size must be a multiple of 128 (W's 5-level hourglass on size/4)")
