@@ -287,7 +287,9 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--torch_reference", default="", help="the official checkout (holding src/)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--conv3d", default="auto", help="comma list of auto|native|slices|concat|patches")
+    ap.add_argument(
+        "--conv3d", default="auto", help="comma list of auto|native|slices|concat|patches"
+    )
     args = ap.parse_args()
     if args.size % 128:
         ap.error("--size must be a multiple of 128 (W's 5-level hourglass on size/4)")

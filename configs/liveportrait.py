@@ -150,9 +150,8 @@ def get_config(arg: str = "paper"):
         # 8 of the 10 keypoints on the inner lips, mouth corners and eyelids (2 left free):
         # with the 5 points (eyes, nose, mouth corners), none of which move with the mouth,
         # M learned pose but no expression (README "LivePortrait").
-        c.loss.landmark_points = (
-            face_mesh.LIP_POINTS[:2] + face_mesh.LIP_POINTS[4:] + (face_mesh.EYELID_POINTS)
-        )
+        lips = face_mesh.LIP_POINTS  # inner midpoints 13, 14 and corners 61, 291
+        c.loss.landmark_points = lips[:2] + lips[4:] + face_mesh.EYELID_POINTS
         # M's pose heads are 66-bin soft-argmaxes: at 1e-3 their softmax saturates on the
         # mean pose within ~100 steps and stops learning (3e-4 learns it, measured).
         c.lr_multipliers = ("generator/motion/.*=0.3",)
