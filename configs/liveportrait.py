@@ -27,7 +27,12 @@ import ml_collections
 
 from configs import common
 from data_pipelines.loaders import default_data_config
-from jaxtalk.media import face_mesh
+
+# MediaPipe face-mesh points that move with expression: the inner and outer lip midpoints
+# (upper, lower: 13, 14, 0, 17), the mouth corners (61, 291), and each eye's upper and lower
+# lid midpoints (right eye 159 / 145, left 386 / 374).
+LIP_POINTS = (13, 14, 0, 17, 61, 291)
+EYELID_POINTS = (159, 145, 386, 374)
 
 
 def _model():
@@ -62,7 +67,7 @@ def _loss():
             # loss to the first len(points) keypoints. `landmarks_xy` with points () guides
             # with all 5 points of a dataset that has no mesh.
             landmark_attribute="face_mesh_xy",
-            landmark_points=face_mesh.LIP_POINTS + face_mesh.EYELID_POINTS,  # ours: 10
+            landmark_points=LIP_POINTS + EYELID_POINTS,  # ours: 10
             identity=1.0,  # ours (the paper gives no weight)
             sigma_affine=0.05,  # face-vid2vid
             sigma_tps=0.005,  # face-vid2vid
@@ -150,8 +155,7 @@ def get_config(arg: str = "paper"):
         # 8 of the 10 keypoints on the inner lips, mouth corners and eyelids (2 left free):
         # with the 5 points (eyes, nose, mouth corners), none of which move with the mouth,
         # M learned pose but no expression (README "LivePortrait").
-        lips = face_mesh.LIP_POINTS  # inner midpoints 13, 14 and corners 61, 291
-        c.loss.landmark_points = lips[:2] + lips[4:] + face_mesh.EYELID_POINTS
+        c.loss.landmark_points = LIP_POINTS[:2] + LIP_POINTS[4:] + EYELID_POINTS
         # M's pose heads are 66-bin soft-argmaxes: at 1e-3 their softmax saturates on the
         # mean pose within ~100 steps and stops learning (3e-4 learns it, measured).
         c.lr_multipliers = ("generator/motion/.*=0.3",)

@@ -100,12 +100,6 @@ IRIS_CENTRES = {"right": 468, "left": 473}
 
 PARTS = {p.name: p for p in DRAWN + (FACE_OVAL, RIGHT_IRIS, LEFT_IRIS)}
 
-# Points that move with expression (LivePortrait's landmark guidance on eyes and lips): the
-# inner and outer lip midpoints (upper, lower), the mouth corners, and each eye's upper and
-# lower lid midpoints (right eye 159 / 145, left 386 / 374).
-LIP_POINTS = (13, 14, 0, 17, 61, 291)
-EYELID_POINTS = (159, 145, 386, 374)
-
 
 def line_thickness(canvas: int) -> int:
     """The release's 2 px at 512, scaled to the canvas (at least 1)."""
