@@ -28,6 +28,12 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxtalk.models.layers.torch_nn import conv_bias, torch_kernel_init
+from jaxtalk.models.layers.upsampled_conv import (
+    interleave,
+    phase_convs,
+    upsample_nearest,
+    worth_phases,
+)
 
 METHODS = ("auto", "native", "slices", "concat", "patches")
 
@@ -48,6 +54,22 @@ def conv3d_slices(x, kernel, padding):
     for j in range(kd):
         tap = _conv2d(x[:, j : j + depth].reshape(b * depth, h, w, c), kernel[j], padding[1:])
         out = tap if out is None else out + tap
+    return out.reshape((b, depth) + out.shape[1:])
+
+
+def conv3d_slices_upsampled(x, kernel, padding, factor):
+    """conv3d_slices of upsample_nearest over H, W by `factor`, each depth tap's 2-D conv
+    computed at x's resolution (`upsampled_conv.phase_convs`), the phases summed over the
+    taps and interleaved once. Needs H and W padding k // 2 ('same')."""
+    kd = kernel.shape[0]
+    b, d, h, w, c = x.shape
+    x = jnp.pad(x, ((0, 0), padding[0], (0, 0), (0, 0), (0, 0)))
+    depth = x.shape[1] - kd + 1
+    total = None
+    for j in range(kd):
+        tap = phase_convs(x[:, j : j + depth].reshape(b * depth, h, w, c), kernel[j], factor)
+        total = tap if total is None else {k: total[k] + v for k, v in tap.items()}
+    out = interleave(total, factor)
     return out.reshape((b, depth) + out.shape[1:])
 
 
@@ -84,6 +106,21 @@ def conv3d_native(x, kernel, padding):
     )
 
 
+def conv3d(x, kernel, padding, method: str, upsample: int = 1):
+    """The conv of `kernel` over x (nearest-upsampled over H, W by `upsample` first) by a
+    resolved `method`."""
+    same = all(k == 2 * p[0] + 1 == sum(p) + 1 for k, p in zip(kernel.shape[1:3], padding[1:]))
+    flat = (x.shape[0] * x.shape[1],) + x.shape[2:]
+    if method == "slices" and same and worth_phases(flat, upsample):
+        return conv3d_slices_upsampled(x, kernel, padding, upsample)
+    if upsample > 1:
+        x = upsample_nearest(x, upsample)
+    if method == "concat" and kernel.shape[0] > 1:
+        return conv3d_concat(x, kernel, padding)
+    compute = {"native": conv3d_native, "patches": conv3d_patches}.get(method, conv3d_slices)
+    return compute(x, kernel, padding)  # slices; a depth-1 kernel is one 2-D conv
+
+
 def resolve(method: str) -> str:
     if method not in METHODS:
         raise ValueError(f"conv3d method must be one of {METHODS}, not {method!r}")
@@ -110,12 +147,15 @@ def pick(method: str, shape: Sequence[int], kernel_size: Sequence[int]) -> str:
 
 
 class Conv3d(nn.Module):
-    """torch.nn.Conv3d(stride 1, symmetric zero padding) on (B, D, H, W, C)."""
+    """torch.nn.Conv3d(stride 1, symmetric zero padding) on (B, D, H, W, C); with
+    `upsample` f > 1, on F.interpolate(x, scale_factor=(1, f, f)) (nearest), which depth
+    slices compute at x's resolution (`conv3d_slices_upsampled`)."""
 
     features: int
     kernel_size: Sequence[int] = (3, 3, 3)
     padding: int = 0
     use_bias: bool = True
+    upsample: int = 1
     method: str = "auto"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -130,15 +170,10 @@ class Conv3d(nn.Module):
         )
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         padding = ((self.padding, self.padding),) * 3
-        method = pick(self.method, x.shape, kernel.shape[:3])
-        if method == "native":
-            out = conv3d_native(x, kernel, padding)
-        elif method == "patches":
-            out = conv3d_patches(x, kernel, padding)
-        elif method == "concat" and kernel.shape[0] > 1:
-            out = conv3d_concat(x, kernel, padding)
-        else:  # slices; a depth-1 kernel is one 2-D conv
-            out = conv3d_slices(x, kernel, padding)
+        f = self.upsample
+        upsampled = x.shape[:2] + (f * x.shape[2], f * x.shape[3], x.shape[4])
+        method = pick(self.method, upsampled, kernel.shape[:3])
+        out = conv3d(x, kernel, padding, method, f)
         if self.use_bias:
             out = out + conv_bias(self, self.features, self.param_dtype).astype(self.dtype)
         return out

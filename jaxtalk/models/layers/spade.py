@@ -3,10 +3,11 @@
 - `instance_norm`: nn.InstanceNorm2d(affine=False): per sample and channel over H, W,
   biased variance, eps 1e-5, no running statistics.
 - `resize_nearest`: F.interpolate(mode='nearest') to a given size (source index
-  floor(dst * in / out)); `upsample_nearest` the integer-factor case (nn.Upsample).
+  floor(dst * in / out)).
 - `SPADE`: instance_norm(x) * (1 + gamma(seg)) + beta(seg), where the segmentation map is
   resized to x's size, then a shared conv 3x3 + ReLU (`mlp_shared`) and two convs 3x3
-  (`mlp_gamma`, `mlp_beta`).
+  (`mlp_gamma`, `mlp_beta`). Where seg is upsampled by an integer factor, `mlp_shared`
+  runs at seg's resolution (`UpsampledConv`: the same sums in fewer multiply-adds).
 - `SPADEResnetBlock`: x_s + conv_1(act(norm_1(conv_0(act(norm_0(x)))))) with
   act = leaky_relu(0.2) and fmiddle = min(fin, fout); when fin != fout the shortcut is
   learned, x_s = conv_s(norm_s(x)) (1x1, no bias, no activation), else x_s = x. The convs
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 from jaxtalk.models.layers import torch_nn
 from jaxtalk.models.layers.spectral_norm import SpectralNormConv
 from jaxtalk.models.layers.standardize import standardize
+from jaxtalk.models.layers.upsampled_conv import UpsampledConv
 
 INSTANCE_NORM_EPS = 1e-5
 LEAKY_SLOPE = 0.2
@@ -41,11 +43,6 @@ def resize_nearest(x, size: tuple[int, int]):
     return x[:, rows][:, :, cols]
 
 
-def upsample_nearest(x, factor: int = 2):
-    """nn.Upsample(scale_factor=factor) (nearest) on NHWC."""
-    return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
-
-
 class SPADE(nn.Module):
     """Spatially-adaptive normalisation of `x` by the segmentation map `seg`."""
 
@@ -55,13 +52,18 @@ class SPADE(nn.Module):
 
     @nn.compact
     def __call__(self, x, seg):
-        kw = dict(padding=1, dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         normalized = instance_norm(x)
-        if seg.shape[1:3] != x.shape[1:3]:
+        factor = x.shape[1] // seg.shape[1]
+        if x.shape[1:3] == (factor * seg.shape[1], factor * seg.shape[2]):
+            # an integer upsampling: the conv runs at seg's resolution (upsampled_conv.py)
+            shared = UpsampledConv(self.hidden, 3, factor, name="mlp_shared", **kw)(seg)
+        else:
             seg = resize_nearest(seg, x.shape[1:3])
-        actv = nn.relu(torch_nn.conv(self.hidden, 3, name="mlp_shared", **kw)(seg))
-        gamma = torch_nn.conv(x.shape[-1], 3, name="mlp_gamma", **kw)(actv)
-        beta = torch_nn.conv(x.shape[-1], 3, name="mlp_beta", **kw)(actv)
+            shared = torch_nn.conv(self.hidden, 3, name="mlp_shared", padding=1, **kw)(seg)
+        actv = nn.relu(shared)
+        gamma = torch_nn.conv(x.shape[-1], 3, name="mlp_gamma", padding=1, **kw)(actv)
+        beta = torch_nn.conv(x.shape[-1], 3, name="mlp_beta", padding=1, **kw)(actv)
         return normalized * (1 + gamma) + beta
 
 

@@ -25,15 +25,23 @@ import jax.numpy as jnp
 
 from jaxtalk.models.layers.conv3d import Conv3d
 from jaxtalk.models.layers.torch_nn import TorchBatchNorm, conv
+from jaxtalk.models.layers.upsampled_conv import UpsampledConv
 
 LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU's default, as SameBlock2d(lrelu=True) uses it
 
 
-def same_conv(features: int, ndim: int, kernel_size: int, name: str, **kw) -> nn.Module:
-    """A size-preserving conv (padding k // 2): 2-D, or 3-D through `Conv3d` (same params
-    as a flax Conv; 2-D convs over depth slices on CPU, where XLA's 3-D conv is slow)."""
+def same_conv(
+    features: int, ndim: int, kernel_size: int, name: str, upsample: int = 1, **kw
+) -> nn.Module:
+    """A size-preserving conv (padding k // 2), of its input nearest-upsampled over H, W by
+    `upsample` when > 1: 2-D, or 3-D through `Conv3d` (same params as a flax Conv; 2-D convs
+    over depth slices on CPU, where XLA's 3-D conv is slow). The upsampled convs run at the
+    input's resolution (jaxtalk/models/layers/upsampled_conv.py)."""
     if ndim == 3:
-        return Conv3d(features, (kernel_size,) * 3, kernel_size // 2, name=name, **kw)
+        k = (kernel_size,) * 3
+        return Conv3d(features, k, kernel_size // 2, upsample=upsample, name=name, **kw)
+    if upsample > 1:
+        return UpsampledConv(features, kernel_size, upsample, name=name, **kw)
     return conv(features, (kernel_size,) * ndim, padding=kernel_size // 2, name=name, **kw)
 
 
@@ -41,11 +49,6 @@ def avg_pool_hw(x):
     """AvgPool2d(2) on (B, H, W, C) or AvgPool3d((1, 2, 2)) on (B, D, H, W, C)."""
     window = (1,) * (x.ndim - 4) + (2, 2)
     return nn.avg_pool(x, window, strides=window)
-
-
-def upsample_hw(x):
-    """F.interpolate(scale_factor=(1, 2, 2)) (nearest) on (B, D, H, W, C)."""
-    return jnp.repeat(jnp.repeat(x, 2, axis=-3), 2, axis=-2)
 
 
 class ConvNormAct(nn.Module):
@@ -66,9 +69,8 @@ class ConvNormAct(nn.Module):
             raise ValueError(f"resample must be same, down or up, not {self.resample!r}")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         k = self.kernel_size
-        if self.resample == "up":
-            x = upsample_hw(x)
-        x = same_conv(self.features, self.ndim, k, "conv", **kw)(x)
+        up = 2 if self.resample == "up" else 1  # the conv computes the upsampling
+        x = same_conv(self.features, self.ndim, k, "conv", upsample=up, **kw)(x)
         x = TorchBatchNorm(name="norm", **kw)(x, train)
         x = nn.leaky_relu(x, LEAKY_SLOPE) if self.leaky else nn.relu(x)
         return avg_pool_hw(x) if self.resample == "down" else x

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 
 from jaxtalk.models.layers import torch_nn
 from jaxtalk.models.layers.sharding import constrain
-from jaxtalk.models.layers.spade import LEAKY_SLOPE, SPADEResnetBlock, upsample_nearest
+from jaxtalk.models.layers.spade import LEAKY_SLOPE, SPADEResnetBlock
+from jaxtalk.models.layers.upsampled_conv import upsample_nearest
 
 
 def pixel_shuffle(x, r: int = 2):
