@@ -21,7 +21,10 @@ faster side computing something else shows. A stage-1 training step is not timed
 --size 128 is a quicker smoke run (the volume must stay a multiple of 32 wide).
 --conv3d native,slices times jaxtalk once per way of computing its 3-D convs
 (jaxtalk/models/layers/conv3d.py; the default "auto" is slices on CPU, patches for maps
-smaller than the kernel), alternating too.
+smaller than the kernel), alternating too; --upsampled_conv phases,plain likewise for the
+convs of nearest-upsampled maps (jaxtalk/models/layers/upsampled_conv.py: "phases", the
+default, at the low resolution; "plain" upsamples first, as the release does). Each side's
+GFLOP/s is from its own count: the release's is jaxtalk's with "plain" upsampled convs.
 """
 
 from __future__ import annotations
@@ -135,17 +138,24 @@ class JaxFrame:
     one prepared source: `start` (M, relative motion against the batch's first frame,
     stitching) and `drive` (W, G), as `jaxtalk animate` runs them chunk by chunk."""
 
-    def __init__(self, variables, source, batch, dtype, conv3d="auto"):
+    def __init__(self, variables, source, batch, dtype, conv3d="auto", upsampled="phases"):
         from jaxtalk.inference.liveportrait import LivePortraitAnimator
 
-        os.environ["JAXTALK_CONV3D"] = "" if conv3d == "auto" else conv3d  # read when traced
-        self.conv3d = conv3d
+        self.conv3d, self.upsampled = conv3d, upsampled
+        self._ways()
         config = {"kind": "liveportrait", "input_size": source.shape[1]}
         self.animator = LivePortraitAnimator(variables, config, batch, dtype=jnp.dtype(dtype))
         self.state = self.animator.prepare(source[0])
 
+    def _ways(self):
+        """This frame's ways of computing the 3-D and the upsampled convs, read when its
+        functions are traced (jaxtalk/models/layers/{conv3d,upsampled_conv}.py)."""
+        os.environ["JAXTALK_CONV3D"] = "" if self.conv3d == "auto" else self.conv3d
+        os.environ["JAXTALK_UPSAMPLED_CONV"] = self.upsampled
+
     def flops(self, driving) -> float:
         """XLA's count for M on the batch plus W and G on its keypoints."""
+        self._ways()
         a = self.animator
         _, steps = a.start(self.state, driving)
         lowered = [
@@ -160,7 +170,7 @@ class JaxFrame:
         return total
 
     def __call__(self, driving):
-        os.environ["JAXTALK_CONV3D"] = "" if self.conv3d == "auto" else self.conv3d
+        self._ways()
         state, steps = self.animator.start(self.state, driving)
         return np.asarray(self.animator.drive(state, steps))
 
@@ -272,7 +282,7 @@ def summary(times, batch, flops, peak) -> dict:
         "ms_per_frame_max": round(1000 * max(per_frame), 1),
         "frames_per_s": round(1 / median, 3),
     }
-    if np.isfinite(flops):
+    if np.isfinite(flops) and flops > 0:
         gflops = flops / batch / median / 1e9
         out["gflop_per_s"] = round(gflops, 1)
         out["fraction_of_matmul_peak"] = round(gflops / peak, 3)
@@ -290,6 +300,7 @@ def main():
     ap.add_argument(
         "--conv3d", default="auto", help="comma list of auto|native|slices|concat|patches"
     )
+    ap.add_argument("--upsampled_conv", default="phases", help="comma list of phases|plain")
     args = ap.parse_args()
     if args.size % 128:
         ap.error("--size must be a multiple of 128 (W's 5-level hourglass on size/4)")
@@ -320,7 +331,7 @@ def main():
     # The batch's first frame is the first driving frame on both sides.
     source, frames = images[:1], images[1:]
     variables = random_variables()
-    methods = args.conv3d.split(",")
+    ways = [(m, u) for m in args.conv3d.split(",") for u in args.upsampled_conv.split(",")]
     tx = None
     if torch:
         tx = TorchFrame(torch, args.torch_reference, variables, source / 255.0, frames[:1] / 255.0)
@@ -328,17 +339,21 @@ def main():
     for b in batches:
         driving = frames[:b]
         row = {"batch": b}
-        sides = {}
-        for m in methods:
-            name = "jax" if len(methods) == 1 else f"jax_{m}"
-            frame = JaxFrame(variables, source, b, args.dtype, m)
+        sides, flops = {}, {}
+        for m, u in ways:
+            name = "jax" if len(ways) == 1 else "_".join(["jax", m, u])
+            frame = JaxFrame(variables, source, b, args.dtype, m, u)
             row[f"{name}_first_call_s"] = round(_seconds(lambda f=frame: f(driving)), 1)
             sides[name] = lambda f=frame: f(driving)
-        flops = frame.flops(driving)
-        if not np.isfinite(flops) or flops <= 0:
-            flops = float("nan")
-        row["gflop_per_frame"] = round(flops / b / 1e9, 1)
+            flops[name] = frame.flops(driving)
         if tx is not None:
+            # the release computes its upsampled convs at the high resolution
+            plain = [n for (m, u), n in zip(ways, flops) if u == "plain"]
+            flops["torch"] = (
+                flops[plain[0]]
+                if plain
+                else JaxFrame(variables, source, b, args.dtype, upsampled="plain").flops(driving)
+            )
             t_driving = tx._tensor(driving / 255.0)
             got = (sides[name]().astype(np.float32) + 1) / 2
             want = tx(t_driving).numpy().transpose(0, 2, 3, 1)
@@ -348,15 +363,17 @@ def main():
         for _ in range(args.rounds):
             for name, fn in sides.items():  # alternate, call by call
                 times[name].append(_seconds(fn))
-        rows = {name: summary(t, b, flops, peak["jax_matmul_gflops"]) for name, t in times.items()}
+        peak_gflops = peak["jax_matmul_gflops"]
+        rows = {name: summary(t, b, flops[name], peak_gflops) for name, t in times.items()}
         for name, timing in rows.items():
             extra = {k.removeprefix(f"{name}_"): v for k, v in row.items() if k.startswith(name)}
             if name != "torch" and "torch" in rows:
                 ratio = rows["torch"]["ms_per_frame_median"] / timing["ms_per_frame_median"]
                 extra["speedup_vs_release"] = round(ratio, 2)
                 extra["max_abs_difference"] = row["max_abs_difference"]
+            gflop = round(flops[name] / b / 1e9, 1)
             log({"run": name, "batch": b, "dtype": args.dtype, "size": args.size,
-                 "gflop_per_frame": row["gflop_per_frame"], **timing, **extra})  # fmt: skip
+                 "gflop_per_frame": gflop, **timing, **extra})  # fmt: skip
 
 
 if __name__ == "__main__":

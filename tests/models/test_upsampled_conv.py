@@ -105,3 +105,13 @@ def test_spade_keeps_its_params_and_values(factor):
         np.testing.assert_allclose(
             spade.apply(variables, x, seg), spade.apply(variables, x, big), rtol=0, atol=1e-12
         )
+
+
+def test_the_environment_turns_the_phases_off_for_benchmarks(monkeypatch):
+    monkeypatch.setenv("JAXTALK_UPSAMPLED_CONV", "plain")
+    assert not upsampled_conv.worth_phases((1, 64, 64, 2), 2)
+    monkeypatch.setenv("JAXTALK_UPSAMPLED_CONV", "phases")
+    assert upsampled_conv.worth_phases((1, 64, 64, 2), 2)
+    monkeypatch.setenv("JAXTALK_UPSAMPLED_CONV", "fast")
+    with pytest.raises(ValueError, match="phases or plain"):
+        upsampled_conv.worth_phases((1, 64, 64, 2), 2)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtalk.models.layers.torch_nn import conv, dense, group_norm
+from jaxtalk.models.layers.upsampled_conv import UpsampledConv
 
 
 class ResnetBlock2D(nn.Module):
@@ -88,7 +89,8 @@ def nearest_resize(x, size: tuple[int, int]):
 
 
 class Upsample2D(nn.Module):
-    """Nearest upsampling (x2, or to `size` when given) then a 3x3 conv (`conv`)."""
+    """Nearest upsampling (x2, or to `size` when given) then a 3x3 conv (`conv`; the x2
+    case computed at x's resolution: jaxtalk/models/layers/upsampled_conv.py)."""
 
     features: int
     dtype: Any = jnp.float32
@@ -98,4 +100,6 @@ class Upsample2D(nn.Module):
     def __call__(self, x, size: tuple[int, int] | None = None):
         size = (2 * x.shape[1], 2 * x.shape[2]) if size is None else tuple(size)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        if size == (2 * x.shape[1], 2 * x.shape[2]):  # the conv runs at x's resolution
+            return UpsampledConv(self.features, 3, 2, name="conv", **kw)(x)
         return conv(self.features, 3, padding=1, name="conv", **kw)(nearest_resize(x, size))

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtalk.models.layers.torch_nn import conv, dense, group_norm
+from jaxtalk.models.layers.upsampled_conv import UpsampledConv
 
 Dtype = Any
 
@@ -164,12 +165,12 @@ class Downsample(_Module):
 
 
 class Upsample(_Module):
-    """Nearest-neighbour 2x upsampling, then a 3x3 conv."""
+    """Nearest-neighbour 2x upsampling, then a 3x3 conv (computed at x's resolution:
+    jaxtalk/models/layers/upsampled_conv.py)."""
 
     @nn.compact
     def __call__(self, x):
-        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-        return conv(x.shape[-1], 3, padding=1, name="conv", **self.kw)(x)
+        return UpsampledConv(x.shape[-1], 3, 2, name="conv", **self.kw)(x)
 
 
 class Encoder(_Module):

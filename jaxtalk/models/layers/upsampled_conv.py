@@ -17,6 +17,7 @@ convs (the depth taps of a 3-D conv) interleaves once (`interleave`).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -103,7 +104,12 @@ def worth_phases(shape, factor: int) -> bool:
     """Whether the phases pay on input `shape` (B, H, W, ...): folding the kernel costs
     about as much as a conv over a few dozen positions, so below MIN_POSITIONS low-resolution
     positions (B*H*W) the plain upsample-then-conv is as fast or faster (measured on the
-    2-core CPU: 4x4 maps of 1,024 -> 512 channels, batch 16: 1.6x faster; 2x2: 0.7x)."""
+    2-core CPU: 4x4 maps of 1,024 -> 512 channels, batch 16: 1.6x faster; 2x2: 0.7x).
+    $JAXTALK_UPSAMPLED_CONV=plain turns the phases off (for benchmarks), read when traced."""
+    if os.environ.get("JAXTALK_UPSAMPLED_CONV", "phases") not in ("phases", "plain"):
+        raise ValueError("JAXTALK_UPSAMPLED_CONV must be phases or plain")
+    if os.environ.get("JAXTALK_UPSAMPLED_CONV") == "plain":
+        return False
     return factor > 1 and int(np.prod(shape[:3])) >= MIN_POSITIONS
 
 
