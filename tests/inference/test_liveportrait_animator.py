@@ -300,7 +300,7 @@ def test_onnx_export_runs_in_onnx_runtime(animator, tmp_path):
     spec = animator.export_function()
     path = tmp_path / "lp.onnx"
     info = onnx_export.export_onnx(spec, path)
-    assert {"AveragePool", "Gather", "GatherND"} <= set(info["ops"])
+    assert {"AveragePool", "GatherND"} <= set(info["ops"])  # pooling, trilinear sampling
     for frames in (1, 3):
         assert onnx_export.check_onnx(str(path), spec, {"T": frames}) < 1e-3
 

@@ -50,12 +50,13 @@ def test_small_maps_upsample_first_and_large_ones_use_phases(monkeypatch):
         upsampled_conv.phase_convs(jnp.zeros((1, 4, 4, 2)), jnp.zeros((2, 2, 2, 2)), 2)
     calls = []
     monkeypatch.setattr(upsampled_conv, "phase_convs", lambda *a: calls.append(a[0].shape) or {})
-    x, k = jnp.zeros((1, 8, 8, 2)), jnp.zeros((3, 3, 2, 2))
-    assert upsampled_conv.conv_nearest_upsampled(x, k, 2).shape == (1, 16, 16, 2)
-    assert not calls  # 64 positions: below MIN_POSITIONS
-    assert not upsampled_conv.worth_phases((1, 16, 16, 2), 1)
-    assert upsampled_conv.worth_phases((1, 16, 16, 2), 2)
-    assert upsampled_conv.worth_phases((16, 4, 4, 2), 2)  # depth slices count as the batch
+    x, k = jnp.zeros((8, 8, 8, 2)), jnp.zeros((3, 3, 2, 2))
+    assert upsampled_conv.conv_nearest_upsampled(x, k, 2).shape == (8, 16, 16, 2)
+    assert not calls  # 64 positions per sample: below MIN_POSITIONS
+    assert not upsampled_conv.worth_phases((16, 16), 1)
+    assert upsampled_conv.worth_phases((16, 16), 2)
+    assert upsampled_conv.worth_phases((16, 4, 4), 2)  # depth slices count
+    assert not upsampled_conv.worth_phases((8, 8), 2)  # per sample: the batch does not
 
 
 def test_module_params_are_those_of_torch_nn_conv():
@@ -76,7 +77,7 @@ def test_module_params_are_those_of_torch_nn_conv():
 def test_conv3d_upsample_is_the_conv_of_the_upsampled_volume(method):
     rng = np.random.default_rng(2)
     with jax.enable_x64(True):
-        x = jnp.asarray(rng.standard_normal((2, 4, 8, 8, 3)))  # 64 slices of 8x8: phases
+        x = jnp.asarray(rng.standard_normal((2, 4, 8, 8, 3)))  # 4 slices of 8x8 per sample: phases
         module = conv3d.Conv3d(5, (3, 3, 3), 1, upsample=2, method=method, **X64)
         variables = nn.unbox(module.init(jax.random.PRNGKey(0), x))
         plain = conv3d.Conv3d(5, (3, 3, 3), 1, method="native", **X64)
@@ -109,9 +110,9 @@ def test_spade_keeps_its_params_and_values(factor):
 
 def test_the_environment_turns_the_phases_off_for_benchmarks(monkeypatch):
     monkeypatch.setenv("JAXTALK_UPSAMPLED_CONV", "plain")
-    assert not upsampled_conv.worth_phases((1, 64, 64, 2), 2)
+    assert not upsampled_conv.worth_phases((64, 64), 2)
     monkeypatch.setenv("JAXTALK_UPSAMPLED_CONV", "phases")
-    assert upsampled_conv.worth_phases((1, 64, 64, 2), 2)
+    assert upsampled_conv.worth_phases((64, 64), 2)
     monkeypatch.setenv("JAXTALK_UPSAMPLED_CONV", "fast")
     with pytest.raises(ValueError, match="phases or plain"):
-        upsampled_conv.worth_phases((1, 64, 64, 2), 2)
+        upsampled_conv.worth_phases((64, 64), 2)

@@ -110,8 +110,7 @@ def conv3d(x, kernel, padding, method: str, upsample: int = 1):
     """The conv of `kernel` over x (nearest-upsampled over H, W by `upsample` first) by a
     resolved `method`."""
     same = all(k == 2 * p[0] + 1 == sum(p) + 1 for k, p in zip(kernel.shape[1:3], padding[1:]))
-    flat = (x.shape[0] * x.shape[1],) + x.shape[2:]
-    if method == "slices" and same and worth_phases(flat, upsample):
+    if method == "slices" and same and worth_phases(x.shape[1:4], upsample):
         return conv3d_slices_upsampled(x, kernel, padding, upsample)
     if upsample > 1:
         x = upsample_nearest(x, upsample)

@@ -17,6 +17,7 @@ convs (the depth taps of a 3-D conv) interleaves once (`interleave`).
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Callable
 
@@ -100,22 +101,24 @@ def interleave(phases: dict[tuple[int, int], Any], factor: int):
     return y.reshape(b, h * factor, w * factor, c)
 
 
-def worth_phases(shape, factor: int) -> bool:
-    """Whether the phases pay on input `shape` (B, H, W, ...): folding the kernel costs
-    about as much as a conv over a few dozen positions, so below MIN_POSITIONS low-resolution
-    positions (B*H*W) the plain upsample-then-conv is as fast or faster (measured on the
-    2-core CPU: 4x4 maps of 1,024 -> 512 channels, batch 16: 1.6x faster; 2x2: 0.7x).
+def worth_phases(dims, factor: int) -> bool:
+    """Whether the phases pay for a sample whose (depth and) H, W are `dims`: folding the
+    kernel costs about as much as a conv over a few dozen positions, so below MIN_POSITIONS
+    low-resolution positions per sample the plain upsample-then-conv is as fast or faster
+    (measured on the 2-core CPU: 16 depth slices of 4x4, 1,024 -> 512 channels: 1.6x faster;
+    of 2x2: 0.7x). Decided per sample, not per batch, so that a frame's result does not
+    depend on the batch it is drawn in (chunks, exported functions of any batch).
     $JAXTALK_UPSAMPLED_CONV=plain turns the phases off (for benchmarks), read when traced."""
     if os.environ.get("JAXTALK_UPSAMPLED_CONV", "phases") not in ("phases", "plain"):
         raise ValueError("JAXTALK_UPSAMPLED_CONV must be phases or plain")
     if os.environ.get("JAXTALK_UPSAMPLED_CONV") == "plain":
         return False
-    return factor > 1 and int(np.prod(shape[:3])) >= MIN_POSITIONS
+    return factor > 1 and math.prod(dims) >= MIN_POSITIONS
 
 
 def conv_nearest_upsampled(x, kernel, factor: int):
     """conv(upsample_nearest(x, factor), kernel, stride 1, padding k // 2), NHWC x HWIO."""
-    if not worth_phases(x.shape, factor):
+    if not worth_phases(x.shape[1:3], factor):
         pads = ((kernel.shape[0] // 2,) * 2, (kernel.shape[1] // 2,) * 2)
         return _conv(upsample_nearest(x, factor), kernel.astype(x.dtype), pads)
     return interleave(phase_convs(x, kernel, factor), factor)
