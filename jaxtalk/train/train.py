@@ -20,6 +20,7 @@ from jaxtalk.train import checkpoints, distributed, optim, sharding
 from jaxtalk.train import state as state_lib
 from jaxtalk.train.data import DevicePrefetcher, to_global
 from jaxtalk.train.logs import MetricWriter, compiled_flops
+from jaxtalk.train.profile import StepProfiler
 from jaxtalk.train.step import train_step
 from jaxtalk.train.task import get_task
 
@@ -58,6 +59,8 @@ _AT_LEAST = {
     "checkpoint.keep": 1,
     "checkpoint.keep_best": 1,
     "device_prefetch": 0,
+    "profile.start_step": 0,
+    "profile.num_steps": 1,
 }
 _ONE_OF = {
     "nan_policy": ("skip", "stop"),
@@ -317,12 +320,19 @@ def _train(config, workdir: str, preemption: distributed.Preemption) -> dict:
     pending, last_log, last_eval, history = [], {}, {}, []
     step = start_step
     preempted = False
+    profiler = StepProfiler(
+        workdir, config.profile.start_step, config.profile.num_steps, jax.process_index()
+    )
     loop_start = time.perf_counter()
     try:
         while step < config.total_steps:
             batch = next(prefetch)
-            state, metrics = step_fn(state, batch)
+            with profiler.step(step + 1):
+                state, metrics = step_fn(state, batch)
             step += 1
+            traced = profiler.finished(step, state)
+            if traced:
+                writer.print(f"profiler trace of steps {profiler.first}-{step}: {traced}")
             pending.append(metrics)
             writer.advance(step)
             # Every process, every step (the sync point needs each step); logged, so the
@@ -369,6 +379,7 @@ def _train(config, workdir: str, preemption: distributed.Preemption) -> dict:
             line = f"preempted at step {step}: checkpoint saved"
             writer.print(line) if is_main else print(line, flush=True)
     finally:
+        profiler.stop()
         prefetch.close()
         ckpt.close()
         writer.close()

@@ -77,12 +77,17 @@ def _metrics(workdir):
 def test_remote_emulator_train_killed_then_resumed(gcs):
     workdir = f"{gcs}/runs/toy"
     first = subprocess.run(
-        train_command(workdir, "--config.total_steps=40", "--config.log.tensorboard=True"),
+        train_command(workdir, "--config.total_steps=40", "--config.log.tensorboard=True",
+                      "--config.profile.start_step=2", "--config.profile.num_steps=1"),
         env=cli_env(), capture_output=True, text=True, cwd=REPO, timeout=600,
     )  # fmt: skip
     assert first.returncode == 0, first.stderr[-2000:]
     assert fs.listdir(fs.join(workdir, "checkpoints")) == ["20", "40"]
     assert fs.listdir(fs.join(workdir, "tensorboard"))  # event files in the bucket
+    # the profiler's trace, written locally and copied into the bucket when it stopped
+    traces = fs.join(workdir, "profile", "process_0", "plugins", "profile")
+    (run,) = fs.listdir(traces)
+    assert any(name.endswith(".xplane.pb") for name in fs.listdir(fs.join(traces, run)))
     # A longer run in the same directory resumes from step 40: it is the continuation.
     second = subprocess.run(
         train_command(workdir), env=cli_env(), capture_output=True, text=True, cwd=REPO,

@@ -14,6 +14,7 @@ BAD = {
     "checkpoint.every_steps": "-1",
     "checkpoint.keep": "0",
     "device_prefetch": "-1",
+    "profile.num_steps": "0",
     "nan_policy": "ignore",
     "checkpoint.best_mode": "median",
 }

@@ -137,3 +137,17 @@ def test_mfu_uses_the_peak_table_and_is_na_on_cpu():
     assert logs.peak_flops(SimpleNamespace(device_kind="TPU v5 lite")) == 197e12
     assert logs.mfu(989e12, 0.5, [h100, h100]) == 0.25
     assert logs.mfu(1e12, 1.0, jax.devices()) is None  # CPU: n/a
+
+
+def test_profile_traces_the_configured_steps_under_the_run(tmp_path):
+    import gzip
+    import json
+
+    overrides = {"profile.start_step": 3, "profile.num_steps": 2, "checkpoint.every_steps": 0}
+    train_lib.train(toy_config(total_steps=5, **overrides), str(tmp_path))
+    traces = list((tmp_path / "profile" / "process_0").glob("plugins/profile/*/*"))
+    assert {p.name.split(".", 1)[1] for p in traces} >= {"xplane.pb", "trace.json.gz"}
+    perfetto = next(p for p in traces if p.name == "perfetto_trace.json.gz")
+    events = json.load(gzip.open(perfetto))["traceEvents"]
+    steps = sorted(int(e["args"]["step_num"]) for e in events if e.get("name") == "train")
+    assert steps == [3, 4]  # the configured steps, each annotated once
