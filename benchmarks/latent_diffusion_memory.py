@@ -9,7 +9,8 @@ on abstract inputs:
       stays replicated;
   (b) one training step (epsilon MSE, gradient, AdamW update, state donated) at small
       activation shapes, remat off and on (every resnet, spatial transformer and motion
-      module block): temp / argument / output bytes per device, and the compile time.
+      module block): temp / argument / output bytes per device, the bytes each kind of
+      collective moves per device (memory.collectives), and the compile time.
 Prints one JSON row per measurement, then a table.
 
   python benchmarks/latent_diffusion_memory.py [--frames 2] [--side 32] [--per_device 1]
@@ -134,6 +135,8 @@ def measure_step(mesh_name, remat, args, dtype):
         side=args.side,
         dtype=args.dtype,
         **memory.analysis(compiled),
+        # bytes of the tensors each kind of collective moves per device, per step
+        collective_bytes={k: v["bytes"] for k, v in memory.collectives(compiled).items()},
         compile_s=round(seconds, 1),
         fast_compile=args.fast_compile,
     )
