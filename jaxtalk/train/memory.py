@@ -67,6 +67,7 @@ _COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "col
 _BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
           "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}  # fmt: skip
 _ARRAY = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
+_OPERAND = re.compile(r"%([\w.\-]+)")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)$")
 
 
@@ -109,9 +110,7 @@ def collectives(compiled) -> dict[str, dict[str, int]]:
         kind = opcode.removesuffix("-start")
         if kind not in _COLLECTIVES or opcode.endswith("-done"):
             continue
-        operand_bytes = sum(
-            _shape_bytes(shapes.get(o.strip().lstrip("%"), "")) for o in operands.split(",")
-        )
+        operand_bytes = sum(_shape_bytes(shapes.get(o, "")) for o in _OPERAND.findall(operands))
         entry = found.setdefault(kind, {"count": 0, "bytes": 0})
         entry["count"] += 1
         entry["bytes"] += max(_shape_bytes(shape), operand_bytes)

@@ -36,3 +36,17 @@ def test_a_sum_over_the_sharded_axis_all_reduces_the_partial_sums():
 def test_a_replicated_program_communicates_nothing():
     x = jax.ShapeDtypeStruct((8, 1024), jnp.float32)
     assert memory.collectives(compiled(lambda a: a + 1, P(), P(), x)) == {}
+
+
+def test_a_reduce_scatter_counts_the_unreduced_operand():
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+    scatter = jax.shard_map(
+        lambda a: jax.lax.psum_scatter(a, "data", tiled=True),
+        mesh=mesh,
+        in_specs=P(),
+        out_specs=P("data"),
+    )
+    x = jax.ShapeDtypeStruct((1024,), jnp.float32)
+    found = memory.collectives(jax.jit(scatter).lower(x).compile())
+    # each device reduces its whole 1,024-float operand and keeps a 128-float shard
+    assert found == {"reduce-scatter": {"count": 1, "bytes": 1024 * 4}}
