@@ -10,7 +10,7 @@ on abstract inputs:
   (b) one training step (epsilon MSE, gradient, AdamW update, state donated) at small
       activation shapes, remat off and on (every resnet, spatial transformer and motion
       module block): temp / argument / output bytes per device, the bytes each kind of
-      collective moves per device (memory.collectives), and the compile time.
+      collective moves per device (jaxtalk/train/communication.py), and the compile time.
 Prints one JSON row per measurement, then a table.
 
   python benchmarks/latent_diffusion_memory.py [--frames 2] [--side 32] [--per_device 1]
@@ -58,7 +58,7 @@ from flax import linen as nn  # noqa: E402
 from configs.common import LOGICAL_AXIS_RULES  # noqa: E402
 from jaxtalk.models.latent_diffusion import unet as ld  # noqa: E402
 from jaxtalk.models.latent_diffusion.motion_module import MotionModule  # noqa: E402
-from jaxtalk.train import memory, sharding  # noqa: E402
+from jaxtalk.train import communication, memory, sharding  # noqa: E402
 
 MESHES = {
     "fsdp8": {"data": 1, "fsdp": 8, "tensor": 1},
@@ -136,7 +136,7 @@ def measure_step(mesh_name, remat, args, dtype):
         dtype=args.dtype,
         **memory.analysis(compiled),
         # bytes of the tensors each kind of collective moves per device, per step
-        collective_bytes={k: v["bytes"] for k, v in memory.collectives(compiled).items()},
+        collective_bytes={k: v["bytes"] for k, v in communication.collectives(compiled).items()},
         compile_s=round(seconds, 1),
         fast_compile=args.fast_compile,
     )
