@@ -69,10 +69,10 @@ def test_fsdp_divides_state_and_the_train_step_holds_only_its_shard():
     assert figures["argument_bytes"] == state["per_device_bytes"] + batch_bytes, figures
     # The donated state comes back in place: the outputs alias the state's shard.
     assert figures["alias_bytes"] >= state["per_device_bytes"] - 64, figures
-    # The step's communication (jaxtalk/train/communication.py): each sharded weight gathered for the
-    # forward pass and at most once more for the backward, each gradient reduced once (on
-    # CPU as an all-reduce: XLA's CPU pipeline makes no reduce-scatter; 1.27x / 0.94x the
-    # parameter bytes with jax 0.10.2).
+    # The step's communication (jaxtalk/train/communication.py): each sharded weight
+    # gathered for the forward pass and at most once more for the backward, each gradient
+    # reduced once (on CPU as an all-reduce: XLA's CPU pipeline makes no reduce-scatter;
+    # 1.27x / 0.94x the parameter bytes with jax 0.10.2).
     params = state["total_bytes"] / 3  # params, AdamW mu and nu
     moved = {k: v["bytes"] / params for k, v in communication.collectives(step).items()}
     assert 1.0 <= moved["all-gather"] <= 2.0, moved
