@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk.models.layers.sharding import join_batches, split_batches
 from jaxtalk.models.layers.upfirdn import upfirdn2d
 
 SCALES = (1.0, 0.5, 0.25, 0.125)
@@ -67,16 +68,15 @@ def pyramid_perceptual_loss(
 
     Both images go through the network in one batch per scale; gradients flow only
     through `recon` (the target features are stop_gradient'ed, as released)."""
-    b = recon.shape[0]
     total = jnp.zeros((), jnp.float32)
     for scale in scales:
-        both = antialias_downsample(jnp.concatenate([recon, target], 0).astype(jnp.float32), scale)
+        both = antialias_downsample(join_batches(recon, target).astype(jnp.float32), scale)
         feats = features(normalize_for_vgg(both))
         if len(feats) != len(weights):
             raise ValueError(f"{len(feats)} feature maps but {len(weights)} weights")
         for f, w in zip(feats, weights):
-            f = f.astype(jnp.float32)
-            total = total + w * jnp.mean(jnp.abs(f[:b] - jax.lax.stop_gradient(f[b:])))
+            fake, real = split_batches(f.astype(jnp.float32), 2)
+            total = total + w * jnp.mean(jnp.abs(fake - jax.lax.stop_gradient(real)))
     return total
 
 

@@ -1,12 +1,13 @@
 """Communication in a compiled SPMD program, read from its HLO text: which collectives a
-step runs and how many bytes each moves per device (benchmarks/latent_diffusion_memory.py,
-the FSDP tests). Compiled, never executed: on simulated CPU devices it shows what a mesh
+step runs, how many bytes each moves per device and over how many devices
+(benchmarks/latent_diffusion_memory.py, benchmarks/scaling_projection.py, the FSDP tests). Compiled, never executed: on simulated CPU devices it shows what a mesh
 communicates, though XLA's CPU pipeline picks its own collectives (it forms no
 reduce-scatter: sharded gradients are all-reduced).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -16,6 +17,19 @@ _BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, 
 _ARRAY = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
 _OPERAND = re.compile(r"%([\w.\-]+)")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)$")
+# The three ways HLO writes a collective's device groups: over named mesh axes
+# (`mesh['axis_0'=4,'axis_1'=2] ... {'axis_0'}`), as an iota (`[2,4]<=[8]`: 2 groups of 4)
+# or listed (`{{0,1},{2,3}}`; `{}` is every device).
+_MESH_GROUPS = re.compile(r"replica_groups=mesh\[([^\]]*)\][^{]*\{([^}]*)\}")
+_IOTA_GROUPS = re.compile(r"replica_groups=\[\d+,(\d+)\]<=")
+_LISTED_GROUPS = re.compile(r"replica_groups=\{\{([\d,]*)\}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Collective:
+    kind: str  # all-reduce, all-gather, reduce-scatter, all-to-all, collective-permute
+    bytes: int  # the full tensor per device: the larger of result and operands
+    group_size: int  # devices in each group; 0 = every device of the program
 
 
 def _shape_bytes(shape: str) -> int:
@@ -41,13 +55,22 @@ def _split_instruction(rest: str) -> tuple[str, str, str]:
     return shape, opcode, operands.split(")", 1)[0]
 
 
-def collectives(compiled) -> dict[str, dict[str, int]]:
-    """The communication in a compiled SPMD program, per collective kind (async -start/-done
-    pairs counted once): how many there are and the bytes of the full tensors they move per
-    device (the larger of result and operands: the gathered tensor of an all-gather, the
-    unreduced one of a reduce-scatter). Each appears once in the program text: one inside a
-    loop body (gradient accumulation) runs once per iteration."""
-    shapes, found = {}, {}
+def _group_size(attributes: str) -> int:
+    if m := _MESH_GROUPS.search(attributes):
+        sizes = dict(re.findall(r"'([^']+)'=(\d+)", m.group(1)))
+        return math.prod(int(sizes[a]) for a in re.findall(r"'([^']+)'", m.group(2)))
+    if m := _IOTA_GROUPS.search(attributes):
+        return int(m.group(1))
+    if m := _LISTED_GROUPS.search(attributes):
+        return len(m.group(1).split(","))
+    return 0
+
+
+def collective_ops(compiled) -> list[Collective]:
+    """Every collective of a compiled SPMD program in program order (async -start/-done
+    pairs once). Each appears once in the program text: one inside a loop body (gradient
+    accumulation) runs once per iteration."""
+    shapes, found = {}, []
     for line in compiled.as_text().splitlines():
         m = _INSTRUCTION.match(line)
         if not m:
@@ -58,7 +81,18 @@ def collectives(compiled) -> dict[str, dict[str, int]]:
         if kind not in _COLLECTIVES or opcode.endswith("-done"):
             continue
         operand_bytes = sum(_shape_bytes(shapes.get(o, "")) for o in _OPERAND.findall(operands))
-        entry = found.setdefault(kind, {"count": 0, "bytes": 0})
+        size = max(_shape_bytes(shape), operand_bytes)
+        found.append(Collective(kind, size, _group_size(m.group(2))))
+    return found
+
+
+def collectives(compiled) -> dict[str, dict[str, int]]:
+    """The communication in a compiled SPMD program per collective kind: how many there are
+    and the bytes of the full tensors they move per device (the gathered tensor of an
+    all-gather, the unreduced one of a reduce-scatter)."""
+    found = {}
+    for op in collective_ops(compiled):
+        entry = found.setdefault(op.kind, {"count": 0, "bytes": 0})
         entry["count"] += 1
-        entry["bytes"] += max(_shape_bytes(shape), operand_bytes)
+        entry["bytes"] += op.bytes
     return found

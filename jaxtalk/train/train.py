@@ -96,6 +96,48 @@ def _validate(config) -> None:
         )
 
 
+def task_optimizers(config, losses) -> dict:
+    """The optax transformation of every group the task's losses train (config.optimizers,
+    with config.frozen and config.lr_multipliers applied)."""
+    missing = [g for g, _ in losses if g not in config.optimizers]
+    if missing:
+        raise ConfigError(
+            f"task {config.task!r} trains groups {missing} that have no entry "
+            f"in config.optimizers (has {sorted(config.optimizers)})"
+        )
+    try:
+        lr_rules = optim.parse_lr_multipliers(config.lr_multipliers)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return {
+        g: optim.scale_learning_rate(
+            optim.freeze(
+                optim.optimizer(config.optimizers[g], config.total_steps), g, tuple(config.frozen)
+            ),
+            g,
+            lr_rules,
+        )
+        for g, _ in losses
+    }
+
+
+def jit_train_step(config, losses, optimizers, state_shardings, batch_shardings):
+    """The jitted step (jaxtalk/train/step.py) with the state donated."""
+    return jax.jit(
+        functools.partial(
+            train_step,
+            losses=losses,
+            optimizers=optimizers,
+            ema_decays=dict(config.ema),
+            accum=config.grad_accum_steps,
+            remat=config.remat_policy,
+        ),
+        in_shardings=(state_shardings, batch_shardings),
+        out_shardings=(state_shardings, None),
+        donate_argnums=0,
+    )
+
+
 def train(config, workdir: str) -> dict:
     """Trains until config.total_steps, or until preempted (SIGTERM): then every process saves
     a checkpoint at the same step and this returns with `preempted` true. Returns the last
@@ -124,26 +166,7 @@ def _train(config, workdir: str, preemption: distributed.Preemption) -> dict:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     losses = task.losses()
-    missing = [g for g, _ in losses if g not in config.optimizers]
-    if missing:
-        raise ConfigError(
-            f"task {config.task!r} trains groups {missing} that have no entry "
-            f"in config.optimizers (has {sorted(config.optimizers)})"
-        )
-    try:
-        lr_rules = optim.parse_lr_multipliers(config.lr_multipliers)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    optimizers = {
-        g: optim.scale_learning_rate(
-            optim.freeze(
-                optim.optimizer(config.optimizers[g], config.total_steps), g, tuple(config.frozen)
-            ),
-            g,
-            lr_rules,
-        )
-        for g, _ in losses
-    }
+    optimizers = task_optimizers(config, losses)
     ema_decays = dict(config.ema)
     logging.info(
         "mesh %s on %d devices, %d processes",
@@ -254,19 +277,7 @@ def _train(config, workdir: str, preemption: distributed.Preemption) -> dict:
     batch_shardings = jax.tree.map(
         lambda x: sharding.batch_sharding(mesh, rules, x.ndim), first_batch
     )
-    step_fn = jax.jit(
-        functools.partial(
-            train_step,
-            losses=losses,
-            optimizers=optimizers,
-            ema_decays=ema_decays,
-            accum=config.grad_accum_steps,
-            remat=config.remat_policy,
-        ),
-        in_shardings=(state_shardings, batch_shardings),
-        out_shardings=(state_shardings, None),
-        donate_argnums=0,
-    )
+    step_fn = jit_train_step(config, losses, optimizers, state_shardings, batch_shardings)
     eval_fn = jax.jit(lambda s, b, r: task.eval_step(s.eval_params(), s.model_state, b, r))
     samples_fn = jax.jit(lambda s, b, r: task.samples(s.eval_params(), s.model_state, b, r))
 

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtalk.models.layers.equalized import EqualLinear
+from jaxtalk.models.layers.sharding import join_batches, split_batches
 from jaxtalk.models.layers.torch_nn import TorchLinear
 from jaxtalk.models.lia.generator import LIAEncoder, WarpingGenerator, channel_map, render_frames
 
@@ -161,10 +162,8 @@ class AniTalkerMotion(WarpingGenerator):
         motion on the source. Relative mode when `alpha_start` (motion code of the first
         driving frame) is given. Returns the render dict plus 'source' / 'driving'
         encodings (without feats for the driving image)."""
-        b = source.shape[0]
-        both = self.enc(jnp.concatenate([source, driving], axis=0))
-        src = jax.tree_util.tree_map(lambda a: a[:b], both)
-        drv = {k: v[b:] for k, v in both.items() if k != "feats"}
+        src, drv = split_batches(self.enc(join_batches(source, driving)), 2)
+        drv = {k: v for k, v in drv.items() if k != "feats"}
         if alpha_start is None:
             out = self.render(src["h"], src["feats"], drv["alpha"])
         else:

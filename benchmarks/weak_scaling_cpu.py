@@ -1,0 +1,132 @@
+"""Weak scaling of a real training step over two processes on this machine, against what
+the projection method (jaxtalk/train/scaling.py) predicts for it.
+
+Two processes (launch/local.py: a coordinator on localhost, gloo collectives), each pinned
+to its own CPU core with one device, alternate two programs over --rounds rounds in the
+same run: the recipe's step on the process's own device alone (batch B, no communication;
+both processes at once, so the cores are as busy as in the other case) and the step
+data-parallel over both processes (global batch 2B). Measured efficiency = alone /
+together (medians). The prediction: alone + the compiled two-process step's collectives
+timed by the method's ring formulas, with the link's bandwidth and per-collective latency
+measured in the same run (all-reduces of 4 KB and of --probe_mb MB between the processes);
+gloo runs collectives after the compute, so the serial bound is the one to compare.
+
+  python benchmarks/weak_scaling_cpu.py [--recipe toy_regression:large] [--batch 8]
+      [--rounds 5] [--steps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _median_seconds(fn, steps: int) -> float:
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def worker(args) -> None:
+    pid = int(os.environ["JAXTALK_PROCESS_ID"])
+    os.sched_setaffinity(0, {pid % os.cpu_count()})  # one core each, before XLA's threads
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from jaxtalk.train import communication, distributed, scaling, sharding
+
+    name, variant = args.recipe.split(":")
+    config = importlib.import_module(f"configs.{name}").get_config(variant)
+    distributed.maybe_initialize(config.distributed)
+    rules = tuple(tuple(r) for r in config.logical_axis_rules)
+
+    def build(devices):
+        config.batch_size = args.batch * len(devices)
+        mesh = Mesh(np.array(devices).reshape(-1, 1, 1), ("data", "fsdp", "tensor"))
+        built = scaling.task_step(config, mesh, rules)
+        with sharding.activation_context(mesh, rules):
+            compiled = built.step.lower(built.state, built.batch).compile()
+        holder = {"state": built.init()}
+
+        def run():
+            holder["state"], metrics = compiled(holder["state"], built.batch)
+            jax.block_until_ready(metrics)
+
+        run()  # warm-up
+        return run, compiled
+
+    alone, _ = build(jax.local_devices())
+    together, compiled = build(jax.devices())
+    everyone = Mesh(np.array(jax.devices()), ("data",))
+
+    def all_reduce(nbytes):
+        n = max(1, nbytes // 4)
+        local = np.ones((1, n), np.float32)
+        x = jax.make_array_from_process_local_data(NamedSharding(everyone, P("data")), local)
+        summed = jax.jit(lambda a: a.sum(0), out_shardings=NamedSharding(everyone, P()))
+        jax.block_until_ready(summed(x))
+        return lambda: jax.block_until_ready(summed(x))
+
+    small, large = all_reduce(4096), all_reduce(args.probe_mb * 2**20)
+    rounds = {"alone": [], "together": [], "latency": [], "large": []}
+    for _ in range(args.rounds):  # A, B, A, B ...
+        rounds["alone"].append(_median_seconds(alone, args.steps))
+        rounds["together"].append(_median_seconds(together, args.steps))
+        rounds["latency"].append(_median_seconds(small, 20))
+        rounds["large"].append(_median_seconds(large, 3))
+    med = {k: statistics.median(v) for k, v in rounds.items()}
+    # a two-device ring all-reduce moves the whole buffer once each way: S / bandwidth
+    bandwidth = args.probe_mb * 2**20 / max(med["large"] - med["latency"], 1e-9)
+    link = scaling.Chip("gloo over localhost", 0.0, bandwidth, bandwidth, 0)
+    ops = communication.collective_ops(compiled)
+    comm = sum(
+        med["latency"] + scaling.collective_seconds(o.kind, o.bytes, 2, 1, link) for o in ops
+    )
+    if pid == 0:
+        print(json.dumps({
+            "run": "weak_scaling", "recipe": args.recipe, "per_process_batch": args.batch,
+            "processes": jax.process_count(),
+            "alone_s": round(med["alone"], 4), "together_s": round(med["together"], 4),
+            "alone_s_range": [round(min(rounds["alone"]), 4), round(max(rounds["alone"]), 4)],
+            "together_s_range": [round(min(rounds["together"]), 4),
+                                 round(max(rounds["together"]), 4)],
+            "collectives": len(ops), "collective_bytes": sum(o.bytes for o in ops),
+            "latency_s": round(med["latency"], 6), "bandwidth_gb_s": round(bandwidth / 1e9, 3),
+            "predicted_comm_s": round(comm, 4),
+            "efficiency_measured": round(med["alone"] / med["together"], 3),
+            "efficiency_predicted": round(med["alone"] / (med["alone"] + comm), 3),
+        }), flush=True)  # fmt: skip
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", default="toy_regression:large")
+    ap.add_argument("--batch", type=int, default=8, help="per process")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=3, help="timed per round and program")
+    ap.add_argument("--probe_mb", type=int, default=64, help="the bandwidth probe's size")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args)
+    sys.path.insert(0, os.path.dirname(HERE))
+    from launch.local import launch
+
+    command = [sys.executable, os.path.abspath(__file__), "--worker", *sys.argv[1:]]
+    sys.exit(launch(command, num_processes=2, devices_per_process=1))
+
+
+if __name__ == "__main__":
+    main()
