@@ -175,46 +175,58 @@ class JaxFrame:
         return np.asarray(self.animator.drive(state, steps))
 
 
+def official_modules(torch, code, variables) -> dict:
+    """{group: the official module (from the checkout `code`) holding `variables`' weights,
+    written through the converter's rules, in eval mode}: F, M, W, G and the MLPs."""
+    sys.path.insert(0, code)
+    from src.modules.appearance_feature_extractor import AppearanceFeatureExtractor
+    from src.modules.motion_extractor import MotionExtractor
+    from src.modules.spade_generator import SPADEDecoder
+    from src.modules.stitching_retargeting_network import StitchingRetargetingNetwork
+    from src.modules.warping_network import WarpingNetwork
+
+    dense = dict(block_expansion=32, max_features=1024, num_blocks=5, reshape_depth=16)
+    modules = {
+        "appearance": AppearanceFeatureExtractor(3, 64, 2, 512, 32, 16, 6),
+        "motion": MotionExtractor(num_kp=21, backbone="convnextv2_tiny"),
+        "warping": WarpingNetwork(
+            num_kp=21,
+            block_expansion=64,
+            max_features=512,
+            num_down_blocks=2,
+            reshape_channel=32,
+            estimate_occlusion_map=True,
+            dense_motion_params=dict(dense, compress=4),
+        ),
+        "spade": SPADEDecoder(upscale=2, block_expansion=64, max_features=512),
+    }
+    for group, model in RELEASED.items():
+        size = lp_convert._retargeting_sizes(21)[group][0]
+        hidden = list(model["hidden_sizes"])
+        modules[group] = StitchingRetargetingNetwork(size, hidden, model["output_size"])
+    for net in lp_convert.BASE_NETWORKS:
+        tree = {c: variables[c][net.group] for c in variables if net.group in variables[c]}
+        _load(torch, modules[net.group], export_state_dict(tree, net.rules()))
+    for group, model in RELEASED.items():
+        rules = lp_convert.retargeting_rules(model["hidden_sizes"])
+        state = export_state_dict({"params": variables["params"][group]}, rules)
+        _load(torch, modules[group], state)
+    return modules
+
+
+def _load(torch, module, state):
+    module.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+    module.eval()
+
+
 class TorchFrame:
     """The official modules with the same weights, through LivePortraitWrapper's methods."""
 
     def __init__(self, torch, code, variables, source, first):
-        sys.path.insert(0, code)
+        modules = official_modules(torch, code, variables)
         from src.live_portrait_wrapper import LivePortraitWrapper
-        from src.modules.appearance_feature_extractor import AppearanceFeatureExtractor
-        from src.modules.motion_extractor import MotionExtractor
-        from src.modules.spade_generator import SPADEDecoder
-        from src.modules.stitching_retargeting_network import StitchingRetargetingNetwork
-        from src.modules.warping_network import WarpingNetwork
 
         self.torch = torch
-        dense = dict(block_expansion=32, max_features=1024, num_blocks=5, reshape_depth=16)
-        modules = {
-            "appearance": AppearanceFeatureExtractor(3, 64, 2, 512, 32, 16, 6),
-            "motion": MotionExtractor(num_kp=21, backbone="convnextv2_tiny"),
-            "warping": WarpingNetwork(
-                num_kp=21,
-                block_expansion=64,
-                max_features=512,
-                num_down_blocks=2,
-                reshape_channel=32,
-                estimate_occlusion_map=True,
-                dense_motion_params=dict(dense, compress=4),
-            ),
-            "spade": SPADEDecoder(upscale=2, block_expansion=64, max_features=512),
-        }
-        for group, model in RELEASED.items():
-            size = lp_convert._retargeting_sizes(21)[group][0]
-            hidden = list(model["hidden_sizes"])
-            modules[group] = StitchingRetargetingNetwork(size, hidden, model["output_size"])
-        for net in lp_convert.BASE_NETWORKS:
-            tree = {c: variables[c][net.group] for c in variables if net.group in variables[c]}
-            self._load(modules[net.group], export_state_dict(tree, net.rules()))
-        for group, model in RELEASED.items():
-            rules = lp_convert.retargeting_rules(model["hidden_sizes"])
-            self._load(
-                modules[group], export_state_dict({"params": variables["params"][group]}, rules)
-            )
         wrapper = object.__new__(LivePortraitWrapper)
         wrapper.device, wrapper.compile = "cpu", False
         wrapper.inference_cfg = types.SimpleNamespace(flag_use_half_precision=False)
@@ -236,10 +248,6 @@ class TorchFrame:
         """Float NHWC numpy in [0, 1] -> float32 NCHW."""
         nchw = np.asarray(images, np.float32).transpose(0, 3, 1, 2)
         return self.torch.from_numpy(np.ascontiguousarray(nchw))
-
-    def _load(self, module, state):
-        module.load_state_dict({k: self.torch.from_numpy(np.asarray(v)) for k, v in state.items()})
-        module.eval()
 
     def _source(self, b):
         """The source's volume, info and keypoints repeated to batch b (prepared once)."""

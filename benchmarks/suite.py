@@ -63,6 +63,12 @@ BENCHES = (
         ("--size=128", "--batches=1", "--rounds=3"),
         reference="liveportrait",
     ),
+    Bench(
+        "liveportrait_train_step",
+        ("--batch=8", "--rounds=5"),
+        ("--size=128", "--batch=1", "--rounds=2"),
+        reference="liveportrait",
+    ),
     Bench("latent_diffusion_unet", ("--dtypes=float32,bfloat16",), ("--quick", "--dtypes=float32")),
     Bench(
         "anitalker_stage2_sampling",
