@@ -7,7 +7,8 @@ from the embedded synthetic set resized to the recipe's frames) is compiled, nev
 the recipe has on 8 chips (its global batch / 8, at least 1). The compiled per-device
 programs give the FLOPs and every collective (bytes, device group); those and the chips'
 data-sheet rates give each projection. Prints one JSON row per compile and per projection,
-then the table; --out keeps the rows (the README's table: --table=FILE).
+then the table; --out keeps the rows (the README's table: --table=FILE), adding to those
+already in the file (a recipe and mesh compiled again replace theirs).
 
   python benchmarks/scaling_projection.py [--recipes anitalker_stage1:paper,...]
       [--meshes data,fsdp,hybrid] [--mfu 0.45] [--out benchmarks/results/scaling_projection.json] [--hlo_dir DIR]
@@ -179,8 +180,12 @@ def main():
     os.environ["JAXTALK_WEIGHTS_DIR"] = os.path.join(scratch, "weights")
     stand_in_weights(os.environ["JAXTALK_WEIGHTS_DIR"])
     rows = [emit(machine_row())]
+    if args.out and os.path.exists(args.out):  # a run adds to (or redoes rows of) a saved one
+        with open(args.out) as f:
+            rows = [r for r in json.load(f)["rows"] if r.get("run") == "compile"] + rows
     for recipe in args.recipes.split(","):
         for mesh_kind in args.meshes.split(","):
+            rows = [r for r in rows if (r.get("recipe"), r.get("mesh")) != (recipe, mesh_kind)]
             row = compile_recipe(recipe, mesh_kind, data_dir, bool(args.fast_compile), args.hlo_dir)
             rows.append(row)
             for p in projections(row, args.mfu):

@@ -49,6 +49,7 @@ from jaxtalk.losses import adversarial
 from jaxtalk.losses import keypoints as kp_losses
 from jaxtalk.losses.perceptual import VGG19PerceptualLoss
 from jaxtalk.models.layers import torch_nn
+from jaxtalk.models.layers.sharding import join_batches, split_batches
 from jaxtalk.models.liveportrait import keypoints as kp_lib
 from jaxtalk.models.liveportrait.appearance import AppearanceFeatureExtractor
 from jaxtalk.models.liveportrait.discriminator import MultiScaleDiscriminator
@@ -343,8 +344,10 @@ class LivePortraitTask(Task):
         feature = self._apply(params, model_state, "appearance", src, train=True, updates=updates)
         transform = kp_losses.RandomTransform.sample(rng, b, w.sigma_affine, w.sigma_tps)
         warped_drv = transform.transform_image(drv)
-        info, x = self.motion(params, model_state, jnp.concatenate([src, drv, warped_drv]))
-        x_s, x_d, x_t = x[:b], x[b : 2 * b], x[2 * b :]
+        info, x = self.motion(params, model_state, join_batches(src, drv, warped_drv))
+        (info_s, info_d, _), (x_s, x_d, x_t) = split_batches(info, 3), split_batches(x, 3)
+        # sources then driving frames, as guide_landmarks and the pose targets are ordered
+        info = jax.tree.map(lambda a, c: jnp.concatenate([a, c]), info_s, info_d)
         pred = self.render(params, model_state, feature, x_d, x_s, train=True, updates=updates)
         pred = resize(pred, target.shape[1])
 
@@ -378,35 +381,35 @@ class LivePortraitTask(Task):
                 add(f"feature_matching_{r}", w.feature_matching, fm)
         if w.equivariance:
             add("equivariance", w.equivariance, kp_losses.equivariance_loss(x_d, x_t, transform))
-        canonical = info["kp"].reshape(3 * b, -1, 3)[: 2 * b]
+        canonical = info["kp"].reshape(2 * b, -1, 3)
         if w.keypoint_prior:
             prior = kp_losses.keypoint_prior_loss(canonical, w.prior_dt, w.prior_zt)
             add("keypoint_prior", w.keypoint_prior, prior)
         if w.head_pose and "pose" in batch:
             # the data's pose is (yaw, pitch, roll) in degrees, for (source, driving)
-            pose = jnp.stack(
-                [kp_lib.degrees(info[a][: 2 * b]) for a in ("yaw", "pitch", "roll")], -1
-            )
+            pose = jnp.stack([kp_lib.degrees(info[a]) for a in ("yaw", "pitch", "roll")], -1)
             want = jnp.concatenate([batch["pose"][:, 0], batch["pose"][:, 1]])
             valid = jnp.concatenate([batch["pose_valid"], batch["pose_valid"]])
             add("head_pose", w.head_pose, kp_losses.head_pose_loss(pose, want, valid))
         if w.deformation_prior:
             add("deformation_prior", w.deformation_prior,
-                kp_losses.deformation_prior_loss(info["exp"][: 2 * b]))  # fmt: skip
+                kp_losses.deformation_prior_loss(info["exp"]))  # fmt: skip
         if w.landmark and self.guide_attribute in batch:
             lm, valid = self.guide_landmarks(batch)
             guided = kp_losses.landmark_guided_loss(
-                x[: 2 * b], lm, valid, w.wing_width, w.wing_curvature
+                jnp.concatenate([x_s, x_d]), lm, valid, w.wing_width, w.wing_curvature
             )
             add("landmark", w.landmark, guided)
         if w.identity:
             from jaxtalk.evaluate.csim import embed
 
-            e = embed(params["arcface"], jnp.concatenate([fake["face"], real["face"]]))
+            e_fake, e_real = split_batches(
+                embed(params["arcface"], join_batches(fake["face"], real["face"])), 2
+            )
             add(
                 "identity",
                 w.identity,
-                1.0 - jnp.mean(jnp.sum(e[:b] * jax.lax.stop_gradient(e[b:]), -1)),
+                1.0 - jnp.mean(jnp.sum(e_fake * jax.lax.stop_gradient(e_real), -1)),
             )
         state = dict(model_state.get("batch_stats", {}))
         state["generator"] = {**state.get("generator", {}), **updates}
@@ -434,11 +437,8 @@ class LivePortraitTask(Task):
         new = dict(model_state["batch_stats"]["discriminator"])
         state = model_state
         for r in self.gan_regions:
-            both, new[r] = self._disc(
-                params, state, r, jnp.concatenate([real[r], fake[r]]), train=True
-            )
-            n = real[r].shape[0]
-            loss = sum(adversarial.d_hinge_loss(o[1][:n], o[1][n:]) for o in both.values())
+            both, new[r] = self._disc(params, state, r, join_batches(real[r], fake[r]), train=True)
+            loss = sum(adversarial.d_hinge_loss(*split_batches(o[1], 2)) for o in both.values())
             metrics[f"hinge_{r}"] = loss
             total = total + w.adversarial * loss
         stats = {**model_state["batch_stats"], "discriminator": new}
@@ -449,10 +449,10 @@ class LivePortraitTask(Task):
         """Source features and keypoints, driving keypoints, all without gradient."""
         batch = self.preprocess(batch)
         src, drv = self._input(batch["source"]), self._input(batch["driving"])
-        b = src.shape[0]
         feature = self._apply(params, model_state, "appearance", src)
-        _, x = self.motion(params, model_state, jnp.concatenate([src, drv]))
-        return batch, jax.lax.stop_gradient(feature), jax.lax.stop_gradient(x[:b]), x[b:]
+        _, x = self.motion(params, model_state, join_batches(src, drv))
+        x_s, x_d = split_batches(x, 2)
+        return batch, jax.lax.stop_gradient(feature), jax.lax.stop_gradient(x_s), x_d
 
     def _ratios(self, params, images):
         return self.ratio_net.apply({"params": params["ratio"]}, images)
