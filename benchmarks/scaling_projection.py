@@ -137,23 +137,34 @@ def projections(row: dict, mfu: float) -> list[dict]:
 
 
 def table(rows: list[dict], mfu: float) -> str:
-    """Markdown: one line per recipe and mesh; per chip kind and count, the step time in ms
-    with full overlap and the weak-scaling efficiency without overlap."""
-    head = ["recipe", "mesh", "params", "GFLOP/device", "comm GB/device"]
+    """Markdown: one line per recipe and mesh: the compute per step on each chip kind, then
+    per chip kind and count the weak-scaling efficiency (compute / step time) without and
+    with full overlap of communication and compute."""
+    head = ["recipe", "mesh", "params", "GFLOP/chip", "GB moved/chip"]
+    head += [f"compute ms {c}" for c in scaling.CHIPS]
     head += [f"{c} x{n}" for c in scaling.CHIPS for n in CHIP_COUNTS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         if row.get("run") != "compile":
             continue
+        found = projections(row, mfu)
         cells = [
             row["recipe"],
-            f"{row['mesh']} (batch {row['per_device_batch']}/chip)",
-            f"{row['params'] / 1e6:,.1f} M",
+            f"{row['mesh']} {'x'.join(str(n) for n in row['mesh_shape'].values())}, "
+            f"batch {row['per_device_batch']}/chip",
+            f"{row['params'] / 1e6:,.0f} M",
             f"{row['flops_per_device'] / 1e9:,.0f}",
             f"{sum(c[1] for c in row['collectives']) / 1e9:.2f}",
         ]
-        for p in projections(row, mfu):
-            cells.append(f"{p['step_s_overlapped'] * 1e3:,.0f} ms, {p['efficiency_serial']:.0%}")
+        cells += [
+            f"{next(p['compute_s'] for p in found if p['chip'] == c) * 1e3:,.0f}"
+            for c in scaling.CHIPS
+        ]
+        for p in found:
+            low, high = p["efficiency_serial"], p["efficiency_overlapped"]
+            cells.append(
+                f"{low:.0%}" if round(low, 2) == round(high, 2) else f"{low:.0%}-{high:.0%}"
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

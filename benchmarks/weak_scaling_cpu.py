@@ -9,10 +9,12 @@ data-parallel over both processes (global batch 2B). Measured efficiency = alone
 together (medians). The prediction: alone + the compiled two-process step's collectives
 timed by the method's ring formulas, with the link's bandwidth and per-collective latency
 measured in the same run (all-reduces of 4 KB and of --probe_mb MB between the processes);
-gloo runs collectives after the compute, so the serial bound is the one to compare.
+gloo runs collectives after the compute, so the serial bound is the one to compare. Also
+timed alone: an all-reduce of arrays shaped as the parameters (what the step's gradient
+all-reduce carries, leaf by leaf).
 
   python benchmarks/weak_scaling_cpu.py [--recipe toy_regression:large] [--batch 8]
-      [--rounds 5] [--steps 3]
+      [--rounds 5] [--steps 3] [--data_dir data/synthetic]
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def worker(args) -> None:
 
     name, variant = args.recipe.split(":")
     config = importlib.import_module(f"configs.{name}").get_config(variant)
+    if args.data_dir:  # a recipe reading records: the synthetic set prepared there
+        config.data.data_dir, config.data.mixture = args.data_dir, ""
     distributed.maybe_initialize(config.distributed)
     rules = tuple(tuple(r) for r in config.logical_axis_rules)
 
@@ -65,27 +69,31 @@ def worker(args) -> None:
             jax.block_until_ready(metrics)
 
         run()  # warm-up
-        return run, compiled
+        return run, compiled, built.state.params
 
-    alone, _ = build(jax.local_devices())
-    together, compiled = build(jax.devices())
+    alone, _, _ = build(jax.local_devices())
+    together, compiled, params = build(jax.devices())
     everyone = Mesh(np.array(jax.devices()), ("data",))
 
-    def all_reduce(nbytes):
-        n = max(1, nbytes // 4)
-        local = np.ones((1, n), np.float32)
-        x = jax.make_array_from_process_local_data(NamedSharding(everyone, P("data")), local)
-        summed = jax.jit(lambda a: a.sum(0), out_shardings=NamedSharding(everyone, P()))
-        jax.block_until_ready(summed(x))
-        return lambda: jax.block_until_ready(summed(x))
+    def all_reduce(shapes):
+        """Sums over the processes of arrays of these shapes, as one jitted program."""
+        spread = NamedSharding(everyone, P("data"))
+        xs = [jax.make_array_from_process_local_data(spread, np.ones((1, *s), np.float32))
+              for s in shapes]  # fmt: skip
+        summed = jax.jit(lambda xs: [x.sum(0) for x in xs])
+        jax.block_until_ready(summed(xs))
+        return lambda: jax.block_until_ready(summed(xs))
 
-    small, large = all_reduce(4096), all_reduce(args.probe_mb * 2**20)
-    rounds = {"alone": [], "together": [], "latency": [], "large": []}
+    small, large = all_reduce([(1024,)]), all_reduce([(args.probe_mb * 2**18,)])
+    # the parameters' shapes: what the step's gradient all-reduce carries, leaf by leaf
+    gradients = all_reduce([x.shape for x in jax.tree.leaves(params)])
+    rounds = {"alone": [], "together": [], "latency": [], "large": [], "gradients": []}
     for _ in range(args.rounds):  # A, B, A, B ...
         rounds["alone"].append(_median_seconds(alone, args.steps))
         rounds["together"].append(_median_seconds(together, args.steps))
         rounds["latency"].append(_median_seconds(small, 20))
         rounds["large"].append(_median_seconds(large, 3))
+        rounds["gradients"].append(_median_seconds(gradients, 3))
     med = {k: statistics.median(v) for k, v in rounds.items()}
     # a two-device ring all-reduce moves the whole buffer once each way: S / bandwidth
     bandwidth = args.probe_mb * 2**20 / max(med["large"] - med["latency"], 1e-9)
@@ -105,6 +113,7 @@ def worker(args) -> None:
             "collectives": len(ops), "collective_bytes": sum(o.bytes for o in ops),
             "latency_s": round(med["latency"], 6), "bandwidth_gb_s": round(bandwidth / 1e9, 3),
             "predicted_comm_s": round(comm, 4),
+            "parameters_all_reduce_s": round(med["gradients"], 4),
             "efficiency_measured": round(med["alone"] / med["together"], 3),
             "efficiency_predicted": round(med["alone"] / (med["alone"] + comm), 3),
         }), flush=True)  # fmt: skip
@@ -117,6 +126,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=3, help="timed per round and program")
     ap.add_argument("--probe_mb", type=int, default=64, help="the bandwidth probe's size")
+    ap.add_argument("--data_dir", default="", help="records for a recipe that reads them")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
