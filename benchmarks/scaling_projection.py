@@ -117,7 +117,7 @@ def compile_recipe(recipe: str, mesh_kind: str, data_dir: str, fast: bool, hlo_d
             "dtype": config.dtype,
             "params": params,
             "flops_per_device": float(compiled.cost_analysis().get("flops", 0.0)),
-            "collectives": [[o.kind, o.bytes, o.group_size] for o in ops],
+            "collectives": [[o.kind, o.bytes, o.group_size, o.operands] for o in ops],
             "compile_s": round(time.perf_counter() - start, 1),
         }
     )

@@ -7,8 +7,9 @@ same run: the recipe's step on the process's own device alone (batch B, no commu
 both processes at once, so the cores are as busy as in the other case) and the step
 data-parallel over both processes (global batch 2B). Measured efficiency = alone /
 together (medians). The prediction: alone + the compiled two-process step's collectives
-timed by the method's ring formulas, with the link's bandwidth and per-collective latency
-measured in the same run (all-reduces of 4 KB and of --probe_mb MB between the processes);
+timed by the method's ring formulas, with the link's bandwidth and latency measured in the
+same run (all-reduces of 4 KB and of --probe_mb MB between the processes) and the latency
+paid per array a collective carries (gloo reduces them one by one);
 gloo runs collectives after the compute, so the serial bound is the one to compare. Also
 timed alone: an all-reduce of arrays shaped as the parameters (what the step's gradient
 all-reduce carries, leaf by leaf).
@@ -97,11 +98,9 @@ def worker(args) -> None:
     med = {k: statistics.median(v) for k, v in rounds.items()}
     # a two-device ring all-reduce moves the whole buffer once each way: S / bandwidth
     bandwidth = args.probe_mb * 2**20 / max(med["large"] - med["latency"], 1e-9)
-    link = scaling.Chip("gloo over localhost", 0.0, bandwidth, bandwidth, 0)
+    link = scaling.Chip("gloo over localhost", 0.0, bandwidth, bandwidth, 0, med["latency"])
     ops = communication.collective_ops(compiled)
-    comm = sum(
-        med["latency"] + scaling.collective_seconds(o.kind, o.bytes, 2, 1, link) for o in ops
-    )
+    comm = sum(scaling.collective_seconds(o.kind, o.bytes, 2, 1, link, o.operands) for o in ops)
     if pid == 0:
         print(json.dumps({
             "run": "weak_scaling", "recipe": args.recipe, "per_process_batch": args.batch,
@@ -111,6 +110,7 @@ def worker(args) -> None:
             "together_s_range": [round(min(rounds["together"]), 4),
                                  round(max(rounds["together"]), 4)],
             "collectives": len(ops), "collective_bytes": sum(o.bytes for o in ops),
+            "collective_arrays": sum(o.operands for o in ops),
             "latency_s": round(med["latency"], 6), "bandwidth_gb_s": round(bandwidth / 1e9, 3),
             "predicted_comm_s": round(comm, 4),
             "parameters_all_reduce_s": round(med["gradients"], 4),

@@ -30,6 +30,7 @@ class Collective:
     kind: str  # all-reduce, all-gather, reduce-scatter, all-to-all, collective-permute
     bytes: int  # the full tensor per device: the larger of result and operands
     group_size: int  # devices in each group; 0 = every device of the program
+    operands: int = 1  # arrays it carries (a gradient all-reduce: one per parameter)
 
 
 def _shape_bytes(shape: str) -> int:
@@ -80,9 +81,9 @@ def collective_ops(compiled) -> list[Collective]:
         kind = opcode.removesuffix("-start")
         if kind not in _COLLECTIVES or opcode.endswith("-done"):
             continue
-        operand_bytes = sum(_shape_bytes(shapes.get(o, "")) for o in _OPERAND.findall(operands))
-        size = max(_shape_bytes(shape), operand_bytes)
-        found.append(Collective(kind, size, _group_size(m.group(2))))
+        names = _OPERAND.findall(operands)
+        size = max(_shape_bytes(shape), sum(_shape_bytes(shapes.get(o, "")) for o in names))
+        found.append(Collective(kind, size, _group_size(m.group(2)), max(1, len(names))))
     return found
 
 

@@ -50,6 +50,9 @@ class Chip:
     fast_bytes_per_s: float  # per chip, one direction, inside its domain
     slow_bytes_per_s: float  # per chip, one direction, between domains
     domain: int  # chips sharing the fast links (0: every chip of the pod)
+    # Fixed cost of each array a collective carries: the projections leave it out (0; the
+    # GPU/TPU libraries send a collective's arrays as one); gloo pays it per array.
+    latency_s: float = 0.0
 
 
 # Nominal rates from the vendors' data sheets; collective libraries reach 70-90% of them.
@@ -114,16 +117,22 @@ def split_by_domain(group: int, stride: int, domain: int) -> tuple[int, int]:
     return inner, group // inner
 
 
-def collective_seconds(kind: str, nbytes: float, inner: int, outer: int, chip: Chip) -> float:
-    """Ring time of one collective over `inner` x `outer` chips (hierarchical across domains)."""
+def collective_seconds(
+    kind: str, nbytes: float, inner: int, outer: int, chip: Chip, operands: int = 1
+) -> float:
+    """Ring time of one collective over `inner` x `outer` chips (hierarchical across domains),
+    plus the chip's fixed cost per array carried."""
+    if inner * outer == 1:
+        return 0.0
+    fixed = chip.latency_s * operands
     passes = {"all-reduce": 2, "all-gather": 1, "reduce-scatter": 1, "all-to-all": 1}.get(kind)
     if kind == "collective-permute":
-        return nbytes / (chip.fast_bytes_per_s if outer == 1 else chip.slow_bytes_per_s)
+        return fixed + nbytes / (chip.fast_bytes_per_s if outer == 1 else chip.slow_bytes_per_s)
     if passes is None:
         raise ValueError(f"unknown collective {kind!r}")
     within = passes * (inner - 1) / inner * nbytes / chip.fast_bytes_per_s
     between = passes * (outer - 1) / outer * (nbytes / inner) / chip.slow_bytes_per_s
-    return within + between
+    return fixed + within + between
 
 
 def project(
@@ -142,7 +151,7 @@ def project(
         inner, outer = split_by_domain(
             *group_layout(op.group_size, compiled_mesh, mesh), chip.domain
         )
-        comm += collective_seconds(op.kind, op.bytes, inner, outer, chip)
+        comm += collective_seconds(op.kind, op.bytes, inner, outer, chip, op.operands)
     compute = flops_per_device / (chip.peak_flops * mfu)
     return {
         "compute_s": compute,

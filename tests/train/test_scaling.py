@@ -25,6 +25,10 @@ def test_ring_times_inside_one_domain_and_across_domains():
     hierarchical = 2 * 7 / 8 * gb / 450e9 + 2 * 7 / 8 * (gb / 8) / 50e9
     assert scaling.collective_seconds("all-reduce", gb, 8, 8, H100) == pytest.approx(hierarchical)
     assert scaling.collective_seconds("all-reduce", gb, 1, 1, H100) == 0.0
+    gloo = scaling.Chip("gloo", 0.0, 1e9, 1e9, 0, latency_s=4e-3)  # a fixed cost per array
+    assert scaling.collective_seconds("all-reduce", gb, 2, 1, gloo, operands=10) == (
+        pytest.approx(10 * 4e-3 + gb / 1e9)
+    )
     with pytest.raises(ValueError, match="unknown collective"):
         scaling.collective_seconds("broadcast", gb, 8, 1, H100)
 
@@ -82,6 +86,10 @@ def test_the_real_step_on_eight_devices_all_reduces_its_gradients_once():
     found = communication.collectives(compiled)
     # every trained parameter's gradient, plus a few scalars (losses, norms)
     assert trained <= found["all-reduce"]["bytes"] <= trained * 1.05
+    # each group's gradients travel as one all-reduce carrying an array per parameter
+    reductions = [o for o in communication.collective_ops(compiled) if o.kind == "all-reduce"]
+    assert len(reductions) == 2
+    assert sum(o.operands for o in reductions) >= len(jax.tree.leaves(groups))
     one_device, _ = _toy_step(1, 1)
     per_device = compiled.cost_analysis()["flops"]
     # the compiled SPMD program is one device's: its FLOPs at 8 per device equal those
