@@ -11,8 +11,9 @@ then the table; --out keeps the rows (the README's table: --table=FILE), adding 
 already in the file (a recipe and mesh compiled again replace theirs).
 
   python benchmarks/scaling_projection.py [--recipes anitalker_stage1:paper,...]
-      [--meshes data,fsdp,hybrid] [--mfu 0.45] [--out benchmarks/results/scaling_projection.json] [--hlo_dir DIR]
-  python benchmarks/scaling_projection.py --table benchmarks/results/scaling.json [--mfu 0.45]
+      [--meshes data,fsdp,hybrid] [--mfu 0.45] [--hlo_dir DIR]
+      [--out benchmarks/results/scaling_projection.json]
+  python benchmarks/scaling_projection.py --table benchmarks/results/scaling_projection.json
 
 XLA's CPU backend compiles at -O0 here (--fast_compile, the default): collectives and the
 FLOP count come from the HLO passes before code generation and are the same at -O2.

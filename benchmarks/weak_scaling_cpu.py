@@ -26,18 +26,14 @@ import json
 import os
 import statistics
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _median_seconds(fn, steps: int) -> float:
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    from _timing import seconds  # noqa: PLC0415 (beside this script)
+
+    return statistics.median(seconds(fn) for _ in range(steps))
 
 
 def worker(args) -> None:

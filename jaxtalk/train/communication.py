@@ -1,8 +1,9 @@
 """Communication in a compiled SPMD program, read from its HLO text: which collectives a
 step runs, how many bytes each moves per device and over how many devices
-(benchmarks/latent_diffusion_memory.py, benchmarks/scaling_projection.py, the FSDP tests). Compiled, never executed: on simulated CPU devices it shows what a mesh
-communicates, though XLA's CPU pipeline picks its own collectives (it forms no
-reduce-scatter: sharded gradients are all-reduced).
+(benchmarks/latent_diffusion_memory.py, benchmarks/scaling_projection.py, the FSDP tests).
+Compiled, never executed: on simulated CPU devices it shows what a mesh communicates,
+though XLA's CPU pipeline picks its own collectives (it forms no reduce-scatter: sharded
+gradients are all-reduced).
 """
 
 from __future__ import annotations
