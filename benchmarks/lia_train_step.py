@@ -4,25 +4,38 @@ The step is the release's `gen_update` reduced to its L1 term: forward gen(sourc
 driving), L1 to the driving frame, backward, Adam (lr 0.002 * 4/5, betas (0, 0.99^(4/5)))
 -- jitted with the state donated, the batch split over every local device, in --dtype
 (compute; params stay fp32). `--torch_reference /path/to/LIA` also times the same step with
-the released PyTorch Generator (torch threads = --threads), alternating with jaxtalk step by
-step over --steps rounds in this process (benchmarks/_timing.alternate): median, min, max.
+the released PyTorch Generator, eager fp32 as released, on --torch_device (auto: cuda when
+torch sees a GPU, each step ending with torch.cuda.synchronize(); on the CPU torch threads =
+--threads), alternating with jaxtalk step by step over --steps rounds in this process
+(benchmarks/_timing.alternate): median, min, max.
 
   python benchmarks/lia_train_step.py [--batch 8] [--steps 3] [--model lia|anitalker]
-      [--dtype float32|bfloat16] [--torch_reference /tmp/ref/LIA] [--threads 2]
+      [--dtype float32|bfloat16] [--torch_reference /tmp/ref/LIA]
+      [--torch_device auto|cpu|cuda] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _timing import alternate, emit, flops, machine_row
+from _timing import (
+    JAX_SPEEDUP,
+    alternate,
+    blocking,
+    emit,
+    flops,
+    machine_row,
+    speedup,
+    torch_device,
+    torch_fields,
+)
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from lia_inference import release_generator
 
 from jaxtalk import lapack_threads
 
@@ -71,8 +84,8 @@ def jax_step(model_name, size, batch, dtype):
         return optax.apply_updates(p, updates), o, loss
 
     state = [params, tx.init(params)]
-    gflop = flops(jax.jit(step), *state) / 1e9
     step = jax.jit(step, donate_argnums=(0, 1))
+    gflop = flops(step, *state) / 1e9  # lowering donates nothing; the calls reuse this compile
 
     def call():
         state[0], state[1], loss = step(*state)
@@ -81,20 +94,10 @@ def jax_step(model_name, size, batch, dtype):
     return call, gflop
 
 
-def torch_step(path, size, batch, threads):
-    import torch
-
-    torch.set_num_threads(threads)
-    torch.Tensor.cuda = lambda self, *a, **k: self  # the release hard-codes .cuda()
-    if not hasattr(torch, "qr"):
-        torch.qr = torch.linalg.qr
-    sys.path.insert(0, path)
-    from networks.generator import Generator
-
-    gen = Generator(size, 512, 20, 1).train()
+def torch_step(torch, path, size, batch, threads, device):
+    gen, src, drv = release_generator(torch, path, size, batch, device, threads)
+    gen.train()
     opt = torch.optim.Adam(gen.parameters(), lr=0.002 * RATIO, betas=(0.0, 0.99**RATIO))
-    src = torch.rand(batch, 3, size, size) * 2 - 1
-    drv = torch.rand(batch, 3, size, size) * 2 - 1
 
     def call():
         gen.zero_grad()
@@ -102,7 +105,7 @@ def torch_step(path, size, batch, threads):
         loss.backward()
         opt.step()
 
-    return call, torch.__version__
+    return blocking(torch, device, call)
 
 
 def main():
@@ -114,20 +117,25 @@ def main():
     ap.add_argument("--steps", type=int, default=3, help="timed rounds")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--torch_reference", default="")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--torch_device", default="auto", help="auto|cpu|cuda")
+    ap.add_argument("--threads", type=int, default=2, help="torch's CPU threads")
     args = ap.parse_args()
-    emit(machine_row())
+    torch = None
+    if args.torch_reference:
+        import torch
+
+        device = torch_device(torch, args.torch_device)  # before jax takes the GPU
+    emit({**machine_row(), **({"torch": torch.__version__} if torch else {})})
     step, gflop = jax_step(args.model, args.size, args.batch, jnp.dtype(args.dtype))
     label = f"jax_{args.model}_g_step_l1"
-    if args.torch_reference:
-        release, version = torch_step(args.torch_reference, args.size, args.batch, args.threads)
+    if torch is not None:
+        release = torch_step(torch, args.torch_reference, args.size, args.batch, args.threads,
+                             device)  # fmt: skip
         t = alternate({"jax": step, "torch": release}, args.steps)
-        _row(label, args.batch, t["jax"], gflop, dtype=args.dtype,
-             speedup_vs_release=round(1 / t["ratio"]["median"], 2),
-             speedup_min=round(1 / t["ratio"]["max"], 2),
-             speedup_max=round(1 / t["ratio"]["min"], 2))  # fmt: skip
-        _row("torch_release_g_step_l1", args.batch, t["torch"], gflop, dtype="float32",
-             torch=version, threads=args.threads)  # fmt: skip
+        _row(label, args.batch, t["jax"], gflop, dtype=args.dtype, **speedup(t["ratio"]))
+        vs = speedup(t["ratio"], *JAX_SPEEDUP)
+        _row("torch_release_g_step_l1", args.batch, t["torch"], gflop,
+             **torch_fields(torch, device, threads=args.threads), **vs)  # fmt: skip
     else:
         _row(label, args.batch, alternate({"jax": step}, args.steps)["jax"], gflop,
              dtype=args.dtype)  # fmt: skip

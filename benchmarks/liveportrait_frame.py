@@ -6,17 +6,27 @@ official modules through the converter's rules; M's heads scaled so the keypoint
 the volume as a trained model's do, spectral-norm vectors at their fixed point) and run the
 same frames: each driving frame's motion relative to the batch's first frame, stitching,
 W, G. jaxtalk runs its animator's `start` and `drive` (jaxtalk/inference/liveportrait.py,
-as `jaxtalk animate` does, `chunk` = the batch); the official side LivePortraitWrapper's
-get_kp_info / transform_keypoint / stitching / warp_decode, fp16 autocast off,
-torch.set_num_threads(--threads). They alternate call by call over --rounds rounds after a
-warm-up; each row gives the median, min and max per frame, and the GFLOP/s achieved (XLA's
-cost analysis of jaxtalk's M, W and G, the same count for both sides) as a fraction of
-this run's fp32 matmul peak (the best of several large jnp.dot; torch.mm's too with
---torch_reference). The two sides' images are compared once (max abs difference) so a
+as `jaxtalk animate` does, `chunk` = the batch; a call ends when the frames are ready on the
+device); the official side LivePortraitWrapper's get_kp_info / transform_keypoint /
+stitching / warp_decode on --torch_device (auto: cuda when torch sees a GPU, each call
+ending with torch.cuda.synchronize(); torch.set_num_threads(--threads) on the CPU), in each
+of --torch_modes as the release applies its options: `eager_fp32` (fp16 autocast off),
+`eager_fp16` (flag_use_half_precision, the release's default), `compile_fp16` (also
+flag_do_torch_compile: W and G torch.compile'd with --torch_compile_mode, max-autotune as
+released); fp16 modes are refused on the CPU (benchmarks/_timing.torch_modes). Every side
+(each jaxtalk variant, each torch mode) alternates call by call over --rounds rounds after
+a warm-up (benchmarks/_timing.alternate); each row gives the median, min and max per frame,
+and the GFLOP/s achieved (XLA's cost analysis of jaxtalk's M, W and G) as a fraction of
+this run's matmul peak of the row's own framework, device and dtype (jnp.dot's; torch.mm's
+for the torch rows). A jaxtalk row's speedup is against the first torch mode, each torch
+row's `jax_speedup` is the first jaxtalk side against it, both medians of the per-round
+ratios. Each torch mode's images are compared once with jaxtalk's (max abs difference) so a
 faster side computing something else shows. A stage-1 training step is not timed here.
 
   python benchmarks/liveportrait_frame.py [--batches 1,4] [--rounds 5] [--size 256]
-      [--torch_reference /path/to/LivePortrait] [--threads N] [--dtype float32|bfloat16]
+      [--torch_reference /path/to/LivePortrait] [--torch_device auto|cpu|cuda]
+      [--torch_modes eager_fp32,eager_fp16,compile_fp16] [--threads N]
+      [--dtype float32|bfloat16]
 
 --size 128 is a quicker smoke run (the volume must stay a multiple of 32 wide).
 --conv3d native,slices times jaxtalk once per way of computing its 3-D convs
@@ -33,15 +43,25 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import types
 
-import _timing
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import (
+    JAX_SPEEDUP,
+    alternate,
+    blocking,
+    peak_key,
+    peak_row,
+    ratio,
+    speedup,
+    torch_fields,
+    torch_modes,
+)
 from _timing import seconds as _seconds
+from _timing import torch_device as resolve_torch_device
 
 from jaxtalk.convert import liveportrait as lp_convert
 from jaxtalk.convert.mapping import export_state_dict, flatten_params
@@ -122,14 +142,15 @@ def _spectral_vectors(variables, rng, iters=20):
     walk(variables["batch_stats"], [])
 
 
-def matmul_peak(n=4096, iters=5, torch=None) -> dict:
-    """Best fp32 GFLOP/s of an n x n matmul: jnp.dot (and torch.mm when given)."""
-    out = {"jax_matmul_gflops": _timing.matmul_peak(jnp.float32, n, iters) / 1e9}
-    if torch is not None:
-        t = torch.from_numpy(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32))
-        torch.mm(t, t)
-        best = min(_seconds(lambda: torch.mm(t, t)) for _ in range(iters))
-        out["torch_matmul_gflops"] = 2 * n**3 / best / 1e9
+def matmul_peaks(keys, torch=None, iters=5) -> dict:
+    """{peak_key: GFLOP/s}: the best n x n matmul (n 8192 on a GPU, else 4096) for each
+    (framework, [device,] dtype) key of `keys`: jnp.dot's, torch.mm's (with `torch`)."""
+    out = {}
+    for key in dict.fromkeys(keys):
+        device = key[1] if key[0] == "torch" else jax.default_backend()
+        n = 4096 if device == "cpu" else 8192
+        row = peak_row(key[-1], n, iters, *((torch, device) if key[0] == "torch" else ()))
+        out[key] = row["gflop_per_s"]
     return out
 
 
@@ -170,14 +191,16 @@ class JaxFrame:
         return total
 
     def __call__(self, driving):
+        """The frames, on the device: the call ends when they are ready there."""
         self._ways()
         state, steps = self.animator.start(self.state, driving)
-        return np.asarray(self.animator.drive(state, steps))
+        return jax.block_until_ready(self.animator.drive(state, steps))
 
 
-def official_modules(torch, code, variables) -> dict:
+def official_modules(torch, code, variables, device="cpu") -> dict:
     """{group: the official module (from the checkout `code`) holding `variables`' weights,
-    written through the converter's rules, in eval mode}: F, M, W, G and the MLPs."""
+    written through the converter's rules, in eval mode, on `device`}: F, M, W, G and the
+    MLPs."""
     sys.path.insert(0, code)
     from src.modules.appearance_feature_extractor import AppearanceFeatureExtractor
     from src.modules.motion_extractor import MotionExtractor
@@ -206,34 +229,39 @@ def official_modules(torch, code, variables) -> dict:
         modules[group] = StitchingRetargetingNetwork(size, hidden, model["output_size"])
     for net in lp_convert.BASE_NETWORKS:
         tree = {c: variables[c][net.group] for c in variables if net.group in variables[c]}
-        _load(torch, modules[net.group], export_state_dict(tree, net.rules()))
+        _load(torch, modules[net.group], export_state_dict(tree, net.rules()), device)
     for group, model in RELEASED.items():
         rules = lp_convert.retargeting_rules(model["hidden_sizes"])
         state = export_state_dict({"params": variables["params"][group]}, rules)
-        _load(torch, modules[group], state)
+        _load(torch, modules[group], state, device)
     return modules
 
 
-def _load(torch, module, state):
+def _load(torch, module, state, device):
     module.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
-    module.eval()
+    module.to(device).eval()
 
 
 class TorchFrame:
-    """The official modules with the same weights, through LivePortraitWrapper's methods."""
+    """The official modules with the same weights, through LivePortraitWrapper's methods, in
+    one torch mode (benchmarks/_timing.TorchMode) on `device`, as the release's wrapper runs
+    with that mode's options: W and G torch.compile'd when compiled (flag_do_torch_compile),
+    autocast fp16 (flag_use_half_precision) when the mode's dtype is float16."""
 
-    def __init__(self, torch, code, variables, source, first):
-        modules = official_modules(torch, code, variables)
-        from src.live_portrait_wrapper import LivePortraitWrapper
+    def __init__(self, torch, modules, source, first, device, mode, compile_mode):
+        from src.live_portrait_wrapper import LivePortraitWrapper  # official_modules' checkout
 
-        self.torch = torch
+        self.torch, self.device = torch, device
+        if mode.dtype not in ("float32", "float16"):
+            raise SystemExit(f"--torch_modes {mode.name}: the release's autocast is fp16 only")
         wrapper = object.__new__(LivePortraitWrapper)
-        wrapper.device, wrapper.compile = "cpu", False
-        wrapper.inference_cfg = types.SimpleNamespace(flag_use_half_precision=False)
+        wrapper.device, wrapper.compile = device, mode.compiled
+        half = mode.dtype == "float16"
+        wrapper.inference_cfg = types.SimpleNamespace(flag_use_half_precision=half)
         wrapper.appearance_feature_extractor = modules["appearance"]
         wrapper.motion_extractor = modules["motion"]
-        wrapper.warping_module = modules["warping"]
-        wrapper.spade_generator = modules["spade"]
+        wrapper.warping_module = mode.module(torch, modules["warping"], compile_mode)
+        wrapper.spade_generator = mode.module(torch, modules["spade"], compile_mode)
         wrapper.stitching_retargeting_module = {g: modules[g] for g in RELEASED}
         self.wrapper = wrapper
         with torch.no_grad():
@@ -245,9 +273,9 @@ class TorchFrame:
         self._batched = {}
 
     def _tensor(self, images):
-        """Float NHWC numpy in [0, 1] -> float32 NCHW."""
+        """Float NHWC numpy in [0, 1] -> float32 NCHW on the device."""
         nchw = np.asarray(images, np.float32).transpose(0, 3, 1, 2)
-        return self.torch.from_numpy(np.ascontiguousarray(nchw))
+        return self.torch.from_numpy(np.ascontiguousarray(nchw)).to(self.device)
 
     def _source(self, b):
         """The source's volume, info and keypoints repeated to batch b (prepared once)."""
@@ -281,13 +309,14 @@ class TorchFrame:
             return w.warp_decode(f_s, x_s, x_d)["out"]
 
 
-def summary(times, batch, flops, peak) -> dict:
-    per_frame = [t / batch for t in times]
-    median = statistics.median(per_frame)
+def summary(timing, batch, flops, peak) -> dict:
+    """Per frame: median, min and max ms of an alternate() summary, frames/s, GFLOP/s and
+    its fraction of `peak` (GFLOP/s)."""
+    median = timing["median_s"] / batch
     out = {
         "ms_per_frame_median": round(1000 * median, 1),
-        "ms_per_frame_min": round(1000 * min(per_frame), 1),
-        "ms_per_frame_max": round(1000 * max(per_frame), 1),
+        "ms_per_frame_min": round(1000 * timing["min_s"] / batch, 1),
+        "ms_per_frame_max": round(1000 * timing["max_s"] / batch, 1),
         "frames_per_s": round(1 / median, 3),
     }
     if np.isfinite(flops) and flops > 0:
@@ -304,7 +333,10 @@ def main():
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--torch_reference", default="", help="the official checkout (holding src/)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--torch_device", default="auto", help="auto|cpu|cuda")
+    ap.add_argument("--torch_modes", default="eager_fp32", help="comma list, e.g. eager_fp16")
+    ap.add_argument("--torch_compile_mode", default="max-autotune", help="torch.compile's mode")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch's CPU threads")
     ap.add_argument(
         "--conv3d", default="auto", help="comma list of auto|native|slices|concat|patches"
     )
@@ -313,11 +345,13 @@ def main():
     if args.size % 128:
         ap.error("--size must be a multiple of 128 (W's 5-level hourglass on size/4)")
     batches = [int(b) for b in args.batches.split(",")]
-    torch = None
+    torch, device, modes = None, "", []
     if args.torch_reference:
         import torch
 
         torch.set_num_threads(args.threads)
+        device = resolve_torch_device(torch, args.torch_device)  # before jax takes the GPU
+        modes = torch_modes(args.torch_modes, device)
     log(
         {
             "machine": platform.processor() or platform.machine(),
@@ -326,13 +360,15 @@ def main():
             "backend": jax.default_backend(),
             "device": str(jax.devices()[0]),
             "torch": torch.__version__ if torch else None,
+            "torch_device": device or None,
             "torch_threads": args.threads if torch else None,
             "size": args.size,
             "dtype": args.dtype,
         }
     )
-    peak = matmul_peak(torch=torch)
-    log({k: round(v, 1) for k, v in peak.items()})
+    fields = {m.name: torch_fields(torch, device, m, args.threads) for m in modes}
+    peaks = matmul_peaks([("jax", args.dtype)] + [peak_key(f) for f in fields.values()], torch)
+    log({"matmul_peak_gflops": {" ".join(k): round(v, 1) for k, v in peaks.items()}})
     rng = np.random.default_rng(0)
     shape = (1 + max(batches), args.size, args.size, 3)
     images = rng.integers(0, 256, shape, dtype=np.uint8)
@@ -340,48 +376,60 @@ def main():
     source, frames = images[:1], images[1:]
     variables = random_variables()
     ways = [(m, u) for m in args.conv3d.split(",") for u in args.upsampled_conv.split(",")]
-    tx = None
+    tx = {}
     if torch:
-        tx = TorchFrame(torch, args.torch_reference, variables, source / 255.0, frames[:1] / 255.0)
+        modules = official_modules(torch, args.torch_reference, variables, device)
+        first = frames[:1] / 255.0
+        for mode in modes:
+            tx[mode.name] = TorchFrame(
+                torch, modules, source / 255.0, first, device, mode, args.torch_compile_mode
+            )
 
     for b in batches:
         driving = frames[:b]
-        row = {"batch": b}
-        sides, flops = {}, {}
+        extra, sides, flops = {}, {}, {}
         for m, u in ways:
             name = "jax" if len(ways) == 1 else "_".join(["jax", m, u])
             frame = JaxFrame(variables, source, b, args.dtype, m, u)
-            row[f"{name}_first_call_s"] = round(_seconds(lambda f=frame: f(driving)), 1)
+            extra[name] = {"first_call_s": round(_seconds(lambda f=frame: f(driving)), 1)}
             sides[name] = lambda f=frame: f(driving)
             flops[name] = frame.flops(driving)
-        if tx is not None:
+        first_jax = next(iter(sides))
+        if tx:
             # the release computes its upsampled convs at the high resolution
             plain = [n for (m, u), n in zip(ways, flops) if u == "plain"]
-            flops["torch"] = (
+            release_flops = (
                 flops[plain[0]]
                 if plain
                 else JaxFrame(variables, source, b, args.dtype, upsampled="plain").flops(driving)
             )
-            t_driving = tx._tensor(driving / 255.0)
-            got = (sides[name]().astype(np.float32) + 1) / 2
-            want = tx(t_driving).numpy().transpose(0, 2, 3, 1)
-            row["max_abs_difference"] = float(np.abs(got - want).max())
-            sides["torch"] = lambda: tx(t_driving)
-        times = {name: [] for name in sides}
-        for _ in range(args.rounds):
-            for name, fn in sides.items():  # alternate, call by call
-                times[name].append(_seconds(fn))
-        peak_gflops = peak["jax_matmul_gflops"]
-        rows = {name: summary(t, b, flops[name], peak_gflops) for name, t in times.items()}
-        for name, timing in rows.items():
-            extra = {k.removeprefix(f"{name}_"): v for k, v in row.items() if k.startswith(name)}
-            if name != "torch" and "torch" in rows:
-                ratio = rows["torch"]["ms_per_frame_median"] / timing["ms_per_frame_median"]
-                extra["speedup_vs_release"] = round(ratio, 2)
-                extra["max_abs_difference"] = row["max_abs_difference"]
-            gflop = round(flops[name] / b / 1e9, 1)
-            log({"run": name, "batch": b, "dtype": args.dtype, "size": args.size,
-                 "gflop_per_frame": gflop, **timing, **extra})  # fmt: skip
+            t_driving = next(iter(tx.values()))._tensor(driving / 255.0)
+            got = (np.asarray(sides[first_jax](), np.float32) + 1) / 2
+            for mode in modes:
+                name = f"torch_{mode.name}"
+                call = blocking(torch, device, lambda f=tx[mode.name]: f(t_driving))
+                extra[name] = dict(fields[mode.name])
+                if mode.compiled:
+                    extra[name]["compile_s"] = round(_seconds(call), 1)
+                    call()  # CUDA graphs are recorded in the calls after the compilation
+                want = call().float().cpu().numpy().transpose(0, 2, 3, 1)
+                extra[name]["max_abs_difference"] = float(np.abs(got - want).max())
+                sides[name], flops[name] = call, release_flops
+        times = {}
+        t = alternate(sides, args.rounds, times)
+        for name in sides:
+            torch_side = name.startswith("torch_")
+            key = peak_key(extra[name]) if torch_side else ("jax", args.dtype)
+            out = {"run": "torch" if torch_side else name, "batch": b, "dtype": args.dtype,
+                   "size": args.size, "gflop_per_frame": round(flops[name] / b / 1e9, 1),
+                   **summary(t[name], b, flops[name], peaks[key]), **extra[name]}  # fmt: skip
+            if torch_side:  # the first jaxtalk side against this one
+                out.update(speedup(t["ratios"][name], *JAX_SPEEDUP))
+            elif tx:  # this jaxtalk side against the first torch mode
+                first_torch = f"torch_{modes[0].name}"
+                out.update(speedup(ratio(times[name], times[first_torch])))
+                out["max_abs_difference"] = extra[first_torch]["max_abs_difference"]
+            log(out)
 
 
 if __name__ == "__main__":

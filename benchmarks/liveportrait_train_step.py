@@ -16,8 +16,10 @@ jaxtalk: one jitted step, its state (params, BatchNorm and spectral-norm statist
 Adam state) donated, in --dtype compute (params fp32). `--torch_reference
 /path/to/LivePortrait` also runs the official modules (src/modules: appearance feature
 extractor, motion extractor, warping network, SPADE generator), the keypoints through
-LivePortraitWrapper.transform_keypoint, torch.optim.Adam, fp32 on the CPU,
-torch.set_num_threads(--threads). Both hold the same weights (liveportrait_frame.py's
+LivePortraitWrapper.transform_keypoint, torch.optim.Adam, eager fp32 as released, on
+--torch_device (auto: cuda when torch sees a GPU, each step ending with
+torch.cuda.synchronize(); torch.set_num_threads(--threads) on the CPU). Both hold the same
+weights (liveportrait_frame.py's
 random_variables, written into the official modules through the converter's rules) and
 see the same images. Before timing, one step each from that common start is checked: the
 two losses and the largest difference of G's last conv kernel after the update. (Adam's
@@ -30,10 +32,12 @@ Then the sides alternate step by step over --rounds rounds after a warm-up step 
 sides (the release computes the convs of G's upsampled maps at the high resolution,
 jaxtalk at the low one, so the release does more work than that count gives it);
 peak_fraction is against this process's matmul peak: jnp.dot's in --dtype for jaxtalk,
-torch.mm's fp32 for the release.
+torch.mm's fp32 on the torch device for the release. The compilation is reported on its own
+row as soon as it is done.
 
   python benchmarks/liveportrait_train_step.py [--batch 1] [--rounds 3] [--size 256]
-      [--dtype float32|bfloat16] [--torch_reference /path/to/LivePortrait] [--threads 2]
+      [--dtype float32|bfloat16] [--torch_reference /path/to/LivePortrait]
+      [--torch_device auto|cpu|cuda] [--threads 2]
 
 --size 128 is a quick smoke run (a multiple of 128: the volume must stay a multiple of 32
 wide for W's hourglass).
@@ -48,9 +52,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _timing import alternate, emit, machine_row
-from _timing import matmul_peak as jax_matmul_peak
-from liveportrait_frame import matmul_peak, official_modules, random_variables
+from _timing import (
+    JAX_SPEEDUP,
+    alternate,
+    blocking,
+    emit,
+    machine_row,
+    peak_key,
+    speedup,
+    torch_device,
+    torch_fields,
+)
+from liveportrait_frame import matmul_peaks, official_modules, random_variables
 
 from jaxtalk import lapack_threads
 from jaxtalk.convert import liveportrait as lp_convert
@@ -112,15 +125,18 @@ def jax_step(variables, src, drv, dtype):
     return call, gflop, compile_s, box
 
 
-def torch_step(torch, code, variables, src, drv):
-    """(one step of the official modules returning its loss, the modules)."""
-    modules = official_modules(torch, code, variables)  # puts `code` on sys.path
+def torch_step(torch, code, variables, src, drv, device):
+    """(one step of the official modules on `device` returning its loss, the modules)."""
+    modules = official_modules(torch, code, variables, device)  # puts `code` on sys.path
     from src.live_portrait_wrapper import LivePortraitWrapper
 
     f, m, w, g = (modules[name].train() for name in GROUPS)
     params = [p for net in (f, m, w, g) for p in net.parameters()]
     opt = torch.optim.Adam(params, lr=LR, betas=BETAS)
-    src, drv = (torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))) for a in (src, drv))
+    src, drv = (
+        torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))).to(device)
+        for a in (src, drv)
+    )
     b = src.shape[0]
 
     def call():
@@ -134,7 +150,7 @@ def torch_step(torch, code, variables, src, drv):
         opt.step()
         return loss.item()
 
-    return call, modules
+    return blocking(torch, device, call), modules
 
 
 def check(jax_call, box, torch_call, modules) -> dict:
@@ -145,7 +161,7 @@ def check(jax_call, box, torch_call, modules) -> dict:
     tree = {"params": state["params"][group], "batch_stats": state["stats"][group]}
     rules = next(net.rules() for net in lp_convert.BASE_NETWORKS if net.group == group)
     mine = export_state_dict(tree, rules)[key]
-    diff = np.abs(mine - modules[group].state_dict()[key].numpy()).max()
+    diff = np.abs(mine - modules[group].state_dict()[key].cpu().numpy()).max()
     return {"check": "first_step", "loss_jax": loss_jax, "loss_torch": loss_torch,
             "loss_rel_diff": abs(loss_jax - loss_torch) / abs(loss_torch), "lr": LR,
             "updated": f"{group}.{key}", "updated_max_abs_diff": float(diff)}  # fmt: skip
@@ -170,42 +186,45 @@ def main():
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--torch_reference", default="", help="the official checkout (holding src/)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--torch_device", default="auto", help="auto|cpu|cuda")
+    ap.add_argument("--threads", type=int, default=2, help="torch's CPU threads")
     args = ap.parse_args()
     if args.size % 128:
         ap.error("--size must be a multiple of 128 (W's 5-level hourglass on size/4)")
-    torch = None
+    torch, release = None, {}
     if args.torch_reference:
         import torch
 
         torch.set_num_threads(args.threads)
+        device = torch_device(torch, args.torch_device)  # before jax takes the GPU
+        release = torch_fields(torch, device, threads=args.threads)
     emit({**machine_row(), "torch": torch.__version__ if torch else None,
           "torch_threads": args.threads if torch else None})  # fmt: skip
-    peak = matmul_peak(torch=torch)
-    if args.dtype != "float32":
-        low = jax_matmul_peak(jnp.dtype(args.dtype), 4096, 5) / 1e9
-        peak[f"jax_matmul_gflops_{args.dtype}"] = low
-    emit({k: round(v, 1) for k, v in peak.items()})
+    keys = [("jax", args.dtype)] + ([peak_key(release)] if torch else [])
+    peaks = matmul_peaks(keys, torch)
+    emit({"matmul_peak_gflops": {" ".join(k): round(v, 1) for k, v in peaks.items()}})
     rng = np.random.default_rng(0)
     shape = (args.batch, args.size, args.size, 3)
     src, drv = (rng.integers(0, 256, shape).astype(np.float32) / 255 for _ in range(2))
     variables = random_variables()
     call, gflop, compile_s, box = jax_step(variables, src, drv, jnp.dtype(args.dtype))
-    sides, extra = {"jax": call}, {"compile_s": round(compile_s, 1)}
+    extra = {"compile_s": round(compile_s, 1)}
+    emit({"compiled": "jax_liveportrait_step_l1", "gflop": round(gflop, 1), **extra})
+    sides = {"jax": call}
     if torch:
-        sides["torch"], modules = torch_step(torch, args.torch_reference, variables, src, drv)
+        sides["torch"], modules = torch_step(
+            torch, args.torch_reference, variables, src, drv, device
+        )
         emit(check(call, box, sides["torch"], modules))
     t = alternate(sides, args.rounds)
     if torch:
-        extra.update(speedup_vs_release=round(1 / t["ratio"]["median"], 2),
-                     speedup_min=round(1 / t["ratio"]["max"], 2),
-                     speedup_max=round(1 / t["ratio"]["min"], 2))  # fmt: skip
+        extra.update(speedup(t["ratio"]))
     common = (args.batch, args.size)
-    jax_peak = peak.get(f"jax_matmul_gflops_{args.dtype}", peak["jax_matmul_gflops"])
-    row("jax_liveportrait_step_l1", *common, t["jax"], gflop, jax_peak, dtype=args.dtype, **extra)
+    row("jax_liveportrait_step_l1", *common, t["jax"], gflop, peaks[("jax", args.dtype)],
+        dtype=args.dtype, **extra)  # fmt: skip
     if torch:
-        row("torch_release_step_l1", *common, t["torch"], gflop, peak["torch_matmul_gflops"],
-            dtype="float32", torch=torch.__version__, threads=args.threads)  # fmt: skip
+        row("torch_release_step_l1", *common, t["torch"], gflop, peaks[peak_key(release)],
+            **release, **speedup(t["ratio"], *JAX_SPEEDUP))  # fmt: skip
 
 
 if __name__ == "__main__":

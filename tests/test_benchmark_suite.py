@@ -1,6 +1,8 @@
-"""benchmarks/suite.py: collecting the scripts' rows, failures and timeouts kept as rows,
-each row's fraction of the measured peak, and the README table; and the alternating timer
-the comparisons use (benchmarks/_timing.py)."""
+"""benchmarks/suite.py: collecting the scripts' rows, failures and timeouts kept as rows (a
+timed-out script's whole process group ended), the budget's shares, each row's fraction of
+the measured peak of its own framework, device and dtype, and the README table; and what
+the comparisons use (benchmarks/_timing.py): the alternating timer with any number of
+sides, the torch modes and devices (torch itself only where it is installed)."""
 
 import importlib.util
 import json
@@ -68,12 +70,69 @@ def test_a_failing_or_slow_benchmark_is_a_row_and_keeps_what_it_printed(tmp_path
     ]
 
 
-def test_reference_checkouts_reach_the_scripts_that_take_them():
+def _gone(pid) -> bool:
+    """The process has ended (no longer listed, or a zombie nobody reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_a_timed_out_benchmark_is_ended_with_its_children_and_logged(tmp_path):
+    pid_file = tmp_path / "child.pid"
+    bench = script(
+        tmp_path,
+        "spawner",
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        'print(\'{"run": "started"}\', flush=True)\n'
+        "time.sleep(60)\n",
+    )
+    log = tmp_path / "benches.log"
+    with open(log, "w") as f:
+        rows = suite.run_one(bench, quick=True, references={}, timeout=3, log=f)
+    assert rows[0] == {"benchmark": "spawner", "run": "started"}
+    assert rows[1]["error"] == "timed out after 3 s"
+    child = int(pid_file.read_text())
+    deadline = time.time() + 10
+    while not _gone(child) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _gone(child)
+    text = log.read_text()
+    assert text.startswith("==== spawner: ") and '{"run": "started"}' in text
+
+
+def test_reference_checkouts_and_the_torch_device_reach_the_scripts_that_take_them():
     bench = suite.Bench("lia_inference", ("--a",), ("--b",), reference="lia")
     command = bench.command(quick=False, references={"lia": "/ref/LIA", "liveportrait": ""})
     assert command[1].endswith(os.path.join("benchmarks", "lia_inference.py"))
     assert command[2:] == ["--a", "--torch_reference=/ref/LIA"]
     assert bench.command(quick=True, references={"lia": ""})[2:] == ["--b"]
+    references = {"lia": "/ref/LIA", "liveportrait": ""}
+    assert bench.command(False, references, "cuda")[2:] == [
+        "--a", "--torch_reference=/ref/LIA", "--torch_device=cuda"
+    ]  # fmt: skip
+    assert bench.command(False, {"lia": ""}, "cuda")[2:] == ["--a"]  # no torch side
+    peak = suite.Bench("peak", (), ())
+    assert peak.command(False, references, "auto")[2:] == ["--torch_device=auto"]
+    assert peak.command(False, {"lia": "", "liveportrait": ""}, "auto")[2:] == []
+    loader = suite.Bench("data_loader", ("--x",), ())
+    assert loader.command(False, references, "cuda")[2:] == ["--x"]
+
+
+def test_full_shapes_keep_the_later_benchmarks_shares():
+    benches = [suite.Bench(n, (), (), share_s=s) for n, s in (("a", 20), ("b", 100), ("c", 50))]
+    # 400 s left: b may run until only c's 50 s are left; a until b's and c's 150 s are
+    assert suite.timeout_for(benches, 0, 400, 300, quick=False) == 250
+    assert suite.timeout_for(benches, 1, 400, 300, quick=False) == 300  # the per-run cap
+    assert suite.timeout_for(benches, 1, 120, 300, quick=False) == 100  # never below its share
+    assert suite.timeout_for(benches, 1, 60, 300, quick=False) == 60  # nor past the budget
+    assert suite.timeout_for(benches, 2, 70, 300, quick=False) == 70
+    assert suite.timeout_for(benches, 0, 400, 300, quick=True) == 300  # CPU shapes: no shares
+    assert sum(b.share_s for b in suite.BENCHES) <= 480  # the default budget holds them all
 
 
 def test_peak_fraction_by_dtype_and_the_table():
@@ -93,6 +152,7 @@ def test_peak_fraction_by_dtype_and_the_table():
     ]  # fmt: skip
     rows = suite.with_peak_fraction(rows)
     assert rows[3]["peak_fraction"] == 0.5  # no dtype: fp32's peak
+    assert "framework" not in rows[1] and timing.peak_key(rows[1]) == ("jax", "float32")
     assert rows[4]["peak_fraction"] == 0.25
     assert "peak_fraction" not in rows[1] and "peak_fraction" not in rows[5]
     text = suite.table(rows)
@@ -105,6 +165,46 @@ def test_peak_fraction_by_dtype_and_the_table():
     assert not any("wall_s" in line or "| peak | x86_64" in line for line in lines)
 
 
+def test_each_row_against_the_peak_of_its_framework_device_and_dtype():
+    rows = [
+        {"benchmark": "peak", "run": "matmul_peak", "dtype": "float32", "gflop_per_s": 400.0},
+        {"benchmark": "peak", "run": "matmul_peak", "dtype": "bfloat16", "gflop_per_s": 800.0},
+        {"benchmark": "peak", "run": "matmul_peak", "framework": "torch", "torch_device": "cuda",
+         "dtype": "float32", "tf32": True, "gflop_per_s": 200.0},
+        {"benchmark": "peak", "run": "matmul_peak", "framework": "torch", "torch_device": "cuda",
+         "dtype": "float16", "gflop_per_s": 1000.0},
+        # a script's own peak measurement: not the suite's
+        {"benchmark": "lia", "run": "matmul_peak", "dtype": "float32", "gflop_per_s": 1.0},
+        {"benchmark": "lia", "run": "jax_lia_full", "batch": 8, "ms_per_frame": 2.0,
+         "gflop_per_s": 100.0, "speedup_vs_release": 1.5},
+        {"benchmark": "lia", "run": "torch_release_full", "torch_device": "cuda",
+         "mode": "eager_fp32", "dtype": "float32", "batch": 8, "ms_per_frame": 3.0,
+         "gflop_per_s": 50.0, "jax_speedup": 1.5},
+        {"benchmark": "lia", "run": "torch_release_full", "torch_device": "cuda",
+         "mode": "compile_fp16", "dtype": "float16", "batch": 8, "ms_per_frame": 1.0,
+         "gflop_per_s": 250.0, "jax_speedup": 0.5},
+        {"benchmark": "lia", "run": "torch_release_full", "torch_device": "cpu",
+         "mode": "eager_fp32", "dtype": "float32", "batch": 8, "ms_per_frame": 90.0,
+         "gflop_per_s": 5.0, "jax_speedup": 45.0},
+        {"benchmark": "unet", "bench": "step", "dtype": "bfloat16", "s_per_step": 0.5,
+         "gflop_per_s": 200.0},
+    ]  # fmt: skip
+    rows = suite.with_peak_fraction(rows)
+    assert rows[5]["peak_fraction"] == 0.25  # jax, fp32
+    assert rows[6]["peak_fraction"] == 0.25  # torch on cuda, fp32 (TF32 as torch runs it)
+    assert rows[7]["peak_fraction"] == 0.25  # torch on cuda, fp16
+    assert "peak_fraction" not in rows[8]  # no torch peak was measured on the CPU
+    assert rows[9]["peak_fraction"] == 0.25  # jax, bf16
+    assert not any("peak_fraction" in r for r in rows[:5])
+    lines = suite.table(rows).splitlines()
+    assert "| peak | matmul_peak torch cuda dtype float16 |  |  |  | 1000 |  |  |" in lines
+    assert "| lia | jax_lia_full batch 8 | 2 |  |  | 100 | 0.25 | 1.5 |" in lines
+    assert (
+        "| lia | torch_release_full compile_fp16 cuda dtype float16 batch 8 | 1 |  |  | 250 "
+        "| 0.25 | 0.5 jax_speedup |" in lines
+    )
+
+
 def test_the_table_of_a_saved_run(tmp_path, capsys, monkeypatch):
     saved = tmp_path / "bench.json"
     rows = [{"benchmark": "lia", "run": "jax_full", "batch": 8, "ms_per_frame": 1.25}]
@@ -114,24 +214,132 @@ def test_the_table_of_a_saved_run(tmp_path, capsys, monkeypatch):
     assert "| lia | jax_full batch 8 | 1.25 |" in capsys.readouterr().out
 
 
-def test_alternate_takes_turns_and_reports_the_per_round_ratio():
-    order = []
+def test_the_committed_runs_still_render(capsys, monkeypatch):
+    saved = os.path.join(BENCHMARKS, "results", "cpu_2core_quick.json")
+    monkeypatch.setattr(sys, "argv", ["suite.py", f"--table={saved}"])
+    suite.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        "| lia_inference | jax_lia_full batch 1 | 646.9 | 1.55 frames_per_s |  | 105.2 | 0.585 "
+        "| 1.58 |" in lines
+    )
+    assert (
+        "| liveportrait_frame | torch dtype float32 batch 1 size 128 | 1805 | 0.554 "
+        "frames_per_s |  | 165.3 | 0.919 |  |" in lines
+    )
 
-    def side(name, seconds):
+
+def test_a_run_writes_its_json_after_each_benchmark(tmp_path, capsys, monkeypatch):
+    peak = script(
+        tmp_path,
+        "peak",
+        "import json\n"
+        "print(json.dumps({'machine': 'x', 'backend': 'cpu', 'device': 'cpu'}))\n"
+        "print(json.dumps({'run': 'matmul_peak', 'dtype': 'float32', 'gflop_per_s': 10.0}))\n",
+    )
+    ok = script(
+        tmp_path,
+        "ok",
+        "import json\nprint(json.dumps({'run': 'x', 'ms': 1.0, 'gflop_per_s': 5.0}))\n",
+    )
+    dead = script(tmp_path, "dead", "raise SystemExit('RuntimeError: broken')\n")
+    monkeypatch.setattr(suite, "BENCHES", (peak, ok, dead))
+    out = tmp_path / "run.json"
+    monkeypatch.setattr(sys, "argv", ["suite.py", "--quick", f"--out={out}"])
+    suite.main()
+    saved = json.loads(out.read_text())
+    assert saved["quick"] is True
+    assert [r["benchmark"] for r in saved["rows"]] == ["peak"] * 3 + ["ok"] * 2 + ["dead"]
+    assert saved["rows"][3]["peak_fraction"] == 0.5
+    assert "| ok | x | 1 |  |  | 5 | 0.5 |  |" in capsys.readouterr().out.splitlines()
+
+
+def _sides(order: list, **seconds):
+    """{name: a call that sleeps its seconds and notes its name in `order`}."""
+
+    def side(name, s):
         def call():
             order.append(name)
-            time.sleep(seconds)
+            time.sleep(s)
 
         return call
 
-    out = timing.alternate({"slow": side("a", 0.02), "fast": side("b", 0.005)}, rounds=3)
-    assert order == ["a", "b"] * 4  # one warm-up call each, then a, b per round
+    return {name: side(name, s) for name, s in seconds.items()}
+
+
+def test_alternate_takes_turns_and_reports_the_per_round_ratio():
+    order = []
+    out = timing.alternate(_sides(order, slow=0.02, fast=0.005), rounds=3)
+    assert order == ["slow", "fast"] * 4  # one warm-up call each, then both per round
     assert out["slow"]["rounds"] == out["fast"]["rounds"] == 3
     assert out["slow"]["min_s"] <= out["slow"]["median_s"] <= out["slow"]["max_s"]
     assert out["slow"]["median_s"] >= 0.02
     assert 1.5 < out["ratio"]["median"] < 6
     assert out["ratio"]["min"] <= out["ratio"]["median"] <= out["ratio"]["max"]
-    assert "ratio" not in timing.alternate({"one": side("c", 0)}, rounds=2)
+    assert out["ratios"] == {"fast": out["ratio"]}
+    alone = timing.alternate(_sides(order, one=0), rounds=2)
+    assert "ratio" not in alone and "ratios" not in alone
+
+
+def test_alternate_with_more_sides_gives_the_first_against_each_other():
+    order, times = [], {}
+    sides = _sides(order, jax=0.01, eager=0.03, compiled=0.005)
+    out = timing.alternate(sides, rounds=3, times=times)
+    assert order == ["jax", "eager", "compiled"] * 4
+    assert set(out["ratios"]) == {"eager", "compiled"} and "ratio" not in out
+    assert out["ratios"]["eager"]["max"] < 1 < out["ratios"]["compiled"]["min"]
+    assert [len(t) for t in times.values()] == [3, 3, 3]
+    assert out["ratios"]["eager"] == timing.ratio(times["jax"], times["eager"])
+    assert timing.ratio([2.0, 4.0, 9.0], [1.0, 1.0, 3.0]) == {"median": 3.0, "min": 2.0, "max": 4.0}
+    fast = timing.speedup({"median": 0.5, "min": 0.25, "max": 1.0})
+    assert fast == {"speedup_vs_release": 2.0, "speedup_min": 1.0, "speedup_max": 4.0}
+    assert timing.speedup({"median": 2.0, "min": 1.0, "max": 4.0}, *timing.JAX_SPEEDUP) == {
+        "jax_speedup": 0.5, "jax_speedup_min": 0.25, "jax_speedup_max": 1.0
+    }  # fmt: skip
+
+
+def test_torch_modes_are_parsed_and_fp16_is_refused_on_the_cpu():
+    modes = timing.torch_modes("eager_fp32,compile_fp16,eager_bf16", "cuda")
+    assert [(m.name, m.compiled, m.dtype) for m in modes] == [
+        ("eager_fp32", False, "float32"),
+        ("compile_fp16", True, "float16"),
+        ("eager_bf16", False, "bfloat16"),
+    ]
+    assert [m.dtype for m in timing.torch_modes("compile_fp32,eager_bf16", "cpu")] == [
+        "float32", "bfloat16"
+    ]  # fmt: skip
+    with pytest.raises(SystemExit, match="compile_fp16: fp16 runs on cuda only"):
+        timing.torch_modes("eager_fp32,compile_fp16", "cpu")
+    with pytest.raises(SystemExit, match="jit_fp16: not one of"):
+        timing.torch_modes("jit_fp16", "cuda")
+    eager = modes[0]
+    assert eager.module(None, "module", "max-autotune") == "module"  # eager: itself
+    with eager.autocast(None, "cuda"):  # fp32: no autocast, torch not needed
+        pass
+    row = {**timing.torch_fields(_FakeTorch, "cuda", modes[1], threads=2), "gflop_per_s": 1.0}
+    assert row == {"torch_device": "cuda", "mode": "compile_fp16", "dtype": "float16",
+                   "torch": "0.0", "gflop_per_s": 1.0}  # fmt: skip
+    assert timing.peak_key(row) == ("torch", "cuda", "float16")
+    assert timing.torch_fields(_FakeTorch, "cpu", threads=2)["threads"] == 2
+
+
+class _FakeTorch:
+    __version__ = "0.0"
+
+
+def test_torch_on_this_machine_peak_and_device():
+    torch = pytest.importorskip("torch")
+    device = timing.torch_device(torch, "auto")
+    assert device == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(SystemExit, match="one of auto, cpu, cuda"):
+        timing.torch_device(torch, "gpu")
+    row = timing.peak_row("float32", 64, 2, torch, "cpu")
+    assert row["framework"] == "torch" and row["torch_device"] == "cpu" and row["gflop_per_s"] > 0
+    assert timing.peak_key(row) == ("torch", "cpu", "float32")
+    calls = []
+    call = timing.blocking(torch, "cpu", lambda: calls.append(1))
+    call()
+    assert calls == [1]
 
 
 @pytest.mark.parametrize("dtype", ["float32"])
