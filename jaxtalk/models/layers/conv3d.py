@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxtalk.models.layers.conv_kernel_grad import conv_general_dilated
 from jaxtalk.models.layers.torch_nn import conv_bias, torch_kernel_init
 from jaxtalk.models.layers.upsampled_conv import (
     interleave,
@@ -39,7 +40,7 @@ METHODS = ("auto", "native", "slices", "concat", "patches")
 
 
 def _conv2d(x, kernel, padding):
-    return lax.conv_general_dilated(
+    return conv_general_dilated(
         x, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
 

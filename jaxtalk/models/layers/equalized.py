@@ -18,8 +18,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 
+from jaxtalk.models.layers.conv_kernel_grad import conv_general_dilated
 from jaxtalk.models.layers.torch_nn import conv_bias
 from jaxtalk.models.layers.upfirdn import Blur
 
@@ -76,7 +76,7 @@ class EqualConv2d(nn.Module):
         )
         scale = 1.0 / math.sqrt(cin * k * k)
         p = self.padding
-        y = lax.conv_general_dilated(
+        y = conv_general_dilated(
             x.astype(self.dtype),
             (kernel * scale).astype(self.dtype),
             (self.stride, self.stride),

@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
+from jaxtalk.models.layers.conv_kernel_grad import conv_general_dilated
 from jaxtalk.models.layers.equalized import CONV_AXES, EqualLinear, FusedLeakyReLU
 from jaxtalk.models.layers.upfirdn import blur
 
@@ -58,7 +59,7 @@ def conv_transpose2d(x, kernel, stride: int = 2, feature_group_count: int = 1):
             # asymmetric padding expressed inside the convolution
             xp = jnp.pad(x, [(0, 0), (th - 1, mh - h), (tw - 1, mw - w_), (0, 0)])
             cols.append(
-                lax.conv_general_dilated(
+                conv_general_dilated(
                     xp,
                     sub.astype(x.dtype),
                     (1, 1),
@@ -134,11 +135,11 @@ class ModulatedConv2d(nn.Module):
         if self.downsample:
             p = (len(self.blur_kernel) - 2) + (k - 1)
             x = blur(x, self.blur_kernel, ((p + 1) // 2, p // 2))
-            return lax.conv_general_dilated(
+            return conv_general_dilated(
                 x, w, (2, 2), "VALID", dimension_numbers=_DN, feature_group_count=groups
             )
         p = k // 2
-        return lax.conv_general_dilated(
+        return conv_general_dilated(
             x, w, (1, 1), [(p, p), (p, p)], dimension_numbers=_DN, feature_group_count=groups
         )
 

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtalk.models.layers import torch_nn
+from jaxtalk.models.layers.conv_kernel_grad import conv_general_dilated
 
 EPS = 1e-12
 
@@ -84,7 +85,7 @@ class SpectralNormConv(nn.Module):
             self.param_dtype,
         )
         weight = spectral_normalize(self, kernel, train, self.eps)
-        y = jax.lax.conv_general_dilated(
+        y = conv_general_dilated(
             x.astype(self.dtype),
             weight.astype(self.dtype),
             (1, 1),

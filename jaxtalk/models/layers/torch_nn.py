@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk.models.layers import conv_kernel_grad
+
 Dtype = Any
 
 BATCH_NORM_EPS = 1e-5
@@ -123,6 +125,7 @@ def conv(
         padding=padding,
         use_bias=use_bias,
         feature_group_count=feature_group_count,
+        conv_general_dilated=conv_kernel_grad.conv_general_dilated,
         dtype=dtype,
         param_dtype=param_dtype,
         name=name,

@@ -24,8 +24,8 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
+from jaxtalk.models.layers.conv_kernel_grad import conv_general_dilated
 from jaxtalk.models.layers.torch_nn import conv_bias, torch_kernel_init
 
 MIN_POSITIONS = 256
@@ -65,9 +65,7 @@ def _fold_kernel(kernel, row_fold, col_fold):
 
 
 def _conv(x, kernel, pads):
-    return lax.conv_general_dilated(
-        x, kernel, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
+    return conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def phase_convs(x, kernel, factor: int) -> dict[tuple[int, int], Any]:
