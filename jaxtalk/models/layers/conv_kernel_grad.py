@@ -7,16 +7,18 @@ where the forward conv and the input gradient run at 100-200: LivePortrait W's h
 conv (142 channels, 16 slices of 64x64) took 4.4 s per kernel gradient, 14% of W's whole
 training step. `benchmarks/conv_kernel_grad.py` measures the two ways side by side.
 
-Here, for a stride-1, undilated, ungrouped, channels-last 2-D conv over more than one image,
-the kernel gradient is kh matmuls instead ("rows"): for kernel row i, the padded input's rows
-i .. i + Ho as (P, Cin) against the output gradient shifted by each kernel column j and
+Here, for a stride-1, undilated, ungrouped, channels-last 2-D conv, the kernel gradient is
+kh matmuls instead ("rows"): for kernel row i, the padded input's rows i .. i + Ho as (P, Cin) against the output gradient shifted by each kernel column j and
 stacked on channels as (P, kw * Cout), where P counts every (image, row, padded column):
 
     dK[i, j, c, d] = sum_{n, h, w'} xp[n, h + i, w', c] * dy[n, h, w' - j, d]
 
 (dy zero outside its width). The stacked gradient is built once for all rows, and each
 matmul's inner dimension is the whole batch's pixels, which is what a CPU matmul does best.
-On a single image XLA's own gradient is as fast or faster, so it stays. The forward conv and
+(With fewer input than output channels, the input's columns are the side stacked instead.)
+XLA's own gradient is a little faster at a few shapes (one image with many channels: 0.94x;
+an RGB input conv: 0.81x, milliseconds) and up to 10x slower at others (one output channel,
+a batch of maps), so every such conv on CPU takes this form. The forward conv and
 the input gradient are XLA's in every case; only where the kernel gradient comes from
 changes, so results agree to float rounding.
 
