@@ -12,7 +12,7 @@ from jaxtalk.models.layers import conv_kernel_grad as ckg
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 CASES = [
-    # (x shape, kernel shape, padding)
+    # (x shape, kernel shape, padding[, strides: (1, 1) if not given])
     ((2, 9, 7, 3), (3, 3, 3, 5), ((1, 1), (1, 1))),  # fewer input channels: x stacked
     ((1, 9, 7, 6), (3, 3, 6, 2), ((1, 1), (1, 1))),  # one image, fewer output channels
     ((3, 8, 8, 4), (7, 7, 4, 2), ((3, 3), (3, 3))),
@@ -20,26 +20,32 @@ CASES = [
     ((2, 5, 5, 2), (1, 1, 2, 3), ((0, 0), (0, 0))),
     ((2, 6, 6, 2), (3, 3, 2, 3), "SAME"),
     ((2, 6, 6, 2), (4, 4, 2, 3), "VALID"),
+    # strided: one stride-1 gradient per phase of the input
+    ((2, 9, 9, 4), (3, 3, 4, 6), ((0, 0), (0, 0)), (2, 2)),  # a blurred downsampling conv
+    ((2, 8, 8, 6), (1, 1, 6, 4), ((0, 0), (0, 0)), (2, 2)),  # a skip connection's 1x1
+    ((2, 11, 10, 3), (4, 5, 3, 2), ((1, 2), (0, 1)), (3, 2)),  # unequal strides, ragged
+    ((1, 7, 7, 2), (3, 3, 2, 3), "SAME", (2, 2)),
 ]
+CASES = [case + ((1, 1),) * (4 - len(case)) for case in CASES]
 
 
-def _loss(conv, padding, **kw):
+def _loss(conv, padding, strides=(1, 1), **kw):
     def loss(x, k):
-        y = conv(x, k, (1, 1), padding, dimension_numbers=NHWC, **kw)
+        y = conv(x, k, strides, padding, dimension_numbers=NHWC, **kw)
         return jnp.sum(jnp.sin(y) * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape) / y.size)
 
     return loss
 
 
-@pytest.mark.parametrize("x_shape, k_shape, padding", CASES)
-def test_rows_gradient_equals_xla(monkeypatch, x_shape, k_shape, padding):
+@pytest.mark.parametrize("x_shape, k_shape, padding, strides", CASES)
+def test_rows_gradient_equals_xla(monkeypatch, x_shape, k_shape, padding, strides):
     monkeypatch.setenv("JAXTALK_CONV_KERNEL_GRAD", "rows")
     rng = np.random.default_rng(0)
     with jax.enable_x64(True):
         x, k = (jnp.asarray(rng.standard_normal(s)) for s in (x_shape, k_shape))
-        assert ckg._row_pads(x, k, (1, 1), padding, None, None, NHWC, 1, 1, None, None)
-        ours = jax.value_and_grad(_loss(ckg.conv_general_dilated, padding), (0, 1))(x, k)
-        theirs = jax.value_and_grad(_loss(lax.conv_general_dilated, padding), (0, 1))(x, k)
+        assert ckg._row_pads(x, k, strides, padding, None, None, NHWC, 1, 1, None, None)
+        ours = jax.value_and_grad(_loss(ckg.conv_general_dilated, padding, strides), (0, 1))(x, k)
+        theirs = jax.value_and_grad(_loss(lax.conv_general_dilated, padding, strides), (0, 1))(x, k)
         for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
             assert a.shape == b.shape
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
@@ -62,7 +68,7 @@ def test_rows_gradient_in_bfloat16_accumulates_in_float32(monkeypatch):
 @pytest.mark.parametrize(
     "change",
     [
-        dict(window_strides=(2, 2)),
+        dict(lhs_dilation=(2, 2), padding=((1, 1), (1, 1))),
         dict(rhs_dilation=(2, 2)),
         dict(feature_group_count=3, k_shape=(3, 3, 1, 3)),
         dict(padding=((-1, 1), (1, 1))),

@@ -69,7 +69,7 @@ def conv_general_dilated(
         feature_group_count, batch_group_count, precision, preferred_element_type,
     )  # fmt: skip
     if pads is not None:
-        return _conv(lhs, rhs, pads)
+        return _conv(lhs, rhs, pads, tuple(int(s) for s in window_strides))
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
         feature_group_count, batch_group_count, precision, preferred_element_type,
@@ -84,39 +84,93 @@ def _row_pads(lhs, rhs, strides, padding, lhs_dil, rhs_dil, dn, groups, batch_gr
         return None
     if precision is not None or preferred is not None or method() != "rows":
         return None
-    if any(s != 1 for s in strides) or any(d != 1 for d in (lhs_dil or ()) + (rhs_dil or ())):
+    if any(s < 1 for s in strides) or any(d != 1 for d in (lhs_dil or ()) + (rhs_dil or ())):
         return None
     if dn is None or lax.conv_dimension_numbers(
         lhs.shape, rhs.shape, dn
     ) != lax.conv_dimension_numbers(lhs.shape, rhs.shape, _CHANNELS_LAST):
         return None
     if isinstance(padding, str):
-        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
+        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
     pads = tuple((int(a), int(b)) for a, b in padding)
     return pads if min(min(p) for p in pads) >= 0 else None
 
 
-def _xla_conv(x, kernel, pads):
-    return lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=_CHANNELS_LAST)
+def _xla_conv(x, kernel, pads, strides=(1, 1)):
+    return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_CHANNELS_LAST)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv(x, kernel, pads):
-    return _xla_conv(x, kernel, pads)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv(x, kernel, pads, strides):
+    return _xla_conv(x, kernel, pads, strides)
 
 
-def _conv_fwd(x, kernel, pads):
-    return _xla_conv(x, kernel, pads), (x, kernel)
+def _conv_fwd(x, kernel, pads, strides):
+    return _xla_conv(x, kernel, pads, strides), (x, kernel)
 
 
-def _conv_bwd(pads, residuals, dy):
+def _conv_bwd(pads, strides, residuals, dy):
     x, kernel = residuals
-    _, input_vjp = jax.vjp(lambda x_: _xla_conv(x_, kernel, pads), x)
-    (dx,) = input_vjp(dy)
-    return dx, kernel_grad_rows(x, dy, kernel.shape[:2], pads).astype(kernel.dtype)
+    if strides == (1, 1):
+        _, input_vjp = jax.vjp(lambda x_: _xla_conv(x_, kernel, pads), x)
+        (dx,) = input_vjp(dy)
+    else:
+        dx = input_grad_phases(dy, kernel, x.shape, pads, strides)
+    dk = kernel_grad(x, dy, kernel.shape[:2], pads, strides)
+    return dx, dk.astype(kernel.dtype)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def kernel_grad(x, dy, kernel_size, pads, strides=(1, 1)):
+    """dK (kh, kw, Cin, Cout) of the conv of x (N, H, W, Cin) padded by `pads` with
+    `strides`, given its output gradient dy (N, Ho, Wo, Cout). A strided conv is the sum of
+    stride-1 convs, one per phase (a, b) of the padded input, xp[:, a::sh, b::sw], with the
+    kernel taps K[a::sh, b::sw]; each phase's taps get the rows gradient of that phase."""
+    sh, sw = strides
+    if (sh, sw) == (1, 1):
+        return kernel_grad_rows(x, dy, kernel_size, pads)
+    kh, kw = kernel_size
+    (top, bottom), (left, right) = pads
+    xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    _, ho, wo, _ = dy.shape
+    acc = jnp.promote_types(jnp.result_type(x, dy), jnp.float32)
+    dk = jnp.zeros((kh, kw, x.shape[-1], dy.shape[-1]), acc)
+    for a in range(min(sh, kh)):
+        qa = -(-(kh - a) // sh)  # the taps a, a + sh, ... of this phase
+        for b in range(min(sw, kw)):
+            qb = -(-(kw - b) // sw)
+            phase = xp[:, a::sh, b::sw][:, : ho + qa - 1, : wo + qb - 1]
+            taps = kernel_grad_rows(phase, dy, (qa, qb), ((0, 0), (0, 0)))
+            dk = dk.at[a::sh, b::sw].set(taps)
+    return dk
+
+
+def input_grad_phases(dy, kernel, x_shape, pads, strides):
+    """dx of a strided conv (`kernel_grad`'s terms) without XLA's zero-dilated output
+    gradient: each phase's input gradient is the full stride-1 correlation of dy with that
+    phase's taps, flipped; the phases are then interleaved and the padding cut off."""
+    sh, sw = strides
+    kh, kw, cin, _ = kernel.shape
+    n, height, width, _ = x_shape
+    (top, bottom), (left, right) = pads
+    hp, wp = height + top + bottom, width + left + right
+    lh, lw = -(-hp // sh), -(-wp // sw)  # rows and columns per phase
+    phases = []
+    for a in range(sh):
+        row = []
+        for b in range(sw):
+            taps = kernel[a::sh, b::sw][::-1, ::-1].transpose(0, 1, 3, 2)  # (qa, qb, Cout, Cin)
+            qa, qb = taps.shape[:2]
+            if qa == 0 or qb == 0:  # a kernel smaller than the stride: no tap reads here
+                row.append(jnp.zeros((n, lh, lw, cin), dy.dtype))
+                continue
+            g = _xla_conv(dy, taps, ((qa - 1, qa - 1), (qb - 1, qb - 1)))
+            row.append(jnp.pad(g, ((0, 0), (0, lh - g.shape[1]), (0, lw - g.shape[2]), (0, 0))))
+        phases.append(jnp.stack(row, axis=3))  # (N, lh, lw, sw, Cin)
+    dxp = jnp.stack(phases, axis=2).reshape(n, lh * sh, lw * sw, cin)
+    return dxp[:, top : top + height, left : left + width]
 
 
 def kernel_grad_rows(x, dy, kernel_size, pads):
