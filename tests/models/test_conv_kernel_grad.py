@@ -25,6 +25,7 @@ CASES = [
     ((2, 8, 8, 6), (1, 1, 6, 4), ((0, 0), (0, 0)), (2, 2)),  # a skip connection's 1x1
     ((2, 11, 10, 3), (4, 5, 3, 2), ((1, 2), (0, 1)), (3, 2)),  # unequal strides, ragged
     ((1, 7, 7, 2), (3, 3, 2, 3), "SAME", (2, 2)),
+    ((1, 7, 7, 128), (3, 3, 128, 2), ((1, 0), (0, 1)), (2, 2)),  # the forward by phases too
 ]
 CASES = [case + ((1, 1),) * (4 - len(case)) for case in CASES]
 
@@ -104,3 +105,28 @@ def test_method_by_backend_and_override(monkeypatch):
     monkeypatch.setenv("JAXTALK_CONV_KERNEL_GRAD", "fft")
     with pytest.raises(ValueError, match="JAXTALK_CONV_KERNEL_GRAD"):
         ckg.method()
+
+
+def test_second_order_gradients_equal_xla(monkeypatch):
+    """An R1-style penalty (the gradient of a gradient, as the discriminators' regularisers
+    take it) through a stride-1 and a strided conv."""
+    monkeypatch.setenv("JAXTALK_CONV_KERNEL_GRAD", "rows")
+    rng = np.random.default_rng(2)
+
+    def penalty(conv):
+        def d(x, k1, k2):
+            h = jnp.tanh(conv(x, k1, (1, 1), "SAME", dimension_numbers=NHWC))
+            return jnp.sum(jnp.sin(conv(h, k2, (2, 2), ((0, 0), (0, 0)), dimension_numbers=NHWC)))
+
+        def r1(k1, k2, x):
+            return jnp.sum(jax.grad(d)(x, k1, k2) ** 2)
+
+        return jax.grad(r1, (0, 1))
+
+    with jax.enable_x64(True):
+        x = jnp.asarray(rng.standard_normal((2, 9, 9, 3)))
+        k1, k2 = (jnp.asarray(rng.standard_normal(s)) for s in ((3, 3, 3, 4), (3, 3, 4, 130)))
+        ours = penalty(ckg.conv_general_dilated)(k1, k2, x)
+        theirs = penalty(lax.conv_general_dilated)(k1, k2, x)
+        for a, b in zip(ours, theirs):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)

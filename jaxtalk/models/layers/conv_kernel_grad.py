@@ -1,15 +1,19 @@
-"""`lax.conv_general_dilated` with a faster kernel gradient on CPU.
+"""`lax.conv_general_dilated` with faster gradients on CPU.
 
 Why: XLA's CPU backend computes a 2-D conv's kernel gradient as one more convolution, whose
 window is the whole image and whose batch is the input channels. For a batch of images (or
 the depth slices of a 3-D conv, conv3d.py) that runs at 12-50 GFLOP/s on the 2-core CPU
 where the forward conv and the input gradient run at 100-200: LivePortrait W's hourglass
 conv (142 channels, 16 slices of 64x64) took 4.4 s per kernel gradient, 14% of W's whole
-training step. `benchmarks/conv_kernel_grad.py` measures the two ways side by side.
+training step. Strided convs are slower still (LIA's encoder, batch 8): a stride-2 conv's
+forward pass runs at about 45 GFLOP/s, its input gradient convolves a zero-dilated output
+gradient, and its kernel gradient ran at 5-47 GFLOP/s. `benchmarks/conv_kernel_grad.py`
+measures the two ways side by side.
 
 Here, for a stride-1, undilated, ungrouped, channels-last 2-D conv, the kernel gradient is
-kh matmuls instead ("rows"): for kernel row i, the padded input's rows i .. i + Ho as (P, Cin) against the output gradient shifted by each kernel column j and
-stacked on channels as (P, kw * Cout), where P counts every (image, row, padded column):
+kh matmuls instead ("rows"): for kernel row i, the padded input's rows i .. i + Ho as
+(P, Cin) against the output gradient shifted by each kernel column j and stacked on
+channels as (P, kw * Cout), where P counts every (image, row, padded column):
 
     dK[i, j, c, d] = sum_{n, h, w'} xp[n, h + i, w', c] * dy[n, h, w' - j, d]
 
@@ -18,12 +22,17 @@ matmul's inner dimension is the whole batch's pixels, which is what a CPU matmul
 (With fewer input than output channels, the input's columns are the side stacked instead.)
 XLA's own gradient is a little faster at a few shapes (one image with many channels: 0.94x;
 an RGB input conv: 0.81x, milliseconds) and up to 10x slower at others (one output channel,
-a batch of maps), so every such conv on CPU takes this form. The forward conv and
-the input gradient are XLA's in every case; only where the kernel gradient comes from
-changes, so results agree to float rounding.
+a batch of maps), so every such conv on CPU takes this form. The forward conv and the input
+gradient are XLA's; only where the kernel gradient comes from changes, so results agree to
+float rounding.
 
-Other backends (GPU, TPU) keep XLA's gradient. $JAXTALK_CONV_KERNEL_GRAD=xla|rows overrides
-the choice (for benchmarks and tests).
+A strided conv is the sum of stride-1 convs over the phases of its input (`_phase_sum`):
+its gradients are those of the sum (each phase's kernel gradient by rows; both gradients
+together 2.1-3.3x XLA's at LIA's encoder shapes), and its forward pass is the sum where
+that is faster.
+
+Other backends (GPU, TPU) keep XLA's convs and gradients. $JAXTALK_CONV_KERNEL_GRAD=xla|rows
+overrides the choice (for benchmarks and tests).
 """
 
 from __future__ import annotations
@@ -62,14 +71,18 @@ def conv_general_dilated(
     precision=None,
     preferred_element_type=None,
 ):
-    """`lax.conv_general_dilated`, with the rows kernel gradient where it applies (see the
-    module docstring); also usable as flax `nn.Conv(conv_general_dilated=...)`."""
+    """`lax.conv_general_dilated`, with the rows kernel gradient (and strided convs by
+    phases) where it applies (see the module docstring); also usable as flax
+    `nn.Conv(conv_general_dilated=...)`."""
     pads = _row_pads(
         lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
         feature_group_count, batch_group_count, precision, preferred_element_type,
     )  # fmt: skip
     if pads is not None:
-        return _conv(lhs, rhs, pads, tuple(int(s) for s in window_strides))
+        strides = tuple(int(s) for s in window_strides)
+        if strides == (1, 1):
+            return _conv(lhs, rhs, pads)
+        return _strided_conv(lhs, rhs, pads, strides)
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
         feature_group_count, batch_group_count, precision, preferred_element_type,
@@ -96,81 +109,70 @@ def _row_pads(lhs, rhs, strides, padding, lhs_dil, rhs_dil, dn, groups, batch_gr
     return pads if min(min(p) for p in pads) >= 0 else None
 
 
-def _xla_conv(x, kernel, pads, strides=(1, 1)):
-    return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_CHANNELS_LAST)
+def _xla_conv(x, kernel, pads):
+    return lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=_CHANNELS_LAST)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv(x, kernel, pads, strides):
-    return _xla_conv(x, kernel, pads, strides)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv(x, kernel, pads):
+    return _xla_conv(x, kernel, pads)
 
 
-def _conv_fwd(x, kernel, pads, strides):
-    return _xla_conv(x, kernel, pads, strides), (x, kernel)
+def _conv_fwd(x, kernel, pads):
+    return _xla_conv(x, kernel, pads), (x, kernel)
 
 
-def _conv_bwd(pads, strides, residuals, dy):
+def _conv_bwd(pads, residuals, dy):
     x, kernel = residuals
-    if strides == (1, 1):
-        _, input_vjp = jax.vjp(lambda x_: _xla_conv(x_, kernel, pads), x)
-        (dx,) = input_vjp(dy)
-    else:
-        dx = input_grad_phases(dy, kernel, x.shape, pads, strides)
-    dk = kernel_grad(x, dy, kernel.shape[:2], pads, strides)
-    return dx, dk.astype(kernel.dtype)
+    _, input_vjp = jax.vjp(lambda x_: _xla_conv(x_, kernel, pads), x)
+    (dx,) = input_vjp(dy)
+    return dx, kernel_grad_rows(x, dy, kernel.shape[:2], pads).astype(kernel.dtype)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
-def kernel_grad(x, dy, kernel_size, pads, strides=(1, 1)):
-    """dK (kh, kw, Cin, Cout) of the conv of x (N, H, W, Cin) padded by `pads` with
-    `strides`, given its output gradient dy (N, Ho, Wo, Cout). A strided conv is the sum of
-    stride-1 convs, one per phase (a, b) of the padded input, xp[:, a::sh, b::sw], with the
-    kernel taps K[a::sh, b::sw]; each phase's taps get the rows gradient of that phase."""
+def _phase_sum(x, kernel, pads, strides):
+    """A strided conv as the sum of stride-1 convs, one per phase (a, b) of the padded
+    input, xp[:, a::sh, b::sw], with the kernel taps K[a::sh, b::sw] (the other phases are
+    never read); each phase's kernel gradient is then the rows form's."""
     sh, sw = strides
-    if (sh, sw) == (1, 1):
-        return kernel_grad_rows(x, dy, kernel_size, pads)
-    kh, kw = kernel_size
-    (top, bottom), (left, right) = pads
-    xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    _, ho, wo, _ = dy.shape
-    acc = jnp.promote_types(jnp.result_type(x, dy), jnp.float32)
-    dk = jnp.zeros((kh, kw, x.shape[-1], dy.shape[-1]), acc)
+    kh, kw = kernel.shape[:2]
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    ho, wo = (xp.shape[1] - kh) // sh + 1, (xp.shape[2] - kw) // sw + 1
+    y = None
     for a in range(min(sh, kh)):
-        qa = -(-(kh - a) // sh)  # the taps a, a + sh, ... of this phase
         for b in range(min(sw, kw)):
-            qb = -(-(kw - b) // sw)
-            phase = xp[:, a::sh, b::sw][:, : ho + qa - 1, : wo + qb - 1]
-            taps = kernel_grad_rows(phase, dy, (qa, qb), ((0, 0), (0, 0)))
-            dk = dk.at[a::sh, b::sw].set(taps)
-    return dk
-
-
-def input_grad_phases(dy, kernel, x_shape, pads, strides):
-    """dx of a strided conv (`kernel_grad`'s terms) without XLA's zero-dilated output
-    gradient: each phase's input gradient is the full stride-1 correlation of dy with that
-    phase's taps, flipped; the phases are then interleaved and the padding cut off."""
-    sh, sw = strides
-    kh, kw, cin, _ = kernel.shape
-    n, height, width, _ = x_shape
-    (top, bottom), (left, right) = pads
-    hp, wp = height + top + bottom, width + left + right
-    lh, lw = -(-hp // sh), -(-wp // sw)  # rows and columns per phase
-    phases = []
-    for a in range(sh):
-        row = []
-        for b in range(sw):
-            taps = kernel[a::sh, b::sw][::-1, ::-1].transpose(0, 1, 3, 2)  # (qa, qb, Cout, Cin)
+            taps = kernel[a::sh, b::sw]
             qa, qb = taps.shape[:2]
-            if qa == 0 or qb == 0:  # a kernel smaller than the stride: no tap reads here
-                row.append(jnp.zeros((n, lh, lw, cin), dy.dtype))
-                continue
-            g = _xla_conv(dy, taps, ((qa - 1, qa - 1), (qb - 1, qb - 1)))
-            row.append(jnp.pad(g, ((0, 0), (0, lh - g.shape[1]), (0, lw - g.shape[2]), (0, 0))))
-        phases.append(jnp.stack(row, axis=3))  # (N, lh, lw, sw, Cin)
-    dxp = jnp.stack(phases, axis=2).reshape(n, lh * sh, lw * sw, cin)
-    return dxp[:, top : top + height, left : left + width]
+            phase = xp[:, a::sh, b::sw][:, : ho + qa - 1, : wo + qb - 1]
+            term = _conv(phase, taps, ((0, 0), (0, 0)))
+            y = term if y is None else y + term
+    return y
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _strided_conv(x, kernel, pads, strides):
+    """A strided conv whose gradients are those of `_phase_sum`, and whose forward pass is
+    the phase sum where that is faster: with 128 or more input channels (LIA's stride-2
+    encoder convs: 1.1-1.7x XLA's), and XLA's own with fewer (64 channels: 0.65x) or a 1x1
+    kernel."""
+    if x.shape[-1] >= 128 and kernel.shape[0] * kernel.shape[1] > 1:
+        return _phase_sum(x, kernel, pads, strides)
+    return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_CHANNELS_LAST)
+
+
+def _strided_fwd(x, kernel, pads, strides):
+    return _strided_conv(x, kernel, pads, strides), (x, kernel)
+
+
+def _strided_bwd(pads, strides, residuals, dy):
+    x, kernel = residuals
+    _, vjp = jax.vjp(lambda x_, k_: _phase_sum(x_, k_, pads, strides), x, kernel)
+    return vjp(dy)
+
+
+_strided_conv.defvjp(_strided_fwd, _strided_bwd)
 
 
 def kernel_grad_rows(x, dy, kernel_size, pads):
