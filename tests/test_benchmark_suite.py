@@ -220,12 +220,12 @@ def test_the_committed_runs_still_render(capsys, monkeypatch):
     suite.main()
     lines = capsys.readouterr().out.splitlines()
     assert (
-        "| lia_inference | jax_lia_full batch 1 | 646.9 | 1.55 frames_per_s |  | 105.2 | 0.585 "
-        "| 1.58 |" in lines
+        "| lia_inference | jax_lia_full batch 1 | 573.1 | 1.74 frames_per_s |  | 119.4 | 0.603 "
+        "| 1.57 |" in lines
     )
     assert (
-        "| liveportrait_frame | torch dtype float32 batch 1 size 128 | 1805 | 0.554 "
-        "frames_per_s |  | 165.3 | 0.919 |  |" in lines
+        "| liveportrait_frame | torch eager_fp32 cpu dtype float32 batch 1 size 128 | 1921 | "
+        "0.521 frames_per_s |  | 155.4 | 0.869 | 0.92 jax_speedup |" in lines
     )
 
 
