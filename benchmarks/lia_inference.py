@@ -4,6 +4,8 @@ Times, jitted, in fp32 with random weights (the rate does not depend on their va
 - `full`: the release's forward pass `gen(source, driving)` (encode both, render);
 - `cached_source`: video-driven inference as `jaxtalk animate` runs it, the source
   encoded once and each frame costing encode_motion + render;
+both, as `jaxtalk animate` does, with the renderer's weight cache (the demodulation's
+weight-only tap sums, computed once per model: jaxtalk/models/layers/modulated.py),
 at batch 1 and batched, over --rounds rounds (median, min, max). `--torch_reference
 /path/to/LIA` also times the released PyTorch Generator's forward pass on --torch_device
 (auto: cuda when torch sees a GPU; torch.set_num_threads(--threads) on the CPU) in each of
@@ -48,6 +50,7 @@ from _timing import (
 )
 
 from jaxtalk import lapack_threads
+from jaxtalk.models.layers.weight_cache import WEIGHT_CACHE, weight_cache
 
 
 def _row(label, batch, timing, gflop=None, **extra):
@@ -78,6 +81,7 @@ def jax_calls(model_name, size, batch):
     src = jnp.asarray(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32))
     drv = jnp.asarray(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32))
     variables = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), src[:1], drv[:1]))
+    variables = {**variables, WEIGHT_CACHE: weight_cache(model, variables, src[:1], drv[:1])}
     full = jax.jit(lambda v, s, d: model.apply(v, s, d)["image"])
     encode = "encode_source" if model_name == "lia" else "encode"
     enc = model.apply(variables, src[:1], method=encode)

@@ -28,6 +28,7 @@ from jaxtalk.models.anitalker import stage2 as stage2_lib
 from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.models.anitalker.stage2 import DiffusionPredictor
 from jaxtalk.models.audio import mfcc as mfcc_lib
+from jaxtalk.models.layers.weight_cache import WEIGHT_CACHE, weight_cache
 from jaxtalk.models.pixels import to_model_range
 from jaxtalk.train import checkpoints
 
@@ -154,6 +155,10 @@ class AudioAnimator(Animator):
         self.stage1 = stage2_lib.stage1_from_config(stage1_config)
         self.stage1_params = {"params": stage1_params}
         self.size = int(stage1_config["size"])
+        # the renderer's weight-only demodulation sums, computed once for these weights
+        image = jnp.zeros((1, self.size, self.size, 3), jnp.float32)
+        cache = weight_cache(self.stage1, self.stage1_params, image, image)
+        self.stage1_rendering = {**self.stage1_params, WEIGHT_CACHE: cache}
         self.motion_scale, self.clip_x0, self.chunk = motion_scale, clip_x0, chunk
         self.motion_stats = motion_stats  # a run's per-dimension code statistics, if it has them
         self.schedule = schedules.make_schedule("linear", 1000)
@@ -358,7 +363,7 @@ class AudioAnimator(Animator):
         return state, np.asarray(self._codes(state, wav, seed, controls, ddim_steps))
 
     def drive(self, state, steps: np.ndarray):
-        return self._render(self.stage1_params, state["h"], state["feats"], jnp.asarray(steps))
+        return self._render(self.stage1_rendering, state["h"], state["feats"], jnp.asarray(steps))
 
     def _render_chunk(self, params, h, feats, codes):
         n = codes.shape[0]

@@ -22,6 +22,7 @@ import numpy as np
 from jaxtalk import fs
 from jaxtalk.inference.animator import AnimationError, Animator, Driver, ExportedFunction
 from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
+from jaxtalk.models.layers.weight_cache import WEIGHT_CACHE, weight_cache
 from jaxtalk.models.lia.generator import LIAGenerator
 from jaxtalk.models.pixels import to_model_range
 
@@ -98,7 +99,10 @@ class MotionAnimator(Animator):
         self._motion = lambda x: adapter.motion(
             model.apply(params, x, method=adapter.encode_motion)
         )
-        self._render = lambda *a: model.apply(params, *a, method=adapter.cls.render)["image"]
+        # the renderer's weight-only demodulation sums, computed once for these weights
+        image = jnp.zeros((1, self.size, self.size, 3), jnp.float32)
+        rendering = {**params, WEIGHT_CACHE: weight_cache(model, params, image, image)}
+        self._render = lambda *a: model.apply(rendering, *a, method=adapter.cls.render)["image"]
         self._encode_source = jax.jit(self._source)
         self._drive = jax.jit(self._chunk_step, static_argnames=("relative",))
 

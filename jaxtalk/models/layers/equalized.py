@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jaxtalk.models.layers.conv_kernel_grad import conv_general_dilated
 from jaxtalk.models.layers.torch_nn import conv_bias
 from jaxtalk.models.layers.upfirdn import Blur
+from jaxtalk.models.layers.weight_cache import cached
 
 CONV_AXES = (None, None, "conv_in", "conv_out")
 DENSE_AXES = ("embed", "mlp")
@@ -78,7 +79,7 @@ class EqualConv2d(nn.Module):
         p = self.padding
         y = conv_general_dilated(
             x.astype(self.dtype),
-            (kernel * scale).astype(self.dtype),
+            cached(self, "kernel", lambda: (kernel * scale).astype(self.dtype)),
             (self.stride, self.stride),
             [(p, p), (p, p)],
             dimension_numbers=_DN,

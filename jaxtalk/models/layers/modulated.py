@@ -15,6 +15,9 @@ Two implementations with the same result (tested against each other):
 The stride-2 transposed convolution is computed by sub-pixel decomposition (one ordinary
 convolution per output phase, then interleaving), which avoids lhs-dilated convolutions
 (slow on CPU) and the 4x zero-inserted work.
+
+The scaled kernel and demodulation's sum_{kh,kw} W^2 depend on the weights alone: inference
+reads them from a weight cache (jaxtalk/models/layers/weight_cache.py).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from jax import lax
 from jaxtalk.models.layers.conv_kernel_grad import conv_general_dilated
 from jaxtalk.models.layers.equalized import CONV_AXES, EqualLinear, FusedLeakyReLU
 from jaxtalk.models.layers.upfirdn import blur
+from jaxtalk.models.layers.weight_cache import cached
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -104,10 +108,11 @@ class ModulatedConv2d(nn.Module):
         )(style)  # (B, in)
         hi = jnp.promote_types(self.dtype, jnp.float32)  # modulation math in >= fp32
         s = s.astype(hi)
-        w = kernel.astype(hi) * (1.0 / math.sqrt(cin * k * k))
+        w = cached(self, "kernel", lambda: kernel.astype(hi) * (1.0 / math.sqrt(cin * k * k)))
         d = None
         if self.demodulate:  # sum_{kh,kw,i} (w * s_i)^2 = s^2 @ sum_{kh,kw} w^2
-            d = lax.rsqrt(jnp.dot(s * s, jnp.sum(w * w, axis=(0, 1))) + 1e-8)  # (B, out)
+            energy = cached(self, "tap_energy", lambda: jnp.sum(w * w, axis=(0, 1)))
+            d = lax.rsqrt(jnp.dot(s * s, energy) + 1e-8)  # (B, out)
         x = x.astype(self.dtype)
         if self.impl == "scaled_input":
             y = self._conv(x * s[:, None, None, :].astype(self.dtype), w.astype(self.dtype), 1)

@@ -41,6 +41,7 @@ from jaxtalk.models.layers.grid_sample import grid_sample_2d
 from jaxtalk.models.layers.modulated import ConstantInput, ModulatedConv2d, StyledConv
 from jaxtalk.models.layers.sharding import constrain
 from jaxtalk.models.layers.upfirdn import upsample
+from jaxtalk.models.layers.weight_cache import cached
 
 # The release's channel map (channel_multiplier 1).
 CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
@@ -111,8 +112,7 @@ class Direction(nn.Module):
     def basis(self):
         """Q (style_dim, motion_dim) of QR(weight + 1e-8), as the release computes it."""
         w = self.weight.astype(jnp.promote_types(self.weight.dtype, jnp.float32))
-        q, _ = jnp.linalg.qr(w + 1e-8, mode="reduced")
-        return q
+        return cached(self, "basis", lambda: jnp.linalg.qr(w + 1e-8, mode="reduced")[0])
 
     def __call__(self, alpha):
         """sum_i alpha_i Q[:, i] = alpha @ Q^T: (B, motion_dim) -> (B, style_dim)."""
