@@ -33,13 +33,14 @@ def test_the_cache_holds_each_demodulated_conv_and_renders_the_same_frames():
     assert {p for p in paths if p.endswith("tap_energy")} == {"dec/conv1/conv/tap_energy"} | {
         f"dec/convs_{i}/conv/tap_energy" for i in range(6)
     }
-    # every equalized or modulated conv's scaled kernel (but to_rgb1's, which the forward
+    # every equalized or modulated layer's scaled kernel (but to_rgb1's, which the forward
     # pass never runs), and the motion basis
-    n_kernels = sum(
-        path[-1].key == "kernel" and len(leaf.shape) == 4 and path[1].key != "to_rgb1"
-        for path, leaf in jax.tree_util.tree_leaves_with_path(variables["params"])
-    )
-    assert len([p for p in paths if p.endswith("kernel")]) == n_kernels
+    kernels = {
+        "/".join(k.key for k in path)
+        for path, _ in jax.tree_util.tree_leaves_with_path(variables["params"])
+        if path[-1].key == "kernel" and path[1].key != "to_rgb1"
+    }
+    assert {p for p in paths if p.endswith("kernel")} == kernels
     assert "dec/direction/basis" in paths
     kernel = variables["params"]["dec"]["convs_0"]["conv"]["kernel"]
     np.testing.assert_allclose(

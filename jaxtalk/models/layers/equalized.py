@@ -117,7 +117,10 @@ class EqualLinear(nn.Module):
             self.param_dtype,
         )
         scale = self.lr_mul / math.sqrt(din)
-        y = jnp.dot(x.astype(self.dtype), (kernel * scale).astype(self.dtype))
+        y = jnp.dot(
+            x.astype(self.dtype),
+            cached(self, "kernel", lambda: (kernel * scale).astype(self.dtype)),
+        )
         if not self.use_bias:
             return y
         bias = self.param(
