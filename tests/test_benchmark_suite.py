@@ -220,12 +220,12 @@ def test_the_committed_runs_still_render(capsys, monkeypatch):
     suite.main()
     lines = capsys.readouterr().out.splitlines()
     assert (
-        "| lia_inference | jax_lia_full batch 1 | 573.1 | 1.74 frames_per_s |  | 119.4 | 0.603 "
-        "| 1.57 |" in lines
+        "| lia_inference | jax_lia_full batch 1 | 461.5 | 2.17 frames_per_s |  | 148 | 0.714 "
+        "| 1.9 |" in lines
     )
     assert (
-        "| liveportrait_frame | torch eager_fp32 cpu dtype float32 batch 1 size 128 | 1921 | "
-        "0.521 frames_per_s |  | 155.4 | 0.869 | 0.92 jax_speedup |" in lines
+        "| liveportrait_frame | torch eager_fp32 cpu dtype float32 batch 1 size 128 | 1817 | "
+        "0.55 frames_per_s |  | 164.3 | 0.869 | 0.88 jax_speedup |" in lines
     )
 
 
