@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtalk.inference.video_driven import MotionAnimator
+from jaxtalk.models.layers.equalized import EqualConv2d
 from jaxtalk.models.layers.weight_cache import WEIGHT_CACHE, weight_cache
 from jaxtalk.models.lia.generator import LIAGenerator
 
@@ -77,3 +78,28 @@ def test_the_video_animator_renders_like_the_model():
         variables
     )
     np.testing.assert_allclose(got, np.asarray(want), atol=1e-4)  # other fusions
+
+
+def test_a_strided_conv_by_phases_reads_its_phase_taps_from_the_cache():
+    """CPU strided convs with >= 128 input channels run by phases
+    (jaxtalk/models/layers/conv_kernel_grad.py); their kernels' phase slices are cached."""
+    conv = EqualConv2d(16, 3, stride=2, padding=1)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 9, 9, 128)), jnp.float32)
+    variables = jax.jit(conv.init)(jax.random.PRNGKey(0), x)
+    cache = weight_cache(conv, variables, x)
+    taps = cache["phase_taps"]
+    assert [t.shape[:2] for t in taps] == [(2, 2), (2, 1), (1, 2), (1, 1)]
+    np.testing.assert_array_equal(taps[1], cache["kernel"][0::2, 1::2])
+    y = jax.jit(conv.apply)(variables, x)
+    np.testing.assert_allclose(
+        jax.jit(conv.apply)({**variables, WEIGHT_CACHE: cache}, x), y, atol=1e-6
+    )
+    stale = dict(cache, phase_taps=[t * 2 for t in taps])
+    np.testing.assert_allclose(
+        jax.jit(conv.apply)({**variables, WEIGHT_CACHE: stale}, x), 2 * y, rtol=1e-5, atol=1e-6
+    )
+    # fewer channels: XLA's strided conv, no taps cached
+    small = jnp.zeros((1, 9, 9, 8))
+    assert set(weight_cache(conv, jax.jit(conv.init)(jax.random.PRNGKey(0), small), small)) == {
+        "kernel"
+    }

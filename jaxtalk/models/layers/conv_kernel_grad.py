@@ -70,10 +70,13 @@ def conv_general_dilated(
     batch_group_count=1,
     precision=None,
     preferred_element_type=None,
+    phase_taps=None,
 ):
     """`lax.conv_general_dilated`, with the rows kernel gradient (and strided convs by
     phases) where it applies (see the module docstring); also usable as flax
-    `nn.Conv(conv_general_dilated=...)`."""
+    `nn.Conv(conv_general_dilated=...)`. `phase_taps`: `phase_taps(rhs, strides)` computed
+    beforehand (inference's weight cache), used by a forward pass by phases instead of
+    slicing the kernel on every call (no custom gradient then)."""
     pads = _row_pads(
         lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
         feature_group_count, batch_group_count, precision, preferred_element_type,
@@ -82,6 +85,8 @@ def conv_general_dilated(
         strides = tuple(int(s) for s in window_strides)
         if strides == (1, 1):
             return _conv(lhs, rhs, pads)
+        if phase_taps is not None and _by_phases(lhs, rhs):
+            return _phase_sum(lhs, rhs, pads, strides, phase_taps)
         return _strided_conv(lhs, rhs, pads, strides)
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
@@ -132,7 +137,19 @@ def _conv_bwd(pads, residuals, dy):
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
-def _phase_sum(x, kernel, pads, strides):
+def _phases(kernel, strides) -> list[tuple[int, int]]:
+    """The input phases (a, b) a strided conv reads."""
+    (sh, sw), (kh, kw) = strides, kernel.shape[:2]
+    return [(a, b) for a in range(min(sh, kh)) for b in range(min(sw, kw))]
+
+
+def phase_taps(kernel, strides) -> list:
+    """The kernel taps K[a::sh, b::sw] of each phase of a strided conv, in `_phase_sum`'s
+    order: they depend on the weights alone."""
+    return [kernel[a :: strides[0], b :: strides[1]] for a, b in _phases(kernel, strides)]
+
+
+def _phase_sum(x, kernel, pads, strides, taps=None):
     """A strided conv as the sum of stride-1 convs, one per phase (a, b) of the padded
     input, xp[:, a::sh, b::sw], with the kernel taps K[a::sh, b::sw] (the other phases are
     never read); each phase's kernel gradient is then the rows form's."""
@@ -141,14 +158,23 @@ def _phase_sum(x, kernel, pads, strides):
     xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
     ho, wo = (xp.shape[1] - kh) // sh + 1, (xp.shape[2] - kw) // sw + 1
     y = None
-    for a in range(min(sh, kh)):
-        for b in range(min(sw, kw)):
-            taps = kernel[a::sh, b::sw]
-            qa, qb = taps.shape[:2]
-            phase = xp[:, a::sh, b::sw][:, : ho + qa - 1, : wo + qb - 1]
-            term = _conv(phase, taps, ((0, 0), (0, 0)))
-            y = term if y is None else y + term
+    for (a, b), k in zip(_phases(kernel, strides), taps or phase_taps(kernel, strides)):
+        qa, qb = k.shape[:2]
+        phase = xp[:, a::sh, b::sw][:, : ho + qa - 1, : wo + qb - 1]
+        term = _conv(phase, k, ((0, 0), (0, 0)))
+        y = term if y is None else y + term
     return y
+
+
+def by_phases(x, kernel, strides) -> bool:
+    """Whether `conv_general_dilated` runs this NHWC / HWIO conv's forward pass by phases
+    (and would use `phase_taps`)."""
+    return tuple(strides) != (1, 1) and method() == "rows" and _by_phases(x, kernel)
+
+
+def _by_phases(x, kernel) -> bool:
+    """Whether a strided conv's forward pass runs by phases (see `_strided_conv`)."""
+    return x.shape[-1] >= 128 and kernel.shape[0] * kernel.shape[1] > 1
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -157,7 +183,7 @@ def _strided_conv(x, kernel, pads, strides):
     the phase sum where that is faster: with 128 or more input channels (LIA's stride-2
     encoder convs: 1.1-1.7x XLA's), and XLA's own with fewer (64 channels: 0.65x) or a 1x1
     kernel."""
-    if x.shape[-1] >= 128 and kernel.shape[0] * kernel.shape[1] > 1:
+    if _by_phases(x, kernel):
         return _phase_sum(x, kernel, pads, strides)
     return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_CHANNELS_LAST)
 

@@ -19,10 +19,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtalk.models.layers.conv_kernel_grad import conv_general_dilated
+from jaxtalk.models.layers.conv_kernel_grad import by_phases, conv_general_dilated, phase_taps
 from jaxtalk.models.layers.torch_nn import conv_bias
 from jaxtalk.models.layers.upfirdn import Blur
-from jaxtalk.models.layers.weight_cache import cached
+from jaxtalk.models.layers.weight_cache import cached, cached_only
 
 CONV_AXES = (None, None, "conv_in", "conv_out")
 DENSE_AXES = ("embed", "mlp")
@@ -76,13 +76,18 @@ class EqualConv2d(nn.Module):
             self.param_dtype,
         )
         scale = 1.0 / math.sqrt(cin * k * k)
-        p = self.padding
+        p, strides = self.padding, (self.stride, self.stride)
+        weight = cached(self, "kernel", lambda: (kernel * scale).astype(self.dtype))
+        taps = None
+        if by_phases(x, weight, strides):
+            taps = cached_only(self, "phase_taps", lambda: phase_taps(weight, strides))
         y = conv_general_dilated(
             x.astype(self.dtype),
-            cached(self, "kernel", lambda: (kernel * scale).astype(self.dtype)),
-            (self.stride, self.stride),
+            weight,
+            strides,
             [(p, p), (p, p)],
             dimension_numbers=_DN,
+            phase_taps=taps,
         )
         if self.use_bias:
             y = y + conv_bias(self, self.features, self.param_dtype).astype(self.dtype)

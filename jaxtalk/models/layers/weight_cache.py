@@ -2,7 +2,8 @@
 
 Some layers derive arrays from their weights alone on every call: the equalized-learning-rate
 layers scale their raw kernels, the modulated convs sum their squared kernel taps for
-demodulation, LIA's motion directions orthonormalise their weight by QR. Training needs them
+demodulation, LIA's motion directions orthonormalise their weight by QR, CPU strided convs
+slice their kernels into phases. Training needs them
 recomputed (the weights change every step); inference with fixed weights does not. A layer
 wraps such an array in `cached(self, name, compute)`; `weight_cache(model, variables, ...)`
 runs the model once to collect them into the `WEIGHT_CACHE` collection, and applying the model
@@ -13,7 +14,7 @@ backend the tap sums alone, a matmul against ones there, were a tenth of LIA's f
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -22,13 +23,23 @@ WEIGHT_CACHE = "weight_cache"
 
 
 def cached(module: nn.Module, name: str, compute: Callable[[], jax.Array]) -> jax.Array:
-    """`compute()`, or its value from the module's weight cache when one is given."""
+    """`compute()`, or its value from the module's weight cache when one is given (or
+    stored there while `weight_cache` collects)."""
     if module.has_variable(WEIGHT_CACHE, name):
         return module.get_variable(WEIGHT_CACHE, name)
     value = compute()
     if module.is_mutable_collection(WEIGHT_CACHE) and not module.is_initializing():
         module.put_variable(WEIGHT_CACHE, name, value)
     return value
+
+
+def cached_only(module: nn.Module, name: str, compute: Callable[[], Any]) -> Any | None:
+    """Like `cached`, for an array only inference needs: None without a weight cache."""
+    if module.has_variable(WEIGHT_CACHE, name) or (
+        module.is_mutable_collection(WEIGHT_CACHE) and not module.is_initializing()
+    ):
+        return cached(module, name, compute)
+    return None
 
 
 def weight_cache(model: nn.Module, variables: dict, *args, method=None, **kwargs) -> dict:
