@@ -3,13 +3,14 @@
 Some layers derive arrays from their weights alone on every call: the equalized-learning-rate
 layers scale their raw kernels, the modulated convs sum their squared kernel taps for
 demodulation, LIA's motion directions orthonormalise their weight by QR, CPU strided convs
-slice their kernels into phases. Training needs them
-recomputed (the weights change every step); inference with fixed weights does not. A layer
+slice their kernels into phases. Training needs them recomputed (the weights change every
+step); inference with fixed weights does not. A layer
 wraps such an array in `cached(self, name, compute)`; `weight_cache(model, variables, ...)`
 runs the model once to collect them into the `WEIGHT_CACHE` collection, and applying the model
 with `{**variables, WEIGHT_CACHE: cache}` reads them instead of computing them (on XLA's CPU
 backend the tap sums alone, a matmul against ones there, were a tenth of LIA's frame at batch
-1). Without that collection, as in training and in init, nothing is cached or read.
+1). Without that collection, as in training and in init, nothing is cached or read. A cache
+is for inference only: what it holds carries no gradient to the weights it was made from.
 """
 
 from __future__ import annotations
