@@ -4,8 +4,8 @@ Times, jitted, in fp32 with random weights (the rate does not depend on their va
 - `full`: the release's forward pass `gen(source, driving)` (encode both, render);
 - `cached_source`: video-driven inference as `jaxtalk animate` runs it, the source
   encoded once and each frame costing encode_motion + render;
-both, as `jaxtalk animate` does, with the renderer's weight cache (the demodulation's
-weight-only tap sums, computed once per model: jaxtalk/models/layers/modulated.py),
+both, as `jaxtalk animate` does, with the model's weight cache (its weight-only arrays,
+computed once per model: jaxtalk/models/layers/weight_cache.py),
 at batch 1 and batched, over --rounds rounds (median, min, max). `--torch_reference
 /path/to/LIA` also times the released PyTorch Generator's forward pass on --torch_device
 (auto: cuda when torch sees a GPU; torch.set_num_threads(--threads) on the CPU) in each of

@@ -155,10 +155,10 @@ class AudioAnimator(Animator):
         self.stage1 = stage2_lib.stage1_from_config(stage1_config)
         self.stage1_params = {"params": stage1_params}
         self.size = int(stage1_config["size"])
-        # the renderer's weight-only demodulation sums, computed once for these weights
+        # stage 1's weight-only arrays, computed once for these weights
         image = jnp.zeros((1, self.size, self.size, 3), jnp.float32)
         cache = weight_cache(self.stage1, self.stage1_params, image, image)
-        self.stage1_rendering = {**self.stage1_params, WEIGHT_CACHE: cache}
+        self.stage1_cached = {**self.stage1_params, WEIGHT_CACHE: cache}
         self.motion_scale, self.clip_x0, self.chunk = motion_scale, clip_x0, chunk
         self.motion_stats = motion_stats  # a run's per-dimension code statistics, if it has them
         self.schedule = schedules.make_schedule("linear", 1000)
@@ -335,7 +335,7 @@ class AudioAnimator(Animator):
 
     # ------------------------------------------------------------------ the contract
     def prepare(self, source: np.ndarray):
-        return self._encode(self.stage1_params, to_model_range(source[None]))
+        return self._encode(self.stage1_cached, to_model_range(source[None]))
 
     def start(
         self,
@@ -363,7 +363,7 @@ class AudioAnimator(Animator):
         return state, np.asarray(self._codes(state, wav, seed, controls, ddim_steps))
 
     def drive(self, state, steps: np.ndarray):
-        return self._render(self.stage1_rendering, state["h"], state["feats"], jnp.asarray(steps))
+        return self._render(self.stage1_cached, state["h"], state["feats"], jnp.asarray(steps))
 
     def _render_chunk(self, params, h, feats, codes):
         n = codes.shape[0]

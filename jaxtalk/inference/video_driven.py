@@ -93,16 +93,16 @@ class MotionAnimator(Animator):
         self.kind, self.model, self.params, self.model_config = kind, model, params, model_config
         self.size = int(model_config.get("size", 256))
         self.chunk = chunk
+        # the weight-only arrays of encoder and renderer, computed once for these weights
+        image = jnp.zeros((1, self.size, self.size, 3), jnp.float32)
+        cached = {**params, WEIGHT_CACHE: weight_cache(model, params, image, image)}
         self._source = lambda x: adapter.source(
-            model.apply(params, x, method=adapter.encode_source)
+            model.apply(cached, x, method=adapter.encode_source)
         )
         self._motion = lambda x: adapter.motion(
-            model.apply(params, x, method=adapter.encode_motion)
+            model.apply(cached, x, method=adapter.encode_motion)
         )
-        # the renderer's weight-only demodulation sums, computed once for these weights
-        image = jnp.zeros((1, self.size, self.size, 3), jnp.float32)
-        rendering = {**params, WEIGHT_CACHE: weight_cache(model, params, image, image)}
-        self._render = lambda *a: model.apply(rendering, *a, method=adapter.cls.render)["image"]
+        self._render = lambda *a: model.apply(cached, *a, method=adapter.cls.render)["image"]
         self._encode_source = jax.jit(self._source)
         self._drive = jax.jit(self._chunk_step, static_argnames=("relative",))
 

@@ -1,5 +1,5 @@
-"""The modulated convs' weight cache: inference computes the demodulation's tap sums once per
-model and renders the same frames with them; init and training never create or read one."""
+"""The weight cache (jaxtalk/models/layers/weight_cache.py): inference computes weight-only
+arrays once per model and renders the same frames with them; init never creates one."""
 
 import flax.linen as nn
 import jax
