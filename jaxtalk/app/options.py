@@ -167,6 +167,8 @@ NOT_SHOWN = frozenset(
         "driving_landmarks",
         "landmarks_model",
         "source_mask",
+        "smooth_variance",  # a source video's; the app takes source images
+        "source_video_eye_retargeting",
     }
 )
 

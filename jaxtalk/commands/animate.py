@@ -52,6 +52,18 @@ box, unrotated, and the ratios are unavailable.
   jaxtalk animate --weights=weights/liveportrait.safetensors --source=portrait.jpg \
       --driving=talk.mp4 --landmark_model=landmark.onnx --paste_back --out=result.mp4
 
+A LivePortrait --source may be a video (any file ffmpeg reads with a video stream that is
+not an image): source frame i is animated by driving frame i, min(source, driving) frames
+at the source's frame rate, the motion smoothed over time as released (--smooth_variance);
+the output carries the driving video's audio, or the source's when the driving video has
+none or with --audio_priority=source. Its frames are cropped by one face box (the first
+frame's), with --landmark_model each by its own tracked landmarks, and --paste_back puts
+each animated frame back into its own source frame. --source_video_eye_retargeting (with
+--landmark_model) holds the eyes as open as in the first source frame, as released.
+
+  jaxtalk animate --weights=weights/liveportrait.safetensors --source=speaker.mp4 \
+      --driving=talk.mp4 --landmark_model=landmark.onnx --paste_back --out=result.mp4
+
 AniPortrait (`jaxtalk import --release=aniportrait`, with sd_vae and
 sd_image_variations_image_encoder in the same weights directory, or --workdir=RUN of an
 aniportrait run of either stage) renders face-mesh drawings (jaxtalk/inference/aniportrait.py).
@@ -96,7 +108,9 @@ from jaxtalk import fs
 from jaxtalk.errors import InputError
 
 _MODE = flags.DEFINE_enum("mode", "video", ["video", "audio"], "what drives the animation")
-_SOURCE = flags.DEFINE_string("source", None, "the portrait image to animate")
+_SOURCE = flags.DEFINE_string(
+    "source", None, "the portrait image to animate (LivePortrait: or a video)"
+)
 _CROP_FACE = flags.DEFINE_bool(
     "crop_face",
     True,
@@ -165,6 +179,25 @@ _LANDMARK_MODEL = flags.DEFINE_string(
 _PASTE_BACK = flags.DEFINE_bool(
     "paste_back", False, "put the animated crop back into the whole source image"
 )
+_SMOOTH_VARIANCE = flags.DEFINE_float(
+    "smooth_variance",
+    None,
+    "LivePortrait, a source video: the motion smoother's observation variance (3e-7; larger "
+    "is smoother)",
+)
+_SOURCE_VIDEO_EYE = flags.DEFINE_bool(
+    "source_video_eye_retargeting",
+    False,
+    "LivePortrait, a source video: hold every frame's eyes as open as the first frame's "
+    "(needs --landmark_model)",
+)
+_AUDIO_PRIORITY = flags.DEFINE_enum(
+    "audio_priority",
+    "driving",
+    ["driving", "source"],
+    "a source video with audio: whose audio the output carries (the source's anyway when "
+    "the driving video has none)",
+)
 # AniPortrait's landmarks and speech models (passed on only when given)
 _SOURCE_LANDMARKS = flags.DEFINE_string(
     "source_landmarks", None, "AniPortrait: the source image's landmark file (.npz, first row)"
@@ -197,14 +230,21 @@ def _landmark_model(path: str):
         return portrait_crop.LandmarkModel(onnx_graph.load(local))
 
 
+def _resized(crop, size: int) -> np.ndarray:
+    """A float crop as uint8 pixels, area-resized to `size`."""
+    from PIL import Image
+
+    pixels = np.clip(np.asarray(crop.image).round(), 0, 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.BOX))
+
+
 def _portrait_source(path: str, size: int, what: str) -> dict | None:
     """With --landmark_model or --paste_back: the source cropped as LivePortrait's release
     crops it (jaxtalk/media/portrait_crop.py; 512 pixels, area-resized to `size`) with
-    what the options need: the image, the crop, the landmarks (None without a model)."""
-    from PIL import Image
-
-    from jaxtalk.inference import animator
-    from jaxtalk.media import portrait_crop
+    what the options need: the image, the crop's map, the landmarks (None without a model).
+    A source video: every frame so (the frames, maps and landmarks stacked)."""
+    from jaxtalk.inference import animator, files
+    from jaxtalk.media import portrait_crop, video
 
     if not (_LANDMARK_MODEL.value or _PASTE_BACK.value):
         return None
@@ -213,11 +253,18 @@ def _portrait_source(path: str, size: int, what: str) -> dict | None:
     landmarks = None
     if _LANDMARK_MODEL.value:
         landmarks = _landmark_model(_LANDMARK_MODEL.value)
+    found = dict(landmarks=landmarks, crop_size=portrait_crop.SOURCE.dsize)
+    if files.source_video_info(path, what) is not None:
+        frames, _ = video.read_video(path, duration=_MAX_SECONDS.value)
+        crops, points = portrait_crop.source_video_crops(frames, landmarks, what=what)
+        sources, c2o = [], []
+        for crop in crops:  # one at a time: only the resized crops are kept
+            sources.append(_resized(crop, size))
+            c2o.append(crop.c2o)
+        return dict(found, source=np.stack(sources), image=frames, c2o=np.stack(c2o), points=points)
     image = animator.read_image(path)
     crop, points = portrait_crop.source_crop(image, landmarks, what=what)
-    pixels = np.clip(np.asarray(crop.image).round(), 0, 255).astype(np.uint8)
-    source = np.asarray(Image.fromarray(pixels).resize((size, size), Image.BOX))
-    return dict(source=source, image=image, crop=crop, points=points, landmarks=landmarks)
+    return dict(found, source=_resized(crop, size), image=image, c2o=crop.c2o, points=points)
 
 
 def _ratio_flag(flag, name: str, portrait: dict | None, driving, what: str, ratio, tracked: list):
@@ -251,16 +298,24 @@ def _portrait_options(portrait: dict | None, driving, what: str) -> dict:
         options["driving_multiplier"] = _DRIVING_MULTIPLIER.value
     if _ANIMATION_REGION.value:
         options["animation_region"] = _ANIMATION_REGION.value
+    if _SMOOTH_VARIANCE.value is not None:
+        options["smooth_variance"] = _SMOOTH_VARIANCE.value
     tracked = []
     for flag, name, ratio in (
         (_EYE_RATIO, "eye", portrait_crop.eye_open_ratio),
         (_LIP_RATIO, "lip", portrait_crop.lip_open_ratio),
     ):
         options.update(_ratio_flag(flag, name, portrait, driving, what, ratio, tracked))
+    if _SOURCE_VIDEO_EYE.value:
+        if not portrait or portrait["points"] is None:
+            raise InputError("--source_video_eye_retargeting needs --landmark_model")
+        eyes = np.asarray(portrait_crop.eye_open_ratio(portrait["points"]))
+        options.update(source_video_eye_retargeting=True, source_eye_ratio=eyes)
     if _PASTE_BACK.value:
-        crop = portrait["crop"]
         options["paste_back"] = dict(
-            image=portrait["image"], crop_to_image=crop.c2o, crop_size=crop.image.shape[0]
+            image=portrait["image"],
+            crop_to_image=portrait["c2o"],
+            crop_size=portrait["crop_size"],
         )
     return options
 
@@ -416,6 +471,7 @@ def _render(model, source: str, driving: str, out: str) -> tuple[int, float]:
         max_seconds=_MAX_SECONDS.value,
         options=_options(driving),
         extra=portrait,
+        audio_priority=_AUDIO_PRIORITY.value,
     )
     if written.face_box:
         x, y, side, _ = written.face_box

@@ -108,6 +108,10 @@ class Animator(abc.ABC):
     size: int  # the square source / driving-frame resolution
     chunk: int = 8  # steps rendered per device call
     exports: ClassVar[bool] = False  # implements export_function
+    # Takes a source video too: `prepare` and `animate` accept (T, size, size, 3) frames,
+    # one source frame per output frame (the output then has the source's rate and length
+    # at most; jaxtalk/inference/files.py reads a video --source for such a family).
+    source_video: ClassVar[bool] = False
 
     @classmethod
     def from_stored(cls, stored: dict, path: str, **options) -> "Animator":
@@ -156,12 +160,15 @@ class Animator(abc.ABC):
         progress: Callable[[int], None] | None = None,
         **options,
     ) -> np.ndarray:
-        """source (size, size, 3) uint8 + a driver (see `Driver`) -> (T, size, size, 3)
-        uint8 frames; `options` go to `start`, `progress(n)` is told each chunk's frames."""
+        """source (size, size, 3) uint8 (or frames, with `source_video`) + a driver (see
+        `Driver`) -> (T, size, size, 3) uint8 frames; `options` go to `start`, `progress(n)` is told each chunk's frames."""
         source = np.asarray(source)
-        if source.shape != (self.size, self.size, 3):
+        video = self.source_video and source.ndim == 4 and len(source) > 0
+        if source.shape[int(video) :] != (self.size, self.size, 3):
+            frames = f" or (T, {self.size}, {self.size}, 3) frames" if self.source_video else ""
             raise AnimationError(
-                f"the source must be ({self.size}, {self.size}, 3) pixels, got {source.shape}"
+                f"the source must be ({self.size}, {self.size}, 3) pixels{frames}, "
+                f"got {source.shape}"
             )
         state, steps = self.start(self.prepare(source), driving, **options)
         if len(steps) == 0:

@@ -348,6 +348,26 @@ def source_crop(
     return crop_frame(image, frame_from_points(points, spec), spec.dsize, spec.rotate), points
 
 
+def source_video_crops(
+    frames, landmarks: LandmarkModel | None = None, spec: CropSpec = SOURCE, what: str = "video"
+):
+    """(every frame's crop, lazily; their 203 landmarks (T, 203, 2) or None), as the release
+    crops a source video: each frame by its own landmarks, tracked from frame to frame, as
+    `source_crop` crops an image. Without a landmark model: by the first frame's detector
+    box, unrotated, the same for every frame (a detector box per frame would jitter)."""
+    if landmarks is None:
+        from jaxtalk.media import face_detect
+
+        face = frame_from_box(face_detect.face_box(frames[0], f"{what} frame 0"), spec)
+        return (crop_frame(f, face, spec.dsize, rotate=False) for f in frames), None
+    points = landmarks.track(frames, what=what)
+    crops = (
+        crop_frame(f, frame_from_points(p, spec), spec.dsize, spec.rotate)
+        for f, p in zip(frames, points)
+    )
+    return crops, np.stack(points)
+
+
 def driving_crops(
     frames, points_per_frame: Sequence[np.ndarray], spec: CropSpec = DRIVING
 ) -> list[Crop]:

@@ -13,6 +13,8 @@ inference pipeline), as pure jnp functions on batches.
   canonical keypoints. (The 'expression-friendly' option's convex-hull rescaling is not here.)
 - `motion_keypoints`: the release's motion options around it: relative or absolute motion,
   restricted to an animation region (all, exp, pose, lip, eyes; `expression_mask`).
+- `source_video_targets`, `source_video_keypoints`: the same with a source *video* (each
+  source frame moved by its driving frame; the inference module smooths the targets).
 - `stitch`, `retarget_eye`, `retarget_lip`: the release's input packing around the
   `retargeting.RetargetingMLP`s; each takes that network's params or any function of the
   packed input.
@@ -222,3 +224,35 @@ def motion_keypoints(
     mask = expression_mask(region, kp_s.shape[1], relative)
     exp = jnp.where(mask, exp_d, exp_s)
     return compose(jnp.broadcast_to(kp_s, exp.shape), rot, exp, scale, t)
+
+
+# ----------------------------------------------------------------------------- source videos
+def source_video_targets(source: Info, driving: Info, first: Info, relative: bool = True):
+    """What the release smooths over time when the source is a video (B source frames
+    `source`, each paired with driving frame `driving`; `first`: the first driving frame):
+    (rotation (B, 3, 3), expression (B, K, 3)). Relative: R_d R_d0^T R_s and
+    exp_s + exp_d - exp_d0 (each against its own source frame); absolute: R_d and exp_d."""
+    rot_d, exp_d = info_rotation(driving), _points(driving["exp"])
+    if not relative:
+        return rot_d, exp_d
+    rot = rot_d @ jnp.swapaxes(info_rotation(first), -1, -2) @ info_rotation(source)
+    return rot, _points(source["exp"]) + (exp_d - _points(first["exp"]))
+
+
+def source_video_keypoints(
+    source: Info, rotation, exp, driving_t, relative: bool = True, region: str = "all"
+):
+    """The driven keypoints (B, K, 3) of B source-video frames, before stitching and
+    retargeting: each frame's canonical keypoints with its (smoothed) target `rotation` for
+    all / pose (else its own), the region's entries of the target `exp` over its own, and
+    its own scale. Its own translation, but for absolute motion of all / pose: the driving
+    frame's `driving_t` (B, 3). As released, relative motion writes the same expression
+    entries as absolute motion (not every entry, as it does for a source image)."""
+    if region not in REGIONS:
+        raise ValueError(f"unknown animation region {region!r}: {', '.join(REGIONS)}")
+    kp_s, exp_s = _points(source["kp"]), _points(source["exp"])
+    moves_pose = region in ("all", "pose")
+    rot = _hi(rotation) if moves_pose else info_rotation(source)
+    t = _hi(driving_t) if moves_pose and not relative else _hi(source["t"])
+    mask = expression_mask(region, kp_s.shape[1], relative=False)
+    return compose(kp_s, rot, jnp.where(mask, _points(exp), exp_s), source["scale"], t)
