@@ -221,6 +221,12 @@ def _rsqrt(g, eqn, xs, avals):
     return [g.op("Reciprocal", [g.op("Sqrt", xs)])]
 
 
+@rule("erfc")
+def _erfc(g, eqn, xs, avals):  # exact GELU's 0.5 * erfc(-x / sqrt 2) (LivePortrait's M)
+    one = g.const(np.ones((), np.dtype(avals[0].dtype)))
+    return [g.op("Sub", [one, g.op("Erf", xs)])]
+
+
 @rule("square")
 def _square(g, eqn, xs, avals):
     return [g.op("Mul", [xs[0], xs[0]])]

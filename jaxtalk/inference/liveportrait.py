@@ -585,23 +585,51 @@ class LivePortraitAnimator(Animator):
             out.append(self._paste(frames[k : k + 1], jnp.asarray(paste["image"][i]), mask, o2i))
         return jnp.concatenate(out)
 
+    def pipeline(self, variables, source, first, driving):
+        """The per-frame pipeline as one pure function (what `export_function` exports):
+        pixels in [0, 1] (what the release feeds F and M): the source (1, S, S, 3), the
+        driving video's first frame (1, S, S, 3) and driving frames (T, S, S, 3) -> frames
+        (T, H, W, 3) in [-1, 1]. F and M on the source, M on the driving frames, relative
+        motion to the first one, stitching when `variables["mlps"]` hold S, then W + G:
+        what `prepare`, `start` and `drive` do with their defaults."""
+        nets, mlps = variables["networks"], variables["mlps"]
+        apply = lambda g, x: self.nets[g].apply(nets[g], x.astype(self.pixel_dtype))  # noqa: E731
+        motion = lambda x: apply("motion", x)  # noqa: E731
+        info, feature = motion(source), apply("appearance", source)
+        unused = jnp.zeros((driving.shape[0], 1), jnp.float32)  # no retargeting
+        state = dict(info=info, kp=kp_lib.transform_keypoints(info))
+        kp_driving = self._driven(
+            mlps, state, motion(driving), motion(first), unused, unused, 1.0,
+            relative=True, region="all", stitching="stitching" in mlps, eye=False, lip=False,
+        )  # fmt: skip
+        return self.render(nets, feature, state["kp"], kp_driving)
+
     def export_function(self) -> ExportedFunction:
-        """`frames = f(feature (1, D, h, w, C), kp_source (1, K, 3), kp_driving (T, K, 3))`:
-        W + G on driven keypoints (those `start` makes), frames in [-1, 1]."""
-        feature, kp = self._source_shapes()
+        """`frames = f(source (1, S, S, 3), first (1, S, S, 3), driving (T, S, S, 3))`, pixels
+        in [0, 1], frames in [-1, 1]: `pipeline`, the whole per-frame pipeline (M, the
+        keypoint algebra with relative motion, stitching when the weights have S, W, G).
+        Each call runs F and M on the source and M on the first frame again: give it
+        several frames at a time."""
         (frames,) = jax.export.symbolic_shape("T")
+        image = (self.size, self.size, 3)
         specs = [
-            jax.ShapeDtypeStruct(feature.shape, jnp.float32),
-            jax.ShapeDtypeStruct(kp.shape, jnp.float32),
-            jax.ShapeDtypeStruct((frames,) + kp.shape[1:], jnp.float32),
+            jax.ShapeDtypeStruct((1,) + image, jnp.float32),
+            jax.ShapeDtypeStruct((1,) + image, jnp.float32),
+            jax.ShapeDtypeStruct((frames,) + image, jnp.float32),
         ]
+        stitching = {k: self.mlps[k] for k in ("stitching",) if k in self.mlps}
         return ExportedFunction(
-            self.render,
-            self._render_variables(),
+            self.pipeline,
+            {"networks": self.variables, "mlps": stitching},
             specs,
-            ["feature", "kp_source", "kp_driving"],
+            ["source", "first", "driving"],
             ["frames"],
-            {"model": "liveportrait", "input_size": self.size},
+            {
+                "model": "liveportrait",
+                "input_size": self.size,
+                "motion": "relative",
+                "stitching": bool(stitching),
+            },
         )
 
 

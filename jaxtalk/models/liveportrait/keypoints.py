@@ -91,8 +91,8 @@ def _points(a):
 
 def _translation(t):
     """(B, 3) -> (B, 1, 3) with t_z = 0 (the release moves keypoints in x and y only)."""
-    t = _hi(t)
-    return t.at[:, 2].set(0)[:, None, :]
+    t = _hi(t)  # concatenated, not .at[].set: ONNX has no scatter rule (exported pipeline)
+    return jnp.concatenate([t[:, :2], jnp.zeros_like(t[:, 2:])], 1)[:, None, :]
 
 
 def compose(kp, rotation, exp, scale, t):
@@ -144,7 +144,8 @@ def stitch(params_or_fn, kp_source, kp_driving):
     b, k, _ = kp_driving.shape
     delta = _network(params_or_fn)(jnp.concatenate([_flat(kp_source), _flat(kp_driving)], 1))
     out = kp_driving + delta[:, : 3 * k].reshape(b, k, 3)
-    return out.at[..., :2].add(delta[:, None, 3 * k : 3 * k + 2])
+    shift = delta[:, 3 * k : 3 * k + 2]  # in x and y: z + 0 (no scatter in ONNX)
+    return out + jnp.concatenate([shift, jnp.zeros_like(shift[:, :1])], 1)[:, None, :]
 
 
 def _retarget(params_or_fn, kp_source, ratio):
