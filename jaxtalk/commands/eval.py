@@ -4,8 +4,8 @@ r"""jaxtalk eval: evaluate one checkpoint of a training run on one test set.
       --metrics=psnr,ssim,lpips_alex,csim --modes=self,cross --num_batches=16 --json_out=eval.json
 
 --step picks the checkpoint (default: the latest). --test_set is NAME=DIR[:SPLIT] (DIR from
-`jaxtalk prepare`), or a named set (hdtf, vfhq, voxceleb1, voxceleb2, celebvhq, synthetic;
-split `test`) found as DATA_ROOT/NAME with --data_root. Metrics that need imported weights
+`jaxtalk prepare`), or a named set (hdtf, vfhq, voxceleb1, voxceleb2, celebvhq,
+talkinghead1kh, synthetic; split `test`) found as DATA_ROOT/NAME with --data_root. Metrics that need imported weights
 (lpips_*, csim, fid, lse) are skipped with a message naming the file and the `jaxtalk
 import` command when the weights are missing; the others still run. Prints a markdown table;
 --json_out also writes the rows.

@@ -5,6 +5,10 @@ Two sources:
   --workdir=RUN [--step=N] --group=G   a training run: the group's EMA parameters when the
                                        run keeps them, else the live ones; G may name a
                                        sub-tree, e.g. generator/model
+  --workdir=RUN [--step=N]         a run whose model spans groups (liveportrait): the whole
+                                   model, as the run's kind says (a stage-1 run's F, M, W, G;
+                                   a stitching run's frozen base with its stitching, lip and
+                                   eye MLPs); --group=generator / --group=base: the base alone
 
 and four targets (--format, or the --out suffix):
   --release=NAME --out=FILE.pt     the release's PyTorch checkpoint layout (torch.load reads it);
@@ -13,7 +17,8 @@ and four targets (--format, or the --out suffix):
   --out=FILE.jaxfn                 a serialized jax.export function that runs without jaxtalk:
                                    the weights' animator's `export_function` (video-driven
                                    stage-1 weights, lia, anitalker_stage1 or an anitalker_stage1
-                                   run: frames = f(source image, motion codes))
+                                   run: frames = f(source image, motion codes); liveportrait:
+                                   frames = f(source, first driving frame, driving frames))
   --format=onnx --out=FILE.onnx    the same function as an ONNX graph (opset 18, the frame
                                    axis T dynamic) for ONNX Runtime / TensorRT; checked
                                    against jax in ONNX Runtime on random inputs when
@@ -26,6 +31,7 @@ Examples:
   jaxtalk export --weights=weights/lia_vox.safetensors --out=lia_vox.jaxfn
   jaxtalk export --weights=weights/anitalker_stage1.safetensors --format=onnx --out=s1.onnx
   jaxtalk export --weights=weights/liveportrait.safetensors --release=liveportrait --out=lp_dir
+  jaxtalk export --workdir=runs/lp_stitching --release=liveportrait --out=lp_dir
 """
 
 from absl import flags
@@ -35,7 +41,11 @@ from jaxtalk.errors import InputError
 _WEIGHTS = flags.DEFINE_string("weights", None, "a jaxtalk weights file (.safetensors)")
 _WORKDIR = flags.DEFINE_string("workdir", None, "a training run directory")
 _STEP = flags.DEFINE_integer("step", None, "checkpoint step (default: the latest)")
-_GROUP = flags.DEFINE_string("group", None, "parameter group of the run to export")
+_GROUP = flags.DEFINE_string(
+    "group",
+    None,
+    "parameter group of the run to export (a liveportrait run: none, the whole model)",
+)
 _RELEASE = flags.DEFINE_string("release", None, "write this release's PyTorch layout")
 _OUT = flags.DEFINE_string(
     "out",
@@ -110,6 +120,31 @@ def _export_function(variables: dict, source: str, out: str, fmt: str) -> None:
             print(f"ONNX Runtime vs jax on random inputs: max abs error {error:.2e}")
 
 
+def _run_variables(config: dict, step: int) -> dict:
+    """The run's weights to export: a family whose model spans groups gathers them by the
+    run's kind (`releases.run_exporter`; with --release, or without --group), else --group's."""
+    from jaxtalk.convert import releases
+    from jaxtalk.train import checkpoints
+
+    workdir, group, release = _WORKDIR.value, _GROUP.value, _RELEASE.value
+    task = config.get("task", "")
+    found = releases.run_exporter(task)
+    if found and (release or not group):
+        converter, run_variables = found
+        if release and releases.find_release(release).converter != converter:
+            names = sorted(n for n, r in releases.releases().items() if r.converter == converter)
+            raise InputError(
+                f"{workdir}: a {task} run exports to --release={' or --release='.join(names)}, "
+                f"not {release}"
+            )
+        return run_variables(
+            config, lambda g: checkpoints.group_variables(workdir, g, step), group, workdir
+        )
+    if not group:
+        raise InputError("--workdir needs --group (e.g. generator)")
+    return checkpoints.group_variables(workdir, group, step)
+
+
 def main(argv):
     from jaxtalk.convert import releases, weights
     from jaxtalk.train import checkpoints
@@ -124,12 +159,10 @@ def main(argv):
         if _WEIGHTS.value:
             variables = weights.load(_WEIGHTS.value)
         else:
-            if not _GROUP.value:
-                raise InputError("--workdir needs --group (e.g. generator)")
             # Default: the newest checkpoint that can be read (older after a damaged one).
             step = checkpoints.resolve_step(_WORKDIR.value, _STEP.value)
-            variables = checkpoints.group_variables(_WORKDIR.value, _GROUP.value, step)
             config = checkpoints.run_config(_WORKDIR.value, step)
+            variables = _run_variables(config, step)
             # The constructor settings travel with the weights, so animate/import can
             # rebuild the model (e.g. a tiny 64x64 generator).
             variables["model_config"] = dict(config.get("model", {}), kind=config.get("task", ""))

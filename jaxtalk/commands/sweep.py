@@ -13,7 +13,7 @@ to OUT_DIR/results.p<I>.jsonl; every process renders from all the files, and
 --render_only redraws the table and plots once all have finished.
 
 --steps: all, last, or N,M. --test_sets: comma-separated NAME=DIR[:SPLIT] or named sets
-(hdtf, vfhq, voxceleb1, voxceleb2, celebvhq, synthetic) under --data_root.
+(hdtf, vfhq, voxceleb1, voxceleb2, celebvhq, talkinghead1kh, synthetic) under --data_root.
 """
 
 from absl import flags

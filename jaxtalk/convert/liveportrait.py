@@ -16,6 +16,8 @@ released directory (base_models/*.pth, retargeting_models/stitching_retargeting_
 into one variables tree whose groups are the training task's (params appearance, motion,
 warping, spade, stitching, lip, eye; batch_stats appearance, warping, spade), reading every
 network's sizes from its keys; `export_checkpoint` writes that directory back.
+`run_variables` gathers the same tree from a `liveportrait` training run's groups (declared
+in `RUN_VARIABLES`, which `jaxtalk export --workdir` looks up by the run's task).
 """
 
 from __future__ import annotations
@@ -617,3 +619,55 @@ def export_checkpoint(
             {"params": params[group]}, rules, shapes, None, f"{target} [{entry}]"
         )
     torch_pickle.save(obj, target, archive_name="stitching_retargeting_module")
+
+
+# ----------------------------------------------------------------------------- training runs
+# A stage-1 run keeps F, M, W, G in its `generator` group; a stitching run keeps them as the
+# frozen `base` group ({network: {params[, batch_stats]}}, from the stage-1 run it started
+# from) beside its trained `stitching`, `lip` and `eye` MLPs (and the `ratio` regressor, which
+# is a training aid, not a released network).
+
+
+def run_variables(
+    config: Mapping,
+    read_group: Callable[[str], Mapping],
+    group: str | None = None,
+    source: str = "the run",
+) -> dict:
+    """A `liveportrait` run's networks in `import_checkpoint`'s layout ({"params": {appearance,
+    motion, warping, spade[, stitching, lip, eye]}, "batch_stats": {appearance, warping,
+    spade}}), what `export_checkpoint` writes as the released directory.
+
+    `config`: the run's saved config (its `stage` says which groups hold what);
+    `read_group(name)`: a group's variables as `checkpoints.group_variables` gives them (EMA
+    over live where kept). `group`: None for the whole model (a stitching run's base with its
+    MLPs), or the run's base group, `generator` (stage 1) or `base` (stitching), for the four
+    base networks alone; any other group is an error naming the choices."""
+    stage = config.get("stage", "base")
+    base_group = "generator" if stage == "base" else "base"
+    if group not in (None, base_group):
+        run = "stage-1" if stage == "base" else stage
+        raise ConversionError(
+            f"{source}: group {group!r} of a liveportrait {run} run is not a released model "
+            f"(no group: the whole model; group {base_group!r}: its base networks alone)"
+        )
+    if stage == "base":
+        v = read_group("generator")  # its "online" copy (live weights beside an EMA) stays
+        return {k: v[k] for k in ("params", "batch_stats") if k in v}
+    base = read_group("base")["params"]
+    variables = {
+        "params": {n.group: base[n.group]["params"] for n in BASE_NETWORKS},
+        "batch_stats": {
+            n.group: base[n.group]["batch_stats"]
+            for n in BASE_NETWORKS
+            if "batch_stats" in base[n.group]
+        },
+    }
+    if group is None:
+        for name in RETARGETING_ENTRIES:
+            variables["params"][name] = read_group(name)["params"]
+    return variables
+
+
+# task name -> how its runs become the variables this module's releases export
+RUN_VARIABLES = {KIND: run_variables}

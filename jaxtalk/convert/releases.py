@@ -19,6 +19,7 @@ import dataclasses
 import importlib
 import inspect
 import os
+from typing import Callable
 
 from jaxtalk import discovery
 from jaxtalk.convert import weights as weights_store
@@ -74,6 +75,18 @@ def find_release(name: str) -> Release:
     if name not in known:
         raise InputError(f"unknown release {name!r}; known: {', '.join(sorted(known))}")
     return known[name]
+
+
+def run_exporter(task: str) -> tuple[str, Callable[..., dict]] | None:
+    """(converter module name, its function) for runs of `task` whose model spans several
+    parameter groups: a converter declares `RUN_VARIABLES = {task: run_variables}`, with
+    `run_variables(config, read_group, group, source)` giving the variables its releases'
+    `export_checkpoint` writes (jaxtalk/convert/liveportrait.py). None for other tasks,
+    whose runs export one parameter group."""
+    for module, declared in discovery.declarations("jaxtalk.convert", "RUN_VARIABLES"):
+        if task in declared:
+            return module.__name__, declared[task]
+    return None
 
 
 def import_release(

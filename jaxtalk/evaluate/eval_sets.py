@@ -9,6 +9,7 @@ names whose split defaults to the one `jaxtalk prepare` fills for them:
   voxceleb1  test   the official test identities (id10270-id10309, the vox1 test archive)
   voxceleb2  test   the official test identities (the vox2 test archive)
   celebvhq   test   ids named by `prepare celebvhq --test_list`, or held out by --test_fraction
+  talkinghead1kh  test   the official `val` tubes (data_list/val_video_tubes.txt)
   synthetic  test   the embedded synthetic set's held-out identities
 
   synthetic=/data/syn64            the test split of /data/syn64
@@ -31,6 +32,7 @@ NAMED = {
     "voxceleb1": "test",
     "voxceleb2": "test",
     "celebvhq": "test",
+    "talkinghead1kh": "test",  # `prepare talkinghead1kh` puts the official val list there
     "synthetic": "test",
 }
 

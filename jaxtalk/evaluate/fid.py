@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtalk import fs
+from jaxtalk.errors import one_line
 from jaxtalk.models.metric_nets import inception
 
 
@@ -88,12 +89,20 @@ def load_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     path = os.fspath(path)
     if not fs.exists(path):
         raise FileNotFoundError(f"{path}: no such FID statistics file")
-    with fs.open(path, "rb") as f, np.load(io.BytesIO(f.read())) as data:
-        if "mu" not in data or "sigma" not in data:
-            raise ValueError(
-                f"{path}: FID statistics need arrays 'mu' and 'sigma', found {sorted(data.files)}"
-            )
-        return data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
+    with fs.open(path, "rb") as f:
+        raw = f.read()
+    try:  # an untrusted file: no pickles, and any unreadable form is one line naming it
+        data = np.load(io.BytesIO(raw), allow_pickle=False)
+        names = sorted(data.files) if isinstance(data, np.lib.npyio.NpzFile) else []
+        if "mu" in names and "sigma" in names:
+            mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
+    except Exception as e:  # np.load's errors vary with the damage (zipfile, pickle, OSError)
+        raise ValueError(f"{path}: not an .npz of FID statistics ({one_line(e)})") from None
+    if "mu" not in names or "sigma" not in names:
+        raise ValueError(f"{path}: FID statistics need arrays 'mu' and 'sigma', found {names}")
+    if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
+        raise ValueError(f"{path}: FID statistics mu {mu.shape} and sigma {sigma.shape} disagree")
+    return mu, sigma
 
 
 def save_statistics(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray) -> None:

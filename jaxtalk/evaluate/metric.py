@@ -5,7 +5,8 @@ values with `compute` (one metric may report several columns: LSE gives lse_d an
 Batch keys:
   "prediction": generated frames (N, H, W, 3) in [0, 1];
   "target": ground-truth / driving frames, same shape (self-reenactment);
-  "source": the identity image each prediction was animated from (CSIM);
+  "source": the identity image each prediction was animated from (CSIM; FID's real frames
+    where a mode has no target);
   "video" + "audio" (+ "audio_rate"): one generated video (T, 224, 224, 3) in [0, 1] at
     25 fps and its 16 kHz speech in [-1, 1] (LSE).
 The per-sample math is jitted and works on sharded global arrays; sums are accumulated on
@@ -87,22 +88,48 @@ def per_sample(name: str, fn: Callable, inputs=("prediction", "target")) -> Mean
 
 
 class FrechetInceptionDistance:
-    """FID between generated frames and real frames (or precomputed real statistics)."""
+    """FID between generated frames and real frames (or precomputed real statistics).
 
-    def __init__(self, variables, reference_statistics: str | None = None, name: str = "fid"):
-        self.name, self.variables = name, variables
+    The real frames are the batch's `reference_key`; by default its "target" where the eval
+    mode has one (self-reenactment: the driving frames) and else its "source" frames
+    (cross-reenactment has no ground truth: the animated identity's real images are the
+    sources, which cross-reenactment FID is measured against)."""
+
+    def __init__(
+        self,
+        variables,
+        reference_statistics: str | None = None,
+        reference_key: str | None = None,
+        name: str = "fid",
+    ):
+        if reference_statistics and reference_key:
+            raise ValueError(f"metric {name!r}: give reference_statistics or reference_key")
+        self.name, self.variables, self.reference_key = name, variables, reference_key
         self.reference = fid.load_statistics(reference_statistics) if reference_statistics else None
-        self.inputs = ("prediction",) if self.reference is not None else ("prediction", "target")
+        # Without a fixed key the reference is chosen per batch (`_real_key`).
+        self.inputs = ("prediction",) + ((reference_key,) if reference_key else ())
         self.reset()
 
     def reset(self) -> None:
         self._generated, self._real = fid.FeatureStatistics(), fid.FeatureStatistics()
 
+    def _real_key(self, batch: Mapping[str, object]) -> str:
+        if self.reference_key:
+            return self.reference_key
+        for key in ("target", "source"):
+            if key in batch:
+                return key
+        raise KeyError(
+            f"metric {self.name!r} needs real frames: batch key 'target' or 'source', or "
+            f"reference_statistics (batch has {sorted(batch)})"
+        )
+
     def update(self, batch: Mapping[str, object]) -> None:
         _check_inputs(self, batch)
+        real = None if self.reference is not None else batch[self._real_key(batch)]
         self._generated.update(to_host(fid.inception_features(self.variables, batch["prediction"])))
-        if self.reference is None:
-            self._real.update(to_host(fid.inception_features(self.variables, batch["target"])))
+        if real is not None:
+            self._real.update(to_host(fid.inception_features(self.variables, real)))
 
     def compute(self) -> dict[str, float]:
         real = self.reference if self.reference is not None else self._real.compute()

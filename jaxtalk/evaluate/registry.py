@@ -125,10 +125,10 @@ METRICS = {
         MetricSpec(
             "fid",
             "inception_fid",
-            lambda v, reference_statistics=None, **_: metric.FrechetInceptionDistance(
-                v, reference_statistics
+            lambda v, reference_statistics=None, reference_key=None, **_: (
+                metric.FrechetInceptionDistance(v, reference_statistics, reference_key)
             ),
-            "FID (pytorch-fid InceptionV3 pool3)",
+            "FID (pytorch-fid InceptionV3 pool3) against the target, else the source frames",
         ),
         MetricSpec("aed_apd", None, _aed_apd, "average expression / pose distance"),
     ]
@@ -159,6 +159,6 @@ def create_many(names_: list[str], weights_dir: str | None = None, options=None)
     for name in names_:
         try:
             built[name] = create(name, weights_dir=weights_dir, **(options or {}).get(name, {}))
-        except (MissingWeightsError, KeyError, ValueError) as e:
+        except (OSError, KeyError, ValueError) as e:  # missing weights or option files too
             errors[name] = str(e)
     return built, errors

@@ -262,27 +262,16 @@ class LivePortraitAnimator(Animator):
     def from_run(cls, workdir: str, step: int | None = None, **kw) -> "LivePortraitAnimator":
         """A `liveportrait` training run: stage 1's F, M, W, G (no stitching or retargeting),
         or a stitching run's frozen base with its trained stitching, lip and eye MLPs."""
+        from jaxtalk.convert import liveportrait as lp_convert
         from jaxtalk.train import checkpoints
 
         step = checkpoints.resolve_step(workdir, step)
         config = checkpoints.run_config(workdir, step)
         if config.get("task") != "liveportrait":
             raise AnimationError(f"{workdir}: a {config.get('task')!r} run, not liveportrait")
-        if config.get("stage", "base") == "base":
-            variables = checkpoints.group_variables(workdir, "generator", step)
-            variables.pop("online", None)
-        else:  # the frozen base group holds {network: {params, batch_stats}}
-            base = checkpoints.group_variables(workdir, "base", step)["params"]
-            variables = {
-                "params": {g: base[g]["params"] for g in NETWORKS},
-                "batch_stats": {
-                    g: base[g]["batch_stats"] for g in NETWORKS if "batch_stats" in base[g]
-                },
-            }
-            for name in RETARGETING:
-                variables["params"][name] = checkpoints.group_variables(workdir, name, step)[
-                    "params"
-                ]
+        variables = lp_convert.run_variables(
+            config, lambda g: checkpoints.group_variables(workdir, g, step), source=workdir
+        )
         return cls(variables, config.get("model") or {}, source=workdir, **kw)
 
     # ------------------------------------------------------------------ networks

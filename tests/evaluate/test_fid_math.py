@@ -59,3 +59,16 @@ def test_statistics_file_round_trip(tmp_path):
     np.savez(tmp_path / "bad.npz", m=mu)
     with pytest.raises(ValueError, match="bad.npz.*'mu' and 'sigma'"):
         fid.load_statistics(tmp_path / "bad.npz")
+    # damaged or foreign files: one line naming the file, never a traceback
+    good = (tmp_path / "ref.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(good[: len(good) // 2])
+    np.savez(tmp_path / "shapes.npz", mu=mu, sigma=np.eye(2))
+    np.save(tmp_path / "array.npy", mu)
+    for name, message in [
+        ("cut.npz", "not an .npz of FID statistics"),
+        ("shapes.npz", r"mu \(3,\) and sigma \(2, 2\) disagree"),
+        ("array.npy", "need arrays 'mu' and 'sigma'"),
+    ]:
+        with pytest.raises(ValueError, match=name + ".*" + message) as e:
+            fid.load_statistics(tmp_path / name)
+        assert "\n" not in str(e.value)

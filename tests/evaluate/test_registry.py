@@ -140,6 +140,34 @@ def test_fid_metric_streams_both_sets_or_uses_reference(tmp_path, monkeypatch):
         m.update({"prediction": batch["prediction"]})
     assert m.compute()["fid"] == pytest.approx(want, rel=1e-9)
 
+    # Cross-reenactment has no target: the real frames are the sources (as the default
+    # reference wherever there is no target, or by reference_key everywhere).
+    sources = [np.roll(b["target"], 1, axis=0) for b in data]
+    want = fid.frechet_distance(
+        *fid.statistics(gen),
+        *fid.statistics(np.concatenate([s.reshape(5, -1)[:, :6] for s in sources])),
+    )
+    inception = tmp_path / "inception_fid.safetensors"  # features are faked above
+    weights.save({"params": {"x": np.zeros(1, np.float32)}}, inception, release="inception_fid")
+    m = registry.create("fid", weights=inception)
+    assert set(m.inputs) <= {"prediction", "source", "driving"}  # defined in cross mode
+    for batch, source in zip(data, sources):
+        m.update({"prediction": batch["prediction"], "source": source, "driving": source})
+    assert m.compute()["fid"] == pytest.approx(want, rel=1e-9)
+    m = registry.create("fid", weights=inception, reference_key="source")
+    assert m.inputs == ("prediction", "source")
+    for batch, source in zip(data, sources):
+        m.update({**batch, "source": source})  # the target is there, and not read
+    assert m.compute()["fid"] == pytest.approx(want, rel=1e-9)
+    with pytest.raises(KeyError, match="'target' or 'source'"):
+        metric.FrechetInceptionDistance(None).update({"prediction": data[0]["prediction"]})
+    with pytest.raises(ValueError, match="reference_statistics or reference_key"):
+        metric.FrechetInceptionDistance(None, str(tmp_path / "real.npz"), "source")
+    # a statistics file that is not there: the metric is skipped with why, as missing weights
+    options = {"fid": {"reference_statistics": str(tmp_path / "none.npz")}}
+    built, errors = registry.create_many(["fid"], str(tmp_path), options)
+    assert not built and "none.npz: no such FID statistics file" in errors["fid"]
+
 
 def test_lse_metric_averages_videos(monkeypatch):
     results = iter([{"lse_d": 8.0, "lse_c": 2.0}, {"lse_d": 6.0, "lse_c": 4.0}])

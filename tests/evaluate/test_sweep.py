@@ -197,6 +197,28 @@ def test_clear_errors(setup, tmp_path):
         )
 
 
+def test_talkinghead1kh_is_a_named_test_set(tmp_path):
+    """A bare `talkinghead1kh` under --data_root is the split `jaxtalk prepare
+    talkinghead1kh` fills with the official val tubes."""
+    from data_pipelines.parsers import talkinghead1kh
+
+    assert eval_sets.NAMED["talkinghead1kh"] == talkinghead1kh.LISTS["val"] == "test"
+    prepared = tmp_path / "talkinghead1kh"
+    prepared.mkdir()
+    info = {
+        "name": "talkinghead1kh",
+        "splits": {"train": {"num_clips": 5}, "test": {"num_clips": 3}},
+        "identities": [],
+        "config": {"size": 64},
+    }
+    (prepared / "dataset_info.json").write_text(json.dumps(info))
+    test_set = eval_sets.parse("talkinghead1kh", str(tmp_path))
+    assert (test_set.split, test_set.data_dir) == ("test", str(prepared))
+    assert test_set.num_examples(2) == 6
+    with pytest.raises(eval_sets.EvalSetError, match="prepared as 'talkinghead1kh'"):
+        eval_sets.parse(f"vfhq={prepared}")
+
+
 def test_process_identity_from_flags_or_launcher(monkeypatch):
     assert sweep.process_identity(1, 3) == (1, 3)
     monkeypatch.setenv("JAXTALK_PROCESS_ID", "2")  # as launch/local.py sets them
