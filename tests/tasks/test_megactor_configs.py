@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from configs import megactor as cfg_lib
+from jaxtalk.diffusion import recipes
 from jaxtalk.models.aniportrait.lmk2video import join_motion
 from jaxtalk.tasks import megactor as task_lib
 
@@ -60,6 +61,18 @@ def test_unknown_variant_and_stage_are_errors():
     c.stage = "stage3"
     with pytest.raises(ValueError, match="config.stage"):
         task_lib.build(c)
+
+
+@pytest.mark.parametrize("variant", ["tiny_stage1", "tiny_stage2"])
+def test_tiny_departs_from_the_release_only_in_v_prediction(variant):
+    c = cfg_lib.get_config(variant)
+    release = recipes.to_dict(recipes.megactor())
+    for part in ("train", "sample"):
+        assert c.diffusion.recipe[part].prediction == "v"
+        got = dict(c.diffusion.recipe[part].to_dict(), prediction="eps")
+        assert got == release[part], part
+    recipe, ddim = recipes.of_run(c.diffusion)
+    assert recipe.train.prediction == ddim.prediction == "v"  # trained and sampled alike
 
 
 def test_paper_networks_have_the_released_sizes():
