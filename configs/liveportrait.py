@@ -103,7 +103,7 @@ def get_config(arg: str = "paper"):
             image_size=512,  # the target G renders; the networks see it resized to 256
             pair_attributes=("pose", "landmarks_xy", "face_mesh_xy", "mouth", "blink"),
             # Mixed image / video training: an image dataset prepared as one-frame clips
-            # (source = driving) can join the mixture.
+            # (`jaxtalk prepare images`; source = driving) can join the mixture.
             data_dir="",
             data_root="data/paper_512",
             mixture="voxceleb2,vfhq,celebvhq",  # the paper's public video sets; weights by clips

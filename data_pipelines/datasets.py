@@ -10,8 +10,8 @@ from typing import Any, Callable
 from absl import logging
 
 from data_pipelines import companions, filters, landmarks, pipeline
-from data_pipelines.parsers import celebvhq, hdtf, talkinghead1kh, vfhq, videos, voxceleb
-from data_pipelines.process import ProcessConfig
+from data_pipelines.parsers import celebvhq, hdtf, images, talkinghead1kh, vfhq, videos, voxceleb
+from data_pipelines.process import ProcessConfig, process_image
 from data_pipelines.synthetic import generate
 from jaxtalk import fs
 from jaxtalk.errors import InputError
@@ -24,10 +24,16 @@ class DatasetDef:
     options: tuple[str, ...] = ()  # parser keyword options the command may pass
     parallel_parse: bool = False  # the parser takes num_workers (it decodes the videos)
     audio: bool = True  # its videos carry speech (False: video-only clips are kept silent)
+    process: Callable[..., Any] | None = None  # one spec -> one ClipRecord (None: a video's)
+    extract_landmarks: Callable[..., Any] = landmarks.extract_video  # for --landmarks_model
+    # A clip's minimum length with --landmarks_dir (AniPortrait's rule for video clips).
+    landmark_min_frames: int = landmarks.MIN_FRAMES
 
 
 # Synthetic clips are short and flat-shaded: the real-data thresholds would reject them.
 SYNTHETIC_FILTERS = filters.FilterConfig(min_frames=25, min_face_size=32, blur_threshold=2.0)
+# A still image is a one-frame clip; the face-size and blur thresholds are the videos'.
+IMAGE_FILTERS = filters.FilterConfig(min_frames=1)
 
 DATASETS = {
     "voxceleb1": DatasetDef(functools.partial(voxceleb.parse, version=1)),
@@ -42,6 +48,17 @@ DATASETS = {
         parallel_parse=True,
     ),
     "talkinghead1kh": DatasetDef(talkinghead1kh.parse, audio=False),  # video-only downloads
+    # A folder of portrait images: one-frame silent clips (data_pipelines/parsers/images.py).
+    "images": DatasetDef(
+        images.parse,
+        IMAGE_FILTERS,
+        options=("test_list", "test_fraction", "identity", "detect_faces"),
+        parallel_parse=True,
+        audio=False,
+        process=process_image,
+        extract_landmarks=landmarks.extract_image,
+        landmark_min_frames=1,
+    ),
     "synthetic": DatasetDef(
         functools.partial(voxceleb.parse, version=2, dataset="synthetic"), SYNTHETIC_FILTERS
     ),
@@ -120,10 +137,14 @@ def prepare_dataset(
     base_filters = ds.filters
     if landmarks_dir:
         if detect is not None:
-            landmarks.extract_missing(specs, landmarks_dir, detect, log=log)
+            landmarks.extract_missing(
+                specs, landmarks_dir, detect, log=log, extract=ds.extract_landmarks
+            )
         specs = landmarks.attach(specs, landmarks_dir, report)
-        base_filters = dataclasses.replace(base_filters, min_frames=landmarks.MIN_FRAMES)
+        base_filters = dataclasses.replace(base_filters, min_frames=ds.landmark_min_frames)
     if companions_dir:
+        if ds.process is process_image:
+            raise InputError("images have no companion streams: drop --companions_dir")
         specs = companions.attach(specs, companions_dir, report)
     flt = dataclasses.replace(
         base_filters, **{k: v for k, v in (filter_overrides or {}).items() if v is not None}
@@ -137,5 +158,6 @@ def prepare_dataset(
         cfg=cfg,
         clips_per_shard=clips_per_shard,
         num_workers=num_workers,
+        process_fn=ds.process,
         log=log,
     )

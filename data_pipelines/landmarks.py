@@ -13,6 +13,10 @@ One file per source video, `<landmarks_dir>/<video file name without extension>.
   face_mesh      float [N, 468 * 3], optional: pose-free mesh vertices (what Audio2Mesh
                  predicts)
 
+`jaxtalk prepare images` reads one file per image, `<image path relative to --manual_dir,
+without extension>.npz` (nested as the images are), in the same format with one row (its
+`fps` any positive number).
+
 Rows of frames no clip uses may hold NaN (extraction covers only the clips' frames). The
 rows a clip uses must be finite, inside the frame (a margin of `FRAME_MARGIN` for faces at
 its edge) and in pixels, not MediaPipe's 0..1; otherwise the clip is rejected as "bad
@@ -45,8 +49,10 @@ REQUIRED = ("fps", "face_mesh_xy")
 MIN_FRAMES = 30  # AniPortrait's preprocess_dataset drops shorter clips
 FRAME_MARGIN = 0.1  # of the frame's side: MediaPipe extrapolates faces cut by the edge
 MAX_FILL = 5  # frames a lost face keeps its last landmarks
+IMAGE_FPS = 25.0  # the `fps` of an image's file (one row; any positive number reads row 0)
 CHUNK = 256  # frames decoded at a time during extraction
 MISSING, BAD = "missing landmarks", "bad landmark file"
+NAME_KEY = "landmarks_name"  # a spec's `extra` entry naming its file (images: nested paths)
 # MediaPipe's camera (pose_util.create_perspective_matrix): 63 degrees vertical field of view
 FOCAL = 1.0 / np.tan(np.radians(63.0) / 2)
 
@@ -57,6 +63,18 @@ class BadLandmarks(ValueError):
 
 def file_for(landmarks_dir: str, video_path: str) -> str:
     return os.path.join(landmarks_dir, os.path.splitext(os.path.basename(video_path))[0] + ".npz")
+
+
+def spec_file(landmarks_dir: str, spec: ClipSpec) -> str:
+    """The clip's landmark file: its `NAME_KEY` extra (`prepare images` sets the image's
+    path relative to --manual_dir, without extension: folders of 0001.jpg do not collide),
+    else its video's name (`file_for`)."""
+    name = dict(spec.extra).get(NAME_KEY)
+    return (
+        os.path.join(landmarks_dir, name + ".npz")
+        if name
+        else file_for(landmarks_dir, spec.video_path)
+    )
 
 
 def _open_check(path: str) -> None:
@@ -80,7 +98,7 @@ def attach(specs: list[ClipSpec], landmarks_dir: str, report: SkipReport) -> lis
         raise InputError(f"--landmarks_dir {landmarks_dir!r} is not a directory")
     out, faults = [], {}
     for spec in specs:
-        path = file_for(landmarks_dir, spec.video_path)
+        path = spec_file(landmarks_dir, spec)
         if path not in faults:
             faults[path] = None
             if not os.path.exists(path):
@@ -186,13 +204,7 @@ def extract_video(
             for frame in frames:
                 found = detect(frame)
                 if found is not None:
-                    pts, matrix = found
-                    pose = (
-                        head_pose_from_matrix(matrix, w, h)
-                        if matrix is not None
-                        else np.full(6, np.nan)
-                    )
-                    last, gap = (np.asarray(pts, np.float64)[:, :2] * (w, h), pose), 0
+                    last, gap = _row(found, w, h), 0
                 else:
                     gap += 1
                 if last is not None and gap <= MAX_FILL:
@@ -200,6 +212,20 @@ def extract_video(
                 i += 1
             if len(frames) < count:
                 break
+    return _arrays(rows, fps)
+
+
+def _row(found, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """One detection -> (points [478, 2] in source pixels, `head_pose` [6] or NaN)."""
+    pts, matrix = found
+    pose = (
+        head_pose_from_matrix(matrix, width, height) if matrix is not None else np.full(6, np.nan)
+    )
+    return np.asarray(pts, np.float64)[:, :2] * (width, height), pose
+
+
+def _arrays(rows: dict[int, tuple[np.ndarray, np.ndarray]], fps: float) -> dict[str, np.ndarray]:
+    """{frame: row} -> this module's file arrays (frames without a row NaN)."""
     n = max(rows, default=-1) + 1
     xy, pose = np.full((n, WIDTHS["face_mesh_xy"]), np.nan), np.full((n, 6), np.nan)
     for i, (p, q) in rows.items():
@@ -210,32 +236,48 @@ def extract_video(
     return out
 
 
+def extract_image(
+    image_path: str, specs: list[ClipSpec], detect: Detector
+) -> dict[str, np.ndarray]:
+    """Landmark arrays of one image (`prepare images`): one row, at 25 fps (a one-frame
+    clip's rate); none when the detector finds no single face."""
+    from data_pipelines.parsers.images import read_image  # pylint: disable=import-outside-toplevel
+
+    image = read_image(image_path)  # MediaError when unreadable, as a video's
+    found = detect(image)
+    rows = {} if found is None else {0: _row(found, image.shape[1], image.shape[0])}
+    return _arrays(rows, IMAGE_FPS)
+
+
 def extract_missing(
-    specs: list[ClipSpec], landmarks_dir: str, detect: Detector, log=print
+    specs: list[ClipSpec], landmarks_dir: str, detect: Detector, log=print, extract=None
 ) -> dict[str, int]:
     """Writes the landmark file of every clip video that has none (atomically: an interrupted
-    run leaves no partial file, a rerun continues). Returns counts."""
+    run leaves no partial file, a rerun continues). Returns counts. `extract(path, clips,
+    detect)` makes one file's arrays: `extract_video` (default) or `extract_image`."""
+    extract = extract or extract_video
     from jaxtalk import progress  # pylint: disable=import-outside-toplevel
 
     os.makedirs(landmarks_dir, exist_ok=True)
     by_video: dict[str, list[ClipSpec]] = {}
     for spec in specs:
         by_video.setdefault(spec.video_path, []).append(spec)
-    todo = {v: s for v, s in by_video.items() if not os.path.exists(file_for(landmarks_dir, v))}
+    todo = {v: s for v, s in by_video.items() if not os.path.exists(spec_file(landmarks_dir, s[0]))}
     counts = {"videos": len(by_video), "extracted": 0, "no_face": 0, "unreadable": 0}
     with progress.bar(len(todo), "landmarks", unit="video") as bar:
         for video, clips in sorted(todo.items()):
             try:
-                arrays = extract_video(video, clips, detect)
+                arrays = extract(video, clips, detect)
             except MediaError as e:  # processing will reject its clips too; go on
                 log(f"landmarks: skipping {one_line(e, 160)}")
                 counts["unreadable"] += 1
                 bar.update(1)
                 continue
-            path = file_for(landmarks_dir, video)
+            path = spec_file(landmarks_dir, clips[0])
             if not len(arrays["face_mesh_xy"]):
                 counts["no_face"] += 1  # no file: its clips are counted as missing landmarks
             else:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
                 with open(path + ".tmp", "wb") as f:
                     np.savez(f, **arrays)
                 os.replace(path + ".tmp", path)

@@ -13,9 +13,11 @@ import os
 import zipfile
 
 import numpy as np
+from PIL import Image
 
 from data_pipelines import companions, filters, landmarks
 from data_pipelines.clip_spec import ClipSpec
+from data_pipelines.parsers import images
 from data_pipelines.records import ClipRecord
 from jaxtalk.errors import one_line
 from jaxtalk.media import crop
@@ -138,16 +140,7 @@ def process_clip(spec: ClipSpec, cfg: ProcessConfig) -> ClipRecord:
     if reason := filters.check_length(num_frames, cfg.filters):
         raise ClipRejected(reason, f"{spec.clip_id}: {num_frames} frames")
 
-    if spec.boxes is None:
-        boxes = np.array([[0, 0, info.width, info.height]], np.float64)
-    else:
-        boxes = crop.to_pixels(spec.boxes, info.width, info.height, spec.box_ref_height)
-    box = crop.clip_box(boxes, info.width, info.height, spec.crop_scale)
-    if box is None:
-        raise ClipRejected("invalid box", spec.clip_id)
-    if reason := filters.check_crop(box[2], cfg.filters):
-        raise ClipRejected(reason, f"{spec.clip_id}: {box[2]} px")
-
+    box = _crop_box(spec, info.width, info.height, cfg)
     duration = num_frames / cfg.fps
     try:
         frames, _ = read_video(
@@ -173,13 +166,33 @@ def process_clip(spec: ClipSpec, cfg: ProcessConfig) -> ClipRecord:
         want = num_frames * int(cfg.sample_rate / cfg.fps)
         audio = np.pad(audio[:want], (0, max(0, want - len(audio))))
 
+    return _record(spec, cfg, frames, audio, box, (info.width, info.height), start, info.fps)
+
+
+def _crop_box(spec: ClipSpec, width: int, height: int, cfg: ProcessConfig):
+    """The clip's square crop (x, y, side, side) in source pixels, checked for size."""
+    if spec.boxes is None:
+        boxes = np.array([[0, 0, width, height]], np.float64)
+    else:
+        boxes = crop.to_pixels(spec.boxes, width, height, spec.box_ref_height)
+    box = crop.clip_box(boxes, width, height, spec.crop_scale)
+    if box is None:
+        raise ClipRejected("invalid box", spec.clip_id)
+    if reason := filters.check_crop(box[2], cfg.filters):
+        raise ClipRejected(reason, f"{spec.clip_id}: {box[2]} px")
+    return box
+
+
+def _record(spec, cfg, frames, audio, box, source_size, start, source_fps) -> ClipRecord:
+    """The cropped frames (and audio) as a record: the frame filters, the clip's
+    attributes and companion streams."""
     if reason := filters.check_frames(frames, cfg.filters):
         raise ClipRejected(reason, spec.clip_id)
-    attributes = _load_attributes(spec, start, num_frames, cfg.fps, box, (info.width, info.height))
+    attributes = _load_attributes(spec, start, len(frames), cfg.fps, box, source_size)
     if reason := filters.check_pose(attributes, cfg.filters):
         raise ClipRejected(reason, spec.clip_id)
     streams, notes = companions.read_streams(
-        spec, frames, fps=cfg.fps, start=start, box=box, source_fps=info.fps or cfg.fps
+        spec, frames, fps=cfg.fps, start=start, box=box, source_fps=source_fps or cfg.fps
     )
     return ClipRecord(
         clip_id=spec.clip_id,
@@ -191,9 +204,26 @@ def process_clip(spec: ClipSpec, cfg: ProcessConfig) -> ClipRecord:
         frames=frames,
         audio=to_int16(audio),
         crop_box=box,
-        source_size=(info.width, info.height),
+        source_size=source_size,
         attributes=attributes,
         extra=dict(spec.extra),
         streams=streams,
         notes=notes,
     )
+
+
+def process_image(spec: ClipSpec, cfg: ProcessConfig) -> ClipRecord:
+    """One image (data_pipelines/parsers/images.py) -> a one-frame clip without audio,
+    cropped and resized as a video's frames are (area averaging when shrinking, as
+    `read_video`'s ffmpeg scaler)."""
+    try:
+        image = images.read_image(spec.video_path)
+    except MediaError as e:
+        raise ClipRejected(images.UNREADABLE, str(e)) from None
+    height, width = image.shape[:2]
+    x, y, side, _ = _crop_box(spec, width, height, cfg)
+    face = Image.fromarray(image).crop((x, y, x + side, y + side))
+    resample = Image.BOX if side >= cfg.size else Image.BILINEAR
+    frames = np.asarray(face.resize((cfg.size, cfg.size), resample))[None]
+    audio = np.zeros(0, np.float32)
+    return _record(spec, cfg, frames, audio, (x, y, side, side), (width, height), 0.0, None)

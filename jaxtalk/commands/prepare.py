@@ -7,21 +7,27 @@ that several datasets share one root and a mixture names them by name
 (`config.data.data_root=ROOT`, `config.data.mixture="voxceleb2,hdtf"`). Rerunning continues
 an interrupted run: finished shards are kept, unfinished ones redone.
 
-DATASET is one of: synthetic, voxceleb1, voxceleb2, hdtf, vfhq, celebvhq, talkinghead1kh, or
+DATASET is one of: synthetic, voxceleb1, voxceleb2, hdtf, vfhq, celebvhq, talkinghead1kh,
 `videos`: any folder of one's own videos (nested), where faces are detected and tracked,
 scene cuts split clips and each file goes to train or test by a stable hash of its relative path
-(data_pipelines/parsers/videos.py), for fine-tuning with `--config.init_from`.
+(data_pipelines/parsers/videos.py), for fine-tuning with `--config.init_from`; or `images`: a
+folder of portrait images, each a one-frame silent clip (faces found as for videos, or the
+centred square with --nodetect_faces; data_pipelines/parsers/images.py), for LivePortrait's
+mixed image / video training (`config.data.mixture="vfhq,images"`).
 
   jaxtalk prepare synthetic --out_dir=data/synthetic --size=64
   jaxtalk prepare voxceleb2 --manual_dir=/data/vox2 --out_dir=data/vox2_256 --size=256
   jaxtalk prepare hdtf --manual_dir=/data/HDTF --out_dir=data/hdtf_512 --size=512 --test_list=dinet_test.txt
   jaxtalk prepare hdtf --manual_dir=/data/HDTF --root=data/paper_256 --size=256   # data/paper_256/hdtf
   jaxtalk prepare videos --manual_dir=~/my_videos --out_dir=data/mine_256 --identity=folder
+  jaxtalk prepare images --manual_dir=~/portraits --root=data/paper_512 --size=512
+      --landmarks_dir=~/portraits_landmarks [--landmarks_model=face_landmarker.task]
   jaxtalk prepare vfhq --manual_dir=/data/VFHQ --out_dir=data/vfhq_512 --size=512
       --landmarks_dir=/data/VFHQ/landmarks [--landmarks_model=face_landmarker.task]
 
 --landmarks_dir adds AniPortrait's per-frame face landmarks (MediaPipe's 478 points, head pose)
-to each clip from one file per source video, and drops clips under 30 frames as the release;
+to each clip from one file per source video (per image for `images`), and drops video clips
+under 30 frames as the release;
 --landmarks_model first writes the missing files with MediaPipe (an optional extra).
 
 --companions_dir adds MegActor's driving streams to each clip: the outputs of a face swapper,
@@ -72,15 +78,22 @@ flags.DEFINE_string(
     "test_list",
     None,
     "hdtf/celebvhq: file of video names (or ytb ids) for the test split; "
-    "videos: of paths relative to --manual_dir.",
+    "videos, images: of paths relative to --manual_dir.",
 )
 flags.DEFINE_float(
     "test_fraction",
     None,
-    "hdtf/celebvhq: hold out this fraction of identities as test; videos: of files (default 0.1).",
+    "hdtf/celebvhq: hold out this fraction of identities as test; videos, images: of files "
+    "(default 0.1).",
 )
 flags.DEFINE_enum(
-    "identity", None, ["file", "folder"], "videos: one identity per file, or per folder."
+    "identity", None, ["file", "folder"], "videos, images: one identity per file, or per folder."
+)
+flags.DEFINE_boolean(
+    "detect_faces",
+    None,
+    "images: crop around the face OpenCV's detector finds (default; images without one are "
+    "skipped); --nodetect_faces: the images are portrait crops, take their centred square.",
 )
 flags.DEFINE_float(
     "scene_threshold",
@@ -93,8 +106,9 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "landmarks_dir",
     None,
-    "Per-video face landmark files <video name>.npz (AniPortrait; format in "
-    "data_pipelines/landmarks.py) stored with each clip; clips without one are skipped.",
+    "Per-video (images: per-image) face landmark files <file name>.npz (AniPortrait, "
+    "LivePortrait; format in data_pipelines/landmarks.py) stored with each clip; clips "
+    "without one are skipped.",
 )
 flags.DEFINE_string(
     "landmarks_model",
@@ -175,6 +189,7 @@ def main(argv: list[str]) -> None:
             "info_file": FLAGS.info_file,
             "identity": FLAGS.identity,
             "scene_threshold": FLAGS.scene_threshold,
+            "detect_faces": FLAGS.detect_faces,
         },
         log=print,  # the opening line and the final report; per-shard lines: --verbosity=0
     )

@@ -26,6 +26,10 @@ from jaxtalk.models.layers.upfirdn import upfirdn2d
 SCALES = (1.0, 0.5, 0.25, 0.125)
 WEIGHTS = (10.0, 10.0, 10.0, 10.0, 10.0)
 LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+# The smallest side every scale keeps a non-empty relu5_1 map at: it is 1/16 of its input
+# (four 2x poolings before it), and the pyramid's smallest scale is 1/8. Under this the
+# last scale's features are empty and their mean (the loss) is NaN.
+MIN_SIZE = int(16 / min(SCALES))
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 

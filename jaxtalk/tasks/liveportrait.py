@@ -47,6 +47,7 @@ from jaxtalk import fs
 from jaxtalk.evaluate import image_metrics
 from jaxtalk.losses import adversarial
 from jaxtalk.losses import keypoints as kp_losses
+from jaxtalk.losses.perceptual import MIN_SIZE as PERCEPTUAL_MIN_SIZE
 from jaxtalk.losses.perceptual import VGG19PerceptualLoss
 from jaxtalk.models.layers import torch_nn
 from jaxtalk.models.layers.sharding import join_batches, split_batches
@@ -57,6 +58,7 @@ from jaxtalk.models.liveportrait.generator import SPADEDecoder
 from jaxtalk.models.liveportrait.motion_extractor import MotionExtractor
 from jaxtalk.models.liveportrait.retargeting import RELEASED, RetargetingMLP
 from jaxtalk.models.liveportrait.warping import WarpingNetwork
+from jaxtalk.models.metric_nets import iresnet
 from jaxtalk.models.pixels import to_01
 from jaxtalk.train.task import LossOutput, Task
 
@@ -99,6 +101,16 @@ def box_mask(boxes, size: int):
     grid = kp_losses.coordinate_grid(size, size)[None]
     inside = jnp.all(jnp.abs(grid - boxes[:, None, None, :2]) <= boxes[:, None, None, 2:3], -1)
     return inside[..., None].astype(jnp.float32)
+
+
+def check_perceptual_size(key: str, size: int) -> None:
+    """An image the perceptual loss sees must have at least `PERCEPTUAL_MIN_SIZE` (128) px:
+    its VGG pyramid's 1/8 scale of a smaller one is empty and the loss NaN."""
+    if size < PERCEPTUAL_MIN_SIZE:
+        raise ValueError(
+            f"{key} is {size}: the perceptual loss needs at least {PERCEPTUAL_MIN_SIZE} px "
+            "(smaller images give NaN); raise it or set loss.perceptual=0"
+        )
 
 
 class RatioNet(nn.Module):
@@ -154,6 +166,13 @@ class LivePortraitTask(Task):
             )
         self.discriminator = MultiScaleDiscriminator(**m.discriminator.to_dict(), dtype=dtype)
         self.perceptual = VGG19PerceptualLoss(dtype=dtype) if loss.perceptual else None
+        # Stage 1's crops and frames (data.image_size 0, the records' size: in the loss).
+        if self.perceptual is not None and self.stage == "base":
+            for r in loss.regions:
+                if r != "full":
+                    check_perceptual_size(f"loss.region_sizes.{r}", loss.region_sizes[r])
+            if "full" in loss.regions and config.data.get("image_size", 0):
+                check_perceptual_size("data.image_size", config.data.image_size)
         # The released hidden sizes; outputs follow the keypoint count (3K + 2, 3K, 3K).
         k3 = 3 * self.nets["motion"].num_kp
         outputs = {"stitching": k3 + 2, "lip": k3, "eye": k3}
@@ -194,11 +213,7 @@ class LivePortraitTask(Task):
                 }
                 params["discriminator"] = {r: v["params"] for r, v in disc.items()}
                 stats["discriminator"] = {r: v["batch_stats"] for r, v in disc.items()}
-            if self.perceptual is not None:
-                params["vgg"] = self._weights("vgg19", self.config.loss.vgg19_weights)["params"]
-            if self.config.loss.identity:
-                arc = self._weights("arcface_r100", self.config.loss.arcface_weights)
-                params["arcface"] = {k: arc[k] for k in ("params", "batch_stats")}
+            params.update(self.loss_networks())
             return params, {"batch_stats": stats}
         params["base"] = base
         keys = jax.random.split(r_mlp, 4)
@@ -209,6 +224,17 @@ class LivePortraitTask(Task):
             params[name] = self.retarget[name].init(key, jnp.zeros((b, sizes[name])))["params"]
         params["ratio"] = self.ratio_net.init(keys[3], to_01(src))["params"]
         return params, {}
+
+    def loss_networks(self) -> dict:
+        """The frozen groups the stage-1 loss terms use: `vgg` (perceptual weight > 0) and
+        `arcface` (identity weight > 0), read from their imported weights files."""
+        out = {}
+        if self.perceptual is not None:
+            out["vgg"] = self._weights("vgg19", self.config.loss.vgg19_weights)["params"]
+        if self.config.loss.identity:
+            arc = self._weights("arcface_r100", self.config.loss.arcface_weights)
+            out["arcface"] = {k: arc[k] for k in ("params", "batch_stats")}
+        return out
 
     def _weights(self, release, path):
         from jaxtalk.convert import weights
@@ -339,6 +365,9 @@ class LivePortraitTask(Task):
         batch, w = self.preprocess(batch), self.config.loss
         src, drv = self._input(batch["source"]), self._input(batch["driving"])
         target = to_01(batch["driving"])
+        if self.perceptual is not None and "full" in w.regions:
+            # data.image_size 0 (the records' size) is known only here, at trace time
+            check_perceptual_size("data.image_size (the frames')", target.shape[1])
         b = src.shape[0]
         updates = {}
         feature = self._apply(params, model_state, "appearance", src, train=True, updates=updates)
@@ -403,9 +432,9 @@ class LivePortraitTask(Task):
         if w.identity:
             from jaxtalk.evaluate.csim import embed
 
-            e_fake, e_real = split_batches(
-                embed(params["arcface"], join_batches(fake["face"], real["face"])), 2
-            )
+            faces = join_batches(fake["face"], real["face"])
+            arch = iresnet.depths_of(params["arcface"]["params"])
+            e_fake, e_real = split_batches(embed(params["arcface"], faces, arch), 2)
             add(
                 "identity",
                 w.identity,

@@ -22,6 +22,13 @@ DEPTHS = {
 WIDTHS = (64, 128, 256, 512)
 
 
+def depths_of(params) -> tuple[int, ...]:
+    """Blocks per stage of IResNet params, read from their `layer<stage>_<i>` names: a loss
+    takes whichever depth was imported (iresnet50 or 100 weights, a tiny one in tests)."""
+    stages = [int(k[len("layer") :].split("_")[0]) for k in params if k.startswith("layer")]
+    return tuple(stages.count(s) for s in range(1, len(WIDTHS) + 1))
+
+
 class PReLU(nn.Module):
     """torch.nn.PReLU(channels): one learned negative slope per channel (last axis)."""
 
