@@ -10,6 +10,7 @@ be read at all (a missing file, an unreadable zip or JSON document) raises `Meta
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import os
 import re
@@ -156,3 +157,54 @@ def load_id_list(path: str | None) -> set[str] | None:
         return None
     lines = split_lines(read_text(path))
     return {os.path.splitext(line.strip())[0] for line in lines if line.strip()}
+
+
+def find_files(manual_dir: str, extensions: tuple[str, ...]) -> list[str]:
+    """Every file under `manual_dir` whose name ends in one of `extensions` (any case;
+    hidden folders and files skipped), sorted."""
+    found = []
+    for root, dirs, files in os.walk(manual_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [
+            os.path.join(root, f)
+            for f in sorted(files)
+            if not f.startswith(".") and f.lower().endswith(extensions)
+        ]
+    return found
+
+
+# How a folder of your own files (`prepare videos` / `prepare images`) names identities.
+IDENTITIES = ("file", "folder")
+
+
+def folder_entries(
+    paths: list[str],
+    manual_dir: str,
+    test_list: str | None,
+    test_fraction: float,
+    identity: str,
+    kind: str = "files",
+) -> list[tuple[str, str, str]]:
+    """(path, split, identity) of the files (`kind`, for the error) found under
+    `manual_dir`. A file's key is its path relative to `manual_dir` without the extension;
+    its identity the key (`file`) or the key's folder (`folder`); `test_list` names test
+    keys / identities, else a stable hash holds out `test_fraction` of them."""
+    if not paths:
+        raise MissingMetadataError(f"{manual_dir}: no {kind} in it or below")
+    if identity not in IDENTITIES:
+        raise MetadataError(f"identity={identity!r}: use one of {', '.join(IDENTITIES)}")
+    test_ids = load_id_list(test_list)
+    out = []
+    for path in paths:
+        key = os.path.splitext(os.path.relpath(path, manual_dir).replace(os.sep, "/"))[0]
+        who = key if identity == "file" else (os.path.dirname(key) or key)
+        out.append((path, split_for(key, test_ids, test_fraction), who))
+    return out
+
+
+def map_jobs(fn: Callable, jobs: list, num_workers: int, chunksize: int = 1) -> list:
+    """[fn(job) for job in jobs], in `num_workers` processes when that is above 0."""
+    if num_workers > 0:
+        with concurrent.futures.ProcessPoolExecutor(num_workers) as pool:
+            return list(pool.map(fn, jobs, chunksize=chunksize))
+    return [fn(job) for job in jobs]

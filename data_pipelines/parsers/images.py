@@ -21,7 +21,6 @@ cannot be decoded or has no face is one counted skip, and one logged line naming
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 
 import numpy as np
@@ -31,7 +30,6 @@ from PIL import Image, ImageOps
 from data_pipelines import landmarks
 from data_pipelines.clip_spec import ClipSpec, SkipReport
 from data_pipelines.parsers import common
-from data_pipelines.parsers.videos import IDENTITIES
 from jaxtalk.errors import one_line
 from jaxtalk.media import face_detect
 from jaxtalk.media.ffmpeg_run import MediaError
@@ -42,15 +40,7 @@ UNREADABLE = "unreadable image"
 
 def find_images(manual_dir: str) -> list[str]:
     """Every image file under `manual_dir` (hidden folders and files skipped), sorted."""
-    found = []
-    for root, dirs, files in os.walk(manual_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [
-            os.path.join(root, f)
-            for f in sorted(files)
-            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTS)
-        ]
-    return found
+    return common.find_files(manual_dir, IMAGE_EXTS)
 
 
 def read_image(path: str) -> np.ndarray:
@@ -109,25 +99,12 @@ def parse(
     dataset: str = "images",
 ) -> tuple[list[ClipSpec], SkipReport]:
     """Every image under `manual_dir` as a one-frame clip spec (see the module doc)."""
-    if identity not in IDENTITIES:
-        raise common.MetadataError(f"identity={identity!r}: use one of {', '.join(IDENTITIES)}")
-    paths = find_images(manual_dir)
-    if not paths:
-        raise common.MissingMetadataError(
-            f"{manual_dir}: no image files ({', '.join(IMAGE_EXTS)}) in it or below"
-        )
-    test_ids = common.load_id_list(test_list)
-    jobs = []
-    for path in paths:
-        key = os.path.splitext(os.path.relpath(path, manual_dir).replace(os.sep, "/"))[0]
-        split = common.split_for(key, test_ids, test_fraction)
-        who = key if identity == "file" else (os.path.dirname(key) or key)
-        jobs.append((path, manual_dir, split, who, detect_faces, dataset))
-    if num_workers > 0:
-        with concurrent.futures.ProcessPoolExecutor(num_workers) as pool:
-            results = list(pool.map(_guarded_spec, jobs, chunksize=16))
-    else:
-        results = [_guarded_spec(job) for job in jobs]
+    kind = f"image files ({', '.join(IMAGE_EXTS)})"
+    entries = common.folder_entries(
+        find_images(manual_dir), manual_dir, test_list, test_fraction, identity, kind
+    )
+    jobs = [(path, manual_dir, split, who, detect_faces, dataset) for path, split, who in entries]
+    results = common.map_jobs(_guarded_spec, jobs, num_workers, chunksize=16)
     report, specs = SkipReport(), []
     for spec, part in results:
         if spec is not None:

@@ -27,7 +27,6 @@ no audio stream, no face, or no face track long enough is one counted skip.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import os
 
@@ -48,7 +47,6 @@ MAX_GAP_SECONDS = 1.0
 MIN_IOU = 0.25
 SMOOTH = 5  # detections in the running median of a track's boxes
 MIN_TRACK_FRAMES = 2 * DETECT_EVERY
-IDENTITIES = ("file", "folder")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,15 +58,7 @@ class Options:
 
 def find_videos(manual_dir: str) -> list[str]:
     """Every video file under `manual_dir` (hidden folders and files skipped), sorted."""
-    found = []
-    for root, dirs, files in os.walk(manual_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [
-            os.path.join(root, f)
-            for f in sorted(files)
-            if not f.startswith(".") and f.lower().endswith(common.VIDEO_EXTS)
-        ]
-    return found
+    return common.find_files(manual_dir, common.VIDEO_EXTS)
 
 
 def _thumbnail(frame: np.ndarray) -> np.ndarray:
@@ -249,27 +239,13 @@ def parse(
     dataset: str = "videos",
 ) -> tuple[list[ClipSpec], SkipReport]:
     """Every video under `manual_dir` as clip specs (see the module doc)."""
-    if identity not in IDENTITIES:
-        raise common.MetadataError(f"identity={identity!r}: use one of {', '.join(IDENTITIES)}")
-    paths = find_videos(manual_dir)
-    if not paths:
-        raise common.MissingMetadataError(
-            f"{manual_dir}: no video files ({', '.join(common.VIDEO_EXTS)}) in it or below"
-        )
-    test_ids = common.load_id_list(test_list)
+    kind = f"video files ({', '.join(common.VIDEO_EXTS)})"
+    entries = common.folder_entries(
+        find_videos(manual_dir), manual_dir, test_list, test_fraction, identity, kind
+    )
     options = Options(scene_threshold=scene_threshold)
-    jobs = []
-    for path in paths:
-        rel = os.path.relpath(path, manual_dir).replace(os.sep, "/")
-        key = os.path.splitext(rel)[0]
-        split = common.split_for(key, test_ids, test_fraction)
-        who = key if identity == "file" else (os.path.dirname(key) or key)
-        jobs.append((path, manual_dir, split, who, options, dataset))
-    if num_workers > 0:
-        with concurrent.futures.ProcessPoolExecutor(num_workers) as pool:
-            results = list(pool.map(_guarded_specs, jobs))
-    else:
-        results = [_guarded_specs(job) for job in jobs]
+    jobs = [(path, manual_dir, split, who, options, dataset) for path, split, who in entries]
+    results = common.map_jobs(_guarded_specs, jobs, num_workers)
     report, specs = SkipReport(), []
     for found, part in results:
         specs += found
