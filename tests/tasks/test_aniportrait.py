@@ -7,6 +7,7 @@ import pytest
 
 from configs import aniportrait as cfg_lib
 from jaxtalk.models.aniportrait import lmk2video
+from jaxtalk.models.latent_diffusion import frames
 from jaxtalk.tasks import aniportrait as task_lib
 from tests.tasks import helpers
 
@@ -112,3 +113,24 @@ def test_split_and_join_motion_are_inverse():
         "mid_block": {"motion_modules_0": {"w": 4}},
     }
     assert lmk2video.join_motion(unet, motion) == tree
+
+
+def test_patches_are_an_exact_2x2_space_to_depth():
+    images = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 8, 6, 3))
+    latents = frames.patchify(images, 2)
+    assert latents.shape == (2, 3, 4, 3, 12)
+    # vector (i, j) holds the block rows 2i..2i+1, columns 2j..2j+1, row-major, RGB last
+    block = images[1, 2, 4:6, 2:4].reshape(-1)
+    np.testing.assert_array_equal(latents[1, 2, 2, 1], block)
+    np.testing.assert_array_equal(frames.unpatchify(latents, 2), images)
+    with pytest.raises(ValueError, match="7x6 do not split into 2x2"):
+        frames.patchify(images[:, :, :7], 2)
+
+
+def test_tiny_diffuses_patches_and_a_mismatched_unet_is_an_error():
+    c = cfg_lib.get_config("tiny_stage1")
+    model = lmk2video.Lmk2Video.from_config(c.model, motion=False)
+    assert model.latent == "patches" and model.latent_shape((2, 1, 32, 32, 3)) == (2, 1, 16, 16, 12)
+    c.model.unet.in_channels = c.model.unet.out_channels = 3
+    with pytest.raises(ValueError, match="'patches' diffuses 12 channels.*3/3"):
+        lmk2video.Lmk2Video.from_config(c.model, motion=False)

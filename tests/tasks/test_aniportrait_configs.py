@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from configs import aniportrait as cfg_lib
+from jaxtalk.diffusion import recipes
 from jaxtalk.tasks import aniportrait as task_lib
 
 
@@ -44,6 +45,15 @@ def test_paper_configs_carry_the_release_settings(stage):
     assert c.diffusion.sample_steps == 25 and r.guidance_scale == 3.5
     assert (r.context.size, r.context.overlap) == (16, 4)
     assert not c.diffusion.sample_train_betas
+
+
+@pytest.mark.parametrize("variant", ["tiny_stage1", "tiny_stage2"])
+def test_tiny_departs_from_the_release_diffusion_only_in_sampling_unguided(variant):
+    c = cfg_lib.get_config(variant)
+    assert c.diffusion.recipe.guidance_scale == 1.0
+    got = dict(c.diffusion.recipe.to_dict(), guidance_scale=3.5)
+    assert got == recipes.to_dict(recipes.aniportrait())
+    assert c.model.latent == "patches"
 
 
 def test_unknown_variant_and_stage_are_errors():

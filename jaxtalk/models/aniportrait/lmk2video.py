@@ -42,7 +42,11 @@ from jaxtalk.models.latent_diffusion.unet import (
 from jaxtalk.models.pixels import to_01
 
 MOTION_KEY = "motion_modules_"
-LATENTS = ("pixels", "vae")
+# What is diffused: pixels, 2x2 pixel patches as 12-channel vectors (an exact, invertible
+# "autoencoder": the tiny recipe's UNet then starts at 16x16 for 32x32 frames, where its
+# reference attention works), or SD VAE latents.
+LATENTS = ("pixels", "patches", "vae")
+PATCH = 2
 CONTEXTS = ("clip", "zeros")
 POSE_RANGES = ("01", "-11")
 
@@ -84,6 +88,13 @@ class Lmk2Video:
         self.latent = frames.check_choice("latent", latent, LATENTS)
         self.pose_range = frames.check_choice("pose_range", pose_range, POSE_RANGES)
         frames.check_choice("context", context, CONTEXTS)
+        if latent != "vae":
+            want = 3 * (PATCH * PATCH if latent == "patches" else 1)
+            if (unet.in_channels, unet.out_channels) != (want, want):
+                raise ValueError(
+                    f"model.latent={latent!r} diffuses {want} channels, but the UNet's "
+                    f"in/out channels are {unet.in_channels}/{unet.out_channels}"
+                )
         self.reference_net = UNet2DConditionModel(
             dataclasses.replace(unet, conv_out=False), return_bank=True, **kw
         )
@@ -145,19 +156,25 @@ class Lmk2Video:
         """(B, F, h, w, C) of what is diffused for images (B, F, H, W, 3)."""
         b, f, h, w = image_shape[:4]
         if self.vae is None:
-            return (b, f, h, w, self.unet_config.in_channels)
+            d = PATCH if self.latent == "patches" else 1
+            return (b, f, h // d, w // d, self.unet_config.in_channels)
         d = vae.downsampling_factor(self.vae.config)
         return (b, f, h // d, w // d, self.vae.config.latent_channels)
 
     # ------------------------------------------------------------------ the networks
     def encode(self, variables, images, rng):
         """Frames (B, F, H, W, 3) -> what is diffused: the pixels themselves, or VAE latents
-        times 0.18215 (a posterior sample given `rng`, as the release trains; else the mean)."""
+        times 0.18215 (a posterior sample given `rng`, as the release trains; else the mean),
+        or 2x2 patches."""
+        if self.latent == "patches":
+            return frames.patchify(images, PATCH)
         if self.vae is None:
             return images
         return frames.vae_encode(self.vae, variables["vae"], images, rng)
 
     def decode(self, variables, latents):
+        if self.latent == "patches":
+            return frames.unpatchify(latents, PATCH)
         if self.vae is None:
             return latents
         return frames.vae_decode(self.vae, variables["vae"], latents)

@@ -50,6 +50,26 @@ def vae_decode(vae_module, params, latents):
     )
 
 
+def patchify(images, patch: int):
+    """(..., H, W, C) -> (..., H/patch, W/patch, patch*patch*C): each patch x patch block of
+    pixels as one vector (space to depth; `unpatchify` is its exact inverse)."""
+    *lead, h, w, c = images.shape
+    if h % patch or w % patch:
+        raise ValueError(f"images of {h}x{w} do not split into {patch}x{patch} patches")
+    x = images.reshape(*lead, h // patch, patch, w // patch, patch, c)
+    x = jnp.moveaxis(x, -4, -3)  # (..., h, w, patch_y, patch_x, C)
+    return x.reshape(*lead, h // patch, w // patch, patch * patch * c)
+
+
+def unpatchify(latents, patch: int):
+    """Inverse of `patchify`."""
+    *lead, h, w, d = latents.shape
+    c = d // (patch * patch)
+    x = latents.reshape(*lead, h, w, patch, patch, c)
+    x = jnp.moveaxis(x, -3, -4)  # (..., h, patch_y, w, patch_x, C)
+    return x.reshape(*lead, h * patch, w * patch, c)
+
+
 def clip_pixels(image_encoder, images01):
     """Images (B, H, W, 3) in [0, 1] -> the CLIP image tower's input: bicubic to its side,
     normalised by CLIP's mean and std (as the releases' CLIPImageProcessor)."""
