@@ -41,9 +41,10 @@ def identity_embedding(images: np.ndarray, person: np.ndarray) -> np.ndarray:
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-8)
 
 
-def identity_leak(workdir: str, batches: int = 2, seed: int = 0) -> dict:
+def identity_leak(workdir: str, batches: int = 2, seed: int = 0, step: int | None = None) -> dict:
     """Mean cosine similarity of the outputs' identity embeddings to the reference and to
-    the driver, held-out clips driven by their face-swapped stream."""
+    the driver, held-out clips driven by their face-swapped stream (at checkpoint `step`;
+    default the last)."""
     import jax
     import ml_collections
 
@@ -55,7 +56,7 @@ def identity_leak(workdir: str, batches: int = 2, seed: int = 0) -> dict:
     config.data.swap_rate, config.data.style_rate = 1.0, 0.0
     config.data.warp_rate, config.data.driving_grayscale = 0.0, False  # colour: to embed
     task = task_lib.build(config)
-    params = checkpoints.eval_variables(workdir)["params"]
+    params = checkpoints.eval_variables(workdir, step=step)["params"]
     it = task.data("test", global_batch_size=config.batch_size, seed=seed, process_index=0,
                    process_count=1)  # fmt: skip
     sample = jax.jit(lambda p, b, d, r: task.sample(p, b, r, driving=d))

@@ -15,7 +15,8 @@ Variants:
                 = `jaxtalk import --release=megactor`), use_swap_rate 0.5, warp_rate 0.25.
   tiny_stage1   pixel space at 32x32 (no VAE, no CLIP: a zero context), 4-frame clips, a
                 two-level UNet with its transformers at the 16x16 level, a one-level
-                DrivenEncoder, an EMA of the trained networks.
+                DrivenEncoder, an EMA of the trained networks, the swapped / stylised
+                streams half of the time.
   tiny_stage2   the motion modules on a tiny stage-1 run (--config.base.workdir).
 The paper variants use the release's diffusion (jaxtalk/diffusion/recipes.py megactor:
 epsilon, scaled linear betas with zero terminal SNR, offset noise 0.1, no condition dropout;
@@ -128,6 +129,12 @@ def _tiny(c, stage, group):
     # same step (copying the reference 24.4). Scratch runs, 2026-12-04.
     for part in ("train", "sample"):
         c.diffusion.recipe[part].prediction = "v"
+    # The swapped and stylised streams half of the time (the release's stage-2 total, 0.5;
+    # its stage 1 uses 0.1). At 0.1 the tiny model took much of the driver's appearance:
+    # the identity embedding of its output on held-out clips driven by another identity was
+    # 0.51 to the reference, 0.62 to the driver at step 900; at 0.5, 0.77 / 0.54 at step
+    # 300, 0.84 / 0.40 at 600, for slower learning (benchmarks/megactor_tiny_learning.py).
+    c.data.swap_rate = c.data.style_rate = 0.25
     c.data.num_frames = 4
     c.data.frame_stride = 1
     c.grad_accum_steps = 1

@@ -112,3 +112,9 @@ def test_stage2_without_stage1_networks_says_how_to_give_them():
     task = task_lib.build(cfg_lib.get_config("tiny_stage2"))
     with pytest.raises(ValueError, match=r"base\.workdir=RUN .*megactor.*base\.weights=FILE"):
         task.frozen_sources()
+
+
+@pytest.mark.parametrize("variant", ["tiny_stage1", "tiny_stage2"])
+def test_tiny_trains_on_the_swapped_and_stylised_streams_half_of_the_time(variant):
+    c = cfg_lib.get_config(variant)
+    assert c.data.swap_rate == c.data.style_rate == 0.25
