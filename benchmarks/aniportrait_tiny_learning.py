@@ -11,8 +11,8 @@ held-out identity: the sampled frames' PSNR against the true frames, against cop
 reference (`psnr_copy`) and with another clip's drawings (`psnr_shuffled`); for stage 2 also
 the stage-1 model alone (`psnr_stage1`) and both videos' frame-to-frame `flicker`. With the
 wall time and the machine's load average (figures are only comparable on an idle machine).
-Stage 1's 4500 steps take about an hour on 2 cores; it passes copying the reference near
-step 3000 (README, AniPortrait).
+Stage 1 runs the config's 4500 steps; it passes copying the reference near step 3000
+(README, AniPortrait).
 """
 
 from __future__ import annotations

@@ -15,8 +15,7 @@ eyes, lips, shirt) on shapes that the motion moves, so the normalised 4x4x4 colo
 of the person's pixels (the background mask's zeros) is what identity means there, unchanged
 by pose and expression. ArcFace (jaxtalk/evaluate/csim.py, the project's CSIM) needs weights
 that are not available here, and reads real faces. Prints one JSON row of the figures.
-Extra arguments go to both `jaxtalk train` commands; runs resume when rerun. Each arm's
-1,500 steps take about an hour on 2 cores.
+Extra arguments go to both `jaxtalk train` commands; runs resume when rerun.
 """
 
 from __future__ import annotations

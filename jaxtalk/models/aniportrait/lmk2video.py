@@ -88,8 +88,9 @@ class Lmk2Video:
         self.latent = frames.check_choice("latent", latent, LATENTS)
         self.pose_range = frames.check_choice("pose_range", pose_range, POSE_RANGES)
         frames.check_choice("context", context, CONTEXTS)
+        self.patch = PATCH if latent == "patches" else 1  # pixels per side of a diffused one
         if latent != "vae":
-            want = 3 * (PATCH * PATCH if latent == "patches" else 1)
+            want = 3 * self.patch**2
             if (unet.in_channels, unet.out_channels) != (want, want):
                 raise ValueError(
                     f"model.latent={latent!r} diffuses {want} channels, but the UNet's "
@@ -156,7 +157,7 @@ class Lmk2Video:
         """(B, F, h, w, C) of what is diffused for images (B, F, H, W, 3)."""
         b, f, h, w = image_shape[:4]
         if self.vae is None:
-            d = PATCH if self.latent == "patches" else 1
+            d = self.patch
             return (b, f, h // d, w // d, self.unet_config.in_channels)
         d = vae.downsampling_factor(self.vae.config)
         return (b, f, h // d, w // d, self.vae.config.latent_channels)
