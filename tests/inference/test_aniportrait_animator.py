@@ -27,6 +27,7 @@ from jaxtalk.models.latent_diffusion.unet import TINY
 from jaxtalk.models.latent_diffusion.vae import TINY_VAE
 from tests import cli_processes
 from tests.convert.test_aniportrait_audio import release_file
+from tests.random_weights import random_variables
 from tests.train.helpers import REPO, cli_env
 
 SIZE = 32  # the tiny recipe's frames
@@ -47,7 +48,9 @@ def save_tiny_release(folder) -> str:
         clip_config=TINY_CLIP,
     )  # fmt: skip
     image = jnp.zeros((1, SIZE, SIZE, 3))
-    v = jax.jit(pipe.init)(jax.random.PRNGKey(0), image, image, jnp.zeros((1, 2, SIZE, SIZE, 3)))
+    v = random_variables(
+        pipe.init, jax.random.PRNGKey(0), image, image, jnp.zeros((1, 2, SIZE, SIZE, 3))
+    )
     rng = np.random.default_rng(0)
     v = jax.tree.map(lambda a: np.asarray(a) + rng.normal(0, 0.02, np.shape(a)), v)
     params = {

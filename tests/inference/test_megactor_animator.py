@@ -17,6 +17,7 @@ from jaxtalk.inference import megactor as lib
 from jaxtalk.inference.animator import AnimationError, Driver
 from jaxtalk.models.pixels import to_model_range
 from tests import cli_processes
+from tests.random_weights import random_variables
 from tests.train.helpers import REPO, cli_env
 
 S = cfg_lib.TINY_SIZE
@@ -27,7 +28,7 @@ def tiny_file(tmp_path_factory):
     config = cfg_lib.tiny_megactor()
     pipe = lib.MegActorPipeline(config, latent="pixels", context="zeros")
     z = np.zeros((1, S, S, 3), np.float32)
-    params = jax.jit(pipe.init)(jax.random.PRNGKey(0), z, z, np.zeros((1, 2, S, S, 3), np.float32))
+    params = random_variables(pipe.init, jax.random.PRNGKey(0), z, z, np.zeros((1, 2, S, S, 3)))
     # random FiLM output layer (zero at init) and motion-module outputs: a wrong input
     # path cannot hide behind a zero layer
     keys = iter(jax.random.split(jax.random.PRNGKey(1), 10_000))

@@ -30,12 +30,16 @@ def toy_config(**overrides):
     return c
 
 
-def cli_env(devices: int = 8) -> dict:
+def cli_env(devices: int = 8, fast_compile: bool = True) -> dict:
+    """The environment of a `jaxtalk` command: CPU, `devices` simulated devices, and XLA's
+    fast compile (unoptimised kernels) unless `fast_compile` is False, for a command that
+    runs hundreds of steps, where optimised kernels pay for their longer compile."""
+    flags = f"--xla_force_host_platform_device_count={devices}"
     env = dict(
         os.environ,
         JAX_PLATFORMS="cpu",
         PYTHONPATH=REPO,
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}",
+        XLA_FLAGS=f"{flags} {FAST_COMPILE}" if fast_compile else flags,
     )
     for k in ("JAXTALK_COORDINATOR_ADDRESS", "JAXTALK_NUM_PROCESSES", "JAXTALK_PROCESS_ID"):
         env.pop(k, None)
@@ -56,8 +60,10 @@ def train_command(workdir, *overrides: str) -> list[str]:
     ]
 
 
-def run_cli(args: list[str], devices: int = 8, check: bool = True) -> subprocess.CompletedProcess:
-    proc = cli_processes.run(args, env=cli_env(devices), cwd=REPO, timeout=600)
+def run_cli(
+    args: list[str], devices: int = 8, check: bool = True, fast_compile: bool = True
+) -> subprocess.CompletedProcess:
+    proc = cli_processes.run(args, env=cli_env(devices, fast_compile), cwd=REPO, timeout=600)
     if check and proc.returncode:
         raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
