@@ -19,6 +19,7 @@ from jaxtalk.models.vgg import VGGFeatures  # noqa: E402
 from jaxtalk.tasks import liveportrait as task_lib  # noqa: E402
 from jaxtalk.train import state as state_lib  # noqa: E402
 from jaxtalk.train.step import train_step  # noqa: E402
+from tests.random_weights import random_variables  # noqa: E402
 
 TINY_ARCFACE = (1, 1, 1, 1)
 
@@ -54,12 +55,15 @@ def save_random_loss_nets(directory) -> tuple[str, str]:
 STAGE1 = dict(adversarial=0.1, regions=("full", "lip"))
 
 
+def stage1_task():
+    return task_lib.build(tiny_config(**STAGE1))
+
+
 @pytest.fixture(scope="module")
 def stage1():
-    """The tiny stage 1's variables, initialised once (boxed) for the tests below."""
-    task = task_lib.build(tiny_config(**STAGE1))
-    params, model_state = jax.jit(task.init)(jax.random.PRNGKey(0), random_batch(64))
-    return params, model_state
+    """Random variables in the tiny stage 1's shapes (params, model state) for the tests
+    below, which need weights, not the recipe's initialisation (not compiled)."""
+    return random_variables(stage1_task().init, jax.random.PRNGKey(0), random_batch(64))
 
 
 def test_perceptual_and_identity_terms_on_random_weights(stage1, tmp_path):
@@ -131,11 +135,11 @@ def _unnamed_leaves(tree) -> list[str]:
     ]
 
 
-def test_every_trained_parameter_carries_logical_axes(stage1):
+def test_every_trained_parameter_carries_logical_axes():
     """F, M, W, G and the discriminator (stage 1); the stitching, lip and eye MLPs and the
     ratio regressor (stage 2): every parameter of every trained group is boxed with axis
     names, the sharding rules' input."""
-    params = stage1[0]
+    params, _ = jax.eval_shape(stage1_task().init, jax.random.PRNGKey(0), random_batch(64))
     assert set(params) == {"generator", "discriminator"}
     assert set(params["generator"]) == set(task_lib.BASE)
     assert _unnamed_leaves(params) == []
