@@ -79,7 +79,7 @@ def test_perceptual_and_identity_terms_on_random_weights(stage1, tmp_path):
         arcface_weights=arc_path,
     )
     task = task_lib.build(config)
-    params = {"generator": nn.unbox(stage1[0]["generator"]), **task.loss_networks()}
+    params = {"generator": stage1[0]["generator"], **task.loss_networks()}
     assert iresnet.depths_of(params["arcface"]["params"]) == TINY_ARCFACE
 
     def loss(*args):
@@ -156,7 +156,7 @@ def test_bf16_remat_train_step_is_finite(stage1):
     config = tiny_config(regions=("full",))
     config.dtype, config.remat_policy = "bfloat16", "full"
     task = task_lib.build(config)
-    params = {"generator": nn.unbox(stage1[0]["generator"])}  # float32 whatever the compute
+    params = {"generator": stage1[0]["generator"]}  # float32 whatever the compute
     model_state = {"batch_stats": {"generator": stage1[1]["batch_stats"]["generator"]}}
     losses = task.losses()
     optimizers = {"generator": optax.adam(1e-3)}
