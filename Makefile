@@ -24,7 +24,7 @@ ifndef ENV
 endif
 
 test: $(ENV)
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 demo: $(ENV)
 	JAX_PLATFORMS=cpu $(PY) -m jaxtalk.demo --out=$(DEMO)

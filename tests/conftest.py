@@ -60,28 +60,34 @@ def _release_compiled_functions():
         pass
 
 
-# The files that take minutes (`pytest --durations=0` of the whole suite: 40-690 s each, most
+# The files that take minutes (`pytest --durations=0` of the whole suite: 40-230 s each, most
 # of it XLA compiling tiny training steps), collected first. `make test` hands whole files to
 # xdist's workers (`--dist loadfile`: a module's fixtures, such as a tiny training run, are
-# built once, not once per worker), in this order: the longest first, so the two workers
+# built once, not once per worker), in this order (`--no-loadscope-reorder`; by default xdist
+# starts with the files that have the most tests): the longest first, so the two workers
 # finish together instead of one running the last long file alone.
 SLOW_FIRST = (
     "tasks/test_megactor.py",
     "tasks/test_liveportrait.py",
     "tasks/test_aniportrait.py",
     "tasks/test_anitalker_stage2.py",
-    "test_bad_inputs.py",
-    "tasks/test_latent_diffusion_toy.py",
-    "inference/test_aniportrait_animator.py",
     "train/test_anitalker_stage1.py",
+    "tasks/test_liveportrait_losses.py",
+    "tasks/test_latent_diffusion_toy.py",
+    "inference/test_liveportrait_animator.py",
     "remote/test_workflow_remote.py",
+    "models/test_lia.py",
     "inference/test_megactor_animator.py",
-    "data_pipelines/test_mixtures.py",
-    "tasks/test_aniportrait_audio.py",
-    "train/test_resume_and_multihost.py",
-    "inference/test_animator.py",
+    "inference/test_aniportrait_animator.py",
     "evaluate/test_sweep.py",
+    "tasks/test_aniportrait_audio.py",
+    "convert/test_release_round_trip.py",
     "train/test_preemption.py",
+    "models/latent_diffusion/test_unet.py",
+    "convert/test_aniportrait.py",
+    "train/test_resume_and_multihost.py",
+    "data_pipelines/test_mixtures.py",
+    "test_bad_inputs.py",
 )
 
 

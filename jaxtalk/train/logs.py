@@ -72,8 +72,9 @@ class MetricWriter:
         start_step: int,
         examples_per_step: int,
         is_main: bool,
+        devices,
     ):
-        self.is_main = is_main
+        self.is_main, self.devices = is_main, list(devices)  # the run's, for its MFU
         self.total_steps, self.examples_per_step = total_steps, examples_per_step
         self._last_step, self._last_time = start_step, time.perf_counter()
         self._bar = self._tb = self._jsonl = None
@@ -114,7 +115,7 @@ class MetricWriter:
         scalars["perf/steps_per_sec"] = rate
         scalars["perf/examples_per_sec"] = rate * self.examples_per_step
         scalars["perf/data_wait_ms"] = 1e3 * float(np.mean(wait_seconds)) if wait_seconds else 0.0
-        util = mfu(self.flops_per_step, rate, jax.devices())
+        util = mfu(self.flops_per_step, rate, self.devices)
         if util is not None:
             scalars["perf/mfu"] = util
         eta = (self.total_steps - step) / rate

@@ -138,26 +138,27 @@ def jit_train_step(config, losses, optimizers, state_shardings, batch_shardings)
     )
 
 
-def train(config, workdir: str) -> dict:
+def train(config, workdir: str, devices=None) -> dict:
     """Trains until config.total_steps, or until preempted (SIGTERM): then every process saves
     a checkpoint at the same step and this returns with `preempted` true. Returns the last
-    logged and evaluated metrics."""
+    logged and evaluated metrics. `devices`: what config.mesh spans (default: all of
+    jax.devices()); e.g. one device of a host that has several, for a small run."""
     lapack_threads.single_thread()  # for callers of train() outside the CLI as well
     try:
         distributed.maybe_initialize(config.distributed)
     except ValueError as e:
         raise ConfigError(f"config.distributed: {e}") from None
     with distributed.Preemption() as preemption:  # from here: startup included
-        return _train(config, workdir, preemption)
+        return _train(config, workdir, preemption, devices)
 
 
-def _train(config, workdir: str, preemption: distributed.Preemption) -> dict:
+def _train(config, workdir: str, preemption: distributed.Preemption, devices) -> dict:
     # ------------------------------------------------------------------ setup
     _validate(config)
     check_workdir(workdir)
     is_main = jax.process_index() == 0
     try:
-        mesh = sharding.make_mesh(config.mesh, config.dcn_mesh)
+        mesh = sharding.make_mesh(config.mesh, config.dcn_mesh, devices)
     except ValueError as e:
         raise ConfigError(f"config.mesh: {e}") from None
     rules = tuple(tuple(r) for r in config.logical_axis_rules)
@@ -171,7 +172,7 @@ def _train(config, workdir: str, preemption: distributed.Preemption) -> dict:
     logging.info(
         "mesh %s on %d devices, %d processes",
         dict(mesh.shape),
-        jax.device_count(),
+        mesh.devices.size,
         jax.process_count(),
     )
 
@@ -282,7 +283,13 @@ def _train(config, workdir: str, preemption: distributed.Preemption) -> dict:
     samples_fn = jax.jit(lambda s, b, r: task.samples(s.eval_params(), s.model_state, b, r))
 
     writer = MetricWriter(
-        workdir, config, config.total_steps, start_step, config.batch_size, is_main
+        workdir,
+        config,
+        config.total_steps,
+        start_step,
+        config.batch_size,
+        is_main,
+        mesh.devices.flat,
     )
     with sharding.activation_context(mesh, rules):  # compiled once, FLOPs known
         step_fn = step_fn.lower(state, first_batch).compile()

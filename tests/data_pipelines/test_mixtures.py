@@ -13,6 +13,7 @@ from data_pipelines import datasets, loaders, mixture
 from data_pipelines.synthetic import generate
 from jaxtalk.commands import prepare
 from jaxtalk.errors import InputError
+from tests.tasks.helpers import one_device_train
 
 SIZE = 32
 
@@ -186,7 +187,6 @@ def test_tiny_stage1_trains_a_step_on_the_paper_mixture(root, tmp_path):
     """The paper recipe's own mixture (voxceleb2, hdtf, vfhq under its data root, as
     `jaxtalk prepare DATASET --root=ROOT` names them), the three synthetic sets standing in."""
     from configs import anitalker_stage1
-    from jaxtalk.train.train import train
 
     paper_root = tmp_path / "paper_256"
     paper_root.mkdir()
@@ -198,10 +198,9 @@ def test_tiny_stage1_trains_a_step_on_the_paper_mixture(root, tmp_path):
     c.data.update(dict(data_dir="", data_root=str(paper_root), mixture=paper.mixture))
     c.model.size = SIZE
     c.update(dict(batch_size=8, total_steps=1))
-    c.mesh.update(dict(data=8, fsdp=1))
     c.log.update(dict(every_steps=1, progress_bar=False, tensorboard=False))
     c.eval.every_steps = c.samples.every_steps = c.checkpoint.every_steps = 0
-    out = train(c, str(tmp_path / "run"))
+    out = one_device_train(c, str(tmp_path / "run"))
     assert np.isfinite(out["generator/loss"]) and np.isfinite(out["generator/metric_learning"])
     # The metric-learning head has one class per identity of the whole mixture.
     aam = out["state"].params["generator"]["aam"]

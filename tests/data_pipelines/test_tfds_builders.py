@@ -13,6 +13,7 @@ from data_pipelines import info as info_lib
 from data_pipelines.process import ProcessConfig
 from data_pipelines.synthetic import generate
 from jaxtalk.errors import InputError
+from tests.tasks.helpers import one_device_train
 
 # tensorflow-datasets is the `tfds` extra (in `dev`); without it these tests skip.
 tfds = pytest.importorskip("tensorflow_datasets", reason="pip install 'jaxtalk[tfds]'")
@@ -203,16 +204,14 @@ def test_loaders_read_a_tfds_build_as_prepare_writes_it(tfds_version_dir, prepar
 def test_tiny_stage1_trains_a_step_on_both_formats(tfds_version_dir, prepared_dir, tmp_path):
     """A mixture of the tfds build and the prepared directory: one step reads both."""
     from configs import anitalker_stage1  # pylint: disable=import-outside-toplevel
-    from jaxtalk.train.train import train  # pylint: disable=import-outside-toplevel
 
     c = anitalker_stage1.get_config("tiny")
     c.data.update(dict(data_dir="", mixture=f"{tfds_version_dir}:0.5,{prepared_dir}:0.5"))
     c.update(dict(batch_size=8, total_steps=1))
-    c.mesh.update(dict(data=8, fsdp=1))
     c.log.update(dict(every_steps=1, progress_bar=False, tensorboard=False))
     c.eval.every_steps = c.samples.every_steps = c.checkpoint.every_steps = 0
     batch = next(loaders.make_loader(c.data, split="train", global_batch_size=8, seed=0).__iter__())
     assert set(batch["dataset"]) == {0, 1} and batch["source"].shape == (8, 64, 64, 3)
     assert np.all(batch["identity"] - 2 * batch["dataset"] == 0)  # id00000 of each, offset 2
-    out = train(c, str(tmp_path / "run"))
+    out = one_device_train(c, str(tmp_path / "run"))
     assert np.isfinite(out["generator/loss"])

@@ -98,6 +98,15 @@ def train_tiny(
     return {k: v for r in rows for k, v in r.items()}
 
 
+def one_device_train(config, workdir: str) -> dict:
+    """train() in this process on one of its simulated devices: what a family's tiny run checks
+    does not need the 8-way mesh (tests/train covers sharding), and on 2 cores an 8-device
+    program compiles and runs slower (tests/tasks/test_liveportrait.py: 141 s -> 121 s)."""
+    from jaxtalk.train.train import train
+
+    return train(config, workdir, devices=jax.devices()[:1])
+
+
 def in_process_run(c, steps: int):
     """Config `c` set for a `steps`-step run inside the test process: one log line, one
     evaluation batch and one synchronous checkpoint, all at the end; no progress bar or

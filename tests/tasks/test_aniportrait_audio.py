@@ -15,7 +15,6 @@ from scipy.spatial.transform import Rotation
 
 from configs import aniportrait_audio as cfg_lib
 from jaxtalk.tasks import aniportrait_audio as task_lib
-from jaxtalk.train.train import train
 from tests.tasks import helpers
 
 
@@ -74,10 +73,10 @@ def tiny_config(kind, data_dir, steps):
 
 
 def test_mesh_tiny_runs_through_the_loop(synthetic_64, tmp_path):
-    """A few steps in this process (8 devices); Audio2Pose runs the loop in its learning
+    """A few steps in this process (one device); Audio2Pose runs the loop in its learning
     check below."""
     config = tiny_config("mesh", synthetic_64, steps=3)
-    out = train(config, str(tmp_path / "run"))
+    out = helpers.one_device_train(config, str(tmp_path / "run"))
     assert np.isfinite(out["model/loss"]) and np.isfinite(out["eval/l1"])
     assert "eval/mouth_correlation" in out
     check_samples(task_lib.build(config), out["state"].params, "mesh")

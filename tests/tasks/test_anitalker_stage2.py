@@ -12,7 +12,7 @@ from jaxtalk.models.anitalker import stage2 as a2m_model
 from jaxtalk.models.anitalker.stage2 import INFER_TYPES
 from jaxtalk.models.audio import mfcc as mfcc_lib
 from jaxtalk.tasks import anitalker_stage2 as task_lib
-from jaxtalk.train.train import ConfigError, train
+from jaxtalk.train.train import ConfigError
 from tests.tasks import helpers
 
 
@@ -85,7 +85,7 @@ def tiny_config(data_dir, stage1_weights, steps):
 def test_tiny_trains_with_frozen_stage1_and_the_probe_runs(synthetic_64, stage1_weights, tmp_path):
     config = tiny_config(synthetic_64, stage1_weights, steps=6)
     workdir = str(tmp_path / "run")
-    out = train(config, workdir)
+    out = helpers.one_device_train(config, workdir)
     assert np.isfinite(out["model/loss"]) and "model/pose_mse" in out
     assert {"eval/eps_mse", "eval/location_mse", "eval/scale_mse"} <= set(out)
     state = out["state"]
@@ -140,7 +140,7 @@ def test_a_stage1_of_another_architecture_is_a_clear_error(synthetic_64, stage1_
     config = tiny_config(synthetic_64, stage1_weights, steps=1)
     config.stage1.width = 2 * config.stage1.width  # the weights are the tiny width
     with pytest.raises(ConfigError) as e:
-        train(config, str(tmp_path / "run"))
+        helpers.one_device_train(config, str(tmp_path / "run"))
     message = str(e.value)
     assert "frozen group 'stage1'" in message and stage1_weights in message
     kernel = "['dec']['convs_1']['conv']['kernel']: (3, 3, 32, 32) but the model has (3, 3, 64, 64)"
@@ -182,9 +182,11 @@ def test_checkpoints_hold_no_stage1_and_resume_rebuilds_it_bitwise(
 
     source = str(tmp_path / "stage1.safetensors")
     shutil.copy(stage1_weights, source)
-    straight = train(tiny_config(synthetic_64, source, steps=2), str(tmp_path / "straight"))
+    straight = helpers.one_device_train(
+        tiny_config(synthetic_64, source, steps=2), str(tmp_path / "straight")
+    )
     workdir = str(tmp_path / "run")
-    train(tiny_config(synthetic_64, source, steps=1), workdir)
+    helpers.one_device_train(tiny_config(synthetic_64, source, steps=1), workdir)
     flat = saved_state(workdir, 1)
     assert not any(k.startswith("params/stage1") for k in flat) and "params/model" in "".join(flat)
     record = checkpoints.frozen_record(workdir, 1)
@@ -194,7 +196,7 @@ def test_checkpoints_hold_no_stage1_and_resume_rebuilds_it_bitwise(
 
     c = tiny_config(synthetic_64, "", steps=2)  # the recorded source is used, not the config
     c.checkpoint.every_steps = 1
-    resumed = train(c, workdir)
+    resumed = helpers.one_device_train(c, workdir)
     for a, b in zip(jax.tree.leaves(straight["state"]), jax.tree.leaves(resumed["state"])):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # Readers (export, animate, the probe) get stage 1 from the same source.
@@ -215,8 +217,8 @@ def test_checkpoints_hold_no_stage1_and_resume_rebuilds_it_bitwise(
         source,
     )
     with pytest.raises(checkpoints.FrozenSourceError, match="stage1.*fingerprint") as e:
-        train(c, workdir)
+        helpers.one_device_train(c, workdir)
     assert isinstance(e.value, InputError) and "\n" not in str(e.value)
     os.remove(source)
     with pytest.raises(checkpoints.FrozenSourceError, match=f"stage1.*{json.dumps(source)}"):
-        train(c, workdir)
+        helpers.one_device_train(c, workdir)

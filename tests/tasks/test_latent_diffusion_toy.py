@@ -8,13 +8,12 @@ import pytest
 
 from configs import latent_diffusion_toy as cfg_lib
 from jaxtalk.tasks import latent_diffusion_toy as task_lib
-from jaxtalk.train.train import train
 from tests.tasks import helpers
 
 
 def short_config(steps: int):
     c = cfg_lib.get_config("tiny")
-    c.batch_size = 8  # the tests simulate 8 devices
+    c.batch_size = 8
     helpers.in_process_run(c, steps)
     c.toy.eval_examples = 8
     c.diffusion.sample_steps = 2
@@ -45,7 +44,7 @@ def test_target_is_the_reference_colour():
 
 def test_a_few_steps_train_and_the_reference_matters(tmp_path):
     config = short_config(steps=3)
-    out = train(config, str(tmp_path / "run"))
+    out = helpers.one_device_train(config, str(tmp_path / "run"))
     assert np.isfinite(out["model/loss"]) and np.isfinite(out["model/weighted_mse"])
     keys = {f"eval/loss_{k}" for k in ("cond", "uncond")}
     keys |= {f"eval/sample_mse_{k}" for k in ("cond", "guided", "uncond")}

@@ -1,20 +1,30 @@
 """liveportrait: the variants, stage 1 through the loop (every loss term finite, the
 discriminator and the spectral-norm / BatchNorm state updated), stage 2 on the frozen base
-(only the MLPs and the ratio regressor move)."""
+(only the MLPs and the ratio regressor move), and `jaxtalk export --workdir=RUN
+--release=liveportrait` of both runs: a stage-1 run writes the four base-model files, a
+stitching run its frozen base plus retargeting_models/stitching_retargeting_module.pth;
+`jaxtalk import --release=liveportrait`'s converter reads each back to the run's own
+variables, bit for bit. The run's kind decides what is exported (no --group); a group or
+release that cannot be exported is a one-line error. One stage-1 and one stage-2 run serve
+every test here (each is a minute of compiling on 2 cores)."""
 
+import os
 import re
 
 import jax
 import numpy as np
 import pytest
+from absl import flags
 
-# The networks land with the LivePortrait models (parts A and B); until then this skips.
-pytest.importorskip("jaxtalk.models.liveportrait.warping")
+from configs import liveportrait as cfg_lib
+from jaxtalk.commands import export
+from jaxtalk.convert import liveportrait, releases, torch_pickle, weights
+from jaxtalk.errors import InputError
+from jaxtalk.tasks import liveportrait as task_lib
+from jaxtalk.train import checkpoints
+from tests.tasks import helpers
 
-from configs import liveportrait as cfg_lib  # noqa: E402
-from jaxtalk.tasks import liveportrait as task_lib  # noqa: E402
-from jaxtalk.train.train import train  # noqa: E402
-from tests.tasks import helpers  # noqa: E402
+BASE_FILES = sorted(n.filename for n in liveportrait.BASE_NETWORKS)
 
 
 def test_variants():
@@ -73,7 +83,7 @@ def test_landmark_guidance_follows_the_mouth_and_the_eyelids(synthetic_64):
 def tiny_config(data_dir, steps, variant="tiny", **loss):
     c = cfg_lib.get_config(variant)
     c.data.data_dir = data_dir
-    c.data.samples_per_clip = 4  # the test split has 2 clips; 8 simulated devices
+    c.data.samples_per_clip = 4  # the test split has 2 clips
     c.model.spade.num_middle_blocks = 1  # the recipe's 3 compile slower and check no more
     c.batch_size = 8
     helpers.in_process_run(c, steps)
@@ -83,11 +93,29 @@ def tiny_config(data_dir, steps, variant="tiny", **loss):
 
 
 @pytest.fixture(scope="module")
-def stage1_run(synthetic_64, tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("lp") / "stage1")
-    # the GAN and feature-matching terms on, to run the discriminator group too
+def runs(synthetic_64, tmp_path_factory):
+    """{"stage1": (workdir, metrics), "stage2": ...}: two steps of the base model with the GAN
+    and feature-matching terms on (the discriminator group trains too), then two steps of the
+    stitching stage on it, saved after each step."""
+    root = tmp_path_factory.mktemp("lp")
+    stage1, stage2 = str(root / "stage1"), str(root / "stage2")
     config = tiny_config(synthetic_64, 2, adversarial=0.1, feature_matching=1.0)
-    return workdir, train(config, workdir)
+    first = helpers.one_device_train(config, stage1)
+    config = tiny_config(synthetic_64, 2, variant="tiny_stitching")
+    config.base.workdir = stage1
+    config.checkpoint.every_steps = 1
+    return {"stage1": (stage1, first), "stage2": (stage2, helpers.one_device_train(config, stage2))}
+
+
+@pytest.fixture
+def stage1_run(runs):
+    return runs["stage1"]
+
+
+@pytest.fixture
+def workdirs(runs):
+    """(stage-1 run, stitching run on it)."""
+    return runs["stage1"][0], runs["stage2"][0]
 
 
 def test_stage1_trains_through_the_loop(stage1_run):
@@ -133,14 +161,11 @@ def test_tiny_learning_rate_rule_covers_motion_extractor_only(stage1_run):
     assert slowed == {"motion"} and factor < 1.0
 
 
-def test_stage2_trains_only_the_mlps(stage1_run, synthetic_64, tmp_path):
-    from jaxtalk.train import checkpoints
-
-    workdir, _ = stage1_run
+def test_stage2_trains_only_the_mlps(runs, synthetic_64):
+    workdir, _ = runs["stage1"]
+    stage2, out = runs["stage2"]
     config = tiny_config(synthetic_64, 2, variant="tiny_stitching")
     config.base.workdir = workdir
-    config.checkpoint.every_steps = 1
-    out = train(config, str(tmp_path / "stage2"))
     state = out["state"]
     assert set(state.params) == {"base", "stitching", "lip", "eye", "ratio"}
     base = checkpoints.group_variables(workdir, "generator")
@@ -153,7 +178,7 @@ def test_stage2_trains_only_the_mlps(stage1_run, synthetic_64, tmp_path):
     task = task_lib.build(config)
     batch = next(task.data("train", global_batch_size=8, seed=0, process_index=0, process_count=1))
     for name in ("stitching", "lip", "eye", "ratio"):
-        first = checkpoints.group_variables(str(tmp_path / "stage2"), name, 1)["params"]
+        first = checkpoints.group_variables(stage2, name, 1)["params"]
         moved = [  # by the second step
             float(np.abs(np.asarray(a) - np.asarray(b)).max())
             for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(state.params[name]))
@@ -179,7 +204,7 @@ def test_stage2_trains_only_the_mlps(stage1_run, synthetic_64, tmp_path):
     from jaxtalk import inference
 
     first = inference.open_animator(workdir, chunk=2)
-    second = inference.open_animator(str(tmp_path / "stage2"), chunk=2)
+    second = inference.open_animator(stage2, chunk=2)
     assert first.size == 64 and not first.mlps and set(second.mlps) == {"stitching", "lip", "eye"}
     for name in ("stitching", "lip", "eye"):
         for a, b in zip(jax.tree.leaves(second.mlps[name]), jax.tree.leaves(state.params[name])):
@@ -197,3 +222,98 @@ def test_stage2_without_a_base_is_a_clear_error(synthetic_64):
     config = tiny_config(synthetic_64, 1, variant="tiny_stitching")
     with pytest.raises(ValueError, match="base.workdir"):
         task_lib.build(config).frozen_sources()
+
+
+def jaxtalk_export(*args: str) -> None:
+    """`jaxtalk export ARGS` in this process: the command's flags parsed, then its main."""
+    flags.FLAGS.unparse_flags()
+    try:
+        export.main(flags.FLAGS(["jaxtalk export", *args]))
+    finally:
+        flags.FLAGS.unparse_flags()
+
+
+def reimported(directory, tmp_path) -> dict:
+    """The directory through `jaxtalk import --release=liveportrait`'s converter."""
+    out = str(tmp_path / f"{os.path.basename(directory)}.safetensors")
+    return weights.load(releases.import_release("liveportrait", directory, output=out))
+
+
+def assert_same(got, want, what):
+    got_leaves = jax.tree_util.tree_leaves_with_path(got)
+    want_leaves = jax.tree_util.tree_leaves_with_path(want)
+    assert [p for p, _ in got_leaves] == [p for p, _ in want_leaves], what
+    for (path, a), (_, b) in zip(got_leaves, want_leaves):
+        assert np.asarray(a).dtype == np.asarray(b).dtype, (what, path)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"{what} {path}")
+
+
+def assert_base_is(back, base):
+    """The re-imported base networks equal the run's generator (params and batch_stats)."""
+    for net in liveportrait.BASE_NETWORKS:
+        assert_same(back["params"][net.group], base["params"][net.group], net.group)
+        if net.group in base["batch_stats"]:
+            assert_same(back["batch_stats"][net.group], base["batch_stats"][net.group], net.group)
+    assert sorted(back["batch_stats"]) == sorted(base["batch_stats"])
+
+
+def test_stage1_run_exports_the_base_model(workdirs, tmp_path):
+    stage1, _ = workdirs
+    out = tmp_path / "lp"
+    jaxtalk_export(f"--workdir={stage1}", "--release=liveportrait", f"--out={out}")
+    assert sorted(os.listdir(out / "base_models")) == BASE_FILES
+    assert not (out / "retargeting_models").exists()
+    back = reimported(out, tmp_path)
+    assert sorted(back["params"]) == sorted(n.group for n in liveportrait.BASE_NETWORKS)
+    assert_base_is(back, checkpoints.group_variables(stage1, "generator"))
+    # --group=generator, the stage-1 path as it was, writes the same files
+    out2 = tmp_path / "lp2"
+    jaxtalk_export(
+        f"--workdir={stage1}", "--group=generator", "--release=liveportrait", f"--out={out2}"
+    )
+    for name in BASE_FILES:
+        first, second = (torch_pickle.load(str(d / "base_models" / name)) for d in (out, out2))
+        assert list(first) == list(second), name
+        assert_same(first, second, name)
+
+
+def test_stitching_run_exports_base_and_retargeting_file(workdirs, tmp_path):
+    stage1, stage2 = workdirs
+    out = tmp_path / "lp"
+    jaxtalk_export(f"--workdir={stage2}", "--release=liveportrait", f"--out={out}")
+    assert sorted(os.listdir(out / "base_models")) == BASE_FILES
+    assert (out / liveportrait.RETARGETING_FILE).is_file()
+    back = reimported(out, tmp_path)
+    assert_base_is(back, checkpoints.group_variables(stage1, "generator"))  # the frozen base
+    for name in liveportrait.RETARGETING_ENTRIES:  # the trained MLPs
+        trained = checkpoints.group_variables(stage2, name)["params"]
+        assert_same(back["params"][name], trained, name)
+    assert back["model_config"]["key_prefix"]["stitching"] == liveportrait.MODULE_PREFIX
+
+    # --group=base: the frozen base alone
+    jaxtalk_export(f"--workdir={stage2}", "--group=base", "--release=liveportrait", f"--out={out}b")
+    assert sorted(os.listdir(tmp_path / "lpb")) == ["base_models"]
+    # no --release: the same networks as a weights file that animate / export read
+    jaxtalk_export(f"--workdir={stage2}", f"--out={tmp_path / 'lp.safetensors'}")
+    stored = weights.load(str(tmp_path / "lp.safetensors"))
+    assert stored["model_config"]["kind"] == "liveportrait"
+    assert_same(stored["params"]["lip"], back["params"]["lip"], "lip")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ("--group=stitching", "--release=liveportrait"),
+            "group 'stitching' of a liveportrait stitching run",
+        ),
+        (("--group=generator", "--release=liveportrait"), "group 'base': its base networks alone"),
+        (("--release=lia",), "exports to --release=liveportrait or --release=liveportrait_animals"),
+    ],
+    ids=["mlp-group", "stage1-group-on-stitching-run", "other-release"],
+)
+def test_wrong_choices_are_one_line_errors(workdirs, tmp_path, args, message):
+    _, stage2 = workdirs
+    with pytest.raises(InputError) as e:
+        jaxtalk_export(f"--workdir={stage2}", *args, f"--out={tmp_path / 'x'}")
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)

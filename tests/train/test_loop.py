@@ -98,6 +98,17 @@ def test_config_errors_are_clear(tmp_path):
         train_lib.train(toy_config(), str(tmp_path / "file" / "run"))
 
 
+def test_a_run_on_some_of_the_devices_places_everything_on_them(tmp_path):
+    devices = jax.devices()[2:4]
+    config = toy_config(total_steps=2, **{"mesh.data": 1, "mesh.fsdp": 2})
+    state = train_lib.train(config, str(tmp_path / "two"), devices=devices)["state"]
+    for leaf in jax.tree.leaves(state):
+        if isinstance(leaf, jax.Array):
+            assert leaf.sharding.device_set == set(devices)
+    with pytest.raises(train_lib.ConfigError, match="needs 4 devices but there are 2"):
+        train_lib.train(toy_config(**{"mesh.data": 4}), str(tmp_path / "four"), devices=devices)
+
+
 def test_frozen_subtree_regex_keeps_those_params(tmp_path):
     config = toy_config(
         total_steps=4, frozen=("model/hidden_0/.*",), **{"checkpoint.every_steps": 4}
