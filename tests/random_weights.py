@@ -1,7 +1,7 @@
 """Random variables in a flax model's shapes, drawn with numpy, for tests that need some
 weights rather than the model's own initialisation: only the init's shapes are traced, none
-of it is compiled (the tiny MegActor pipeline's jitted init took 15 s on the idle 2-core
-machine, its shapes 1 s; 2026-12-05)."""
+of it is compiled (a jitted init is seconds of XLA compiling on a CPU; tracing its shapes is
+a fraction of that)."""
 
 import flax.linen as nn
 import jax

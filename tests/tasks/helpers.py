@@ -101,7 +101,7 @@ def train_tiny(
 def one_device_train(config, workdir: str) -> dict:
     """train() in this process on one of its simulated devices: what a family's tiny run checks
     does not need the 8-way mesh (tests/train covers sharding), and on 2 cores an 8-device
-    program compiles and runs slower (tests/tasks/test_liveportrait.py: 141 s -> 121 s)."""
+    program compiles and runs slower."""
     from jaxtalk.train.train import train
 
     return train(config, workdir, devices=jax.devices()[:1])

@@ -119,8 +119,7 @@ def train_tiny(kind, data_dir, workdir, steps):
             "--config.checkpoint.async_save=False",
         ],
         devices=1,
-        # 300 steps: optimised kernels pay for their longer compile (idle 2-core machine,
-        # 2026-12-05: 13.0 / 17.7 s for the mesh / pose command against 22.2 / 24.4 s)
+        # 300 steps: optimised kernels pay for their longer compile
         fast_compile=False,
     )
     took = time.time() - start

@@ -108,18 +108,13 @@ def runs(synthetic_64, tmp_path_factory):
 
 
 @pytest.fixture
-def stage1_run(runs):
-    return runs["stage1"]
-
-
-@pytest.fixture
 def workdirs(runs):
     """(stage-1 run, stitching run on it)."""
     return runs["stage1"][0], runs["stage2"][0]
 
 
-def test_stage1_trains_through_the_loop(stage1_run):
-    _, out = stage1_run
+def test_stage1_trains_through_the_loop(runs):
+    _, out = runs["stage1"]
     for term in (
         "l1_full",
         "l1_lip",
@@ -147,13 +142,13 @@ def test_stage1_trains_through_the_loop(stage1_run):
     assert any(np.any((a != 0) & (a != 1)) for a in leaves)
 
 
-def test_tiny_learning_rate_rule_covers_motion_extractor_only(stage1_run):
+def test_tiny_learning_rate_rule_covers_motion_extractor_only(runs):
     """The tiny recipe slows M (config.lr_multipliers); a renamed param tree would turn the
     rule into a silent no-op, so check it against the trained params' paths."""
     from jaxtalk.train import optim
 
     ((pattern, factor),) = optim.parse_lr_multipliers(cfg_lib.get_config("tiny").lr_multipliers)
-    generator = stage1_run[1]["state"].params["generator"]
+    generator = runs["stage1"][1]["state"].params["generator"]
     names = [
         optim._path_name("generator", p) for p, _ in jax.tree_util.tree_leaves_with_path(generator)
     ]
