@@ -38,6 +38,7 @@ from jaxtalk.convert.mapping import (
     reshape,
     to_params,
     to_state_dict,
+    variable_shapes,
 )
 from jaxtalk.convert.releases import Release, ReleaseFile
 from jaxtalk.models.layers.upfirdn import make_kernel
@@ -220,15 +221,13 @@ def build_model(kind: str = "lia", **config):
 
 def reference_params(kind: str = "lia", **config):
     """The params tree's shapes (jax.eval_shape, no compute)."""
-    import flax.linen as nn
     import jax
     import jax.numpy as jnp
 
     cfg = default_config(**config)
     model = build_model(kind, **cfg)
     x = jax.ShapeDtypeStruct((1, cfg["size"], cfg["size"], 3), jnp.float32)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x, x)
-    return nn.unbox(shapes["params"])
+    return variable_shapes(model, x, x)["params"]
 
 
 def infer_config(state_dict: Mapping[str, np.ndarray]) -> dict:

@@ -15,6 +15,7 @@ whole variables tree (rule targets carrying their collection, "params/..." or
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Any, Callable, Iterable, Mapping
 
@@ -212,8 +213,24 @@ def overlay(state_dict: Mapping[str, Array], kept: Mapping[str, Array]) -> dict[
 
 
 def variable_shapes(module: nn.Module, *example_inputs) -> dict:
-    """{"params": ..., "batch_stats": ...} shapes, unboxed, without running the net."""
-    return nn.unbox(jax.eval_shape(module.init, jax.random.PRNGKey(0), *example_inputs))
+    """{"params": ..., "batch_stats": ...} shapes, unboxed, without running the net.
+
+    Remembered per module (its fields) and input shapes: tracing a release-size network (a
+    full SD UNet: a second or more) is then done once per process, not once per import,
+    export or check of the same model. Each call gets its own copy of the tree's containers."""
+    inputs = tuple(jax.ShapeDtypeStruct(np.shape(x), x.dtype) for x in example_inputs)
+    try:
+        shapes = _cached_shapes(module, inputs)
+    except TypeError:  # a field that cannot be hashed (a dict, say): traced every time
+        shapes = _traced_shapes(module, inputs)
+    return jax.tree.map(lambda x: x, shapes)
+
+
+def _traced_shapes(module: nn.Module, inputs: tuple) -> dict:
+    return nn.unbox(jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs))
+
+
+_cached_shapes = functools.lru_cache(maxsize=32)(_traced_shapes)
 
 
 def import_variables(

@@ -47,6 +47,7 @@ from jaxtalk.convert.mapping import (
     linear,
     to_params,
     to_state_dict,
+    variable_shapes,
 )
 from jaxtalk.convert.releases import Release
 from jaxtalk.models.latent_diffusion import unet as ld
@@ -253,7 +254,6 @@ def config_of(model_config: Mapping[str, Any] | MegActorConfig) -> MegActorConfi
 
 def param_shapes(cfg: MegActorConfig) -> dict:
     """{"params": tree} shapes of the whole MegActor (jax.eval_shape: nothing computed)."""
-    import flax.linen as nn
     import jax
     import jax.numpy as jnp
 
@@ -270,8 +270,7 @@ def param_shapes(cfg: MegActorConfig) -> dict:
         f32(1, side, side, 4),
         f32(1, side, side, 1),
     )
-    shapes = jax.eval_shape(MegActor(cfg).init, jax.random.PRNGKey(0), *args)
-    return {"params": nn.unbox(shapes)["params"]}
+    return {"params": variable_shapes(MegActor(cfg), *args)["params"]}
 
 
 def _container(obj: Any, source: str) -> Mapping:

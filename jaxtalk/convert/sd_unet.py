@@ -28,7 +28,6 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
 
 from jaxtalk import fs
 from jaxtalk.convert import torch_pickle
@@ -42,6 +41,7 @@ from jaxtalk.convert.mapping import (
     norm,
     to_params,
     to_state_dict,
+    variable_shapes,
 )
 from jaxtalk.convert.releases import Release, ReleaseFile
 from jaxtalk.errors import CheckpointError
@@ -312,11 +312,10 @@ def param_shapes(config: UNetConfig, motion_module=None, motion_mid: bool = Fals
     """The params tree's shapes (jax.eval_shape; nothing is computed)."""
     model = UNet2DConditionModel(config, motion_module=motion_module, motion_mid=motion_mid)
     side = 2 ** (len(config.block_out_channels) - 1)
-    sample = jnp.zeros((1, side, side, config.in_channels))
-    context = jnp.zeros((1, 1, config.cross_attention_dim))
-    return nn.unbox(
-        jax.eval_shape(model.init, jax.random.PRNGKey(0), sample, jnp.zeros((1,)), context)
-    )["params"]
+    sample = jax.ShapeDtypeStruct((1, side, side, config.in_channels), jnp.float32)
+    context = jax.ShapeDtypeStruct((1, 1, config.cross_attention_dim), jnp.float32)
+    timestep = jax.ShapeDtypeStruct((1,), jnp.float32)
+    return variable_shapes(model, sample, timestep, context)["params"]
 
 
 def check_keys(
