@@ -12,19 +12,9 @@ from jaxtalk.tasks import megactor as task_lib
 from jaxtalk.train import checkpoints
 from tests.tasks import helpers
 
-# The tiny recipe with one UNet level instead of two, its transformers (reference attention)
-# there: what these tests check is which networks train, stay frozen and are evaluated, and
-# XLA's compile time grows faster than the program.
-# The UNet's levels are checked by tests/models and the release key lists.
-ONE_LEVEL = {
-    f"model.megactor.{net}.{key}": value
-    for net in ("unet", "reference")
-    for key, value in (("block_out_channels", (32,)), ("cross_attention", (True,)))
-}
-
 
 def tiny_config(data_dir, steps, variant="tiny_stage1"):
-    c = helpers.override(cfg_lib.get_config(variant), ONE_LEVEL)
+    c = cfg_lib.get_config(variant)
     c.data.data_dir = data_dir
     c.data.num_frames = 2
     c.data.samples_per_clip = 4  # the test split has 2 clips
@@ -41,7 +31,6 @@ def train_tiny(variant, data_dir, workdir, steps, *extra, save_every=0):
         workdir,
         steps,
         "--config.data.num_frames=2",
-        *helpers.as_flags(ONE_LEVEL),
         *extra,
         save_every=save_every,
     )
