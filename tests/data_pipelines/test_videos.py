@@ -4,6 +4,7 @@ tracks, crops, scene cuts, skips, splits by file -> records a stage-1 run fine-t
 
 import json
 import os
+import sys
 
 import flax.linen as nn
 import jax
@@ -133,7 +134,7 @@ def test_prepare_videos_then_fine_tune_a_stage1_run_on_them(folder, tmp_path):
     out = tmp_path / "mine"
     proc = run_cli(
         [
-            "python",
+            sys.executable,
             "-m",
             "jaxtalk.cli",
             "prepare",
@@ -165,7 +166,7 @@ def test_prepare_videos_then_fine_tune_a_stage1_run_on_them(folder, tmp_path):
     workdir = tmp_path / "run"
     proc = run_cli(
         [
-            "python",
+            sys.executable,
             "-m",
             "jaxtalk.cli",
             "train",

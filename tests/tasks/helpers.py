@@ -98,23 +98,6 @@ def train_tiny(
     return {k: v for r in rows for k, v in r.items()}
 
 
-def as_flags(overrides: dict) -> list[str]:
-    """{"model.unet.block_out_channels": (32,)} -> ["--config.model.unet.block_out_channels=(32,)"]:
-    the same overrides for `jaxtalk train` as `override` applies to a config in this process."""
-    return [f"--config.{key}={value!r}" for key, value in overrides.items()]
-
-
-def override(config, overrides: dict):
-    """`config` with each dotted key of `overrides` set (as `as_flags` does on a command line)."""
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = config
-        for name in parents:
-            node = node[name]
-        node[leaf] = value
-    return config
-
-
 def one_device_train(config, workdir: str) -> dict:
     """train() in this process on one of its simulated devices: what a family's tiny run checks
     does not need the 8-way mesh (tests/train covers sharding), and on 2 cores an 8-device

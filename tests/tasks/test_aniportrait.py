@@ -10,6 +10,7 @@ from jaxtalk.models.aniportrait import lmk2video
 from jaxtalk.models.latent_diffusion import frames
 from jaxtalk.tasks import aniportrait as task_lib
 from tests.tasks import helpers
+from tests.train.helpers import as_flags, override
 
 # The tiny recipe with one UNet level (and PoseGuider level) instead of two: what these tests
 # check is which networks train, stay frozen and are evaluated, and XLA's compile time grows
@@ -24,7 +25,7 @@ ONE_LEVEL = {
 
 
 def tiny_config(data_dir, steps, variant="tiny_stage1"):
-    c = helpers.override(cfg_lib.get_config(variant), ONE_LEVEL)
+    c = override(cfg_lib.get_config(variant), ONE_LEVEL)
     c.data.data_dir = data_dir
     c.data.samples_per_clip = 4  # the test split has 2 clips
     c.batch_size = 8
@@ -39,7 +40,7 @@ def train_tiny(variant, data_dir, workdir, steps, *extra, save_every=0):
         data_dir,
         workdir,
         steps,
-        *helpers.as_flags(ONE_LEVEL),
+        *as_flags(ONE_LEVEL),
         *extra,
         save_every=save_every,
     )

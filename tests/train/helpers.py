@@ -21,13 +21,24 @@ def toy_config(**overrides):
     c = toy_regression.get_config("tiny")
     c.log.progress_bar = False
     c.log.tensorboard = False
+    return override(c, overrides)
+
+
+def override(config, overrides: dict):
+    """`config` with each dotted key of `overrides` set, e.g. {"model.unet.layers": 1} (as
+    `as_flags` gives them to a `jaxtalk` command line)."""
     for key, value in overrides.items():
-        target = c
         *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    return c
+        node = config
+        for name in parents:
+            node = node[name]
+        node[leaf] = value
+    return config
+
+
+def as_flags(overrides: dict) -> list[str]:
+    """{"model.unet.block_out_channels": (32,)} -> ["--config.model.unet.block_out_channels=(32,)"]."""
+    return [f"--config.{key}={value!r}" for key, value in overrides.items()]
 
 
 def cli_env(devices: int = 8, fast_compile: bool = True) -> dict:

@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ def synthetic(tmp_path_factory):
     out = tmp_path_factory.mktemp("syn") / "data"
     run_cli(
         [
-            "python",
+            sys.executable,
             "-m",
             "jaxtalk.cli",
             "prepare",
@@ -40,7 +41,7 @@ def run(synthetic, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run") / "stage1"
     run_cli(
         [
-            "python",
+            sys.executable,
             "-m",
             "jaxtalk.cli",
             "train",
