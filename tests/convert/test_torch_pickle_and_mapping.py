@@ -102,3 +102,30 @@ def test_mapping_reports_every_problem():
     assert "ckpt.pt: 3 problem(s)" in msg
     assert "missing key 'conv.bias'" in msg and "unexpected key 'extra.weight'" in msg
     assert "conv/kernel is (3, 3, 2, 4)" in msg
+
+
+def test_variable_shapes_traces_a_model_once_and_hands_out_copies():
+    import flax.linen as nn
+    import jax
+
+    traces = []
+
+    class Counted(nn.Module):
+        width: int
+        extra: object = None  # a dict here cannot be hashed: traced every time
+
+        @nn.compact
+        def __call__(self, x):
+            traces.append(self.width)
+            return nn.Dense(self.width)(x)
+
+    x = jax.ShapeDtypeStruct((1, 3), np.float32)
+    first = mapping.variable_shapes(Counted(4), x)
+    first["params"]["Dense_0"]["kernel"] = "changed by a caller"
+    second = mapping.variable_shapes(Counted(4), np.zeros((1, 3), np.float32))
+    assert traces == [4] and second["params"]["Dense_0"]["kernel"].shape == (3, 4)
+    assert mapping.variable_shapes(Counted(5), x)["params"]["Dense_0"]["kernel"].shape == (3, 5)
+    assert traces == [4, 5]  # another module (fields), another trace
+    for _ in range(2):
+        mapping.variable_shapes(Counted(6, extra={"a": 1}), x)
+    assert traces == [4, 5, 6, 6]
