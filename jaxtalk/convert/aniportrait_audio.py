@@ -19,7 +19,6 @@ import dataclasses
 import os
 from typing import Any, Mapping
 
-import jax
 import numpy as np
 from flax import linen as nn
 
@@ -33,6 +32,7 @@ from jaxtalk.convert.mapping import (
     linear,
     norm,
     to_state_dict,
+    variable_shapes,
 )
 from jaxtalk.convert.releases import Release, ReleaseFile
 from jaxtalk.models.aniportrait.audio2mesh import Audio2Mesh
@@ -182,8 +182,7 @@ def reference_params(model: nn.Module, kind: str) -> dict:
     inputs = init_inputs(kind)
     if kind == "pose":  # the pose width comes from the model, not the example
         inputs = (inputs[0], np.zeros((1, 4, model.out_dim), np.float32), inputs[2])
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *inputs))
-    return nn.meta.unbox(shapes)["params"]
+    return variable_shapes(model, *inputs)["params"]
 
 
 # ----------------------------------------------------------------------------- import / export

@@ -17,9 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
-import jax
 import numpy as np
-from flax import linen as nn
 
 from jaxtalk.convert import torch_pickle
 from jaxtalk.convert.mapping import (
@@ -35,6 +33,7 @@ from jaxtalk.convert.mapping import (
     running_stats,
     to_params,
     to_state_dict,
+    variable_shapes,
 )
 from jaxtalk.convert.releases import Release
 from jaxtalk.models.anitalker.stage2 import (
@@ -185,8 +184,7 @@ def detect_config(state_dict: Mapping[str, np.ndarray]) -> dict:
 
 def _reference_variables(config: Mapping[str, Any]) -> dict:
     model = DiffusionPredictor(**config)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *init_inputs(model)))
-    return nn.meta.unbox(shapes)
+    return variable_shapes(model, *init_inputs(model))
 
 
 def _is_batch_stat(key: str) -> bool:

@@ -435,16 +435,13 @@ def discriminator_key_spec(
 
 
 def discriminator_reference_params(size: int = 256, width: float = 1.0):
-    import flax.linen as nn
     import jax
     import jax.numpy as jnp
 
     from jaxtalk.models.lia.discriminator import Discriminator
 
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-    return nn.unbox(
-        jax.eval_shape(Discriminator(size, width).init, jax.random.PRNGKey(0), x)["params"]
-    )
+    return variable_shapes(Discriminator(size, width), x)["params"]
 
 
 def discriminator_to_params(

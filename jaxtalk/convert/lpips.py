@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -90,9 +89,8 @@ def _backbone_unused(net: str):
 
 
 def param_shapes(net: str):
-    x = jnp.zeros((1, 64, 64, 3))
-    shapes = jax.eval_shape(lpips_metric.LPIPS(net).init, jax.random.PRNGKey(0), x, x)
-    return nn.unbox(shapes)["params"]
+    x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+    return mapping.variable_shapes(lpips_metric.LPIPS(net), x, x)["params"]
 
 
 def import_checkpoint(path, backbone=None, net: str = "alex") -> dict:

@@ -218,7 +218,10 @@ def variable_shapes(module: nn.Module, *example_inputs) -> dict:
     Remembered per module (its fields) and input shapes: tracing a release-size network (a
     full SD UNet: a second or more) is then done once per process, not once per import,
     export or check of the same model. Each call gets its own copy of the tree's containers."""
-    inputs = tuple(jax.ShapeDtypeStruct(np.shape(x), x.dtype) for x in example_inputs)
+    inputs = tuple(  # arrays by shape; anything else (a frame count) is passed as is
+        jax.ShapeDtypeStruct(np.shape(x), x.dtype) if hasattr(x, "dtype") else x
+        for x in example_inputs
+    )
     try:
         shapes = _cached_shapes(module, inputs)
     except TypeError:  # a field that cannot be hashed (a dict, say): traced every time
@@ -227,7 +230,14 @@ def variable_shapes(module: nn.Module, *example_inputs) -> dict:
 
 
 def _traced_shapes(module: nn.Module, inputs: tuple) -> dict:
-    return nn.unbox(jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs))
+    traced = [isinstance(x, jax.ShapeDtypeStruct) for x in inputs]
+
+    def init(rng, *arrays):  # the other inputs (a frame count) stay Python values
+        given = iter(arrays)
+        return module.init(rng, *(next(given) if t else x for t, x in zip(traced, inputs)))
+
+    arrays = [x for t, x in zip(traced, inputs) if t]
+    return nn.unbox(jax.eval_shape(init, jax.random.PRNGKey(0), *arrays))
 
 
 _cached_shapes = functools.lru_cache(maxsize=32)(_traced_shapes)

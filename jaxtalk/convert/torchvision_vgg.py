@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -87,8 +86,9 @@ def unused_keys(config: str, output_layers: Sequence[str], prefix: str = "featur
 
 def param_shapes(config: str, output_layers: Sequence[str]):
     model = vgg.VGGFeatures(config=config, output_layers=tuple(output_layers))
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
-    return nn.unbox(shapes)["params"]
+    return mapping.variable_shapes(model, jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))[
+        "params"
+    ]
 
 
 def import_checkpoint(

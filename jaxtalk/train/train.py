@@ -13,6 +13,7 @@ import jax
 import numpy as np
 from absl import logging
 from flax import linen as nn
+from jax.extend import core as jax_core
 
 from jaxtalk import fs, lapack_threads
 from jaxtalk.errors import InputError
@@ -200,7 +201,9 @@ def _train(config, workdir: str, preemption: distributed.Preemption, devices) ->
         return state_lib.create(params, model_state, optimizers, ema_decays, state_rng)
 
     init_args = (init_rng, state_rng, first_batch)
-    boxed = jax.eval_shape(init_state, *init_args)
+    # Traced once (flax's init of a large model takes seconds to trace): the jaxpr gives the
+    # abstract state here and is what the real initialisation below compiles.
+    init_jaxpr, boxed = jax.make_jaxpr(init_state, return_shape=True)(*init_args)
     state_shardings = sharding.shardings_for(boxed, mesh, rules)
     abstract = nn.unbox(boxed)
     ckpt = checkpoints.Checkpointer(workdir, config)
@@ -252,10 +255,15 @@ def _train(config, workdir: str, preemption: distributed.Preemption, devices) ->
         frozen[g]["fingerprint"] = checkpoints.fingerprint(params)
     if resumed is None:
         pretrained = {**frozen_params, **task.pretrained()}
+
         # What the given weights replace is not initialised: XLA drops its random
         # initialisers (most of a stage-2 state's init, in compile time and in memory).
+        def traced_init_state(*args):
+            flat = jax_core.jaxpr_as_fun(init_jaxpr)(*jax.tree.leaves(args))
+            return jax.tree.unflatten(jax.tree.structure(boxed), flat)
+
         init_jit = jax.jit(
-            lambda *a: _without_subtrees(nn.unbox(init_state(*a)), pretrained),
+            lambda *a: _without_subtrees(nn.unbox(traced_init_state(*a)), pretrained),
             out_shardings=_without_subtrees(state_shardings, pretrained),
         )
         state = init_jit.lower(*init_args).compile(_init_compiler_options(mesh))(*init_args)
