@@ -256,12 +256,12 @@ def _train(config, workdir: str, preemption: distributed.Preemption, devices) ->
     if resumed is None:
         pretrained = {**frozen_params, **task.pretrained()}
 
-        # What the given weights replace is not initialised: XLA drops its random
-        # initialisers (most of a stage-2 state's init, in compile time and in memory).
-        def traced_init_state(*args):
+        def traced_init_state(*args):  # init_state, from its jaxpr
             flat = jax_core.jaxpr_as_fun(init_jaxpr)(*jax.tree.leaves(args))
             return jax.tree.unflatten(jax.tree.structure(boxed), flat)
 
+        # What the given weights replace is not initialised: XLA drops its random
+        # initialisers (most of a stage-2 state's init, in compile time and in memory).
         init_jit = jax.jit(
             lambda *a: _without_subtrees(nn.unbox(traced_init_state(*a)), pretrained),
             out_shardings=_without_subtrees(state_shardings, pretrained),
