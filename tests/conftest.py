@@ -14,6 +14,8 @@ import tempfile
 
 import pytest
 
+from tests import cli_processes
+
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -41,6 +43,9 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+
+
+cli_processes.collect_less_often()
 
 
 @pytest.fixture(autouse=True, scope="module")
