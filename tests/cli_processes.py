@@ -34,9 +34,9 @@ _server: dict = {}
 def collect_less_often() -> None:
     """Python's cyclic garbage collector every 20,000 net allocations instead of 700: tracing
     allocates millions of short-lived objects, and the full collections this triggers walk
-    the whole heap of imported jax / flax / orbax (4-5% of a tiny `jaxtalk train`). Five
-    model and task test files under `-n 2`, alternating, two rounds: 144.7 / 137.3 s against
-    150.0 / 147.3 s at the default. The suite's per-module `gc.collect()` (conftest) stays."""
+    the whole heap of imported jax / flax / orbax. Five model and task test files under
+    `-n 2`, alternating, two rounds: 144.7 / 137.3 s against 150.0 / 147.3 s at the default.
+    The suite's per-module `gc.collect()` (conftest) stays."""
     gc.set_threshold(20_000, 10, 10)
 
 

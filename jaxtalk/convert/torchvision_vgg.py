@@ -86,9 +86,8 @@ def unused_keys(config: str, output_layers: Sequence[str], prefix: str = "featur
 
 def param_shapes(config: str, output_layers: Sequence[str]):
     model = vgg.VGGFeatures(config=config, output_layers=tuple(output_layers))
-    return mapping.variable_shapes(model, jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))[
-        "params"
-    ]
+    image = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    return mapping.variable_shapes(model, image)["params"]
 
 
 def import_checkpoint(

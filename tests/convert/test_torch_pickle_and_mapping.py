@@ -129,3 +129,18 @@ def test_variable_shapes_traces_a_model_once_and_hands_out_copies():
     for _ in range(2):
         mapping.variable_shapes(Counted(6, extra={"a": 1}), x)
     assert traces == [4, 5, 6, 6]
+
+
+def test_variable_shapes_passes_non_array_inputs_as_python_values():
+    """A count among a model's inputs (AniPortrait's audio2mesh frames) decides shapes: it must
+    reach the model as an int, not as a traced value."""
+    import flax.linen as nn
+    import jax
+
+    class Widened(nn.Module):
+        @nn.compact
+        def __call__(self, x, width):
+            return nn.Dense(width)(x)
+
+    shapes = mapping.variable_shapes(Widened(), jax.ShapeDtypeStruct((1, 3), np.float32), 7)
+    assert shapes["params"]["Dense_0"]["kernel"].shape == (3, 7)

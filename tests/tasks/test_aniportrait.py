@@ -14,8 +14,8 @@ from tests.train.helpers import as_flags, override
 
 # The tiny recipe with one UNet level (and PoseGuider level) instead of two: what these tests
 # check is which networks train, stay frozen and are evaluated, and XLA's compile time grows
-# faster than the program. The UNet's levels are
-# checked by tests/models and the release key lists.
+# faster than the program. The UNet's levels are checked by tests/models and the release key
+# lists.
 ONE_LEVEL = {
     "model.unet.block_out_channels": (32,),
     "model.unet.cross_attention": (True,),
