@@ -39,6 +39,7 @@ from flax import linen as nn
 from jaxtalk.train import communication, sharding
 from jaxtalk.train import state as state_lib
 from jaxtalk.train.data import to_global
+from jaxtalk.train.grouped_init import grouped_initializers
 from jaxtalk.train.task import get_task
 from jaxtalk.train.train import jit_train_step, task_optimizers
 
@@ -187,7 +188,7 @@ def task_step(config, mesh, rules) -> TaskStep:
     batch = to_global(next(data), mesh, rules, process_count=len(processes))
 
     def init_state(init_rng, state_rng, batch):
-        params, model_state = task.init(init_rng, batch)
+        params, model_state = grouped_initializers(task.init)(init_rng, batch)
         return state_lib.create(params, model_state, optimizers, dict(config.ema), state_rng)
 
     rng = jax.random.PRNGKey(config.seed)

@@ -20,6 +20,7 @@ from jaxtalk.errors import InputError
 from jaxtalk.train import checkpoints, distributed, optim, sharding
 from jaxtalk.train import state as state_lib
 from jaxtalk.train.data import DevicePrefetcher, to_global
+from jaxtalk.train.grouped_init import grouped_initializers
 from jaxtalk.train.logs import MetricWriter, compiled_flops
 from jaxtalk.train.profile import StepProfiler
 from jaxtalk.train.step import train_step
@@ -196,8 +197,10 @@ def _train(config, workdir: str, preemption: distributed.Preemption, devices) ->
     # The keys and the batch are arguments, not closed-over constants: XLA would otherwise
     # constant-fold the whole initialisation (every initializer's random numbers, the forward
     # pass flax runs to shape the variables) at compile time, which takes minutes on a CPU.
+    # Each kind of random initializer compiled once for all the parameters it initialises
+    # (grouped_init: the same values, a tiny MegActor's init compile 13 s -> 3.5 s).
     def init_state(init_rng, state_rng, batch):
-        params, model_state = task.init(init_rng, batch)
+        params, model_state = grouped_initializers(task.init)(init_rng, batch)
         return state_lib.create(params, model_state, optimizers, ema_decays, state_rng)
 
     init_args = (init_rng, state_rng, first_batch)
