@@ -23,6 +23,7 @@ inner trace.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import threading
@@ -54,11 +55,24 @@ def _param(scope, name, init_fn, *init_args, unbox=True, **init_kwargs):
     )
     if not new:
         return _flax_param(scope, name, init_fn, *init_args, unbox=unbox, **init_kwargs)
+    scope.reserve(name, "params")
     value = handler(scope, name, functools.partial(init_fn, **init_kwargs), init_args)
+    scope.put_variable("params", name, value)
     return meta.unbox(value) if unbox else value
 
 
 flax_scope.Scope.param = _param
+
+
+@contextlib.contextmanager
+def _new_params_go_to(handler):
+    """Within: this thread's new parameters take the value handler(scope, name, init,
+    init_args) returns (init(key, *init_args) is flax's initializer call)."""
+    _mode.handler = handler
+    try:
+        yield
+    finally:
+        _mode.handler = None
 
 
 def _next_key(scope) -> flax_scope.LazyRng:
@@ -145,15 +159,10 @@ def grouped_initializers(fn: Callable) -> Callable:
             outer = scope.trace_level == trace
             r = _Record((scope.path, name), _next_key(scope), init, init_args, outer)
             records.append(r)
-            value = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), r.shape)
-            scope.put_variable("params", name, value)
-            return value
+            return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), r.shape)
 
-        _mode.handler = record
-        try:
+        with _new_params_go_to(record):
             fn(*args, **kwargs)
-        finally:
-            _mode.handler = None
         values = _computed_groups(records)
         position = iter(range(len(records)))
 
@@ -165,14 +174,9 @@ def grouped_initializers(fn: Callable) -> Callable:
                     f"first created {records[i].where}: init must be deterministic"
                 )
             key = _next_key(scope)  # advances the counter as make_rng does
-            value = values[i] if i in values else init(key.as_jax_rng(), *init_args)
-            scope.put_variable("params", name, value)
-            return value
+            return values[i] if i in values else init(key.as_jax_rng(), *init_args)
 
-        _mode.handler = replay
-        try:
+        with _new_params_go_to(replay):
             return fn(*args, **kwargs)
-        finally:
-            _mode.handler = None
 
     return grouped

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import errors
 
 from jaxtalk.train import grouped_init
 from jaxtalk.train.grouped_init import grouped_initializers
@@ -124,3 +125,15 @@ def test_a_nondeterministic_init_is_an_error():
 
     with pytest.raises(RuntimeError, match="must be deterministic"):
         jax.jit(grouped_initializers(Changing().init))(jax.random.PRNGKey(0), jnp.ones((1, 4)))
+
+
+def test_a_name_used_twice_is_flax_s_error():
+    class Twice(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            self.param("w", nn.initializers.normal(), (2,))
+            return self.param("w", nn.initializers.normal(), (2,))
+
+    for fn in (Twice().init, grouped_initializers(Twice().init)):
+        with pytest.raises(errors.NameInUseError):
+            jax.jit(fn)(jax.random.PRNGKey(0), jnp.ones(2))
