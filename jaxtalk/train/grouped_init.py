@@ -61,6 +61,8 @@ def _param(scope, name, init_fn, *init_args, unbox=True, **init_kwargs):
     return meta.unbox(value) if unbox else value
 
 
+# Installed for the process when this module is imported; outside grouped_initializers (no
+# handler on this thread) it is flax's own Scope.param.
 flax_scope.Scope.param = _param
 
 
