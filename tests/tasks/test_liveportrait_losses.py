@@ -42,9 +42,9 @@ def random_batch(size: int, b: int = 1, seed: int = 0):
 def save_random_loss_nets(directory) -> tuple[str, str]:
     """Random VGG19 (up to relu5_1) and a one-block-per-stage ArcFace, as imported files."""
     vgg = VGGFeatures(config="vgg19", output_layers=LAYERS)
-    vgg_params = nn.unbox(vgg.init(jax.random.PRNGKey(1), jnp.zeros((1, 16, 16, 3))))
+    vgg_params = random_variables(vgg.init, jax.random.PRNGKey(1), jnp.zeros((1, 16, 16, 3)))
     arc = iresnet.IResNet(TINY_ARCFACE)
-    arc_vars = nn.unbox(arc.init(jax.random.PRNGKey(2), jnp.zeros((1, 112, 112, 3))))
+    arc_vars = random_variables(arc.init, jax.random.PRNGKey(2), jnp.zeros((1, 112, 112, 3)))
     vgg_path, arc_path = str(directory / "vgg19.safetensors"), str(directory / "arc.safetensors")
     weights.save(vgg_params, vgg_path, release="vgg19")
     weights.save(arc_vars, arc_path, release="arcface_r100")
