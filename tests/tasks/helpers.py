@@ -16,6 +16,7 @@ from data_pipelines.synthetic import generate
 from jaxtalk.convert import weights
 from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.models.anitalker.stage2 import DiffusionPredictor, init_inputs
+from jaxtalk.train.grouped_init import grouped_initializers
 
 SIZE = 64
 TINY_WIDTH = anitalker_stage1.get_config("tiny").model.width  # the tiny configs' stage 1
@@ -52,7 +53,8 @@ def prepare_synthetic(out_dir: str) -> str:
 def save_stage1(path: str) -> str:
     model = AniTalkerMotion(**STAGE1)
     image = jnp.zeros((1, SIZE, SIZE, 3))
-    params = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(1), image, image)["params"])
+    init = jax.jit(grouped_initializers(model.init))  # as train() initialises
+    params = nn.meta.unbox(init(jax.random.PRNGKey(1), image, image)["params"])
     weights.save(
         {"params": params, "model_config": dict(STAGE1, kind="anitalker_stage1")},
         path,
@@ -64,7 +66,8 @@ def save_stage1(path: str) -> str:
 def save_stage2(path: str, **overrides) -> str:
     config = dict(STAGE2, **overrides)
     model = DiffusionPredictor(**config)
-    variables = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(2), *init_inputs(model, 1, 8)))
+    init = jax.jit(grouped_initializers(model.init))
+    variables = nn.meta.unbox(init(jax.random.PRNGKey(2), *init_inputs(model, 1, 8)))
     weights.save({**variables, "model_config": config}, path, release="anitalker_stage2")
     return path
 
