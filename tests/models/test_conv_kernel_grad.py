@@ -45,8 +45,10 @@ def test_rows_gradient_equals_xla(monkeypatch, x_shape, k_shape, padding, stride
     with jax.enable_x64(True):
         x, k = (jnp.asarray(rng.standard_normal(s)) for s in (x_shape, k_shape))
         assert ckg._row_pads(x, k, strides, padding, None, None, NHWC, 1, 1, None, None)
-        ours = jax.value_and_grad(_loss(ckg.conv_general_dilated, padding, strides), (0, 1))(x, k)
-        theirs = jax.value_and_grad(_loss(lax.conv_general_dilated, padding, strides), (0, 1))(x, k)
+        ours, theirs = (
+            jax.jit(jax.value_and_grad(_loss(conv, padding, strides), (0, 1)))(x, k)
+            for conv in (ckg.conv_general_dilated, lax.conv_general_dilated)
+        )  # jitted: one program each (op by op, each op compiles on its own)
         for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
             assert a.shape == b.shape
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
@@ -57,8 +59,8 @@ def test_rows_gradient_in_bfloat16_accumulates_in_float32(monkeypatch):
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.standard_normal((4, 16, 16, 8)), jnp.bfloat16)
     k = jnp.asarray(rng.standard_normal((3, 3, 8, 8)), jnp.bfloat16)
-    grad = jax.grad(_loss(ckg.conv_general_dilated, "SAME"), 1)(x, k)
-    exact = jax.grad(_loss(lax.conv_general_dilated, "SAME"), 1)(
+    grad = jax.jit(jax.grad(_loss(ckg.conv_general_dilated, "SAME"), 1))(x, k)
+    exact = jax.jit(jax.grad(_loss(lax.conv_general_dilated, "SAME"), 1))(
         x.astype(jnp.float32), k.astype(jnp.float32)
     )
     assert grad.dtype == jnp.bfloat16
@@ -121,7 +123,7 @@ def test_second_order_gradients_equal_xla(monkeypatch):
         def r1(k1, k2, x):
             return jnp.sum(jax.grad(d)(x, k1, k2) ** 2)
 
-        return jax.grad(r1, (0, 1))
+        return jax.jit(jax.grad(r1, (0, 1)))
 
     with jax.enable_x64(True):
         x = jnp.asarray(rng.standard_normal((2, 9, 9, 3)))
