@@ -37,11 +37,9 @@ import jax
 from flax import linen as nn
 
 from jaxtalk.train import communication, sharding
-from jaxtalk.train import state as state_lib
 from jaxtalk.train.data import to_global
-from jaxtalk.train.grouped_init import grouped_initializers
 from jaxtalk.train.task import get_task
-from jaxtalk.train.train import jit_train_step, task_optimizers
+from jaxtalk.train.train import jit_train_step, state_initializer, task_optimizers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,10 +185,7 @@ def task_step(config, mesh, rules) -> TaskStep:
     )
     batch = to_global(next(data), mesh, rules, process_count=len(processes))
 
-    def init_state(init_rng, state_rng, batch):
-        params, model_state = grouped_initializers(task.init)(init_rng, batch)
-        return state_lib.create(params, model_state, optimizers, dict(config.ema), state_rng)
-
+    init_state = state_initializer(task, optimizers, dict(config.ema))
     rng = jax.random.PRNGKey(config.seed)
     boxed = jax.eval_shape(init_state, rng, rng, batch)
     shardings = sharding.shardings_for(boxed, mesh, rules)
