@@ -11,6 +11,7 @@ from data_pipelines import datasets
 from data_pipelines.synthetic import generate
 from jaxtalk.evaluate import eval_sets, sweep
 from tests import cli_processes
+from tests.train.helpers import cli_env
 
 TINY = generate.SyntheticConfig(
     num_identities=3,
@@ -25,13 +26,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _jaxtalk(*args, check=True):
-    # One CPU device in the child: a batch of 8 needs no simulated mesh there.
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    # One CPU device in the child (a batch of 8 needs no simulated mesh there), compiled
+    # as the suite compiles.
     proc = cli_processes.run(
-        [sys.executable, "-m", "jaxtalk.cli", *args],
-        cwd=REPO,
-        env=env,
-        timeout=300,
+        [sys.executable, "-m", "jaxtalk.cli", *args], cwd=REPO, env=cli_env(1), timeout=300
     )
     if check and proc.returncode:
         raise AssertionError(f"jaxtalk {args[0]} failed:\n{proc.stdout}\n{proc.stderr}")
@@ -262,7 +260,7 @@ def test_eval_and_sweep_draw_progress_bars_on_a_terminal(setup, tmp_path):
     from tests.test_progress import BAR
 
     run, data_root = setup
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = cli_env(1)
     cli = [sys.executable, "-m", "jaxtalk.cli"]
     rc, text = run_in_terminal(
         cli + ["eval", f"--workdir={run}", "--step=1", "--test_set=synthetic",

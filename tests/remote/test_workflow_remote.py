@@ -13,10 +13,9 @@ from tests.train.helpers import REPO, cli_env
 
 
 def _cli(*args, check=True, timeout=900):
-    env = {k: v for k, v in cli_env().items() if k != "XLA_FLAGS"}  # one CPU device
     proc = cli_processes.run(
         [sys.executable, "-m", "jaxtalk.cli", *args],
-        env=env, cwd=REPO, timeout=timeout,
+        env=cli_env(devices=1), cwd=REPO, timeout=timeout,
     )  # fmt: skip
     if check and proc.returncode:
         raise AssertionError(
@@ -53,7 +52,7 @@ def test_remote_emulator_prepare_train_kill_resume_eval_sweep(gcs, tmp_path, mon
     assert fs.isfile(fs.join(data, "dataset_info.json"))
 
     workdir = f"{gcs}/runs/s1"
-    env = {k: v for k, v in cli_env().items() if k != "XLA_FLAGS"}
+    env = cli_env(devices=1)
     first = subprocess.Popen(
         [sys.executable, "-m", "jaxtalk.cli", *_train_args(workdir, data)],
         env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

@@ -2,12 +2,15 @@
 swapped / stylised companion streams and background masks): what trains, what stays frozen,
 what is evaluated."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
 
 from configs import megactor as cfg_lib
 from jaxtalk.models.aniportrait.lmk2video import split_motion
+from jaxtalk.models.pixels import to_01
 from jaxtalk.tasks import megactor as task_lib
 from jaxtalk.train import checkpoints
 from tests.tasks import helpers
@@ -104,26 +107,30 @@ def test_stage2_without_a_base_is_a_clear_error(synthetic_64):
 
 
 def test_cross_eval_outputs_drive_each_source_with_another_example(stage1_run, synthetic_64):
+    """Cross mode compiled (its sampling loop); self mode's outputs only traced: the run's
+    own evaluation has sampled it."""
     workdir, _ = stage1_run
     config = tiny_config(synthetic_64, 2)
     task = task_lib.build(config)
     batch = first_batch(task)
     params = {"model": checkpoints.group_variables(workdir, "model", 2)["params"]}
     rng = jax.random.PRNGKey(0)
-    outputs = jax.jit(task.eval_outputs, static_argnames="mode")  # compiled, not op by op
-    cross = outputs(params, {}, batch, rng, mode="cross")
-    own = outputs(params, {}, batch, rng, mode="self")
+    cross = jax.jit(functools.partial(task.eval_outputs, mode="cross"))(params, {}, batch, rng)
+    own = jax.eval_shape(functools.partial(task.eval_outputs, mode="self"), params, {}, batch, rng)
     n, f = batch["frames"].shape[:2]
     assert set(cross) == {"prediction", "source", "driving"}
     assert set(own) == {"prediction", "target", "source", "driving"}
     for v in (*cross.values(), *own.values()):
         assert v.shape == (n * f, 32, 32, 3)
+    for v in cross.values():
         assert 0.0 <= float(v.min()) and float(v.max()) <= 1.0
-    driving = np.asarray(own["driving"]).reshape(n, f, 32, 32, 3)
+    seen = task.preprocess(batch)  # what self mode is driven by and starts from
+    driving = np.asarray(to_01(seen["driving"]))
     np.testing.assert_allclose(
         np.asarray(cross["driving"]).reshape(n, f, 32, 32, 3), np.roll(driving, 1, axis=0)
     )
-    np.testing.assert_allclose(cross["source"], own["source"])
+    source = np.repeat(np.asarray(to_01(seen["reference"])), f, axis=0)
+    np.testing.assert_allclose(cross["source"], source)
     with pytest.raises(ValueError, match="eval mode"):
         task.eval_outputs(params, {}, batch, rng, mode="audio")
 
