@@ -85,10 +85,14 @@ def tiny_variables(seed=0, mlps=tuple(MLPS)):
         **{k: tuple(v) if isinstance(v, list) else v for k, v in TINY["motion"].items()}
     )
     grey = net.apply({"params": params["motion"]}, jnp.full((1, SIZE, SIZE, 3), 0.5))
+    # Read before the kernels change in place: on a CPU jax may use a numpy argument's memory
+    # as it is, and a head not yet computed would see its amplified kernel (one run in ~20
+    # under load did: keypoints hundreds of times too large).
+    grey = {head: np.asarray(value) for head, value in grey.items()}
     for head, value in grey.items():
         fc = params["motion"][f"fc_{head}"]
         fc["kernel"] *= GAIN
-        fc["bias"][:] = GAIN * fc["bias"] - (GAIN - 1) * np.asarray(value)[0]
+        fc["bias"][:] = GAIN * fc["bias"] - (GAIN - 1) * value[0]
     for name in mlps:
         size, out = MLPS[name]
         net = RetargetingMLP(hidden_sizes=(16,), output_size=out)

