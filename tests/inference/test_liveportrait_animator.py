@@ -86,7 +86,7 @@ def tiny_variables(seed=0, mlps=tuple(MLPS)):
     )
     grey = net.apply({"params": params["motion"]}, jnp.full((1, SIZE, SIZE, 3), 0.5))
     # Read before the kernels change in place: on a CPU jax may use a numpy argument's memory
-    # as it is, and a head not yet computed would see its amplified kernel (one run in ~20
+    # as it is, and a head not yet computed would see its amplified kernel (6 of 222 runs
     # under load did: keypoints hundreds of times too large).
     grey = {head: np.asarray(value) for head, value in grey.items()}
     for head, value in grey.items():
