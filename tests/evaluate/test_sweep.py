@@ -11,7 +11,7 @@ from data_pipelines import datasets
 from data_pipelines.synthetic import generate
 from jaxtalk.evaluate import eval_sets, sweep
 from tests import cli_processes
-from tests.train.helpers import cli_env
+from tests.train.helpers import REPO, cli_env
 
 TINY = generate.SyntheticConfig(
     num_identities=3,
@@ -22,7 +22,6 @@ TINY = generate.SyntheticConfig(
     test_identities=1,
     seed=3,
 )
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _jaxtalk(*args, check=True):
