@@ -101,8 +101,9 @@ def base_config():
     c.eval = ml_collections.ConfigDict(dict(every_steps=0, num_batches=4, split="test"))
     c.samples = ml_collections.ConfigDict(dict(every_steps=0, num=4))
     # A profiler trace of steps start_step .. start_step + num_steps - 1 under
-    # <workdir>/profile (jaxtalk/train/profile.py); start_step 0: none.
-    c.profile = ml_collections.ConfigDict(dict(start_step=0, num_steps=3))
+    # <workdir>/profile (jaxtalk/train/profile.py); start_step 0: none. python: Python
+    # function calls too (large traces: the data loader's threads).
+    c.profile = ml_collections.ConfigDict(dict(start_step=0, num_steps=3, python=False))
     c.data = ml_collections.ConfigDict()  # the task's data settings (e.g. data_pipelines.loaders)
     c.device_prefetch = 2  # global batches assembled on device ahead of the step
     c.distributed = ml_collections.ConfigDict(

@@ -359,7 +359,11 @@ def _train(config, workdir: str, preemption: distributed.Preemption, devices) ->
     step = start_step
     preempted = False
     profiler = StepProfiler(
-        workdir, config.profile.start_step, config.profile.num_steps, jax.process_index()
+        workdir,
+        config.profile.start_step,
+        config.profile.num_steps,
+        jax.process_index(),
+        python=config.profile.python,
     )
     loop_start = time.perf_counter()
     try:

@@ -1,6 +1,6 @@
 """The animator contract (jaxtalk/inference/animator.py), its registry, and today's two
-animators through it: frames bit-identical to the models' own methods, and the video
-animator's exported function."""
+animators through it: frames equal to the models' own methods' (to a rounding step where
+the two sides are different XLA programs), and the video animator's exported function."""
 
 import sys
 
@@ -228,7 +228,7 @@ def test_export_command_uses_the_animator(files, tmp_path):
 
 
 # ----------------------------------------------------------------------------- audio
-def test_audio_animator_frames_are_bit_identical_to_the_model(files):
+def test_audio_animator_frames_match_the_model(files):
     animator = inference.open_animator(
         files["s2"], driver=Driver.AUDIO, stage1=files["s1"], chunk=4
     )
@@ -256,7 +256,10 @@ def test_audio_animator_frames_are_bit_identical_to_the_model(files):
         want.append(to_pixels(render(v, src["h"], src["feats"], jnp.asarray(part))))
     want = np.concatenate(want)[: len(codes)]
     assert frames.shape == (19, 64, 64, 3)
-    np.testing.assert_array_equal(frames, want)
+    # Two programs: XLA may fuse them apart and round a pixel across a uint8 step (seen with
+    # the tests' older kernel emitter on an AVX-512 machine: 1 of 233,472 values, by 1).
+    off = np.abs(frames.astype(np.int16) - want)
+    assert off.max() <= 1 and np.mean(off > 0) < 1e-4, (off.max(), np.mean(off > 0))
     assert not np.array_equal(
         frames, animator.animate(source, wav, seed=4, ddim_steps=2, pose=[0.3, 0.0, -0.1])
     )

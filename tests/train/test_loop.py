@@ -6,6 +6,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from jaxtalk.train import train as train_lib
+from jaxtalk.train.profile import StepProfiler
 from tests.train.helpers import checkpoint_steps, saved_state, toy_config
 
 
@@ -162,3 +163,7 @@ def test_profile_traces_the_configured_steps_under_the_run(tmp_path):
     events = json.load(gzip.open(perfetto))["traceEvents"]
     steps = sorted(int(e["args"]["step_num"]) for e in events if e.get("name") == "train")
     assert steps == [3, 4]  # the configured steps, each annotated once
+    # no Python function calls ("$file:line name" events) unless profile.python is set
+    assert not any(e.get("name", "").startswith("$") for e in events)
+    assert StepProfiler(str(tmp_path), 3, 2).options.python_tracer_level == 0
+    assert StepProfiler(str(tmp_path), 3, 2, python=True).options.python_tracer_level == 1
