@@ -59,12 +59,15 @@ def test_the_release_sampler_settings_and_grey_driving(animator):
     fast = dict(ddim_steps=2)  # the sampler's settings are the release's; 2 steps suffice here
     video = animator.animate(source, driving, **fast)
     assert video.shape == (18, S, S, 3) and video.dtype == np.uint8
+    # On 4 frames (one window; the program the tests below sample with too): the animator
+    # turns the driving frames grey, so the grey clip drives the same frames, and the
+    # driving frames matter.
+    driving = clip(4)
     grey = lib.grey(driving)
     np.testing.assert_array_equal(grey[..., 0], grey[..., 2])
-    # the animator turns the driving frames grey: the grey video drives the same frames
+    video = animator.animate(source, driving, **fast)
     np.testing.assert_array_equal(animator.animate(source, grey, **fast), video)
-    # and the driving frames matter
-    other = animator.animate(source, clip(18, seed=9), **fast)
+    other = animator.animate(source, clip(4, seed=9), **fast)
     assert np.abs(other.astype(float) - video).mean() > 0.5
 
 
@@ -89,7 +92,7 @@ def test_the_source_mask_reaches_the_model(animator, tmp_path):
 
 def test_start_samples_with_the_pipeline(animator):
     """`start` is the pipeline's sample on the grey frames (the same seed)."""
-    source, driving = clip(1, seed=5)[0], clip(3)
+    source, driving = clip(1, seed=5)[0], clip(4)
     _, steps = animator.start(animator.prepare(source), driving, ddim_steps=2)
     ddim = dataclasses.replace(animator.ddim, num_steps=2)
     src = to_model_range(source[None])
