@@ -85,7 +85,7 @@ def tiny_config(data_dir, steps, variant="tiny", **loss):
     c.data.data_dir = data_dir
     c.data.samples_per_clip = 4  # the test split has 2 clips
     c.model.spade.num_middle_blocks = 1  # the recipe's 3 compile slower and check no more
-    c.batch_size = 8
+    c.batch_size = 4
     helpers.in_process_run(c, steps)
     c.samples.every_steps = 0
     c.loss.update(loss)
@@ -171,7 +171,7 @@ def test_stage2_trains_only_the_mlps(runs, synthetic_64):
         for a, b in zip(got, want):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     task = task_lib.build(config)
-    batch = next(task.data("train", global_batch_size=8, seed=0, process_index=0, process_count=1))
+    batch = next(task.data("train", global_batch_size=4, seed=0, process_index=0, process_count=1))
     for name in ("stitching", "lip", "eye", "ratio"):
         first = checkpoints.group_variables(stage2, name, 1)["params"]
         moved = [  # by the second step
