@@ -28,7 +28,9 @@ if "xla_force_host_platform_device_count" not in _flags:
 # milliseconds either way; convolutions and matmuls call the same precompiled kernels. The
 # MLIR fusion emitters set up per kernel what the older emitter does not: a single-op
 # compile takes ~21 ms instead of ~33 ms, and the suite's thousands of eager ops and mid-size
-# steps compile faster (the largest, MegActor's step, slower: 28 vs 21 s).
+# steps compile faster. The largest, MegActor's step, compiled slower with it on one machine
+# (28 vs 21 s) and the same on another (AVX-512). Two programs computing the same thing may
+# round differently with it: compare them with a tolerance, not bit for bit.
 if "xla_backend_optimization_level" not in _flags:
     _flags += " " + FAST_COMPILE
 os.environ["XLA_FLAGS"] = _flags.strip()
