@@ -17,7 +17,10 @@ import pytest
 from tests import cli_processes
 
 # -O0 and XLA's older CPU kernel emitter (see below and the README's test section).
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+FAST_COMPILE = (
+    "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+    " --xla_disable_hlo_passes=tree_reduction_rewriter --xla_cpu_parallel_codegen_split_count=1"
+)
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _flags = os.environ.get("XLA_FLAGS", "")
