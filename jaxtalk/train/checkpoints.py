@@ -32,6 +32,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
+from orbax.checkpoint._src.metadata import empty_values as orbax_empty
+from orbax.checkpoint._src.metadata import tree as orbax_tree
+from orbax.checkpoint._src.metadata.value_metadata_entry import ValueMetadataEntry
 from orbax.checkpoint._src.serialization import serialization as orbax_reads
 
 from jaxtalk import fs
@@ -402,6 +405,34 @@ class _NoItemMetadataWarning(logging.Filter):
 logging.getLogger("absl").addFilter(_NoItemMetadataWarning())
 
 
+def _saved_tree(checkpointer, state_dir: str):
+    """The structure of the tree saved in `state_dir` (leaves: placeholders), from its
+    _METADATA file alone. orbax's public metadata() also opens every array's own metadata in
+    the store, a second per thousand arrays, which restoring them does not need; it is the
+    fallback should orbax's file or internals change."""
+    try:
+        internal = orbax_tree.InternalTreeMetadata.from_json(
+            fs.read_json(fs.join(state_dir, "_METADATA"))
+        )
+        options = internal.pytree_metadata_options
+
+        def leaf(entry):  # empty containers and None are entries of their own
+            if orbax_empty.is_empty_typestr(entry.value_type):
+                return orbax_empty.get_empty_value_from_typestr(entry.value_type, options)
+            return entry
+
+        return jax.tree.map(
+            leaf,
+            internal.as_nested_tree(),
+            is_leaf=lambda x: isinstance(x, ValueMetadataEntry),
+        )
+    except Exception:  # noqa: BLE001 (the public path below reports what is wrong)
+        metadata = checkpointer.metadata(state_dir)
+        if metadata is None or metadata.item_metadata is None:
+            raise ValueError("state/_METADATA is missing or unreadable") from None
+        return metadata.item_metadata.tree
+
+
 @functools.lru_cache(maxsize=1)
 def _read_step(directory: str, step: int) -> dict:
     """What eval, export and sweeps read from one step: its config, frozen record and the
@@ -411,10 +442,7 @@ def _read_step(directory: str, step: int) -> dict:
     config = fs.read_json(fs.join(path, "config", "metadata"))
     frozen = _read_frozen(path)
     checkpointer = ocp.PyTreeCheckpointer()
-    metadata = checkpointer.metadata(fs.join(path, "state"))
-    if metadata is None or metadata.item_metadata is None:
-        raise ValueError("state/_METADATA is missing or unreadable")
-    saved = metadata.item_metadata.tree
+    saved = _saved_tree(checkpointer, fs.join(path, "state"))
     wanted = {k: saved[k] for k in ("params", "ema_params", "model_state") if k in saved}
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
     state = checkpointer.restore(

@@ -79,7 +79,7 @@ def train_tiny(
     config: str, data_dir: str, workdir: str, steps: int, *overrides: str, save_every: int = 0
 ) -> dict:
     """`jaxtalk train --config=configs/<config>` (e.g. "megactor.py:tiny_stage1") for `steps`
-    steps of batch 8 on `data_dir`, logging, evaluating (one batch, 2 sampling steps) and
+    steps of batch 4 on `data_dir`, logging, evaluating (one batch, 2 sampling steps) and
     saving at the last step (and every `save_every` steps) -> every metric it logged, the last
     value of each."""
     from tests.train.helpers import REPO, run_cli
@@ -88,7 +88,7 @@ def train_tiny(
         [sys.executable, "-m", "jaxtalk.cli", "train",
          f"--config={REPO}/configs/{config}", f"--workdir={workdir}",
          f"--config.data.data_dir={data_dir}", "--config.data.samples_per_clip=4",
-         "--config.batch_size=8", f"--config.total_steps={steps}",
+         "--config.batch_size=4", f"--config.total_steps={steps}",
          "--config.diffusion.sample_steps=2", f"--config.log.every_steps={steps}",
          "--config.log.progress_bar=False", "--config.log.tensorboard=False",
          f"--config.eval.every_steps={steps}", "--config.eval.num_batches=1",

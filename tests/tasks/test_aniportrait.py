@@ -28,7 +28,7 @@ def tiny_config(data_dir, steps, variant="tiny_stage1"):
     c = override(cfg_lib.get_config(variant), ONE_LEVEL)
     c.data.data_dir = data_dir
     c.data.samples_per_clip = 4  # the test split has 2 clips
-    c.batch_size = 8
+    c.batch_size = 4  # as helpers.train_tiny's runs
     c.total_steps = steps
     c.diffusion.sample_steps = 2
     return c

@@ -79,6 +79,7 @@ def tiny_config(data_dir, stage1_weights, steps):
     c.model.update(dict(speech_dim=32, fusion_dim=16, mfcc_hidden=32, decoder_layers=1))
     helpers.in_process_run(c, steps)
     c.diffusion.sample_steps = 4
+    c.diffusion.normalize_windows = 8  # one batch of codes for the statistics (tiny: 64)
     return c
 
 

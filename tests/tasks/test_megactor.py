@@ -21,7 +21,7 @@ def tiny_config(data_dir, steps, variant="tiny_stage1"):
     c.data.data_dir = data_dir
     c.data.num_frames = 2
     c.data.samples_per_clip = 4  # the test split has 2 clips
-    c.batch_size = 8
+    c.batch_size = 4  # as helpers.train_tiny's runs
     c.total_steps = steps
     c.diffusion.sample_steps = 2
     return c
@@ -48,7 +48,7 @@ def moved(a, b):
 
 
 def first_batch(task):
-    return next(task.data("train", global_batch_size=8, seed=0, process_index=0, process_count=1))
+    return next(task.data("train", global_batch_size=4, seed=0, process_index=0, process_count=1))
 
 
 @pytest.fixture(scope="module")
