@@ -66,6 +66,11 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 cli_processes.collect_less_often()
 
 
+def pytest_collection_finish(session):
+    """Every test module is imported (and jax, flax, orbax, TensorFlow with them)."""
+    cli_processes.freeze_imported_heap()
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_functions():
     """Drops JAX's in-memory caches of compiled functions after each test module: an xdist
