@@ -38,6 +38,8 @@ from flax.core import meta
 from flax.core import scope as flax_scope
 from jax.extend import core as jax_core
 
+from jaxtalk.train.init_shapes import init_shapes
+
 # A group's stacked values exist beside the parameters until they are sliced out: bounded so
 # that a large model's init does not need twice its parameters' memory.
 MAX_GROUP_BYTES = 64 << 20
@@ -55,6 +57,8 @@ def _param(scope, name, init_fn, *init_args, unbox=True, **init_kwargs):
         and scope.has_rng("params")
     )
     if not new:
+        if scope.has_variable("params", name):
+            return _existing_param(scope, name, init_fn, init_args, init_kwargs, unbox)
         return _flax_param(scope, name, init_fn, *init_args, unbox=unbox, **init_kwargs)
     scope.reserve(name, "params")
     value = handler(scope, name, functools.partial(init_fn, **init_kwargs), init_args)
@@ -62,8 +66,23 @@ def _param(scope, name, init_fn, *init_args, unbox=True, **init_kwargs):
     return meta.unbox(value) if unbox else value
 
 
+def _existing_param(scope, name, init_fn, init_args, init_kwargs, unbox):
+    """flax's Scope.param for a parameter the scope holds (as when a module is applied): its
+    value, checked against the shapes its initializer gives (init_shapes: remembered, not
+    traced for every parameter of every apply)."""
+    scope.reserve(name, "params")
+    value = scope.get_variable("params", name)
+    if unbox:
+        value = meta.unbox(value)
+    for leaf, want in zip(jax.tree.leaves(value), init_shapes(init_fn, init_args, init_kwargs)):
+        if np.shape(leaf) != want:
+            raise flax.errors.ScopeParamShapeError(name, scope.path_text, np.shape(leaf), want)
+    return value
+
+
 # Installed for the process when this module is imported; outside grouped_initializers (no
-# handler on this thread) it is flax's own Scope.param.
+# handler on this thread) it is flax's own Scope.param, with the existing parameters' shape
+# check remembered (_existing_param).
 flax_scope.Scope.param = _param
 
 
