@@ -15,7 +15,7 @@ from PIL import Image
 from jaxtalk.convert import weights
 from jaxtalk.media.audio import write_wav
 from jaxtalk.media.video import write_video
-from tests.tasks.helpers import prepare_synthetic
+from tests.tasks.helpers import shared_synthetic
 from tests.test_cli import jaxtalk
 from tests.test_toy_family import PLUGIN, _released_checkpoint
 from tests.toy_family.model import ToyPortrait
@@ -41,7 +41,7 @@ def files(tmp_path_factory):
     (d / "raises.py").write_text("def get_config(arg):\n    raise RuntimeError('no such recipe')\n")
     (d / "empty").mkdir()
     (d / "manual").mkdir()
-    prepare_synthetic(str(d / "data"))  # a real test set, for faults elsewhere in eval/sweep
+    (d / "data").symlink_to(shared_synthetic(tmp_path_factory))  # a real test set, read only
     run_cli(train_command(d / "run", "--config.total_steps=2", "--config.checkpoint.every_steps=2"))
     return d
 

@@ -5,7 +5,7 @@ from tests.tasks import helpers
 
 @pytest.fixture(scope="session")
 def synthetic_64(tmp_path_factory):
-    return helpers.prepare_synthetic(str(tmp_path_factory.mktemp("synthetic64")))
+    return helpers.shared_synthetic(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,10 @@
 random tiny stage-1 / stage-2 weight files (the shapes the tiny configs use), and a tiny
 training run in its own process."""
 
+import fcntl
 import json
 import os
+import shutil
 import sys
 
 import flax.linen as nn
@@ -48,6 +50,21 @@ def prepare_synthetic(out_dir: str) -> str:
         "synthetic", None, out_dir, size=SIZE, synthetic=cfg, clips_per_shard=4, log=lambda *_: None
     )
     return out_dir
+
+
+def shared_synthetic(tmp_path_factory) -> str:
+    """prepare_synthetic's set, made once per test run and read by every xdist worker (and
+    every file) that needs it: its tests must not write into it."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the run's folder
+    out, ready = root / "shared-synthetic64", root / "shared-synthetic64.ready"
+    with open(root / "shared-synthetic64.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker waits for it, then reads it
+        if not ready.exists():
+            shutil.rmtree(out, ignore_errors=True)  # a worker that failed half way
+            prepare_synthetic(str(out))
+            ready.touch()
+    return str(out)
 
 
 def save_stage1(path: str) -> str:
