@@ -71,14 +71,27 @@ def pytest_collection_finish(session):
     cli_processes.freeze_imported_heap()
 
 
+# A worker's resident memory above which its compiled functions are dropped (below).
+RELEASE_ABOVE_BYTES = int(os.environ.get("JAXTALK_TESTS_RELEASE_ABOVE", 3 << 30))
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_functions():
-    """Drops JAX's in-memory caches of compiled functions after each test module: an xdist
-    worker runs hundreds of modules, and without this the executables of every earlier one
-    stay resident (a worker reached 14 GB and was killed out of memory on a 24 GB machine).
-    A later compile of the same function is served from the persistent cache above. glibc
-    keeps freed heap pages, so they are handed back to the system as well (malloc_trim)."""
+    """Drops JAX's in-memory caches of compiled functions after a test module when the worker
+    holds more than RELEASE_ABOVE_BYTES: an xdist worker runs hundreds of modules, and
+    without this the executables of every earlier one stay resident (a worker reached 14 GB
+    and was killed out of memory on a 24 GB machine). Below it they are kept: the next
+    module's small ops and shared functions are then neither traced nor read from the
+    persistent cache above again. glibc keeps freed heap pages, so they are handed back to
+    the system as well (malloc_trim)."""
     yield
+    if os.path.exists("/proc/self/statm") and _resident_bytes() < RELEASE_ABOVE_BYTES:
+        return
     if "jax" in sys.modules:
         sys.modules["jax"].clear_caches()
     gc.collect()
