@@ -36,20 +36,8 @@ def collect_less_often() -> None:
     allocates millions of short-lived objects, and the full collections this triggers walk
     the whole heap of imported jax / flax / orbax. Five model and task test files under
     `-n 2`, alternating, two rounds: 144.7 / 137.3 s against 150.0 / 147.3 s at the default.
-    The suite's per-module `gc.collect()` (conftest) stays."""
+    The suite's `gc.collect()` after a module that leaves a large heap (conftest) stays."""
     gc.set_threshold(20_000, 10, 10)
-
-
-def freeze_imported_heap() -> None:
-    """Moves every object alive now (the imported modules' functions, classes, tables) out of
-    the collector's reach for good, so that later collections walk only what was made
-    since: call it once the imports are done. A worker's per-module `gc.collect()` took
-    ~124 ms with ~240,000 objects tracked and ~14 ms with ~48,000 after freezing
-    (tests/models and tests/convert under `-n 2`, 42 collections). A forked command also
-    shares the frozen pages with its server instead of copying them when the collector
-    would have touched them."""
-    gc.collect()
-    gc.freeze()
 
 
 def _import_time_env(env: dict) -> dict:
@@ -156,8 +144,7 @@ def _serve() -> None:
 
     for name in _PRELOAD:
         __import__(name)
-    collect_less_often()  # the forked commands inherit both
-    freeze_imported_heap()
+    collect_less_often()  # the forked commands inherit it
     print("ready", flush=True)
     for line in sys.stdin:
         request = json.loads(line)

@@ -66,11 +66,6 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 cli_processes.collect_less_often()
 
 
-def pytest_collection_finish(session):
-    """Every test module is imported (and jax, flax, orbax, TensorFlow with them)."""
-    cli_processes.freeze_imported_heap()
-
-
 # A worker's resident memory above which its compiled functions are dropped (below).
 RELEASE_ABOVE_BYTES = int(os.environ.get("JAXTALK_TESTS_RELEASE_ABOVE", 3 << 30))
 
