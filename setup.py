@@ -76,8 +76,8 @@ EXTRAS = {
         # through the web app in tests/test_app_browser.py
         "selenium>=4.20,<5",
         # JAX compresses the test suite's compilation cache entries (tests/conftest.py) with
-        # zstd when this is installed, zlib otherwise: zlib took ~7x longer per executable
-        # (0.12 vs 0.017 s for a tiny UNet's 4 MB gradient), ~13 s of a suite run's profile
+        # zstd when this is installed, zlib otherwise (zlib compression was ~13 s of a
+        # profiled suite run)
         "zstandard>=0.23,<1",
     ],
     # Only for running the released PyTorch code beside jaxtalk (parity checks,
