@@ -7,9 +7,10 @@ process, started on first use) that has imported those once and forks a child pe
 the child is a new process with its own pid, environment, working directory, stdout /
 stderr files, exit status and jax backend (the server never starts one, so each command
 still sees the XLA_FLAGS it is given), and it exits the way `python -m` does (SystemExit,
-or a traceback and status 1). A command whose environment differs from the server's in
-anything read at import time (JAX_*, PYTHON*, ...) runs as a plain subprocess instead, as
-does everything when JAXTALK_TESTS_FORK=0.
+or a traceback and status 1). Commands run by a server started with the same import-time
+environment (everything but the variables read per command) and working directory; a few
+such servers are kept, so that tests alternating between two environments do not restart
+them. Everything runs as a plain subprocess when JAXTALK_TESTS_FORK=0.
 """
 
 from __future__ import annotations
@@ -27,8 +28,16 @@ import threading
 _PER_COMMAND = {"XLA_FLAGS", "JAXTALK_PLUGINS", "JAXTALK_COORDINATOR_ADDRESS",
                 "JAXTALK_NUM_PROCESSES", "JAXTALK_PROCESS_ID"}  # fmt: skip
 _PRELOAD = ("jax", "jax.numpy", "flax.linen", "optax", "orbax.checkpoint", "scipy.linalg",
-            "grain", "jaxtalk.train.train", "jaxtalk.inference")  # fmt: skip
-_server: dict = {}
+            "grain", "jaxtalk.train.train", "jaxtalk.cli", "jaxtalk.evaluate.eval_sets",
+            "data_pipelines.datasets", "tensorboardX", "gcsfs")  # fmt: skip
+# Every module of these too: the commands find the families' modules through
+# jaxtalk.discovery, which imports them all (~0.3 s in each command otherwise). Not
+# jaxtalk.commands: each command module defines its own absl flags, and only one may be
+# imported per process.
+_PRELOAD_PACKAGES = ("jaxtalk.inference", "jaxtalk.convert", "jaxtalk.tasks", "jaxtalk.evaluate")
+# Servers kept, least recently used first: {key: process}. Each holds ~300 MB.
+MAX_SERVERS = 3
+_servers: dict[str, subprocess.Popen] = {}
 
 
 def collect_less_often() -> None:
@@ -60,7 +69,7 @@ def run(args: list[str], env: dict, cwd: str, timeout: float) -> subprocess.Comp
         server.stdin.flush()
         line = server.stdout.readline()
         if not line:  # the server itself died: say so rather than fail to parse ''
-            _server.clear()
+            _forget(server)
             raise RuntimeError(f"the command server exited (status {server.wait()}) on {args}")
         reply = json.loads(line)
         text = [open(p, errors="replace").read() for p in (out, err)]
@@ -74,11 +83,14 @@ def _subprocess(args, env, cwd, timeout):
 
 
 def _server_for(import_env: dict, cwd: str):
-    """The server started with this import-time environment (one at a time: a new one
-    replaces it), or None if it cannot start."""
+    """The server started with this import-time environment and working directory (started
+    now if none is kept; the least recently used one stops when more than MAX_SERVERS would
+    run), or None if it cannot start."""
     key = json.dumps([import_env, cwd], sort_keys=True)
-    if _server.get("key") != key:
-        _stop()
+    proc = _servers.pop(key, None)
+    if proc is None or proc.poll() is not None:
+        while len(_servers) >= MAX_SERVERS:
+            _stop_server(_servers.pop(next(iter(_servers))))
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.cli_processes"],
             env=import_env, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -86,17 +98,24 @@ def _server_for(import_env: dict, cwd: str):
         if proc.stdout.readline().strip() != "ready":
             proc.kill()
             return None
-        _server.update(key=key, proc=proc)
-    return _server["proc"]
+    _servers[key] = proc  # the most recently used, last
+    return proc
+
+
+def _forget(proc) -> None:
+    for key in [k for k, p in _servers.items() if p is proc]:
+        del _servers[key]
+
+
+def _stop_server(proc) -> None:
+    proc.stdin.close()
+    proc.wait(timeout=30)
 
 
 @atexit.register
 def _stop():
-    proc = _server.pop("proc", None)
-    _server.pop("key", None)
-    if proc is not None:
-        proc.stdin.close()
-        proc.wait(timeout=30)
+    while _servers:
+        _stop_server(_servers.pop(next(iter(_servers))))
 
 
 # ----------------------------------------------------------------------------- the server
@@ -139,11 +158,17 @@ def _child(request) -> None:
 
 
 def _serve() -> None:
+    import importlib
+    import pkgutil
     import signal
     import time
 
     for name in _PRELOAD:
-        __import__(name)
+        importlib.import_module(name)
+    for package in _PRELOAD_PACKAGES:
+        path = importlib.import_module(package).__path__
+        for info in pkgutil.iter_modules(path, prefix=f"{package}."):
+            importlib.import_module(info.name)
     collect_less_often()  # the forked commands inherit it
     print("ready", flush=True)
     for line in sys.stdin:

@@ -23,10 +23,11 @@ def report(proc):
 
 def test_a_forked_command_is_its_own_process_with_its_env_and_devices(tmp_path):
     first, second = probe("ok", PROBE="a"), probe("ok", devices=2, PROBE="b")
-    assert cli_processes._server, "the commands went through the server"
+    servers = [p.pid for p in cli_processes._servers.values()]
+    assert servers, "the commands went through a server"
     a, b = report(first), report(second)
     assert first.returncode == second.returncode == 0 and first.stderr == ""
-    assert len({a["pid"], b["pid"], os.getpid(), cli_processes._server["proc"].pid}) == 4
+    assert len({a["pid"], b["pid"], os.getpid(), *servers}) == 2 + 1 + len(servers)
     assert (a["probe"], a["devices"], b["probe"], b["devices"]) == ("a", 3, "b", 2)
     assert a["cwd"] == REPO and a["argv"] == ["ok"]
 
@@ -55,3 +56,22 @@ def test_forked_and_plain_processes_give_the_same_result(monkeypatch):
         plain.stderr,
     )
     assert forked.returncode == 2 and "unknown command 'fly'" in forked.stderr
+
+
+def test_servers_are_kept_per_environment_and_the_least_recent_one_stops(monkeypatch):
+    monkeypatch.setattr(cli_processes, "MAX_SERVERS", 2)
+    monkeypatch.setattr(cli_processes, "_servers", {})
+    servers = cli_processes._servers
+    a = report(probe("ok", PROBE="a"))
+    kept = dict(servers)
+    assert report(probe("ok", PROBE="b"))["probe"] == "b" and len(servers) == 2
+    second = list(servers.values())[-1]
+    assert report(probe("ok", PROBE="a"))["probe"] == "a"  # a's server again, not a new one
+    assert len(servers) == 2 and all(servers[k] is p for k, p in kept.items())
+    assert report(probe("ok", PROBE="c"))["probe"] == "c"  # b's was used least recently
+    (first,) = kept.values()
+    assert list(servers.values())[0] is first and first.poll() is None
+    assert second.wait(timeout=30) is not None and second not in servers.values()
+    assert a["pid"] != os.getpid() and len(servers) == 2
+    cli_processes._stop()
+    assert not servers and first.poll() is not None

@@ -13,7 +13,7 @@ from data_pipelines import datasets, loaders, mixture
 from data_pipelines.synthetic import generate
 from jaxtalk.commands import prepare
 from jaxtalk.errors import InputError
-from tests.tasks.helpers import one_device_train
+from tests.tasks.helpers import one_device_train, shared_synthetic
 
 SIZE = 32
 
@@ -170,13 +170,10 @@ def test_bad_mixtures_are_one_line_errors(root, spec, message):
     assert "\n" not in str(e.value)
 
 
-def test_data_dir_wins_and_sizes_must_agree(root, tmp_path):
+def test_data_dir_wins_and_sizes_must_agree(root, tmp_path_factory):
     cfg = _cfg(root, "b,c", data_dir=os.path.join(root, "synthetic"))
     assert [e.data_dir for e in mixture.entries(cfg)] == [os.path.join(root, "synthetic")]
-    other = str(tmp_path / "d16")
-    datasets.prepare_dataset(
-        "synthetic", None, other, size=16, synthetic=_raw(2, 4), log=lambda *_: None
-    )
+    other = shared_synthetic(tmp_path_factory)  # prepared at 64, not SIZE
     with pytest.raises(InputError, match="different sizes.*data.image_size"):
         _loader(_cfg(root, f"b,{other}"))
     batch = next(iter(_loader(_cfg(root, f"b,{other}", image_size=24, num_negatives=0), batch=4)))

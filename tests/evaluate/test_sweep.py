@@ -7,21 +7,10 @@ import sys
 
 import pytest
 
-from data_pipelines import datasets
-from data_pipelines.synthetic import generate
 from jaxtalk.evaluate import eval_sets, sweep
 from tests import cli_processes
+from tests.tasks.helpers import shared_synthetic
 from tests.train.helpers import REPO, cli_env
-
-TINY = generate.SyntheticConfig(
-    num_identities=3,
-    videos_per_identity=1,
-    utterances_per_video=2,
-    utterance_seconds=1.6,
-    resolution=96,
-    test_identities=1,
-    seed=3,
-)
 
 
 def _jaxtalk(*args, check=True):
@@ -69,12 +58,12 @@ def _save_run(workdir, data_dir, steps=(1, 2)):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """(run dir with checkpoints at steps 1 and 2, data root holding `synthetic`)."""
+    """(run dir with checkpoints at steps 1 and 2, data root holding `synthetic`: the run's
+    shared synthetic set, read only)."""
     root = tmp_path_factory.mktemp("sweep")
+    (root / "data").mkdir()
     data_dir = str(root / "data" / "synthetic")
-    datasets.prepare_dataset(
-        "synthetic", None, data_dir, size=64, synthetic=TINY, log=lambda *_: None
-    )
+    os.symlink(shared_synthetic(tmp_path_factory), data_dir)
     run = str(root / "run")
     _save_run(run, data_dir)
     return run, os.path.dirname(data_dir)
