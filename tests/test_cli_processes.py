@@ -21,15 +21,22 @@ def report(proc):
     return json.loads(proc.stdout.splitlines()[0])
 
 
-def test_a_forked_command_is_its_own_process_with_its_env_and_devices(tmp_path):
+def test_a_forked_command_is_its_own_process_with_its_env_and_devices(monkeypatch):
+    monkeypatch.setattr(cli_processes, "MAX_SERVERS", 2)
+    servers = cli_processes._servers
     first, second = probe("ok", PROBE="a"), probe("ok", devices=2, PROBE="b")
-    servers = [p.pid for p in cli_processes._servers.values()]
-    assert servers, "the commands went through a server"
+    *_, server_a, server_b = servers.values()  # one per import-time environment
     a, b = report(first), report(second)
     assert first.returncode == second.returncode == 0 and first.stderr == ""
-    assert len({a["pid"], b["pid"], os.getpid(), *servers}) == 2 + 1 + len(servers)
+    assert len({a["pid"], b["pid"], os.getpid(), server_a.pid, server_b.pid}) == 5
     assert (a["probe"], a["devices"], b["probe"], b["devices"]) == ("a", 3, "b", 2)
     assert a["cwd"] == REPO and a["argv"] == ["ok"]
+    # Kept: a's server runs a's commands again; then c's replaces b's, the least recently used.
+    assert report(probe("ok", PROBE="a"))["probe"] == "a"
+    assert list(servers.values()) == [server_b, server_a]
+    assert report(probe("ok", PROBE="c"))["probe"] == "c"
+    assert len(servers) == 2 and list(servers.values())[0] is server_a
+    assert server_b.wait(timeout=30) == 0 and server_a.poll() is None
 
 
 def test_exit_status_traceback_threads_and_timeout_as_a_plain_process(tmp_path):
@@ -56,22 +63,3 @@ def test_forked_and_plain_processes_give_the_same_result(monkeypatch):
         plain.stderr,
     )
     assert forked.returncode == 2 and "unknown command 'fly'" in forked.stderr
-
-
-def test_servers_are_kept_per_environment_and_the_least_recent_one_stops(monkeypatch):
-    monkeypatch.setattr(cli_processes, "MAX_SERVERS", 2)
-    monkeypatch.setattr(cli_processes, "_servers", {})
-    servers = cli_processes._servers
-    a = report(probe("ok", PROBE="a"))
-    kept = dict(servers)
-    assert report(probe("ok", PROBE="b"))["probe"] == "b" and len(servers) == 2
-    second = list(servers.values())[-1]
-    assert report(probe("ok", PROBE="a"))["probe"] == "a"  # a's server again, not a new one
-    assert len(servers) == 2 and all(servers[k] is p for k, p in kept.items())
-    assert report(probe("ok", PROBE="c"))["probe"] == "c"  # b's was used least recently
-    (first,) = kept.values()
-    assert list(servers.values())[0] is first and first.poll() is None
-    assert second.wait(timeout=30) is not None and second not in servers.values()
-    assert a["pid"] != os.getpid() and len(servers) == 2
-    cli_processes._stop()
-    assert not servers and first.poll() is not None
