@@ -28,8 +28,8 @@ import threading
 _PER_COMMAND = {"XLA_FLAGS", "JAXTALK_PLUGINS", "JAXTALK_COORDINATOR_ADDRESS",
                 "JAXTALK_NUM_PROCESSES", "JAXTALK_PROCESS_ID"}  # fmt: skip
 _PRELOAD = ("jax", "jax.numpy", "flax.linen", "optax", "orbax.checkpoint", "scipy.linalg",
-            "grain", "jaxtalk.train.train", "jaxtalk.cli", "jaxtalk.evaluate.eval_sets",
-            "data_pipelines.datasets", "tensorboardX", "gcsfs")  # fmt: skip
+            "grain", "jaxtalk.train.train", "jaxtalk.cli", "data_pipelines.datasets",
+            "tensorboardX", "gcsfs")  # fmt: skip
 # Every module of these too: the commands find the families' modules through
 # jaxtalk.discovery, which imports them all (~0.3 s in each command otherwise). Not
 # jaxtalk.commands: each command module defines its own absl flags, and only one may be
@@ -90,7 +90,7 @@ def _server_for(import_env: dict, cwd: str):
     proc = _servers.pop(key, None)
     if proc is None or proc.poll() is not None:
         while len(_servers) >= MAX_SERVERS:
-            _stop_server(_servers.pop(next(iter(_servers))))
+            _stop_least_recent()
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.cli_processes"],
             env=import_env, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -107,7 +107,8 @@ def _forget(proc) -> None:
         del _servers[key]
 
 
-def _stop_server(proc) -> None:
+def _stop_least_recent() -> None:
+    proc = _servers.pop(next(iter(_servers)))
     proc.stdin.close()
     proc.wait(timeout=30)
 
@@ -115,7 +116,7 @@ def _stop_server(proc) -> None:
 @atexit.register
 def _stop():
     while _servers:
-        _stop_server(_servers.pop(next(iter(_servers))))
+        _stop_least_recent()
 
 
 # ----------------------------------------------------------------------------- the server
