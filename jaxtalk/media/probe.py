@@ -4,14 +4,17 @@ Parses `ffmpeg -i` output so that ffprobe is never needed; failures raise `Media
 naming the file and the reason. Phone videos store frames sideways with a rotation (the
 stream's display matrix side data, or an older `rotate` tag); ffmpeg's decoder turns them
 upright by default (autorotate), so `probe` reports the displayed size, the one decoded
-frames have.
+frames have. Each answer is remembered while the file's inode, size and modification time stay
+the same: preparing a dataset reads each video once per clip, and every read probes it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
+import stat
 import subprocess
 
 from jaxtalk.media.ffmpeg_run import MediaError, ffmpeg_exe, stderr_tail
@@ -78,8 +81,18 @@ def _rotation(block: list[str]) -> int:
 def probe(path: str | os.PathLike) -> MediaInfo:
     """Reads size, fps, duration and audio rate from `ffmpeg -i` (no ffprobe needed)."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise MediaError(f"{path}: {'not a file' if os.path.exists(path) else 'no such file'}")
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
+        raise MediaError(f"{path}: {'not a file' if st is not None else 'no such file'}")
+    return _probe(path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=1024)
+def _probe(path: str, version: tuple) -> MediaInfo:
+    """probe() of `path` as it is at `version` (its stat identity; errors are not cached)."""
     proc = subprocess.run(
         [ffmpeg_exe(), "-hide_banner", "-i", path], capture_output=True, check=False
     )

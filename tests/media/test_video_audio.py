@@ -1,5 +1,7 @@
 """jaxtalk.media probe / video / audio / ffmpeg_run on small generated files."""
 
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -45,6 +47,22 @@ def test_errors_name_the_file(tmp_path):
     write_video(silent, np.zeros((5, 16, 16, 3), np.uint8), 25)
     with pytest.raises(MediaError, match="silent.mp4: has no audio"):
         read_audio(silent)
+
+
+def test_probe_runs_ffmpeg_once_per_version_of_a_file(tmp_path, monkeypatch):
+    calls = []
+    run = subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda args, **kw: calls.append(args) or run(args, **kw))
+    path = tmp_path / "v.mp4"
+    write_video(path, np.zeros((5, 16, 16, 3), np.uint8), 25)
+    assert probe(path) == probe(str(path)) and len(calls) == 1  # asked again: remembered
+    write_video(path, np.zeros((5, 32, 24, 3), np.uint8), 25)  # replaced: probed again
+    assert (probe(path).width, probe(path).height) == (24, 32) and len(calls) == 2
+    path.write_bytes(b"\x00not a video" * 50)
+    for _ in range(2):  # a failure is not remembered
+        with pytest.raises(MediaError, match="v.mp4: not a readable media file"):
+            probe(path)
+    assert len(calls) == 4
 
 
 def test_falls_back_to_imageio_ffmpeg(monkeypatch, tmp_path):
