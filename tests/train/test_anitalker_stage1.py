@@ -1,7 +1,8 @@
-"""AniTalker stage 1 end to end on a small synthetic set: train, export/import, animate."""
+"""AniTalker stage 1 end to end on the small synthetic set: train, export/import, animate."""
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -12,28 +13,15 @@ from jaxtalk.convert import torch_pickle
 from jaxtalk.media.ffmpeg_run import ffmpeg_exe
 from jaxtalk.media.probe import probe
 from jaxtalk.media.video import read_video
+from tests.tasks.helpers import shared_synthetic
 from tests.test_cli import jaxtalk
 from tests.train.helpers import REPO, checkpoint_steps, run_cli, saved_state
 
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    out = tmp_path_factory.mktemp("syn") / "data"
-    run_cli(
-        [
-            sys.executable,
-            "-m",
-            "jaxtalk.cli",
-            "prepare",
-            "synthetic",
-            f"--out_dir={out}",
-            "--size=32",
-            "--num_identities=4",
-            "--utterance_seconds=2",
-            "--raw_resolution=96",
-        ]
-    )
-    return out
+    """The run's shared synthetic set (64x64 records, read at 32: `data.image_size`)."""
+    return pathlib.Path(shared_synthetic(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +37,7 @@ def run(synthetic, tmp_path_factory):
             f"--workdir={workdir}",
             f"--config.data.data_dir={synthetic}",
             "--config.model.size=32",
+            "--config.data.image_size=32",
             "--config.batch_size=8",
             "--config.mesh.data=4",
             "--config.mesh.fsdp=2",
