@@ -53,17 +53,20 @@ def _import_time_env(env: dict) -> dict:
     return {k: v for k, v in env.items() if k not in _PER_COMMAND and not k.startswith("PYTEST_")}
 
 
-def run(args: list[str], env: dict, cwd: str, timeout: float) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], env: dict, cwd: str, timeout: float, terminal: str | None = None
+) -> subprocess.CompletedProcess:
     """subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=...),
-    forked from the server when args are `sys.executable -m MODULE ...`."""
+    forked from the server when args are `sys.executable -m MODULE ...`. With `terminal` (a
+    tty's path) the command writes both streams there instead, and the result holds neither."""
     module_command = args[:2] == [sys.executable, "-m"] and len(args) > 2
     if not module_command or os.environ.get("JAXTALK_TESTS_FORK") == "0":
-        return _subprocess(args, env, cwd, timeout)
+        return _subprocess(args, env, cwd, timeout, terminal)
     server = _server_for(_import_time_env(env), cwd)
     if server is None:
-        return _subprocess(args, env, cwd, timeout)
+        return _subprocess(args, env, cwd, timeout, terminal)
     with tempfile.TemporaryDirectory() as d:
-        out, err = os.path.join(d, "stdout"), os.path.join(d, "stderr")
+        out, err = (terminal, terminal) if terminal else [os.path.join(d, n) for n in ("1", "2")]
         request = dict(argv=args[2:], env=env, cwd=cwd, stdout=out, stderr=err, timeout=timeout)
         server.stdin.write(json.dumps(request) + "\n")
         server.stdin.flush()
@@ -72,14 +75,22 @@ def run(args: list[str], env: dict, cwd: str, timeout: float) -> subprocess.Comp
             _forget(server)
             raise RuntimeError(f"the command server exited (status {server.wait()}) on {args}")
         reply = json.loads(line)
-        text = [open(p, errors="replace").read() for p in (out, err)]
+        text = [None, None] if terminal else [open(p, errors="replace").read() for p in (out, err)]
     if reply["timed_out"]:
         raise subprocess.TimeoutExpired(args, timeout, text[0], text[1])
     return subprocess.CompletedProcess(args, reply["returncode"], text[0], text[1])
 
 
-def _subprocess(args, env, cwd, timeout):
-    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def _subprocess(args, env, cwd, timeout, terminal=None):
+    if terminal is None:
+        return subprocess.run(
+            args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+        )
+    with open(terminal, "w") as tty:
+        return subprocess.run(
+            args, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=tty, stderr=tty,
+            timeout=timeout,
+        )  # fmt: skip
 
 
 def _server_for(import_env: dict, cwd: str):
