@@ -4,7 +4,6 @@ real bucket (gcsfs, tensorstore's GCS driver), with every client pointed at loca
 import io
 import json
 import os
-import subprocess
 
 import numpy as np
 from PIL import Image
@@ -14,7 +13,7 @@ from jaxtalk.convert import torch_pickle
 from jaxtalk.media import video
 from tests.test_cli import jaxtalk
 from tests.test_toy_family import PLUGIN, _released_checkpoint
-from tests.train.helpers import REPO, cli_env, train_command
+from tests.train.helpers import REPO, run_cli, train_command
 
 
 def _no_local_gs_directory():
@@ -76,12 +75,10 @@ def _metrics(workdir):
 
 def test_remote_emulator_train_killed_then_resumed(gcs):
     workdir = f"{gcs}/runs/toy"
-    first = subprocess.run(
+    run_cli(
         train_command(workdir, "--config.total_steps=40", "--config.log.tensorboard=True",
-                      "--config.profile.start_step=2", "--config.profile.num_steps=1"),
-        env=cli_env(), capture_output=True, text=True, cwd=REPO, timeout=600,
+                      "--config.profile.start_step=2", "--config.profile.num_steps=1")
     )  # fmt: skip
-    assert first.returncode == 0, first.stderr[-2000:]
     assert fs.listdir(fs.join(workdir, "checkpoints")) == ["20", "40"]
     assert fs.listdir(fs.join(workdir, "tensorboard"))  # event files in the bucket
     # the profiler's trace, written locally and copied into the bucket when it stopped
@@ -89,11 +86,7 @@ def test_remote_emulator_train_killed_then_resumed(gcs):
     (run,) = fs.listdir(traces)
     assert any(name.endswith(".xplane.pb") for name in fs.listdir(fs.join(traces, run)))
     # A longer run in the same directory resumes from step 40: it is the continuation.
-    second = subprocess.run(
-        train_command(workdir), env=cli_env(), capture_output=True, text=True, cwd=REPO,
-        timeout=600,
-    )  # fmt: skip
-    assert second.returncode == 0, second.stderr[-2000:]
+    run_cli(train_command(workdir))
     steps = [r["step"] for r in _metrics(workdir) if "model/loss" in r]
     assert steps == [10, 20, 30, 40, 50, 60], steps  # appended across runs, none repeated
     assert fs.listdir(fs.join(workdir, "checkpoints"))[-1] == "60"
