@@ -19,10 +19,13 @@ import atexit
 import gc
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 # Read when a command runs, not at import: these may differ from the server's.
 _PER_COMMAND = {"XLA_FLAGS", "JAXTALK_PLUGINS", "JAXTALK_COORDINATOR_ADDRESS",
@@ -62,19 +65,13 @@ def run(
     module_command = args[:2] == [sys.executable, "-m"] and len(args) > 2
     if not module_command or os.environ.get("JAXTALK_TESTS_FORK") == "0":
         return _subprocess(args, env, cwd, timeout, terminal)
-    server = _server_for(_import_time_env(env), cwd)
+    server = _server_for(env, cwd)
     if server is None:
         return _subprocess(args, env, cwd, timeout, terminal)
     with tempfile.TemporaryDirectory() as d:
         out, err = (terminal, terminal) if terminal else [os.path.join(d, n) for n in ("1", "2")]
-        request = dict(argv=args[2:], env=env, cwd=cwd, stdout=out, stderr=err, timeout=timeout)
-        server.stdin.write(json.dumps(request) + "\n")
-        server.stdin.flush()
-        line = server.stdout.readline()
-        if not line:  # the server itself died: say so rather than fail to parse ''
-            _forget(server)
-            raise RuntimeError(f"the command server exited (status {server.wait()}) on {args}")
-        reply = json.loads(line)
+        _send(server, args, dict(env=env, cwd=cwd, stdout=out, stderr=err, timeout=timeout))
+        reply = _reply(server, args)
         text = [None, None] if terminal else [open(p, errors="replace").read() for p in (out, err)]
     if reply["timed_out"]:
         raise subprocess.TimeoutExpired(args, timeout, text[0], text[1])
@@ -93,18 +90,112 @@ def _subprocess(args, env, cwd, timeout, terminal=None):
         )  # fmt: skip
 
 
-def _server_for(import_env: dict, cwd: str):
+def start(args: list[str], env: dict, cwd: str, timeout: float = 900):
+    """subprocess.Popen(args, env=env, cwd=cwd, stdout=PIPE, stderr=STDOUT, text=True) for a
+    command to signal while it runs, forked from a server when args are `sys.executable -m
+    MODULE ...` (a `Started`); `communicate()` gives (output, None) once it has exited."""
+    module_command = args[:2] == [sys.executable, "-m"] and len(args) > 2
+    server = None
+    if module_command and os.environ.get("JAXTALK_TESTS_FORK") != "0":
+        server = _server_for(env, cwd)
+    if server is None:
+        return subprocess.Popen(
+            args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    key = _key(env, cwd)
+    del _servers[key]  # busy until the command ends: other commands get another server
+    folder = tempfile.mkdtemp()
+    output = os.path.join(folder, "output")
+    open(output, "w").close()  # there from the start, as a pipe would be
+    request = dict(env=env, cwd=cwd, stdout=output, stderr=output, timeout=timeout, started=True)
+    _send(server, args, request)
+    return Started(args, server, key, _reply(server, args)["pid"], folder)
+
+
+class Started:
+    """A command `start` forked from a server: the subprocess.Popen methods the tests use. The
+    server reports its exit; until then it serves nothing else."""
+
+    def __init__(self, args, server, key, pid, folder):
+        self.args, self.pid, self.returncode, self.stdout = args, pid, None, None
+        self._server, self._key, self._folder = server, key, folder
+
+    def poll(self):
+        if self.returncode is None and _exited(self.pid):
+            self._collect()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+    def communicate(self, timeout: float | None = None):
+        self.wait(timeout)
+        return self.stdout, None
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def _collect(self) -> None:
+        self.returncode = _reply(self._server, self.args)["returncode"]
+        with open(os.path.join(self._folder, "output"), errors="replace") as f:
+            self.stdout = f.read()
+        shutil.rmtree(self._folder, ignore_errors=True)
+        if self._key in _servers:  # another took its place meanwhile
+            self._server.stdin.close()
+            self._server.wait(timeout=30)
+            return
+        while len(_servers) >= MAX_SERVERS:
+            _stop_least_recent()
+        _servers[self._key] = self._server
+
+
+def _exited(pid: int) -> bool:
+    """Whether the server's child `pid` has ended (gone, or a zombie the server will reap)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _send(server, args, request: dict) -> None:
+    server.stdin.write(json.dumps(dict(request, argv=args[2:])) + "\n")
+    server.stdin.flush()
+
+
+def _reply(server, args) -> dict:
+    line = server.stdout.readline()
+    if not line:  # the server itself died: say so rather than fail to parse ''
+        _forget(server)
+        raise RuntimeError(f"the command server exited (status {server.wait()}) on {args}")
+    return json.loads(line)
+
+
+def _key(env: dict, cwd: str) -> str:
+    return json.dumps([_import_time_env(env), cwd], sort_keys=True)
+
+
+def _server_for(env: dict, cwd: str):
     """The server started with this import-time environment and working directory (started
     now if none is kept; the least recently used one stops when more than MAX_SERVERS would
     run), or None if it cannot start."""
-    key = json.dumps([import_env, cwd], sort_keys=True)
+    key = _key(env, cwd)
     proc = _servers.pop(key, None)
     if proc is None or proc.poll() is not None:
         while len(_servers) >= MAX_SERVERS:
             _stop_least_recent()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.cli_processes"],
-            env=import_env, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            [sys.executable, "-m", "tests.cli_processes"], env=_import_time_env(env), cwd=cwd,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         if proc.stdout.readline().strip() != "ready":
             proc.kill()
@@ -143,9 +234,12 @@ def _child(request) -> None:
     os.environ.update(request["env"])
     fd = os.open(os.devnull, os.O_RDONLY)
     os.dup2(fd, 0)
+    opened = {}  # one file description for both streams when they share a path
     for path, target in ((request["stdout"], 1), (request["stderr"], 2)):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(fd, target)
+        if path not in opened:
+            opened[path] = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(opened[path], target)
+    for fd in opened.values():
         os.close(fd)
     sys.argv = list(request["argv"])  # runpy puts the module's path in argv[0]
     sys.modules.pop(request["argv"][0], None)  # runpy warns when it is already imported
@@ -172,8 +266,6 @@ def _child(request) -> None:
 def _serve() -> None:
     import importlib
     import pkgutil
-    import signal
-    import time
 
     for name in _PRELOAD:
         importlib.import_module(name)
@@ -188,6 +280,8 @@ def _serve() -> None:
         pid = os.fork()
         if pid == 0:
             _child(request)
+        if request.get("started"):
+            print(json.dumps(dict(pid=pid)), flush=True)
         deadline = time.monotonic() + request["timeout"]
         timed_out = False
         while True:

@@ -3,8 +3,10 @@ observe, and matches a plain subprocess."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -63,3 +65,22 @@ def test_forked_and_plain_processes_give_the_same_result(monkeypatch):
         plain.stderr,
     )
     assert forked.returncode == 2 and "unknown command 'fly'" in forked.stderr
+
+
+def test_a_started_command_can_be_signalled_and_its_server_serves_again():
+    command = [sys.executable, "-m", "tests.fork_probe", "sleep"]
+    env = cli_env(3)
+    probe("ok")  # the server for this environment
+    (server,) = [p for k, p in cli_processes._servers.items() if k == cli_processes._key(env, REPO)]
+    started = cli_processes.start(command, env=env, cwd=REPO)
+    assert isinstance(started, cli_processes.Started) and started.pid != server.pid
+    assert started.poll() is None and server not in cli_processes._servers.values()  # busy
+    output = os.path.join(started._folder, "output")
+    while not os.path.getsize(output):  # until it has reported and sleeps
+        assert started.poll() is None
+        time.sleep(0.05)
+    started.send_signal(signal.SIGTERM)
+    assert started.wait(timeout=60) == -signal.SIGTERM
+    assert report(started)["pid"] == started.pid  # its output, stdout and stderr in one
+    assert cli_processes._servers[cli_processes._key(env, REPO)] is server  # back in service
+    assert report(probe("ok"))["probe"] is None

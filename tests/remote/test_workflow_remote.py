@@ -3,7 +3,6 @@
 
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -52,14 +51,13 @@ def test_remote_emulator_prepare_train_kill_resume_eval_sweep(gcs, tmp_path, mon
     assert fs.isfile(fs.join(data, "dataset_info.json"))
 
     workdir = f"{gcs}/runs/s1"
-    env = cli_env(devices=1)
-    first = subprocess.Popen(
+    first = cli_processes.start(
         [sys.executable, "-m", "jaxtalk.cli", *_train_args(workdir, data)],
-        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=cli_env(devices=1), cwd=REPO,
     )  # fmt: skip
     deadline = time.monotonic() + 900
     while "1" not in fs.listdir(fs.join(workdir, "checkpoints")):
-        assert first.poll() is None, first.stderr.read()[-3000:]
+        assert first.poll() is None, first.communicate()[0][-3000:]
         assert time.monotonic() < deadline
         time.sleep(0.5)
     first.send_signal(signal.SIGKILL)  # no chance to clean up: a host lost mid-run

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from tests import cli_processes
 from tests.train.helpers import REPO, checkpoint_steps, cli_env, run_cli, saved_state, train_command
 
 # The signal goes out once the run logs its first step (10); the run is far from its end then
@@ -45,14 +46,7 @@ def _preempted_step(text: str) -> int:
 def test_preemption_sigterm_saves_exits_zero_and_resumes_exactly(tmp_path):
     run_cli(train_command(tmp_path / "straight", *ARGS))
     workdir = tmp_path / "preempted"
-    proc = subprocess.Popen(
-        train_command(workdir, *ARGS),
-        env=cli_env(),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = cli_processes.start(train_command(workdir, *ARGS), env=cli_env(), cwd=REPO)
     try:
         _wait_for_metrics(workdir, [proc])
         proc.send_signal(signal.SIGTERM)

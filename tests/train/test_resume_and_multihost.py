@@ -3,12 +3,12 @@
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
 import numpy as np
 
+from tests import cli_processes
 from tests.train.helpers import REPO, checkpoint_steps, cli_env, run_cli, saved_state, train_command
 
 LONG = [
@@ -22,13 +22,7 @@ LONG = [
 def test_sigkill_at_any_moment_then_resume_is_bitwise_identical(tmp_path):
     run_cli(train_command(tmp_path / "straight", *LONG))
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        train_command(killed, *LONG),
-        env=cli_env(),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = cli_processes.start(train_command(killed, *LONG), env=cli_env(), cwd=REPO)
     # Kill as soon as a checkpoint beyond the first exists: typically while later async
     # saves are in flight, so the resume must skip any half-written checkpoint.
     deadline = time.time() + 300
