@@ -10,7 +10,9 @@ still sees the XLA_FLAGS it is given), and it exits the way `python -m` does (Sy
 or a traceback and status 1). Commands run by a server started with the same import-time
 environment (everything but the variables read per command) and working directory; a few
 such servers are kept, so that tests alternating between two environments do not restart
-them. Everything runs as a plain subprocess when JAXTALK_TESTS_FORK=0.
+them. `start` forks a command to signal while it runs (kill and preemption tests); its server
+serves nothing else until the command ends. Everything runs as a plain subprocess when
+JAXTALK_TESTS_FORK=0.
 """
 
 from __future__ import annotations
