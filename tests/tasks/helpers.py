@@ -140,3 +140,14 @@ def in_process_run(c, steps: int):
     c.checkpoint.every_steps = steps
     c.checkpoint.async_save = False
     return c
+
+
+def shallow_liveportrait(c):
+    """A LivePortrait config made shallower than its recipe where depth checks nothing more
+    in the task tests (one SPADE middle block, a one-level dense-motion hourglass, two-block
+    discriminators): a step that compiles faster, with every network, loss term and state
+    still in it."""
+    c.model.spade.num_middle_blocks = 1
+    c.model.warping.dense_num_blocks = 1
+    c.model.discriminator.num_blocks = 2
+    return c

@@ -81,15 +81,9 @@ def test_landmark_guidance_follows_the_mouth_and_the_eyelids(synthetic_64):
 
 
 def tiny_config(data_dir, steps, variant="tiny", **loss):
-    c = cfg_lib.get_config(variant)
+    c = helpers.shallow_liveportrait(cfg_lib.get_config(variant))
     c.data.data_dir = data_dir
     c.data.samples_per_clip = 4  # the test split has 2 clips
-    # Shallower than the recipe where depth checks nothing more here (one SPADE middle block,
-    # a one-level dense-motion hourglass, two-block discriminators): a step that compiles
-    # faster, with every network, loss term and state still in it.
-    c.model.spade.num_middle_blocks = 1
-    c.model.warping.dense_num_blocks = 1
-    c.model.discriminator.num_blocks = 2
     c.batch_size = 4
     helpers.in_process_run(c, steps)
     c.samples.every_steps = 0

@@ -20,13 +20,13 @@ from jaxtalk.tasks import liveportrait as task_lib  # noqa: E402
 from jaxtalk.train import state as state_lib  # noqa: E402
 from jaxtalk.train.step import train_step  # noqa: E402
 from tests.random_weights import random_variables  # noqa: E402
+from tests.tasks import helpers  # noqa: E402
 
 TINY_ARCFACE = (1, 1, 1, 1)
 
 
 def tiny_config(**loss):
-    c = cfg_lib.get_config("tiny")
-    c.model.spade.num_middle_blocks = 1  # the recipe's 3 compile slower and check no more
+    c = helpers.shallow_liveportrait(cfg_lib.get_config("tiny"))
     c.loss.update(loss)
     return c
 
