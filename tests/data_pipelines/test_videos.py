@@ -6,7 +6,6 @@ import json
 import os
 import sys
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +19,7 @@ from jaxtalk.convert import weights
 from jaxtalk.media import crop, face_detect
 from jaxtalk.media.video import write_video
 from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
+from tests.random_weights import random_variables
 from tests.tasks.helpers import TINY_WIDTH
 from tests.train.helpers import REPO, checkpoint_steps, run_cli
 
@@ -117,10 +117,11 @@ def test_a_folder_without_videos_is_one_line_naming_it(tmp_path):
 
 
 def _save_stage1(path, size):
+    """Weights in the tiny stage 1's shapes to fine-tune from (any will do: not compiled)."""
     config = dict(size=size, style_dim=512, motion_dim=20, width=TINY_WIDTH)
     model = AniTalkerMotion(**config)
     x = jnp.zeros((1, size, size, 3))
-    params = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(1), x, x)["params"])
+    params = random_variables(model.init, jax.random.PRNGKey(1), x, x)["params"]
     weights.save(
         {"params": params, "model_config": dict(config, kind="anitalker_stage1")},
         path,
