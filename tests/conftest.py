@@ -16,7 +16,7 @@ import pytest
 
 from tests import cli_processes
 
-# -O0 and XLA's older CPU kernel emitter (see below and the README's test section).
+# -O0 and XLA's older CPU kernel emitter (see below and docs/test_suite_time.md).
 FAST_COMPILE = (
     "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
     " --xla_disable_hlo_passes=tree_reduction_rewriter --xla_cpu_parallel_codegen_split_count=1"
@@ -42,7 +42,7 @@ if "xla_force_host_platform_device_count" not in _flags:
 # kernels compiled as one LLVM module instead of 32 in parallel (no gain from threads on a
 # loaded 2-core machine), that step compiled faster: in one process, the flag sets
 # alternating, 20.3 s instead of 26.0 s without the pass, then 15.7 s instead of 16.6 s
-# with one module (two separate comparisons; the README's test section).
+# with one module (two separate comparisons; docs/test_suite_time.md).
 if "xla_backend_optimization_level" not in _flags:
     _flags += " " + FAST_COMPILE
 os.environ["XLA_FLAGS"] = _flags.strip()

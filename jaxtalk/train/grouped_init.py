@@ -7,7 +7,7 @@ of milliseconds to compile. Parameters whose initializers are the same function 
 key (the same jaxpr: same distribution, shape, scale and partitioning, e.g. every 3x3 conv
 of one width) are computed by one `lax.map` over their keys instead, so each kind of
 initializer compiles once: a tiny MegActor's init (594 arrays) traced, lowered and compiled
-in 6.8 s instead of 15.5 s (medians of three alternating rounds, README).
+in 6.8 s instead of 15.5 s (medians of three alternating rounds, docs/test_suite_time.md).
 Each key is flax's own, derived the way `Scope.make_rng` derives it, and the map runs the
 unchanged initializer on it: the values are flax's, to the bit where XLA optimises (at -O0,
 as train() compiles an init on CPUs, XLA's rounding depends on the surrounding program, so
