@@ -43,6 +43,7 @@ _PRELOAD_PACKAGES = ("jaxtalk.inference", "jaxtalk.convert", "jaxtalk.tasks", "j
 # Servers kept, least recently used first: {key: process}. Each holds ~300 MB.
 MAX_SERVERS = 3
 _servers: dict[str, subprocess.Popen] = {}
+_running: set = set()  # commands `start` forked that have not been waited for
 
 
 def collect_less_often() -> None:
@@ -121,6 +122,7 @@ class Started:
     def __init__(self, args, server, key, pid, folder):
         self.args, self.pid, self.returncode, self.stdout = args, pid, None, None
         self._server, self._key, self._folder = server, key, folder
+        _running.add(self)
 
     def poll(self):
         if self.returncode is None and _exited(self.pid):
@@ -147,6 +149,7 @@ class Started:
         self.send_signal(signal.SIGKILL)
 
     def _collect(self) -> None:
+        _running.discard(self)
         self.returncode = _reply(self._server, self.args)["returncode"]
         with open(os.path.join(self._folder, "output"), errors="replace") as f:
             self.stdout = f.read()
@@ -219,6 +222,9 @@ def _stop_least_recent() -> None:
 
 @atexit.register
 def _stop():
+    for started in list(_running):  # left running by a test that failed: not for 900 s more
+        started.kill()
+        started.wait(timeout=30)
     while _servers:
         _stop_least_recent()
 
