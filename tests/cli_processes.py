@@ -65,10 +65,7 @@ def run(
     """subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=...),
     forked from the server when args are `sys.executable -m MODULE ...`. With `terminal` (a
     tty's path) the command writes both streams there instead, and the result holds neither."""
-    module_command = args[:2] == [sys.executable, "-m"] and len(args) > 2
-    if not module_command or os.environ.get("JAXTALK_TESTS_FORK") == "0":
-        return _subprocess(args, env, cwd, timeout, terminal)
-    server = _server_for(env, cwd)
+    server = _forking_server(args, env, cwd)
     if server is None:
         return _subprocess(args, env, cwd, timeout, terminal)
     with tempfile.TemporaryDirectory() as d:
@@ -97,10 +94,7 @@ def start(args: list[str], env: dict, cwd: str, timeout: float = 900):
     """subprocess.Popen(args, env=env, cwd=cwd, stdout=PIPE, stderr=STDOUT, text=True) for a
     command to signal while it runs, forked from a server when args are `sys.executable -m
     MODULE ...` (a `Started`); `communicate()` gives (output, None) once it has exited."""
-    module_command = args[:2] == [sys.executable, "-m"] and len(args) > 2
-    server = None
-    if module_command and os.environ.get("JAXTALK_TESTS_FORK") != "0":
-        server = _server_for(env, cwd)
+    server = _forking_server(args, env, cwd)
     if server is None:
         return subprocess.Popen(
             args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -155,12 +149,9 @@ class Started:
             self.stdout = f.read()
         shutil.rmtree(self._folder, ignore_errors=True)
         if self._key in _servers:  # another took its place meanwhile
-            self._server.stdin.close()
-            self._server.wait(timeout=30)
-            return
-        while len(_servers) >= MAX_SERVERS:
-            _stop_least_recent()
-        _servers[self._key] = self._server
+            _close(self._server)
+        else:
+            _keep(self._key, self._server)
 
 
 def _exited(pid: int) -> bool:
@@ -189,6 +180,15 @@ def _key(env: dict, cwd: str) -> str:
     return json.dumps([_import_time_env(env), cwd], sort_keys=True)
 
 
+def _forking_server(args: list[str], env: dict, cwd: str):
+    """The server to fork `args` from, or None for a plain subprocess: not a `python -m`
+    command, JAXTALK_TESTS_FORK=0, or no server could start."""
+    module_command = args[:2] == [sys.executable, "-m"] and len(args) > 2
+    if not module_command or os.environ.get("JAXTALK_TESTS_FORK") == "0":
+        return None
+    return _server_for(env, cwd)
+
+
 def _server_for(env: dict, cwd: str):
     """The server started with this import-time environment and working directory (started
     now if none is kept; the least recently used one stops when more than MAX_SERVERS would
@@ -196,8 +196,6 @@ def _server_for(env: dict, cwd: str):
     key = _key(env, cwd)
     proc = _servers.pop(key, None)
     if proc is None or proc.poll() is not None:
-        while len(_servers) >= MAX_SERVERS:
-            _stop_least_recent()
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.cli_processes"], env=_import_time_env(env), cwd=cwd,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -205,8 +203,16 @@ def _server_for(env: dict, cwd: str):
         if proc.stdout.readline().strip() != "ready":
             proc.kill()
             return None
-    _servers[key] = proc  # the most recently used, last
+    _keep(key, proc)
     return proc
+
+
+def _keep(key: str, proc) -> None:
+    """Keeps `proc` as the most recently used server (last), stopping the least recently used
+    ones beyond MAX_SERVERS."""
+    while len(_servers) >= MAX_SERVERS:
+        _stop_least_recent()
+    _servers[key] = proc
 
 
 def _forget(proc) -> None:
@@ -215,8 +221,11 @@ def _forget(proc) -> None:
 
 
 def _stop_least_recent() -> None:
-    proc = _servers.pop(next(iter(_servers)))
-    proc.stdin.close()
+    _close(_servers.pop(next(iter(_servers))))
+
+
+def _close(proc) -> None:
+    proc.stdin.close()  # the server's loop ends; it exits
     proc.wait(timeout=30)
 
 

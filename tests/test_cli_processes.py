@@ -71,7 +71,7 @@ def test_a_started_command_can_be_signalled_and_its_server_serves_again():
     command = [sys.executable, "-m", "tests.fork_probe", "sleep"]
     env = cli_env(3)
     probe("ok")  # the server for this environment
-    (server,) = [p for k, p in cli_processes._servers.items() if k == cli_processes._key(env, REPO)]
+    server = cli_processes._servers[cli_processes._key(env, REPO)]
     started = cli_processes.start(command, env=env, cwd=REPO)
     assert isinstance(started, cli_processes.Started) and started.pid != server.pid
     assert started.poll() is None and server not in cli_processes._servers.values()  # busy
