@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def run(args):
         lapack_threads.single_thread()  # jaxlib's LAPACK calls run inside XLA's own threads
+        from jaxtalk import compile_cache  # imports jax: not for --help / --version
+
+        compile_cache.configure()
         # Library INFO logs (orbax writes several per checkpoint) only with --verbosity=0.
         if quiet:
             from absl import logging

@@ -31,7 +31,8 @@ import time
 
 # Read when a command runs, not at import: these may differ from the server's.
 _PER_COMMAND = {"XLA_FLAGS", "JAXTALK_PLUGINS", "JAXTALK_COORDINATOR_ADDRESS",
-                "JAXTALK_NUM_PROCESSES", "JAXTALK_PROCESS_ID"}  # fmt: skip
+                "JAXTALK_NUM_PROCESSES", "JAXTALK_PROCESS_ID", "JAXTALK_CACHE",
+                "JAXTALK_XLA_CACHE"}  # fmt: skip
 _PRELOAD = ("jax", "jax.numpy", "flax.linen", "optax", "orbax.checkpoint", "scipy.linalg",
             "grain", "jaxtalk.train.train", "jaxtalk.cli", "data_pipelines.datasets",
             "tensorboardX", "gcsfs")  # fmt: skip

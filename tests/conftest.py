@@ -55,12 +55,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # several times faster than XLA compiles it). The directory is new for each run and removed
 # at its end, so no run depends on an earlier one; the xdist workers and the subprocesses
 # inherit it from the process that made it. Every compile is cached (threshold 0): on a
-# loaded CI machine even small steps take seconds to compile.
+# loaded CI machine even small steps take seconds to compile. JAXTALK_TESTS_XLA_CACHE=DIR
+# keeps the cache in DIR across runs instead (kept under 4 GiB, least recently used first):
+# a run then loads what an earlier one compiled (README "The two commands").
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    _cache_dir = tempfile.mkdtemp(prefix="jaxtalk-tests-xla-cache-")
+    _cache_dir = os.environ.get("JAXTALK_TESTS_XLA_CACHE", "")
+    if _cache_dir:
+        os.makedirs(_cache_dir, mode=0o700, exist_ok=True)
+        os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
+    else:
+        _cache_dir = tempfile.mkdtemp(prefix="jaxtalk-tests-xla-cache-")
+        atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
 
 
 cli_processes.collect_less_often()

@@ -22,6 +22,7 @@ so nothing in a test reaches a metadata server or a remote host.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -104,3 +105,4 @@ class GcsEmulator:
     def stop(self) -> None:
         self._process.terminate()
         self._process.wait(timeout=10)
+        shutil.rmtree(self._config_dir, ignore_errors=True)
