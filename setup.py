@@ -37,9 +37,6 @@ INSTALL_REQUIRES = [
     # gs:// work and data directories (jaxtalk/fs.py reaches them through etils.epath ->
     # fsspec -> gcsfs; orbax writes checkpoint arrays with tensorstore's own GCS driver).
     "gcsfs>=2025.3",
-    # Locks JAX's persistent compilation cache for its size-bounded eviction
-    # (jaxtalk/compile_cache.py).
-    "filelock>=3.10",
 ]
 
 # The tfds builders (data_pipelines/tfds_builders.py) and reading their builds: optional,

@@ -14,7 +14,8 @@ jax.config) is left as it is. A local cache keeps every program (JAX's own thres
 second of compile time, is for remote caches: a `jaxtalk animate` of a tiny model started in
 3.7 s from a cache of all 17 of its programs, 4.8 s from one of the one program over a
 second, 6.1 s from none; medians of three rounds on 2 CPU cores), and its least recently used
-entries go when it passes MAX_BYTES.
+entries are deleted at a command's start when it holds more than MAX_BYTES (`trim`; JAX's own
+eviction rescans the whole directory for every new entry, quadratic in a cache's size).
 
 The entries are machine code that jaxtalk runs: the directory must be one only its user can
 write (a new one is made private), never a shared or downloaded one.
@@ -24,8 +25,6 @@ from __future__ import annotations
 
 import os
 import warnings
-
-import jax
 
 from jaxtalk import fs
 
@@ -57,10 +56,35 @@ def _unusable(path: str) -> str | None:
     return None
 
 
+def trim(path: str, max_bytes: int = MAX_BYTES) -> int:
+    """Deletes a local cache's least recently used files (by access, else modification time)
+    until it holds at most 80 % of `max_bytes`, if it holds more than `max_bytes` -> the bytes
+    deleted. A process loading an entry deleted meanwhile compiles it again (JAX warns)."""
+    try:
+        stats = [(e.path, e.stat()) for e in os.scandir(path) if e.is_file()]
+    except OSError:
+        return 0
+    held = sum(st.st_size for _, st in stats)
+    if held <= max_bytes:
+        return 0
+    deleted = 0
+    for file, st in sorted(stats, key=lambda f: max(f[1].st_atime, f[1].st_mtime)):
+        if held - deleted <= 0.8 * max_bytes:
+            break
+        try:
+            os.remove(file)
+            deleted += st.st_size
+        except OSError:
+            pass
+    return deleted
+
+
 def configure() -> str | None:
     """Points JAX's persistent cache at `directory()` unless JAX already has one -> the
     directory in use (None: no cache). A directory that cannot be used is a warning, not an
     error: the command runs, compiling as without the cache."""
+    import jax
+
     configured = jax.config.jax_compilation_cache_dir
     if configured:
         return configured
@@ -72,9 +96,7 @@ def configure() -> str | None:
         if reason:
             warnings.warn(f"{path}: no XLA compilation cache ({reason}); set {ENV}=DIR or off")
             return None
-        # JAX's least-recently-used eviction (by file access times, locked with filelock).
-        if jax.config.jax_compilation_cache_max_size == -1:
-            jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+        trim(path)
         if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_compilation_cache_dir", path)

@@ -61,8 +61,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _cache_dir = os.environ.get("JAXTALK_TESTS_XLA_CACHE", "")
     if _cache_dir:
+        from jaxtalk import compile_cache  # no jax import
+
         os.makedirs(_cache_dir, mode=0o700, exist_ok=True)
-        os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
+        compile_cache.trim(_cache_dir, 4 << 30)
     else:
         _cache_dir = tempfile.mkdtemp(prefix="jaxtalk-tests-xla-cache-")
         atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)

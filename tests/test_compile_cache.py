@@ -80,3 +80,14 @@ def test_a_cache_others_may_write_is_not_used(tmp_path):
     stderr = _train(tmp_path, "run", _train_env(tmp_path, JAXTALK_XLA_CACHE=str(shared)))
     assert f"{shared}: no XLA compilation cache (others may write it)" in stderr
     assert os.listdir(shared) == []
+
+
+def test_trim_deletes_the_least_recently_used_down_to_80_percent(tmp_path):
+    for i in range(10):  # entry 0 used longest ago
+        entry = tmp_path / f"e{i}-cache"
+        entry.write_bytes(b"x" * 100)
+        os.utime(entry, (1_000_000 + i, 1_000_000 + i))
+    assert compile_cache.trim(str(tmp_path), max_bytes=1000) == 0  # at the bound: kept
+    assert compile_cache.trim(str(tmp_path), max_bytes=900) == 300  # down to 720 bytes
+    assert sorted(os.listdir(tmp_path)) == [f"e{i}-cache" for i in range(3, 10)]
+    assert compile_cache.trim(str(tmp_path / "missing")) == 0
