@@ -23,6 +23,7 @@ LAYERS = (
         "jaxtalk.progress",
         "jaxtalk.heap",
         "jaxtalk.lapack_threads",
+        "jaxtalk.compile_cache",
     ),
     ("jaxtalk.models", "jaxtalk.diffusion", "jaxtalk.media"),
     ("jaxtalk.losses",),
