@@ -57,8 +57,8 @@ def _unusable(path: str) -> str | None:
 
 
 def trim(path: str, max_bytes: int = MAX_BYTES) -> int:
-    """Deletes a local cache's least recently used files (by access, else modification time)
-    until it holds at most 80 % of `max_bytes`, if it holds more than `max_bytes` -> the bytes
+    """Deletes a local cache's least recently used files (the later of their access and
+    modification times) until it holds at most 80 % of `max_bytes`, if it holds more than `max_bytes` -> the bytes
     deleted. A process loading an entry deleted meanwhile compiles it again (JAX warns)."""
     try:
         stats = [(e.path, e.stat()) for e in os.scandir(path) if e.is_file()]

@@ -56,8 +56,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # at its end, so no run depends on an earlier one; the xdist workers and the subprocesses
 # inherit it from the process that made it. Every compile is cached (threshold 0): on a
 # loaded CI machine even small steps take seconds to compile. JAXTALK_TESTS_XLA_CACHE=DIR
-# keeps the cache in DIR across runs instead (kept under 4 GiB, least recently used first):
-# a run then loads what an earlier one compiled (README "The two commands").
+# keeps the cache in DIR across runs instead (trimmed at a run's start past 4 GiB, least
+# recently used first): a run then loads what an earlier one compiled (README "The two
+# commands").
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _cache_dir = os.environ.get("JAXTALK_TESTS_XLA_CACHE", "")
     if _cache_dir:

@@ -24,14 +24,14 @@ def test_directory_defaults_under_the_jaxtalk_cache_and_can_be_moved_or_turned_o
 
 
 def _train_env(tmp_path, **extra) -> dict:
-    """A toy `jaxtalk train`'s environment with no JAX cache of the test run's: the command
-    sets up its own (every compile kept: the toy's take milliseconds)."""
+    """A toy `jaxtalk train`'s environment without the test run's JAX cache settings: the
+    command sets up its own (keeping every compile: the toy's take milliseconds)."""
     env = cli_env(devices=1)
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    env.pop("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", None)
     return dict(
         env,
         JAXTALK_CACHE=str(tmp_path / "cache"),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_LOG_COMPILES="1",  # cache hits are logged as warnings
         **extra,
     )
@@ -61,7 +61,10 @@ def test_turned_off_or_given_to_jax_it_writes_nothing_of_its_own(tmp_path):
     _train(tmp_path, "off", _train_env(tmp_path, JAXTALK_XLA_CACHE="off"))
     assert not (tmp_path / "cache" / "xla").exists()
     jax_dir = tmp_path / "jax_own"
-    _train(tmp_path, "jax", _train_env(tmp_path, JAX_COMPILATION_CACHE_DIR=str(jax_dir)))
+    jax_own = dict(
+        JAX_COMPILATION_CACHE_DIR=str(jax_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0"
+    )
+    _train(tmp_path, "jax", _train_env(tmp_path, **jax_own))
     assert not (tmp_path / "cache" / "xla").exists()
     assert any(p.startswith("jit_train_step") for p in os.listdir(jax_dir))
 
