@@ -40,8 +40,11 @@ def train(config: str, workdir: str, *extra: str, eval_key: str = "eval/psnr") -
     cmd = [sys.executable, "-m", "jaxtalk.cli", "train", f"--config={config}",
            f"--workdir={workdir}", "--config.log.progress_bar=False", *extra]  # fmt: skip
     print("+ " + " ".join(cmd[2:]), flush=True)
+    # The wall time includes compiling, as a first run's does: no programs from an earlier
+    # run's compilation cache (jaxtalk/compile_cache.py) unless JAXTALK_XLA_CACHE says so.
+    env = {**os.environ, "JAXTALK_XLA_CACHE": os.environ.get("JAXTALK_XLA_CACHE", "off")}
     start = time.time()
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, env=env)
     wall = time.time() - start
     rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     last = next(r for r in reversed(rows) if eval_key in r)

@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
+
+import _runs
 
 KEYS = (
     "loss_cond",
@@ -33,21 +32,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="the run's workdir")
     args, extra = parser.parse_known_args()
-    cmd = [sys.executable, "-m", "jaxtalk.cli", "train",
-           "--config=configs/latent_diffusion_toy.py:tiny", f"--workdir={args.out}", *extra]  # fmt: skip
-    start = time.time()
-    subprocess.run(cmd, check=True)
-    wall = time.time() - start
-    rows = [json.loads(line) for line in open(os.path.join(args.out, "metrics.jsonl"))]
-    last = next(r for r in reversed(rows) if "eval/loss_cond" in r)
+    last = _runs.train(
+        _runs.config_path("latent_diffusion_toy", "tiny"), args.out, *extra,
+        eval_key="eval/loss_cond",
+    )  # fmt: skip
     figures = {k: last[f"eval/{k}"] for k in KEYS}
     row = {
         "step": last.get("step"),
         **figures,
         "loss_ratio": figures["loss_cond"] / figures["loss_uncond"],
         "sample_ratio": figures["sample_mse_cond"] / figures["sample_mse_uncond"],
-        "wall_s": round(wall, 1),
-        "loadavg": os.getloadavg(),
+        "wall_s": last["wall_s"],
+        "loadavg": last["loadavg"],
         "cpus": os.cpu_count(),
     }
     print(json.dumps(row), flush=True)
