@@ -41,7 +41,7 @@ def directory() -> str | None:
     return os.path.expanduser(value) if value else os.path.join(fs.cache_root(), "xla")
 
 
-def _unusable(path: str) -> str | None:
+def unusable(path: str) -> str | None:
     """Why a local directory cannot hold the cache (None: it can). Made private if missing;
     one that another user owns or others may write is refused, as its entries would run."""
     try:
@@ -92,7 +92,7 @@ def configure() -> str | None:
     if path is None:
         return None
     if not fs.is_remote(path):
-        reason = _unusable(path)
+        reason = unusable(path)
         if reason:
             warnings.warn(f"{path}: no XLA compilation cache ({reason}); set {ENV}=DIR or off")
             return None

@@ -64,7 +64,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     if _cache_dir:
         from jaxtalk import compile_cache  # no jax import
 
-        os.makedirs(_cache_dir, mode=0o700, exist_ok=True)
+        if reason := compile_cache.unusable(_cache_dir):  # made private, as the commands' cache
+            raise pytest.UsageError(f"JAXTALK_TESTS_XLA_CACHE={_cache_dir}: {reason}")
         compile_cache.trim(_cache_dir, 4 << 30)
     else:
         _cache_dir = tempfile.mkdtemp(prefix="jaxtalk-tests-xla-cache-")

@@ -23,7 +23,7 @@ def test_directory_defaults_under_the_jaxtalk_cache_and_can_be_moved_or_turned_o
         assert compile_cache.directory() is None
 
 
-def _train_env(tmp_path, **extra) -> dict:
+def toy_env(tmp_path, **extra) -> dict:
     """A toy `jaxtalk train`'s environment without the test run's JAX cache settings: the
     command sets up its own (keeping every compile: the toy's take milliseconds)."""
     env = cli_env(devices=1)
@@ -37,7 +37,7 @@ def _train_env(tmp_path, **extra) -> dict:
     )
 
 
-def _train(tmp_path, name, env) -> str:
+def train_toy(tmp_path, name, env) -> str:
     """A 1-step toy `jaxtalk train` into tmp_path/name -> its stderr."""
     command = train_command(str(tmp_path / name), "--config.total_steps=1")
     proc = cli_processes.run(command, env=env, cwd=REPO, timeout=600)
@@ -46,32 +46,32 @@ def _train(tmp_path, name, env) -> str:
 
 
 def test_a_second_run_loads_what_the_first_compiled(tmp_path):
-    env = _train_env(tmp_path)
-    first = _train(tmp_path, "a", env)
+    env = toy_env(tmp_path)
+    first = train_toy(tmp_path, "a", env)
     cache = tmp_path / "cache" / "xla"
     entries = [p for p in os.listdir(cache) if p.endswith("-cache")]
     assert any(p.startswith("jit_train_step") for p in entries), entries
     assert stat.S_IMODE(os.stat(cache).st_mode) == 0o700  # machine code: its user's only
     assert "Persistent compilation cache hit for 'jit_train_step'" not in first
-    second = _train(tmp_path, "b", env)
+    second = train_toy(tmp_path, "b", env)
     assert "Persistent compilation cache hit for 'jit_train_step'" in second
 
 
 def test_turned_off_or_given_to_jax_it_writes_nothing_of_its_own(tmp_path):
-    _train(tmp_path, "off", _train_env(tmp_path, JAXTALK_XLA_CACHE="off"))
+    train_toy(tmp_path, "off", toy_env(tmp_path, JAXTALK_XLA_CACHE="off"))
     assert not (tmp_path / "cache" / "xla").exists()
     jax_dir = tmp_path / "jax_own"
     jax_own = dict(
         JAX_COMPILATION_CACHE_DIR=str(jax_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0"
     )
-    _train(tmp_path, "jax", _train_env(tmp_path, **jax_own))
+    train_toy(tmp_path, "jax", toy_env(tmp_path, **jax_own))
     assert not (tmp_path / "cache" / "xla").exists()
     assert any(p.startswith("jit_train_step") for p in os.listdir(jax_dir))
 
 
 def test_a_cache_that_cannot_be_made_is_a_warning_and_the_run_goes_on(tmp_path):
     (tmp_path / "cache").write_text("not a directory")  # $JAXTALK_CACHE/xla cannot be made
-    stderr = _train(tmp_path, "run", _train_env(tmp_path))
+    stderr = train_toy(tmp_path, "run", toy_env(tmp_path))
     assert f"{tmp_path / 'cache' / 'xla'}: no XLA compilation cache" in stderr
     assert (tmp_path / "run" / "metrics.jsonl").stat().st_size > 0
 
@@ -80,7 +80,7 @@ def test_a_cache_others_may_write_is_not_used(tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
-    stderr = _train(tmp_path, "run", _train_env(tmp_path, JAXTALK_XLA_CACHE=str(shared)))
+    stderr = train_toy(tmp_path, "run", toy_env(tmp_path, JAXTALK_XLA_CACHE=str(shared)))
     assert f"{shared}: no XLA compilation cache (others may write it)" in stderr
     assert os.listdir(shared) == []
 

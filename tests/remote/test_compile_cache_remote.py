@@ -2,17 +2,17 @@
 emulator: the first run's programs land in the bucket and a second run loads them."""
 
 from jaxtalk import fs
-from tests.test_compile_cache import _train, _train_env
+from tests.test_compile_cache import toy_env, train_toy
 
 HIT = "Persistent compilation cache hit for 'jit_train_step'"
 
 
 def test_a_bucket_cache_serves_the_next_run(gcs, tmp_path):
     # JAX's one-second threshold holds for remote caches; the toy compiles in milliseconds.
-    env = _train_env(
+    env = toy_env(
         tmp_path, JAXTALK_XLA_CACHE=f"{gcs}/xla", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0"
     )
-    assert HIT not in _train(tmp_path, "a", env)
+    assert HIT not in train_toy(tmp_path, "a", env)
     assert any(name.startswith("jit_train_step") for name in fs.listdir(f"{gcs}/xla"))
-    assert HIT in _train(tmp_path, "b", env)
+    assert HIT in train_toy(tmp_path, "b", env)
     assert not (tmp_path / "cache" / "xla").exists()
