@@ -118,4 +118,5 @@ def get_config(arg: str = "mesh_paper"):
         c.eval.every_steps = 300
         c.eval.num_batches = 2
         c.checkpoint.every_steps = 300
+        common.flatten_optimizers(c)
     return c

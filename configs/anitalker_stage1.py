@@ -131,6 +131,7 @@ def get_config(arg: str = "paper"):
         c.samples.every_steps = 200
         c.samples.num = 4
         c.checkpoint.every_steps = 200
+        common.flatten_optimizers(c)
     elif arg != "paper":
         raise ValueError(f"unknown variant {arg!r} of anitalker_stage1 (paper, tiny)")
     return c

@@ -138,6 +138,7 @@ def get_config(arg: str = "paper"):
         c.data.update(dict(data_dir="demo_out/data", mixture="", num_frames=13, samples_per_clip=8))
         c.optimizers.model.lr = 1e-3
         c.ema.model = 0.99
+        common.flatten_optimizers(c)
         c.batch_size = 8
         # Lip-sync probe on held-out clips (real / shuffled audio): 0.36 / -0.01 at step 500,
         # 0.40 / 0.02 at 1000, 0.53 / 0.02 at 1500 (0.26 / 0.05 at 1000 without the

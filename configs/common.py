@@ -46,6 +46,12 @@ def optimizer_config(
             decay_steps=0,  # 0: the run's total steps
             end_lr_factor=0.0,
             clip_norm=clip_norm,  # 0 disables global-norm clipping
+            # Update the group's arrays as one vector (optax.flatten): a few large kernels
+            # instead of several per array. Faster compiles and steps for the many small
+            # arrays of the CPU-sized `tiny` recipes; the state is one replicated vector,
+            # so not on a mesh that shards params (fsdp or tensor > 1), and a run resumes
+            # only with the setting it was saved with.
+            flatten=False,
         )
     )
 
@@ -117,6 +123,14 @@ def base_config():
     return c
 
 
+def flatten_optimizers(c):
+    """Every group's optimizer updates its arrays as one vector (optimizer_config's
+    `flatten`): what the CPU-sized `tiny` recipes do. Measured on 2 cores: the tiny MegActor
+    step compiles in ~10 s instead of ~13.5 s; the families' tiny tests take 17 % less time."""
+    for group in c.optimizers:
+        c.optimizers[group].flatten = True
+
+
 def tiny_diffusion(c, group: str, stage: str, image_size: int = 32):
     """The `tiny` settings the latent video diffusion families share (AniPortrait, MegActor):
     float32 pixel space at `image_size` on the embedded synthetic set, AdamW 1e-3 for the
@@ -129,6 +143,7 @@ def tiny_diffusion(c, group: str, stage: str, image_size: int = 32):
     c.optimizers[group].lr = 1e-3
     c.optimizers[group].warmup_steps = 50
     c.optimizers[group].weight_decay = 0.0
+    flatten_optimizers(c)
     if stage == "stage1":
         # Evaluation and stage 2 read an EMA of the stage-1 weights (ours: the releases keep
         # none; a model trained for minutes samples better from its average).

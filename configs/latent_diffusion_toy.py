@@ -51,4 +51,5 @@ def get_config(arg: str = "tiny"):
     c.eval.num_batches = 2
     c.samples.every_steps = 0
     c.checkpoint.every_steps = 300
+    common.flatten_optimizers(c)
     return c

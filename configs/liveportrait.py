@@ -185,4 +185,6 @@ def get_config(arg: str = "paper"):
             }
         )
         c.checkpoint.best_metric = ""
+    if arg.startswith("tiny"):
+        common.flatten_optimizers(c)
     return c

@@ -124,4 +124,6 @@ def optimizer(opt_config, total_steps: int) -> optax.GradientTransformation:
         raise ValueError(f"unknown optimizer {name!r} (adam, adamw, sgd, lion)")
     if opt_config.clip_norm:
         opt = optax.chain(optax.clip_by_global_norm(opt_config.clip_norm), opt)
+    if opt_config.get("flatten", False):  # run configs saved before the field: per array
+        opt = optax.flatten(opt)
     return opt

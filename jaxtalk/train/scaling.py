@@ -174,7 +174,7 @@ def task_step(config, mesh, rules) -> TaskStep:
     """The recipe's training step as the loop builds it, with its arguments."""
     task = get_task(config)
     losses = task.losses()
-    optimizers = task_optimizers(config, losses)
+    optimizers = task_optimizers(config, losses, mesh)
     processes = sorted({d.process_index for d in mesh.devices.flat})  # the mesh's own
     data = task.data(
         "train",

@@ -115,7 +115,7 @@ def state_initializer(task, optimizers: dict, ema_decays: dict):
     return init_state
 
 
-def task_optimizers(config, losses) -> dict:
+def task_optimizers(config, losses, mesh) -> dict:
     """The optax transformation of every group the task's losses train (config.optimizers,
     with config.frozen and config.lr_multipliers applied)."""
     missing = [g for g, _ in losses if g not in config.optimizers]
@@ -123,6 +123,13 @@ def task_optimizers(config, losses) -> dict:
         raise ConfigError(
             f"task {config.task!r} trains groups {missing} that have no entry "
             f"in config.optimizers (has {sorted(config.optimizers)})"
+        )
+    sharded = {a: mesh.shape[a] for a in ("fsdp", "tensor") if mesh.shape[a] > 1}
+    flat = [g for g, _ in losses if config.optimizers[g].get("flatten", False)]
+    if flat and sharded:
+        raise ConfigError(
+            f"config.optimizers.{flat[0]}.flatten keeps the optimizer state as one unsharded "
+            f"vector: not on a mesh that shards params ({sharded}); set it to False"
         )
     try:
         lr_rules = optim.parse_lr_multipliers(config.lr_multipliers)
@@ -138,6 +145,27 @@ def task_optimizers(config, losses) -> dict:
         )
         for g, _ in losses
     }
+
+
+def check_optimizer_layout(config, workdir: str, steps) -> None:
+    """A run resumes only with the optimizer-state layout it saved (`optimizers.G.flatten`):
+    a changed setting is named here in one line, instead of every checkpoint failing to
+    restore."""
+    if not steps:
+        return
+    try:
+        saved = checkpoints.run_config(workdir, max(steps))["optimizers"]
+        was = {g: bool(o.get("flatten", False)) for g, o in saved.items()}
+    except Exception:  # noqa: BLE001  a damaged or foreign step: the restore reports it
+        return
+    for g, opt in config.optimizers.items():
+        now = bool(opt.get("flatten", False))
+        if g in was and was[g] != now:
+            raise ConfigError(
+                f"the run in {workdir} saved optimizers.{g} with flatten={was[g]} (the "
+                f"optimizer state's layout); resume it with --config.optimizers.{g}.flatten="
+                f"{was[g]}"
+            )
 
 
 def jit_train_step(config, losses, optimizers, state_shardings, batch_shardings):
@@ -186,7 +214,7 @@ def _train(config, workdir: str, preemption: distributed.Preemption, devices) ->
     except ValueError as e:
         raise ConfigError(str(e)) from None
     losses = task.losses()
-    optimizers = task_optimizers(config, losses)
+    optimizers = task_optimizers(config, losses, mesh)
     ema_decays = dict(config.ema)
     logging.info(
         "mesh %s on %d devices, %d processes",
@@ -232,6 +260,7 @@ def _train(config, workdir: str, preemption: distributed.Preemption, devices) ->
         return frozen, saved, data_state
 
     agree = distributed.all_processes if jax.process_count() > 1 else None
+    check_optimizer_layout(config, workdir, ckpt.manager.all_steps())
     resumed = ckpt.restore_newest(restore, agree=agree)  # CheckpointError when none restores
     # Frozen groups rebuilt from their source (a stage-1 run, a weights file) instead of
     # saved: the record of where they come from goes into every checkpoint.

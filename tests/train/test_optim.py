@@ -1,10 +1,13 @@
-"""Per-sub-tree learning-rate multipliers (config.lr_multipliers)."""
+"""Per-sub-tree learning-rate multipliers (config.lr_multipliers) and optimizers that update a
+group as one vector (optimizers.G.flatten)."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from configs import common
 from jaxtalk.train import optim
 from jaxtalk.train import train as train_lib
 from tests.train.helpers import toy_config
@@ -39,3 +42,56 @@ def test_malformed_entries_are_refused_with_the_expected_form(entry):
 def test_the_loop_reports_a_malformed_entry_as_a_config_error(tmp_path):
     with pytest.raises(train_lib.ConfigError, match="lr_multipliers entry 'model/.*'"):
         train_lib.train(toy_config(lr_multipliers=("model/.*",)), str(tmp_path))
+
+
+def _group_optimizer(flatten: bool):
+    """AdamW with clipping (at a norm the gradients exceed), a frozen sub-tree and a
+    per-sub-tree lr: every wrapper the loop puts around a group's optimizer."""
+    c = common.optimizer_config("adamw", lr=1e-2, weight_decay=0.1, clip_norm=0.5)
+    c.flatten = flatten
+    tx = optim.optimizer(c, total_steps=10)
+    tx = optim.freeze(tx, "g", ("g/frozen/.*",))
+    return optim.scale_learning_rate(tx, "g", optim.parse_lr_multipliers(["g/slow/.*=0.1"]))
+
+
+def test_a_flattened_optimizer_takes_the_per_array_steps_with_one_state_vector():
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    params = {
+        "frozen": {"kernel": jax.random.normal(keys[0], (3, 2))},
+        "slow": {"kernel": jax.random.normal(keys[1], (4,))},
+        "fast": {"kernel": jax.random.normal(keys[2], (2, 5)), "bias": jnp.zeros(5)},
+    }
+    runs = {}
+    for flatten in (False, True):
+        tx, p = _group_optimizer(flatten), params
+        state = tx.init(p)
+        for i in range(3):
+            grads = jax.tree.map(lambda x: jnp.cos(x + i), p)
+            updates, state = tx.update(grads, state, p)
+            p = optax.apply_updates(p, updates)
+        runs[flatten] = p, state
+    (per_array, per_array_state), (flat, flat_state) = runs[False], runs[True]
+    for a, b in zip(jax.tree.leaves(per_array), jax.tree.leaves(flat)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(flat["frozen"]["kernel"], params["frozen"]["kernel"])
+    assert not np.allclose(flat["slow"]["kernel"], params["slow"]["kernel"])
+    # Adam's moments: one vector over the trained arrays (4 + 10 + 5) instead of one per array
+    sizes = lambda s: sorted(x.size for x in jax.tree.leaves(s) if x.ndim)  # noqa: E731
+    assert sizes(flat_state) == [19, 19]
+    assert sizes(per_array_state) == [4, 4, 5, 5, 10, 10]
+
+
+def test_a_flattened_optimizer_is_refused_on_a_mesh_that_shards_params(tmp_path):
+    config = toy_config(**{"optimizers.model.flatten": True, "mesh.data": 4, "mesh.fsdp": 2})
+    with pytest.raises(train_lib.ConfigError, match=r"optimizers.model.flatten .*'fsdp': 2"):
+        train_lib.train(config, str(tmp_path))
+
+
+def test_a_run_resumes_only_with_the_layout_it_saved(tmp_path):
+    config = toy_config(total_steps=1)
+    config.checkpoint.async_save = False
+    train_lib.train(config, str(tmp_path))
+    config.total_steps = 2
+    config.optimizers.model.flatten = True
+    with pytest.raises(train_lib.ConfigError, match="flatten=False"):
+        train_lib.train(config, str(tmp_path))
