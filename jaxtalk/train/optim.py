@@ -101,6 +101,12 @@ def scale_learning_rate(
     return optax.GradientTransformation(tx.init, update)
 
 
+def flattened(opt_config) -> bool:
+    """Whether the optimizer updates its group as one vector (run configs saved before the
+    `flatten` field: per array)."""
+    return bool(opt_config.get("flatten", False))
+
+
 def optimizer(opt_config, total_steps: int) -> optax.GradientTransformation:
     lr = schedule(opt_config, total_steps)
     name = opt_config.name
@@ -124,6 +130,6 @@ def optimizer(opt_config, total_steps: int) -> optax.GradientTransformation:
         raise ValueError(f"unknown optimizer {name!r} (adam, adamw, sgd, lion)")
     if opt_config.clip_norm:
         opt = optax.chain(optax.clip_by_global_norm(opt_config.clip_norm), opt)
-    if opt_config.get("flatten", False):  # run configs saved before the field: per array
+    if flattened(opt_config):
         opt = optax.flatten(opt)
     return opt

@@ -11,6 +11,7 @@ then skips on or stops, per config.
 from __future__ import annotations
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import optax
 
@@ -77,7 +78,27 @@ def _group_value_and_grad(loss_fn, group, params, model_state, batch, rng, accum
     return loss, metrics, model_state, grads, _unmicrobatch(outputs)
 
 
-def train_step(state: TrainState, batch, *, losses, optimizers, ema_decays, accum=1, remat="none"):
+def _norm(grads, as_one_vector: bool):
+    """The gradients' global L2 norm. For a group whose optimizer works on one vector anyway
+    (`flat_groups`), over their concatenation: one reduction instead of one per array, each
+    a kernel of its own on XLA:CPU (~500 of a tiny MegActor step's ~5,000; its compile took
+    8.9 s instead of 7.9 s, alternating)."""
+    if as_one_vector:
+        return jnp.linalg.norm(jax.flatten_util.ravel_pytree(grads)[0])
+    return optax.tree.norm(grads)
+
+
+def train_step(
+    state: TrainState,
+    batch,
+    *,
+    losses,
+    optimizers,
+    ema_decays,
+    accum=1,
+    remat="none",
+    flat_groups=frozenset(),
+):
     rng = jax.random.fold_in(state.rng, state.step)
     params, opt_state, model_state = dict(state.params), dict(state.opt_state), state.model_state
     metrics, finite = {}, jnp.array(True)
@@ -89,7 +110,7 @@ def train_step(state: TrainState, batch, *, losses, optimizers, ema_decays, accu
         batch.update(jax.lax.stop_gradient(outputs))
         updates, opt_state[group] = optimizers[group].update(grads, opt_state[group], params[group])
         params[group] = optax.apply_updates(params[group], updates)
-        grad_norm = optax.tree.norm(grads)
+        grad_norm = _norm(grads, group in flat_groups)
         # The norm is finite only if every gradient is (and their squares' sum does not
         # overflow, itself a diverged step): one check instead of one reduction per array,
         # which was a tenth of the compiled step's kernels.

@@ -125,7 +125,7 @@ def task_optimizers(config, losses, mesh) -> dict:
             f"in config.optimizers (has {sorted(config.optimizers)})"
         )
     sharded = {a: mesh.shape[a] for a in ("fsdp", "tensor") if mesh.shape[a] > 1}
-    flat = [g for g, _ in losses if config.optimizers[g].get("flatten", False)]
+    flat = [g for g, _ in losses if optim.flattened(config.optimizers[g])]
     if flat and sharded:
         raise ConfigError(
             f"config.optimizers.{flat[0]}.flatten keeps the optimizer state as one unsharded "
@@ -155,11 +155,11 @@ def check_optimizer_layout(config, workdir: str, steps) -> None:
         return
     try:
         saved = checkpoints.run_config(workdir, max(steps))["optimizers"]
-        was = {g: bool(o.get("flatten", False)) for g, o in saved.items()}
+        was = {g: optim.flattened(o) for g, o in saved.items()}
     except Exception:  # noqa: BLE001  a damaged or foreign step: the restore reports it
         return
     for g, opt in config.optimizers.items():
-        now = bool(opt.get("flatten", False))
+        now = optim.flattened(opt)
         if g in was and was[g] != now:
             raise ConfigError(
                 f"the run in {workdir} saved optimizers.{g} with flatten={was[g]} (the "
@@ -178,6 +178,7 @@ def jit_train_step(config, losses, optimizers, state_shardings, batch_shardings)
             ema_decays=dict(config.ema),
             accum=config.grad_accum_steps,
             remat=config.remat_policy,
+            flat_groups=frozenset(g for g in optimizers if optim.flattened(config.optimizers[g])),
         ),
         in_shardings=(state_shardings, batch_shardings),
         out_shardings=(state_shardings, None),

@@ -1,6 +1,7 @@
 """The step's NaN guard (jaxtalk/train/step.py): an update is dropped when a loss is not
 finite, when only a gradient is (the loss itself finite), and when the gradients' norm
-overflows; a finite step goes through."""
+overflows; a finite step goes through. Each with the gradients' norm taken per array and
+over their concatenation (a group whose optimizer is flattened)."""
 
 import jax
 import jax.numpy as jnp
@@ -13,8 +14,8 @@ from jaxtalk.train.step import train_step
 from jaxtalk.train.task import LossOutput
 
 
-def _step(loss_of_w):
-    params = {"g": {"w": jnp.array([1.0, 0.0, 2.0])}}
+def _step(loss_of_w, flat):
+    params = {"g": {"w": jnp.array([1.0, 0.0, 2.0]), "v": jnp.ones((2, 2))}}
     optimizers = {"g": optax.sgd(0.1)}
     state = state_lib.create(params, {}, optimizers, {"g": 0.9}, jax.random.PRNGKey(0))
 
@@ -23,7 +24,7 @@ def _step(loss_of_w):
 
     new, metrics = train_step(
         state, {"x": jnp.zeros((2,))}, losses=[("g", loss_fn)], optimizers=optimizers,
-        ema_decays={"g": 0.9},
+        ema_decays={"g": 0.9}, flat_groups=frozenset({"g"} if flat else ()),
     )  # fmt: skip
     return state, new, metrics
 
@@ -37,8 +38,9 @@ def _step(loss_of_w):
     ],
     ids=["loss", "gradient_only", "norm_overflow"],
 )
-def test_a_non_finite_step_is_dropped(loss_of_w):
-    state, new, metrics = _step(loss_of_w)
+@pytest.mark.parametrize("flat", [False, True], ids=["per_array", "one_vector"])
+def test_a_non_finite_step_is_dropped(loss_of_w, flat):
+    state, new, metrics = _step(loss_of_w, flat)
     assert float(metrics["nonfinite"]) == 1.0 and int(new.skipped_steps) == 1
     assert int(new.step) == 1
     for before, after in zip(jax.tree.leaves(state.params), jax.tree.leaves(new.params)):
@@ -46,8 +48,9 @@ def test_a_non_finite_step_is_dropped(loss_of_w):
     np.testing.assert_array_equal(np.asarray(new.ema_params["g"]["w"]), [1.0, 0.0, 2.0])
 
 
-def test_a_finite_step_updates():
-    _, new, metrics = _step(lambda w: jnp.sum(w**2))
+@pytest.mark.parametrize("flat", [False, True], ids=["per_array", "one_vector"])
+def test_a_finite_step_updates(flat):
+    _, new, metrics = _step(lambda w: jnp.sum(w**2), flat)
     assert float(metrics["nonfinite"]) == 0.0 and int(new.skipped_steps) == 0
     np.testing.assert_allclose(np.asarray(new.params["g"]["w"]), [0.8, 0.0, 1.6], rtol=1e-6)
     assert float(metrics["g/grad_norm"]) == pytest.approx(np.sqrt(4 + 16), rel=1e-6)
