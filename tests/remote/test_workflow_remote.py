@@ -29,6 +29,8 @@ def _train_args(workdir, data_dir, *extra):
         f"--config={REPO}/configs/anitalker_stage1.py:tiny",
         f"--workdir={workdir}",
         f"--config.data.data_dir={data_dir}",
+        "--config.model.size=32",  # what runs where is the point here, not the model
+        "--config.data.image_size=32",
         "--config.total_steps=3",
         "--config.checkpoint.every_steps=1",
         "--config.checkpoint.async_save=False",
