@@ -41,12 +41,6 @@ def run(synthetic, tmp_path_factory):
             "--config.batch_size=8",
             "--config.mesh.data=4",
             "--config.mesh.fsdp=2",
-            # fsdp shards the params: each array's optimizer state sharded with it, not the
-            # tiny recipe's one vector per group
-            *(
-                f"--config.optimizers.{g}.flatten=False"
-                for g in ("generator", "discriminator", "club")
-            ),
             "--config.total_steps=4",
             "--config.log.every_steps=2",
             "--config.eval.every_steps=4",
