@@ -12,6 +12,7 @@ from jaxtalk.convert import lia as conv
 from jaxtalk.convert import torch_pickle
 from jaxtalk.convert.mapping import ConversionError, Rule
 from jaxtalk.models.layers.upfirdn import make_kernel
+from jaxtalk.train.grouped_init import grouped_initializers
 
 KEYS = os.path.join(
     os.path.dirname(__file__),
@@ -150,7 +151,7 @@ def test_import_errors_are_loud(tmp_path):
 def test_imported_params_run_like_the_originals(tmp_path):
     model = conv.build_model("lia", **TINY)
     x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32))
-    v = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(3), x, x[:, ::-1]))
+    v = nn.unbox(jax.jit(grouped_initializers(model.init))(jax.random.PRNGKey(3), x, x[:, ::-1]))
     conv.export_checkpoint(v, tmp_path / "g.pt", "lia", TINY)
     imported = conv.import_checkpoint(tmp_path / "g.pt")
     run = jax.jit(model.apply)

@@ -7,6 +7,7 @@ import pytest
 
 from jaxtalk.convert import mapping, torch_pickle, torchvision_vgg
 from jaxtalk.models import vgg
+from jaxtalk.train.grouped_init import grouped_initializers
 from tests.evaluate import numpy_reference as ref
 
 
@@ -47,7 +48,7 @@ def test_torchvision_indices():
 def test_outputs_and_truncation():
     model = vgg.VGGFeatures("vgg19", ("relu1_1", "relu3_1"))
     x = jnp.zeros((2, 16, 16, 3))
-    variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+    variables = jax.jit(grouped_initializers(model.init))(jax.random.PRNGKey(0), x)
     assert set(variables["params"]) == {"conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1"}
     out = jax.jit(model.apply)(variables, x)
     assert out["relu1_1"].shape == (2, 16, 16, 64) and out["relu3_1"].shape == (2, 4, 4, 256)

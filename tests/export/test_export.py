@@ -13,6 +13,7 @@ import pytest
 
 from jaxtalk.export import jax_function, safetensors_io
 from jaxtalk.models.lia.generator import LIAGenerator
+from jaxtalk.train.grouped_init import grouped_initializers
 
 TINY = dict(size=32, style_dim=32, motion_dim=5, width=1 / 16)
 
@@ -44,7 +45,7 @@ def exported(tmp_path_factory):
     model = LIAGenerator(**TINY)
     rng = np.random.default_rng(0)
     src = rng.uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)
-    v = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), src, src))
+    v = nn.unbox(jax.jit(grouped_initializers(model.init))(jax.random.PRNGKey(0), src, src))
     (t,) = jax.export.symbolic_shape("T")
     path = tmp_path_factory.mktemp("exp") / "lia.jaxfn"
 

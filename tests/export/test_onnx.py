@@ -23,6 +23,7 @@ from tests.train.helpers import REPO, cli_env
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from jaxtalk.export import onnx_export  # noqa: E402  (needs onnx)
+from jaxtalk.train.grouped_init import grouped_initializers
 
 TINY = dict(size=32, style_dim=32, motion_dim=5, width=1 / 16)
 TOLERANCE = 1e-4
@@ -34,7 +35,9 @@ def weight_files(tmp_path_factory):
     x = jnp.zeros((1, 32, 32, 3))
     out = {}
     for kind, cls in (("lia", LIAGenerator), ("anitalker_stage1", AniTalkerMotion)):
-        params = nn.meta.unbox(jax.jit(cls(**TINY).init)(jax.random.PRNGKey(4), x, x)["params"])
+        params = nn.meta.unbox(
+            jax.jit(grouped_initializers(cls(**TINY).init))(jax.random.PRNGKey(4), x, x)["params"]
+        )
         out[kind] = str(d / f"{kind}.safetensors")
         weights.save(
             {"params": params, "model_config": dict(TINY, kind=kind)}, out[kind], release=kind

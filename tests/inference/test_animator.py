@@ -20,6 +20,7 @@ from jaxtalk.inference.animator import AnimationError, Animator, Driver, to_pixe
 from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.models.lia.generator import LIAGenerator
 from jaxtalk.models.pixels import to_model_range
+from jaxtalk.train.grouped_init import grouped_initializers
 from tests import cli_processes
 from tests.tasks import helpers
 from tests.train.helpers import REPO, cli_env
@@ -77,7 +78,9 @@ def files(tmp_path_factory):
     x = jnp.zeros((1, 32, 32, 3))
     out = {}
     for kind, cls in (("lia", LIAGenerator), ("anitalker_stage1", AniTalkerMotion)):
-        params = nn.meta.unbox(jax.jit(cls(**TINY).init)(jax.random.PRNGKey(3), x, x)["params"])
+        params = nn.meta.unbox(
+            jax.jit(grouped_initializers(cls(**TINY).init))(jax.random.PRNGKey(3), x, x)["params"]
+        )
         out[kind] = str(d / f"{kind}.safetensors")
         weights.save(
             {"params": params, "model_config": dict(TINY, kind=kind)}, out[kind], release=kind

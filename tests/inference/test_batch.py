@@ -18,6 +18,7 @@ from jaxtalk.inference import batch
 from jaxtalk.media.probe import probe
 from jaxtalk.media.video import read_video, write_video
 from jaxtalk.models.lia.generator import LIAGenerator
+from jaxtalk.train.grouped_init import grouped_initializers
 from tests import cli_processes
 from tests.train.helpers import REPO, cli_env
 
@@ -110,7 +111,9 @@ def media(tmp_path_factory):
     d = tmp_path_factory.mktemp("batch")
     x = jnp.zeros((1, 32, 32, 3))
     params = nn.meta.unbox(
-        jax.jit(LIAGenerator(**TINY).init)(jax.random.PRNGKey(3), x, x)["params"]
+        jax.jit(grouped_initializers(LIAGenerator(**TINY).init))(jax.random.PRNGKey(3), x, x)[
+            "params"
+        ]
     )
     weights.save(
         {"params": params, "model_config": dict(TINY, kind="lia")},

@@ -9,6 +9,7 @@ import pytest
 from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.models.lia.discriminator import Discriminator, minibatch_stddev
 from jaxtalk.models.lia.generator import LIAGenerator
+from jaxtalk.train.grouped_init import grouped_initializers
 
 TINY = dict(size=32, style_dim=32, motion_dim=5, width=1 / 16)
 
@@ -51,7 +52,7 @@ def tiny_lia():
     src, drv, start = (
         jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)) for _ in range(3)
     )
-    variables = jax.jit(model.init)(jax.random.PRNGKey(0), src, drv)
+    variables = jax.jit(grouped_initializers(model.init))(jax.random.PRNGKey(0), src, drv)
     return model, nn.unbox(variables), src, drv, start
 
 
@@ -108,7 +109,7 @@ def test_grouped_and_scaled_input_impls_agree(tiny_lia):
 def test_bfloat16_compute_runs():
     model = LIAGenerator(**TINY, dtype=jnp.bfloat16)
     x = jnp.zeros((1, 32, 32, 3))
-    v = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), x, x))
+    v = nn.unbox(jax.jit(grouped_initializers(model.init))(jax.random.PRNGKey(0), x, x))
     out = jax.jit(model.apply)(v, x, x)
     assert out["image"].dtype == jnp.bfloat16 and out["grid"].dtype == jnp.float32
     assert jax.tree_util.tree_leaves(v)[0].dtype == jnp.float32
@@ -121,7 +122,7 @@ def test_anitalker_encode_render_and_latents():
     src, drv = (
         jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)) for _ in range(2)
     )
-    v = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), src, drv))
+    v = nn.unbox(jax.jit(grouped_initializers(model.init))(jax.random.PRNGKey(0), src, drv))
     p = v["params"]["enc"]
     assert sorted(p["hal"]) == ["fc1", "fc2", "fc3", "fc4", "ws"] and p["hal"]["ws"].shape == (5,)
     assert sorted(p["net_decouping"]) == [
@@ -158,7 +159,7 @@ def test_discriminator_and_minibatch_stddev():
     np.testing.assert_array_equal(got[..., :3], x)
     d = Discriminator(32, width=1 / 16)
     img = jnp.zeros((4, 32, 32, 3))
-    v = jax.jit(d.init)(jax.random.PRNGKey(0), img)
+    v = jax.jit(grouped_initializers(d.init))(jax.random.PRNGKey(0), img)
     assert jax.jit(d.apply)(v, img).shape == (4, 1)
 
 
@@ -170,7 +171,7 @@ def test_flow_init_scale_starts_from_the_identity_warp_with_the_same_parameters(
     flows = {}
     for scale in (1.0, 0.01):
         model = AniTalkerMotion(**TINY, flow_init_scale=scale)
-        v = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), src, drv))
+        v = nn.unbox(jax.jit(grouped_initializers(model.init))(jax.random.PRNGKey(0), src, drv))
         flows[scale] = np.abs(np.asarray(model.apply(v, src, drv)["flow"])).max()
         kernels = {k: v["params"]["dec"][f"to_flows_{k}"]["conv"]["kernel"] for k in range(3)}
         assert all(0.3 * scale < np.std(np.asarray(x)) < 3 * scale for x in kernels.values())

@@ -10,6 +10,7 @@ from jaxtalk.inference.video_driven import MotionAnimator
 from jaxtalk.models.layers.equalized import EqualConv2d
 from jaxtalk.models.layers.weight_cache import WEIGHT_CACHE, weight_cache
 from jaxtalk.models.lia.generator import LIAGenerator
+from jaxtalk.train.grouped_init import grouped_initializers
 
 TINY = dict(size=32, style_dim=32, motion_dim=5, width=1 / 16)
 
@@ -18,7 +19,9 @@ def _setup():
     model = LIAGenerator(**TINY)
     rng = np.random.default_rng(0)
     src, drv = (jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)), jnp.float32) for _ in "ab")
-    variables = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), src[:1], drv[:1]))
+    variables = nn.unbox(
+        jax.jit(grouped_initializers(model.init))(jax.random.PRNGKey(0), src[:1], drv[:1])
+    )
     return model, variables, src, drv
 
 
@@ -59,7 +62,9 @@ def test_the_cache_holds_each_demodulated_conv_and_renders_the_same_frames():
         frames({**variables, WEIGHT_CACHE: cache}), frames(variables), rtol=0, atol=1e-4
     )
     # the cache is read, not recomputed: another model's cache changes the frames
-    other = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(1), src[:1], drv[:1]))
+    other = nn.unbox(
+        jax.jit(grouped_initializers(model.init))(jax.random.PRNGKey(1), src[:1], drv[:1])
+    )
     stale = weight_cache(model, other, src[:1], drv[:1])
     assert (
         float(jnp.abs(frames({**variables, WEIGHT_CACHE: stale}) - frames(variables)).max()) > 1e-3
@@ -86,7 +91,7 @@ def test_a_strided_conv_by_phases_reads_its_phase_taps_from_the_cache():
     (jaxtalk/models/layers/conv_kernel_grad.py); their kernels' phase slices are cached."""
     conv = EqualConv2d(16, 3, stride=2, padding=1)
     x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 9, 9, 128)), jnp.float32)
-    variables = jax.jit(conv.init)(jax.random.PRNGKey(0), x)
+    variables = jax.jit(grouped_initializers(conv.init))(jax.random.PRNGKey(0), x)
     cache = weight_cache(conv, variables, x)
     taps = cache["phase_taps"]
     assert [t.shape[:2] for t in taps] == [(2, 2), (2, 1), (1, 2), (1, 1)]
@@ -101,6 +106,8 @@ def test_a_strided_conv_by_phases_reads_its_phase_taps_from_the_cache():
     )
     # fewer channels: XLA's strided conv, no taps cached
     small = jnp.zeros((1, 9, 9, 8))
-    assert set(weight_cache(conv, jax.jit(conv.init)(jax.random.PRNGKey(0), small), small)) == {
-        "kernel"
-    }
+    assert set(
+        weight_cache(
+            conv, jax.jit(grouped_initializers(conv.init))(jax.random.PRNGKey(0), small), small
+        )
+    ) == {"kernel"}

@@ -11,6 +11,7 @@ from flax import traverse_util
 
 from jaxtalk.models.aniportrait.pose_guider import RELEASE, TINY, PoseGuider
 from jaxtalk.models.latent_diffusion import unet as ld
+from jaxtalk.train.grouped_init import grouped_initializers
 
 
 def _count(tree) -> int:
@@ -49,7 +50,7 @@ def tiny():
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
     pose = jax.random.uniform(keys[0], (2, 3, 32, 32, 3), minval=-1, maxval=1)
     ref = jax.random.uniform(keys[1], (2, 32, 32, 3), minval=-1, maxval=1)
-    variables = nn.unbox(jax.jit(guider.init)(keys[2], pose, ref))
+    variables = nn.unbox(jax.jit(grouped_initializers(guider.init))(keys[2], pose, ref))
     # non-trivial running statistics and a non-zero final_proj, so eval mode shows them
     stats = jax.tree_util.tree_map(
         lambda a: a + jax.random.uniform(keys[3], a.shape, minval=0.1, maxval=0.5),
@@ -69,7 +70,11 @@ def tiny():
 
 def test_init_follows_the_release():
     guider = PoseGuider(TINY)
-    v = nn.unbox(jax.jit(guider.init)(jax.random.PRNGKey(0), jnp.zeros((1, 1, 16, 16, 3))))
+    v = nn.unbox(
+        jax.jit(grouped_initializers(guider.init))(
+            jax.random.PRNGKey(0), jnp.zeros((1, 1, 16, 16, 3))
+        )
+    )
     assert np.all(np.asarray(v["params"]["final_proj"]["kernel"]) == 0)
     assert np.asarray(v["params"]["scale"]).tolist() == [2.0]
     first = v["batch_stats"]["conv_layers"]["layers_0"]["norm"]
@@ -143,7 +148,7 @@ def test_features_feed_the_inflated_unet(tiny):
     latents = jax.random.normal(jax.random.PRNGKey(5), (2, 3, 4, 4, 4))
     context = jnp.zeros((2, 1, ld.TINY.cross_attention_dim))
     t = jnp.array([10, 20])
-    uv = jax.jit(unet.init)(jax.random.PRNGKey(6), latents, t, context)
+    uv = jax.jit(grouped_initializers(unet.init))(jax.random.PRNGKey(6), latents, t, context)
     apply = jax.jit(unet.apply)
     out = apply(uv, latents, t, context, None, None, feats)
     plain = apply(uv, latents, t, context, None, None, [jnp.zeros_like(f) for f in feats])

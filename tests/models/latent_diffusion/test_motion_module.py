@@ -18,13 +18,16 @@ import pytest
 from jaxtalk.convert import mapping
 from jaxtalk.convert import motion_module as convert
 from jaxtalk.models.latent_diffusion.motion_module import MotionModule, position_table
+from jaxtalk.train.grouped_init import grouped_initializers
 
 CODE = os.environ.get("ANIPORTRAIT_CODE")
 B, F, H, W, C = 2, 5, 3, 2, 32
 
 
 def _init(module, x, frames):
-    return jax.jit(module.init, static_argnums=2)(jax.random.PRNGKey(0), x, frames)
+    return jax.jit(grouped_initializers(module.init), static_argnums=2)(
+        jax.random.PRNGKey(0), x, frames
+    )
 
 
 def _apply(module, variables, x, frames):
