@@ -33,6 +33,7 @@ def _save_run(workdir, data_dir, steps=(1, 2)):
 
     from configs import anitalker_stage1
     from jaxtalk.train import checkpoints
+    from jaxtalk.train.grouped_init import grouped_initializers
     from jaxtalk.train.task import get_task
 
     config = anitalker_stage1.get_config("tiny")
@@ -40,7 +41,8 @@ def _save_run(workdir, data_dir, steps=(1, 2)):
     config.checkpoint.async_save = False
     task = get_task(config)
     batch = next(task.data("train", global_batch_size=8, seed=0, process_index=0, process_count=1))
-    init = jax.jit(lambda rng, b: nn.unbox(task.init(rng, b)))  # eager init: minutes
+    grouped = grouped_initializers(task.init)  # as train() initialises
+    init = jax.jit(lambda rng, b: nn.unbox(grouped(rng, b)))  # eager init: minutes
     params, model_state = init(jax.random.key(0), batch)
     ckpt = checkpoints.Checkpointer(workdir, config)
     generator = params["generator"]
