@@ -125,8 +125,9 @@ def base_config():
 
 def flatten_optimizers(c):
     """Every group's optimizer updates its arrays as one vector (optimizer_config's
-    `flatten`): what the CPU-sized `tiny` recipes do (README "Training": the tiny MegActor
-    step compiles in 10.3 s instead of 13.4 s on 2 cores, its steps run at the same rate)."""
+    `flatten`): what the CPU-sized `tiny` recipes do (README "Training": at the tests' -O0
+    the tiny MegActor step compiles in 10.3 s instead of 13.4 s on 2 cores; its steps run at
+    the same rate)."""
     for group in c.optimizers:
         c.optimizers[group].flatten = True
 
