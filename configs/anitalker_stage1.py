@@ -133,8 +133,8 @@ def get_config(arg: str = "paper"):
         c.checkpoint.every_steps = 200
         # Per-array optimizers (not `common.flatten_optimizers`, which the other tiny recipes
         # use): with one vector per group its steps ran 4-10 % slower (two rounds; the
-        # concatenations cost more than the kernels they save at this size), and `make demo`
-        # took 136 s instead of 127 s, 23.40 dB at step 800 instead of 23.54 (one run each).
+        # concatenations cost more than the kernels they save at this size), and a `make demo`
+        # with it ended at 23.40 dB at step 800 instead of 23.54 (rounding moves the run).
     elif arg != "paper":
         raise ValueError(f"unknown variant {arg!r} of anitalker_stage1 (paper, tiny)")
     return c
