@@ -37,7 +37,7 @@ import numpy as np
 from jaxtalk.diffusion import objectives, recipes
 from jaxtalk.diffusion.samplers import sample_video
 from jaxtalk.models.latent_diffusion.unet import TINY, UNet2DConditionModel, UNetConfig
-from jaxtalk.train.data import local_batches
+from jaxtalk.train.data import iterate, local_batches
 from jaxtalk.train.task import LossOutput, Task
 
 
@@ -231,7 +231,7 @@ class LatentDiffusionToy(Task):
             process_index=process_index,
             process_count=process_count,
         )
-        return iter(ds.to_iter_dataset())
+        return iterate(ds)
 
 
 def build(config):

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from jaxtalk.train.data import local_batches
+from jaxtalk.train.data import iterate, local_batches
 from jaxtalk.train.task import LossOutput, Task
 
 
@@ -163,7 +163,7 @@ class ToyRegression(Task):
         if train and t.nan_at_batches:
             nan_batches = frozenset(t.nan_at_batches)
             ds = ds.map_with_index(lambda i, b: _poison(i, b, nan_batches))
-        return iter(ds.to_iter_dataset())
+        return iterate(ds)
 
 
 def build(config):

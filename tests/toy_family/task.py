@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.train.data import local_batches
+from jaxtalk.train.data import iterate, local_batches
 from jaxtalk.train.task import LossOutput, Task
 from tests.toy_family.model import ToyPortrait
 
@@ -61,7 +61,7 @@ class ToyPortraitTask(Task):
             process_index=process_index,
             process_count=process_count,
         )
-        return iter(ds.to_iter_dataset())
+        return iterate(ds)
 
 
 def build(config):
