@@ -454,8 +454,8 @@ def save(obj: Any, path: str | os.PathLike, archive_name: str = "archive") -> No
 
 def _write_storage(archive: zipfile.ZipFile, name: str, flat: np.ndarray) -> None:
     """One storage's bytes, little-endian, streamed from the array itself (writestr wants
-    bytes: an astype copy and a tobytes copy of every tensor, three times a multi-GB release
-    file's memory at the export's peak)."""
+    bytes: an astype copy and a tobytes copy of every tensor, transient, but twice the
+    largest tensor's size at the peak and two memory passes per tensor)."""
     flat = flat.astype(flat.dtype.newbyteorder("<"), copy=False)  # a copy on big-endian hosts only
     info = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
     info.file_size = flat.nbytes  # decides zip64 up front, as writestr does

@@ -66,7 +66,8 @@ def iterate(ds: grain.MapDataset):
     element when it is asked for. grain's default read options keep 500 elements in flight
     on 16 threads: for examples computed in microseconds that is work thrown away at the
     end of every run and evaluation, and threads contending for the GIL with the loop's
-    tracing and dispatch (~3-5 s of a 240-step toy run's CPU time, more than its steps).
+    tracing and dispatch (a 240-step toy run: 17.8 s of CPU sampled with them, 4.6 s
+    without).
     `DevicePrefetcher` already reads ahead on a thread of its own."""
     return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
 
