@@ -67,8 +67,7 @@ def iterate(ds: grain.MapDataset):
     on 16 threads: for examples computed in microseconds that is work thrown away at the
     end of every run and evaluation, and threads contending for the GIL with the loop's
     tracing and dispatch (a 240-step toy run: 17.8 s of CPU sampled with them, 4.6 s
-    without).
-    `DevicePrefetcher` already reads ahead on a thread of its own."""
+    without). `DevicePrefetcher` already reads ahead on a thread of its own."""
     return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
 
 
