@@ -150,7 +150,7 @@ TINY_KEYS_CONFIG = dict(
 )
 
 
-def _random_release(tmp_path, config=TINY_KEYS_CONFIG):
+def tiny_release_file(tmp_path, config=TINY_KEYS_CONFIG):
     """A release-layout file (model.*, ema_model.*, x_T) with random arrays."""
     rng = np.random.RandomState(0)
     model = DiffusionPredictor(**config)
@@ -175,7 +175,7 @@ def _random_release(tmp_path, config=TINY_KEYS_CONFIG):
 
 
 def test_import_detects_config_takes_ema_and_exports_exactly(tmp_path):
-    path, sd = _random_release(tmp_path)
+    path, sd = tiny_release_file(tmp_path)
     v = conv.import_checkpoint(path)
     assert v["model_config"] == {**TINY_KEYS_CONFIG, "lstm_layers": 2, "num_heads": 2}
     np.testing.assert_array_equal(
@@ -198,7 +198,7 @@ def test_import_detects_config_takes_ema_and_exports_exactly(tmp_path):
 
 
 def test_import_fails_loudly(tmp_path):
-    path, sd = _random_release(tmp_path)
+    path, sd = tiny_release_file(tmp_path)
     with pytest.raises(ConversionError, match="not hubert_pose_only"):
         conv.import_checkpoint(path, infer_type="hubert_pose_only")
     broken = dict(sd)

@@ -1,4 +1,4 @@
-"""LIA / AniTalker stage-1 converter: key lists, full-size round trip, errors, consistency."""
+"""LIA / AniTalker stage-1 converter: key lists, the release's config from its shapes, layouts, errors, consistency."""
 
 import os
 
@@ -72,14 +72,20 @@ def test_key_spec_equals_the_released_key_list():
     assert spec_keys(conv.discriminator_key_spec()) == d_lines
 
 
-def test_full_size_lia_round_trip_is_exact(tmp_path):
-    sd = random_state_dict(reference_keys())
+def test_released_shapes_give_the_release_config_and_layouts_convert(tmp_path):
+    """The released key list's shapes (no values) read as the release's config; the layouts
+    and an exact round trip on a TINY file (the full-size file's round trip is
+    tests/convert/test_release_round_trip.py's)."""
+    zeros = {k: np.broadcast_to(np.float32(0), s) for k, s in reference_keys()}
+    assert conv.infer_config(zeros) == dict(size=256, style_dim=512, motion_dim=20, width=1.0)
+    ref = conv.reference_params("lia", **TINY)
+    rng = np.random.default_rng(0)
+    params = jax.tree_util.tree_map(lambda s: rng.standard_normal(s.shape, np.float32), ref)
+    sd = conv.params_to_state_dict(params, "lia", **TINY)
     path = tmp_path / "vox.pt"
-    torch_pickle.save({"gen": sd, "args": {"size": 256}}, path)
+    torch_pickle.save({"gen": sd, "args": {"size": 32}}, path)
     out = conv.import_checkpoint(path)
-    assert out["model_config"] == dict(
-        size=256, style_dim=512, motion_dim=20, width=1.0, kind="lia"
-    )
+    assert out["model_config"] == dict(TINY, kind="lia")
     p = out["params"]
     # layouts: OIHW -> HWIO, (1,C,1,1) -> (C,), modulated (1,O,I,k,k) -> (k,k,I,O)
     np.testing.assert_array_equal(

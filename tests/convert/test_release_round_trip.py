@@ -12,7 +12,7 @@ import pytest
 
 from jaxtalk.convert import anitalker, lia, releases, safe_pickle, torch_pickle, weights
 from jaxtalk.convert.mapping import Rule
-from tests.convert.test_anitalker import RELEASED_NKEYS, released_keys
+from tests.convert.test_anitalker import released_keys, tiny_release_file
 from tests.convert.test_lia import TINY, random_state_dict, reference_keys
 
 
@@ -93,7 +93,14 @@ def strict_load(exported, key_shapes):
         assert np.array_equal(value.numpy(), np.asarray(exported[key])), key
 
 
-@pytest.mark.parametrize("infer_type", sorted(RELEASED_NKEYS))
+# Two of the five stage-2 variants as whole files (each is ~350 MB of float32, written three
+# times): between them every released key group (HuBERT's layer mix and conformer, the MFCC
+# down-sampling, the pose, location and face-scale LSTMs). All five variants' keys and shapes
+# at full size are test_anitalker's rules test; the bytes' path does not depend on the variant.
+WHOLE_FILE_VARIANTS = ("hubert_full_control", "mfcc_pose_only")
+
+
+@pytest.mark.parametrize("infer_type", WHOLE_FILE_VARIANTS)
 def test_stage2_file_round_trips_bit_exactly_and_loads_strictly(tmp_path, infer_type):
     path = tmp_path / "stage2.ckpt"
     sd = stage2_release_file(path, infer_type)
@@ -104,28 +111,31 @@ def test_stage2_file_round_trips_bit_exactly_and_loads_strictly(tmp_path, infer_
 
 
 def test_stage2_file_imported_with_its_online_copy_round_trips_as_well(tmp_path):
-    """The online copy as "params" keeps the EMA one apart just as well (one variant: which
-    copy is chosen does not depend on the speech encoder)."""
-    path = tmp_path / "stage2.ckpt"
-    sd = stage2_release_file(path, "mfcc_pose_only")
+    """The online copy as "params" keeps the EMA one apart just as well (a tiny file: which
+    copy is chosen depends neither on the speech encoder nor on the sizes)."""
+    path, sd = tiny_release_file(tmp_path)
     assert_same_tensors(round_trip(tmp_path, "anitalker_stage2", path, weights="model"), sd)
 
 
 def test_stage2_export_of_weights_without_buffers_has_the_released_buffers(tmp_path):
-    path = tmp_path / "stage2.ckpt"
-    sd = stage2_release_file(path, "mfcc_pose_only")
+    """A training run's weights (one copy, no buffers) export as both copies and the
+    release's `x_T` (its shape, whatever the model's size: a tiny file)."""
+    path, sd = tiny_release_file(tmp_path)
     variables = anitalker.import_checkpoint(path)
     for name in ("buffers", "online"):  # as a training run has them: one copy, no buffers
         del variables[name]
     out = tmp_path / "exported.ckpt"
     anitalker.export_checkpoint(variables, out)
     exported = torch_pickle.load(out)
-    assert exported["x_T"].shape == (32, 3, 256, 256) and exported["x_T"].dtype == np.float32
+    assert exported["x_T"].shape == anitalker.X_T_SHAPE and exported["x_T"].dtype == np.float32
+    assert set(exported) == set(sd)
     for key, value in sd.items():
+        if key == "x_T":
+            continue
         assert exported[key].dtype == value.dtype and exported[key].shape == value.shape
         if key.startswith("model.") and not key.endswith("num_batches_tracked"):
             assert np.array_equal(exported[key], sd["ema_" + key]), key  # EMA in both copies
-    strict_load(exported, {k: v.shape for k, v in sd.items()})
+    strict_load(exported, {**{k: v.shape for k, v in sd.items()}, "x_T": anitalker.X_T_SHAPE})
 
 
 def test_lia_file_round_trips_bit_exactly_and_loads_strictly(tmp_path):
