@@ -117,7 +117,10 @@ def to_params(
         elif rule.param_path in out:
             problems.append(f"{rule.param_path} is written by two rules")
         else:
-            out[rule.param_path] = value.astype(dtype) if value.dtype.kind == "f" else value
+            # a copy only where the dtype or the layout needs one: a release's tensors are GBs
+            out[rule.param_path] = (
+                np.asarray(value, dtype, order="C") if value.dtype.kind == "f" else value
+            )
     problems += [
         f"unexpected key {k!r} with shape {tuple(np.shape(v))}"
         for k, v in state_dict.items()
