@@ -96,6 +96,8 @@ def to_params(
     Every state_dict key must be used by a rule (or ignored by `ignore`, e.g. for
     buffers that carry no information such as BatchNorm's num_batches_tracked), every
     rule must find its key, and every reference param must be produced with its shape.
+    A float tensor already of `dtype` whose layout needs no copy is used as it is, so a
+    param may be a (read-only) view of `state_dict`'s array.
     """
     rules = list(rules)
     expected = {k: tuple(v.shape) for k, v in flatten_params(reference).items()}
@@ -117,7 +119,7 @@ def to_params(
         elif rule.param_path in out:
             problems.append(f"{rule.param_path} is written by two rules")
         else:
-            # a copy only where the dtype or the layout needs one: a release's tensors are GBs
+            # a copy only where the dtype or the layout needs one (releases are GBs)
             out[rule.param_path] = (
                 np.asarray(value, dtype, order="C") if value.dtype.kind == "f" else value
             )
