@@ -1,11 +1,11 @@
 """The LivePortrait release as a directory: `jaxtalk import --release=liveportrait` of
 base_models/*.pth and retargeting_models/stitching_retargeting_module.pth, then `jaxtalk
 export` of the weights file, gives back the same files key by key and bit for bit (order,
-`module.` prefixes, BatchNorm counters, the retargeting file's three entries); sizes are
-read from the keys (a tiny model round trips too); a bad key is an error naming the file
-and the key. The released-size directory is built from the reference key list
+`module.` prefixes, BatchNorm counters, the retargeting file's three entries), on tiny
+directories; the sizes import reads from the released key lists
 (shared/reference/keys/liveportrait_state_dicts.txt; the converter's own rules where that
-file is absent) with random tensors; nothing here runs a network."""
+file is absent) are the release's, read from their shapes alone; a bad key is an error
+naming the file and the key. Nothing here runs a network."""
 
 import logging
 import os
@@ -27,12 +27,6 @@ REFERENCE_BLOCKS = {"appearance": "F", "motion": "M", "warping": "W", "spade": "
 REFERENCE_BLOCKS.update(stitching="S_stitching", lip="S_lip", eye="S_eye")
 TINY = {"appearance": TINY_F, "motion": TINY_M, "warping": TINY_W, "spade": TINY_G}
 RELEASED_PARAMS = 836_224 + 28_118_728 + 45_529_829 + 55_365_388 + 45_249 + 37_311 + 144_703
-
-
-def _random(rng, key, shape):
-    if key.endswith("num_batches_tracked"):
-        return np.asarray(rng.integers(0, 10**6), np.int64)
-    return rng.standard_normal(shape, dtype=np.float32)
 
 
 def write_release(root, states, base_dir="base_models", prefixes=None):
@@ -57,25 +51,22 @@ def write_release(root, states, base_dir="base_models", prefixes=None):
     return files
 
 
-def released_states(seed=0):
-    """{group: state_dict} with the release's keys, order and shapes, random values."""
-    rng = np.random.default_rng(seed)
+def released_blocks():
+    """{group: [(key, shape)]}: the release's keys, order and shapes."""
     if KEYS.exists():
-        blocks = {g: reference_block(name) for g, name in REFERENCE_BLOCKS.items()}
-    else:
-        blocks = {}
-        for net in liveportrait.BASE_NETWORKS:
-            zeros = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), net.shapes({}))
-            state = export_state_dict(zeros, net.rules())
-            blocks[net.group] = [(k, v.shape) for k, v in state.items()]
-        for g, cfg in RELEASED.items():
-            sizes = [liveportrait._retargeting_sizes(21)[g][0], *cfg["hidden_sizes"]]
-            sizes.append(cfg["output_size"])
-            blocks[g] = []
-            for i in range(len(sizes) - 1):
-                blocks[g] += [(f"mlp.{2 * i}.weight", (sizes[i + 1], sizes[i]))]
-                blocks[g] += [(f"mlp.{2 * i}.bias", (sizes[i + 1],))]
-    return {g: {k: _random(rng, k, s) for k, s in block} for g, block in blocks.items()}
+        return {g: reference_block(name) for g, name in REFERENCE_BLOCKS.items()}
+    blocks = {}
+    for net in liveportrait.BASE_NETWORKS:
+        zeros = jax.tree.map(lambda s: np.broadcast_to(np.float32(0), s.shape), net.shapes({}))
+        blocks[net.group] = [(k, v.shape) for k, v in export_state_dict(zeros, net.rules()).items()]
+    for g, cfg in RELEASED.items():
+        sizes = [liveportrait._retargeting_sizes(21)[g][0], *cfg["hidden_sizes"]]
+        sizes.append(cfg["output_size"])
+        blocks[g] = []
+        for i in range(len(sizes) - 1):
+            blocks[g] += [(f"mlp.{2 * i}.weight", (sizes[i + 1], sizes[i]))]
+            blocks[g] += [(f"mlp.{2 * i}.bias", (sizes[i + 1],))]
+    return blocks
 
 
 def tiny_states(seed=0):
@@ -116,32 +107,30 @@ def count(tree):
     return sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(tree))
 
 
-def test_released_directory_round_trips_bit_exactly(tmp_path):
-    """The released sizes and key lists through import_release (as `jaxtalk import`),
-    the weights file, and export_release (as `jaxtalk export`)."""
-    files = write_release(tmp_path / "liveportrait", released_states())
-    stored = releases.import_release(
-        "liveportrait", tmp_path / "liveportrait", output=str(tmp_path / "lp.safetensors")
-    )
-    variables = weights.load(stored)
-    assert sorted(variables["params"]) == sorted(
-        ["appearance", "motion", "warping", "spade", "stitching", "lip", "eye"]
-    )
-    assert sorted(variables["batch_stats"]) == ["appearance", "spade", "warping"]
-    assert count(variables["params"]) == RELEASED_PARAMS
-    config = variables["model_config"]
-    assert config["kind"] == "liveportrait" and config["base_dir"] == "base_models"
-    for net in liveportrait.BASE_NETWORKS:  # sizes read from the keys: the release's
+def test_released_key_lists_give_the_release_sizes():
+    """The sizes import reads from the released key lists (shapes only: broadcast zeros) are
+    the modules' defaults and the retargeting MLPs' released sizes, with the released
+    parameter count. The rules' keys and shapes are the models' tests'; the bytes' path
+    through import, the weights file and export is the tiny directories' below (the same
+    code at any size)."""
+    states = {
+        g: {k: np.broadcast_to(np.float32(0), shape) for k, shape in block}
+        for g, block in released_blocks().items()
+    }
+    total, configs = 0, {}
+    for net in liveportrait.BASE_NETWORKS:
+        config = configs[net.group] = net.infer(liveportrait._Keys(states[net.group], "", ""))
         defaults = net.module()
-        for field, value in config[net.group].items():
-            want = getattr(defaults, field)
-            assert value == (list(want) if isinstance(want, tuple) else want), (net.group, field)
-    releases.export_release("liveportrait", variables, tmp_path / "out")
-    assert_same_files(tmp_path / "out", files, tmp_path / "liveportrait")
-    torch = pytest.importorskip("torch")
-    s_file = torch.load(tmp_path / "out" / liveportrait.RETARGETING_FILE, weights_only=True)
-    assert list(s_file) == ["retarget_shoulder", "retarget_mouth", "retarget_eye"]
-    assert list(s_file["retarget_eye"])[-1] == "module.mlp.10.bias"
+        for field, value in config.items():
+            value = tuple(value) if isinstance(value, list) else value
+            assert value == getattr(defaults, field), (net.group, field)
+        total += count(net.shapes(config)["params"])
+    sizes = liveportrait._retargeting_sizes(configs["motion"]["num_kp"])  # M's 21
+    for g, released in RELEASED.items():
+        config = liveportrait._retargeting_config(liveportrait._Keys(states[g], "", ""))
+        assert config == dict(released, input_size=sizes[g][0]), g
+        total += count(liveportrait._retargeting_shapes(config)["params"])
+    assert total == RELEASED_PARAMS
 
 
 @pytest.mark.parametrize(
@@ -156,6 +145,17 @@ def test_tiny_directory_round_trips_with_prefixes_as_read(tmp_path, prefixes):
     assert variables["params"]["lip"]["mlp_6"]["kernel"].shape == (64, 3 * TINY_M["num_kp"])
     liveportrait.export_checkpoint(variables, tmp_path / "out")
     assert_same_files(tmp_path / "out", files, tmp_path / "in")
+
+
+def test_exported_retargeting_file_reads_in_torch(tmp_path):
+    torch = pytest.importorskip("torch")
+    write_release(tmp_path / "in", tiny_states())
+    liveportrait.export_checkpoint(
+        liveportrait.import_checkpoint(tmp_path / "in"), tmp_path / "out"
+    )
+    s_file = torch.load(tmp_path / "out" / liveportrait.RETARGETING_FILE, weights_only=True)
+    assert list(s_file) == ["retarget_shoulder", "retarget_mouth", "retarget_eye"]
+    assert list(s_file["retarget_eye"])[-1] == "module.mlp.10.bias"
 
 
 def test_without_retargeting_file_the_base_is_imported_and_said(tmp_path, caplog):

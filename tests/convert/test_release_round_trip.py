@@ -1,5 +1,5 @@
-"""Whole-file round trips: a file in a release's layout (its official key list and shapes,
-buffers and counters included, random values) -> `jaxtalk import` -> weights file ->
+"""Whole-file round trips: a file in a release's layout (its key list and order, buffers and
+counters included, at tiny sizes, random values) -> `jaxtalk import` -> weights file ->
 `jaxtalk export` is the same file, key by key and bit for bit; and, where torch is
 installed, the exported file loads with a strict `load_state_dict` into a module tree
 built from the release's key list."""
@@ -12,28 +12,8 @@ import pytest
 
 from jaxtalk.convert import anitalker, lia, releases, safe_pickle, torch_pickle, weights
 from jaxtalk.convert.mapping import Rule
-from tests.convert.test_anitalker import released_keys, tiny_release_file
-from tests.convert.test_lia import TINY, random_state_dict, reference_keys
-
-
-def _random_tensor(rng, key, shape):
-    """Random values (uniform: a release-size file is tens of millions of them, and only
-    their bits are compared)."""
-    if key.endswith("num_batches_tracked"):
-        return np.asarray(rng.integers(0, 10**6), np.int64)
-    return rng.random(shape, dtype=np.float32)
-
-
-def stage2_release_file(path, infer_type, seed=0):
-    """`x_T`, `model.*` and `ema_model.*` (different values) as the Lightning module's
-    state_dict holds them."""
-    rng = np.random.default_rng(seed)
-    shapes = {"x_T": anitalker.X_T_SHAPE}
-    for prefix in ("model.", "ema_model."):
-        shapes.update({prefix + k: s for k, s in released_keys(infer_type).items()})
-    sd = {k: _random_tensor(rng, k, s) for k, s in shapes.items()}
-    torch_pickle.save(sd, path)
-    return sd
+from tests.convert.test_anitalker import TINY_KEYS_CONFIG, tiny_release_file
+from tests.convert.test_lia import TINY
 
 
 def round_trip(tmp_path, release, source, **import_options):
@@ -93,17 +73,19 @@ def strict_load(exported, key_shapes):
         assert np.array_equal(value.numpy(), np.asarray(exported[key])), key
 
 
-# Two of the five stage-2 variants as whole files (each is ~350 MB of float32, written three
-# times): between them every released key group (HuBERT's layer mix and conformer, the MFCC
-# down-sampling, the pose, location and face-scale LSTMs). All five variants' keys and shapes
-# at full size are test_anitalker's rules test; the bytes' path does not depend on the variant.
-WHOLE_FILE_VARIANTS = ("hubert_full_control", "mfcc_pose_only")
+# Two of the five stage-2 variants, between them every released key group (HuBERT's layer mix
+# and conformer, the MFCC down-sampling, the pose, location and face-scale LSTMs), on tiny
+# files: the bytes' path does not depend on the sizes. All five variants' keys and shapes at
+# the released sizes, and the config read from them, are test_anitalker's rules test.
+TINY_VARIANTS = {
+    "hubert_full_control": TINY_KEYS_CONFIG,
+    "mfcc_pose_only": dict(TINY_KEYS_CONFIG, infer_type="mfcc_pose_only"),
+}
 
 
-@pytest.mark.parametrize("infer_type", WHOLE_FILE_VARIANTS)
+@pytest.mark.parametrize("infer_type", sorted(TINY_VARIANTS))
 def test_stage2_file_round_trips_bit_exactly_and_loads_strictly(tmp_path, infer_type):
-    path = tmp_path / "stage2.ckpt"
-    sd = stage2_release_file(path, infer_type)
+    path, sd = tiny_release_file(tmp_path, TINY_VARIANTS[infer_type])
     exported = round_trip(tmp_path, "anitalker_stage2", path)
     assert list(exported)[0] == "x_T"  # the Lightning module's order: own buffer first
     assert_same_tensors(exported, sd)
@@ -140,17 +122,20 @@ def test_stage2_export_of_weights_without_buffers_has_the_released_buffers(tmp_p
 
 
 def test_lia_file_round_trips_bit_exactly_and_loads_strictly(tmp_path):
-    keys = reference_keys()
-    gen = random_state_dict(keys)
-    gen["enc.net_app.convs.1.conv2.0.kernel"] = np.nextafter(  # kept as read, not recomputed
-        gen["enc.net_app.convs.1.conv2.0.kernel"], np.float32(1)
-    )
+    """The generator's state_dict in the release's key order (its key spec, which
+    test_lia checks against the released list) at TINY size; a blur kernel one ulp off the
+    release's values is kept as read, not recomputed."""
+    cfg = lia.default_config(**TINY)
+    spec = lia.key_spec("lia", **cfg)
+    gen = spec_state_dict(spec, lia.reference_params("lia", **TINY), np.random.default_rng(0))
+    blur = next(k for k in gen if k.endswith(".kernel"))
+    gen[blur] = np.nextafter(gen[blur], np.float32(1))
     path = tmp_path / "vox.pt"
     torch_pickle.save({"gen": gen}, path)
     exported = round_trip(tmp_path, "lia", path)
     assert list(exported) == ["gen"] and list(exported["gen"]) == list(gen)
     assert_same_tensors(exported["gen"], gen)
-    strict_load(exported["gen"], dict(keys))
+    strict_load(exported["gen"], {k: v.shape for k, v in gen.items()})
 
 
 def spec_state_dict(spec, reference, rng, prefix=""):
