@@ -125,9 +125,7 @@ def test_lia_file_round_trips_bit_exactly_and_loads_strictly(tmp_path):
     """The generator's state_dict in the release's key order (its key spec, which
     test_lia checks against the released list) at TINY size; a blur kernel one ulp off the
     release's values is kept as read, not recomputed."""
-    cfg = lia.default_config(**TINY)
-    spec = lia.key_spec("lia", **cfg)
-    gen = spec_state_dict(spec, lia.reference_params("lia", **TINY), np.random.default_rng(0))
+    gen = tiny_lia_generator(np.random.default_rng(0))
     blur = next(k for k in gen if k.endswith(".kernel"))
     gen[blur] = np.nextafter(gen[blur], np.float32(1))
     path = tmp_path / "vox.pt"
@@ -152,6 +150,12 @@ def spec_state_dict(spec, reference, rng, prefix=""):
         else:
             sd[prefix + entry[0]] = np.asarray(entry[1], np.float32)
     return sd
+
+
+def tiny_lia_generator(rng):
+    """LIA's generator state_dict at TINY size, in its key spec's (the release's) order."""
+    spec = lia.key_spec("lia", **lia.default_config(**TINY))
+    return spec_state_dict(spec, lia.reference_params("lia", **TINY), rng)
 
 
 def _stage1_release(seed=0, extra=()):
@@ -229,7 +233,7 @@ def lia_training_file(path, seed=0):
     'args' (the argparse.Namespace of train.py)."""
     rng = np.random.default_rng(seed)
     cfg = lia.default_config(**TINY)
-    gen = spec_state_dict(lia.key_spec("lia", **cfg), lia.reference_params("lia", **TINY), rng)
+    gen = tiny_lia_generator(rng)
     dis_spec = lia.discriminator_key_spec(cfg["size"], cfg["width"])
     dis_ref = lia.discriminator_reference_params(cfg["size"], cfg["width"])
     dis = spec_state_dict(dis_spec, dis_ref, rng)
@@ -274,7 +278,7 @@ def test_lia_training_file_written_by_torch_round_trips_whole(tmp_path):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
     cfg = lia.default_config(**TINY)
-    gen = spec_state_dict(lia.key_spec("lia", **cfg), lia.reference_params("lia", **TINY), rng)
+    gen = tiny_lia_generator(rng)
     dis_spec = lia.discriminator_key_spec(cfg["size"], cfg["width"])
     dis_ref = lia.discriminator_reference_params(cfg["size"], cfg["width"])
     dis = spec_state_dict(dis_spec, dis_ref, rng)
