@@ -32,9 +32,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
+from orbax.checkpoint._src import asyncio_utils as orbax_async
 from orbax.checkpoint._src.metadata import empty_values as orbax_empty
 from orbax.checkpoint._src.metadata import tree as orbax_tree
 from orbax.checkpoint._src.metadata.value_metadata_entry import ValueMetadataEntry
+from orbax.checkpoint._src.path import temporary_paths as orbax_unfinished
 from orbax.checkpoint._src.serialization import serialization as orbax_reads
 
 from jaxtalk import fs
@@ -92,6 +94,33 @@ def _whole_arrays_on_cpu() -> None:
         absl_logger.removeFilter(overriding)
 
 
+def _remove_unfinished_saves(directory: str, options: ocp.CheckpointManagerOptions) -> None:
+    """Deletes the steps a killed run left half written, before anything lists the steps.
+
+    Not orbax's `cleanup_tmp_directories`: that deletes in a background thread while the
+    manager lists the directory, and on a bucket a folder exists only through its objects,
+    so deleting a run's one unfinished step (killed during its first save) could make the
+    folder vanish between orbax's existence check and its listing (FileNotFoundError, the
+    restart fails). Here the primary process deletes them first, the others wait for it.
+    """
+    orbax_async.run_sync(
+        orbax_unfinished.cleanup_temporary_paths(
+            directory,
+            multiprocessing_options=options.multiprocessing_options,
+            temporary_path_cls=options.temporary_path_class,
+            atomicity_options=options.atomicity_options,
+        )
+    )
+    _all_processes_reach("jaxtalk_unfinished_checkpoints_removed")
+
+
+def _all_processes_reach(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 class Checkpointer:
     ITEMS = ("state", "data", "config", "frozen")
 
@@ -102,8 +131,8 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             enable_async_checkpointing=config.checkpoint.async_save,
             preservation_policy=_preservation(config),
-            cleanup_tmp_directories=True,
         )
+        _remove_unfinished_saves(self.directory, options)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=self.ITEMS)
 
     def restore_newest(
@@ -128,10 +157,7 @@ class Checkpointer:
                 fs.copy_tree(source, fs.join(target, str(step)))
                 fs.rmtree(source)
                 _report(f"moved the damaged checkpoint step {step} to {target}")
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices("jaxtalk_set_aside_damaged_checkpoints")
+        _all_processes_reach("jaxtalk_set_aside_damaged_checkpoints")
         self.manager.reload()
 
     def save(

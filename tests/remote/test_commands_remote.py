@@ -91,3 +91,25 @@ def test_remote_emulator_train_killed_then_resumed(gcs):
     assert steps == [10, 20, 30, 40, 50, 60], steps  # appended across runs, none repeated
     assert fs.listdir(fs.join(workdir, "checkpoints"))[-1] == "60"
     _no_local_gs_directory()
+
+
+def test_remote_emulator_first_save_killed_half_written_then_restarted(gcs):
+    """A run killed during its first save leaves step 1 without orbax's commit file, the only
+    objects under checkpoints/. The restart deletes it before listing the steps (the folder
+    then no longer exists: a bucket has folders only through their objects), finds none and
+    saves afresh."""
+    from configs import toy_regression
+    from jaxtalk.train import checkpoints
+
+    workdir = f"{gcs}/runs/killed"
+    unfinished = fs.join(workdir, "checkpoints", "1")
+    for i in range(40):  # enough objects that deleting them takes a while
+        fs.write_bytes(fs.join(unfinished, "state", f"part{i}"), b"half")
+    config = toy_regression.get_config("tiny")
+    config.checkpoint.async_save = False
+    restarted = checkpoints.Checkpointer(workdir, config)
+    assert restarted.manager.all_steps() == []
+    assert not fs.exists(unfinished)  # gone before the run goes on, not in the background
+    restarted.save(1, {"w": np.arange(3.0)}, {"epoch": 0})
+    restarted.close()
+    assert checkpoints.Checkpointer(workdir, config).manager.all_steps() == [1]
