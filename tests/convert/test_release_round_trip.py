@@ -6,6 +6,7 @@ built from the release's key list."""
 
 import argparse
 import collections
+import functools
 
 import numpy as np
 import pytest
@@ -83,13 +84,16 @@ TINY_VARIANTS = {
 }
 
 
-@pytest.mark.parametrize("infer_type", sorted(TINY_VARIANTS))
-def test_stage2_file_round_trips_bit_exactly_and_loads_strictly(tmp_path, infer_type):
+def stage2_round_trip(tmp_path, infer_type):
     path, sd = tiny_release_file(tmp_path, TINY_VARIANTS[infer_type])
-    exported = round_trip(tmp_path, "anitalker_stage2", path)
+    return round_trip(tmp_path, "anitalker_stage2", path), sd
+
+
+@pytest.mark.parametrize("infer_type", sorted(TINY_VARIANTS))
+def test_stage2_file_round_trips_bit_exactly(tmp_path, infer_type):
+    exported, sd = stage2_round_trip(tmp_path, infer_type)
     assert list(exported)[0] == "x_T"  # the Lightning module's order: own buffer first
     assert_same_tensors(exported, sd)
-    strict_load(exported, {k: v.shape for k, v in sd.items()})
 
 
 def test_stage2_file_imported_with_its_online_copy_round_trips_as_well(tmp_path):
@@ -99,18 +103,25 @@ def test_stage2_file_imported_with_its_online_copy_round_trips_as_well(tmp_path)
     assert_same_tensors(round_trip(tmp_path, "anitalker_stage2", path, weights="model"), sd)
 
 
-def test_stage2_export_of_weights_without_buffers_has_the_released_buffers(tmp_path):
-    """A training run's weights (one copy, no buffers) export as both copies and the
-    release's `x_T` (its shape, whatever the model's size: a tiny file)."""
+RELEASED_X_T = (32, 3, 256, 256)  # the release's, not the module's constant
+
+
+def stage2_export_without_buffers(tmp_path):
+    """A training run's weights (one copy, no buffers) exported; and the released file."""
     path, sd = tiny_release_file(tmp_path)
     variables = anitalker.import_checkpoint(path)
     for name in ("buffers", "online"):  # as a training run has them: one copy, no buffers
         del variables[name]
     out = tmp_path / "exported.ckpt"
     anitalker.export_checkpoint(variables, out)
-    exported = torch_pickle.load(out)
-    released_x_t = (32, 3, 256, 256)  # the release's, not the module's constant
-    assert exported["x_T"].shape == released_x_t and exported["x_T"].dtype == np.float32
+    return torch_pickle.load(out), sd
+
+
+def test_stage2_export_of_weights_without_buffers_has_the_released_buffers(tmp_path):
+    """A training run's weights export as both copies and the release's `x_T` (its shape,
+    whatever the model's size: a tiny file)."""
+    exported, sd = stage2_export_without_buffers(tmp_path)
+    assert exported["x_T"].shape == RELEASED_X_T and exported["x_T"].dtype == np.float32
     assert set(exported) == set(sd)
     for key, value in sd.items():
         if key == "x_T":
@@ -118,22 +129,24 @@ def test_stage2_export_of_weights_without_buffers_has_the_released_buffers(tmp_p
         assert exported[key].dtype == value.dtype and exported[key].shape == value.shape
         if key.startswith("model.") and not key.endswith("num_batches_tracked"):
             assert np.array_equal(exported[key], sd["ema_" + key]), key  # EMA in both copies
-    strict_load(exported, {**{k: v.shape for k, v in sd.items()}, "x_T": released_x_t})
 
 
-def test_lia_file_round_trips_bit_exactly_and_loads_strictly(tmp_path):
-    """The generator's state_dict in the release's key order (its key spec, which
-    test_lia checks against the released list) at TINY size; a blur kernel one ulp off the
-    release's values is kept as read, not recomputed."""
+def lia_round_trip(tmp_path):
     gen = tiny_lia_generator(np.random.default_rng(0))
     blur = next(k for k in gen if k.endswith(".kernel"))
     gen[blur] = np.nextafter(gen[blur], np.float32(1))
     path = tmp_path / "vox.pt"
     torch_pickle.save({"gen": gen}, path)
-    exported = round_trip(tmp_path, "lia", path)
+    return round_trip(tmp_path, "lia", path), gen
+
+
+def test_lia_file_round_trips_bit_exactly(tmp_path):
+    """The generator's state_dict in the release's key order (its key spec, which
+    test_lia checks against the released list) at TINY size; a blur kernel one ulp off the
+    release's values is kept as read, not recomputed."""
+    exported, gen = lia_round_trip(tmp_path)
     assert list(exported) == ["gen"] and list(exported["gen"]) == list(gen)
     assert_same_tensors(exported["gen"], gen)
-    strict_load(exported["gen"], {k: v.shape for k, v in gen.items()})
 
 
 def spec_state_dict(spec, reference, rng, prefix=""):
@@ -167,13 +180,16 @@ def _stage1_release(seed=0, extra=()):
     return sd
 
 
-def test_stage1_file_round_trips_bit_exactly_and_loads_strictly(tmp_path):
+def stage1_round_trip(tmp_path):
     sd = _stage1_release()
     torch_pickle.save(sd, tmp_path / "stage1.ckpt")
-    exported = round_trip(tmp_path, "anitalker_stage1", tmp_path / "stage1.ckpt")
+    return round_trip(tmp_path, "anitalker_stage1", tmp_path / "stage1.ckpt"), sd
+
+
+def test_stage1_file_round_trips_bit_exactly(tmp_path):
+    exported, sd = stage1_round_trip(tmp_path)
     assert list(exported) == list(sd)
     assert_same_tensors(exported, sd)
-    strict_load(exported, {k: v.shape for k, v in sd.items()})
     # training-only keys that import skips on request are kept and written back in place
     sd = _stage1_release(extra=("club.mu.weight", "aam.weight"))
     sd = {"aam.weight": sd.pop("aam.weight"), **sd}
@@ -183,6 +199,39 @@ def test_stage1_file_round_trips_bit_exactly_and_loads_strictly(tmp_path):
     )
     assert list(back) == list(sd)
     assert_same_tensors(back, sd)
+
+
+def strict_case(build, part=None, **released_shapes):
+    """`build`'s exported state_dict (or its `part`) and the key shapes of the released file
+    it was made from, with the release's shapes where they differ."""
+
+    def case(tmp_path):
+        exported, sd = build(tmp_path)
+        return (exported[part] if part else exported), {
+            **{k: v.shape for k, v in sd.items()},
+            **released_shapes,
+        }
+
+    return case
+
+
+STRICT_LOADS = {
+    **{
+        f"stage2_{infer_type}": strict_case(
+            functools.partial(stage2_round_trip, infer_type=infer_type)
+        )
+        for infer_type in TINY_VARIANTS
+    },
+    "stage2_without_buffers": strict_case(stage2_export_without_buffers, x_T=RELEASED_X_T),
+    "lia": strict_case(lia_round_trip, part="gen"),
+    "stage1": strict_case(stage1_round_trip),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STRICT_LOADS))
+def test_exported_file_loads_strictly_in_torch(tmp_path, case):
+    pytest.importorskip("torch")
+    strict_load(*STRICT_LOADS[case](tmp_path))
 
 
 # ----------------------------------------------------------------------------- whole files

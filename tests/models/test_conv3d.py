@@ -25,22 +25,35 @@ def test_params_are_those_of_torch_nn_conv(kernel, padding):
     assert tuple(axes["kernel"]) == (None, None, None, "conv_in", "conv_out")
 
 
-@pytest.mark.parametrize("method", ["native", "slices", "concat", "patches"])
-@pytest.mark.parametrize("kernel, padding", CASES)
-def test_every_method_is_the_same_conv(method, kernel, padding):
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 6, 5, 4, 3))
+def _input_and_variables(kernel, padding):
+    """A random input and the float64 module's variables with a non-zero bias."""
+    x = np.random.default_rng(0).standard_normal((2, 6, 5, 4, 3))
     module = conv3d.Conv3d(4, kernel, padding, dtype=jnp.float64, param_dtype=jnp.float64)
     with jax.enable_x64(True):
         variables = module.init(jax.random.PRNGKey(0), jnp.asarray(x))
-        variables = jax.tree.map(lambda a: a + 0.1, nn.unbox(variables))  # a non-zero bias
+        variables = jax.tree.map(lambda a: a + 0.1, nn.unbox(variables))
+    return module, x, variables
+
+
+@pytest.mark.parametrize("method", ["native", "slices", "concat", "patches"])
+@pytest.mark.parametrize("kernel, padding", CASES)
+def test_every_method_is_the_same_conv(method, kernel, padding):
+    module, x, variables = _input_and_variables(kernel, padding)
+    with jax.enable_x64(True):
         got = module.clone(method=method).apply(variables, jnp.asarray(x))
         want = conv(4, kernel, padding=padding, dtype=jnp.float64, param_dtype=jnp.float64).apply(
             variables, jnp.asarray(x)
         )
         assert got.shape == want.shape == (2, 6 - kernel[0] + 1 + 2 * padding) + got.shape[2:]
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel, padding", CASES)
+def test_the_conv_is_torchs_conv3d(kernel, padding):
     torch = pytest.importorskip("torch")
+    module, x, variables = _input_and_variables(kernel, padding)
+    with jax.enable_x64(True):
+        got = module.clone(method="native").apply(variables, jnp.asarray(x))
     k = np.asarray(variables["params"]["kernel"]).transpose(4, 3, 0, 1, 2)
     ref = torch.nn.functional.conv3d(
         torch.from_numpy(x.transpose(0, 4, 1, 2, 3)),
