@@ -36,6 +36,7 @@ from orbax.checkpoint._src import asyncio_utils as orbax_async
 from orbax.checkpoint._src.metadata import empty_values as orbax_empty
 from orbax.checkpoint._src.metadata import tree as orbax_tree
 from orbax.checkpoint._src.metadata.value_metadata_entry import ValueMetadataEntry
+from orbax.checkpoint._src.path import step as orbax_steps
 from orbax.checkpoint._src.path import temporary_paths as orbax_unfinished
 from orbax.checkpoint._src.serialization import serialization as orbax_reads
 
@@ -401,7 +402,13 @@ def is_run(path: str) -> bool:
 
 
 def saved_steps(workdir: str) -> list[int]:
-    return sorted(int(s) for s in fs.listdir(_directory(workdir)) if s.isdigit())
+    """The run's complete checkpoints, as its training resumes from them: not a save in
+    progress or cut short, which orbax keeps under a temporary name on a disk but writes in
+    place on a bucket, marked complete by a commit file written last (a run evaluated while
+    it trains must not read its step being written, nor report it damaged)."""
+    directory = _directory(workdir)
+    with fs.guarded(directory, "list"):
+        return sorted(m.step for m in orbax_steps.standard_name_format().find_all(directory))
 
 
 def resolve_step(workdir: str, step: int | None = None) -> int:

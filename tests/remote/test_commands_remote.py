@@ -113,3 +113,24 @@ def test_remote_emulator_first_save_killed_half_written_then_restarted(gcs):
     restarted.save(1, {"w": np.arange(3.0)}, {"epoch": 0})
     restarted.close()
     assert checkpoints.Checkpointer(workdir, config).manager.all_steps() == [1]
+
+
+def test_remote_emulator_a_save_in_progress_is_not_a_saved_step(gcs, capsys):
+    """On a bucket orbax writes a step in place and marks it complete with a commit file
+    written last: a step still being written (a run training while it is evaluated) is not
+    among the run's steps, and is neither read nor reported damaged."""
+    from configs import toy_regression
+    from jaxtalk.train import checkpoints
+
+    workdir = f"{gcs}/runs/live"
+    config = toy_regression.get_config("tiny")
+    config.checkpoint.async_save = False
+    run = checkpoints.Checkpointer(workdir, config)
+    run.save(1, {"params": {"model": {"w": np.arange(3.0)}}}, {"epoch": 0})
+    run.close()
+    fs.write_bytes(fs.join(workdir, "checkpoints", "2", "state", "part0"), b"half")
+    assert checkpoints.saved_steps(workdir) == [1]
+    assert checkpoints.resolve_step(workdir) == 1
+    w = checkpoints.group_variables(workdir, "model")["params"]["w"]
+    np.testing.assert_array_equal(w, np.arange(3.0))
+    assert "cannot be restored" not in capsys.readouterr().err
