@@ -7,8 +7,10 @@ from there (`load_frozen_groups`), failing with a one-line `FrozenSourceError` w
 source is gone or holds other weights than the run started with.
 
 Saves are asynchronous (the loop keeps stepping while the arrays are written) and atomic
-(orbax writes to a temporary directory and renames it once complete), so a run killed at
-any moment resumes from the last complete checkpoint. Restoring takes the abstract state
+(on a disk orbax writes to a temporary directory and renames it once complete; on a bucket
+it writes in place and marks the step complete with a commit file written last), so a run
+killed at any moment resumes from the last complete checkpoint, and only complete steps are
+listed (`saved_steps`). Restoring takes the abstract state
 with the *current* run's shardings, which is what lets a run saved on 8 devices resume on 4.
 
 A damaged newest checkpoint (half copied, a truncated or deleted file) does not stop a run:
