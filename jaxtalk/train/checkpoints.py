@@ -413,22 +413,40 @@ def saved_steps(workdir: str) -> list[int]:
         return sorted(m.step for m in orbax_steps.standard_name_format().find_all(directory))
 
 
+def _incomplete_steps(workdir: str, complete: list[int]) -> tuple[int, ...]:
+    """Step folders that are not complete checkpoints (on a bucket: no commit file yet)."""
+    directory = _directory(workdir)
+    if not fs.isdir(directory):
+        return ()
+    named = {int(s) for s in fs.listdir(directory) if s.isdigit()}
+    return tuple(sorted(named - set(complete)))
+
+
 def resolve_step(workdir: str, step: int | None = None) -> int:
     """`step` when the run saved it, else the newest step that can be read (an older one
-    after a damaged one, reported; see `restore_newest`)."""
+    after a damaged one, reported; see `restore_newest`). Newer incomplete steps are
+    reported, not read."""
     steps = saved_steps(workdir)
+    incomplete = _incomplete_steps(workdir, steps)
     if not steps:
-        raise ValueError(f"{workdir}: no checkpoints in {fs.join(workdir, 'checkpoints')}")
+        also = f" (incomplete: steps {list(incomplete)})" if incomplete else ""
+        raise ValueError(f"{workdir}: no checkpoints in {fs.join(workdir, 'checkpoints')}{also}")
     if step is None:
-        return _newest_readable(_directory(workdir), tuple(steps))
+        newer = tuple(s for s in incomplete if s > steps[-1])
+        return _newest_readable(_directory(workdir), tuple(steps), newer)
     if step not in steps:
         raise ValueError(f"{workdir}: no checkpoint at step {step} (have {steps})")
     return step
 
 
 @functools.lru_cache(maxsize=None)
-def _newest_readable(directory: str, steps: tuple[int, ...]) -> int:
-    # Once per listing: a run read several times (config, then groups) reports damage once.
+def _newest_readable(directory: str, steps: tuple[int, ...], incomplete: tuple[int, ...]) -> int:
+    # Once per listing: a run read several times (config, then groups) reports once.
+    if incomplete:
+        _report(
+            f"checkpoint steps {list(incomplete)} in {directory} are incomplete (a save in "
+            f"progress or cut short: no commit file); reading step {steps[-1]} and older"
+        )
     return restore_newest(directory, steps, functools.partial(_read_step, directory))[0]
 
 

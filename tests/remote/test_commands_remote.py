@@ -118,7 +118,7 @@ def test_remote_emulator_first_save_killed_half_written_then_restarted(gcs):
 def test_remote_emulator_a_save_in_progress_is_not_a_saved_step(gcs, capsys):
     """On a bucket orbax writes a step in place and marks it complete with a commit file
     written last: a step still being written (a run training while it is evaluated) is not
-    among the run's steps, and is neither read nor reported damaged."""
+    among the run's steps; it is reported as incomplete, not read or reported damaged."""
     from configs import toy_regression
     from jaxtalk.train import checkpoints
 
@@ -133,4 +133,6 @@ def test_remote_emulator_a_save_in_progress_is_not_a_saved_step(gcs, capsys):
     assert checkpoints.resolve_step(workdir) == 1
     w = checkpoints.group_variables(workdir, "model")["params"]["w"]
     np.testing.assert_array_equal(w, np.arange(3.0))
-    assert "cannot be restored" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cannot be restored" not in err
+    assert f"checkpoint steps [2] in {workdir}/checkpoints are incomplete" in err
