@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from jaxtalk import fs
@@ -105,6 +106,8 @@ def test_remote_emulator_first_save_killed_half_written_then_restarted(gcs):
     unfinished = fs.join(workdir, "checkpoints", "1")
     for i in range(40):  # enough objects that deleting them takes a while
         fs.write_bytes(fs.join(unfinished, "state", f"part{i}"), b"half")
+    with pytest.raises(ValueError, match=r"no checkpoints in .* \(incomplete: steps \[1\]\)"):
+        checkpoints.resolve_step(workdir)  # eval of the killed run: nothing complete to read
     config = toy_regression.get_config("tiny")
     config.checkpoint.async_save = False
     restarted = checkpoints.Checkpointer(workdir, config)
@@ -112,7 +115,9 @@ def test_remote_emulator_first_save_killed_half_written_then_restarted(gcs):
     assert not fs.exists(unfinished)  # gone before the run goes on, not in the background
     restarted.save(1, {"w": np.arange(3.0)}, {"epoch": 0})
     restarted.close()
-    assert checkpoints.Checkpointer(workdir, config).manager.all_steps() == [1]
+    again = checkpoints.Checkpointer(workdir, config)
+    assert again.manager.all_steps() == [1]
+    again.close()
 
 
 def test_remote_emulator_a_save_in_progress_is_not_a_saved_step(gcs, capsys):
