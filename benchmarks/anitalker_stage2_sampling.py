@@ -20,12 +20,13 @@ from flax import linen as nn
 from jaxtalk.diffusion import samplers, schedules
 from jaxtalk.models.anitalker.stage2 import DiffusionPredictor, init_inputs
 from jaxtalk.models.audio import hubert as hubert_lib
+from jaxtalk.train.grouped_init import eval_shape_init
 
 FPS = 25
 
 
 def random_variables(model, inputs, seed=0):
-    shapes = nn.meta.unbox(jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *inputs)))
+    shapes = nn.meta.unbox(eval_shape_init(lambda: model.init(jax.random.PRNGKey(0), *inputs)))
     rng = np.random.RandomState(seed)
     return {
         "params": jax.tree.map(
@@ -102,7 +103,7 @@ def main():
 
 def random_variables_hubert(model):
     shapes = nn.meta.unbox(
-        jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 16000), np.float32)))
+        eval_shape_init(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 16000), np.float32)))
     )
     rng = np.random.RandomState(0)
     return jax.tree.map(lambda s: (rng.randn(*s.shape) * 0.02).astype(np.float32), shapes)

@@ -23,6 +23,7 @@ from jaxtalk.convert import weights
 from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.models.anitalker.stage2 import DiffusionPredictor, init_inputs
 from jaxtalk.models.lia.generator import LIAGenerator
+from jaxtalk.train.grouped_init import eval_shape_init
 from tests.tasks import helpers
 from tests.train.helpers import REPO, cli_env
 
@@ -36,7 +37,7 @@ def random_variables(module: nn.Module, *inputs, seed: int = 0) -> dict:
     """`module`'s variables filled with small random numbers (normalization statistics:
     mean 0, variance 1), shaped by `jax.eval_shape`: no init is compiled, which takes tens
     of seconds for these models on a small CPU."""
-    shapes = nn.meta.unbox(jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs))
+    shapes = nn.meta.unbox(eval_shape_init(module.init, jax.random.PRNGKey(0), *inputs))
     rng = np.random.default_rng(seed)
 
     def fill(path, leaf):

@@ -7,6 +7,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from jaxtalk.train.grouped_init import eval_shape_init
+
 ONES = ("scale", "var")  # norm scales, running variances
 ZEROS = ("bias", "mean")
 
@@ -16,7 +18,7 @@ def random_variables(init, *args, seed: int = 0):
     scales and running variances, zeros for biases and running means, and N(0, 1 / fan_in)
     for everything else (fan_in: the product of all but the last axis), which keeps
     activations at about unit scale through a stack of linear layers."""
-    shapes = nn.meta.unbox(jax.eval_shape(init, *args))
+    shapes = nn.meta.unbox(eval_shape_init(init, *args))
     rng = np.random.default_rng(seed)
 
     def draw(path, leaf):

@@ -52,6 +52,7 @@ from jaxtalk.convert.mapping import (
 )
 from jaxtalk.convert.releases import Release, ReleaseFile
 from jaxtalk.models.audio.hubert import HubertConfig, HubertModel
+from jaxtalk.train.grouped_init import eval_shape_init
 
 # The public files this converter imports (`jaxtalk import --release=NAME`).
 RELEASES = [
@@ -204,7 +205,7 @@ def variables_from_state_dict(
 ) -> dict:
     model = HubertModel(config)
     reference = nn.meta.unbox(
-        jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 400), np.float32)))
+        eval_shape_init(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 400), np.float32)))
     )["params"]
     rules = rules_for(config, weight_norm_style(sd))
     return {"params": strict_params(sd, rules, reference, source)}

@@ -25,6 +25,7 @@ import numpy as np
 from flax import traverse_util
 
 from jaxtalk.errors import InputError
+from jaxtalk.train.grouped_init import eval_shape_init
 
 Array = np.ndarray
 
@@ -242,7 +243,7 @@ def _traced_shapes(module: nn.Module, inputs: tuple) -> dict:
         return module.init(rng, *(next(given) if t else x for t, x in zip(traced, inputs)))
 
     arrays = [x for t, x in zip(traced, inputs) if t]
-    return nn.unbox(jax.eval_shape(init, jax.random.PRNGKey(0), *arrays))
+    return nn.unbox(eval_shape_init(init, jax.random.PRNGKey(0), *arrays))
 
 
 _cached_shapes = functools.lru_cache(maxsize=32)(_traced_shapes)

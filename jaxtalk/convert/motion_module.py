@@ -41,6 +41,7 @@ from jaxtalk.convert.mapping import (
 )
 from jaxtalk.convert.releases import Release
 from jaxtalk.models.latent_diffusion.motion_module import MotionModule, position_table
+from jaxtalk.train.grouped_init import eval_shape_init
 
 KIND = "animatediff_motion_modules"
 SD15_DOWN = (320, 640, 1280, 1280)  # per down block, 2 modules each; up blocks reversed, 3 each
@@ -147,7 +148,7 @@ def module_shapes(channels: int, config: Mapping | None = None) -> dict:
     """One module's params shapes (jax.eval_shape: nothing is computed)."""
     module = _module(channels, config or {})
     x = jax.ShapeDtypeStruct((2, 1, 1, channels), jnp.float32)
-    shapes = jax.eval_shape(lambda rng, x: module.init(rng, x, 2), jax.random.PRNGKey(0), x)
+    shapes = eval_shape_init(lambda rng, x: module.init(rng, x, 2), jax.random.PRNGKey(0), x)
     return nn.unbox(shapes)["params"]
 
 

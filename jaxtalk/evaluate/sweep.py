@@ -31,6 +31,7 @@ from jaxtalk.evaluate import registry, report, results
 from jaxtalk.evaluate.eval_sets import TestSet
 from jaxtalk.train import checkpoints
 from jaxtalk.train.data import to_global
+from jaxtalk.train.grouped_init import eval_shape_init
 from jaxtalk.train.sharding import activation_context, make_mesh, place
 from jaxtalk.train.task import get_task
 
@@ -146,7 +147,7 @@ class Evaluator:
         key = (fs.absolute(run), step)
         if self._variables is None or self._variables[0] != key:
             if entry.boxed is None:
-                entry.boxed = jax.eval_shape(entry.task.init, jax.random.PRNGKey(0), batch)
+                entry.boxed = eval_shape_init(entry.task.init, jax.random.PRNGKey(0), batch)
             params, model_state = entry.boxed
             variables = checkpoints.eval_variables(run, step)
             self._variables = (

@@ -20,6 +20,11 @@ norm vectors, caches) sees the real ones. Initializers that do not use their key
 ones), close over traced values, or have no twin run where flax runs them, in the second
 pass, as do those created inside lifted transforms (`nn.remat`), whose keys live in an
 inner trace.
+
+`eval_shape_init(init, ...)` is `jax.eval_shape` of an init wanted for its shapes alone (the
+converters' `variable_shapes`, release-size checks): the same hook gives every new parameter
+zeros in its initializer's remembered shape, without deriving its key or tracing the
+initializer.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from flax.core import meta
 from flax.core import scope as flax_scope
 from jax.extend import core as jax_core
 
-from jaxtalk.train.init_shapes import init_shapes
+from jaxtalk.train.init_shapes import init_shapes, init_structure, remembered
 
 # A group's stacked values exist beside the parameters until they are sliced out: bounded so
 # that a large model's init does not need twice its parameters' memory.
@@ -90,11 +95,24 @@ flax_scope.Scope.param = _param
 def _new_params_go_to(handler):
     """Within: this thread's new parameters take the value handler(scope, name, init,
     init_args) returns (init(key, *init_args) is flax's initializer call)."""
-    _mode.handler = handler
+    outer, _mode.handler = getattr(_mode, "handler", None), handler
     try:
         yield
     finally:
-        _mode.handler = None
+        _mode.handler = outer
+
+
+def _zeros_like_init(scope, name, init, init_args):
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), init_structure(init, init_args, {}))
+
+
+def eval_shape_init(init_fn: Callable, *args, **kwargs):
+    """`jax.eval_shape(init_fn, *args, **kwargs)` for a flax init (`Module.init`) traced for
+    its variables' shapes only: each new parameter is zeros in what its initializer returns
+    (remembered per kind of initializer, init_shapes), so no key is derived and no random
+    initializer traced for it (a third of a release-size init's trace)."""
+    with _new_params_go_to(_zeros_like_init):
+        return jax.eval_shape(init_fn, *args, **kwargs)
 
 
 def _next_key(scope) -> flax_scope.LazyRng:
@@ -125,7 +143,14 @@ class _Record:
     def __init__(self, where, lazy, init, args, outer: bool):
         self.where, self.init, self.args, self.outer = where, init, args, outer
         self.root, self.suffix = lazy.rng, lazy.suffix
-        self.jaxpr, self.shape = jax.make_jaxpr(self.value_for, return_shape=True)(self.root)
+        # the same for every parameter of this kind: traced once per kind and key type
+        self.jaxpr, self.shape, self.text = remembered(
+            f"jaxpr of {jax.typeof(self.root)}", self._traced, init, args, {}
+        )
+
+    def _traced(self, init, args, kwargs):
+        jaxpr, shape = jax.make_jaxpr(self.value_for, return_shape=True)(self.root)
+        return jaxpr, shape, str(jaxpr)
 
     def value_for(self, key):
         return self.init(key, *self.args)
@@ -141,7 +166,7 @@ class _Record:
         uses_key = any(v is k for e in jaxpr.eqns for v in e.invars for k in jaxpr.invars)
         if self.jaxpr.consts or not uses_key or not self.outer:
             return None
-        return id(self.root), str(self.jaxpr), jax.tree.structure(self.shape)
+        return id(self.root), self.text, jax.tree.structure(self.shape)
 
 
 def _computed_groups(records: list[_Record]) -> dict[int, object]:

@@ -52,21 +52,36 @@ def _fingerprint(x, depth: int = 0):
     raise _NoFingerprint
 
 
+def _traced_structure(init_fn, args, kwargs):
+    return jax.eval_shape(lambda: init_fn(jax.random.key(0), *args, **kwargs))
+
+
 def _traced_shapes(init_fn, args, kwargs) -> list[tuple]:
-    out = jax.eval_shape(lambda: init_fn(jax.random.key(0), *args, **kwargs))
-    return [tuple(s.shape) for s in jax.tree.leaves(out)]
+    return [tuple(s.shape) for s in jax.tree.leaves(_traced_structure(init_fn, args, kwargs))]
+
+
+def remembered(what: str, compute, init_fn, args: tuple, kwargs: dict):
+    """compute(init_fn, args, kwargs), remembered per `what` and kind of initializer (computed
+    every time for one that cannot be fingerprinted)."""
+    try:  # the dtypes an initializer gives depend on the x64 flag
+        key = what, jax.config.jax_enable_x64, _fingerprint((init_fn, args, kwargs))
+    except _NoFingerprint:
+        return compute(init_fn, args, kwargs)
+    value = _remembered.get(key)
+    if value is None:
+        value = compute(init_fn, args, kwargs)
+        if len(_remembered) >= _MAX_REMEMBERED:
+            _remembered.clear()
+        _remembered[key] = value
+    return value
 
 
 def init_shapes(init_fn, args: tuple, kwargs: dict) -> list[tuple]:
     """The shapes of the leaves `init_fn(key, *args, **kwargs)` returns, in tree order."""
-    try:
-        key = _fingerprint((init_fn, args, kwargs))
-    except _NoFingerprint:
-        return _traced_shapes(init_fn, args, kwargs)
-    shapes = _remembered.get(key)
-    if shapes is None:
-        shapes = _traced_shapes(init_fn, args, kwargs)
-        if len(_remembered) >= _MAX_REMEMBERED:
-            _remembered.clear()
-        _remembered[key] = shapes
-    return shapes
+    return remembered("shapes", _traced_shapes, init_fn, args, kwargs)
+
+
+def init_structure(init_fn, args: tuple, kwargs: dict):
+    """What `init_fn(key, *args, **kwargs)` returns, abstractly: its tree (partitioning boxes
+    included) with a jax.ShapeDtypeStruct per leaf."""
+    return remembered("structure", _traced_structure, init_fn, args, kwargs)

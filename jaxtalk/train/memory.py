@@ -20,6 +20,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxtalk.train import sharding
+from jaxtalk.train.grouped_init import eval_shape_init
 
 
 def _leaves(tree):
@@ -69,7 +70,7 @@ def abstract_state(model, tx, rng, *init_args):
         params = model.init(rng, *args)["params"]
         return {"params": params, "opt": tx.init(params)}
 
-    return jax.eval_shape(init, rng, *init_args)
+    return eval_shape_init(init, rng, *init_args)
 
 
 def compile_placement(boxed_state, mesh, rules):

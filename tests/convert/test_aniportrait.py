@@ -21,6 +21,7 @@ from jaxtalk.convert.mapping import ConversionError, export_state_dict, flatten_
 from jaxtalk.errors import InputError
 from jaxtalk.models.aniportrait.pose_guider import RELEASE, PoseGuiderConfig
 from jaxtalk.models.latent_diffusion import unet as ld
+from jaxtalk.train.grouped_init import eval_shape_init
 from tests.convert.test_motion_module import _release_file as motion_file
 
 CODE = os.environ.get("ANIPORTRAIT_CODE")
@@ -160,7 +161,7 @@ def test_imported_tree_fits_the_models(release_dir):
         "pose_guider": (jnp.zeros((1, 2, 16, 16, 3)),),
     }
     for group, args in inits.items():
-        shapes = nn.unbox(jax.eval_shape(modules[group].init, jax.random.PRNGKey(0), *args))
+        shapes = nn.unbox(eval_shape_init(modules[group].init, jax.random.PRNGKey(0), *args))
         want = {k: v.shape for k, v in flatten_params(shapes["params"]).items()}
         got = {k: np.shape(v) for k, v in flatten_params(variables["params"][group]).items()}
         assert got == want, group

@@ -9,6 +9,7 @@ from jaxtalk.convert import anitalker as conv
 from jaxtalk.convert import torch_pickle
 from jaxtalk.convert.mapping import ConversionError, flatten_params
 from jaxtalk.models.anitalker.stage2 import DiffusionPredictor, init_inputs
+from jaxtalk.train.grouped_init import eval_shape_init
 
 # reference/keys/anitalker_stage2_state_dict.txt: key counts per infer_type.
 RELEASED_NKEYS = {
@@ -118,7 +119,7 @@ def test_rules_cover_exactly_the_released_keys_and_shapes(infer_type):
     assert config["infer_type"] == infer_type and config["decoder_layers"] == 2
     model = DiffusionPredictor(**config)
     shapes = nn.meta.unbox(
-        jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *init_inputs(model)))
+        eval_shape_init(lambda: model.init(jax.random.PRNGKey(0), *init_inputs(model)))
     )
     flat = {
         **{f"params/{k}": v for k, v in flatten_params(shapes["params"]).items()},
@@ -155,7 +156,7 @@ def tiny_release_file(tmp_path, config=TINY_KEYS_CONFIG):
     rng = np.random.RandomState(0)
     model = DiffusionPredictor(**config)
     shapes = nn.meta.unbox(
-        jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *init_inputs(model)))
+        eval_shape_init(lambda: model.init(jax.random.PRNGKey(0), *init_inputs(model)))
     )
 
     def rand(tree):

@@ -15,6 +15,7 @@ from jaxtalk.convert import hf_files, releases, torch_pickle, weights
 from jaxtalk.convert import hubert as conv
 from jaxtalk.convert.mapping import ConversionError, to_params
 from jaxtalk.models.audio import hubert as H
+from jaxtalk.train.grouped_init import eval_shape_init
 from tests.convert.hf_parity import check, errors, hf_fields, numpy_state, reference
 from tests.convert.test_hubert import TINY_BASE
 from tests.convert.test_sd_vae import assert_same
@@ -42,7 +43,7 @@ TINY_HF_CONFIG = {
 
 def _shapes(config):
     model = H.HubertModel(config)
-    return nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 400))))[
+    return nn.unbox(eval_shape_init(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 400))))[
         "params"
     ]
 

@@ -7,6 +7,7 @@ import pytest
 from flax import linen as nn
 
 from jaxtalk.models.anitalker.stage2 import DiffusionPredictor, HubertLayerMix, init_inputs
+from jaxtalk.train.grouped_init import eval_shape_init
 
 # reference/keys/anitalker_stage2_state_dict.txt ("===== <type> nkeys N params P")
 RELEASED = {
@@ -36,7 +37,7 @@ TINY = dict(
 @pytest.mark.parametrize("infer_type", sorted(RELEASED))
 def test_parameter_count_equals_release(infer_type):
     model = DiffusionPredictor(infer_type=infer_type)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *init_inputs(model)))
+    shapes = eval_shape_init(lambda: model.init(jax.random.PRNGKey(0), *init_inputs(model)))
     count = sum(x.size for x in jax.tree.leaves(nn.meta.unbox(shapes["params"])))
     assert count == RELEASED[infer_type]
     assert "batch_stats" in shapes  # conformer BatchNorms
@@ -51,7 +52,7 @@ def _tiny(infer_type, frames=6, batch=2, seed=0):
     inputs = [rng.randn(*np.shape(a)).astype(np.float32) for a in init_inputs(model, batch, frames)]
     inputs[-1] = np.array([999.0, 3.0][:batch], np.float32)
     # Random values on the init shapes: compiling the RNG-based init is far slower on CPU.
-    shapes = nn.meta.unbox(jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *inputs)))
+    shapes = nn.meta.unbox(eval_shape_init(lambda: model.init(jax.random.PRNGKey(0), *inputs)))
     variables = {
         "params": jax.tree.map(
             lambda s: rng.randn(*s.shape).astype(np.float32) * 0.3, shapes["params"]

@@ -17,6 +17,7 @@ from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.models.anitalker.stage2 import DiffusionPredictor, init_inputs
 from jaxtalk.models.audio.hubert import HubertModel
 from jaxtalk.models.lia.generator import LIAGenerator
+from jaxtalk.train.grouped_init import eval_shape_init
 from tests.convert.test_anitalker import TINY_KEYS_CONFIG
 from tests.convert.test_hubert import TINY as TINY_HUBERT
 
@@ -68,21 +69,21 @@ def _denoiser():
     model = DiffusionPredictor(**TINY_KEYS_CONFIG, **F64)
     inputs = init_inputs(model, frames=4)
     assert inputs[2].dtype == jnp.float64 and inputs[2].shape[2] == 3  # (B, 2T, layers, dim)
-    return model, jax.eval_shape(model.init, jax.random.PRNGKey(0), *inputs), inputs
+    return model, eval_shape_init(model.init, jax.random.PRNGKey(0), *inputs), inputs
 
 
 @pytest.mark.parametrize("generator", [LIAGenerator, AniTalkerMotion])
 def test_lia_and_stage1_generators_stay_float64(x64, generator):
     model = generator(size=32, style_dim=32, motion_dim=5, width=1 / 16, **F64)
     x = jnp.zeros((1, 32, 32, 3), jnp.float64)
-    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x, x)
+    variables = eval_shape_init(model.init, jax.random.PRNGKey(0), x, x)
     assert not_float64(model.apply, variables, x, x) == []
 
 
 def test_hubert_features_stay_float64(x64):
     model = HubertModel(TINY_HUBERT, **F64)
     wav = jnp.zeros((1, 400), jnp.float64)
-    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), wav)
+    variables = eval_shape_init(model.init, jax.random.PRNGKey(0), wav)
     assert not_float64(model.apply, variables, wav) == []
 
 

@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("jaxtalk.models.layers.spectral_norm")
 
 from jaxtalk.models.liveportrait.discriminator import MultiScaleDiscriminator  # noqa: E402
+from jaxtalk.train.grouped_init import eval_shape_init  # noqa: E402
 
 
 def _count(tree):
@@ -19,7 +20,7 @@ def _count(tree):
 
 def test_default_layout_parameter_count():
     d = MultiScaleDiscriminator()
-    shapes = jax.eval_shape(d.init, jax.random.PRNGKey(0), jnp.zeros((1, 256, 256, 3)))
+    shapes = eval_shape_init(d.init, jax.random.PRNGKey(0), jnp.zeros((1, 256, 256, 3)))
     # 4x4 convs 3->128, 128->256, 256->512, 512->512 (+ bias; instance-norm affine from the
     # second block on), then a 1x1 conv 512->1
     want = (

@@ -15,6 +15,7 @@ from scipy.spatial.transform import Rotation
 
 from configs import aniportrait_audio as cfg_lib
 from jaxtalk.tasks import aniportrait_audio as task_lib
+from jaxtalk.train.grouped_init import eval_shape_init
 from tests.tasks import helpers
 
 
@@ -35,7 +36,7 @@ def test_paper_variants_carry_the_released_architecture():
     with pytest.raises(ValueError, match="unknown variant"):
         cfg_lib.get_config("lips_tiny")
     # The paper model built from the config is the released one (parameter count).
-    shapes = jax.eval_shape(lambda: task_lib.build(pose).init(jax.random.PRNGKey(0), {})[0])
+    shapes = eval_shape_init(lambda: task_lib.build(pose).init(jax.random.PRNGKey(0), {})[0])
     assert sum(x.size for x in jax.tree.leaves(shapes["model"])) == 120_058_758
     assert set(shapes) == {"model", "pose_stats"}
 

@@ -10,6 +10,7 @@ import pytest
 from configs import aniportrait as cfg_lib
 from jaxtalk.diffusion import recipes
 from jaxtalk.tasks import aniportrait as task_lib
+from jaxtalk.train.grouped_init import eval_shape_init
 
 
 def count(tree) -> int:
@@ -75,7 +76,7 @@ def test_paper_networks_have_the_released_sizes():
         "frames": jnp.zeros((1, f, 512, 512, 3), jnp.uint8),
         "landmark_images": jnp.zeros((1, f, 512, 512, 3), jnp.uint8),
     }
-    params, state = jax.eval_shape(task.init, jax.random.PRNGKey(0), batch)
+    params, state = eval_shape_init(task.init, jax.random.PRNGKey(0), batch)
     params = nn.unbox(params)
     base = params["base"]
     # REFERENCE.md: the ReferenceNet (no conv_norm_out / conv_out), the SD1.5 UNet, the

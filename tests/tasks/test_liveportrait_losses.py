@@ -18,6 +18,7 @@ from jaxtalk.models.metric_nets import iresnet  # noqa: E402
 from jaxtalk.models.vgg import VGGFeatures  # noqa: E402
 from jaxtalk.tasks import liveportrait as task_lib  # noqa: E402
 from jaxtalk.train import state as state_lib  # noqa: E402
+from jaxtalk.train.grouped_init import eval_shape_init  # noqa: E402
 from jaxtalk.train.step import train_step  # noqa: E402
 from tests.random_weights import random_variables  # noqa: E402
 from tests.tasks import helpers  # noqa: E402
@@ -139,12 +140,12 @@ def test_every_trained_parameter_carries_logical_axes():
     """F, M, W, G and the discriminator (stage 1); the stitching, lip and eye MLPs and the
     ratio regressor (stage 2): every parameter of every trained group is boxed with axis
     names, the sharding rules' input."""
-    params, _ = jax.eval_shape(stage1_task().init, jax.random.PRNGKey(0), random_batch(64))
+    params, _ = eval_shape_init(stage1_task().init, jax.random.PRNGKey(0), random_batch(64))
     assert set(params) == {"generator", "discriminator"}
     assert set(params["generator"]) == set(task_lib.BASE)
     assert _unnamed_leaves(params) == []
     stage2 = task_lib.build(cfg_lib.get_config("tiny_stitching"))
-    params, _ = jax.eval_shape(stage2.init, jax.random.PRNGKey(0), random_batch(64))
+    params, _ = eval_shape_init(stage2.init, jax.random.PRNGKey(0), random_batch(64))
     trained = {k: params[k] for k in ("stitching", "lip", "eye", "ratio")}
     assert _unnamed_leaves(trained) == []
 

@@ -11,6 +11,7 @@ from configs import megactor as cfg_lib
 from jaxtalk.diffusion import recipes
 from jaxtalk.models.aniportrait.lmk2video import join_motion
 from jaxtalk.tasks import megactor as task_lib
+from jaxtalk.train.grouped_init import eval_shape_init
 
 
 def count(tree) -> int:
@@ -85,7 +86,7 @@ def test_paper_networks_have_the_released_sizes():
         "frames": jnp.zeros((1, f, 512, 512, 3), jnp.uint8),
         "driving": jnp.zeros((1, f, 512, 512, 3), jnp.uint8),
     }
-    params, _ = jax.eval_shape(task.init, jax.random.PRNGKey(0), batch)
+    params, _ = eval_shape_init(task.init, jax.random.PRNGKey(0), batch)
     params = nn.unbox(params)
     base = params["base"]
     # REFERENCE.md / issue 17: UNet + DrivenEncoder 870,047,324, the v3 motion modules
@@ -100,7 +101,7 @@ def test_paper_networks_have_the_released_sizes():
     assert count(params["image_encoder"]) == 303_966_208
     # stage 1 trains all of it as one group
     s1 = task_lib.build(cfg_lib.get_config("paper_stage1"))
-    p1, _ = jax.eval_shape(s1.init, jax.random.PRNGKey(0), batch)
+    p1, _ = eval_shape_init(s1.init, jax.random.PRNGKey(0), batch)
     p1 = nn.unbox(p1)
     assert set(p1) == {"model", "vae", "image_encoder"}
     assert count(p1["model"]) == 870_047_324 + 417_137_600 + 857_066_560

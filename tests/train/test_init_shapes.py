@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jaxtalk.train.grouped_init  # noqa: F401 - installs the Scope.param it extends
+from jaxtalk.train import grouped_init  # installs the Scope.param it extends
 from jaxtalk.train import init_shapes as lib
 
 
@@ -23,13 +23,13 @@ class Two(nn.Module):
 
 def traces(monkeypatch) -> list:
     seen = []
-    traced = lib._traced_shapes
+    traced = lib._traced_structure
 
     def counting(init_fn, args, kwargs):
         seen.append(args)
         return traced(init_fn, args, kwargs)
 
-    monkeypatch.setattr(lib, "_traced_shapes", counting)
+    monkeypatch.setattr(lib, "_traced_structure", counting)
     monkeypatch.setattr(lib, "_remembered", {})
     return seen
 
@@ -75,3 +75,41 @@ def test_a_closure_over_an_array_is_traced_every_time(monkeypatch):
     for _ in range(2):
         assert lib.init_shapes(from_table, ((2,),), {}) == [(2, 2)]
     assert len(seen) == 2 and lib._remembered == {}
+
+
+class Stack(nn.Module):
+    """Same-kind layers (three 4x4 Dense), a partitioned kernel, BatchNorm statistics (not
+    parameters) and a lifted transform."""
+
+    @nn.compact
+    def __call__(self, x):
+        for _ in range(3):
+            x = nn.Dense(4)(x)
+        x = nn.remat(nn.Dense)(4)(x)
+        part = nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("a", "b"))
+        x = nn.Dense(6, kernel_init=part, param_dtype=jnp.bfloat16)(x)
+        return nn.BatchNorm(use_running_average=False)(x)
+
+
+def test_eval_shape_init_gives_init_s_tree_tracing_each_kind_of_initializer_once(monkeypatch):
+    seen = traces(monkeypatch)
+    x = jnp.ones((2, 4))
+    want = jax.eval_shape(Stack().init, jax.random.PRNGKey(0), x)
+    assert seen == []  # plain eval_shape traces every initializer inline, nothing remembered
+    got = grouped_init.eval_shape_init(Stack().init, jax.random.PRNGKey(0), x)
+    assert jax.tree.structure(got) == jax.tree.structure(want)  # the partitioning box kept
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert (a.shape, a.dtype) == (b.shape, b.dtype)
+    # 4x4 kernel, 4 bias (shared by the four 4-wide layers), 4x6 bf16 kernel, 6 bf16 bias,
+    # BatchNorm's 6 scale and bias (one kind each): the statistics are variables, not traced
+    assert len(seen) == 6, seen
+    grouped_init.eval_shape_init(Stack().init, jax.random.PRNGKey(1), x)
+    assert len(seen) == 6
+
+
+@pytest.mark.filterwarnings("ignore:Explicitly requested dtype float64")
+def test_what_is_remembered_follows_the_x64_flag():
+    init, args = nn.initializers.zeros, ((2,), jnp.float64)
+    assert lib.init_structure(init, args, {}).dtype == jnp.float32  # x64 off: canonicalised
+    with jax.enable_x64(True):
+        assert lib.init_structure(init, args, {}).dtype == jnp.float64

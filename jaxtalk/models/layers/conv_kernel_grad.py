@@ -46,6 +46,7 @@ from jax import lax
 
 METHODS = ("auto", "xla", "rows")
 _CHANNELS_LAST = ("NHWC", "HWIO", "NHWC")
+_TRANSPOSED = ("NHWC", "HWOI", "NHWC")  # the kernel read with its channel axes swapped
 
 
 def method() -> str:
@@ -114,6 +115,12 @@ def _row_pads(lhs, rhs, strides, padding, lhs_dil, rhs_dil, dn, groups, batch_gr
     return pads if min(min(p) for p in pads) >= 0 else None
 
 
+def _pad(x, rows, cols):
+    """Zeros around an NHWC map's rows and columns: lax.pad, which traces as one primitive
+    where jnp.pad is a nested jit of its own (hundreds per train step)."""
+    return lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*rows, 0), (*cols, 0), (0, 0, 0)))
+
+
 def _xla_conv(x, kernel, pads):
     return lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=_CHANNELS_LAST)
 
@@ -127,10 +134,19 @@ def _conv_fwd(x, kernel, pads):
     return _xla_conv(x, kernel, pads), (x, kernel)
 
 
+def _input_grad(dy, kernel, pads):
+    """The stride-1 conv's input gradient as jax's own transpose rule writes it (the output
+    gradient convolved with the flipped kernel, its in and out channels swapped by the
+    dimension numbers), without tracing a `jax.vjp` of the conv for every conv."""
+    (kh, kw), ((top, bottom), (left, right)) = kernel.shape[:2], pads
+    pads_t = ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right))
+    flipped = lax.rev(kernel, (0, 1))
+    return lax.conv_general_dilated(dy, flipped, (1, 1), pads_t, dimension_numbers=_TRANSPOSED)
+
+
 def _conv_bwd(pads, residuals, dy):
     x, kernel = residuals
-    _, input_vjp = jax.vjp(lambda x_: _xla_conv(x_, kernel, pads), x)
-    (dx,) = input_vjp(dy)
+    dx = _input_grad(dy, kernel, pads)
     return dx, kernel_grad_rows(x, dy, kernel.shape[:2], pads).astype(kernel.dtype)
 
 
@@ -155,7 +171,7 @@ def _phase_sum(x, kernel, pads, strides, taps=None):
     never read); each phase's kernel gradient is then the rows form's."""
     sh, sw = strides
     kh, kw = kernel.shape[:2]
-    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    xp = _pad(x, *pads)
     ho, wo = (xp.shape[1] - kh) // sh + 1, (xp.shape[2] - kw) // sw + 1
     y = None
     for (a, b), k in zip(_phases(kernel, strides), taps or phase_taps(kernel, strides)):
@@ -209,7 +225,7 @@ def kernel_grad_rows(x, dy, kernel_size, pads):
     against dy itself."""
     kh, kw = kernel_size
     (top, bottom), (left, right) = pads
-    xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    xp = _pad(x, (top, bottom), (left, right))
     n, ho, wo, cout = dy.shape
     cin, wp = x.shape[-1], xp.shape[2]  # wp = wo + kw - 1
     acc = jnp.promote_types(jnp.result_type(x, dy), jnp.float32)
@@ -225,7 +241,7 @@ def kernel_grad_rows(x, dy, kernel_size, pads):
             shifted = jnp.concatenate([xi[:, :, j : j + wo] for j in range(kw)], axis=-1)
             rows.append(matmul(shifted.reshape(-1, kw * cin), flat_dy).reshape(kw, cin, cout))
         return jnp.stack(rows)
-    dyp = jnp.pad(dy, ((0, 0), (0, 0), (kw - 1, kw - 1), (0, 0)))
+    dyp = _pad(dy, (0, 0), (kw - 1, kw - 1))
     shifted = [dyp[:, :, kw - 1 - j : kw - 1 - j + wp] for j in range(kw)]
     stacked = jnp.concatenate(shifted, axis=-1).reshape(n * ho * wp, kw * cout)
     for i in range(kh):

@@ -11,7 +11,7 @@ from flax import traverse_util
 
 from jaxtalk.models.aniportrait.pose_guider import RELEASE, TINY, PoseGuider
 from jaxtalk.models.latent_diffusion import unet as ld
-from jaxtalk.train.grouped_init import grouped_initializers
+from jaxtalk.train.grouped_init import eval_shape_init, grouped_initializers
 
 
 def _count(tree) -> int:
@@ -25,7 +25,7 @@ def _flat(tree) -> dict:
 def test_release_size_and_feature_shapes():
     guider = PoseGuider(RELEASE)
     pose, ref = jnp.zeros((1, 2, 512, 512, 3)), jnp.zeros((1, 512, 512, 3))
-    shapes = nn.unbox(jax.eval_shape(guider.init, jax.random.PRNGKey(0), pose, ref))
+    shapes = nn.unbox(eval_shape_init(guider.init, jax.random.PRNGKey(0), pose, ref))
     # the release's nn.Parameters (REFERENCE.md's 167,518,523), then its running statistics;
     # with the 15 num_batches_tracked counters the state_dict has 184 keys
     assert _count(shapes["params"]) == 167_518_523

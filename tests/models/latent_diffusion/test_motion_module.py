@@ -18,7 +18,7 @@ import pytest
 from jaxtalk.convert import mapping
 from jaxtalk.convert import motion_module as convert
 from jaxtalk.models.latent_diffusion.motion_module import MotionModule, position_table
-from jaxtalk.train.grouped_init import grouped_initializers
+from jaxtalk.train.grouped_init import eval_shape_init, grouped_initializers
 
 CODE = os.environ.get("ANIPORTRAIT_CODE")
 B, F, H, W, C = 2, 5, 3, 2, 32
@@ -84,7 +84,7 @@ def test_remat_gives_the_same_output_and_gradients():
     x = jax.random.normal(jax.random.PRNGKey(4), (B * F, H, W, C))
     plain, remat = MotionModule(C), MotionModule(C, remat=True)
     v = _randomized(_init(plain, x, F))
-    remat_shapes = jax.eval_shape(lambda r: remat.init(r, x, F), jax.random.PRNGKey(0))
+    remat_shapes = eval_shape_init(lambda r: remat.init(r, x, F), jax.random.PRNGKey(0))
     assert jax.tree_util.tree_structure(nn.unbox(remat_shapes)) == jax.tree_util.tree_structure(v)
     loss = lambda m: jax.jit(jax.grad(lambda p: jnp.sum(m.apply(p, x, F) ** 2)))(v)
     np.testing.assert_allclose(_apply(remat, v, x, F), _apply(plain, v, x, F), atol=1e-6)

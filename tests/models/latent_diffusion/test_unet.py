@@ -17,6 +17,7 @@ from flax import traverse_util
 from jaxtalk.convert import sd_unet
 from jaxtalk.models.latent_diffusion import unet as ld
 from jaxtalk.models.layers.torch_nn import dense
+from jaxtalk.train.grouped_init import eval_shape_init
 
 # Tiny inputs: 2 samples, 16x16 latents, 5 context tokens.
 B, SIDE, TOKENS, FRAMES = 2, 16, 5, 3
@@ -40,7 +41,7 @@ def temporal_mix_rules(torch_prefix, path):
 
 
 def shapes_of(model, sample, context):
-    return jax.eval_shape(model.init, jax.random.PRNGKey(0), sample, jnp.zeros((1,)), context)
+    return eval_shape_init(model.init, jax.random.PRNGKey(0), sample, jnp.zeros((1,)), context)
 
 
 def counts(tree):

@@ -12,12 +12,13 @@ from jaxtalk.convert import clip_vision as clip_convert
 from jaxtalk.convert import sd_vae
 from jaxtalk.models.latent_diffusion import clip_vision as C
 from jaxtalk.models.latent_diffusion import vae as V
+from jaxtalk.train.grouped_init import eval_shape_init
 
 
 def random_params(model, *inputs, seed=0, scale=0.1):
     """Params shaped as `model.init` makes them, filled from numpy (jitting the
     initialisers would cost far more than the test's forward)."""
-    shapes = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), *inputs))
+    shapes = nn.unbox(eval_shape_init(model.init, jax.random.PRNGKey(0), *inputs))
     rng = np.random.default_rng(seed)
     return jax.tree.map(
         lambda s: jnp.asarray(rng.standard_normal(s.shape) * scale, s.dtype), shapes
@@ -31,7 +32,7 @@ def _count(tree):
 def test_full_vae_size_and_shapes():
     model = V.AutoencoderKL(V.SD_VAE)
     images = jax.ShapeDtypeStruct((2, 512, 512, 3), jnp.float32)
-    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
+    variables = eval_shape_init(model.init, jax.random.PRNGKey(0), images)
     params = nn.unbox(variables)["params"]
     assert _count(params) == 83_653_863
     assert len(jax.tree.leaves(params)) == len(sd_vae.rules_for(V.SD_VAE)) == 248
@@ -100,7 +101,7 @@ def test_posterior_clamps_logvar_and_kl():
 def test_full_clip_size_and_outputs():
     model = C.CLIPVisionModelWithProjection(C.CLIP_VIT_L14)
     pixels = jax.ShapeDtypeStruct((3, 224, 224, 3), jnp.float32)
-    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), pixels)
+    variables = eval_shape_init(model.init, jax.random.PRNGKey(0), pixels)
     params = nn.unbox(variables)["params"]
     assert _count(params) == 303_966_208
     assert len(jax.tree.leaves(params)) == len(clip_convert.rules_for(C.CLIP_VIT_L14)) == 392

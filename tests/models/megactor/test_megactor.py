@@ -13,6 +13,7 @@ from jaxtalk.models.latent_diffusion.resnet import ResnetBlock2D
 from jaxtalk.models.megactor import MEGACTOR, TINY, DrivenEncoder, MegActor
 from jaxtalk.models.megactor import driven_encoder as de
 from jaxtalk.models.megactor.denoiser import widen_conv_in
+from jaxtalk.train.grouped_init import eval_shape_init
 
 
 def _count(tree):
@@ -38,7 +39,7 @@ def _inputs(cfg, b=2, f=3, side=8, tokens=5, seed=0):
 
 def test_full_size_counts():
     shapes = [jax.ShapeDtypeStruct(np.shape(a), jnp.float32) for a in _inputs(MEGACTOR, 1, 2)]
-    tree = jax.eval_shape(MegActor(MEGACTOR).init, jax.random.PRNGKey(0), *shapes)
+    tree = eval_shape_init(MegActor(MEGACTOR).init, jax.random.PRNGKey(0), *shapes)
     params = nn.unbox(tree)["params"]
     unet = traverse_util.flatten_dict(params["unet"])
     motion = {k: v for k, v in unet.items() if any(p.startswith("motion_modules") for p in k)}
@@ -139,7 +140,7 @@ def test_video_norm_shares_statistics_over_frames():
 def random_params(module, args, seed=3):
     """Params of `module` drawn without running its init: kernels N(0, 1 / fan_in), norm
     scales 1 + N(0, 0.1), biases N(0, 0.1) (the zero-initialised layers too)."""
-    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), *args)
+    shapes = eval_shape_init(module.init, jax.random.PRNGKey(0), *args)
     flat = traverse_util.flatten_dict(nn.unbox(shapes)["params"])
     rng = np.random.default_rng(seed)
     out = {}
