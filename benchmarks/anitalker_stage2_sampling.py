@@ -20,7 +20,7 @@ from flax import linen as nn
 from jaxtalk.diffusion import samplers, schedules
 from jaxtalk.models.anitalker.stage2 import DiffusionPredictor, init_inputs
 from jaxtalk.models.audio import hubert as hubert_lib
-from jaxtalk.train.grouped_init import eval_shape_init
+from jaxtalk.models.param_hook import eval_shape_init
 
 FPS = 25
 

@@ -23,7 +23,7 @@ from jaxtalk.convert import weights
 from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.models.anitalker.stage2 import DiffusionPredictor, init_inputs
 from jaxtalk.models.lia.generator import LIAGenerator
-from jaxtalk.train.grouped_init import eval_shape_init
+from jaxtalk.models.param_hook import eval_shape_init
 from tests.tasks import helpers
 from tests.train.helpers import REPO, cli_env
 

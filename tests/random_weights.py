@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from jaxtalk.train.grouped_init import eval_shape_init
+from jaxtalk.models.param_hook import eval_shape_init
 
 ONES = ("scale", "var")  # norm scales, running variances
 ZEROS = ("bias", "mean")

@@ -52,7 +52,7 @@ from jaxtalk.convert.mapping import (
 )
 from jaxtalk.convert.releases import Release, ReleaseFile
 from jaxtalk.models.audio.hubert import HubertConfig, HubertModel
-from jaxtalk.train.grouped_init import eval_shape_init
+from jaxtalk.models.param_hook import eval_shape_init
 
 # The public files this converter imports (`jaxtalk import --release=NAME`).
 RELEASES = [

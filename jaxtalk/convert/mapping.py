@@ -25,7 +25,7 @@ import numpy as np
 from flax import traverse_util
 
 from jaxtalk.errors import InputError
-from jaxtalk.train.grouped_init import eval_shape_init
+from jaxtalk.models.param_hook import eval_shape_init
 
 Array = np.ndarray
 

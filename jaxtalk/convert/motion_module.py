@@ -41,7 +41,7 @@ from jaxtalk.convert.mapping import (
 )
 from jaxtalk.convert.releases import Release
 from jaxtalk.models.latent_diffusion.motion_module import MotionModule, position_table
-from jaxtalk.train.grouped_init import eval_shape_init
+from jaxtalk.models.param_hook import eval_shape_init
 
 KIND = "animatediff_motion_modules"
 SD15_DOWN = (320, 640, 1280, 1280)  # per down block, 2 modules each; up blocks reversed, 3 each

@@ -29,9 +29,9 @@ from jaxtalk import fs, progress
 from jaxtalk.errors import InputError
 from jaxtalk.evaluate import registry, report, results
 from jaxtalk.evaluate.eval_sets import TestSet
+from jaxtalk.models.param_hook import eval_shape_init
 from jaxtalk.train import checkpoints
 from jaxtalk.train.data import to_global
-from jaxtalk.train.grouped_init import eval_shape_init
 from jaxtalk.train.sharding import activation_context, make_mesh, place
 from jaxtalk.train.task import get_task
 

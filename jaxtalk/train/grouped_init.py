@@ -21,98 +21,28 @@ ones), close over traced values, or have no twin run where flax runs them, in th
 pass, as do those created inside lifted transforms (`nn.remat`), whose keys live in an
 inner trace.
 
-`eval_shape_init(init, ...)` is `jax.eval_shape` of an init wanted for its shapes alone (the
-converters' `variable_shapes`, release-size checks): the same hook gives every new parameter
-zeros in its initializer's remembered shape, without deriving its key or tracing the
-initializer.
+The two passes hand out values through the parameter hook of `jaxtalk.models.param_hook`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import threading
 from collections.abc import Callable
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax.core import meta
 from flax.core import scope as flax_scope
 from jax.extend import core as jax_core
 
-from jaxtalk.train.init_shapes import init_shapes, init_structure, remembered
+from jaxtalk.models.init_shapes import remembered
+from jaxtalk.models.param_hook import new_params_go_to
 
 # A group's stacked values exist beside the parameters until they are sliced out: bounded so
 # that a large model's init does not need twice its parameters' memory.
 MAX_GROUP_BYTES = 64 << 20
-
-_mode = threading.local()  # .handler: None (plain flax) or the active pass's function
-_flax_param = flax_scope.Scope.param
-
-
-def _param(scope, name, init_fn, *init_args, unbox=True, **init_kwargs):
-    handler = getattr(_mode, "handler", None)
-    new = (
-        handler is not None
-        and not scope.has_variable("params", name)
-        and scope.is_mutable_collection("params")
-        and scope.has_rng("params")
-    )
-    if not new:
-        if scope.has_variable("params", name):
-            return _existing_param(scope, name, init_fn, init_args, init_kwargs, unbox)
-        return _flax_param(scope, name, init_fn, *init_args, unbox=unbox, **init_kwargs)
-    scope.reserve(name, "params")
-    value = handler(scope, name, functools.partial(init_fn, **init_kwargs), init_args)
-    scope.put_variable("params", name, value)
-    return meta.unbox(value) if unbox else value
-
-
-def _existing_param(scope, name, init_fn, init_args, init_kwargs, unbox):
-    """flax's Scope.param for a parameter the scope holds (as when a module is applied): its
-    value, checked against the shapes its initializer gives (init_shapes: remembered, not
-    traced for every parameter of every apply)."""
-    scope.reserve(name, "params")
-    value = scope.get_variable("params", name)
-    if unbox:
-        value = meta.unbox(value)
-    for leaf, want in zip(jax.tree.leaves(value), init_shapes(init_fn, init_args, init_kwargs)):
-        if np.shape(leaf) != want:
-            raise flax.errors.ScopeParamShapeError(name, scope.path_text, np.shape(leaf), want)
-    return value
-
-
-# Installed for the process when this module is imported; outside grouped_initializers (no
-# handler on this thread) it is flax's own Scope.param, with the existing parameters' shape
-# check remembered (_existing_param).
-flax_scope.Scope.param = _param
-
-
-@contextlib.contextmanager
-def _new_params_go_to(handler):
-    """Within: this thread's new parameters take the value handler(scope, name, init,
-    init_args) returns (init(key, *init_args) is flax's initializer call)."""
-    outer, _mode.handler = getattr(_mode, "handler", None), handler
-    try:
-        yield
-    finally:
-        _mode.handler = outer
-
-
-def _zeros_like_init(scope, name, init, init_args):
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), init_structure(init, init_args, {}))
-
-
-def eval_shape_init(init_fn: Callable, *args, **kwargs):
-    """`jax.eval_shape(init_fn, *args, **kwargs)` for a flax init (`Module.init`) traced for
-    its variables' shapes only: each new parameter is zeros in what its initializer returns
-    (remembered per kind of initializer, init_shapes), so no key is derived and no random
-    initializer traced for it (a third of a release-size init's trace)."""
-    with _new_params_go_to(_zeros_like_init):
-        return jax.eval_shape(init_fn, *args, **kwargs)
 
 
 def _next_key(scope) -> flax_scope.LazyRng:
@@ -208,7 +138,7 @@ def grouped_initializers(fn: Callable) -> Callable:
             records.append(r)
             return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), r.shape)
 
-        with _new_params_go_to(record):
+        with new_params_go_to(record):
             fn(*args, **kwargs)
         values = _computed_groups(records)
         position = iter(range(len(records)))
@@ -223,7 +153,7 @@ def grouped_initializers(fn: Callable) -> Callable:
             key = _next_key(scope)  # advances the counter as make_rng does
             return values[i] if i in values else init(key.as_jax_rng(), *init_args)
 
-        with _new_params_go_to(replay):
+        with new_params_go_to(replay):
             return fn(*args, **kwargs)
 
     return grouped

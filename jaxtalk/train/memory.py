@@ -19,8 +19,8 @@ from flax import linen as nn
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxtalk.models.param_hook import eval_shape_init
 from jaxtalk.train import sharding
-from jaxtalk.train.grouped_init import eval_shape_init
 
 
 def _leaves(tree):

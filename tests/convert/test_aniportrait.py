@@ -21,7 +21,7 @@ from jaxtalk.convert.mapping import ConversionError, export_state_dict, flatten_
 from jaxtalk.errors import InputError
 from jaxtalk.models.aniportrait.pose_guider import RELEASE, PoseGuiderConfig
 from jaxtalk.models.latent_diffusion import unet as ld
-from jaxtalk.train.grouped_init import eval_shape_init
+from jaxtalk.models.param_hook import eval_shape_init
 from tests.convert.test_motion_module import _release_file as motion_file
 
 CODE = os.environ.get("ANIPORTRAIT_CODE")

@@ -9,7 +9,7 @@ from jaxtalk.convert import anitalker as conv
 from jaxtalk.convert import torch_pickle
 from jaxtalk.convert.mapping import ConversionError, flatten_params
 from jaxtalk.models.anitalker.stage2 import DiffusionPredictor, init_inputs
-from jaxtalk.train.grouped_init import eval_shape_init
+from jaxtalk.models.param_hook import eval_shape_init
 
 # reference/keys/anitalker_stage2_state_dict.txt: key counts per infer_type.
 RELEASED_NKEYS = {

@@ -15,7 +15,7 @@ from jaxtalk.convert import hf_files, releases, torch_pickle, weights
 from jaxtalk.convert import hubert as conv
 from jaxtalk.convert.mapping import ConversionError, to_params
 from jaxtalk.models.audio import hubert as H
-from jaxtalk.train.grouped_init import eval_shape_init
+from jaxtalk.models.param_hook import eval_shape_init
 from tests.convert.hf_parity import check, errors, hf_fields, numpy_state, reference
 from tests.convert.test_hubert import TINY_BASE
 from tests.convert.test_sd_vae import assert_same

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxtalk.losses import adversarial, metric_learning, mutual_information, perceptual
-from jaxtalk.train.grouped_init import eval_shape_init
+from jaxtalk.models.param_hook import eval_shape_init
 
 RNG = np.random.default_rng(0)
 

@@ -7,7 +7,7 @@ import pytest
 from flax import linen as nn
 
 from jaxtalk.models.anitalker.stage2 import DiffusionPredictor, HubertLayerMix, init_inputs
-from jaxtalk.train.grouped_init import eval_shape_init
+from jaxtalk.models.param_hook import eval_shape_init
 
 # reference/keys/anitalker_stage2_state_dict.txt ("===== <type> nkeys N params P")
 RELEASED = {

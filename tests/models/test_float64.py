@@ -17,7 +17,7 @@ from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.models.anitalker.stage2 import DiffusionPredictor, init_inputs
 from jaxtalk.models.audio.hubert import HubertModel
 from jaxtalk.models.lia.generator import LIAGenerator
-from jaxtalk.train.grouped_init import eval_shape_init
+from jaxtalk.models.param_hook import eval_shape_init
 from tests.convert.test_anitalker import TINY_KEYS_CONFIG
 from tests.convert.test_hubert import TINY as TINY_HUBERT
 

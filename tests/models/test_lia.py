@@ -9,7 +9,8 @@ import pytest
 from jaxtalk.models.anitalker.stage1 import AniTalkerMotion
 from jaxtalk.models.lia.discriminator import Discriminator, minibatch_stddev
 from jaxtalk.models.lia.generator import LIAGenerator
-from jaxtalk.train.grouped_init import eval_shape_init, grouped_initializers
+from jaxtalk.models.param_hook import eval_shape_init
+from jaxtalk.train.grouped_init import grouped_initializers
 
 TINY = dict(size=32, style_dim=32, motion_dim=5, width=1 / 16)
 

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("jaxtalk.models.layers.spectral_norm")
 
 from jaxtalk.models.liveportrait.discriminator import MultiScaleDiscriminator  # noqa: E402
-from jaxtalk.train.grouped_init import eval_shape_init  # noqa: E402
+from jaxtalk.models.param_hook import eval_shape_init  # noqa: E402
 
 
 def _count(tree):

@@ -14,8 +14,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from configs import aniportrait_audio as cfg_lib
+from jaxtalk.models.param_hook import eval_shape_init
 from jaxtalk.tasks import aniportrait_audio as task_lib
-from jaxtalk.train.grouped_init import eval_shape_init
 from tests.tasks import helpers
 
 

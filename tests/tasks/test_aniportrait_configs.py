@@ -9,8 +9,8 @@ import pytest
 
 from configs import aniportrait as cfg_lib
 from jaxtalk.diffusion import recipes
+from jaxtalk.models.param_hook import eval_shape_init
 from jaxtalk.tasks import aniportrait as task_lib
-from jaxtalk.train.grouped_init import eval_shape_init
 
 
 def count(tree) -> int:

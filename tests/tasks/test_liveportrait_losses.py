@@ -15,10 +15,10 @@ from configs import liveportrait as cfg_lib  # noqa: E402
 from jaxtalk.convert import weights  # noqa: E402
 from jaxtalk.losses.perceptual import LAYERS, MIN_SIZE  # noqa: E402
 from jaxtalk.models.metric_nets import iresnet  # noqa: E402
+from jaxtalk.models.param_hook import eval_shape_init  # noqa: E402
 from jaxtalk.models.vgg import VGGFeatures  # noqa: E402
 from jaxtalk.tasks import liveportrait as task_lib  # noqa: E402
 from jaxtalk.train import state as state_lib  # noqa: E402
-from jaxtalk.train.grouped_init import eval_shape_init  # noqa: E402
 from jaxtalk.train.step import train_step  # noqa: E402
 from tests.random_weights import random_variables  # noqa: E402
 from tests.tasks import helpers  # noqa: E402

@@ -10,8 +10,8 @@ import pytest
 from configs import megactor as cfg_lib
 from jaxtalk.diffusion import recipes
 from jaxtalk.models.aniportrait.lmk2video import join_motion
+from jaxtalk.models.param_hook import eval_shape_init
 from jaxtalk.tasks import megactor as task_lib
-from jaxtalk.train.grouped_init import eval_shape_init
 
 
 def count(tree) -> int:

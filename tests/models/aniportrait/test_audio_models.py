@@ -18,7 +18,7 @@ from jaxtalk.models.aniportrait.audio2pose import (
     sinusoid_table,
 )
 from jaxtalk.models.audio import hubert as H
-from jaxtalk.train.grouped_init import eval_shape_init
+from jaxtalk.models.param_hook import eval_shape_init
 
 TINY_AUDIO = H.HubertConfig(
     hidden_size=16,

@@ -11,7 +11,8 @@ from flax import traverse_util
 
 from jaxtalk.models.aniportrait.pose_guider import RELEASE, TINY, PoseGuider
 from jaxtalk.models.latent_diffusion import unet as ld
-from jaxtalk.train.grouped_init import eval_shape_init, grouped_initializers
+from jaxtalk.models.param_hook import eval_shape_init
+from jaxtalk.train.grouped_init import grouped_initializers
 
 
 def _count(tree) -> int:

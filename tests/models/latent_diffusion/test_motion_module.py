@@ -18,7 +18,8 @@ import pytest
 from jaxtalk.convert import mapping
 from jaxtalk.convert import motion_module as convert
 from jaxtalk.models.latent_diffusion.motion_module import MotionModule, position_table
-from jaxtalk.train.grouped_init import eval_shape_init, grouped_initializers
+from jaxtalk.models.param_hook import eval_shape_init
+from jaxtalk.train.grouped_init import grouped_initializers
 
 CODE = os.environ.get("ANIPORTRAIT_CODE")
 B, F, H, W, C = 2, 5, 3, 2, 32

@@ -17,7 +17,7 @@ from flax import traverse_util
 from jaxtalk.convert import sd_unet
 from jaxtalk.models.latent_diffusion import unet as ld
 from jaxtalk.models.layers.torch_nn import dense
-from jaxtalk.train.grouped_init import eval_shape_init
+from jaxtalk.models.param_hook import eval_shape_init
 
 # Tiny inputs: 2 samples, 16x16 latents, 5 context tokens.
 B, SIDE, TOKENS, FRAMES = 2, 16, 5, 3

@@ -12,7 +12,7 @@ from jaxtalk.convert import clip_vision as clip_convert
 from jaxtalk.convert import sd_vae
 from jaxtalk.models.latent_diffusion import clip_vision as C
 from jaxtalk.models.latent_diffusion import vae as V
-from jaxtalk.train.grouped_init import eval_shape_init
+from jaxtalk.models.param_hook import eval_shape_init
 
 
 def random_params(model, *inputs, seed=0, scale=0.1):

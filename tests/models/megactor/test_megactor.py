@@ -13,7 +13,7 @@ from jaxtalk.models.latent_diffusion.resnet import ResnetBlock2D
 from jaxtalk.models.megactor import MEGACTOR, TINY, DrivenEncoder, MegActor
 from jaxtalk.models.megactor import driven_encoder as de
 from jaxtalk.models.megactor.denoiser import widen_conv_in
-from jaxtalk.train.grouped_init import eval_shape_init
+from jaxtalk.models.param_hook import eval_shape_init
 
 
 def _count(tree):

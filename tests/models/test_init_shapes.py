@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtalk.train import grouped_init  # installs the Scope.param it extends
-from jaxtalk.train import init_shapes as lib
+from jaxtalk.models import init_shapes as lib
+from jaxtalk.models import param_hook  # installs the Scope.param it extends
 
 
 class Two(nn.Module):
@@ -96,14 +96,14 @@ def test_eval_shape_init_gives_init_s_tree_tracing_each_kind_of_initializer_once
     x = jnp.ones((2, 4))
     want = jax.eval_shape(Stack().init, jax.random.PRNGKey(0), x)
     assert seen == []  # plain eval_shape traces every initializer inline, nothing remembered
-    got = grouped_init.eval_shape_init(Stack().init, jax.random.PRNGKey(0), x)
+    got = param_hook.eval_shape_init(Stack().init, jax.random.PRNGKey(0), x)
     assert jax.tree.structure(got) == jax.tree.structure(want)  # the partitioning box kept
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         assert (a.shape, a.dtype) == (b.shape, b.dtype)
     # 4x4 kernel, 4 bias (shared by the four 4-wide layers), 4x6 bf16 kernel, 6 bf16 bias,
     # BatchNorm's 6 scale and bias (one kind each): the statistics are variables, not traced
     assert len(seen) == 6, seen
-    grouped_init.eval_shape_init(Stack().init, jax.random.PRNGKey(1), x)
+    param_hook.eval_shape_init(Stack().init, jax.random.PRNGKey(1), x)
     assert len(seen) == 6
 
 
