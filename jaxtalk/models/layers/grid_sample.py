@@ -16,6 +16,8 @@ import itertools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 
 def _unnormalize(coord, size: int, align_corners: bool):
@@ -61,8 +63,10 @@ def _sample(x, grid, align_corners: bool, padding_mode: str):
             va = (i >= 0) & (i < sizes[a])
             weight = wa if weight is None else weight * wa
             valid = va if valid is None else valid & va
-            index = index + jnp.clip(i, 0, sizes[a] - 1) * strides[a]
-        weight = jnp.where(valid, weight, 0.0).astype(x.dtype)
+            # lax.clamp / lax.select: one primitive each, where jnp.clip / jnp.where are
+            # nested jits of their own (8 corners of every 3-D warp of a train step)
+            index = index + lax.clamp(np.int32(0), i, np.int32(sizes[a] - 1)) * strides[a]
+        weight = lax.select(valid, weight, jnp.zeros_like(weight)).astype(x.dtype)
         term = gather(flat, index) * weight[..., None]
         out = term if out is None else out + term
     return out.reshape((n,) + tuple(out_shape) + (c,))
