@@ -56,8 +56,9 @@ def _traced_structure(init_fn, args, kwargs):
     return jax.eval_shape(lambda: init_fn(jax.random.key(0), *args, **kwargs))
 
 
-def _traced_shapes(init_fn, args, kwargs) -> list[tuple]:
-    return [tuple(s.shape) for s in jax.tree.leaves(_traced_structure(init_fn, args, kwargs))]
+def _leaf_shapes(init_fn, args, kwargs) -> list[tuple]:
+    # from the remembered structure: one trace per kind serves both
+    return [tuple(s.shape) for s in jax.tree.leaves(init_structure(init_fn, args, kwargs))]
 
 
 def remembered(what: str, compute, init_fn, args: tuple, kwargs: dict):
@@ -78,7 +79,7 @@ def remembered(what: str, compute, init_fn, args: tuple, kwargs: dict):
 
 def init_shapes(init_fn, args: tuple, kwargs: dict) -> list[tuple]:
     """The shapes of the leaves `init_fn(key, *args, **kwargs)` returns, in tree order."""
-    return remembered("shapes", _traced_shapes, init_fn, args, kwargs)
+    return remembered("shapes", _leaf_shapes, init_fn, args, kwargs)
 
 
 def init_structure(init_fn, args: tuple, kwargs: dict):
