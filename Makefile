@@ -21,6 +21,7 @@ endif
 TCMALLOC ?= $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 \
                                    /usr/lib64/libtcmalloc_minimal.so.4))
 PRELOAD := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
+DEMO_RUN = $(PRELOAD) JAX_PLATFORMS=cpu $(PY) -m jaxtalk.demo --out=$(DEMO)
 
 .PHONY: install test demo demo-stage2 bench format
 
@@ -39,10 +40,10 @@ test: $(ENV)
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 demo: $(ENV)
-	$(PRELOAD) JAX_PLATFORMS=cpu $(PY) -m jaxtalk.demo --out=$(DEMO)
+	$(DEMO_RUN)
 
 demo-stage2: $(ENV)  # the demo plus stage 2 (speech -> motion): about seven more minutes
-	$(PRELOAD) JAX_PLATFORMS=cpu $(PY) -m jaxtalk.demo --out=$(DEMO) --stage2
+	$(DEMO_RUN) --stage2
 
 bench: $(ENV)
 	JAX_PLATFORMS=cpu $(PY) benchmarks/loop_overhead.py
